@@ -1,0 +1,154 @@
+//! What a policy returns: a score, eligibility, reasons and a propensity per
+//! candidate, aligned with the request by index, plus named debug values.
+
+use crate::request::Request;
+
+bitflags::bitflags! {
+    /// Why a candidate got its score; same bit order as the WIT `reason` flags.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Reason: u16 {
+        /// Not in a campaign: relevance alone.
+        const ORGANIC = 1 << 0;
+        /// The policy lifted this candidate.
+        const PROMOTED = 1 << 1;
+        const NOT_ELIGIBLE_SURFACE = 1 << 2;
+        const NOT_ELIGIBLE_MARKET = 1 << 3;
+        const CAMPAIGN_INACTIVE = 1 << 4;
+        const FREQ_CAPPED = 1 << 5;
+        const PACING_THROTTLED = 1 << 6;
+        const RELEVANCE_GUARDRAIL = 1 << 7;
+        const DIVERSITY_PENALTY = 1 << 8;
+        const FAIRNESS_ADJUST = 1 << 9;
+        const EXPLORATION = 1 << 10;
+        /// The per-slate limit on promoted tracks was reached.
+        const SLATE_CAP = 1 << 11;
+        /// A feature the policy needed was missing for this candidate.
+        const MISSING_FEATURE = 1 << 12;
+    }
+}
+
+/// A named value reported for debugging and explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DebugValue {
+    pub name: String,
+    /// The candidate it refers to, `None` for a request-level value.
+    pub candidate: Option<u32>,
+    pub value: f64,
+}
+
+/// The decisions for one request, column by column.
+///
+/// Start from [`Decisions::passthrough`] (relevance as score, nobody promoted)
+/// and change what the policy decides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decisions {
+    pub scores: Vec<f64>,
+    pub eligible: Vec<bool>,
+    pub reasons: Vec<Reason>,
+    pub propensity: Vec<f64>,
+    pub debug: Vec<DebugValue>,
+}
+
+impl Decisions {
+    /// Relevance passthrough: score = base relevance, not eligible, propensity 0,
+    /// reason `ORGANIC` for tracks without a campaign.
+    pub fn passthrough(req: &Request) -> Self {
+        let n = req.len();
+        Decisions {
+            scores: req.candidates.relevance.clone(),
+            eligible: vec![false; n],
+            reasons: req
+                .candidates
+                .campaign
+                .iter()
+                .map(|&c| {
+                    if c < 0 {
+                        Reason::ORGANIC
+                    } else {
+                        Reason::empty()
+                    }
+                })
+                .collect(),
+            propensity: vec![0.0; n],
+            debug: Vec::new(),
+        }
+    }
+
+    /// Number of candidates decided.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Whether no candidate was decided.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// Adds `reason` to candidate `i`.
+    pub fn mark(&mut self, i: usize, reason: Reason) {
+        self.reasons[i] |= reason;
+    }
+
+    /// Promotes candidate `i`: adds `boost` to its score, marks it eligible
+    /// and `PROMOTED`, with propensity `propensity`.
+    pub fn promote(&mut self, i: usize, boost: f64, propensity: f64) {
+        self.scores[i] += boost;
+        self.eligible[i] = true;
+        self.reasons[i] |= Reason::PROMOTED;
+        self.propensity[i] = propensity;
+    }
+
+    /// Withdraws a promotion of candidate `i` (score back to `base`), keeping
+    /// it eligible, and records why.
+    pub fn demote(&mut self, i: usize, base: f64, reason: Reason) {
+        self.scores[i] = base;
+        self.reasons[i] = (self.reasons[i] - Reason::PROMOTED) | reason;
+        self.propensity[i] = 0.0;
+    }
+
+    /// Records a named debug value.
+    pub fn debug(&mut self, name: impl Into<String>, candidate: Option<usize>, value: f64) {
+        self.debug.push(DebugValue {
+            name: name.into(),
+            candidate: candidate.map(|c| c as u32),
+            value,
+        });
+    }
+
+    /// The same checks the host applies to every policy output: one entry
+    /// per candidate in every column, finite scores, propensity in [0, 1].
+    ///
+    /// # Errors
+    /// A message naming the first violation.
+    pub fn check(&self, candidates: usize) -> Result<(), String> {
+        for (name, len) in [
+            ("scores", self.scores.len()),
+            ("eligible", self.eligible.len()),
+            ("reasons", self.reasons.len()),
+            ("propensity", self.propensity.len()),
+        ] {
+            if len != candidates {
+                return Err(format!(
+                    "{name} has {len} entries for {candidates} candidates"
+                ));
+            }
+        }
+        if let Some(i) = self.scores.iter().position(|s| !s.is_finite()) {
+            return Err(format!(
+                "score of candidate {i} is not finite ({})",
+                self.scores[i]
+            ));
+        }
+        if let Some(i) = self
+            .propensity
+            .iter()
+            .position(|p| !(0.0..=1.0).contains(p))
+        {
+            return Err(format!(
+                "propensity of candidate {i} is outside [0, 1] ({})",
+                self.propensity[i]
+            ));
+        }
+        Ok(())
+    }
+}
