@@ -1,1 +1,23 @@
-fn main() {}
+//! `oasis`: run, test, inspect and serve promotion-scoring policies.
+//!
+//! ```text
+//! oasis run policy.wasm --request examples/request.json
+//! oasis test policy.wasm policies/baseline/fixtures
+//! oasis inspect policy.wasm
+//! ```
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::telemetry::init(args.log_format, &args.log_level);
+    match cli::execute(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Command-line interface: argument parsing and one module per subcommand.
+
+pub mod inspect;
+pub mod run;
+pub mod telemetry;
+pub mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Host for sandboxed WebAssembly promotion-scoring policies.
+#[derive(Debug, Parser)]
+#[command(name = "oasis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Human)]
+    pub log_format: telemetry::LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `oasis=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "OASIS_LOG")]
+    pub log_level: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score a request with a policy and print the response and resources used.
+    Run(run::Args),
+    /// Check a policy against golden fixtures (request + expected output).
+    Test(test::Args),
+    /// Print a policy's metadata, required features, settings and digest.
+    Inspect(inspect::Args),
+}
+
+/// Runs the parsed command.
+pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::execute(a),
+        Command::Test(a) => test::execute(a),
+        Command::Inspect(a) => inspect::execute(a),
+    }
+}
+
+/// Limits flags shared by the commands that load a policy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// CPU deadline per call, milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub deadline_ms: u64,
+    /// Memory limit per instance, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mb: usize,
+    /// Maximum candidates per request.
+    #[arg(long, default_value_t = 2000)]
+    pub max_candidates: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> oasis::Limits {
+        oasis::Limits {
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            memory_bytes: self.memory_mb << 20,
+            max_candidates: self.max_candidates,
+        }
+    }
+}
+
+/// Reads a settings file as JSON text: `.toml` files are converted, anything
+/// else must be JSON. No file means the policy's defaults.
+pub fn read_settings(path: Option<&Path>) -> anyhow::Result<String> {
+    let Some(path) = path else {
+        return Ok("{}".into());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read settings file {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "toml") {
+        let value: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        Ok(serde_json::to_string(&value)?)
+    } else {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        Ok(value.to_string())
+    }
+}
+
+/// Loads a policy file, with a message naming the file on failure.
+pub fn load_policy(
+    runtime: &oasis::Runtime,
+    path: &PathBuf,
+    settings_json: &str,
+    limits: oasis::Limits,
+) -> anyhow::Result<oasis::Policy> {
+    oasis::Policy::load_file(runtime, path, settings_json, limits)
+        .with_context(|| format!("cannot load policy {}", path.display()))
+}

@@ -1,0 +1,128 @@
+//! Typed errors at the runtime's boundary.
+//!
+//! Loading a policy and calling it fail in different ways and callers react
+//! differently: a [`LoadError`] keeps the last good version serving, a
+//! [`CallError`] serves the fallback for one request. Each variant names what
+//! went wrong in words an operator or policy author can act on.
+
+use std::time::Duration;
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The module file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly component (a core module, or not wasm).
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component failed to compile.
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    /// The component does not implement the `oasis:policy/scoring-policy` world
+    /// (or imports something the host does not provide).
+    #[error("the component does not implement oasis:policy/scoring-policy@{version}: {0}", version = crate::bindings::CONTRACT_VERSION)]
+    WrongWorld(String),
+    /// The policy refused its settings.
+    #[error("the policy refused its settings: {0}")]
+    BadSettings(String),
+    /// The policy's metadata is unusable (empty name, bad semver...).
+    #[error("invalid policy metadata: {0}")]
+    BadMetadata(String),
+    /// A call made while validating the policy failed.
+    #[error("validation call `{stage}` failed: {source}")]
+    Validation {
+        /// Which call: `describe`, `validate-settings` or the smoke `score`.
+        stage: &'static str,
+        /// Why.
+        source: CallError,
+    },
+}
+
+/// The category of a [`CallError`], used in metrics, logs and responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallErrorKind {
+    /// The policy ran past its CPU deadline.
+    Timeout,
+    /// The policy tried to grow memory beyond its limit.
+    MemoryLimit,
+    /// The policy trapped (panic, stack overflow, unreachable...).
+    Trap,
+    /// The policy returned output that breaks the contract.
+    InvalidOutput,
+    /// The policy returned one of its own errors.
+    PolicyError,
+    /// No instance could be created (pool exhausted, instantiation trap).
+    Instantiate,
+}
+
+impl CallErrorKind {
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallErrorKind::Timeout => "timeout",
+            CallErrorKind::MemoryLimit => "memory_limit",
+            CallErrorKind::Trap => "trap",
+            CallErrorKind::InvalidOutput => "invalid_output",
+            CallErrorKind::PolicyError => "policy_error",
+            CallErrorKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// Why one call into a policy failed. The process and the policy survive it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The CPU deadline passed; the call was interrupted.
+    #[error("the policy exceeded its deadline of {deadline:?}")]
+    Timeout {
+        /// The configured deadline.
+        deadline: Duration,
+    },
+    /// Memory growth beyond the limit was refused.
+    #[error(
+        "the policy exceeded its memory limit of {limit_bytes} bytes (it asked for {requested_bytes})"
+    )]
+    MemoryLimit {
+        /// The configured limit.
+        limit_bytes: usize,
+        /// The size it tried to grow to.
+        requested_bytes: usize,
+    },
+    /// The guest trapped. `message` carries the policy's panic message when
+    /// it printed one, else the trap description.
+    #[error("the policy trapped: {message}")]
+    Trap {
+        /// Panic message or trap description.
+        message: String,
+    },
+    /// The output broke the contract (wrong length, NaN, propensity out of range...).
+    #[error("the policy returned invalid output: {0}")]
+    InvalidOutput(String),
+    /// The policy returned an error value.
+    #[error("the policy returned an error: {0}")]
+    Policy(String),
+    /// The instance could not be created.
+    #[error("could not instantiate the policy: {0}")]
+    Instantiate(String),
+}
+
+impl CallError {
+    /// The error's category.
+    pub fn kind(&self) -> CallErrorKind {
+        match self {
+            CallError::Timeout { .. } => CallErrorKind::Timeout,
+            CallError::MemoryLimit { .. } => CallErrorKind::MemoryLimit,
+            CallError::Trap { .. } => CallErrorKind::Trap,
+            CallError::InvalidOutput(_) => CallErrorKind::InvalidOutput,
+            CallError::Policy(_) => CallErrorKind::PolicyError,
+            CallError::Instantiate(_) => CallErrorKind::Instantiate,
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The scoring request as PZN sends it (JSON), parsed and checked.
+//!
+//! The shape is the natural one for a caller: a `context` object and a
+//! `candidates` array of objects with an id, a relevance, an optional inline
+//! `campaign` and `features` by name. Strings are borrowed from the body when
+//! they contain no escapes, and features are kept as (name, value) pairs, so
+//! parsing allocates little; [`crate::columnar`] then builds the contract's
+//! columnar form with only the columns the policy asked for.
+//!
+//! Errors name the field: `candidates[3].relevance: must be finite`.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+
+/// Longest id accepted (request, listener, session, candidate, campaign...).
+pub const MAX_ID_BYTES: usize = 256;
+/// Most features accepted per candidate or context.
+pub const MAX_FEATURES: usize = 256;
+
+/// A scoring request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest<'a> {
+    /// Route to score on (server only); the default route when absent.
+    #[serde(default, borrow)]
+    pub route: Option<Cow<'a, str>>,
+    /// The listening context.
+    #[serde(borrow)]
+    pub context: RequestContext<'a>,
+    /// The candidate tracks.
+    #[serde(borrow)]
+    pub candidates: Vec<RequestCandidate<'a>>,
+    /// Include the policy's named debug values in the response.
+    #[serde(default)]
+    pub debug: bool,
+}
+
+/// Where the listening happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs, reason = "the names are the documentation")]
+pub enum Surface {
+    Radio,
+    Autoplay,
+    DailyMix,
+    ArtistMix,
+    MoodMix,
+    DecadeMix,
+    GenreMix,
+    Other,
+}
+
+/// The listening context.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestContext<'a> {
+    /// Caller's request id (echoed in the response and in every log line).
+    #[serde(borrow)]
+    pub request_id: Cow<'a, str>,
+    /// Listener id.
+    #[serde(borrow)]
+    pub listener_id: Cow<'a, str>,
+    /// Session id.
+    #[serde(borrow)]
+    pub session_id: Cow<'a, str>,
+    /// Surface of the session.
+    pub surface: Surface,
+    /// ISO 3166-1 alpha-2 market, e.g. "SE".
+    #[serde(borrow)]
+    pub market: Cow<'a, str>,
+    /// Unix time of the request, milliseconds.
+    pub timestamp_ms: i64,
+    /// Seed for all of the policy's randomness; derived from `request_id`
+    /// when absent, so that a logged request replays identically.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Numeric context features by name (local hour, session position...).
+    #[serde(default, borrow)]
+    pub features: Features<'a>,
+}
+
+/// One candidate track.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCandidate<'a> {
+    /// Track id; stays on the host and is echoed in the response.
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// Base relevance from the recommender.
+    pub relevance: f64,
+    /// Primary artist id.
+    #[serde(default, borrow)]
+    pub artist: Cow<'a, str>,
+    /// Rights holder (label) id.
+    #[serde(default, borrow)]
+    pub rights_holder: Cow<'a, str>,
+    /// Promoted impressions of this track to this listener in the last 24 hours.
+    #[serde(default)]
+    pub impressions_24h: u32,
+    /// Promoted plays of this track in this session.
+    #[serde(default)]
+    pub session_promoted: u32,
+    /// The track's promotion campaign, if it is in one.
+    #[serde(default, borrow)]
+    pub campaign: Option<RequestCampaign<'a>>,
+    /// Numeric features by name (p_skip, p_complete, popularity...).
+    #[serde(default, borrow)]
+    pub features: Features<'a>,
+}
+
+/// A promotion campaign, inline in each candidate that belongs to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCampaign<'a> {
+    /// Campaign id; candidates sharing it share the campaign.
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// Start of the active window (unix ms, inclusive).
+    pub start_ms: i64,
+    /// End of the active window (unix ms, exclusive).
+    pub end_ms: i64,
+    /// Surfaces it may promote on; all but `other` when absent.
+    #[serde(default)]
+    pub surfaces: Option<Vec<Surface>>,
+    /// Markets it may promote in; every market when empty.
+    #[serde(default, borrow)]
+    pub markets: Vec<Cow<'a, str>>,
+    /// Promoted impressions targeted over the window.
+    pub delivery_target: f64,
+    /// Promoted impressions delivered so far.
+    #[serde(default)]
+    pub delivered: f64,
+    /// What a linear schedule would have delivered by now.
+    #[serde(default)]
+    pub expected_by_now: f64,
+    /// Pacing controller state: leaky integral of the delivery error.
+    #[serde(default)]
+    pub pacing_integral: f64,
+    /// Pacing controller state: previous delivery error.
+    #[serde(default)]
+    pub pacing_last_error: f64,
+    /// Commission accepted, basis points.
+    #[serde(default)]
+    pub commission_bps: u32,
+}
+
+/// Features by name, in the order given. `null` means missing.
+#[derive(Debug, Default)]
+pub struct Features<'a>(pub Vec<(Cow<'a, str>, Option<f64>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Features<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of feature name to number (or null)")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
+                    let value: Option<f64> = map.next_value()?;
+                    if out.len() == MAX_FEATURES {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_FEATURES} features"
+                        )));
+                    }
+                    out.push((name, value));
+                }
+                Ok(Features(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string that borrows from the input when it can (serde's own `Cow<str>`
+/// impl always allocates outside of derived fields).
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = CowStr<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A request that is malformed (400) or well-formed but invalid (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not JSON of the right shape.
+    #[error("malformed request: {message} (at `{path}`)")]
+    Malformed {
+        /// JSON path of the offending value.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field has a value the contract does not allow.
+    #[error("invalid request: `{field}` {reason}")]
+    Invalid {
+        /// JSON path of the field, e.g. `candidates[3].relevance`.
+        field: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+impl RequestError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        RequestError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a request body, naming the path of any error.
+///
+/// # Errors
+/// [`RequestError::Malformed`] with the JSON path and serde's message.
+///
+/// # Examples
+/// ```
+/// let body = br#"{"context": {"request_id": "r1", "listener_id": "u1", "session_id": "s1",
+///   "surface": "radio", "market": "SE", "timestamp_ms": 0},
+///   "candidates": [{"id": "t1", "relevance": "high"}]}"#;
+/// let err = oasis::request::parse(body).unwrap_err();
+/// assert!(err.to_string().contains("candidates[0].relevance"), "{err}");
+/// ```
+pub fn parse(body: &[u8]) -> Result<ScoreRequest<'_>, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let req: ScoreRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        RequestError::Malformed {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    de.end().map_err(|e| RequestError::Malformed {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    Ok(req)
+}
+
+impl ScoreRequest<'_> {
+    /// The seed: `context.seed`, else a hash of the request id.
+    pub fn seed(&self) -> u64 {
+        self.context.seed.unwrap_or_else(|| {
+            // FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
+            self.context
+                .request_id
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+                })
+        })
+    }
+
+    /// Checks what the types cannot: sizes, finiteness, windows, codes and
+    /// unique candidate ids.
+    ///
+    /// # Errors
+    /// [`RequestError::Invalid`] naming the first offending field.
+    pub fn validate(&self, max_candidates: usize) -> Result<(), RequestError> {
+        let c = &self.context;
+        for (name, v) in [
+            ("request_id", &c.request_id),
+            ("listener_id", &c.listener_id),
+            ("session_id", &c.session_id),
+        ] {
+            check_id(&format!("context.{name}"), v, true)?;
+        }
+        if market_code(&c.market).is_none() {
+            return Err(RequestError::invalid(
+                "context.market",
+                format!(
+                    "must be an ISO 3166-1 alpha-2 code such as \"SE\", got {:?}",
+                    c.market
+                ),
+            ));
+        }
+        check_features("context.features", &c.features)?;
+        if self.candidates.len() > max_candidates {
+            return Err(RequestError::invalid(
+                "candidates",
+                format!(
+                    "has {} entries; the limit is {max_candidates}",
+                    self.candidates.len()
+                ),
+            ));
+        }
+        let mut ids = HashSet::with_capacity(self.candidates.len());
+        for (i, cand) in self.candidates.iter().enumerate() {
+            let at = |f: &str| format!("candidates[{i}].{f}");
+            check_id(&at("id"), &cand.id, true)?;
+            if !ids.insert(&*cand.id) {
+                return Err(RequestError::invalid(
+                    at("id"),
+                    format!("{:?} appears twice", cand.id),
+                ));
+            }
+            if !cand.relevance.is_finite() {
+                return Err(RequestError::invalid(
+                    at("relevance"),
+                    "must be a finite number",
+                ));
+            }
+            check_id(&at("artist"), &cand.artist, false)?;
+            check_id(&at("rights_holder"), &cand.rights_holder, false)?;
+            check_features(&at("features"), &cand.features)?;
+            if let Some(camp) = &cand.campaign {
+                check_campaign(&at("campaign"), camp)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_id(field: &str, v: &str, required: bool) -> Result<(), RequestError> {
+    if required && v.is_empty() {
+        return Err(RequestError::invalid(field, "must not be empty"));
+    }
+    if v.len() > MAX_ID_BYTES {
+        return Err(RequestError::invalid(
+            field,
+            format!("is longer than {MAX_ID_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_features(field: &str, f: &Features) -> Result<(), RequestError> {
+    for (name, v) in &f.0 {
+        if name.is_empty() || name.len() > 64 {
+            return Err(RequestError::invalid(
+                field,
+                format!("feature name {name:?} must be 1-64 bytes"),
+            ));
+        }
+        if v.is_some_and(|v| !v.is_finite()) {
+            return Err(RequestError::invalid(
+                format!("{field}.{name}"),
+                "must be a finite number or null",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_campaign(field: &str, c: &RequestCampaign) -> Result<(), RequestError> {
+    check_id(&format!("{field}.id"), &c.id, true)?;
+    if c.start_ms >= c.end_ms {
+        return Err(RequestError::invalid(
+            format!("{field}.end_ms"),
+            format!("must be after start_ms ({} >= {})", c.start_ms, c.end_ms),
+        ));
+    }
+    for (name, v) in [
+        ("delivery_target", c.delivery_target),
+        ("delivered", c.delivered),
+        ("expected_by_now", c.expected_by_now),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(RequestError::invalid(
+                format!("{field}.{name}"),
+                "must be a finite number >= 0",
+            ));
+        }
+    }
+    for (name, v) in [
+        ("pacing_integral", c.pacing_integral),
+        ("pacing_last_error", c.pacing_last_error),
+    ] {
+        if !v.is_finite() {
+            return Err(RequestError::invalid(
+                format!("{field}.{name}"),
+                "must be a finite number",
+            ));
+        }
+    }
+    for (j, m) in c.markets.iter().enumerate() {
+        if market_code(m).is_none() {
+            return Err(RequestError::invalid(
+                format!("{field}.markets[{j}]"),
+                format!("must be an ISO 3166-1 alpha-2 code, got {m:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Packs a two-letter market code as the contract's `u16` (upper-cased).
+pub fn market_code(code: &str) -> Option<u16> {
+    match code.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Some(((a.to_ascii_uppercase() as u16) << 8) | b.to_ascii_uppercase() as u16)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+        "context": {"request_id": "r1", "listener_id": "u1", "session_id": "s1",
+                    "surface": "daily_mix", "market": "se", "timestamp_ms": 1000,
+                    "features": {"local_hour": 20, "skip_rate": null}},
+        "candidates": [
+            {"id": "t1", "relevance": 0.5, "artist": "a1", "rights_holder": "h1",
+             "features": {"p_skip": 0.2},
+             "campaign": {"id": "c1", "start_ms": 0, "end_ms": 2000, "delivery_target": 10,
+                          "markets": ["SE"], "surfaces": ["radio", "daily_mix"]}},
+            {"id": "t2", "relevance": 0.4}
+        ]}"#;
+
+    fn invalid_field(body: &str) -> String {
+        let req = parse(body.as_bytes()).unwrap();
+        match req.validate(100) {
+            Err(RequestError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_good_request_borrowing_strings() {
+        let req = parse(GOOD.as_bytes()).unwrap();
+        req.validate(100).unwrap();
+        assert_eq!(req.candidates.len(), 2);
+        assert!(matches!(req.candidates[0].id, Cow::Borrowed("t1")));
+        assert_eq!(req.context.surface, Surface::DailyMix);
+        assert_eq!(
+            req.context.features.0[1],
+            (Cow::Borrowed("skip_rate"), None)
+        );
+        assert_eq!(req.seed(), parse(GOOD.as_bytes()).unwrap().seed());
+    }
+
+    #[test]
+    fn malformed_bodies_name_the_path() {
+        let e = parse(br#"{"context": {"request_id": "r"}, "candidates": []}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `listener_id`"), "{e}");
+        let bad = GOOD.replace(r#""surface": "daily_mix""#, r#""surface": "playlist""#);
+        let e = parse(bad.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, RequestError::Malformed { path, .. } if path == "context.surface"),
+            "{e}"
+        );
+        let bad = GOOD.replace(r#""p_skip": 0.2"#, r#""p_skip": "x""#);
+        let e = parse(bad.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("candidates[0].features"), "{e}");
+        let e = parse(b"{\"candidates\": [").unwrap_err();
+        assert!(matches!(e, RequestError::Malformed { .. }));
+        let bad = GOOD.replacen(r#""relevance": 0.4"#, r#""relevance": 0.4, "colour": 1"#, 1);
+        assert!(
+            parse(bad.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `colour`")
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""market": "se""#, r#""market": "SWE""#)),
+            "context.market"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""id": "t2""#, r#""id": "t1""#)),
+            "candidates[1].id"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""id": "t2""#, r#""id": """#)),
+            "candidates[1].id"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""end_ms": 2000"#, r#""end_ms": 0"#)),
+            "candidates[0].campaign.end_ms"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""markets": ["SE"]"#, r#""markets": ["Sweden"]"#)),
+            "candidates[0].campaign.markets[0]"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""delivery_target": 10"#, r#""delivery_target": -1"#)),
+            "candidates[0].campaign.delivery_target"
+        );
+        let req = parse(GOOD.as_bytes()).unwrap();
+        assert!(
+            matches!(req.validate(1), Err(RequestError::Invalid { field, .. }) if field == "candidates")
+        );
+    }
+}

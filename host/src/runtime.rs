@@ -1,0 +1,205 @@
+//! The WebAssembly runtime shared by every policy: one [`Engine`], one
+//! [`Linker`] and an epoch ticker.
+//!
+//! State is split by lifetime, which is the key to a fast request path:
+//!
+//! | lifetime          | what                                           | where              |
+//! |-------------------|------------------------------------------------|--------------------|
+//! | process           | engine, linker, epoch ticker, compile cache    | [`Runtime`]        |
+//! | policy version    | compiled component, pre-instantiation, metadata | [`Policy`](crate::Policy) |
+//! | one call          | a fresh `Store` and instance                    | [`crate::sandbox`] |
+//!
+//! Nothing is compiled on the request path; a call only instantiates a
+//! pre-linked template from the pooling allocator (microseconds) and drops it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::Limits;
+use crate::sandbox::CallState;
+
+/// How often the epoch ticker advances the engine's epoch. A deadline fires
+/// at most one tick late.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Wasm stack limit of every call: deep enough for real policies, small
+/// enough that unbounded recursion traps quickly.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Runtime options.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Count wasm instructions with fuel (for `oasis run` reports). Costs
+    /// speed, so the server leaves it off.
+    pub measure_fuel: bool,
+    /// Instances that may exist at once across all policies.
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: default_cache_dir(),
+            measure_fuel: false,
+            max_instances: 256,
+        }
+    }
+}
+
+/// `$OASIS_CACHE_DIR`, else `$XDG_CACHE_HOME/oasis`, else `~/.cache/oasis`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("OASIS_CACHE_DIR") {
+        return Some(dir.into());
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("oasis"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("oasis"))
+}
+
+/// Errors creating the runtime.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the wasm runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// The engine, linker and epoch ticker shared by all policies. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: RuntimeConfig,
+    stop_ticker: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Runtime {
+    /// Creates the engine (pooling allocator, epoch interruption, stack cap),
+    /// links the host imports (bounded logging and capability-free WASI) and
+    /// starts the epoch ticker.
+    ///
+    /// # Errors
+    /// When the engine cannot be configured (e.g. virtual memory for the pool).
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = oasis::Runtime::new(oasis::RuntimeConfig { cache_dir: None, ..Default::default() }).unwrap();
+    /// assert!(!runtime.measures_fuel());
+    /// ```
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances.max(1);
+        pool.total_component_instances(n)
+            // A Rust wasip2 component holds a handful of core instances (the
+            // program, the WASI adapter and shims) with up to two memories.
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .max_memory_size(Limits::MAX_MEMORY_BYTES)
+            // Keep the first pages of each slot resident between instances:
+            // halves the fresh-instance cost (../shared/design-notes.md).
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(64 << 10);
+
+        let mut cfg = Config::new();
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .consume_fuel(config.measure_fuel)
+            // Component-model async is unused; disabling it roughly halves
+            // the per-call overhead.
+            .concurrency_support(false);
+        let engine = Engine::new(&cfg).map_err(|e| RuntimeError(format!("{e:#}")))?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError(format!("linking WASI: {e:#}")))?;
+        crate::bindings::ScoringPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(format!("linking the log import: {e:#}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.weak();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("oasis-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| RuntimeError(format!("starting the epoch ticker: {e}")))?
+        };
+
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                stop_ticker,
+                ticker: Some(ticker),
+            }),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<CallState> {
+        &self.inner.linker
+    }
+
+    /// Whether calls count fuel (instructions).
+    pub fn measures_fuel(&self) -> bool {
+        self.inner.config.measure_fuel
+    }
+
+    /// The compile cache directory, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.config.cache_dir.as_deref()
+    }
+
+    /// Epoch ticks for a deadline: rounded up, plus one because the current
+    /// tick may be almost over.
+    pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

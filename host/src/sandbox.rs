@@ -1,0 +1,159 @@
+//! The per-call sandbox: what one store holds while a policy runs.
+//!
+//! A policy gets no ambient capability. Its WASI context has no preopened
+//! directories, no environment variables, no arguments and no network; its
+//! clocks are frozen at the request's timestamp and its random sources are
+//! seeded from the request's seed, so a call can be replayed bit for bit.
+//! stdout and stderr are captured into small in-memory pipes and forwarded to
+//! the host's logs; the `log` import is capped in lines and bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::WitLogLevel;
+use crate::limits::MemoryLimiter;
+
+/// Bytes of stdout and of stderr kept per call. Past this, writes fail: a
+/// policy that floods its output traps instead of eating host memory.
+pub const STDIO_CAPACITY: usize = 16 << 10;
+/// `log` lines accepted per call; later ones are counted and dropped.
+pub const MAX_LOG_LINES: usize = 32;
+/// Bytes kept of one `log` line.
+pub const MAX_LOG_LINE_BYTES: usize = 1024;
+
+/// Store data of one call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    policy: Arc<str>,
+    log_lines: usize,
+    pub(crate) logs_dropped: usize,
+}
+
+impl CallState {
+    /// A sandbox for one call of `policy` with `memory_limit` bytes, the
+    /// clock frozen at `timestamp_ms` and randomness seeded with `seed`.
+    pub(crate) fn new(policy: Arc<str>, memory_limit: usize, timestamp_ms: i64, seed: u64) -> Self {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let seed_bytes = seed_stream(seed);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes.clone()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes))
+            .insecure_random_seed(seed as u128)
+            .wall_clock(FrozenClock(Duration::from_millis(
+                timestamp_ms.max(0) as u64
+            )))
+            .monotonic_clock(FrozenClock(Duration::ZERO))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            stdout,
+            stderr,
+            policy,
+            log_lines: 0,
+            logs_dropped: 0,
+        }
+    }
+
+    /// Forwards captured stdout/stderr to the host log and returns stderr's
+    /// text (where a Rust panic message lands).
+    pub(crate) fn drain_stdio(&self) -> String {
+        let out = self.stdout.contents();
+        if !out.is_empty() {
+            tracing::info!(policy = %self.policy, stdout = %String::from_utf8_lossy(&out), "policy stdout");
+        }
+        let err = self.stderr.contents();
+        let err = String::from_utf8_lossy(&err).into_owned();
+        if !err.is_empty() {
+            tracing::info!(policy = %self.policy, stderr = %err, "policy stderr");
+        }
+        err
+    }
+}
+
+/// 32 bytes derived from `seed` (splitmix64), cycled by WASI's deterministic RNG.
+fn seed_stream(seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    let mut out = Vec::with_capacity(32);
+    for _ in 0..4 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+/// A clock that always reads the same instant.
+struct FrozenClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.0.as_nanos() as u64
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::oasis::policy::log::Host for CallState {
+    fn log(&mut self, level: WitLogLevel, mut message: String) {
+        if self.log_lines >= MAX_LOG_LINES {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_lines += 1;
+        if message.len() > MAX_LOG_LINE_BYTES {
+            let mut cut = MAX_LOG_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let policy = &*self.policy;
+        match level {
+            WitLogLevel::Trace => tracing::trace!(policy, message, "policy log"),
+            WitLogLevel::Debug => tracing::debug!(policy, message, "policy log"),
+            WitLogLevel::Info => tracing::info!(policy, message, "policy log"),
+            WitLogLevel::Warn => tracing::warn!(policy, message, "policy log"),
+            WitLogLevel::Error => tracing::error!(policy, message, "policy log"),
+        }
+    }
+}
+
+impl crate::bindings::oasis::policy::types::Host for CallState {}

@@ -1,0 +1,461 @@
+//! # guarded-boost: lift relevant, low-skip campaign tracks, a few per slate
+//!
+//! With `s` the base relevance of a candidate and `c` its campaign:
+//!
+//! 1. **Eligibility.** A campaign track is eligible only if `c` is active at
+//!    `context.timestamp_ms` (`CAMPAIGN_INACTIVE` otherwise), allows the
+//!    request's surface (`NOT_ELIGIBLE_SURFACE`) and market
+//!    (`NOT_ELIGIBLE_MARKET`), and its predicted skip probability satisfies
+//!    `p_skip <= theta`. A missing `p_skip` (NaN) makes it ineligible with
+//!    `MISSING_FEATURE`; `p_skip > theta` makes it ineligible with
+//!    `RELEVANCE_GUARDRAIL` (the listener-satisfaction guardrail). Every
+//!    failing condition is reported, not just the first.
+//! 2. **Boost.** `b = beta * max(0, s - s_min)`. An eligible track with
+//!    `s < s_min` stays eligible but is not lifted and is marked
+//!    `RELEVANCE_GUARDRAIL`: never lift an irrelevant track. Tracks with
+//!    `b > 0` are promoted: score `s + b`, `PROMOTED`, propensity 1.
+//! 3. **Slate cap.** At most `k_max` tracks are promoted per slate (request):
+//!    the highest boosts win (ties: higher relevance, then request order);
+//!    the others are demoted back to `s` with `SLATE_CAP`, propensity 0.
+//!
+//! Organic tracks keep `s` with reason `ORGANIC`. The policy is
+//! deterministic: propensity is 1 for promoted tracks and 0 otherwise.
+//!
+//! The eligibility and boost rules live in [`guard`] so that other policies in
+//! this crate (or a copy of the module) can compose them.
+
+use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
+use serde::{Deserialize, Serialize};
+
+/// The guarded-boost policy.
+pub struct GuardedBoost;
+
+/// Operator settings; every field is optional and defaults as documented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Highest predicted skip probability a promoted track may have, in [0, 1]. Default 0.35.
+    pub theta: f64,
+    /// Boost per unit of relevance above `s_min`, in [0, 10]. Default 0.5.
+    pub beta: f64,
+    /// Relevance guardrail: tracks below it are never lifted; finite. Default 0.2.
+    pub s_min: f64,
+    /// Most promoted tracks per slate, in [1, 1000]. Default 3.
+    pub k_max: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            theta: 0.35,
+            beta: 0.5,
+            s_min: 0.2,
+            k_max: 3,
+        }
+    }
+}
+
+impl Settings {
+    fn guard(&self) -> guard::Guard {
+        guard::Guard {
+            theta: self.theta,
+            beta: self.beta,
+            s_min: self.s_min,
+        }
+    }
+}
+
+/// Guarded-boost eligibility, boost and slate cap, reusable building blocks.
+pub mod guard {
+    use oasis_sdk::{Campaign, Candidate, Decisions, Feature, Reason, Request};
+
+    /// Name of the candidate feature holding the predicted skip probability.
+    pub const P_SKIP: &str = "p_skip";
+
+    /// Why `camp` may not promote in this request's context: any of
+    /// `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE`, `NOT_ELIGIBLE_MARKET`;
+    /// empty when it may.
+    pub fn campaign_block(req: &Request, camp: &Campaign) -> Reason {
+        let ctx = &req.context;
+        let mut r = Reason::empty();
+        if !camp.is_active(ctx.timestamp_ms) {
+            r |= Reason::CAMPAIGN_INACTIVE;
+        }
+        if !camp.allows_surface(ctx.surface) {
+            r |= Reason::NOT_ELIGIBLE_SURFACE;
+        }
+        if !camp.allows_market(ctx.market) {
+            r |= Reason::NOT_ELIGIBLE_MARKET;
+        }
+        r
+    }
+
+    /// The guardrail parameters (validated by the policy's settings).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Guard {
+        /// Highest allowed `p_skip`.
+        pub theta: f64,
+        /// Boost per unit of relevance above `s_min`.
+        pub beta: f64,
+        /// Relevance guardrail.
+        pub s_min: f64,
+    }
+
+    /// What the guard decides for one candidate.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub enum Verdict {
+        /// No campaign: nothing to decide.
+        Organic,
+        /// A campaign track that may not be promoted, and why.
+        Ineligible(Reason),
+        /// An eligible campaign track: its boost (0 when the relevance
+        /// guardrail holds it back) and the reasons to record.
+        Eligible { boost: f64, reasons: Reason },
+    }
+
+    impl Guard {
+        /// Applies the eligibility rules and the boost formula to `c`, whose
+        /// base relevance is `s` (finite).
+        pub fn evaluate(
+            &self,
+            req: &Request,
+            c: Candidate<'_>,
+            s: f64,
+            p_skip: Feature,
+        ) -> Verdict {
+            let Some(camp) = c.campaign() else {
+                return Verdict::Organic;
+            };
+            let mut block = campaign_block(req, camp);
+            match c.get(p_skip) {
+                None => block |= Reason::MISSING_FEATURE,
+                Some(p) if p > self.theta => block |= Reason::RELEVANCE_GUARDRAIL,
+                Some(_) => {}
+            }
+            if !block.is_empty() {
+                return Verdict::Ineligible(block);
+            }
+            if s < self.s_min {
+                return Verdict::Eligible {
+                    boost: 0.0,
+                    reasons: Reason::RELEVANCE_GUARDRAIL,
+                };
+            }
+            Verdict::Eligible {
+                boost: self.beta * (s - self.s_min),
+                reasons: Reason::empty(),
+            }
+        }
+    }
+
+    /// Keeps the `k_max` promoted candidates with the highest boost
+    /// (ties: higher base relevance, then request order) and demotes the
+    /// others back to their base score with `SLATE_CAP`.
+    ///
+    /// `promoted` lists `(candidate, boost)`; `base` holds base scores.
+    pub fn slate_cap(
+        out: &mut Decisions,
+        base: &[f64],
+        promoted: &mut [(usize, f64)],
+        k_max: usize,
+    ) {
+        promoted.sort_by(|&(i, bi), &(j, bj)| {
+            bj.total_cmp(&bi)
+                .then(base[j].total_cmp(&base[i]))
+                .then(i.cmp(&j))
+        });
+        for &(i, _) in promoted.iter().skip(k_max) {
+            out.demote(i, base[i], Reason::SLATE_CAP);
+        }
+    }
+}
+
+/// Base relevance as the starting score; a non-finite relevance (an upstream
+/// bug) reads as 0 so that every score stays finite.
+fn sanitized_passthrough(req: &Request) -> (Decisions, Vec<f64>) {
+    let mut out = Decisions::passthrough(req);
+    for s in &mut out.scores {
+        if !s.is_finite() {
+            *s = 0.0;
+        }
+    }
+    let base = out.scores.clone();
+    (out, base)
+}
+
+impl Policy for GuardedBoost {
+    type Settings = Settings;
+
+    fn metadata() -> Metadata {
+        Metadata::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            .description(
+                "Promotes active campaign tracks allowed on this surface and market whose \
+                 p_skip <= theta, by beta * max(0, relevance - s_min); tracks below s_min are \
+                 never lifted; at most k_max promoted per slate (highest boost wins).",
+            )
+            .requires(&[guard::P_SKIP])
+            .setting(
+                "theta",
+                "highest predicted skip probability a promoted track may have, in [0, 1]",
+            )
+            .setting(
+                "beta",
+                "boost per unit of relevance above s_min, in [0, 10]",
+            )
+            .setting(
+                "s_min",
+                "relevance guardrail: tracks below it are never lifted (finite)",
+            )
+            .setting("k_max", "most promoted tracks per slate, in [1, 1000]")
+    }
+
+    fn validate(s: &Settings) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&s.theta) {
+            return Err(format!("theta must be in [0, 1], got {}", s.theta));
+        }
+        if !(0.0..=10.0).contains(&s.beta) {
+            return Err(format!("beta must be in [0, 10], got {}", s.beta));
+        }
+        if !s.s_min.is_finite() {
+            return Err(format!("s_min must be finite, got {}", s.s_min));
+        }
+        if !(1..=1000).contains(&s.k_max) {
+            return Err(format!("k_max must be in [1, 1000], got {}", s.k_max));
+        }
+        Ok(())
+    }
+
+    fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+        let p_skip = req.feature(guard::P_SKIP)?;
+        let guard = s.guard();
+        let (mut out, base) = sanitized_passthrough(req);
+        let mut promoted = Vec::new();
+        for c in req.candidates() {
+            let i = c.index();
+            match guard.evaluate(req, c, base[i], p_skip) {
+                guard::Verdict::Organic => {}
+                guard::Verdict::Ineligible(r) => out.mark(i, r),
+                guard::Verdict::Eligible { boost, reasons } => {
+                    out.eligible[i] = true;
+                    out.mark(i, reasons);
+                    if boost > 0.0 {
+                        out.promote(i, boost, 1.0);
+                        promoted.push((i, boost));
+                    }
+                }
+            }
+        }
+        guard::slate_cap(&mut out, &base, &mut promoted, s.k_max as usize);
+        Ok(out)
+    }
+}
+
+oasis_sdk::export_policy!(GuardedBoost);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, run};
+    use oasis_sdk::{Reason, Surface, full_metadata};
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    /// A campaign candidate with relevance `s` and `p_skip`.
+    fn cand(s: f64, p_skip: f64) -> CandidateSpec {
+        CandidateSpec::new(s).feature("p_skip", p_skip).campaign(0)
+    }
+
+    fn builder() -> RequestBuilder {
+        RequestBuilder::new()
+            .features(&["p_skip"])
+            .campaign(CampaignSpec::new(1))
+    }
+
+    #[test]
+    fn boost_is_beta_times_relevance_above_s_min() {
+        let req = builder()
+            .candidate(cand(0.8, 0.1))
+            .candidate(CandidateSpec::new(0.9))
+            .build();
+        let out = run::<GuardedBoost>(r#"{"beta": 0.4, "s_min": 0.3}"#, &req).unwrap();
+        assert!(close(out.scores[0], 0.8 + 0.4 * 0.5), "{}", out.scores[0]);
+        assert_eq!(out.reasons[0], Reason::PROMOTED);
+        assert_eq!(out.propensity[0], 1.0);
+        assert!(out.eligible[0]);
+        // The organic track is untouched.
+        assert_eq!(out.scores[1], 0.9);
+        assert_eq!(out.reasons[1], Reason::ORGANIC);
+        assert!(!out.eligible[1]);
+        assert_eq!(out.propensity[1], 0.0);
+    }
+
+    #[test]
+    fn campaign_window_surface_and_market_gate_eligibility() {
+        let req = RequestBuilder::new()
+            .surface(Surface::Autoplay)
+            .market("SE")
+            .features(&["p_skip"])
+            .campaign(CampaignSpec::new(1).window(NOW_MS - 1000, NOW_MS)) // ended (end exclusive)
+            .campaign(CampaignSpec::new(2).surfaces(&[Surface::Radio]))
+            .campaign(CampaignSpec::new(3).markets(&["NO", "DK"]))
+            .campaign(
+                CampaignSpec::new(4)
+                    .window(NOW_MS + 1, NOW_MS + 1000)
+                    .surfaces(&[Surface::DailyMix])
+                    .markets(&["US"]),
+            )
+            .campaign(
+                CampaignSpec::new(5)
+                    .surfaces(&[Surface::Autoplay])
+                    .markets(&["SE"]),
+            )
+            .candidate(cand(0.8, 0.1).campaign(0))
+            .candidate(cand(0.8, 0.1).campaign(1))
+            .candidate(cand(0.8, 0.1).campaign(2))
+            .candidate(cand(0.8, 0.1).campaign(3))
+            .candidate(cand(0.8, 0.1).campaign(4))
+            .build();
+        let out = run::<GuardedBoost>("", &req).unwrap();
+        assert_eq!(out.reasons[0], Reason::CAMPAIGN_INACTIVE);
+        assert_eq!(out.reasons[1], Reason::NOT_ELIGIBLE_SURFACE);
+        assert_eq!(out.reasons[2], Reason::NOT_ELIGIBLE_MARKET);
+        assert_eq!(
+            out.reasons[3],
+            Reason::CAMPAIGN_INACTIVE | Reason::NOT_ELIGIBLE_SURFACE | Reason::NOT_ELIGIBLE_MARKET
+        );
+        for i in 0..4 {
+            assert!(!out.eligible[i], "candidate {i}");
+            assert_eq!(out.scores[i], 0.8, "candidate {i}");
+            assert_eq!(out.propensity[i], 0.0);
+        }
+        assert_eq!(out.reasons[4], Reason::PROMOTED);
+        assert!(out.scores[4] > 0.8);
+    }
+
+    #[test]
+    fn p_skip_above_theta_or_missing_is_not_eligible() {
+        let req = builder()
+            .candidate(cand(0.8, 0.35)) // exactly theta: allowed
+            .candidate(cand(0.8, 0.36))
+            .candidate(CandidateSpec::new(0.8).campaign(0)) // p_skip missing
+            .build();
+        let out = run::<GuardedBoost>("", &req).unwrap();
+        assert_eq!(out.reasons[0], Reason::PROMOTED);
+        assert_eq!(out.reasons[1], Reason::RELEVANCE_GUARDRAIL);
+        assert_eq!(out.reasons[2], Reason::MISSING_FEATURE);
+        assert_eq!(out.eligible, vec![true, false, false]);
+        assert_eq!(&out.scores[1..], &[0.8, 0.8]);
+    }
+
+    #[test]
+    fn below_s_min_is_eligible_but_never_lifted() {
+        let req = builder()
+            .candidate(cand(0.15, 0.0))
+            .candidate(cand(0.2, 0.0)) // exactly s_min: zero boost, not promoted
+            .build();
+        let out = run::<GuardedBoost>("", &req).unwrap();
+        assert_eq!(out.scores, vec![0.15, 0.2]);
+        assert_eq!(out.eligible, vec![true, true]);
+        assert_eq!(
+            out.reasons,
+            vec![Reason::RELEVANCE_GUARDRAIL, Reason::empty()]
+        );
+        assert_eq!(out.propensity, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn slate_cap_keeps_the_highest_boosts() {
+        let rel = [0.5, 0.9, 0.3, 0.7, 0.8];
+        let mut b = builder();
+        for s in rel {
+            b = b.candidate(cand(s, 0.1));
+        }
+        let out = run::<GuardedBoost>(r#"{"k_max": 2}"#, &b.build()).unwrap();
+        let promoted: Vec<usize> = (0..rel.len())
+            .filter(|&i| out.reasons[i].contains(Reason::PROMOTED))
+            .collect();
+        assert_eq!(promoted, vec![1, 4]);
+        for i in [0, 2, 3] {
+            assert_eq!(out.reasons[i], Reason::SLATE_CAP, "candidate {i}");
+            assert_eq!(out.scores[i], rel[i], "demoted back to relevance");
+            assert_eq!(out.propensity[i], 0.0);
+            assert!(out.eligible[i], "still eligible, only capped");
+        }
+        assert!(close(out.scores[1], 0.9 + 0.5 * 0.7));
+    }
+
+    #[test]
+    fn slate_cap_ties_keep_request_order() {
+        let req = builder()
+            .candidate(cand(0.6, 0.1))
+            .candidate(cand(0.6, 0.1))
+            .candidate(cand(0.6, 0.1))
+            .build();
+        let out = run::<GuardedBoost>(r#"{"k_max": 1}"#, &req).unwrap();
+        assert_eq!(
+            out.reasons,
+            vec![Reason::PROMOTED, Reason::SLATE_CAP, Reason::SLATE_CAP]
+        );
+    }
+
+    #[test]
+    fn non_finite_relevance_never_yields_non_finite_scores() {
+        let req = builder()
+            .candidate(cand(f64::NAN, 0.1))
+            .candidate(CandidateSpec::new(f64::INFINITY))
+            .build();
+        let out = run::<GuardedBoost>("", &req).unwrap();
+        assert_eq!(out.scores, vec![0.0, 0.0]);
+        assert!(out.reasons[0].contains(Reason::RELEVANCE_GUARDRAIL));
+    }
+
+    #[test]
+    fn request_without_p_skip_column_is_refused() {
+        let req = RequestBuilder::new()
+            .campaign(CampaignSpec::new(1))
+            .candidate(CandidateSpec::new(0.5).campaign(0))
+            .build();
+        let err = run::<GuardedBoost>("", &req).unwrap_err();
+        assert!(err.contains("p_skip"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_name_the_setting_and_value() {
+        let req = builder().build();
+        for (json, needle) in [
+            (r#"{"theta": 1.5}"#, "theta must be in [0, 1], got 1.5"),
+            (r#"{"beta": -0.1}"#, "beta must be in [0, 10], got -0.1"),
+            (r#"{"k_max": 0}"#, "k_max must be in [1, 1000], got 0"),
+            (r#"{"thetta": 0.3}"#, "unknown field `thetta`"),
+            (r#"{"k_max": -1}"#, "expected u32"),
+        ] {
+            let err = run::<GuardedBoost>(json, &req).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+        assert!(run::<GuardedBoost>(r#"{"s_min": -0.5, "k_max": 1000}"#, &req).is_ok());
+    }
+
+    #[test]
+    fn metadata_documents_features_and_every_setting_with_defaults() {
+        let m = full_metadata::<GuardedBoost>();
+        assert_eq!(m.name, "guarded-boost");
+        assert_eq!(m.required_features, vec!["p_skip"]);
+        let got: Vec<(&str, &str)> = m
+            .settings
+            .iter()
+            .map(|s| (s.name.as_str(), s.default_json.as_str()))
+            .collect();
+        for want in [
+            ("theta", "0.35"),
+            ("beta", "0.5"),
+            ("s_min", "0.2"),
+            ("k_max", "3"),
+        ] {
+            assert!(got.contains(&want), "{want:?} in {got:?}");
+        }
+        assert!(m.settings.iter().all(|s| !s.description.is_empty()));
+        assert_eq!(m.settings.len(), 4);
+    }
+}
