@@ -412,6 +412,10 @@ const INTERRUPT_MARKER: &str = "interrupt";
 fn trap(e: wasmtime::Error) -> CallError {
     let message = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => INTERRUPT_MARKER.to_string(),
+        Some(wasmtime::Trap::StackOverflow) => format!(
+            "stack overflow: the call stack exceeded the {} KiB wasm stack limit (unbounded recursion?)",
+            crate::runtime::MAX_WASM_STACK >> 10
+        ),
         Some(t) => t.to_string(),
         None => format!("{e:#}"),
     };

@@ -1,0 +1,130 @@
+//! A policy that misbehaves on demand, for the runtime's containment tests.
+//!
+//! The settings choose the attack; it only fires when the request carries the
+//! context feature `attack` = 1 (so the load-time smoke call, which sets
+//! context features to 0.5, passes and the same
+//! loaded policy can be shown to serve normally right after an attack).
+
+use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
+use serde::{Deserialize, Serialize};
+
+/// The misbehaving policy.
+pub struct Adversarial;
+
+/// Which attack to run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Behave (relevance passthrough).
+    #[default]
+    None,
+    /// Spin forever.
+    Loop,
+    /// Allocate until memory runs out.
+    MemoryBomb,
+    /// Recurse without bound.
+    Recursion,
+    /// Panic with a known message.
+    Panic,
+    /// Return one score too few.
+    WrongLength,
+    /// Return a NaN score.
+    NanScore,
+    /// Return a propensity of 2.
+    BadPropensity,
+    /// Try to read `path`; report success as debug value `file_read_ok`.
+    ReadFile,
+    /// Try to read env var `OASIS_TEST_SECRET`; report as `env_read_ok`.
+    ReadEnv,
+    /// Return a policy error.
+    PolicyError,
+    /// Print more than the host keeps.
+    PrintFlood,
+}
+
+/// Settings: the attack and its parameter.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The attack.
+    pub attack: Attack,
+    /// File to read for `read-file`.
+    pub path: String,
+}
+
+#[inline(never)]
+fn recurse(depth: u64, sink: &mut [u64; 16]) -> u64 {
+    sink[(depth % 16) as usize] = depth;
+    let more = recurse(depth + 1, sink);
+    std::hint::black_box(more + sink[3])
+}
+
+impl Policy for Adversarial {
+    type Settings = Settings;
+
+    fn metadata() -> Metadata {
+        Metadata::new("adversarial", "0.1.0")
+            .description("Misbehaves on demand (tests only).")
+            .context(&["attack"])
+    }
+
+    fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+        let mut out = Decisions::passthrough(req);
+        if req.context_feature("attack") != Some(1.0) {
+            return Ok(out);
+        }
+        match s.attack {
+            Attack::None => {}
+            Attack::Loop => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Attack::MemoryBomb => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    // Reserve 8 MiB at a time and touch one byte: the bomb is
+                    // about address space, not about the time to fill pages.
+                    let mut block = Vec::<u8>::with_capacity(8 << 20);
+                    block.push(1);
+                    hoard.push(block);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Attack::Recursion => {
+                let mut sink = [0u64; 16];
+                out.debug("depth", None, recurse(0, &mut sink) as f64);
+            }
+            Attack::Panic => panic!(
+                "adversarial policy panicked on purpose: candidate count {}",
+                req.len()
+            ),
+            Attack::WrongLength => {
+                out.scores.pop();
+            }
+            Attack::NanScore => out.scores[0] = f64::NAN,
+            Attack::BadPropensity => out.propensity[0] = 2.0,
+            Attack::ReadFile => {
+                let ok = std::fs::read_to_string(&s.path).is_ok();
+                out.debug("file_read_ok", None, ok as u8 as f64);
+            }
+            Attack::ReadEnv => {
+                let ok =
+                    std::env::var("OASIS_TEST_SECRET").is_ok() || std::env::vars().next().is_some();
+                out.debug("env_read_ok", None, ok as u8 as f64);
+            }
+            Attack::PolicyError => {
+                return Err(PolicyError::InvalidRequest("refusing on purpose".into()));
+            }
+            Attack::PrintFlood => {
+                for i in 0..100_000 {
+                    println!("flooding the host's stdout, line {i}");
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+oasis_sdk::export_policy!(Adversarial);

@@ -1,0 +1,178 @@
+//! Containment: every misbehaviour is stopped with the right error kind, the
+//! process survives, and the next call on the same policy succeeds.
+
+use std::time::{Duration, Instant};
+
+use oasis::{CallError, CallErrorKind, Limits, LoadError, Policy};
+use oasis_test_components::{ADVERSARIAL, NOT_A_POLICY};
+
+use crate::harness::{batch, load, runtime, small_body};
+
+fn attack(name: &str) -> Policy {
+    load(
+        ADVERSARIAL,
+        &format!(r#"{{"attack": "{name}", "path": "/etc/hostname"}}"#),
+    )
+    .unwrap()
+}
+
+/// Runs the attack, checks the error kind, then shows the policy still serves.
+fn contained(name: &str, kind: CallErrorKind) -> CallError {
+    let policy = attack(name);
+    let err = policy.call(&batch(&policy, &small_body(true))).unwrap_err();
+    assert_eq!(err.kind(), kind, "{name}: {err}");
+    let ok = policy
+        .call(&batch(&policy, &small_body(false)))
+        .expect("next call succeeds");
+    assert_eq!(ok.decisions.scores, vec![0.9, 0.5, 0.1]);
+    err
+}
+
+#[test]
+fn infinite_loop_times_out_within_twice_the_deadline() {
+    let deadline = Duration::from_millis(50);
+    let limits = Limits {
+        deadline,
+        ..Limits::default()
+    };
+    let policy = Policy::load_file(
+        runtime(),
+        ADVERSARIAL.as_ref(),
+        r#"{"attack": "loop"}"#,
+        limits,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = policy.call(&batch(&policy, &small_body(true))).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, CallError::Timeout { deadline: d } if d == deadline),
+        "{err}"
+    );
+    assert!(took < deadline * 2, "timed out after {took:?}");
+    policy.call(&batch(&policy, &small_body(false))).unwrap();
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_limit() {
+    let err = contained("memory-bomb", CallErrorKind::MemoryLimit);
+    let CallError::MemoryLimit {
+        limit_bytes,
+        requested_bytes,
+    } = err
+    else {
+        unreachable!()
+    };
+    assert_eq!(limit_bytes, Limits::default().memory_bytes);
+    assert!(requested_bytes > limit_bytes);
+}
+
+#[test]
+fn unbounded_recursion_traps_with_stack_overflow() {
+    let err = contained("recursion", CallErrorKind::Trap);
+    assert!(err.to_string().contains("stack overflow"), "{err}");
+}
+
+#[test]
+fn panic_traps_carrying_the_message() {
+    let err = contained("panic", CallErrorKind::Trap);
+    assert!(
+        err.to_string()
+            .contains("adversarial policy panicked on purpose: candidate count 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_output_length_is_invalid_output() {
+    let err = contained("wrong-length", CallErrorKind::InvalidOutput);
+    assert!(
+        err.to_string()
+            .contains("`scores` has 2 entries for 3 candidates"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nan_score_is_invalid_output() {
+    let err = contained("nan-score", CallErrorKind::InvalidOutput);
+    assert!(
+        err.to_string()
+            .contains("score of candidate 0 is not finite"),
+        "{err}"
+    );
+}
+
+#[test]
+fn out_of_range_propensity_is_invalid_output() {
+    contained("bad-propensity", CallErrorKind::InvalidOutput);
+}
+
+#[test]
+fn policy_error_is_reported_as_such() {
+    let err = contained("policy-error", CallErrorKind::PolicyError);
+    assert!(err.to_string().contains("refusing on purpose"), "{err}");
+}
+
+#[test]
+fn flooding_stdout_is_bounded() {
+    // The pipe refuses writes past its capacity; Rust's println! then panics.
+    contained("print-flood", CallErrorKind::Trap);
+}
+
+fn debug_value(policy: &Policy, name: &str) -> f64 {
+    let out = policy.call(&batch(policy, &small_body(true))).unwrap();
+    out.decisions
+        .debug
+        .iter()
+        .find(|d| d.name == name)
+        .expect(name)
+        .value
+}
+
+#[test]
+fn file_reads_are_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "top secret").unwrap();
+    let settings = format!(
+        r#"{{"attack": "read-file", "path": {:?}}}"#,
+        secret.display().to_string()
+    );
+    let policy = load(ADVERSARIAL, &settings).unwrap();
+    assert_eq!(debug_value(&policy, "file_read_ok"), 0.0);
+}
+
+#[test]
+fn environment_reads_are_denied() {
+    // SAFETY: set before any thread of this test reads the environment; the
+    // variable is only read by this test, and only to prove it is invisible.
+    unsafe { std::env::set_var("OASIS_TEST_SECRET", "hunter2") };
+    assert_eq!(debug_value(&attack("read-env"), "env_read_ok"), 0.0);
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let err = load(NOT_A_POLICY, "{}").unwrap_err();
+    assert!(matches!(err, LoadError::WrongWorld(_)), "{err}");
+}
+
+#[test]
+fn non_components_are_refused_with_a_clear_error() {
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = Policy::load(runtime(), core_module, "{}", Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+    let err = Policy::load(runtime(), b"hello", "{}", Limits::default()).unwrap_err();
+    assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
+    let wasm = std::fs::read(ADVERSARIAL).unwrap();
+    let truncated = &wasm[..wasm.len() / 2];
+    let err = Policy::load(runtime(), truncated, "{}", Limits::default()).unwrap_err();
+    assert!(matches!(err, LoadError::Compile(_)), "{err}");
+}
+
+#[test]
+fn bad_settings_refuse_the_load_with_the_policys_message() {
+    let err = load(ADVERSARIAL, r#"{"attack": "nuke"}"#).unwrap_err();
+    assert!(matches!(err, LoadError::BadSettings(_)), "{err}");
+    assert!(err.to_string().contains("unknown variant `nuke`"), "{err}");
+}

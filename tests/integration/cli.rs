@@ -1,0 +1,188 @@
+//! The `oasis` binary: run, test and inspect, as a user types them.
+
+use std::process::Command;
+
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, ROOT};
+
+fn oasis(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(args)
+        .env(
+            "OASIS_CACHE_DIR",
+            std::env::temp_dir().join("oasis-cli-test-cache"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example() -> String {
+    format!("{ROOT}/examples/request.json")
+}
+
+#[test]
+fn run_prints_scores_and_resources() {
+    let (ok, stdout, stderr) = oasis(&["run", GUARDED_BOOST, "--request", &example()]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["policy"]["name"], "guarded-boost");
+    assert_eq!(v["variant"], "stable");
+    assert_eq!(v["scores"].as_array().unwrap().len(), 300);
+    assert!(v["resources"]["call"]["fuel"].as_u64().unwrap() > 0);
+    assert!(
+        v["resources"]["call"]["peak_memory_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(v["resources"]["promoted"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_reports_a_bad_request_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(example()).unwrap().replacen(
+            "\"market\": \"SE\"",
+            "\"market\": \"Sweden\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = oasis(&["run", BASELINE, "--request", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("context.market"), "{stderr}");
+}
+
+#[test]
+fn run_with_toml_settings_and_refused_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("s.toml");
+    std::fs::write(&good, "k_max = 1\n").unwrap();
+    let (ok, stdout, stderr) = oasis(&[
+        "run",
+        GUARDED_BOOST,
+        "--request",
+        &example(),
+        "--settings",
+        good.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["resources"]["promoted"], 1);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "k_max = 0\n").unwrap();
+    let (ok, _, stderr) = oasis(&[
+        "run",
+        GUARDED_BOOST,
+        "--request",
+        &example(),
+        "--settings",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("refused its settings") && stderr.contains("k_max"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_reports_a_policy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("s.json");
+    std::fs::write(&settings, r#"{"attack": "loop"}"#).unwrap();
+    let req = dir.path().join("r.json");
+    std::fs::write(
+        &req,
+        String::from_utf8(crate::harness::small_body(true)).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, stderr) = oasis(&[
+        "run",
+        ADVERSARIAL,
+        "--request",
+        req.to_str().unwrap(),
+        "--settings",
+        settings.to_str().unwrap(),
+        "--deadline-ms",
+        "30",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("exceeded its deadline of 30ms"), "{stderr}");
+}
+
+#[test]
+fn inspect_shows_metadata_and_digest() {
+    let (ok, stdout, stderr) = oasis(&["inspect", GUARDED_BOOST, "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["name"], "guarded-boost");
+    assert!(
+        v["required_features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "p_skip")
+    );
+    assert!(
+        v["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "theta")
+    );
+    let digest = format!(
+        "sha256:{}",
+        oasis::cache::sha256_hex(&std::fs::read(GUARDED_BOOST).unwrap())
+    );
+    assert_eq!(v["digest"], digest);
+    let (ok, text, _) = oasis(&["inspect", BASELINE]);
+    assert!(ok && text.contains("name:        baseline"), "{text}");
+}
+
+#[test]
+fn golden_fixtures_of_every_example_policy_pass() {
+    for (name, path) in oasis_test_components::ALL {
+        let fixtures = format!("{ROOT}/policies/{name}/fixtures");
+        if !std::path::Path::new(&fixtures).exists() {
+            continue;
+        }
+        let (ok, stdout, stderr) = oasis(&["test", path, &fixtures]);
+        assert!(ok, "{name}: {stdout}{stderr}");
+        assert!(stdout.contains(" 0 failed"), "{stdout}");
+    }
+}
+
+#[test]
+fn test_fails_with_a_readable_diff_on_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let req: serde_json::Value =
+        serde_json::from_slice(&crate::harness::small_body(false)).unwrap();
+    let fixture = serde_json::json!({
+        "request": req,
+        "expected": [
+            {"id": "a", "score": 0.9, "eligible": false, "reasons": ["organic"], "propensity": 0.0},
+            {"id": "b", "score": 0.75, "eligible": false, "reasons": ["organic"], "propensity": 0.0},
+            {"id": "c", "score": 0.1, "eligible": false, "reasons": ["organic"], "propensity": 0.0}
+        ]
+    });
+    std::fs::write(dir.path().join("one.json"), fixture.to_string()).unwrap();
+    let (ok, stdout, _) = oasis(&["test", BASELINE, dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("FAILED  one") && stdout.contains("b: score expected 0.75 got 0.5"),
+        "{stdout}"
+    );
+    // Blessing rewrites the expectation; the fixture then passes.
+    let (ok, _, _) = oasis(&["test", BASELINE, dir.path().to_str().unwrap(), "--bless"]);
+    assert!(ok);
+    let (ok, stdout, _) = oasis(&["test", BASELINE, dir.path().to_str().unwrap()]);
+    assert!(ok, "{stdout}");
+}

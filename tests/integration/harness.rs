@@ -1,0 +1,61 @@
+//! Shared helpers: one runtime per test binary, requests, and loading.
+
+use std::sync::OnceLock;
+
+use oasis::bindings::WitRequest;
+use oasis::{Limits, Policy, Runtime, RuntimeConfig, columnar, request};
+
+/// A runtime shared by the tests of this binary (the engine is the costly part).
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        let cache = std::env::temp_dir().join(format!("oasis-test-cache-{}", std::process::id()));
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(cache),
+            measure_fuel: false,
+            max_instances: 64,
+        })
+        .expect("runtime")
+    })
+}
+
+/// Loads a component with settings JSON and default limits.
+pub fn load(path: &str, settings: &str) -> Result<Policy, oasis::LoadError> {
+    Policy::load_file(runtime(), path.as_ref(), settings, Limits::default())
+}
+
+/// The bundled example request (examples/request.json).
+pub fn example_body() -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/examples/request.json",
+        oasis_test_components::ROOT
+    ))
+    .unwrap()
+}
+
+/// Builds the columnar request `policy` would receive for `body`.
+pub fn batch(policy: &Policy, body: &[u8]) -> WitRequest {
+    let req = request::parse(body).unwrap();
+    req.validate(policy.limits().max_candidates).unwrap();
+    columnar::to_wit(
+        &req,
+        &columnar::feature_columns(policy.info()),
+        &policy.info().context_features,
+    )
+}
+
+/// A small request; `attack` adds the context feature that arms the adversarial guest.
+pub fn small_body(attack: bool) -> Vec<u8> {
+    let features = if attack {
+        r#", "features": {"attack": 1}"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"context": {{"request_id": "t", "listener_id": "u", "session_id": "s",
+            "surface": "radio", "market": "SE", "timestamp_ms": 1781524800000, "seed": 3{features}}},
+          "candidates": [{{"id": "a", "relevance": 0.9}}, {{"id": "b", "relevance": 0.5}},
+                         {{"id": "c", "relevance": 0.1}}]}}"#
+    )
+    .into_bytes()
+}

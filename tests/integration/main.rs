@@ -1,0 +1,8 @@
+//! Integration tests: real components built from `policies/` and
+//! `tests/guests/` (by the `oasis-test-components` build script), run through
+//! the runtime, the CLI and the server.
+
+mod adversarial;
+mod cli;
+mod harness;
+mod policies;
