@@ -41,6 +41,7 @@ pub mod request;
 pub mod response;
 pub mod runtime;
 pub mod sandbox;
+pub mod server;
 
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use limits::Limits;

@@ -2,6 +2,7 @@
 
 pub mod inspect;
 pub mod run;
+pub mod serve;
 pub mod telemetry;
 pub mod test;
 
@@ -21,7 +22,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Human)]
     pub log_format: telemetry::LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `oasis=debug`.
-    #[arg(long, global = true, default_value = "warn", env = "OASIS_LOG")]
+    #[arg(long, global = true, default_value = "info", env = "OASIS_LOG")]
     pub log_level: String,
 }
 
@@ -34,6 +35,8 @@ pub enum Command {
     Test(test::Args),
     /// Print a policy's metadata, required features, settings and digest.
     Inspect(inspect::Args),
+    /// Serve the scoring API on a policy directory, with hot reload.
+    Serve(serve::Args),
 }
 
 /// Runs the parsed command.
@@ -42,6 +45,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::execute(a),
         Command::Test(a) => test::execute(a),
         Command::Inspect(a) => inspect::execute(a),
+        Command::Serve(a) => serve::execute(a),
     }
 }
 

@@ -1,0 +1,79 @@
+//! `oasis serve`: the scoring server on a policy directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use oasis::server::{Server, ServerConfig};
+
+/// Arguments of `oasis serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Policy directory: one `<key>.toml` manifest per policy, the modules,
+    /// and an optional `routes.toml`. Watched for changes.
+    #[arg(long)]
+    pub policies: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Route for requests that name none (when routes.toml sets no default).
+    #[arg(long)]
+    pub default_route: Option<String>,
+    /// Largest accepted request body, bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// Policy instances that may exist at once, across all policies.
+    #[arg(long, default_value_t = 256)]
+    pub max_instances: u32,
+    /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = ServerConfig {
+        policies: args.policies,
+        default_route: args.default_route,
+        max_body_bytes: args.max_body_bytes,
+        ..Default::default()
+    };
+    config.runtime.max_instances = args.max_instances;
+    if args.cache_dir.is_some() {
+        config.runtime.cache_dir = args.cache_dir;
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        Server::new(config).run(listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,345 @@
+//! Policy manifests: one TOML file per policy in the policy directory.
+//!
+//! ```toml
+//! # policies/guarded-boost.toml
+//! module = "guarded_boost.wasm"   # relative to this file
+//! fallback = "baseline"           # another policy of the directory; host passthrough if absent
+//!
+//! [limits]                        # all optional; defaults shown
+//! deadline_ms = 20                # CPU deadline per call
+//! memory_mb = 64                  # linear memory per instance
+//! max_candidates = 2000           # larger requests get 422
+//! max_concurrency = 16            # instances of this policy at once
+//! queue_timeout_ms = 50           # wait for a free instance, then 503
+//!
+//! [settings]                      # handed to the policy, which validates them
+//! theta = 0.35
+//! ```
+//!
+//! The policy's key (used by routes, fallbacks and the API) is the file stem:
+//! `guarded-boost.toml` defines policy `guarded-boost`. Parsing is strict
+//! (unknown keys are errors) so that a typo never silently changes behaviour.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limits::Limits;
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Policy key: the manifest's file stem.
+    pub key: String,
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The component file (resolved against the manifest's directory).
+    pub module: PathBuf,
+    /// Key of the fallback policy, if any.
+    pub fallback: Option<String>,
+    /// Runtime limits.
+    pub limits: Limits,
+    /// Concurrency and queueing.
+    pub concurrency: Concurrency,
+    /// Settings as JSON, for the policy.
+    pub settings_json: String,
+}
+
+/// Bounded concurrency per policy version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Instances of this policy that may run at once.
+    pub max: usize,
+    /// How long a request waits for a free instance before a 503.
+    pub queue_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    module: PathBuf,
+    #[serde(default)]
+    fallback: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    settings: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    deadline_ms: u64,
+    memory_mb: usize,
+    max_candidates: usize,
+    max_concurrency: usize,
+    queue_timeout_ms: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let l = Limits::default();
+        RawLimits {
+            deadline_ms: l.deadline.as_millis() as u64,
+            memory_mb: l.memory_bytes >> 20,
+            max_candidates: l.max_candidates,
+            max_concurrency: 16,
+            queue_timeout_ms: 50,
+        }
+    }
+}
+
+/// Why a manifest is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Cannot read the file.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The manifest.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or not the manifest's shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The manifest.
+        path: String,
+        /// What is wrong (with line and column).
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The manifest.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Whether `name` is a valid policy or route key.
+pub fn valid_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    ///
+    /// # Errors
+    /// [`ManifestError`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses manifest text that was read from `path`.
+    ///
+    /// # Errors
+    /// [`ManifestError`] naming the file and the problem.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let p = || path.display().to_string();
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: p(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ManifestError::Invalid { path: p(), message };
+        let key = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| valid_key(s))
+            .ok_or_else(|| {
+                invalid("the file name must be <policy-key>.toml with [A-Za-z0-9._-]".into())
+            })?
+            .to_string();
+        if let Some(f) = &raw.fallback {
+            if f == &key {
+                return Err(invalid("a policy cannot be its own fallback".into()));
+            }
+            if !valid_key(f) {
+                return Err(invalid(format!("fallback {f:?} is not a valid policy key")));
+            }
+        }
+        let l = raw.limits;
+        let limits = Limits {
+            deadline: Duration::from_millis(l.deadline_ms),
+            memory_bytes: l.memory_mb << 20,
+            max_candidates: l.max_candidates,
+        };
+        limits
+            .validate()
+            .map_err(|m| invalid(format!("[limits] {m}")))?;
+        if !(1..=1024).contains(&l.max_concurrency) {
+            return Err(invalid(format!(
+                "[limits] max_concurrency must be in 1..=1024, got {}",
+                l.max_concurrency
+            )));
+        }
+        if l.queue_timeout_ms > 10_000 {
+            return Err(invalid(format!(
+                "[limits] queue_timeout_ms must be at most 10000, got {}",
+                l.queue_timeout_ms
+            )));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let settings = raw.settings.unwrap_or_default();
+        Ok(Manifest {
+            key,
+            path: path.to_path_buf(),
+            module: dir.join(raw.module),
+            fallback: raw.fallback,
+            limits,
+            concurrency: Concurrency {
+                max: l.max_concurrency,
+                queue_timeout: Duration::from_millis(l.queue_timeout_ms),
+            },
+            settings_json: serde_json::to_string(&settings).map_err(|e| invalid(e.to_string()))?,
+        })
+    }
+}
+
+/// Routes: `routes.toml` in the policy directory (optional).
+///
+/// ```toml
+/// default = "radio"          # route used when a request names none
+///
+/// [routes.radio]
+/// policy = "pid-pacing"      # the stable policy of the route
+///
+/// [routes.mixes]
+/// policy = "freq-cap-diversity"
+/// ```
+///
+/// Every policy is also reachable as a route named after its key, unless a
+/// route of that name is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesFile {
+    /// The default route.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Named routes.
+    #[serde(default)]
+    pub routes: std::collections::BTreeMap<String, RouteConfig>,
+}
+
+/// One route's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Key of the stable policy.
+    pub policy: String,
+}
+
+/// File name of the routes file inside the policy directory.
+pub const ROUTES_FILE: &str = "routes.toml";
+
+impl RoutesFile {
+    /// Reads `dir/routes.toml`; a missing file means no named routes.
+    ///
+    /// # Errors
+    /// [`ManifestError`] for an unreadable or invalid file.
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join(ROUTES_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(ManifestError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let routes: RoutesFile = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        for name in routes.routes.keys().chain(routes.default.iter()) {
+            if !valid_key(name) {
+                return Err(ManifestError::Invalid {
+                    path: path.display().to_string(),
+                    message: format!("route name {name:?} must be [A-Za-z0-9._-]"),
+                });
+            }
+        }
+        Ok(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new(&format!("/srv/policies/{name}")), text)
+    }
+
+    #[test]
+    fn parses_a_full_manifest_relative_to_its_directory() {
+        let m = parse(
+            "guarded-boost.toml",
+            r#"
+            module = "gb.wasm"
+            fallback = "baseline"
+            [limits]
+            deadline_ms = 30
+            max_concurrency = 4
+            [settings]
+            theta = 0.3
+            nested = { a = [1, 2] }
+        "#,
+        )
+        .unwrap();
+        assert_eq!(m.key, "guarded-boost");
+        assert_eq!(m.module, PathBuf::from("/srv/policies/gb.wasm"));
+        assert_eq!(m.fallback.as_deref(), Some("baseline"));
+        assert_eq!(m.limits.deadline, Duration::from_millis(30));
+        assert_eq!(m.limits.memory_bytes, 64 << 20);
+        assert_eq!(m.concurrency.max, 4);
+        let s: serde_json::Value = serde_json::from_str(&m.settings_json).unwrap();
+        assert_eq!(
+            s,
+            serde_json::json!({"theta": 0.3, "nested": {"a": [1, 2]}})
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let e = parse("x.toml", "module = \"x.wasm\"\nmodul = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/srv/policies/x.toml") && e.contains("unknown field `modul`"),
+            "{e}"
+        );
+        let e = parse("x.toml", "module = \"x.wasm\"\n[limits]\ndeadline_ms = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deadline_ms must be in 1..="), "{e}");
+        let e = parse(
+            "x.toml",
+            "module = \"x.wasm\"\n[limits]\nmax_concurrency = 0",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_concurrency"), "{e}");
+        let e = parse("x.toml", "module = \"x.wasm\"\nfallback = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("its own fallback"), "{e}");
+        let e = parse("x.toml", "settings = 3").unwrap_err().to_string();
+        assert!(
+            e.contains("missing field `module`") || e.contains("invalid type"),
+            "{e}"
+        );
+    }
+}
