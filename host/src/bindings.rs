@@ -13,9 +13,9 @@ mod generated {
 }
 pub use generated::*;
 
-pub use exports::oasis::policy::policy::PolicyError as WitPolicyError;
-pub use oasis::policy::log::Level as WitLogLevel;
-pub use oasis::policy::types::{
+pub use self::exports::oasis::policy::policy::PolicyError as WitPolicyError;
+pub use self::oasis::policy::log::Level as WitLogLevel;
+pub use self::oasis::policy::types::{
     Campaign as WitCampaign, Candidates as WitCandidates, Context as WitContext,
     Decisions as WitDecisions, Metadata as WitMetadata, Reason as WitReason, Request as WitRequest,
     Surface as WitSurface, SurfaceSet as WitSurfaceSet,

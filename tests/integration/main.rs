@@ -6,3 +6,4 @@ mod adversarial;
 mod cli;
 mod harness;
 mod policies;
+mod server;
