@@ -11,14 +11,23 @@ bitflags::bitflags! {
         const ORGANIC = 1 << 0;
         /// The policy lifted this candidate.
         const PROMOTED = 1 << 1;
+        /// The campaign does not allow the request's surface.
         const NOT_ELIGIBLE_SURFACE = 1 << 2;
+        /// The campaign does not allow the request's market.
         const NOT_ELIGIBLE_MARKET = 1 << 3;
+        /// The request time is outside the campaign's `[start_ms, end_ms)` window.
         const CAMPAIGN_INACTIVE = 1 << 4;
+        /// The listener hit a frequency cap (impressions in 24h or this session).
         const FREQ_CAPPED = 1 << 5;
+        /// Pacing reduced the boost (the campaign is ahead of its schedule).
         const PACING_THROTTLED = 1 << 6;
+        /// A listener-satisfaction guardrail (relevance or skip risk) held it back.
         const RELEVANCE_GUARDRAIL = 1 << 7;
+        /// Lowered or not promoted to keep the promoted set diverse.
         const DIVERSITY_PENALTY = 1 << 8;
+        /// Score adjusted, up or down, toward fair exposure across rights holders.
         const FAIRNESS_ADJUST = 1 << 9;
+        /// Chosen by a random (exploration) draw rather than greedily.
         const EXPLORATION = 1 << 10;
         /// The per-slate limit on promoted tracks was reached.
         const SLATE_CAP = 1 << 11;
@@ -30,9 +39,11 @@ bitflags::bitflags! {
 /// A named value reported for debugging and explanation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DebugValue {
+    /// What the value is, e.g. `pacing_multiplier`.
     pub name: String,
     /// The candidate it refers to, `None` for a request-level value.
     pub candidate: Option<u32>,
+    /// The value itself.
     pub value: f64,
 }
 
@@ -42,10 +53,16 @@ pub struct DebugValue {
 /// and change what the policy decides.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decisions {
+    /// Final promotion score per candidate; must be finite.
     pub scores: Vec<f64>,
+    /// Whether each candidate may be promoted (promoted or not).
     pub eligible: Vec<bool>,
+    /// Why each candidate got its score; several reasons may apply.
     pub reasons: Vec<Reason>,
+    /// Probability, in [0, 1], that the policy's (possibly random) choice
+    /// promoted each candidate; 1 or 0 for deterministic policies.
     pub propensity: Vec<f64>,
+    /// Named values for debugging and explanation, in any number.
     pub debug: Vec<DebugValue>,
 }
 

@@ -12,10 +12,11 @@
 //! ## A complete policy
 //!
 //! ```
-//! use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Reason, Request};
+//! use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Request};
 //! use serde::{Deserialize, Serialize};
 //!
-//! /// Promotes every active campaign track by a fixed boost.
+//! /// Promotes every campaign track allowed here (active campaign, surface,
+//! /// market) by a fixed boost.
 //! pub struct FixedBoost;
 //!
 //! #[derive(Debug, Serialize, Deserialize)]
@@ -36,7 +37,7 @@
 //!
 //!     fn metadata() -> Metadata {
 //!         Metadata::new("fixed-boost", "1.0.0")
-//!             .description("Adds a fixed boost to active campaign tracks.")
+//!             .description("Adds a fixed boost to eligible campaign tracks.")
 //!             .setting("boost", "score added to promoted tracks, in [0, 1]")
 //!     }
 //!
@@ -50,12 +51,11 @@
 //!     fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
 //!         let mut out = Decisions::passthrough(req);
 //!         for c in req.candidates() {
-//!             match c.campaign() {
-//!                 Some(camp) if camp.is_active(req.context.timestamp_ms) => {
-//!                     out.promote(c.index(), s.boost, 1.0)
-//!                 }
-//!                 Some(_) => out.mark(c.index(), Reason::CAMPAIGN_INACTIVE),
-//!                 None => {}
+//!             match c.campaign_eligibility() {
+//!                 Eligibility::Eligible(_) => out.promote(c.index(), s.boost, 1.0),
+//!                 // CAMPAIGN_INACTIVE, NOT_ELIGIBLE_SURFACE and/or NOT_ELIGIBLE_MARKET.
+//!                 Eligibility::Ineligible(why) => out.mark(c.index(), why),
+//!                 Eligibility::Organic => {}
 //!             }
 //!         }
 //!         Ok(out)
@@ -80,7 +80,7 @@
 //! Build it for the host with `cargo build --target wasm32-wasip2 --release`
 //! (crate type `cdylib`); the `.wasm` in `target/wasm32-wasip2/release/` is the
 //! component Oasis loads.
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 // Lets the generated bindings name this crate as `oasis_sdk` from inside it too.
 extern crate self as oasis_sdk;
@@ -98,7 +98,8 @@ pub mod export;
 pub use decisions::{DebugValue, Decisions, Reason};
 pub use policy::{Metadata, Policy, PolicyError, SettingInfo, full_metadata, parse_settings};
 pub use request::{
-    Campaign, Candidate, Candidates, Context, Feature, Request, Surface, SurfaceSet, market_code,
+    Campaign, Candidate, Candidates, Context, Eligibility, Feature, Request, Surface, SurfaceSet,
+    market_code,
 };
 pub use rng::Rng;
 

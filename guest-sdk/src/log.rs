@@ -7,10 +7,15 @@
 /// Log severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Very detailed tracing, normally filtered out by the host.
     Trace,
+    /// Details useful while developing a policy.
     Debug,
+    /// Noteworthy events.
     Info,
+    /// Something unexpected that the policy worked around.
     Warn,
+    /// A failure.
     Error,
 }
 

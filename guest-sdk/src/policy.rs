@@ -30,7 +30,9 @@ impl std::error::Error for PolicyError {}
 /// A setting the policy accepts, as reported to operators by `oasis inspect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingInfo {
+    /// The setting's key in the settings JSON (the serde field name).
     pub name: String,
+    /// What it does, with its unit and valid range.
     pub description: String,
     /// JSON-encoded default, taken from `Settings::default()`.
     pub default_json: String,
@@ -39,11 +41,17 @@ pub struct SettingInfo {
 /// What a policy says about itself. Build it with [`Metadata::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
+    /// Policy name, usually the crate name.
     pub name: String,
+    /// Semantic version of the policy, e.g. `1.2.0`.
     pub version: String,
+    /// A one-paragraph description for operators.
     pub description: String,
+    /// Candidate features the policy needs; the host sends these columns.
     pub required_features: Vec<String>,
+    /// Candidate features the policy uses when present.
     pub optional_features: Vec<String>,
+    /// Context features the policy reads.
     pub context_features: Vec<String>,
     /// Descriptions of settings; defaults are filled in by the SDK.
     pub settings: Vec<SettingInfo>,

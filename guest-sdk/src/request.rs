@@ -5,18 +5,29 @@
 //! the columnar form pleasant: resolve a feature name to a [`Feature`] once
 //! per request, then read it per candidate through [`Candidate::get`].
 
+use crate::Reason;
 use crate::rng::Rng;
 
-/// Where the listening happens.
+/// Where the listening happens. Promotion is meant for algorithmic
+/// sessions (radio, autoplay, the mixes), never editorial playlists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Surface {
+    /// Radio: an endless stream seeded by a track, artist or playlist.
     Radio,
+    /// Autoplay: what plays on after an album or playlist ends.
     Autoplay,
+    /// A personalized daily mix.
     DailyMix,
+    /// A mix built around an artist.
     ArtistMix,
+    /// A mix built around a mood.
     MoodMix,
+    /// A mix built around a decade.
     DecadeMix,
+    /// A mix built around a genre.
     GenreMix,
+    /// Anything else. A campaign that does not list its surfaces is
+    /// allowed every surface but this one (host default).
     Other,
 }
 
@@ -43,13 +54,21 @@ bitflags::bitflags! {
     /// A set of surfaces; bit `i` is `Surface::ALL[i]` (same order as the WIT flags).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct SurfaceSet: u8 {
+        /// [`Surface::Radio`].
         const RADIO = 1 << 0;
+        /// [`Surface::Autoplay`].
         const AUTOPLAY = 1 << 1;
+        /// [`Surface::DailyMix`].
         const DAILY_MIX = 1 << 2;
+        /// [`Surface::ArtistMix`].
         const ARTIST_MIX = 1 << 3;
+        /// [`Surface::MoodMix`].
         const MOOD_MIX = 1 << 4;
+        /// [`Surface::DecadeMix`].
         const DECADE_MIX = 1 << 5;
+        /// [`Surface::GenreMix`].
         const GENRE_MIX = 1 << 6;
+        /// [`Surface::Other`].
         const OTHER = 1 << 7;
     }
 }
@@ -76,9 +95,13 @@ pub fn market_code(code: &str) -> Option<u16> {
 /// The listening context of one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Context {
+    /// Caller's request id, for correlating logs.
     pub request_id: String,
+    /// Listener (user) id.
     pub listener_id: String,
+    /// Listening session id.
     pub session_id: String,
+    /// Where the listening happens; campaigns allow only some surfaces.
     pub surface: Surface,
     /// Market, packed with [`market_code`].
     pub market: u16,
@@ -86,6 +109,9 @@ pub struct Context {
     pub timestamp_ms: i64,
     /// The only source of randomness a policy may use: see [`Request::rng`].
     pub seed: u64,
+    /// Names of the numeric context features the policy declared
+    /// ([`Metadata::context`](crate::Metadata::context)); read them with
+    /// [`Request::context_feature`].
     pub feature_names: Vec<String>,
     /// Aligned with `feature_names`; NaN means missing.
     pub features: Vec<f64>,
@@ -96,9 +122,12 @@ pub struct Context {
 pub struct Campaign {
     /// Small integer key; the host maps it back to the campaign id.
     pub key: u32,
-    /// Active window in unix milliseconds: `[start_ms, end_ms)`.
+    /// Start of the active window (unix ms, inclusive): the window is
+    /// `[start_ms, end_ms)`.
     pub start_ms: i64,
+    /// End of the active window (unix ms, exclusive).
     pub end_ms: i64,
+    /// Surfaces the campaign may promote on.
     pub surfaces: SurfaceSet,
     /// Markets packed with [`market_code`]; empty means every market.
     pub markets: Vec<u16>,
@@ -112,6 +141,7 @@ pub struct Campaign {
     pub pacing_integral: f64,
     /// Normalized delivery error of the previous pacing step.
     pub pacing_last_error: f64,
+    /// Commission the rights holder accepted, in basis points (1/100 %).
     pub commission_bps: u32,
 }
 
@@ -131,6 +161,20 @@ impl Campaign {
         self.markets.is_empty() || self.markets.contains(&market)
     }
 
+    /// Why the campaign may not promote in `ctx`: every flag that applies
+    /// among `CAMPAIGN_INACTIVE` (`ctx.timestamp_ms` outside the window),
+    /// `NOT_ELIGIBLE_SURFACE` and `NOT_ELIGIBLE_MARKET`; empty when it may.
+    pub fn ineligibility(&self, ctx: &Context) -> Reason {
+        let mut r = Reason::empty();
+        r.set(Reason::CAMPAIGN_INACTIVE, !self.is_active(ctx.timestamp_ms));
+        r.set(
+            Reason::NOT_ELIGIBLE_SURFACE,
+            !self.allows_surface(ctx.surface),
+        );
+        r.set(Reason::NOT_ELIGIBLE_MARKET, !self.allows_market(ctx.market));
+        r
+    }
+
     /// Normalized delivery error: positive when under-delivering.
     /// `(expected_by_now - delivered) / delivery_target`, 0 without a target.
     pub fn delivery_error(&self) -> f64 {
@@ -145,24 +189,37 @@ impl Campaign {
 /// The candidates of a request, column by column.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Candidates {
+    /// Number of candidates; every column except `features` has this many entries.
     pub count: u32,
+    /// Base relevance from the recommender, higher is better. The Oasis host
+    /// refuses non-finite values, but the contract does not promise it.
     pub relevance: Vec<f64>,
+    /// Names of the candidate feature columns, once per request; only the
+    /// features the policy declared. Resolve them with [`Request::feature`].
     pub feature_names: Vec<String>,
     /// Row-major: candidate `i`, feature `j` at `i * feature_names.len() + j`.
     pub features: Vec<f64>,
     /// Index into [`Request::campaigns`], or -1 for organic tracks.
     pub campaign: Vec<i32>,
+    /// Primary artist, as a small integer key (equal keys, same artist).
     pub artist: Vec<u32>,
+    /// Rights holder (label), as a small integer key.
     pub rights_holder: Vec<u32>,
+    /// Promoted impressions of the track to this listener in the last 24 hours.
     pub impressions_24h: Vec<u32>,
+    /// Promoted plays of the track in this session.
     pub session_promoted: Vec<u32>,
 }
 
 /// One scoring request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The listening context.
     pub context: Context,
+    /// The candidate tracks, column by column; see [`Request::candidates()`]
+    /// for a per-candidate view.
     pub candidates: Candidates,
+    /// The campaigns the candidates refer to (by index, see [`Candidates::campaign`]).
     pub campaigns: Vec<Campaign>,
 }
 
@@ -232,6 +289,21 @@ impl Request {
     }
 }
 
+/// Whether a candidate's campaign may promote it in the request's context;
+/// see [`Candidate::campaign_eligibility`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Eligibility<'a> {
+    /// The track is in no campaign.
+    Organic,
+    /// The campaign is active at the request time and allows the request's
+    /// surface and market. Policy-specific checks (caps, guardrails) remain.
+    Eligible(&'a Campaign),
+    /// The campaign may not promote here. The reason holds every flag that
+    /// applies among `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE` and
+    /// `NOT_ELIGIBLE_MARKET` (never empty, never anything else).
+    Ineligible(Reason),
+}
+
 /// A view of one candidate.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
@@ -265,6 +337,48 @@ impl<'a> Candidate<'a> {
             .and_then(|c| self.req.campaigns.get(c))
     }
 
+    /// The campaign gate every promoting policy applies: is the candidate in
+    /// a campaign that is active at `context.timestamp_ms` and allows
+    /// `context.surface` and `context.market`?
+    ///
+    /// [`Eligibility::Ineligible`] reports every failing check, so a policy
+    /// can pass it straight to [`Decisions::mark`](crate::Decisions::mark).
+    ///
+    /// ```
+    /// use oasis_sdk::testing::{CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder};
+    /// use oasis_sdk::{Eligibility, Reason, Surface};
+    ///
+    /// let req = RequestBuilder::new()
+    ///     .surface(Surface::Radio)
+    ///     .market("SE")
+    ///     .campaign(CampaignSpec::new(1).markets(&["SE"]))
+    ///     .campaign(CampaignSpec::new(2).window(NOW_MS - 10, NOW_MS).markets(&["NO"]))
+    ///     .candidate(CandidateSpec::new(0.8).campaign(0))
+    ///     .candidate(CandidateSpec::new(0.7).campaign(1))
+    ///     .candidate(CandidateSpec::new(0.6))
+    ///     .build();
+    /// assert!(matches!(
+    ///     req.candidate(0).campaign_eligibility(),
+    ///     Eligibility::Eligible(c) if c.key == 1
+    /// ));
+    /// assert_eq!(
+    ///     req.candidate(1).campaign_eligibility(),
+    ///     Eligibility::Ineligible(Reason::CAMPAIGN_INACTIVE | Reason::NOT_ELIGIBLE_MARKET)
+    /// );
+    /// assert_eq!(req.candidate(2).campaign_eligibility(), Eligibility::Organic);
+    /// ```
+    pub fn campaign_eligibility(&self) -> Eligibility<'a> {
+        let Some(camp) = self.campaign() else {
+            return Eligibility::Organic;
+        };
+        let block = camp.ineligibility(&self.req.context);
+        if block.is_empty() {
+            Eligibility::Eligible(camp)
+        } else {
+            Eligibility::Ineligible(block)
+        }
+    }
+
     /// Primary artist key.
     pub fn artist(&self) -> u32 {
         self.req.candidates.artist[self.index]
@@ -283,5 +397,91 @@ impl<'a> Candidate<'a> {
     /// Promoted plays of this track in this session.
     pub fn session_promoted(&self) -> u32 {
         self.req.candidates.session_promoted[self.index]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder};
+
+    /// Eligibility of a campaign track on autoplay in SE at `NOW_MS`:
+    /// `Ok(campaign key)` when eligible, `Err(reasons)` otherwise.
+    fn check(campaign: CampaignSpec) -> Result<u32, Reason> {
+        let req = RequestBuilder::new()
+            .surface(Surface::Autoplay)
+            .market("SE")
+            .campaign(campaign)
+            .candidate(CandidateSpec::new(0.5).campaign(0))
+            .build();
+        match req.candidate(0).campaign_eligibility() {
+            Eligibility::Eligible(c) => Ok(c.key),
+            Eligibility::Ineligible(r) => {
+                assert_eq!(r, req.campaigns[0].ineligibility(&req.context));
+                Err(r)
+            }
+            Eligibility::Organic => panic!("a campaign track read as organic"),
+        }
+    }
+
+    #[test]
+    fn organic_tracks_have_no_campaign_to_check() {
+        let req = RequestBuilder::new()
+            .campaign(CampaignSpec::new(1))
+            .candidate(CandidateSpec::new(0.5))
+            .build();
+        assert_eq!(
+            req.candidate(0).campaign_eligibility(),
+            Eligibility::Organic
+        );
+    }
+
+    #[test]
+    fn an_allowed_campaign_is_eligible_and_returned() {
+        let spec = CampaignSpec::new(9)
+            .surfaces(&[Surface::Radio, Surface::Autoplay])
+            .markets(&["NO", "SE"]);
+        assert_eq!(check(spec), Ok(9));
+        // No market list: every market. Lower-case codes pack the same.
+        assert_eq!(check(CampaignSpec::new(1)), Ok(1));
+        assert_eq!(check(CampaignSpec::new(2).markets(&["se"])), Ok(2));
+    }
+
+    #[test]
+    fn the_window_is_start_inclusive_end_exclusive() {
+        assert_eq!(
+            check(CampaignSpec::new(1).window(NOW_MS, NOW_MS + 1)),
+            Ok(1)
+        );
+        for (start, end) in [(NOW_MS - 10, NOW_MS), (NOW_MS + 1, NOW_MS + 10)] {
+            assert_eq!(
+                check(CampaignSpec::new(1).window(start, end)),
+                Err(Reason::CAMPAIGN_INACTIVE),
+                "[{start}, {end})"
+            );
+        }
+    }
+
+    #[test]
+    fn every_failing_check_is_reported() {
+        assert_eq!(
+            check(CampaignSpec::new(1).surfaces(&[Surface::Radio])),
+            Err(Reason::NOT_ELIGIBLE_SURFACE)
+        );
+        assert_eq!(
+            check(CampaignSpec::new(1).markets(&["NO"])),
+            Err(Reason::NOT_ELIGIBLE_MARKET)
+        );
+        assert_eq!(
+            check(
+                CampaignSpec::new(1)
+                    .window(NOW_MS + 1, NOW_MS + 2)
+                    .surfaces(&[])
+                    .markets(&["US"])
+            ),
+            Err(Reason::CAMPAIGN_INACTIVE
+                | Reason::NOT_ELIGIBLE_SURFACE
+                | Reason::NOT_ELIGIBLE_MARKET)
+        );
     }
 }

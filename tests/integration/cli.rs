@@ -149,6 +149,7 @@ fn inspect_shows_metadata_and_digest() {
 
 #[test]
 fn golden_fixtures_of_every_example_policy_pass() {
+    let mut checked = 0;
     for (name, path) in oasis_test_components::ALL {
         let fixtures = format!("{ROOT}/policies/{name}/fixtures");
         if !std::path::Path::new(&fixtures).exists() {
@@ -157,7 +158,9 @@ fn golden_fixtures_of_every_example_policy_pass() {
         let (ok, stdout, stderr) = oasis(&["test", path, &fixtures]);
         assert!(ok, "{name}: {stdout}{stderr}");
         assert!(stdout.contains(" 0 failed"), "{stdout}");
+        checked += 1;
     }
+    assert_eq!(checked, 6, "every example policy has golden fixtures");
 }
 
 #[test]

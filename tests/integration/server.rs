@@ -121,6 +121,13 @@ impl TestServer {
     }
 }
 
+/// The value of one series in a metrics exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn policy<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v["policies"].as_array()?.iter().find(|p| p["key"] == key)
 }
@@ -489,17 +496,19 @@ async fn reload_storm_under_load_loses_no_request() {
     // A direct (non-atomic) write of a truncated module: load fails, v1 keeps serving.
     let wasm = std::fs::read(GUARDED_BOOST).unwrap();
     std::fs::write(s.dir.path().join("p.wasm"), &wasm[..wasm.len() / 3]).unwrap();
+    // The watcher may first see the emptied file, then the truncated one;
+    // wait for the load of the final content.
     let p = s
-        .wait_until(|v| policy(v, "p").is_some_and(|p| p["status"] == "failed"))
+        .wait_until(|v| {
+            policy(v, "p").is_some_and(|p| {
+                p["status"] == "failed"
+                    && p["failure"]["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("does not compile"))
+            })
+        })
         .await;
     assert_eq!(policy(&p, "p").unwrap()["active"]["digest"], v1);
-    assert!(
-        policy(&p, "p").unwrap()["failure"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not compile"),
-        "{p}"
-    );
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     stop.store(true, Ordering::Relaxed);
@@ -528,10 +537,12 @@ async fn reload_storm_under_load_loses_no_request() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("oasis_reloads_total{policy=\"p\",result=\"failed\"} 1"),
-        "{metrics}"
+    // One or two failed loads: the watcher may also catch the emptied file.
+    let failed = metric(
+        &metrics,
+        "oasis_reloads_total{policy=\"p\",result=\"failed\"}",
     );
+    assert!(failed >= 1.0, "{metrics}");
     assert!(
         metrics.contains("oasis_reloads_total{policy=\"p\",result=\"ok\"} 7"),
         "{metrics}"

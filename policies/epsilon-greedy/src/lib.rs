@@ -50,7 +50,7 @@
 //! The cost is `O(K^3 + K * n)`; a unit test checks it against brute-force
 //! enumeration. Non-eligible tracks have propensity 0.
 
-use oasis_sdk::{Campaign, Decisions, Metadata, Policy, PolicyError, Reason, Request};
+use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
 /// The epsilon-greedy policy.
@@ -137,20 +137,6 @@ pub fn inclusion_probabilities(n: usize, k: usize, eps: f64) -> Vec<f64> {
     incl
 }
 
-/// `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE`, `NOT_ELIGIBLE_MARKET`, all
-/// that apply to `camp` in this request; empty when it may promote.
-fn campaign_block(req: &Request, camp: &Campaign) -> Reason {
-    let ctx = &req.context;
-    let mut r = Reason::empty();
-    r.set(Reason::CAMPAIGN_INACTIVE, !camp.is_active(ctx.timestamp_ms));
-    r.set(
-        Reason::NOT_ELIGIBLE_SURFACE,
-        !camp.allows_surface(ctx.surface),
-    );
-    r.set(Reason::NOT_ELIGIBLE_MARKET, !camp.allows_market(ctx.market));
-    r
-}
-
 impl Policy for EpsilonGreedy {
     type Settings = Settings;
 
@@ -195,8 +181,11 @@ impl Policy for EpsilonGreedy {
         let mut eligible = Vec::new();
         for c in req.candidates() {
             let i = c.index();
-            let Some(camp) = c.campaign() else { continue };
-            let mut block = campaign_block(req, camp);
+            let mut block = match c.campaign_eligibility() {
+                Eligibility::Organic => continue,
+                Eligibility::Eligible(_) => Reason::empty(),
+                Eligibility::Ineligible(r) => r,
+            };
             if base[i] < s.s_min {
                 block |= Reason::RELEVANCE_GUARDRAIL;
             }

@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use oasis_sdk::{Campaign, Decisions, Metadata, Policy, PolicyError, Reason, Request};
+use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
 /// The exposure-fairness policy.
@@ -111,20 +111,6 @@ pub fn holder_deficits(
         .collect()
 }
 
-/// `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE`, `NOT_ELIGIBLE_MARKET`, all
-/// that apply to `camp` in this request; empty when it may promote.
-fn campaign_block(req: &Request, camp: &Campaign) -> Reason {
-    let ctx = &req.context;
-    let mut r = Reason::empty();
-    r.set(Reason::CAMPAIGN_INACTIVE, !camp.is_active(ctx.timestamp_ms));
-    r.set(
-        Reason::NOT_ELIGIBLE_SURFACE,
-        !camp.allows_surface(ctx.surface),
-    );
-    r.set(Reason::NOT_ELIGIBLE_MARKET, !camp.allows_market(ctx.market));
-    r
-}
-
 impl Policy for ExposureFairness {
     type Settings = Settings;
 
@@ -165,11 +151,13 @@ impl Policy for ExposureFairness {
         let deficits = holder_deficits(req, &base, exposure);
         for c in req.candidates() {
             let i = c.index();
-            let Some(camp) = c.campaign() else { continue };
+            let eligibility = c.campaign_eligibility();
+            if eligibility == Eligibility::Organic {
+                continue;
+            }
             let d = deficits[&c.rights_holder()];
             out.debug("holder_deficit", Some(i), d);
-            let block = campaign_block(req, camp);
-            if !block.is_empty() {
+            if let Eligibility::Ineligible(block) = eligibility {
                 out.mark(i, block);
                 continue;
             }

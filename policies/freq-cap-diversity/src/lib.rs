@@ -43,7 +43,7 @@
 
 use std::collections::HashMap;
 
-use oasis_sdk::{Campaign, Decisions, Metadata, Policy, PolicyError, Reason, Request};
+use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
 /// The frequency-cap and diversity policy.
@@ -87,20 +87,6 @@ pub fn similarity(req: &Request, i: usize, j: usize) -> f64 {
     } else {
         0.0
     }
-}
-
-/// `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE`, `NOT_ELIGIBLE_MARKET`, all
-/// that apply to `camp` in this request; empty when it may promote.
-fn campaign_block(req: &Request, camp: &Campaign) -> Reason {
-    let ctx = &req.context;
-    let mut r = Reason::empty();
-    r.set(Reason::CAMPAIGN_INACTIVE, !camp.is_active(ctx.timestamp_ms));
-    r.set(
-        Reason::NOT_ELIGIBLE_SURFACE,
-        !camp.allows_surface(ctx.surface),
-    );
-    r.set(Reason::NOT_ELIGIBLE_MARKET, !camp.allows_market(ctx.market));
-    r
 }
 
 impl Policy for FreqCapDiversity {
@@ -161,8 +147,11 @@ impl Policy for FreqCapDiversity {
         let mut best_of_artist: HashMap<u32, (usize, f64)> = HashMap::new();
         for c in req.candidates() {
             let i = c.index();
-            let Some(camp) = c.campaign() else { continue };
-            let mut block = campaign_block(req, camp);
+            let mut block = match c.campaign_eligibility() {
+                Eligibility::Organic => continue,
+                Eligibility::Eligible(_) => Reason::empty(),
+                Eligibility::Ineligible(r) => r,
+            };
             if c.impressions_24h() >= s.max_daily || c.session_promoted() >= s.max_session {
                 block |= Reason::FREQ_CAPPED;
             }

@@ -67,28 +67,10 @@ impl Settings {
 
 /// Guarded-boost eligibility, boost and slate cap, reusable building blocks.
 pub mod guard {
-    use oasis_sdk::{Campaign, Candidate, Decisions, Feature, Reason, Request};
+    use oasis_sdk::{Candidate, Decisions, Eligibility, Feature, Reason};
 
     /// Name of the candidate feature holding the predicted skip probability.
     pub const P_SKIP: &str = "p_skip";
-
-    /// Why `camp` may not promote in this request's context: any of
-    /// `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE`, `NOT_ELIGIBLE_MARKET`;
-    /// empty when it may.
-    pub fn campaign_block(req: &Request, camp: &Campaign) -> Reason {
-        let ctx = &req.context;
-        let mut r = Reason::empty();
-        if !camp.is_active(ctx.timestamp_ms) {
-            r |= Reason::CAMPAIGN_INACTIVE;
-        }
-        if !camp.allows_surface(ctx.surface) {
-            r |= Reason::NOT_ELIGIBLE_SURFACE;
-        }
-        if !camp.allows_market(ctx.market) {
-            r |= Reason::NOT_ELIGIBLE_MARKET;
-        }
-        r
-    }
 
     /// The guardrail parameters (validated by the policy's settings).
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,18 +97,14 @@ pub mod guard {
 
     impl Guard {
         /// Applies the eligibility rules and the boost formula to `c`, whose
-        /// base relevance is `s` (finite).
-        pub fn evaluate(
-            &self,
-            req: &Request,
-            c: Candidate<'_>,
-            s: f64,
-            p_skip: Feature,
-        ) -> Verdict {
-            let Some(camp) = c.campaign() else {
-                return Verdict::Organic;
+        /// base relevance is `s` (finite). The campaign gate is the SDK's
+        /// [`Candidate::campaign_eligibility`].
+        pub fn evaluate(&self, c: Candidate<'_>, s: f64, p_skip: Feature) -> Verdict {
+            let mut block = match c.campaign_eligibility() {
+                Eligibility::Organic => return Verdict::Organic,
+                Eligibility::Eligible(_) => Reason::empty(),
+                Eligibility::Ineligible(r) => r,
             };
-            let mut block = campaign_block(req, camp);
             match c.get(p_skip) {
                 None => block |= Reason::MISSING_FEATURE,
                 Some(p) if p > self.theta => block |= Reason::RELEVANCE_GUARDRAIL,
@@ -232,7 +210,7 @@ impl Policy for GuardedBoost {
         let mut promoted = Vec::new();
         for c in req.candidates() {
             let i = c.index();
-            match guard.evaluate(req, c, base[i], p_skip) {
+            match guard.evaluate(c, base[i], p_skip) {
                 guard::Verdict::Organic => {}
                 guard::Verdict::Ineligible(r) => out.mark(i, r),
                 guard::Verdict::Eligible { boost, reasons } => {

@@ -36,7 +36,7 @@
 //! `pacing_error` (e) and `pacing_integral` (I, the state the host may carry
 //! to the next request).
 
-use oasis_sdk::{Campaign, Decisions, Metadata, Policy, PolicyError, Reason, Request};
+use oasis_sdk::{Campaign, Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
 /// The PID-pacing policy.
@@ -120,20 +120,6 @@ pub fn pacing(s: &Settings, camp: &Campaign) -> Pacing {
         integral,
         multiplier,
     }
-}
-
-/// `CAMPAIGN_INACTIVE`, `NOT_ELIGIBLE_SURFACE`, `NOT_ELIGIBLE_MARKET`, all
-/// that apply to `camp` in this request; empty when it may promote.
-fn campaign_block(req: &Request, camp: &Campaign) -> Reason {
-    let ctx = &req.context;
-    let mut r = Reason::empty();
-    r.set(Reason::CAMPAIGN_INACTIVE, !camp.is_active(ctx.timestamp_ms));
-    r.set(
-        Reason::NOT_ELIGIBLE_SURFACE,
-        !camp.allows_surface(ctx.surface),
-    );
-    r.set(Reason::NOT_ELIGIBLE_MARKET, !camp.allows_market(ctx.market));
-    r
 }
 
 impl Policy for PidPacing {
@@ -221,13 +207,16 @@ impl Policy for PidPacing {
         let mut promoted: Vec<(usize, f64)> = Vec::new();
         for c in req.candidates() {
             let (i, rel) = (c.index(), base[c.index()]);
-            let Some(camp) = c.campaign() else { continue };
+            let mut block = match c.campaign_eligibility() {
+                Eligibility::Organic => continue,
+                Eligibility::Eligible(_) => Reason::empty(),
+                Eligibility::Ineligible(r) => r,
+            };
             let p = pacings[req.candidates.campaign[i] as usize];
             out.debug("pacing_multiplier", Some(i), p.multiplier);
             out.debug("pacing_error", Some(i), p.error);
             out.debug("pacing_integral", Some(i), p.integral);
 
-            let mut block = campaign_block(req, camp);
             match c.get(p_skip) {
                 None => block |= Reason::MISSING_FEATURE,
                 Some(v) if v > s.theta => block |= Reason::RELEVANCE_GUARDRAIL,

@@ -53,6 +53,7 @@ pub struct Settings {
 }
 
 #[inline(never)]
+#[allow(unconditional_recursion, reason = "the point of the recursion attack")]
 fn recurse(depth: u64, sink: &mut [u64; 16]) -> u64 {
     sink[(depth % 16) as usize] = depth;
     let more = recurse(depth + 1, sink);

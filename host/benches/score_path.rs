@@ -1,0 +1,100 @@
+//! Benchmarks of the scoring path, step by step, on the bundled example
+//! request (300 candidates) and a 1000-candidate variant.
+//!
+//! ```text
+//! cargo bench -p oasis-host --bench score_path
+//! ```
+//!
+//! Steps: JSON parse + validate, columnar conversion, a policy call (fresh
+//! instance + run + output checks) for each example policy, and the whole
+//! path end to end. Figures are recorded in the README ("Performance").
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig, columnar, request};
+
+fn example(n: usize) -> Vec<u8> {
+    let body = std::fs::read(format!(
+        "{}/examples/request.json",
+        oasis_test_components::ROOT
+    ))
+    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let base = v["candidates"].as_array().unwrap().clone();
+    let cands: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut c = base[i % base.len()].clone();
+            c["id"] = format!("track-{i}").into();
+            c
+        })
+        .collect();
+    v["candidates"] = cands.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
+    let policies: Vec<(&str, Policy)> = oasis_test_components::ALL
+        .iter()
+        .filter(|(name, _)| !["adversarial", "not-a-policy"].contains(name))
+        .map(|(name, path)| {
+            (
+                *name,
+                Policy::load_file(&runtime, path.as_ref(), "{}", Limits::default()).unwrap(),
+            )
+        })
+        .collect();
+
+    for n in [300usize, 1000] {
+        let body = example(n);
+        let mut g = c.benchmark_group(format!("{n}_candidates"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function("parse+validate", |b| {
+            b.iter(|| {
+                let req = request::parse(&body).unwrap();
+                req.validate(10_000).unwrap();
+                req.candidates.len()
+            })
+        });
+        let req = request::parse(&body).unwrap();
+        let (_, gb) = policies
+            .iter()
+            .find(|(n, _)| *n == "guarded-boost")
+            .unwrap();
+        let cols = columnar::feature_columns(gb.info());
+        g.bench_function("columnar", |b| {
+            b.iter(|| columnar::to_wit(&req, &cols, &gb.info().context_features))
+        });
+        for (name, policy) in &policies {
+            let batch = columnar::to_wit(
+                &req,
+                &columnar::feature_columns(policy.info()),
+                &policy.info().context_features,
+            );
+            g.bench_with_input(BenchmarkId::new("call", name), &batch, |b, batch| {
+                b.iter(|| policy.call(batch).unwrap())
+            });
+        }
+        g.bench_function("end_to_end/guarded-boost", |b| {
+            b.iter(|| {
+                let req = request::parse(&body).unwrap();
+                req.validate(10_000).unwrap();
+                let batch = columnar::to_wit(&req, &cols, &gb.info().context_features);
+                let out = gb.call(&batch).unwrap();
+                let resp = oasis::response::scored(&req, &out.decisions);
+                serde_json::to_vec(&resp).unwrap().len()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = bench
+}
+criterion_main!(benches);
