@@ -143,7 +143,7 @@ impl crate::bindings::oasis::policy::log::Host for CallState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let policy = &*self.policy;
         match level {

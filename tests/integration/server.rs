@@ -103,12 +103,11 @@ impl TestServer {
     async fn wait_until(&self, f: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(r) = self.client.get(self.at("/v1/policies")).send().await {
-                if let Ok(v) = r.json::<Value>().await {
-                    if f(&v) {
-                        return v;
-                    }
-                }
+            if let Ok(r) = self.client.get(self.at("/v1/policies")).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && f(&v)
+            {
+                return v;
             }
             assert!(Instant::now() < deadline, "condition not reached in time");
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -6,7 +6,7 @@ pub mod serve;
 pub mod telemetry;
 pub mod test;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -95,7 +95,7 @@ pub fn read_settings(path: Option<&Path>) -> anyhow::Result<String> {
 /// Loads a policy file, with a message naming the file on failure.
 pub fn load_policy(
     runtime: &oasis::Runtime,
-    path: &PathBuf,
+    path: &Path,
     settings_json: &str,
     limits: oasis::Limits,
 ) -> anyhow::Result<oasis::Policy> {

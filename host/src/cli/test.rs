@@ -128,12 +128,7 @@ fn run_fixture(
         .settings
         .as_ref()
         .map_or("{}".to_string(), |s| s.to_string());
-    let policy = super::load_policy(
-        runtime,
-        &policy.to_path_buf(),
-        &settings,
-        Default::default(),
-    )?;
+    let policy = super::load_policy(runtime, policy, &settings, Default::default())?;
     let body = serde_json::to_vec(&fixture.request)?;
     let req = request::parse(&body).context("fixture request")?;
     req.validate(policy.limits().max_candidates)
