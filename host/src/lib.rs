@@ -42,6 +42,7 @@ pub mod response;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod stdio;
 
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use limits::Limits;

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::WitLogLevel;
 use crate::limits::MemoryLimiter;
+use crate::stdio::BoundedPipe;
 
-/// Bytes of stdout and of stderr kept per call. Past this, writes fail: a
-/// policy that floods its output traps instead of eating host memory.
+/// Bytes of stdout and of stderr kept per call; the rest is counted and
+/// dropped, so a policy that floods its output is truncated, not failed.
 pub const STDIO_CAPACITY: usize = 16 << 10;
 /// `log` lines accepted per call; later ones are counted and dropped.
 pub const MAX_LOG_LINES: usize = 32;
@@ -30,8 +30,8 @@ pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: BoundedPipe,
+    stderr: BoundedPipe,
     policy: Arc<str>,
     log_lines: usize,
     pub(crate) logs_dropped: usize,
@@ -41,8 +41,8 @@ impl CallState {
     /// A sandbox for one call of `policy` with `memory_limit` bytes, the
     /// clock frozen at `timestamp_ms` and randomness seeded with `seed`.
     pub(crate) fn new(policy: Arc<str>, memory_limit: usize, timestamp_ms: i64, seed: u64) -> Self {
-        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
-        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stdout = BoundedPipe::new(STDIO_CAPACITY);
+        let stderr = BoundedPipe::new(STDIO_CAPACITY);
         let seed_bytes = seed_stream(seed);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
@@ -73,14 +73,14 @@ impl CallState {
     /// Forwards captured stdout/stderr to the host log and returns stderr's
     /// text (where a Rust panic message lands).
     pub(crate) fn drain_stdio(&self) -> String {
-        let out = self.stdout.contents();
+        let (out, dropped) = self.stdout.contents();
         if !out.is_empty() {
-            tracing::info!(policy = %self.policy, stdout = %String::from_utf8_lossy(&out), "policy stdout");
+            tracing::info!(policy = %self.policy, stdout = %String::from_utf8_lossy(&out), dropped_bytes = dropped, "policy stdout");
         }
-        let err = self.stderr.contents();
+        let (err, dropped) = self.stderr.contents();
         let err = String::from_utf8_lossy(&err).into_owned();
         if !err.is_empty() {
-            tracing::info!(policy = %self.policy, stderr = %err, "policy stderr");
+            tracing::info!(policy = %self.policy, stderr = %err, dropped_bytes = dropped, "policy stderr");
         }
         err
     }
