@@ -31,6 +31,9 @@ pub enum LoadError {
     /// The policy refused its settings.
     #[error("the policy refused its settings: {0}")]
     BadSettings(String),
+    /// The limits are outside the host's ceilings.
+    #[error("invalid limits: {0}")]
+    BadLimits(String),
     /// The policy's metadata is unusable (empty name, bad semver...).
     #[error("invalid policy metadata: {0}")]
     BadMetadata(String),

@@ -143,7 +143,7 @@ impl Policy {
         settings_json: &str,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        limits.validate().map_err(LoadError::BadSettings)?;
+        limits.validate().map_err(LoadError::BadLimits)?;
         match wasm.get(..8) {
             Some(h) if h == COMPONENT_HEADER => {}
             Some(h) if h == MODULE_HEADER => {
@@ -206,7 +206,7 @@ impl Policy {
                 stage: "validate-settings",
                 source,
             })?
-            .map_err(LoadError::BadSettings)?;
+            .map_err(|m| LoadError::BadSettings(bounded(m)))?;
 
         let smoke = crate::columnar::smoke_request(&policy.info);
         policy
@@ -219,21 +219,7 @@ impl Policy {
     }
 
     fn set_metadata(&mut self, m: WitMetadata) -> Result<(), LoadError> {
-        if m.name.is_empty()
-            || m.name.len() > 64
-            || !m
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(LoadError::BadMetadata(format!(
-                "name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
-                m.name
-            )));
-        }
-        semver::Version::parse(&m.version).map_err(|e| {
-            LoadError::BadMetadata(format!("version {:?} is not semver: {e}", m.version))
-        })?;
+        validate_metadata(&m).map_err(LoadError::BadMetadata)?;
         self.name = Arc::from(m.name.as_str());
         self.info = PolicyInfo {
             name: m.name,
@@ -290,7 +276,7 @@ impl Policy {
                 let fuel = store.get_fuel().ok().map(|left| FUEL_BUDGET - left);
                 Ok((out, limiter.peak, fuel))
             })?;
-        crate::output::validate(&decisions, request.candidates.count as usize)?;
+        crate::output::validate(&decisions, &request.candidates)?;
         Ok(CallOutcome {
             decisions,
             usage: Usage {
@@ -346,8 +332,8 @@ impl Policy {
             };
         }
         let message = match panic_message(stderr) {
-            Some(panic) => format!("{panic} ({raw})"),
-            None => raw,
+            Some(panic) => bounded(format!("{panic} ({raw})")),
+            None => bounded(raw),
         };
         CallError::Trap { message }
     }
@@ -422,12 +408,88 @@ fn trap(e: wasmtime::Error) -> CallError {
     CallError::Trap { message }
 }
 
+/// Longest text taken from a guest (error messages) into responses and logs.
+pub const MAX_GUEST_TEXT: usize = 1024;
+
+/// Truncates guest-provided text to [`MAX_GUEST_TEXT`] bytes on a char boundary.
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_GUEST_TEXT {
+        let mut cut = MAX_GUEST_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// Most features (required + optional, or context) a policy may declare.
+pub const MAX_DECLARED_FEATURES: usize = 256;
+
+/// Checks what a policy says about itself before the host relies on it: the
+/// host sizes per-request buffers by the declared features, so they are
+/// bounded like everything else that comes from a guest.
+///
+/// # Errors
+/// A message naming the offending field.
+pub fn validate_metadata(m: &WitMetadata) -> Result<(), String> {
+    let key_like = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    };
+    if !key_like(&m.name) || m.name.contains('.') {
+        return Err(format!(
+            "name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
+            bounded(m.name.clone())
+        ));
+    }
+    semver::Version::parse(&m.version).map_err(|e| {
+        format!(
+            "version {:?} is not semver: {e}",
+            bounded(m.version.clone())
+        )
+    })?;
+    let features = m.required_features.len() + m.optional_features.len();
+    if features > MAX_DECLARED_FEATURES || m.context_features.len() > MAX_DECLARED_FEATURES {
+        return Err(format!(
+            "declares {features} candidate and {} context features; at most {MAX_DECLARED_FEATURES} each",
+            m.context_features.len()
+        ));
+    }
+    for f in m
+        .required_features
+        .iter()
+        .chain(&m.optional_features)
+        .chain(&m.context_features)
+    {
+        if !key_like(f) {
+            return Err(format!(
+                "feature name {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                bounded(f.clone())
+            ));
+        }
+    }
+    if m.description.len() > 4096 || m.settings.len() > 256 {
+        return Err("description over 4 KiB or more than 256 settings".into());
+    }
+    if m.settings
+        .iter()
+        .any(|s| s.name.len() > 64 || s.description.len() > 1024 || s.default_json.len() > 4096)
+    {
+        return Err("a setting's name, description or default is too long".into());
+    }
+    Ok(())
+}
+
 fn policy_error_text(e: &WitPolicyError) -> String {
-    match e {
+    bounded(match e {
         WitPolicyError::InvalidSettings(m) => format!("invalid settings: {m}"),
         WitPolicyError::InvalidRequest(m) => format!("invalid request: {m}"),
         WitPolicyError::Internal(m) => format!("internal error: {m}"),
-    }
+    })
 }
 
 /// Extracts "message (at file:line:col)" from Rust's panic output.
@@ -458,6 +520,44 @@ mod tests {
             "panicked: boom: 3 > 2 (at src/lib.rs:12:9)"
         );
         assert_eq!(panic_message("some other output"), None);
+    }
+
+    fn meta() -> WitMetadata {
+        WitMetadata {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            required_features: vec!["p_skip".into()],
+            optional_features: Vec::new(),
+            context_features: Vec::new(),
+            settings: Vec::new(),
+            sdk_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn metadata_is_bounded_before_the_host_relies_on_it() {
+        validate_metadata(&meta()).unwrap();
+        let mut m = meta();
+        m.required_features = (0..300).map(|i| format!("f{i}")).collect();
+        assert!(validate_metadata(&m).unwrap_err().contains("at most 256"));
+        let mut m = meta();
+        m.optional_features = vec!["x".repeat(65)];
+        assert!(validate_metadata(&m).unwrap_err().contains("feature name"));
+        let mut m = meta();
+        m.version = "v1".into();
+        assert!(validate_metadata(&m).unwrap_err().contains("not semver"));
+        let mut m = meta();
+        m.name = "has space".into();
+        assert!(validate_metadata(&m).unwrap_err().contains("name"));
+    }
+
+    #[test]
+    fn guest_text_is_truncated_on_a_char_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(1000);
+        let b = bounded(long);
+        assert!(b.len() <= MAX_GUEST_TEXT + '…'.len_utf8() && b.ends_with('…'));
     }
 
     #[test]

@@ -134,6 +134,8 @@ impl Runtime {
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError(format!("linking WASI: {e:#}")))?;
+        forbid_waiting(&mut linker)
+            .map_err(|e| RuntimeError(format!("linking WASI clocks: {e:#}")))?;
         crate::bindings::ScoringPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -194,6 +196,42 @@ impl Runtime {
         let tick = EPOCH_TICK.as_nanos();
         (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
     }
+}
+
+/// The WASI version whose monotonic clock [`forbid_waiting`] overrides; it
+/// must be the version `wasmtime-wasi` registers (a test sleeps to check).
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces the monotonic clock's `subscribe-*` functions with ones that trap.
+///
+/// Epoch interruption stops wasm code, not a host call: a policy that sleeps
+/// (`std::thread::sleep`, or polling a clock pollable) would block its host
+/// thread for as long as it asked, deadline or not. Nothing else a policy can
+/// reach blocks (stdin is closed, stdout always ready, sockets denied), so
+/// making clock subscriptions trap closes the hole: waiting is a fault.
+fn forbid_waiting(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance(WASI_CLOCKS)?;
+    clocks.func_wrap(
+        "subscribe-duration",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            wasmtime::bail!(
+                "policies may not sleep or wait (wasi:clocks/monotonic-clock.subscribe-duration)"
+            )
+        },
+    )?;
+    clocks.func_wrap(
+        "subscribe-instant",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            wasmtime::bail!(
+                "policies may not sleep or wait (wasi:clocks/monotonic-clock.subscribe-instant)"
+            )
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl std::fmt::Debug for Runtime {

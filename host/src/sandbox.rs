@@ -24,6 +24,10 @@ pub const STDIO_CAPACITY: usize = 16 << 10;
 pub const MAX_LOG_LINES: usize = 32;
 /// Bytes kept of one `log` line.
 pub const MAX_LOG_LINE_BYTES: usize = 1024;
+/// Largest `wasi:random` request per call.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+/// WASI resource handles (streams, pollables) a call may hold at once.
+pub const MAX_HANDLES: usize = 1024;
 
 /// Store data of one call.
 pub struct CallState {
@@ -57,10 +61,15 @@ impl CallState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // wasi:random would otherwise fill up to 64 MiB per call on the host.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        // Each WASI handle is a host allocation outside the memory limit.
+        table.set_max_capacity(MAX_HANDLES);
         CallState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter::new(memory_limit),
             stdout,
             stderr,
@@ -145,13 +154,16 @@ impl crate::bindings::oasis::policy::log::Host for CallState {
             message.truncate(cut);
             message.push('…');
         }
+        // The guest's text goes in its own field, never in the event's
+        // `message`, so a policy cannot forge host log lines.
         let policy = &*self.policy;
+        let policy_message = &message;
         match level {
-            WitLogLevel::Trace => tracing::trace!(policy, message, "policy log"),
-            WitLogLevel::Debug => tracing::debug!(policy, message, "policy log"),
-            WitLogLevel::Info => tracing::info!(policy, message, "policy log"),
-            WitLogLevel::Warn => tracing::warn!(policy, message, "policy log"),
-            WitLogLevel::Error => tracing::error!(policy, message, "policy log"),
+            WitLogLevel::Trace => tracing::trace!(policy, policy_message, "policy log"),
+            WitLogLevel::Debug => tracing::debug!(policy, policy_message, "policy log"),
+            WitLogLevel::Info => tracing::info!(policy, policy_message, "policy log"),
+            WitLogLevel::Warn => tracing::warn!(policy, policy_message, "policy log"),
+            WitLogLevel::Error => tracing::error!(policy, policy_message, "policy log"),
         }
     }
 }

@@ -54,6 +54,21 @@ fn infinite_loop_times_out_within_twice_the_deadline() {
 }
 
 #[test]
+fn sleeping_traps_at_once_instead_of_blocking_the_host() {
+    let started = Instant::now();
+    let err = contained("sleep", CallErrorKind::Trap);
+    assert!(
+        err.to_string().contains("policies may not sleep or wait"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn memory_bomb_hits_the_memory_limit() {
     let err = contained("memory-bomb", CallErrorKind::MemoryLimit);
     let CallError::MemoryLimit {

@@ -40,6 +40,8 @@ pub enum Attack {
     PolicyError,
     /// Print more than the host keeps.
     PrintFlood,
+    /// Sleep for an hour (a host call epochs cannot interrupt).
+    Sleep,
 }
 
 /// Settings: the attack and its parameter.
@@ -118,6 +120,7 @@ impl Policy for Adversarial {
             Attack::PolicyError => {
                 return Err(PolicyError::InvalidRequest("refusing on purpose".into()));
             }
+            Attack::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
             Attack::PrintFlood => {
                 for i in 0..1_000 {
                     println!("flooding the host's stdout, line {i}");
