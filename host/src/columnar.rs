@@ -44,8 +44,8 @@ pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String
     };
     let mut campaigns: Vec<WitCampaign> = Vec::new();
     let mut campaign_index: HashMap<&str, i32> = HashMap::new();
-    let mut artists: HashMap<&str, u32> = HashMap::new();
-    let mut holders: HashMap<&str, u32> = HashMap::new();
+    let mut artists: Keys = (HashMap::with_capacity(n), 0);
+    let mut holders: Keys = (HashMap::with_capacity(64), 0);
 
     for (i, c) in req.candidates.iter().enumerate() {
         k.relevance.push(c.relevance);
@@ -55,11 +55,8 @@ pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String
                 row[j] = *v;
             }
         }
-        let next = artists.len() as u32;
-        k.artist.push(*artists.entry(&c.artist).or_insert(next));
-        let next = holders.len() as u32;
-        k.rights_holder
-            .push(*holders.entry(&c.rights_holder).or_insert(next));
+        k.artist.push(intern(&mut artists, &c.artist));
+        k.rights_holder.push(intern(&mut holders, &c.rights_holder));
         k.impressions_last_day.push(c.impressions_24h);
         k.session_promoted.push(c.session_promoted);
         let camp = c.campaign.as_ref().map(|camp| {
@@ -111,6 +108,25 @@ pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String
         campaigns,
     }
 }
+
+/// Small integer key of `id`, in order of first appearance. An empty id
+/// (unknown artist or holder) gets a key of its own, so that unknown tracks
+/// are never grouped together by diversity or fairness rules.
+fn intern<'a>(keys: &mut Keys<'a>, id: &'a str) -> u32 {
+    let next = keys.1;
+    if id.is_empty() {
+        keys.1 += 1;
+        return next;
+    }
+    let key = *keys.0.entry(id).or_insert(next);
+    if key == next {
+        keys.1 += 1;
+    }
+    key
+}
+
+/// Interned ids and the next free key.
+type Keys<'a> = (HashMap<&'a str, u32>, u32);
 
 fn wit_surface(s: Surface) -> WitSurface {
     match s {
@@ -206,20 +222,23 @@ mod tests {
             {"id": "b", "relevance": 0.8, "artist": "y", "rights_holder": "L",
              "features": {"pop": 2}},
             {"id": "c", "relevance": 0.7, "artist": "x", "rights_holder": "M",
-             "campaign": {"id": "c9", "start_ms": 0, "end_ms": 10, "delivery_target": 5}}
+             "campaign": {"id": "c9", "start_ms": 0, "end_ms": 10, "delivery_target": 5, "markets": ["no"]}},
+            {"id": "d", "relevance": 0.6},
+            {"id": "e", "relevance": 0.5}
           ]}"#;
         let req = parse(body).unwrap();
         req.validate(10).unwrap();
         let cols = vec!["p_skip".to_string(), "pop".to_string()];
         let w = to_wit(&req, &cols, &["local_hour".to_string()]);
-        assert_eq!(w.candidates.count, 3);
+        assert_eq!(w.candidates.count, 5);
         assert_eq!(w.candidates.feature_names, cols);
         let f = &w.candidates.features;
         assert_eq!((f[0], f[1]), (0.1, 7.0));
         assert!(f[2].is_nan() && f[3] == 2.0);
-        assert_eq!(w.candidates.artist, vec![0, 1, 0]);
-        assert_eq!(w.candidates.rights_holder, vec![0, 0, 1]);
-        assert_eq!(w.candidates.campaign, vec![0, -1, 0]);
+        // Missing artists and holders are each their own: never one shared key.
+        assert_eq!(w.candidates.artist, vec![0, 1, 0, 2, 3]);
+        assert_eq!(w.candidates.rights_holder, vec![0, 0, 1, 2, 3]);
+        assert_eq!(w.candidates.campaign, vec![0, -1, 0, -1, -1]);
         assert_eq!(w.campaigns.len(), 1, "shared campaign sent once");
         assert_eq!(w.campaigns[0].markets, vec![market_code("NO").unwrap()]);
         assert!(!w.campaigns[0].surfaces.contains(WitSurfaceSet::OTHER));

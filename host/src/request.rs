@@ -10,7 +10,7 @@
 //! Errors name the field: `candidates[3].relevance: must be finite`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
@@ -113,7 +113,7 @@ pub struct RequestCandidate<'a> {
 }
 
 /// A promotion campaign, inline in each candidate that belongs to it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestCampaign<'a> {
     /// Campaign id; candidates sharing it share the campaign.
@@ -304,7 +304,7 @@ impl ScoreRequest<'_> {
             ("listener_id", &c.listener_id),
             ("session_id", &c.session_id),
         ] {
-            check_id(&format!("context.{name}"), v, true)?;
+            check_id(|| format!("context.{name}"), v, true)?;
         }
         if market_code(&c.market).is_none() {
             return Err(RequestError::invalid(
@@ -315,7 +315,7 @@ impl ScoreRequest<'_> {
                 ),
             ));
         }
-        check_features("context.features", &c.features)?;
+        check_features(|| "context.features".into(), &c.features)?;
         if self.candidates.len() > max_candidates {
             return Err(RequestError::invalid(
                 "candidates",
@@ -326,56 +326,75 @@ impl ScoreRequest<'_> {
             ));
         }
         let mut ids = HashSet::with_capacity(self.candidates.len());
+        let mut campaigns: HashMap<&str, &RequestCampaign> = HashMap::new();
         for (i, cand) in self.candidates.iter().enumerate() {
-            let at = |f: &str| format!("candidates[{i}].{f}");
-            check_id(&at("id"), &cand.id, true)?;
+            // Field paths are built only when reporting an error.
+            let at = |f: &'static str| move || format!("candidates[{i}].{f}");
+            check_id(at("id"), &cand.id, true)?;
             if !ids.insert(&*cand.id) {
                 return Err(RequestError::invalid(
-                    at("id"),
+                    at("id")(),
                     format!("{:?} appears twice", cand.id),
                 ));
             }
             if !cand.relevance.is_finite() {
                 return Err(RequestError::invalid(
-                    at("relevance"),
+                    at("relevance")(),
                     "must be a finite number",
                 ));
             }
-            check_id(&at("artist"), &cand.artist, false)?;
-            check_id(&at("rights_holder"), &cand.rights_holder, false)?;
-            check_features(&at("features"), &cand.features)?;
+            check_id(at("artist"), &cand.artist, false)?;
+            check_id(at("rights_holder"), &cand.rights_holder, false)?;
+            check_features(at("features"), &cand.features)?;
             if let Some(camp) = &cand.campaign {
-                check_campaign(&at("campaign"), camp)?;
+                match campaigns.get(&*camp.id) {
+                    // Seen before and checked: the copies must agree, or the
+                    // policy would see whichever came first.
+                    Some(first) if *first != camp => {
+                        return Err(RequestError::invalid(
+                            at("campaign")(),
+                            format!(
+                                "campaign {:?} differs from an earlier candidate's copy of it",
+                                camp.id
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        check_campaign(&at("campaign")(), camp)?;
+                        campaigns.insert(&camp.id, camp);
+                    }
+                }
             }
         }
         Ok(())
     }
 }
 
-fn check_id(field: &str, v: &str, required: bool) -> Result<(), RequestError> {
+fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), RequestError> {
     if required && v.is_empty() {
-        return Err(RequestError::invalid(field, "must not be empty"));
+        return Err(RequestError::invalid(field(), "must not be empty"));
     }
     if v.len() > MAX_ID_BYTES {
         return Err(RequestError::invalid(
-            field,
+            field(),
             format!("is longer than {MAX_ID_BYTES} bytes"),
         ));
     }
     Ok(())
 }
 
-fn check_features(field: &str, f: &Features) -> Result<(), RequestError> {
+fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), RequestError> {
     for (name, v) in &f.0 {
         if name.is_empty() || name.len() > 64 {
             return Err(RequestError::invalid(
-                field,
+                field(),
                 format!("feature name {name:?} must be 1-64 bytes"),
             ));
         }
         if v.is_some_and(|v| !v.is_finite()) {
             return Err(RequestError::invalid(
-                format!("{field}.{name}"),
+                format!("{}.{name}", field()),
                 "must be a finite number or null",
             ));
         }
@@ -384,7 +403,7 @@ fn check_features(field: &str, f: &Features) -> Result<(), RequestError> {
 }
 
 fn check_campaign(field: &str, c: &RequestCampaign) -> Result<(), RequestError> {
-    check_id(&format!("{field}.id"), &c.id, true)?;
+    check_id(|| format!("{field}.id"), &c.id, true)?;
     if c.start_ms >= c.end_ms {
         return Err(RequestError::invalid(
             format!("{field}.end_ms"),

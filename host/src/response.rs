@@ -41,9 +41,9 @@ impl From<&PolicyInfo> for PolicyRef {
 
 /// Why a fallback served.
 #[derive(Debug, Clone, Serialize)]
-pub struct FallbackInfo {
+pub struct FallbackInfo<'a> {
     /// The policy that failed.
-    pub failed: PolicyRef,
+    pub failed: &'a PolicyRef,
     /// Category of its error.
     pub error_kind: CallErrorKind,
     /// The error, for humans.
@@ -135,12 +135,12 @@ pub struct ScoreResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'a str>,
     /// The policy version that decided.
-    pub policy: PolicyRef,
+    pub policy: &'a PolicyRef,
     /// Which variant served.
     pub variant: Variant,
     /// Present when the fallback served: what failed and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<FallbackInfo>,
+    pub fallback: Option<FallbackInfo<'a>>,
     /// One entry per candidate, in request order.
     pub scores: Vec<ScoredCandidate<'a>>,
     /// Debug values, when the request asked for them.

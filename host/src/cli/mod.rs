@@ -67,7 +67,7 @@ impl LimitArgs {
     pub fn limits(&self) -> oasis::Limits {
         oasis::Limits {
             deadline: std::time::Duration::from_millis(self.deadline_ms),
-            memory_bytes: self.memory_mb << 20,
+            memory_bytes: self.memory_mb.saturating_mul(1 << 20),
             max_candidates: self.max_candidates,
         }
     }

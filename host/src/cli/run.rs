@@ -49,10 +49,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     );
     let outcome = policy.call(&batch).context("the policy failed")?;
     let d = &outcome.decisions;
+    let identity = response::PolicyRef::from(policy.info());
     let resp = ScoreResponse {
         request_id: &req.context.request_id,
         route: None,
-        policy: policy.info().into(),
+        policy: &identity,
         variant: Variant::Stable,
         fallback: None,
         scores: response::scored(&req, d),

@@ -63,6 +63,18 @@ impl ApiError {
         }
     }
 
+    /// 503 while the initial policy set is still loading.
+    pub fn not_ready() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the initial policy set is still loading",
+            )
+        }
+    }
+
     /// 404 for an unknown policy name.
     pub fn unknown_policy(name: &str, known: Vec<String>) -> Self {
         ApiError {

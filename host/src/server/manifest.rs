@@ -11,6 +11,7 @@
 //! max_candidates = 2000           # larger requests get 422
 //! max_concurrency = 16            # instances of this policy at once
 //! queue_timeout_ms = 50           # wait for a free instance, then 503
+//! max_queue = 64                  # requests waiting beyond that: 503 at once
 //!
 //! [settings]                      # handed to the policy, which validates them
 //! theta = 0.35
@@ -53,6 +54,8 @@ pub struct Concurrency {
     pub max: usize,
     /// How long a request waits for a free instance before a 503.
     pub queue_timeout: Duration,
+    /// Requests that may wait for an instance; more are refused at once.
+    pub queue: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +78,7 @@ struct RawLimits {
     max_candidates: usize,
     max_concurrency: usize,
     queue_timeout_ms: u64,
+    max_queue: usize,
 }
 
 impl Default for RawLimits {
@@ -86,6 +90,7 @@ impl Default for RawLimits {
             max_candidates: l.max_candidates,
             max_concurrency: 16,
             queue_timeout_ms: 50,
+            max_queue: 64,
         }
     }
 }
@@ -169,9 +174,13 @@ impl Manifest {
             }
         }
         let l = raw.limits;
+        let memory_bytes = l
+            .memory_mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| invalid(format!("[limits] memory_mb {} is too large", l.memory_mb)))?;
         let limits = Limits {
             deadline: Duration::from_millis(l.deadline_ms),
-            memory_bytes: l.memory_mb << 20,
+            memory_bytes,
             max_candidates: l.max_candidates,
         };
         limits
@@ -181,6 +190,12 @@ impl Manifest {
             return Err(invalid(format!(
                 "[limits] max_concurrency must be in 1..=1024, got {}",
                 l.max_concurrency
+            )));
+        }
+        if l.max_queue > 100_000 {
+            return Err(invalid(format!(
+                "[limits] max_queue must be at most 100000, got {}",
+                l.max_queue
             )));
         }
         if l.queue_timeout_ms > 10_000 {
@@ -200,6 +215,7 @@ impl Manifest {
             concurrency: Concurrency {
                 max: l.max_concurrency,
                 queue_timeout: Duration::from_millis(l.queue_timeout_ms),
+                queue: l.max_queue,
             },
             settings_json: serde_json::to_string(&settings).map_err(|e| invalid(e.to_string()))?,
         })

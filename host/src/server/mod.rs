@@ -173,7 +173,16 @@ impl Server {
 
         let addr = listener.local_addr()?;
         let app = app(state);
-        // Health answers while the initial set loads; readiness waits for it.
+        // Shutdown is wired before anything slow happens, so a signal during
+        // the initial load is a clean stop too.
+        let stop = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            stop.cancel();
+        });
+        // Health answers while the initial set loads; readiness (and
+        // scoring) waits for it.
         let serve_token = token.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -182,29 +191,26 @@ impl Server {
         });
         tracing::info!(%addr, "listening");
 
-        reloader.reconcile().await;
-        registry.set_ready();
-        let snapshot = registry.snapshot();
-        tracing::info!(
-            active = snapshot.policies.values().filter(|e| e.active.is_some()).count(),
-            failed = snapshot.policies.values().filter(|e| e.failure.is_some()).count(),
-            routes = ?snapshot.route_names(),
-            default_route = ?snapshot.default_route,
-            "initial policy set loaded; ready"
-        );
-        let watch_token = token.clone();
-        let watcher = tokio::spawn(async move {
-            if let Err(e) = reloader.watch(watch_token).await {
-                tracing::error!(error = %e, "cannot watch the policy directory; hot reload is off");
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = async {
+                if reloader.reconcile().await {
+                    reloader.reconcile().await;
+                }
+            } => {
+                registry.set_ready();
+                let snapshot = registry.snapshot();
+                tracing::info!(
+                    active = snapshot.policies.values().filter(|e| e.active.is_some()).count(),
+                    failed = snapshot.policies.values().filter(|e| e.failure.is_some()).count(),
+                    routes = ?snapshot.route_names(),
+                    default_route = ?snapshot.default_route,
+                    "initial policy set loaded; ready"
+                );
             }
-        });
+        }
+        let watcher = tokio::spawn(reloader.watch(token.clone()));
 
-        let stop = token.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections, finishing in-flight requests");
-            stop.cancel();
-        });
         let served = server
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -32,6 +32,11 @@ pub struct ActivePolicy {
     pub columns: Vec<String>,
     /// Bounds the instances of this version running at once.
     pub permits: Arc<Semaphore>,
+    /// Bounds running plus waiting requests: a request that finds no slot
+    /// here is refused at once (503) instead of queueing without limit.
+    pub queue: Arc<Semaphore>,
+    /// Name, version and digest, as put in every response.
+    pub identity: Arc<crate::response::PolicyRef>,
     /// When it was activated.
     pub loaded_at: SystemTime,
     /// Metric handles.
@@ -57,6 +62,9 @@ pub struct PolicyEntry {
     pub failure: Option<Failure>,
     /// Fingerprint of the files last attempted, to skip unchanged ones.
     pub attempted: [u8; 32],
+    /// The manifest was missing on the last pass; unloaded if still missing
+    /// on the next one.
+    pub missing: bool,
 }
 
 /// A failed load.
@@ -157,7 +165,10 @@ impl Snapshot {
             None => Err(ResolveError::Unavailable {
                 route: route.to_string(),
                 policy: key.to_string(),
-                error: entry.and_then(|e| e.failure.as_ref().map(|f| f.error.clone())),
+                error: match entry {
+                    Some(e) => e.failure.as_ref().map(|f| f.error.clone()),
+                    None => Some(format!("the policy directory has no manifest `{key}.toml`")),
+                },
             }),
         }
     }

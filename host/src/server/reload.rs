@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::columnar::feature_columns;
+use crate::error::{CallErrorKind, LoadError};
 use crate::policy::Policy;
 use crate::runtime::Runtime;
 use crate::server::manifest::{Manifest, ROUTES_FILE, RoutesFile};
@@ -48,61 +49,90 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Runs one reconciliation off the async threads.
-    pub async fn reconcile(&self) {
+    /// Runs one reconciliation off the async threads. Returns whether a
+    /// follow-up pass is wanted (a manifest went missing and is unloaded only
+    /// if it is still missing then).
+    pub async fn reconcile(&self) -> bool {
         let this = self.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || this.reconcile_blocking()).await {
-            tracing::error!(error = %e, "reconciliation task failed");
+        match tokio::task::spawn_blocking(move || this.reconcile_blocking()).await {
+            Ok(followup) => followup,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciliation task failed");
+                false
+            }
         }
     }
 
-    /// Watches the directory until `shutdown`, reconciling after changes.
-    ///
-    /// # Errors
-    /// When the directory cannot be watched at all.
-    pub async fn watch(self, shutdown: CancellationToken) -> Result<(), notify::Error> {
+    /// Reconciles after changes (debounced) and every `rescan`, until
+    /// `shutdown`. If the directory cannot be watched, the periodic rescan
+    /// still runs, so hot reload degrades to polling instead of stopping.
+    pub async fn watch(self, shutdown: CancellationToken) {
         use notify::Watcher;
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                match res {
-                    // Any event means "look again"; a full channel already says so.
-                    Ok(_) => {
-                        let _ = tx.try_send(());
-                    }
-                    Err(e) => tracing::warn!(error = %e, "file watcher error"),
+        let watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                // Any event means "look again"; a full channel already says so.
+                Ok(_) => {
+                    let _ = tx.try_send(());
                 }
-            })?;
-        watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
-        tracing::info!(dir = %self.dir.display(), "watching the policy directory");
+                Err(e) => tracing::warn!(error = %e, "file watcher error"),
+            })
+            .and_then(|mut w| {
+                w.watch(&self.dir, notify::RecursiveMode::NonRecursive)
+                    .map(|()| w)
+            });
+        match &watcher {
+            Ok(_) => tracing::info!(dir = %self.dir.display(), "watching the policy directory"),
+            Err(e) => tracing::error!(
+                dir = %self.dir.display(), error = %e, rescan = ?self.rescan,
+                "cannot watch the policy directory; falling back to periodic rescans"
+            ),
+        }
         let mut rescan = tokio::time::interval(self.rescan);
         rescan.tick().await;
         loop {
-            tokio::select! {
+            let followup = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = rescan.tick() => self.reconcile().await,
                 Some(()) = rx.recv() => {
-                    // Debounce: wait until no event arrived for `debounce`.
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(self.debounce) => break,
-                            Some(()) = rx.recv() => continue,
-                        }
+                    if !self.quiet(&mut rx, &shutdown).await {
+                        break;
                     }
-                    self.reconcile().await;
+                    self.reconcile().await
+                }
+            };
+            if followup {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.debounce) => { self.reconcile().await; }
                 }
             }
         }
         drop(watcher);
-        Ok(())
     }
 
-    /// One reconciliation pass. Blocking: reads files and compiles.
-    pub fn reconcile_blocking(&self) {
+    /// Debounce: waits until no event arrived for `debounce`, or at most
+    /// [`MAX_DEBOUNCE`] so that a steady trickle of events cannot starve
+    /// reloads. Returns false on shutdown.
+    async fn quiet(&self, rx: &mut mpsc::Receiver<()>, shutdown: &CancellationToken) -> bool {
+        let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep_until(give_up) => return true,
+                _ = tokio::time::sleep(self.debounce) => return true,
+                Some(()) = rx.recv() => continue,
+            }
+        }
+    }
+
+    /// One reconciliation pass. Blocking: reads files and compiles. Returns
+    /// whether a follow-up pass is wanted.
+    pub fn reconcile_blocking(&self) -> bool {
         let old = self.registry.snapshot();
         let mut next: Snapshot = (*old).clone();
         let mut changed = false;
+        let mut followup = false;
 
         match RoutesFile::load(&self.dir) {
             Ok(r) => {
@@ -137,28 +167,50 @@ impl Reloader {
             }
         }
 
+        let manifests = match manifest_files(&self.dir) {
+            Ok(m) => m,
+            Err(e) => {
+                // A directory we cannot read says nothing about the policies:
+                // keep serving all of them.
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the policy directory; keeping every loaded policy");
+                self.metrics
+                    .reloads
+                    .get_or_create(&ReloadLabels {
+                        policy: "directory".into(),
+                        result: "failed",
+                    })
+                    .inc();
+                if changed {
+                    self.registry.publish(next);
+                }
+                return false;
+            }
+        };
+
         let mut seen = BTreeSet::new();
-        for path in manifest_files(&self.dir) {
+        for path in manifests {
             let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
                 continue;
             };
             seen.insert(key.clone());
-            let fingerprint = fingerprint(&path);
-            if next
-                .policies
-                .get(&key)
-                .is_some_and(|e| e.attempted == fingerprint)
-            {
-                continue;
-            }
-            changed = true;
+            // Read each file once: the fingerprint and the load see the same bytes.
+            let files = Files::read(&path);
+            let fingerprint = files.fingerprint();
             let entry = next.policies.entry(key.clone()).or_insert(PolicyEntry {
                 active: None,
                 failure: None,
-                attempted: fingerprint,
+                attempted: [0; 32],
+                missing: false,
             });
-            entry.attempted = fingerprint;
-            match self.load(&path) {
+            if entry.missing {
+                entry.missing = false;
+                changed = true;
+            }
+            if entry.attempted == fingerprint {
+                continue;
+            }
+            changed = true;
+            match self.load(&path, &files) {
                 Ok(active) => {
                     tracing::info!(
                         policy = %key, version = %active.policy.info().version,
@@ -174,10 +226,11 @@ impl Reloader {
                         .inc();
                     entry.active = Some(Arc::new(active));
                     entry.failure = None;
+                    entry.attempted = fingerprint;
                 }
-                Err(error) => {
+                Err(LoadFailure { error, retry }) => {
                     tracing::error!(
-                        policy = %key, %error,
+                        policy = %key, %error, retry,
                         serving = entry.active.as_ref().map(|a| a.policy.info().version.as_str()).unwrap_or("nothing"),
                         "policy load failed; the last good version keeps serving"
                     );
@@ -192,18 +245,32 @@ impl Reloader {
                         error,
                         at: SystemTime::now(),
                     });
+                    // A transient failure (I/O, a deadline on a busy machine)
+                    // is tried again on the next pass; a definitive one waits
+                    // for the files to change.
+                    entry.attempted = if retry { [0; 32] } else { fingerprint };
                 }
             }
         }
-        let before = next.policies.len();
-        next.policies.retain(|key, _| {
-            let keep = seen.contains(key);
-            if !keep {
-                tracing::info!(policy = %key, "manifest removed; policy unloaded");
+
+        // A manifest that disappeared is unloaded only if it is still gone on
+        // a follow-up pass: editors that delete and rewrite must not cause 404s.
+        next.policies.retain(|key, entry| {
+            if seen.contains(key) {
+                return true;
             }
-            keep
+            if entry.missing {
+                tracing::info!(policy = %key, "manifest removed; policy unloaded");
+                changed = true;
+                false
+            } else {
+                // Recorded in the published snapshot so the next pass sees it.
+                entry.missing = true;
+                changed = true;
+                followup = true;
+                true
+            }
         });
-        changed |= next.policies.len() != before;
 
         if changed {
             let active = next
@@ -214,62 +281,124 @@ impl Reloader {
             self.metrics.policies_active.set(active as i64);
             self.registry.publish(next);
         }
+        followup
     }
 
     /// Loads one manifest and its module into an [`ActivePolicy`].
-    fn load(&self, path: &Path) -> Result<ActivePolicy, String> {
-        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
-        let policy = Policy::load_file(
+    fn load(&self, path: &Path, files: &Files) -> Result<ActivePolicy, LoadFailure> {
+        let text = files
+            .manifest
+            .as_ref()
+            .map_err(|e| LoadFailure::retry(format!("cannot read {}: {e}", path.display())))?;
+        let manifest = Manifest::parse(path, &String::from_utf8_lossy(text))
+            .map_err(|e| LoadFailure::fatal(e.to_string()))?;
+        let module = match &files.module {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => {
+                return Err(LoadFailure::retry(format!(
+                    "cannot read {}: {e}",
+                    manifest.module.display()
+                )));
+            }
+            None => return Err(LoadFailure::fatal("manifest does not parse".into())),
+        };
+        let policy = Policy::load(
             &self.runtime,
-            &manifest.module,
+            module,
             &manifest.settings_json,
             manifest.limits,
         )
-        .map_err(|e| format!("{}: {e}", manifest.module.display()))?;
+        .map_err(|e| {
+            let retry = matches!(
+                &e,
+                LoadError::Validation { source, .. }
+                    if matches!(source.kind(), CallErrorKind::Timeout | CallErrorKind::Instantiate)
+            );
+            LoadFailure {
+                error: format!("{}: {e}", manifest.module.display()),
+                retry,
+            }
+        })?;
         let info = policy.info();
         Ok(ActivePolicy {
             key: manifest.key.clone(),
             columns: feature_columns(info),
             permits: Arc::new(Semaphore::new(manifest.concurrency.max)),
+            queue: Arc::new(Semaphore::new(
+                manifest.concurrency.max + manifest.concurrency.queue,
+            )),
             loaded_at: SystemTime::now(),
             metrics: self.metrics.for_policy(&manifest.key, &info.version),
+            identity: Arc::new(crate::response::PolicyRef::from(info)),
             policy,
             manifest,
         })
     }
 }
 
-/// The manifests of `dir`, sorted (every `*.toml` except `routes.toml`).
-fn manifest_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "toml")
-                    && p.file_name().is_some_and(|n| n != ROUTES_FILE)
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot read the policy directory");
-            Vec::new()
-        }
-    };
-    files.sort();
-    files
+/// Longest wait for the directory to go quiet before reconciling anyway.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// Why a load failed, and whether trying the same files again may succeed.
+struct LoadFailure {
+    error: String,
+    retry: bool,
 }
 
-/// SHA-256 over the manifest's bytes and its module's bytes (empty when
-/// unreadable): changes whenever either file's content does.
-fn fingerprint(manifest: &Path) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let text = std::fs::read(manifest).unwrap_or_default();
-    h.update((text.len() as u64).to_le_bytes());
-    h.update(&text);
-    if let Ok(m) = Manifest::parse(manifest, &String::from_utf8_lossy(&text)) {
-        h.update(std::fs::read(&m.module).unwrap_or_default());
+impl LoadFailure {
+    fn retry(error: String) -> Self {
+        LoadFailure { error, retry: true }
     }
-    h.finalize().into()
+    fn fatal(error: String) -> Self {
+        LoadFailure {
+            error,
+            retry: false,
+        }
+    }
+}
+
+/// A manifest and its module, read once.
+struct Files {
+    manifest: std::io::Result<Vec<u8>>,
+    /// `None` when the manifest does not parse (no module path to read).
+    module: Option<std::io::Result<Vec<u8>>>,
+}
+
+impl Files {
+    fn read(manifest_path: &Path) -> Self {
+        let manifest = std::fs::read(manifest_path);
+        let module = manifest.as_ref().ok().and_then(|text| {
+            Manifest::parse(manifest_path, &String::from_utf8_lossy(text))
+                .ok()
+                .map(|m| std::fs::read(m.module))
+        });
+        Files { manifest, module }
+    }
+
+    /// SHA-256 over both files' contents (an unreadable file hashes as empty).
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let manifest = self.manifest.as_deref().unwrap_or_default();
+        h.update((manifest.len() as u64).to_le_bytes());
+        h.update(manifest);
+        if let Some(Ok(module)) = &self.module {
+            h.update(module);
+        }
+        h.finalize().into()
+    }
+}
+
+/// The manifests of `dir`, sorted (every `*.toml` except `routes.toml` and
+/// hidden files).
+fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && p.file_name()
+                    .is_some_and(|n| n != ROUTES_FILE && !n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
