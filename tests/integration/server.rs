@@ -685,3 +685,119 @@ async fn shutdown_finishes_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unresolvable_routes_and_fallbacks_are_reported() {
+    let s = TestServer::start(|d| {
+        install(
+            d,
+            "p",
+            ADVERSARIAL,
+            "fallback = \"gone\"\n[settings]\nattack = \"bad-propensity\"\n",
+        );
+        atomic_write(
+            &d.join("routes.toml"),
+            b"[routes.ghost]\npolicy = \"nobody\"\n",
+        );
+    })
+    .await;
+    // No route in the request and no default configured: 404 with the names.
+    let (status, v) = s.score(small_body(false)).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["known"], serde_json::json!(["ghost", "p"]));
+    // A route to a policy without a manifest: 503 saying so.
+    let (status, v) = s.score(routed("ghost", &small_body(false))).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no manifest `nobody.toml`"),
+        "{v}"
+    );
+    // A fallback that does not exist: reported, and the host passthrough answers.
+    let p = s.policies().await;
+    assert!(
+        policy(&p, "p").unwrap()["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("fallback `gone` is not loaded"),
+        "{p}"
+    );
+    let (status, v) = s.score(attack_body("p")).await;
+    assert_eq!(
+        (status, v["policy"]["name"].as_str()),
+        (200, Some("host-passthrough")),
+        "{v}"
+    );
+    assert_eq!(v["fallback"]["error_kind"], "invalid_output");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
+    let s = TestServer::start(|d| {
+        install(
+            d,
+            "slow",
+            ADVERSARIAL,
+            "[limits]\ndeadline_ms = 300\nmax_concurrency = 1\nmax_queue = 1\nqueue_timeout_ms = 5000\n[settings]\nattack = \"loop\"\n",
+        );
+    })
+    .await;
+    // One runs, one waits (queue of 1), the third is refused without waiting.
+    let send = |s: &TestServer| {
+        let (client, url) = (s.client.clone(), s.at("/v1/score"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .body(attack_body("slow"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let (a, b) = (send(&s), send(&s));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (status, v) = s.score(attack_body("slow")).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "refused without queueing"
+    );
+    assert_eq!((a.await.unwrap(), b.await.unwrap()), (200, 200));
+
+    // A client that gives up mid-request leaves no gauge behind.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .post(s.at("/v1/score"))
+            .body(attack_body("slow"))
+            .send()
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = s
+        .client
+        .get(s.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "oasis_instances_in_use"), 0.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "oasis_queue_depth{policy=\"slow\"}"),
+        0.0,
+        "{metrics}"
+    );
+    s.shutdown().await;
+}

@@ -26,6 +26,9 @@ pub struct PolicyStatus<'a> {
     pub failure: Option<&'a Failure>,
     /// Routes served by this policy (including its implicit own-name route).
     pub routes: Vec<&'a str>,
+    /// Configuration problems that do not stop serving.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The serving version of a policy.
@@ -99,6 +102,14 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
         }),
         failure: e.failure.as_ref(),
         routes,
+        warnings: e
+            .active
+            .as_ref()
+            .and_then(|a| a.manifest.fallback.as_deref())
+            .filter(|fb| snapshot.active(fb).is_none())
+            .map(|fb| format!("fallback `{fb}` is not loaded; failures are answered by the host's relevance passthrough"))
+            .into_iter()
+            .collect(),
     }
 }
 
