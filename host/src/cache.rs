@@ -6,6 +6,11 @@
 //! under one `Config` does not load under another). Each file carries a
 //! SHA-256 of its payload and is written atomically (temp file + rename), so a
 //! torn or corrupted entry is detected and recompiled, never loaded.
+//!
+//! An entry is native code that runs outside the sandbox, so the checksum
+//! (which detects corruption, not tampering) is not enough: the cache is
+//! used only if the directory and the entry belong to this user and are not
+//! writable by anyone else. The directory is created with mode 0700.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -31,6 +36,10 @@ pub(crate) fn compile(
     let Some(dir) = dir else {
         return Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
     };
+    if let Err(why) = trusted_dir(dir) {
+        tracing::warn!(dir = %dir.display(), %why, "compile cache not used");
+        return Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+    }
     let path = entry_path(engine, digest, dir);
     if let Some(component) = load(engine, &path) {
         tracing::debug!(path = %path.display(), "compiled component loaded from cache");
@@ -59,7 +68,18 @@ fn entry_path(engine: &Engine, digest: &str, dir: &Path) -> PathBuf {
 /// Reads and checks an entry; `None` (and the entry removed) when it is
 /// missing, truncated, corrupt or rejected by the engine.
 fn load(engine: &Engine, path: &Path) -> Option<Component> {
-    let bytes = std::fs::read(path).ok()?;
+    let file = std::fs::File::open(path).ok()?;
+    if let Err(why) = file
+        .metadata()
+        .map_err(|e| e.to_string())
+        .and_then(|m| trusted(&m))
+    {
+        tracing::warn!(path = %path.display(), %why, "untrusted compile-cache entry; recompiling");
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
     let valid = bytes.len() > 32 && Sha256::digest(&bytes[32..]).as_slice() == &bytes[..32];
     if !valid {
         tracing::warn!(path = %path.display(), "corrupt compile-cache entry; recompiling");
@@ -80,9 +100,49 @@ fn load(engine: &Engine, path: &Path) -> Option<Component> {
     }
 }
 
+/// Creates `dir` (mode 0700) if needed and checks it can be trusted.
+fn trusted_dir(dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create it: {e}"))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    trusted(&std::fs::metadata(dir).map_err(|e| e.to_string())?)
+}
+
+/// Owned by this user and writable by no one else.
+fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(format!(
+                "owned by uid {}, not by this user ({me})",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "writable by group or others (mode {:o})",
+                meta.mode() & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
 fn store(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&Sha256::digest(artifact))?;
     tmp.write_all(artifact)?;
@@ -94,6 +154,23 @@ fn store(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_world_writable_cache_directory_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        trusted_dir(&cache).unwrap();
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "created private");
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            trusted_dir(&cache)
+                .unwrap_err()
+                .contains("writable by group or others")
+        );
+    }
 
     #[test]
     fn digest_is_sha256_hex() {
