@@ -801,3 +801,49 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
+    let s = TestServer::start_with(
+        |d| {
+            install(
+                d,
+                "slow",
+                ADVERSARIAL,
+                "[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
+            )
+        },
+        |c| c.max_inflight = 1,
+    )
+    .await;
+    let (client, url) = (s.client.clone(), s.at("/v1/score"));
+    let first = tokio::spawn(async move {
+        client
+            .post(url)
+            .body(attack_body("slow"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, v) = s.score(attack_body("slow")).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "too many scoring requests in progress"
+    );
+    assert_eq!(first.await.unwrap(), 200);
+    // Health and status endpoints are not subject to the limit.
+    assert_eq!(
+        s.client
+            .get(s.at("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.shutdown().await;
+}

@@ -23,6 +23,9 @@ pub struct Args {
     /// Largest accepted request body, bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// Scoring requests in progress at once; more get 503 before their body is read.
+    #[arg(long, default_value_t = 1024)]
+    pub max_inflight: usize,
     /// Policy instances that may exist at once, across all policies.
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
@@ -36,6 +39,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         policies: args.policies,
         default_route: args.default_route,
         max_body_bytes: args.max_body_bytes,
+        max_inflight: args.max_inflight,
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub default_route: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Scoring requests in progress at once (reading bodies included);
+    /// more are refused with 503 before their body is read.
+    pub max_inflight: usize,
     /// Runtime options (pool size, cache directory).
     pub runtime: RuntimeConfig,
     /// Quiet period before a reload.
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             policies: PathBuf::from("policies"),
             default_route: None,
             max_body_bytes: 4 << 20,
+            max_inflight: 1024,
             runtime: RuntimeConfig::default(),
             debounce: Duration::from_millis(150),
             rescan: Duration::from_secs(10),
@@ -98,7 +102,13 @@ pub struct Server {
 /// Builds the router over `state`: the whole HTTP surface in one place.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/v1/score", post(score::score))
+        .route(
+            "/v1/score",
+            post(score::score).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                score::admit,
+            )),
+        )
         .route("/v1/policies", get(status::list))
         .route("/v1/policies/{name}", get(status::get))
         .route("/healthz", get(healthz_route))
@@ -169,6 +179,7 @@ impl Server {
                 cfg.runtime.max_instances.saturating_sub(2).max(1) as usize,
             )),
             max_body_bytes: cfg.max_body_bytes,
+            inflight: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
         };
 
         let addr = listener.local_addr()?;

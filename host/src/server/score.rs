@@ -38,6 +38,30 @@ use crate::server::metrics::RequestLabels;
 use crate::server::registry::{ActivePolicy, Snapshot};
 use crate::server::state::AppState;
 
+/// Admission: at most `max_inflight` scoring requests in progress. Runs
+/// before the body is read, so a flood of large bodies is refused (503)
+/// instead of buffered.
+pub async fn admit(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.inflight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            let e = ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many scoring requests in progress",
+                )
+            };
+            refuse(&state, e)
+        }
+    }
+}
+
 /// Handler of `POST /v1/score`.
 pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();

@@ -22,4 +22,6 @@ pub struct AppState {
     pub instances: Arc<Semaphore>,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Bounds scoring requests in progress (bodies in memory included).
+    pub inflight: Arc<Semaphore>,
 }
