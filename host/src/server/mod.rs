@@ -111,16 +111,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/policies", get(status::list))
         .route("/v1/policies/{name}", get(status::get))
-        .route("/healthz", get(healthz_route))
+        .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn healthz_route() -> &'static str {
-    status::healthz().await
 }
 
 impl Server {
