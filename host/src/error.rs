@@ -11,12 +11,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The module file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not chained, so it prints once).
+        error: std::io::Error,
     },
     /// The bytes are not a WebAssembly component (a core module, or not wasm).
     #[error("not a WebAssembly component: {0}")]
@@ -38,12 +38,12 @@ pub enum LoadError {
     #[error("invalid policy metadata: {0}")]
     BadMetadata(String),
     /// A call made while validating the policy failed.
-    #[error("validation call `{stage}` failed: {source}")]
+    #[error("validation call `{stage}` failed: {error}")]
     Validation {
         /// Which call: `describe`, `validate-settings` or the smoke `score`.
         stage: &'static str,
-        /// Why.
-        source: CallError,
+        /// Why (in the message, not chained).
+        error: CallError,
     },
 }
 

@@ -114,9 +114,9 @@ impl Policy {
         settings_json: &str,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Io {
+        let wasm = std::fs::read(path).map_err(|error| LoadError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::load(runtime, &wasm, settings_json, limits)
     }
@@ -192,9 +192,9 @@ impl Policy {
 
         let meta = policy
             .with_instance(0, 0, |p, store| p.call_describe(store))
-            .map_err(|source| LoadError::Validation {
+            .map_err(|error| LoadError::Validation {
                 stage: "describe",
-                source,
+                error,
             })?;
         policy.set_metadata(meta)?;
 
@@ -202,19 +202,17 @@ impl Policy {
             .with_instance(0, 0, |p, store| {
                 p.call_validate_settings(store, &p.settings_json)
             })
-            .map_err(|source| LoadError::Validation {
+            .map_err(|error| LoadError::Validation {
                 stage: "validate-settings",
-                source,
+                error,
             })?
             .map_err(|m| LoadError::BadSettings(bounded(m)))?;
 
         let smoke = crate::columnar::smoke_request(&policy.info);
-        policy
-            .call(&smoke)
-            .map_err(|source| LoadError::Validation {
-                stage: "score (smoke test)",
-                source,
-            })?;
+        policy.call(&smoke).map_err(|error| LoadError::Validation {
+            stage: "score (smoke test)",
+            error,
+        })?;
         Ok(policy)
     }
 

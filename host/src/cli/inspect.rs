@@ -17,7 +17,10 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = oasis::Runtime::new(Default::default())?;
+    let runtime = oasis::Runtime::new(oasis::RuntimeConfig {
+        max_instances: super::CLI_INSTANCES,
+        ..Default::default()
+    })?;
     let settings = super::read_settings(args.settings.as_deref())?;
     let policy = super::load_policy(&runtime, &args.policy, &settings, Default::default())?;
     let i = policy.info();

@@ -49,6 +49,10 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Pool size for one-shot commands (run, test, inspect): they run one call
+/// at a time, so a small pool avoids reserving address space for 256.
+pub const CLI_INSTANCES: u32 = 4;
+
 /// Limits flags shared by the commands that load a policy.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {

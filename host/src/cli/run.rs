@@ -29,6 +29,7 @@ pub struct Args {
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = oasis::Runtime::new(RuntimeConfig {
         measure_fuel: true,
+        max_instances: super::CLI_INSTANCES,
         ..Default::default()
     })?;
     let settings = super::read_settings(args.settings.as_deref())?;

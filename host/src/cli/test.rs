@@ -63,7 +63,10 @@ struct Expected {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(Default::default())?;
+    let runtime = Runtime::new(oasis::RuntimeConfig {
+        max_instances: super::CLI_INSTANCES,
+        ..Default::default()
+    })?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
         .with_context(|| format!("cannot read fixture directory {}", args.fixtures.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -99,12 +99,12 @@ impl Default for RawLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// Cannot read the file.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The manifest.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not valid TOML, or not the manifest's shape.
     #[error("{path}: {message}")]
@@ -139,9 +139,9 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError`] naming the file and the problem.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(path, &text)
     }
@@ -268,10 +268,10 @@ impl RoutesFile {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
+            Err(error) => {
                 return Err(ManifestError::Io {
                     path: path.display().to_string(),
-                    source,
+                    error,
                 });
             }
         };

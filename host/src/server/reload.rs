@@ -311,8 +311,8 @@ impl Reloader {
         .map_err(|e| {
             let retry = matches!(
                 &e,
-                LoadError::Validation { source, .. }
-                    if matches!(source.kind(), CallErrorKind::Timeout | CallErrorKind::Instantiate)
+                LoadError::Validation { error, .. }
+                    if matches!(error.kind(), CallErrorKind::Timeout | CallErrorKind::Instantiate)
             );
             LoadFailure {
                 error: format!("{}: {e}", manifest.module.display()),
