@@ -7,4 +7,5 @@ mod cache;
 mod cli;
 mod harness;
 mod policies;
+mod request_fuzz;
 mod server;
