@@ -436,13 +436,20 @@ async fn saturation_queues_briefly_then_503_with_retry_after() {
     s.shutdown().await;
 }
 
+/// One answer: when its request left, when the answer came, who decided.
+struct Seen {
+    sent: Instant,
+    received: Instant,
+    digest: String,
+}
+
 /// Scores in a loop on `clients` tasks until `stop`; returns (ok, failed,
-/// digests seen in order per client).
+/// answers in order per client).
 fn load(
     s: &TestServer,
     clients: usize,
     stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(usize, usize, Vec<String>)>> {
+) -> Vec<tokio::task::JoinHandle<(usize, usize, Vec<Seen>)>> {
     (0..clients)
         .map(|_| {
             let client = s.client.clone();
@@ -452,6 +459,7 @@ fn load(
             tokio::spawn(async move {
                 let (mut ok, mut failed, mut seen) = (0, 0, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
                     match client.post(&url).body(body.clone()).send().await {
                         Ok(r) if r.status() == 200 => {
                             let v: Value = r.json().await.unwrap();
@@ -460,7 +468,12 @@ fn load(
                             } else {
                                 failed += 1
                             }
-                            seen.push(v["policy"]["digest"].as_str().unwrap().to_string());
+                            let digest = v["policy"]["digest"].as_str().unwrap().to_string();
+                            seen.push(Seen {
+                                sent,
+                                received: Instant::now(),
+                                digest,
+                            });
                         }
                         _ => failed += 1,
                     }
@@ -477,19 +490,24 @@ async fn reload_storm_under_load_loses_no_request() {
     let v2 = digest(GUARDED_BOOST);
     let s = TestServer::start(|d| install(d, "p", BASELINE, "")).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
     let tasks = load(&s, 4, stop.clone());
 
-    let reloads = Arc::new(AtomicUsize::new(0));
+    // Version k is active somewhere between `written[k]` (its file is in
+    // place) and `observed[k]` (the API reports it); it stays active until
+    // version k+1's activation, at the latest `observed[k + 1]`.
+    let mut versions = vec![(v1.clone(), started, started)];
     for round in 0..6 {
         let (module, want) = if round % 2 == 0 {
             (GUARDED_BOOST, &v2)
         } else {
             (BASELINE, &v1)
         };
+        let written = Instant::now();
         atomic_copy(Path::new(module), &s.dir.path().join("p.wasm"));
         s.wait_until(|v| policy(v, "p").is_some_and(|p| p["active"]["digest"] == *want))
             .await;
-        reloads.fetch_add(1, Ordering::Relaxed);
+        versions.push((want.clone(), written, Instant::now()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A direct (non-atomic) write of a truncated module: load fails, v1 keeps serving.
@@ -516,13 +534,39 @@ async fn reload_storm_under_load_loses_no_request() {
         let (ok, failed, seen) = t.await.unwrap();
         assert_eq!(failed, 0, "no request may fail during reloads");
         total += ok;
-        assert!(
-            seen.iter().all(|d| *d == v1 || *d == v2),
-            "only active versions answer"
-        );
+        for answer in &seen {
+            // Some version k with this digest was active during the request:
+            // it started before the answer came and ended after the request left.
+            let active_then = versions
+                .iter()
+                .enumerate()
+                .any(|(k, (digest, written, _))| {
+                    let ended = versions.get(k + 1).map(|next| next.2);
+                    *digest == answer.digest
+                        && *written <= answer.received
+                        && ended.is_none_or(|e| e >= answer.sent)
+                });
+            let windows: Vec<_> = versions
+                .iter()
+                .map(|(d, w, o)| {
+                    (
+                        &d[7..15],
+                        w.saturating_duration_since(started),
+                        o.saturating_duration_since(started),
+                    )
+                })
+                .collect();
+            assert!(
+                active_then,
+                "{} answered outside its active window: sent {:?}, received {:?} after start; versions {windows:?}",
+                answer.digest,
+                answer.sent.saturating_duration_since(started),
+                answer.received.saturating_duration_since(started),
+            );
+        }
         assert_eq!(
-            seen.last().unwrap(),
-            &v1,
+            seen.last().unwrap().digest,
+            v1,
             "after the failed load, the last good version serves"
         );
     }
