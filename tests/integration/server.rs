@@ -891,3 +891,35 @@ async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rapid_swaps_faster_than_the_debounce_lose_nothing() {
+    let (v1, v2) = (digest(BASELINE), digest(GUARDED_BOOST));
+    let s = TestServer::start(|d| install(d, "p", BASELINE, "")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&s, 4, stop.clone());
+    // 30 replacements 10 ms apart (the debounce is 50 ms): the reloader sees
+    // bursts, loads whatever is there when it looks, and serving never stops.
+    for i in 0..30 {
+        let module = if i % 2 == 0 { GUARDED_BOOST } else { BASELINE };
+        atomic_copy(Path::new(module), &s.dir.path().join("p.wasm"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The last write was BASELINE: that is what settles.
+    s.wait_until(|v| {
+        policy(v, "p").is_some_and(|p| p["active"]["digest"] == v1 && p["status"] == "active")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        let (ok, failed, seen) = t.await.unwrap();
+        assert_eq!(failed, 0, "no request may fail during a reload storm");
+        assert!(seen.iter().all(|a| a.digest == v1 || a.digest == v2));
+        assert_eq!(seen.last().unwrap().digest, v1);
+        total += ok;
+    }
+    assert!(total > 20, "load actually ran ({total} requests)");
+    s.shutdown().await;
+}
