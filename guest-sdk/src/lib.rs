@@ -7,7 +7,8 @@
 //!
 //! This crate hides the generated bindings: implement [`Policy`] on your own
 //! types, call [`export_policy!`], and unit-test the logic natively with
-//! [`testing`] and plain `cargo test`.
+//! [`testing`] and plain `cargo test`. Rules several policies share (the
+//! guarded boost, the per-slate cap) are ready-made in [`blocks`].
 //!
 //! ## A complete policy
 //!
@@ -85,6 +86,7 @@
 // Lets the generated bindings name this crate as `oasis_sdk` from inside it too.
 extern crate self as oasis_sdk;
 
+pub mod blocks;
 mod decisions;
 pub mod log;
 mod policy;

@@ -21,9 +21,11 @@
 //! Organic tracks keep `s` with reason `ORGANIC`. The policy is
 //! deterministic: propensity is 1 for promoted tracks and 0 otherwise.
 //!
-//! The eligibility and boost rules live in [`guard`] so that other policies in
-//! this crate (or a copy of the module) can compose them.
+//! The eligibility and boost rules and the slate cap are the SDK's shared
+//! building blocks [`oasis_sdk::blocks::Guard`] and
+//! [`oasis_sdk::blocks::slate_cap`], which other policies compose too.
 
+use oasis_sdk::blocks::{self, Guard, P_SKIP};
 use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
 use serde::{Deserialize, Serialize};
 
@@ -56,94 +58,11 @@ impl Default for Settings {
 }
 
 impl Settings {
-    fn guard(&self) -> guard::Guard {
-        guard::Guard {
+    fn guard(&self) -> Guard {
+        Guard {
             theta: self.theta,
             beta: self.beta,
             s_min: self.s_min,
-        }
-    }
-}
-
-/// Guarded-boost eligibility, boost and slate cap, reusable building blocks.
-pub mod guard {
-    use oasis_sdk::{Candidate, Decisions, Eligibility, Feature, Reason};
-
-    /// Name of the candidate feature holding the predicted skip probability.
-    pub const P_SKIP: &str = "p_skip";
-
-    /// The guardrail parameters (validated by the policy's settings).
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub struct Guard {
-        /// Highest allowed `p_skip`.
-        pub theta: f64,
-        /// Boost per unit of relevance above `s_min`.
-        pub beta: f64,
-        /// Relevance guardrail.
-        pub s_min: f64,
-    }
-
-    /// What the guard decides for one candidate.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub enum Verdict {
-        /// No campaign: nothing to decide.
-        Organic,
-        /// A campaign track that may not be promoted, and why.
-        Ineligible(Reason),
-        /// An eligible campaign track: its boost (0 when the relevance
-        /// guardrail holds it back) and the reasons to record.
-        Eligible { boost: f64, reasons: Reason },
-    }
-
-    impl Guard {
-        /// Applies the eligibility rules and the boost formula to `c`, whose
-        /// base relevance is `s` (finite). The campaign gate is the SDK's
-        /// [`Candidate::campaign_eligibility`].
-        pub fn evaluate(&self, c: Candidate<'_>, s: f64, p_skip: Feature) -> Verdict {
-            let mut block = match c.campaign_eligibility() {
-                Eligibility::Organic => return Verdict::Organic,
-                Eligibility::Eligible(_) => Reason::empty(),
-                Eligibility::Ineligible(r) => r,
-            };
-            match c.get(p_skip) {
-                None => block |= Reason::MISSING_FEATURE,
-                Some(p) if p > self.theta => block |= Reason::RELEVANCE_GUARDRAIL,
-                Some(_) => {}
-            }
-            if !block.is_empty() {
-                return Verdict::Ineligible(block);
-            }
-            if s < self.s_min {
-                return Verdict::Eligible {
-                    boost: 0.0,
-                    reasons: Reason::RELEVANCE_GUARDRAIL,
-                };
-            }
-            Verdict::Eligible {
-                boost: self.beta * (s - self.s_min),
-                reasons: Reason::empty(),
-            }
-        }
-    }
-
-    /// Keeps the `k_max` promoted candidates with the highest boost
-    /// (ties: higher base relevance, then request order) and demotes the
-    /// others back to their base score with `SLATE_CAP`.
-    ///
-    /// `promoted` lists `(candidate, boost)`; `base` holds base scores.
-    pub fn slate_cap(
-        out: &mut Decisions,
-        base: &[f64],
-        promoted: &mut [(usize, f64)],
-        k_max: usize,
-    ) {
-        promoted.sort_by(|&(i, bi), &(j, bj)| {
-            bj.total_cmp(&bi)
-                .then(base[j].total_cmp(&base[i]))
-                .then(i.cmp(&j))
-        });
-        for &(i, _) in promoted.iter().skip(k_max) {
-            out.demote(i, base[i], Reason::SLATE_CAP);
         }
     }
 }
@@ -171,7 +90,7 @@ impl Policy for GuardedBoost {
                  p_skip <= theta, by beta * max(0, relevance - s_min); tracks below s_min are \
                  never lifted; at most k_max promoted per slate (highest boost wins).",
             )
-            .requires(&[guard::P_SKIP])
+            .requires(&[P_SKIP])
             .setting(
                 "theta",
                 "highest predicted skip probability a promoted track may have, in [0, 1]",
@@ -204,26 +123,17 @@ impl Policy for GuardedBoost {
     }
 
     fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
-        let p_skip = req.feature(guard::P_SKIP)?;
+        let p_skip = req.feature(P_SKIP)?;
         let guard = s.guard();
         let (mut out, base) = sanitized_passthrough(req);
         let mut promoted = Vec::new();
         for c in req.candidates() {
             let i = c.index();
-            match guard.evaluate(c, base[i], p_skip) {
-                guard::Verdict::Organic => {}
-                guard::Verdict::Ineligible(r) => out.mark(i, r),
-                guard::Verdict::Eligible { boost, reasons } => {
-                    out.eligible[i] = true;
-                    out.mark(i, reasons);
-                    if boost > 0.0 {
-                        out.promote(i, boost, 1.0);
-                        promoted.push((i, boost));
-                    }
-                }
+            if let Some(boost) = guard.evaluate(c, base[i], p_skip).apply(&mut out, i) {
+                promoted.push((i, boost));
             }
         }
-        guard::slate_cap(&mut out, &base, &mut promoted, s.k_max as usize);
+        blocks::slate_cap(&mut out, &base, &mut promoted, s.k_max as usize);
         Ok(out)
     }
 }

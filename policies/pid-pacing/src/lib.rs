@@ -35,15 +35,20 @@
 //! Debug values, for every campaign candidate: `pacing_multiplier` (m),
 //! `pacing_error` (e) and `pacing_integral` (I, the state the host may carry
 //! to the next request).
+//!
+//! The guarded boost and the slate cap are the SDK's shared building blocks
+//! [`oasis_sdk::blocks::Guard`] (scaled by `m`) and
+//! [`oasis_sdk::blocks::slate_cap`].
 
-use oasis_sdk::{Campaign, Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
+use oasis_sdk::blocks::{self, Guard};
+use oasis_sdk::{Campaign, Decisions, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
 /// The PID-pacing policy.
 pub struct PidPacing;
 
 /// Name of the candidate feature holding the predicted skip probability.
-pub const P_SKIP: &str = "p_skip";
+pub use oasis_sdk::blocks::P_SKIP;
 
 /// Operator settings; every field is optional and defaults as documented.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,51 +209,32 @@ impl Policy for PidPacing {
             }
         }
         let base = out.scores.clone();
+        let guard = Guard {
+            theta: s.theta,
+            beta: s.beta,
+            s_min: s.s_min,
+        };
         let mut promoted: Vec<(usize, f64)> = Vec::new();
         for c in req.candidates() {
-            let (i, rel) = (c.index(), base[c.index()]);
-            let mut block = match c.campaign_eligibility() {
-                Eligibility::Organic => continue,
-                Eligibility::Eligible(_) => Reason::empty(),
-                Eligibility::Ineligible(r) => r,
-            };
+            let i = c.index();
+            if c.campaign().is_none() {
+                continue; // organic
+            }
             let p = pacings[req.candidates.campaign[i] as usize];
             out.debug("pacing_multiplier", Some(i), p.multiplier);
             out.debug("pacing_error", Some(i), p.error);
             out.debug("pacing_integral", Some(i), p.integral);
 
-            match c.get(p_skip) {
-                None => block |= Reason::MISSING_FEATURE,
-                Some(v) if v > s.theta => block |= Reason::RELEVANCE_GUARDRAIL,
-                Some(_) => {}
-            }
-            if !block.is_empty() {
-                out.mark(i, block);
-                continue;
-            }
-            out.eligible[i] = true;
-            if rel < s.s_min {
-                out.mark(i, Reason::RELEVANCE_GUARDRAIL);
-                continue;
-            }
-            let boost = p.multiplier * s.beta * (rel - s.s_min);
-            if boost > 0.0 {
+            let verdict = guard.scaled(p.multiplier).evaluate(c, base[i], p_skip);
+            if let Some(boost) = verdict.apply(&mut out, i) {
                 if p.multiplier < 1.0 {
                     out.mark(i, Reason::PACING_THROTTLED);
                 }
-                out.promote(i, boost, 1.0);
                 promoted.push((i, boost));
             }
         }
         // Slate cap: the highest final boosts win.
-        promoted.sort_by(|&(i, bi), &(j, bj)| {
-            bj.total_cmp(&bi)
-                .then(base[j].total_cmp(&base[i]))
-                .then(i.cmp(&j))
-        });
-        for &(i, _) in promoted.iter().skip(s.k_max as usize) {
-            out.demote(i, base[i], Reason::SLATE_CAP);
-        }
+        blocks::slate_cap(&mut out, &base, &mut promoted, s.k_max as usize);
         Ok(out)
     }
 }
