@@ -88,6 +88,20 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends a scoring request in the background: (status, Retry-After, body).
+    fn spawn_score(&self, body: Vec<u8>) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+        let (client, url) = (self.client.clone(), self.at("/v1/score"));
+        tokio::spawn(async move {
+            let r = client.post(url).body(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, retry, r.json().await.unwrap_or(Value::Null))
+        })
+    }
+
     async fn policies(&self) -> Value {
         self.client
             .get(self.at("/v1/policies"))
@@ -412,27 +426,20 @@ async fn saturation_queues_briefly_then_503_with_retry_after() {
         );
     })
     .await;
-    let calls = (0..4).map(|_| {
-        let client = s.client.clone();
-        let url = s.at("/v1/score");
-        async move {
-            client
-                .post(url)
-                .body(attack_body("slow"))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
-    let responses = futures::future::join_all(calls).await;
-    let ok = responses.iter().filter(|r| r.status() == 200).count();
-    let busy: Vec<_> = responses.iter().filter(|r| r.status() == 503).collect();
+    let calls = (0..4).map(|_| s.spawn_score(attack_body("slow")));
+    let responses: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ok = responses.iter().filter(|r| r.0 == 200).count();
+    let busy: Vec<_> = responses.iter().filter(|r| r.0 == 503).collect();
     assert_eq!(
         ok, 1,
         "one instance serves (its answer is a timeout fallback)"
     );
     assert_eq!(busy.len(), 3);
-    assert_eq!(busy[0].headers()["retry-after"], "1");
+    assert_eq!(busy[0].1.as_deref(), Some("1"));
     s.shutdown().await;
 }
 
@@ -607,28 +614,13 @@ async fn in_flight_requests_finish_on_the_version_they_started_with() {
         );
     })
     .await;
-    let inflight: Vec<_> = (0..3)
-        .map(|_| {
-            let (client, url) = (s.client.clone(), s.at("/v1/score"));
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .body(attack_body("p"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
+    let inflight: Vec<_> = (0..3).map(|_| s.spawn_score(attack_body("p"))).collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     install(s.dir.path(), "p", GUARDED_BOOST, "");
     s.wait_until(|v| policy(v, "p").is_some_and(|p| p["active"]["name"] == "guarded-boost"))
         .await;
     for t in inflight {
-        let v = t.await.unwrap();
+        let (_, _, v) = t.await.unwrap();
         assert_eq!(
             v["fallback"]["failed"]["name"], "adversarial",
             "started on v1, finished on v1: {v}"
@@ -700,19 +692,7 @@ async fn shutdown_finishes_in_flight_requests() {
         );
     })
     .await;
-    let inflight: Vec<_> = (0..3)
-        .map(|_| {
-            let (client, url) = (s.client.clone(), s.at("/v1/score"));
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .body(attack_body("slow"))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-            })
-        })
-        .collect();
+    let inflight: Vec<_> = (0..3).map(|_| s.spawn_score(attack_body("slow"))).collect();
     tokio::time::sleep(Duration::from_millis(80)).await;
     let url = s.url.clone();
     let started = Instant::now();
@@ -722,7 +702,7 @@ async fn shutdown_finishes_in_flight_requests() {
         "shutdown waited for in-flight requests"
     );
     for t in inflight {
-        assert_eq!(t.await.unwrap().unwrap(), 200);
+        assert_eq!(t.await.unwrap().0, 200);
     }
     assert!(
         reqwest::get(format!("{url}/healthz")).await.is_err(),
@@ -790,20 +770,10 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
     })
     .await;
     // One runs, one waits (queue of 1), the third is refused without waiting.
-    let send = |s: &TestServer| {
-        let (client, url) = (s.client.clone(), s.at("/v1/score"));
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .body(attack_body("slow"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
-    let (a, b) = (send(&s), send(&s));
+    let (a, b) = (
+        s.spawn_score(attack_body("slow")),
+        s.spawn_score(attack_body("slow")),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let (status, v) = s.score(attack_body("slow")).await;
@@ -812,7 +782,7 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
         started.elapsed() < Duration::from_millis(200),
         "refused without queueing"
     );
-    assert_eq!((a.await.unwrap(), b.await.unwrap()), (200, 200));
+    assert_eq!((a.await.unwrap().0, b.await.unwrap().0), (200, 200));
 
     // A client that gives up mid-request leaves no gauge behind.
     let impatient = reqwest::Client::builder()
@@ -860,17 +830,7 @@ async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
         |c| c.max_inflight = 1,
     )
     .await;
-    let (client, url) = (s.client.clone(), s.at("/v1/score"));
-    let first = tokio::spawn(async move {
-        client
-            .post(url)
-            .body(attack_body("slow"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
+    let first = s.spawn_score(attack_body("slow"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, v) = s.score(attack_body("slow")).await;
     assert_eq!(status, 503, "{v}");
@@ -878,7 +838,7 @@ async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
         v["error"]["message"],
         "too many scoring requests in progress"
     );
-    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(first.await.unwrap().0, 200);
     // Health and status endpoints are not subject to the limit.
     assert_eq!(
         s.client
