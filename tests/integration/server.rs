@@ -102,6 +102,18 @@ impl TestServer {
         })
     }
 
+    /// The metrics exposition.
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn policies(&self) -> Value {
         self.client
             .get(self.at("/v1/policies"))
@@ -321,15 +333,7 @@ async fn invalid_requests_get_precise_4xx() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    let metrics = s
-        .client
-        .get(s.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("oasis_rejected_total{status=\"422\",reason=\"invalid_request\"} 3"),
         "{metrics}"
@@ -389,15 +393,7 @@ async fn every_fault_kind_falls_back_with_a_200() {
     let (status, v) = s.score(routed("panic", &small_body(false))).await;
     assert_eq!((status, v["variant"].as_str()), (200, Some("stable")));
 
-    let metrics = s
-        .client
-        .get(s.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(
             "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\"} 1"
@@ -578,15 +574,7 @@ async fn reload_storm_under_load_loses_no_request() {
         );
     }
     assert!(total > 20, "load actually ran ({total} requests)");
-    let metrics = s
-        .client
-        .get(s.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     // One or two failed loads: the watcher may also catch the emptied file.
     let failed = metric(
         &metrics,
@@ -798,15 +786,7 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
             .is_err()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = s
-        .client
-        .get(s.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert_eq!(metric(&metrics, "oasis_instances_in_use"), 0.0, "{metrics}");
     assert_eq!(
         metric(&metrics, "oasis_queue_depth{policy=\"slow\"}"),
