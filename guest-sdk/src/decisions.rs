@@ -68,11 +68,18 @@ pub struct Decisions {
 
 impl Decisions {
     /// Relevance passthrough: score = base relevance, not eligible, propensity 0,
-    /// reason `ORGANIC` for tracks without a campaign.
+    /// reason `ORGANIC` for tracks without a campaign. A non-finite relevance
+    /// (an upstream bug; the Oasis host refuses it) reads as 0, so scores
+    /// built from these stay finite.
     pub fn passthrough(req: &Request) -> Self {
         let n = req.len();
         Decisions {
-            scores: req.candidates.relevance.clone(),
+            scores: req
+                .candidates
+                .relevance
+                .iter()
+                .map(|&s| if s.is_finite() { s } else { 0.0 })
+                .collect(),
             eligible: vec![false; n],
             reasons: req
                 .candidates
@@ -167,5 +174,28 @@ impl Decisions {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{CampaignSpec, CandidateSpec, RequestBuilder};
+
+    #[test]
+    fn passthrough_reads_non_finite_relevance_as_zero() {
+        let req = RequestBuilder::new()
+            .campaign(CampaignSpec::new(1))
+            .candidate(CandidateSpec::new(0.4))
+            .candidate(CandidateSpec::new(f64::NAN).campaign(0))
+            .candidate(CandidateSpec::new(f64::INFINITY))
+            .build();
+        let d = Decisions::passthrough(&req);
+        assert_eq!(d.scores, vec![0.4, 0.0, 0.0]);
+        assert_eq!(
+            d.reasons,
+            vec![Reason::ORGANIC, Reason::empty(), Reason::ORGANIC]
+        );
+        d.check(3).unwrap();
     }
 }

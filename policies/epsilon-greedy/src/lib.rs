@@ -170,12 +170,8 @@ impl Policy for EpsilonGreedy {
     }
 
     fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+        // Passthrough reads a non-finite relevance as 0: scores stay finite.
         let mut out = Decisions::passthrough(req);
-        for x in &mut out.scores {
-            if !x.is_finite() {
-                *x = 0.0; // a non-finite relevance (upstream bug) reads as 0
-            }
-        }
         let base = out.scores.clone();
 
         let mut eligible = Vec::new();

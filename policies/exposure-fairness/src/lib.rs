@@ -141,12 +141,8 @@ impl Policy for ExposureFairness {
 
     fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
         let exposure = req.feature(HOLDER_EXPOSURE_7D)?;
+        // Passthrough reads a non-finite relevance as 0: scores stay finite.
         let mut out = Decisions::passthrough(req);
-        for x in &mut out.scores {
-            if !x.is_finite() {
-                *x = 0.0; // a non-finite relevance (upstream bug) reads as 0
-            }
-        }
         let base = out.scores.clone();
         let deficits = holder_deficits(req, &base, exposure);
         for c in req.candidates() {

@@ -67,19 +67,6 @@ impl Settings {
     }
 }
 
-/// Base relevance as the starting score; a non-finite relevance (an upstream
-/// bug) reads as 0 so that every score stays finite.
-fn sanitized_passthrough(req: &Request) -> (Decisions, Vec<f64>) {
-    let mut out = Decisions::passthrough(req);
-    for s in &mut out.scores {
-        if !s.is_finite() {
-            *s = 0.0;
-        }
-    }
-    let base = out.scores.clone();
-    (out, base)
-}
-
 impl Policy for GuardedBoost {
     type Settings = Settings;
 
@@ -125,7 +112,9 @@ impl Policy for GuardedBoost {
     fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
         let p_skip = req.feature(P_SKIP)?;
         let guard = s.guard();
-        let (mut out, base) = sanitized_passthrough(req);
+        // Passthrough reads a non-finite relevance as 0: scores stay finite.
+        let mut out = Decisions::passthrough(req);
+        let base = out.scores.clone();
         let mut promoted = Vec::new();
         for c in req.candidates() {
             let i = c.index();

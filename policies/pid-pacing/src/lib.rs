@@ -202,12 +202,8 @@ impl Policy for PidPacing {
     fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
         let p_skip = req.feature(P_SKIP)?;
         let pacings: Vec<Pacing> = req.campaigns.iter().map(|c| pacing(s, c)).collect();
+        // Passthrough reads a non-finite relevance as 0: scores stay finite.
         let mut out = Decisions::passthrough(req);
-        for x in &mut out.scores {
-            if !x.is_finite() {
-                *x = 0.0; // a non-finite relevance (upstream bug) reads as 0
-            }
-        }
         let base = out.scores.clone();
         let guard = Guard {
             theta: s.theta,
