@@ -30,7 +30,7 @@ fn contained(name: &str, kind: CallErrorKind) -> CallError {
 
 #[test]
 fn infinite_loop_times_out_within_twice_the_deadline() {
-    let deadline = Duration::from_millis(50);
+    let deadline = Duration::from_millis(100);
     let limits = Limits {
         deadline,
         ..Limits::default()

@@ -19,9 +19,18 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-/// Loads a component with settings JSON and default limits.
+/// Default limits with a generous deadline: tests that are not about time
+/// must not fail because a busy CI machine preempted a 20 ms call.
+pub fn limits() -> Limits {
+    Limits {
+        deadline: std::time::Duration::from_secs(2),
+        ..Limits::default()
+    }
+}
+
+/// Loads a component with settings JSON and [`limits`].
 pub fn load(path: &str, settings: &str) -> Result<Policy, oasis::LoadError> {
-    Policy::load_file(runtime(), path.as_ref(), settings, Limits::default())
+    Policy::load_file(runtime(), path.as_ref(), settings, limits())
 }
 
 /// The bundled example request (examples/request.json).

@@ -157,10 +157,19 @@ fn policy<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v["policies"].as_array()?.iter().find(|p| p["key"] == key)
 }
 
-/// Writes a manifest and copies its module into `dir` (atomically).
+/// Writes a manifest and copies its module into `dir` (atomically). Unless
+/// `extra` sets one, the deadline is a generous 2 s: tests that are not about
+/// time must not fall back because a busy machine preempted a call.
 fn install(dir: &Path, key: &str, module: &str, extra: &str) {
     let wasm = format!("{key}.wasm");
     atomic_copy(Path::new(module), &dir.join(&wasm));
+    let extra = if extra.contains("deadline_ms") {
+        extra.to_string()
+    } else if extra.contains("[limits]") {
+        extra.replace("[limits]\n", "[limits]\ndeadline_ms = 2000\n")
+    } else {
+        format!("{extra}\n[limits]\ndeadline_ms = 2000\n")
+    };
     let manifest = format!("module = \"{wasm}\"\n{extra}");
     atomic_write(&dir.join(format!("{key}.toml")), manifest.as_bytes());
 }
@@ -363,7 +372,10 @@ async fn every_fault_kind_falls_back_with_a_200() {
                 d,
                 attack,
                 ADVERSARIAL,
-                &format!("fallback = \"baseline\"\n[settings]\nattack = \"{attack}\"\n"),
+                &format!(
+                    "fallback = \"baseline\"\n[limits]\ndeadline_ms = {}\n[settings]\nattack = \"{attack}\"\n",
+                    if attack == "loop" { 200 } else { 2000 }
+                ),
             );
         }
         install(d, "orphan", ADVERSARIAL, "[settings]\nattack = \"panic\"\n");
@@ -418,7 +430,7 @@ async fn saturation_queues_briefly_then_503_with_retry_after() {
             d,
             "slow",
             ADVERSARIAL,
-            "[limits]\ndeadline_ms = 400\nmax_concurrency = 1\nqueue_timeout_ms = 20\n[settings]\nattack = \"loop\"\n",
+            "[limits]\ndeadline_ms = 1000\nmax_concurrency = 1\nqueue_timeout_ms = 20\n[settings]\nattack = \"loop\"\n",
         );
     })
     .await;
@@ -598,12 +610,12 @@ async fn in_flight_requests_finish_on_the_version_they_started_with() {
             d,
             "p",
             ADVERSARIAL,
-            "fallback = \"baseline\"\n[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
+            "fallback = \"baseline\"\n[limits]\ndeadline_ms = 800\n[settings]\nattack = \"loop\"\n",
         );
     })
     .await;
     let inflight: Vec<_> = (0..3).map(|_| s.spawn_score(attack_body("p"))).collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     install(s.dir.path(), "p", GUARDED_BOOST, "");
     s.wait_until(|v| policy(v, "p").is_some_and(|p| p["active"]["name"] == "guarded-boost"))
         .await;
@@ -676,12 +688,12 @@ async fn shutdown_finishes_in_flight_requests() {
             d,
             "slow",
             ADVERSARIAL,
-            "[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
+            "[limits]\ndeadline_ms = 800\n[settings]\nattack = \"loop\"\n",
         );
     })
     .await;
     let inflight: Vec<_> = (0..3).map(|_| s.spawn_score(attack_body("slow"))).collect();
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let url = s.url.clone();
     let started = Instant::now();
     s.shutdown().await;
@@ -753,7 +765,7 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
             d,
             "slow",
             ADVERSARIAL,
-            "[limits]\ndeadline_ms = 300\nmax_concurrency = 1\nmax_queue = 1\nqueue_timeout_ms = 5000\n[settings]\nattack = \"loop\"\n",
+            "[limits]\ndeadline_ms = 1000\nmax_concurrency = 1\nmax_queue = 1\nqueue_timeout_ms = 5000\n[settings]\nattack = \"loop\"\n",
         );
     })
     .await;
@@ -762,12 +774,12 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
         s.spawn_score(attack_body("slow")),
         s.spawn_score(attack_body("slow")),
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let (status, v) = s.score(attack_body("slow")).await;
     assert_eq!(status, 503, "{v}");
     assert!(
-        started.elapsed() < Duration::from_millis(200),
+        started.elapsed() < Duration::from_secs(2),
         "refused without queueing"
     );
     assert_eq!((a.await.unwrap().0, b.await.unwrap().0), (200, 200));
@@ -785,8 +797,14 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
             .await
             .is_err()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = s.metrics().await;
+    // Its call runs to its deadline (1 s) on the blocking pool, then the
+    // gauges must come back to 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = s.metrics().await;
+    while metric(&metrics, "oasis_instances_in_use") != 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = s.metrics().await;
+    }
     assert_eq!(metric(&metrics, "oasis_instances_in_use"), 0.0, "{metrics}");
     assert_eq!(
         metric(&metrics, "oasis_queue_depth{policy=\"slow\"}"),
@@ -804,14 +822,14 @@ async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
                 d,
                 "slow",
                 ADVERSARIAL,
-                "[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
+                "[limits]\ndeadline_ms = 1000\n[settings]\nattack = \"loop\"\n",
             )
         },
         |c| c.max_inflight = 1,
     )
     .await;
     let first = s.spawn_score(attack_body("slow"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, v) = s.score(attack_body("slow")).await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(

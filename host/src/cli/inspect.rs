@@ -14,6 +14,8 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -22,7 +24,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     })?;
     let settings = super::read_settings(args.settings.as_deref())?;
-    let policy = super::load_policy(&runtime, &args.policy, &settings, Default::default())?;
+    let policy = super::load_policy(&runtime, &args.policy, &settings, args.limits.limits())?;
     let i = policy.info();
     if args.json {
         println!("{}", serde_json::to_string_pretty(i)?);

@@ -32,6 +32,8 @@ pub struct Args {
     /// Write the current output as the expected output instead of comparing.
     #[arg(long)]
     pub bless: bool,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,7 +85,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        match run_fixture(&runtime, &args.policy, file, args.bless) {
+        match run_fixture(
+            &runtime,
+            &args.policy,
+            file,
+            args.bless,
+            args.limits.limits(),
+        ) {
             Ok(diffs) if diffs.is_empty() => {
                 println!(
                     "ok      {name}{}",
@@ -124,6 +132,7 @@ fn run_fixture(
     policy: &Path,
     file: &Path,
     bless: bool,
+    limits: oasis::Limits,
 ) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(file)?;
     let mut fixture: Fixture = serde_json::from_str(&text).context("not a valid fixture file")?;
@@ -131,7 +140,7 @@ fn run_fixture(
         .settings
         .as_ref()
         .map_or("{}".to_string(), |s| s.to_string());
-    let policy = super::load_policy(runtime, policy, &settings, Default::default())?;
+    let policy = super::load_policy(runtime, policy, &settings, limits)?;
     let body = serde_json::to_vec(&fixture.request)?;
     let req = request::parse(&body).context("fixture request")?;
     req.validate(policy.limits().max_candidates)
