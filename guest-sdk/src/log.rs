@@ -21,6 +21,17 @@ pub enum Level {
 
 /// Emits one log line.
 pub fn log(level: Level, message: &str) {
+    event(level, message, &[]);
+}
+
+/// Emits one structured log line: a message and key/value fields, which the
+/// host records as fields of its own (JSON) log event.
+///
+/// ```
+/// use oasis_sdk::log::{Level, event};
+/// event(Level::Info, "pacing throttled", &[("campaign", "7"), ("multiplier", "0.42")]);
+/// ```
+pub fn event(level: Level, message: &str, fields: &[(&str, &str)]) {
     #[cfg(target_arch = "wasm32")]
     {
         use crate::bindings::oasis::policy::log as wit;
@@ -31,10 +42,17 @@ pub fn log(level: Level, message: &str) {
             Level::Warn => wit::Level::Warn,
             Level::Error => wit::Level::Error,
         };
-        wit::log(level, message);
+        let fields: Vec<wit::Field> = fields
+            .iter()
+            .map(|(k, v)| wit::Field {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+        wit::log(level, message, &fields);
     }
     #[cfg(not(target_arch = "wasm32"))]
-    eprintln!("[{level:?}] {message}");
+    eprintln!("[{level:?}] {message} {fields:?}");
 }
 
 /// `info!("x = {}", x)`: formats and logs at info level.

@@ -24,6 +24,8 @@ pub const STDIO_CAPACITY: usize = 16 << 10;
 pub const MAX_LOG_LINES: usize = 32;
 /// Bytes kept of one `log` line.
 pub const MAX_LOG_LINE_BYTES: usize = 1024;
+/// Fields kept of one `log` line.
+pub const MAX_LOG_FIELDS: usize = 16;
 /// Largest `wasi:random` request per call.
 pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 /// WASI resource handles (streams, pollables) a call may hold at once.
@@ -86,6 +88,9 @@ impl CallState {
         if !out.is_empty() {
             tracing::info!(policy = %self.policy, stdout = %String::from_utf8_lossy(&out), dropped_bytes = dropped, "policy stdout");
         }
+        if self.logs_dropped > 0 {
+            tracing::warn!(policy = %self.policy, dropped = self.logs_dropped, limit = MAX_LOG_LINES, "policy log lines dropped");
+        }
         let (err, dropped) = self.stderr.contents();
         let err = String::from_utf8_lossy(&err).into_owned();
         if !err.is_empty() {
@@ -93,6 +98,18 @@ impl CallState {
         }
         err
     }
+}
+
+/// The first `max` bytes of `s`, cut on a char boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 /// 32 bytes derived from `seed` (splitmix64), cycled by WASI's deterministic RNG.
@@ -140,30 +157,48 @@ impl WasiView for CallState {
 }
 
 impl crate::bindings::oasis::policy::log::Host for CallState {
-    fn log(&mut self, level: WitLogLevel, mut message: String) {
+    fn log(
+        &mut self,
+        level: WitLogLevel,
+        message: String,
+        fields: Vec<crate::bindings::oasis::policy::log::Field>,
+    ) {
         if self.log_lines >= MAX_LOG_LINES {
             self.logs_dropped += 1;
             return;
         }
         self.log_lines += 1;
-        if message.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        // The guest's text goes in its own field, never in the event's
-        // `message`, so a policy cannot forge host log lines.
+        // The guest's text goes in its own fields, never in the event's
+        // `message`, so a policy cannot forge host log lines. Its fields are
+        // rendered as one bounded `key=value` list.
         let policy = &*self.policy;
-        let policy_message = &message;
+        let policy_message = truncate(&message, MAX_LOG_LINE_BYTES);
+        let mut policy_fields = String::new();
+        for f in fields.iter().take(MAX_LOG_FIELDS) {
+            if !policy_fields.is_empty() {
+                policy_fields.push(' ');
+            }
+            policy_fields.push_str(truncate(&f.key, 64));
+            policy_fields.push('=');
+            policy_fields.push_str(truncate(&f.value, 256));
+        }
+        let policy_fields = policy_fields.as_str();
         match level {
-            WitLogLevel::Trace => tracing::trace!(policy, policy_message, "policy log"),
-            WitLogLevel::Debug => tracing::debug!(policy, policy_message, "policy log"),
-            WitLogLevel::Info => tracing::info!(policy, policy_message, "policy log"),
-            WitLogLevel::Warn => tracing::warn!(policy, policy_message, "policy log"),
-            WitLogLevel::Error => tracing::error!(policy, policy_message, "policy log"),
+            WitLogLevel::Trace => {
+                tracing::trace!(policy, policy_message, policy_fields, "policy log")
+            }
+            WitLogLevel::Debug => {
+                tracing::debug!(policy, policy_message, policy_fields, "policy log")
+            }
+            WitLogLevel::Info => {
+                tracing::info!(policy, policy_message, policy_fields, "policy log")
+            }
+            WitLogLevel::Warn => {
+                tracing::warn!(policy, policy_message, policy_fields, "policy log")
+            }
+            WitLogLevel::Error => {
+                tracing::error!(policy, policy_message, policy_fields, "policy log")
+            }
         }
     }
 }

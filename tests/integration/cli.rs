@@ -287,3 +287,49 @@ async fn serve_exits_0_on_sigterm_after_finishing_in_flight_requests() {
     );
     assert!(lines.iter().any(|l| l["message"] == "shut down cleanly"));
 }
+
+#[test]
+fn policy_logs_are_structured_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("s.json");
+    std::fs::write(&settings, r#"{"attack": "log-flood"}"#).unwrap();
+    let req = dir.path().join("r.json");
+    std::fs::write(&req, crate::harness::small_body(true)).unwrap();
+    let (ok, _, stderr) = oasis(&[
+        "run",
+        ADVERSARIAL,
+        "--request",
+        req.to_str().unwrap(),
+        "--settings",
+        settings.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let policy_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "policy log")
+        .collect();
+    assert_eq!(policy_lines.len(), 32, "at most 32 lines per call");
+    let first = policy_lines[0];
+    assert_eq!(first["policy"], "adversarial");
+    assert_eq!(first["policy_message"], "line 0");
+    let fields = first["policy_fields"].as_str().unwrap();
+    assert_eq!(fields.split(' ').count(), 16, "at most 16 fields");
+    assert!(
+        fields.starts_with(&format!("key0={}", "v".repeat(256))),
+        "values cut at 256 bytes"
+    );
+    assert!(!fields.contains(&"v".repeat(257)));
+    let dropped = lines
+        .iter()
+        .find(|l| l["message"] == "policy log lines dropped")
+        .expect("drop reported");
+    assert_eq!(dropped["dropped"], 68);
+}

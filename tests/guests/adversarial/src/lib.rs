@@ -42,6 +42,8 @@ pub enum Attack {
     PrintFlood,
     /// Sleep for an hour (a host call epochs cannot interrupt).
     Sleep,
+    /// Log 100 structured lines with 20 long fields each.
+    LogFlood,
 }
 
 /// Settings: the attack and its parameter.
@@ -121,6 +123,21 @@ impl Policy for Adversarial {
                 return Err(PolicyError::InvalidRequest("refusing on purpose".into()));
             }
             Attack::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
+            Attack::LogFlood => {
+                let long = "v".repeat(1000);
+                let fields: Vec<(String, &str)> = (0..20)
+                    .map(|k| (format!("key{k}"), long.as_str()))
+                    .collect();
+                let fields: Vec<(&str, &str)> =
+                    fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                for i in 0..100 {
+                    oasis_sdk::log::event(
+                        oasis_sdk::log::Level::Info,
+                        &format!("line {i}"),
+                        &fields,
+                    );
+                }
+            }
             Attack::PrintFlood => {
                 for i in 0..1_000 {
                     println!("flooding the host's stdout, line {i}");
