@@ -148,7 +148,33 @@ fn store(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
     tmp.write_all(artifact)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    evict(dir, MAX_ENTRIES);
     Ok(())
+}
+
+/// Entries kept in the cache directory; the oldest beyond it are removed
+/// whenever an entry is written (a removed entry is only recompiled).
+pub const MAX_ENTRIES: usize = 256;
+
+/// Removes the oldest `*.cwasm` entries of `dir` beyond `keep`.
+fn evict(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= keep {
+        return;
+    }
+    files.sort();
+    for (_, path) in &files[..files.len() - keep] {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot evict a compile-cache entry");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +196,27 @@ mod tests {
                 .unwrap_err()
                 .contains("writable by group or others")
         );
+    }
+
+    #[test]
+    fn eviction_keeps_the_newest_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for i in 0..5u64 {
+            let p = dir.path().join(format!("e{i}.cwasm"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(base + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("other.txt"), b"not an entry").unwrap();
+        evict(dir.path(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["e2.cwasm", "e3.cwasm", "e4.cwasm", "other.txt"]);
     }
 
     #[test]
