@@ -139,12 +139,15 @@ impl Decisions {
         });
     }
 
-    /// The same checks the host applies to every policy output: one entry
-    /// per candidate in every column, finite scores, propensity in [0, 1].
+    /// The checks the host applies to every policy output: one entry per
+    /// candidate in every column, finite scores, propensity in [0, 1], only
+    /// campaign tracks eligible or promoted, and bounded debug values
+    /// (at most `4n + 64`, names of 1-64 bytes, candidates in range, finite).
     ///
     /// # Errors
     /// A message naming the first violation.
-    pub fn check(&self, candidates: usize) -> Result<(), String> {
+    pub fn check(&self, req: &Request) -> Result<(), String> {
+        let candidates = req.len();
         for (name, len) in [
             ("scores", self.scores.len()),
             ("eligible", self.eligible.len()),
@@ -173,6 +176,38 @@ impl Decisions {
                 self.propensity[i]
             ));
         }
+        let organic = |i: usize| req.candidates.campaign.get(i).is_none_or(|&c| c < 0);
+        if let Some(i) = (0..candidates).find(|&i| {
+            organic(i) && (self.eligible[i] || self.reasons[i].contains(Reason::PROMOTED))
+        }) {
+            return Err(format!(
+                "candidate {i} has no campaign but is marked eligible or promoted"
+            ));
+        }
+        if self.debug.len() > candidates * 4 + 64 {
+            return Err(format!(
+                "{} debug values (at most {})",
+                self.debug.len(),
+                candidates * 4 + 64
+            ));
+        }
+        for v in &self.debug {
+            if v.name.is_empty() || v.name.len() > 64 {
+                return Err(format!(
+                    "a debug value name is {} bytes; names must be 1-64 bytes",
+                    v.name.len()
+                ));
+            }
+            if v.candidate.is_some_and(|c| c as usize >= candidates) {
+                return Err(format!(
+                    "debug value `{}` refers to a candidate out of range",
+                    v.name
+                ));
+            }
+            if !v.value.is_finite() {
+                return Err(format!("debug value `{}` is not finite", v.name));
+            }
+        }
         Ok(())
     }
 }
@@ -196,6 +231,23 @@ mod tests {
             d.reasons,
             vec![Reason::ORGANIC, Reason::empty(), Reason::ORGANIC]
         );
-        d.check(3).unwrap();
+        d.check(&req).unwrap();
+        let mut bad = d.clone();
+        bad.promote(0, 0.1, 1.0);
+        assert!(
+            bad.check(&req)
+                .unwrap_err()
+                .contains("candidate 0 has no campaign")
+        );
+        let mut bad = d.clone();
+        bad.debug("", None, 1.0);
+        assert!(
+            bad.check(&req)
+                .unwrap_err()
+                .contains("names must be 1-64 bytes")
+        );
+        let mut bad = d;
+        bad.debug("x", Some(9), 1.0);
+        assert!(bad.check(&req).unwrap_err().contains("out of range"));
     }
 }

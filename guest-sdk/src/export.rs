@@ -48,6 +48,7 @@ pub fn score<P: Policy>(
 ) -> Result<wit::Decisions, wit::PolicyError> {
     let settings = crate::policy::parse_settings::<P>(json).map_err(to_wit_error)?;
     let request = from_wit_request(request);
+    request.check_shape().map_err(to_wit_error)?;
     let d = P::score(&settings, &request).map_err(to_wit_error)?;
     Ok(wit::Decisions {
         scores: d.scores,

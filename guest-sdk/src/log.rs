@@ -3,6 +3,12 @@
 //! On wasm the lines go through the contract's `log` import; the host tags
 //! them with the policy and request and caps their number and size. In native
 //! unit tests they go to stderr.
+//!
+//! ```
+//! oasis_sdk::log::info!("scored {} candidates", 3);
+//! oasis_sdk::warn!("the macros are also at the crate root");
+//! oasis_sdk::log::event(oasis_sdk::log::Level::Debug, "pacing", &[("campaign", "7")]);
+//! ```
 
 /// Log severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +72,23 @@ macro_rules! info {
 macro_rules! warn {
     ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Warn, &format!($($arg)*)) };
 }
+
+/// `error!("...")`: formats and logs at error level.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Error, &format!($($arg)*)) };
+}
+
+/// `trace!("...")`: formats and logs at trace level.
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Trace, &format!($($arg)*)) };
+}
+
+// The macros live at the crate root (`oasis_sdk::info!`); these make
+// `oasis_sdk::log::info!` work too.
+#[doc(inline)]
+pub use crate::{debug, error, info, trace, warn};
 
 /// `debug!("...")`: formats and logs at debug level.
 #[macro_export]

@@ -282,6 +282,57 @@ impl Request {
         (0..self.len()).map(move |index| Candidate { req: self, index })
     }
 
+    /// Checks that the columns line up: every candidate column has `count`
+    /// entries, `features` has `count * feature_names.len()`, campaign
+    /// indices are -1 or in range, and context features match their names.
+    /// The SDK runs this before [`Policy::score`](crate::Policy::score), so
+    /// the accessors of [`Candidate`] never index out of bounds.
+    ///
+    /// # Errors
+    /// [`PolicyError::InvalidRequest`](crate::PolicyError::InvalidRequest)
+    /// naming the column.
+    pub fn check_shape(&self) -> Result<(), crate::PolicyError> {
+        let k = &self.candidates;
+        let n = k.count as usize;
+        let bad = |what: String| Err(crate::PolicyError::InvalidRequest(what));
+        for (name, len) in [
+            ("relevance", k.relevance.len()),
+            ("campaign", k.campaign.len()),
+            ("artist", k.artist.len()),
+            ("rights-holder", k.rights_holder.len()),
+            ("impressions", k.impressions_24h.len()),
+            ("session-promoted", k.session_promoted.len()),
+        ] {
+            if len != n {
+                return bad(format!(
+                    "column `{name}` has {len} entries for {n} candidates"
+                ));
+            }
+        }
+        let width = k.feature_names.len();
+        if Some(k.features.len()) != n.checked_mul(width) {
+            return bad(format!(
+                "`features` has {} values for {n} candidates x {width} features",
+                k.features.len()
+            ));
+        }
+        if let Some(i) = k
+            .campaign
+            .iter()
+            .position(|&c| c < -1 || c >= self.campaigns.len() as i32)
+        {
+            return bad(format!(
+                "candidate {i} refers to campaign {} of {}",
+                k.campaign[i],
+                self.campaigns.len()
+            ));
+        }
+        if self.context.features.len() != self.context.feature_names.len() {
+            return bad("context features and their names differ in length".into());
+        }
+        Ok(())
+    }
+
     /// A deterministic random generator seeded from the request's seed.
     /// Two calls return generators producing the same sequence.
     pub fn rng(&self) -> Rng {

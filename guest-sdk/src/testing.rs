@@ -268,7 +268,8 @@ impl RequestBuilder {
 /// The policy's error or the contract violation, as text.
 pub fn run<P: Policy>(settings_json: &str, request: &Request) -> Result<Decisions, String> {
     let settings = crate::parse_settings::<P>(settings_json).map_err(|e| e.to_string())?;
+    request.check_shape().map_err(|e| e.to_string())?;
     let out = P::score(&settings, request).map_err(|e| e.to_string())?;
-    out.check(request.len())?;
+    out.check(request)?;
     Ok(out)
 }

@@ -20,6 +20,9 @@ use serde::de::{self, MapAccess, Visitor};
 pub const MAX_ID_BYTES: usize = 256;
 /// Most features accepted per candidate or context.
 pub const MAX_FEATURES: usize = 256;
+/// Largest magnitude accepted for relevance and feature values: far beyond
+/// any real score, small enough that policy arithmetic cannot overflow.
+pub const MAX_MAGNITUDE: f64 = 1e9;
 
 /// A scoring request.
 #[derive(Debug, Deserialize)]
@@ -337,10 +340,10 @@ impl ScoreRequest<'_> {
                     format!("{:?} appears twice", cand.id),
                 ));
             }
-            if !cand.relevance.is_finite() {
+            if !(cand.relevance.abs() <= MAX_MAGNITUDE) {
                 return Err(RequestError::invalid(
                     at("relevance")(),
-                    "must be a finite number",
+                    "must be a finite number of magnitude at most 1e9",
                 ));
             }
             check_id(at("artist"), &cand.artist, false)?;
@@ -392,10 +395,10 @@ fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), Reques
                 format!("feature name {name:?} must be 1-64 bytes"),
             ));
         }
-        if v.is_some_and(|v| !v.is_finite()) {
+        if v.is_some_and(|v| !(v.abs() <= MAX_MAGNITUDE)) {
             return Err(RequestError::invalid(
                 format!("{}.{name}", field()),
-                "must be a finite number or null",
+                "must be null or a finite number of magnitude at most 1e9",
             ));
         }
     }
@@ -529,6 +532,14 @@ mod tests {
         assert_eq!(
             invalid_field(&GOOD.replace(r#""id": "t2""#, r#""id": """#)),
             "candidates[1].id"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""relevance": 0.4"#, r#""relevance": 1e300"#)),
+            "candidates[1].relevance"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""p_skip": 0.2"#, r#""p_skip": -2e9"#)),
+            "candidates[0].features.p_skip"
         );
         assert_eq!(
             invalid_field(&GOOD.replace(r#""end_ms": 2000"#, r#""end_ms": 0"#)),
