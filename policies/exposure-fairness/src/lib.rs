@@ -312,30 +312,39 @@ mod tests {
 
     #[test]
     fn ranking_is_by_relevance_not_request_order() {
-        let a = two_holders();
-        // Same candidates, request order reversed; holder 1's first candidate
-        // now carries 0.9, so give both its candidates the same exposure.
-        let fwd = RequestBuilder::new()
-            .features(&[HOLDER_EXPOSURE_7D])
-            .campaign(CampaignSpec::new(1))
-            .candidate(cand(0.9, 1, 0.5).campaign(0))
-            .candidate(cand(0.6, 2, f64::NAN).campaign(0))
-            .candidate(cand(0.3, 1, 0.5))
-            .build();
-        let rev = RequestBuilder::new()
-            .features(&[HOLDER_EXPOSURE_7D])
-            .campaign(CampaignSpec::new(1))
-            .candidate(cand(0.3, 1, 0.5))
-            .candidate(cand(0.6, 2, f64::NAN).campaign(0))
-            .candidate(cand(0.9, 1, 0.5).campaign(0))
-            .build();
-        let (f, r) = (
-            run::<ExposureFairness>("", &fwd).unwrap(),
-            run::<ExposureFairness>("", &rev).unwrap(),
-        );
-        assert_eq!(f.scores, run::<ExposureFairness>("", &a).unwrap().scores);
-        assert!(close(f.scores[0], r.scores[2]) && close(f.scores[1], r.scores[1]));
-        assert_eq!(f.reasons[0], r.reasons[2]);
+        // Holder 1 has the best track; holder 2 the three others. Reversing
+        // the request order would move holder 1 from rank 1 to rank 4 if
+        // ranks followed request order, changing both holders' attention.
+        let slate = [
+            (0.9, 1, 0.5, true),
+            (0.6, 2, 0.2, true),
+            (0.5, 2, 0.2, false),
+            (0.3, 2, 0.2, false),
+        ];
+        let build = |order: &[usize]| {
+            let mut b = RequestBuilder::new()
+                .features(&[HOLDER_EXPOSURE_7D])
+                .campaign(CampaignSpec::new(1));
+            for &k in order {
+                let (s, h, e, promoted) = slate[k];
+                let c = cand(s, h, e);
+                b = b.candidate(if promoted { c.campaign(0) } else { c });
+            }
+            b.build()
+        };
+        let f = run::<ExposureFairness>("", &build(&[0, 1, 2, 3])).unwrap();
+        let r = run::<ExposureFairness>("", &build(&[3, 2, 1, 0])).unwrap();
+        for i in 0..4 {
+            assert!(
+                close(f.scores[i], r.scores[3 - i]),
+                "candidate {i}: {} vs {}",
+                f.scores[i],
+                r.scores[3 - i]
+            );
+            assert_eq!(f.reasons[i], r.reasons[3 - i]);
+        }
+        // And the adjustment is real: holder 1 (rank 1, most attention) is pushed down.
+        assert!(f.scores[0] < 0.9 && f.reasons[0].contains(Reason::FAIRNESS_ADJUST));
     }
 
     #[test]
