@@ -26,6 +26,25 @@ fn oasis(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `oasis run` of the adversarial guest with `attack` armed, plus `extra` flags.
+fn run_attack(attack: &str, extra: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("s.json");
+    std::fs::write(&settings, format!(r#"{{"attack": "{attack}"}}"#)).unwrap();
+    let req = dir.path().join("r.json");
+    std::fs::write(&req, crate::harness::small_body(true)).unwrap();
+    let mut args = vec![
+        "run",
+        ADVERSARIAL,
+        "--request",
+        req.to_str().unwrap(),
+        "--settings",
+        settings.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    oasis(&args)
+}
+
 fn example() -> String {
     format!("{ROOT}/examples/request.json")
 }
@@ -101,25 +120,7 @@ fn run_with_toml_settings_and_refused_settings() {
 
 #[test]
 fn run_reports_a_policy_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("s.json");
-    std::fs::write(&settings, r#"{"attack": "loop"}"#).unwrap();
-    let req = dir.path().join("r.json");
-    std::fs::write(
-        &req,
-        String::from_utf8(crate::harness::small_body(true)).unwrap(),
-    )
-    .unwrap();
-    let (ok, _, stderr) = oasis(&[
-        "run",
-        ADVERSARIAL,
-        "--request",
-        req.to_str().unwrap(),
-        "--settings",
-        settings.to_str().unwrap(),
-        "--deadline-ms",
-        "30",
-    ]);
+    let (ok, _, stderr) = run_attack("loop", &["--deadline-ms", "30"]);
     assert!(!ok);
     assert!(stderr.contains("exceeded its deadline of 30ms"), "{stderr}");
 }
@@ -290,23 +291,10 @@ async fn serve_exits_0_on_sigterm_after_finishing_in_flight_requests() {
 
 #[test]
 fn policy_logs_are_structured_and_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("s.json");
-    std::fs::write(&settings, r#"{"attack": "log-flood"}"#).unwrap();
-    let req = dir.path().join("r.json");
-    std::fs::write(&req, crate::harness::small_body(true)).unwrap();
-    let (ok, _, stderr) = oasis(&[
-        "run",
-        ADVERSARIAL,
-        "--request",
-        req.to_str().unwrap(),
-        "--settings",
-        settings.to_str().unwrap(),
-        "--log-format",
-        "json",
-        "--log-level",
-        "info",
-    ]);
+    let (ok, _, stderr) = run_attack(
+        "log-flood",
+        &["--log-format", "json", "--log-level", "info"],
+    );
     assert!(ok, "{stderr}");
     let lines: Vec<serde_json::Value> = stderr
         .lines()
