@@ -1,38 +1,47 @@
 //! What a policy returns: a score, eligibility, reasons and a propensity per
 //! candidate, aligned with the request by index, plus named debug values.
 
+use oasis_contract::{DebugRef, DecisionsView, ReasonBits, Violation, reason};
+
 use crate::request::Request;
 
 bitflags::bitflags! {
-    /// Why a candidate got its score; same bit order as the WIT `reason` flags.
+    /// Why a candidate got its score. The bits are the contract's
+    /// ([`oasis_contract::reason`]), in the order of the WIT `reason` flags.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Reason: u16 {
         /// Not in a campaign: relevance alone.
-        const ORGANIC = 1 << 0;
+        const ORGANIC = reason::ORGANIC;
         /// The policy lifted this candidate.
-        const PROMOTED = 1 << 1;
+        const PROMOTED = reason::PROMOTED;
         /// The campaign does not allow the request's surface.
-        const NOT_ELIGIBLE_SURFACE = 1 << 2;
+        const NOT_ELIGIBLE_SURFACE = reason::NOT_ELIGIBLE_SURFACE;
         /// The campaign does not allow the request's market.
-        const NOT_ELIGIBLE_MARKET = 1 << 3;
+        const NOT_ELIGIBLE_MARKET = reason::NOT_ELIGIBLE_MARKET;
         /// The request time is outside the campaign's `[start_ms, end_ms)` window.
-        const CAMPAIGN_INACTIVE = 1 << 4;
+        const CAMPAIGN_INACTIVE = reason::CAMPAIGN_INACTIVE;
         /// The listener hit a frequency cap (impressions in 24h or this session).
-        const FREQ_CAPPED = 1 << 5;
+        const FREQ_CAPPED = reason::FREQ_CAPPED;
         /// Pacing reduced the boost (the campaign is ahead of its schedule).
-        const PACING_THROTTLED = 1 << 6;
+        const PACING_THROTTLED = reason::PACING_THROTTLED;
         /// A listener-satisfaction guardrail (relevance or skip risk) held it back.
-        const RELEVANCE_GUARDRAIL = 1 << 7;
+        const RELEVANCE_GUARDRAIL = reason::RELEVANCE_GUARDRAIL;
         /// Lowered or not promoted to keep the promoted set diverse.
-        const DIVERSITY_PENALTY = 1 << 8;
+        const DIVERSITY_PENALTY = reason::DIVERSITY_PENALTY;
         /// Score adjusted, up or down, toward fair exposure across rights holders.
-        const FAIRNESS_ADJUST = 1 << 9;
+        const FAIRNESS_ADJUST = reason::FAIRNESS_ADJUST;
         /// Chosen by a random (exploration) draw rather than greedily.
-        const EXPLORATION = 1 << 10;
+        const EXPLORATION = reason::EXPLORATION;
         /// The per-slate limit on promoted tracks was reached.
-        const SLATE_CAP = 1 << 11;
+        const SLATE_CAP = reason::SLATE_CAP;
         /// A feature the policy needed was missing for this candidate.
-        const MISSING_FEATURE = 1 << 12;
+        const MISSING_FEATURE = reason::MISSING_FEATURE;
+    }
+}
+
+impl ReasonBits for Reason {
+    fn reason_bits(&self) -> u16 {
+        self.bits()
     }
 }
 
@@ -139,76 +148,31 @@ impl Decisions {
         });
     }
 
-    /// The checks the host applies to every policy output: one entry per
-    /// candidate in every column, finite scores, propensity in [0, 1], only
-    /// campaign tracks eligible or promoted, and bounded debug values
-    /// (at most `4n + 64`, names of 1-64 bytes, candidates in range, finite).
+    /// The checks the host applies to every policy output, through the very
+    /// function the host calls ([`oasis_contract::check_decisions`]): one
+    /// entry per candidate in every column, finite scores, propensity in
+    /// [0, 1], only campaign tracks eligible or promoted, and bounded debug
+    /// values (at most `4n + 64`, names of 1-64 bytes, candidates in range,
+    /// finite).
     ///
     /// # Errors
-    /// A message naming the first violation.
-    pub fn check(&self, req: &Request) -> Result<(), String> {
-        let candidates = req.len();
-        for (name, len) in [
-            ("scores", self.scores.len()),
-            ("eligible", self.eligible.len()),
-            ("reasons", self.reasons.len()),
-            ("propensity", self.propensity.len()),
-        ] {
-            if len != candidates {
-                return Err(format!(
-                    "{name} has {len} entries for {candidates} candidates"
-                ));
-            }
-        }
-        if let Some(i) = self.scores.iter().position(|s| !s.is_finite()) {
-            return Err(format!(
-                "score of candidate {i} is not finite ({})",
-                self.scores[i]
-            ));
-        }
-        if let Some(i) = self
-            .propensity
-            .iter()
-            .position(|p| !(0.0..=1.0).contains(p))
-        {
-            return Err(format!(
-                "propensity of candidate {i} is outside [0, 1] ({})",
-                self.propensity[i]
-            ));
-        }
-        let organic = |i: usize| req.candidates.campaign.get(i).is_none_or(|&c| c < 0);
-        if let Some(i) = (0..candidates).find(|&i| {
-            organic(i) && (self.eligible[i] || self.reasons[i].contains(Reason::PROMOTED))
-        }) {
-            return Err(format!(
-                "candidate {i} has no campaign but is marked eligible or promoted"
-            ));
-        }
-        if self.debug.len() > candidates * 4 + 64 {
-            return Err(format!(
-                "{} debug values (at most {})",
-                self.debug.len(),
-                candidates * 4 + 64
-            ));
-        }
-        for v in &self.debug {
-            if v.name.is_empty() || v.name.len() > 64 {
-                return Err(format!(
-                    "a debug value name is {} bytes; names must be 1-64 bytes",
-                    v.name.len()
-                ));
-            }
-            if v.candidate.is_some_and(|c| c as usize >= candidates) {
-                return Err(format!(
-                    "debug value `{}` refers to a candidate out of range",
-                    v.name
-                ));
-            }
-            if !v.value.is_finite() {
-                return Err(format!("debug value `{}` is not finite", v.name));
-            }
-        }
-        Ok(())
+    /// The first [`Violation`].
+    pub fn check(&self, req: &Request) -> Result<(), Violation> {
+        oasis_contract::check_decisions(
+            req.len(),
+            &req.candidates.campaign,
+            DecisionsView {
+                scores: &self.scores,
+                eligible: &self.eligible,
+                reasons: &self.reasons,
+                propensity: &self.propensity,
+            },
+            self.debug.iter().map(|v| DebugRef {
+                name: &v.name,
+                candidate: v.candidate,
+                value: v.value,
+            }),
+        )
     }
 }
 
@@ -237,6 +201,7 @@ mod tests {
         assert!(
             bad.check(&req)
                 .unwrap_err()
+                .to_string()
                 .contains("candidate 0 has no campaign")
         );
         let mut bad = d.clone();
@@ -244,10 +209,57 @@ mod tests {
         assert!(
             bad.check(&req)
                 .unwrap_err()
+                .to_string()
                 .contains("names must be 1-64 bytes")
         );
         let mut bad = d;
         bad.debug("x", Some(9), 1.0);
-        assert!(bad.check(&req).unwrap_err().contains("out of range"));
+        assert!(
+            bad.check(&req)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+    }
+
+    #[test]
+    fn non_finite_debug_values_are_refused_as_the_host_refuses_them() {
+        let req = RequestBuilder::new()
+            .candidate(CandidateSpec::new(0.4))
+            .build();
+        let mut d = Decisions::passthrough(&req);
+        d.debug("lift", Some(0), f64::NAN);
+        assert!(matches!(
+            d.check(&req),
+            Err(Violation::NonFiniteDebugValue { .. })
+        ));
+    }
+
+    #[test]
+    fn reason_bits_match_the_generated_wit_flags() {
+        use crate::bindings::oasis::policy::types::Reason as Wit;
+        let wit = [
+            Wit::ORGANIC,
+            Wit::PROMOTED,
+            Wit::NOT_ELIGIBLE_SURFACE,
+            Wit::NOT_ELIGIBLE_MARKET,
+            Wit::CAMPAIGN_INACTIVE,
+            Wit::FREQ_CAPPED,
+            Wit::PACING_THROTTLED,
+            Wit::RELEVANCE_GUARDRAIL,
+            Wit::DIVERSITY_PENALTY,
+            Wit::FAIRNESS_ADJUST,
+            Wit::EXPLORATION,
+            Wit::SLATE_CAP,
+            Wit::MISSING_FEATURE,
+        ];
+        assert_eq!(Wit::all().bits(), reason::ALL);
+        for (w, (bit, name)) in wit.iter().zip(reason::REASONS) {
+            assert_eq!(w.bits(), bit, "{name}");
+            assert_eq!(
+                Reason::from_bits(bit).unwrap(),
+                Reason::from_name(&name.to_uppercase()).unwrap()
+            );
+        }
     }
 }

@@ -80,16 +80,9 @@ fn to_wit_error(e: PolicyError) -> wit::PolicyError {
 }
 
 fn from_wit_surface(s: wit::Surface) -> Surface {
-    match s {
-        wit::Surface::Radio => Surface::Radio,
-        wit::Surface::Autoplay => Surface::Autoplay,
-        wit::Surface::DailyMix => Surface::DailyMix,
-        wit::Surface::ArtistMix => Surface::ArtistMix,
-        wit::Surface::MoodMix => Surface::MoodMix,
-        wit::Surface::DecadeMix => Surface::DecadeMix,
-        wit::Surface::GenreMix => Surface::GenreMix,
-        wit::Surface::Other => Surface::Other,
-    }
+    // The WIT enum and the contract list the surfaces in the same order
+    // (pinned by a test), so the discriminant is the index.
+    Surface::ALL[s as usize]
 }
 
 fn from_wit_request(r: wit::Request) -> Request {
@@ -175,4 +168,31 @@ macro_rules! export_policy {
     $crate::bindings::__export_oasis_policy!(__OasisExport with_types_in $crate::bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wit_surfaces_are_in_contract_order() {
+        let wit = [
+            wit::Surface::Radio,
+            wit::Surface::Autoplay,
+            wit::Surface::DailyMix,
+            wit::Surface::ArtistMix,
+            wit::Surface::MoodMix,
+            wit::Surface::DecadeMix,
+            wit::Surface::GenreMix,
+            wit::Surface::Other,
+        ];
+        for (w, s) in wit.into_iter().zip(Surface::ALL) {
+            assert_eq!(from_wit_surface(w), s);
+            assert_eq!(
+                wit::SurfaceSet::from_bits(s.bit()).map(|b| b.bits()),
+                Some(SurfaceSet::from(s).bits())
+            );
+        }
+        assert_eq!(wit::SurfaceSet::all().bits(), SurfaceSet::all().bits());
+    }
 }

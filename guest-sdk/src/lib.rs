@@ -98,6 +98,7 @@ pub mod testing;
 pub mod export;
 
 pub use decisions::{DebugValue, Decisions, Reason};
+pub use oasis_contract::Violation;
 pub use policy::{Metadata, Policy, PolicyError, SettingInfo, full_metadata, parse_settings};
 pub use request::{
     Campaign, Candidate, Candidates, Context, Eligibility, Feature, Request, Surface, SurfaceSet,
@@ -109,7 +110,7 @@ pub use rng::Rng;
 /// check compatibility.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The generated WIT bindings (contract `oasis:policy@0.1.0`).
+/// The generated WIT bindings (contract `oasis:policy@`[`oasis_contract::CONTRACT_VERSION`]).
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({

@@ -8,87 +8,42 @@
 use crate::Reason;
 use crate::rng::Rng;
 
-/// Where the listening happens. Promotion is meant for algorithmic
-/// sessions (radio, autoplay, the mixes), never editorial playlists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Surface {
-    /// Radio: an endless stream seeded by a track, artist or playlist.
-    Radio,
-    /// Autoplay: what plays on after an album or playlist ends.
-    Autoplay,
-    /// A personalized daily mix.
-    DailyMix,
-    /// A mix built around an artist.
-    ArtistMix,
-    /// A mix built around a mood.
-    MoodMix,
-    /// A mix built around a decade.
-    DecadeMix,
-    /// A mix built around a genre.
-    GenreMix,
-    /// Anything else. A campaign that does not list its surfaces is
-    /// allowed every surface but this one (host default).
-    Other,
-}
-
-impl Surface {
-    /// Every surface, in contract order.
-    pub const ALL: [Surface; 8] = [
-        Surface::Radio,
-        Surface::Autoplay,
-        Surface::DailyMix,
-        Surface::ArtistMix,
-        Surface::MoodMix,
-        Surface::DecadeMix,
-        Surface::GenreMix,
-        Surface::Other,
-    ];
-
-    /// The bit of this surface in a [`SurfaceSet`].
-    pub fn bit(self) -> SurfaceSet {
-        SurfaceSet::from_bits_retain(1 << self as u8)
-    }
-}
+pub use oasis_contract::{Surface, market_code};
 
 bitflags::bitflags! {
-    /// A set of surfaces; bit `i` is `Surface::ALL[i]` (same order as the WIT flags).
+    /// A set of surfaces; bit `i` is `Surface::ALL[i]` (the contract's order,
+    /// as in the WIT flags).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct SurfaceSet: u8 {
         /// [`Surface::Radio`].
-        const RADIO = 1 << 0;
+        const RADIO = Surface::Radio.bit();
         /// [`Surface::Autoplay`].
-        const AUTOPLAY = 1 << 1;
+        const AUTOPLAY = Surface::Autoplay.bit();
         /// [`Surface::DailyMix`].
-        const DAILY_MIX = 1 << 2;
+        const DAILY_MIX = Surface::DailyMix.bit();
         /// [`Surface::ArtistMix`].
-        const ARTIST_MIX = 1 << 3;
+        const ARTIST_MIX = Surface::ArtistMix.bit();
         /// [`Surface::MoodMix`].
-        const MOOD_MIX = 1 << 4;
+        const MOOD_MIX = Surface::MoodMix.bit();
         /// [`Surface::DecadeMix`].
-        const DECADE_MIX = 1 << 5;
+        const DECADE_MIX = Surface::DecadeMix.bit();
         /// [`Surface::GenreMix`].
-        const GENRE_MIX = 1 << 6;
+        const GENRE_MIX = Surface::GenreMix.bit();
         /// [`Surface::Other`].
-        const OTHER = 1 << 7;
+        const OTHER = Surface::Other.bit();
     }
 }
 
-/// Packs an ISO 3166-1 alpha-2 code ("SE") into the contract's `u16` form.
-///
-/// Returns `None` unless `code` is exactly two ASCII letters. Letters are
-/// upper-cased, so "se" and "SE" pack the same.
-///
-/// ```
-/// assert_eq!(oasis_sdk::market_code("SE"), Some(0x5345));
-/// assert_eq!(oasis_sdk::market_code("se"), Some(0x5345));
-/// assert_eq!(oasis_sdk::market_code("SWE"), None);
-/// ```
-pub fn market_code(code: &str) -> Option<u16> {
-    match code.as_bytes() {
-        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-            Some(((a.to_ascii_uppercase() as u16) << 8) | b.to_ascii_uppercase() as u16)
-        }
-        _ => None,
+impl From<Surface> for SurfaceSet {
+    fn from(s: Surface) -> Self {
+        SurfaceSet::from_bits_retain(s.bit())
+    }
+}
+
+impl FromIterator<Surface> for SurfaceSet {
+    fn from_iter<I: IntoIterator<Item = Surface>>(iter: I) -> Self {
+        iter.into_iter()
+            .fold(SurfaceSet::empty(), |set, s| set | s.into())
     }
 }
 
@@ -153,7 +108,7 @@ impl Campaign {
 
     /// Whether the campaign may promote on `surface`.
     pub fn allows_surface(&self, surface: Surface) -> bool {
-        self.surfaces.contains(surface.bit())
+        self.surfaces.contains(surface.into())
     }
 
     /// Whether the campaign may promote in `market` (packed).

@@ -59,9 +59,7 @@ impl CampaignSpec {
     }
     /// Allowed surfaces.
     pub fn surfaces(mut self, surfaces: &[Surface]) -> Self {
-        self.0.surfaces = surfaces
-            .iter()
-            .fold(SurfaceSet::empty(), |s, x| s | x.bit());
+        self.0.surfaces = surfaces.iter().copied().collect();
         self
     }
     /// Allowed markets as ISO codes. Panics on an invalid code.
@@ -270,6 +268,6 @@ pub fn run<P: Policy>(settings_json: &str, request: &Request) -> Result<Decision
     let settings = crate::parse_settings::<P>(settings_json).map_err(|e| e.to_string())?;
     request.check_shape().map_err(|e| e.to_string())?;
     let out = P::score(&settings, request).map_err(|e| e.to_string())?;
-    out.check(request)?;
+    out.check(request).map_err(|v| v.to_string())?;
     Ok(out)
 }
