@@ -271,3 +271,384 @@ pub fn run<P: Policy>(settings_json: &str, request: &Request) -> Result<Decision
     out.check(request).map_err(|v| v.to_string())?;
     Ok(out)
 }
+
+/// Tolerance of [`is_close`] and [`assert_close`]: two numbers are close when
+/// their absolute difference is strictly below `1e-12`.
+///
+/// It is absolute, not relative: meant for scores, boosts and probabilities
+/// of order 1, where it allows only floating-point rounding, not a wrong
+/// formula.
+pub const CLOSE_TOLERANCE: f64 = 1e-12;
+
+/// Whether `actual` is within [`CLOSE_TOLERANCE`] of `expected`:
+/// `(actual - expected).abs() < 1e-12`. NaN is close to nothing, and
+/// infinities are close to nothing either (their difference is NaN).
+///
+/// Use it where a test needs a predicate, e.g. over a whole slate, or wants
+/// its own message; otherwise prefer [`assert_close`].
+///
+/// ```
+/// use oasis_sdk::testing::is_close;
+///
+/// assert!(is_close(0.1 + 0.2, 0.3)); // differs by rounding only
+/// assert!(!is_close(0.3, 0.3 + 1e-9));
+/// assert!(!is_close(f64::NAN, f64::NAN));
+/// let propensities = [0.4, 0.4, 0.2 + 0.2];
+/// assert!(propensities.iter().all(|&p| is_close(p, 0.4)), "{propensities:?}");
+/// ```
+pub fn is_close(actual: f64, expected: f64) -> bool {
+    (actual - expected).abs() < CLOSE_TOLERANCE
+}
+
+/// Asserts [`is_close`]`(actual, expected)`.
+///
+/// # Panics
+/// If they differ by [`CLOSE_TOLERANCE`] or more, or either is NaN; the
+/// message gives both values and the difference, and points at the caller.
+///
+/// ```
+/// use oasis_sdk::testing::assert_close;
+///
+/// assert_close(0.7 + 0.5 * 0.5, 0.95);
+/// ```
+///
+/// ```should_panic
+/// oasis_sdk::testing::assert_close(0.95, 0.95 + 1e-9); // a real difference
+/// ```
+#[track_caller]
+pub fn assert_close(actual: f64, expected: f64) {
+    assert!(
+        is_close(actual, expected),
+        "{actual} is not close to {expected}: they differ by {:e} (tolerance {CLOSE_TOLERANCE:e})",
+        (actual - expected).abs()
+    );
+}
+
+/// Asserts that every settings JSON in `cases` is refused by `P`, with a
+/// message that contains its needle: for each `(settings_json, needle)`,
+/// [`run::<P>`](run)`(settings_json, request)` must fail and its error must
+/// contain `needle`.
+///
+/// Name the setting and the offending value in the needle (`"beta must be in
+/// [0, 10], got 11"`), so the test also pins what the operator will read.
+/// Every case is checked before the helper panics, so one run reports every
+/// failing case.
+///
+/// # Panics
+/// If any settings are accepted or refused with a message lacking the needle
+/// (the panic names each such JSON with the error or the acceptance), and if
+/// `cases` is empty or a needle is empty: either would make the check vacuous.
+///
+/// ```
+/// # use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
+/// # use serde::{Deserialize, Serialize};
+/// # pub struct FixedBoost;
+/// # #[derive(Serialize, Deserialize)]
+/// # #[serde(default, deny_unknown_fields)]
+/// # pub struct Settings { boost: f64 }
+/// # impl Default for Settings { fn default() -> Self { Settings { boost: 0.1 } } }
+/// # impl Policy for FixedBoost {
+/// #     type Settings = Settings;
+/// #     fn metadata() -> Metadata {
+/// #         Metadata::new("fixed-boost", "1.0.0").setting("boost", "score added, in [0, 1]")
+/// #     }
+/// #     fn validate(s: &Settings) -> Result<(), String> {
+/// #         if !(0.0..=1.0).contains(&s.boost) {
+/// #             return Err(format!("boost must be in [0, 1], got {}", s.boost));
+/// #         }
+/// #         Ok(())
+/// #     }
+/// #     fn score(_: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+/// #         Ok(Decisions::passthrough(req))
+/// #     }
+/// # }
+/// use oasis_sdk::testing::{RequestBuilder, assert_settings_refused};
+///
+/// let req = RequestBuilder::new().build();
+/// assert_settings_refused::<FixedBoost>(
+///     &req,
+///     &[
+///         (r#"{"boost": 2}"#, "boost must be in [0, 1], got 2"),
+///         (r#"{"bost": 0.1}"#, "unknown field `bost`"),
+///     ],
+/// );
+/// ```
+#[track_caller]
+pub fn assert_settings_refused<P: Policy>(request: &Request, cases: &[(&str, &str)]) {
+    assert!(
+        !cases.is_empty(),
+        "assert_settings_refused: no cases given, nothing would be checked"
+    );
+    let mut failures = Vec::new();
+    for &(json, needle) in cases {
+        assert!(
+            !needle.is_empty(),
+            "assert_settings_refused: empty needle for settings {json}; name the setting and value"
+        );
+        match run::<P>(json, request) {
+            Ok(_) => failures.push(format!(
+                "settings {json} were accepted; expected an error containing `{needle}`"
+            )),
+            Err(err) if !err.contains(needle) => failures.push(format!(
+                "settings {json} were refused with `{err}`, which does not contain `{needle}`"
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} invalid settings cases failed:\n  {}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  ")
+    );
+}
+
+/// Asserts that `P` documents exactly the settings in `expected`: the
+/// settings of [`full_metadata::<P>`](crate::full_metadata), as `(name,
+/// default JSON)`, equal `expected` in order, and every one has a non-empty
+/// description (whitespace alone counts as empty).
+///
+/// The order is the order of [`Metadata::setting`](crate::Metadata::setting)
+/// calls; a field of `P::Settings` that `metadata()` does not document is
+/// listed after them with an empty description, so it fails the check.
+/// Default JSON is `serde_json`'s rendering of `P::Settings::default()`: a
+/// float keeps its point (`"4.0"`), an integer has none (`"3"`).
+///
+/// # Panics
+/// If the settings or their defaults differ from `expected` (the message
+/// shows both lists) or a setting has no description (the message names it).
+/// An empty `expected` is allowed: it asserts that `P` takes no settings.
+///
+/// ```
+/// # use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
+/// # use serde::{Deserialize, Serialize};
+/// # pub struct FixedBoost;
+/// # #[derive(Serialize, Deserialize)]
+/// # #[serde(default, deny_unknown_fields)]
+/// # pub struct Settings { boost: f64, slots: u32 }
+/// # impl Default for Settings { fn default() -> Self { Settings { boost: 0.1, slots: 3 } } }
+/// # impl Policy for FixedBoost {
+/// #     type Settings = Settings;
+/// #     fn score(_: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+/// #         Ok(Decisions::passthrough(req))
+/// #     }
+/// fn metadata() -> Metadata {
+///     Metadata::new("fixed-boost", "1.0.0")
+///         .setting("boost", "score added to promoted tracks, in [0, 1]")
+///         .setting("slots", "most promoted tracks per slate, >= 1")
+/// }
+/// # }
+///
+/// oasis_sdk::testing::assert_settings_documented::<FixedBoost>(&[
+///     ("boost", "0.1"),
+///     ("slots", "3"),
+/// ]);
+/// ```
+#[track_caller]
+pub fn assert_settings_documented<P: Policy>(expected: &[(&str, &str)]) {
+    let meta = crate::full_metadata::<P>();
+    let got: Vec<(&str, &str)> = meta
+        .settings
+        .iter()
+        .map(|s| (s.name.as_str(), s.default_json.as_str()))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "settings of `{}` as (name, default JSON), left: documented, right: expected",
+        meta.name
+    );
+    let undocumented: Vec<&str> = meta
+        .settings
+        .iter()
+        .filter(|s| s.description.trim().is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "settings of `{}` without a description: {undocumented:?}",
+        meta.name
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Metadata, PolicyError};
+    use serde::{Deserialize, Serialize};
+
+    /// A tiny policy: two documented settings, `boost` validated to [0, 1].
+    struct Tiny;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Settings {
+        boost: f64,
+        slots: u32,
+    }
+
+    impl Default for Settings {
+        fn default() -> Self {
+            Settings {
+                boost: 0.1,
+                slots: 3,
+            }
+        }
+    }
+
+    impl Policy for Tiny {
+        type Settings = Settings;
+        fn metadata() -> Metadata {
+            Metadata::new("tiny", "1.0.0")
+                .setting("boost", "score added, in [0, 1]")
+                .setting("slots", "promoted tracks per slate")
+        }
+        fn validate(s: &Settings) -> Result<(), String> {
+            if !(0.0..=1.0).contains(&s.boost) {
+                return Err(format!("boost must be in [0, 1], got {}", s.boost));
+            }
+            Ok(())
+        }
+        fn score(_: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+            Ok(Decisions::passthrough(req))
+        }
+    }
+
+    /// Same settings, but `metadata()` forgets `slots` and leaves `boost` blank.
+    struct Undocumented;
+
+    impl Policy for Undocumented {
+        type Settings = Settings;
+        fn metadata() -> Metadata {
+            Metadata::new("undocumented", "1.0.0").setting("boost", "  ")
+        }
+        fn score(_: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+            Ok(Decisions::passthrough(req))
+        }
+    }
+
+    fn req() -> Request {
+        RequestBuilder::new()
+            .candidate(CandidateSpec::new(0.5))
+            .build()
+    }
+
+    #[test]
+    fn is_close_is_absolute_strict_and_refuses_nan_and_infinity() {
+        assert!(is_close(0.1 + 0.2, 0.3));
+        assert!(is_close(1.0, 1.0 + 5e-13));
+        assert!(!is_close(0.0, 1e-12), "the bound is strict");
+        assert!(!is_close(0.0, -2e-12));
+        assert!(!is_close(f64::NAN, 0.0));
+        assert!(!is_close(f64::NAN, f64::NAN));
+        assert!(!is_close(f64::INFINITY, f64::INFINITY));
+    }
+
+    #[test]
+    fn assert_close_accepts_rounding() {
+        assert_close(0.1 + 0.2, 0.3);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not close to 0.5")]
+    fn assert_close_fails_on_a_real_difference() {
+        assert_close(0.5 + 1e-9, 0.5);
+    }
+
+    #[test]
+    #[should_panic(expected = "NaN is not close to 0")]
+    fn assert_close_fails_on_nan() {
+        assert_close(f64::NAN, 0.0);
+    }
+
+    #[test]
+    fn assert_settings_refused_accepts_matching_errors() {
+        assert_settings_refused::<Tiny>(
+            &req(),
+            &[
+                (r#"{"boost": 2}"#, "boost must be in [0, 1], got 2"),
+                (r#"{"slots": -1}"#, "expected u32"),
+                (r#"{"bost": 0}"#, "unknown field `bost`"),
+            ],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = r#"settings {"boost": 0.5} were accepted"#)]
+    fn assert_settings_refused_fails_when_settings_are_accepted() {
+        assert_settings_refused::<Tiny>(
+            &req(),
+            &[
+                (r#"{"boost": 2}"#, "boost must be in [0, 1]"),
+                (r#"{"boost": 0.5}"#, "boost must be in [0, 1]"),
+            ],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "does not contain `got 3`")]
+    fn assert_settings_refused_fails_when_the_message_lacks_the_needle() {
+        assert_settings_refused::<Tiny>(&req(), &[(r#"{"boost": 2}"#, "got 3")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "2 of 3 invalid settings cases failed")]
+    fn assert_settings_refused_reports_every_failing_case() {
+        assert_settings_refused::<Tiny>(
+            &req(),
+            &[
+                (r#"{"boost": 2}"#, "got 2"),
+                ("{}", "boost"),
+                (r#"{"boost": 3}"#, "slots"),
+            ],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "no cases given")]
+    fn assert_settings_refused_fails_without_cases() {
+        assert_settings_refused::<Tiny>(&req(), &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "empty needle")]
+    fn assert_settings_refused_fails_on_an_empty_needle() {
+        assert_settings_refused::<Tiny>(&req(), &[(r#"{"boost": 2}"#, "")]);
+    }
+
+    #[test]
+    fn assert_settings_documented_accepts_the_exact_list() {
+        assert_settings_documented::<Tiny>(&[("boost", "0.1"), ("slots", "3")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "settings of `tiny` as (name, default JSON)")]
+    fn assert_settings_documented_fails_on_a_wrong_default() {
+        assert_settings_documented::<Tiny>(&[("boost", "0.2"), ("slots", "3")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "settings of `tiny` as (name, default JSON)")]
+    fn assert_settings_documented_fails_on_another_order() {
+        assert_settings_documented::<Tiny>(&[("slots", "3"), ("boost", "0.1")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "settings of `tiny` as (name, default JSON)")]
+    fn assert_settings_documented_fails_on_a_missing_setting() {
+        assert_settings_documented::<Tiny>(&[("boost", "0.1")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "settings of `tiny` as (name, default JSON)")]
+    fn assert_settings_documented_fails_on_an_extra_setting() {
+        assert_settings_documented::<Tiny>(&[("boost", "0.1"), ("slots", "3"), ("seed", "0")]);
+    }
+
+    #[test]
+    #[should_panic(expected = r#"without a description: ["boost", "slots"]"#)]
+    fn assert_settings_documented_fails_on_missing_descriptions() {
+        // The names and defaults match: only the descriptions are wrong.
+        assert_settings_documented::<Undocumented>(&[("boost", "0.1"), ("slots", "3")]);
+    }
+}

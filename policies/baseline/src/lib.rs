@@ -34,7 +34,10 @@ oasis_sdk::export_policy!(Baseline);
 mod tests {
     use super::*;
     use oasis_sdk::Reason;
-    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, RequestBuilder, run};
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, RequestBuilder, assert_settings_documented,
+        assert_settings_refused, run,
+    };
 
     #[test]
     fn scores_are_relevance_and_nothing_is_promoted() {
@@ -53,7 +56,11 @@ mod tests {
     #[test]
     fn unknown_settings_are_refused() {
         let req = RequestBuilder::new().build();
-        let err = run::<Baseline>(r#"{"boost": 1}"#, &req).unwrap_err();
-        assert!(err.contains("unknown field `boost`"), "{err}");
+        assert_settings_refused::<Baseline>(&req, &[(r#"{"boost": 1}"#, "unknown field `boost`")]);
+    }
+
+    #[test]
+    fn metadata_documents_no_settings() {
+        assert_settings_documented::<Baseline>(&[]);
     }
 }

@@ -224,12 +224,11 @@ oasis_sdk::export_policy!(EpsilonGreedy);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, run};
-    use oasis_sdk::{Surface, full_metadata};
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-12
-    }
+    use oasis_sdk::Surface;
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, assert_close,
+        assert_settings_documented, assert_settings_refused, is_close, run,
+    };
 
     /// Campaign candidates with the given relevances, plus one organic track.
     fn request(relevance: &[f64], seed: u64) -> Request {
@@ -275,7 +274,7 @@ mod tests {
                     let got = inclusion_probabilities(n, k, eps);
                     for r in 0..n {
                         assert!(
-                            (got[r] - want[r]).abs() < 1e-12,
+                            is_close(got[r], want[r]),
                             "n={n} k={k} eps={eps} rank {r}: {} vs {}",
                             got[r],
                             want[r]
@@ -292,7 +291,10 @@ mod tests {
         let n = REL.len() as f64;
         for i in 0..REL.len() {
             let greedy = if i == 1 { 0.7 } else { 0.0 };
-            assert!(close(out.propensity[i], greedy + 0.3 / n), "candidate {i}");
+            assert!(
+                is_close(out.propensity[i], greedy + 0.3 / n),
+                "candidate {i}"
+            );
             assert!(out.eligible[i]);
         }
         assert_eq!(out.propensity[5], 0.0, "organic");
@@ -310,7 +312,7 @@ mod tests {
             assert_eq!(promoted(&out).len(), k);
             for i in promoted(&out) {
                 assert!(out.propensity[i] > 0.0);
-                assert!(close(out.scores[i], REL[i] + 0.2));
+                assert_close(out.scores[i], REL[i] + 0.2);
             }
         }
     }
@@ -366,7 +368,7 @@ mod tests {
         assert!(out.reasons.iter().all(|r| !r.contains(Reason::EXPLORATION)));
 
         let out = run::<EpsilonGreedy>(r#"{"epsilon": 1, "slots": 2}"#, &request(&REL, 3)).unwrap();
-        assert!(out.propensity[..5].iter().all(|&p| close(p, 0.4)));
+        assert!(out.propensity[..5].iter().all(|&p| is_close(p, 0.4)));
         for i in promoted(&out) {
             assert_eq!(out.reasons[i], Reason::PROMOTED | Reason::EXPLORATION);
         }
@@ -424,40 +426,29 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_the_setting_and_value() {
-        let req = request(&REL, 1);
-        for (json, needle) in [
-            (r#"{"epsilon": 1.5}"#, "epsilon must be in [0, 1], got 1.5"),
-            (
-                r#"{"epsilon": -0.1}"#,
-                "epsilon must be in [0, 1], got -0.1",
-            ),
-            (r#"{"slots": 0}"#, "slots must be in [1, 100], got 0"),
-            (r#"{"slots": 101}"#, "slots must be in [1, 100], got 101"),
-            (r#"{"boost": 0}"#, "boost must be in (0, 10], got 0"),
-            (r#"{"eps": 0.1}"#, "unknown field `eps`"),
-        ] {
-            let err = run::<EpsilonGreedy>(json, &req).unwrap_err();
-            assert!(err.contains(needle), "{json}: {err}");
-        }
+        assert_settings_refused::<EpsilonGreedy>(
+            &request(&REL, 1),
+            &[
+                (r#"{"epsilon": 1.5}"#, "epsilon must be in [0, 1], got 1.5"),
+                (
+                    r#"{"epsilon": -0.1}"#,
+                    "epsilon must be in [0, 1], got -0.1",
+                ),
+                (r#"{"slots": 0}"#, "slots must be in [1, 100], got 0"),
+                (r#"{"slots": 101}"#, "slots must be in [1, 100], got 101"),
+                (r#"{"boost": 0}"#, "boost must be in (0, 10], got 0"),
+                (r#"{"eps": 0.1}"#, "unknown field `eps`"),
+            ],
+        );
     }
 
     #[test]
     fn metadata_documents_every_setting_with_defaults() {
-        let m = full_metadata::<EpsilonGreedy>();
-        let got: Vec<(&str, &str)> = m
-            .settings
-            .iter()
-            .map(|s| (s.name.as_str(), s.default_json.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("epsilon", "0.1"),
-                ("slots", "1"),
-                ("boost", "0.2"),
-                ("s_min", "0.2")
-            ]
-        );
-        assert!(m.settings.iter().all(|s| !s.description.is_empty()));
+        assert_settings_documented::<EpsilonGreedy>(&[
+            ("epsilon", "0.1"),
+            ("slots", "1"),
+            ("boost", "0.2"),
+            ("s_min", "0.2"),
+        ]);
     }
 }

@@ -176,12 +176,11 @@ oasis_sdk::export_policy!(ExposureFairness);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, RequestBuilder, run};
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, RequestBuilder, assert_close, assert_settings_documented,
+        assert_settings_refused, is_close, run,
+    };
     use oasis_sdk::{Surface, full_metadata};
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-12
-    }
 
     fn cand(s: f64, holder: u32, exposure: f64) -> CandidateSpec {
         CandidateSpec::new(s)
@@ -213,7 +212,7 @@ mod tests {
     fn attention_decays_with_rank() {
         assert_eq!(attention(1), 1.0);
         assert_eq!(attention(3), 0.5);
-        assert!(close(attention(2), 1.0 / 3f64.log2()));
+        assert_close(attention(2), 1.0 / 3f64.log2());
     }
 
     #[test]
@@ -224,16 +223,16 @@ mod tests {
         let d1 = r1 / (r1 + r2) - a1 / (a1 + a2);
         let d2 = r2 / (r1 + r2) - a2 / (a1 + a2);
         assert!(d1 < 0.0 && d2 > 0.0, "holder 1 over-exposed: {d1} {d2}");
-        assert!(close(deficit_of(&out, 0).unwrap(), d1));
-        assert!(close(deficit_of(&out, 1).unwrap(), d2));
+        assert_close(deficit_of(&out, 0).unwrap(), d1);
+        assert_close(deficit_of(&out, 1).unwrap(), d2);
         assert_eq!(deficit_of(&out, 2), None, "organic: no debug value");
 
-        assert!(close(out.scores[0], 0.9 + 0.5 * d1));
+        assert_close(out.scores[0], 0.9 + 0.5 * d1);
         assert_eq!(out.reasons[0], Reason::FAIRNESS_ADJUST);
         assert_eq!(out.propensity[0], 0.0);
         assert!(out.eligible[0], "pushed down but eligible");
 
-        assert!(close(out.scores[1], 0.6 + 0.5 * d2));
+        assert_close(out.scores[1], 0.6 + 0.5 * d2);
         assert_eq!(out.reasons[1], Reason::PROMOTED | Reason::FAIRNESS_ADJUST);
         assert_eq!(out.propensity[1], 1.0);
 
@@ -244,8 +243,8 @@ mod tests {
     #[test]
     fn adjustment_is_clipped_symmetrically() {
         let out = run::<ExposureFairness>(r#"{"eta": 10, "clip": 0.05}"#, &two_holders()).unwrap();
-        assert!(close(out.scores[0], 0.9 - 0.05));
-        assert!(close(out.scores[1], 0.6 + 0.05));
+        assert_close(out.scores[0], 0.9 - 0.05);
+        assert_close(out.scores[1], 0.6 + 0.05);
     }
 
     #[test]
@@ -260,7 +259,7 @@ mod tests {
             .build();
         let out = run::<ExposureFairness>("", &req).unwrap();
         let d: Vec<f64> = (0..3).map(|i| deficit_of(&out, i).unwrap()).collect();
-        assert!(d.iter().sum::<f64>().abs() < 1e-12, "{d:?}");
+        assert!(is_close(d.iter().sum::<f64>(), 0.0), "{d:?}");
         assert!(d[1] < 0.0 && d[0] > 0.0 && d[2] > 0.0, "{d:?}");
         assert_eq!(out.reasons[1], Reason::FAIRNESS_ADJUST);
         assert!(out.scores[1] < 0.6);
@@ -279,7 +278,7 @@ mod tests {
             .build();
         let out = run::<ExposureFairness>("", &req).unwrap();
         let (d0, d1) = (deficit_of(&out, 0).unwrap(), deficit_of(&out, 1).unwrap());
-        assert!(close(d0, -d1) && d0 < 0.0);
+        assert!(is_close(d0, -d1) && d0 < 0.0);
         // A 7-day exposure that exactly compensates the rank gap: d = 0.
         let a_gap = attention(1) - attention(2);
         let req = RequestBuilder::new()
@@ -289,8 +288,8 @@ mod tests {
             .candidate(cand(0.5, 2, a_gap).campaign(0))
             .build();
         let out = run::<ExposureFairness>("", &req).unwrap();
-        assert!(deficit_of(&out, 0).unwrap().abs() < 1e-12);
-        assert!(out.scores.iter().all(|s| (s - 0.5).abs() < 1e-12));
+        assert_close(deficit_of(&out, 0).unwrap(), 0.0);
+        assert!(out.scores.iter().all(|&s| is_close(s, 0.5)));
         assert!(out.propensity.iter().all(|&p| p == 0.0 || p == 1.0));
     }
 
@@ -336,7 +335,7 @@ mod tests {
         let r = run::<ExposureFairness>("", &build(&[3, 2, 1, 0])).unwrap();
         for i in 0..4 {
             assert!(
-                close(f.scores[i], r.scores[3 - i]),
+                is_close(f.scores[i], r.scores[3 - i]),
                 "candidate {i}: {} vs {}",
                 f.scores[i],
                 r.scores[3 - i]
@@ -374,15 +373,15 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_setting_and_value() {
         let req = two_holders();
-        for (json, needle) in [
-            (r#"{"eta": -1}"#, "eta must be in [0, 10], got -1"),
-            (r#"{"clip": 0}"#, "clip must be in (0, 1], got 0"),
-            (r#"{"clip": 2}"#, "clip must be in (0, 1], got 2"),
-            (r#"{"gamma": 2}"#, "unknown field `gamma`"),
-        ] {
-            let err = run::<ExposureFairness>(json, &req).unwrap_err();
-            assert!(err.contains(needle), "{json}: {err}");
-        }
+        assert_settings_refused::<ExposureFairness>(
+            &req,
+            &[
+                (r#"{"eta": -1}"#, "eta must be in [0, 10], got -1"),
+                (r#"{"clip": 0}"#, "clip must be in (0, 1], got 0"),
+                (r#"{"clip": 2}"#, "clip must be in (0, 1], got 2"),
+                (r#"{"gamma": 2}"#, "unknown field `gamma`"),
+            ],
+        );
         // eta 0 is valid and turns the policy into a passthrough.
         let out = run::<ExposureFairness>(r#"{"eta": 0}"#, &req).unwrap();
         assert_eq!(out.scores, vec![0.9, 0.6, 0.3]);
@@ -392,12 +391,6 @@ mod tests {
     fn metadata_documents_features_and_settings() {
         let m = full_metadata::<ExposureFairness>();
         assert_eq!(m.required_features, vec![HOLDER_EXPOSURE_7D]);
-        let got: Vec<(&str, &str)> = m
-            .settings
-            .iter()
-            .map(|s| (s.name.as_str(), s.default_json.as_str()))
-            .collect();
-        assert_eq!(got, vec![("eta", "0.5"), ("clip", "0.2")]);
-        assert!(m.settings.iter().all(|s| !s.description.is_empty()));
+        assert_settings_documented::<ExposureFairness>(&[("eta", "0.5"), ("clip", "0.2")]);
     }
 }

@@ -215,12 +215,11 @@ oasis_sdk::export_policy!(FreqCapDiversity);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, RequestBuilder, run};
-    use oasis_sdk::{Surface, full_metadata};
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-12
-    }
+    use oasis_sdk::Surface;
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, RequestBuilder, assert_close, assert_settings_documented,
+        assert_settings_refused, run,
+    };
 
     /// A campaign candidate with relevance `s`, artist and rights holder.
     fn cand(s: f64, artist: u32, holder: u32) -> CandidateSpec {
@@ -249,7 +248,7 @@ mod tests {
             .build();
         let out = run::<FreqCapDiversity>(r#"{"beta": 0.25}"#, &req).unwrap();
         // Alone in the pool: no MMR penalty.
-        assert!(close(out.scores[0], 0.6 * 1.25));
+        assert_close(out.scores[0], 0.6 * 1.25);
         assert_eq!(out.reasons[0], Reason::PROMOTED);
         assert_eq!(out.propensity, vec![1.0, 0.0]);
         assert_eq!(out.scores[1], 0.9);
@@ -306,7 +305,7 @@ mod tests {
             .build();
         let out = run::<FreqCapDiversity>("", &req).unwrap();
         assert_eq!(out.reasons[1], Reason::PROMOTED);
-        assert!(close(out.scores[1], 0.9 * 1.2));
+        assert_close(out.scores[1], 0.9 * 1.2);
         for i in [0, 2] {
             assert_eq!(out.reasons[i], Reason::DIVERSITY_PENALTY, "candidate {i}");
             assert_eq!(out.scores[i], [0.5, 0.9, 0.7][i]);
@@ -327,12 +326,12 @@ mod tests {
             .build();
         let out = run::<FreqCapDiversity>(r#"{"beta": 0.5, "lambda": 0.8}"#, &req).unwrap();
         // A first (v = 0.96), then B (0.84 - 0.2 * 0.5 = 0.74 > C's 0.72), then C.
-        assert!(close(mmr_value(&out, 0).unwrap(), 0.96));
-        assert!(close(mmr_value(&out, 1).unwrap(), 0.74));
-        assert!(close(mmr_value(&out, 2).unwrap(), 0.72));
-        assert!(close(out.scores[0], 1.2));
-        assert!(close(out.scores[1], 1.05 - 0.25 * 0.5));
-        assert!(close(out.scores[2], 0.9));
+        assert_close(mmr_value(&out, 0).unwrap(), 0.96);
+        assert_close(mmr_value(&out, 1).unwrap(), 0.74);
+        assert_close(mmr_value(&out, 2).unwrap(), 0.72);
+        assert_close(out.scores[0], 1.2);
+        assert_close(out.scores[1], 1.05 - 0.25 * 0.5);
+        assert_close(out.scores[2], 0.9);
         assert_eq!(out.reasons[0], Reason::PROMOTED);
         assert_eq!(out.reasons[1], Reason::PROMOTED | Reason::DIVERSITY_PENALTY);
         assert_eq!(out.reasons[2], Reason::PROMOTED);
@@ -348,14 +347,14 @@ mod tests {
             .candidate(cand(0.6, 3, 2))
             .build();
         let out = run::<FreqCapDiversity>(r#"{"beta": 0.5, "lambda": 0.5}"#, &req).unwrap();
-        assert!(close(mmr_value(&out, 2).unwrap(), 0.45));
-        assert!(close(mmr_value(&out, 1).unwrap(), 0.275));
+        assert_close(mmr_value(&out, 2).unwrap(), 0.45);
+        assert_close(mmr_value(&out, 1).unwrap(), 0.275);
         assert_eq!(out.reasons[1], Reason::DIVERSITY_PENALTY);
         assert_eq!(out.scores[1], 0.7);
         assert_eq!(out.propensity[1], 0.0);
         assert!(out.eligible[1]);
         assert_eq!(out.reasons[2], Reason::PROMOTED);
-        assert!(close(out.scores[2], 0.9));
+        assert_close(out.scores[2], 0.9);
     }
 
     #[test]
@@ -368,10 +367,10 @@ mod tests {
             .candidate(cand(0.6, 3, 1))
             .build();
         let out = run::<FreqCapDiversity>(r#"{"beta": 0.5, "lambda": 0.8}"#, &req).unwrap();
-        assert!(close(out.scores[0], 1.2));
-        assert!(close(out.scores[1], 1.05 - 0.125));
-        assert!(close(out.scores[2], 0.9 - 0.125));
-        assert!(close(mmr_value(&out, 2).unwrap(), 0.8 * 0.9 - 0.2 * 0.5));
+        assert_close(out.scores[0], 1.2);
+        assert_close(out.scores[1], 1.05 - 0.125);
+        assert_close(out.scores[2], 0.9 - 0.125);
+        assert_close(mmr_value(&out, 2).unwrap(), 0.8 * 0.9 - 0.2 * 0.5);
     }
 
     #[test]
@@ -381,7 +380,8 @@ mod tests {
             .candidate(cand(0.7, 2, 1))
             .build();
         let out = run::<FreqCapDiversity>(r#"{"lambda": 1}"#, &req).unwrap();
-        assert!(close(out.scores[0], 0.96) && close(out.scores[1], 0.84));
+        assert_close(out.scores[0], 0.96);
+        assert_close(out.scores[1], 0.84);
         assert!(out.reasons.iter().all(|r| *r == Reason::PROMOTED));
     }
 
@@ -411,40 +411,29 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_the_setting_and_value() {
-        let req = builder().build();
-        for (json, needle) in [
-            (r#"{"max_daily": 0}"#, "max_daily must be at least 1, got 0"),
-            (
-                r#"{"max_session": 0}"#,
-                "max_session must be at least 1, got 0",
-            ),
-            (r#"{"beta": 11}"#, "beta must be in [0, 10], got 11"),
-            (r#"{"lambda": 0}"#, "lambda must be in (0, 1], got 0"),
-            (r#"{"lambda": 1.2}"#, "lambda must be in (0, 1], got 1.2"),
-            (r#"{"k_max": 1}"#, "unknown field `k_max`"),
-        ] {
-            let err = run::<FreqCapDiversity>(json, &req).unwrap_err();
-            assert!(err.contains(needle), "{json}: {err}");
-        }
+        assert_settings_refused::<FreqCapDiversity>(
+            &builder().build(),
+            &[
+                (r#"{"max_daily": 0}"#, "max_daily must be at least 1, got 0"),
+                (
+                    r#"{"max_session": 0}"#,
+                    "max_session must be at least 1, got 0",
+                ),
+                (r#"{"beta": 11}"#, "beta must be in [0, 10], got 11"),
+                (r#"{"lambda": 0}"#, "lambda must be in (0, 1], got 0"),
+                (r#"{"lambda": 1.2}"#, "lambda must be in (0, 1], got 1.2"),
+                (r#"{"k_max": 1}"#, "unknown field `k_max`"),
+            ],
+        );
     }
 
     #[test]
     fn metadata_documents_every_setting_with_defaults() {
-        let m = full_metadata::<FreqCapDiversity>();
-        let got: Vec<(&str, &str)> = m
-            .settings
-            .iter()
-            .map(|s| (s.name.as_str(), s.default_json.as_str()))
-            .collect();
-        for want in [
+        assert_settings_documented::<FreqCapDiversity>(&[
             ("max_daily", "3"),
             ("max_session", "1"),
             ("beta", "0.2"),
             ("lambda", "0.7"),
-        ] {
-            assert!(got.contains(&want), "{want:?} in {got:?}");
-        }
-        assert_eq!(got.len(), 4);
-        assert!(m.settings.iter().all(|s| !s.description.is_empty()));
+        ]);
     }
 }

@@ -132,12 +132,11 @@ oasis_sdk::export_policy!(GuardedBoost);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, run};
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, assert_close,
+        assert_settings_documented, assert_settings_refused, run,
+    };
     use oasis_sdk::{Reason, Surface, full_metadata};
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-12
-    }
 
     /// A campaign candidate with relevance `s` and `p_skip`.
     fn cand(s: f64, p_skip: f64) -> CandidateSpec {
@@ -157,7 +156,7 @@ mod tests {
             .candidate(CandidateSpec::new(0.9))
             .build();
         let out = run::<GuardedBoost>(r#"{"beta": 0.4, "s_min": 0.3}"#, &req).unwrap();
-        assert!(close(out.scores[0], 0.8 + 0.4 * 0.5), "{}", out.scores[0]);
+        assert_close(out.scores[0], 0.8 + 0.4 * 0.5);
         assert_eq!(out.reasons[0], Reason::PROMOTED);
         assert_eq!(out.propensity[0], 1.0);
         assert!(out.eligible[0]);
@@ -260,7 +259,7 @@ mod tests {
             assert_eq!(out.propensity[i], 0.0);
             assert!(out.eligible[i], "still eligible, only capped");
         }
-        assert!(close(out.scores[1], 0.9 + 0.5 * 0.7));
+        assert_close(out.scores[1], 0.9 + 0.5 * 0.7);
     }
 
     #[test]
@@ -301,16 +300,16 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_setting_and_value() {
         let req = builder().build();
-        for (json, needle) in [
-            (r#"{"theta": 1.5}"#, "theta must be in [0, 1], got 1.5"),
-            (r#"{"beta": -0.1}"#, "beta must be in [0, 10], got -0.1"),
-            (r#"{"k_max": 0}"#, "k_max must be in [1, 1000], got 0"),
-            (r#"{"thetta": 0.3}"#, "unknown field `thetta`"),
-            (r#"{"k_max": -1}"#, "expected u32"),
-        ] {
-            let err = run::<GuardedBoost>(json, &req).unwrap_err();
-            assert!(err.contains(needle), "{json}: {err}");
-        }
+        assert_settings_refused::<GuardedBoost>(
+            &req,
+            &[
+                (r#"{"theta": 1.5}"#, "theta must be in [0, 1], got 1.5"),
+                (r#"{"beta": -0.1}"#, "beta must be in [0, 10], got -0.1"),
+                (r#"{"k_max": 0}"#, "k_max must be in [1, 1000], got 0"),
+                (r#"{"thetta": 0.3}"#, "unknown field `thetta`"),
+                (r#"{"k_max": -1}"#, "expected u32"),
+            ],
+        );
         assert!(run::<GuardedBoost>(r#"{"s_min": -0.5, "k_max": 1000}"#, &req).is_ok());
     }
 
@@ -319,20 +318,11 @@ mod tests {
         let m = full_metadata::<GuardedBoost>();
         assert_eq!(m.name, "guarded-boost");
         assert_eq!(m.required_features, vec!["p_skip"]);
-        let got: Vec<(&str, &str)> = m
-            .settings
-            .iter()
-            .map(|s| (s.name.as_str(), s.default_json.as_str()))
-            .collect();
-        for want in [
+        assert_settings_documented::<GuardedBoost>(&[
             ("theta", "0.35"),
             ("beta", "0.5"),
             ("s_min", "0.2"),
             ("k_max", "3"),
-        ] {
-            assert!(got.contains(&want), "{want:?} in {got:?}");
-        }
-        assert!(m.settings.iter().all(|s| !s.description.is_empty()));
-        assert_eq!(m.settings.len(), 4);
+        ]);
     }
 }

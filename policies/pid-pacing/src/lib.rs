@@ -240,12 +240,11 @@ oasis_sdk::export_policy!(PidPacing);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oasis_sdk::testing::{CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, run};
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, assert_close,
+        assert_settings_documented, assert_settings_refused, is_close, run,
+    };
     use oasis_sdk::{Surface, full_metadata};
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-12
-    }
 
     fn cand(s: f64, campaign: usize) -> CandidateSpec {
         CandidateSpec::new(s)
@@ -280,7 +279,7 @@ mod tests {
     #[test]
     fn on_schedule_the_multiplier_is_one_and_boost_is_guarded_boost() {
         let out = run::<PidPacing>("", &single(1000.0, 333.0, 333.0, 0.0, 0.0)).unwrap();
-        assert!(close(out.scores[0], 0.7 + 0.5 * 0.5));
+        assert_close(out.scores[0], 0.7 + 0.5 * 0.5);
         assert_eq!(out.reasons[0], Reason::PROMOTED);
         assert_eq!(debug_of(&out, "pacing_multiplier", 0), 1.0);
         assert_eq!(debug_of(&out, "pacing_error", 0), 0.0);
@@ -293,10 +292,10 @@ mod tests {
         let json = r#"{"kp": 2, "ki": 3, "kd": 5, "leak": 0.5}"#;
         let out = run::<PidPacing>(json, &req).unwrap();
         let m = (2.0 * 0.1 + 3.0 * 0.2 + 5.0 * 0.06_f64).exp();
-        assert!(close(debug_of(&out, "pacing_multiplier", 0), m));
-        assert!(close(debug_of(&out, "pacing_error", 0), 0.1));
-        assert!(close(debug_of(&out, "pacing_integral", 0), 0.2));
-        assert!(close(out.scores[0], 0.7 + m * 0.5 * 0.5));
+        assert_close(debug_of(&out, "pacing_multiplier", 0), m);
+        assert_close(debug_of(&out, "pacing_error", 0), 0.1);
+        assert_close(debug_of(&out, "pacing_integral", 0), 0.2);
+        assert_close(out.scores[0], 0.7 + m * 0.5 * 0.5);
         assert_eq!(out.reasons[0], Reason::PROMOTED);
     }
 
@@ -317,10 +316,10 @@ mod tests {
             r#"{{"kp": 0, "ki": 1, "kd": 0, "leak": 0.25, {base}}}"#
         ));
         let only_d = m(&format!(r#"{{"kp": 0, "ki": 0, "kd": 1, {base}}}"#));
-        assert!(close(only_p, 0.1_f64.exp()));
-        assert!(close(only_i, (0.25 * 1.0 + 0.1_f64).exp()));
+        assert_close(only_p, 0.1_f64.exp());
+        assert_close(only_i, (0.25 * 1.0 + 0.1_f64).exp());
         assert!(
-            close(only_d, (0.1 - 0.3_f64).exp()),
+            is_close(only_d, (0.1 - 0.3_f64).exp()),
             "falling error damps: {only_d}"
         );
     }
@@ -331,12 +330,12 @@ mod tests {
         let out = run::<PidPacing>("", &single(1000.0, 800.0, 300.0, 0.0, 0.0)).unwrap();
         assert_eq!(debug_of(&out, "pacing_multiplier", 0), 0.2);
         assert_eq!(out.reasons[0], Reason::PROMOTED | Reason::PACING_THROTTLED);
-        assert!(close(out.scores[0], 0.7 + 0.2 * 0.5 * 0.5));
+        assert_close(out.scores[0], 0.7 + 0.2 * 0.5 * 0.5);
         // Far behind: clamped at m_max.
         let out = run::<PidPacing>("", &single(1000.0, 0.0, 900.0, 5.0, 0.0)).unwrap();
         assert_eq!(debug_of(&out, "pacing_multiplier", 0), 5.0);
         assert_eq!(out.reasons[0], Reason::PROMOTED);
-        assert!(close(out.scores[0], 0.7 + 5.0 * 0.5 * 0.5));
+        assert_close(out.scores[0], 0.7 + 5.0 * 0.5 * 0.5);
     }
 
     #[test]
@@ -411,21 +410,20 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_the_setting_and_value() {
-        let req = single(1000.0, 333.0, 333.0, 0.0, 0.0);
-        for (json, needle) in [
-            (r#"{"m_min": 1.5}"#, "m_min must be in (0, 1], got 1.5"),
-            (r#"{"m_min": 0}"#, "m_min must be in (0, 1], got 0"),
-            (r#"{"m_max": 0.9}"#, "m_max must be in [1, 100], got 0.9"),
-            (r#"{"leak": 1}"#, "leak must be in [0, 1), got 1"),
-            (r#"{"leak": -0.1}"#, "leak must be in [0, 1), got -0.1"),
-            (r#"{"kd": -1}"#, "kd must be in [0, 100], got -1"),
-            (r#"{"theta": 2}"#, "theta must be in [0, 1], got 2"),
-            (r#"{"k_max": 0}"#, "k_max must be in [1, 1000], got 0"),
-            (r#"{"gain": 1}"#, "unknown field `gain`"),
-        ] {
-            let err = run::<PidPacing>(json, &req).unwrap_err();
-            assert!(err.contains(needle), "{json}: {err}");
-        }
+        assert_settings_refused::<PidPacing>(
+            &single(1000.0, 333.0, 333.0, 0.0, 0.0),
+            &[
+                (r#"{"m_min": 1.5}"#, "m_min must be in (0, 1], got 1.5"),
+                (r#"{"m_min": 0}"#, "m_min must be in (0, 1], got 0"),
+                (r#"{"m_max": 0.9}"#, "m_max must be in [1, 100], got 0.9"),
+                (r#"{"leak": 1}"#, "leak must be in [0, 1), got 1"),
+                (r#"{"leak": -0.1}"#, "leak must be in [0, 1), got -0.1"),
+                (r#"{"kd": -1}"#, "kd must be in [0, 100], got -1"),
+                (r#"{"theta": 2}"#, "theta must be in [0, 1], got 2"),
+                (r#"{"k_max": 0}"#, "k_max must be in [1, 1000], got 0"),
+                (r#"{"gain": 1}"#, "unknown field `gain`"),
+            ],
+        );
         let ok = r#"{"m_min": 1, "m_max": 1, "leak": 0}"#;
         let out = run::<PidPacing>(ok, &single(1000.0, 0.0, 900.0, 0.0, 0.0)).unwrap();
         assert_eq!(debug_of(&out, "pacing_multiplier", 0), 1.0, "m pinned to 1");
@@ -435,17 +433,17 @@ mod tests {
     fn metadata_documents_features_and_every_setting() {
         let m = full_metadata::<PidPacing>();
         assert_eq!(m.required_features, vec!["p_skip"]);
-        let names: Vec<&str> = m.settings.iter().map(|s| s.name.as_str()).collect();
-        for want in [
-            "theta", "beta", "s_min", "k_max", "kp", "ki", "kd", "leak", "m_min", "m_max",
-        ] {
-            assert!(names.contains(&want), "{want} in {names:?}");
-        }
-        assert_eq!(names.len(), 10);
-        assert!(
-            m.settings
-                .iter()
-                .all(|s| !s.description.is_empty() && !s.default_json.is_empty())
-        );
+        assert_settings_documented::<PidPacing>(&[
+            ("theta", "0.35"),
+            ("beta", "0.5"),
+            ("s_min", "0.2"),
+            ("k_max", "3"),
+            ("kp", "4.0"),
+            ("ki", "1.0"),
+            ("kd", "2.0"),
+            ("leak", "0.9"),
+            ("m_min", "0.2"),
+            ("m_max", "5.0"),
+        ]);
     }
 }
