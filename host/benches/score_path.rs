@@ -10,7 +10,7 @@
 //! path end to end. Figures are recorded in the README ("Performance").
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, columnar, request};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
 
 fn example(n: usize) -> Vec<u8> {
     let body = std::fs::read(format!(
@@ -54,36 +54,26 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function("parse+validate", |b| {
             b.iter(|| {
-                let req = request::parse(&body).unwrap();
-                req.validate(10_000).unwrap();
+                let req = request::parse(&body).unwrap().validate(10_000).unwrap();
                 req.candidates.len()
             })
         });
-        let req = request::parse(&body).unwrap();
+        let req = request::parse(&body).unwrap().validate(10_000).unwrap();
         let (_, gb) = policies
             .iter()
             .find(|(n, _)| *n == "guarded-boost")
             .unwrap();
-        let cols = columnar::feature_columns(gb.info());
-        g.bench_function("columnar", |b| {
-            b.iter(|| columnar::to_wit(&req, &cols, &gb.info().context_features))
-        });
+        g.bench_function("columnar", |b| b.iter(|| gb.batch(&req)));
         for (name, policy) in &policies {
-            let batch = columnar::to_wit(
-                &req,
-                &columnar::feature_columns(policy.info()),
-                &policy.info().context_features,
-            );
+            let batch = policy.batch(&req);
             g.bench_with_input(BenchmarkId::new("call", name), &batch, |b, batch| {
                 b.iter(|| policy.call(batch).unwrap())
             });
         }
         g.bench_function("end_to_end/guarded-boost", |b| {
             b.iter(|| {
-                let req = request::parse(&body).unwrap();
-                req.validate(10_000).unwrap();
-                let batch = columnar::to_wit(&req, &cols, &gb.info().context_features);
-                let out = gb.call(&batch).unwrap();
+                let req = request::parse(&body).unwrap().validate(10_000).unwrap();
+                let out = gb.score(&req).unwrap();
                 let resp = oasis::response::scored(&req, &out.decisions);
                 serde_json::to_vec(&resp).unwrap().len()
             })

@@ -1,5 +1,11 @@
 //! The host side of the WIT contract, generated once from `wit/` and imported
 //! from here by the rest of the crate.
+//!
+//! This module is public on purpose: a [`CallOutcome`](crate::CallOutcome)
+//! carries the policy's [`WitDecisions`] as they crossed the boundary, and
+//! tools built on the library (the CLI, replays) read them without a copy.
+//! The rules around these types (bounds, names, bit order) are not here but
+//! in `oasis-contract`; the few conversions below are pinned to it by tests.
 
 #[allow(
     missing_docs,
@@ -13,13 +19,104 @@ mod generated {
 }
 pub use generated::*;
 
+use oasis_contract::Surface;
+
 pub use self::exports::oasis::policy::policy::PolicyError as WitPolicyError;
 pub use self::oasis::policy::log::Level as WitLogLevel;
 pub use self::oasis::policy::types::{
     Campaign as WitCampaign, Candidates as WitCandidates, Context as WitContext,
-    Decisions as WitDecisions, Metadata as WitMetadata, Reason as WitReason, Request as WitRequest,
-    Surface as WitSurface, SurfaceSet as WitSurfaceSet,
+    DebugValue as WitDebugValue, Decisions as WitDecisions, Metadata as WitMetadata,
+    Reason as WitReason, Request as WitRequest, Surface as WitSurface, SurfaceSet as WitSurfaceSet,
 };
 
 /// Version of the contract package this host implements (`oasis:policy@…`).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub use oasis_contract::CONTRACT_VERSION;
+
+/// The WIT surface and surface-set bit of each [`Surface`], in contract
+/// order (index = `Surface as usize`). The generated flags have no
+/// constructor from bits, so this one table is the bridge; a test pins it.
+const SURFACES: [(WitSurface, WitSurfaceSet); 8] = [
+    (WitSurface::Radio, WitSurfaceSet::RADIO),
+    (WitSurface::Autoplay, WitSurfaceSet::AUTOPLAY),
+    (WitSurface::DailyMix, WitSurfaceSet::DAILY_MIX),
+    (WitSurface::ArtistMix, WitSurfaceSet::ARTIST_MIX),
+    (WitSurface::MoodMix, WitSurfaceSet::MOOD_MIX),
+    (WitSurface::DecadeMix, WitSurfaceSet::DECADE_MIX),
+    (WitSurface::GenreMix, WitSurfaceSet::GENRE_MIX),
+    (WitSurface::Other, WitSurfaceSet::OTHER),
+];
+
+/// The WIT form of `s`.
+pub fn wit_surface(s: Surface) -> WitSurface {
+    SURFACES[s as usize].0
+}
+
+/// The WIT set of the surfaces whose bits are set in `bits`.
+pub fn wit_surface_set(bits: u8) -> WitSurfaceSet {
+    Surface::ALL
+        .iter()
+        .filter(|s| bits & s.bit() != 0)
+        .fold(WitSurfaceSet::empty(), |set, s| {
+            set | SURFACES[*s as usize].1
+        })
+}
+
+impl oasis_contract::ReasonBits for WitReason {
+    fn reason_bits(&self) -> u16 {
+        // 13 flags fit in the first (and only) 32-bit word.
+        self.as_array()[0] as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oasis_contract::{ReasonBits, reason};
+
+    #[test]
+    fn reason_bits_match_the_generated_wit_flags() {
+        let wit = [
+            WitReason::ORGANIC,
+            WitReason::PROMOTED,
+            WitReason::NOT_ELIGIBLE_SURFACE,
+            WitReason::NOT_ELIGIBLE_MARKET,
+            WitReason::CAMPAIGN_INACTIVE,
+            WitReason::FREQ_CAPPED,
+            WitReason::PACING_THROTTLED,
+            WitReason::RELEVANCE_GUARDRAIL,
+            WitReason::DIVERSITY_PENALTY,
+            WitReason::FAIRNESS_ADJUST,
+            WitReason::EXPLORATION,
+            WitReason::SLATE_CAP,
+            WitReason::MISSING_FEATURE,
+        ];
+        let union = wit.iter().fold(WitReason::empty(), |a, b| a | *b);
+        assert_eq!(union.reason_bits(), reason::ALL);
+        for (w, (bit, name)) in wit.iter().zip(reason::REASONS) {
+            assert_eq!(w.reason_bits(), bit, "{name}");
+            // The generated Debug prints the WIT flag name.
+            let debug = format!("{w:?}").to_lowercase().replace('-', "_");
+            assert!(debug.contains(name), "{debug} vs {name}");
+        }
+    }
+
+    #[test]
+    fn surfaces_match_the_generated_wit_types() {
+        for s in Surface::ALL {
+            let w = wit_surface(s);
+            assert_eq!(w as u8, s as u8, "{}", s.name());
+            assert_eq!(wit_surface_set(s.bit()).as_array()[0], s.bit() as u32);
+        }
+        assert_eq!(wit_surface_set(u8::MAX), WitSurfaceSet::all());
+        assert_eq!(wit_surface_set(0), WitSurfaceSet::empty());
+    }
+
+    #[test]
+    fn contract_version_is_the_wit_package_version() {
+        let wit = include_str!("../../wit/policy.wit");
+        assert!(
+            wit.contains(&format!("package oasis:policy@{CONTRACT_VERSION};")),
+            "wit/policy.wit does not declare oasis:policy@{CONTRACT_VERSION}"
+        );
+    }
+}

@@ -19,8 +19,6 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::error::LoadError;
-
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -32,22 +30,20 @@ pub(crate) fn compile(
     wasm: &[u8],
     digest: &str,
     dir: Option<&Path>,
-) -> Result<Component, LoadError> {
+) -> wasmtime::Result<Component> {
     let Some(dir) = dir else {
-        return Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+        return Component::new(engine, wasm);
     };
     if let Err(why) = trusted_dir(dir) {
         tracing::warn!(dir = %dir.display(), %why, "compile cache not used");
-        return Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+        return Component::new(engine, wasm);
     }
     let path = entry_path(engine, digest, dir);
     if let Some(component) = load(engine, &path) {
         tracing::debug!(path = %path.display(), "compiled component loaded from cache");
         return Ok(component);
     }
-    let artifact = engine
-        .precompile_component(wasm)
-        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    let artifact = engine.precompile_component(wasm)?;
     if let Err(e) = store(dir, &path, &artifact) {
         // The cache is an optimisation: a read-only or full disk must not
         // stop a policy from loading.
@@ -56,7 +52,6 @@ pub(crate) fn compile(
     // SAFETY: `artifact` was produced just now by `precompile_component` on
     // this very engine, which is the contract `deserialize` requires.
     unsafe { Component::deserialize(engine, &artifact) }
-        .map_err(|e| LoadError::Compile(format!("{e:#}")))
 }
 
 fn entry_path(engine: &Engine, digest: &str, dir: &Path) -> PathBuf {

@@ -1,34 +1,24 @@
 //! From the caller's row-oriented JSON to the contract's columnar batch.
 //!
-//! Only the columns a policy declares (required, then optional features; its
-//! context features) are copied: policies read a few features, and the flat
-//! `list<f64>` is lifted into the guest as one bulk copy. Candidate ids stay
-//! on the host; results come back aligned by index. Artist and rights-holder
-//! ids become small integer keys, and campaigns shared by several candidates
-//! are sent once.
+//! A leaf converter: it takes a [`ValidRequest`] (markets and campaigns
+//! already packed by validation) and the columns a policy declared, and
+//! depends on nothing but the bindings. Only the declared columns (required,
+//! then optional features; context features) are copied: policies read a few
+//! features, and the flat `list<f64>` is lifted into the guest as one bulk
+//! copy. Candidate ids stay on the host; results come back aligned by index.
+//! Artist and rights-holder ids become small integer keys, and campaigns
+//! shared by several candidates are sent once.
 
 use std::collections::HashMap;
 
 use crate::bindings::{
-    WitCampaign, WitCandidates, WitContext, WitRequest, WitSurface, WitSurfaceSet,
+    WitCampaign, WitCandidates, WitContext, WitRequest, wit_surface, wit_surface_set,
 };
-use crate::policy::PolicyInfo;
-use crate::request::{ScoreRequest, Surface, market_code};
+use crate::request::ValidRequest;
 
-/// The candidate feature columns a policy receives, in order.
-pub fn feature_columns(info: &PolicyInfo) -> Vec<String> {
-    let mut cols = info.required_features.clone();
-    for f in &info.optional_features {
-        if !cols.contains(f) {
-            cols.push(f.clone());
-        }
-    }
-    cols
-}
-
-/// Builds the columnar request for a policy with the given feature columns.
-/// `req` must have passed [`ScoreRequest::validate`].
-pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String]) -> WitRequest {
+/// Builds the columnar request for a policy with the given candidate feature
+/// `columns` and `context_features`.
+pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]) -> WitRequest {
     let n = req.candidates.len();
     let width = columns.len();
     let mut k = WitCandidates {
@@ -36,14 +26,12 @@ pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String
         relevance: Vec::with_capacity(n),
         feature_names: columns.to_vec(),
         features: vec![f64::NAN; n * width],
-        campaign: Vec::with_capacity(n),
+        campaign: req.campaign_index().to_vec(),
         artist: Vec::with_capacity(n),
         rights_holder: Vec::with_capacity(n),
         impressions_last_day: Vec::with_capacity(n),
         session_promoted: Vec::with_capacity(n),
     };
-    let mut campaigns: Vec<WitCampaign> = Vec::new();
-    let mut campaign_index: HashMap<&str, i32> = HashMap::new();
     let mut artists: Keys = (HashMap::with_capacity(n), 0);
     let mut holders: Keys = (HashMap::with_capacity(64), 0);
 
@@ -59,31 +47,25 @@ pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String
         k.rights_holder.push(intern(&mut holders, &c.rights_holder));
         k.impressions_last_day.push(c.impressions_24h);
         k.session_promoted.push(c.session_promoted);
-        let camp = c.campaign.as_ref().map(|camp| {
-            *campaign_index.entry(&camp.id).or_insert_with(|| {
-                campaigns.push(WitCampaign {
-                    key: campaigns.len() as u32,
-                    start_ms: camp.start_ms,
-                    end_ms: camp.end_ms,
-                    surfaces: match &camp.surfaces {
-                        Some(list) => list
-                            .iter()
-                            .fold(WitSurfaceSet::empty(), |s, x| s | surface_bit(*x)),
-                        None => WitSurfaceSet::all() & !WitSurfaceSet::OTHER,
-                    },
-                    markets: camp.markets.iter().filter_map(|m| market_code(m)).collect(),
-                    delivery_target: camp.delivery_target,
-                    delivered: camp.delivered,
-                    expected_by_now: camp.expected_by_now,
-                    pacing_integral: camp.pacing_integral,
-                    pacing_last_error: camp.pacing_last_error,
-                    commission_bps: camp.commission_bps,
-                });
-                campaigns.len() as i32 - 1
-            })
-        });
-        k.campaign.push(camp.unwrap_or(-1));
     }
+    let campaigns = req
+        .campaigns()
+        .iter()
+        .enumerate()
+        .map(|(key, c)| WitCampaign {
+            key: key as u32,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+            surfaces: wit_surface_set(c.surfaces),
+            markets: c.markets.clone(),
+            delivery_target: c.delivery_target,
+            delivered: c.delivered,
+            expected_by_now: c.expected_by_now,
+            pacing_integral: c.pacing_integral,
+            pacing_last_error: c.pacing_last_error,
+            commission_bps: c.commission_bps,
+        })
+        .collect();
 
     let ctx = &req.context;
     let mut cf = vec![f64::NAN; context_features.len()];
@@ -98,7 +80,7 @@ pub fn to_wit(req: &ScoreRequest, columns: &[String], context_features: &[String
             listener_id: ctx.listener_id.to_string(),
             session_id: ctx.session_id.to_string(),
             surface: wit_surface(ctx.surface),
-            market: market_code(&ctx.market).unwrap_or(0),
+            market: req.market(),
             timestamp_ms: ctx.timestamp_ms,
             seed: req.seed(),
             feature_names: context_features.to_vec(),
@@ -128,87 +110,11 @@ fn intern<'a>(keys: &mut Keys<'a>, id: &'a str) -> u32 {
 /// Interned ids and the next free key.
 type Keys<'a> = (HashMap<&'a str, u32>, u32);
 
-fn wit_surface(s: Surface) -> WitSurface {
-    match s {
-        Surface::Radio => WitSurface::Radio,
-        Surface::Autoplay => WitSurface::Autoplay,
-        Surface::DailyMix => WitSurface::DailyMix,
-        Surface::ArtistMix => WitSurface::ArtistMix,
-        Surface::MoodMix => WitSurface::MoodMix,
-        Surface::DecadeMix => WitSurface::DecadeMix,
-        Surface::GenreMix => WitSurface::GenreMix,
-        Surface::Other => WitSurface::Other,
-    }
-}
-
-fn surface_bit(s: Surface) -> WitSurfaceSet {
-    match s {
-        Surface::Radio => WitSurfaceSet::RADIO,
-        Surface::Autoplay => WitSurfaceSet::AUTOPLAY,
-        Surface::DailyMix => WitSurfaceSet::DAILY_MIX,
-        Surface::ArtistMix => WitSurfaceSet::ARTIST_MIX,
-        Surface::MoodMix => WitSurfaceSet::MOOD_MIX,
-        Surface::DecadeMix => WitSurfaceSet::DECADE_MIX,
-        Surface::GenreMix => WitSurfaceSet::GENRE_MIX,
-        Surface::Other => WitSurfaceSet::OTHER,
-    }
-}
-
-/// A small synthetic request used to smoke-test a policy at load: 8
-/// candidates with every declared feature set to plausible values, two of
-/// them in an active, on-schedule campaign.
-pub fn smoke_request(info: &PolicyInfo) -> WitRequest {
-    const NOW: i64 = 1_781_524_800_000;
-    let columns = feature_columns(info);
-    let n = 8usize;
-    let features = (0..n)
-        .flat_map(|i| columns.iter().map(move |_| 0.1 + 0.1 * i as f64))
-        .collect();
-    WitRequest {
-        context: WitContext {
-            request_id: "oasis-smoke-test".into(),
-            listener_id: "smoke-listener".into(),
-            session_id: "smoke-session".into(),
-            surface: WitSurface::Radio,
-            market: market_code("SE").unwrap_or(0),
-            timestamp_ms: NOW,
-            seed: 1,
-            feature_names: info.context_features.clone(),
-            features: vec![0.5; info.context_features.len()],
-        },
-        candidates: WitCandidates {
-            count: n as u32,
-            relevance: (0..n).map(|i| 1.0 - 0.1 * i as f64).collect(),
-            feature_names: columns,
-            features,
-            campaign: (0..n as i32)
-                .map(|i| if i % 4 == 1 { 0 } else { -1 })
-                .collect(),
-            artist: (0..n as u32).collect(),
-            rights_holder: (0..n as u32).map(|i| i % 3).collect(),
-            impressions_last_day: vec![0; n],
-            session_promoted: vec![0; n],
-        },
-        campaigns: vec![WitCampaign {
-            key: 0,
-            start_ms: NOW - 86_400_000,
-            end_ms: NOW + 86_400_000,
-            surfaces: WitSurfaceSet::all(),
-            markets: Vec::new(),
-            delivery_target: 1000.0,
-            delivered: 500.0,
-            expected_by_now: 500.0,
-            pacing_integral: 0.0,
-            pacing_last_error: 0.0,
-            commission_bps: 3000,
-        }],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::parse;
+    use crate::bindings::{WitSurface, WitSurfaceSet};
+    use crate::request::{market_code, parse};
 
     #[test]
     fn builds_only_declared_columns_and_interns_keys() {
@@ -226,10 +132,9 @@ mod tests {
             {"id": "d", "relevance": 0.6},
             {"id": "e", "relevance": 0.5}
           ]}"#;
-        let req = parse(body).unwrap();
-        req.validate(10).unwrap();
+        let req = parse(body).unwrap().validate(10).unwrap();
         let cols = vec!["p_skip".to_string(), "pop".to_string()];
-        let w = to_wit(&req, &cols, &["local_hour".to_string()]);
+        let w = batch(&req, &cols, &["local_hour".to_string()]);
         assert_eq!(w.candidates.count, 5);
         assert_eq!(w.candidates.feature_names, cols);
         let f = &w.candidates.features;

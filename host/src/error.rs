@@ -48,8 +48,7 @@ pub enum LoadError {
 }
 
 /// The category of a [`CallError`], used in metrics, logs and responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallErrorKind {
     /// The policy ran past its CPU deadline.
     Timeout,
@@ -66,7 +65,18 @@ pub enum CallErrorKind {
 }
 
 impl CallErrorKind {
-    /// Stable snake_case name.
+    /// Every kind.
+    pub const ALL: [CallErrorKind; 6] = [
+        CallErrorKind::Timeout,
+        CallErrorKind::MemoryLimit,
+        CallErrorKind::Trap,
+        CallErrorKind::InvalidOutput,
+        CallErrorKind::PolicyError,
+        CallErrorKind::Instantiate,
+    ];
+
+    /// Stable snake_case name: the one spelling, used in responses, logs
+    /// and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             CallErrorKind::Timeout => "timeout",
@@ -76,6 +86,21 @@ impl CallErrorKind {
             CallErrorKind::PolicyError => "policy_error",
             CallErrorKind::Instantiate => "instantiate",
         }
+    }
+}
+
+impl serde::Serialize for CallErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for CallErrorKind {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(e, self.as_str())
     }
 }
 

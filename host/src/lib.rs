@@ -7,25 +7,30 @@
 //! The data path, one module per step:
 //!
 //! ```text
-//! request (JSON) ─► columnar batch ─► policy (wasm) ─► output checks ─► response
-//!   request.rs       columnar.rs       policy.rs        output.rs       response.rs
+//! request (JSON) ─► valid request ─► columnar batch ─► policy (wasm) ─► output checks ─► response
+//!   request.rs       request.rs        columnar.rs       policy.rs        output.rs       response.rs
 //! ```
 //!
-//! Around it: [`runtime`] (engine, linker, epoch ticker), [`sandbox`] (what
-//! a call may touch: nothing but bounded logs), [`cache`] (compiled
-//! components on disk), [`limits`] and [`error`].
+//! The library owns the pipeline: [`request::parse`] borrows the body,
+//! [`ScoreRequest::validate`](request::ScoreRequest::validate) checks it
+//! against the contract and packs it into a [`ValidRequest`], and
+//! [`Policy::score`] builds the batch the policy declared and calls it.
+//! The contract's rules (bounds, surfaces, markets, reason bits, the output
+//! check) come from the `oasis-contract` crate, shared with the guest SDK.
+//!
+//! Around it: [`runtime`] (engine, linker, epoch ticker), [`metadata`] (what
+//! a policy says about itself, and its identity), [`cache`] (compiled
+//! components on disk), [`limits`], [`error`], and [`server`].
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use oasis::{Policy, Runtime, columnar, request};
+//! use oasis::{Policy, Runtime, request};
 //! let runtime = Runtime::new(Default::default())?;
 //! let policy = Policy::load_file(&runtime, "baseline.wasm".as_ref(), "{}", Default::default())?;
 //! let body = std::fs::read("examples/request.json")?;
-//! let req = request::parse(&body)?;
-//! req.validate(policy.limits().max_candidates)?;
-//! let batch = columnar::to_wit(&req, &columnar::feature_columns(policy.info()), &policy.info().context_features);
-//! let outcome = policy.call(&batch)?;
-//! println!("{:?}", outcome.decisions.scores);
+//! let req = request::parse(&body)?.validate(policy.limits().max_candidates)?;
+//! let outcome = policy.score(&req)?;
+//! println!("{} says {:?}", policy.identity().name, outcome.decisions.scores);
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
@@ -35,16 +40,19 @@ pub mod cache;
 pub mod columnar;
 pub mod error;
 pub mod limits;
-pub mod output;
+pub mod metadata;
+pub(crate) mod output;
 pub mod policy;
 pub mod request;
 pub mod response;
 pub mod runtime;
-pub mod sandbox;
+pub(crate) mod sandbox;
 pub mod server;
-pub mod stdio;
+pub(crate) mod stdio;
 
 pub use error::{CallError, CallErrorKind, LoadError};
-pub use limits::Limits;
-pub use policy::{CallOutcome, Policy, PolicyInfo, Usage};
+pub use limits::{Concurrency, Limits};
+pub use metadata::{PolicyInfo, PolicyRef};
+pub use policy::{CallOutcome, Policy, Usage};
+pub use request::ValidRequest;
 pub use runtime::{Runtime, RuntimeConfig};

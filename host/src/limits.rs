@@ -3,6 +3,9 @@
 //! Limits are always on: every policy has a CPU deadline, a memory cap, a
 //! stack cap (engine-wide) and a cap on candidates. A manifest may tighten or
 //! loosen them within the engine's hard ceilings ([`Limits::MAX_MEMORY_BYTES`]).
+//! [`Concurrency`] bounds how many calls of one policy version run and wait
+//! at once on a server. Every default and ceiling is stated here, once; the
+//! CLI's flags and the manifest take theirs from these.
 
 use std::time::Duration;
 
@@ -24,6 +27,8 @@ impl Limits {
     pub const MAX_DEADLINE: Duration = Duration::from_secs(5);
     /// Hard ceiling of candidates per request.
     pub const MAX_CANDIDATES: usize = 10_000;
+    /// Elements a policy's tables may grow to (function references).
+    pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
     /// Checks the limits against the hard ceilings.
     ///
@@ -66,54 +71,62 @@ impl Default for Limits {
     }
 }
 
-/// Enforces the memory limit of one store and remembers whether it refused a
-/// growth, so that the resulting trap is reported as a memory-limit error
-/// rather than as the guest's own "allocation failed" abort.
-#[derive(Debug)]
-pub(crate) struct MemoryLimiter {
-    limit: usize,
-    /// Largest size the guest asked for beyond the limit, if any.
-    pub(crate) refused: Option<usize>,
-    /// High-water mark of linear memory, for resource reports.
-    pub(crate) peak: usize,
+/// Bounded concurrency per policy version on a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Instances of this policy that may run at once.
+    pub max: usize,
+    /// How long a request waits for a free instance before a 503.
+    pub queue_timeout: Duration,
+    /// Requests that may wait for an instance; more are refused at once.
+    pub queue: usize,
 }
 
-impl MemoryLimiter {
-    pub(crate) fn new(limit: usize) -> Self {
-        MemoryLimiter {
-            limit,
-            refused: None,
-            peak: 0,
-        }
-    }
-}
+impl Concurrency {
+    /// Ceiling of `max`.
+    pub const MAX_CONCURRENCY: usize = 1024;
+    /// Ceiling of `queue`.
+    pub const MAX_QUEUE: usize = 100_000;
+    /// Ceiling of `queue_timeout`.
+    pub const MAX_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.refused = Some(self.refused.map_or(desired, |r| r.max(desired)));
-            // Refuse with a trap: a guest that cannot allocate aborts anyway,
-            // and trapping here keeps the cause unambiguous.
-            return Err(wasmtime::format_err!(
-                "memory limit of {} bytes exceeded",
-                self.limit
+    /// Checks the values against the ceilings.
+    ///
+    /// # Errors
+    /// A message naming the manifest key and its allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_CONCURRENCY).contains(&self.max) {
+            return Err(format!(
+                "max_concurrency must be in 1..={}, got {}",
+                Self::MAX_CONCURRENCY,
+                self.max
             ));
         }
-        self.peak = self.peak.max(desired);
-        Ok(true)
+        if self.queue > Self::MAX_QUEUE {
+            return Err(format!(
+                "max_queue must be at most {}, got {}",
+                Self::MAX_QUEUE,
+                self.queue
+            ));
+        }
+        if self.queue_timeout > Self::MAX_QUEUE_TIMEOUT {
+            return Err(format!(
+                "queue_timeout_ms must be at most {}, got {}",
+                Self::MAX_QUEUE_TIMEOUT.as_millis(),
+                self.queue_timeout.as_millis()
+            ));
+        }
+        Ok(())
     }
+}
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+impl Default for Concurrency {
+    /// 16 instances, 50 ms queue deadline, 64 waiting requests.
+    fn default() -> Self {
+        Concurrency {
+            max: 16,
+            queue_timeout: Duration::from_millis(50),
+            queue: 64,
+        }
     }
 }

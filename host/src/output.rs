@@ -1,81 +1,38 @@
 //! The output contract, checked on every call before a score leaves the host.
 //!
 //! A policy is untrusted code: its output is data to validate, never to
-//! trust. Every column must have one entry per candidate, scores must be
-//! finite, propensities in [0, 1], debug values bounded and in range, and
-//! only campaign tracks may be eligible or promoted (an organic track is
-//! never promoted, whatever a policy says).
+//! trust. The rules (one entry per candidate in every column, finite scores,
+//! propensities in [0, 1], only campaign tracks eligible or promoted, bounded
+//! and finite debug values) are `oasis-contract`'s
+//! [`check_decisions`](oasis_contract::check_decisions), the same function the
+//! guest SDK's test harness runs; this module adapts the WIT types to it.
 
-use crate::bindings::{WitCandidates, WitDecisions, WitReason};
+use oasis_contract::{DebugRef, DecisionsView, check_decisions};
+
+use crate::bindings::{WitCandidates, WitDecisions};
 use crate::error::CallError;
-
-/// Debug values accepted per call: a few per candidate plus request-level ones.
-pub fn max_debug_values(candidates: usize) -> usize {
-    candidates * 4 + 64
-}
 
 /// Validates `d` against the candidates it answers.
 ///
 /// # Errors
 /// [`CallError::InvalidOutput`] naming the first violation.
-pub fn validate(d: &WitDecisions, request: &WitCandidates) -> Result<(), CallError> {
-    let candidates = request.count as usize;
-    let bad = |m: String| Err(CallError::InvalidOutput(m));
-    for (column, len) in [
-        ("scores", d.scores.len()),
-        ("eligible", d.eligible.len()),
-        ("reasons", d.reasons.len()),
-        ("propensity", d.propensity.len()),
-    ] {
-        if len != candidates {
-            return bad(format!(
-                "`{column}` has {len} entries for {candidates} candidates"
-            ));
-        }
-    }
-    if let Some(i) = d.scores.iter().position(|s| !s.is_finite()) {
-        return bad(format!(
-            "score of candidate {i} is not finite ({})",
-            d.scores[i]
-        ));
-    }
-    if let Some(i) = d.propensity.iter().position(|p| !(0.0..=1.0).contains(p)) {
-        return bad(format!(
-            "propensity of candidate {i} is outside [0, 1] ({})",
-            d.propensity[i]
-        ));
-    }
-    let organic_promoted = (0..candidates).find(|&i| {
-        request.campaign.get(i).is_none_or(|&c| c < 0)
-            && (d.eligible[i] || d.reasons[i].contains(WitReason::PROMOTED))
-    });
-    if let Some(i) = organic_promoted {
-        return bad(format!(
-            "candidate {i} has no campaign but is marked eligible or promoted"
-        ));
-    }
-    if d.debug.len() > max_debug_values(candidates) {
-        return bad(format!(
-            "{} debug values (at most {} for {candidates} candidates)",
-            d.debug.len(),
-            max_debug_values(candidates)
-        ));
-    }
-    for v in &d.debug {
-        if v.name.is_empty() || v.name.len() > 64 {
-            return bad(format!(
-                "a debug value name is {} bytes; names must be 1-64 bytes",
-                v.name.len()
-            ));
-        }
-        if let Some(c) = v.candidate.filter(|&c| c as usize >= candidates) {
-            return bad(format!(
-                "debug value `{}` refers to candidate {c} of {candidates}",
-                v.name
-            ));
-        }
-    }
-    Ok(())
+pub(crate) fn validate(d: &WitDecisions, request: &WitCandidates) -> Result<(), CallError> {
+    check_decisions(
+        request.count as usize,
+        &request.campaign,
+        DecisionsView {
+            scores: &d.scores,
+            eligible: &d.eligible,
+            reasons: &d.reasons,
+            propensity: &d.propensity,
+        },
+        d.debug.iter().map(|v| DebugRef {
+            name: &v.name,
+            candidate: v.candidate,
+            value: v.value,
+        }),
+    )
+    .map_err(|v| CallError::InvalidOutput(v.to_string()))
 }
 
 #[cfg(test)]
@@ -142,12 +99,11 @@ mod tests {
         d.propensity[0] = 1.5;
         assert!(message(validate(&d, &cands(3, -1))).contains("propensity of candidate 0"));
         let mut d = ok(1);
-        d.debug
-            .push(crate::bindings::oasis::policy::types::DebugValue {
-                name: "x".into(),
-                candidate: Some(5),
-                value: 1.0,
-            });
+        d.debug.push(crate::bindings::WitDebugValue {
+            name: "x".into(),
+            candidate: Some(5),
+            value: 1.0,
+        });
         assert!(message(validate(&d, &cands(1, -1))).contains("refers to candidate 5"));
         let mut d = ok(2);
         d.eligible[0] = true;
@@ -155,5 +111,16 @@ mod tests {
         let mut d = ok(2);
         d.reasons[1] |= WitReason::PROMOTED;
         assert!(message(validate(&d, &cands(2, -1))).contains("candidate 1 has no campaign"));
+    }
+
+    #[test]
+    fn non_finite_debug_values_are_invalid_output() {
+        let mut d = ok(1);
+        d.debug.push(crate::bindings::WitDebugValue {
+            name: "lift".into(),
+            candidate: Some(0),
+            value: f64::NAN,
+        });
+        assert!(message(validate(&d, &cands(1, -1))).contains("debug value `lift` is not finite"));
     }
 }

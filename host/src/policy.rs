@@ -1,14 +1,23 @@
 //! A loaded policy version: compiled, validated and pre-instantiated.
 //!
+//! Loading goes through one type per stage, and each stage only exists once
+//! the previous one succeeded:
+//!
+//! ```text
+//! bytes ─► Template (compiled, linked; can describe itself and check settings)
+//!       ─► Policy   (metadata checked, identity and columns fixed, smoke call passed)
+//! ```
+//!
 //! Loading does everything that can fail ahead of traffic: read, digest,
 //! compile (through the cache), link against the contract, ask the policy
 //! for its metadata, let it validate its settings, and score a synthetic
 //! request. A [`Policy`] that exists is one that has served a request.
 //!
-//! A call ([`Policy::call`]) creates a fresh store and instance from the
-//! pre-instantiated template, runs under the policy's [`Limits`], and drops
-//! everything afterwards: no state leaks from one request into the next, and
-//! no lock is held while guest code runs.
+//! Scoring ([`Policy::score`]) builds the columnar batch the policy declared
+//! ([`Policy::batch`]) and calls it ([`Policy::call`]): a fresh store and
+//! instance from the pre-instantiated template, run under the policy's
+//! [`Limits`], dropped afterwards. No state leaks from one request into the
+//! next, and no lock is held while guest code runs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,47 +25,16 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
-use crate::bindings::{ScoringPolicyPre, WitDecisions, WitMetadata, WitPolicyError, WitRequest};
+use crate::bindings::{
+    ScoringPolicy, ScoringPolicyPre, WitCampaign, WitCandidates, WitContext, WitMetadata,
+    WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
+};
 use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
+use crate::metadata::{PolicyInfo, PolicyRef};
+use crate::request::{ValidRequest, market_code};
 use crate::runtime::Runtime;
-use crate::sandbox::CallState;
-
-/// What a policy says about itself, plus what the host knows of its module.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PolicyInfo {
-    /// Policy name from its metadata.
-    pub name: String,
-    /// Semantic version from its metadata.
-    pub version: String,
-    /// Description for operators.
-    pub description: String,
-    /// Candidate features the host must send.
-    pub required_features: Vec<String>,
-    /// Candidate features sent when the request has them.
-    pub optional_features: Vec<String>,
-    /// Context features the policy reads.
-    pub context_features: Vec<String>,
-    /// Settings the policy accepts.
-    pub settings: Vec<SettingInfo>,
-    /// Guest SDK version the policy was built with.
-    pub sdk_version: String,
-    /// `sha256:<hex>` of the component bytes: the version's identity.
-    pub digest: String,
-    /// Component size in bytes.
-    pub size_bytes: usize,
-}
-
-/// A setting a policy accepts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SettingInfo {
-    /// Setting name.
-    pub name: String,
-    /// What it does.
-    pub description: String,
-    /// Default value, JSON.
-    pub default_json: String,
-}
+use crate::sandbox::{CallState, bounded};
 
 /// Resources one call used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -73,27 +51,36 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct CallOutcome {
     /// The decisions, one entry per candidate in each column.
-    pub decisions: WitDecisions,
+    pub decisions: crate::bindings::WitDecisions,
     /// Resources used.
     pub usage: Usage,
+}
+
+/// A compiled component linked against the contract, not yet described:
+/// the stage between bytes and a [`Policy`]. It can run any export on a
+/// fresh instance, which is how loading asks for the metadata and the
+/// settings check.
+struct Template {
+    pre: ScoringPolicyPre<CallState>,
+    runtime: Runtime,
+    limits: Limits,
 }
 
 /// A loaded, validated policy version. Cheap to share behind an `Arc`; calls
 /// from many threads at once are fine.
 pub struct Policy {
+    template: Template,
     info: PolicyInfo,
+    identity: Arc<PolicyRef>,
+    columns: Vec<String>,
     settings_json: String,
-    limits: Limits,
-    name: Arc<str>,
-    pre: ScoringPolicyPre<CallState>,
-    runtime: Runtime,
 }
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("info", &self.info)
-            .field("limits", &self.limits)
+            .field("limits", &self.template.limits)
             .finish_non_exhaustive()
     }
 }
@@ -134,7 +121,8 @@ impl Policy {
     /// let runtime = oasis::Runtime::new(Default::default())?;
     /// let wasm = std::fs::read("baseline.wasm")?;
     /// let policy = oasis::Policy::load(&runtime, &wasm, "{}", Default::default())?;
-    /// println!("{} {} {}", policy.info().name, policy.info().version, policy.info().digest);
+    /// let id = policy.identity();
+    /// println!("{} {} {}", id.name, id.version, id.digest);
     /// # Ok(()) }
     /// ```
     pub fn load(
@@ -144,102 +132,41 @@ impl Policy {
         limits: Limits,
     ) -> Result<Self, LoadError> {
         limits.validate().map_err(LoadError::BadLimits)?;
-        match wasm.get(..8) {
-            Some(h) if h == COMPONENT_HEADER => {}
-            Some(h) if h == MODULE_HEADER => {
-                return Err(LoadError::NotAComponent(
-                    "this is a core WebAssembly module; build the policy with \
-                     `--target wasm32-wasip2` so that it is a component"
-                        .into(),
-                ));
-            }
-            _ => {
-                return Err(LoadError::NotAComponent(format!(
-                    "the file does not start with the WebAssembly magic bytes ({} bytes long)",
-                    wasm.len()
-                )));
-            }
-        }
-        let digest = crate::cache::sha256_hex(wasm);
-        let component =
-            crate::cache::compile(runtime.engine(), wasm, &digest, runtime.cache_dir())?;
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = ScoringPolicyPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        check_header(wasm)?;
+        let digest = format!("sha256:{}", crate::cache::sha256_hex(wasm));
+        let template = Template::compile(runtime, wasm, &digest, limits)?;
+        // Until the policy has named itself, its log lines carry its digest.
+        let loading: Arc<str> = Arc::from(digest.as_str());
 
-        let mut policy = Policy {
-            info: PolicyInfo {
-                name: "(loading)".into(),
-                version: String::new(),
-                description: String::new(),
-                required_features: Vec::new(),
-                optional_features: Vec::new(),
-                context_features: Vec::new(),
-                settings: Vec::new(),
-                sdk_version: String::new(),
-                digest: format!("sha256:{digest}"),
-                size_bytes: wasm.len(),
-            },
-            settings_json: settings_json.to_string(),
-            limits,
-            name: Arc::from("(loading)"),
-            pre,
-            runtime: runtime.clone(),
-        };
-
-        let meta = policy
-            .with_instance(0, 0, |p, store| p.call_describe(store))
+        let metadata = template
+            .describe(&loading)
             .map_err(|error| LoadError::Validation {
                 stage: "describe",
                 error,
             })?;
-        policy.set_metadata(meta)?;
-
-        policy
-            .with_instance(0, 0, |p, store| {
-                p.call_validate_settings(store, &p.settings_json)
-            })
+        let info = PolicyInfo::new(metadata, digest, wasm.len()).map_err(LoadError::BadMetadata)?;
+        template
+            .validate_settings(&loading, settings_json)
             .map_err(|error| LoadError::Validation {
                 stage: "validate-settings",
                 error,
             })?
-            .map_err(|m| LoadError::BadSettings(bounded(m)))?;
+            .map_err(LoadError::BadSettings)?;
 
-        let smoke = crate::columnar::smoke_request(&policy.info);
-        policy.call(&smoke).map_err(|error| LoadError::Validation {
-            stage: "score (smoke test)",
-            error,
-        })?;
-        Ok(policy)
-    }
-
-    fn set_metadata(&mut self, m: WitMetadata) -> Result<(), LoadError> {
-        validate_metadata(&m).map_err(LoadError::BadMetadata)?;
-        self.name = Arc::from(m.name.as_str());
-        self.info = PolicyInfo {
-            name: m.name,
-            version: m.version,
-            description: m.description,
-            required_features: m.required_features,
-            optional_features: m.optional_features,
-            context_features: m.context_features,
-            settings: m
-                .settings
-                .into_iter()
-                .map(|s| SettingInfo {
-                    name: s.name,
-                    description: s.description,
-                    default_json: s.default_json,
-                })
-                .collect(),
-            sdk_version: m.sdk_version,
-            digest: std::mem::take(&mut self.info.digest),
-            size_bytes: self.info.size_bytes,
+        let policy = Policy {
+            template,
+            identity: Arc::new(info.identity()),
+            columns: info.feature_columns(),
+            info,
+            settings_json: settings_json.to_string(),
         };
-        Ok(())
+        policy
+            .call(&policy.smoke_request())
+            .map_err(|error| LoadError::Validation {
+                stage: "score (smoke test)",
+                error,
+            })?;
+        Ok(policy)
     }
 
     /// Name, version, features, settings and digest.
@@ -247,14 +174,51 @@ impl Policy {
         &self.info
     }
 
+    /// The version's identity, shared with every response it decides.
+    pub fn identity(&self) -> &Arc<PolicyRef> {
+        &self.identity
+    }
+
+    /// The candidate feature columns the policy receives (required, then
+    /// optional features), fixed at load.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
     /// The policy's limits.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.template.limits
     }
 
     /// The settings it was loaded with (JSON).
     pub fn settings_json(&self) -> &str {
         &self.settings_json
+    }
+
+    /// The columnar request this policy receives for `req`: only the columns
+    /// it declared.
+    pub fn batch(&self, req: &ValidRequest<'_>) -> WitRequest {
+        crate::columnar::batch(req, &self.columns, &self.info.context_features)
+    }
+
+    /// Scores a validated request: [`Policy::batch`], then [`Policy::call`].
+    ///
+    /// # Errors
+    /// As [`Policy::call`].
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn main() -> anyhow::Result<()> {
+    /// let runtime = oasis::Runtime::new(Default::default())?;
+    /// let policy = oasis::Policy::load_file(&runtime, "baseline.wasm".as_ref(), "{}", Default::default())?;
+    /// let body = std::fs::read("examples/request.json")?;
+    /// let req = oasis::request::parse(&body)?.validate(policy.limits().max_candidates)?;
+    /// let outcome = policy.score(&req)?;
+    /// println!("{:?}", outcome.decisions.scores);
+    /// # Ok(()) }
+    /// ```
+    pub fn score(&self, req: &ValidRequest<'_>) -> Result<CallOutcome, CallError> {
+        self.call(&self.batch(req))
     }
 
     /// Scores one columnar request on a fresh instance, then validates the
@@ -267,37 +231,141 @@ impl Policy {
     pub fn call(&self, request: &WitRequest) -> Result<CallOutcome, CallError> {
         let started = Instant::now();
         let ctx = &request.context;
-        let (decisions, peak, fuel) =
-            self.with_instance(ctx.timestamp_ms, ctx.seed, |p, store| {
-                let out = p.call_score(store, request)?;
-                let limiter = &store.data().limiter;
+        let (decisions, peak, fuel) = self.template.with_instance(
+            &self.identity.name,
+            ctx.timestamp_ms,
+            ctx.seed,
+            |instance, store| {
+                let out = instance.oasis_policy_policy().call_score(
+                    &mut *store,
+                    &self.settings_json,
+                    request,
+                )?;
                 let fuel = store.get_fuel().ok().map(|left| FUEL_BUDGET - left);
-                Ok((out, limiter.peak, fuel))
-            })?;
+                Ok((out, store.data().limiter.peak, fuel))
+            },
+        )?;
+        let decisions = decisions.map_err(|e| CallError::Policy(policy_error_text(&e)))?;
         crate::output::validate(&decisions, &request.candidates)?;
         Ok(CallOutcome {
             decisions,
             usage: Usage {
                 wall_us: started.elapsed().as_micros() as u64,
                 peak_memory_bytes: peak,
-                fuel: fuel.filter(|_| self.runtime.measures_fuel()),
+                fuel: fuel.filter(|_| self.template.runtime.measures_fuel()),
             },
         })
     }
 
-    /// Runs `f` on a fresh instance in a fresh store, classifying failures.
+    /// A small synthetic request to smoke-test the policy at load: 8
+    /// candidates with every declared feature set to plausible values, two of
+    /// them in an active, on-schedule campaign.
+    fn smoke_request(&self) -> WitRequest {
+        const NOW: i64 = 1_781_524_800_000;
+        let n = 8usize;
+        let features = (0..n)
+            .flat_map(|i| self.columns.iter().map(move |_| 0.1 + 0.1 * i as f64))
+            .collect();
+        let context = &self.info.context_features;
+        WitRequest {
+            context: WitContext {
+                request_id: "oasis-smoke-test".into(),
+                listener_id: "smoke-listener".into(),
+                session_id: "smoke-session".into(),
+                surface: WitSurface::Radio,
+                market: market_code("SE").unwrap_or(0),
+                timestamp_ms: NOW,
+                seed: 1,
+                feature_names: context.clone(),
+                features: vec![0.5; context.len()],
+            },
+            candidates: WitCandidates {
+                count: n as u32,
+                relevance: (0..n).map(|i| 1.0 - 0.1 * i as f64).collect(),
+                feature_names: self.columns.clone(),
+                features,
+                campaign: (0..n as i32)
+                    .map(|i| if i % 4 == 1 { 0 } else { -1 })
+                    .collect(),
+                artist: (0..n as u32).collect(),
+                rights_holder: (0..n as u32).map(|i| i % 3).collect(),
+                impressions_last_day: vec![0; n],
+                session_promoted: vec![0; n],
+            },
+            campaigns: vec![WitCampaign {
+                key: 0,
+                start_ms: NOW - 86_400_000,
+                end_ms: NOW + 86_400_000,
+                surfaces: WitSurfaceSet::all(),
+                markets: Vec::new(),
+                delivery_target: 1000.0,
+                delivered: 500.0,
+                expected_by_now: 500.0,
+                pacing_integral: 0.0,
+                pacing_last_error: 0.0,
+                commission_bps: 3000,
+            }],
+        }
+    }
+}
+
+impl Template {
+    /// Compiles (through the cache) and links `wasm` against the contract.
+    fn compile(
+        runtime: &Runtime,
+        wasm: &[u8],
+        digest: &str,
+        limits: Limits,
+    ) -> Result<Self, LoadError> {
+        let hex = digest.trim_start_matches("sha256:");
+        let component = crate::cache::compile(runtime.engine(), wasm, hex, runtime.cache_dir())
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = ScoringPolicyPre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(Template {
+            pre,
+            runtime: runtime.clone(),
+            limits,
+        })
+    }
+
+    /// The policy's `describe` answer.
+    fn describe(&self, label: &Arc<str>) -> Result<WitMetadata, CallError> {
+        self.with_instance(label, 0, 0, |instance, store| {
+            instance.oasis_policy_policy().call_describe(&mut *store)
+        })
+    }
+
+    /// The policy's verdict on `settings_json`: `Ok(Err(text))` when it
+    /// refuses them.
+    fn validate_settings(
+        &self,
+        label: &Arc<str>,
+        settings_json: &str,
+    ) -> Result<Result<(), String>, CallError> {
+        let verdict = self.with_instance(label, 0, 0, |instance, store| {
+            instance
+                .oasis_policy_policy()
+                .call_validate_settings(&mut *store, settings_json)
+        })?;
+        Ok(verdict.map_err(|e| policy_error_text(&e)))
+    }
+
+    /// Runs `f` on a fresh instance in a fresh store (clock frozen at
+    /// `timestamp_ms`, randomness seeded with `seed`, logs labelled `label`)
+    /// and classifies a failure.
     fn with_instance<R>(
         &self,
+        label: &Arc<str>,
         timestamp_ms: i64,
         seed: u64,
-        f: impl FnOnce(&Self, &mut Store<CallState>) -> Result<R, CallError>,
+        f: impl FnOnce(&ScoringPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let state = CallState::new(
-            self.name.clone(),
-            self.limits.memory_bytes,
-            timestamp_ms,
-            seed,
-        );
+        let state = CallState::new(label.clone(), self.limits.memory_bytes, timestamp_ms, seed);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
@@ -306,184 +374,81 @@ impl Policy {
                 .set_fuel(FUEL_BUDGET)
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
-        let result = f(self, &mut store);
+        let result = match self.pre.instantiate(&mut store) {
+            Ok(instance) => f(&instance, &mut store).map_err(Failure::Run),
+            Err(e) => Err(Failure::Instantiate(e)),
+        };
         let stderr = store.data().drain_stdio();
-        result.map_err(|e| match e {
-            CallError::Trap { message } => self.classify(&store, message, &stderr),
-            other => other,
-        })
+        result.map_err(|failure| self.classify(&store, failure, &stderr))
     }
 
-    /// Turns a raw trap into the most precise error: memory limit if the
-    /// limiter refused a growth, timeout on epoch interruption, else a trap
-    /// carrying the policy's panic message when it printed one.
-    fn classify(&self, store: &Store<CallState>, raw: String, stderr: &str) -> CallError {
+    /// Turns a wasmtime error into the most precise [`CallError`]: memory
+    /// limit if the limiter refused a growth, timeout on epoch interruption,
+    /// a trap (with the policy's panic message when it printed one), or, for
+    /// an instantiation that failed without trapping, `Instantiate`.
+    fn classify(&self, store: &Store<CallState>, failure: Failure, stderr: &str) -> CallError {
         if let Some(requested) = store.data().limiter.refused {
             return CallError::MemoryLimit {
                 limit_bytes: self.limits.memory_bytes,
                 requested_bytes: requested,
             };
         }
-        if raw.starts_with(INTERRUPT_MARKER) {
-            return CallError::Timeout {
-                deadline: self.limits.deadline,
-            };
-        }
+        let (e, instantiating) = match failure {
+            Failure::Run(e) => (e, false),
+            Failure::Instantiate(e) => (e, true),
+        };
+        let raw = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                return CallError::Timeout {
+                    deadline: self.limits.deadline,
+                };
+            }
+            Some(wasmtime::Trap::StackOverflow) => format!(
+                "stack overflow: the call stack exceeded the {} KiB wasm stack limit (unbounded recursion?)",
+                crate::runtime::MAX_WASM_STACK >> 10
+            ),
+            Some(trap) => trap.to_string(),
+            None if instantiating => return CallError::Instantiate(format!("{e:#}")),
+            None => format!("{e:#}"),
+        };
         let message = match panic_message(stderr) {
-            Some(panic) => bounded(format!("{panic} ({raw})")),
-            None => bounded(raw),
+            Some(panic) => bounded(&format!("{panic} ({raw})")),
+            None => bounded(&raw),
         };
         CallError::Trap { message }
     }
+}
 
-    fn call_describe(&self, store: &mut Store<CallState>) -> Result<WitMetadata, CallError> {
-        let instance = self.instantiate(store)?;
-        instance
-            .oasis_policy_policy()
-            .call_describe(&mut *store)
-            .map_err(trap)
-    }
+/// Where a call failed.
+enum Failure {
+    /// Creating the instance (a start function trapped, the pool is full…).
+    Instantiate(wasmtime::Error),
+    /// Running the export.
+    Run(wasmtime::Error),
+}
 
-    fn call_validate_settings(
-        &self,
-        store: &mut Store<CallState>,
-        settings: &str,
-    ) -> Result<Result<(), String>, CallError> {
-        let instance = self.instantiate(store)?;
-        let r = instance
-            .oasis_policy_policy()
-            .call_validate_settings(&mut *store, settings)
-            .map_err(trap)?;
-        Ok(r.map_err(|e| policy_error_text(&e)))
-    }
-
-    fn call_score(
-        &self,
-        store: &mut Store<CallState>,
-        request: &WitRequest,
-    ) -> Result<WitDecisions, CallError> {
-        let instance = self.instantiate(store)?;
-        instance
-            .oasis_policy_policy()
-            .call_score(&mut *store, &self.settings_json, request)
-            .map_err(trap)?
-            .map_err(|e| CallError::Policy(policy_error_text(&e)))
-    }
-
-    fn instantiate(
-        &self,
-        store: &mut Store<CallState>,
-    ) -> Result<crate::bindings::ScoringPolicy, CallError> {
-        self.pre.instantiate(&mut *store).map_err(|e| {
-            if e.downcast_ref::<wasmtime::Trap>().is_some()
-                || store.data().limiter.refused.is_some()
-            {
-                trap(e)
-            } else {
-                CallError::Instantiate(format!("{e:#}"))
-            }
-        })
+/// Checks the magic bytes, so that a core module or a random file gets an
+/// error saying what it is instead of a compiler message.
+fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
+    match wasm.get(..8) {
+        Some(h) if h == COMPONENT_HEADER => Ok(()),
+        Some(h) if h == MODULE_HEADER => Err(LoadError::NotAComponent(
+            "this is a core WebAssembly module; build the policy with \
+             `--target wasm32-wasip2` so that it is a component"
+                .into(),
+        )),
+        _ => Err(LoadError::NotAComponent(format!(
+            "the file does not start with the WebAssembly magic bytes ({} bytes long)",
+            wasm.len()
+        ))),
     }
 }
 
 /// Fuel given to a measured call; effectively unbounded (the deadline bounds CPU).
 const FUEL_BUDGET: u64 = u64::MAX / 2;
 
-/// Prefix of the message of an epoch interruption.
-const INTERRUPT_MARKER: &str = "interrupt";
-
-/// Wraps a wasmtime error as a raw trap for [`Policy::classify`].
-fn trap(e: wasmtime::Error) -> CallError {
-    let message = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => INTERRUPT_MARKER.to_string(),
-        Some(wasmtime::Trap::StackOverflow) => format!(
-            "stack overflow: the call stack exceeded the {} KiB wasm stack limit (unbounded recursion?)",
-            crate::runtime::MAX_WASM_STACK >> 10
-        ),
-        Some(t) => t.to_string(),
-        None => format!("{e:#}"),
-    };
-    CallError::Trap { message }
-}
-
-/// Longest text taken from a guest (error messages) into responses and logs.
-pub const MAX_GUEST_TEXT: usize = 1024;
-
-/// Truncates guest-provided text to [`MAX_GUEST_TEXT`] bytes on a char boundary.
-fn bounded(mut text: String) -> String {
-    if text.len() > MAX_GUEST_TEXT {
-        let mut cut = MAX_GUEST_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
-/// Most features (required + optional, or context) a policy may declare.
-pub const MAX_DECLARED_FEATURES: usize = 256;
-
-/// Checks what a policy says about itself before the host relies on it: the
-/// host sizes per-request buffers by the declared features, so they are
-/// bounded like everything else that comes from a guest.
-///
-/// # Errors
-/// A message naming the offending field.
-pub fn validate_metadata(m: &WitMetadata) -> Result<(), String> {
-    let key_like = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    };
-    if !key_like(&m.name) || m.name.contains('.') {
-        return Err(format!(
-            "name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
-            bounded(m.name.clone())
-        ));
-    }
-    semver::Version::parse(&m.version).map_err(|e| {
-        format!(
-            "version {:?} is not semver: {e}",
-            bounded(m.version.clone())
-        )
-    })?;
-    let features = m.required_features.len() + m.optional_features.len();
-    if features > MAX_DECLARED_FEATURES || m.context_features.len() > MAX_DECLARED_FEATURES {
-        return Err(format!(
-            "declares {features} candidate and {} context features; at most {MAX_DECLARED_FEATURES} each",
-            m.context_features.len()
-        ));
-    }
-    for f in m
-        .required_features
-        .iter()
-        .chain(&m.optional_features)
-        .chain(&m.context_features)
-    {
-        if !key_like(f) {
-            return Err(format!(
-                "feature name {:?} must be 1-64 characters of [A-Za-z0-9._-]",
-                bounded(f.clone())
-            ));
-        }
-    }
-    if m.description.len() > 4096 || m.settings.len() > 256 {
-        return Err("description over 4 KiB or more than 256 settings".into());
-    }
-    if m.settings
-        .iter()
-        .any(|s| s.name.len() > 64 || s.description.len() > 1024 || s.default_json.len() > 4096)
-    {
-        return Err("a setting's name, description or default is too long".into());
-    }
-    Ok(())
-}
-
 fn policy_error_text(e: &WitPolicyError) -> String {
-    bounded(match e {
+    bounded(&match e {
         WitPolicyError::InvalidSettings(m) => format!("invalid settings: {m}"),
         WitPolicyError::InvalidRequest(m) => format!("invalid request: {m}"),
         WitPolicyError::Internal(m) => format!("internal error: {m}"),
@@ -508,7 +473,6 @@ fn panic_message(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn panic_message_is_extracted_with_location() {
@@ -520,47 +484,16 @@ mod tests {
         assert_eq!(panic_message("some other output"), None);
     }
 
-    fn meta() -> WitMetadata {
-        WitMetadata {
-            name: "p".into(),
-            version: "1.0.0".into(),
-            description: String::new(),
-            required_features: vec!["p_skip".into()],
-            optional_features: Vec::new(),
-            context_features: Vec::new(),
-            settings: Vec::new(),
-            sdk_version: "0.1.0".into(),
-        }
-    }
-
     #[test]
-    fn metadata_is_bounded_before_the_host_relies_on_it() {
-        validate_metadata(&meta()).unwrap();
-        let mut m = meta();
-        m.required_features = (0..300).map(|i| format!("f{i}")).collect();
-        assert!(validate_metadata(&m).unwrap_err().contains("at most 256"));
-        let mut m = meta();
-        m.optional_features = vec!["x".repeat(65)];
-        assert!(validate_metadata(&m).unwrap_err().contains("feature name"));
-        let mut m = meta();
-        m.version = "v1".into();
-        assert!(validate_metadata(&m).unwrap_err().contains("not semver"));
-        let mut m = meta();
-        m.name = "has space".into();
-        assert!(validate_metadata(&m).unwrap_err().contains("name"));
-    }
-
-    #[test]
-    fn guest_text_is_truncated_on_a_char_boundary() {
-        assert_eq!(bounded("short".into()), "short");
-        let long = "é".repeat(1000);
-        let b = bounded(long);
-        assert!(b.len() <= MAX_GUEST_TEXT + '…'.len_utf8() && b.ends_with('…'));
-    }
-
-    #[test]
-    fn deadline_ticks_round_up_and_add_one() {
-        assert_eq!(Runtime::deadline_ticks(Duration::from_millis(20)), 21);
-        assert_eq!(Runtime::deadline_ticks(Duration::from_micros(1500)), 3);
+    fn headers_name_what_the_file_is() {
+        assert!(matches!(
+            check_header(&MODULE_HEADER),
+            Err(LoadError::NotAComponent(m)) if m.contains("wasm32-wasip2")
+        ));
+        assert!(matches!(
+            check_header(b"hello"),
+            Err(LoadError::NotAComponent(m)) if m.contains("magic bytes")
+        ));
+        check_header(&COMPONENT_HEADER).unwrap();
     }
 }

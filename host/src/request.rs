@@ -16,13 +16,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
-/// Longest id accepted (request, listener, session, candidate, campaign...).
-pub const MAX_ID_BYTES: usize = 256;
-/// Most features accepted per candidate or context.
-pub const MAX_FEATURES: usize = 256;
-/// Largest magnitude accepted for relevance and feature values: far beyond
-/// any real score, small enough that policy arithmetic cannot overflow.
-pub const MAX_MAGNITUDE: f64 = 1e9;
+pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
 
 /// A scoring request.
 #[derive(Debug, Deserialize)]
@@ -42,21 +36,6 @@ pub struct ScoreRequest<'a> {
     pub debug: bool,
 }
 
-/// Where the listening happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs, reason = "the names are the documentation")]
-pub enum Surface {
-    Radio,
-    Autoplay,
-    DailyMix,
-    ArtistMix,
-    MoodMix,
-    DecadeMix,
-    GenreMix,
-    Other,
-}
-
 /// The listening context.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +50,7 @@ pub struct RequestContext<'a> {
     #[serde(borrow)]
     pub session_id: Cow<'a, str>,
     /// Surface of the session.
+    #[serde(deserialize_with = "surface::one")]
     pub surface: Surface,
     /// ISO 3166-1 alpha-2 market, e.g. "SE".
     #[serde(borrow)]
@@ -127,7 +107,7 @@ pub struct RequestCampaign<'a> {
     /// End of the active window (unix ms, exclusive).
     pub end_ms: i64,
     /// Surfaces it may promote on; all but `other` when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "surface::optional_list")]
     pub surfaces: Option<Vec<Surface>>,
     /// Markets it may promote in; every market when empty.
     #[serde(default, borrow)]
@@ -281,7 +261,7 @@ fn locate(body: &[u8]) -> Option<RequestError> {
     }
 }
 
-impl ScoreRequest<'_> {
+impl<'a> ScoreRequest<'a> {
     /// The seed: `context.seed`, else a hash of the request id.
     pub fn seed(&self) -> u64 {
         self.context.seed.unwrap_or_else(|| {
@@ -295,12 +275,14 @@ impl ScoreRequest<'_> {
         })
     }
 
-    /// Checks what the types cannot: sizes, finiteness, windows, codes and
-    /// unique candidate ids.
+    /// Checks what the types cannot (sizes, finiteness, windows, codes,
+    /// unique candidate ids, agreeing campaign copies) and packs what the
+    /// contract packs (markets, surface sets, campaigns sent once), so that
+    /// every later step works on a [`ValidRequest`] with no precondition left.
     ///
     /// # Errors
     /// [`RequestError::Invalid`] naming the first offending field.
-    pub fn validate(&self, max_candidates: usize) -> Result<(), RequestError> {
+    pub fn validate(self, max_candidates: usize) -> Result<ValidRequest<'a>, RequestError> {
         let c = &self.context;
         for (name, v) in [
             ("request_id", &c.request_id),
@@ -309,15 +291,15 @@ impl ScoreRequest<'_> {
         ] {
             check_id(|| format!("context.{name}"), v, true)?;
         }
-        if market_code(&c.market).is_none() {
-            return Err(RequestError::invalid(
+        let market = market_code(&c.market).ok_or_else(|| {
+            RequestError::invalid(
                 "context.market",
                 format!(
                     "must be an ISO 3166-1 alpha-2 code such as \"SE\", got {:?}",
                     c.market
                 ),
-            ));
-        }
+            )
+        })?;
         check_features(|| "context.features".into(), &c.features)?;
         if self.candidates.len() > max_candidates {
             return Err(RequestError::invalid(
@@ -329,7 +311,10 @@ impl ScoreRequest<'_> {
             ));
         }
         let mut ids = HashSet::with_capacity(self.candidates.len());
-        let mut campaigns: HashMap<&str, &RequestCampaign> = HashMap::new();
+        // Campaign id -> (its first copy, its index in `campaigns`).
+        let mut seen: HashMap<&str, (&RequestCampaign, i32)> = HashMap::new();
+        let mut campaigns = Vec::new();
+        let mut campaign_index = Vec::with_capacity(self.candidates.len());
         for (i, cand) in self.candidates.iter().enumerate() {
             // Field paths are built only when reporting an error.
             let at = |f: &'static str| move || format!("candidates[{i}].{f}");
@@ -340,7 +325,7 @@ impl ScoreRequest<'_> {
                     format!("{:?} appears twice", cand.id),
                 ));
             }
-            if !(cand.relevance.abs() <= MAX_MAGNITUDE) {
+            if !oasis_contract::within_magnitude(cand.relevance) {
                 return Err(RequestError::invalid(
                     at("relevance")(),
                     "must be a finite number of magnitude at most 1e9",
@@ -349,11 +334,12 @@ impl ScoreRequest<'_> {
             check_id(at("artist"), &cand.artist, false)?;
             check_id(at("rights_holder"), &cand.rights_holder, false)?;
             check_features(at("features"), &cand.features)?;
-            if let Some(camp) = &cand.campaign {
-                match campaigns.get(&*camp.id) {
+            let index = match &cand.campaign {
+                None => -1,
+                Some(camp) => match seen.get(&*camp.id) {
                     // Seen before and checked: the copies must agree, or the
                     // policy would see whichever came first.
-                    Some(first) if *first != camp => {
+                    Some((first, _)) if *first != camp => {
                         return Err(RequestError::invalid(
                             at("campaign")(),
                             format!(
@@ -362,16 +348,97 @@ impl ScoreRequest<'_> {
                             ),
                         ));
                     }
-                    Some(_) => {}
+                    Some((_, index)) => *index,
                     None => {
-                        check_campaign(&at("campaign")(), camp)?;
-                        campaigns.insert(&camp.id, camp);
+                        campaigns.push(check_campaign(&at("campaign")(), camp)?);
+                        let index = campaigns.len() as i32 - 1;
+                        seen.insert(&camp.id, (camp, index));
+                        index
                     }
-                }
-            }
+                },
+            };
+            campaign_index.push(index);
         }
-        Ok(())
+        let seed = self.seed();
+        Ok(ValidRequest {
+            request: self,
+            market,
+            seed,
+            campaigns,
+            campaign_index,
+        })
     }
+}
+
+/// A request that passed [`ScoreRequest::validate`], with what the contract
+/// packs already packed. Reads as the [`ScoreRequest`] it wraps.
+#[derive(Debug)]
+pub struct ValidRequest<'a> {
+    request: ScoreRequest<'a>,
+    market: u16,
+    seed: u64,
+    campaigns: Vec<Campaign>,
+    campaign_index: Vec<i32>,
+}
+
+impl<'a> ValidRequest<'a> {
+    /// The market, packed ([`market_code`]).
+    pub fn market(&self) -> u16 {
+        self.market
+    }
+
+    /// The seed of all of the policy's randomness ([`ScoreRequest::seed`]).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The distinct campaigns, in order of first appearance.
+    pub fn campaigns(&self) -> &[Campaign] {
+        &self.campaigns
+    }
+
+    /// Per candidate, its index in [`ValidRequest::campaigns`], -1 for an
+    /// organic track.
+    pub fn campaign_index(&self) -> &[i32] {
+        &self.campaign_index
+    }
+
+    /// The parsed request.
+    pub fn request(&self) -> &ScoreRequest<'a> {
+        &self.request
+    }
+}
+
+impl<'a> std::ops::Deref for ValidRequest<'a> {
+    type Target = ScoreRequest<'a>;
+    fn deref(&self) -> &ScoreRequest<'a> {
+        &self.request
+    }
+}
+
+/// A validated campaign in the contract's packed form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    /// Start of the active window (unix ms, inclusive).
+    pub start_ms: i64,
+    /// End of the active window (unix ms, exclusive).
+    pub end_ms: i64,
+    /// Allowed surfaces, bit `i` = `Surface::ALL[i]`.
+    pub surfaces: u8,
+    /// Allowed markets, packed; empty means every market.
+    pub markets: Vec<u16>,
+    /// Promoted impressions targeted over the window.
+    pub delivery_target: f64,
+    /// Promoted impressions delivered so far.
+    pub delivered: f64,
+    /// What a linear schedule would have delivered by now.
+    pub expected_by_now: f64,
+    /// Pacing controller state: leaky integral of the delivery error.
+    pub pacing_integral: f64,
+    /// Pacing controller state: the previous delivery error.
+    pub pacing_last_error: f64,
+    /// Commission, basis points.
+    pub commission_bps: u32,
 }
 
 fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), RequestError> {
@@ -389,13 +456,13 @@ fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), R
 
 fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), RequestError> {
     for (name, v) in &f.0 {
-        if name.is_empty() || name.len() > 64 {
+        if name.is_empty() || name.len() > oasis_contract::MAX_NAME_BYTES {
             return Err(RequestError::invalid(
                 field(),
                 format!("feature name {name:?} must be 1-64 bytes"),
             ));
         }
-        if v.is_some_and(|v| !(v.abs() <= MAX_MAGNITUDE)) {
+        if v.is_some_and(|v| !oasis_contract::within_magnitude(v)) {
             return Err(RequestError::invalid(
                 format!("{}.{name}", field()),
                 "must be null or a finite number of magnitude at most 1e9",
@@ -405,7 +472,7 @@ fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), Reques
     Ok(())
 }
 
-fn check_campaign(field: &str, c: &RequestCampaign) -> Result<(), RequestError> {
+fn check_campaign(field: &str, c: &RequestCampaign) -> Result<Campaign, RequestError> {
     check_id(|| format!("{field}.id"), &c.id, true)?;
     if c.start_ms >= c.end_ms {
         return Err(RequestError::invalid(
@@ -436,24 +503,55 @@ fn check_campaign(field: &str, c: &RequestCampaign) -> Result<(), RequestError> 
             ));
         }
     }
-    for (j, m) in c.markets.iter().enumerate() {
-        if market_code(m).is_none() {
-            return Err(RequestError::invalid(
-                format!("{field}.markets[{j}]"),
-                format!("must be an ISO 3166-1 alpha-2 code, got {m:?}"),
-            ));
-        }
-    }
-    Ok(())
+    let markets = c
+        .markets
+        .iter()
+        .enumerate()
+        .map(|(j, m)| {
+            market_code(m).ok_or_else(|| {
+                RequestError::invalid(
+                    format!("{field}.markets[{j}]"),
+                    format!("must be an ISO 3166-1 alpha-2 code, got {m:?}"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Campaign {
+        start_ms: c.start_ms,
+        end_ms: c.end_ms,
+        surfaces: match &c.surfaces {
+            Some(list) => list.iter().fold(0, |set, s| set | s.bit()),
+            None => oasis_contract::surface::DEFAULT_CAMPAIGN_SURFACES,
+        },
+        markets,
+        delivery_target: c.delivery_target,
+        delivered: c.delivered,
+        expected_by_now: c.expected_by_now,
+        pacing_integral: c.pacing_integral,
+        pacing_last_error: c.pacing_last_error,
+        commission_bps: c.commission_bps,
+    })
 }
 
-/// Packs a two-letter market code as the contract's `u16` (upper-cased).
-pub fn market_code(code: &str) -> Option<u16> {
-    match code.as_bytes() {
-        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-            Some(((a.to_ascii_uppercase() as u16) << 8) | b.to_ascii_uppercase() as u16)
-        }
-        _ => None,
+/// Surfaces by name, with serde's own "unknown variant" message.
+mod surface {
+    use super::Surface;
+    use serde::de::{self, Deserialize, Deserializer};
+
+    /// Deserializes one surface name.
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Surface, D::Error> {
+        let super::CowStr(name) = super::CowStr::deserialize(d)?;
+        Surface::from_name(&name).ok_or_else(|| de::Error::unknown_variant(&name, &Surface::NAMES))
+    }
+
+    /// Deserializes an optional list of surface names.
+    pub fn optional_list<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<Surface>>, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Name(#[serde(deserialize_with = "one")] Surface);
+        let list = <Option<Vec<Name>>>::deserialize(d)?;
+        Ok(list.map(|l| l.into_iter().map(|Name(s)| s).collect()))
     }
 }
 
@@ -483,8 +581,7 @@ mod tests {
 
     #[test]
     fn parses_a_good_request_borrowing_strings() {
-        let req = parse(GOOD.as_bytes()).unwrap();
-        req.validate(100).unwrap();
+        let req = parse(GOOD.as_bytes()).unwrap().validate(100).unwrap();
         assert_eq!(req.candidates.len(), 2);
         assert!(matches!(req.candidates[0].id, Cow::Borrowed("t1")));
         assert_eq!(req.context.surface, Surface::DailyMix);

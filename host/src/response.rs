@@ -3,14 +3,15 @@
 use serde::Serialize;
 use serde::ser::SerializeSeq;
 
+use oasis_contract::ReasonBits;
+
 use crate::bindings::{WitDecisions, WitReason};
 use crate::error::CallErrorKind;
-use crate::policy::{PolicyInfo, Usage};
+pub use crate::metadata::PolicyRef;
 use crate::request::ScoreRequest;
 
 /// Which policy of a route decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// The route's stable policy.
     Stable,
@@ -18,24 +19,19 @@ pub enum Variant {
     Fallback,
 }
 
-/// Identity of a policy version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyRef {
-    /// Policy name.
-    pub name: String,
-    /// Semantic version.
-    pub version: String,
-    /// `sha256:…` of the component.
-    pub digest: String,
+impl Variant {
+    /// The name, as in responses and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Stable => "stable",
+            Variant::Fallback => "fallback",
+        }
+    }
 }
 
-impl From<&PolicyInfo> for PolicyRef {
-    fn from(i: &PolicyInfo) -> Self {
-        PolicyRef {
-            name: i.name.clone(),
-            version: i.version.clone(),
-            digest: i.digest.clone(),
-        }
+impl Serialize for Variant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -69,29 +65,10 @@ pub struct ScoredCandidate<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reasons(pub WitReason);
 
-const REASON_NAMES: [(WitReason, &str); 13] = [
-    (WitReason::ORGANIC, "organic"),
-    (WitReason::PROMOTED, "promoted"),
-    (WitReason::NOT_ELIGIBLE_SURFACE, "not_eligible_surface"),
-    (WitReason::NOT_ELIGIBLE_MARKET, "not_eligible_market"),
-    (WitReason::CAMPAIGN_INACTIVE, "campaign_inactive"),
-    (WitReason::FREQ_CAPPED, "freq_capped"),
-    (WitReason::PACING_THROTTLED, "pacing_throttled"),
-    (WitReason::RELEVANCE_GUARDRAIL, "relevance_guardrail"),
-    (WitReason::DIVERSITY_PENALTY, "diversity_penalty"),
-    (WitReason::FAIRNESS_ADJUST, "fairness_adjust"),
-    (WitReason::EXPLORATION, "exploration"),
-    (WitReason::SLATE_CAP, "slate_cap"),
-    (WitReason::MISSING_FEATURE, "missing_feature"),
-];
-
 impl Reasons {
-    /// The names of the set flags.
+    /// The names of the set flags, in WIT order.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        REASON_NAMES
-            .iter()
-            .filter(move |(f, _)| self.0.contains(*f))
-            .map(|(_, n)| *n)
+        oasis_contract::reason::names(self.0.reason_bits())
     }
 }
 
@@ -175,36 +152,4 @@ pub fn debug_entries<'a>(req: &'a ScoreRequest, d: &'a WitDecisions) -> Vec<Debu
             value: v.value,
         })
         .collect()
-}
-
-/// Relevance passthrough computed on the host: the last-resort fallback when
-/// a policy has no fallback policy, or the fallback failed too.
-pub fn passthrough(req: &ScoreRequest) -> WitDecisions {
-    let n = req.candidates.len();
-    WitDecisions {
-        scores: req.candidates.iter().map(|c| c.relevance).collect(),
-        eligible: vec![false; n],
-        reasons: req
-            .candidates
-            .iter()
-            .map(|c| {
-                if c.campaign.is_none() {
-                    WitReason::ORGANIC
-                } else {
-                    WitReason::empty()
-                }
-            })
-            .collect(),
-        propensity: vec![0.0; n],
-        debug: Vec::new(),
-    }
-}
-
-/// Usage summary for `oasis run`.
-pub fn usage_json(u: &Usage) -> serde_json::Value {
-    serde_json::json!({
-        "wall_us": u.wall_us,
-        "peak_memory_bytes": u.peak_memory_bytes,
-        "fuel": u.fuel,
-    })
 }

@@ -117,7 +117,7 @@ impl Runtime {
             .total_tables(n * 4)
             .max_memory_size(Limits::MAX_MEMORY_BYTES)
             // Keep the first pages of each slot resident between instances:
-            // halves the fresh-instance cost (../shared/design-notes.md).
+            // halves the fresh-instance cost (README, "Performance": design figures).
             .linear_memory_keep_resident(4 << 20)
             .table_keep_resident(64 << 10);
 
@@ -239,5 +239,16 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_round_up_and_add_one() {
+        assert_eq!(Runtime::deadline_ticks(Duration::from_millis(20)), 21);
+        assert_eq!(Runtime::deadline_ticks(Duration::from_micros(1500)), 3);
     }
 }

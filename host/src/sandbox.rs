@@ -14,7 +14,6 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::WitLogLevel;
-use crate::limits::MemoryLimiter;
 use crate::stdio::BoundedPipe;
 
 /// Bytes of stdout and of stderr kept per call; the rest is counted and
@@ -100,16 +99,22 @@ impl CallState {
     }
 }
 
+/// Longest text taken from a guest (error messages) into responses and logs.
+pub const MAX_GUEST_TEXT: usize = 1024;
+
 /// The first `max` bytes of `s`, cut on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max)]
+}
+
+/// Guest-provided text bounded to [`MAX_GUEST_TEXT`] bytes, with `…` when cut.
+pub(crate) fn bounded(text: &str) -> String {
+    let cut = truncate(text, MAX_GUEST_TEXT);
+    if cut.len() == text.len() {
+        text.to_string()
+    } else {
+        format!("{cut}…")
     }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
 }
 
 /// 32 bytes derived from `seed` (splitmix64), cycled by WASI's deterministic RNG.
@@ -204,3 +209,68 @@ impl crate::bindings::oasis::policy::log::Host for CallState {
 }
 
 impl crate::bindings::oasis::policy::types::Host for CallState {}
+
+/// Enforces the memory limit of one store and remembers whether it refused a
+/// growth, so that the resulting trap is reported as a memory-limit error
+/// rather than as the guest's own "allocation failed" abort.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    /// Largest size the guest asked for beyond the limit, if any.
+    pub(crate) refused: Option<usize>,
+    /// High-water mark of linear memory, for resource reports.
+    pub(crate) peak: usize,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: usize) -> Self {
+        MemoryLimiter {
+            limit,
+            refused: None,
+            peak: 0,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.refused = Some(self.refused.map_or(desired, |r| r.max(desired)));
+            // Refuse with a trap: a guest that cannot allocate aborts anyway,
+            // and trapping here keeps the cause unambiguous.
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded",
+                self.limit
+            ));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= crate::limits::Limits::MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_is_truncated_on_a_char_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let b = bounded(&"é".repeat(1000));
+        assert!(b.len() <= MAX_GUEST_TEXT + '…'.len_utf8() && b.ends_with('…'));
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}

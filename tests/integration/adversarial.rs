@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use oasis::{CallError, CallErrorKind, Limits, LoadError, Policy};
 use oasis_test_components::{ADVERSARIAL, NOT_A_POLICY};
 
-use crate::harness::{batch, load, runtime, small_body};
+use crate::harness::{load, runtime, score, small_body};
 
 fn attack(name: &str) -> Policy {
     load(
@@ -19,11 +19,9 @@ fn attack(name: &str) -> Policy {
 /// Runs the attack, checks the error kind, then shows the policy still serves.
 fn contained(name: &str, kind: CallErrorKind) -> CallError {
     let policy = attack(name);
-    let err = policy.call(&batch(&policy, &small_body(true))).unwrap_err();
+    let err = score(&policy, &small_body(true)).unwrap_err();
     assert_eq!(err.kind(), kind, "{name}: {err}");
-    let ok = policy
-        .call(&batch(&policy, &small_body(false)))
-        .expect("next call succeeds");
+    let ok = score(&policy, &small_body(false)).expect("next call succeeds");
     assert_eq!(ok.decisions.scores, vec![0.9, 0.5, 0.1]);
     err
 }
@@ -43,14 +41,14 @@ fn infinite_loop_times_out_within_twice_the_deadline() {
     )
     .unwrap();
     let started = Instant::now();
-    let err = policy.call(&batch(&policy, &small_body(true))).unwrap_err();
+    let err = score(&policy, &small_body(true)).unwrap_err();
     let took = started.elapsed();
     assert!(
         matches!(err, CallError::Timeout { deadline: d } if d == deadline),
         "{err}"
     );
     assert!(took < deadline * 2, "timed out after {took:?}");
-    policy.call(&batch(&policy, &small_body(false))).unwrap();
+    score(&policy, &small_body(false)).unwrap();
 }
 
 #[test]
@@ -144,14 +142,12 @@ fn flooding_stdout_is_truncated_not_fatal() {
         limits,
     )
     .unwrap();
-    let out = policy
-        .call(&batch(&policy, &small_body(true)))
-        .expect("a chatty policy still answers");
+    let out = score(&policy, &small_body(true)).expect("a chatty policy still answers");
     assert_eq!(out.decisions.scores, vec![0.9, 0.5, 0.1]);
 }
 
 fn debug_value(policy: &Policy, name: &str) -> f64 {
-    let out = policy.call(&batch(policy, &small_body(true))).unwrap();
+    let out = score(policy, &small_body(true)).unwrap();
     out.decisions
         .debug
         .iter()

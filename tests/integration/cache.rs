@@ -54,7 +54,7 @@ fn cache_entries_are_reused_and_corruption_is_recovered() {
     bytes[mid] ^= 0xff;
     std::fs::write(&files[0], &bytes).unwrap();
     let p = load();
-    assert!(p.call(&oasis::columnar::smoke_request(p.info())).is_ok());
+    assert!(crate::harness::score(&p, &crate::harness::small_body(false)).is_ok());
     let repaired = std::fs::read(&files[0]).unwrap();
     assert_ne!(repaired, bytes, "the corrupt entry was replaced");
 

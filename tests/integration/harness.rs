@@ -2,8 +2,7 @@
 
 use std::sync::OnceLock;
 
-use oasis::bindings::WitRequest;
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, columnar, request};
+use oasis::{CallError, CallOutcome, Limits, Policy, Runtime, RuntimeConfig, request};
 
 /// A runtime shared by the tests of this binary (the engine is the costly part).
 pub fn runtime() -> &'static Runtime {
@@ -42,15 +41,13 @@ pub fn example_body() -> Vec<u8> {
     .unwrap()
 }
 
-/// Builds the columnar request `policy` would receive for `body`.
-pub fn batch(policy: &Policy, body: &[u8]) -> WitRequest {
-    let req = request::parse(body).unwrap();
-    req.validate(policy.limits().max_candidates).unwrap();
-    columnar::to_wit(
-        &req,
-        &columnar::feature_columns(policy.info()),
-        &policy.info().context_features,
-    )
+/// Scores `body` (which must be a valid request) with `policy`, through the
+/// library's pipeline.
+pub fn score(policy: &Policy, body: &[u8]) -> Result<CallOutcome, CallError> {
+    let req = request::parse(body)
+        .and_then(|r| r.validate(policy.limits().max_candidates))
+        .unwrap();
+    policy.score(&req)
 }
 
 /// A small request; `attack` adds the context feature that arms the adversarial guest.

@@ -6,11 +6,11 @@ use oasis_test_components::{
     BASELINE, EPSILON_GREEDY, EXPOSURE_FAIRNESS, FREQ_CAP_DIVERSITY, GUARDED_BOOST, PID_PACING,
 };
 
-use crate::harness::{batch, example_body, load};
+use crate::harness::{example_body, load, score as score_body};
 
 fn score(path: &str) -> (oasis::Policy, WitDecisions) {
     let policy = load(path, "{}").unwrap();
-    let out = policy.call(&batch(&policy, &example_body())).unwrap();
+    let out = score_body(&policy, &example_body()).unwrap();
     (policy, out.decisions)
 }
 
@@ -136,7 +136,7 @@ fn exposure_fairness_adjusts_campaign_tracks_by_holder_deficit() {
 #[test]
 fn epsilon_greedy_is_replayable_with_exact_propensities() {
     let (p, d1) = score(EPSILON_GREEDY);
-    let d2 = p.call(&batch(&p, &example_body())).unwrap().decisions;
+    let d2 = score_body(&p, &example_body()).unwrap().decisions;
     assert_eq!(
         format!("{d1:?}"),
         format!("{d2:?}"),
@@ -152,6 +152,6 @@ fn epsilon_greedy_is_replayable_with_exact_propensities() {
     let body = String::from_utf8(example_body())
         .unwrap()
         .replace("\"seed\": 1234567", "\"seed\": 99");
-    let d3 = p.call(&batch(&p, body.as_bytes())).unwrap().decisions;
+    let d3 = score_body(&p, body.as_bytes()).unwrap().decisions;
     assert_eq!(d1.propensity, d3.propensity);
 }

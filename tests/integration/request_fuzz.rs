@@ -84,12 +84,12 @@ fn mutated_requests_never_panic_and_accepted_ones_are_consistent() {
             }
             Err(e) => panic!("parse returned a non-parse error: {e}"),
         };
-        if req.validate(2000).is_err() {
+        let Ok(req) = req.validate(2000) else {
             invalid += 1;
             continue;
-        }
+        };
         accepted += 1;
-        let w = columnar::to_wit(&req, &columns, &context);
+        let w = columnar::batch(&req, &columns, &context);
         let n = req.candidates.len();
         assert_eq!(w.candidates.count as usize, n);
         assert_eq!(w.candidates.features.len(), n * columns.len());

@@ -408,7 +408,20 @@ async fn every_fault_kind_falls_back_with_a_200() {
     let metrics = s.metrics().await;
     assert!(
         metrics.contains(
-            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\"} 1"
+            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\",served_by=\"fallback_policy\"} 1"
+        ),
+        "{metrics}"
+    );
+    // A fallback is counted once, by what served it; errors per failed call.
+    assert!(
+        metrics.contains(
+            "oasis_fallbacks_total{policy=\"orphan\",version=\"0.1.0\",kind=\"trap\",served_by=\"passthrough\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\",served_by=\"passthrough\"} 0"
         ),
         "{metrics}"
     );

@@ -57,13 +57,13 @@ pub const CLI_INSTANCES: u32 = 4;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
     /// CPU deadline per call, milliseconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = oasis::Limits::default().deadline.as_millis() as u64)]
     pub deadline_ms: u64,
     /// Memory limit per instance, MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = oasis::Limits::default().memory_bytes >> 20)]
     pub memory_mb: usize,
     /// Maximum candidates per request.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = oasis::Limits::default().max_candidates)]
     pub max_candidates: usize,
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use oasis::response::{self, ScoreResponse, Timing, Variant};
-use oasis::{RuntimeConfig, columnar, request};
+use oasis::{RuntimeConfig, request};
 
 /// Arguments of `oasis run`.
 #[derive(Debug, clap::Args)]
@@ -40,21 +40,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(&args.request)
         .with_context(|| format!("cannot read request {}", args.request.display()))?;
     let started = Instant::now();
-    let req = request::parse(&body).with_context(|| format!("in {}", args.request.display()))?;
-    req.validate(policy.limits().max_candidates)
+    let req = request::parse(&body)
+        .and_then(|r| r.validate(policy.limits().max_candidates))
         .with_context(|| format!("in {}", args.request.display()))?;
-    let batch = columnar::to_wit(
-        &req,
-        &columnar::feature_columns(policy.info()),
-        &policy.info().context_features,
-    );
-    let outcome = policy.call(&batch).context("the policy failed")?;
+    let outcome = policy.score(&req).context("the policy failed")?;
     let d = &outcome.decisions;
-    let identity = response::PolicyRef::from(policy.info());
     let resp = ScoreResponse {
         request_id: &req.context.request_id,
         route: None,
-        policy: &identity,
+        policy: policy.identity(),
         variant: Variant::Stable,
         fallback: None,
         scores: response::scored(&req, d),
@@ -67,9 +61,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = serde_json::to_value(&resp)?;
     out["resources"] = serde_json::json!({
         "load_ms": (load_ms * 1000.0).round() / 1000.0,
-        "call": response::usage_json(&outcome.usage),
+        "call": outcome.usage,
         "candidates": req.candidates.len(),
-        "promoted": d.eligible.iter().zip(&d.reasons).filter(|(_, r)| r.contains(oasis::bindings::WitReason::PROMOTED)).count(),
+        "promoted": d.reasons.iter().filter(|r| r.contains(oasis::bindings::WitReason::PROMOTED)).count(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)

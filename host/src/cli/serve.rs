@@ -21,13 +21,13 @@ pub struct Args {
     #[arg(long)]
     pub default_route: Option<String>,
     /// Largest accepted request body, bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = ServerConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Scoring requests in progress at once; more get 503 before their body is read.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = ServerConfig::default().max_inflight)]
     pub max_inflight: usize,
     /// Policy instances that may exist at once, across all policies.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = oasis::RuntimeConfig::default().max_instances)]
     pub max_instances: u32,
     /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
     #[arg(long)]

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use oasis::response::Reasons;
-use oasis::{Runtime, columnar, request};
+use oasis::{Runtime, request};
 use serde::{Deserialize, Serialize};
 
 /// Arguments of `oasis test`.
@@ -142,15 +142,10 @@ fn run_fixture(
         .map_or("{}".to_string(), |s| s.to_string());
     let policy = super::load_policy(runtime, policy, &settings, limits)?;
     let body = serde_json::to_vec(&fixture.request)?;
-    let req = request::parse(&body).context("fixture request")?;
-    req.validate(policy.limits().max_candidates)
+    let req = request::parse(&body)
+        .and_then(|r| r.validate(policy.limits().max_candidates))
         .context("fixture request")?;
-    let batch = columnar::to_wit(
-        &req,
-        &columnar::feature_columns(policy.info()),
-        &policy.info().context_features,
-    );
-    let d = policy.call(&batch).context("the policy failed")?.decisions;
+    let d = policy.score(&req).context("the policy failed")?.decisions;
     let actual: Vec<Expected> = req
         .candidates
         .iter()

@@ -51,6 +51,22 @@ impl ApiError {
         }
     }
 
+    /// 413 for a body over `limit` bytes, else 400 for a body that could not
+    /// be read.
+    pub fn body(e: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
+        let status = e.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_body"
+        };
+        Self::new(
+            status,
+            kind,
+            format!("{} (limit {limit} bytes)", e.body_text()),
+        )
+    }
+
     /// 503: no policy instance became free within the queue deadline.
     pub fn overloaded(policy: &str) -> Self {
         ApiError {

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::limits::Limits;
+use oasis_contract::is_key;
+
+use crate::limits::{Concurrency, Limits};
 
 /// A parsed, validated manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,17 +47,6 @@ pub struct Manifest {
     pub concurrency: Concurrency,
     /// Settings as JSON, for the policy.
     pub settings_json: String,
-}
-
-/// Bounded concurrency per policy version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Concurrency {
-    /// Instances of this policy that may run at once.
-    pub max: usize,
-    /// How long a request waits for a free instance before a 503.
-    pub queue_timeout: Duration,
-    /// Requests that may wait for an instance; more are refused at once.
-    pub queue: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,13 +75,14 @@ struct RawLimits {
 impl Default for RawLimits {
     fn default() -> Self {
         let l = Limits::default();
+        let c = Concurrency::default();
         RawLimits {
             deadline_ms: l.deadline.as_millis() as u64,
             memory_mb: l.memory_bytes >> 20,
             max_candidates: l.max_candidates,
-            max_concurrency: 16,
-            queue_timeout_ms: 50,
-            max_queue: 64,
+            max_concurrency: c.max,
+            queue_timeout_ms: c.queue_timeout.as_millis() as u64,
+            max_queue: c.queue,
         }
     }
 }
@@ -124,15 +116,6 @@ pub enum ManifestError {
     },
 }
 
-/// Whether `name` is a valid policy or route key.
-pub fn valid_key(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
-
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     ///
@@ -160,7 +143,7 @@ impl Manifest {
         let key = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .filter(|s| valid_key(s))
+            .filter(|s| is_key(s))
             .ok_or_else(|| {
                 invalid("the file name must be <policy-key>.toml with [A-Za-z0-9._-]".into())
             })?
@@ -169,7 +152,7 @@ impl Manifest {
             if f == &key {
                 return Err(invalid("a policy cannot be its own fallback".into()));
             }
-            if !valid_key(f) {
+            if !is_key(f) {
                 return Err(invalid(format!("fallback {f:?} is not a valid policy key")));
             }
         }
@@ -186,24 +169,14 @@ impl Manifest {
         limits
             .validate()
             .map_err(|m| invalid(format!("[limits] {m}")))?;
-        if !(1..=1024).contains(&l.max_concurrency) {
-            return Err(invalid(format!(
-                "[limits] max_concurrency must be in 1..=1024, got {}",
-                l.max_concurrency
-            )));
-        }
-        if l.max_queue > 100_000 {
-            return Err(invalid(format!(
-                "[limits] max_queue must be at most 100000, got {}",
-                l.max_queue
-            )));
-        }
-        if l.queue_timeout_ms > 10_000 {
-            return Err(invalid(format!(
-                "[limits] queue_timeout_ms must be at most 10000, got {}",
-                l.queue_timeout_ms
-            )));
-        }
+        let concurrency = Concurrency {
+            max: l.max_concurrency,
+            queue_timeout: Duration::from_millis(l.queue_timeout_ms),
+            queue: l.max_queue,
+        };
+        concurrency
+            .validate()
+            .map_err(|m| invalid(format!("[limits] {m}")))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let settings = raw.settings.unwrap_or_default();
         Ok(Manifest {
@@ -212,11 +185,7 @@ impl Manifest {
             module: dir.join(raw.module),
             fallback: raw.fallback,
             limits,
-            concurrency: Concurrency {
-                max: l.max_concurrency,
-                queue_timeout: Duration::from_millis(l.queue_timeout_ms),
-                queue: l.max_queue,
-            },
+            concurrency,
             settings_json: serde_json::to_string(&settings).map_err(|e| invalid(e.to_string()))?,
         })
     }
@@ -280,7 +249,7 @@ impl RoutesFile {
             message: e.to_string(),
         })?;
         for name in routes.routes.keys().chain(routes.default.iter()) {
-            if !valid_key(name) {
+            if !is_key(name) {
                 return Err(ManifestError::Invalid {
                     path: path.display().to_string(),
                     message: format!("route name {name:?} must be [A-Za-z0-9._-]"),

@@ -31,46 +31,52 @@ pub struct ErrorLabels {
     /// Policy semver.
     pub version: String,
     /// Error kind.
-    pub kind: KindLabel,
+    pub kind: CallErrorKind,
 }
 
-/// [`CallErrorKind`] as a label value.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(
-    non_camel_case_types,
-    missing_docs,
-    reason = "label values are snake_case names"
-)]
-pub enum KindLabel {
-    timeout,
-    memory_limit,
-    trap,
-    invalid_output,
-    policy_error,
-    instantiate,
+/// Labels of a fallback answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// Key of the policy that failed.
+    pub policy: String,
+    /// Its semver.
+    pub version: String,
+    /// Why it failed.
+    pub kind: CallErrorKind,
+    /// What answered instead.
+    pub served_by: FallbackBy,
 }
 
-impl From<CallErrorKind> for KindLabel {
-    fn from(k: CallErrorKind) -> Self {
-        match k {
-            CallErrorKind::Timeout => KindLabel::timeout,
-            CallErrorKind::MemoryLimit => KindLabel::memory_limit,
-            CallErrorKind::Trap => KindLabel::trap,
-            CallErrorKind::InvalidOutput => KindLabel::invalid_output,
-            CallErrorKind::PolicyError => KindLabel::policy_error,
-            CallErrorKind::Instantiate => KindLabel::instantiate,
+/// What answered when a route's policy failed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum FallbackBy {
+    /// The policy's fallback policy.
+    FallbackPolicy,
+    /// The host's relevance passthrough.
+    Passthrough,
+}
+
+impl FallbackBy {
+    /// Both, in label order.
+    pub const ALL: [FallbackBy; 2] = [FallbackBy::FallbackPolicy, FallbackBy::Passthrough];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackBy::FallbackPolicy => "fallback_policy",
+            FallbackBy::Passthrough => "passthrough",
         }
     }
 }
 
-const KINDS: [CallErrorKind; 6] = [
-    CallErrorKind::Timeout,
-    CallErrorKind::MemoryLimit,
-    CallErrorKind::Trap,
-    CallErrorKind::InvalidOutput,
-    CallErrorKind::PolicyError,
-    CallErrorKind::Instantiate,
-];
+impl EncodeLabelValue for FallbackBy {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(e, self.as_str())
+    }
+}
 
 /// Labels of a served request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,8 +119,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Requests refused (4xx/5xx), by status and reason.
     pub rejected: Family<RejectLabels, Counter>,
-    /// Fallbacks served, by failed policy version and error kind.
-    pub fallbacks: Family<ErrorLabels, Counter>,
+    /// Fallbacks served, by failed policy version, error kind and what served.
+    pub fallbacks: Family<FallbackLabels, Counter>,
     /// Policy call errors, by policy version and kind.
     pub policy_errors: Family<ErrorLabels, Counter>,
     /// Policy call latency (instantiate + run), seconds.
@@ -146,70 +152,79 @@ impl Metrics {
     /// Creates and registers every metric under the `oasis_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("oasis");
-        let m = Metrics {
-            requests: Family::default(),
-            rejected: Family::default(),
-            fallbacks: Family::default(),
-            policy_errors: Family::default(),
-            policy_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            request_latency: latency_histogram(),
-            reloads: Family::default(),
-            instances_in_use: Gauge::default(),
-            queue_depth: Family::default(),
-            policies_active: Gauge::default(),
-            registry: Registry::default(),
-        };
+        let requests = Family::default();
+        let rejected = Family::default();
+        let fallbacks = Family::default();
+        let policy_errors = Family::default();
+        let policy_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let request_latency = latency_histogram();
+        let reloads = Family::default();
+        let instances_in_use = Gauge::default();
+        let queue_depth = Family::default();
+        let policies_active = Gauge::default();
         registry.register(
             "requests",
             "Scoring requests answered, by route and variant",
-            m.requests.clone(),
+            requests.clone(),
         );
         registry.register(
             "rejected",
             "Requests refused, by HTTP status and reason",
-            m.rejected.clone(),
+            rejected.clone(),
         );
         registry.register(
             "fallbacks",
-            "Fallback answers, by failed policy version and error kind",
-            m.fallbacks.clone(),
+            "Fallback answers, by failed policy version, error kind and what served instead",
+            fallbacks.clone(),
         );
         registry.register(
             "policy_errors",
             "Policy call errors, by policy version and kind",
-            m.policy_errors.clone(),
+            policy_errors.clone(),
         );
         registry.register(
             "policy_latency_seconds",
             "Policy call latency (fresh instance + run)",
-            m.policy_latency.clone(),
+            policy_latency.clone(),
         );
         registry.register(
             "request_latency_seconds",
             "Server latency of scored requests",
-            m.request_latency.clone(),
+            request_latency.clone(),
         );
         registry.register(
             "reloads",
             "Policy (re)load attempts, by policy and result",
-            m.reloads.clone(),
+            reloads.clone(),
         );
         registry.register(
             "instances_in_use",
             "Policy instances running now",
-            m.instances_in_use.clone(),
+            instances_in_use.clone(),
         );
         registry.register(
             "queue_depth",
             "Requests waiting for a free policy instance",
-            m.queue_depth.clone(),
+            queue_depth.clone(),
         );
         registry.register(
             "policies_active",
             "Policies with an active version",
-            m.policies_active.clone(),
+            policies_active.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            requests,
+            rejected,
+            fallbacks,
+            policy_errors,
+            policy_latency,
+            request_latency,
+            reloads,
+            instances_in_use,
+            queue_depth,
+            policies_active,
+        }
     }
 
     /// The text exposition.
@@ -218,6 +233,17 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts a (re)load attempt of `policy` (a key, or `routes` /
+    /// `directory`).
+    pub fn reload(&self, policy: &str, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                policy: policy.to_string(),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
     }
 
     /// Counts a refused request.
@@ -236,12 +262,20 @@ impl Metrics {
         let error = |kind: CallErrorKind| ErrorLabels {
             policy: key.to_string(),
             version: version.to_string(),
-            kind: kind.into(),
+            kind,
+        };
+        let fallback = |kind: CallErrorKind, served_by: FallbackBy| FallbackLabels {
+            policy: key.to_string(),
+            version: version.to_string(),
+            kind,
+            served_by,
         };
         PolicyMetrics {
             latency: self.policy_latency.get_or_create_owned(&labels),
-            errors: KINDS.map(|k| self.policy_errors.get_or_create_owned(&error(k))),
-            fallbacks: KINDS.map(|k| self.fallbacks.get_or_create_owned(&error(k))),
+            errors: CallErrorKind::ALL.map(|k| self.policy_errors.get_or_create_owned(&error(k))),
+            fallbacks: CallErrorKind::ALL.map(|k| {
+                FallbackBy::ALL.map(|by| self.fallbacks.get_or_create_owned(&fallback(k, by)))
+            }),
             queue_depth: self.queue_depth.get_or_create_owned(&QueueLabels {
                 policy: key.to_string(),
             }),
@@ -255,19 +289,26 @@ pub struct PolicyMetrics {
     /// Call latency.
     pub latency: Histogram,
     errors: [Counter; 6],
-    fallbacks: [Counter; 6],
+    fallbacks: [[Counter; 2]; 6],
     /// Requests waiting for an instance of this policy.
     pub queue_depth: Gauge,
 }
 
 impl PolicyMetrics {
     fn index(kind: CallErrorKind) -> usize {
-        KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+        CallErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0)
     }
 
-    /// Counts a call error and the fallback it caused.
+    /// Counts a failed call of this version.
     pub fn failed(&self, kind: CallErrorKind) {
         self.errors[Self::index(kind)].inc();
-        self.fallbacks[Self::index(kind)].inc();
+    }
+
+    /// Counts an answer served by `by` because this version failed with `kind`.
+    pub fn fallback_served(&self, kind: CallErrorKind, by: FallbackBy) {
+        self.fallbacks[Self::index(kind)][by as usize].inc();
     }
 }

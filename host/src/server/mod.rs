@@ -5,7 +5,8 @@
 //! | `manifest`   | per-policy TOML manifests and `routes.toml`               |
 //! | `registry`   | the atomically swapped snapshot of policies and routes    |
 //! | `reload`     | watching the directory, loading off the request path      |
-//! | `score`      | `POST /v1/score`, the hot path, with fallback             |
+//! | `score`      | `POST /v1/score`, the hot path                            |
+//! | `chain`      | the serving chain: arms tried in order, passthrough last  |
 //! | `status`     | policies, health, readiness, metrics endpoints            |
 //! | `api_error`  | the one JSON error shape                                  |
 //! | `metrics`    | Prometheus metrics                                        |
@@ -14,6 +15,7 @@
 //! real servers on `127.0.0.1:0` and stop them deterministically.
 
 pub mod api_error;
+pub mod chain;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;
@@ -31,7 +33,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
@@ -64,7 +65,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            policies: PathBuf::from("policies"),
+            policies: PathBuf::from("deploy/policies"),
             default_route: None,
             max_body_bytes: 4 << 20,
             max_inflight: 1024,
@@ -166,17 +167,13 @@ impl Server {
             rescan: cfg.rescan,
         };
         let token = CancellationToken::new();
-        let state = AppState {
-            registry: registry.clone(),
+        let state = AppState::new(
+            registry.clone(),
             metrics,
-            runtime,
-            // Keep two pool slots for loads and smoke tests.
-            instances: Arc::new(Semaphore::new(
-                cfg.runtime.max_instances.saturating_sub(2).max(1) as usize,
-            )),
-            max_body_bytes: cfg.max_body_bytes,
-            inflight: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
-        };
+            cfg.runtime.max_instances,
+            cfg.max_body_bytes,
+            cfg.max_inflight,
+        );
 
         let addr = listener.local_addr()?;
         let app = app(state);
@@ -200,11 +197,7 @@ impl Server {
 
         tokio::select! {
             _ = token.cancelled() => {}
-            _ = async {
-                if reloader.reconcile().await {
-                    reloader.reconcile().await;
-                }
-            } => {
+            _ = reloader.load_initial() => {
                 registry.set_ready();
                 let snapshot = registry.snapshot();
                 tracing::info!(

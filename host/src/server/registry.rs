@@ -22,31 +22,32 @@ use crate::server::metrics::PolicyMetrics;
 
 /// A policy version that passed validation and serves traffic.
 pub struct ActivePolicy {
-    /// Policy key (manifest file stem).
-    pub key: String,
-    /// The loaded component.
+    /// The loaded component (its identity: [`Policy::identity`]).
     pub policy: Policy,
-    /// The manifest it was loaded with.
+    /// The manifest it was loaded with (its key: [`ActivePolicy::key`]).
     pub manifest: Manifest,
-    /// Candidate feature columns it receives (required, then optional).
-    pub columns: Vec<String>,
     /// Bounds the instances of this version running at once.
     pub permits: Arc<Semaphore>,
     /// Bounds running plus waiting requests: a request that finds no slot
     /// here is refused at once (503) instead of queueing without limit.
     pub queue: Arc<Semaphore>,
-    /// Name, version and digest, as put in every response.
-    pub identity: Arc<crate::response::PolicyRef>,
     /// When it was activated.
     pub loaded_at: SystemTime,
     /// Metric handles.
     pub metrics: PolicyMetrics,
 }
 
+impl ActivePolicy {
+    /// Policy key (the manifest's file stem).
+    pub fn key(&self) -> &str {
+        &self.manifest.key
+    }
+}
+
 impl std::fmt::Debug for ActivePolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActivePolicy")
-            .field("key", &self.key)
+            .field("key", &self.key())
             .field("policy", &self.policy)
             .finish()
     }

@@ -21,12 +21,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::columnar::feature_columns;
 use crate::error::{CallErrorKind, LoadError};
 use crate::policy::Policy;
 use crate::runtime::Runtime;
-use crate::server::manifest::{Manifest, ROUTES_FILE, RoutesFile};
-use crate::server::metrics::{Metrics, ReloadLabels};
+use crate::server::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
+use crate::server::metrics::Metrics;
 use crate::server::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot};
 
 /// Reconciles a policy directory into a [`Registry`].
@@ -49,6 +48,14 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// Loads the initial policy set: one reconciliation, plus the follow-up
+    /// pass it asks for, so that the set is settled when this returns.
+    pub async fn load_initial(&self) {
+        if self.reconcile().await {
+            self.reconcile().await;
+        }
+    }
+
     /// Runs one reconciliation off the async threads. Returns whether a
     /// follow-up pass is wanted (a manifest went missing and is unloaded only
     /// if it is still missing then).
@@ -128,151 +135,42 @@ impl Reloader {
 
     /// One reconciliation pass. Blocking: reads files and compiles. Returns
     /// whether a follow-up pass is wanted.
+    ///
+    /// The pass works on a copy of the current snapshot and publishes it
+    /// once, if anything changed: routes, then each manifest, then the sweep
+    /// of manifests that disappeared.
     pub fn reconcile_blocking(&self) -> bool {
-        let old = self.registry.snapshot();
-        let mut next: Snapshot = (*old).clone();
-        let mut changed = false;
-        let mut followup = false;
-
-        match RoutesFile::load(&self.dir) {
-            Ok(r) => {
-                let routes = r.routes.into_iter().map(|(k, v)| (k, v.policy)).collect();
-                let default = r.default.or_else(|| self.default_route.clone());
-                if routes != next.routes
-                    || default != next.default_route
-                    || next.routes_failure.is_some()
-                {
-                    changed = true;
-                    next.routes = routes;
-                    next.default_route = default;
-                    next.routes_failure = None;
-                }
-            }
-            Err(e) => {
-                if next.routes_failure.as_ref().map(|f| &f.error) != Some(&e.to_string()) {
-                    tracing::error!(error = %e, "routes file refused; keeping the previous routes");
-                    self.metrics
-                        .reloads
-                        .get_or_create(&ReloadLabels {
-                            policy: "routes".into(),
-                            result: "failed",
-                        })
-                        .inc();
-                    next.routes_failure = Some(Failure {
-                        error: e.to_string(),
-                        at: SystemTime::now(),
-                    });
-                    changed = true;
-                }
-            }
-        }
-
+        let mut next: Snapshot = (*self.registry.snapshot()).clone();
+        let mut changed = self.reconcile_routes(&mut next);
         let manifests = match manifest_files(&self.dir) {
             Ok(m) => m,
             Err(e) => {
                 // A directory we cannot read says nothing about the policies:
                 // keep serving all of them.
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the policy directory; keeping every loaded policy");
-                self.metrics
-                    .reloads
-                    .get_or_create(&ReloadLabels {
-                        policy: "directory".into(),
-                        result: "failed",
-                    })
-                    .inc();
+                self.metrics.reload("directory", false);
                 if changed {
                     self.registry.publish(next);
                 }
                 return false;
             }
         };
-
         let mut seen = BTreeSet::new();
         for path in manifests {
             let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
                 continue;
             };
-            seen.insert(key.clone());
-            // Read each file once: the fingerprint and the load see the same bytes.
-            let files = Files::read(&path);
-            let fingerprint = files.fingerprint();
             let entry = next.policies.entry(key.clone()).or_insert(PolicyEntry {
                 active: None,
                 failure: None,
                 attempted: [0; 32],
                 missing: false,
             });
-            if entry.missing {
-                entry.missing = false;
-                changed = true;
-            }
-            if entry.attempted == fingerprint {
-                continue;
-            }
-            changed = true;
-            match self.load(&path, &files) {
-                Ok(active) => {
-                    tracing::info!(
-                        policy = %key, version = %active.policy.info().version,
-                        digest = %active.policy.info().digest, file = %active.manifest.module.display(),
-                        "policy activated"
-                    );
-                    self.metrics
-                        .reloads
-                        .get_or_create(&ReloadLabels {
-                            policy: key.clone(),
-                            result: "ok",
-                        })
-                        .inc();
-                    entry.active = Some(Arc::new(active));
-                    entry.failure = None;
-                    entry.attempted = fingerprint;
-                }
-                Err(LoadFailure { error, retry }) => {
-                    tracing::error!(
-                        policy = %key, %error, retry,
-                        serving = entry.active.as_ref().map(|a| a.policy.info().version.as_str()).unwrap_or("nothing"),
-                        "policy load failed; the last good version keeps serving"
-                    );
-                    self.metrics
-                        .reloads
-                        .get_or_create(&ReloadLabels {
-                            policy: key.clone(),
-                            result: "failed",
-                        })
-                        .inc();
-                    entry.failure = Some(Failure {
-                        error,
-                        at: SystemTime::now(),
-                    });
-                    // A transient failure (I/O, a deadline on a busy machine)
-                    // is tried again on the next pass; a definitive one waits
-                    // for the files to change.
-                    entry.attempted = if retry { [0; 32] } else { fingerprint };
-                }
-            }
+            changed |= self.reconcile_policy(&key, entry, &Files::read(&path));
+            seen.insert(key);
         }
-
-        // A manifest that disappeared is unloaded only if it is still gone on
-        // a follow-up pass: editors that delete and rewrite must not cause 404s.
-        next.policies.retain(|key, entry| {
-            if seen.contains(key) {
-                return true;
-            }
-            if entry.missing {
-                tracing::info!(policy = %key, "manifest removed; policy unloaded");
-                changed = true;
-                false
-            } else {
-                // Recorded in the published snapshot so the next pass sees it.
-                entry.missing = true;
-                changed = true;
-                followup = true;
-                true
-            }
-        });
-
-        if changed {
+        let sweep = sweep_missing(&mut next, &seen);
+        if changed || sweep.changed {
             let active = next
                 .policies
                 .values()
@@ -281,27 +179,93 @@ impl Reloader {
             self.metrics.policies_active.set(active as i64);
             self.registry.publish(next);
         }
-        followup
+        sweep.followup
     }
 
-    /// Loads one manifest and its module into an [`ActivePolicy`].
-    fn load(&self, path: &Path, files: &Files) -> Result<ActivePolicy, LoadFailure> {
-        let text = files
-            .manifest
-            .as_ref()
-            .map_err(|e| LoadFailure::retry(format!("cannot read {}: {e}", path.display())))?;
-        let manifest = Manifest::parse(path, &String::from_utf8_lossy(text))
-            .map_err(|e| LoadFailure::fatal(e.to_string()))?;
-        let module = match &files.module {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(e)) => {
-                return Err(LoadFailure::retry(format!(
-                    "cannot read {}: {e}",
-                    manifest.module.display()
-                )));
+    /// Reads `routes.toml` into `next`. Returns whether anything changed.
+    fn reconcile_routes(&self, next: &mut Snapshot) -> bool {
+        match RoutesFile::load(&self.dir) {
+            Ok(r) => {
+                let routes = r.routes.into_iter().map(|(k, v)| (k, v.policy)).collect();
+                let default = r.default.or_else(|| self.default_route.clone());
+                if routes == next.routes
+                    && default == next.default_route
+                    && next.routes_failure.is_none()
+                {
+                    return false;
+                }
+                next.routes = routes;
+                next.default_route = default;
+                next.routes_failure = None;
+                true
             }
-            None => return Err(LoadFailure::fatal("manifest does not parse".into())),
+            Err(e) => {
+                if next.routes_failure.as_ref().map(|f| &f.error) == Some(&e.to_string()) {
+                    return false;
+                }
+                tracing::error!(error = %e, "routes file refused; keeping the previous routes");
+                self.metrics.reload("routes", false);
+                next.routes_failure = Some(Failure {
+                    error: e.to_string(),
+                    at: SystemTime::now(),
+                });
+                true
+            }
+        }
+    }
+
+    /// Brings one policy's entry up to date with its files: loads them if
+    /// their content changed since the last attempt. Returns whether the
+    /// entry changed.
+    fn reconcile_policy(&self, key: &str, entry: &mut PolicyEntry, files: &Files) -> bool {
+        let reappeared = std::mem::take(&mut entry.missing);
+        let fingerprint = files.fingerprint();
+        if entry.attempted == fingerprint {
+            return reappeared;
+        }
+        match self.load(files) {
+            Ok(active) => {
+                let id = active.policy.identity();
+                tracing::info!(
+                    policy = %key, version = %id.version, digest = %id.digest,
+                    file = %active.manifest.module.display(),
+                    "policy activated"
+                );
+                self.metrics.reload(key, true);
+                entry.active = Some(Arc::new(active));
+                entry.failure = None;
+                entry.attempted = fingerprint;
+            }
+            Err(LoadFailure { error, retry }) => {
+                tracing::error!(
+                    policy = %key, %error, retry,
+                    serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing"),
+                    "policy load failed; the last good version keeps serving"
+                );
+                self.metrics.reload(key, false);
+                entry.failure = Some(Failure {
+                    error,
+                    at: SystemTime::now(),
+                });
+                // A transient failure (I/O, a deadline on a busy machine)
+                // is tried again on the next pass; a definitive one waits
+                // for the files to change.
+                entry.attempted = if retry { [0; 32] } else { fingerprint };
+            }
+        }
+        true
+    }
+
+    /// Loads a manifest and its module, read once, into an [`ActivePolicy`].
+    fn load(&self, files: &Files) -> Result<ActivePolicy, LoadFailure> {
+        let (manifest, module) = match &files.parsed {
+            Ok(parsed) => parsed,
+            Err(e @ ManifestError::Io { .. }) => return Err(LoadFailure::retry(e.to_string())),
+            Err(e) => return Err(LoadFailure::fatal(e.to_string())),
         };
+        let module = module.as_ref().map_err(|e| {
+            LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
+        })?;
         let policy = Policy::load(
             &self.runtime,
             module,
@@ -319,21 +283,53 @@ impl Reloader {
                 retry,
             }
         })?;
-        let info = policy.info();
         Ok(ActivePolicy {
-            key: manifest.key.clone(),
-            columns: feature_columns(info),
             permits: Arc::new(Semaphore::new(manifest.concurrency.max)),
             queue: Arc::new(Semaphore::new(
                 manifest.concurrency.max + manifest.concurrency.queue,
             )),
             loaded_at: SystemTime::now(),
-            metrics: self.metrics.for_policy(&manifest.key, &info.version),
-            identity: Arc::new(crate::response::PolicyRef::from(info)),
+            metrics: self
+                .metrics
+                .for_policy(&manifest.key, &policy.identity().version),
             policy,
-            manifest,
+            manifest: manifest.clone(),
         })
     }
+}
+
+/// What [`sweep_missing`] did.
+struct Sweep {
+    /// The snapshot changed.
+    changed: bool,
+    /// A manifest went missing: look again shortly before unloading it.
+    followup: bool,
+}
+
+/// Handles the policies whose manifest was not `seen` in this pass. A
+/// manifest that disappeared is unloaded only if it is still gone on a
+/// follow-up pass: editors that delete and rewrite must not cause 404s.
+fn sweep_missing(next: &mut Snapshot, seen: &BTreeSet<String>) -> Sweep {
+    let mut sweep = Sweep {
+        changed: false,
+        followup: false,
+    };
+    next.policies.retain(|key, entry| {
+        if seen.contains(key) {
+            return true;
+        }
+        sweep.changed = true;
+        if entry.missing {
+            tracing::info!(policy = %key, "manifest removed; policy unloaded");
+            false
+        } else {
+            // Recorded in the published snapshot so the next pass sees it.
+            entry.missing = true;
+            sweep.followup = true;
+            true
+        }
+    });
+    sweep
 }
 
 /// Longest wait for the directory to go quiet before reconciling anyway.
@@ -357,31 +353,38 @@ impl LoadFailure {
     }
 }
 
-/// A manifest and its module, read once.
+/// A manifest and its module, read once: the fingerprint and the load see
+/// the same bytes, and the manifest is parsed once per pass.
 struct Files {
-    manifest: std::io::Result<Vec<u8>>,
-    /// `None` when the manifest does not parse (no module path to read).
-    module: Option<std::io::Result<Vec<u8>>>,
+    /// The manifest's raw bytes (hashed), when readable.
+    raw: std::io::Result<Vec<u8>>,
+    /// The parsed manifest and its module's bytes.
+    parsed: Result<(Manifest, std::io::Result<Vec<u8>>), ManifestError>,
 }
 
 impl Files {
     fn read(manifest_path: &Path) -> Self {
-        let manifest = std::fs::read(manifest_path);
-        let module = manifest.as_ref().ok().and_then(|text| {
-            Manifest::parse(manifest_path, &String::from_utf8_lossy(text))
-                .ok()
-                .map(|m| std::fs::read(m.module))
-        });
-        Files { manifest, module }
+        let raw = std::fs::read(manifest_path);
+        let parsed = match &raw {
+            Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
+                let module = std::fs::read(&m.module);
+                (m, module)
+            }),
+            Err(e) => Err(ManifestError::Io {
+                path: manifest_path.display().to_string(),
+                error: std::io::Error::new(e.kind(), e.to_string()),
+            }),
+        };
+        Files { raw, parsed }
     }
 
     /// SHA-256 over both files' contents (an unreadable file hashes as empty).
     fn fingerprint(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        let manifest = self.manifest.as_deref().unwrap_or_default();
+        let manifest = self.raw.as_deref().unwrap_or_default();
         h.update((manifest.len() as u64).to_le_bytes());
         h.update(manifest);
-        if let Some(Ok(module)) = &self.module {
+        if let Ok((_, Ok(module))) = &self.parsed {
             h.update(module);
         }
         h.finalize().into()

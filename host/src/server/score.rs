@@ -1,10 +1,10 @@
 //! `POST /v1/score`: the hot path.
 //!
 //! ```text
-//! body ─► parse (borrowing) ─► resolve route ─► validate ─► take a queue slot
-//!      ─► wait for an instance (bounded) ─► columnar batch + policy call on a
-//!         blocking thread ─► on failure: fallback policy, else host
-//!         passthrough ─► response
+//! body ─► parse (borrowing) ─► resolve route ─► validate ─► serving chain
+//!      (per arm: queue slot, instance, columnar batch + policy call on a
+//!      blocking thread; on failure the next arm: fallback policy, then host
+//!      passthrough; see `chain`) ─► response
 //! ```
 //!
 //! The caller always gets scores for a well-formed request: a policy fault
@@ -15,7 +15,6 @@
 //! the permits semaphore slots. Every line logged from the parsed request on
 //! carries its `request_id` (the `score` span).
 
-use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -23,19 +22,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::bindings::WitDecisions;
-use crate::columnar;
-use crate::error::CallError;
-use crate::policy::CallOutcome;
-use crate::request::{self, ScoreRequest};
-use crate::response::{self, FallbackInfo, PolicyRef, ScoreResponse, Timing, Variant};
+use crate::request::{self, ScoreRequest, ValidRequest};
+use crate::response::{self, FallbackInfo, ScoreResponse, Timing};
 use crate::server::api_error::ApiError;
+use crate::server::chain::{self, Served};
 use crate::server::metrics::RequestLabels;
-use crate::server::registry::{ActivePolicy, Snapshot};
 use crate::server::state::AppState;
 
 /// Admission: at most `max_inflight` scoring requests in progress. Runs
@@ -67,16 +60,7 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
     let started = Instant::now();
     let body = match body {
         Ok(b) => b,
-        Err(e) => {
-            let status = e.status();
-            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
-            } else {
-                "bad_body"
-            };
-            let msg = format!("{} (limit {} bytes)", e.body_text(), state.max_body_bytes);
-            return refuse(&state, ApiError::new(status, kind, msg));
-        }
+        Err(e) => return refuse(&state, ApiError::body(e, state.max_body_bytes)),
     };
     let req = match request::parse(&body) {
         Ok(r) => r,
@@ -90,7 +74,7 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
         version = tracing::field::Empty,
     );
     async {
-        match score_parsed(&state, &req, started).await {
+        match score_parsed(&state, req, started).await {
             Ok(resp) => resp,
             Err(e) => refuse(&state, e),
         }
@@ -110,9 +94,11 @@ fn refuse(state: &AppState, e: ApiError) -> Response {
     e.into_response()
 }
 
+/// Resolves the route, validates against its policy's limits and walks the
+/// route's serving chain.
 async fn score_parsed(
     state: &AppState,
-    req: &ScoreRequest<'_>,
+    req: ScoreRequest<'_>,
     started: Instant,
 ) -> Result<Response, ApiError> {
     if !state.registry.is_ready() {
@@ -122,39 +108,59 @@ async fn score_parsed(
     let (route, active) = snapshot.resolve(req.route.as_deref())?;
     let span = tracing::Span::current();
     span.record("route", route.as_str());
-    span.record("policy", active.key.as_str());
-    span.record("version", active.identity.version.as_str());
-    req.validate(active.policy.limits().max_candidates)?;
+    span.record("policy", active.key());
+    span.record("version", active.policy.identity().version.as_str());
+    let req = req.validate(active.policy.limits().max_candidates)?;
+    let fallback = active
+        .manifest
+        .fallback
+        .as_deref()
+        .and_then(|k| snapshot.active(k));
+    let served = chain::serve(state, std::iter::once(active).chain(fallback), &req).await?;
+    let body = respond(&req, &route, &served, started)?;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            variant: served.variant.as_str(),
+        })
+        .inc();
+    state
+        .metrics
+        .request_latency
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        candidates = req.candidates.len(),
+        policy_us = served.policy_us,
+        "scored"
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
 
-    let (decisions, policy_us, served_by, fallback) = match call(state, &active, req).await? {
-        Ok(o) => (o.decisions, o.usage.wall_us, active.identity.clone(), None),
-        Err(error) => {
-            active.metrics.failed(error.kind());
-            tracing::warn!(kind = error.kind().as_str(), %error, "policy failed; serving the fallback");
-            let (d, us, by) = fallback(state, &snapshot, &active, req).await;
-            (d, us, by, Some(error))
-        }
-    };
-    let variant = if fallback.is_some() {
-        Variant::Fallback
-    } else {
-        Variant::Stable
-    };
+/// The response body: the served decisions joined back to candidate ids.
+fn respond(
+    req: &ValidRequest<'_>,
+    route: &str,
+    served: &Served,
+    started: Instant,
+) -> Result<Vec<u8>, ApiError> {
+    let d = &served.decisions;
     let resp = ScoreResponse {
         request_id: &req.context.request_id,
-        route: Some(&route),
-        policy: &served_by,
-        variant,
-        fallback: fallback.as_ref().map(|error| FallbackInfo {
-            failed: &active.identity,
+        route: Some(route),
+        policy: &served.by,
+        variant: served.variant,
+        fallback: served.failures.first().map(|(failed, error)| FallbackInfo {
+            failed,
             error_kind: error.kind(),
             error: error.to_string(),
         }),
-        scores: response::scored(req, &decisions),
-        debug: req.debug.then(|| response::debug_entries(req, &decisions)),
+        scores: response::scored(req, d),
+        debug: req.debug.then(|| response::debug_entries(req, d)),
         timing: Timing {
             server_us: started.elapsed().as_micros() as u64,
-            policy_us,
+            policy_us: served.policy_us,
         },
     };
     // ~110 bytes per candidate in the JSON.
@@ -166,140 +172,5 @@ async fn score_parsed(
             format!("encoding the response: {e}"),
         )
     })?;
-    let m = &state.metrics;
-    let variant_label = if variant == Variant::Stable {
-        "stable"
-    } else {
-        "fallback"
-    };
-    m.requests
-        .get_or_create(&RequestLabels {
-            route,
-            variant: variant_label,
-        })
-        .inc();
-    m.request_latency.observe(started.elapsed().as_secs_f64());
-    tracing::debug!(candidates = req.candidates.len(), policy_us, "scored");
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(body)
 }
-
-/// Runs `active` on `req` once an instance is free: the columnar batch is
-/// built and the policy called on a blocking thread.
-///
-/// # Errors
-/// [`ApiError::overloaded`] when the policy's queue is full or no instance
-/// frees up within the queue deadline.
-async fn call(
-    state: &AppState,
-    active: &Arc<ActivePolicy>,
-    req: &ScoreRequest<'_>,
-) -> Result<Result<CallOutcome, CallError>, ApiError> {
-    let permits = acquire(state, active).await?;
-    let batch = columnar::to_wit(req, &active.columns, &active.policy.info().context_features);
-    let policy = active.clone();
-    let span = tracing::Span::current();
-    let in_use = state.metrics.instances_in_use.clone();
-    tokio::task::spawn_blocking(move || {
-        let _permits = permits;
-        let _in_use = GaugeGuard::new(&in_use);
-        let started = Instant::now();
-        let result = span.in_scope(|| policy.policy.call(&batch));
-        policy
-            .metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
-        result
-    })
-    .await
-    .map_err(|e| {
-        // Only a panic in host code ends up here; guest faults are values.
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("policy task failed: {e}"),
-        )
-    })
-}
-
-/// Increments a gauge for as long as it lives. Decrementing in `Drop` keeps
-/// the gauge right when a request future is dropped mid-way (client gone).
-struct GaugeGuard(Gauge);
-
-impl GaugeGuard {
-    fn new(g: &Gauge) -> Self {
-        g.inc();
-        GaugeGuard(g.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// A queue slot, the policy's instance permit and a global instance permit.
-type Permits = (
-    OwnedSemaphorePermit,
-    OwnedSemaphorePermit,
-    OwnedSemaphorePermit,
-);
-
-/// Takes a queue slot (refusing at once when the queue is full), then waits
-/// up to the policy's queue deadline for a policy slot and a global slot.
-async fn acquire(state: &AppState, active: &ActivePolicy) -> Result<Permits, ApiError> {
-    let overloaded = || ApiError::overloaded(&active.key);
-    let slot = active
-        .queue
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| overloaded())?;
-    let _waiting = GaugeGuard::new(&active.metrics.queue_depth);
-    let wait = async {
-        let own = active.permits.clone().acquire_owned().await;
-        let global = state.instances.clone().acquire_owned().await;
-        (own, global)
-    };
-    match tokio::time::timeout(active.manifest.concurrency.queue_timeout, wait).await {
-        Ok((Ok(own), Ok(global))) => Ok((slot, own, global)),
-        _ => Err(overloaded()),
-    }
-}
-
-/// Scores with the policy's fallback, else (or if that fails too, is
-/// overloaded, or refuses this many candidates) with the host's relevance
-/// passthrough. Never fails.
-async fn fallback(
-    state: &AppState,
-    snapshot: &Snapshot,
-    failed: &ActivePolicy,
-    req: &ScoreRequest<'_>,
-) -> (WitDecisions, u64, Arc<PolicyRef>) {
-    let fb = failed
-        .manifest
-        .fallback
-        .as_deref()
-        .and_then(|k| snapshot.active(k));
-    if let Some(fb) = fb.filter(|fb| req.candidates.len() <= fb.policy.limits().max_candidates) {
-        match call(state, &fb, req).await {
-            Ok(Ok(o)) => return (o.decisions, o.usage.wall_us, fb.identity.clone()),
-            Ok(Err(e)) => {
-                fb.metrics.failed(e.kind());
-                tracing::error!(fallback = %fb.key, kind = e.kind().as_str(), error = %e, "fallback policy failed too; serving relevance passthrough");
-            }
-            Err(e) => {
-                tracing::warn!(fallback = %fb.key, error = %e.message, "fallback policy overloaded; serving relevance passthrough")
-            }
-        }
-    }
-    (response::passthrough(req), 0, PASSTHROUGH.clone())
-}
-
-/// Identity of the host's built-in relevance passthrough.
-pub static PASSTHROUGH: LazyLock<Arc<PolicyRef>> = LazyLock::new(|| {
-    Arc::new(PolicyRef {
-        name: "host-passthrough".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        digest: "builtin".into(),
-    })
-});

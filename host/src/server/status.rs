@@ -63,18 +63,16 @@ pub struct ActiveStatus<'a> {
 }
 
 fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> PolicyStatus<'a> {
-    let routes = snapshot
-        .route_names()
-        .into_iter()
-        .filter(|r| snapshot.route_policy(r) == Some(key))
-        .filter_map(|r| {
-            snapshot
-                .routes
-                .get_key_value(r.as_str())
-                .map(|(k, _)| k.as_str())
-                .or((r == key).then_some(key))
-        })
+    // The configured routes to this policy, plus its own-name route unless
+    // a configured route of that name points elsewhere.
+    let mut routes: Vec<&str> = snapshot
+        .routes
+        .iter()
+        .filter(|(_, p)| *p == key)
+        .map(|(r, _)| r.as_str())
+        .chain((!snapshot.routes.contains_key(key)).then_some(key))
         .collect();
+    routes.sort_unstable();
     PolicyStatus {
         key,
         status: match (&e.active, &e.failure) {
@@ -96,7 +94,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 memory_mb: a.manifest.limits.memory_bytes >> 20,
                 max_candidates: a.manifest.limits.max_candidates,
                 max_concurrency: a.manifest.concurrency.max,
-                features: &a.columns,
+                features: a.policy.columns(),
                 description: &i.description,
             }
         }),

@@ -1,0 +1,212 @@
+//! Who a loaded policy is and what it says about itself.
+//!
+//! [`PolicyInfo`] is the host's checked copy of the policy's `describe`
+//! answer plus what the host knows of the module (digest, size).
+//! [`PolicyRef`] is a loaded version's identity — name, version, digest —
+//! built once at load and shared, behind one `Arc`, by the registry, every
+//! response, the metrics and the logs.
+
+use std::sync::Arc;
+
+use oasis_contract::{MAX_DECLARED_FEATURES, MAX_NAME_BYTES, is_key};
+
+use crate::bindings::WitMetadata;
+use crate::sandbox::bounded;
+
+/// Identity of a policy version, as named in every response.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyRef {
+    /// Policy name (also the label of the policy's log lines).
+    pub name: Arc<str>,
+    /// Semantic version.
+    pub version: String,
+    /// `sha256:…` of the component.
+    pub digest: String,
+}
+
+/// What a policy says about itself, plus what the host knows of its module.
+///
+/// The fields mirror the WIT `metadata` record: wasmtime's `bindgen!` can
+/// only add derives to every generated type at once (flags included, which
+/// take none), so the record is moved into this serializable form once, at
+/// load.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyInfo {
+    /// Policy name from its metadata.
+    pub name: String,
+    /// Semantic version from its metadata.
+    pub version: String,
+    /// Description for operators.
+    pub description: String,
+    /// Candidate features the host must send.
+    pub required_features: Vec<String>,
+    /// Candidate features sent when the request has them.
+    pub optional_features: Vec<String>,
+    /// Context features the policy reads.
+    pub context_features: Vec<String>,
+    /// Settings the policy accepts.
+    pub settings: Vec<SettingInfo>,
+    /// Guest SDK version the policy was built with.
+    pub sdk_version: String,
+    /// `sha256:<hex>` of the component bytes: the version's identity.
+    pub digest: String,
+    /// Component size in bytes.
+    pub size_bytes: usize,
+}
+
+/// A setting a policy accepts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettingInfo {
+    /// Setting name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Default value, JSON.
+    pub default_json: String,
+}
+
+impl PolicyInfo {
+    /// Checks `m` ([`validate_metadata`]) and takes it over, with the
+    /// module's digest and size.
+    ///
+    /// # Errors
+    /// A message naming the offending metadata field.
+    pub fn new(m: WitMetadata, digest: String, size_bytes: usize) -> Result<Self, String> {
+        validate_metadata(&m)?;
+        Ok(PolicyInfo {
+            name: m.name,
+            version: m.version,
+            description: m.description,
+            required_features: m.required_features,
+            optional_features: m.optional_features,
+            context_features: m.context_features,
+            settings: m
+                .settings
+                .into_iter()
+                .map(|s| SettingInfo {
+                    name: s.name,
+                    description: s.description,
+                    default_json: s.default_json,
+                })
+                .collect(),
+            sdk_version: m.sdk_version,
+            digest,
+            size_bytes,
+        })
+    }
+
+    /// The candidate feature columns the policy receives, in order: the
+    /// required features, then the optional ones not already listed.
+    pub fn feature_columns(&self) -> Vec<String> {
+        let mut cols = self.required_features.clone();
+        for f in &self.optional_features {
+            if !cols.contains(f) {
+                cols.push(f.clone());
+            }
+        }
+        cols
+    }
+
+    /// The version's identity.
+    pub fn identity(&self) -> PolicyRef {
+        PolicyRef {
+            name: Arc::from(self.name.as_str()),
+            version: self.version.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+/// Checks what a policy says about itself before the host relies on it: the
+/// host sizes per-request buffers by the declared features, so they are
+/// bounded like everything else that comes from a guest.
+///
+/// # Errors
+/// A message naming the offending field.
+pub fn validate_metadata(m: &WitMetadata) -> Result<(), String> {
+    if !is_key(&m.name) || m.name.contains('.') {
+        return Err(format!(
+            "name {:?} must be 1-{MAX_NAME_BYTES} characters of [A-Za-z0-9_-]",
+            bounded(&m.name)
+        ));
+    }
+    semver::Version::parse(&m.version)
+        .map_err(|e| format!("version {:?} is not semver: {e}", bounded(&m.version)))?;
+    let features = m.required_features.len() + m.optional_features.len();
+    if features > MAX_DECLARED_FEATURES || m.context_features.len() > MAX_DECLARED_FEATURES {
+        return Err(format!(
+            "declares {features} candidate and {} context features; at most {MAX_DECLARED_FEATURES} each",
+            m.context_features.len()
+        ));
+    }
+    for f in m
+        .required_features
+        .iter()
+        .chain(&m.optional_features)
+        .chain(&m.context_features)
+    {
+        if !is_key(f) {
+            return Err(format!(
+                "feature name {:?} must be 1-{MAX_NAME_BYTES} characters of [A-Za-z0-9._-]",
+                bounded(f)
+            ));
+        }
+    }
+    if m.description.len() > 4096 || m.settings.len() > 256 {
+        return Err("description over 4 KiB or more than 256 settings".into());
+    }
+    if m.settings.iter().any(|s| {
+        s.name.len() > MAX_NAME_BYTES || s.description.len() > 1024 || s.default_json.len() > 4096
+    }) {
+        return Err("a setting's name, description or default is too long".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> WitMetadata {
+        WitMetadata {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            required_features: vec!["p_skip".into()],
+            optional_features: Vec::new(),
+            context_features: Vec::new(),
+            settings: Vec::new(),
+            sdk_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn metadata_is_bounded_before_the_host_relies_on_it() {
+        validate_metadata(&meta()).unwrap();
+        let mut m = meta();
+        m.required_features = (0..300).map(|i| format!("f{i}")).collect();
+        assert!(validate_metadata(&m).unwrap_err().contains("at most 256"));
+        let mut m = meta();
+        m.optional_features = vec!["x".repeat(65)];
+        assert!(validate_metadata(&m).unwrap_err().contains("feature name"));
+        let mut m = meta();
+        m.version = "v1".into();
+        assert!(validate_metadata(&m).unwrap_err().contains("not semver"));
+        let mut m = meta();
+        m.name = "has space".into();
+        assert!(validate_metadata(&m).unwrap_err().contains("name"));
+        let mut m = meta();
+        m.name = "dotted.name".into();
+        assert!(validate_metadata(&m).unwrap_err().contains("name"));
+    }
+
+    #[test]
+    fn columns_are_required_then_new_optional_features() {
+        let mut m = meta();
+        m.required_features = vec!["a".into(), "b".into()];
+        m.optional_features = vec!["b".into(), "c".into()];
+        let info = PolicyInfo::new(m, "sha256:x".into(), 1).unwrap();
+        assert_eq!(info.feature_columns(), ["a", "b", "c"]);
+        assert_eq!(&*info.identity().name, "p");
+    }
+}
