@@ -11,9 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::bindings::{
-    WitCampaign, WitCandidates, WitContext, WitRequest, wit_surface, wit_surface_set,
-};
+use crate::bindings::{WitCandidates, WitContext, WitRequest, wit_surface};
 use crate::request::ValidRequest;
 
 /// Builds the columnar request for a policy with the given candidate feature
@@ -48,25 +46,6 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
         k.impressions_last_day.push(c.impressions_24h);
         k.session_promoted.push(c.session_promoted);
     }
-    let campaigns = req
-        .campaigns()
-        .iter()
-        .enumerate()
-        .map(|(key, c)| WitCampaign {
-            key: key as u32,
-            start_ms: c.start_ms,
-            end_ms: c.end_ms,
-            surfaces: wit_surface_set(c.surfaces),
-            markets: c.markets.clone(),
-            delivery_target: c.delivery_target,
-            delivered: c.delivered,
-            expected_by_now: c.expected_by_now,
-            pacing_integral: c.pacing_integral,
-            pacing_last_error: c.pacing_last_error,
-            commission_bps: c.commission_bps,
-        })
-        .collect();
-
     let ctx = &req.context;
     let mut cf = vec![f64::NAN; context_features.len()];
     for (name, value) in &ctx.features.0 {
@@ -87,7 +66,7 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
             features: cf,
         },
         candidates: k,
-        campaigns,
+        campaigns: req.campaigns().to_vec(),
     }
 }
 

@@ -16,6 +16,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
+use crate::bindings::{WitCampaign, wit_surface_set};
+
 pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
 
 /// A scoring request.
@@ -350,8 +352,9 @@ impl<'a> ScoreRequest<'a> {
                     }
                     Some((_, index)) => *index,
                     None => {
-                        campaigns.push(check_campaign(&at("campaign")(), camp)?);
-                        let index = campaigns.len() as i32 - 1;
+                        let key = campaigns.len() as u32;
+                        campaigns.push(check_campaign(&at("campaign")(), camp, key)?);
+                        let index = key as i32;
                         seen.insert(&camp.id, (camp, index));
                         index
                     }
@@ -377,7 +380,7 @@ pub struct ValidRequest<'a> {
     request: ScoreRequest<'a>,
     market: u16,
     seed: u64,
-    campaigns: Vec<Campaign>,
+    campaigns: Vec<WitCampaign>,
     campaign_index: Vec<i32>,
 }
 
@@ -392,8 +395,9 @@ impl<'a> ValidRequest<'a> {
         self.seed
     }
 
-    /// The distinct campaigns, in order of first appearance.
-    pub fn campaigns(&self) -> &[Campaign] {
+    /// The distinct campaigns, in order of first appearance, in the
+    /// contract's form (`key` = position).
+    pub fn campaigns(&self) -> &[WitCampaign] {
         &self.campaigns
     }
 
@@ -414,31 +418,6 @@ impl<'a> std::ops::Deref for ValidRequest<'a> {
     fn deref(&self) -> &ScoreRequest<'a> {
         &self.request
     }
-}
-
-/// A validated campaign in the contract's packed form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Campaign {
-    /// Start of the active window (unix ms, inclusive).
-    pub start_ms: i64,
-    /// End of the active window (unix ms, exclusive).
-    pub end_ms: i64,
-    /// Allowed surfaces, bit `i` = `Surface::ALL[i]`.
-    pub surfaces: u8,
-    /// Allowed markets, packed; empty means every market.
-    pub markets: Vec<u16>,
-    /// Promoted impressions targeted over the window.
-    pub delivery_target: f64,
-    /// Promoted impressions delivered so far.
-    pub delivered: f64,
-    /// What a linear schedule would have delivered by now.
-    pub expected_by_now: f64,
-    /// Pacing controller state: leaky integral of the delivery error.
-    pub pacing_integral: f64,
-    /// Pacing controller state: the previous delivery error.
-    pub pacing_last_error: f64,
-    /// Commission, basis points.
-    pub commission_bps: u32,
 }
 
 fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), RequestError> {
@@ -472,7 +451,8 @@ fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), Reques
     Ok(())
 }
 
-fn check_campaign(field: &str, c: &RequestCampaign) -> Result<Campaign, RequestError> {
+/// Checks a campaign's first copy and packs it as the contract's campaign `key`.
+fn check_campaign(field: &str, c: &RequestCampaign, key: u32) -> Result<WitCampaign, RequestError> {
     check_id(|| format!("{field}.id"), &c.id, true)?;
     if c.start_ms >= c.end_ms {
         return Err(RequestError::invalid(
@@ -516,13 +496,14 @@ fn check_campaign(field: &str, c: &RequestCampaign) -> Result<Campaign, RequestE
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Campaign {
+    Ok(WitCampaign {
+        key,
         start_ms: c.start_ms,
         end_ms: c.end_ms,
-        surfaces: match &c.surfaces {
+        surfaces: wit_surface_set(match &c.surfaces {
             Some(list) => list.iter().fold(0, |set, s| set | s.bit()),
             None => oasis_contract::surface::DEFAULT_CAMPAIGN_SURFACES,
-        },
+        }),
         markets,
         delivery_target: c.delivery_target,
         delivered: c.delivered,
