@@ -574,6 +574,38 @@ mod tests {
     }
 
     #[test]
+    fn validation_packs_markets_surfaces_and_campaigns_once() {
+        let body = GOOD.replace(
+            r#"{"id": "t2", "relevance": 0.4}"#,
+            r#"{"id": "t2", "relevance": 0.4},
+               {"id": "t3", "relevance": 0.3, "campaign": {"id": "c1", "start_ms": 0, "end_ms": 2000,
+                "delivery_target": 10, "markets": ["SE"], "surfaces": ["radio", "daily_mix"]}},
+               {"id": "t4", "relevance": 0.2, "campaign": {"id": "c2", "start_ms": 0, "end_ms": 9,
+                "delivery_target": 1}}"#,
+        );
+        let req = parse(body.as_bytes()).unwrap().validate(100).unwrap();
+        assert_eq!(req.market(), market_code("SE").unwrap());
+        assert_eq!(req.campaign_index(), [0, -1, 0, 1]);
+        let c = req.campaigns();
+        assert_eq!(
+            c.len(),
+            2,
+            "a campaign shared by two candidates is packed once"
+        );
+        assert_eq!((c[0].key, c[1].key), (0, 1));
+        assert_eq!(c[0].markets, [market_code("SE").unwrap()]);
+        assert_eq!(
+            c[0].surfaces,
+            crate::bindings::wit_surface_set(Surface::Radio.bit() | Surface::DailyMix.bit())
+        );
+        assert_eq!(
+            c[1].surfaces,
+            crate::bindings::wit_surface_set(oasis_contract::surface::DEFAULT_CAMPAIGN_SURFACES)
+        );
+        assert_eq!(req.seed(), req.request().seed());
+    }
+
+    #[test]
     fn malformed_bodies_name_the_path() {
         let e = parse(br#"{"context": {"request_id": "r"}, "candidates": []}"#).unwrap_err();
         assert!(e.to_string().contains("missing field `listener_id`"), "{e}");
