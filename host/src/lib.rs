@@ -36,8 +36,10 @@
 #![warn(missing_docs)]
 
 pub mod bindings;
+pub mod bucket;
 pub mod cache;
 pub mod columnar;
+pub mod divergence;
 pub mod error;
 pub mod limits;
 pub mod metadata;
