@@ -8,4 +8,7 @@ mod cli;
 mod harness;
 mod policies;
 mod request_fuzz;
-mod server;
+mod server_api;
+mod server_backpressure;
+mod server_reload;
+mod server_smoke;

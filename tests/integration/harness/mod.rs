@@ -1,4 +1,7 @@
-//! Shared helpers: one runtime per test binary, requests, and loading.
+//! Shared helpers: one runtime per test binary, requests, and loading;
+//! [`server`] holds the server harnesses and their helpers.
+
+pub mod server;
 
 use std::sync::OnceLock;
 

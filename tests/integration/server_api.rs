@@ -1,0 +1,229 @@
+//! The HTTP surface in process: the router of `oasis::server::app` called
+//! with `oneshot` over a policy directory loaded once (no socket, no
+//! watcher). Scoring with ids and version, every 4xx with its field or the
+//! known names, and a 200 fallback per fault kind.
+
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST};
+use serde_json::Value;
+
+use crate::harness::server::{
+    Harness, TestApp, atomic_write, attack_body, digest, install, policy, routed,
+};
+use crate::harness::{example_body, small_body};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scores_the_example_request_with_ids_and_version() {
+    let s = TestApp::start(|d| {
+        install(d, "guarded", GUARDED_BOOST, "");
+        atomic_write(
+            &d.join("routes.toml"),
+            b"default = \"autoplay\"\n[routes.autoplay]\npolicy = \"guarded\"\n",
+        );
+    })
+    .await;
+    let (status, v) = s.score(example_body()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["route"], "autoplay");
+    assert_eq!(v["variant"], "stable");
+    assert_eq!(v["policy"]["name"], "guarded-boost");
+    assert_eq!(v["policy"]["digest"], digest(GUARDED_BOOST));
+    let req: Value = serde_json::from_slice(&example_body()).unwrap();
+    let scores = v["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 300);
+    assert_eq!(scores[7]["id"], req["candidates"][7]["id"]);
+    assert!(scores.iter().any(|c| {
+        c["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "promoted")
+    }));
+    assert!(
+        v["timing"]["server_us"].as_u64().unwrap() >= v["timing"]["policy_us"].as_u64().unwrap()
+    );
+    // The policy is also reachable under its own key.
+    let (status, v) = s.score(routed("guarded", &example_body())).await;
+    assert_eq!((status, v["route"].as_str()), (200, Some("guarded")));
+    assert_eq!(s.get("/healthz").await.status, 200);
+    let p = s.policies().await;
+    assert_eq!(policy(&p, "guarded").unwrap()["status"], "active");
+    assert_eq!(
+        policy(&p, "guarded").unwrap()["routes"],
+        serde_json::json!(["autoplay", "guarded"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_requests_get_precise_4xx() {
+    let s = TestApp::start_with(
+        |d| install(d, "base", BASELINE, "[limits]\nmax_candidates = 5\n"),
+        |c| {
+            c.default_route = Some("base".into());
+            c.max_body_bytes = 64 << 10;
+        },
+    )
+    .await;
+    let small = String::from_utf8(small_body(false)).unwrap();
+
+    let (status, v) = s.score(b"{not json".to_vec()).await;
+    assert_eq!(
+        (status, v["error"]["kind"].as_str()),
+        (400, Some("malformed_request")),
+        "{v}"
+    );
+
+    let (status, v) = s
+        .score(
+            small
+                .replace("\"relevance\": 0.9", "\"relevance\": \"high\"")
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["field"], "candidates[0].relevance", "{v}");
+
+    let (status, v) = s
+        .score(
+            small
+                .replace("\"market\": \"SE\"", "\"market\": \"Sweden\"")
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("context.market")),
+        "{v}"
+    );
+
+    let (status, v) = s
+        .score(small.replace("\"id\": \"b\"", "\"id\": \"a\"").into_bytes())
+        .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("candidates[1].id")),
+        "{v}"
+    );
+
+    let (status, v) = s.score(example_body()).await; // 300 candidates > 5, and > 64 KiB
+    assert_eq!(status, 413, "{v}");
+    let many: Value = serde_json::from_str(&small).unwrap();
+    let mut many = many.clone();
+    let c = many["candidates"][0].clone();
+    many["candidates"] = (0..6)
+        .map(|i| {
+            let mut c = c.clone();
+            c["id"] = format!("t{i}").into();
+            c
+        })
+        .collect();
+    let (status, v) = s.score(serde_json::to_vec(&many).unwrap()).await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("candidates")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 5")
+    );
+
+    let (status, v) = s.score(routed("nope", small.as_bytes())).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["known"], serde_json::json!(["base"]), "{v}");
+
+    let r = s.get("/v1/policies/nope").await;
+    assert_eq!(r.status, 404);
+
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("oasis_rejected_total{status=\"422\",reason=\"invalid_request\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("oasis_rejected_total{status=\"413\",reason=\"too_large\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_kind_falls_back_with_a_200() {
+    let attacks = [
+        ("loop", "timeout"),
+        ("memory-bomb", "memory_limit"),
+        ("panic", "trap"),
+        ("recursion", "trap"),
+        ("nan-score", "invalid_output"),
+        ("wrong-length", "invalid_output"),
+        ("policy-error", "policy_error"),
+    ];
+    let s = TestApp::start(|d| {
+        install(d, "baseline", BASELINE, "");
+        for (attack, _) in attacks {
+            install(
+                d,
+                attack,
+                ADVERSARIAL,
+                &format!(
+                    "fallback = \"baseline\"\n[limits]\ndeadline_ms = {}\n[settings]\nattack = \"{attack}\"\n",
+                    if attack == "loop" { 200 } else { 2000 }
+                ),
+            );
+        }
+        install(d, "orphan", ADVERSARIAL, "[settings]\nattack = \"panic\"\n");
+    })
+    .await;
+    for (attack, kind) in attacks {
+        let (status, v) = s.score(attack_body(attack)).await;
+        assert_eq!(status, 200, "{attack}: {v}");
+        assert_eq!(v["variant"], "fallback", "{attack}");
+        assert_eq!(v["fallback"]["error_kind"], kind, "{attack}: {v}");
+        assert_eq!(v["fallback"]["failed"]["name"], "adversarial");
+        assert_eq!(v["policy"]["name"], "baseline", "{attack}");
+        assert_eq!(v["scores"][1]["score"], 0.5);
+    }
+    // Without a fallback policy the host's passthrough answers.
+    let (status, v) = s.score(attack_body("orphan")).await;
+    assert_eq!((status, v["variant"].as_str()), (200, Some("fallback")));
+    assert_eq!(v["policy"]["name"], "host-passthrough");
+    assert!(
+        v["fallback"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked on purpose"),
+        "{v}"
+    );
+    // The same policies serve normally right after.
+    let (status, v) = s.score(routed("panic", &small_body(false))).await;
+    assert_eq!((status, v["variant"].as_str()), (200, Some("stable")));
+
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(
+            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\",served_by=\"fallback_policy\"} 1"
+        ),
+        "{metrics}"
+    );
+    // A fallback is counted once, by what served it; errors per failed call.
+    assert!(
+        metrics.contains(
+            "oasis_fallbacks_total{policy=\"orphan\",version=\"0.1.0\",kind=\"trap\",served_by=\"passthrough\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\",served_by=\"passthrough\"} 0"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("oasis_requests_total{route=\"panic\",variant=\"stable\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("oasis_policy_latency_seconds_count{policy=\"baseline\",version=\"1.0.0\"}")
+    );
+}

@@ -1,0 +1,121 @@
+//! Backpressure on a live server: a saturated policy queues briefly then
+//! answers 503 with Retry-After, a full queue refuses at once and its gauges
+//! return to zero, and `max_inflight` refuses before reading the body.
+
+use std::time::{Duration, Instant};
+
+use oasis_test_components::ADVERSARIAL;
+
+use crate::harness::server::{Harness, TestServer, attack_body, install, metric};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn saturation_queues_briefly_then_503_with_retry_after() {
+    let s = TestServer::start(|d| {
+        install(
+            d,
+            "slow",
+            ADVERSARIAL,
+            "[limits]\ndeadline_ms = 1000\nmax_concurrency = 1\nqueue_timeout_ms = 20\n[settings]\nattack = \"loop\"\n",
+        );
+    })
+    .await;
+    let calls = (0..4).map(|_| s.spawn_score(attack_body("slow")));
+    let responses: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ok = responses.iter().filter(|r| r.0 == 200).count();
+    let busy: Vec<_> = responses.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(
+        ok, 1,
+        "one instance serves (its answer is a timeout fallback)"
+    );
+    assert_eq!(busy.len(), 3);
+    assert_eq!(busy[0].1.as_deref(), Some("1"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
+    let s = TestServer::start(|d| {
+        install(
+            d,
+            "slow",
+            ADVERSARIAL,
+            "[limits]\ndeadline_ms = 1000\nmax_concurrency = 1\nmax_queue = 1\nqueue_timeout_ms = 5000\n[settings]\nattack = \"loop\"\n",
+        );
+    })
+    .await;
+    // One runs, one waits (queue of 1), the third is refused without waiting.
+    let (a, b) = (
+        s.spawn_score(attack_body("slow")),
+        s.spawn_score(attack_body("slow")),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (status, v) = s.score(attack_body("slow")).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused without queueing"
+    );
+    assert_eq!((a.await.unwrap().0, b.await.unwrap().0), (200, 200));
+
+    // A client that gives up mid-request leaves no gauge behind.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .post(s.at("/v1/score"))
+            .body(attack_body("slow"))
+            .send()
+            .await
+            .is_err()
+    );
+    // Its call runs to its deadline (1 s) on the blocking pool, then the
+    // gauges must come back to 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = s.metrics().await;
+    while metric(&metrics, "oasis_instances_in_use") != 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = s.metrics().await;
+    }
+    assert_eq!(metric(&metrics, "oasis_instances_in_use"), 0.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "oasis_queue_depth{policy=\"slow\"}"),
+        0.0,
+        "{metrics}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
+    let s = TestServer::start_with(
+        |d| {
+            install(
+                d,
+                "slow",
+                ADVERSARIAL,
+                "[limits]\ndeadline_ms = 1000\n[settings]\nattack = \"loop\"\n",
+            )
+        },
+        |c| c.max_inflight = 1,
+    )
+    .await;
+    let first = s.spawn_score(attack_body("slow"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, v) = s.score(attack_body("slow")).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "too many scoring requests in progress"
+    );
+    assert_eq!(first.await.unwrap().0, 200);
+    // Health and status endpoints are not subject to the limit.
+    assert_eq!(s.get("/healthz").await.status, 200);
+    s.shutdown().await;
+}
