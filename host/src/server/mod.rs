@@ -14,10 +14,13 @@
 //! [`Server::run`] takes a bound listener and a shutdown future, so tests run
 //! real servers on `127.0.0.1:0` and stop them deterministically.
 
+pub mod admin_auth;
 pub mod api_error;
+pub mod audit;
 pub mod chain;
 pub mod manifest;
 pub mod metrics;
+pub mod persist;
 pub mod registry;
 pub mod reload;
 pub mod score;
