@@ -13,10 +13,14 @@ use crate::request::ScoreRequest;
 /// Which policy of a route decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
-    /// The route's stable policy.
+    /// The route's stable version.
     Stable,
-    /// The policy failed; its fallback decided.
+    /// The route's canary version (the listener is in the canary's share).
+    Canary,
+    /// The intended arm failed; a later arm of the chain decided.
     Fallback,
+    /// The route's kill switch is on: its baseline (or the passthrough) decided.
+    Killed,
 }
 
 impl Variant {
@@ -24,7 +28,9 @@ impl Variant {
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Stable => "stable",
+            Variant::Canary => "canary",
             Variant::Fallback => "fallback",
+            Variant::Killed => "killed",
         }
     }
 }
@@ -113,8 +119,11 @@ pub struct ScoreResponse<'a> {
     pub route: Option<&'a str>,
     /// The policy version that decided.
     pub policy: &'a PolicyRef,
-    /// Which variant served.
+    /// How the request was served.
     pub variant: Variant,
+    /// The arm that decided: `canary`, `stable`, `baseline` or `passthrough`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm: Option<&'static str>,
     /// Present when the fallback served: what failed and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackInfo<'a>>,

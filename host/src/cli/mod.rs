@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
 pub mod inspect;
+pub mod rollout;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
@@ -37,6 +38,9 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Serve the scoring API on a policy directory, with hot reload.
     Serve(serve::Args),
+    /// Operate rollouts through the admin API: status, upload, canary,
+    /// promote, rollback, kill, revive, shadow, audit.
+    Rollout(rollout::Args),
 }
 
 /// Runs the parsed command.
@@ -46,6 +50,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(a) => test::execute(a),
         Command::Inspect(a) => inspect::execute(a),
         Command::Serve(a) => serve::execute(a),
+        Command::Rollout(a) => rollout::execute(a),
     }
 }
 

@@ -50,6 +50,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         route: None,
         policy: policy.identity(),
         variant: Variant::Stable,
+        arm: None,
         fallback: None,
         scores: response::scored(&req, d),
         debug: (args.debug || req.debug).then(|| response::debug_entries(&req, d)),

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use oasis::server::{Server, ServerConfig};
+use oasis::server::admin_auth::AdminTokens;
+use oasis::server::{AdminConfig, Server, ServerConfig};
 
 /// Arguments of `oasis serve`.
 #[derive(Debug, clap::Args)]
@@ -32,14 +33,47 @@ pub struct Args {
     /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Admin API tokens, one `name token` per line (tokens of 32 bytes or
+    /// more). Without this or OASIS_ADMIN_TOKEN the admin API is off.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin API on this address instead of `--listen`.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Largest module the admin API accepts, bytes.
+    #[arg(long, default_value_t = oasis::server::admin::DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: usize,
+    /// Versions kept per policy in the version store (`<policies>/versions`).
+    #[arg(long, default_value_t = ServerConfig::default().keep_versions)]
+    pub keep_versions: usize,
+}
+
+/// The admin tokens: `--admin-token-file`, else the `OASIS_ADMIN_TOKEN`
+/// environment variable (one token, named `admin`), else none.
+fn admin_tokens(file: Option<&std::path::Path>) -> anyhow::Result<Option<AdminTokens>> {
+    if let Some(path) = file {
+        return Ok(Some(AdminTokens::from_file(path)?));
+    }
+    match std::env::var("OASIS_ADMIN_TOKEN") {
+        Ok(v) if !v.is_empty() => Ok(Some(
+            AdminTokens::from_env_value(&v).context("OASIS_ADMIN_TOKEN")?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let admin = admin_tokens(args.admin_token_file.as_deref())?.map(|tokens| AdminConfig {
+        tokens: std::sync::Arc::new(tokens),
+        max_upload_bytes: args.max_upload_bytes,
+    });
     let mut config = ServerConfig {
         policies: args.policies,
         default_route: args.default_route,
         max_body_bytes: args.max_body_bytes,
         max_inflight: args.max_inflight,
+        keep_versions: args.keep_versions,
+        admin,
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
@@ -51,7 +85,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        Server::new(config).run(listener, shutdown_signal()).await?;
+        let mut server = Server::new(config);
+        if let Some(addr) = args.admin_listen {
+            let admin = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin)"))?;
+            server = server.with_admin_listener(admin);
+        }
+        server.run(listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -1,16 +1,17 @@
 //! The serving chain: the arms that may answer a request, tried in order.
 //!
-//! A route's chain today is its stable policy, then that policy's fallback
-//! policy, then the host's relevance passthrough, which cannot fail. The
-//! first arm that answers serves; each failure before it is recorded in the
-//! [`Served`] result (and counted, and logged), so the response can say what
-//! failed and what served instead. The chain is data — an iterator of
-//! policies with passthrough as the implicit last arm — so that canary,
-//! stable and baseline arms are a longer chain, not another nesting level.
+//! A route's chain ([`RoutePlan::arms`](crate::server::registry::RoutePlan::arms))
+//! is its canary (for listeners in the canary's share), its stable version,
+//! then its baseline, then the host's relevance passthrough, which cannot
+//! fail; a killed route's chain is its baseline alone. The first arm that
+//! answers serves; each failure before it is recorded in the [`Served`]
+//! result (and counted, and logged), so the response can say what failed and
+//! which arm served instead. The chain is data, so a new kind of arm is a
+//! longer chain, not another nesting level.
 //!
-//! Overload is not a fault: when the *first* arm has no free instance the
-//! request gets a 503 (the caller retries), while a later arm that is busy
-//! is skipped.
+//! Overload is not a fault: when the route's *primary* arm (stable, or the
+//! baseline of a killed route) has no free instance the request gets a 503
+//! (the caller retries), while another arm that is busy is skipped.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -27,7 +28,7 @@ use crate::request::ValidRequest;
 use crate::response::Variant;
 use crate::server::api_error::ApiError;
 use crate::server::metrics::FallbackBy;
-use crate::server::registry::ActivePolicy;
+use crate::server::registry::{ActivePolicy, ArmKind};
 use crate::server::state::AppState;
 
 /// The answer to one request: who served it, and what failed before.
@@ -39,77 +40,101 @@ pub struct Served {
     pub policy_us: u64,
     /// The version that served.
     pub by: Arc<PolicyRef>,
-    /// Which arm served.
+    /// The arm that served.
+    pub arm: ArmKind,
+    /// How the request was served: the intended arm, a fallback, or the
+    /// kill switch.
     pub variant: Variant,
     /// The arms that failed before it, in chain order, with their errors.
     pub failures: Vec<(Arc<PolicyRef>, CallError)>,
+    /// The first arm tried, whether it answered and its call time
+    /// (microseconds): what a canary's guardrails judge.
+    pub first: Option<(ArmKind, bool, u64)>,
 }
 
 /// Scores `req` with the first arm of `arms` that answers, falling back to
 /// the host's relevance passthrough. An arm that cannot take this many
-/// candidates is skipped.
+/// candidates is skipped, as is a busy arm other than the `primary` one.
 ///
 /// # Errors
-/// [`ApiError::overloaded`] when the first arm has no free instance within
-/// its queue deadline (or its queue is full).
+/// [`ApiError::overloaded`] when the `primary` arm has no free instance
+/// within its queue deadline (or its queue is full).
 pub async fn serve(
     state: &AppState,
-    arms: impl IntoIterator<Item = Arc<ActivePolicy>>,
+    arms: impl IntoIterator<Item = (ArmKind, Arc<ActivePolicy>)>,
+    primary: ArmKind,
     req: &ValidRequest<'_>,
 ) -> Result<Served, ApiError> {
     let mut failures: Vec<(Arc<PolicyRef>, CallError)> = Vec::new();
+    let mut first: Option<(ArmKind, bool, u64)> = None;
     // The first arm that failed: fallbacks are counted against it.
-    let mut primary_failure: Option<(Arc<ActivePolicy>, crate::CallErrorKind)> = None;
-    for (i, arm) in arms.into_iter().enumerate() {
+    let mut first_failure: Option<(Arc<ActivePolicy>, crate::CallErrorKind)> = None;
+    let mut tried_any = false;
+    for (kind, arm) in arms {
         if req.candidates.len() > arm.policy.limits().max_candidates {
             continue;
         }
-        match call(state, &arm, req).await {
-            Ok(Ok(outcome)) => {
-                if let Some((primary, kind)) = &primary_failure {
-                    primary
+        let (result, us) = match call(state, &arm, req).await {
+            Ok(r) => r,
+            Err(overloaded) if kind == primary => return Err(overloaded),
+            Err(e) => {
+                tracing::warn!(arm = kind.as_str(), policy = arm.key(), error = %e.message, "arm overloaded; skipping it");
+                continue;
+            }
+        };
+        first.get_or_insert((kind, result.is_ok(), us));
+        match result {
+            Ok(outcome) => {
+                if let Some((failed, error_kind)) = &first_failure {
+                    failed
                         .metrics
-                        .fallback_served(*kind, FallbackBy::FallbackPolicy);
+                        .fallback_served(*error_kind, FallbackBy::FallbackPolicy);
                 }
                 return Ok(Served {
                     decisions: outcome.decisions,
                     policy_us: outcome.usage.wall_us,
                     by: arm.policy.identity().clone(),
-                    variant: if i == 0 {
-                        Variant::Stable
-                    } else {
-                        Variant::Fallback
+                    arm: kind,
+                    variant: match kind {
+                        _ if tried_any => Variant::Fallback,
+                        ArmKind::Canary => Variant::Canary,
+                        ArmKind::Baseline => Variant::Killed,
+                        _ => Variant::Stable,
                     },
                     failures,
+                    first,
                 });
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 arm.metrics.failed(error.kind());
-                if i == 0 {
-                    tracing::warn!(kind = error.kind().as_str(), %error, "policy failed; serving the fallback");
+                if !tried_any {
+                    tracing::warn!(arm = kind.as_str(), kind = error.kind().as_str(), %error, "policy failed; serving the fallback");
                 } else {
-                    tracing::error!(arm = i, policy = arm.key(), kind = error.kind().as_str(), %error, "fallback policy failed too; trying the next arm");
+                    tracing::error!(arm = kind.as_str(), policy = arm.key(), kind = error.kind().as_str(), %error, "fallback policy failed too; trying the next arm");
                 }
-                primary_failure.get_or_insert_with(|| (arm.clone(), error.kind()));
+                first_failure.get_or_insert_with(|| (arm.clone(), error.kind()));
                 failures.push((arm.policy.identity().clone(), error));
             }
-            Err(overloaded) if i == 0 => return Err(overloaded),
-            Err(e) => {
-                tracing::warn!(arm = i, policy = arm.key(), error = %e.message, "fallback arm overloaded; skipping it")
-            }
         }
+        tried_any = true;
     }
-    if let Some((primary, kind)) = &primary_failure {
-        primary
+    if let Some((failed, error_kind)) = &first_failure {
+        failed
             .metrics
-            .fallback_served(*kind, FallbackBy::Passthrough);
+            .fallback_served(*error_kind, FallbackBy::Passthrough);
     }
     Ok(Served {
         decisions: passthrough(req),
         policy_us: 0,
         by: PASSTHROUGH.clone(),
-        variant: Variant::Fallback,
+        arm: ArmKind::Passthrough,
+        variant: if tried_any || primary != ArmKind::Baseline {
+            Variant::Fallback
+        } else {
+            Variant::Killed
+        },
         failures,
+        first,
     })
 }
 
@@ -155,7 +180,7 @@ async fn call(
     state: &AppState,
     arm: &Arc<ActivePolicy>,
     req: &ValidRequest<'_>,
-) -> Result<Result<CallOutcome, CallError>, ApiError> {
+) -> Result<(Result<CallOutcome, CallError>, u64), ApiError> {
     let permits = acquire(state, arm).await?;
     let batch = arm.policy.batch(req);
     let arm = arm.clone();
@@ -166,8 +191,9 @@ async fn call(
         let _in_use = GaugeGuard::new(&in_use);
         let started = Instant::now();
         let result = span.in_scope(|| arm.policy.call(&batch));
-        arm.metrics.latency.observe(started.elapsed().as_secs_f64());
-        result
+        let elapsed = started.elapsed();
+        arm.metrics.latency.observe(elapsed.as_secs_f64());
+        (result, elapsed.as_micros() as u64)
     })
     .await
     .map_err(|e| {

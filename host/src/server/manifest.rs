@@ -197,7 +197,16 @@ impl Manifest {
 /// default = "radio"          # route used when a request names none
 ///
 /// [routes.radio]
-/// policy = "pid-pacing"      # the stable policy of the route
+/// policy = "pid-pacing"      # the policy of the route (which version: see rollout.json)
+/// baseline = "baseline"      # optional: answers when the kill switch is on, and after
+///                            # the stable version fails (default: the policy's fallback)
+/// salt = "radio"             # optional: canary bucketing salt (default: the route name)
+///
+/// [routes.radio.guardrails]  # optional: automatic canary rollback
+/// window = 200               # the canary's last N requests
+/// min_samples = 50           # judge only with at least this many
+/// max_error_rate = 0.05      # share of canary calls that failed
+/// max_p99_ms = 25            # p99 of the canary's policy latency
 ///
 /// [routes.mixes]
 /// policy = "freq-cap-diversity"
@@ -205,7 +214,7 @@ impl Manifest {
 ///
 /// Every policy is also reachable as a route named after its key, unless a
 /// route of that name is configured.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutesFile {
     /// The default route.
@@ -217,11 +226,93 @@ pub struct RoutesFile {
 }
 
 /// One route's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Key of the stable policy.
+    /// Key of the route's policy.
     pub policy: String,
+    /// Key of the route's baseline policy: what the kill switch serves, and
+    /// the arm after the stable version; the policy's manifest fallback when
+    /// absent.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Canary bucketing salt; the route name when absent.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// Automatic rollback of a canary that breaches these.
+    #[serde(default)]
+    pub guardrails: Option<Guardrails>,
+}
+
+impl RouteConfig {
+    /// A route running `policy` with every default.
+    pub fn new(policy: &str) -> Self {
+        RouteConfig {
+            policy: policy.to_string(),
+            baseline: None,
+            salt: None,
+            guardrails: None,
+        }
+    }
+}
+
+/// Limits a canary must stay within, judged over its last `window` requests.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guardrails {
+    /// Requests judged (the canary's most recent).
+    pub window: usize,
+    /// Fewer samples than this are not judged.
+    pub min_samples: usize,
+    /// Largest share of failed canary calls.
+    pub max_error_rate: Option<f64>,
+    /// Largest p99 of the canary's policy latency, milliseconds.
+    pub max_p99_ms: Option<f64>,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            window: 200,
+            min_samples: 50,
+            max_error_rate: Some(0.05),
+            max_p99_ms: None,
+        }
+    }
+}
+
+impl Guardrails {
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// A message naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=100_000).contains(&self.window) {
+            return Err(format!(
+                "guardrails.window must be in 1..=100000, got {}",
+                self.window
+            ));
+        }
+        if self.min_samples == 0 || self.min_samples > self.window {
+            return Err(format!(
+                "guardrails.min_samples must be in 1..=window ({}), got {}",
+                self.window, self.min_samples
+            ));
+        }
+        if let Some(r) = self.max_error_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!(
+                "guardrails.max_error_rate must be in [0, 1], got {r}"
+            ));
+        }
+        if let Some(ms) = self.max_p99_ms
+            && !(ms > 0.0 && ms.is_finite())
+        {
+            return Err(format!("guardrails.max_p99_ms must be positive, got {ms}"));
+        }
+        Ok(())
+    }
 }
 
 /// File name of the routes file inside the policy directory.
@@ -248,12 +339,28 @@ impl RoutesFile {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
         for name in routes.routes.keys().chain(routes.default.iter()) {
             if !is_key(name) {
-                return Err(ManifestError::Invalid {
-                    path: path.display().to_string(),
-                    message: format!("route name {name:?} must be [A-Za-z0-9._-]"),
-                });
+                return Err(invalid(format!(
+                    "route name {name:?} must be [A-Za-z0-9._-]"
+                )));
+            }
+        }
+        for (name, r) in &routes.routes {
+            for key in std::iter::once(&r.policy).chain(&r.baseline) {
+                if !is_key(key) {
+                    return Err(invalid(format!(
+                        "routes.{name}: {key:?} is not a policy key"
+                    )));
+                }
+            }
+            if let Some(g) = &r.guardrails {
+                g.validate()
+                    .map_err(|m| invalid(format!("routes.{name}.{m}")))?;
             }
         }
         Ok(routes)

@@ -105,6 +105,38 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of a shadow of a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// Route.
+    pub route: String,
+    /// The shadow, as configured (`key` or `key@sha256:…`).
+    pub shadow: String,
+}
+
+/// Labels of a shadow call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowCallLabels {
+    /// Route.
+    pub route: String,
+    /// The shadow.
+    pub shadow: String,
+    /// `ok`, `failed`, `shed` or `skipped`.
+    pub result: &'static str,
+}
+
+/// Labels of a rollback.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    /// Route.
+    pub route: String,
+    /// `guardrail` (automatic) or `operator`.
+    pub by: &'static str,
+}
+
+/// A gauge of floats.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// Labels of a policy's queue.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
@@ -135,7 +167,42 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Policies with an active version.
     pub policies_active: Gauge,
+    /// Shadow calls, by route, shadow and result.
+    pub shadow_calls: Family<ShadowCallLabels, Counter>,
+    /// Shadow divergence, mean over every comparison, by metric.
+    pub shadow_divergence: [Family<ShadowLabels, FloatGauge>; 7],
+    /// Rollbacks, by route and who did it.
+    pub rollbacks: Family<RollbackLabels, Counter>,
 }
+
+/// The shadow divergence gauges: name and help.
+const SHADOW_GAUGES: [(&str, &str); 7] = [
+    (
+        "shadow_topk_overlap",
+        "Mean top-10 overlap of a shadow with the served arm",
+    ),
+    (
+        "shadow_rank_correlation",
+        "Mean Spearman correlation over the top-10 union",
+    ),
+    (
+        "shadow_score_mae",
+        "Mean absolute score difference from the served arm",
+    ),
+    (
+        "shadow_promoted_share_diff",
+        "Mean promoted share of the shadow minus the served arm's",
+    ),
+    (
+        "shadow_eligibility_rate_diff",
+        "Mean eligibility rate of the shadow minus the served arm's",
+    ),
+    ("shadow_error_rate", "Share of failed shadow calls"),
+    (
+        "shadow_latency_p99_seconds",
+        "p99 of the shadow's call latency",
+    ),
+];
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~0.8 s
@@ -162,6 +229,22 @@ impl Metrics {
         let instances_in_use = Gauge::default();
         let queue_depth = Family::default();
         let policies_active = Gauge::default();
+        let shadow_calls = Family::default();
+        let shadow_divergence: [Family<ShadowLabels, FloatGauge>; 7] = Default::default();
+        let rollbacks = Family::default();
+        registry.register(
+            "shadow_calls",
+            "Shadow calls, by route, shadow and result (ok, failed, shed, skipped)",
+            Family::<ShadowCallLabels, Counter>::clone(&shadow_calls),
+        );
+        for ((name, help), family) in SHADOW_GAUGES.iter().zip(&shadow_divergence) {
+            registry.register(*name, *help, family.clone());
+        }
+        registry.register(
+            "rollbacks",
+            "Canary rollbacks, by route and who rolled back (guardrail or operator)",
+            Family::<RollbackLabels, Counter>::clone(&rollbacks),
+        );
         registry.register(
             "requests",
             "Scoring requests answered, by route and variant",
@@ -224,7 +307,61 @@ impl Metrics {
             instances_in_use,
             queue_depth,
             policies_active,
+            shadow_calls,
+            shadow_divergence,
+            rollbacks,
         }
+    }
+
+    /// Counts a shadow call of `shadow` on `route` with `result`.
+    pub fn shadow_call(&self, route: &str, shadow: &str, result: &'static str) {
+        self.shadow_calls
+            .get_or_create(&ShadowCallLabels {
+                route: route.to_string(),
+                shadow: shadow.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Publishes a shadow's divergence summary as gauges.
+    pub fn shadow_divergence(
+        &self,
+        route: &str,
+        shadow: &str,
+        s: &crate::divergence::DivergenceSummary,
+    ) {
+        let labels = ShadowLabels {
+            route: route.to_string(),
+            shadow: shadow.to_string(),
+        };
+        let mut values = [None; 7];
+        if let Some(m) = &s.mean {
+            values[..5].copy_from_slice(&[
+                Some(m.topk_overlap),
+                Some(m.rank_correlation),
+                Some(m.score_mae),
+                Some(m.promoted_share_diff),
+                Some(m.eligibility_rate_diff),
+            ]);
+        }
+        values[5] = Some(s.error_rate);
+        values[6] = s.latency.map(|l| l.p99_ms / 1000.0);
+        for (family, value) in self.shadow_divergence.iter().zip(values) {
+            if let Some(v) = value {
+                family.get_or_create(&labels).set(v);
+            }
+        }
+    }
+
+    /// Counts a rollback of `route`'s canary.
+    pub fn rollback(&self, route: &str, automatic: bool) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                route: route.to_string(),
+                by: if automatic { "guardrail" } else { "operator" },
+            })
+            .inc();
     }
 
     /// The text exposition.

@@ -10,22 +10,39 @@
 //! | `status`     | policies, health, readiness, metrics endpoints            |
 //! | `api_error`  | the one JSON error shape                                  |
 //! | `metrics`    | Prometheus metrics                                        |
+//! | `rollout`    | rollout state (`rollout.json`): pins, canary, shadows, kill |
+//! | `versions`   | the version store (every loaded version, by digest)       |
+//! | `manager`    | the one writer of rollout state, audited                  |
+//! | `admin`      | the admin API (token required)                            |
+//! | `admin_auth` | bearer tokens, constant-time                              |
+//! | `audit`      | the append-only audit log                                 |
+//! | `persist`    | atomic files and the directory lock                       |
+//! | `guardrail`  | a canary's sliding window and its limits                  |
+//! | `shadow`     | shadow scoring off the response path                      |
+//! | `route_stats`| per-route state that outlives snapshots                   |
 //!
 //! [`Server::run`] takes a bound listener and a shutdown future, so tests run
 //! real servers on `127.0.0.1:0` and stop them deterministically.
 
+pub mod admin;
 pub mod admin_auth;
 pub mod api_error;
 pub mod audit;
 pub mod chain;
+pub mod guardrail;
+pub mod manager;
 pub mod manifest;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
 pub mod reload;
+pub mod rollout;
+pub mod route_stats;
 pub mod score;
+pub mod shadow;
 pub mod state;
 pub mod status;
+pub mod versions;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -40,10 +57,14 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::runtime::{Runtime, RuntimeConfig};
+use admin_auth::AdminTokens;
+use audit::AuditLog;
+use manager::RolloutManager;
 use metrics::Metrics;
 use registry::Registry;
 use reload::Reloader;
 use state::AppState;
+use versions::VersionStore;
 
 /// Server configuration.
 #[derive(Debug, Clone)]
@@ -63,6 +84,19 @@ pub struct ServerConfig {
     pub debounce: Duration,
     /// Safety-net rescan interval.
     pub rescan: Duration,
+    /// Versions kept per policy in the version store.
+    pub keep_versions: usize,
+    /// The admin API: off (no route answers) without tokens.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API's configuration.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Who may call it.
+    pub tokens: Arc<AdminTokens>,
+    /// Largest uploaded module.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,9 +109,15 @@ impl Default for ServerConfig {
             runtime: RuntimeConfig::default(),
             debounce: Duration::from_millis(150),
             rescan: Duration::from_secs(10),
+            keep_versions: versions::DEFAULT_KEEP,
+            admin: None,
         }
     }
 }
+
+/// File name of the audit log inside the policy directory (hidden, so the
+/// watcher's manifest scan ignores it).
+pub const AUDIT_FILE: &str = ".oasis-audit.jsonl";
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +141,7 @@ pub enum ServerError {
 /// The Oasis scoring server.
 pub struct Server {
     config: ServerConfig,
+    admin_listener: Option<TcpListener>,
 }
 
 /// Builds the router over `state`: the whole HTTP surface in one place.
@@ -115,6 +156,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/policies", get(status::list))
         .route("/v1/policies/{name}", get(status::get))
+        .route("/v1/policies/{name}/versions", get(status::versions))
+        .route("/v1/routes", get(status::routes))
+        .route("/v1/routes/{route}", get(status::route))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
@@ -126,7 +170,17 @@ pub fn app(state: AppState) -> Router {
 impl Server {
     /// A server with `config`.
     pub fn new(config: ServerConfig) -> Self {
-        Server { config }
+        Server {
+            config,
+            admin_listener: None,
+        }
+    }
+
+    /// Serves the admin API on `listener` instead of the main one (for
+    /// example on a private interface). Without admin tokens it stays off.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
     }
 
     /// Loads the initial policy set, then serves on `listener` until
@@ -160,6 +214,7 @@ impl Server {
         let runtime = Runtime::new(cfg.runtime.clone())?;
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::new());
+        let store = VersionStore::new(&cfg.policies, cfg.keep_versions);
         let reloader = Reloader {
             dir: cfg.policies.clone(),
             default_route: cfg.default_route.clone(),
@@ -168,18 +223,56 @@ impl Server {
             metrics: metrics.clone(),
             debounce: cfg.debounce,
             rescan: cfg.rescan,
+            store: store.clone(),
         };
         let token = CancellationToken::new();
         let state = AppState::new(
             registry.clone(),
-            metrics,
+            metrics.clone(),
             cfg.runtime.max_instances,
             cfg.max_body_bytes,
             cfg.max_inflight,
+        )
+        .with_store(store);
+        let audit =
+            AuditLog::open(cfg.policies.join(AUDIT_FILE)).map_err(|e| ServerError::Policies {
+                path: cfg.policies.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let manager = Arc::new(
+            RolloutManager::new(reloader.clone(), audit, metrics).with_max_upload_bytes(
+                cfg.admin
+                    .as_ref()
+                    .map_or(admin::DEFAULT_MAX_UPLOAD_BYTES, |a| a.max_upload_bytes),
+            ),
         );
+        if let Some(rx) = state.rollbacks.take_receiver() {
+            tokio::spawn(manager.clone().run_rollbacks(rx));
+        }
 
         let addr = listener.local_addr()?;
-        let app = app(state);
+        let mut app = app(state);
+        match (&cfg.admin, self.admin_listener) {
+            (None, _) => tracing::warn!(
+                "admin API disabled: no admin token configured (--admin-token-file or OASIS_ADMIN_TOKEN)"
+            ),
+            (Some(a), None) => {
+                app = app.merge(admin::router(manager.clone(), a.tokens.clone()));
+                tracing::info!(%addr, tokens = a.tokens.len(), "admin API on the main listener");
+            }
+            (Some(a), Some(admin_listener)) => {
+                let admin_addr = admin_listener.local_addr()?;
+                let router = admin::router(manager.clone(), a.tokens.clone())
+                    .layer(TraceLayer::new_for_http());
+                let stop = token.clone();
+                tokio::spawn(async move {
+                    let _ = axum::serve(admin_listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await;
+                });
+                tracing::info!(%admin_addr, tokens = a.tokens.len(), "admin API on its own listener");
+            }
+        }
         // Shutdown is wired before anything slow happens, so a signal during
         // the initial load is a clean stop too.
         let stop = token.clone();

@@ -17,8 +17,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::policy::Policy;
-use crate::server::manifest::Manifest;
+use crate::server::manifest::{Guardrails, Manifest, RouteConfig};
 use crate::server::metrics::PolicyMetrics;
+use crate::server::rollout::{RolloutFile, VersionRef};
 
 /// A policy version that passed validation and serves traffic.
 pub struct ActivePolicy {
@@ -66,6 +67,34 @@ pub struct PolicyEntry {
     /// The manifest was missing on the last pass; unloaded if still missing
     /// on the next one.
     pub missing: bool,
+    /// Stored versions loaded because the rollout state refers to them
+    /// (pinned stable, canary, shadow), by digest.
+    pub versions: BTreeMap<String, Arc<ActivePolicy>>,
+    /// Stored versions that did not load, with the settings they were tried
+    /// with (tried again when the settings change).
+    pub version_failures: BTreeMap<String, String>,
+}
+
+impl PolicyEntry {
+    /// An entry with nothing loaded yet.
+    pub fn empty() -> Self {
+        PolicyEntry {
+            active: None,
+            failure: None,
+            attempted: [0; 32],
+            missing: false,
+            versions: BTreeMap::new(),
+            version_failures: BTreeMap::new(),
+        }
+    }
+
+    /// The loaded version `digest` (the directory's or a stored one).
+    pub fn version(&self, digest: &str) -> Option<Arc<ActivePolicy>> {
+        match &self.active {
+            Some(a) if a.policy.identity().digest == digest => Some(a.clone()),
+            _ => self.versions.get(digest).cloned(),
+        }
+    }
 }
 
 /// A failed load.
@@ -83,12 +112,107 @@ pub struct Failure {
 pub struct Snapshot {
     /// Policies by key.
     pub policies: BTreeMap<String, PolicyEntry>,
-    /// Named routes: route -> policy key.
-    pub routes: BTreeMap<String, String>,
+    /// Named routes from `routes.toml`.
+    pub routes: BTreeMap<String, RouteConfig>,
     /// Route used when a request names none.
     pub default_route: Option<String>,
     /// Error of the last routes.toml load, if it failed (previous routes kept).
     pub routes_failure: Option<Failure>,
+    /// Rollout state from `rollout.json`.
+    pub rollout: RolloutFile,
+    /// Error of the last rollout.json load, if it failed (previous state kept).
+    pub rollout_failure: Option<Failure>,
+    /// Every route's arms, resolved at publication (configured routes and
+    /// each policy's own-name route).
+    pub plans: BTreeMap<String, Arc<RoutePlan>>,
+}
+
+/// What serves a route: its arms, resolved to loaded versions.
+#[derive(Debug)]
+pub struct RoutePlan {
+    /// The route.
+    pub route: String,
+    /// Its policy key.
+    pub policy: String,
+    /// The stable version; `None` when the policy never loaded.
+    pub stable: Option<Arc<ActivePolicy>>,
+    /// The canary version and its share of listeners (percent).
+    pub canary: Option<(Arc<ActivePolicy>, f64)>,
+    /// The baseline: kill-switch answer and the arm after stable.
+    pub baseline: Option<Arc<ActivePolicy>>,
+    /// Shadow versions with the reference they were configured by.
+    pub shadows: Vec<(String, Arc<ActivePolicy>)>,
+    /// Kill switch.
+    pub killed: bool,
+    /// Canary bucketing salt.
+    pub salt: String,
+    /// Automatic rollback limits of the canary.
+    pub guardrails: Option<Guardrails>,
+    /// Why part of the rollout state does not apply (stale state, a version
+    /// that is not stored or did not load).
+    pub problems: Vec<String>,
+}
+
+/// Which arm of a route answered, or was meant to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmKind {
+    /// The canary version.
+    Canary,
+    /// The stable version.
+    Stable,
+    /// The route's baseline policy.
+    Baseline,
+    /// The host's relevance passthrough.
+    Passthrough,
+}
+
+impl ArmKind {
+    /// The name, as in responses and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArmKind::Canary => "canary",
+            ArmKind::Stable => "stable",
+            ArmKind::Baseline => "baseline",
+            ArmKind::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl RoutePlan {
+    /// The chain of arms for a listener: the baseline alone when the route
+    /// is killed; else the canary (for listeners in its share), the stable
+    /// version and the baseline. The host's passthrough follows any chain.
+    pub fn arms(
+        &self,
+        listener_id: &str,
+    ) -> impl Iterator<Item = (ArmKind, Arc<ActivePolicy>)> + use<> {
+        let live = !self.killed;
+        let canary = self
+            .canary
+            .as_ref()
+            .filter(|(_, percent)| {
+                live && crate::bucket::in_canary(listener_id, &self.salt, *percent)
+            })
+            .map(|(c, _)| (ArmKind::Canary, c.clone()));
+        let stable = self
+            .stable
+            .clone()
+            .filter(|_| live)
+            .map(|s| (ArmKind::Stable, s));
+        let baseline = self.baseline.clone().map(|b| (ArmKind::Baseline, b));
+        canary.into_iter().chain(stable).chain(baseline)
+    }
+
+    /// The arm whose overload is the request's answer (503): the stable
+    /// version, or the baseline when the route is killed. Other arms are
+    /// skipped when busy.
+    pub fn primary(&self) -> ArmKind {
+        if self.killed {
+            ArmKind::Baseline
+        } else {
+            ArmKind::Stable
+        }
+    }
 }
 
 /// Why a route could not be resolved.
@@ -130,22 +254,11 @@ impl Snapshot {
         names
     }
 
-    /// The policy key a route maps to (a configured route, else a policy of that name).
-    pub fn route_policy<'a>(&'a self, route: &'a str) -> Option<&'a str> {
-        match self.routes.get(route) {
-            Some(p) => Some(p),
-            None => self.policies.contains_key(route).then_some(route),
-        }
-    }
-
-    /// Finds the active policy of `route` (or of the default route).
+    /// Finds the plan of `route` (or of the default route).
     ///
     /// # Errors
     /// [`ResolveError`] with the known names, for a 404 that helps the caller.
-    pub fn resolve(
-        &self,
-        route: Option<&str>,
-    ) -> Result<(String, Arc<ActivePolicy>), ResolveError> {
+    pub fn resolve(&self, route: Option<&str>) -> Result<(String, Arc<RoutePlan>), ResolveError> {
         let route = match route.or(self.default_route.as_deref()) {
             Some(r) => r,
             None => {
@@ -154,23 +267,112 @@ impl Snapshot {
                 });
             }
         };
-        let key = self
-            .route_policy(route)
-            .ok_or_else(|| ResolveError::Unknown {
-                name: route.to_string(),
-                known: self.route_names(),
-            })?;
-        let entry = self.policies.get(key);
-        match entry.and_then(|e| e.active.clone()) {
-            Some(active) => Ok((route.to_string(), active)),
-            None => Err(ResolveError::Unavailable {
+        let plan = self.plans.get(route).ok_or_else(|| ResolveError::Unknown {
+            name: route.to_string(),
+            known: self.route_names(),
+        })?;
+        if plan.stable.is_none() && !(plan.killed && plan.baseline.is_some()) {
+            let entry = self.policies.get(&plan.policy);
+            return Err(ResolveError::Unavailable {
                 route: route.to_string(),
-                policy: key.to_string(),
+                policy: plan.policy.clone(),
                 error: match entry {
                     Some(e) => e.failure.as_ref().map(|f| f.error.clone()),
-                    None => Some(format!("the policy directory has no manifest `{key}.toml`")),
+                    None => Some(format!(
+                        "the policy directory has no manifest `{}.toml`",
+                        plan.policy
+                    )),
                 },
-            }),
+            });
+        }
+        Ok((route.to_string(), plan.clone()))
+    }
+
+    /// Resolves every route's arms from the loaded policies, `routes.toml`
+    /// and the rollout state. Called before each publication.
+    pub fn plan_routes(&mut self) {
+        let mut plans = BTreeMap::new();
+        let implicit = self
+            .policies
+            .keys()
+            .filter(|k| !self.routes.contains_key(*k))
+            .map(|k| (k.clone(), RouteConfig::new(k)));
+        let configured = self.routes.iter().map(|(k, c)| (k.clone(), c.clone()));
+        for (route, config) in configured.chain(implicit).collect::<Vec<_>>() {
+            let plan = self.plan(&route, &config);
+            plans.insert(route, Arc::new(plan));
+        }
+        self.plans = plans;
+    }
+
+    fn plan(&self, route: &str, config: &RouteConfig) -> RoutePlan {
+        let mut problems = Vec::new();
+        let entry = self.policies.get(&config.policy);
+        let directory = entry.and_then(|e| e.active.clone());
+        let state = self
+            .rollout
+            .routes
+            .get(route)
+            .filter(|r| {
+                let fresh = r.policy == config.policy;
+                if !fresh {
+                    problems.push(format!(
+                        "rollout state is for policy `{}` but routes.toml now routes `{route}` to `{}`; it is ignored until the next rollout change of this route",
+                        r.policy, config.policy
+                    ));
+                }
+                fresh
+            });
+        let mut version = |digest: &str, what: &str| {
+            let v = entry.and_then(|e| e.version(digest));
+            if v.is_none() {
+                problems.push(format!(
+                    "{what} version {digest} of `{}` is not loaded",
+                    config.policy
+                ));
+            }
+            v
+        };
+        let stable = match state.and_then(|s| s.stable.as_deref()) {
+            Some(d) => version(d, "pinned stable").or(directory.clone()),
+            None => directory.clone(),
+        };
+        let canary = state
+            .and_then(|s| s.canary.as_ref())
+            .and_then(|c| version(&c.digest, "canary").map(|v| (v, c.percent)));
+        let baseline_key = config
+            .baseline
+            .clone()
+            .or_else(|| stable.as_ref().and_then(|s| s.manifest.fallback.clone()));
+        let baseline = baseline_key.as_deref().and_then(|k| self.active(k));
+        if let (Some(k), None) = (&baseline_key, &baseline) {
+            problems.push(format!("baseline `{k}` is not loaded"));
+        }
+        let mut shadows = Vec::new();
+        for reference in state.map(|s| s.shadows.as_slice()).unwrap_or_default() {
+            let resolved = VersionRef::parse(reference).ok().and_then(|r| {
+                let e = self.policies.get(&r.key)?;
+                match &r.digest {
+                    Some(d) => e.version(d),
+                    None => e.active.clone(),
+                }
+            });
+            match resolved {
+                Some(v) => shadows.push((reference.clone(), v)),
+                None => problems.push(format!("shadow `{reference}` is not loaded")),
+            }
+        }
+        RoutePlan {
+            route: route.to_string(),
+            policy: config.policy.clone(),
+            stable,
+            canary,
+            baseline,
+            shadows,
+            killed: state.is_some_and(|s| s.killed),
+            salt: config.salt.clone().unwrap_or_else(|| route.to_string()),
+            guardrails: config.guardrails.clone(),
+            problems,
         }
     }
 

@@ -27,6 +27,8 @@ use crate::runtime::Runtime;
 use crate::server::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
 use crate::server::metrics::Metrics;
 use crate::server::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot};
+use crate::server::rollout::{ROLLOUT_FILE, RolloutFile, VersionRef};
+use crate::server::versions::{VersionRecord, VersionStore};
 
 /// Reconciles a policy directory into a [`Registry`].
 #[derive(Clone)]
@@ -45,6 +47,8 @@ pub struct Reloader {
     pub debounce: Duration,
     /// Safety-net rescan interval.
     pub rescan: Duration,
+    /// Where every loaded version is kept.
+    pub store: VersionStore,
 }
 
 impl Reloader {
@@ -142,6 +146,7 @@ impl Reloader {
     pub fn reconcile_blocking(&self) -> bool {
         let mut next: Snapshot = (*self.registry.snapshot()).clone();
         let mut changed = self.reconcile_routes(&mut next);
+        changed |= self.reconcile_rollout(&mut next);
         let manifests = match manifest_files(&self.dir) {
             Ok(m) => m,
             Err(e) => {
@@ -150,6 +155,7 @@ impl Reloader {
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the policy directory; keeping every loaded policy");
                 self.metrics.reload("directory", false);
                 if changed {
+                    next.plan_routes();
                     self.registry.publish(next);
                 }
                 return false;
@@ -160,17 +166,17 @@ impl Reloader {
             let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
                 continue;
             };
-            let entry = next.policies.entry(key.clone()).or_insert(PolicyEntry {
-                active: None,
-                failure: None,
-                attempted: [0; 32],
-                missing: false,
-            });
+            let entry = next
+                .policies
+                .entry(key.clone())
+                .or_insert_with(PolicyEntry::empty);
             changed |= self.reconcile_policy(&key, entry, &Files::read(&path));
             seen.insert(key);
         }
         let sweep = sweep_missing(&mut next, &seen);
+        changed |= self.reconcile_versions(&mut next);
         if changed || sweep.changed {
+            next.plan_routes();
             let active = next
                 .policies
                 .values()
@@ -186,7 +192,7 @@ impl Reloader {
     fn reconcile_routes(&self, next: &mut Snapshot) -> bool {
         match RoutesFile::load(&self.dir) {
             Ok(r) => {
-                let routes = r.routes.into_iter().map(|(k, v)| (k, v.policy)).collect();
+                let routes = r.routes;
                 let default = r.default.or_else(|| self.default_route.clone());
                 if routes == next.routes
                     && default == next.default_route
@@ -212,6 +218,102 @@ impl Reloader {
                 true
             }
         }
+    }
+
+    /// Reads `rollout.json` into `next` (a missing file is an empty state).
+    /// Returns whether anything changed.
+    fn reconcile_rollout(&self, next: &mut Snapshot) -> bool {
+        let path = self.dir.join(ROLLOUT_FILE);
+        let read = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<RolloutFile>(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RolloutFile::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        };
+        match read {
+            Ok(state) => {
+                if state == next.rollout && next.rollout_failure.is_none() {
+                    return false;
+                }
+                next.rollout = state;
+                next.rollout_failure = None;
+                true
+            }
+            Err(error) => {
+                if next.rollout_failure.as_ref().map(|f| &f.error) == Some(&error) {
+                    return false;
+                }
+                tracing::error!(%error, "rollout state refused; keeping the previous state");
+                self.metrics.reload("rollout", false);
+                next.rollout_failure = Some(Failure {
+                    error,
+                    at: SystemTime::now(),
+                });
+                true
+            }
+        }
+    }
+
+    /// Loads the stored versions the rollout state refers to (pinned stable,
+    /// canary, shadows) that are not loaded yet, or were loaded with other
+    /// settings, and drops those it no longer refers to. Returns whether
+    /// anything changed.
+    fn reconcile_versions(&self, next: &mut Snapshot) -> bool {
+        let wanted = wanted_versions(next);
+        let mut changed = false;
+        for (key, entry) in next.policies.iter_mut() {
+            let want = wanted.get(key.as_str());
+            let before = entry.versions.len();
+            entry
+                .versions
+                .retain(|d, _| want.is_some_and(|w| w.contains(d)));
+            changed |= entry.versions.len() != before;
+            let Some(directory) = entry.active.clone() else {
+                continue;
+            };
+            for digest in want.into_iter().flatten() {
+                let current = entry.version(digest);
+                let fresh = current.as_ref().is_some_and(|v| {
+                    v.manifest.settings_json == directory.manifest.settings_json
+                        && v.manifest.limits == directory.manifest.limits
+                });
+                if fresh
+                    || entry.version_failures.get(digest) == Some(&directory.manifest.settings_json)
+                {
+                    continue;
+                }
+                let loaded = self
+                    .store
+                    .read_module(key, digest)
+                    .map_err(|e| format!("version {digest} of `{key}` is not stored: {e}"))
+                    .and_then(|wasm| {
+                        self.activate(&directory.manifest, &wasm)
+                            .map_err(|f| f.error)
+                    })
+                    .and_then(|v| {
+                        if v.policy.identity().digest == *digest {
+                            Ok(v)
+                        } else {
+                            Err(format!("stored module of {digest} has another digest"))
+                        }
+                    });
+                changed = true;
+                match loaded {
+                    Ok(v) => {
+                        tracing::info!(policy = %key, %digest, "stored version loaded for the rollout");
+                        entry.versions.insert(digest.clone(), Arc::new(v));
+                        entry.version_failures.remove(digest);
+                    }
+                    Err(error) => {
+                        tracing::error!(policy = %key, %digest, %error, "stored version did not load");
+                        entry
+                            .version_failures
+                            .insert(digest.clone(), directory.manifest.settings_json.clone());
+                    }
+                }
+            }
+        }
+        changed
     }
 
     /// Brings one policy's entry up to date with its files: loads them if
@@ -256,7 +358,8 @@ impl Reloader {
         true
     }
 
-    /// Loads a manifest and its module, read once, into an [`ActivePolicy`].
+    /// Loads a manifest and its module, read once, into an [`ActivePolicy`],
+    /// and records the version in the store.
     fn load(&self, files: &Files) -> Result<ActivePolicy, LoadFailure> {
         let (manifest, module) = match &files.parsed {
             Ok(parsed) => parsed,
@@ -266,6 +369,26 @@ impl Reloader {
         let module = module.as_ref().map_err(|e| {
             LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
         })?;
+        let active = self.activate(manifest, module)?;
+        let record = version_record(
+            &active,
+            format!("directory:{}", manifest.module.display()),
+            "directory",
+        );
+        let pinned = pinned_versions(&self.registry.snapshot().rollout, &manifest.key);
+        if let Err(e) = self.store.put(&record, module, &pinned) {
+            // The store serves rollbacks and canaries; serving goes on without it.
+            tracing::warn!(policy = %manifest.key, error = %e, "cannot record the version in the store");
+        }
+        Ok(active)
+    }
+
+    /// Loads `module` under `manifest` (settings, limits, concurrency).
+    pub(crate) fn activate(
+        &self,
+        manifest: &Manifest,
+        module: &[u8],
+    ) -> Result<ActivePolicy, LoadFailure> {
         let policy = Policy::load(
             &self.runtime,
             module,
@@ -296,6 +419,76 @@ impl Reloader {
             manifest: manifest.clone(),
         })
     }
+}
+
+/// The record of a loaded version, for the store.
+pub(crate) fn version_record(active: &ActivePolicy, source: String, by: &str) -> VersionRecord {
+    let info = active.policy.info();
+    VersionRecord {
+        digest: info.digest.clone(),
+        policy: active.key().to_string(),
+        name: info.name.clone(),
+        version: info.version.clone(),
+        sdk_version: info.sdk_version.clone(),
+        size_bytes: info.size_bytes,
+        source,
+        by: by.to_string(),
+        loaded_at_ms: crate::server::registry::unix_ms::millis(&active.loaded_at),
+        settings_sha256: crate::cache::sha256_hex(active.manifest.settings_json.as_bytes()),
+    }
+}
+
+/// Versions of `key` the rollout state refers to (never pruned from the store).
+pub(crate) fn pinned_versions(rollout: &RolloutFile, key: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for r in rollout.routes.values() {
+        if r.policy == key {
+            out.extend(r.stable.clone());
+            out.extend(r.history.iter().flatten().cloned());
+            out.extend(r.canary.as_ref().map(|c| c.digest.clone()));
+        }
+        for s in &r.shadows {
+            if let Ok(VersionRef {
+                key: k,
+                digest: Some(d),
+            }) = VersionRef::parse(s)
+                && k == key
+            {
+                out.insert(d);
+            }
+        }
+    }
+    out
+}
+
+/// Stored versions that must be loaded, by policy key: the pinned stable
+/// versions and canaries of the routes whose state is fresh, and shadows
+/// named with a digest.
+fn wanted_versions(next: &Snapshot) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut out: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (route, r) in &next.rollout.routes {
+        let policy = next
+            .routes
+            .get(route)
+            .map(|c| c.policy.as_str())
+            .unwrap_or(route.as_str());
+        if r.policy == policy && next.policies.contains_key(policy) {
+            let set = out.entry(policy.to_string()).or_default();
+            set.extend(r.stable.clone());
+            set.extend(r.canary.as_ref().map(|c| c.digest.clone()));
+        }
+        for s in &r.shadows {
+            if let Ok(VersionRef {
+                key,
+                digest: Some(d),
+            }) = VersionRef::parse(s)
+                && next.policies.contains_key(&key)
+            {
+                out.entry(key).or_default().insert(d);
+            }
+        }
+    }
+    out
 }
 
 /// What [`sweep_missing`] did.
@@ -336,8 +529,8 @@ fn sweep_missing(next: &mut Snapshot, seen: &BTreeSet<String>) -> Sweep {
 pub const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 /// Why a load failed, and whether trying the same files again may succeed.
-struct LoadFailure {
-    error: String,
+pub(crate) struct LoadFailure {
+    pub(crate) error: String,
     retry: bool,
 }
 

@@ -28,7 +28,11 @@ use crate::request::{self, ScoreRequest, ValidRequest};
 use crate::response::{self, FallbackInfo, ScoreResponse, Timing};
 use crate::server::api_error::ApiError;
 use crate::server::chain::{self, Served};
+use crate::server::manifest::Guardrails;
 use crate::server::metrics::RequestLabels;
+use crate::server::registry::{ArmKind, RoutePlan};
+use crate::server::route_stats::lock;
+use crate::server::shadow;
 use crate::server::state::AppState;
 
 /// Admission: at most `max_inflight` scoring requests in progress. Runs
@@ -105,19 +109,29 @@ async fn score_parsed(
         return Err(ApiError::not_ready());
     }
     let snapshot = state.registry.snapshot();
-    let (route, active) = snapshot.resolve(req.route.as_deref())?;
+    let (route, plan) = snapshot.resolve(req.route.as_deref())?;
+    // The route's contract is its stable version's (or, killed, its baseline's).
+    let Some(main) = plan.stable.as_ref().or(plan.baseline.as_ref()) else {
+        return Err(ApiError::from(
+            crate::server::registry::ResolveError::Unavailable {
+                route,
+                policy: plan.policy.clone(),
+                error: None,
+            },
+        ));
+    };
     let span = tracing::Span::current();
     span.record("route", route.as_str());
-    span.record("policy", active.key());
-    span.record("version", active.policy.identity().version.as_str());
-    let req = req.validate(active.policy.limits().max_candidates)?;
-    let fallback = active
-        .manifest
-        .fallback
-        .as_deref()
-        .and_then(|k| snapshot.active(k));
-    let served = chain::serve(state, std::iter::once(active).chain(fallback), &req).await?;
+    span.record("policy", main.key());
+    span.record("version", main.policy.identity().version.as_str());
+    let req = req.validate(main.policy.limits().max_candidates)?;
+    let arms = plan.arms(&req.context.listener_id);
+    let served = chain::serve(state, arms, plan.primary(), &req).await?;
+    if let (Some((ArmKind::Canary, ok, us)), Some(g)) = (served.first, &plan.guardrails) {
+        guard_canary(state, &plan, ok, us, g);
+    }
     let body = respond(&req, &route, &served, started)?;
+    shadow::spawn(state, &plan, &req, &served);
     state
         .metrics
         .requests
@@ -151,6 +165,7 @@ fn respond(
         route: Some(route),
         policy: &served.by,
         variant: served.variant,
+        arm: Some(served.arm.as_str()),
         fallback: served.failures.first().map(|(failed, error)| FallbackInfo {
             failed,
             error_kind: error.kind(),
@@ -173,4 +188,19 @@ fn respond(
         )
     })?;
     Ok(body)
+}
+
+/// Feeds one canary call to the route's guardrails; on a breach, asks the
+/// rollout manager (off the request path) to roll the canary back.
+fn guard_canary(state: &AppState, plan: &RoutePlan, ok: bool, us: u64, g: &Guardrails) {
+    let Some((canary, _)) = &plan.canary else {
+        return;
+    };
+    let digest = &canary.policy.identity().digest;
+    let runtime = state.route_stats.get(&plan.route);
+    let breach = lock(&runtime.canary).record(digest, ok, us, g);
+    if let Some(reason) = breach {
+        tracing::error!(route = %plan.route, %digest, %reason, "canary guardrail breached; rolling it back");
+        state.rollbacks.request(&plan.route, digest, reason);
+    }
 }

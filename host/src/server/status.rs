@@ -1,4 +1,6 @@
-//! Read-only endpoints: policies, health, readiness, metrics.
+//! Read-only endpoints: policies, routes (arms, rollout state, canary
+//! guardrails, shadow divergence), stored versions, health, readiness,
+//! metrics.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -6,8 +8,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::divergence::DivergenceSummary;
+use crate::metadata::PolicyRef;
 use crate::server::api_error::ApiError;
-use crate::server::registry::{Failure, PolicyEntry, Snapshot, unix_ms};
+use crate::server::guardrail::WindowSummary;
+use crate::server::manifest::Guardrails;
+use crate::server::registry::{ActivePolicy, Failure, PolicyEntry, RoutePlan, Snapshot, unix_ms};
+use crate::server::rollout::Rollback;
+use crate::server::route_stats::lock;
 use crate::server::state::AppState;
 
 /// One policy as reported by `/v1/policies`.
@@ -68,7 +78,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
     let mut routes: Vec<&str> = snapshot
         .routes
         .iter()
-        .filter(|(_, p)| *p == key)
+        .filter(|(_, r)| r.policy == key)
         .map(|(r, _)| r.as_str())
         .chain((!snapshot.routes.contains_key(key)).then_some(key))
         .collect();
@@ -162,4 +172,166 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// One route as reported by `/v1/routes`: its arms, rollout state, canary
+/// guardrail window and shadow divergence.
+#[derive(Debug, Serialize)]
+pub struct RouteStatus<'a> {
+    /// The route.
+    pub route: &'a str,
+    /// Its policy key.
+    pub policy: &'a str,
+    /// Canary bucketing salt.
+    pub salt: &'a str,
+    /// The stable version serving.
+    pub stable: Option<&'a PolicyRef>,
+    /// Whether the stable version is pinned by the rollout state (else it
+    /// follows the directory).
+    pub pinned: bool,
+    /// The version the directory's manifest points at.
+    pub directory: Option<&'a PolicyRef>,
+    /// The canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus<'a>>,
+    /// The baseline.
+    pub baseline: Option<&'a PolicyRef>,
+    /// Kill switch.
+    pub killed: bool,
+    /// Shadows and their divergence from the served arm.
+    pub shadows: Vec<ShadowStatus<'a>>,
+    /// Automatic rollback limits.
+    pub guardrails: Option<&'a Guardrails>,
+    /// The last rollback.
+    pub last_rollback: Option<&'a Rollback>,
+    /// Earlier stable versions (oldest first; `null` = the directory's).
+    pub history: &'a [Option<String>],
+    /// Parts of the rollout state that do not apply, and why.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub problems: &'a [String],
+}
+
+/// A route's canary.
+#[derive(Debug, Serialize)]
+pub struct CanaryStatus<'a> {
+    /// The version.
+    pub version: &'a PolicyRef,
+    /// Share of listeners, percent.
+    pub percent: f64,
+    /// When it started, unix ms.
+    pub since_ms: u64,
+    /// Its guardrail window.
+    pub window: Option<WindowSummary>,
+}
+
+/// A route's shadow.
+#[derive(Debug, Serialize)]
+pub struct ShadowStatus<'a> {
+    /// As configured (`key` or `key@sha256:…`).
+    pub shadow: &'a str,
+    /// The version it resolves to.
+    pub version: &'a PolicyRef,
+    /// Divergence from the served arm so far.
+    pub divergence: Option<DivergenceSummary>,
+}
+
+fn route_status<'a>(
+    state: &AppState,
+    snapshot: &'a Snapshot,
+    plan: &'a RoutePlan,
+) -> RouteStatus<'a> {
+    let rollout = snapshot
+        .rollout
+        .routes
+        .get(&plan.route)
+        .filter(|r| r.policy == plan.policy);
+    let runtime = state.route_stats.peek(&plan.route);
+    let id = |a: &'a Arc<ActivePolicy>| &**a.policy.identity();
+    RouteStatus {
+        route: &plan.route,
+        policy: &plan.policy,
+        salt: &plan.salt,
+        stable: plan.stable.as_ref().map(id),
+        pinned: rollout.is_some_and(|r| r.stable.is_some()),
+        directory: snapshot
+            .policies
+            .get(&plan.policy)
+            .and_then(|e| e.active.as_ref())
+            .map(id),
+        canary: plan.canary.as_ref().map(|(c, percent)| CanaryStatus {
+            version: id(c),
+            percent: *percent,
+            since_ms: rollout
+                .and_then(|r| r.canary.as_ref())
+                .map_or(0, |c| c.since_ms),
+            window: runtime
+                .as_ref()
+                .and_then(|r| lock(&r.canary).summary())
+                .filter(|w| w.digest == c.policy.identity().digest),
+        }),
+        baseline: plan.baseline.as_ref().map(id),
+        killed: plan.killed,
+        shadows: plan
+            .shadows
+            .iter()
+            .map(|(shadow, v)| ShadowStatus {
+                shadow,
+                version: id(v),
+                divergence: runtime
+                    .as_ref()
+                    .and_then(|r| lock(&r.shadows).get(shadow).map(|s| s.summary())),
+            })
+            .collect(),
+        guardrails: plan.guardrails.as_ref(),
+        last_rollback: rollout.and_then(|r| r.last_rollback.as_ref()),
+        history: rollout.map(|r| r.history.as_slice()).unwrap_or_default(),
+        problems: &plan.problems,
+    }
+}
+
+/// `GET /v1/routes`: every route with its arms and rollout state.
+pub async fn routes(State(state): State<AppState>) -> Response {
+    let snapshot = state.registry.snapshot();
+    let routes: Vec<_> = snapshot
+        .plans
+        .values()
+        .map(|p| route_status(&state, &snapshot, p))
+        .collect();
+    Json(serde_json::json!({
+        "routes": routes,
+        "default_route": snapshot.default_route,
+        "rollout_failure": snapshot.rollout_failure,
+    }))
+    .into_response()
+}
+
+/// `GET /v1/routes/{route}`.
+pub async fn route(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let snapshot = state.registry.snapshot();
+    match snapshot.plans.get(name.as_str()) {
+        Some(p) => Json(route_status(&state, &snapshot, p)).into_response(),
+        None => ApiError::from(crate::server::registry::ResolveError::Unknown {
+            name,
+            known: snapshot.route_names(),
+        })
+        .into_response(),
+    }
+}
+
+/// `GET /v1/policies/{key}/versions`: the stored versions of a policy,
+/// oldest first.
+pub async fn versions(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+    let snapshot = state.registry.snapshot();
+    if !snapshot.policies.contains_key(&key) {
+        return ApiError::unknown_policy(&key, snapshot.policies.keys().cloned().collect())
+            .into_response();
+    }
+    let Some(store) = state.store.clone() else {
+        return Json(serde_json::json!({ "versions": [] })).into_response();
+    };
+    match tokio::task::spawn_blocking(move || store.list(&key)).await {
+        Ok(list) => Json(serde_json::json!({ "versions": list })).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            .into_response(),
+    }
 }

@@ -19,6 +19,7 @@ use oasis::server::metrics::Metrics;
 use oasis::server::registry::Registry;
 use oasis::server::reload::Reloader;
 use oasis::server::state::AppState;
+use oasis::server::versions::VersionStore;
 use oasis::server::{Server, ServerConfig, app};
 use oasis::{Runtime, RuntimeConfig};
 use serde_json::Value;
@@ -132,6 +133,7 @@ impl Harness for TestApp {
             metrics: metrics.clone(),
             debounce: config.debounce,
             rescan: config.rescan,
+            store: VersionStore::new(&config.policies, config.keep_versions),
         }
         .load_initial()
         .await;

@@ -1,0 +1,497 @@
+//! `oasis rollout`: the operator's client of the admin API.
+//!
+//! ```text
+//! oasis rollout status [ROUTE]
+//! oasis rollout upload POLICY FILE.wasm
+//! oasis rollout canary ROUTE VERSION --percent 5
+//! oasis rollout promote ROUTE | rollback ROUTE [--reason TEXT]
+//! oasis rollout kill ROUTE | revive ROUTE
+//! oasis rollout shadow ROUTE POLICY[@VERSION] --on | --off
+//! oasis rollout versions POLICY | audit [--limit N]
+//! ```
+//!
+//! Human-readable output by default, the server's JSON with `--json`. Exit
+//! status: 0 done, 1 refused by the server (the message says why), 2 could
+//! not ask (connection, token, arguments).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+/// Arguments of `oasis rollout`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The server.
+    #[arg(
+        long,
+        env = "OASIS_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// File holding the admin token (`name token` per line: the first line's
+    /// token is used; or the token alone). Default: $OASIS_ADMIN_TOKEN.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Who you are, recorded in the audit log beside the token's name.
+    #[arg(long = "as", env = "USER", global = true)]
+    pub actor: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Routes with their stable, canary, baseline, shadows and guardrails.
+    Status {
+        /// One route (default: all).
+        route: Option<String>,
+    },
+    /// The stored versions of a policy.
+    Versions {
+        /// Policy key.
+        policy: String,
+    },
+    /// Upload a module as a new version of a policy (validated by the server).
+    Upload {
+        /// Policy key.
+        policy: String,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Start a canary of a stored version, or change its share.
+    Canary {
+        /// Route.
+        route: String,
+        /// Version (`sha256:…`).
+        version: String,
+        /// Share of listeners, in (0, 100].
+        #[arg(long)]
+        percent: f64,
+    },
+    /// Make the route's canary its stable version.
+    Promote {
+        /// Route.
+        route: String,
+    },
+    /// Stop the canary, or return to the previous stable version.
+    Rollback {
+        /// Route.
+        route: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Serve the route's baseline (kill switch on).
+    Kill {
+        /// Route.
+        route: String,
+    },
+    /// Turn the kill switch off.
+    Revive {
+        /// Route.
+        route: String,
+    },
+    /// Add (`--on`) or remove (`--off`) a shadow policy.
+    Shadow {
+        /// Route.
+        route: String,
+        /// `key` or `key@sha256:…`.
+        policy: String,
+        /// Add it.
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        on: bool,
+        /// Remove it.
+        #[arg(long)]
+        off: bool,
+    },
+    /// The audit log's last entries.
+    Audit {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args)?;
+    let (value, status) = match &args.command {
+        Command::Status { route } => match route {
+            Some(r) => client.get(&format!("/v1/routes/{r}")).await?,
+            None => client.get("/v1/routes").await?,
+        },
+        Command::Versions { policy } => {
+            client
+                .get(&format!("/v1/policies/{policy}/versions"))
+                .await?
+        }
+        Command::Audit { limit } => {
+            client
+                .get(&format!("/admin/v1/audit?limit={limit}"))
+                .await?
+        }
+        Command::Upload { policy, file } => {
+            let wasm =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            client
+                .post(
+                    &format!("/admin/v1/policies/{policy}/versions"),
+                    Body::Wasm(wasm),
+                )
+                .await?
+        }
+        Command::Canary {
+            route,
+            version,
+            percent,
+        } => {
+            let body = serde_json::json!({ "version": version, "percent": percent });
+            client
+                .post(
+                    &format!("/admin/v1/routes/{route}/canary"),
+                    Body::Json(body),
+                )
+                .await?
+        }
+        Command::Promote { route } => {
+            client
+                .post(&format!("/admin/v1/routes/{route}/promote"), Body::Empty)
+                .await?
+        }
+        Command::Rollback { route, reason } => {
+            let body = serde_json::json!({ "reason": reason });
+            client
+                .post(
+                    &format!("/admin/v1/routes/{route}/rollback"),
+                    Body::Json(body),
+                )
+                .await?
+        }
+        Command::Kill { route } | Command::Revive { route } => {
+            let on = matches!(args.command, Command::Kill { .. });
+            client
+                .post(
+                    &format!("/admin/v1/routes/{route}/kill"),
+                    Body::Json(serde_json::json!({ "on": on })),
+                )
+                .await?
+        }
+        Command::Shadow {
+            route, policy, on, ..
+        } => {
+            let body = serde_json::json!({ "policy": policy, "on": on });
+            client
+                .post(
+                    &format!("/admin/v1/routes/{route}/shadows"),
+                    Body::Json(body),
+                )
+                .await?
+        }
+    };
+    if !status.is_success() {
+        let e = &value["error"];
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            eprintln!(
+                "refused ({} {}): {}",
+                status.as_u16(),
+                e["kind"].as_str().unwrap_or("error"),
+                e["message"].as_str().unwrap_or("(no message)")
+            );
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_human(&args.command, &value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Body {
+    Empty,
+    Json(Value),
+    Wasm(Vec<u8>),
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    actor: Option<String>,
+}
+
+impl Client {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let token = match &args.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => std::env::var("OASIS_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: args.url.trim_end_matches('/').to_string(),
+            token,
+            actor: args.actor.clone(),
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(Value, reqwest::StatusCode)> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Body) -> anyhow::Result<(Value, reqwest::StatusCode)> {
+        if self.token.is_none() {
+            bail!("no admin token: pass --token-file or set OASIS_ADMIN_TOKEN");
+        }
+        let req = self.http.post(format!("{}{path}", self.base));
+        let req = match body {
+            Body::Empty => req,
+            Body::Json(v) => req.json(&v),
+            Body::Wasm(bytes) => req.header("content-type", "application/wasm").body(bytes),
+        };
+        self.send(req).await
+    }
+
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(Value, reqwest::StatusCode)> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(a) = &self.actor {
+            req = req.header("x-oasis-actor", a);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading the response")?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((value, status))
+    }
+}
+
+/// The token of a token file: the second field of the first line that is
+/// not blank or a comment, or the whole line if it has one field.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .with_context(|| format!("{} holds no token", path.display()))?;
+    let mut fields = line.split_whitespace();
+    let first = fields.next().unwrap_or_default();
+    Ok(fields.next().unwrap_or(first).to_string())
+}
+
+fn short(digest: &Value) -> String {
+    let d = digest.as_str().unwrap_or("-");
+    match d.strip_prefix("sha256:") {
+        Some(h) if h.len() > 12 => format!("sha256:{}…", &h[..12]),
+        _ => d.to_string(),
+    }
+}
+
+fn version(v: &Value) -> String {
+    if v.is_null() {
+        return "-".into();
+    }
+    format!(
+        "{} {} {}",
+        v["name"].as_str().unwrap_or("?"),
+        v["version"].as_str().unwrap_or("?"),
+        short(&v["digest"])
+    )
+}
+
+fn print_route(r: &Value) {
+    println!(
+        "route {}  policy {}  salt {}{}",
+        r["route"].as_str().unwrap_or("?"),
+        r["policy"].as_str().unwrap_or("?"),
+        r["salt"].as_str().unwrap_or("?"),
+        if r["killed"] == true {
+            "  KILLED (serving the baseline)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  stable    {}{}",
+        version(&r["stable"]),
+        if r["pinned"] == true {
+            "  (pinned)"
+        } else {
+            ""
+        }
+    );
+    if r["directory"]["digest"] != r["stable"]["digest"] {
+        println!("  directory {}", version(&r["directory"]));
+    }
+    if let Some(c) = r.get("canary").filter(|c| !c.is_null()) {
+        let w = &c["window"];
+        let window = if w.is_null() {
+            String::new()
+        } else {
+            format!(
+                "  window {} samples, {:.1}% errors{}",
+                w["samples"],
+                w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                if w["tripped"] == true {
+                    ", TRIPPED"
+                } else {
+                    ""
+                }
+            )
+        };
+        println!(
+            "  canary    {}  {}%{window}",
+            version(&c["version"]),
+            c["percent"]
+        );
+    }
+    println!("  baseline  {}", version(&r["baseline"]));
+    for s in r["shadows"].as_array().into_iter().flatten() {
+        let d = &s["divergence"];
+        let m = &d["mean"];
+        let detail = if m.is_null() {
+            format!(
+                "no comparisons yet ({} calls failed)",
+                d["errors"].as_u64().unwrap_or(0)
+            )
+        } else {
+            format!(
+                "{} samples: top-10 overlap {:.3}, rank corr {:.3}, score mae {:.4}, promoted {:+.2}%, eligible {:+.2}%, errors {:.1}%",
+                d["samples"],
+                m["topk_overlap"].as_f64().unwrap_or(0.0),
+                m["rank_correlation"].as_f64().unwrap_or(0.0),
+                m["score_mae"].as_f64().unwrap_or(0.0),
+                m["promoted_share_diff"].as_f64().unwrap_or(0.0) * 100.0,
+                m["eligibility_rate_diff"].as_f64().unwrap_or(0.0) * 100.0,
+                d["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            )
+        };
+        println!(
+            "  shadow    {} ({}): {detail}",
+            s["shadow"].as_str().unwrap_or("?"),
+            version(&s["version"])
+        );
+    }
+    if let Some(rb) = r.get("last_rollback").filter(|v| !v.is_null()) {
+        println!(
+            "  rollback  {} {} ({})",
+            short(&rb["digest"]),
+            rb["reason"].as_str().unwrap_or(""),
+            if rb["automatic"] == true {
+                "guardrail"
+            } else {
+                "operator"
+            }
+        );
+    }
+    for p in r["problems"].as_array().into_iter().flatten() {
+        println!("  PROBLEM   {}", p.as_str().unwrap_or(""));
+    }
+}
+
+fn print_human(command: &Command, v: &Value) {
+    match command {
+        Command::Status { route: None } => {
+            for r in v["routes"].as_array().into_iter().flatten() {
+                print_route(r);
+            }
+        }
+        Command::Status { route: Some(_) } => print_route(v),
+        Command::Versions { .. } => {
+            for r in v["versions"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {} {}  {} by {}  {} bytes",
+                    r["digest"].as_str().unwrap_or("?"),
+                    r["name"].as_str().unwrap_or("?"),
+                    r["version"].as_str().unwrap_or("?"),
+                    r["source"].as_str().unwrap_or("?"),
+                    r["by"].as_str().unwrap_or("?"),
+                    r["size_bytes"],
+                );
+            }
+        }
+        Command::Upload { policy, .. } => println!(
+            "stored {} as a version of `{policy}` ({} {})",
+            v["digest"].as_str().unwrap_or("?"),
+            v["name"].as_str().unwrap_or("?"),
+            v["version"].as_str().unwrap_or("?")
+        ),
+        Command::Audit { .. } => {
+            for e in v["entries"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<20} {:<18} route={} {}{}",
+                    e["at_ms"],
+                    e["who"].as_str().unwrap_or("?"),
+                    e["action"].as_str().unwrap_or("?"),
+                    e["route"].as_str().unwrap_or("-"),
+                    short(&e["digest"]),
+                    e["reason"]
+                        .as_str()
+                        .map(|r| format!("  ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        _ => {
+            let r = &v["rollout"];
+            let canary = &r["canary"];
+            println!(
+                "{}: stable {}{}{}{}",
+                v["route"].as_str().unwrap_or("?"),
+                if r["stable"].is_null() {
+                    "= directory version".to_string()
+                } else {
+                    short(&r["stable"])
+                },
+                if canary.is_null() {
+                    String::new()
+                } else {
+                    format!(
+                        ", canary {} at {}%",
+                        short(&canary["digest"]),
+                        canary["percent"]
+                    )
+                },
+                if r["killed"] == true { ", KILLED" } else { "" },
+                match r["shadows"].as_array() {
+                    Some(s) if !s.is_empty() => format!(
+                        ", shadows {}",
+                        s.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The admin API: rollout changes, version uploads and the audit log, behind
+//! a bearer token.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | `/admin/v1/policies/{key}/versions` | upload a module (`application/wasm`) as a version of `key` |
+//! | POST | `/admin/v1/routes/{route}/canary` | `{"version", "percent"}`: start a canary or change its share |
+//! | POST | `/admin/v1/routes/{route}/promote` | the canary becomes stable |
+//! | POST | `/admin/v1/routes/{route}/rollback` | `{"reason"?}`: stop the canary, else the previous stable |
+//! | POST | `/admin/v1/routes/{route}/kill` | `{"on": bool}`: serve the baseline, or stop doing so |
+//! | POST | `/admin/v1/routes/{route}/shadows` | `{"policy": "key[@digest]", "on": bool}` |
+//! | GET | `/admin/v1/audit?limit=N` | the last N audit entries, oldest first |
+//!
+//! Reads (`/v1/routes`, `/v1/policies/{key}/versions`) are on the public
+//! API. Every change answers with the route's rollout state after it, and is
+//! effective from the next request on this replica.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+
+use crate::server::admin_auth::{Actor, AdminTokens, require_admin};
+use crate::server::api_error::ApiError;
+use crate::server::manager::{Change, RolloutManager};
+
+/// Default cap of an uploaded module.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
+
+/// The admin routes, each requiring a valid token.
+pub fn router(manager: Arc<RolloutManager>, tokens: Arc<AdminTokens>) -> Router {
+    let max_upload_bytes = manager.max_upload_bytes;
+    Router::new()
+        .route(
+            "/admin/v1/policies/{key}/versions",
+            post(upload).layer(DefaultBodyLimit::max(max_upload_bytes)),
+        )
+        .route("/admin/v1/routes/{route}/canary", post(canary))
+        .route("/admin/v1/routes/{route}/promote", post(promote))
+        .route("/admin/v1/routes/{route}/rollback", post(rollback))
+        .route("/admin/v1/routes/{route}/kill", post(kill))
+        .route("/admin/v1/routes/{route}/shadows", post(shadow))
+        .route("/admin/v1/audit", get(audit))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_admin))
+        .with_state(manager)
+}
+
+async fn upload(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(key): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::body(e, m.max_upload_bytes).into_response(),
+    };
+    match m.upload(&key, body.to_vec(), &actor.name).await {
+        Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Body of a canary change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryBody {
+    /// The version (`sha256:…`).
+    pub version: String,
+    /// Share of listeners, (0, 100].
+    pub percent: f64,
+}
+
+async fn canary(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    body: Result<Json<CanaryBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_json(e),
+    };
+    apply(
+        &m,
+        &route,
+        Change::Canary {
+            version: b.version,
+            percent: b.percent,
+        },
+        &actor,
+    )
+    .await
+}
+
+async fn promote(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+) -> Response {
+    apply(&m, &route, Change::Promote, &actor).await
+}
+
+/// Body of a rollback.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn rollback(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    body: Option<Json<RollbackBody>>,
+) -> Response {
+    let reason = body.and_then(|Json(b)| b.reason);
+    apply(&m, &route, Change::Rollback { reason }, &actor).await
+}
+
+/// Body of a kill switch change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillBody {
+    /// On (serve the baseline) or off.
+    pub on: bool,
+}
+
+async fn kill(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    body: Result<Json<KillBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_json(e),
+    };
+    apply(&m, &route, Change::Kill { on: b.on }, &actor).await
+}
+
+/// Body of a shadow change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowBody {
+    /// `key` or `key@sha256:…`.
+    pub policy: String,
+    /// Add or remove.
+    pub on: bool,
+}
+
+async fn shadow(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    body: Result<Json<ShadowBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_json(e),
+    };
+    apply(
+        &m,
+        &route,
+        Change::Shadow {
+            policy: b.policy,
+            on: b.on,
+        },
+        &actor,
+    )
+    .await
+}
+
+async fn apply(m: &Arc<RolloutManager>, route: &str, change: Change, actor: &Actor) -> Response {
+    match m.change(route, change, &actor.name).await {
+        Ok(state) => Json(serde_json::json!({ "route": route, "rollout": state })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Query of the audit endpoint.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    /// Entries to return (default 100, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+async fn audit(State(m): State<Arc<RolloutManager>>, Query(q): Query<AuditQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let m2 = m.clone();
+    match tokio::task::spawn_blocking(move || m2.audit().read_recent(limit)).await {
+        Ok(Ok(recent)) => Json(serde_json::json!({
+            "entries": recent.entries,
+            "skipped_lines": recent.skipped,
+        }))
+        .into_response(),
+        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            .into_response(),
+    }
+}
+
+fn bad_json(e: axum::extract::rejection::JsonRejection) -> Response {
+    ApiError::new(e.status(), "malformed_request", e.body_text()).into_response()
+}

@@ -1,0 +1,437 @@
+//! The rollout manager: the one writer of rollout state.
+//!
+//! Every change — an operator's through the admin API, or the host's own
+//! automatic rollback — goes through [`RolloutManager::change`]:
+//!
+//! 1. take the policy directory's lock (replicas on one directory queue up);
+//! 2. read `rollout.json` fresh from disk (another replica may have changed it);
+//! 3. check and apply the change ([`RouteRollout`]'s operations);
+//! 4. write `rollout.json` atomically, append the audit entry;
+//! 5. reconcile, so the change serves from the next request on; other
+//!    replicas pick it up from the watcher within a debounce.
+//!
+//! Uploads are loaded through the same pipeline as files (compile, link,
+//! metadata, settings, smoke call) with the policy's manifest, and stored
+//! only if they load.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::server::api_error::ApiError;
+use crate::server::audit::{AuditEntry, AuditLog, now_ms};
+use crate::server::metrics::Metrics;
+use crate::server::persist::{DirLock, write_atomic};
+use crate::server::reload::{Reloader, pinned_versions, version_record};
+use crate::server::rollout::{ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef};
+use crate::server::state::RollbackRequest;
+use crate::server::versions::VersionRecord;
+
+/// Name recorded for changes the host makes on its own.
+pub const GUARDRAILS_ACTOR: &str = "oasis-guardrails";
+
+/// A change of one route's rollout.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    /// Start a canary of `version` at `percent`, or change its percentage.
+    Canary {
+        /// The version (`sha256:…`), stored for the route's policy.
+        version: String,
+        /// Share of listeners, (0, 100].
+        percent: f64,
+    },
+    /// Make the canary the stable version.
+    Promote,
+    /// Stop the canary, else return to the previous stable version.
+    Rollback {
+        /// Why.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Turn the kill switch on (serve the baseline) or off.
+    Kill {
+        /// On or off.
+        on: bool,
+    },
+    /// Add or remove a shadow.
+    Shadow {
+        /// `key` or `key@sha256:…`.
+        policy: String,
+        /// Add or remove.
+        on: bool,
+    },
+}
+
+impl Change {
+    fn action(&self) -> &'static str {
+        match self {
+            Change::Canary { .. } => "canary.set",
+            Change::Promote => "canary.promote",
+            Change::Rollback { .. } => "rollback",
+            Change::Kill { on: true } => "route.kill",
+            Change::Kill { on: false } => "route.revive",
+            Change::Shadow { on: true, .. } => "shadow.on",
+            Change::Shadow { on: false, .. } => "shadow.off",
+        }
+    }
+}
+
+/// The one writer of rollout state and of the version store.
+pub struct RolloutManager {
+    reloader: Reloader,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    /// Largest module [`RolloutManager::upload`] is given by the admin API.
+    pub max_upload_bytes: usize,
+}
+
+impl RolloutManager {
+    /// The manager of `reloader`'s policy directory, auditing to `audit`.
+    pub fn new(reloader: Reloader, audit: AuditLog, metrics: Arc<Metrics>) -> Self {
+        RolloutManager {
+            reloader,
+            audit,
+            metrics,
+            max_upload_bytes: crate::server::admin::DEFAULT_MAX_UPLOAD_BYTES,
+        }
+    }
+
+    /// The same manager, accepting uploads of up to `bytes`.
+    pub fn with_max_upload_bytes(mut self, bytes: usize) -> Self {
+        self.max_upload_bytes = bytes;
+        self
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The reloader (registry, store, directory).
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.reloader.dir.clone()
+    }
+
+    /// Applies `change` to `route` on behalf of `who`, and makes it serve.
+    /// Returns the route's rollout state after the change.
+    ///
+    /// # Errors
+    /// 404 for an unknown route or version, 409 for a change that does not
+    /// apply (no canary to promote…), 422 for a bad value, 500 if the state
+    /// cannot be written.
+    pub async fn change(
+        self: &Arc<Self>,
+        route: &str,
+        change: Change,
+        who: &str,
+    ) -> Result<RouteRollout, ApiError> {
+        let this = self.clone();
+        let (route, who) = (route.to_string(), who.to_string());
+        let after = tokio::task::spawn_blocking(move || this.change_blocking(&route, change, &who))
+            .await
+            .map_err(internal)??;
+        self.reloader.reconcile().await;
+        Ok(after)
+    }
+
+    fn change_blocking(
+        &self,
+        route: &str,
+        change: Change,
+        who: &str,
+    ) -> Result<RouteRollout, ApiError> {
+        let snapshot = self.reloader.registry.snapshot();
+        let plan = snapshot.plans.get(route).ok_or_else(|| ApiError {
+            known: Some(snapshot.plans.keys().cloned().collect()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                format!("no route or policy named `{route}`"),
+            )
+        })?;
+        let policy = plan.policy.clone();
+        let dir = self.dir();
+        let _lock = DirLock::acquire(&dir).map_err(internal)?;
+        let mut file = read_rollout(&dir)?;
+        let state = file
+            .routes
+            .entry(route.to_string())
+            .or_insert_with(|| RouteRollout::new(&policy));
+        if state.policy != policy {
+            // routes.toml moved the route to another policy: start afresh.
+            *state = RouteRollout::new(&policy);
+        }
+        let before = state.clone();
+        let store = &self.reloader.store;
+        let now = now_ms();
+        let mut reason = None;
+        let digest = match &change {
+            Change::Canary { version, percent } => {
+                if !store.contains(&policy, version) {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_version",
+                        format!(
+                            "version {version} of `{policy}` is not stored; upload it first (POST /admin/v1/policies/{policy}/versions)"
+                        ),
+                    ));
+                }
+                state.set_canary(version, *percent, now).map_err(refused)?;
+                Some(version.clone())
+            }
+            Change::Promote => Some(state.promote(route).map_err(refused)?),
+            Change::Rollback { reason: why } => {
+                let why = why.clone().unwrap_or_else(|| "operator rollback".into());
+                let removed = state.rollback(route, &why, false, now).map_err(refused)?;
+                reason = Some(why);
+                removed
+            }
+            Change::Kill { on } => {
+                if plan.baseline.is_none() && *on {
+                    tracing::warn!(%route, "kill switch on a route without a baseline: the host's passthrough answers");
+                }
+                state.killed = *on;
+                None
+            }
+            Change::Shadow {
+                policy: reference,
+                on,
+            } => {
+                let r = VersionRef::parse(reference).map_err(|m| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_shadow", m)
+                })?;
+                if *on {
+                    let known = snapshot.policies.contains_key(&r.key);
+                    let stored = r.digest.as_ref().is_none_or(|d| store.contains(&r.key, d));
+                    if !known || !stored {
+                        return Err(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "unknown_version",
+                            format!("`{reference}` is not a loaded policy or a stored version"),
+                        ));
+                    }
+                }
+                state.set_shadow(reference, *on).map_err(refused)?;
+                r.digest
+            }
+        };
+        let after = state.clone();
+        self.commit(
+            &dir,
+            &file,
+            AuditEntry {
+                route: Some(route.to_string()),
+                policy: Some(policy),
+                digest,
+                before: serde_json::to_value(&before).unwrap_or_default(),
+                after: serde_json::to_value(&after).unwrap_or_default(),
+                reason,
+                ..AuditEntry::now(who, change.action())
+            },
+        )?;
+        if matches!(change, Change::Rollback { .. }) {
+            self.metrics.rollback(route, false);
+        }
+        Ok(after)
+    }
+
+    /// Writes the state, then the audit entry: a change is acknowledged
+    /// only once both are on disk.
+    fn commit(
+        &self,
+        dir: &std::path::Path,
+        file: &RolloutFile,
+        entry: AuditEntry,
+    ) -> Result<(), ApiError> {
+        let json = serde_json::to_vec_pretty(file).map_err(internal)?;
+        write_atomic(&dir.join(ROLLOUT_FILE), &json).map_err(internal)?;
+        self.audit.append(&entry).map_err(internal)?;
+        tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, "rollout changed");
+        Ok(())
+    }
+
+    /// Loads `wasm` as a new version of policy `key` (with its manifest's
+    /// settings and limits) and stores it.
+    ///
+    /// # Errors
+    /// 404 for a policy that is not loaded, 422 with the load error when the
+    /// module does not load.
+    pub async fn upload(
+        self: &Arc<Self>,
+        key: &str,
+        wasm: Vec<u8>,
+        who: &str,
+    ) -> Result<VersionRecord, ApiError> {
+        let this = self.clone();
+        let (key, who) = (key.to_string(), who.to_string());
+        tokio::task::spawn_blocking(move || this.upload_blocking(&key, &wasm, &who))
+            .await
+            .map_err(internal)?
+    }
+
+    fn upload_blocking(
+        &self,
+        key: &str,
+        wasm: &[u8],
+        who: &str,
+    ) -> Result<VersionRecord, ApiError> {
+        let snapshot = self.reloader.registry.snapshot();
+        let directory = snapshot
+            .policies
+            .get(key)
+            .and_then(|e| e.active.clone())
+            .ok_or_else(|| {
+                ApiError::unknown_policy(key, snapshot.policies.keys().cloned().collect())
+            })?;
+        let active = self
+            .reloader
+            .activate(&directory.manifest, wasm)
+            .map_err(|f| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", f.error)
+            })?;
+        let record = version_record(&active, "api".into(), who);
+        let dir = self.dir();
+        let _lock = DirLock::acquire(&dir).map_err(internal)?;
+        let known = self.reloader.store.contains(key, &record.digest);
+        let pinned = pinned_versions(&read_rollout(&dir)?, key);
+        self.reloader
+            .store
+            .put(&record, wasm, &pinned)
+            .map_err(internal)?;
+        let stored = self
+            .reloader
+            .store
+            .get(key, &record.digest)
+            .unwrap_or(record);
+        if !known {
+            self.audit
+                .append(&AuditEntry {
+                    policy: Some(key.to_string()),
+                    digest: Some(stored.digest.clone()),
+                    after: serde_json::to_value(&stored).unwrap_or_default(),
+                    ..AuditEntry::now(who, "version.upload")
+                })
+                .map_err(internal)?;
+            tracing::info!(policy = %key, digest = %stored.digest, %who, "version uploaded");
+        }
+        Ok(stored)
+    }
+
+    /// Acts on guardrail breaches until the queue closes: rolls the canary
+    /// back if it is still the version that breached.
+    pub async fn run_rollbacks(
+        self: Arc<Self>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<RollbackRequest>,
+    ) {
+        while let Some(r) = requests.recv().await {
+            let current = self
+                .reloader
+                .registry
+                .snapshot()
+                .plans
+                .get(&r.route)
+                .and_then(|p| {
+                    p.canary
+                        .as_ref()
+                        .map(|(c, _)| c.policy.identity().digest.clone())
+                });
+            if current.as_deref() != Some(r.digest.as_str()) {
+                continue;
+            }
+            let change = Change::Rollback {
+                reason: Some(format!("guardrail: {}", r.reason)),
+            };
+            match self.auto_rollback(&r, change).await {
+                Ok(_) => {
+                    tracing::warn!(route = %r.route, digest = %r.digest, reason = %r.reason, "canary rolled back by its guardrails")
+                }
+                Err(e) => {
+                    tracing::error!(route = %r.route, digest = %r.digest, error = %e.message, "automatic rollback failed")
+                }
+            }
+        }
+    }
+
+    async fn auto_rollback(
+        self: &Arc<Self>,
+        r: &RollbackRequest,
+        change: Change,
+    ) -> Result<RouteRollout, ApiError> {
+        let this = self.clone();
+        let r2 = r.clone();
+        let after = tokio::task::spawn_blocking(move || {
+            // Marked automatic in the state, counted as the guardrails'.
+            let dir = this.dir();
+            let _lock = DirLock::acquire(&dir).map_err(internal)?;
+            let mut file = read_rollout(&dir)?;
+            let Some(state) = file.routes.get_mut(&r2.route) else {
+                return Err(refused(RolloutError::NoCanary(r2.route.clone())));
+            };
+            if state.canary.as_ref().map(|c| c.digest.as_str()) != Some(r2.digest.as_str()) {
+                return Err(refused(RolloutError::NoCanary(r2.route.clone())));
+            }
+            let before = state.clone();
+            let Change::Rollback { reason } = &change else {
+                unreachable!("auto_rollback takes a rollback");
+            };
+            let reason = reason.clone().unwrap_or_default();
+            state
+                .rollback(&r2.route, &reason, true, now_ms())
+                .map_err(refused)?;
+            let after = state.clone();
+            let policy = after.policy.clone();
+            this.commit(
+                &dir,
+                &file,
+                AuditEntry {
+                    route: Some(r2.route.clone()),
+                    policy: Some(policy),
+                    digest: Some(r2.digest.clone()),
+                    before: serde_json::to_value(&before).unwrap_or_default(),
+                    after: serde_json::to_value(&after).unwrap_or_default(),
+                    reason: Some(reason),
+                    ..AuditEntry::now(GUARDRAILS_ACTOR, "rollback.automatic")
+                },
+            )?;
+            this.metrics.rollback(&r2.route, true);
+            Ok(after)
+        })
+        .await
+        .map_err(internal)??;
+        self.reloader.reconcile().await;
+        Ok(after)
+    }
+}
+
+/// Reads `rollout.json` (an empty state when absent).
+fn read_rollout(dir: &std::path::Path) -> Result<RolloutFile, ApiError> {
+    match std::fs::read(dir.join(ROLLOUT_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            internal(format!(
+                "{} is not valid rollout state ({e}); fix or remove it",
+                dir.join(ROLLOUT_FILE).display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RolloutFile::default()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn refused(e: RolloutError) -> ApiError {
+    let status = match e {
+        RolloutError::Percent(_) | RolloutError::Shadow(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::CONFLICT,
+    };
+    ApiError::new(status, "refused", e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}

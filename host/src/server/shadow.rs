@@ -1,0 +1,108 @@
+//! Shadow scoring: a route's shadow policies score the same validated
+//! request beside the served arm, and only their divergence is kept.
+//!
+//! A shadow never serves, never delays the response and never changes any
+//! state: it runs after the served decisions are known, on its own fresh
+//! instance, in a task the response does not wait for. Shadows are shed
+//! first under load: a shadow call needs a free shadow slot
+//! ([`AppState::shadows`]) *and* leaves at least as many instance slots to
+//! serving; otherwise it is skipped and counted as `shed`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use oasis_contract::ReasonBits;
+
+use crate::divergence::{DecisionColumns, compare};
+use crate::request::ValidRequest;
+use crate::server::chain::Served;
+use crate::server::registry::{ArmKind, RoutePlan};
+use crate::server::route_stats::lock;
+use crate::server::state::{AppState, DEFAULT_MAX_SHADOW_CALLS};
+
+/// Top-k used for overlap and rank correlation.
+pub const TOP_K: usize = 10;
+
+/// The served decisions, copied once per request for every shadow.
+struct ServedColumns {
+    scores: Vec<f64>,
+    eligible: Vec<bool>,
+    reasons: Vec<u16>,
+}
+
+/// Starts the route's shadows on `req`, comparing each with `served`.
+/// Returns at once.
+pub fn spawn(state: &AppState, plan: &RoutePlan, req: &ValidRequest<'_>, served: &Served) {
+    if plan.shadows.is_empty() || served.arm == ArmKind::Passthrough {
+        return;
+    }
+    let d = &served.decisions;
+    let columns = Arc::new(ServedColumns {
+        scores: d.scores.clone(),
+        eligible: d.eligible.clone(),
+        reasons: d.reasons.iter().map(|r| r.reason_bits()).collect(),
+    });
+    for (reference, shadow) in &plan.shadows {
+        let count =
+            |result: &'static str| state.metrics.shadow_call(&plan.route, reference, result);
+        if req.candidates.len() > shadow.policy.limits().max_candidates {
+            count("skipped");
+            continue;
+        }
+        // Shed first: keep instance slots for serving.
+        if state.instances.available_permits() < DEFAULT_MAX_SHADOW_CALLS {
+            count("shed");
+            continue;
+        }
+        let (Ok(slot), Ok(instance)) = (
+            state.shadows.clone().try_acquire_owned(),
+            state.instances.clone().try_acquire_owned(),
+        ) else {
+            count("shed");
+            continue;
+        };
+        let batch = shadow.policy.batch(req);
+        let shadow = shadow.clone();
+        let columns = columns.clone();
+        let runtime = state.route_stats.get(&plan.route);
+        let metrics = state.metrics.clone();
+        let (route, reference) = (plan.route.clone(), reference.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permits = (slot, instance);
+            let started = Instant::now();
+            let result = shadow.policy.call(&batch);
+            let elapsed = started.elapsed();
+            let mut shadows = lock(&runtime.shadows);
+            let stats = shadows.entry(reference.clone()).or_default();
+            stats.record_latency(elapsed);
+            match result {
+                Ok(outcome) => {
+                    let o = &outcome.decisions;
+                    let reasons: Vec<u16> = o.reasons.iter().map(|r| r.reason_bits()).collect();
+                    let served = DecisionColumns {
+                        scores: &columns.scores,
+                        eligible: &columns.eligible,
+                        reasons: &columns.reasons,
+                    };
+                    let other = DecisionColumns {
+                        scores: &o.scores,
+                        eligible: &o.eligible,
+                        reasons: &reasons,
+                    };
+                    // Both passed the output check for the same request, so
+                    // the lengths agree.
+                    if let Ok(div) = compare(served, other, TOP_K) {
+                        stats.add(&div);
+                    }
+                    metrics.shadow_call(&route, &reference, "ok");
+                }
+                Err(error) => {
+                    stats.record_error();
+                    metrics.shadow_call(&route, &reference, "failed");
+                    tracing::debug!(%route, shadow = %reference, %error, "shadow call failed");
+                }
+            }
+            metrics.shadow_divergence(&route, &reference, &stats.summary());
+        });
+    }
+}
