@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let policies: Vec<(&str, Policy)> = oasis_test_components::ALL
         .iter()
-        .filter(|(name, _)| !["adversarial", "not-a-policy"].contains(name))
+        .filter(|(name, _)| !["adversarial", "flaky", "not-a-policy"].contains(name))
         .map(|(name, path)| {
             (
                 *name,

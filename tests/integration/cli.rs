@@ -199,7 +199,7 @@ fn test_fails_with_a_readable_diff_on_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exits_0_on_sigterm_after_finishing_in_flight_requests() {
-    use std::io::BufRead;
+    use crate::harness::process::ServeProcess;
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(ADVERSARIAL, dir.path().join("slow.wasm")).unwrap();
     std::fs::write(
@@ -207,51 +207,8 @@ async fn serve_exits_0_on_sigterm_after_finishing_in_flight_requests() {
         "module = \"slow.wasm\"\n[limits]\ndeadline_ms = 1000\n[settings]\nattack = \"loop\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
-        .args([
-            "serve",
-            "--policies",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .env(
-            "OASIS_CACHE_DIR",
-            std::env::temp_dir().join("oasis-cli-test-cache"),
-        )
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
-            let _ = tx.send(v);
-        }
-    });
-    let mut addr = None;
-    loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("server did not become ready");
-        if line["message"] == "listening" {
-            addr = line["addr"].as_str().map(String::from);
-        }
-        if line["message"] == "initial policy set loaded; ready" {
-            break;
-        }
-    }
-    let url = format!(
-        "http://{}/v1/score",
-        addr.expect("listening address logged")
-    );
+    let server = ServeProcess::start(dir.path(), &[], &[]);
+    let url = format!("{}/v1/score", server.url);
     let mut body: serde_json::Value =
         serde_json::from_slice(&crate::harness::small_body(true)).unwrap();
     body["route"] = "slow".into();
@@ -264,20 +221,14 @@ async fn serve_exits_0_on_sigterm_after_finishing_in_flight_requests() {
             .map(|r| r.status().as_u16())
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    server.signal("TERM");
     assert_eq!(
         request.await.unwrap().unwrap(),
         200,
         "the in-flight request finished"
     );
-    let status = child.wait().unwrap();
+    let (status, lines) = server.wait();
     assert!(status.success(), "exit status {status}");
-    reader.join().unwrap();
-    let lines: Vec<serde_json::Value> = rx.try_iter().collect();
     let fallback = lines
         .iter()
         .find(|l| l["message"] == "policy failed; serving the fallback")

@@ -8,6 +8,7 @@ mod cli;
 mod harness;
 mod policies;
 mod request_fuzz;
+mod rollout;
 mod server_api;
 mod server_backpressure;
 mod server_reload;

@@ -315,6 +315,10 @@ fn short(digest: &Value) -> String {
     }
 }
 
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or_else(|| v.to_string(), |p| p.to_string())
+}
+
 fn version(v: &Value) -> String {
     if v.is_null() {
         return "-".into();
@@ -370,7 +374,7 @@ fn print_route(r: &Value) {
         println!(
             "  canary    {}  {}%{window}",
             version(&c["version"]),
-            c["percent"]
+            percent(&c["percent"])
         );
     }
     println!("  baseline  {}", version(&r["baseline"]));
@@ -477,7 +481,7 @@ fn print_human(command: &Command, v: &Value) {
                     format!(
                         ", canary {} at {}%",
                         short(&canary["digest"]),
-                        canary["percent"]
+                        percent(&canary["percent"])
                     )
                 },
                 if r["killed"] == true { ", KILLED" } else { "" },

@@ -1,6 +1,7 @@
 //! Shared helpers: one runtime per test binary, requests, and loading;
 //! [`server`] holds the server harnesses and their helpers.
 
+pub mod process;
 pub mod server;
 
 use std::sync::OnceLock;

@@ -98,8 +98,14 @@ fn config(
 ) -> (tempfile::TempDir, ServerConfig) {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
+    let config = config_in(dir.path(), tune);
+    (dir, config)
+}
+
+/// The test configuration over an existing policy directory, `tune`d.
+pub fn config_in(dir: &Path, tune: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
     let mut config = ServerConfig {
-        policies: dir.path().to_path_buf(),
+        policies: dir.to_path_buf(),
         debounce: Duration::from_millis(50),
         rescan: Duration::from_millis(500),
         runtime: RuntimeConfig {
@@ -110,7 +116,7 @@ fn config(
         ..Default::default()
     };
     tune(&mut config);
-    (dir, config)
+    config
 }
 
 /// The router over a temporary policy directory, loaded once as the server
@@ -176,36 +182,75 @@ pub struct TestServer {
 impl Harness for TestServer {
     async fn start_with(setup: impl FnOnce(&Path), tune: impl FnOnce(&mut ServerConfig)) -> Self {
         let (dir, config) = config(setup, tune);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(Server::new(config).run(listener, async {
-            let _ = rx.await;
-        }));
-        let server = TestServer {
+        let (url, client, stop, task) = launch(config).await;
+        TestServer {
             url,
             dir,
-            client: reqwest::Client::new(),
-            stop: Some(tx),
+            client,
+            stop: Some(stop),
             task: Some(task),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server
-            .client
-            .get(server.at("/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "server not ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server
     }
 
     async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Reply {
         http(&self.client, method, self.at(path), body).await
+    }
+}
+
+type Running = (
+    String,
+    reqwest::Client,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), oasis::server::ServerError>>,
+);
+
+/// Runs a server with `config` on 127.0.0.1:0 and waits until it is ready.
+async fn launch(config: ServerConfig) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(Server::new(config).run(listener, async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (url, client, tx, task)
+}
+
+/// Another server on the directory of an existing one: a second replica.
+pub struct Replica {
+    pub url: String,
+    pub client: reqwest::Client,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), oasis::server::ServerError>>,
+}
+
+impl Replica {
+    /// Starts a server on `dir` with the test configuration `tune`d.
+    pub async fn start(dir: &Path, tune: impl FnOnce(&mut ServerConfig)) -> Self {
+        let (url, client, stop, task) = launch(config_in(dir, tune)).await;
+        Replica {
+            url,
+            client,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn shutdown(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
     }
 }
 

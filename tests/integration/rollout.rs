@@ -1,0 +1,890 @@
+//! Rollouts end to end: uploads, sticky canaries, promote and rollback,
+//! the kill switch, shadows, guardrails rolling a faulty canary back under
+//! load, the admin token, the audit log, restarts (kill -9 included), two
+//! replicas on one directory, and files and API calls in sequence.
+//!
+//! The directory of most tests: route `radio` runs policy `p` (guarded-boost)
+//! with baseline `base` (baseline); versions of `p` are uploaded through the
+//! admin API.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oasis::server::admin_auth::AdminTokens;
+use oasis::server::{AdminConfig, ServerConfig};
+use oasis_test_components::{
+    ADVERSARIAL, BASELINE, EPSILON_GREEDY, EXPOSURE_FAIRNESS, FLAKY, GUARDED_BOOST, PID_PACING,
+};
+use serde_json::{Value, json};
+
+use crate::harness::example_body;
+use crate::harness::process::ServeProcess;
+use crate::harness::server::{
+    Harness, Replica, TestServer, atomic_copy, atomic_write, digest, install, metric,
+};
+
+const TOKEN: &str = "rollout-test-token-0123456789abcdef";
+
+fn with_admin(c: &mut ServerConfig) {
+    c.admin = Some(AdminConfig {
+        tokens: Arc::new(AdminTokens::from_env_value(TOKEN).unwrap()),
+        max_upload_bytes: 32 << 20,
+    });
+}
+
+fn radio(dir: &Path, guardrails: &str) {
+    install(dir, "base", BASELINE, "");
+    install(dir, "p", GUARDED_BOOST, "");
+    atomic_write(
+        &dir.join("routes.toml"),
+        format!("[routes.radio]\npolicy = \"p\"\nbaseline = \"base\"\n{guardrails}").as_bytes(),
+    );
+}
+
+/// A small scoring request on `radio` from `listener` with `seed`.
+fn body(listener: &str, seed: u64) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&crate::harness::small_body(false)).unwrap();
+    v["route"] = "radio".into();
+    v["context"]["listener_id"] = listener.into();
+    v["context"]["seed"] = seed.into();
+    v["context"]["request_id"] = format!("{listener}-{seed}").into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// An admin call: (status, JSON answer).
+async fn admin(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = if body.is_some() || !path.contains("/audit") {
+        client.post(format!("{url}{path}"))
+    } else {
+        client.get(format!("{url}{path}"))
+    };
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t).header("x-oasis-actor", "test-operator");
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Uploads `module` as a version of `key`; returns its digest.
+async fn upload(client: &reqwest::Client, url: &str, key: &str, module: &str) -> String {
+    let r = client
+        .post(format!("{url}/admin/v1/policies/{key}/versions"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(module).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["digest"], digest(module));
+    assert_eq!(
+        (v["source"].as_str(), v["policy"].as_str()),
+        (Some("api"), Some(key))
+    );
+    v["digest"].as_str().unwrap().to_string()
+}
+
+async fn route(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(format!("{url}/v1/routes/radio"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the route's status until `f` holds (10 s at most).
+async fn wait_route(client: &reqwest::Client, url: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = route(client, url).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "route never reached the state: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn audit_actions(s: &TestServer) -> Vec<String> {
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/audit?limit=100",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let stable = digest(GUARDED_BOOST);
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 10})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rollout"]["canary"]["percent"], 10.0);
+
+    // Every listener gets the arm its bucket says, and the share is the target's.
+    let listeners: Vec<String> = (0..300).map(|i| format!("listener-{i}")).collect();
+    let mut in_canary_at_10 = Vec::new();
+    for l in &listeners {
+        let (status, v) = s.score(body(l, 1)).await;
+        assert_eq!(status, 200, "{v}");
+        let expected = oasis::bucket::in_canary(l, "radio", 10.0);
+        let (variant, digest) = (
+            v["variant"].as_str().unwrap(),
+            v["policy"]["digest"].as_str().unwrap(),
+        );
+        if expected {
+            assert_eq!(
+                (variant, v["arm"].as_str(), digest),
+                ("canary", Some("canary"), v2.as_str())
+            );
+            in_canary_at_10.push(l.clone());
+        } else {
+            assert_eq!((variant, digest), ("stable", stable.as_str()));
+        }
+    }
+    // 300 listeners at 10%: sd = sqrt(0.1 * 0.9 / 300) = 1.7%; 4 sd around 10%.
+    let share = in_canary_at_10.len() as f64 / listeners.len() as f64;
+    assert!((0.031..=0.169).contains(&share), "canary share {share}");
+
+    // Growing the share keeps every canary listener in the canary.
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 30})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut at_30 = 0;
+    for l in &listeners {
+        let (_, v) = s.score(body(l, 1)).await;
+        let canary = v["variant"] == "canary";
+        at_30 += usize::from(canary);
+        if in_canary_at_10.contains(l) {
+            assert!(canary, "{l} left the canary when it grew");
+        }
+    }
+    assert!(at_30 > in_canary_at_10.len());
+
+    // Rollback takes the canary out for the very next request.
+    let first = &in_canary_at_10[0];
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/rollback",
+        Some(json!({"reason": "looked wrong"})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = s.score(body(first, 1)).await;
+    assert_eq!(
+        (v["variant"].as_str(), v["policy"]["digest"].as_str()),
+        (Some("stable"), Some(stable.as_str()))
+    );
+
+    // Canary again, then promote: stable (pinned) for everybody, next request.
+    for path_body in [
+        (
+            "/admin/v1/routes/radio/canary",
+            Some(json!({"version": v2, "percent": 5})),
+        ),
+        ("/admin/v1/routes/radio/promote", None),
+    ] {
+        let (status, v) = admin(&s.client, &s.url, path_body.0, path_body.1, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (_, v) = s.score(body("anyone", 1)).await;
+    assert_eq!(
+        (v["variant"].as_str(), v["policy"]["digest"].as_str()),
+        (Some("stable"), Some(v2.as_str()))
+    );
+    let r = route(&s.client, &s.url).await;
+    assert_eq!(
+        (r["pinned"].as_bool(), r["stable"]["digest"].as_str()),
+        (Some(true), Some(v2.as_str()))
+    );
+    assert_eq!(r["directory"]["digest"], stable);
+    // Promoting without a canary is refused, with the reason, and changes nothing.
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/promote",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no canary"),
+        "{v}"
+    );
+    // Rollback returns to the previous stable (the directory's).
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/rollback",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, v) = s.score(body("anyone", 1)).await;
+    assert_eq!(v["policy"]["digest"], stable);
+
+    // Every change is in the audit log, with who made it.
+    assert_eq!(
+        audit_actions(&s).await,
+        [
+            "version.upload",
+            "canary.set",
+            "canary.set",
+            "rollback",
+            "canary.set",
+            "canary.promote",
+            "rollback"
+        ]
+    );
+    let (_, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/audit?limit=1",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    let last = &v["entries"][0];
+    assert_eq!(last["who"], "admin (test-operator)");
+    assert_eq!(last["before"]["stable"], v2.as_str());
+    assert!(last["after"]["stable"].is_null(), "{last}");
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            "oasis_rollbacks_total{route=\"radio\",by=\"operator\"}"
+        ),
+        2.0
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let kill = Some(json!({"on": true}));
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/kill",
+        kill.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    let r = s
+        .client
+        .post(s.at("/admin/v1/routes/radio/kill"))
+        .json(&json!({"on": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/kill",
+        kill.clone(),
+        Some("wrong-token-0123456789abcdef0123456789"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let r = s
+        .client
+        .post(s.at("/admin/v1/policies/p/versions"))
+        .body(std::fs::read(PID_PACING).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "uploads need the token too");
+    // Bad values are refused with the reason.
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": digest(PID_PACING), "percent": 5})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404, "a version that was never uploaded: {v}");
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 150})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/nope/kill",
+        kill.clone(),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A module that does not load is refused and not stored.
+    let r = s
+        .client
+        .post(s.at("/admin/v1/policies/p/versions"))
+        .bearer_auth(TOKEN)
+        .body(b"\0asm\x01\0\0\0".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let versions: Value = s
+        .client
+        .get(s.at("/v1/policies/p/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let digests: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        digests.len(),
+        2,
+        "the directory's version and the upload: {versions}"
+    );
+    assert!(digests.contains(&digest(GUARDED_BOOST).as_str()) && digests.contains(&v2.as_str()));
+
+    // Nothing changed: no kill, no canary; only the upload is audited.
+    let r = route(&s.client, &s.url).await;
+    assert_eq!(
+        (r["killed"].as_bool(), r["canary"].is_null()),
+        (Some(false), true),
+        "{r}"
+    );
+    assert_eq!(audit_actions(&s).await, ["version.upload"]);
+    s.shutdown().await;
+
+    // Without a token the admin API does not exist.
+    let open = TestServer::start(|d| radio(d, "")).await;
+    let (status, _) = admin(
+        &open.client,
+        &open.url,
+        "/admin/v1/routes/radio/kill",
+        kill,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404);
+    open.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kill_switch_serves_the_baseline_until_revived() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/kill",
+        Some(json!({"on": true})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, v) = s.score(body("u", 1)).await;
+    assert_eq!(
+        (
+            v["variant"].as_str(),
+            v["arm"].as_str(),
+            v["policy"]["name"].as_str()
+        ),
+        (Some("killed"), Some("baseline"), Some("baseline"))
+    );
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/kill",
+        Some(json!({"on": false})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, v) = s.score(body("u", 1)).await;
+    assert_eq!(
+        (v["variant"].as_str(), v["policy"]["name"].as_str()),
+        (Some("stable"), Some("guarded-boost"))
+    );
+    assert_eq!(audit_actions(&s).await, ["route.kill", "route.revive"]);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_failed_request() {
+    let guardrails =
+        "[routes.radio.guardrails]\nwindow = 60\nmin_samples = 30\nmax_error_rate = 0.1\n";
+    let s = TestServer::start_with(|d| radio(d, guardrails), with_admin).await;
+    let flaky = upload(&s.client, &s.url, "p", FLAKY).await;
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": flaky, "percent": 50})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // 4 clients, 100 requests each, distinct listeners and seeds: the canary
+    // fails on 30% of its requests, and every request still gets a 200.
+    let mut clients = Vec::new();
+    for c in 0..4u64 {
+        let (client, url) = (s.client.clone(), s.at("/v1/score"));
+        clients.push(tokio::spawn(async move {
+            let mut variants = Vec::new();
+            for i in 0..100u64 {
+                let r = client
+                    .post(&url)
+                    .body(body(&format!("l-{c}-{i}"), c * 1000 + i))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                variants.push(v["variant"].as_str().unwrap().to_string());
+            }
+            variants
+        }));
+    }
+    let mut variants = Vec::new();
+    for c in clients {
+        variants.extend(c.await.unwrap());
+    }
+    assert!(
+        variants.iter().any(|v| v == "fallback"),
+        "canary faults were absorbed by stable"
+    );
+
+    let r = wait_route(&s.client, &s.url, |r| {
+        r["canary"].is_null() && !r["last_rollback"].is_null()
+    })
+    .await;
+    let rb = &r["last_rollback"];
+    assert_eq!(
+        (rb["automatic"].as_bool(), rb["digest"].as_str()),
+        (Some(true), Some(flaky.as_str()))
+    );
+    assert!(
+        rb["reason"].as_str().unwrap().contains("error rate"),
+        "{rb}"
+    );
+    // From then on, canary listeners are on stable.
+    for i in 0..20 {
+        let (status, v) = s.score(body(&format!("after-{i}"), 9)).await;
+        assert_eq!((status, v["variant"].as_str()), (200, Some("stable")));
+    }
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            "oasis_rollbacks_total{route=\"radio\",by=\"guardrail\"}"
+        ),
+        1.0
+    );
+    let (_, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/audit?limit=1",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    let last = &v["entries"][0];
+    assert_eq!(
+        (last["action"].as_str(), last["who"].as_str()),
+        (Some("rollback.automatic"), Some("oasis-guardrails"))
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadows_never_change_the_answer_and_report_their_divergence() {
+    let s = TestServer::start_with(
+        |d| {
+            radio(d, "");
+            install(d, "fair", EXPOSURE_FAIRNESS, "");
+        },
+        with_admin,
+    )
+    .await;
+    let mut example: Value = serde_json::from_slice(&example_body()).unwrap();
+    example["route"] = "radio".into();
+    let request = serde_json::to_vec(&example).unwrap();
+    let answer = |v: &Value| {
+        (
+            v["scores"].clone(),
+            v["policy"].clone(),
+            v["variant"].clone(),
+        )
+    };
+    let (_, before) = s.score(request.clone()).await;
+
+    let (status, v) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/shadows",
+        Some(json!({"policy": "fair", "on": true})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    for _ in 0..10 {
+        let (status, v) = s.score(request.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer(&v),
+            answer(&before),
+            "a shadow never changes the served answer"
+        );
+    }
+    let r = wait_route(&s.client, &s.url, |r| {
+        r["shadows"][0]["divergence"]["samples"].as_u64() >= Some(10)
+    })
+    .await;
+    let d = &r["shadows"][0]["divergence"];
+    assert_eq!(r["shadows"][0]["version"]["name"], "exposure-fairness");
+    let overlap = d["mean"]["topk_overlap"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overlap), "{d}");
+    assert!(
+        d["mean"]["score_mae"].as_f64().unwrap() > 0.0,
+        "two different policies: {d}"
+    );
+    assert!(d["reasons"].is_object(), "{d}");
+    let metrics = s.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "oasis_shadow_calls_total{route=\"radio\",shadow=\"fair\",result=\"ok\"}"
+        ) >= 10.0
+    );
+    assert!(
+        metrics.contains("oasis_shadow_topk_overlap{route=\"radio\",shadow=\"fair\"}"),
+        "{metrics}"
+    );
+
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/shadows",
+        Some(json!({"policy": "fair", "on": false})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        route(&s.client, &s.url).await["shadows"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_shadows_are_shed_and_the_response_does_not_wait_for_them() {
+    let s = TestServer::start_with(
+        |d| {
+            radio(d, "");
+            install(
+                d,
+                "slow",
+                ADVERSARIAL,
+                "[limits]\ndeadline_ms = 400\n[settings]\nattack = \"loop\"\n",
+            );
+        },
+        with_admin,
+    )
+    .await;
+    let (status, _) = admin(
+        &s.client,
+        &s.url,
+        "/admin/v1/routes/radio/shadows",
+        Some(json!({"policy": "slow", "on": true})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut armed: Value = serde_json::from_slice(&crate::harness::small_body(true)).unwrap();
+    armed["route"] = "radio".into();
+    let armed = serde_json::to_vec(&armed).unwrap();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..12).map(|_| s.spawn_score(armed.clone())).collect();
+    for c in calls {
+        let (status, _, v) = c.await.unwrap();
+        assert_eq!((status, v["variant"].as_str()), (200, Some("stable")));
+        // The shadow loops until its 400 ms deadline; the answer does not wait.
+        assert!(v["timing"]["server_us"].as_u64().unwrap() < 300_000, "{v}");
+    }
+    assert!(started.elapsed() < Duration::from_millis(2_000));
+    let metrics = s.metrics().await;
+    let shed = metric(
+        &metrics,
+        "oasis_shadow_calls_total{route=\"radio\",shadow=\"slow\",result=\"shed\"}",
+    );
+    assert!(shed >= 1.0, "more shadows than slots are shed: {metrics}");
+    // The ones that ran time out; their failures are counted, never served.
+    wait_route(&s.client, &s.url, |r| {
+        r["shadows"][0]["divergence"]["errors"].as_u64() >= Some(1)
+    })
+    .await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_directory_converge_and_agree_on_every_listener() {
+    let a = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let b = Replica::start(a.dir.path(), |_| {}).await;
+    let v2 = upload(&a.client, &a.url, "p", PID_PACING).await;
+    let (status, _) = admin(
+        &a.client,
+        &a.url,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 50})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The change is in rollout.json; the other replica's watcher picks it up.
+    wait_route(&b.client, &b.url, |r| {
+        r["canary"]["version"]["digest"] == v2.as_str()
+    })
+    .await;
+    for i in 0..60 {
+        let l = format!("listener-{i}");
+        let (_, va) = a.score(body(&l, 1)).await;
+        let rb: Value = b
+            .client
+            .post(format!("{}/v1/score", b.url))
+            .body(body(&l, 1))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (&va["variant"], &va["policy"]),
+            (&rb["variant"], &rb["policy"]),
+            "{l}"
+        );
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_and_api_calls_in_sequence_give_the_documented_result() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    for (path, b) in [
+        (
+            "/admin/v1/routes/radio/canary",
+            Some(json!({"version": v2, "percent": 20})),
+        ),
+        ("/admin/v1/routes/radio/promote", None),
+    ] {
+        assert_eq!(admin(&s.client, &s.url, path, b, Some(TOKEN)).await.0, 200);
+    }
+    // A new module in the directory: recorded as a version, reported beside
+    // the pinned stable, which keeps serving.
+    atomic_copy(Path::new(EPSILON_GREEDY), &s.dir.path().join("p.wasm"));
+    let r = wait_route(&s.client, &s.url, |r| {
+        r["directory"]["digest"] == digest(EPSILON_GREEDY).as_str()
+    })
+    .await;
+    assert_eq!(
+        (r["stable"]["digest"].as_str(), r["pinned"].as_bool()),
+        (Some(v2.as_str()), Some(true))
+    );
+    let (_, v) = s.score(body("u", 1)).await;
+    assert_eq!(v["policy"]["digest"], v2);
+    let versions: Value = s
+        .client
+        .get(s.at("/v1/policies/p/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sources: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| s.starts_with("directory:"))
+            .count(),
+        2,
+        "{versions}"
+    );
+
+    // routes.toml moves the route to another policy: the rollout state no
+    // longer applies, is reported, and the new policy's directory version serves.
+    install(s.dir.path(), "q", BASELINE, "");
+    atomic_write(
+        &s.dir.path().join("routes.toml"),
+        b"[routes.radio]\npolicy = \"q\"\nbaseline = \"base\"\n",
+    );
+    let r = wait_route(&s.client, &s.url, |r| r["policy"] == "q").await;
+    assert!(
+        r["problems"][0].as_str().unwrap().contains("ignored"),
+        "{r}"
+    );
+    assert_eq!(
+        (r["pinned"].as_bool(), r["stable"]["digest"].as_str()),
+        (Some(false), Some(digest(BASELINE).as_str()))
+    );
+    // The next API change of the route starts its state afresh for `q`.
+    assert_eq!(
+        admin(
+            &s.client,
+            &s.url,
+            "/admin/v1/routes/radio/kill",
+            Some(json!({"on": true})),
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        200
+    );
+    let r = route(&s.client, &s.url).await;
+    assert!(r.get("problems").is_none() && r["killed"] == true, "{r}");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("rollout.json")).unwrap()).unwrap();
+    assert_eq!(state["routes"]["radio"]["policy"], "q");
+    assert!(state["routes"]["radio"]["stable"].is_null());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let env = [("OASIS_ADMIN_TOKEN", TOKEN)];
+    let server = ServeProcess::start(dir.path(), &[], &env);
+    let client = reqwest::Client::new();
+    let v2 = upload(&client, &server.url, "p", PID_PACING).await;
+    let cli = |args: &[&str], url: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(["rollout", "--url", url])
+            .args(args)
+            .env("OASIS_ADMIN_TOKEN", TOKEN)
+            .env("USER", "cli-user")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["canary", "radio", &v2, "--percent", "5"], &server.url);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("canary sha256:") && out.contains("at 5%"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["kill", "radio"], &server.url);
+    assert_eq!(code, Some(0), "{out}");
+
+    server.signal("KILL");
+    let (status, _) = server.wait();
+    assert!(!status.success());
+    let server = ServeProcess::start(dir.path(), &[], &env);
+    let r = route(&client, &server.url).await;
+    assert_eq!(
+        (
+            r["canary"]["version"]["digest"].as_str(),
+            r["canary"]["percent"].as_f64(),
+            r["killed"].as_bool()
+        ),
+        (Some(v2.as_str()), Some(5.0), Some(true)),
+        "{r}"
+    );
+
+    let (code, out, _) = cli(&["status", "radio"], &server.url);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("KILLED") && out.contains("canary") && out.contains("5%"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["--json", "status", "radio"], &server.url);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["killed"], true);
+    // A refusal exits 1 with the server's reason.
+    let (code, _, err) = cli(&["rollback", "radio"], &server.url);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cli(&["promote", "radio"], &server.url);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("409") && err.contains("no canary"), "{err}");
+    let (code, out, _) = cli(&["audit"], &server.url);
+    assert_eq!(code, Some(0));
+    for action in ["version.upload", "canary.set", "route.kill", "rollback"] {
+        assert!(out.contains(action), "{action} missing from\n{out}");
+    }
+    assert!(out.contains("admin (cli-user)"), "{out}");
+}
