@@ -417,6 +417,26 @@ async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
     assert_eq!(audit_actions(&s).await, ["version.upload"]);
     s.shutdown().await;
 
+    // Uploads are size-limited.
+    let small = TestServer::start_with(
+        |d| radio(d, ""),
+        |c| {
+            with_admin(c);
+            c.admin.as_mut().unwrap().max_upload_bytes = 4096;
+        },
+    )
+    .await;
+    let r = small
+        .client
+        .post(small.at("/admin/v1/policies/p/versions"))
+        .bearer_auth(TOKEN)
+        .body(std::fs::read(PID_PACING).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    small.shutdown().await;
+
     // Without a token the admin API does not exist.
     let open = TestServer::start(|d| radio(d, "")).await;
     let (status, _) = admin(
