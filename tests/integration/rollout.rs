@@ -76,6 +76,11 @@ async fn admin(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// An admin call to `s` with the token.
+async fn op(s: &TestServer, path: &str, body: Option<Value>) -> (u16, Value) {
+    admin(&s.client, &s.url, path, body, Some(TOKEN)).await
+}
+
 /// Uploads `module` as a version of `key`; returns its digest.
 async fn upload(client: &reqwest::Client, url: &str, key: &str, module: &str) -> String {
     let r = client
@@ -97,15 +102,12 @@ async fn upload(client: &reqwest::Client, url: &str, key: &str, module: &str) ->
     v["digest"].as_str().unwrap().to_string()
 }
 
+async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn route(client: &reqwest::Client, url: &str) -> Value {
-    client
-        .get(format!("{url}/v1/routes/radio"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(client, format!("{url}/v1/routes/radio")).await
 }
 
 /// Polls the route's status until `f` holds (10 s at most).
@@ -125,14 +127,7 @@ async fn wait_route(client: &reqwest::Client, url: &str, f: impl Fn(&Value) -> b
 }
 
 async fn audit_actions(s: &TestServer) -> Vec<String> {
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/audit?limit=100",
-        None,
-        Some(TOKEN),
-    )
-    .await;
+    let (status, v) = op(&s, "/admin/v1/audit?limit=100", None).await;
     assert_eq!(status, 200, "{v}");
     v["entries"]
         .as_array()
@@ -147,12 +142,10 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
     let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
     let stable = digest(GUARDED_BOOST);
     let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
+    let (status, v) = op(
+        &s,
         "/admin/v1/routes/radio/canary",
         Some(json!({"version": v2, "percent": 10})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -184,12 +177,10 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
     assert!((0.031..=0.169).contains(&share), "canary share {share}");
 
     // Growing the share keeps every canary listener in the canary.
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
+    let (status, _) = op(
+        &s,
         "/admin/v1/routes/radio/canary",
         Some(json!({"version": v2, "percent": 30})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200);
@@ -206,12 +197,10 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
 
     // Rollback takes the canary out for the very next request.
     let first = &in_canary_at_10[0];
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
+    let (status, v) = op(
+        &s,
         "/admin/v1/routes/radio/rollback",
         Some(json!({"reason": "looked wrong"})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -229,7 +218,7 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
         ),
         ("/admin/v1/routes/radio/promote", None),
     ] {
-        let (status, v) = admin(&s.client, &s.url, path_body.0, path_body.1, Some(TOKEN)).await;
+        let (status, v) = op(&s, path_body.0, path_body.1).await;
         assert_eq!(status, 200, "{v}");
     }
     let (_, v) = s.score(body("anyone", 1)).await;
@@ -244,14 +233,7 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
     );
     assert_eq!(r["directory"]["digest"], stable);
     // Promoting without a canary is refused, with the reason, and changes nothing.
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/routes/radio/promote",
-        None,
-        Some(TOKEN),
-    )
-    .await;
+    let (status, v) = op(&s, "/admin/v1/routes/radio/promote", None).await;
     assert_eq!(status, 409);
     assert!(
         v["error"]["message"]
@@ -261,14 +243,7 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
         "{v}"
     );
     // Rollback returns to the previous stable (the directory's).
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/routes/radio/rollback",
-        None,
-        Some(TOKEN),
-    )
-    .await;
+    let (status, _) = op(&s, "/admin/v1/routes/radio/rollback", None).await;
     assert_eq!(status, 200);
     let (_, v) = s.score(body("anyone", 1)).await;
     assert_eq!(v["policy"]["digest"], stable);
@@ -286,14 +261,7 @@ async fn a_sticky_canary_grows_is_promoted_and_rolled_back_on_the_next_request()
             "rollback"
         ]
     );
-    let (_, v) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/audit?limit=1",
-        None,
-        Some(TOKEN),
-    )
-    .await;
+    let (_, v) = op(&s, "/admin/v1/audit?limit=1", None).await;
     let last = &v["entries"][0];
     assert_eq!(last["who"], "admin (test-operator)");
     assert_eq!(last["before"]["stable"], v2.as_str());
@@ -347,33 +315,22 @@ async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
         .unwrap();
     assert_eq!(r.status(), 401, "uploads need the token too");
     // Bad values are refused with the reason.
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
+    let (status, v) = op(
+        &s,
         "/admin/v1/routes/radio/canary",
         Some(json!({"version": digest(PID_PACING), "percent": 5})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 404, "a version that was never uploaded: {v}");
     let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
+    let (status, v) = op(
+        &s,
         "/admin/v1/routes/radio/canary",
         Some(json!({"version": v2, "percent": 150})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 422, "{v}");
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/routes/nope/kill",
-        kill.clone(),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, _) = op(&s, "/admin/v1/routes/nope/kill", kill.clone()).await;
     assert_eq!(status, 404);
     // A module that does not load is refused and not stored.
     let r = s
@@ -385,15 +342,7 @@ async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    let versions: Value = s
-        .client
-        .get(s.at("/v1/policies/p/versions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions: Value = get_json(&s.client, s.at("/v1/policies/p/versions")).await;
     let digests: Vec<&str> = versions["versions"]
         .as_array()
         .unwrap()
@@ -439,14 +388,7 @@ async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
 
     // Without a token the admin API does not exist.
     let open = TestServer::start(|d| radio(d, "")).await;
-    let (status, _) = admin(
-        &open.client,
-        &open.url,
-        "/admin/v1/routes/radio/kill",
-        kill,
-        Some(TOKEN),
-    )
-    .await;
+    let (status, _) = op(&open, "/admin/v1/routes/radio/kill", kill).await;
     assert_eq!(status, 404);
     open.shutdown().await;
 }
@@ -454,14 +396,7 @@ async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_kill_switch_serves_the_baseline_until_revived() {
     let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/routes/radio/kill",
-        Some(json!({"on": true})),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, _) = op(&s, "/admin/v1/routes/radio/kill", Some(json!({"on": true}))).await;
     assert_eq!(status, 200);
     let (_, v) = s.score(body("u", 1)).await;
     assert_eq!(
@@ -472,12 +407,10 @@ async fn the_kill_switch_serves_the_baseline_until_revived() {
         ),
         (Some("killed"), Some("baseline"), Some("baseline"))
     );
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
+    let (status, _) = op(
+        &s,
         "/admin/v1/routes/radio/kill",
         Some(json!({"on": false})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200);
@@ -496,12 +429,10 @@ async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_f
         "[routes.radio.guardrails]\nwindow = 60\nmin_samples = 30\nmax_error_rate = 0.1\n";
     let s = TestServer::start_with(|d| radio(d, guardrails), with_admin).await;
     let flaky = upload(&s.client, &s.url, "p", FLAKY).await;
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
+    let (status, _) = op(
+        &s,
         "/admin/v1/routes/radio/canary",
         Some(json!({"version": flaky, "percent": 50})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200);
@@ -561,14 +492,7 @@ async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_f
         ),
         1.0
     );
-    let (_, v) = admin(
-        &s.client,
-        &s.url,
-        "/admin/v1/audit?limit=1",
-        None,
-        Some(TOKEN),
-    )
-    .await;
+    let (_, v) = op(&s, "/admin/v1/audit?limit=1", None).await;
     let last = &v["entries"][0];
     assert_eq!(
         (last["action"].as_str(), last["who"].as_str()),
@@ -599,12 +523,10 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
     };
     let (_, before) = s.score(request.clone()).await;
 
-    let (status, v) = admin(
-        &s.client,
-        &s.url,
+    let (status, v) = op(
+        &s,
         "/admin/v1/routes/radio/shadows",
         Some(json!({"policy": "fair", "on": true})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -642,12 +564,10 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
         "{metrics}"
     );
 
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
+    let (status, _) = op(
+        &s,
         "/admin/v1/routes/radio/shadows",
         Some(json!({"policy": "fair", "on": false})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200);
@@ -675,12 +595,10 @@ async fn slow_shadows_are_shed_and_the_response_does_not_wait_for_them() {
         with_admin,
     )
     .await;
-    let (status, _) = admin(
-        &s.client,
-        &s.url,
+    let (status, _) = op(
+        &s,
         "/admin/v1/routes/radio/shadows",
         Some(json!({"policy": "slow", "on": true})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200);
@@ -715,12 +633,10 @@ async fn two_replicas_on_one_directory_converge_and_agree_on_every_listener() {
     let a = TestServer::start_with(|d| radio(d, ""), with_admin).await;
     let b = Replica::start(a.dir.path(), |_| {}).await;
     let v2 = upload(&a.client, &a.url, "p", PID_PACING).await;
-    let (status, _) = admin(
-        &a.client,
-        &a.url,
+    let (status, _) = op(
+        &a,
         "/admin/v1/routes/radio/canary",
         Some(json!({"version": v2, "percent": 50})),
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 200);
@@ -763,7 +679,7 @@ async fn files_and_api_calls_in_sequence_give_the_documented_result() {
         ),
         ("/admin/v1/routes/radio/promote", None),
     ] {
-        assert_eq!(admin(&s.client, &s.url, path, b, Some(TOKEN)).await.0, 200);
+        assert_eq!(op(&s, path, b).await.0, 200);
     }
     // A new module in the directory: recorded as a version, reported beside
     // the pinned stable, which keeps serving.
@@ -778,15 +694,7 @@ async fn files_and_api_calls_in_sequence_give_the_documented_result() {
     );
     let (_, v) = s.score(body("u", 1)).await;
     assert_eq!(v["policy"]["digest"], v2);
-    let versions: Value = s
-        .client
-        .get(s.at("/v1/policies/p/versions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions: Value = get_json(&s.client, s.at("/v1/policies/p/versions")).await;
     let sources: Vec<&str> = versions["versions"]
         .as_array()
         .unwrap()
@@ -820,15 +728,9 @@ async fn files_and_api_calls_in_sequence_give_the_documented_result() {
     );
     // The next API change of the route starts its state afresh for `q`.
     assert_eq!(
-        admin(
-            &s.client,
-            &s.url,
-            "/admin/v1/routes/radio/kill",
-            Some(json!({"on": true})),
-            Some(TOKEN)
-        )
-        .await
-        .0,
+        op(&s, "/admin/v1/routes/radio/kill", Some(json!({"on": true})))
+            .await
+            .0,
         200
     );
     let r = route(&s.client, &s.url).await;

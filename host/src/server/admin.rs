@@ -79,12 +79,8 @@ async fn canary(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
     Path(route): Path<String>,
-    body: Result<Json<CanaryBody>, axum::extract::rejection::JsonRejection>,
+    Body(b): Body<CanaryBody>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_json(e),
-    };
     apply(
         &m,
         &route,
@@ -136,12 +132,8 @@ async fn kill(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
     Path(route): Path<String>,
-    body: Result<Json<KillBody>, axum::extract::rejection::JsonRejection>,
+    Body(b): Body<KillBody>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_json(e),
-    };
     apply(&m, &route, Change::Kill { on: b.on }, &actor).await
 }
 
@@ -159,12 +151,8 @@ async fn shadow(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
     Path(route): Path<String>,
-    body: Result<Json<ShadowBody>, axum::extract::rejection::JsonRejection>,
+    Body(b): Body<ShadowBody>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_json(e),
-    };
     apply(
         &m,
         &route,
@@ -207,6 +195,20 @@ async fn audit(State(m): State<Arc<RolloutManager>>, Query(q): Query<AuditQuery>
     }
 }
 
-fn bad_json(e: axum::extract::rejection::JsonRejection) -> Response {
-    ApiError::new(e.status(), "malformed_request", e.body_text()).into_response()
+/// A JSON body whose rejection is the API's one error shape.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(t)) => Ok(Body(t)),
+            Err(e) => Err(ApiError::new(
+                e.status(),
+                "malformed_request",
+                e.body_text(),
+            )),
+        }
+    }
 }
