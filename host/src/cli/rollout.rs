@@ -315,6 +315,28 @@ fn short(digest: &Value) -> String {
     }
 }
 
+/// `2026-11-26T00:57:03Z` for unix milliseconds (proleptic Gregorian, UTC;
+/// H. Hinnant's days-to-civil algorithm).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn percent(v: &Value) -> String {
     v.as_f64().map_or_else(|| v.to_string(), |p| p.to_string())
 }
@@ -452,7 +474,7 @@ fn print_human(command: &Command, v: &Value) {
             for e in v["entries"].as_array().into_iter().flatten() {
                 println!(
                     "{}  {:<20} {:<18} route={} {}{}",
-                    e["at_ms"],
+                    utc(e["at_ms"].as_u64().unwrap_or(0)),
                     e["who"].as_str().unwrap_or("?"),
                     e["action"].as_str().unwrap_or("?"),
                     e["route"].as_str().unwrap_or("-"),
@@ -497,5 +519,27 @@ fn print_human(command: &Command, v: &Value) {
                 }
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_unix_milliseconds() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_781_524_800_000), "2026-06-15T12:00:00Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn token_files_give_the_first_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "# tokens\n\nalice abcdef\nbob xyz\n").unwrap();
+        assert_eq!(read_token(&f).unwrap(), "abcdef");
+        std::fs::write(&f, "lonely-token\n").unwrap();
+        assert_eq!(read_token(&f).unwrap(), "lonely-token");
     }
 }

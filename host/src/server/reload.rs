@@ -288,7 +288,7 @@ impl Reloader {
                     .map_err(|e| format!("version {digest} of `{key}` is not stored: {e}"))
                     .and_then(|wasm| {
                         self.activate(&directory.manifest, &wasm)
-                            .map_err(|f| f.error)
+                            .map_err(|f| format!("stored version {digest}: {}", f.error))
                     })
                     .and_then(|v| {
                         if v.policy.identity().digest == *digest {
@@ -369,7 +369,10 @@ impl Reloader {
         let module = module.as_ref().map_err(|e| {
             LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
         })?;
-        let active = self.activate(manifest, module)?;
+        let active = self.activate(manifest, module).map_err(|f| LoadFailure {
+            error: format!("{}: {}", manifest.module.display(), f.error),
+            ..f
+        })?;
         let record = version_record(
             &active,
             format!("directory:{}", manifest.module.display()),
@@ -383,7 +386,8 @@ impl Reloader {
         Ok(active)
     }
 
-    /// Loads `module` under `manifest` (settings, limits, concurrency).
+    /// Loads `module` under `manifest` (settings, limits, concurrency). The
+    /// error does not name a file: the caller knows where the bytes came from.
     pub(crate) fn activate(
         &self,
         manifest: &Manifest,
@@ -402,7 +406,7 @@ impl Reloader {
                     if matches!(error.kind(), CallErrorKind::Timeout | CallErrorKind::Instantiate)
             );
             LoadFailure {
-                error: format!("{}: {e}", manifest.module.display()),
+                error: e.to_string(),
                 retry,
             }
         })?;
