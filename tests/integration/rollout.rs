@@ -306,8 +306,9 @@ async fn the_admin_api_needs_a_token_and_refusals_change_nothing() {
     )
     .await;
     assert_eq!(status, 403);
-    let r = s
-        .client
+    // A client of its own: the server answers 401 without reading the
+    // upload and closes that connection, which must not be reused.
+    let r = reqwest::Client::new()
         .post(s.at("/admin/v1/policies/p/versions"))
         .body(std::fs::read(PID_PACING).unwrap())
         .send()
