@@ -16,7 +16,9 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Beta, Distribution, Geometric, Normal};
 use serde::Serialize;
 
-use crate::catalog::{Campaign, Catalog, MARKETS, Surface, market_sampler};
+use oasis_contract::Surface;
+
+use crate::catalog::{Campaign, Catalog, MARKETS, MIXES, market_sampler, serialize_surface};
 
 /// The routes of the example deployment (`examples/policies/routes.toml`).
 pub const DEFAULT_ROUTES: [&str; 5] = ["radio", "autoplay", "mixes", "fairness", "explore"];
@@ -76,6 +78,7 @@ pub struct Context {
     /// Session id.
     pub session_id: String,
     /// Surface of the session.
+    #[serde(serialize_with = "serialize_surface")]
     pub surface: Surface,
     /// ISO 3166-1 alpha-2 market.
     pub market: &'static str,
@@ -138,7 +141,8 @@ pub struct CandidateFeatures {
 }
 
 /// Session surfaces and their share of algorithmic listening.
-const SURFACE_MIX: [(Surface, f64); 8] = [
+/// Sized by the contract's surface list, so a new surface must get a share.
+const SURFACE_MIX: [(Surface, f64); Surface::ALL.len()] = [
     (Surface::Radio, 0.30),
     (Surface::Autoplay, 0.25),
     (Surface::DailyMix, 0.20),
@@ -197,7 +201,7 @@ impl RequestGenerator {
         match route {
             "radio" => Surface::Radio,
             "autoplay" => Surface::Autoplay,
-            "mixes" => Surface::MIXES[self.rng.random_range(0..Surface::MIXES.len())],
+            "mixes" => MIXES[self.rng.random_range(0..MIXES.len())],
             _ => SURFACE_MIX[self.surfaces.sample(&mut self.rng)].0,
         }
     }
@@ -430,16 +434,7 @@ mod tests {
     #[test]
     fn json_has_the_fields_the_server_requires() {
         let mut g = generator(3, TrafficConfig::default());
-        let surfaces = [
-            "radio",
-            "autoplay",
-            "daily_mix",
-            "artist_mix",
-            "mood_mix",
-            "decade_mix",
-            "genre_mix",
-            "other",
-        ];
+        let surfaces = Surface::NAMES;
         let mut routes = HashSet::new();
         let mut saw_campaign = false;
         for _ in 0..10 {
@@ -512,6 +507,14 @@ mod tests {
         assert!(saw_campaign);
         let expected: HashSet<String> = DEFAULT_ROUTES.iter().map(|r| r.to_string()).collect();
         assert_eq!(routes, expected);
+    }
+
+    #[test]
+    fn the_surface_mix_covers_every_contract_surface_once() {
+        let mix: Vec<Surface> = SURFACE_MIX.iter().map(|(s, _)| *s).collect();
+        assert_eq!(mix, Surface::ALL);
+        let total: f64 = SURFACE_MIX.iter().map(|(_, w)| w).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
     }
 
     #[test]
