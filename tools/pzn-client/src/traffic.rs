@@ -163,6 +163,24 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
+/// Frequency counters of a promoted track: promoted impressions to this
+/// listener in 24 hours (mostly none, a few over any sensible cap) and
+/// promoted plays in this session (likelier deep into a session).
+pub fn promotion_counters(rng: &mut StdRng, session_position: u32) -> (u32, u32) {
+    let impressions = match rng.random_range(0..100) {
+        0..60 => 0,
+        60..80 => 1,
+        80..90 => 2,
+        90..96 => 3,
+        _ => rng.random_range(4..8),
+    };
+    let p = (session_position as f64 / 100.0).min(0.3);
+    (
+        impressions,
+        rng.random_bool(p) as u32 + rng.random_bool(p * p) as u32,
+    )
+}
+
 /// Generates requests from a catalog; deterministic given the seed.
 pub struct RequestGenerator {
     catalog: Arc<Catalog>,
@@ -214,8 +232,7 @@ impl RequestGenerator {
         let route = routes[(index % routes.len() as u64) as usize].clone();
         let surface = self.surface_for(&route);
         let rng = &mut self.rng;
-        let catalog = &*self.catalog;
-        let now_ms = catalog.config.now_ms;
+        let now_ms = self.catalog.config.now_ms;
 
         let session_skip_rate = round4(Beta::new(2.0, 6.0).unwrap().sample(rng));
         let session_position = 1 + Geometric::new(0.08).unwrap().sample(rng).min(199) as u32;
@@ -236,6 +253,26 @@ impl RequestGenerator {
                 session_skip_rate,
             },
         };
+        let candidates = self.slate(&context);
+        ScoreRequest {
+            route: (route != NO_ROUTE).then_some(route),
+            context,
+            candidates,
+            debug: self.config.debug,
+        }
+    }
+
+    /// The candidates of a request in `context`: distinct tracks drawn by
+    /// popularity, ranked, with predictions that follow the session's skip
+    /// rate and frequency counters that follow its position.
+    pub fn slate(&mut self, context: &Context) -> Vec<Candidate> {
+        let rng = &mut self.rng;
+        let catalog = &*self.catalog;
+        let ContextFeatures {
+            session_position,
+            session_skip_rate,
+            ..
+        } = context.features;
 
         // The slate: distinct tracks drawn by popularity.
         let k = self.config.candidates.min(catalog.tracks.len());
@@ -268,7 +305,7 @@ impl RequestGenerator {
 
         let base_skip = Beta::new(2.0, 5.0).unwrap();
         let save = Beta::new(1.0, 12.0).unwrap();
-        let candidates = ranked
+        ranked
             .into_iter()
             .enumerate()
             .map(|(i, (_, t))| {
@@ -284,18 +321,7 @@ impl RequestGenerator {
                 let p_save = save.sample(rng) * (0.5 + relevance);
                 let campaign = catalog.campaign_of(t).cloned();
                 let (impressions_24h, session_promoted) = if campaign.is_some() {
-                    let imp = match rng.random_range(0..100) {
-                        0..60 => 0,
-                        60..80 => 1,
-                        80..90 => 2,
-                        90..96 => 3,
-                        _ => rng.random_range(4..8),
-                    };
-                    let p = (session_position as f64 / 100.0).min(0.3);
-                    (
-                        imp,
-                        rng.random_bool(p) as u32 + rng.random_bool(p * p) as u32,
-                    )
+                    promotion_counters(rng, session_position)
                 } else {
                     (0, 0)
                 };
@@ -329,14 +355,7 @@ impl RequestGenerator {
                     features,
                 }
             })
-            .collect();
-
-        ScoreRequest {
-            route: (route != NO_ROUTE).then_some(route),
-            context,
-            candidates,
-            debug: self.config.debug,
-        }
+            .collect()
     }
 
     /// The next request as a JSON body.
