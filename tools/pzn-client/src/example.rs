@@ -238,6 +238,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_passes_the_hosts_parser_and_validator() {
+        let body = json();
+        let req = oasis::request::parse(body.as_bytes())
+            .unwrap_or_else(|e| panic!("the example request: {e}"));
+        // The `max_candidates` of every policy in examples/policies/.
+        if let Err(e) = req.validate(2000) {
+            panic!("the example request: {e}");
+        }
+    }
+
+    #[test]
     fn the_example_is_deterministic() {
         assert_eq!(json(), json());
     }
