@@ -44,8 +44,19 @@
 //! cargo run -q -p pzn-client -- --emit-request > /tmp/req.json
 //! curl -s -H 'content-type: application/json' --data @/tmp/req.json localhost:8080/v1/score
 //! ```
+//!
+//! `--emit-example` prints the bundled example request, which the docs, the
+//! integration tests and the benchmarks use (see the `example` module for
+//! what is in it). It is the one generator of that file:
+//!
+//! ```text
+//! cargo run -q -p pzn-client -- --emit-example > examples/request.json
+//! ```
+//!
+//! and a test fails when the two disagree.
 
 mod catalog;
+mod example;
 mod load;
 mod traffic;
 
@@ -124,6 +135,10 @@ struct Args {
     /// Print one generated request (pretty JSON) and exit.
     #[arg(long)]
     emit_request: bool,
+    /// Print the bundled example request, `examples/request.json`, and exit.
+    /// Deterministic; the other flags do not change it.
+    #[arg(long, conflicts_with = "emit_request")]
+    emit_example: bool,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +153,10 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if args.emit_example {
+        print!("{}", example::json());
+        return Ok(ExitCode::SUCCESS);
+    }
     anyhow::ensure!(args.tracks > 0, "--tracks must be positive");
     anyhow::ensure!(args.candidates > 0, "--candidates must be positive");
     anyhow::ensure!(args.pool > 0, "--pool must be positive");

@@ -16,7 +16,9 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Beta, Distribution, Geometric, Normal};
 use serde::Serialize;
 
-use crate::catalog::{Campaign, Catalog, MARKETS, Surface, market_sampler};
+use oasis_contract::Surface;
+
+use crate::catalog::{Campaign, Catalog, MARKETS, MIXES, market_sampler, serialize_surface};
 
 /// The routes of the example deployment (`examples/policies/routes.toml`).
 pub const DEFAULT_ROUTES: [&str; 5] = ["radio", "autoplay", "mixes", "fairness", "explore"];
@@ -76,6 +78,7 @@ pub struct Context {
     /// Session id.
     pub session_id: String,
     /// Surface of the session.
+    #[serde(serialize_with = "serialize_surface")]
     pub surface: Surface,
     /// ISO 3166-1 alpha-2 market.
     pub market: &'static str,
@@ -138,7 +141,8 @@ pub struct CandidateFeatures {
 }
 
 /// Session surfaces and their share of algorithmic listening.
-const SURFACE_MIX: [(Surface, f64); 8] = [
+/// Sized by the contract's surface list, so a new surface must get a share.
+const SURFACE_MIX: [(Surface, f64); Surface::ALL.len()] = [
     (Surface::Radio, 0.30),
     (Surface::Autoplay, 0.25),
     (Surface::DailyMix, 0.20),
@@ -157,6 +161,24 @@ const HOURLY: [f64; 24] = [
 
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
+}
+
+/// Frequency counters of a promoted track: promoted impressions to this
+/// listener in 24 hours (mostly none, a few over any sensible cap) and
+/// promoted plays in this session (likelier deep into a session).
+pub fn promotion_counters(rng: &mut StdRng, session_position: u32) -> (u32, u32) {
+    let impressions = match rng.random_range(0..100) {
+        0..60 => 0,
+        60..80 => 1,
+        80..90 => 2,
+        90..96 => 3,
+        _ => rng.random_range(4..8),
+    };
+    let p = (session_position as f64 / 100.0).min(0.3);
+    (
+        impressions,
+        rng.random_bool(p) as u32 + rng.random_bool(p * p) as u32,
+    )
 }
 
 /// Generates requests from a catalog; deterministic given the seed.
@@ -197,7 +219,7 @@ impl RequestGenerator {
         match route {
             "radio" => Surface::Radio,
             "autoplay" => Surface::Autoplay,
-            "mixes" => Surface::MIXES[self.rng.random_range(0..Surface::MIXES.len())],
+            "mixes" => MIXES[self.rng.random_range(0..MIXES.len())],
             _ => SURFACE_MIX[self.surfaces.sample(&mut self.rng)].0,
         }
     }
@@ -210,8 +232,7 @@ impl RequestGenerator {
         let route = routes[(index % routes.len() as u64) as usize].clone();
         let surface = self.surface_for(&route);
         let rng = &mut self.rng;
-        let catalog = &*self.catalog;
-        let now_ms = catalog.config.now_ms;
+        let now_ms = self.catalog.config.now_ms;
 
         let session_skip_rate = round4(Beta::new(2.0, 6.0).unwrap().sample(rng));
         let session_position = 1 + Geometric::new(0.08).unwrap().sample(rng).min(199) as u32;
@@ -232,6 +253,26 @@ impl RequestGenerator {
                 session_skip_rate,
             },
         };
+        let candidates = self.slate(&context);
+        ScoreRequest {
+            route: (route != NO_ROUTE).then_some(route),
+            context,
+            candidates,
+            debug: self.config.debug,
+        }
+    }
+
+    /// The candidates of a request in `context`: distinct tracks drawn by
+    /// popularity, ranked, with predictions that follow the session's skip
+    /// rate and frequency counters that follow its position.
+    pub fn slate(&mut self, context: &Context) -> Vec<Candidate> {
+        let rng = &mut self.rng;
+        let catalog = &*self.catalog;
+        let ContextFeatures {
+            session_position,
+            session_skip_rate,
+            ..
+        } = context.features;
 
         // The slate: distinct tracks drawn by popularity.
         let k = self.config.candidates.min(catalog.tracks.len());
@@ -264,7 +305,7 @@ impl RequestGenerator {
 
         let base_skip = Beta::new(2.0, 5.0).unwrap();
         let save = Beta::new(1.0, 12.0).unwrap();
-        let candidates = ranked
+        ranked
             .into_iter()
             .enumerate()
             .map(|(i, (_, t))| {
@@ -280,18 +321,7 @@ impl RequestGenerator {
                 let p_save = save.sample(rng) * (0.5 + relevance);
                 let campaign = catalog.campaign_of(t).cloned();
                 let (impressions_24h, session_promoted) = if campaign.is_some() {
-                    let imp = match rng.random_range(0..100) {
-                        0..60 => 0,
-                        60..80 => 1,
-                        80..90 => 2,
-                        90..96 => 3,
-                        _ => rng.random_range(4..8),
-                    };
-                    let p = (session_position as f64 / 100.0).min(0.3);
-                    (
-                        imp,
-                        rng.random_bool(p) as u32 + rng.random_bool(p * p) as u32,
-                    )
+                    promotion_counters(rng, session_position)
                 } else {
                     (0, 0)
                 };
@@ -325,14 +355,7 @@ impl RequestGenerator {
                     features,
                 }
             })
-            .collect();
-
-        ScoreRequest {
-            route: (route != NO_ROUTE).then_some(route),
-            context,
-            candidates,
-            debug: self.config.debug,
-        }
+            .collect()
     }
 
     /// The next request as a JSON body.
@@ -427,91 +450,91 @@ mod tests {
         assert!((0.01..0.06).contains(&share), "campaign share {share}");
     }
 
+    /// The default per-policy candidate limit (`max_candidates` of a manifest).
+    const MAX_CANDIDATES: usize = 2000;
+
+    /// Every body of the pool, for a few seeds and configurations, passes
+    /// the host's own parser and validator: what the server answers 400 or
+    /// 422 to is decided by the host's code, not restated here.
     #[test]
-    fn json_has_the_fields_the_server_requires() {
-        let mut g = generator(3, TrafficConfig::default());
-        let surfaces = [
-            "radio",
-            "autoplay",
-            "daily_mix",
-            "artist_mix",
-            "mood_mix",
-            "decade_mix",
-            "genre_mix",
-            "other",
+    fn generated_bodies_pass_the_hosts_parser_and_validator() {
+        let configs = [
+            TrafficConfig::default(),
+            TrafficConfig {
+                routes: vec![NO_ROUTE.to_string(), "radio".to_string()],
+                missing_feature_rate: 0.5,
+                debug: true,
+                ..TrafficConfig::default()
+            },
+            TrafficConfig {
+                candidates: 1000,
+                ..TrafficConfig::default()
+            },
         ];
+        for seed in [3, 4, 5] {
+            for (k, config) in configs.iter().enumerate() {
+                let n = if config.candidates > 300 { 16 } else { 256 };
+                let mut g = generator(seed, config.clone());
+                for (i, entry) in pool(&mut g, n).iter().enumerate() {
+                    let what = || format!("seed {seed}, config {k}, body {i}");
+                    let req = oasis::request::parse(&entry.body)
+                        .unwrap_or_else(|e| panic!("{}: {e}", what()));
+                    if let Err(e) = req.validate(MAX_CANDIDATES) {
+                        panic!("{}: {e}", what());
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the traffic looks like beyond validity: every route in
+    /// rotation, full slates ranked by relevance, no missing features
+    /// unless asked for, some campaign tracks.
+    #[test]
+    fn requests_look_like_pzn_traffic() {
+        let mut g = generator(3, TrafficConfig::default());
         let mut routes = HashSet::new();
         let mut saw_campaign = false;
         for _ in 0..10 {
-            let v: Value = serde_json::from_slice(&g.next_body()).unwrap();
-            let obj = v.as_object().unwrap();
-            for key in obj.keys() {
-                assert!(["route", "context", "candidates", "debug"].contains(&key.as_str()));
-            }
-            routes.insert(v["route"].as_str().unwrap().to_string());
-            let ctx = &v["context"];
-            for key in ["request_id", "listener_id", "session_id"] {
-                let s = ctx[key].as_str().unwrap();
-                assert!(!s.is_empty() && s.len() <= 256);
-            }
-            assert!(surfaces.contains(&ctx["surface"].as_str().unwrap()));
-            let market = ctx["market"].as_str().unwrap();
-            assert!(market.len() == 2 && market.chars().all(|c| c.is_ascii_uppercase()));
-            assert!(ctx["timestamp_ms"].is_i64());
-            assert!(ctx["seed"].is_u64());
-            for f in ["local_hour", "session_position", "session_skip_rate"] {
-                assert!(ctx["features"][f].is_number(), "{f}");
-            }
-            let cands = v["candidates"].as_array().unwrap();
-            assert_eq!(cands.len(), 300);
-            let mut last = f64::INFINITY;
-            let mut first = 0.0;
-            for (i, c) in cands.iter().enumerate() {
-                assert!(!c["id"].as_str().unwrap().is_empty());
-                let r = c["relevance"].as_f64().unwrap();
-                assert!(r.is_finite());
-                if i == 0 {
-                    first = r;
-                }
-                last = r;
-                assert!(c["artist"].is_string() && c["rights_holder"].is_string());
-                assert!(c["impressions_24h"].is_u64() && c["session_promoted"].is_u64());
-                let f = &c["features"];
-                for name in [
-                    "p_skip",
-                    "p_complete",
-                    "p_save",
-                    "popularity",
-                    "release_age_days",
-                    "holder_exposure_7d",
+            let req = g.next_request();
+            routes.insert(req.route.clone().unwrap());
+            assert!(!req.debug);
+            assert_eq!(req.candidates.len(), 300);
+            for c in &req.candidates {
+                let f = &c.features;
+                for (name, x) in [
+                    ("p_skip", f.p_skip),
+                    ("p_complete", f.p_complete),
+                    ("p_save", f.p_save),
+                    ("popularity", f.popularity),
+                    ("release_age_days", f.release_age_days),
+                    ("holder_exposure_7d", f.holder_exposure_7d),
                 ] {
-                    let x = f[name].as_f64().unwrap();
+                    let x = x.unwrap_or_else(|| panic!("{name} missing"));
                     assert!(x.is_finite() && x >= 0.0, "{name} = {x}");
                 }
-                if let Some(camp) = c.get("campaign") {
-                    saw_campaign = true;
-                    assert!(camp["id"].is_string());
-                    assert!(camp["start_ms"].as_i64().unwrap() < camp["end_ms"].as_i64().unwrap());
-                    for k in ["delivery_target", "delivered", "expected_by_now"] {
-                        assert!(camp[k].as_f64().unwrap() >= 0.0, "{k}");
-                    }
-                    for k in ["pacing_integral", "pacing_last_error"] {
-                        assert!(camp[k].as_f64().unwrap().is_finite(), "{k}");
-                    }
-                    assert!(camp["markets"].is_array());
-                    if let Some(s) = camp.get("surfaces") {
-                        for x in s.as_array().unwrap() {
-                            assert!(surfaces.contains(&x.as_str().unwrap()));
-                        }
-                    }
-                }
+                saw_campaign |= c.campaign.is_some();
             }
             // Relevance decreases with rank (up to the noise).
-            assert!(first > last + 0.3, "{first} vs {last}");
+            let (first, last) = (&req.candidates[0], &req.candidates[299]);
+            assert!(
+                first.relevance > last.relevance + 0.3,
+                "{} vs {}",
+                first.relevance,
+                last.relevance
+            );
         }
         assert!(saw_campaign);
         let expected: HashSet<String> = DEFAULT_ROUTES.iter().map(|r| r.to_string()).collect();
         assert_eq!(routes, expected);
+    }
+
+    #[test]
+    fn the_surface_mix_covers_every_contract_surface_once() {
+        let mix: Vec<Surface> = SURFACE_MIX.iter().map(|(s, _)| *s).collect();
+        assert_eq!(mix, Surface::ALL);
+        let total: f64 = SURFACE_MIX.iter().map(|(_, w)| w).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! promoted does not depend on its popularity, so any popularity-weighted
 //! sample of candidates carries the configured campaign share on average.
 
+use oasis_contract::Surface;
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal, Zipf};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// One day in milliseconds.
 pub const DAY_MS: i64 = 86_400_000;
@@ -20,30 +21,30 @@ pub const DAY_MS: i64 = 86_400_000;
 /// instant as `examples/request.json`, so runs are reproducible.
 pub const DEFAULT_NOW_MS: i64 = 1_781_524_800_000;
 
-/// Where a session happens (the request schema's `surface`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs, reason = "the names are the documentation")]
-pub enum Surface {
-    Radio,
-    Autoplay,
-    DailyMix,
-    ArtistMix,
-    MoodMix,
-    DecadeMix,
-    GenreMix,
-    Other,
+/// The algorithmic mixes (the surfaces of the `mixes` route).
+pub const MIXES: [Surface; 5] = [
+    Surface::DailyMix,
+    Surface::ArtistMix,
+    Surface::MoodMix,
+    Surface::DecadeMix,
+    Surface::GenreMix,
+];
+
+/// Serializes a surface by its contract name (`daily_mix`), as the request
+/// schema spells it.
+pub fn serialize_surface<S: Serializer>(surface: &Surface, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(surface.name())
 }
 
-impl Surface {
-    /// The algorithmic mixes.
-    pub const MIXES: [Surface; 5] = [
-        Surface::DailyMix,
-        Surface::ArtistMix,
-        Surface::MoodMix,
-        Surface::DecadeMix,
-        Surface::GenreMix,
-    ];
+/// Serializes a campaign's surface list by contract names.
+fn serialize_surfaces<S: Serializer>(
+    surfaces: &Option<Vec<Surface>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match surfaces {
+        Some(list) => s.collect_seq(list.iter().map(|x| x.name())),
+        None => s.serialize_none(),
+    }
 }
 
 /// Markets and their share of listening (roughly a global streaming mix).
@@ -135,7 +136,10 @@ pub struct Campaign {
     /// End of the active window (unix ms, exclusive).
     pub end_ms: i64,
     /// Surfaces it may promote on; all but `other` when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_surfaces"
+    )]
     pub surfaces: Option<Vec<Surface>>,
     /// Markets it may promote in; every market when empty.
     pub markets: Vec<&'static str>,
@@ -323,7 +327,7 @@ fn new_campaign(index: u32, rights_holder: u32, now_ms: i64, rng: &mut StdRng) -
     let surfaces = match rng.random_range(0..100) {
         0..60 => None,
         60..80 => Some(vec![Surface::Radio, Surface::Autoplay]),
-        80..92 => Some(Surface::MIXES.to_vec()),
+        80..92 => Some(MIXES.to_vec()),
         _ => Some(vec![Surface::Radio]),
     };
     let markets = if rng.random_bool(0.55) {
