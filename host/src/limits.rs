@@ -30,6 +30,19 @@ impl Limits {
     /// Elements a policy's tables may grow to (function references).
     pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+    /// Bytes a policy may make the host copy out of its memory in one
+    /// transfer: the arguments of one import call (a `log` line) or the
+    /// results of one export call (the decisions). Sized for the largest
+    /// legitimate answer — a few columns per candidate, up to `4n + 64`
+    /// debug values with 64-byte names, or the bounded metadata — with room
+    /// to spare. Without it wasmtime allows 128 MiB per transfer, and the
+    /// canonical ABI lets many list elements alias the same guest bytes, so
+    /// a policy using 2 MB of memory could make the host allocate gigabytes.
+    /// A transfer beyond it traps the call.
+    pub fn transfer_bytes(&self) -> usize {
+        (4 << 20) + self.max_candidates.saturating_mul(1024)
+    }
+
     /// Checks the limits against the hard ceilings.
     ///
     /// # Errors

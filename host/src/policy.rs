@@ -368,6 +368,7 @@ impl Template {
         let state = CallState::new(label.clone(), self.limits.memory_bytes, timestamp_ms, seed);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(self.limits.transfer_bytes());
         store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
         if self.runtime.measures_fuel() {
             store

@@ -202,3 +202,13 @@ fn bad_settings_refuse_the_load_with_the_policys_message() {
     assert!(matches!(err, LoadError::BadSettings(_)), "{err}");
     assert!(err.to_string().contains("unknown variant `nuke`"), "{err}");
 }
+
+#[test]
+fn a_transfer_beyond_the_budget_traps_instead_of_growing_the_host() {
+    // 16 MiB in one log call; the budget is 4 MiB + 1 KiB per candidate.
+    let err = contained("huge-log", CallErrorKind::Trap);
+    assert!(
+        err.to_string().contains("too much data is being copied"),
+        "{err}"
+    );
+}

@@ -44,6 +44,8 @@ pub enum Attack {
     Sleep,
     /// Log 100 structured lines with 20 long fields each.
     LogFlood,
+    /// Log one 16 MiB message: more than the host copies in one transfer.
+    HugeLog,
 }
 
 /// Settings: the attack and its parameter.
@@ -137,6 +139,10 @@ impl Policy for Adversarial {
                         &fields,
                     );
                 }
+            }
+            Attack::HugeLog => {
+                let huge = "x".repeat(16 << 20);
+                oasis_sdk::log::event(oasis_sdk::log::Level::Info, &huge, &[]);
             }
             Attack::PrintFlood => {
                 for i in 0..1_000 {
