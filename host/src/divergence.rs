@@ -438,7 +438,7 @@ impl DivergenceStats {
 
 /// What a [`DivergenceStats`] has accumulated; serializes to JSON for the
 /// operator (and the replay report).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DivergenceSummary {
     /// Requests compared (divergences added).
     pub samples: u64,
@@ -455,6 +455,7 @@ pub struct DivergenceSummary {
     /// number of candidates carrying it on each side over all samples.
     /// Serialized as a map from the reason's name, in that order.
     #[serde(serialize_with = "reasons_by_name")]
+    #[schema(value_type = std::collections::BTreeMap<String, ReasonTotals>)]
     pub reasons: Vec<ReasonTotals>,
     /// The other side's call latency; `None` (JSON `null`) with no latency
     /// recorded.
@@ -462,7 +463,7 @@ pub struct DivergenceSummary {
 }
 
 /// The mean of each [`Divergence`] metric over the samples.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MetricMeans {
     /// Mean of [`Divergence::topk_overlap`].
     pub topk_overlap: f64,
@@ -477,7 +478,7 @@ pub struct MetricMeans {
 }
 
 /// One reason bit's candidate counts over all samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReasonTotals {
     /// The reason's name (the key of the serialized map).
     #[serde(skip)]
@@ -500,7 +501,7 @@ fn reasons_by_name<S: serde::Serializer>(r: &[ReasonTotals], s: S) -> Result<S::
 }
 
 /// The other side's call latency, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LatencySummary {
     /// Calls timed.
     pub calls: u64,

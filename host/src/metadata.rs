@@ -14,9 +14,10 @@ use crate::bindings::WitMetadata;
 use crate::sandbox::bounded;
 
 /// Identity of a policy version, as named in every response.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PolicyRef {
     /// Policy name (also the label of the policy's log lines).
+    #[schema(value_type = String)]
     pub name: Arc<str>,
     /// Semantic version.
     pub version: String,

@@ -21,7 +21,7 @@ use crate::bindings::{WitCampaign, wit_surface_set};
 pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
 
 /// A scoring request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest<'a> {
     /// Route to score on (server only); the default route when absent.
@@ -39,7 +39,7 @@ pub struct ScoreRequest<'a> {
 }
 
 /// The listening context.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestContext<'a> {
     /// Caller's request id (echoed in the response and in every log line).
@@ -53,6 +53,7 @@ pub struct RequestContext<'a> {
     pub session_id: Cow<'a, str>,
     /// Surface of the session.
     #[serde(deserialize_with = "surface::one")]
+    #[schema(value_type = crate::server::openapi::SurfaceName)]
     pub surface: Surface,
     /// ISO 3166-1 alpha-2 market, e.g. "SE".
     #[serde(borrow)]
@@ -65,11 +66,12 @@ pub struct RequestContext<'a> {
     pub seed: Option<u64>,
     /// Numeric context features by name (local hour, session position...).
     #[serde(default, borrow)]
+    #[schema(value_type = crate::server::openapi::FeatureMap)]
     pub features: Features<'a>,
 }
 
 /// One candidate track.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestCandidate<'a> {
     /// Track id; stays on the host and is echoed in the response.
@@ -94,11 +96,12 @@ pub struct RequestCandidate<'a> {
     pub campaign: Option<RequestCampaign<'a>>,
     /// Numeric features by name (p_skip, p_complete, popularity...).
     #[serde(default, borrow)]
+    #[schema(value_type = crate::server::openapi::FeatureMap)]
     pub features: Features<'a>,
 }
 
 /// A promotion campaign, inline in each candidate that belongs to it.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestCampaign<'a> {
     /// Campaign id; candidates sharing it share the campaign.
@@ -110,6 +113,7 @@ pub struct RequestCampaign<'a> {
     pub end_ms: i64,
     /// Surfaces it may promote on; all but `other` when absent.
     #[serde(default, deserialize_with = "surface::optional_list")]
+    #[schema(value_type = Option<Vec<crate::server::openapi::SurfaceName>>)]
     pub surfaces: Option<Vec<Surface>>,
     /// Markets it may promote in; every market when empty.
     #[serde(default, borrow)]

@@ -11,7 +11,8 @@ pub use crate::metadata::PolicyRef;
 use crate::request::ScoreRequest;
 
 /// Which policy of a route decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum Variant {
     /// The route's stable version.
     Stable,
@@ -42,7 +43,7 @@ impl Serialize for Variant {
 }
 
 /// Why a fallback served.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FallbackInfo<'a> {
     /// The policy that failed.
     pub failed: &'a PolicyRef,
@@ -53,7 +54,7 @@ pub struct FallbackInfo<'a> {
 }
 
 /// One scored candidate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScoredCandidate<'a> {
     /// Candidate id as sent.
     pub id: &'a str,
@@ -89,7 +90,7 @@ impl Serialize for Reasons {
 }
 
 /// A named debug value, with the candidate's id.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DebugEntry<'a> {
     /// Name.
     pub name: &'a str,
@@ -101,7 +102,7 @@ pub struct DebugEntry<'a> {
 }
 
 /// Timing and resources of the request.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct Timing {
     /// Server time from body received to response built, microseconds.
     pub server_us: u64,
@@ -110,7 +111,7 @@ pub struct Timing {
 }
 
 /// The response to a scoring request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScoreResponse<'a> {
     /// Echo of `context.request_id`.
     pub request_id: &'a str,

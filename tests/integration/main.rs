@@ -6,6 +6,7 @@ mod adversarial;
 mod cache;
 mod cli;
 mod harness;
+mod openapi;
 mod policies;
 mod request_fuzz;
 mod rollout;

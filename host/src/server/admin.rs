@@ -49,6 +49,18 @@ pub fn router(manager: Arc<RolloutManager>, tokens: Arc<AdminTokens>) -> Router 
         .with_state(manager)
 }
 
+#[utoipa::path(post, path = "/admin/v1/policies/{key}/versions", tag = "admin",
+    summary = "Upload a module as a version of a policy (with the policy's manifest settings and limits)",
+    params(("key" = String, Path, description = "Policy key")),
+    request_body(content = crate::server::openapi::WasmModule, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "The stored version (also when it was already stored)", body = crate::server::versions::VersionRecord),
+        (status = 400, description = "The body could not be read (`bad_body`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 404, description = "No loaded policy of that key (`unknown_policy`); `known` lists the keys", body = crate::server::openapi::ApiErrorBody),
+        (status = 413, description = "Module over the upload limit (`too_large`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 422, description = "The module does not load (`invalid_module`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The version could not be stored (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn upload(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
@@ -66,7 +78,7 @@ async fn upload(
 }
 
 /// Body of a canary change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryBody {
     /// The version (`sha256:…`).
@@ -75,6 +87,18 @@ pub struct CanaryBody {
     pub percent: f64,
 }
 
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/canary", tag = "admin", summary = "Start a canary of a stored version, or change its share",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = CanaryBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::server::openapi::RolloutChange),
+        (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 404, description = "No such route (`unknown_route`) or version not stored (`unknown_version`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn canary(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
@@ -93,6 +117,14 @@ async fn canary(
     .await
 }
 
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/promote", tag = "admin", summary = "Make the canary the stable version",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::server::openapi::RolloutChange),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn promote(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
@@ -102,7 +134,7 @@ async fn promote(
 }
 
 /// Body of a rollback.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
     /// Why, for the audit log.
@@ -110,6 +142,15 @@ pub struct RollbackBody {
     pub reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/rollback", tag = "admin", summary = "Stop the canary, else return to the previous stable version",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = Option<RollbackBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::server::openapi::RolloutChange),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn rollback(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
@@ -121,13 +162,25 @@ async fn rollback(
 }
 
 /// Body of a kill switch change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KillBody {
     /// On (serve the baseline) or off.
     pub on: bool,
 }
 
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/kill", tag = "admin", summary = "Turn the kill switch on (serve the baseline) or off",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = KillBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::server::openapi::RolloutChange),
+        (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn kill(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
@@ -138,7 +191,7 @@ async fn kill(
 }
 
 /// Body of a shadow change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowBody {
     /// `key` or `key@sha256:…`.
@@ -147,6 +200,18 @@ pub struct ShadowBody {
     pub on: bool,
 }
 
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/shadows", tag = "admin", summary = "Add or remove a shadow policy (scored beside the served one, never served)",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = ShadowBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::server::openapi::RolloutChange),
+        (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 404, description = "No such route (`unknown_route`) or policy / version not loaded or stored (`unknown_version`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn shadow(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
@@ -173,12 +238,20 @@ async fn apply(m: &Arc<RolloutManager>, route: &str, change: Change, actor: &Act
 }
 
 /// Query of the audit endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Entries to return (default 100, at most 10,000).
     pub limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", summary = "The most recent audit entries, oldest first",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit entries", body = crate::server::openapi::AuditPage),
+        (status = 400, description = "Bad query string (axum's plain-text rejection)", body = String, content_type = "text/plain"),
+        (status = 500, description = "The audit log could not be read (`internal`)", body = crate::server::openapi::ApiErrorBody),
+    ))]
 async fn audit(State(m): State<Arc<RolloutManager>>, Query(q): Query<AuditQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(10_000);
     let m2 = m.clone();

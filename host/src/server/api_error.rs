@@ -14,10 +14,11 @@ use crate::request::RequestError;
 use crate::server::registry::ResolveError;
 
 /// An API error: status, machine-readable kind, message and details.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// HTTP status.
     #[serde(serialize_with = "status_code")]
+    #[schema(value_type = u16)]
     pub status: StatusCode,
     /// Machine-readable kind.
     pub kind: &'static str,

@@ -71,7 +71,7 @@ pub enum AuditError {
 }
 
 /// One audit record: a change made through the admin API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,

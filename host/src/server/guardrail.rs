@@ -23,7 +23,7 @@ pub struct CanaryWindow {
 }
 
 /// What the window says now.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct WindowSummary {
     /// The canary version judged.
     pub digest: String,

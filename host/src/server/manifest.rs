@@ -226,7 +226,7 @@ pub struct RoutesFile {
 }
 
 /// One route's configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Key of the route's policy.
@@ -257,7 +257,7 @@ impl RouteConfig {
 }
 
 /// Limits a canary must stay within, judged over its last `window` requests.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Guardrails {
     /// Requests judged (the canary's most recent).

@@ -10,6 +10,7 @@
 //! | `status`     | policies, health, readiness, metrics endpoints            |
 //! | `api_error`  | the one JSON error shape                                  |
 //! | `metrics`    | Prometheus metrics                                        |
+//! | `openapi`    | the OpenAPI 3.1 document (`/openapi.json`)                |
 //! | `rollout`    | rollout state (`rollout.json`): pins, canary, shadows, kill |
 //! | `versions`   | the version store (every loaded version, by digest)       |
 //! | `manager`    | the one writer of rollout state, audited                  |
@@ -33,6 +34,7 @@ pub mod guardrail;
 pub mod manager;
 pub mod manifest;
 pub mod metrics;
+pub mod openapi;
 pub mod persist;
 pub mod registry;
 pub mod reload;
@@ -162,6 +164,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -98,12 +98,13 @@ impl PolicyEntry {
 }
 
 /// A failed load.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Failure {
     /// Why.
     pub error: String,
-    /// When.
+    /// When, unix ms.
     #[serde(with = "unix_ms")]
+    #[schema(value_type = u64)]
     pub at: SystemTime,
 }
 

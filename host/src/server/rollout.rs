@@ -43,7 +43,7 @@ pub struct RolloutFile {
 }
 
 /// The rollout state of one route.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRollout {
     /// The policy key this state applies to (the route's policy when it was
@@ -71,7 +71,7 @@ pub struct RouteRollout {
 }
 
 /// A canary: a version of the route's policy for a share of listeners.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
     /// The version (`sha256:…`).
@@ -83,7 +83,7 @@ pub struct Canary {
 }
 
 /// A rollback that happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     /// When, unix ms.

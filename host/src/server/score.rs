@@ -60,6 +60,19 @@ pub async fn admit(
 }
 
 /// Handler of `POST /v1/score`.
+#[utoipa::path(post, path = "/v1/score", tag = "score", summary = "Score a request's candidates with its route's policy",
+    description = "Always answers a well-formed request: a failing policy gives a 200 with `\"variant\": \"fallback\"`, scores from the next arm of the serving chain and a `fallback` naming the failure.",
+    request_body(content = ScoreRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One score per candidate, in request order", body = ScoreResponse),
+        (status = 400, description = "Not JSON of the right shape (`malformed_request`; `field` is the JSON path) or an unreadable body (`bad_body`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 404, description = "No such route or policy, or no default route (`unknown_route`); `known` lists the valid names", body = crate::server::openapi::ApiErrorBody),
+        (status = 413, description = "Body over `--max-body-bytes` (`too_large`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 422, description = "A value the contract refuses (`invalid_request`); `field` names it", body = crate::server::openapi::ApiErrorBody),
+        (status = 500, description = "The response could not be encoded (`internal`)", body = crate::server::openapi::ApiErrorBody),
+        (status = 503, description = "Overloaded (`overloaded`), the route's policy never loaded (`policy_unavailable`), or the initial policy set is still loading (`not_ready`)",
+            body = crate::server::openapi::ApiErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ))]
 pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
     let body = match body {

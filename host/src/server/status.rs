@@ -21,7 +21,7 @@ use crate::server::route_stats::lock;
 use crate::server::state::AppState;
 
 /// One policy as reported by `/v1/policies`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyStatus<'a> {
     /// Policy key.
     pub key: &'a str,
@@ -42,7 +42,7 @@ pub struct PolicyStatus<'a> {
 }
 
 /// The serving version of a policy.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActiveStatus<'a> {
     /// Name from the policy's metadata.
     pub name: &'a str,
@@ -122,6 +122,9 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
 }
 
 /// `GET /v1/policies`.
+#[utoipa::path(get, path = "/v1/policies", tag = "status", operation_id = "list_policies",
+    summary = "Every policy with its status, and the configured routes",
+    responses((status = 200, description = "Policies and routes", body = crate::server::openapi::PolicyList)))]
 pub async fn list(State(state): State<AppState>) -> Response {
     let snapshot = state.registry.snapshot();
     let policies: Vec<_> = snapshot
@@ -139,6 +142,9 @@ pub async fn list(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/policies/{name}`.
+#[utoipa::path(get, path = "/v1/policies/{name}", tag = "status", operation_id = "get_policy",
+    summary = "One policy with its status", params(("name" = String, Path, description = "Policy key")),
+    responses((status = 200, description = "The policy", body = PolicyStatus), (status = 404, description = "No such policy (`unknown_policy`); `known` lists the keys", body = crate::server::openapi::ApiErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let snapshot = state.registry.snapshot();
     match snapshot.policies.get_key_value(name.as_str()) {
@@ -149,11 +155,16 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Res
 }
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "status", summary = "Liveness",
+    responses((status = 200, description = "The process is alive", body = String, content_type = "text/plain", example = "ok\n")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// `GET /readyz`: ready once the initial policy set is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "status", summary = "Readiness: the initial policy set is loaded",
+    responses((status = 200, description = "Ready", body = String, content_type = "text/plain", example = "ready\n"),
+        (status = 503, description = "Still loading the initial policy set", body = String, content_type = "text/plain", example = "loading policies\n")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.registry.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
@@ -163,6 +174,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
+#[utoipa::path(get, path = "/metrics", tag = "status", summary = "Prometheus / OpenMetrics metrics",
+    responses((status = 200, description = "OpenMetrics text exposition", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -176,7 +190,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// One route as reported by `/v1/routes`: its arms, rollout state, canary
 /// guardrail window and shadow divergence.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RouteStatus<'a> {
     /// The route.
     pub route: &'a str,
@@ -212,7 +226,7 @@ pub struct RouteStatus<'a> {
 }
 
 /// A route's canary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CanaryStatus<'a> {
     /// The version.
     pub version: &'a PolicyRef,
@@ -225,7 +239,7 @@ pub struct CanaryStatus<'a> {
 }
 
 /// A route's shadow.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShadowStatus<'a> {
     /// As configured (`key` or `key@sha256:…`).
     pub shadow: &'a str,
@@ -290,6 +304,9 @@ fn route_status<'a>(
 }
 
 /// `GET /v1/routes`: every route with its arms and rollout state.
+#[utoipa::path(get, path = "/v1/routes", tag = "status", operation_id = "list_routes",
+    summary = "Every route with its arms and rollout state",
+    responses((status = 200, description = "Routes", body = crate::server::openapi::RouteList)))]
 pub async fn routes(State(state): State<AppState>) -> Response {
     let snapshot = state.registry.snapshot();
     let routes: Vec<_> = snapshot
@@ -306,6 +323,10 @@ pub async fn routes(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/routes/{route}`.
+#[utoipa::path(get, path = "/v1/routes/{route}", tag = "status", operation_id = "get_route",
+    summary = "One route with its arms, rollout state, canary window and shadow divergence", params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    responses((status = 200, description = "The route", body = RouteStatus),
+        (status = 404, description = "No such route (`unknown_route`); `known` lists the routes", body = crate::server::openapi::ApiErrorBody)))]
 pub async fn route(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let snapshot = state.registry.snapshot();
     match snapshot.plans.get(name.as_str()) {
@@ -320,6 +341,9 @@ pub async fn route(State(state): State<AppState>, Path(name): Path<String>) -> R
 
 /// `GET /v1/policies/{key}/versions`: the stored versions of a policy,
 /// oldest first.
+#[utoipa::path(get, path = "/v1/policies/{name}/versions", tag = "status", operation_id = "list_versions",
+    summary = "The stored versions of a policy, oldest first", params(("name" = String, Path, description = "Policy key")),
+    responses((status = 200, description = "Stored versions", body = crate::server::openapi::VersionList), (status = 404, description = "No such policy (`unknown_policy`); `known` lists the keys", body = crate::server::openapi::ApiErrorBody), (status = 500, description = "Internal error (`internal`)", body = crate::server::openapi::ApiErrorBody)))]
 pub async fn versions(State(state): State<AppState>, Path(key): Path<String>) -> Response {
     let snapshot = state.registry.snapshot();
     if !snapshot.policies.contains_key(&key) {

@@ -27,7 +27,7 @@ pub const VERSIONS_DIR: &str = "versions";
 pub const DEFAULT_KEEP: usize = 10;
 
 /// What the host knows about one stored version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionRecord {
     /// `sha256:…` of the module.
     pub digest: String,
