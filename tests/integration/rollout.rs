@@ -564,6 +564,14 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
         metrics.contains("oasis_shadow_topk_overlap{route=\"radio\",shadow=\"fair\"}"),
         "{metrics}"
     );
+    // exposure-fairness marks fairness adjustments; guarded-boost never does.
+    assert!(
+        metric(
+            &metrics,
+            "oasis_shadow_reason_share_diff{route=\"radio\",shadow=\"fair\",reason=\"fairness_adjust\"}"
+        ) > 0.0,
+        "{metrics}"
+    );
 
     let (status, _) = op(
         &s,
@@ -810,4 +818,69 @@ async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
         assert!(out.contains(action), "{action} missing from\n{out}");
     }
     assert!(out.contains("admin (cli-user)"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_api_can_listen_apart_from_scoring() {
+    use oasis::server::Server;
+    let dir = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (main_url, admin_url) = (
+        format!("http://{}", main.local_addr().unwrap()),
+        format!("http://{}", admin_listener.local_addr().unwrap()),
+    );
+    let config = crate::harness::server::config_in(dir.path(), with_admin);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(Server::new(config).with_admin_listener(admin_listener).run(
+        main,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(&client, format!("{main_url}/v1/routes/radio")).await["route"] != "radio" {
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kill = Some(json!({"on": true}));
+    let on_main = admin(
+        &client,
+        &main_url,
+        "/admin/v1/routes/radio/kill",
+        kill.clone(),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(on_main.0, 404, "no admin route on the scoring listener");
+    let on_admin = admin(
+        &client,
+        &admin_url,
+        "/admin/v1/routes/radio/kill",
+        kill,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(on_admin.0, 200, "{}", on_admin.1);
+    assert_eq!(route(&client, &main_url).await["killed"], true);
+    let scoring = client
+        .post(format!("{admin_url}/v1/score"))
+        .body(body("u", 1))
+        .send()
+        .await
+        .unwrap();
+    // Every path of the admin listener is behind the token, unknown ones too.
+    assert_eq!(scoring.status(), 401, "no scoring on the admin listener");
+    let scoring = client
+        .post(format!("{admin_url}/v1/score"))
+        .bearer_auth(TOKEN)
+        .body(body("u", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scoring.status(), 404, "no scoring on the admin listener");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -114,6 +114,17 @@ pub struct ShadowLabels {
     pub shadow: String,
 }
 
+/// Labels of a shadow's reason difference.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowReasonLabels {
+    /// Route.
+    pub route: String,
+    /// The shadow.
+    pub shadow: String,
+    /// Reason code.
+    pub reason: &'static str,
+}
+
 /// Labels of a shadow call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowCallLabels {
@@ -171,6 +182,9 @@ pub struct Metrics {
     pub shadow_calls: Family<ShadowCallLabels, Counter>,
     /// Shadow divergence, mean over every comparison, by metric.
     pub shadow_divergence: [Family<ShadowLabels, FloatGauge>; 7],
+    /// Per reason: share of candidates with it under the shadow minus
+    /// under the served arm.
+    pub shadow_reason_diff: Family<ShadowReasonLabels, FloatGauge>,
     /// Rollbacks, by route and who did it.
     pub rollbacks: Family<RollbackLabels, Counter>,
 }
@@ -232,6 +246,12 @@ impl Metrics {
         let shadow_calls = Family::default();
         let shadow_divergence: [Family<ShadowLabels, FloatGauge>; 7] = Default::default();
         let rollbacks = Family::default();
+        let shadow_reason_diff = Family::default();
+        registry.register(
+            "shadow_reason_share_diff",
+            "Per reason, share of candidates with it under the shadow minus under the served arm",
+            Family::<ShadowReasonLabels, FloatGauge>::clone(&shadow_reason_diff),
+        );
         registry.register(
             "shadow_calls",
             "Shadow calls, by route, shadow and result (ok, failed, shed, skipped)",
@@ -309,6 +329,7 @@ impl Metrics {
             policies_active,
             shadow_calls,
             shadow_divergence,
+            shadow_reason_diff,
             rollbacks,
         }
     }
@@ -350,6 +371,17 @@ impl Metrics {
         for (family, value) in self.shadow_divergence.iter().zip(values) {
             if let Some(v) = value {
                 family.get_or_create(&labels).set(v);
+            }
+        }
+        if s.candidates > 0 {
+            for r in &s.reasons {
+                self.shadow_reason_diff
+                    .get_or_create(&ShadowReasonLabels {
+                        route: route.to_string(),
+                        shadow: shadow.to_string(),
+                        reason: r.name,
+                    })
+                    .set(r.difference as f64 / s.candidates as f64);
             }
         }
     }
