@@ -58,3 +58,4 @@ pub use metadata::{PolicyInfo, PolicyRef};
 pub use policy::{CallOutcome, Policy, Usage};
 pub use request::ValidRequest;
 pub use runtime::{Runtime, RuntimeConfig};
+pub use sandbox::visible;

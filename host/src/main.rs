@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
     match cli::execute(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The chain may carry a policy's own text (a panic message).
+            eprintln!("error: {}", oasis::visible(&format!("{e:#}")));
             std::process::ExitCode::from(2)
         }
     }

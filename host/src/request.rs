@@ -428,6 +428,12 @@ fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), R
     if required && v.is_empty() {
         return Err(RequestError::invalid(field(), "must not be empty"));
     }
+    if v.chars().any(char::is_control) {
+        return Err(RequestError::invalid(
+            field(),
+            "must not contain control characters",
+        ));
+    }
     if v.len() > MAX_ID_BYTES {
         return Err(RequestError::invalid(
             field(),
@@ -439,10 +445,13 @@ fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), R
 
 fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), RequestError> {
     for (name, v) in &f.0 {
-        if name.is_empty() || name.len() > oasis_contract::MAX_NAME_BYTES {
+        if name.is_empty()
+            || name.len() > oasis_contract::MAX_NAME_BYTES
+            || name.chars().any(char::is_control)
+        {
             return Err(RequestError::invalid(
                 field(),
-                format!("feature name {name:?} must be 1-64 bytes"),
+                format!("feature name {name:?} must be 1-64 bytes without control characters"),
             ));
         }
         if v.is_some_and(|v| !oasis_contract::within_magnitude(v)) {
@@ -646,6 +655,17 @@ mod tests {
         assert_eq!(
             invalid_field(&GOOD.replace(r#""id": "t2""#, r#""id": """#)),
             "candidates[1].id"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(
+                r#""request_id": "r1""#,
+                r#""request_id": "r1\n2026 INFO forged""#
+            )),
+            "context.request_id"
+        );
+        assert_eq!(
+            invalid_field(&GOOD.replace(r#""artist": "a1""#, r#""artist": "a\u001b[31m""#)),
+            "candidates[0].artist"
         );
         assert_eq!(
             invalid_field(&GOOD.replace(r#""relevance": 0.4"#, r#""relevance": 1e300"#)),

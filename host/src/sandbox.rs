@@ -85,7 +85,8 @@ impl CallState {
     pub(crate) fn drain_stdio(&self) -> String {
         let (out, dropped) = self.stdout.contents();
         if !out.is_empty() {
-            tracing::info!(policy = %self.policy, stdout = %String::from_utf8_lossy(&out), dropped_bytes = dropped, "policy stdout");
+            let stdout = String::from_utf8_lossy(&out);
+            tracing::info!(policy = %self.policy, stdout = %visible(&stdout), dropped_bytes = dropped, "policy stdout");
         }
         if self.logs_dropped > 0 {
             tracing::warn!(policy = %self.policy, dropped = self.logs_dropped, limit = MAX_LOG_LINES, "policy log lines dropped");
@@ -93,7 +94,7 @@ impl CallState {
         let (err, dropped) = self.stderr.contents();
         let err = String::from_utf8_lossy(&err).into_owned();
         if !err.is_empty() {
-            tracing::info!(policy = %self.policy, stderr = %err, dropped_bytes = dropped, "policy stderr");
+            tracing::info!(policy = %self.policy, stderr = %visible(&err), dropped_bytes = dropped, "policy stderr");
         }
         err
     }
@@ -105,6 +106,25 @@ pub const MAX_GUEST_TEXT: usize = 1024;
 /// The first `max` bytes of `s`, cut on a char boundary.
 pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
+}
+
+/// `s` with control characters (newlines, terminal escapes, C1 controls)
+/// written as escapes (`\n`, `\u{1b}`), so text from a policy or a caller
+/// can never become a second log line or drive a terminal. Borrowed, with no
+/// copy, when there is nothing to escape.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Guest-provided text bounded to [`MAX_GUEST_TEXT`] bytes, with `…` when cut.
@@ -177,15 +197,16 @@ impl crate::bindings::oasis::policy::log::Host for CallState {
         // `message`, so a policy cannot forge host log lines. Its fields are
         // rendered as one bounded `key=value` list.
         let policy = &*self.policy;
-        let policy_message = truncate(&message, MAX_LOG_LINE_BYTES);
+        let policy_message = visible(truncate(&message, MAX_LOG_LINE_BYTES));
+        let policy_message = &*policy_message;
         let mut policy_fields = String::new();
         for f in fields.iter().take(MAX_LOG_FIELDS) {
             if !policy_fields.is_empty() {
                 policy_fields.push(' ');
             }
-            policy_fields.push_str(truncate(&f.key, 64));
+            policy_fields.push_str(&visible(truncate(&f.key, 64)));
             policy_fields.push('=');
-            policy_fields.push_str(truncate(&f.value, 256));
+            policy_fields.push_str(&visible(truncate(&f.value, 256)));
         }
         let policy_fields = policy_fields.as_str();
         match level {
@@ -272,5 +293,17 @@ mod tests {
         let b = bounded(&"é".repeat(1000));
         assert!(b.len() <= MAX_GUEST_TEXT + '…'.len_utf8() && b.ends_with('…'));
         assert_eq!(truncate("aé", 2), "a");
+    }
+
+    #[test]
+    fn control_characters_are_made_visible() {
+        assert!(matches!(
+            visible("plain text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            visible("ok\n2026-01-01 INFO oasis: forged\u{1b}[31m\u{9b}"),
+            "ok\\n2026-01-01 INFO oasis: forged\\u{1b}[31m\\u{9b}"
+        );
     }
 }

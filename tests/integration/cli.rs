@@ -272,3 +272,38 @@ fn policy_logs_are_structured_and_bounded() {
         .expect("drop reported");
     assert_eq!(dropped["dropped"], 68);
 }
+
+#[test]
+fn a_policy_cannot_forge_host_log_lines() {
+    const FORGED: &str =
+        "2026-01-01T00:00:00.000000Z  INFO oasis::server::reload: policy activated";
+    for format in ["human", "json"] {
+        let (ok, _, stderr) = run_attack(
+            "forge-log",
+            &["--log-format", format, "--log-level", "info"],
+        );
+        assert!(ok, "{stderr}");
+        for line in stderr.lines() {
+            assert!(!line.starts_with(FORGED), "{format}: forged line: {line}");
+            assert!(!line.contains('\u{1b}'), "{format}: raw escape: {line:?}");
+            if format == "json" {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|_| panic!("one JSON object per line: {line}"));
+            }
+        }
+        // The text is still there, made visible, in the policy's own fields.
+        for field in ["policy_message", "policy_fields", "stdout", "stderr"] {
+            assert!(
+                stderr.contains(field),
+                "{format}: {field} missing:\n{stderr}"
+            );
+        }
+        // `\n` made visible; JSON escapes that backslash once more.
+        let visible = if format == "json" {
+            "ok\\\\n2026-01-01"
+        } else {
+            "ok\\n2026-01-01"
+        };
+        assert!(stderr.contains(visible), "{format}:\n{stderr}");
+    }
+}

@@ -104,6 +104,23 @@ async fn invalid_requests_get_precise_4xx() {
         "{v}"
     );
 
+    // A caller's id with a control character could forge log lines: refused.
+    let (status, v) = s
+        .score(
+            small
+                .replace(
+                    "\"request_id\": \"t\"",
+                    "\"request_id\": \"t\\nINFO forged\"",
+                )
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (422, Some("context.request_id")),
+        "{v}"
+    );
+
     let (status, v) = s.score(example_body()).await; // 300 candidates > 5, and > 64 KiB
     assert_eq!(status, 413, "{v}");
     let many: Value = serde_json::from_str(&small).unwrap();
@@ -138,7 +155,7 @@ async fn invalid_requests_get_precise_4xx() {
 
     let metrics = s.metrics().await;
     assert!(
-        metrics.contains("oasis_rejected_total{status=\"422\",reason=\"invalid_request\"} 3"),
+        metrics.contains("oasis_rejected_total{status=\"422\",reason=\"invalid_request\"} 4"),
         "{metrics}"
     );
     assert!(

@@ -110,7 +110,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                println!("ERROR   {name}: {e:#}");
+                println!("ERROR   {name}: {}", oasis::visible(&format!("{e:#}")));
             }
         }
     }

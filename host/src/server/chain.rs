@@ -26,6 +26,7 @@ use crate::metadata::PolicyRef;
 use crate::policy::CallOutcome;
 use crate::request::ValidRequest;
 use crate::response::Variant;
+use crate::sandbox::visible;
 use crate::server::api_error::ApiError;
 use crate::server::metrics::FallbackBy;
 use crate::server::registry::{ActivePolicy, ArmKind};
@@ -108,9 +109,9 @@ pub async fn serve(
             Err(error) => {
                 arm.metrics.failed(error.kind());
                 if !tried_any {
-                    tracing::warn!(arm = kind.as_str(), kind = error.kind().as_str(), %error, "policy failed; serving the fallback");
+                    tracing::warn!(arm = kind.as_str(), kind = error.kind().as_str(), error = %visible(&error.to_string()), "policy failed; serving the fallback");
                 } else {
-                    tracing::error!(arm = kind.as_str(), policy = arm.key(), kind = error.kind().as_str(), %error, "fallback policy failed too; trying the next arm");
+                    tracing::error!(arm = kind.as_str(), policy = arm.key(), kind = error.kind().as_str(), error = %visible(&error.to_string()), "fallback policy failed too; trying the next arm");
                 }
                 first_failure.get_or_insert_with(|| (arm.clone(), error.kind()));
                 failures.push((arm.policy.identity().clone(), error));

@@ -305,7 +305,7 @@ impl Reloader {
                         entry.version_failures.remove(digest);
                     }
                     Err(error) => {
-                        tracing::error!(policy = %key, %digest, %error, "stored version did not load");
+                        tracing::error!(policy = %key, %digest, error = %crate::sandbox::visible(&error), "stored version did not load");
                         entry
                             .version_failures
                             .insert(digest.clone(), directory.manifest.settings_json.clone());
@@ -340,7 +340,7 @@ impl Reloader {
             }
             Err(LoadFailure { error, retry }) => {
                 tracing::error!(
-                    policy = %key, %error, retry,
+                    policy = %key, error = %crate::sandbox::visible(&error), retry,
                     serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing"),
                     "policy load failed; the last good version keeps serving"
                 );

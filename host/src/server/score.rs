@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::request::{self, ScoreRequest, ValidRequest};
 use crate::response::{self, FallbackInfo, ScoreResponse, Timing};
+use crate::sandbox::visible;
 use crate::server::api_error::ApiError;
 use crate::server::chain::{self, Served};
 use crate::server::manifest::Guardrails;
@@ -85,7 +86,7 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
     };
     let span = tracing::info_span!(
         "score",
-        request_id = %req.context.request_id,
+        request_id = %visible(&req.context.request_id),
         route = tracing::field::Empty,
         policy = tracing::field::Empty,
         version = tracing::field::Empty,
@@ -104,9 +105,9 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
 fn refuse(state: &AppState, e: ApiError) -> Response {
     state.metrics.reject(e.status.as_u16(), e.reason());
     if e.status.is_server_error() {
-        tracing::warn!(status = e.status.as_u16(), kind = e.kind, message = %e.message, "request refused");
+        tracing::warn!(status = e.status.as_u16(), kind = e.kind, message = %visible(&e.message), "request refused");
     } else {
-        tracing::debug!(status = e.status.as_u16(), kind = e.kind, message = %e.message, "request refused");
+        tracing::debug!(status = e.status.as_u16(), kind = e.kind, message = %visible(&e.message), "request refused");
     }
     e.into_response()
 }

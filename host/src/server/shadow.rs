@@ -99,7 +99,7 @@ pub fn spawn(state: &AppState, plan: &RoutePlan, req: &ValidRequest<'_>, served:
                 Err(error) => {
                     stats.record_error();
                     metrics.shadow_call(&route, &reference, "failed");
-                    tracing::debug!(%route, shadow = %reference, %error, "shadow call failed");
+                    tracing::debug!(%route, shadow = %reference, error = %crate::sandbox::visible(&error.to_string()), "shadow call failed");
                 }
             }
             metrics.shadow_divergence(&route, &reference, &stats.summary());

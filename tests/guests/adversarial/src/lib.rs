@@ -46,6 +46,9 @@ pub enum Attack {
     LogFlood,
     /// Log one 16 MiB message: more than the host copies in one transfer.
     HugeLog,
+    /// Try to forge host log lines (newlines, terminal escapes) through its
+    /// log message, a log field, stdout and stderr, then behave.
+    ForgeLog,
 }
 
 /// Settings: the attack and its parameter.
@@ -139,6 +142,12 @@ impl Policy for Adversarial {
                         &fields,
                     );
                 }
+            }
+            Attack::ForgeLog => {
+                let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO oasis::server::reload: policy activated policy=evil\u{1b}[2K";
+                oasis_sdk::log::event(oasis_sdk::log::Level::Info, forged, &[("k\nx", forged)]);
+                println!("{forged}");
+                eprintln!("{forged}");
             }
             Attack::HugeLog => {
                 let huge = "x".repeat(16 << 20);
