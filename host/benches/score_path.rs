@@ -39,7 +39,9 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let policies: Vec<(&str, Policy)> = oasis_test_components::ALL
         .iter()
-        .filter(|(name, _)| !["adversarial", "flaky", "not-a-policy"].contains(name))
+        .filter(|(name, _)| {
+            !["adversarial", "flaky", "not-a-policy", "slow-describe"].contains(name)
+        })
         .map(|(name, path)| {
             (
                 *name,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST};
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, SLOW_DESCRIBE};
 use serde_json::Value;
 
 use crate::harness::server::{
@@ -323,4 +323,51 @@ async fn unresolvable_routes_and_fallbacks_are_reported() {
         "{v}"
     );
     assert_eq!(v["fallback"]["error_kind"], "invalid_output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_that_repeats_is_not_retried_until_the_files_change() {
+    // Its describe always times out: "transient" by kind, but it repeats.
+    let s = TestServer::start(|d| {
+        install(d, "base", BASELINE, "");
+        install(d, "sd", SLOW_DESCRIBE, "[limits]\ndeadline_ms = 20\n");
+    })
+    .await;
+    let failed = "oasis_reloads_total{policy=\"sd\",result=\"failed\"}";
+    let v = s
+        .wait_until(|v| {
+            policy(v, "sd").is_some_and(|p| {
+                p["failure"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("not retried until its files change"))
+            })
+        })
+        .await;
+    assert!(
+        policy(&v, "sd").unwrap()["failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("describe"),
+        "{v}"
+    );
+    assert_eq!(metric(&s.metrics().await, failed), 3.0);
+    // Several rescans (every 500 ms here) later: no more attempts.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(metric(&s.metrics().await, failed), 3.0, "given up");
+    // Changing the files tries again.
+    install(
+        s.dir.path(),
+        "sd",
+        SLOW_DESCRIBE,
+        "# edited\n[limits]\ndeadline_ms = 20\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s.metrics().await, failed) < 4.0 {
+        assert!(Instant::now() < deadline, "the edit was not tried");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The other policy serves throughout.
+    let (status, _) = s.score(routed("base", &small_body(false))).await;
+    assert_eq!(status, 200);
+    s.shutdown().await;
 }

@@ -73,6 +73,8 @@ pub struct PolicyEntry {
     /// Stored versions that did not load, with the settings they were tried
     /// with (tried again when the settings change).
     pub version_failures: BTreeMap<String, String>,
+    /// The files whose load failed transiently, and how many times.
+    pub transient: Option<([u8; 32], u32)>,
 }
 
 impl PolicyEntry {
@@ -85,6 +87,7 @@ impl PolicyEntry {
             missing: false,
             versions: BTreeMap::new(),
             version_failures: BTreeMap::new(),
+            transient: None,
         }
     }
 

@@ -336,11 +336,30 @@ impl Reloader {
                 self.metrics.reload(key, true);
                 entry.active = Some(Arc::new(active));
                 entry.failure = None;
+                entry.transient = None;
                 entry.attempted = fingerprint;
             }
             Err(LoadFailure { error, retry }) => {
+                // A transient failure (I/O, a deadline on a busy machine) is
+                // tried again on the next passes, at most MAX_LOAD_ATTEMPTS
+                // times for the same files: a failure that repeats (a
+                // `describe` that always times out, a component that never
+                // instantiates) cannot change until the files do, so it is
+                // then neither retried, nor logged, nor counted again.
+                let attempts = match entry.transient {
+                    Some((fp, n)) if fp == fingerprint => n + 1,
+                    _ => 1,
+                };
+                let again = retry && attempts < MAX_LOAD_ATTEMPTS;
+                entry.transient = retry.then_some((fingerprint, attempts));
+                entry.attempted = if again { [0; 32] } else { fingerprint };
+                let error = if retry && !again {
+                    format!("{error} (failed {attempts} times; not retried until its files change)")
+                } else {
+                    error
+                };
                 tracing::error!(
-                    policy = %key, error = %crate::sandbox::visible(&error), retry,
+                    policy = %key, error = %crate::sandbox::visible(&error), retry = again,
                     serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing"),
                     "policy load failed; the last good version keeps serving"
                 );
@@ -349,10 +368,6 @@ impl Reloader {
                     error,
                     at: SystemTime::now(),
                 });
-                // A transient failure (I/O, a deadline on a busy machine)
-                // is tried again on the next pass; a definitive one waits
-                // for the files to change.
-                entry.attempted = if retry { [0; 32] } else { fingerprint };
             }
         }
         true
@@ -528,6 +543,10 @@ fn sweep_missing(next: &mut Snapshot, seen: &BTreeSet<String>) -> Sweep {
     });
     sweep
 }
+
+/// Loads of the same files that may fail transiently before the failure
+/// is taken as definitive (until the files change).
+pub const MAX_LOAD_ATTEMPTS: u32 = 3;
 
 /// Longest wait for the directory to go quiet before reconciling anyway.
 pub const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
