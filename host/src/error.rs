@@ -18,6 +18,16 @@ pub enum LoadError {
         /// The underlying error (in the message, not chained, so it prints once).
         error: std::io::Error,
     },
+    /// The component is larger than the policy's `module_bytes` limit.
+    #[error(
+        "the component is {size} bytes; the limit is {limit} bytes (max_module_mb in the manifest)"
+    )]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The bytes are not a WebAssembly component (a core module, or not wasm).
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),

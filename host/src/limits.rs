@@ -18,6 +18,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Candidates per request; larger requests are refused with 422.
     pub max_candidates: usize,
+    /// Largest component accepted for compilation: compile time and memory
+    /// grow with the module, so a huge one is refused before it is compiled.
+    pub module_bytes: usize,
 }
 
 impl Limits {
@@ -27,6 +30,8 @@ impl Limits {
     pub const MAX_DEADLINE: Duration = Duration::from_secs(5);
     /// Hard ceiling of candidates per request.
     pub const MAX_CANDIDATES: usize = 10_000;
+    /// Hard ceiling of a component's size.
+    pub const MAX_MODULE_BYTES: usize = 256 << 20;
     /// Elements a policy's tables may grow to (function references).
     pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -62,6 +67,13 @@ impl Limits {
                 self.memory_bytes >> 20
             ));
         }
+        if self.module_bytes < (1 << 20) || self.module_bytes > Self::MAX_MODULE_BYTES {
+            return Err(format!(
+                "max_module_mb must be in 1..={}, got {}",
+                Self::MAX_MODULE_BYTES >> 20,
+                self.module_bytes >> 20
+            ));
+        }
         if self.max_candidates == 0 || self.max_candidates > Self::MAX_CANDIDATES {
             return Err(format!(
                 "max_candidates must be in 1..={}, got {}",
@@ -74,12 +86,14 @@ impl Limits {
 }
 
 impl Default for Limits {
-    /// 20 ms deadline, 64 MiB memory, 2000 candidates.
+    /// 20 ms deadline, 64 MiB memory, 2000 candidates, 32 MiB components
+    /// (Rust policies are a few hundred KiB; a Python one is about 18 MiB).
     fn default() -> Self {
         Limits {
             deadline: Duration::from_millis(20),
             memory_bytes: 64 << 20,
             max_candidates: 2000,
+            module_bytes: 32 << 20,
         }
     }
 }

@@ -132,6 +132,12 @@ impl Policy {
         limits: Limits,
     ) -> Result<Self, LoadError> {
         limits.validate().map_err(LoadError::BadLimits)?;
+        if wasm.len() > limits.module_bytes {
+            return Err(LoadError::TooLarge {
+                size: wasm.len(),
+                limit: limits.module_bytes,
+            });
+        }
         check_header(wasm)?;
         let digest = format!("sha256:{}", crate::cache::sha256_hex(wasm));
         let template = Template::compile(runtime, wasm, &digest, limits)?;

@@ -212,3 +212,24 @@ fn a_transfer_beyond_the_budget_traps_instead_of_growing_the_host() {
         "{err}"
     );
 }
+
+#[test]
+fn a_component_over_the_size_limit_is_refused_before_compiling() {
+    let mut wasm = std::fs::read(oasis_test_components::BASELINE).unwrap();
+    wasm.resize(wasm.len() + (2 << 20), 0);
+    let limits = Limits {
+        module_bytes: 1 << 20,
+        ..crate::harness::limits()
+    };
+    let started = Instant::now();
+    let err = Policy::load(runtime(), &wasm, "{}", limits).unwrap_err();
+    assert!(
+        matches!(err, LoadError::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_module_mb"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refused before compiling"
+    );
+}

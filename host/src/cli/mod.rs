@@ -70,6 +70,9 @@ pub struct LimitArgs {
     /// Maximum candidates per request.
     #[arg(long, default_value_t = oasis::Limits::default().max_candidates)]
     pub max_candidates: usize,
+    /// Largest component accepted, MiB.
+    #[arg(long, default_value_t = oasis::Limits::default().module_bytes >> 20)]
+    pub max_module_mb: usize,
 }
 
 impl LimitArgs {
@@ -78,6 +81,7 @@ impl LimitArgs {
             deadline: std::time::Duration::from_millis(self.deadline_ms),
             memory_bytes: self.memory_mb.saturating_mul(1 << 20),
             max_candidates: self.max_candidates,
+            module_bytes: self.max_module_mb.saturating_mul(1 << 20),
         }
     }
 }

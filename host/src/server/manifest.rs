@@ -12,6 +12,7 @@
 //! max_concurrency = 16            # instances of this policy at once
 //! queue_timeout_ms = 50           # wait for a free instance, then 503
 //! max_queue = 64                  # requests waiting beyond that: 503 at once
+//! max_module_mb = 32              # larger components are refused before compiling
 //!
 //! [settings]                      # handed to the policy, which validates them
 //! theta = 0.35
@@ -67,6 +68,7 @@ struct RawLimits {
     deadline_ms: u64,
     memory_mb: usize,
     max_candidates: usize,
+    max_module_mb: usize,
     max_concurrency: usize,
     queue_timeout_ms: u64,
     max_queue: usize,
@@ -80,6 +82,7 @@ impl Default for RawLimits {
             deadline_ms: l.deadline.as_millis() as u64,
             memory_mb: l.memory_bytes >> 20,
             max_candidates: l.max_candidates,
+            max_module_mb: l.module_bytes >> 20,
             max_concurrency: c.max,
             queue_timeout_ms: c.queue_timeout.as_millis() as u64,
             max_queue: c.queue,
@@ -165,6 +168,7 @@ impl Manifest {
             deadline: Duration::from_millis(l.deadline_ms),
             memory_bytes,
             max_candidates: l.max_candidates,
+            module_bytes: l.max_module_mb.saturating_mul(1 << 20),
         };
         limits
             .validate()
