@@ -391,12 +391,20 @@ impl Snapshot {
 pub struct Registry {
     current: ArcSwap<Snapshot>,
     ready: AtomicBool,
+    writer: std::sync::Mutex<()>,
 }
 
 impl Registry {
     /// The current snapshot (lock-free).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Exclusive right to build the next snapshot: writers (a watcher pass,
+    /// an admin change's pass) take it for a whole read-modify-publish, so
+    /// one never publishes over another's changes. Readers never take it.
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Publishes a new snapshot atomically.

@@ -144,6 +144,7 @@ impl Reloader {
     /// once, if anything changed: routes, then each manifest, then the sweep
     /// of manifests that disappeared.
     pub fn reconcile_blocking(&self) -> bool {
+        let _writer = self.registry.writer();
         let mut next: Snapshot = (*self.registry.snapshot()).clone();
         let mut changed = self.reconcile_routes(&mut next);
         changed |= self.reconcile_rollout(&mut next);
