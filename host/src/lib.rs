@@ -39,6 +39,7 @@ pub mod bindings;
 pub mod bucket;
 pub mod cache;
 pub mod columnar;
+pub mod decision_log;
 pub mod divergence;
 pub mod error;
 pub mod limits;

@@ -1,0 +1,851 @@
+//! The writer: a bounded queue in front of one background thread that owns
+//! the sink.
+//!
+//! Logging a decision must never delay or fail a response, so the request
+//! path does as little as possible: it moves a [`PendingRecord`] (the
+//! request body as a refcounted [`Bytes`], the decision columns as owned
+//! vectors, the policy as an `Arc`) into a bounded queue with `try_send`.
+//! When the queue is full the entry is dropped and counted
+//! ([`DecisionLog::dropped`]); nothing waits. Everything costly happens on
+//! the writer thread: embedding the body (and pseudonymising its ids), JSON
+//! encoding, compression and I/O. An I/O failure (disk full, directory
+//! gone) loses records, counted in [`DecisionLog::failed`] and logged once
+//! per outage, and the writer retries a new file every second; it never
+//! reaches a response either.
+//!
+//! The writer is a plain OS thread, not a tokio task: its work is blocking
+//! file I/O and CPU, which would otherwise hold a runtime worker.
+//!
+//! # Files
+//!
+//! `<dir>/decisions-<UTC start, 20261126T012233Z>-<seq>.jsonl`, or
+//! `.jsonl.zst` when compressed; `seq` counts the files of the process
+//! (six digits or more), so names sort in writing order (for one writer per
+//! directory, and a clock that does not step back). A file gets its final
+//! name when it is created, and is never reopened: after a crash the file
+//! ends with at most a torn last line (or, compressed, an unterminated zstd
+//! frame), both of which the [reader](super::reader) handles. A name that
+//! exists already (a restart within the same second) is never overwritten:
+//! the next `seq` is taken.
+//!
+//! The current file is closed and the next one starts at the next record
+//! when it holds `max_file_bytes` (bytes on disk: for a compressed file,
+//! the compressed bytes that reached it, which lag the records by up to one
+//! zstd block) or is `max_file_age` old; an idle writer closes an expired
+//! file on its own. Written lines are flushed at least every second (the
+//! zstd encoder too, so a crash loses at most about the last second) and
+//! on rotation and shutdown; a closed file is synced to disk.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::body::{self, Pseudonymiser};
+use super::record::{
+    DecisionColumnsRecord, FallbackView, PolicyView, RecordView, TimingRecord, UsageRecord, VERSION,
+};
+use crate::metadata::PolicyRef;
+use crate::sandbox::visible;
+
+/// Default size at which a file is rotated: 64 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+/// Default age at which a file is rotated: one hour.
+pub const DEFAULT_MAX_FILE_AGE: Duration = Duration::from_secs(3600);
+/// Default queue length (records waiting for the writer thread).
+pub const DEFAULT_QUEUE: usize = 4096;
+/// Written records reach the file (or stdout) at least this often.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// After an I/O error, the writer tries a new file after this long (records
+/// in between are counted as failed).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// zstd level: the library's default, fast and about 5–10× on these lines.
+const ZSTD_LEVEL: i32 = 3;
+/// Buffer of an uncompressed file.
+const FILE_BUFFER: usize = 64 << 10;
+/// The writer's line buffer is given back when a record made it larger.
+const LINE_BUFFER_KEEP: usize = 1 << 20;
+
+/// Where and how the decision log is written.
+#[derive(Clone)]
+pub struct DecisionLogConfig {
+    /// Directory of the log files (created if missing), or `None` to write
+    /// one line per record to stdout (for a log shipper).
+    pub dir: Option<PathBuf>,
+    /// A file is rotated when it holds this many bytes (on disk).
+    pub max_file_bytes: u64,
+    /// A file is rotated when it is this old.
+    pub max_file_age: Duration,
+    /// Compress files with zstd (`.jsonl.zst`). Not applied to stdout.
+    pub compress: bool,
+    /// Records that may wait for the writer; more are dropped and counted.
+    /// At least 1.
+    pub queue: usize,
+    /// When set, `context.listener_id` and `context.session_id` in the
+    /// logged request are replaced by keyed pseudonyms (`p:` and 32 hex
+    /// digits of HMAC-SHA256(key, id)). Replaying such a log through a
+    /// policy that reads `listener_id` (for bucketing, say) sees the
+    /// pseudonyms, so its decisions may differ from the logged ones; the
+    /// example policies do not read it.
+    pub pseudonymise_key: Option<Vec<u8>>,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            dir: None,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_file_age: DEFAULT_MAX_FILE_AGE,
+            compress: false,
+            queue: DEFAULT_QUEUE,
+            pseudonymise_key: None,
+        }
+    }
+}
+
+/// The key is never printed.
+impl fmt::Debug for DecisionLogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionLogConfig")
+            .field("dir", &self.dir)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("max_file_age", &self.max_file_age)
+            .field("compress", &self.compress)
+            .field("queue", &self.queue)
+            .field(
+                "pseudonymise_key",
+                &self.pseudonymise_key.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// Why the decision log could not start. (Once started, it never fails:
+/// losses are counted instead.)
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionLogError {
+    /// The log directory could not be created, or a file created in it.
+    #[error("decision log directory {}: {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A setting is out of range.
+    #[error("decision log: {0}")]
+    Config(String),
+    /// The writer thread could not be started.
+    #[error("decision log: cannot start the writer thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+/// A decision to log, as the request path hands it over: cheap to build
+/// (the body is shared, not copied), encoded later on the writer thread.
+/// The fields are those of [`DecisionRecord`](super::DecisionRecord).
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    /// When the request was scored, milliseconds since the Unix epoch
+    /// ([`now_ms`]).
+    pub at_ms: u64,
+    /// The request's `context.request_id`.
+    pub request_id: String,
+    /// The route that served it.
+    pub route: String,
+    /// `stable`, `canary`, `fallback`, `killed`, or `shadow`.
+    pub variant: Cow<'static, str>,
+    /// `canary`, `stable`, `baseline`, `passthrough`, or `shadow`.
+    pub arm: Cow<'static, str>,
+    /// A shadow's decisions (never served).
+    pub shadow: bool,
+    /// The policy version that decided.
+    pub policy: Arc<PolicyRef>,
+    /// `sha256` (hex) of the settings the policy was loaded with.
+    pub settings_sha256: Arc<str>,
+    /// The arm that failed before the one that decided, if any.
+    pub fallback: Option<PendingFallback>,
+    /// The request body exactly as received (one JSON value).
+    pub request: Bytes,
+    /// The decision columns.
+    pub decisions: DecisionColumnsRecord,
+    /// Time spent.
+    pub timing: TimingRecord,
+    /// Resources the deciding policy used (none for the passthrough).
+    pub usage: Option<UsageRecord>,
+}
+
+/// The failed arm of a [`PendingRecord`].
+#[derive(Debug, Clone)]
+pub struct PendingFallback {
+    /// The policy version that failed.
+    pub policy: Arc<PolicyRef>,
+    /// Category of its error ([`CallErrorKind::as_str`](crate::CallErrorKind::as_str)).
+    pub error_kind: Cow<'static, str>,
+    /// The error, for humans.
+    pub error: String,
+}
+
+/// Milliseconds since the Unix epoch, now (for [`PendingRecord::at_ms`]).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counts of what happened to logged records, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecisionLogStats {
+    /// Written to the sink (handed to its buffer; flushed within
+    /// [`FLUSH_INTERVAL`]).
+    pub written: u64,
+    /// Dropped because the queue was full (or the writer had stopped).
+    pub dropped: u64,
+    /// Lost on the writer thread: an I/O error, or a request body that is
+    /// not JSON. (Records already counted as written and still buffered
+    /// when a flush fails are lost without being counted here; the failure
+    /// is logged.)
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// What the queue carries. Records are not boxed: the queue's slots are
+/// allocated once (`queue` × ~370 bytes), and `log` allocates nothing.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(PendingRecord),
+    Shutdown,
+}
+
+struct Inner {
+    tx: SyncSender<Msg>,
+    counters: Arc<Counters>,
+}
+
+/// The request path's handle on the decision log: cheap to clone, and
+/// [`log`](DecisionLog::log) never blocks nor fails.
+#[derive(Clone)]
+pub struct DecisionLog {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for DecisionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionLog")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Owns the writer thread: [`shutdown`](WriterHandle::shutdown) writes what
+/// is queued and stops it. Dropped without `shutdown`, the thread goes on
+/// until every [`DecisionLog`] clone is dropped, then flushes and ends.
+#[derive(Debug)]
+pub struct WriterHandle {
+    log: DecisionLog,
+    thread: JoinHandle<()>,
+}
+
+impl DecisionLog {
+    /// Starts the writer thread. With a directory, creates it if missing and
+    /// checks that a file can be created in it.
+    ///
+    /// # Errors
+    /// [`DecisionLogError`]: the directory is unusable, `queue` is 0, or the
+    /// thread could not be started.
+    pub fn start(
+        config: DecisionLogConfig,
+    ) -> Result<(DecisionLog, WriterHandle), DecisionLogError> {
+        spawn(config, None)
+    }
+
+    /// Queues `entry` for writing, or drops it (counted) when the queue is
+    /// full. Never blocks.
+    pub fn log(&self, entry: PendingRecord) {
+        if let Err(e) = self.inner.tx.try_send(Msg::Record(entry)) {
+            let n = self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged at 1, 2, 4, 8, ... drops: visible, never a flood.
+            if n.is_power_of_two() {
+                let why = match e {
+                    TrySendError::Full(_) => "queue full",
+                    TrySendError::Disconnected(_) => "writer stopped",
+                };
+                tracing::warn!(dropped = n, why, "decision log entries dropped");
+            }
+        }
+    }
+
+    /// Records written since start.
+    pub fn written(&self) -> u64 {
+        self.inner.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped since start because the queue was full (or the
+    /// writer had stopped).
+    pub fn dropped(&self) -> u64 {
+        self.inner.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records lost on the writer thread since start (I/O errors, bodies
+    /// that are not JSON).
+    pub fn failed(&self) -> u64 {
+        self.inner.counters.failed.load(Ordering::Relaxed)
+    }
+
+    /// All three counts.
+    pub fn stats(&self) -> DecisionLogStats {
+        DecisionLogStats {
+            written: self.written(),
+            dropped: self.dropped(),
+            failed: self.failed(),
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Writes every entry queued before (and while) it is called, flushes
+    /// and closes the sink (finishing a zstd frame, syncing the file), and
+    /// joins the thread. Entries logged after it returns are dropped and
+    /// counted. Blocks: call it from a blocking context (e.g. after the
+    /// server stopped, or in `spawn_blocking`).
+    pub fn shutdown(self) -> DecisionLogStats {
+        // Blocking send: waits for room behind the queued entries.
+        let _ = self.log.inner.tx.send(Msg::Shutdown);
+        if self.thread.join().is_err() {
+            tracing::error!("decision log writer thread panicked");
+        }
+        self.log.stats()
+    }
+}
+
+/// [`DecisionLog::start`], with an optional gate for tests: the writer
+/// takes nothing from the queue until the gate's sender sends or is dropped.
+pub(super) fn spawn(
+    config: DecisionLogConfig,
+    gate: Option<Receiver<()>>,
+) -> Result<(DecisionLog, WriterHandle), DecisionLogError> {
+    if config.queue == 0 {
+        return Err(DecisionLogError::Config(
+            "the queue must hold at least 1 record".into(),
+        ));
+    }
+    let pseudonymiser = config
+        .pseudonymise_key
+        .as_deref()
+        .map(Pseudonymiser::new)
+        .transpose()
+        .map_err(|e| DecisionLogError::Config(format!("pseudonymisation key: {e}")))?;
+    let sink = match &config.dir {
+        None => Sink::Stdout(StdoutSink { failing: false }),
+        Some(dir) => Sink::Files(FileSink::new(dir, &config)?),
+    };
+    let counters = Arc::new(Counters::default());
+    let (tx, rx) = mpsc::sync_channel(config.queue);
+    let mut writer = Writer {
+        sink,
+        pseudonymiser,
+        counters: counters.clone(),
+        line: Vec::with_capacity(4096),
+    };
+    tracing::info!(
+        sink = %config.dir.as_deref().map_or("stdout".into(), |d| d.display().to_string()),
+        compress = config.compress && config.dir.is_some(),
+        pseudonymised = config.pseudonymise_key.is_some(),
+        queue = config.queue,
+        "decision log started"
+    );
+    let thread = std::thread::Builder::new()
+        .name("decision-log".into())
+        .spawn(move || {
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            writer.run(rx);
+        })
+        .map_err(DecisionLogError::Spawn)?;
+    let log = DecisionLog {
+        inner: Arc::new(Inner { tx, counters }),
+    };
+    Ok((log.clone(), WriterHandle { log, thread }))
+}
+
+/// The writer thread's state.
+struct Writer {
+    sink: Sink,
+    pseudonymiser: Option<Pseudonymiser>,
+    counters: Arc<Counters>,
+    /// The line being encoded, reused.
+    line: Vec<u8>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        let mut last_flush = Instant::now();
+        loop {
+            match rx.recv_timeout(FLUSH_INTERVAL) {
+                Ok(Msg::Record(r)) => self.write(&r),
+                Ok(Msg::Shutdown) => {
+                    while let Ok(m) = rx.try_recv() {
+                        if let Msg::Record(r) = m {
+                            self.write(&r);
+                        }
+                    }
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => self.sink.idle(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.sink.flush();
+                last_flush = Instant::now();
+            }
+        }
+        drop(rx);
+        self.sink.close();
+        let c = &self.counters;
+        tracing::info!(
+            written = c.written.load(Ordering::Relaxed),
+            dropped = c.dropped.load(Ordering::Relaxed),
+            failed = c.failed.load(Ordering::Relaxed),
+            "decision log stopped"
+        );
+    }
+
+    fn write(&mut self, r: &PendingRecord) {
+        self.line.clear();
+        if self.line.capacity() > LINE_BUFFER_KEEP {
+            self.line = Vec::with_capacity(4096);
+        }
+        let ok = match encode(&mut self.line, r, self.pseudonymiser.as_ref()) {
+            Ok(()) => self.sink.write_line(&self.line),
+            Err(e) => {
+                tracing::warn!(request_id = %visible(&r.request_id), error = %e,
+                    "decision record not written: its request body is not one JSON value");
+                false
+            }
+        };
+        let counter = if ok {
+            &self.counters.written
+        } else {
+            &self.counters.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Encodes `r` as one JSON line (newline included) into `out`.
+fn encode(
+    out: &mut Vec<u8>,
+    r: &PendingRecord,
+    pseudonymiser: Option<&Pseudonymiser>,
+) -> Result<(), serde_json::Error> {
+    let request = body::embed(&r.request, pseudonymiser)?;
+    let view = RecordView {
+        v: VERSION,
+        at_ms: r.at_ms,
+        request_id: &r.request_id,
+        route: &r.route,
+        variant: &r.variant,
+        arm: &r.arm,
+        shadow: r.shadow,
+        policy: PolicyView::from(&r.policy),
+        settings_sha256: &r.settings_sha256,
+        fallback: r.fallback.as_ref().map(|f| FallbackView {
+            policy: PolicyView::from(&f.policy),
+            error_kind: &f.error_kind,
+            error: &f.error,
+        }),
+        request: request.get(),
+        decisions: &r.decisions,
+        timing: &r.timing,
+        usage: &r.usage,
+    };
+    // Strings are escaped, so the line has no newline of its own.
+    serde_json::to_writer(&mut *out, &view)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Where lines go. (One per writer thread: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    Stdout(StdoutSink),
+    Files(FileSink),
+}
+
+impl Sink {
+    /// Writes one line; false when it was lost (already logged).
+    fn write_line(&mut self, line: &[u8]) -> bool {
+        match self {
+            Sink::Stdout(s) => s.write_line(line),
+            Sink::Files(f) => f.write_line(line),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Sink::Files(f) = self {
+            f.flush();
+        }
+    }
+
+    fn idle(&mut self) {
+        if let Sink::Files(f) = self {
+            f.idle();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Sink::Files(f) = self {
+            f.close();
+        }
+    }
+}
+
+/// One line per record to stdout, flushed per record.
+struct StdoutSink {
+    failing: bool,
+}
+
+impl StdoutSink {
+    fn write_line(&mut self, line: &[u8]) -> bool {
+        let mut out = io::stdout().lock();
+        match out.write_all(line).and_then(|()| out.flush()) {
+            Ok(()) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("decision log: writing to stdout again");
+                }
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(error = %e, "decision log: cannot write to stdout; records are lost until it recovers");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Rotating files in one directory.
+struct FileSink {
+    dir: PathBuf,
+    compress: bool,
+    max_bytes: u64,
+    max_age: Duration,
+    /// The next file's sequence number.
+    seq: u64,
+    current: Option<OpenFile>,
+    /// After an error: no new file before this.
+    retry_at: Option<Instant>,
+    failing: bool,
+}
+
+impl FileSink {
+    fn new(dir: &Path, config: &DecisionLogConfig) -> Result<Self, DecisionLogError> {
+        let err = |source| DecisionLogError::Dir {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        // Fail at start, not at the first record, when no file can be made.
+        tempfile::Builder::new()
+            .prefix(".decisions-probe")
+            .tempfile_in(dir)
+            .map_err(err)?;
+        Ok(FileSink {
+            dir: dir.to_owned(),
+            compress: config.compress,
+            max_bytes: config.max_file_bytes,
+            max_age: config.max_file_age,
+            seq: 0,
+            current: None,
+            retry_at: None,
+            failing: false,
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> bool {
+        if let Some(f) = &self.current
+            && f.records > 0
+            && (f.opened.elapsed() >= self.max_age || f.size_after(line.len()) > self.max_bytes)
+        {
+            self.close();
+        }
+        if self.current.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return false;
+            }
+            match self.open() {
+                Ok(f) => self.current = Some(f),
+                Err((path, e)) => {
+                    self.fail(&path, e);
+                    return false;
+                }
+            }
+        }
+        let Some(f) = self.current.as_mut() else {
+            return false;
+        };
+        if let Err(e) = f.write(line) {
+            let f = self.current.take().expect("current file");
+            let path = f.path.clone();
+            f.discard();
+            self.fail(&path, e);
+            return false;
+        }
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(path = %f.path.display(), "decision log: writing again");
+        }
+        true
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = self.current.as_mut()
+            && let Err(e) = f.flush()
+        {
+            let f = self.current.take().expect("current file");
+            let path = f.path.clone();
+            f.discard();
+            self.fail(&path, e);
+        }
+    }
+
+    /// No record for a while: flush, and close the file if it expired.
+    fn idle(&mut self) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|f| f.opened.elapsed() >= self.max_age)
+        {
+            self.close();
+        } else {
+            self.flush();
+        }
+    }
+
+    fn close(&mut self) {
+        let Some(f) = self.current.take() else {
+            return;
+        };
+        let (path, records) = (f.path.clone(), f.records);
+        match f.finish() {
+            Ok(bytes) => {
+                tracing::debug!(path = %path.display(), records, bytes, "decision log file closed")
+            }
+            Err(e) => self.fail(&path, e),
+        }
+    }
+
+    /// Creates the next file, never over an existing one.
+    fn open(&mut self) -> Result<OpenFile, (PathBuf, io::Error)> {
+        let stamp = utc_stamp(SystemTime::now());
+        let ext = if self.compress { "jsonl.zst" } else { "jsonl" };
+        loop {
+            let path = self
+                .dir
+                .join(format!("decisions-{stamp}-{:06}.{ext}", self.seq));
+            self.seq += 1;
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    let out = if self.compress {
+                        let mut enc = zstd::stream::write::Encoder::new(
+                            Counted {
+                                inner: file,
+                                bytes: 0,
+                            },
+                            ZSTD_LEVEL,
+                        )
+                        .map_err(|e| (path.clone(), e))?;
+                        enc.include_checksum(true).map_err(|e| (path.clone(), e))?;
+                        Out::Zstd(enc)
+                    } else {
+                        Out::Plain(BufWriter::with_capacity(FILE_BUFFER, file))
+                    };
+                    tracing::debug!(path = %path.display(), "decision log file opened");
+                    return Ok(OpenFile {
+                        path,
+                        out,
+                        bytes: 0,
+                        records: 0,
+                        opened: Instant::now(),
+                        dirty: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err((path, e)),
+            }
+        }
+    }
+
+    fn fail(&mut self, path: &Path, e: io::Error) {
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::warn!(path = %path.display(), error = %e,
+                "decision log: cannot write; records are lost until a new file can be written (retried every second)");
+        } else {
+            tracing::debug!(path = %path.display(), error = %e, "decision log: still failing");
+        }
+    }
+}
+
+/// The file being written.
+struct OpenFile {
+    path: PathBuf,
+    out: Out,
+    /// Bytes of records written (uncompressed).
+    bytes: u64,
+    records: u64,
+    opened: Instant,
+    /// Written since the last flush (an idle zstd flush would otherwise
+    /// add an empty block every second).
+    dirty: bool,
+}
+
+enum Out {
+    Plain(BufWriter<File>),
+    Zstd(zstd::stream::write::Encoder<'static, Counted<File>>),
+}
+
+impl OpenFile {
+    /// The file's size once a line of `len` bytes is added (compressed:
+    /// the bytes that reached the file so far).
+    fn size_after(&self, len: usize) -> u64 {
+        match &self.out {
+            Out::Plain(_) => self.bytes + len as u64,
+            Out::Zstd(e) => e.get_ref().bytes,
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) -> io::Result<()> {
+        match &mut self.out {
+            Out::Plain(w) => w.write_all(line)?,
+            Out::Zstd(e) => e.write_all(line)?,
+        }
+        self.bytes += line.len() as u64;
+        self.records += 1;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.dirty) {
+            return Ok(());
+        }
+        match &mut self.out {
+            Out::Plain(w) => w.flush(),
+            // Ends the current zstd block: everything so far is decodable.
+            Out::Zstd(e) => e.flush(),
+        }
+    }
+
+    /// Flushes, ends the zstd frame and syncs; returns the file's size.
+    fn finish(self) -> io::Result<u64> {
+        let file = match self.out {
+            Out::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
+            Out::Zstd(e) => e.finish()?.inner,
+        };
+        file.sync_data()?;
+        Ok(file.metadata()?.len())
+    }
+
+    /// Gives up on a file after an error; removes it if it holds no record.
+    fn discard(self) {
+        let (path, empty) = (self.path.clone(), self.records == 0);
+        let _ = self.finish();
+        if empty {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Counts the bytes that reach the inner writer.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `t` in UTC as `YYYYMMDDTHHMMSSZ`.
+fn utc_stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to civil date (H. Hinnant, "chrono-Compatible Low-Level Date
+    // Algorithms").
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        let at = |s| utc_stamp(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_782_400), "20000229T000000Z");
+        assert_eq!(at(1_795_648_953), "20261125T232233Z");
+        assert_eq!(at(4_102_444_799), "20991231T235959Z");
+    }
+
+    #[test]
+    fn config_debug_hides_the_key() {
+        let c = DecisionLogConfig {
+            pseudonymise_key: Some(b"secret-key".to_vec()),
+            ..Default::default()
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("secret") && !s.contains("115"), "{s}");
+        assert!(s.contains("<set>"), "{s}");
+    }
+
+    #[test]
+    fn a_zero_queue_is_refused() {
+        let c = DecisionLogConfig {
+            queue: 0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            DecisionLog::start(c),
+            Err(DecisionLogError::Config(_))
+        ));
+    }
+}
