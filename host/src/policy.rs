@@ -74,6 +74,7 @@ pub struct Policy {
     identity: Arc<PolicyRef>,
     columns: Vec<String>,
     settings_json: String,
+    settings_sha256: String,
 }
 
 impl std::fmt::Debug for Policy {
@@ -165,6 +166,7 @@ impl Policy {
             columns: info.feature_columns(),
             info,
             settings_json: settings_json.to_string(),
+            settings_sha256: crate::cache::sha256_hex(settings_json.as_bytes()),
         };
         policy
             .call(&policy.smoke_request())
@@ -199,6 +201,12 @@ impl Policy {
     /// The settings it was loaded with (JSON).
     pub fn settings_json(&self) -> &str {
         &self.settings_json
+    }
+
+    /// SHA-256 (hex) of [`Policy::settings_json`]: with the digest, what
+    /// identifies the behaviour of a loaded version.
+    pub fn settings_sha256(&self) -> &str {
+        &self.settings_sha256
     }
 
     /// The columnar request this policy receives for `req`: only the columns

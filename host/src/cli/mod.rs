@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
 pub mod inspect;
+pub mod replay;
 pub mod rollout;
 pub mod run;
 pub mod serve;
@@ -41,6 +42,8 @@ pub enum Command {
     /// Operate rollouts through the admin API: status, upload, canary,
     /// promote, rollback, kill, revive, shadow, audit.
     Rollout(rollout::Args),
+    /// Replay decision logs: check determinism, or a candidate's divergence.
+    Replay(replay::Args),
 }
 
 /// Runs the parsed command.
@@ -51,6 +54,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::execute(a),
         Command::Serve(a) => serve::execute(a),
         Command::Rollout(a) => rollout::execute(a),
+        Command::Replay(a) => replay::execute(a),
     }
 }
 

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use oasis::decision_log::DecisionLogConfig;
 use oasis::server::admin_auth::AdminTokens;
-use oasis::server::{AdminConfig, Server, ServerConfig};
+use oasis::server::{AdminConfig, DecisionLogSettings, Server, ServerConfig};
 
 /// Arguments of `oasis serve`.
 #[derive(Debug, clap::Args)]
@@ -43,6 +44,26 @@ pub struct Args {
     /// Largest module the admin API accepts, bytes.
     #[arg(long, default_value_t = oasis::server::admin::DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: usize,
+    /// Log decisions (one JSON line per scored request) into this directory,
+    /// rotating files by size and age; `-` logs to stdout.
+    #[arg(long)]
+    pub decision_log: Option<PathBuf>,
+    /// Share of requests logged on routes that set none (`[routes.x.log]`).
+    #[arg(long, default_value_t = 1.0)]
+    pub decision_log_sample: f64,
+    /// Compress decision log files with zstd.
+    #[arg(long)]
+    pub decision_log_compress: bool,
+    /// Rotate decision log files at this size, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub decision_log_max_mb: u64,
+    /// Rotate decision log files at this age, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub decision_log_max_age_s: u64,
+    /// File holding a key: listener and session ids are logged as keyed
+    /// pseudonyms (HMAC-SHA256) instead of as sent.
+    #[arg(long)]
+    pub decision_log_key_file: Option<PathBuf>,
     /// Versions kept per policy in the version store (`<policies>/versions`).
     #[arg(long, default_value_t = ServerConfig::default().keep_versions)]
     pub keep_versions: usize,
@@ -67,6 +88,34 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         tokens: std::sync::Arc::new(tokens),
         max_upload_bytes: args.max_upload_bytes,
     });
+    if !(0.0..=1.0).contains(&args.decision_log_sample) {
+        anyhow::bail!(
+            "--decision-log-sample must be in [0, 1], got {}",
+            args.decision_log_sample
+        );
+    }
+    let decision_log = match &args.decision_log {
+        None => None,
+        Some(dir) => Some(DecisionLogSettings {
+            config: DecisionLogConfig {
+                dir: (dir.as_os_str() != "-").then(|| dir.clone()),
+                compress: args.decision_log_compress,
+                max_file_bytes: args
+                    .decision_log_max_mb
+                    .saturating_mul(1 << 20)
+                    .max(1 << 20),
+                max_file_age: std::time::Duration::from_secs(args.decision_log_max_age_s.max(1)),
+                pseudonymise_key: match &args.decision_log_key_file {
+                    Some(f) => Some(
+                        std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+                    ),
+                    None => None,
+                },
+                ..Default::default()
+            },
+            sample: args.decision_log_sample,
+        }),
+    };
     let mut config = ServerConfig {
         policies: args.policies,
         default_route: args.default_route,
@@ -74,6 +123,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         max_inflight: args.max_inflight,
         keep_versions: args.keep_versions,
         admin,
+        decision_log,
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;

@@ -41,6 +41,10 @@ pub struct Served {
     pub policy_us: u64,
     /// The version that served.
     pub by: Arc<PolicyRef>,
+    /// The loaded version that served (none for the passthrough).
+    pub active: Option<Arc<ActivePolicy>>,
+    /// Resources its call used (none for the passthrough).
+    pub usage: Option<crate::policy::Usage>,
     /// The arm that served.
     pub arm: ArmKind,
     /// How the request was served: the intended arm, a fallback, or the
@@ -95,6 +99,8 @@ pub async fn serve(
                     decisions: outcome.decisions,
                     policy_us: outcome.usage.wall_us,
                     by: arm.policy.identity().clone(),
+                    usage: Some(outcome.usage),
+                    active: Some(arm),
                     arm: kind,
                     variant: match kind {
                         _ if tried_any => Variant::Fallback,
@@ -128,6 +134,8 @@ pub async fn serve(
         decisions: passthrough(req),
         policy_us: 0,
         by: PASSTHROUGH.clone(),
+        active: None,
+        usage: None,
         arm: ArmKind::Passthrough,
         variant: if tried_any || primary != ArmKind::Baseline {
             Variant::Fallback

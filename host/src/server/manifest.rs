@@ -212,6 +212,9 @@ impl Manifest {
 /// max_error_rate = 0.05      # share of canary calls that failed
 /// max_p99_ms = 25            # p99 of the canary's policy latency
 ///
+/// [routes.radio.log]         # optional: decision logging (when the server logs)
+/// sample = 0.1               # share of requests logged, by request id
+///
 /// [routes.mixes]
 /// policy = "freq-cap-diversity"
 /// ```
@@ -246,6 +249,18 @@ pub struct RouteConfig {
     /// Automatic rollback of a canary that breaches these.
     #[serde(default)]
     pub guardrails: Option<Guardrails>,
+    /// Decision logging of this route (when the server logs decisions).
+    #[serde(default)]
+    pub log: Option<RouteLog>,
+}
+
+/// Decision logging of one route.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLog {
+    /// Share of requests logged, in [0, 1], decided by a hash of the
+    /// request id (a request is all in or all out, on every replica).
+    pub sample: f64,
 }
 
 impl RouteConfig {
@@ -256,6 +271,7 @@ impl RouteConfig {
             baseline: None,
             salt: None,
             guardrails: None,
+            log: None,
         }
     }
 }
@@ -361,6 +377,14 @@ impl RoutesFile {
                         "routes.{name}: {key:?} is not a policy key"
                     )));
                 }
+            }
+            if let Some(l) = &r.log
+                && !(0.0..=1.0).contains(&l.sample)
+            {
+                return Err(invalid(format!(
+                    "routes.{name}.log.sample must be in [0, 1], got {}",
+                    l.sample
+                )));
             }
             if let Some(g) = &r.guardrails {
                 g.validate()

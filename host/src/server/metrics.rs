@@ -145,6 +145,13 @@ pub struct RollbackLabels {
     pub by: &'static str,
 }
 
+/// Labels of the decision log's record counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLogLabels {
+    /// `written`, `dropped` (queue full) or `failed` (I/O).
+    pub state: &'static str,
+}
+
 /// A gauge of floats.
 pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -187,6 +194,8 @@ pub struct Metrics {
     pub shadow_reason_diff: Family<ShadowReasonLabels, FloatGauge>,
     /// Rollbacks, by route and who did it.
     pub rollbacks: Family<RollbackLabels, Counter>,
+    /// Decision log records since start, by what became of them.
+    pub decision_log: Family<DecisionLogLabels, Gauge>,
 }
 
 /// The shadow divergence gauges: name and help.
@@ -247,6 +256,12 @@ impl Metrics {
         let shadow_divergence: [Family<ShadowLabels, FloatGauge>; 7] = Default::default();
         let rollbacks = Family::default();
         let shadow_reason_diff = Family::default();
+        let decision_log = Family::default();
+        registry.register(
+            "decision_log_records",
+            "Decision log records since start: written, dropped (queue full), failed (I/O)",
+            Family::<DecisionLogLabels, Gauge>::clone(&decision_log),
+        );
         registry.register(
             "shadow_reason_share_diff",
             "Per reason, share of candidates with it under the shadow minus under the served arm",
@@ -331,6 +346,7 @@ impl Metrics {
             shadow_divergence,
             shadow_reason_diff,
             rollbacks,
+            decision_log,
         }
     }
 
@@ -383,6 +399,19 @@ impl Metrics {
                     })
                     .set(r.difference as f64 / s.candidates as f64);
             }
+        }
+    }
+
+    /// Publishes the decision log's counts.
+    pub fn decision_log_stats(&self, s: &crate::decision_log::DecisionLogStats) {
+        for (state, n) in [
+            ("written", s.written),
+            ("dropped", s.dropped),
+            ("failed", s.failed),
+        ] {
+            self.decision_log
+                .get_or_create(&DecisionLogLabels { state })
+                .set(n as i64);
         }
     }
 

@@ -21,6 +21,7 @@
 //! | `guardrail`  | a canary's sliding window and its limits                  |
 //! | `shadow`     | shadow scoring off the response path                      |
 //! | `route_stats`| per-route state that outlives snapshots                   |
+//! | `logging`    | which decisions are logged, handed to the decision log    |
 //!
 //! [`Server::run`] takes a bound listener and a shutdown future, so tests run
 //! real servers on `127.0.0.1:0` and stop them deterministically.
@@ -31,6 +32,7 @@ pub mod api_error;
 pub mod audit;
 pub mod chain;
 pub mod guardrail;
+pub mod logging;
 pub mod manager;
 pub mod manifest;
 pub mod metrics;
@@ -90,6 +92,17 @@ pub struct ServerConfig {
     pub keep_versions: usize,
     /// The admin API: off (no route answers) without tokens.
     pub admin: Option<AdminConfig>,
+    /// Decision logging: off when `None`.
+    pub decision_log: Option<DecisionLogSettings>,
+}
+
+/// Decision logging of a server.
+#[derive(Debug, Clone)]
+pub struct DecisionLogSettings {
+    /// Where and how records are written.
+    pub config: crate::decision_log::DecisionLogConfig,
+    /// Share of requests logged on routes that set none, in [0, 1].
+    pub sample: f64,
 }
 
 /// The admin API's configuration.
@@ -113,6 +126,7 @@ impl Default for ServerConfig {
             rescan: Duration::from_secs(10),
             keep_versions: versions::DEFAULT_KEEP,
             admin: None,
+            decision_log: None,
         }
     }
 }
@@ -237,6 +251,30 @@ impl Server {
             cfg.max_inflight,
         )
         .with_store(store);
+        let (state, log_writer) = match &cfg.decision_log {
+            None => (state, None),
+            Some(d) => {
+                let (log, writer) = crate::decision_log::DecisionLog::start(d.config.clone())
+                    .map_err(|e| ServerError::Policies {
+                        path: d
+                            .config
+                            .dir
+                            .as_ref()
+                            .map_or("stdout".into(), |p| p.display().to_string()),
+                        message: format!("decision log: {e}"),
+                    })?;
+                tracing::info!(
+                    sink = %d.config.dir.as_ref().map_or("stdout".into(), |p| p.display().to_string()),
+                    sample = d.sample,
+                    "decision log on"
+                );
+                let logging = logging::DecisionLogging {
+                    log,
+                    sample: d.sample,
+                };
+                (state.with_decision_log(logging), Some(writer))
+            }
+        };
         let audit =
             AuditLog::open(cfg.policies.join(AUDIT_FILE)).map_err(|e| ServerError::Policies {
                 path: cfg.policies.display().to_string(),
@@ -316,6 +354,14 @@ impl Server {
         token.cancel();
         let _ = watcher.await;
         served?;
+        if let Some(writer) = log_writer {
+            let stats = writer.shutdown();
+            tracing::info!(
+                written = stats.written,
+                dropped = stats.dropped,
+                "decision log flushed"
+            );
+        }
         tracing::info!("shut down cleanly");
         Ok(())
     }

@@ -152,6 +152,9 @@ pub struct RoutePlan {
     pub salt: String,
     /// Automatic rollback limits of the canary.
     pub guardrails: Option<Guardrails>,
+    /// Share of requests whose decisions are logged, when the route sets it
+    /// (else the server's default).
+    pub log_sample: Option<f64>,
     /// Why part of the rollout state does not apply (stale state, a version
     /// that is not stored or did not load).
     pub problems: Vec<String>,
@@ -376,6 +379,7 @@ impl Snapshot {
             killed: state.is_some_and(|s| s.killed),
             salt: config.salt.clone().unwrap_or_else(|| route.to_string()),
             guardrails: config.guardrails.clone(),
+            log_sample: config.log.as_ref().map(|l| l.sample),
             problems,
         }
     }

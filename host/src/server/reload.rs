@@ -454,7 +454,7 @@ pub(crate) fn version_record(active: &ActivePolicy, source: String, by: &str) ->
         source,
         by: by.to_string(),
         loaded_at_ms: crate::server::registry::unix_ms::millis(&active.loaded_at),
-        settings_sha256: crate::cache::sha256_hex(active.manifest.settings_json.as_bytes()),
+        settings_sha256: active.policy.settings_sha256().to_string(),
     }
 }
 

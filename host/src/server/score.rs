@@ -92,7 +92,7 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
         version = tracing::field::Empty,
     );
     async {
-        match score_parsed(&state, req, started).await {
+        match score_parsed(&state, req, &body, started).await {
             Ok(resp) => resp,
             Err(e) => refuse(&state, e),
         }
@@ -117,6 +117,7 @@ fn refuse(state: &AppState, e: ApiError) -> Response {
 async fn score_parsed(
     state: &AppState,
     req: ScoreRequest<'_>,
+    raw: &Bytes,
     started: Instant,
 ) -> Result<Response, ApiError> {
     if !state.registry.is_ready() {
@@ -145,7 +146,15 @@ async fn score_parsed(
         guard_canary(state, &plan, ok, us, g);
     }
     let body = respond(&req, &route, &served, started)?;
-    shadow::spawn(state, &plan, &req, &served);
+    let logged = state
+        .decision_log
+        .as_ref()
+        .filter(|l| l.sampled(&plan, &req.context.request_id));
+    if let Some(log) = logged {
+        let server_us = started.elapsed().as_micros() as u64;
+        log.served(&route, &req.context.request_id, raw, &served, server_us);
+    }
+    shadow::spawn(state, &plan, &req, &served, logged.map(|_| raw));
     state
         .metrics
         .requests

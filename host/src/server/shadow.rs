@@ -30,9 +30,16 @@ struct ServedColumns {
     reasons: Vec<u16>,
 }
 
-/// Starts the route's shadows on `req`, comparing each with `served`.
+/// Starts the route's shadows on `req`, comparing each with `served`, and
+/// logging their decisions when the request is logged (`body` given).
 /// Returns at once.
-pub fn spawn(state: &AppState, plan: &RoutePlan, req: &ValidRequest<'_>, served: &Served) {
+pub fn spawn(
+    state: &AppState,
+    plan: &RoutePlan,
+    req: &ValidRequest<'_>,
+    served: &Served,
+    body: Option<&bytes::Bytes>,
+) {
     if plan.shadows.is_empty() || served.arm == ArmKind::Passthrough {
         return;
     }
@@ -67,6 +74,10 @@ pub fn spawn(state: &AppState, plan: &RoutePlan, req: &ValidRequest<'_>, served:
         let runtime = state.route_stats.get(&plan.route);
         let metrics = state.metrics.clone();
         let (route, reference) = (plan.route.clone(), reference.clone());
+        let log = body.and_then(|b| {
+            let log = state.decision_log.clone()?;
+            Some((log, b.clone(), req.context.request_id.to_string()))
+        });
         tokio::task::spawn_blocking(move || {
             let _permits = (slot, instance);
             let started = Instant::now();
@@ -95,6 +106,17 @@ pub fn spawn(state: &AppState, plan: &RoutePlan, req: &ValidRequest<'_>, served:
                         stats.add(&div);
                     }
                     metrics.shadow_call(&route, &reference, "ok");
+                    if let Some((log, body, request_id)) = &log {
+                        log.shadow(
+                            &route,
+                            request_id,
+                            body,
+                            shadow.policy.identity(),
+                            shadow.policy.settings_sha256(),
+                            o,
+                            &outcome.usage,
+                        );
+                    }
                 }
                 Err(error) => {
                     stats.record_error();

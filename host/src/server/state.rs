@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::server::logging::DecisionLogging;
 use crate::server::metrics::Metrics;
 use crate::server::registry::Registry;
 use crate::server::route_stats::RouteStats;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub rollbacks: RollbackRequests,
     /// The version store, when serving a policy directory.
     pub store: Option<VersionStore>,
+    /// The decision log, when decisions are logged.
+    pub decision_log: Option<DecisionLogging>,
 }
 
 /// A guardrail breach to act on: roll `digest` back on `route`.
@@ -100,7 +103,14 @@ impl AppState {
             shadows: Arc::new(Semaphore::new(DEFAULT_MAX_SHADOW_CALLS)),
             rollbacks: RollbackRequests::new(),
             store: None,
+            decision_log: None,
         }
+    }
+
+    /// The same state, logging decisions to `log`.
+    pub fn with_decision_log(mut self, log: DecisionLogging) -> Self {
+        self.decision_log = Some(log);
+        self
     }
 
     /// The same state, listing stored versions from `store`.

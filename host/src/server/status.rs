@@ -178,6 +178,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "OpenMetrics text exposition", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(l) = &state.decision_log {
+        state.metrics.decision_log_stats(&l.log.stats());
+    }
     (
         [(
             header::CONTENT_TYPE,
