@@ -44,6 +44,7 @@ pub mod divergence;
 pub mod error;
 pub mod limits;
 pub mod metadata;
+pub mod ope;
 pub(crate) mod output;
 pub mod policy;
 pub mod request;

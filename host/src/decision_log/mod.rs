@@ -48,6 +48,7 @@
 //! ```
 
 mod body;
+pub mod outcomes;
 pub mod reader;
 pub mod record;
 pub mod writer;
