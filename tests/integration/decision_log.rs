@@ -236,3 +236,137 @@ async fn sampling_is_by_request_id_and_ids_can_be_pseudonymised() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_give_an_off_policy_estimate_and_no_support_is_said() {
+    let logs = tempfile::tempdir().unwrap();
+    // Only the exploring route is logged: epsilon-greedy logs exact propensities.
+    let s = TestServer::start_with(
+        |d| deployment(d, "[routes.radio.log]\nsample = 0\n"),
+        logging(logs.path(), 1.0, None),
+    )
+    .await;
+    for i in 0..30u64 {
+        assert_eq!(
+            s.score(request("explore", &format!("e-{i}"), 50 + i))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            s.score(request("radio", &format!("r-{i}"), 50 + i)).await.0,
+            200
+        );
+    }
+    let keep = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(s.dir.path()).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, keep.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    s.shutdown().await;
+
+    // What listeners did: promoted campaign tracks were streamed, the other
+    // campaign tracks skipped.
+    let logged = records(logs.path());
+    assert_eq!(logged.len(), 30);
+    let mut events = String::new();
+    let (mut decisions, mut streamed) = (0u64, 0u64);
+    for r in &logged {
+        let req: Value = serde_json::from_str(r.request.get()).unwrap();
+        for (i, c) in req["candidates"].as_array().unwrap().iter().enumerate() {
+            if c.get("campaign").is_none() {
+                continue;
+            }
+            let promoted = r.decisions.reasons[i] & oasis_contract::reason::PROMOTED != 0;
+            decisions += 1;
+            streamed += u64::from(promoted);
+            let event = if promoted { "stream" } else { "skip" };
+            events.push_str(&format!(
+                "{{\"request_id\": \"{}\", \"candidate_id\": {}, \"event\": \"{event}\"}}\n",
+                r.request_id, c["id"]
+            ));
+        }
+    }
+    let outcomes = logs.path().join("outcomes.jsonl");
+    std::fs::write(&outcomes, events).unwrap();
+    let settings = keep.path().join("eps.json");
+    std::fs::write(&settings, r#"{"epsilon": 0.3}"#).unwrap();
+    let (logs_dir, keep_dir, outcomes) = (
+        logs.path().to_str().unwrap().to_string(),
+        keep.path().to_str().unwrap().to_string(),
+        outcomes.to_str().unwrap().to_string(),
+    );
+
+    // The logging policy as candidate: every weight is 1, so the estimate is
+    // the logged value exactly and the effective sample size is every decision.
+    let (code, v, err) = replay(&[
+        "--logs",
+        &logs_dir,
+        "--policies",
+        &keep_dir,
+        "--candidate",
+        EPSILON_GREEDY,
+        "--settings",
+        settings.to_str().unwrap(),
+        "--outcomes",
+        &outcomes,
+    ]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    let e = &v["estimate"];
+    assert_eq!(e["kind"], "value", "{v}");
+    let truth = streamed as f64 / decisions as f64;
+    assert!((e["snips"].as_f64().unwrap() - truth).abs() < 1e-12, "{e}");
+    assert!(
+        (e["logged_value"].as_f64().unwrap() - truth).abs() < 1e-12,
+        "{e}"
+    );
+    assert_eq!(e["decisions"].as_u64(), Some(decisions));
+    assert!(
+        (e["ess"].as_f64().unwrap() - decisions as f64).abs() < 1e-6,
+        "{e}"
+    );
+    let ci = &e["snips_ci"];
+    assert!(
+        ci["low"].as_f64().unwrap() <= truth && truth <= ci["high"].as_f64().unwrap(),
+        "{e}"
+    );
+
+    // Deterministic logging (guarded-boost on radio) against an exploring
+    // candidate: the logs never show what the candidate would often do, and
+    // replay says "no support" instead of a number.
+    let radio_logs = tempfile::tempdir().unwrap();
+    // Only radio is logged: its route says 1.0, the server default is 0.
+    let s = TestServer::start_with(
+        |d| deployment(d, "[routes.radio.log]\nsample = 1.0\n"),
+        logging(radio_logs.path(), 0.0, None),
+    )
+    .await;
+    for i in 0..10u64 {
+        assert_eq!(
+            s.score(request("radio", &format!("d-{i}"), 80 + i)).await.0,
+            200
+        );
+    }
+    s.shutdown().await;
+    assert!(!records(radio_logs.path()).is_empty(), "radio was logged");
+    let (code, v, err) = replay(&[
+        "--logs",
+        radio_logs.path().to_str().unwrap(),
+        "--policies",
+        &keep_dir,
+        "--candidate",
+        EPSILON_GREEDY,
+        "--settings",
+        settings.to_str().unwrap(),
+        "--outcomes",
+        &outcomes,
+    ]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    assert_eq!(v["estimate"]["kind"], "no_support", "{v}");
+    assert!(
+        v["estimate"]["unsupported_share"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+}

@@ -22,8 +22,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context as _, bail};
+use oasis::decision_log::outcomes::Outcomes;
 use oasis::decision_log::{DecisionRecord, Records};
 use oasis::divergence::{DecisionColumns, DivergenceStats, compare};
+use oasis::ope::{Accumulator, Decision, Estimate, Estimator};
 use oasis::{Policy, Runtime, RuntimeConfig, request};
 use oasis_contract::ReasonBits;
 
@@ -44,6 +46,10 @@ pub struct Args {
     /// Settings of the candidate (JSON, or TOML with a .toml extension).
     #[arg(long, requires = "candidate")]
     pub settings: Option<PathBuf>,
+    /// Outcome events (files, directories, globs): estimate the candidate's
+    /// value off-policy from the logged propensities.
+    #[arg(long, num_args = 1.., requires = "candidate")]
+    pub outcomes: Vec<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +79,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let outcomes = if args.outcomes.is_empty() {
+        None
+    } else {
+        Some(Outcomes::load(&args.outcomes).context("reading the outcomes")?)
+    };
     let mut records = Records::open(&args.logs).context("reading the decision logs")?;
     let policies = Policies {
         runtime,
@@ -87,12 +98,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let report = std::thread::scope(|scope| -> anyhow::Result<Report> {
         for _ in 0..workers {
             let (rx, tx) = (&work_rx, done_tx.clone());
-            let (policies, candidate) = (&policies, candidate.clone());
+            let (policies, candidate, outcomes) = (&policies, candidate.clone(), outcomes.as_ref());
             scope.spawn(move || {
                 loop {
                     let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok(record) = next else { break };
-                    let outcome = replay_one(policies, candidate.as_deref(), &record);
+                    let outcome = replay_one(policies, candidate.as_deref(), outcomes, &record);
                     if tx.send(outcome).is_err() {
                         break;
                     }
@@ -224,14 +235,22 @@ enum Outcome {
         divergence: Option<oasis::divergence::Divergence>,
         promoted: Vec<(String, bool, bool)>,
         error: Option<String>,
+        /// The record's off-policy decisions, when outcomes were given.
+        ope: Option<Vec<Decision>>,
     },
     /// A record that could not be replayed (module missing, bad request).
     Error { request_id: String, error: String },
-    /// A record not replayed (the host's passthrough decided).
+    /// A record not replayed (the host's passthrough decided; a shadow's
+    /// decisions when comparing a candidate).
     Skipped,
 }
 
-fn replay_one(policies: &Policies, candidate: Option<&Policy>, r: &DecisionRecord) -> Outcome {
+fn replay_one(
+    policies: &Policies,
+    candidate: Option<&Policy>,
+    outcomes: Option<&Outcomes>,
+    r: &DecisionRecord,
+) -> Outcome {
     let error = |e: String| Outcome::Error {
         request_id: r.request_id.clone(),
         error: e,
@@ -247,6 +266,10 @@ fn replay_one(policies: &Policies, candidate: Option<&Policy>, r: &DecisionRecor
     };
     let logged = &r.decisions;
     if let Some(candidate) = candidate {
+        if r.shadow {
+            // A shadow's decisions were never served: not the logging policy's.
+            return Outcome::Skipped;
+        }
         let promoted_logged: Vec<bool> = logged
             .reasons
             .iter()
@@ -275,16 +298,35 @@ fn replay_one(policies: &Policies, candidate: Option<&Policy>, r: &DecisionRecor
                         ))
                     })
                     .collect();
+                // Off-policy data: each campaign track's logged action and
+                // propensity, the candidate's promote probability, the reward.
+                let ope = outcomes.map(|o| {
+                    req.candidates
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.campaign.is_some())
+                        .map(|(i, c)| {
+                            Decision::from_reasons(
+                                logged.reasons[i],
+                                logged.propensity[i],
+                                d.propensity[i],
+                                o.reward(&r.request_id, &c.id),
+                            )
+                        })
+                        .collect()
+                });
                 Outcome::Candidate {
                     divergence: div,
                     promoted,
                     error: None,
+                    ope,
                 }
             }
             Err(e) => Outcome::Candidate {
                 divergence: None,
                 promoted: Vec::new(),
                 error: Some(e.kind().as_str().to_string()),
+                ope: None,
             },
         };
     }
@@ -344,6 +386,10 @@ struct Report {
     candidate_errors: BTreeMap<String, u64>,
     /// Campaign id -> (promoted in the log, promoted by the candidate).
     promoted_per_campaign: BTreeMap<String, (u64, u64)>,
+    #[serde(skip)]
+    ope: Option<Accumulator>,
+    /// Off-policy estimate of the candidate's value, with outcomes.
+    estimate: Option<Estimate>,
 }
 
 impl Report {
@@ -370,7 +416,13 @@ impl Report {
                 divergence,
                 promoted,
                 error,
+                ope,
             } => {
+                if let Some(decisions) = ope {
+                    self.ope
+                        .get_or_insert_with(|| Estimator::default().accumulator())
+                        .add_request(decisions);
+                }
                 self.replayed += 1;
                 let stats = self.divergence.get_or_insert_with(DivergenceStats::default);
                 if let Some(kind) = error {
@@ -402,6 +454,7 @@ impl Report {
 
     fn print(mut self, args: &Args) -> anyhow::Result<()> {
         self.divergence_summary = self.divergence.as_ref().map(|d| d.summary());
+        self.estimate = self.ope.take().map(Accumulator::finish);
         if args.json {
             println!("{}", serde_json::to_string_pretty(&self)?);
             return Ok(());
@@ -433,6 +486,29 @@ impl Report {
                     );
                 }
                 println!("candidate errors: {} of {}", s.errors, s.samples + s.errors);
+                match &self.estimate {
+                    Some(Estimate::Value(e)) => println!(
+                        "value (mean reward per campaign-track decision): candidate {:.4} [{:.4}, {:.4}] (self-normalised IPS, {:.0}% bootstrap), IPS {:.4}, clipped IPS {:.4}; logged policy {:.4}; ESS {:.0} of {} decisions",
+                        e.snips,
+                        e.snips_ci.low,
+                        e.snips_ci.high,
+                        e.level * 100.0,
+                        e.ips,
+                        e.clipped_ips,
+                        e.logged_value,
+                        e.ess,
+                        e.decisions
+                    ),
+                    Some(Estimate::NoSupport(n)) => println!(
+                        "value: no support: the logged policy never took the candidate's action on {:.1}% of {} decisions (it did not explore there)",
+                        n.unsupported_share * 100.0,
+                        n.decisions
+                    ),
+                    Some(Estimate::NoData { .. }) => {
+                        println!("value: no decisions to estimate from")
+                    }
+                    None => {}
+                }
                 println!("{:<24} {:>10} {:>10}", "campaign", "logged", "candidate");
                 for (c, (l, n)) in &self.promoted_per_campaign {
                     println!("{c:<24} {l:>10} {n:>10}");
