@@ -45,8 +45,7 @@
 //! Memory is one entry per `(request_id, candidate_id)` that has events.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -58,7 +57,6 @@ use super::reader::{self, ReadError};
 pub const MAX_LINE_BYTES: usize = 64 << 10;
 
 /// Read buffer per open file.
-const READ_BUFFER: usize = 64 << 10;
 
 /// What the listener did with a candidate track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -221,22 +219,13 @@ impl Outcomes {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
-        let zstd = path.extension().is_some_and(|e| e == "zst");
-        let mut reader: Box<dyn BufRead> = if zstd {
-            Box::new(BufReader::with_capacity(
-                READ_BUFFER,
-                zstd::stream::read::Decoder::new(file).map_err(io_err)?,
-            ))
-        } else {
-            Box::new(BufReader::with_capacity(READ_BUFFER, file))
-        };
+        let (mut reader, zstd) = reader::open_lines(path).map_err(io_err)?;
         let mut line = Vec::new();
         loop {
-            match read_line(&mut reader, &mut line) {
-                Ok(Line::End) => return Ok(()),
-                Ok(Line::Read) => self.parse_line(&line, path),
-                Ok(Line::TooLong) => self.skipped += 1,
+            match reader::read_line(&mut reader, &mut line, MAX_LINE_BYTES) {
+                Ok(reader::Line::End) => return Ok(()),
+                Ok(reader::Line::Read) => self.parse_line(&line, path),
+                Ok(reader::Line::TooLong) => self.skipped += 1,
                 Err(e) if zstd && e.kind() == io::ErrorKind::UnexpectedEof => {
                     // An unfinished frame: what was decoded is all there is.
                     self.truncated += 1;
@@ -298,48 +287,6 @@ pub fn outcome_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, OutcomeError> {
         }
     }
     Ok(out)
-}
-
-/// What [`read_line`] found.
-enum Line {
-    Read,
-    TooLong,
-    End,
-}
-
-/// Reads the next line into `buf` (cleared first), holding at most
-/// [`MAX_LINE_BYTES`] of it.
-fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
-    buf.clear();
-    let n = Read::take(&mut *r, MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf)?;
-    if n == 0 {
-        return Ok(Line::End);
-    }
-    if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
-        // Read past the rest of the line without holding it.
-        buf.clear();
-        loop {
-            let available = match r.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if available.is_empty() {
-                return Ok(Line::TooLong);
-            }
-            match available.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    r.consume(i + 1);
-                    return Ok(Line::TooLong);
-                }
-                None => {
-                    let len = available.len();
-                    r.consume(len);
-                }
-            }
-        }
-    }
-    Ok(Line::Read)
 }
 
 #[cfg(test)]
@@ -418,7 +365,7 @@ not json
         let (head, tail) = LINES.split_at(LINES.find("\n\n").unwrap() + 1);
         std::fs::write(dir.path().join("a.jsonl"), head).unwrap();
         let mut z = zstd::stream::write::Encoder::new(
-            File::create(dir.path().join("b.jsonl.zst")).unwrap(),
+            std::fs::File::create(dir.path().join("b.jsonl.zst")).unwrap(),
             3,
         )
         .unwrap();

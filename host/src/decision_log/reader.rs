@@ -277,8 +277,9 @@ impl Iterator for Records {
     }
 }
 
-/// Opens `path` for reading, decompressing `.zst` files.
-fn open(path: &Path) -> io::Result<Current> {
+/// Opens `path` for reading, decompressing `.zst` files; says whether it is
+/// compressed (an unfinished zstd frame then ends the file early).
+pub(crate) fn open_lines(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, bool)> {
     let file = File::open(path)?;
     let zstd = path.extension().is_some_and(|e| e == "zst");
     let reader: Box<dyn BufRead + Send> = if zstd {
@@ -289,6 +290,12 @@ fn open(path: &Path) -> io::Result<Current> {
     } else {
         Box::new(BufReader::with_capacity(READ_BUFFER, file))
     };
+    Ok((reader, zstd))
+}
+
+/// Opens `path` for reading.
+fn open(path: &Path) -> io::Result<Current> {
+    let (reader, zstd) = open_lines(path)?;
     Ok(Current {
         path: path.to_owned(),
         reader,
@@ -298,7 +305,7 @@ fn open(path: &Path) -> io::Result<Current> {
 }
 
 /// What [`read_line`] found.
-enum Line {
+pub(crate) enum Line {
     /// A line (with its newline, unless it is the file's last) is in the
     /// buffer.
     Read,
@@ -310,7 +317,7 @@ enum Line {
 
 /// Reads the next line into `buf` (cleared first), holding at most `max`
 /// bytes of it. On an error, `buf` holds what was read of the line.
-fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+pub(crate) fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
     if buf.capacity() > LINE_BUFFER_KEEP {
         *buf = Vec::new();
     }
