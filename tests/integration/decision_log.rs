@@ -161,6 +161,12 @@ async fn logged_decisions_replay_bit_for_bit_and_a_candidate_is_compared() {
         v["promoted_per_campaign"].as_object().unwrap().len() >= 3,
         "{v}"
     );
+    // Exposure per rights holder: each policy's promotions, as shares.
+    let holders = v["exposure_share_per_holder"].as_object().unwrap();
+    for side in 0..2 {
+        let total: f64 = holders.values().map(|s| s[side].as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-9, "side {side}: {holders:?}");
+    }
 
     // A record that no longer matches its version is reported by request id.
     let file = std::fs::read_dir(logs.path())

@@ -121,8 +121,20 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             Ok((records.skipped(), records.truncated()))
         });
         let mut report = Report::default();
+        let started = std::time::Instant::now();
+        let mut shown = started;
         for outcome in done_rx {
             report.add(outcome);
+            // Progress on long runs, on stderr (stdout stays the report).
+            if shown.elapsed() >= std::time::Duration::from_secs(5) {
+                shown = std::time::Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "replayed {} records in {secs:.0} s ({:.0}/s)",
+                    report.records,
+                    report.records as f64 / secs
+                );
+            }
         }
         let (skipped, truncated) = reader.join().expect("reader thread")?;
         report.skipped_lines = skipped;
@@ -234,6 +246,9 @@ enum Outcome {
     Candidate {
         divergence: Option<oasis::divergence::Divergence>,
         promoted: Vec<(String, bool, bool)>,
+        /// Per promoted track: its rights holder, promoted in the log, by
+        /// the candidate.
+        holders: Vec<(String, bool, bool)>,
         error: Option<String>,
         /// The record's off-policy decisions, when outcomes were given.
         ope: Option<Vec<Decision>>,
@@ -315,9 +330,23 @@ fn replay_one(
                         })
                         .collect()
                 });
+                let holders = req
+                    .candidates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        (
+                            c.rights_holder.to_string(),
+                            promoted_logged.get(i).copied().unwrap_or(false),
+                            reasons[i] & oasis_contract::reason::PROMOTED != 0,
+                        )
+                    })
+                    .filter(|(_, l, n)| *l || *n)
+                    .collect();
                 Outcome::Candidate {
                     divergence: div,
                     promoted,
+                    holders,
                     error: None,
                     ope,
                 }
@@ -325,6 +354,7 @@ fn replay_one(
             Err(e) => Outcome::Candidate {
                 divergence: None,
                 promoted: Vec::new(),
+                holders: Vec::new(),
                 error: Some(e.kind().as_str().to_string()),
                 ope: None,
             },
@@ -386,6 +416,11 @@ struct Report {
     candidate_errors: BTreeMap<String, u64>,
     /// Campaign id -> (promoted in the log, promoted by the candidate).
     promoted_per_campaign: BTreeMap<String, (u64, u64)>,
+    /// Rights holder -> (share of the log's promotions, share of the
+    /// candidate's): the exposure each holder gets under each policy.
+    exposure_share_per_holder: BTreeMap<String, (f64, f64)>,
+    #[serde(skip)]
+    holder_counts: BTreeMap<String, (u64, u64)>,
     #[serde(skip)]
     ope: Option<Accumulator>,
     /// Off-policy estimate of the candidate's value, with outcomes.
@@ -415,9 +450,15 @@ impl Report {
             Outcome::Candidate {
                 divergence,
                 promoted,
+                holders,
                 error,
                 ope,
             } => {
+                for (holder, logged, candidate) in holders {
+                    let e = self.holder_counts.entry(holder).or_default();
+                    e.0 += u64::from(logged);
+                    e.1 += u64::from(candidate);
+                }
                 if let Some(decisions) = ope {
                     self.ope
                         .get_or_insert_with(|| Estimator::default().accumulator())
@@ -455,6 +496,22 @@ impl Report {
     fn print(mut self, args: &Args) -> anyhow::Result<()> {
         self.divergence_summary = self.divergence.as_ref().map(|d| d.summary());
         self.estimate = self.ope.take().map(Accumulator::finish);
+        let (logged, candidate) = self
+            .holder_counts
+            .values()
+            .fold((0, 0), |(a, b), (l, n)| (a + l, b + n));
+        let share = |x: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                x as f64 / total as f64
+            }
+        };
+        self.exposure_share_per_holder = self
+            .holder_counts
+            .iter()
+            .map(|(h, (l, n))| (h.clone(), (share(*l, logged), share(*n, candidate))))
+            .collect();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&self)?);
             return Ok(());
@@ -512,6 +569,18 @@ impl Report {
                 println!("{:<24} {:>10} {:>10}", "campaign", "logged", "candidate");
                 for (c, (l, n)) in &self.promoted_per_campaign {
                     println!("{c:<24} {l:>10} {n:>10}");
+                }
+                println!(
+                    "{:<24} {:>10} {:>10}",
+                    "rights holder", "logged %", "candidate %"
+                );
+                for (h, (l, n)) in &self.exposure_share_per_holder {
+                    let h = if h.is_empty() {
+                        "(unknown)"
+                    } else {
+                        h.as_str()
+                    };
+                    println!("{h:<24} {:>10.1} {:>10.1}", l * 100.0, n * 100.0);
                 }
             }
         }
