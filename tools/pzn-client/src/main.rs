@@ -58,6 +58,7 @@
 mod catalog;
 mod example;
 mod load;
+mod simulate;
 mod traffic;
 
 use std::process::ExitCode;
