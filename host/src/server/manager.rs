@@ -51,6 +51,15 @@ pub enum Change {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// The host's own rollback of the canary `digest` after its guardrails
+    /// tripped; refused if the canary is no longer that version.
+    #[serde(skip)]
+    GuardrailRollback {
+        /// The canary version that breached.
+        digest: String,
+        /// The breach.
+        reason: String,
+    },
     /// Turn the kill switch on (serve the baseline) or off.
     Kill {
         /// On or off.
@@ -71,6 +80,7 @@ impl Change {
             Change::Canary { .. } => "canary.set",
             Change::Promote => "canary.promote",
             Change::Rollback { .. } => "rollback",
+            Change::GuardrailRollback { .. } => "rollback.automatic",
             Change::Kill { on: true } => "route.kill",
             Change::Kill { on: false } => "route.revive",
             Change::Shadow { on: true, .. } => "shadow.on",
@@ -193,6 +203,18 @@ impl RolloutManager {
                 reason = Some(why);
                 removed
             }
+            Change::GuardrailRollback {
+                digest,
+                reason: why,
+            } => {
+                if state.canary.as_ref().map(|c| c.digest.as_str()) != Some(digest.as_str()) {
+                    return Err(refused(RolloutError::NoCanary(route.to_string())));
+                }
+                let why = format!("guardrail: {why}");
+                let removed = state.rollback(route, &why, true, now).map_err(refused)?;
+                reason = Some(why);
+                removed
+            }
             Change::Kill { on } => {
                 if plan.baseline.is_none() && *on {
                     tracing::warn!(%route, "kill switch on a route without a baseline: the host's passthrough answers");
@@ -236,8 +258,10 @@ impl RolloutManager {
                 ..AuditEntry::now(who, change.action())
             },
         )?;
-        if matches!(change, Change::Rollback { .. }) {
-            self.metrics.rollback(route, false);
+        match change {
+            Change::Rollback { .. } => self.metrics.rollback(route, false),
+            Change::GuardrailRollback { .. } => self.metrics.rollback(route, true),
+            _ => {}
         }
         Ok(after)
     }
@@ -345,10 +369,11 @@ impl RolloutManager {
             if current.as_deref() != Some(r.digest.as_str()) {
                 continue;
             }
-            let change = Change::Rollback {
-                reason: Some(format!("guardrail: {}", r.reason)),
+            let change = Change::GuardrailRollback {
+                digest: r.digest.clone(),
+                reason: r.reason.clone(),
             };
-            match self.auto_rollback(&r, change).await {
+            match self.change(&r.route, change, GUARDRAILS_ACTOR).await {
                 Ok(_) => {
                     tracing::warn!(route = %r.route, digest = %r.digest, reason = %r.reason, "canary rolled back by its guardrails")
                 }
@@ -357,56 +382,6 @@ impl RolloutManager {
                 }
             }
         }
-    }
-
-    async fn auto_rollback(
-        self: &Arc<Self>,
-        r: &RollbackRequest,
-        change: Change,
-    ) -> Result<RouteRollout, ApiError> {
-        let this = self.clone();
-        let r2 = r.clone();
-        let after = tokio::task::spawn_blocking(move || {
-            // Marked automatic in the state, counted as the guardrails'.
-            let dir = this.dir();
-            let _lock = DirLock::acquire(&dir).map_err(internal)?;
-            let mut file = read_rollout(&dir)?;
-            let Some(state) = file.routes.get_mut(&r2.route) else {
-                return Err(refused(RolloutError::NoCanary(r2.route.clone())));
-            };
-            if state.canary.as_ref().map(|c| c.digest.as_str()) != Some(r2.digest.as_str()) {
-                return Err(refused(RolloutError::NoCanary(r2.route.clone())));
-            }
-            let before = state.clone();
-            let Change::Rollback { reason } = &change else {
-                unreachable!("auto_rollback takes a rollback");
-            };
-            let reason = reason.clone().unwrap_or_default();
-            state
-                .rollback(&r2.route, &reason, true, now_ms())
-                .map_err(refused)?;
-            let after = state.clone();
-            let policy = after.policy.clone();
-            this.commit(
-                &dir,
-                &file,
-                AuditEntry {
-                    route: Some(r2.route.clone()),
-                    policy: Some(policy),
-                    digest: Some(r2.digest.clone()),
-                    before: serde_json::to_value(&before).unwrap_or_default(),
-                    after: serde_json::to_value(&after).unwrap_or_default(),
-                    reason: Some(reason),
-                    ..AuditEntry::now(GUARDRAILS_ACTOR, "rollback.automatic")
-                },
-            )?;
-            this.metrics.rollback(&r2.route, true);
-            Ok(after)
-        })
-        .await
-        .map_err(internal)??;
-        self.reloader.reconcile().await;
-        Ok(after)
     }
 }
 
