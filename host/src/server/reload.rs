@@ -27,7 +27,7 @@ use crate::runtime::Runtime;
 use crate::server::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
 use crate::server::metrics::Metrics;
 use crate::server::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot};
-use crate::server::rollout::{ROLLOUT_FILE, RolloutFile, VersionRef};
+use crate::server::rollout::{ROLLOUT_FILE, RolloutFile};
 use crate::server::versions::{VersionRecord, VersionStore};
 
 /// Reconciles a policy directory into a [`Registry`].
@@ -463,20 +463,13 @@ pub(crate) fn pinned_versions(rollout: &RolloutFile, key: &str) -> BTreeSet<Stri
     let mut out = BTreeSet::new();
     for r in rollout.routes.values() {
         if r.policy == key {
-            out.extend(r.stable.clone());
-            out.extend(r.history.iter().flatten().cloned());
-            out.extend(r.canary.as_ref().map(|c| c.digest.clone()));
+            out.extend(r.own_versions(true).map(String::from));
         }
-        for s in &r.shadows {
-            if let Ok(VersionRef {
-                key: k,
-                digest: Some(d),
-            }) = VersionRef::parse(s)
-                && k == key
-            {
-                out.insert(d);
-            }
-        }
+        out.extend(
+            r.shadow_versions()
+                .filter(|(k, _)| k == key)
+                .map(|(_, d)| d),
+        );
     }
     out
 }
@@ -490,21 +483,14 @@ fn wanted_versions(next: &Snapshot) -> std::collections::BTreeMap<String, BTreeS
         let policy = next
             .routes
             .get(route)
-            .map(|c| c.policy.as_str())
-            .unwrap_or(route.as_str());
+            .map_or(route.as_str(), |c| c.policy.as_str());
         if r.policy == policy && next.policies.contains_key(policy) {
             let set = out.entry(policy.to_string()).or_default();
-            set.extend(r.stable.clone());
-            set.extend(r.canary.as_ref().map(|c| c.digest.clone()));
+            set.extend(r.own_versions(false).map(String::from));
         }
-        for s in &r.shadows {
-            if let Ok(VersionRef {
-                key,
-                digest: Some(d),
-            }) = VersionRef::parse(s)
-                && next.policies.contains_key(&key)
-            {
-                out.entry(key).or_default().insert(d);
+        for (key, digest) in r.shadow_versions() {
+            if next.policies.contains_key(&key) {
+                out.entry(key).or_default().insert(digest);
             }
         }
     }

@@ -233,6 +233,26 @@ impl RouteRollout {
         }
     }
 
+    /// Stored versions of the route's own policy this state refers to: the
+    /// pinned stable version and the canary, and with `history` the earlier
+    /// stable versions (kept for rollback).
+    pub fn own_versions(&self, history: bool) -> impl Iterator<Item = &str> {
+        let past = self.history.iter().flatten().filter(move |_| history);
+        self.stable
+            .iter()
+            .chain(self.canary.as_ref().map(|c| &c.digest))
+            .chain(past)
+            .map(String::as_str)
+    }
+
+    /// Stored versions the shadows name (`key@digest`), as (key, digest).
+    pub fn shadow_versions(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.shadows
+            .iter()
+            .filter_map(|s| VersionRef::parse(s).ok())
+            .filter_map(|r| Some((r.key, r.digest?)))
+    }
+
     fn push_history(&mut self, stable: Option<String>) {
         self.history.push(stable);
         if self.history.len() > MAX_HISTORY {
@@ -343,6 +363,28 @@ mod tests {
             r.rollback("radio", "again", false, 7),
             Err(RolloutError::NothingToRollBack(_))
         ));
+    }
+
+    #[test]
+    fn referenced_versions_include_history_only_when_asked() {
+        let mut r = RouteRollout::new("p");
+        r.set_canary(A, 5.0, 0).unwrap();
+        r.promote("x").unwrap();
+        r.set_canary(B, 5.0, 0).unwrap();
+        r.set_shadow(&format!("q@{A}"), true).unwrap();
+        r.set_shadow("q", true).unwrap();
+        assert_eq!(r.own_versions(false).collect::<Vec<_>>(), [A, B]);
+        assert_eq!(
+            r.own_versions(true).count(),
+            2,
+            "history holds the directory's (None)"
+        );
+        r.promote("x").unwrap();
+        assert_eq!(r.own_versions(true).collect::<Vec<_>>(), [B, A]);
+        assert_eq!(
+            r.shadow_versions().collect::<Vec<_>>(),
+            [("q".to_string(), A.to_string())]
+        );
     }
 
     #[test]
