@@ -24,6 +24,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A component's identity: `sha256:` and the hex SHA-256 of its bytes, as
+/// in responses, the version store and decision logs.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
 /// Compiles `wasm` (whose digest is `digest`), through the cache in `dir` when given.
 pub(crate) fn compile(
     engine: &Engine,

@@ -140,7 +140,7 @@ impl Policy {
             });
         }
         check_header(wasm)?;
-        let digest = format!("sha256:{}", crate::cache::sha256_hex(wasm));
+        let digest = crate::cache::digest(wasm);
         let template = Template::compile(runtime, wasm, &digest, limits)?;
         // Until the policy has named itself, its log lines carry its digest.
         let loading: Arc<str> = Arc::from(digest.as_str());

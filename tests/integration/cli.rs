@@ -145,10 +145,7 @@ fn inspect_shows_metadata_and_digest() {
             .iter()
             .any(|s| s["name"] == "theta")
     );
-    let digest = format!(
-        "sha256:{}",
-        oasis::cache::sha256_hex(&std::fs::read(GUARDED_BOOST).unwrap())
-    );
+    let digest = oasis::cache::digest(&std::fs::read(GUARDED_BOOST).unwrap());
     assert_eq!(v["digest"], digest);
     let (ok, text, _) = oasis(&["inspect", BASELINE]);
     assert!(ok && text.contains("name:        baseline"), "{text}");

@@ -225,7 +225,7 @@ impl Index {
         for path in wasm {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            modules.insert(format!("sha256:{}", oasis::cache::sha256_hex(&bytes)), path);
+            modules.insert(oasis::cache::digest(&bytes), path);
         }
         if modules.is_empty() {
             bail!("no modules in {}", dir.display());

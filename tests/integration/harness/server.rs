@@ -343,10 +343,7 @@ pub fn atomic_copy(from: &Path, to: &Path) {
 
 /// The `sha256:…` digest the server reports for the component at `path`.
 pub fn digest(path: &str) -> String {
-    format!(
-        "sha256:{}",
-        oasis::cache::sha256_hex(&std::fs::read(path).unwrap())
-    )
+    oasis::cache::digest(&std::fs::read(path).unwrap())
 }
 
 /// The armed small request (see [`small_body`]), sent to `route`.
