@@ -205,6 +205,14 @@ async fn serve_exits_0_on_sigterm_after_finishing_in_flight_requests() {
     )
     .unwrap();
     let server = ServeProcess::start(dir.path(), &[], &[]);
+    // No admin token: the admin API is off, and the log says so.
+    assert!(
+        server.startup.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin API disabled"))),
+        "{:?}",
+        server.startup
+    );
     let url = format!("{}/v1/score", server.url);
     let mut body: serde_json::Value =
         serde_json::from_slice(&crate::harness::small_body(true)).unwrap();

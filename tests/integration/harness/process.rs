@@ -14,7 +14,9 @@ pub struct ServeProcess {
     pub child: Child,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    /// Its log lines, parsed.
+    /// Its log lines up to readiness, parsed.
+    pub startup: Vec<Value>,
+    /// Its later log lines, parsed.
     pub logs: mpsc::Receiver<Value>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -57,6 +59,7 @@ impl ServeProcess {
             }
         });
         let mut addr = None;
+        let mut startup = Vec::new();
         loop {
             let line = logs
                 .recv_timeout(Duration::from_secs(30))
@@ -64,13 +67,16 @@ impl ServeProcess {
             if line["message"] == "listening" {
                 addr = line["addr"].as_str().map(String::from);
             }
-            if line["message"] == "initial policy set loaded; ready" {
+            let ready = line["message"] == "initial policy set loaded; ready";
+            startup.push(line);
+            if ready {
                 break;
             }
         }
         ServeProcess {
             child,
             url: format!("http://{}", addr.expect("listening address logged")),
+            startup,
             logs,
             reader: Some(reader),
         }
