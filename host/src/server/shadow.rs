@@ -43,12 +43,8 @@ pub fn spawn(
     if plan.shadows.is_empty() || served.arm == ArmKind::Passthrough {
         return;
     }
-    let d = &served.decisions;
-    let columns = Arc::new(ServedColumns {
-        scores: d.scores.clone(),
-        eligible: d.eligible.clone(),
-        reasons: d.reasons.iter().map(|r| r.reason_bits()).collect(),
-    });
+    // Copied once, and only if a shadow actually runs (not when all are shed).
+    let mut columns: Option<Arc<ServedColumns>> = None;
     for (reference, shadow) in &plan.shadows {
         let count =
             |result: &'static str| state.metrics.shadow_call(&plan.route, reference, result);
@@ -70,7 +66,16 @@ pub fn spawn(
         };
         let batch = shadow.policy.batch(req);
         let shadow = shadow.clone();
-        let columns = columns.clone();
+        let columns = columns
+            .get_or_insert_with(|| {
+                let d = &served.decisions;
+                Arc::new(ServedColumns {
+                    scores: d.scores.clone(),
+                    eligible: d.eligible.clone(),
+                    reasons: d.reasons.iter().map(|r| r.reason_bits()).collect(),
+                })
+            })
+            .clone();
         let runtime = state.route_stats.get(&plan.route);
         let metrics = state.metrics.clone();
         let (route, reference) = (plan.route.clone(), reference.clone());
