@@ -74,7 +74,7 @@ pub struct Policy {
     identity: Arc<PolicyRef>,
     columns: Vec<String>,
     settings_json: String,
-    settings_sha256: String,
+    settings_sha256: Arc<str>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -166,7 +166,7 @@ impl Policy {
             columns: info.feature_columns(),
             info,
             settings_json: settings_json.to_string(),
-            settings_sha256: crate::cache::sha256_hex(settings_json.as_bytes()),
+            settings_sha256: Arc::from(crate::cache::sha256_hex(settings_json.as_bytes())),
         };
         policy
             .call(&policy.smoke_request())
@@ -205,7 +205,7 @@ impl Policy {
 
     /// SHA-256 (hex) of [`Policy::settings_json`]: with the digest, what
     /// identifies the behaviour of a loaded version.
-    pub fn settings_sha256(&self) -> &str {
+    pub fn settings_sha256(&self) -> &Arc<str> {
         &self.settings_sha256
     }
 

@@ -51,7 +51,7 @@ impl DecisionLogging {
         let settings = served
             .active
             .as_ref()
-            .map_or(Arc::from(""), |a| Arc::from(a.policy.settings_sha256()));
+            .map_or_else(|| Arc::from(""), |a| a.policy.settings_sha256().clone());
         self.log.log(PendingRecord {
             at_ms: now_ms(),
             request_id: request_id.to_string(),
@@ -87,7 +87,7 @@ impl DecisionLogging {
         request_id: &str,
         body: &Bytes,
         policy: &Arc<PolicyRef>,
-        settings_sha256: &str,
+        settings_sha256: &Arc<str>,
         decisions: &WitDecisions,
         usage: &crate::policy::Usage,
     ) {
@@ -99,7 +99,7 @@ impl DecisionLogging {
             arm: Cow::Borrowed("shadow"),
             shadow: true,
             policy: policy.clone(),
-            settings_sha256: Arc::from(settings_sha256),
+            settings_sha256: settings_sha256.clone(),
             fallback: None,
             request: body.clone(),
             decisions: DecisionColumnsRecord::from_wit(decisions),
