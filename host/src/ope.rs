@@ -333,10 +333,19 @@ impl Estimator {
 /// Per request sums: all the bootstrap needs.
 #[derive(Debug, Clone, Copy, Default)]
 struct RequestSums {
+    /// Orders the requests before the bootstrap, so that the intervals do
+    /// not depend on the order in which requests were added.
+    key: u64,
     wr: f64,
     w: f64,
     clipped_wr: f64,
     n: u32,
+    // For the totals, summed in key order at the end (floating-point sums
+    // depend on their order).
+    w2: f64,
+    r: f64,
+    max_w: f64,
+    unsupported: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -366,27 +375,35 @@ impl Accumulator {
     /// Adds the decisions of one logged request (resampled together by the
     /// bootstrap). A request with no valid decision is not counted.
     pub fn add_request<I: IntoIterator<Item = Decision>>(&mut self, decisions: I) {
+        let key = self.requests.len() as u64;
+        self.add_keyed_request(key, decisions);
+    }
+
+    /// [`add_request`](Accumulator::add_request) for requests added in no
+    /// particular order (e.g. by several threads): the bootstrap resamples
+    /// requests sorted by `key` (e.g. a hash of the request id), so the
+    /// intervals are the same whatever the order of the calls.
+    pub fn add_keyed_request<I: IntoIterator<Item = Decision>>(&mut self, key: u64, decisions: I) {
         let clip = self.estimator.clip;
-        let mut sums = RequestSums::default();
+        let mut sums = RequestSums {
+            key,
+            ..RequestSums::default()
+        };
         for d in decisions {
             let Some((logged, candidate, unsupported)) = d.probabilities() else {
                 self.totals.malformed += 1;
                 continue;
             };
             let w = candidate / logged;
-            let t = &mut self.totals;
-            t.decisions += 1;
-            t.unsupported += u64::from(unsupported);
-            t.w += w;
-            t.w2 += w * w;
-            t.wr += w * d.reward;
-            t.clipped_wr += w.min(clip) * d.reward;
-            t.r += d.reward;
-            t.max_w = t.max_w.max(w);
+            self.totals.decisions += 1;
             sums.wr += w * d.reward;
             sums.w += w;
             sums.clipped_wr += w.min(clip) * d.reward;
             sums.n += 1;
+            sums.w2 += w * w;
+            sums.r += d.reward;
+            sums.max_w = sums.max_w.max(w);
+            sums.unsupported += u32::from(unsupported);
         }
         if sums.n > 0 {
             self.requests.push(sums);
@@ -409,8 +426,25 @@ impl Accumulator {
     }
 
     /// The estimates, intervals and diagnostics.
-    pub fn finish(self) -> Estimate {
-        let t = self.totals;
+    pub fn finish(mut self) -> Estimate {
+        self.requests
+            .sort_by(|a, b| a.key.cmp(&b.key).then(a.wr.total_cmp(&b.wr)));
+        // The same totals, summed in key order: the result does not depend
+        // on the order in which requests were added.
+        let mut t = Totals {
+            malformed: self.totals.malformed,
+            ..Totals::default()
+        };
+        for x in &self.requests {
+            t.decisions += u64::from(x.n);
+            t.unsupported += u64::from(x.unsupported);
+            t.w += x.w;
+            t.w2 += x.w2;
+            t.wr += x.wr;
+            t.clipped_wr += x.clipped_wr;
+            t.r += x.r;
+            t.max_w = t.max_w.max(x.max_w);
+        }
         let e = self.estimator;
         if t.decisions == 0 {
             return Estimate::NoData {

@@ -215,7 +215,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         RequestError::Invalid {
             field: field.into(),
             reason: reason.into(),
@@ -424,7 +424,13 @@ impl<'a> std::ops::Deref for ValidRequest<'a> {
     }
 }
 
-fn check_id(field: impl Fn() -> String, v: &str, required: bool) -> Result<(), RequestError> {
+/// Checks an id the contract bounds: not empty when `required`, no control
+/// characters, at most [`MAX_ID_BYTES`]; the error names `field()`.
+pub(crate) fn check_id(
+    field: impl Fn() -> String,
+    v: &str,
+    required: bool,
+) -> Result<(), RequestError> {
     if required && v.is_empty() {
         return Err(RequestError::invalid(field(), "must not be empty"));
     }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use axum::http::Method;
 use oasis::decision_log::{DecisionLogConfig, DecisionRecord, Records};
 use oasis::server::DecisionLogSettings;
 use oasis_test_components::{BASELINE, EPSILON_GREEDY, GUARDED_BOOST, PID_PACING};
@@ -52,6 +53,10 @@ fn request(route: &str, id: &str, seed: u64) -> Vec<u8> {
     v["context"]["request_id"] = id.into();
     v["context"]["seed"] = seed.into();
     serde_json::to_vec(&v).unwrap()
+}
+
+fn digest_of(path: &Path) -> String {
+    oasis::cache::digest(&std::fs::read(path).unwrap())
 }
 
 fn records(dir: &Path) -> Vec<DecisionRecord> {
@@ -144,7 +149,9 @@ async fn logged_decisions_replay_bit_for_bit_and_a_candidate_is_compared() {
         "{v}"
     );
 
-    // A candidate runs on the logged traffic and is compared.
+    // Candidates run on the logged traffic and are compared: a module, and
+    // a manifest (module and settings as served: here the `p` policy itself).
+    let manifest = keep.path().join("p.toml");
     let (code, v, err) = replay(&[
         "--logs",
         logs.path().to_str().unwrap(),
@@ -152,21 +159,47 @@ async fn logged_decisions_replay_bit_for_bit_and_a_candidate_is_compared() {
         keep.path().to_str().unwrap(),
         "--candidate",
         PID_PACING,
+        "--candidate",
+        manifest.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{v}\n{err}");
-    let d = &v["divergence_summary"];
+    let candidates = v["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 2, "{v}");
+    assert_eq!(candidates[0]["name"], "pid_pacing", "{v}");
+    assert_eq!(candidates[1]["name"], "p", "named after the manifest");
+    let d = &candidates[0]["divergence"];
     assert_eq!(d["samples"].as_u64(), Some(20), "{v}");
     assert!(d["mean"]["score_mae"].as_f64().unwrap() > 0.0, "{d}");
     assert!(
-        v["promoted_per_campaign"].as_object().unwrap().len() >= 3,
+        candidates[0]["promoted_per_campaign"]
+            .as_object()
+            .unwrap()
+            .len()
+            >= 3,
         "{v}"
     );
+    // The served policy as a candidate agrees with the log on its own
+    // requests (radio), and not on explore's (epsilon-greedy served those).
+    let same = &candidates[1]["divergence"]["mean"];
+    assert!(same["topk_overlap"].as_f64().unwrap() < 1.0, "{same}");
+    assert_eq!(
+        candidates[1]["digest"],
+        digest_of(&keep.path().join("p.wasm"))
+    );
     // Exposure per rights holder: each policy's promotions, as shares.
-    let holders = v["exposure_share_per_holder"].as_object().unwrap();
-    for side in 0..2 {
-        let total: f64 = holders.values().map(|s| s[side].as_f64().unwrap()).sum();
-        assert!((total - 1.0).abs() < 1e-9, "side {side}: {holders:?}");
+    for side in [&v["logged"], &candidates[0], &candidates[1]] {
+        let holders = side["exposure_share_per_holder"].as_object().unwrap();
+        let total: f64 = holders.values().map(|s| s.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{holders:?}");
+        let per_campaign: u64 = side["promoted_per_campaign"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(per_campaign, side["promoted"].as_u64().unwrap(), "{side}");
     }
+    assert!(v["logged"]["promoted"].as_u64().unwrap() > 0, "{v}");
 
     // A record that no longer matches its version is reported by request id.
     let file = std::fs::read_dir(logs.path())
@@ -244,7 +277,7 @@ async fn sampling_is_by_request_id_and_ids_can_be_pseudonymised() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn outcomes_give_an_off_policy_estimate_and_no_support_is_said() {
+async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_is_said() {
     let logs = tempfile::tempdir().unwrap();
     // Only the exploring route is logged: epsilon-greedy logs exact propensities.
     let s = TestServer::start_with(
@@ -252,18 +285,60 @@ async fn outcomes_give_an_off_policy_estimate_and_no_support_is_said() {
         logging(logs.path(), 1.0, None),
     )
     .await;
+    // What listeners did, posted as the server answers: promoted campaign
+    // tracks were streamed, the other campaign tracks skipped.
+    let (mut decisions, mut streamed) = (0u64, 0u64);
     for i in 0..30u64 {
-        assert_eq!(
-            s.score(request("explore", &format!("e-{i}"), 50 + i))
-                .await
-                .0,
-            200
-        );
+        let id = format!("e-{i}");
+        let body = request("explore", &id, 50 + i);
+        let (status, answer) = s.score(body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
         assert_eq!(
             s.score(request("radio", &format!("r-{i}"), 50 + i)).await.0,
             200
         );
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        let mut events = String::new();
+        for (c, scored) in sent["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(answer["scores"].as_array().unwrap())
+        {
+            if c.get("campaign").is_none() {
+                continue;
+            }
+            let promoted = scored["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "promoted");
+            decisions += 1;
+            streamed += u64::from(promoted);
+            let event = if promoted { "stream" } else { "skip" };
+            events.push_str(&format!(
+                "{{\"request_id\": \"{id}\", \"candidate_id\": {}, \"event\": \"{event}\"}}\n",
+                c["id"]
+            ));
+        }
+        let r = s
+            .send(Method::POST, "/v1/outcomes", events.into_bytes())
+            .await;
+        assert_eq!(r.status, 202, "{}", r.json());
     }
+    // A bad batch is refused whole, naming the event.
+    let r = s
+        .send(
+            Method::POST,
+            "/v1/outcomes",
+            b"{\"request_id\": \"e-0\", \"candidate_id\": \"x\", \"event\": \"stream\"}\n{\"request_id\": \"e-0\", \"candidate_id\": \"\", \"event\": \"stream\"}".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (422, Some("events[1].candidate_id"))
+    );
+    let metrics = s.metrics().await;
     let keep = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(s.dir.path()).unwrap() {
         let p = f.unwrap().path();
@@ -272,55 +347,52 @@ async fn outcomes_give_an_off_policy_estimate_and_no_support_is_said() {
         }
     }
     s.shutdown().await;
-
-    // What listeners did: promoted campaign tracks were streamed, the other
-    // campaign tracks skipped.
-    let logged = records(logs.path());
-    assert_eq!(logged.len(), 30);
-    let mut events = String::new();
-    let (mut decisions, mut streamed) = (0u64, 0u64);
-    for r in &logged {
-        let req: Value = serde_json::from_str(r.request.get()).unwrap();
-        for (i, c) in req["candidates"].as_array().unwrap().iter().enumerate() {
-            if c.get("campaign").is_none() {
-                continue;
-            }
-            let promoted = r.decisions.reasons[i] & oasis_contract::reason::PROMOTED != 0;
-            decisions += 1;
-            streamed += u64::from(promoted);
-            let event = if promoted { "stream" } else { "skip" };
-            events.push_str(&format!(
-                "{{\"request_id\": \"{}\", \"candidate_id\": {}, \"event\": \"{event}\"}}\n",
-                r.request_id, c["id"]
-            ));
-        }
-    }
-    let outcomes = logs.path().join("outcomes.jsonl");
-    std::fs::write(&outcomes, events).unwrap();
-    let settings = keep.path().join("eps.json");
-    std::fs::write(&settings, r#"{"epsilon": 0.3}"#).unwrap();
-    let (logs_dir, keep_dir, outcomes) = (
-        logs.path().to_str().unwrap().to_string(),
-        keep.path().to_str().unwrap().to_string(),
-        outcomes.to_str().unwrap().to_string(),
+    assert!(
+        metrics.contains("oasis_outcome_events{state=\"written\"}"),
+        "{metrics}"
     );
 
-    // The logging policy as candidate: every weight is 1, so the estimate is
-    // the logged value exactly and the effective sample size is every decision.
+    let logged = records(logs.path());
+    assert_eq!(logged.len(), 30);
+    let outcome_files: Vec<String> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("outcomes-"))
+        .collect();
+    assert_eq!(outcome_files.len(), 1, "{outcome_files:?}");
+    let settings = keep.path().join("eps.json");
+    std::fs::write(&settings, r#"{"epsilon": 0.3}"#).unwrap();
+    let wider = keep.path().join("eps-wide.json");
+    std::fs::write(&wider, r#"{"epsilon": 0.6}"#).unwrap();
+    let (logs_dir, keep_dir) = (
+        logs.path().to_str().unwrap().to_string(),
+        keep.path().to_str().unwrap().to_string(),
+    );
+    // The log directory holds decisions and outcomes; each reader takes its own.
+    let outcomes = logs_dir.clone();
+
+    // The logging policy as a candidate: every weight is 1, so the estimate
+    // is the logged value exactly and the effective sample size is every
+    // decision. A second, more exploring candidate gets its own estimate.
+    let logger = format!("{EPSILON_GREEDY}={}", settings.display());
+    let explorer = format!("{EPSILON_GREEDY}={}", wider.display());
     let (code, v, err) = replay(&[
         "--logs",
         &logs_dir,
         "--policies",
         &keep_dir,
         "--candidate",
-        EPSILON_GREEDY,
-        "--settings",
-        settings.to_str().unwrap(),
+        &logger,
+        "--candidate",
+        &explorer,
         "--outcomes",
         &outcomes,
+        "--measure-scaling",
     ]);
     assert_eq!(code, Some(0), "{v}\n{err}");
-    let e = &v["estimate"];
+    assert_eq!(v["candidates"][0]["name"], "epsilon_greedy[eps]", "{v}");
+    assert_eq!(v["candidates"][1]["name"], "epsilon_greedy[eps-wide]");
+    let e = &v["candidates"][0]["estimate"];
     assert_eq!(e["kind"], "value", "{v}");
     let truth = streamed as f64 / decisions as f64;
     assert!((e["snips"].as_f64().unwrap() - truth).abs() < 1e-12, "{e}");
@@ -337,6 +409,18 @@ async fn outcomes_give_an_off_policy_estimate_and_no_support_is_said() {
     assert!(
         ci["low"].as_f64().unwrap() <= truth && truth <= ci["high"].as_f64().unwrap(),
         "{e}"
+    );
+    let wide = &v["candidates"][1]["estimate"];
+    assert_eq!(wide["kind"], "value", "{v}");
+    assert!(
+        wide["ess"].as_f64().unwrap() < decisions as f64,
+        "another policy's weights vary: {wide}"
+    );
+    let scaling = &v["scaling"];
+    assert!(
+        scaling["single_thread_records_per_s"].as_f64().unwrap() > 0.0
+            && scaling["efficiency"].as_f64().unwrap() > 0.0,
+        "{v}"
     );
 
     // Deterministic logging (guarded-boost on radio) against an exploring
@@ -370,9 +454,7 @@ async fn outcomes_give_an_off_policy_estimate_and_no_support_is_said() {
         &outcomes,
     ]);
     assert_eq!(code, Some(0), "{v}\n{err}");
-    assert_eq!(v["estimate"]["kind"], "no_support", "{v}");
-    assert!(
-        v["estimate"]["unsupported_share"].as_f64().unwrap() > 0.0,
-        "{v}"
-    );
+    let e = &v["candidates"][0]["estimate"];
+    assert_eq!(e["kind"], "no_support", "{v}");
+    assert!(e["unsupported_share"].as_f64().unwrap() > 0.0, "{v}");
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! oasis replay --logs decisions/ --policies deploy/policies            # determinism
 //! oasis replay --logs decisions/ --policies deploy/policies \
-//!              --candidate new.wasm [--settings s.toml]                 # divergence
+//!              --candidate new.wasm=s.toml --candidate deploy/policies/x.toml \
+//!              [--outcomes outcomes/]                                   # candidates
 //! ```
 //!
 //! Every logged decision names the version that made it (digest) and the
@@ -11,23 +12,34 @@
 //! policy directory's modules and its version store, and the settings by
 //! hash among its manifests, so replaying the served version must reproduce
 //! the logged output bit for bit; any difference is listed by request id.
-//! With `--candidate`, the candidate runs on every logged request and its
-//! divergence from the logged decisions is summarised with the same metrics
-//! as shadow scoring. Records stream from the files (memory independent of
-//! the log's size) and are scored on every core.
+//!
+//! With one or more `--candidate`s, every candidate runs on every logged
+//! request and is compared with the logged decisions: the same metrics as
+//! shadow scoring, promoted tracks per campaign and each rights holder's
+//! exposure share, and with `--outcomes` an off-policy estimate of its
+//! value ([`oasis::ope`]).
+//!
+//! Records stream from the files (memory independent of the log's size,
+//! apart from the per-request sums of the estimates) and are parsed and
+//! scored on every core: one thread only reads lines, the workers parse
+//! and score. `--measure-scaling` replays once on one thread and once on
+//! all, and reports the parallel efficiency.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use oasis::decision_log::outcomes::Outcomes;
 use oasis::decision_log::{DecisionRecord, Records};
-use oasis::divergence::{DecisionColumns, DivergenceStats, compare};
+use oasis::divergence::{DecisionColumns, Divergence, DivergenceStats, DivergenceSummary, compare};
 use oasis::ope::{Accumulator, Decision, Estimate, Estimator};
 use oasis::{Policy, Runtime, RuntimeConfig, request};
 use oasis_contract::ReasonBits;
+use oasis_contract::reason::PROMOTED;
 
 /// Arguments of `oasis replay`.
 #[derive(Debug, clap::Args)]
@@ -39,108 +51,74 @@ pub struct Args {
     /// the settings, its modules and `versions/` the logged versions.
     #[arg(long)]
     pub policies: PathBuf,
-    /// Instead of the logged versions, run this component and report its
-    /// divergence from the logged decisions.
-    #[arg(long)]
-    pub candidate: Option<PathBuf>,
-    /// Settings of the candidate (JSON, or TOML with a .toml extension).
-    #[arg(long, requires = "candidate")]
+    /// A policy to evaluate on the logged requests instead of checking
+    /// determinism; repeat for several. SPEC is a manifest (`x.toml`: its
+    /// module and settings, as `oasis serve` loads them), a component
+    /// (`x.wasm`, with its default settings or `--settings`), or
+    /// `x.wasm=SETTINGS` (a JSON or `.toml` settings file).
+    #[arg(long = "candidate", value_name = "SPEC")]
+    pub candidates: Vec<String>,
+    /// Settings of a single `x.wasm` candidate given without `=SETTINGS`
+    /// (JSON, or TOML with a .toml extension).
+    #[arg(long, requires = "candidates")]
     pub settings: Option<PathBuf>,
-    /// Outcome events (files, directories, globs): estimate the candidate's
-    /// value off-policy from the logged propensities.
-    #[arg(long, num_args = 1.., requires = "candidate")]
+    /// Outcome events (files, directories, globs): estimate each
+    /// candidate's value off-policy from the logged propensities.
+    #[arg(long, num_args = 1.., requires = "candidates")]
     pub outcomes: Vec<PathBuf>,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Differences listed at most.
+    /// Differences, errors and campaigns listed at most in the tables.
     #[arg(long, default_value_t = 20)]
     pub show: usize,
+    /// Worker threads; default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Replay once on one worker thread, then on all of them, and report
+    /// the parallel efficiency (rate on N / (N × rate on 1)).
+    #[arg(long)]
+    pub measure_scaling: bool,
     #[command(flatten)]
     pub limits: super::LimitArgs,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
     let runtime = Runtime::new(RuntimeConfig {
-        max_instances: (workers as u32 + 2).max(super::CLI_INSTANCES),
+        max_instances: (threads as u32 + 2).max(super::CLI_INSTANCES),
         ..Default::default()
     })?;
     let index = Index::scan(&args.policies)?;
-    let candidate = match &args.candidate {
-        Some(path) => {
-            let settings = super::read_settings(args.settings.as_deref())?;
-            Some(Arc::new(super::load_policy(
-                &runtime,
-                path,
-                &settings,
-                args.limits.limits(),
-            )?))
-        }
-        None => None,
-    };
+    let candidates = load_candidates(&runtime, &args)?;
     let outcomes = if args.outcomes.is_empty() {
         None
     } else {
         Some(Outcomes::load(&args.outcomes).context("reading the outcomes")?)
     };
-    let mut records = Records::open(&args.logs).context("reading the decision logs")?;
     let policies = Policies {
         runtime,
         index,
         limits: args.limits.limits(),
         loaded: Mutex::new(HashMap::new()),
     };
-
-    let (work_tx, work_rx) = mpsc::sync_channel::<DecisionRecord>(workers * 4);
-    let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Outcome>();
-    let report = std::thread::scope(|scope| -> anyhow::Result<Report> {
-        for _ in 0..workers {
-            let (rx, tx) = (&work_rx, done_tx.clone());
-            let (policies, candidate, outcomes) = (&policies, candidate.clone(), outcomes.as_ref());
-            scope.spawn(move || {
-                loop {
-                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(record) = next else { break };
-                    let outcome = replay_one(policies, candidate.as_deref(), outcomes, &record);
-                    if tx.send(outcome).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let reader = scope.spawn(move || -> anyhow::Result<(u64, u64)> {
-            for record in records.by_ref() {
-                let record = record.context("reading the decision logs")?;
-                if work_tx.send(record).is_err() {
-                    break;
-                }
-            }
-            Ok((records.skipped(), records.truncated()))
-        });
-        let mut report = Report::default();
-        let started = std::time::Instant::now();
-        let mut shown = started;
-        for outcome in done_rx {
-            report.add(outcome);
-            // Progress on long runs, on stderr (stdout stays the report).
-            if shown.elapsed() >= std::time::Duration::from_secs(5) {
-                shown = std::time::Instant::now();
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "replayed {} records in {secs:.0} s ({:.0}/s)",
-                    report.records,
-                    report.records as f64 / secs
-                );
-            }
-        }
-        let (skipped, truncated) = reader.join().expect("reader thread")?;
-        report.skipped_lines = skipped;
-        report.truncated_files = truncated;
-        Ok(report)
-    })?;
+    let job = Job {
+        policies: &policies,
+        candidates: &candidates,
+        outcomes: outcomes.as_ref(),
+    };
+    let single = if args.measure_scaling {
+        Some(job.run(&args.logs, 1, args.json)?)
+    } else {
+        None
+    };
+    let mut report = job.run(&args.logs, threads, args.json)?;
+    if let Some(single) = single {
+        report.scaling = Some(Scaling::new(&single, &report));
+    }
     let failed = report.failed();
     report.print(&args)?;
     Ok(if failed {
@@ -148,6 +126,72 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A policy evaluated on the logged requests.
+struct Candidate {
+    /// How the reports name it.
+    name: String,
+    module: PathBuf,
+    policy: Policy,
+}
+
+/// Loads every `--candidate`, naming each after its manifest or module
+/// (and settings file), made unique.
+fn load_candidates(runtime: &Runtime, args: &Args) -> anyhow::Result<Vec<Candidate>> {
+    let bare_wasm = args
+        .candidates
+        .iter()
+        .filter(|s| !s.contains('=') && !s.ends_with(".toml"))
+        .count();
+    if args.settings.is_some() && (args.candidates.len() != 1 || bare_wasm != 1) {
+        bail!(
+            "--settings applies to a single `x.wasm` candidate; with several, give each its settings as `x.wasm=SETTINGS` or a manifest"
+        );
+    }
+    let mut out: Vec<Candidate> = Vec::with_capacity(args.candidates.len());
+    for spec in &args.candidates {
+        let (name, module, settings, limits) = if spec.ends_with(".toml") {
+            let manifest = oasis::server::manifest::Manifest::load(Path::new(spec))
+                .with_context(|| format!("candidate {spec}"))?;
+            (
+                manifest.key,
+                manifest.module,
+                manifest.settings_json,
+                manifest.limits,
+            )
+        } else {
+            let (module, settings_path) = match spec.split_once('=') {
+                Some((m, s)) => (PathBuf::from(m), Some(PathBuf::from(s))),
+                None => (PathBuf::from(spec), args.settings.clone()),
+            };
+            let stem = |p: &Path| {
+                p.file_stem()
+                    .map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into())
+            };
+            let name = match &settings_path {
+                Some(s) => format!("{}[{}]", stem(&module), stem(s)),
+                None => stem(&module),
+            };
+            let settings = super::read_settings(settings_path.as_deref())
+                .with_context(|| format!("candidate {spec}"))?;
+            (name, module, settings, args.limits.limits())
+        };
+        let policy = super::load_policy(runtime, &module, &settings, limits)
+            .with_context(|| format!("candidate {spec}"))?;
+        let mut unique = name.clone();
+        let mut n = 1;
+        while out.iter().any(|c| c.name == unique) {
+            n += 1;
+            unique = format!("{name}#{n}");
+        }
+        out.push(Candidate {
+            name: unique,
+            module,
+            policy,
+        });
+    }
+    Ok(out)
 }
 
 /// The logged versions, found by digest and settings hash.
@@ -234,171 +278,266 @@ impl Index {
     }
 }
 
+/// What one replay pass needs; [`Job::run`] may be called more than once.
+struct Job<'a> {
+    policies: &'a Policies,
+    candidates: &'a [Candidate],
+    outcomes: Option<&'a Outcomes>,
+}
+
+impl Job<'_> {
+    /// Replays every record of `logs` on `threads` workers.
+    fn run(
+        &self,
+        logs: &[PathBuf],
+        threads: usize,
+        quiet_progress: bool,
+    ) -> anyhow::Result<Report> {
+        let mut records = Records::open(logs).context("reading the decision logs")?;
+        let (work_tx, work_rx) = mpsc::sync_channel::<Vec<u8>>(threads * 8);
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+        let started = Instant::now();
+        let mut report = std::thread::scope(|scope| -> anyhow::Result<Report> {
+            for _ in 0..threads {
+                let (rx, tx) = (&work_rx, done_tx.clone());
+                scope.spawn(move || {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(line) = next else { break };
+                        if tx.send(self.replay_line(&line)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            // The reader only splits lines: parsing is the workers' job, so
+            // that one thread does not bound the whole replay.
+            let reader = scope.spawn(move || -> anyhow::Result<(u64, u64)> {
+                while let Some(line) = records.next_raw() {
+                    let line = line.context("reading the decision logs")?;
+                    if work_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+                Ok((records.skipped(), records.truncated()))
+            });
+            let mut report = Report::new(self.candidates);
+            let mut shown = started;
+            for outcome in done_rx {
+                report.add(outcome);
+                // Progress on long runs, on stderr (stdout stays the report).
+                if shown.elapsed() >= Duration::from_secs(5) && !quiet_progress {
+                    shown = Instant::now();
+                    let secs = started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "replayed {} records in {secs:.0} s ({:.0}/s)",
+                        report.records,
+                        report.records as f64 / secs
+                    );
+                }
+            }
+            let (skipped, truncated) = reader.join().expect("reader thread")?;
+            report.skipped_lines += skipped;
+            report.truncated_files = truncated;
+            Ok(report)
+        })?;
+        report.threads = threads;
+        report.elapsed_s = started.elapsed().as_secs_f64();
+        report.records_per_s = report.records as f64 / report.elapsed_s.max(1e-9);
+        Ok(report)
+    }
+
+    fn replay_line(&self, line: &[u8]) -> Outcome {
+        match DecisionRecord::from_line(line) {
+            Ok(record) => self.replay_one(&record),
+            Err(_) => Outcome::Unreadable,
+        }
+    }
+
+    fn replay_one(&self, r: &DecisionRecord) -> Outcome {
+        let error = |e: String| Outcome::Error {
+            request_id: r.request_id.clone(),
+            error: e,
+        };
+        let body = r.request.get().as_bytes();
+        let parsed = match request::parse(body) {
+            Ok(p) => p,
+            Err(e) => return error(format!("logged request does not parse: {e}")),
+        };
+        let req = match parsed.validate(oasis::Limits::MAX_CANDIDATES) {
+            Ok(v) => v,
+            Err(e) => return error(format!("logged request is not valid: {e}")),
+        };
+        if !self.candidates.is_empty() {
+            if r.shadow {
+                // A shadow's decisions were never served: not the logging
+                // policy's.
+                return Outcome::Skipped;
+            }
+            return self.compare_candidates(r, &req);
+        }
+        if r.arm == "passthrough" {
+            return Outcome::Skipped;
+        }
+        let policy = match self.policies.get(&r.policy.digest, &r.settings_sha256) {
+            Ok(p) => p,
+            Err(e) => return error(format!("{e:#}")),
+        };
+        let logged = &r.decisions;
+        let detail = match policy.score(&req) {
+            Ok(out) => {
+                let d = &out.decisions;
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let reasons: Vec<u16> = d.reasons.iter().map(|b| b.reason_bits()).collect();
+                if bits(&d.scores) != bits(&logged.scores) {
+                    Some("scores differ".to_string())
+                } else if d.eligible != logged.eligible {
+                    Some("eligibility differs".to_string())
+                } else if reasons != logged.reasons {
+                    Some("reasons differ".to_string())
+                } else if bits(&d.propensity) != bits(&logged.propensity) {
+                    Some("propensities differ".to_string())
+                } else {
+                    None
+                }
+            }
+            Err(e) => Some(format!("the logged version failed on replay: {e}")),
+        };
+        Outcome::Determinism {
+            request_id: r.request_id.clone(),
+            detail,
+        }
+    }
+
+    /// Every candidate on one logged request.
+    fn compare_candidates(&self, r: &DecisionRecord, req: &oasis::ValidRequest<'_>) -> Outcome {
+        let logged = &r.decisions;
+        let promoted_logged = |i: usize| logged.reasons.get(i).is_some_and(|b| b & PROMOTED != 0);
+        let mut rows: Vec<Row> = Vec::new();
+        let mut row_of: HashMap<usize, usize> = HashMap::new();
+        let mut row = |i: usize, rows: &mut Vec<Row>| -> usize {
+            *row_of.entry(i).or_insert_with(|| {
+                let c = &req.candidates[i];
+                rows.push(Row {
+                    campaign: c.campaign.as_ref().map(|camp| camp.id.to_string()),
+                    holder: c.rights_holder.to_string(),
+                    logged: promoted_logged(i),
+                    by: vec![false; self.candidates.len()],
+                });
+                rows.len() - 1
+            })
+        };
+        for i in (0..req.candidates.len()).filter(|&i| promoted_logged(i)) {
+            row(i, &mut rows);
+        }
+        let mut each = Vec::with_capacity(self.candidates.len());
+        for (k, candidate) in self.candidates.iter().enumerate() {
+            let out = match candidate.policy.score(req) {
+                Ok(out) => out,
+                Err(e) => {
+                    each.push(CandidateOutcome {
+                        divergence: None,
+                        error: Some(e.kind().as_str().to_string()),
+                        ope: None,
+                    });
+                    continue;
+                }
+            };
+            let d = &out.decisions;
+            let reasons: Vec<u16> = d.reasons.iter().map(|b| b.reason_bits()).collect();
+            let divergence = compare(
+                DecisionColumns::new(&logged.scores, &logged.eligible, &logged.reasons),
+                DecisionColumns::new(&d.scores, &d.eligible, &reasons),
+                10,
+            )
+            .ok();
+            for (i, _) in reasons
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| *b & PROMOTED != 0)
+            {
+                let at = row(i, &mut rows);
+                rows[at].by[k] = true;
+            }
+            // Off-policy data: each campaign track's logged action and
+            // propensity, the candidate's promote probability, the reward.
+            let ope = self.outcomes.map(|o| {
+                req.candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.campaign.is_some())
+                    .map(|(i, c)| {
+                        Decision::from_reasons(
+                            logged.reasons[i],
+                            logged.propensity[i],
+                            d.propensity[i],
+                            o.reward(&r.request_id, &c.id),
+                        )
+                    })
+                    .collect()
+            });
+            each.push(CandidateOutcome {
+                divergence,
+                error: None,
+                ope,
+            });
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        r.request_id.hash(&mut hasher);
+        Outcome::Candidates {
+            key: hasher.finish(),
+            rows,
+            each,
+        }
+    }
+}
+
 /// What replaying one record gave.
 enum Outcome {
-    /// The logged version reproduced the logged decisions exactly, or not.
+    /// The logged version reproduced the logged decisions exactly (no
+    /// detail), or not.
     Determinism {
         request_id: String,
-        identical: bool,
         detail: Option<String>,
     },
-    /// The candidate's decisions and their divergence from the logged ones.
-    Candidate {
-        divergence: Option<oasis::divergence::Divergence>,
-        promoted: Vec<(String, bool, bool)>,
-        /// Per promoted track: its rights holder, promoted in the log, by
-        /// the candidate.
-        holders: Vec<(String, bool, bool)>,
-        error: Option<String>,
-        /// The record's off-policy decisions, when outcomes were given.
-        ope: Option<Vec<Decision>>,
+    /// The candidates' decisions on one logged request.
+    Candidates {
+        /// Orders the request in the off-policy bootstrap.
+        key: u64,
+        /// Tracks promoted by the log or by any candidate.
+        rows: Vec<Row>,
+        /// One per candidate, in order.
+        each: Vec<CandidateOutcome>,
     },
     /// A record that could not be replayed (module missing, bad request).
     Error { request_id: String, error: String },
     /// A record not replayed (the host's passthrough decided; a shadow's
-    /// decisions when comparing a candidate).
+    /// decisions when comparing candidates).
     Skipped,
+    /// A line that is not a record (torn, garbage).
+    Unreadable,
 }
 
-fn replay_one(
-    policies: &Policies,
-    candidate: Option<&Policy>,
-    outcomes: Option<&Outcomes>,
-    r: &DecisionRecord,
-) -> Outcome {
-    let error = |e: String| Outcome::Error {
-        request_id: r.request_id.clone(),
-        error: e,
-    };
-    let body = r.request.get().as_bytes();
-    let parsed = match request::parse(body) {
-        Ok(p) => p,
-        Err(e) => return error(format!("logged request does not parse: {e}")),
-    };
-    let req = match parsed.validate(oasis::Limits::MAX_CANDIDATES) {
-        Ok(v) => v,
-        Err(e) => return error(format!("logged request is not valid: {e}")),
-    };
-    let logged = &r.decisions;
-    if let Some(candidate) = candidate {
-        if r.shadow {
-            // A shadow's decisions were never served: not the logging policy's.
-            return Outcome::Skipped;
-        }
-        let promoted_logged: Vec<bool> = logged
-            .reasons
-            .iter()
-            .map(|b| b & oasis_contract::reason::PROMOTED != 0)
-            .collect();
-        return match candidate.score(&req) {
-            Ok(out) => {
-                let d = &out.decisions;
-                let reasons: Vec<u16> = d.reasons.iter().map(|b| b.reason_bits()).collect();
-                let div = compare(
-                    DecisionColumns::new(&logged.scores, &logged.eligible, &logged.reasons),
-                    DecisionColumns::new(&d.scores, &d.eligible, &reasons),
-                    10,
-                )
-                .ok();
-                let promoted = req
-                    .candidates
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| {
-                        let camp = c.campaign.as_ref()?;
-                        Some((
-                            camp.id.to_string(),
-                            promoted_logged.get(i).copied().unwrap_or(false),
-                            reasons[i] & oasis_contract::reason::PROMOTED != 0,
-                        ))
-                    })
-                    .collect();
-                // Off-policy data: each campaign track's logged action and
-                // propensity, the candidate's promote probability, the reward.
-                let ope = outcomes.map(|o| {
-                    req.candidates
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| c.campaign.is_some())
-                        .map(|(i, c)| {
-                            Decision::from_reasons(
-                                logged.reasons[i],
-                                logged.propensity[i],
-                                d.propensity[i],
-                                o.reward(&r.request_id, &c.id),
-                            )
-                        })
-                        .collect()
-                });
-                let holders = req
-                    .candidates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        (
-                            c.rights_holder.to_string(),
-                            promoted_logged.get(i).copied().unwrap_or(false),
-                            reasons[i] & oasis_contract::reason::PROMOTED != 0,
-                        )
-                    })
-                    .filter(|(_, l, n)| *l || *n)
-                    .collect();
-                Outcome::Candidate {
-                    divergence: div,
-                    promoted,
-                    holders,
-                    error: None,
-                    ope,
-                }
-            }
-            Err(e) => Outcome::Candidate {
-                divergence: None,
-                promoted: Vec::new(),
-                holders: Vec::new(),
-                error: Some(e.kind().as_str().to_string()),
-                ope: None,
-            },
-        };
-    }
-    if r.arm == "passthrough" {
-        return Outcome::Skipped;
-    }
-    let policy = match policies.get(&r.policy.digest, &r.settings_sha256) {
-        Ok(p) => p,
-        Err(e) => return error(format!("{e:#}")),
-    };
-    match policy.score(&req) {
-        Ok(out) => {
-            let d = &out.decisions;
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let reasons: Vec<u16> = d.reasons.iter().map(|b| b.reason_bits()).collect();
-            let detail = if bits(&d.scores) != bits(&logged.scores) {
-                Some("scores differ")
-            } else if d.eligible != logged.eligible {
-                Some("eligibility differs")
-            } else if reasons != logged.reasons {
-                Some("reasons differ")
-            } else if bits(&d.propensity) != bits(&logged.propensity) {
-                Some("propensities differ")
-            } else {
-                None
-            };
-            Outcome::Determinism {
-                request_id: r.request_id.clone(),
-                identical: detail.is_none(),
-                detail: detail.map(String::from),
-            }
-        }
-        Err(e) => Outcome::Determinism {
-            request_id: r.request_id.clone(),
-            identical: false,
-            detail: Some(format!("the logged version failed on replay: {e}")),
-        },
-    }
+/// A track promoted by the log or by a candidate.
+struct Row {
+    campaign: Option<String>,
+    holder: String,
+    logged: bool,
+    /// Promoted by each candidate.
+    by: Vec<bool>,
+}
+
+/// One candidate on one logged request.
+struct CandidateOutcome {
+    divergence: Option<Divergence>,
+    error: Option<String>,
+    ope: Option<Vec<Decision>>,
 }
 
 /// The whole replay's figures.
-#[derive(Default, serde::Serialize)]
+#[derive(serde::Serialize)]
 struct Report {
     records: u64,
     replayed: u64,
@@ -408,75 +547,172 @@ struct Report {
     errors: u64,
     skipped_lines: u64,
     truncated_files: u64,
+    /// Worker threads, wall time and rate of this pass.
+    threads: usize,
+    elapsed_s: f64,
+    records_per_s: f64,
+    /// With `--measure-scaling`: one thread against all.
+    scaling: Option<Scaling>,
     differences: Vec<(String, String)>,
     error_samples: Vec<(String, String)>,
+    /// The logged decisions, with candidates: what the log promoted.
+    logged: Option<Side>,
+    candidates: Vec<CandidateReport>,
+}
+
+/// Promotions under one policy: per campaign, and each rights holder's
+/// share of them (the exposure each holder gets).
+#[derive(Default, serde::Serialize)]
+struct Side {
+    promoted: u64,
+    promoted_per_campaign: BTreeMap<String, u64>,
+    exposure_share_per_holder: BTreeMap<String, f64>,
     #[serde(skip)]
-    divergence: Option<DivergenceStats>,
-    divergence_summary: Option<oasis::divergence::DivergenceSummary>,
-    candidate_errors: BTreeMap<String, u64>,
-    /// Campaign id -> (promoted in the log, promoted by the candidate).
-    promoted_per_campaign: BTreeMap<String, (u64, u64)>,
-    /// Rights holder -> (share of the log's promotions, share of the
-    /// candidate's): the exposure each holder gets under each policy.
-    exposure_share_per_holder: BTreeMap<String, (f64, f64)>,
+    holder_counts: BTreeMap<String, u64>,
+}
+
+impl Side {
+    fn add(&mut self, campaign: Option<&str>, holder: &str) {
+        self.promoted += 1;
+        if let Some(c) = campaign {
+            *self.promoted_per_campaign.entry(c.to_string()).or_default() += 1;
+        }
+        *self.holder_counts.entry(holder.to_string()).or_default() += 1;
+    }
+
+    fn finish(&mut self) {
+        let total = self.promoted.max(1) as f64;
+        self.exposure_share_per_holder = self
+            .holder_counts
+            .iter()
+            .map(|(h, n)| (h.clone(), *n as f64 / total))
+            .collect();
+    }
+}
+
+/// One candidate's figures.
+#[derive(serde::Serialize)]
+struct CandidateReport {
+    name: String,
+    module: PathBuf,
+    digest: String,
+    settings_sha256: String,
     #[serde(skip)]
-    holder_counts: BTreeMap<String, (u64, u64)>,
+    stats: DivergenceStats,
+    /// The shadow metrics against the logged decisions.
+    divergence: Option<DivergenceSummary>,
+    /// Calls that failed, by error kind.
+    errors: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    side: Side,
     #[serde(skip)]
     ope: Option<Accumulator>,
-    /// Off-policy estimate of the candidate's value, with outcomes.
+    /// Off-policy estimate of its value, with outcomes.
     estimate: Option<Estimate>,
 }
 
+/// One pass on one thread against one on all.
+#[derive(serde::Serialize)]
+struct Scaling {
+    single_thread_records_per_s: f64,
+    threads: usize,
+    records_per_s: f64,
+    /// records_per_s / (threads × single_thread_records_per_s).
+    efficiency: f64,
+}
+
+impl Scaling {
+    fn new(single: &Report, all: &Report) -> Scaling {
+        Scaling {
+            single_thread_records_per_s: single.records_per_s,
+            threads: all.threads,
+            records_per_s: all.records_per_s,
+            efficiency: all.records_per_s / (all.threads as f64 * single.records_per_s.max(1e-9)),
+        }
+    }
+}
+
 impl Report {
+    fn new(candidates: &[Candidate]) -> Report {
+        Report {
+            records: 0,
+            replayed: 0,
+            identical: 0,
+            different: 0,
+            skipped_passthrough: 0,
+            errors: 0,
+            skipped_lines: 0,
+            truncated_files: 0,
+            threads: 0,
+            elapsed_s: 0.0,
+            records_per_s: 0.0,
+            scaling: None,
+            differences: Vec::new(),
+            error_samples: Vec::new(),
+            logged: (!candidates.is_empty()).then(Side::default),
+            candidates: candidates
+                .iter()
+                .map(|c| CandidateReport {
+                    name: c.name.clone(),
+                    module: c.module.clone(),
+                    digest: c.policy.identity().digest.clone(),
+                    settings_sha256: c.policy.settings_sha256().to_string(),
+                    stats: DivergenceStats::default(),
+                    divergence: None,
+                    errors: BTreeMap::new(),
+                    side: Side::default(),
+                    ope: None,
+                    estimate: None,
+                })
+                .collect(),
+        }
+    }
+
     fn add(&mut self, o: Outcome) {
+        if matches!(o, Outcome::Unreadable) {
+            self.skipped_lines += 1;
+            return;
+        }
         self.records += 1;
         match o {
-            Outcome::Determinism {
-                request_id,
-                identical,
-                detail,
-            } => {
+            Outcome::Determinism { request_id, detail } => {
                 self.replayed += 1;
-                if identical {
-                    self.identical += 1;
-                } else {
-                    self.different += 1;
-                    if self.differences.len() < 1000 {
-                        self.differences
-                            .push((request_id, detail.unwrap_or_default()));
+                match detail {
+                    None => self.identical += 1,
+                    Some(detail) => {
+                        self.different += 1;
+                        if self.differences.len() < 1000 {
+                            self.differences.push((request_id, detail));
+                        }
                     }
                 }
             }
-            Outcome::Candidate {
-                divergence,
-                promoted,
-                holders,
-                error,
-                ope,
-            } => {
-                for (holder, logged, candidate) in holders {
-                    let e = self.holder_counts.entry(holder).or_default();
-                    e.0 += u64::from(logged);
-                    e.1 += u64::from(candidate);
-                }
-                if let Some(decisions) = ope {
-                    self.ope
-                        .get_or_insert_with(|| Estimator::default().accumulator())
-                        .add_request(decisions);
-                }
+            Outcome::Candidates { key, rows, each } => {
                 self.replayed += 1;
-                let stats = self.divergence.get_or_insert_with(DivergenceStats::default);
-                if let Some(kind) = error {
-                    stats.record_error();
-                    *self.candidate_errors.entry(kind).or_default() += 1;
+                let logged = self.logged.get_or_insert_with(Side::default);
+                for row in &rows {
+                    if row.logged {
+                        logged.add(row.campaign.as_deref(), &row.holder);
+                    }
+                    for (k, c) in self.candidates.iter_mut().enumerate() {
+                        if row.by[k] {
+                            c.side.add(row.campaign.as_deref(), &row.holder);
+                        }
+                    }
                 }
-                if let Some(d) = divergence {
-                    stats.add(&d);
-                }
-                for (campaign, logged, candidate) in promoted {
-                    let e = self.promoted_per_campaign.entry(campaign).or_default();
-                    e.0 += u64::from(logged);
-                    e.1 += u64::from(candidate);
+                for (c, o) in self.candidates.iter_mut().zip(each) {
+                    if let Some(kind) = o.error {
+                        c.stats.record_error();
+                        *c.errors.entry(kind).or_default() += 1;
+                    }
+                    if let Some(d) = o.divergence {
+                        c.stats.add(&d);
+                    }
+                    if let Some(decisions) = o.ope {
+                        c.ope
+                            .get_or_insert_with(|| Estimator::default().accumulator())
+                            .add_keyed_request(key, decisions);
+                    }
                 }
             }
             Outcome::Error { request_id, error } => {
@@ -486,6 +722,7 @@ impl Report {
                 }
             }
             Outcome::Skipped => self.skipped_passthrough += 1,
+            Outcome::Unreadable => unreachable!("counted above"),
         }
     }
 
@@ -494,34 +731,38 @@ impl Report {
     }
 
     fn print(mut self, args: &Args) -> anyhow::Result<()> {
-        self.divergence_summary = self.divergence.as_ref().map(|d| d.summary());
-        self.estimate = self.ope.take().map(Accumulator::finish);
-        let (logged, candidate) = self
-            .holder_counts
-            .values()
-            .fold((0, 0), |(a, b), (l, n)| (a + l, b + n));
-        let share = |x: u64, total: u64| {
-            if total == 0 {
-                0.0
-            } else {
-                x as f64 / total as f64
-            }
-        };
-        self.exposure_share_per_holder = self
-            .holder_counts
-            .iter()
-            .map(|(h, (l, n))| (h.clone(), (share(*l, logged), share(*n, candidate))))
-            .collect();
+        if let Some(l) = self.logged.as_mut() {
+            l.finish();
+        }
+        for c in &mut self.candidates {
+            c.divergence = Some(c.stats.summary());
+            c.estimate = c.ope.take().map(Accumulator::finish);
+            c.side.finish();
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&self)?);
             return Ok(());
         }
         println!(
-            "records {}  replayed {}  passthrough (not replayed) {}  errors {}  unreadable lines {}",
+            "records {}  replayed {}  passthrough/shadow (not replayed) {}  errors {}  unreadable lines {}",
             self.records, self.replayed, self.skipped_passthrough, self.errors, self.skipped_lines
         );
-        match &self.divergence_summary {
-            None => println!(
+        println!(
+            "{:.1} s on {} threads: {:.0} records/s",
+            self.elapsed_s, self.threads, self.records_per_s
+        );
+        if let Some(s) = &self.scaling {
+            println!(
+                "scaling: 1 thread {:.0} records/s, {} threads {:.0} records/s: {:.0}% of {} × the single-thread rate",
+                s.single_thread_records_per_s,
+                s.threads,
+                s.records_per_s,
+                s.efficiency * 100.0,
+                s.threads
+            );
+        }
+        if self.candidates.is_empty() {
+            println!(
                 "determinism: {} identical, {} different{}",
                 self.identical,
                 self.different,
@@ -530,59 +771,9 @@ impl Report {
                 } else {
                     ""
                 }
-            ),
-            Some(s) => {
-                if let Some(m) = &s.mean {
-                    println!(
-                        "candidate vs logged: top-10 overlap {:.3}, rank corr {:.3}, score mae {:.4}, promoted {:+.2}%, eligible {:+.2}%",
-                        m.topk_overlap,
-                        m.rank_correlation,
-                        m.score_mae,
-                        m.promoted_share_diff * 100.0,
-                        m.eligibility_rate_diff * 100.0
-                    );
-                }
-                println!("candidate errors: {} of {}", s.errors, s.samples + s.errors);
-                match &self.estimate {
-                    Some(Estimate::Value(e)) => println!(
-                        "value (mean reward per campaign-track decision): candidate {:.4} [{:.4}, {:.4}] (self-normalised IPS, {:.0}% bootstrap), IPS {:.4}, clipped IPS {:.4}; logged policy {:.4}; ESS {:.0} of {} decisions",
-                        e.snips,
-                        e.snips_ci.low,
-                        e.snips_ci.high,
-                        e.level * 100.0,
-                        e.ips,
-                        e.clipped_ips,
-                        e.logged_value,
-                        e.ess,
-                        e.decisions
-                    ),
-                    Some(Estimate::NoSupport(n)) => println!(
-                        "value: no support: the logged policy never took the candidate's action on {:.1}% of {} decisions (it did not explore there)",
-                        n.unsupported_share * 100.0,
-                        n.decisions
-                    ),
-                    Some(Estimate::NoData { .. }) => {
-                        println!("value: no decisions to estimate from")
-                    }
-                    None => {}
-                }
-                println!("{:<24} {:>10} {:>10}", "campaign", "logged", "candidate");
-                for (c, (l, n)) in &self.promoted_per_campaign {
-                    println!("{c:<24} {l:>10} {n:>10}");
-                }
-                println!(
-                    "{:<24} {:>10} {:>10}",
-                    "rights holder", "logged %", "candidate %"
-                );
-                for (h, (l, n)) in &self.exposure_share_per_holder {
-                    let h = if h.is_empty() {
-                        "(unknown)"
-                    } else {
-                        h.as_str()
-                    };
-                    println!("{h:<24} {:>10.1} {:>10.1}", l * 100.0, n * 100.0);
-                }
-            }
+            );
+        } else {
+            self.print_candidates(args.show);
         }
         for (id, what) in self.differences.iter().take(args.show) {
             println!("  different: {id}: {what}");
@@ -591,5 +782,131 @@ impl Report {
             println!("  error: {id}: {}", oasis::visible(e));
         }
         Ok(())
+    }
+
+    fn print_candidates(&self, show: usize) {
+        for c in &self.candidates {
+            println!();
+            println!(
+                "candidate {} ({}, settings {})",
+                c.name,
+                c.module.display(),
+                &c.settings_sha256[..c.settings_sha256.len().min(12)]
+            );
+            let Some(s) = &c.divergence else { continue };
+            if let Some(m) = &s.mean {
+                println!(
+                    "  vs logged: top-10 overlap {:.3}, rank corr {:.3}, score mae {:.4}, promoted {:+.2}%, eligible {:+.2}%",
+                    m.topk_overlap,
+                    m.rank_correlation,
+                    m.score_mae,
+                    m.promoted_share_diff * 100.0,
+                    m.eligibility_rate_diff * 100.0
+                );
+            }
+            println!(
+                "  errors: {} of {} requests",
+                s.errors,
+                s.samples + s.errors
+            );
+            match &c.estimate {
+                Some(Estimate::Value(e)) => println!(
+                    "  value (mean reward per campaign-track decision): {:.4} [{:.4}, {:.4}] (self-normalised IPS, {:.0}% bootstrap), IPS {:.4}, clipped IPS {:.4}; logged policy {:.4}; ESS {:.0} of {} decisions",
+                    e.snips,
+                    e.snips_ci.low,
+                    e.snips_ci.high,
+                    e.level * 100.0,
+                    e.ips,
+                    e.clipped_ips,
+                    e.logged_value,
+                    e.ess,
+                    e.decisions
+                ),
+                Some(Estimate::NoSupport(n)) => println!(
+                    "  value: no support: the logged policy never took the candidate's action on {:.1}% of {} decisions (it did not explore there)",
+                    n.unsupported_share * 100.0,
+                    n.decisions
+                ),
+                Some(Estimate::NoData { .. }) => println!("  value: no decisions to estimate from"),
+                None => {}
+            }
+        }
+        let Some(logged) = &self.logged else { return };
+        let width = self
+            .candidates
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(10);
+        let header = |first: &str, unit: &str| {
+            let mut line = format!("{first:<24} {:>width$}", format!("logged{unit}"));
+            for c in &self.candidates {
+                line += &format!(" {:>width$}", c.name);
+            }
+            println!("{line}");
+        };
+        println!();
+        header("promoted per campaign", "");
+        // Campaigns by promotions under any policy, most first.
+        let mut campaigns: BTreeMap<&str, u64> = BTreeMap::new();
+        for side in std::iter::once(logged).chain(self.candidates.iter().map(|c| &c.side)) {
+            for (c, n) in &side.promoted_per_campaign {
+                *campaigns.entry(c.as_str()).or_default() += n;
+            }
+        }
+        let mut order: Vec<(&str, u64)> = campaigns.into_iter().collect();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let count = |side: &Side, c: &str| side.promoted_per_campaign.get(c).copied().unwrap_or(0);
+        for (c, _) in order.iter().take(show) {
+            let mut line = format!("{c:<24} {:>width$}", count(logged, c));
+            for cand in &self.candidates {
+                line += &format!(" {:>width$}", count(&cand.side, c));
+            }
+            println!("{line}");
+        }
+        if order.len() > show {
+            println!(
+                "({} more campaigns: --show N or --json)",
+                order.len() - show
+            );
+        }
+        let mut line = format!("{:<24} {:>width$}", "all promotions", logged.promoted);
+        for cand in &self.candidates {
+            line += &format!(" {:>width$}", cand.side.promoted);
+        }
+        println!("{line}");
+        println!();
+        header("rights holder exposure", " %");
+        let mut holders: Vec<&String> = logged
+            .exposure_share_per_holder
+            .keys()
+            .chain(
+                self.candidates
+                    .iter()
+                    .flat_map(|c| c.side.exposure_share_per_holder.keys()),
+            )
+            .collect();
+        holders.sort();
+        holders.dedup();
+        let share = |side: &Side, h: &str| {
+            side.exposure_share_per_holder
+                .get(h)
+                .copied()
+                .unwrap_or(0.0)
+                * 100.0
+        };
+        for h in holders {
+            let name = if h.is_empty() {
+                "(unknown)"
+            } else {
+                h.as_str()
+            };
+            let mut line = format!("{name:<24} {:>width$.1}", share(logged, h));
+            for cand in &self.candidates {
+                line += &format!(" {:>width$.1}", share(&cand.side, h));
+            }
+            println!("{line}");
+        }
     }
 }

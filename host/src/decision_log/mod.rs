@@ -59,8 +59,8 @@ pub use record::{
     UsageRecord,
 };
 pub use writer::{
-    DecisionLog, DecisionLogConfig, DecisionLogError, DecisionLogStats, PendingFallback,
-    PendingRecord, WriterHandle, now_ms,
+    DecisionLog, DecisionLogConfig, DecisionLogError, DecisionLogStats, OutcomeStats,
+    OutcomesRefused, PendingFallback, PendingRecord, WriterHandle, now_ms,
 };
 
 #[cfg(test)]

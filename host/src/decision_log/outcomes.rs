@@ -256,7 +256,9 @@ impl Outcomes {
 }
 
 /// The outcome files named by `inputs`: a directory gives its `*.jsonl`
-/// and `*.jsonl.zst` files sorted by name; files and glob patterns are
+/// and `*.jsonl.zst` files sorted by name, except decision log files
+/// (`decisions-*`), so a decision log directory that also holds the
+/// `outcomes-*` files `oasis serve` writes can be given as both; files and glob patterns are
 /// resolved as by [`super::files`].
 ///
 /// # Errors
@@ -275,6 +277,7 @@ pub fn outcome_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, OutcomeError> {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 if (name.ends_with(".jsonl") || name.ends_with(".jsonl.zst"))
+                    && !reader::is_log_file_name(&name)
                     && entry.file_type().map_err(err)?.is_file()
                 {
                     found.push(entry.path());

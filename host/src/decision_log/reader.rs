@@ -213,7 +213,7 @@ impl Records {
         if self.line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        match serde_json::from_slice::<DecisionRecord>(&self.line) {
+        match DecisionRecord::from_line(&self.line) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.skipped += 1;
@@ -227,10 +227,11 @@ impl Records {
     }
 }
 
-impl Iterator for Records {
-    type Item = Result<DecisionRecord, ReadError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Records {
+    /// Reads the next line into `self.line`: `Some(Ok(()))` when there is
+    /// one (possibly torn: the last one of a cut zstd frame), `None` at the
+    /// end of the last file. Over-long lines are skipped and counted here.
+    fn next_line(&mut self) -> Option<Result<(), ReadError>> {
         loop {
             let current = match &mut self.current {
                 Some(c) => c,
@@ -245,11 +246,7 @@ impl Iterator for Records {
             current.line_no += 1;
             match read_line(&mut current.reader, &mut self.line, self.max_line) {
                 Ok(Line::End) => self.current = None,
-                Ok(Line::Read) => {
-                    if let Some(r) = self.parse_line() {
-                        return Some(Ok(r));
-                    }
-                }
+                Ok(Line::Read) => return Some(Ok(())),
                 Ok(Line::TooLong) => {
                     self.skipped += 1;
                     tracing::warn!(path = %current.path.display(), line = current.line_no,
@@ -257,20 +254,52 @@ impl Iterator for Records {
                 }
                 Err(e) if current.zstd && e.kind() == io::ErrorKind::UnexpectedEof => {
                     // The frame was never finished: what the decoder gave
-                    // back is all there is; the cut line, if any, is skipped.
+                    // back is all there is; the cut line, if any, is skipped
+                    // by whoever parses it.
                     self.truncated += 1;
                     tracing::warn!(path = %current.path.display(),
                         "decision log file ends inside its zstd frame (its writer did not finish it); read up to the cut");
-                    let record = self.parse_line();
                     self.current = None;
-                    if let Some(r) = record {
-                        return Some(Ok(r));
+                    if !self.line.is_empty() {
+                        return Some(Ok(()));
                     }
                 }
                 Err(source) => {
                     let path = current.path.clone();
                     self.current = None;
                     return Some(Err(ReadError::Io { path, source }));
+                }
+            }
+        }
+    }
+
+    /// The next line as bytes, unparsed, for a reader that parses records
+    /// on other threads ([`DecisionRecord::from_line`], which is what this
+    /// iterator uses). Blank lines are skipped; a line that does not parse
+    /// is the caller's to count ([`Records::skipped`] counts only over-long
+    /// lines in this mode).
+    pub fn next_raw(&mut self) -> Option<Result<Vec<u8>, ReadError>> {
+        loop {
+            match self.next_line()? {
+                Err(e) => return Some(Err(e)),
+                Ok(()) if self.line.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(()) => return Some(Ok(std::mem::take(&mut self.line))),
+            }
+        }
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<DecisionRecord, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_line()? {
+                Err(e) => return Some(Err(e)),
+                Ok(()) => {
+                    if let Some(r) = self.parse_line() {
+                        return Some(Ok(r));
+                    }
                 }
             }
         }

@@ -69,6 +69,16 @@ pub struct DecisionRecord {
     pub usage: Option<UsageRecord>,
 }
 
+impl DecisionRecord {
+    /// Parses one line of a decision log.
+    ///
+    /// # Errors
+    /// The line is not a record (torn, garbage, another format).
+    pub fn from_line(line: &[u8]) -> Result<DecisionRecord, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
+}
+
 /// Equality compares the request by its JSON text ([`RawValue`] has no
 /// `PartialEq` of its own).
 impl PartialEq for DecisionRecord {

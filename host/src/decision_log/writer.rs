@@ -56,6 +56,11 @@ use super::record::{
 use crate::metadata::PolicyRef;
 use crate::sandbox::visible;
 
+/// File name prefix of decision records.
+pub const DECISIONS_PREFIX: &str = "decisions";
+/// File name prefix of outcome events ([`DecisionLog::log_outcomes`]).
+pub const OUTCOMES_PREFIX: &str = "outcomes";
+
 /// Default size at which a file is rotated: 64 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 /// Default age at which a file is rotated: one hour.
@@ -216,11 +221,38 @@ pub struct DecisionLogStats {
     pub failed: u64,
 }
 
+/// Counts of outcome events handed to the log ([`DecisionLog::log_outcomes`]),
+/// since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeStats {
+    /// Events written to the sink.
+    pub written: u64,
+    /// Events refused because the queue was full or the writer had stopped
+    /// (the caller was told, and may send them again).
+    pub refused: u64,
+    /// Events lost on the writer thread (an I/O error).
+    pub failed: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    outcomes_written: AtomicU64,
+    outcomes_refused: AtomicU64,
+    outcomes_failed: AtomicU64,
+}
+
+/// Outcome events [`DecisionLog::log_outcomes`] could not queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomesRefused {
+    /// The queue is full: try again shortly.
+    #[error("the decision log's queue is full")]
+    QueueFull,
+    /// The writer has stopped (the server is shutting down).
+    #[error("the decision log has stopped")]
+    Stopped,
 }
 
 /// What the queue carries. Records are not boxed: the queue's slots are
@@ -228,6 +260,8 @@ struct Counters {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(PendingRecord),
+    /// Encoded outcome lines (each ending with a newline), and how many.
+    Outcomes(Vec<u8>, u64),
     Shutdown,
 }
 
@@ -286,6 +320,40 @@ impl DecisionLog {
                 };
                 tracing::warn!(dropped = n, why, "decision log entries dropped");
             }
+        }
+    }
+
+    /// Queues outcome events for the outcome files (`outcomes-*.jsonl`
+    /// beside the decision files, or stdout), already encoded as JSON lines
+    /// in the [outcome format](super::outcomes), `events` of them. Never
+    /// blocks; unlike a decision, a refused batch is the caller's to retry,
+    /// so the refusal is returned (and counted).
+    ///
+    /// # Errors
+    /// [`OutcomesRefused`] when the queue is full or the writer stopped.
+    pub fn log_outcomes(&self, lines: Vec<u8>, events: u64) -> Result<(), OutcomesRefused> {
+        self.inner
+            .tx
+            .try_send(Msg::Outcomes(lines, events))
+            .map_err(|e| {
+                self.inner
+                    .counters
+                    .outcomes_refused
+                    .fetch_add(events, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => OutcomesRefused::QueueFull,
+                    TrySendError::Disconnected(_) => OutcomesRefused::Stopped,
+                }
+            })
+    }
+
+    /// Outcome event counts since start.
+    pub fn outcome_stats(&self) -> OutcomeStats {
+        let c = &self.inner.counters;
+        OutcomeStats {
+            written: c.outcomes_written.load(Ordering::Relaxed),
+            refused: c.outcomes_refused.load(Ordering::Relaxed),
+            failed: c.outcomes_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -349,14 +417,21 @@ pub(super) fn spawn(
         .map(Pseudonymiser::new)
         .transpose()
         .map_err(|e| DecisionLogError::Config(format!("pseudonymisation key: {e}")))?;
-    let sink = match &config.dir {
-        None => Sink::Stdout(StdoutSink { failing: false }),
-        Some(dir) => Sink::Files(FileSink::new(dir, &config)?),
+    let (sink, outcome_sink) = match &config.dir {
+        None => (
+            Sink::Stdout(StdoutSink { failing: false }),
+            Sink::Stdout(StdoutSink { failing: false }),
+        ),
+        Some(dir) => (
+            Sink::Files(FileSink::new(dir, &config, DECISIONS_PREFIX)?),
+            Sink::Files(FileSink::new(dir, &config, OUTCOMES_PREFIX)?),
+        ),
     };
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::sync_channel(config.queue);
     let mut writer = Writer {
         sink,
+        outcome_sink,
         pseudonymiser,
         counters: counters.clone(),
         line: Vec::with_capacity(4096),
@@ -386,6 +461,10 @@ pub(super) fn spawn(
 /// The writer thread's state.
 struct Writer {
     sink: Sink,
+    /// Outcome events: their own files, so that decision files hold only
+    /// records and outcome files only events. Opens no file until the first
+    /// event.
+    outcome_sink: Sink,
     pseudonymiser: Option<Pseudonymiser>,
     counters: Arc<Counters>,
     /// The line being encoded, reused.
@@ -398,24 +477,32 @@ impl Writer {
         loop {
             match rx.recv_timeout(FLUSH_INTERVAL) {
                 Ok(Msg::Record(r)) => self.write(&r),
+                Ok(Msg::Outcomes(lines, n)) => self.write_outcomes(&lines, n),
                 Ok(Msg::Shutdown) => {
                     while let Ok(m) = rx.try_recv() {
-                        if let Msg::Record(r) = m {
-                            self.write(&r);
+                        match m {
+                            Msg::Record(r) => self.write(&r),
+                            Msg::Outcomes(lines, n) => self.write_outcomes(&lines, n),
+                            Msg::Shutdown => {}
                         }
                     }
                     break;
                 }
-                Err(RecvTimeoutError::Timeout) => self.sink.idle(),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sink.idle();
+                    self.outcome_sink.idle();
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.sink.flush();
+                self.outcome_sink.flush();
                 last_flush = Instant::now();
             }
         }
         drop(rx);
         self.sink.close();
+        self.outcome_sink.close();
         let c = &self.counters;
         tracing::info!(
             written = c.written.load(Ordering::Relaxed),
@@ -423,6 +510,17 @@ impl Writer {
             failed = c.failed.load(Ordering::Relaxed),
             "decision log stopped"
         );
+    }
+
+    /// Writes a batch of encoded outcome lines as one unit (a file is not
+    /// rotated inside a batch).
+    fn write_outcomes(&mut self, lines: &[u8], events: u64) {
+        let counter = if self.outcome_sink.write_line(lines) {
+            &self.counters.outcomes_written
+        } else {
+            &self.counters.outcomes_failed
+        };
+        counter.fetch_add(events, Ordering::Relaxed);
     }
 
     fn write(&mut self, r: &PendingRecord) {
@@ -542,6 +640,8 @@ impl StdoutSink {
 
 /// Rotating files in one directory.
 struct FileSink {
+    /// File names are `<prefix>-<UTC start>-<seq>.jsonl[.zst]`.
+    prefix: &'static str,
     dir: PathBuf,
     compress: bool,
     max_bytes: u64,
@@ -555,7 +655,11 @@ struct FileSink {
 }
 
 impl FileSink {
-    fn new(dir: &Path, config: &DecisionLogConfig) -> Result<Self, DecisionLogError> {
+    fn new(
+        dir: &Path,
+        config: &DecisionLogConfig,
+        prefix: &'static str,
+    ) -> Result<Self, DecisionLogError> {
         let err = |source| DecisionLogError::Dir {
             path: dir.to_owned(),
             source,
@@ -567,6 +671,7 @@ impl FileSink {
             .tempfile_in(dir)
             .map_err(err)?;
         Ok(FileSink {
+            prefix,
             dir: dir.to_owned(),
             compress: config.compress,
             max_bytes: config.max_file_bytes,
@@ -657,7 +762,7 @@ impl FileSink {
         loop {
             let path = self
                 .dir
-                .join(format!("decisions-{stamp}-{:06}.{ext}", self.seq));
+                .join(format!("{}-{stamp}-{:06}.{ext}", self.prefix, self.seq));
             self.seq += 1;
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {

@@ -148,7 +148,8 @@ pub struct RollbackLabels {
 /// Labels of the decision log's record counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLogLabels {
-    /// `written`, `dropped` (queue full) or `failed` (I/O).
+    /// `written`, `dropped` (queue full), `refused` (outcomes: queue full,
+    /// answered 503) or `failed` (I/O).
     pub state: &'static str,
 }
 
@@ -196,6 +197,9 @@ pub struct Metrics {
     pub rollbacks: Family<RollbackLabels, Counter>,
     /// Decision log records since start, by what became of them.
     pub decision_log: Family<DecisionLogLabels, Gauge>,
+    /// Outcome events since start (`POST /v1/outcomes`), by what became of
+    /// them.
+    pub outcome_events: Family<DecisionLogLabels, Gauge>,
 }
 
 /// The shadow divergence gauges: name and help.
@@ -257,6 +261,12 @@ impl Metrics {
         let rollbacks = Family::default();
         let shadow_reason_diff = Family::default();
         let decision_log = Family::default();
+        let outcome_events = Family::default();
+        registry.register(
+            "outcome_events",
+            "Outcome events since start: written, refused (queue full, answered 503), failed (I/O)",
+            Family::<DecisionLogLabels, Gauge>::clone(&outcome_events),
+        );
         registry.register(
             "decision_log_records",
             "Decision log records since start: written, dropped (queue full), failed (I/O)",
@@ -347,6 +357,7 @@ impl Metrics {
             shadow_reason_diff,
             rollbacks,
             decision_log,
+            outcome_events,
         }
     }
 
@@ -410,6 +421,19 @@ impl Metrics {
             ("failed", s.failed),
         ] {
             self.decision_log
+                .get_or_create(&DecisionLogLabels { state })
+                .set(n as i64);
+        }
+    }
+
+    /// Publishes the outcome event counts.
+    pub fn outcome_stats(&self, s: &crate::decision_log::OutcomeStats) {
+        for (state, n) in [
+            ("written", s.written),
+            ("refused", s.refused),
+            ("failed", s.failed),
+        ] {
+            self.outcome_events
                 .get_or_create(&DecisionLogLabels { state })
                 .set(n as i64);
         }

@@ -37,6 +37,7 @@ pub mod manager;
 pub mod manifest;
 pub mod metrics;
 pub mod openapi;
+pub mod outcomes;
 pub mod persist;
 pub mod registry;
 pub mod reload;
@@ -170,6 +171,7 @@ pub fn app(state: AppState) -> Router {
                 score::admit,
             )),
         )
+        .route("/v1/outcomes", post(outcomes::record))
         .route("/v1/policies", get(status::list))
         .route("/v1/policies/{name}", get(status::get))
         .route("/v1/policies/{name}/versions", get(status::versions))

@@ -46,7 +46,7 @@ use crate::server::registry::Failure;
 use crate::server::rollout::RouteRollout;
 use crate::server::status::{PolicyStatus, RouteStatus};
 use crate::server::versions::VersionRecord;
-use crate::server::{admin, score, status};
+use crate::server::{admin, outcomes, score, status};
 
 /// Name of the admin API's security scheme in the document.
 pub const ADMIN_SECURITY: &str = "admin_token";
@@ -61,6 +61,7 @@ pub const ADMIN_SECURITY: &str = "admin_token";
     ),
     paths(
         score::score,
+        outcomes::record,
         status::list,
         status::get,
         status::versions,

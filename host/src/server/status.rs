@@ -180,6 +180,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(l) = &state.decision_log {
         state.metrics.decision_log_stats(&l.log.stats());
+        state.metrics.outcome_stats(&l.log.outcome_stats());
     }
     (
         [(

@@ -36,6 +36,9 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Load to send, unmeasured, before the measured run.
     pub warmup: Duration,
+    /// Post simulated listener outcomes of every scored request to
+    /// `/v1/outcomes`, drawn with this seed ([`crate::outcomes`]).
+    pub outcomes_seed: Option<u64>,
 }
 
 /// What the run measured.
@@ -73,6 +76,10 @@ pub struct Stats {
     pub policy_us: u64,
     /// The first few distinct error bodies and transport errors.
     pub errors: Vec<String>,
+    /// Outcome events posted and accepted (`--outcomes`).
+    pub outcome_events: u64,
+    /// Outcome posts that failed (not 202, or no answer).
+    pub outcome_posts_failed: u64,
 }
 
 impl Stats {
@@ -94,6 +101,8 @@ impl Stats {
             server_us: 0,
             policy_us: 0,
             errors: Vec::new(),
+            outcome_events: 0,
+            outcome_posts_failed: 0,
         }
     }
 
@@ -118,6 +127,8 @@ impl Stats {
         self.candidates += o.candidates;
         self.server_us += o.server_us;
         self.policy_us += o.policy_us;
+        self.outcome_events += o.outcome_events;
+        self.outcome_posts_failed += o.outcome_posts_failed;
         for e in o.errors {
             self.keep_error(e);
         }
@@ -176,6 +187,7 @@ impl Stats {
                 "mean": self.latency_us.mean() / 1000.0,
             },
             "policies": self.policies,
+            "outcomes": {"events": self.outcome_events, "failed_posts": self.outcome_posts_failed},
             "errors": self.errors,
         })
     }
@@ -242,6 +254,13 @@ impl Stats {
         for (p, n) in &self.policies {
             let _ = writeln!(s, "policy       {p}: {n}");
         }
+        if self.outcome_events > 0 || self.outcome_posts_failed > 0 {
+            let _ = writeln!(
+                s,
+                "outcomes     {} events posted, {} posts failed",
+                self.outcome_events, self.outcome_posts_failed
+            );
+        }
         if self.unparsable > 0 {
             let _ = writeln!(s, "unparsable   {} 200 responses", self.unparsable);
         }
@@ -277,6 +296,8 @@ struct Fallback {
 
 #[derive(Deserialize)]
 struct Scored {
+    #[serde(default)]
+    id: String,
     eligible: bool,
     reasons: Vec<String>,
 }
@@ -288,8 +309,9 @@ struct Timing {
 }
 
 impl Stats {
-    /// Records one HTTP response.
-    fn record(&mut self, status: u16, latency: Duration, body: &[u8]) {
+    /// Records one HTTP response; returns the ids of the promoted
+    /// candidates of a score response.
+    fn record(&mut self, status: u16, latency: Duration, body: &[u8]) -> Option<Vec<String>> {
         let us = (latency.as_micros() as u64).clamp(1, 120_000_000);
         self.latency_us.saturating_record(us);
         *self.by_status.entry(status).or_default() += 1;
@@ -298,11 +320,11 @@ impl Stats {
                 let text = String::from_utf8_lossy(&body[..body.len().min(500)]);
                 self.keep_error(format!("HTTP {status}: {text}"));
             }
-            return;
+            return None;
         }
         let Ok(r) = serde_json::from_slice::<Response>(body) else {
             self.unparsable += 1;
-            return;
+            return None;
         };
         self.scored += 1;
         match r.variant.as_str() {
@@ -325,6 +347,13 @@ impl Stats {
             .count() as u64;
         self.server_us += r.timing.server_us;
         self.policy_us += r.timing.policy_us;
+        Some(
+            r.scores
+                .into_iter()
+                .filter(|s| s.reasons.iter().any(|x| x == "promoted"))
+                .map(|s| s.id)
+                .collect(),
+        )
     }
 
     fn record_transport_error(&mut self, e: &reqwest::Error) {
@@ -361,7 +390,9 @@ pub async fn run(config: &LoadConfig, pool: Arc<Vec<PoolEntry>>) -> anyhow::Resu
         .tcp_nodelay(true)
         .timeout(config.timeout)
         .build()?;
-    let url = format!("{}/v1/score", config.url.trim_end_matches('/'));
+    let base = config.url.trim_end_matches('/');
+    let url = format!("{base}/v1/score");
+    let outcomes_url = format!("{base}/v1/outcomes");
 
     if !config.warmup.is_zero() {
         let warmup = LoadConfig {
@@ -369,14 +400,23 @@ pub async fn run(config: &LoadConfig, pool: Arc<Vec<PoolEntry>>) -> anyhow::Resu
             requests: None,
             ..config.clone()
         };
-        phase(&client, &url, &warmup, concurrency, pool.clone()).await;
+        phase(
+            &client,
+            &url,
+            &outcomes_url,
+            &warmup,
+            concurrency,
+            pool.clone(),
+        )
+        .await;
     }
-    Ok(phase(&client, &url, config, concurrency, pool).await)
+    Ok(phase(&client, &url, &outcomes_url, config, concurrency, pool).await)
 }
 
 async fn phase(
     client: &reqwest::Client,
     url: &str,
+    outcomes_url: &str,
     config: &LoadConfig,
     concurrency: usize,
     pool: Arc<Vec<PoolEntry>>,
@@ -389,6 +429,7 @@ async fn phase(
         .map(|_| {
             let (client, url, pool, next) =
                 (client.clone(), url.to_string(), pool.clone(), next.clone());
+            let (outcomes_url, outcomes_seed) = (outcomes_url.to_string(), config.outcomes_seed);
             tokio::spawn(async move {
                 let mut stats = Stats::new();
                 loop {
@@ -399,7 +440,8 @@ async fn phase(
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         break;
                     }
-                    let body = pool[(i % pool.len() as u64) as usize].body.clone();
+                    let entry = &pool[(i % pool.len() as u64) as usize];
+                    let body = entry.body.clone();
                     let sent = Instant::now();
                     let result = async {
                         let resp = client
@@ -413,9 +455,23 @@ async fn phase(
                     }
                     .await;
                     let latency = sent.elapsed();
-                    match result {
+                    let promoted = match result {
                         Ok((status, bytes)) => stats.record(status, latency, &bytes),
-                        Err(e) => stats.record_transport_error(&e),
+                        Err(e) => {
+                            stats.record_transport_error(&e);
+                            None
+                        }
+                    };
+                    if let (Some(seed), Some(promoted)) = (outcomes_seed, promoted) {
+                        let (events, n) = crate::outcomes::events(
+                            seed,
+                            &entry.request_id,
+                            &entry.campaign_tracks,
+                            |id| promoted.iter().any(|p| p == id),
+                        );
+                        if n > 0 {
+                            post_outcomes(&client, &outcomes_url, events, n, &mut stats).await;
+                        }
                     }
                 }
                 stats
@@ -428,6 +484,41 @@ async fn phase(
     }
     total.elapsed = start.elapsed();
     total
+}
+
+/// Posts one request's outcome events; a refusal is counted (and its body
+/// kept among the errors), not retried.
+async fn post_outcomes(
+    client: &reqwest::Client,
+    url: &str,
+    events: Vec<u8>,
+    n: usize,
+    stats: &mut Stats,
+) {
+    let sent = client
+        .post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(events)
+        .send()
+        .await;
+    match sent {
+        Ok(resp) if resp.status() == reqwest::StatusCode::ACCEPTED => {
+            stats.outcome_events += n as u64;
+        }
+        Ok(resp) => {
+            stats.outcome_posts_failed += 1;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            stats.keep_error(format!(
+                "outcomes: HTTP {status}: {}",
+                &text[..text.len().min(300)]
+            ));
+        }
+        Err(e) => {
+            stats.outcome_posts_failed += 1;
+            stats.keep_error(format!("outcomes: {e}"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@
 mod catalog;
 mod example;
 mod load;
+mod outcomes;
 mod simulate;
 mod traffic;
 
@@ -130,6 +131,12 @@ struct Args {
     /// Seconds of unmeasured load before the measured run.
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
+    /// After each scored request, post simulated listener outcomes (stream
+    /// or skip per campaign track, from a known model) to `/v1/outcomes`,
+    /// for `oasis replay --outcomes`. Needs `--requests N`; every request
+    /// is sent once (the pool grows to N), so that request ids are unique.
+    #[arg(long, requires = "requests")]
+    outcomes: bool,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -178,6 +185,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
         args.warmup.is_finite() && args.warmup >= 0.0,
         "--warmup must be >= 0"
     );
+    anyhow::ensure!(
+        !(args.outcomes && args.warmup > 0.0),
+        "--outcomes sends every request once: no --warmup"
+    );
 
     let catalog = Catalog::generate(
         CatalogConfig {
@@ -223,7 +234,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let pool = traffic::pool(&mut generator, args.pool);
+    // Outcomes join on the request id: no request may be sent twice.
+    let pool_size = match (args.outcomes, args.requests) {
+        (true, Some(n)) => args.pool.max(n as usize),
+        _ => args.pool,
+    };
+    let pool = traffic::pool(&mut generator, pool_size);
     let cands: usize = pool.iter().map(|e| e.candidates).sum();
     let promoted: usize = pool.iter().map(|e| e.campaign_candidates).sum();
     let cands_per_request = cands as f64 / pool.len() as f64;
@@ -259,6 +275,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         requests: args.requests,
         timeout: Duration::from_millis(args.timeout_ms),
         warmup: Duration::from_secs_f64(args.warmup),
+        outcomes_seed: args.outcomes.then_some(args.seed),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

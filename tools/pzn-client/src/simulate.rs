@@ -39,14 +39,10 @@ mod tests {
     /// decision is rewarded (a stream), given whether it was promoted.
     /// Promoting a relevant track pays, promoting an irrelevant one does
     /// not; a likely skip lowers it either way.
+    /// It is pzn-client's listener model ([`crate::outcomes`]), the one
+    /// `pzn-client --outcomes` posts events from.
     fn reward_probability(c: &Candidate, promoted: bool) -> f64 {
-        let p_skip = c.features.p_skip.unwrap_or(0.5);
-        let lift = if promoted {
-            5.0 * (c.relevance - 0.25)
-        } else {
-            0.0
-        };
-        (0.02 + lift - 0.02 * p_skip).clamp(0.0, 1.0)
+        crate::outcomes::stream_probability(c.relevance, c.features.p_skip, promoted)
     }
 
     fn load(runtime: &Runtime, epsilon: f64) -> Policy {

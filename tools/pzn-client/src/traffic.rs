@@ -19,6 +19,7 @@ use serde::Serialize;
 use oasis_contract::Surface;
 
 use crate::catalog::{Campaign, Catalog, MARKETS, MIXES, market_sampler, serialize_surface};
+use crate::outcomes::CampaignTrack;
 
 /// The routes of the example deployment (`examples/policies/routes.toml`).
 pub const DEFAULT_ROUTES: [&str; 5] = ["radio", "autoplay", "mixes", "fairness", "explore"];
@@ -370,6 +371,10 @@ impl RequestGenerator {
 pub struct PoolEntry {
     /// JSON body.
     pub body: bytes::Bytes,
+    /// Its `context.request_id`.
+    pub request_id: String,
+    /// Its campaign tracks, for simulated outcomes.
+    pub campaign_tracks: Arc<[CampaignTrack]>,
     /// Number of candidates.
     pub candidates: usize,
     /// Candidates in a campaign.
@@ -383,6 +388,17 @@ pub fn pool(generator: &mut RequestGenerator, n: usize) -> Vec<PoolEntry> {
         .map(|_| {
             let req = generator.next_request();
             PoolEntry {
+                request_id: req.context.request_id.clone(),
+                campaign_tracks: req
+                    .candidates
+                    .iter()
+                    .filter(|c| c.campaign.is_some())
+                    .map(|c| CampaignTrack {
+                        id: c.id.clone(),
+                        relevance: c.relevance,
+                        p_skip: c.features.p_skip,
+                    })
+                    .collect(),
                 candidates: req.candidates.len(),
                 campaign_candidates: req
                     .candidates
