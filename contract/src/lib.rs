@@ -73,6 +73,28 @@ pub const fn max_debug_values(candidates: usize) -> usize {
     candidates.saturating_mul(4).saturating_add(64)
 }
 
+/// The candidate feature columns a policy receives, in order: its required
+/// features, then its optional features not already required. The host
+/// builds every batch with exactly these columns (values NaN where a
+/// candidate lacks one), and the SDK's test harness does the same.
+///
+/// ```
+/// let cols = oasis_contract::feature_columns(&["a".into()], &["b".into(), "a".into()]);
+/// assert_eq!(cols, ["a", "b"]);
+/// ```
+pub fn feature_columns(
+    required: &[alloc::string::String],
+    optional: &[alloc::string::String],
+) -> alloc::vec::Vec<alloc::string::String> {
+    let mut cols = required.to_vec();
+    for f in optional {
+        if !cols.contains(f) {
+            cols.push(f.clone());
+        }
+    }
+    cols
+}
+
 /// Whether `name` is a valid key: 1 to [`MAX_NAME_BYTES`] bytes of
 /// `[A-Za-z0-9._-]`. Policy keys, route names, feature names and policy
 /// names (which also exclude `.`) follow it.

@@ -197,26 +197,43 @@ impl Request {
 
     /// Resolves a candidate feature column by name.
     ///
+    /// The host sends exactly the columns the policy declared in its
+    /// [`Metadata`](crate::Metadata) (required, then optional), whatever the
+    /// caller sent: a declared column is always there (its values NaN where
+    /// a candidate lacks it, read as `None` by [`Candidate::get`]), and an
+    /// undeclared one never is. The SDK's test harness
+    /// ([`testing::run`](crate::testing::run)) does the same, so a policy
+    /// that reads a feature it did not declare fails its native tests with
+    /// this error instead of silently reading nothing in production.
+    ///
     /// # Errors
     /// [`PolicyError::InvalidRequest`](crate::PolicyError::InvalidRequest)
-    /// naming the feature when the request does not carry it. Declare the
-    /// feature as required in your [`Metadata`](crate::Metadata) so the host sends it.
+    /// naming the feature and saying how to declare it, when the request
+    /// does not carry it.
     pub fn feature(&self, name: &str) -> Result<Feature, crate::PolicyError> {
-        self.optional_feature(name).ok_or_else(|| {
-            crate::PolicyError::InvalidRequest(format!(
-                "the request has no candidate feature `{name}` (it carries: {:?})",
-                self.candidates.feature_names
-            ))
-        })
-    }
-
-    /// Resolves a candidate feature column by name, `None` when absent.
-    pub fn optional_feature(&self, name: &str) -> Option<Feature> {
         self.candidates
             .feature_names
             .iter()
             .position(|n| n == name)
             .map(|column| Feature { column })
+            .ok_or_else(|| {
+                crate::PolicyError::InvalidRequest(format!(
+                    "candidate feature `{name}` is not in the request: the host sends only the features a policy declares \
+                     (this request carries {:?}); declare it in metadata() with `.requires(&[\"{name}\"])`, \
+                     or `.optional(&[\"{name}\"])` if candidates may lack it",
+                    self.candidates.feature_names
+                ))
+            })
+    }
+
+    /// [`Request::feature`] for a feature declared optional: the same
+    /// lookup, named for readability where values are often missing. An
+    /// undeclared feature is the same error: it is never silently absent.
+    ///
+    /// # Errors
+    /// As [`Request::feature`].
+    pub fn optional_feature(&self, name: &str) -> Result<Feature, crate::PolicyError> {
+        self.feature(name)
     }
 
     /// A context feature by name; `None` when absent or NaN.

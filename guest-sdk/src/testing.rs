@@ -260,16 +260,81 @@ impl RequestBuilder {
 }
 
 /// Runs `P` on `request` the way the host does: parses and validates
-/// `settings_json`, scores, and checks the output contract.
+/// `settings_json`, gives the policy exactly the feature columns it declares
+/// ([`as_host_sends`]), scores, and checks the output contract.
 ///
 /// # Errors
-/// The policy's error or the contract violation, as text.
+/// The policy's error or the contract violation, as text. A policy that
+/// reads a feature it did not declare gets the error of
+/// [`Request::feature`], naming the feature.
 pub fn run<P: Policy>(settings_json: &str, request: &Request) -> Result<Decisions, String> {
     let settings = crate::parse_settings::<P>(settings_json).map_err(|e| e.to_string())?;
     request.check_shape().map_err(|e| e.to_string())?;
-    let out = P::score(&settings, request).map_err(|e| e.to_string())?;
-    out.check(request).map_err(|v| v.to_string())?;
+    let request = as_host_sends::<P>(request);
+    let out = P::score(&settings, &request).map_err(|e| e.to_string())?;
+    out.check(&request).map_err(|v| v.to_string())?;
     Ok(out)
+}
+
+/// `request` as the host would send it to `P`: candidate feature columns
+/// are exactly `P`'s declared features (required, then optional, in
+/// [`Metadata`](crate::Metadata) order), a declared feature the request does not
+/// carry being all NaN (missing), and context features exactly its declared
+/// context features. Columns `P` did not declare are dropped, as the host
+/// never sends them.
+///
+/// ```
+/// use oasis_sdk::testing::{CandidateSpec, RequestBuilder, as_host_sends};
+/// # use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
+/// # struct P;
+/// # impl Policy for P {
+/// #     type Settings = ();
+/// #     fn metadata() -> Metadata { Metadata::new("p", "1.0.0").requires(&["p_skip"]) }
+/// #     fn score(_: &(), req: &Request) -> Result<Decisions, PolicyError> { Ok(Decisions::passthrough(req)) }
+/// # }
+/// let req = RequestBuilder::new()
+///     .features(&["popularity", "p_skip"])
+///     .candidate(CandidateSpec::new(0.5).feature("popularity", 0.9).feature("p_skip", 0.2))
+///     .build();
+/// let sent = as_host_sends::<P>(&req);
+/// assert_eq!(sent.candidates.feature_names, ["p_skip"]);
+/// assert_eq!(sent.candidates.features, [0.2]);
+/// assert!(sent.feature("popularity").is_err()); // not declared: never sent
+/// ```
+pub fn as_host_sends<P: Policy>(request: &Request) -> Request {
+    let meta = P::metadata();
+    let columns = oasis_contract::feature_columns(&meta.required_features, &meta.optional_features);
+    let k = &request.candidates;
+    let (n, width) = (k.count as usize, k.feature_names.len());
+    let from: Vec<Option<usize>> = columns
+        .iter()
+        .map(|c| k.feature_names.iter().position(|f| f == c))
+        .collect();
+    let mut features = vec![f64::NAN; n * columns.len()];
+    for i in 0..n {
+        for (j, src) in from.iter().enumerate() {
+            if let Some(s) = src {
+                features[i * columns.len() + j] = k.features[i * width + s];
+            }
+        }
+    }
+    let ctx = &request.context;
+    let context_values = meta
+        .context_features
+        .iter()
+        .map(|name| {
+            ctx.feature_names
+                .iter()
+                .position(|f| f == name)
+                .map_or(f64::NAN, |i| ctx.features[i])
+        })
+        .collect();
+    let mut out = request.clone();
+    out.candidates.feature_names = columns;
+    out.candidates.features = features;
+    out.context.feature_names = meta.context_features;
+    out.context.features = context_values;
+    out
 }
 
 /// Tolerance of [`is_close`] and [`assert_close`]: two numbers are close when
@@ -531,6 +596,67 @@ mod tests {
         RequestBuilder::new()
             .candidate(CandidateSpec::new(0.5))
             .build()
+    }
+
+    /// Reads `popularity` (declared optional) and `p_skip`, which it
+    /// forgets to declare: the mistake the harness must catch.
+    struct Forgetful;
+
+    impl Policy for Forgetful {
+        type Settings = Settings;
+        fn metadata() -> Metadata {
+            Metadata::new("forgetful", "1.0.0")
+                .optional(&["popularity"])
+                .context(&["hour"])
+        }
+        fn score(_: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+            let popularity = req.optional_feature("popularity")?;
+            assert_eq!(req.context_feature("hour"), Some(7.0));
+            assert_eq!(req.context_feature("undeclared"), None);
+            let mut d = Decisions::passthrough(req);
+            for c in req.candidates() {
+                // Missing values are None, declared or not sent.
+                d.scores[c.index()] += c.get(popularity).unwrap_or(0.0);
+            }
+            let p_skip = req.feature("p_skip")?;
+            let _ = req.candidate(0).get(p_skip);
+            Ok(d)
+        }
+    }
+
+    #[test]
+    fn the_harness_sends_only_declared_features_and_names_an_undeclared_one() {
+        let req = RequestBuilder::new()
+            .features(&["p_skip", "popularity", "other"])
+            .context_feature("hour", 7.0)
+            .context_feature("undeclared", 1.0)
+            .candidate(
+                CandidateSpec::new(0.5)
+                    .feature("p_skip", 0.1)
+                    .feature("popularity", 0.2),
+            )
+            .candidate(CandidateSpec::new(0.4).feature("other", 9.0))
+            .build();
+        let err = run::<Forgetful>("", &req).unwrap_err();
+        assert!(
+            err.contains("`p_skip`") && err.contains(".requires(&[\"p_skip\"])"),
+            "{err}"
+        );
+        let sent = as_host_sends::<Forgetful>(&req);
+        assert_eq!(sent.candidates.feature_names, ["popularity"]);
+        assert_eq!(sent.candidates.features[0], 0.2);
+        assert!(
+            sent.candidates.features[1].is_nan(),
+            "missing, as the host sends it"
+        );
+        assert_eq!(sent.context.feature_names, ["hour"]);
+        // A declared feature no candidate carries is still a column (all NaN).
+        let bare = RequestBuilder::new()
+            .candidate(CandidateSpec::new(0.5))
+            .build();
+        let sent = as_host_sends::<Forgetful>(&bare);
+        assert_eq!(sent.candidates.feature_names, ["popularity"]);
+        assert!(sent.candidates.features[0].is_nan());
     }
 
     #[test]

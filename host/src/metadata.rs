@@ -99,13 +99,7 @@ impl PolicyInfo {
     /// The candidate feature columns the policy receives, in order: the
     /// required features, then the optional ones not already listed.
     pub fn feature_columns(&self) -> Vec<String> {
-        let mut cols = self.required_features.clone();
-        for f in &self.optional_features {
-            if !cols.contains(f) {
-                cols.push(f.clone());
-            }
-        }
-        cols
+        oasis_contract::feature_columns(&self.required_features, &self.optional_features)
     }
 
     /// The version's identity.

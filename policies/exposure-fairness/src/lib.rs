@@ -198,6 +198,19 @@ mod tests {
     /// Holder 1: candidates 0 (0.9, campaign) and 2 (0.3, organic), 7-day
     /// exposure 0.5 (candidate 2's 0.9 is ignored: not the holder's first).
     /// Holder 2: candidate 1 (0.6, campaign), exposure missing (NaN -> 0).
+    /// Two holders, three candidates, each built by `f` from a bare spec.
+    /// `columns` are the feature columns the caller sends.
+    fn two_holders_with(columns: &[&str], f: impl Fn(CandidateSpec) -> CandidateSpec) -> Request {
+        let mut b = RequestBuilder::new()
+            .features(columns)
+            .campaign(CampaignSpec::new(1));
+        for (s, holder, campaign) in [(0.9, 1, true), (0.6, 2, true), (0.3, 1, false)] {
+            let c = f(CandidateSpec::new(s).rights_holder(holder));
+            b = b.candidate(if campaign { c.campaign(0) } else { c });
+        }
+        b.build()
+    }
+
     fn two_holders() -> Request {
         RequestBuilder::new()
             .features(&[HOLDER_EXPOSURE_7D])
@@ -362,12 +375,18 @@ mod tests {
     }
 
     #[test]
-    fn request_without_the_exposure_column_is_refused() {
-        let req = RequestBuilder::new()
-            .candidate(CandidateSpec::new(0.5))
-            .build();
-        let err = run::<ExposureFairness>("", &req).unwrap_err();
-        assert!(err.contains(HOLDER_EXPOSURE_7D), "{err}");
+    fn a_request_without_the_exposure_column_counts_no_past_exposure() {
+        // The host always sends the declared column (NaN where the caller
+        // sent nothing), and so does the harness: missing exposure is read
+        // as none, the same as an explicit 0.
+        let without = two_holders_with(&[], |c| c);
+        let with_zero = two_holders_with(&[HOLDER_EXPOSURE_7D], |c| {
+            c.feature(HOLDER_EXPOSURE_7D, 0.0)
+        });
+        let a = run::<ExposureFairness>("", &without).unwrap();
+        let b = run::<ExposureFairness>("", &with_zero).unwrap();
+        assert_eq!(a.scores, b.scores);
+        assert_eq!(a.reasons, b.reasons);
     }
 
     #[test]

@@ -288,13 +288,22 @@ mod tests {
     }
 
     #[test]
-    fn request_without_p_skip_column_is_refused() {
+    fn a_request_without_p_skip_blocks_promotion_as_missing() {
+        // The host always sends the declared `p_skip` column (NaN where the
+        // caller sent nothing), and so does the harness: the guard reads it
+        // as missing and does not promote.
         let req = RequestBuilder::new()
             .campaign(CampaignSpec::new(1))
             .candidate(CandidateSpec::new(0.5).campaign(0))
             .build();
-        let err = run::<GuardedBoost>("", &req).unwrap_err();
-        assert!(err.contains("p_skip"), "{err}");
+        let out = run::<GuardedBoost>("", &req).unwrap();
+        assert_eq!(out.scores, vec![0.5]);
+        assert!(
+            out.reasons[0].contains(Reason::MISSING_FEATURE),
+            "{:?}",
+            out.reasons
+        );
+        assert!(!out.reasons[0].contains(Reason::PROMOTED));
     }
 
     #[test]
