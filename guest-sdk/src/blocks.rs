@@ -22,7 +22,13 @@
 //!   promote each track by its own boost and limit promoted tracks per
 //!   slate. It is not for randomized choices (demoting a drawn track would
 //!   falsify its logged propensity) nor for per-group limits such as one
-//!   promoted track per artist.
+//!   promoted track per artist: that is [`cap_per_group`].
+//! * [`cap_per_group`] keeps, among boosted candidates, the `per_group`
+//!   with the largest boosts in each group (artist, rights holder, campaign…)
+//!   and marks the others with a reason, before anything is promoted.
+//! * [`rank_by_score`] and [`top_by_relevance`] give the slate order the
+//!   recommender would show (score descending, ties in request order), for
+//!   rank-based attention and exploration among the top tracks.
 //!
 //! ```
 //! use oasis_sdk::blocks::{Guard, P_SKIP, slate_cap};
@@ -208,6 +214,80 @@ pub fn slate_cap(out: &mut Decisions, base: &[f64], promoted: &mut [(usize, f64)
     for &(i, _) in promoted.iter().skip(k_max) {
         out.demote(i, base[i], Reason::SLATE_CAP);
     }
+}
+
+/// Keeps, among `boosted` (`(candidate index, boost)` of candidates not yet
+/// promoted), at most `per_group` per group and marks the others in `out`
+/// with `reason` (they stay eligible, at their current score). In each
+/// group the largest boosts win; ties go to the earlier candidate in the
+/// request. `group(i)` gives candidate `i`'s group: an artist
+/// ([`Candidate::artist`]), a rights holder, a campaign…
+///
+/// On return `boosted` holds the kept candidates in request order.
+///
+/// ```
+/// use oasis_sdk::blocks::cap_per_group;
+/// use oasis_sdk::testing::{CandidateSpec, RequestBuilder};
+/// use oasis_sdk::{Decisions, Reason};
+///
+/// let req = RequestBuilder::new()
+///     .candidate(CandidateSpec::new(0.5).artist(7))
+///     .candidate(CandidateSpec::new(0.9).artist(7))
+///     .candidate(CandidateSpec::new(0.4).artist(8))
+///     .build();
+/// let mut out = Decisions::passthrough(&req);
+/// let mut boosted = vec![(0, 0.1), (1, 0.2), (2, 0.05)];
+/// // One promoted track per artist.
+/// cap_per_group(&mut out, &mut boosted, 1, |i| req.candidate(i).artist(), Reason::DIVERSITY_PENALTY);
+/// assert_eq!(boosted, vec![(1, 0.2), (2, 0.05)]);
+/// assert!(out.reasons[0].contains(Reason::DIVERSITY_PENALTY));
+/// ```
+pub fn cap_per_group<K: Eq + core::hash::Hash>(
+    out: &mut Decisions,
+    boosted: &mut Vec<(usize, f64)>,
+    per_group: usize,
+    group: impl Fn(usize) -> K,
+    reason: Reason,
+) {
+    boosted.sort_by(|&(i, bi), &(j, bj)| bj.total_cmp(&bi).then(i.cmp(&j)));
+    let mut taken: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    boosted.retain(|&(i, _)| {
+        let n = taken.entry(group(i)).or_default();
+        *n += 1;
+        if *n > per_group {
+            out.mark(i, reason);
+            false
+        } else {
+            true
+        }
+    });
+    boosted.sort_by_key(|&(i, _)| i);
+}
+
+/// Candidate indices in slate order: `scores` descending (by
+/// `f64::total_cmp`, so NaN sorts first if positive, last if negative: keep
+/// scores finite), ties in request order.
+///
+/// ```
+/// assert_eq!(oasis_sdk::blocks::rank_by_score(&[0.2, 0.9, 0.2, 0.5]), vec![1, 3, 0, 2]);
+/// ```
+pub fn rank_by_score(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
+    order
+}
+
+/// The `k` candidates among `indices` with the highest `scores`, in slate
+/// order (ties in request order): e.g. the most relevant eligible tracks.
+///
+/// ```
+/// let top = oasis_sdk::blocks::top_by_relevance(&[0.2, 0.9, 0.7, 0.5], vec![0, 2, 3], 2);
+/// assert_eq!(top, vec![2, 3]);
+/// ```
+pub fn top_by_relevance(scores: &[f64], mut indices: Vec<usize>, k: usize) -> Vec<usize> {
+    indices.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
+    indices.truncate(k);
+    indices
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ impl Policy for EpsilonGreedy {
             }
         }
         // Rank order: relevance descending, ties in request order.
-        eligible.sort_by(|&i, &j| base[j].total_cmp(&base[i]).then(i.cmp(&j)));
+        let eligible = oasis_sdk::blocks::top_by_relevance(&base, eligible, usize::MAX);
         let pi = inclusion_probabilities(eligible.len(), s.slots as usize, s.epsilon);
         for (rank, &i) in eligible.iter().enumerate() {
             out.propensity[i] = pi[rank];

@@ -75,8 +75,7 @@ pub fn holder_deficits(
         relevance: f64,
         attention: f64,
     }
-    let mut order: Vec<usize> = (0..req.len()).collect();
-    order.sort_by(|&i, &j| base[j].total_cmp(&base[i]).then(i.cmp(&j)));
+    let order = oasis_sdk::blocks::rank_by_score(base);
     let mut holders: BTreeMap<u32, Acc> = BTreeMap::new();
     for (rank0, &i) in order.iter().enumerate() {
         let acc = holders.entry(req.candidate(i).rights_holder()).or_default();

@@ -41,9 +41,7 @@
 //!
 //! Deterministic: propensity 1 for promoted tracks, 0 otherwise.
 
-use std::collections::HashMap;
-
-use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
+use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request, blocks};
 use serde::{Deserialize, Serialize};
 
 /// The frequency-cap and diversity policy.
@@ -139,8 +137,8 @@ impl Policy for FreqCapDiversity {
         let mut out = Decisions::passthrough(req);
         let base = out.scores.clone();
 
-        // 1-2. Eligibility and boost; 3. best boost per artist.
-        let mut best_of_artist: HashMap<u32, (usize, f64)> = HashMap::new();
+        // 1-2. Eligibility and boost.
+        let mut pool: Vec<(usize, f64)> = Vec::new();
         for c in req.candidates() {
             let i = c.index();
             let mut block = match c.campaign_eligibility() {
@@ -161,19 +159,16 @@ impl Policy for FreqCapDiversity {
                 out.mark(i, Reason::RELEVANCE_GUARDRAIL);
                 continue;
             }
-            match best_of_artist.get_mut(&c.artist()) {
-                Some(best) if boost > best.1 => {
-                    out.mark(best.0, Reason::DIVERSITY_PENALTY);
-                    *best = (i, boost);
-                }
-                Some(_) => out.mark(i, Reason::DIVERSITY_PENALTY),
-                None => {
-                    best_of_artist.insert(c.artist(), (i, boost));
-                }
-            }
+            pool.push((i, boost));
         }
-        let mut pool: Vec<(usize, f64)> = best_of_artist.into_values().collect();
-        pool.sort_by_key(|&(i, _)| i);
+        // 3. The best boost per artist (ties: request order).
+        blocks::cap_per_group(
+            &mut out,
+            &mut pool,
+            1,
+            |i| req.candidate(i).artist(),
+            Reason::DIVERSITY_PENALTY,
+        );
 
         // 4. Greedy MMR. `max_sim[k]`: max similarity of pool[k] to the selected set.
         let penalty_scale = (1.0 - s.lambda) / s.lambda;
