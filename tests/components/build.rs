@@ -17,6 +17,7 @@ fn main() {
     for dir in ["policies", "guest-sdk", "wit", "tests/guests"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
     let mut crates = Vec::new();
     for dir in ["policies", "tests/guests"] {
@@ -32,7 +33,12 @@ fn main() {
     }
 
     ensure_target();
-    let target_dir = root.join("target").join("guests");
+    // `$CARGO_TARGET_DIR/guests` (or `target/guests`), the directory
+    // `scripts/build-policies` uses too, so each policy compiles once for both.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"))
+        .join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)

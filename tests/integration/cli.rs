@@ -312,3 +312,63 @@ fn a_policy_cannot_forge_host_log_lines() {
         assert!(stderr.contains(visible), "{format}:\n{stderr}");
     }
 }
+
+/// `scripts/seed-policies` (what `scripts/serve` seeds `deploy/policies`
+/// with) adds missing files, refreshes files it put there itself, and never
+/// overwrites a file an operator changed.
+#[test]
+fn seeding_the_served_directory_never_overwrites_an_operators_edit() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bundled = tempfile::tempdir().unwrap();
+    let served = tempfile::tempdir().unwrap();
+    let (a, b) = (bundled.path().join("a.toml"), bundled.path().join("b.wasm"));
+    std::fs::write(&a, "module = \"a.wasm\"\n").unwrap();
+    std::fs::write(&b, "v1").unwrap();
+    let seed = || {
+        let out = std::process::Command::new(root.join("scripts/seed-policies"))
+            .arg(served.path())
+            .args([&a, &b])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let said = seed();
+    assert!(said.contains("2 added, 0 updated"), "{said}");
+    let read = |name: &str| std::fs::read_to_string(served.path().join(name)).unwrap();
+    assert_eq!(read("b.wasm"), "v1");
+
+    // The operator edits the manifest; the bundled component is rebuilt.
+    std::fs::write(
+        served.path().join("a.toml"),
+        "module = \"a.wasm\"\n[settings]\nx = 1\n",
+    )
+    .unwrap();
+    std::fs::write(&b, "v2").unwrap();
+    let said = seed();
+    assert!(said.contains("kept") && said.contains("a.toml"), "{said}");
+    assert!(
+        said.contains("0 added, 1 updated") && said.contains("1 kept"),
+        "{said}"
+    );
+    assert!(
+        read("a.toml").contains("x = 1"),
+        "the operator's edit survives"
+    );
+    assert_eq!(
+        read("b.wasm"),
+        "v2",
+        "an untouched seeded file follows the bundle"
+    );
+
+    // An operator's own component is kept too; deleting a file reseeds it.
+    std::fs::write(served.path().join("b.wasm"), "mine").unwrap();
+    std::fs::remove_file(served.path().join("a.toml")).unwrap();
+    let said = seed();
+    assert!(
+        said.contains("1 added, 0 updated") && said.contains("1 kept"),
+        "{said}"
+    );
+    assert_eq!(read("b.wasm"), "mine");
+    assert_eq!(read("a.toml"), "module = \"a.wasm\"\n");
+}
