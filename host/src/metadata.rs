@@ -23,6 +23,12 @@ pub struct PolicyRef {
     pub version: String,
     /// `sha256:…` of the component.
     pub digest: String,
+    /// `sha256` (hex) of the settings JSON it was loaded with: the same
+    /// module with other settings is another policy. Absent for the host's
+    /// built-in passthrough and before settings are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub settings_sha256: Option<Arc<str>>,
 }
 
 /// What a policy says about itself, plus what the host knows of its module.
@@ -108,6 +114,7 @@ impl PolicyInfo {
             name: Arc::from(self.name.as_str()),
             version: self.version.clone(),
             digest: self.digest.clone(),
+            settings_sha256: None,
         }
     }
 }

@@ -160,13 +160,18 @@ impl Policy {
             })?
             .map_err(LoadError::BadSettings)?;
 
+        let settings_sha256: Arc<str> =
+            Arc::from(crate::cache::sha256_hex(settings_json.as_bytes()));
         let policy = Policy {
             template,
-            identity: Arc::new(info.identity()),
+            identity: Arc::new(PolicyRef {
+                settings_sha256: Some(settings_sha256.clone()),
+                ..info.identity()
+            }),
             columns: info.feature_columns(),
             info,
             settings_json: settings_json.to_string(),
-            settings_sha256: Arc::from(crate::cache::sha256_hex(settings_json.as_bytes())),
+            settings_sha256,
         };
         policy
             .call(&policy.smoke_request())
@@ -201,6 +206,21 @@ impl Policy {
     /// The settings it was loaded with (JSON).
     pub fn settings_json(&self) -> &str {
         &self.settings_json
+    }
+
+    /// The settings in effect: every documented setting's default (from
+    /// its metadata), overridden by the settings it was loaded with.
+    pub fn effective_settings(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for s in &self.info.settings {
+            if let Ok(v) = serde_json::from_str(&s.default_json) {
+                out.insert(s.name.clone(), v);
+            }
+        }
+        if let Ok(serde_json::Value::Object(given)) = serde_json::from_str(&self.settings_json) {
+            out.extend(given);
+        }
+        serde_json::Value::Object(out)
     }
 
     /// SHA-256 (hex) of [`Policy::settings_json`]: with the digest, what

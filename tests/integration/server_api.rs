@@ -7,7 +7,8 @@ use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST};
 use serde_json::Value;
 
 use crate::harness::server::{
-    Harness, TestApp, atomic_write, attack_body, digest, install, policy, routed,
+    Harness, TestApp, atomic_write, attack_body, digest, install, metric, policy, routed,
+    version_labels,
 };
 use crate::harness::{example_body, small_body};
 
@@ -216,31 +217,132 @@ async fn every_fault_kind_falls_back_with_a_200() {
     assert_eq!((status, v["variant"].as_str()), (200, Some("stable")));
 
     let metrics = s.metrics().await;
+    let policies = s.policies().await;
+    let (looping, orphan, baseline) = (
+        version_labels(&policies, "loop"),
+        version_labels(&policies, "orphan"),
+        version_labels(&policies, "baseline"),
+    );
     assert!(
-        metrics.contains(
-            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\",served_by=\"fallback_policy\"} 1"
-        ),
+        metrics.contains(&format!(
+            "oasis_fallbacks_total{{{looping},kind=\"timeout\",served_by=\"fallback_policy\"}} 1"
+        )),
         "{metrics}"
     );
     // A fallback is counted once, by what served it; errors per failed call.
     assert!(
-        metrics.contains(
-            "oasis_fallbacks_total{policy=\"orphan\",version=\"0.1.0\",kind=\"trap\",served_by=\"passthrough\"} 1"
-        ),
+        metrics.contains(&format!(
+            "oasis_fallbacks_total{{{orphan},kind=\"trap\",served_by=\"passthrough\"}} 1"
+        )),
         "{metrics}"
     );
     assert!(
-        metrics.contains(
-            "oasis_fallbacks_total{policy=\"loop\",version=\"0.1.0\",kind=\"timeout\",served_by=\"passthrough\"} 0"
-        ),
+        metrics.contains(&format!(
+            "oasis_fallbacks_total{{{looping},kind=\"timeout\",served_by=\"passthrough\"}} 0"
+        )),
         "{metrics}"
     );
     assert!(
         metrics.contains("oasis_requests_total{route=\"panic\",variant=\"stable\"} 1"),
         "{metrics}"
     );
+    assert!(metrics.contains(&format!("oasis_policy_latency_seconds_count{{{baseline}}}")));
+    // What the baseline decided is counted per version: every candidate it
+    // scored, none promoted (it is the relevance passthrough).
     assert!(
-        metrics
-            .contains("oasis_policy_latency_seconds_count{policy=\"baseline\",version=\"1.0.0\"}")
+        metric(
+            &metrics,
+            &format!("oasis_policy_candidates_total{{{baseline}}}")
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("oasis_policy_promoted_total{{{baseline}}}")
+        ),
+        0.0
+    );
+}
+
+/// Settings are part of a version's identity: responses, status and metric
+/// labels carry their hash, status shows the settings in effect; and a
+/// version that promotes nothing while campaign tracks arrive is flagged.
+#[tokio::test]
+async fn settings_identify_a_version_and_a_version_that_promotes_nothing_is_flagged() {
+    let app = TestApp::start_with(
+        |d| {
+            install(d, "guarded", GUARDED_BOOST, "[settings]\ntheta = 0.5\n");
+            // theta 0: every campaign track is over the skip guardrail.
+            install(d, "silent", GUARDED_BOOST, "[settings]\ntheta = 0.0\n");
+        },
+        |c| {
+            c.promotion_stall = oasis::server::promotion::PromotionStall {
+                candidates: 1,
+                after: std::time::Duration::ZERO,
+            }
+        },
+    )
+    .await;
+    let (status, v) = app.score(routed("guarded", &example_body())).await;
+    assert_eq!(status, 200, "{v}");
+    let promoted = v["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "promoted")
+        })
+        .count();
+    assert!(promoted > 0, "{v}");
+    let (status, silent) = app.score(routed("silent", &example_body())).await;
+    assert_eq!(status, 200);
+
+    let policies = app.policies().await;
+    let g = &policy(&policies, "guarded").unwrap()["active"];
+    let s = &policy(&policies, "silent").unwrap()["active"];
+    // The same module with other settings: same digest, another settings hash.
+    assert_eq!(g["digest"], s["digest"]);
+    assert_ne!(g["settings_sha256"], s["settings_sha256"]);
+    assert_eq!(v["policy"]["settings_sha256"], g["settings_sha256"], "{v}");
+    assert_eq!(silent["policy"]["settings_sha256"], s["settings_sha256"]);
+    // The settings in effect: the manifest's, over the documented defaults.
+    assert_eq!(g["settings"]["theta"], 0.5);
+    assert!(g["settings"]["k_max"].is_u64(), "defaults filled in: {g}");
+
+    // Promotion counts: guarded promoted, silent did not and is flagged.
+    assert_eq!(g["promotion"]["promoted"].as_u64(), Some(promoted as u64));
+    assert_eq!(g["promotion"]["stalled"], false);
+    assert!(s["promotion"]["campaign_candidates"].as_u64().unwrap() > 0);
+    assert_eq!(s["promotion"]["stalled"], true, "{s}");
+    let warnings = policy(&policies, "silent").unwrap()["warnings"].to_string();
+    assert!(warnings.contains("promotes nothing"), "{warnings}");
+
+    let metrics = app.metrics().await;
+    let (gl, sl) = (
+        version_labels(&policies, "guarded"),
+        version_labels(&policies, "silent"),
+    );
+    assert_eq!(
+        metric(&metrics, &format!("oasis_policy_promoted_total{{{gl}}}")),
+        promoted as f64
+    );
+    assert_eq!(
+        metric(&metrics, &format!("oasis_policy_promotion_stalled{{{sl}}}")),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, &format!("oasis_policy_promotion_stalled{{{gl}}}")),
+        0.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            &format!("oasis_policy_reasons_total{{{sl},reason=\"relevance_guardrail\"}}")
+        ) > 0.0,
+        "{metrics}"
     );
 }

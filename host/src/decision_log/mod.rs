@@ -80,6 +80,7 @@ mod tests {
             name: name.into(),
             version: "1.2.3".into(),
             digest: format!("sha256:{:064x}", name.len()),
+            settings_sha256: None,
         })
     }
 

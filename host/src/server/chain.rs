@@ -90,6 +90,8 @@ pub async fn serve(
         first.get_or_insert((kind, result.is_ok(), us));
         match result {
             Ok(outcome) => {
+                let campaign = req.campaign_index().iter().filter(|&&c| c >= 0).count();
+                arm.metrics.decided(&outcome.decisions, campaign as u64);
                 if let Some((failed, error_kind)) = &first_failure {
                     failed
                         .metrics
@@ -153,6 +155,7 @@ pub static PASSTHROUGH: LazyLock<Arc<PolicyRef>> = LazyLock::new(|| {
         name: Arc::from("host-passthrough"),
         version: env!("CARGO_PKG_VERSION").into(),
         digest: "builtin".into(),
+        settings_sha256: None,
     })
 });
 

@@ -12,7 +12,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
+use oasis_contract::reason::REASONS;
+
 use crate::error::CallErrorKind;
+use crate::metadata::PolicyRef;
+use crate::server::promotion::{PromotionStall, PromotionWatch};
 
 /// Labels of a policy version.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +27,26 @@ pub struct PolicyLabels {
     pub policy: String,
     /// Policy semver.
     pub version: String,
+    /// First 12 hex digits of the component's sha256: the same version
+    /// string redeployed with another module is another series.
+    pub digest: String,
+    /// First 12 hex digits of the settings' sha256.
+    pub settings: String,
+}
+
+/// Labels of a policy version's reason counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyReasonLabels {
+    /// Policy key.
+    pub policy: String,
+    /// Policy semver.
+    pub version: String,
+    /// Short component digest.
+    pub digest: String,
+    /// Short settings hash.
+    pub settings: String,
+    /// Reason code.
+    pub reason: &'static str,
 }
 
 /// Labels of a policy call error.
@@ -30,6 +56,10 @@ pub struct ErrorLabels {
     pub policy: String,
     /// Policy semver.
     pub version: String,
+    /// Short component digest.
+    pub digest: String,
+    /// Short settings hash.
+    pub settings: String,
     /// Error kind.
     pub kind: CallErrorKind,
 }
@@ -41,6 +71,10 @@ pub struct FallbackLabels {
     pub policy: String,
     /// Its semver.
     pub version: String,
+    /// Short component digest.
+    pub digest: String,
+    /// Short settings hash.
+    pub settings: String,
     /// Why it failed.
     pub kind: CallErrorKind,
     /// What answered instead.
@@ -176,6 +210,19 @@ pub struct Metrics {
     pub policy_errors: Family<ErrorLabels, Counter>,
     /// Policy call latency (instantiate + run), seconds.
     pub policy_latency: Family<PolicyLabels, Histogram>,
+    /// Candidates scored, by policy version.
+    pub policy_candidates: Family<PolicyLabels, Counter>,
+    /// Candidates marked eligible, by policy version.
+    pub policy_eligible: Family<PolicyLabels, Counter>,
+    /// Candidates promoted, by policy version.
+    pub policy_promoted: Family<PolicyLabels, Counter>,
+    /// Candidates with each reason, by policy version.
+    pub policy_reasons: Family<PolicyReasonLabels, Counter>,
+    /// 1 while a version promotes nothing although campaign candidates
+    /// arrive ([`PromotionWatch`]).
+    pub policy_promotion_stalled: Family<PolicyLabels, Gauge>,
+    /// When a version counts as stalled.
+    pub promotion_stall: PromotionStall,
     /// End-to-end server latency of scored requests, seconds.
     pub request_latency: Histogram,
     /// Reload attempts.
@@ -251,6 +298,36 @@ impl Metrics {
         let fallbacks = Family::default();
         let policy_errors = Family::default();
         let policy_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let policy_candidates = Family::<PolicyLabels, Counter>::default();
+        let policy_eligible = Family::<PolicyLabels, Counter>::default();
+        let policy_promoted = Family::<PolicyLabels, Counter>::default();
+        let policy_reasons = Family::<PolicyReasonLabels, Counter>::default();
+        let policy_promotion_stalled = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_candidates",
+            "Candidates scored, by policy version (served answers only)",
+            policy_candidates.clone(),
+        );
+        registry.register(
+            "policy_eligible",
+            "Candidates marked eligible, by policy version",
+            policy_eligible.clone(),
+        );
+        registry.register(
+            "policy_promoted",
+            "Candidates promoted, by policy version",
+            policy_promoted.clone(),
+        );
+        registry.register(
+            "policy_reasons",
+            "Candidates with each reason code, by policy version",
+            policy_reasons.clone(),
+        );
+        registry.register(
+            "policy_promotion_stalled",
+            "1 while a policy version promotes nothing although campaign candidates arrive",
+            policy_promotion_stalled.clone(),
+        );
         let request_latency = latency_histogram();
         let reloads = Family::default();
         let instances_in_use = Gauge::default();
@@ -347,6 +424,12 @@ impl Metrics {
             fallbacks,
             policy_errors,
             policy_latency,
+            policy_candidates,
+            policy_eligible,
+            policy_promoted,
+            policy_reasons,
+            policy_promotion_stalled,
+            promotion_stall: PromotionStall::default(),
             request_latency,
             reloads,
             instances_in_use,
@@ -475,24 +558,56 @@ impl Metrics {
             .inc();
     }
 
-    /// Resolves the handles of one policy version.
-    pub fn for_policy(&self, key: &str, version: &str) -> PolicyMetrics {
+    /// Sets when a policy version counts as stalled (before any version is
+    /// activated).
+    pub fn with_promotion_stall(mut self, rule: PromotionStall) -> Self {
+        self.promotion_stall = rule;
+        self
+    }
+
+    /// Resolves the handles of one policy version (labels: its key,
+    /// version, short digest and short settings hash).
+    pub fn for_policy(&self, key: &str, id: &PolicyRef) -> PolicyMetrics {
+        let short = |h: &str| crate::server::reload::short(h).to_string();
         let labels = PolicyLabels {
             policy: key.to_string(),
-            version: version.to_string(),
+            version: id.version.clone(),
+            digest: short(&id.digest),
+            settings: id.settings_sha256.as_deref().map(short).unwrap_or_default(),
         };
         let error = |kind: CallErrorKind| ErrorLabels {
             policy: key.to_string(),
-            version: version.to_string(),
+            version: labels.version.clone(),
+            digest: labels.digest.clone(),
+            settings: labels.settings.clone(),
             kind,
         };
         let fallback = |kind: CallErrorKind, served_by: FallbackBy| FallbackLabels {
             policy: key.to_string(),
-            version: version.to_string(),
+            version: labels.version.clone(),
+            digest: labels.digest.clone(),
+            settings: labels.settings.clone(),
             kind,
             served_by,
         };
+        let reason = |reason: &'static str| PolicyReasonLabels {
+            policy: key.to_string(),
+            version: labels.version.clone(),
+            digest: labels.digest.clone(),
+            settings: labels.settings.clone(),
+            reason,
+        };
         PolicyMetrics {
+            candidates: self.policy_candidates.get_or_create_owned(&labels),
+            eligible: self.policy_eligible.get_or_create_owned(&labels),
+            promoted: self.policy_promoted.get_or_create_owned(&labels),
+            reasons: REASONS
+                .map(|(_, name)| self.policy_reasons.get_or_create_owned(&reason(name))),
+            promotion: Arc::new(PromotionWatch::new(
+                self.promotion_stall,
+                self.policy_promotion_stalled.get_or_create_owned(&labels),
+                format!("{key}@{}", id.version),
+            )),
             latency: self.policy_latency.get_or_create_owned(&labels),
             errors: CallErrorKind::ALL.map(|k| self.policy_errors.get_or_create_owned(&error(k))),
             fallbacks: CallErrorKind::ALL.map(|k| {
@@ -514,6 +629,12 @@ pub struct PolicyMetrics {
     fallbacks: [[Counter; 2]; 6],
     /// Requests waiting for an instance of this policy.
     pub queue_depth: Gauge,
+    candidates: Counter,
+    eligible: Counter,
+    promoted: Counter,
+    reasons: [Counter; REASONS.len()],
+    /// Promotion counts and the stall flag.
+    pub promotion: Arc<PromotionWatch>,
 }
 
 impl PolicyMetrics {
@@ -522,6 +643,35 @@ impl PolicyMetrics {
             .iter()
             .position(|k| *k == kind)
             .unwrap_or(0)
+    }
+
+    /// Counts the decisions of an answer this version served: candidates,
+    /// eligible, promoted, each reason; `campaign` is the request's number
+    /// of campaign candidates, for the [`PromotionWatch`].
+    pub fn decided(&self, decisions: &crate::bindings::WitDecisions, campaign: u64) {
+        use oasis_contract::ReasonBits;
+        let mut counts = [0u64; REASONS.len()];
+        let mut eligible = 0u64;
+        for (r, e) in decisions.reasons.iter().zip(&decisions.eligible) {
+            let bits = r.reason_bits();
+            eligible += u64::from(*e);
+            for (i, (bit, _)) in REASONS.iter().enumerate() {
+                counts[i] += u64::from(bits & bit != 0);
+            }
+        }
+        let promoted = counts[REASONS
+            .iter()
+            .position(|(b, _)| *b == oasis_contract::reason::PROMOTED)
+            .unwrap_or(0)];
+        self.candidates.inc_by(decisions.reasons.len() as u64);
+        self.eligible.inc_by(eligible);
+        for (c, n) in self.reasons.iter().zip(counts) {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        }
+        self.promoted.inc_by(promoted);
+        self.promotion.record(campaign, promoted);
     }
 
     /// Counts a failed call of this version.

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outcomes;
 pub mod persist;
+pub mod promotion;
 pub mod registry;
 pub mod reload;
 pub mod rollout;
@@ -95,6 +96,8 @@ pub struct ServerConfig {
     pub admin: Option<AdminConfig>,
     /// Decision logging: off when `None`.
     pub decision_log: Option<DecisionLogSettings>,
+    /// When a version that promotes nothing is flagged.
+    pub promotion_stall: promotion::PromotionStall,
 }
 
 /// Decision logging of a server.
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             keep_versions: versions::DEFAULT_KEEP,
             admin: None,
             decision_log: None,
+            promotion_stall: promotion::PromotionStall::default(),
         }
     }
 }
@@ -232,7 +236,7 @@ impl Server {
         }
         let runtime = Runtime::new(cfg.runtime.clone())?;
         let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new().with_promotion_stall(cfg.promotion_stall));
         let store = VersionStore::new(&cfg.policies, cfg.keep_versions);
         let reloader = Reloader {
             dir: cfg.policies.clone(),

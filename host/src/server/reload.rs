@@ -328,12 +328,7 @@ impl Reloader {
         }
         match self.load(files) {
             Ok(active) => {
-                let id = active.policy.identity();
-                tracing::info!(
-                    policy = %key, version = %id.version, digest = %id.digest,
-                    file = %active.manifest.module.display(),
-                    "policy activated"
-                );
+                log_activation(key, entry.active.as_deref(), &active);
                 self.metrics.reload(key, true);
                 entry.active = Some(Arc::new(active));
                 entry.failure = None;
@@ -432,9 +427,7 @@ impl Reloader {
                 manifest.concurrency.max + manifest.concurrency.queue,
             )),
             loaded_at: SystemTime::now(),
-            metrics: self
-                .metrics
-                .for_policy(&manifest.key, &policy.identity().version),
+            metrics: self.metrics.for_policy(&manifest.key, policy.identity()),
             policy,
             manifest: manifest.clone(),
         })
@@ -607,4 +600,40 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Logs an activation, saying what changed against the version it
+/// replaces: a new module, only the settings, or a new module under a
+/// version string already served (responses and metrics would not tell
+/// them apart by version: warned).
+fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePolicy) {
+    let id = active.policy.identity();
+    let settings = short(active.policy.settings_sha256());
+    let file = active.manifest.module.display();
+    let Some(prev) = previous.map(|p| p.policy.identity()) else {
+        tracing::info!(policy = %key, version = %id.version, digest = %id.digest, settings, %file, "policy activated");
+        return;
+    };
+    let old_settings = prev
+        .settings_sha256
+        .as_deref()
+        .map(short)
+        .unwrap_or_default();
+    if prev.digest == id.digest {
+        tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
+            settings, old_settings, %file, "policy settings changed (same module)");
+    } else if prev.version == id.version {
+        tracing::warn!(policy = %key, version = %id.version, digest = %id.digest,
+            old_digest = %prev.digest, settings, %file,
+            "policy activated: a new module under the version already served; bump the version so responses and metrics tell them apart");
+    } else {
+        tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
+            old_version = %prev.version, settings, %file, "policy activated");
+    }
+}
+
+/// The first 12 hex digits of a hash, for logs and labels.
+pub(crate) fn short(hash: &str) -> &str {
+    let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
+    &hex[..hex.len().min(12)]
 }

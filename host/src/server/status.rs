@@ -50,6 +50,12 @@ pub struct ActiveStatus<'a> {
     pub version: &'a str,
     /// `sha256:…` of the component.
     pub digest: &'a str,
+    /// `sha256` (hex) of the settings it was loaded with.
+    pub settings_sha256: &'a str,
+    /// The settings in effect: documented defaults overridden by the
+    /// manifest's `[settings]`.
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
     /// Module file it was loaded from.
     pub module: String,
     /// Manifest file.
@@ -68,6 +74,10 @@ pub struct ActiveStatus<'a> {
     pub max_concurrency: usize,
     /// Features it receives.
     pub features: &'a [String],
+    /// What it promoted since activation, its recent promoted rate, and
+    /// whether it has stalled (promotes nothing while campaign candidates
+    /// arrive).
+    pub promotion: crate::server::promotion::PromotionStatus,
     /// Description.
     pub description: &'a str,
 }
@@ -96,6 +106,8 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 name: &i.name,
                 version: &i.version,
                 digest: &i.digest,
+                settings_sha256: a.policy.settings_sha256(),
+                settings: a.policy.effective_settings(),
                 module: a.manifest.module.display().to_string(),
                 manifest: a.manifest.path.display().to_string(),
                 loaded_at_ms: unix_ms::millis(&a.loaded_at),
@@ -105,6 +117,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 max_candidates: a.manifest.limits.max_candidates,
                 max_concurrency: a.manifest.concurrency.max,
                 features: a.policy.columns(),
+                promotion: a.metrics.promotion.status(),
                 description: &i.description,
             }
         }),
@@ -117,6 +130,12 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
             .filter(|fb| snapshot.active(fb).is_none())
             .map(|fb| format!("fallback `{fb}` is not loaded; failures are answered by the host's relevance passthrough"))
             .into_iter()
+            .chain(
+                e.active
+                    .as_ref()
+                    .filter(|a| a.metrics.promotion.status().stalled)
+                    .map(|_| "promotes nothing although campaign candidates arrive: check that its features are declared and sent, and its settings".to_string()),
+            )
             .collect(),
     }
 }

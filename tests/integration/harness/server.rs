@@ -130,7 +130,7 @@ impl Harness for TestApp {
     async fn start_with(setup: impl FnOnce(&Path), tune: impl FnOnce(&mut ServerConfig)) -> Self {
         let (dir, config) = config(setup, tune);
         let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new().with_promotion_stall(config.promotion_stall));
         Reloader {
             dir: config.policies.clone(),
             default_route: config.default_route.clone(),
@@ -306,6 +306,20 @@ pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// The metric labels of policy `key`'s active version in a `/v1/policies`
+/// answer: `policy="k",version="v",digest="<12 hex>",settings="<12 hex>"`.
+pub fn version_labels(v: &Value, key: &str) -> String {
+    let a = &policy(v, key).unwrap_or_else(|| panic!("no policy {key}: {v}"))["active"];
+    let digest = a["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let settings = a["settings_sha256"].as_str().unwrap();
+    format!(
+        "policy=\"{key}\",version=\"{}\",digest=\"{}\",settings=\"{}\"",
+        a["version"].as_str().unwrap(),
+        &digest[..12],
+        &settings[..12]
+    )
 }
 
 /// The entry of policy `key` in a `/v1/policies` answer.
