@@ -372,3 +372,69 @@ fn seeding_the_served_directory_never_overwrites_an_operators_edit() {
     assert_eq!(read("b.wasm"), "mine");
     assert_eq!(read("a.toml"), "module = \"a.wasm\"\n");
 }
+
+/// `oasis new` scaffolds a crate whose unit tests pass with plain `cargo
+/// test`, whose component builds, and whose golden fixture passes under
+/// `oasis test`, out of the box. (It compiles the crate natively and for
+/// wasm, with the workspace's lock file, into a target directory kept
+/// between runs.)
+#[test]
+fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
+    let root = std::path::Path::new(ROOT);
+    let place = tempfile::tempdir().unwrap();
+    let dir = place.path().join("my-boost");
+    let new = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .arg("new")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let bad = new(&["My_Boost"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase letters"));
+    let sdk = root.join("guest-sdk");
+    let out = new(&[
+        "my-boost",
+        "--path",
+        dir.to_str().unwrap(),
+        "--sdk",
+        sdk.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let again = new(&["my-boost", "--path", dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // The workspace's versions, so nothing new is downloaded or resolved.
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold");
+    let cargo = |args: &[&str]| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .arg("--offline")
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tests = cargo(&["test"]);
+    assert!(tests.contains("test result: ok. 3 passed"), "{tests}");
+    cargo(&["build", "--target", "wasm32-wasip2", "--release"]);
+    let wasm = target.join("wasm32-wasip2/release/my_boost.wasm");
+    let (ok, out, err) = oasis(&[
+        "test",
+        wasm.to_str().unwrap(),
+        dir.join("fixtures").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("1 fixtures, 1 passed"), "{out}");
+    // The manifest it suggests loads with its module.
+    let (ok, out, err) = oasis(&["inspect", wasm.to_str().unwrap()]);
+    assert!(ok && out.contains("name:        my-boost"), "{out}\n{err}");
+}

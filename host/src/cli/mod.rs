@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
 pub mod inspect;
+pub mod new;
 pub mod replay;
 pub mod rollout;
 pub mod run;
@@ -44,6 +45,8 @@ pub enum Command {
     Rollout(rollout::Args),
     /// Replay decision logs: check determinism, or a candidate's divergence.
     Replay(replay::Args),
+    /// Scaffold a Rust policy crate (settings, unit tests, a golden fixture).
+    New(new::Args),
 }
 
 /// Runs the parsed command.
@@ -55,6 +58,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::execute(a),
         Command::Rollout(a) => rollout::execute(a),
         Command::Replay(a) => replay::execute(a),
+        Command::New(a) => new::execute(a),
     }
 }
 

@@ -1,0 +1,358 @@
+//! `oasis new <name>`: scaffold a Rust policy crate that builds, tests and
+//! passes its golden fixture out of the box.
+//!
+//! ```text
+//! oasis new my-boost --path policies/my-boost
+//! cargo test -p my-boost                                   # unit tests
+//! scripts/build-policies                                    # the component
+//! oasis test target/guests/wasm32-wasip2/policy/my_boost.wasm policies/my-boost/fixtures
+//! ```
+//!
+//! The crate holds a small but real policy (promote eligible campaign
+//! tracks by a fixed `boost`), its settings with validation and
+//! documentation, unit tests written with the SDK's harness, a golden
+//! fixture with its expected output, and an example manifest. The SDK is a
+//! path dependency: `--sdk` names it, or it is found in an enclosing Oasis
+//! checkout. Inside a Cargo workspace the crate is left to join it (as
+//! `policies/*` does here); elsewhere it gets a `[workspace]` of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+
+/// Arguments of `oasis new`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy's name: lowercase letters, digits and dashes (the crate
+    /// name and the policy name in its metadata).
+    pub name: String,
+    /// Where to create the crate (default: ./<name>). Must not exist.
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// The Oasis guest SDK directory (default: `guest-sdk` of the Oasis
+    /// checkout the crate is created in).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let name = &args.name;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        bail!(
+            "policy name {name:?}: use 1-64 lowercase letters, digits and dashes, starting with a letter (e.g. `my-boost`)"
+        );
+    }
+    let dir = args.path.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() {
+        bail!("{} exists already; choose another --path", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("src"))
+        .and_then(|()| std::fs::create_dir_all(dir.join("fixtures")))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let sdk = match &args.sdk {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--sdk {}: not found", p.display()))?,
+        None => find_sdk(&abs).with_context(|| {
+            format!(
+                "no Oasis checkout (guest-sdk/) above {}: pass --sdk PATH/TO/guest-sdk",
+                abs.display()
+            )
+        })?,
+    };
+    if !sdk.join("Cargo.toml").is_file() {
+        bail!("{} is not the guest SDK (no Cargo.toml)", sdk.display());
+    }
+    let sdk_rel = relative(&abs, &sdk);
+    let own_workspace = !in_workspace(&abs);
+    for (file, text) in files(name, &sdk_rel, own_workspace) {
+        std::fs::write(dir.join(&file), text)
+            .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
+    }
+    let crate_ident = name.replace('-', "_");
+    println!("created {} (policy `{name}`)", dir.display());
+    println!();
+    println!("next:");
+    println!(
+        "  cargo test --manifest-path {}/Cargo.toml        # unit tests, natively (the first build takes a minute or two)",
+        dir.display()
+    );
+    println!(
+        "  cargo build --manifest-path {}/Cargo.toml --target wasm32-wasip2 --release",
+        dir.display()
+    );
+    println!(
+        "  oasis test <target>/wasm32-wasip2/release/{crate_ident}.wasm {}/fixtures",
+        dir.display()
+    );
+    println!(
+        "  then copy the .wasm and {}/{name}.toml into the served policy directory",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `guest-sdk` of the first ancestor of `dir` that has one.
+fn find_sdk(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .map(|a| a.join("guest-sdk"))
+        .find(|p| p.join("Cargo.toml").is_file())
+}
+
+/// Whether an ancestor of `dir` is a Cargo workspace root.
+fn in_workspace(dir: &Path) -> bool {
+    dir.ancestors().skip(1).any(|a| {
+        std::fs::read_to_string(a.join("Cargo.toml"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+    })
+}
+
+/// `to` relative to `from` (both absolute), with `/` separators.
+fn relative(from: &Path, to: &Path) -> String {
+    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".into(); f.len() - common];
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
+
+/// The files of the crate: (path inside it, text).
+fn files(name: &str, sdk: &str, own_workspace: bool) -> Vec<(String, String)> {
+    let ident = name.replace('-', "_");
+    let type_name: String = name
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let workspace = if own_workspace {
+        "\n# A workspace of its own (it was not created inside one).\n[workspace]\n"
+    } else {
+        ""
+    };
+    vec![
+        (
+            "Cargo.toml".into(),
+            format!(
+                r#"[package]
+name = "{name}"
+description = "Promotes eligible campaign tracks by a fixed boost"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+# cdylib: the WebAssembly component; rlib: native unit tests.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+oasis-sdk = {{ path = "{sdk}" }}
+serde = {{ version = "1", features = ["derive"] }}
+{workspace}"#
+            ),
+        ),
+        (
+            "src/lib.rs".into(),
+            LIB_RS.replace("{name}", name).replace("{Type}", &type_name),
+        ),
+        (
+            "fixtures/basic.json".into(),
+            FIXTURE.replace("{name}", name),
+        ),
+        (
+            format!("{name}.toml"),
+            format!(
+                "# Manifest for the served policy directory: copy it next to {ident}.wasm.\nmodule = \"{ident}.wasm\"\nfallback = \"baseline\"\n\n[settings]\nboost = 0.1\n\n[limits]\ndeadline_ms = 20\n"
+            ),
+        ),
+    ]
+}
+
+const LIB_RS: &str = r##"//! # {name}
+//!
+//! Promotes every eligible campaign track by a fixed `boost`:
+//! `score = relevance + boost`, propensity 1 (deterministic). Organic tracks
+//! and ineligible campaign tracks keep their relevance; the SDK's
+//! `campaign_eligibility` says why a campaign track is not eligible (ended,
+//! wrong surface or market).
+//!
+//! Start from here: read features you declare in `metadata()`, add
+//! settings, and pin the behaviour in the tests and `fixtures/`.
+
+use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Request};
+use serde::{Deserialize, Serialize};
+
+/// The policy.
+pub struct {Type};
+
+/// Operator settings (the manifest's `[settings]`); missing fields take
+/// their defaults, unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Score added to an eligible campaign track, in [0, 1]. Default 0.1.
+    pub boost: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { boost: 0.1 }
+    }
+}
+
+impl Policy for {Type} {
+    type Settings = Settings;
+
+    fn metadata() -> Metadata {
+        Metadata::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            .description("Promotes eligible campaign tracks: score = relevance + boost.")
+            .setting("boost", "score added to an eligible campaign track, in [0, 1]")
+    }
+
+    fn validate(s: &Settings) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&s.boost) {
+            return Err(format!("boost must be in [0, 1], got {}", s.boost));
+        }
+        Ok(())
+    }
+
+    fn score(s: &Settings, req: &Request) -> Result<Decisions, PolicyError> {
+        let mut out = Decisions::passthrough(req);
+        for c in req.candidates() {
+            match c.campaign_eligibility() {
+                Eligibility::Organic => {}
+                Eligibility::Ineligible(reason) => out.mark(c.index(), reason),
+                Eligibility::Eligible(_) => out.promote(c.index(), s.boost, 1.0),
+            }
+        }
+        Ok(out)
+    }
+}
+
+oasis_sdk::export_policy!({Type});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oasis_sdk::Reason;
+    use oasis_sdk::testing::{
+        CampaignSpec, CandidateSpec, NOW_MS, RequestBuilder, assert_close,
+        assert_settings_documented, assert_settings_refused, run,
+    };
+
+    #[test]
+    fn eligible_campaign_tracks_are_boosted_and_the_rest_kept() {
+        let req = RequestBuilder::new()
+            .campaign(CampaignSpec::new(1))
+            .campaign(CampaignSpec::new(2).window(NOW_MS - 20 * 86_400_000, NOW_MS - 86_400_000))
+            .candidate(CandidateSpec::new(0.5).campaign(0))
+            .candidate(CandidateSpec::new(0.7))
+            .candidate(CandidateSpec::new(0.6).campaign(1)) // ended
+            .build();
+        let out = run::<{Type}>(r#"{"boost": 0.2}"#, &req).unwrap();
+        assert_close(out.scores[0], 0.7);
+        assert!(out.reasons[0].contains(Reason::PROMOTED));
+        assert_eq!(out.scores[1], 0.7);
+        assert_eq!(out.reasons[1], Reason::ORGANIC);
+        assert_eq!(out.scores[2], 0.6);
+        assert!(out.reasons[2].contains(Reason::CAMPAIGN_INACTIVE));
+        assert_eq!(out.eligible, vec![true, false, false]);
+    }
+
+    #[test]
+    fn invalid_settings_name_the_setting_and_value() {
+        let req = RequestBuilder::new().build();
+        assert_settings_refused::<{Type}>(
+            &req,
+            &[
+                (r#"{"boost": 2}"#, "boost must be in [0, 1], got 2"),
+                (r#"{"bost": 0.1}"#, "unknown field `bost`"),
+            ],
+        );
+    }
+
+    #[test]
+    fn settings_are_documented() {
+        assert_settings_documented::<{Type}>(&[("boost", "0.1")]);
+    }
+}
+"##;
+
+const FIXTURE: &str = r#"{
+  "description": "An active campaign track is boosted by the default 0.1; an organic track and an ended campaign's track keep their relevance.",
+  "tolerance": 1e-9,
+  "request": {
+    "context": {
+      "request_id": "{name}-1",
+      "listener_id": "listener-1",
+      "session_id": "session-1",
+      "surface": "radio",
+      "market": "SE",
+      "timestamp_ms": 1781524800000,
+      "seed": 42
+    },
+    "candidates": [
+      {
+        "id": "t1",
+        "relevance": 0.5,
+        "artist": "artist-1",
+        "rights_holder": "label-1",
+        "campaign": {
+          "id": "camp-active",
+          "start_ms": 1780660800000,
+          "end_ms": 1783252800000,
+          "delivery_target": 1000.0,
+          "delivered": 333.0,
+          "expected_by_now": 333.0
+        }
+      },
+      {
+        "id": "t2",
+        "relevance": 0.7,
+        "artist": "artist-2",
+        "rights_holder": "label-2"
+      },
+      {
+        "id": "t3",
+        "relevance": 0.6,
+        "artist": "artist-3",
+        "rights_holder": "label-2",
+        "campaign": {
+          "id": "camp-ended",
+          "start_ms": 1778932800000,
+          "end_ms": 1781438400000,
+          "delivery_target": 1000.0,
+          "delivered": 333.0,
+          "expected_by_now": 333.0
+        }
+      }
+    ]
+  },
+  "expected": [
+    { "id": "t1", "score": 0.6, "eligible": true, "reasons": ["promoted"], "propensity": 1.0 },
+    { "id": "t2", "score": 0.7, "eligible": false, "reasons": ["organic"], "propensity": 0.0 },
+    { "id": "t3", "score": 0.6, "eligible": false, "reasons": ["campaign_inactive"], "propensity": 0.0 }
+  ]
+}
+"#;
