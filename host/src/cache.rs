@@ -19,6 +19,17 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The first 12 hex digits of a hash (`sha256:…` or bare hex), for logs,
+/// metric labels and summaries.
+///
+/// ```
+/// assert_eq!(oasis::cache::short("sha256:0123456789abcdef"), "0123456789ab");
+/// ```
+pub fn short(hash: &str) -> &str {
+    let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
+    &hex[..hex.len().min(12)]
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // The chain may carry a policy's own text (a panic message).
             eprintln!("error: {}", oasis::visible(&format!("{e:#}")));
-            std::process::ExitCode::from(2)
+            std::process::ExitCode::from(cli::exit_code(&e))
         }
     }
 }

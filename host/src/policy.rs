@@ -109,6 +109,50 @@ impl Policy {
         Self::load(runtime, &wasm, settings_json, limits)
     }
 
+    /// What a component says about itself: it is compiled (through the
+    /// cache) and linked, and its metadata is asked for and checked, but its
+    /// settings are not validated and no request is scored. For tools that
+    /// show a policy even when it does not load (`oasis inspect`).
+    ///
+    /// # Errors
+    /// As the first stages of [`Policy::load`].
+    pub fn describe(
+        runtime: &Runtime,
+        wasm: &[u8],
+        limits: Limits,
+    ) -> Result<PolicyInfo, LoadError> {
+        Ok(Self::described(runtime, wasm, limits)?.1)
+    }
+
+    /// The stages up to the metadata: the template, the checked metadata and
+    /// the label of its log lines until it has named itself (its digest).
+    fn described(
+        runtime: &Runtime,
+        wasm: &[u8],
+        limits: Limits,
+    ) -> Result<(Template, PolicyInfo, Arc<str>), LoadError> {
+        limits.validate().map_err(LoadError::BadLimits)?;
+        if wasm.len() > limits.module_bytes {
+            return Err(LoadError::TooLarge {
+                size: wasm.len(),
+                limit: limits.module_bytes,
+            });
+        }
+        check_header(wasm)?;
+        let digest = crate::cache::digest(wasm);
+        let template = Template::compile(runtime, wasm, &digest, limits)?;
+        // Until the policy has named itself, its log lines carry its digest.
+        let loading: Arc<str> = Arc::from(digest.as_str());
+        let metadata = template
+            .describe(&loading)
+            .map_err(|error| LoadError::Validation {
+                stage: "describe",
+                error,
+            })?;
+        let info = PolicyInfo::new(metadata, digest, wasm.len()).map_err(LoadError::BadMetadata)?;
+        Ok((template, info, loading))
+    }
+
     /// Compiles, links and validates a policy component.
     ///
     /// # Errors
@@ -132,26 +176,7 @@ impl Policy {
         settings_json: &str,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        limits.validate().map_err(LoadError::BadLimits)?;
-        if wasm.len() > limits.module_bytes {
-            return Err(LoadError::TooLarge {
-                size: wasm.len(),
-                limit: limits.module_bytes,
-            });
-        }
-        check_header(wasm)?;
-        let digest = crate::cache::digest(wasm);
-        let template = Template::compile(runtime, wasm, &digest, limits)?;
-        // Until the policy has named itself, its log lines carry its digest.
-        let loading: Arc<str> = Arc::from(digest.as_str());
-
-        let metadata = template
-            .describe(&loading)
-            .map_err(|error| LoadError::Validation {
-                stage: "describe",
-                error,
-            })?;
-        let info = PolicyInfo::new(metadata, digest, wasm.len()).map_err(LoadError::BadMetadata)?;
+        let (template, info, loading) = Self::described(runtime, wasm, limits)?;
         template
             .validate_settings(&loading, settings_json)
             .map_err(|error| LoadError::Validation {

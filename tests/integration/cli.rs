@@ -5,22 +5,39 @@ use std::process::Command;
 use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, ROOT};
 
 fn oasis(args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = oasis_code(args, None);
+    (code == Some(0), out, err)
+}
+
+/// `oasis args` with `stdin` as its standard input: (exit status, stdout, stderr).
+fn oasis_code(args: &[&str], stdin: Option<&[u8]>) -> (Option<i32>, String, String) {
     // A generous deadline unless the test sets one: a busy CI machine must
     // not turn a 20 ms call into a failure in tests that are not about time.
     let mut args = args.to_vec();
     if !args.contains(&"--deadline-ms") {
         args.extend(["--deadline-ms", "2000"]);
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
         .args(&args)
         .env(
             "OASIS_CACHE_DIR",
             std::env::temp_dir().join("oasis-cli-test-cache"),
         )
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    {
+        use std::io::Write as _;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -51,7 +68,7 @@ fn example() -> String {
 
 #[test]
 fn run_prints_scores_and_resources() {
-    let (ok, stdout, stderr) = oasis(&["run", GUARDED_BOOST, "--request", &example()]);
+    let (ok, stdout, stderr) = oasis(&["run", GUARDED_BOOST, "--request", &example(), "--json"]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["policy"]["name"], "guarded-boost");
@@ -97,6 +114,7 @@ fn run_with_toml_settings_and_refused_settings() {
         &example(),
         "--settings",
         good.to_str().unwrap(),
+        "--json",
     ]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -437,4 +455,239 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
     // The manifest it suggests loads with its module.
     let (ok, out, err) = oasis(&["inspect", wasm.to_str().unwrap()]);
     assert!(ok && out.contains("name:        my-boost"), "{out}\n{err}");
+}
+
+/// `oasis run`'s summary, stdin, inline settings and manifests; the exit
+/// statuses of a load failure, a policy failure and a usage error.
+#[test]
+fn run_summarises_reads_stdin_takes_inline_settings_and_manifests() {
+    let body = std::fs::read(example()).unwrap();
+    let (code, out, err) = oasis_code(
+        &[
+            "run",
+            GUARDED_BOOST,
+            "--request",
+            "-",
+            "--settings",
+            r#"{"k_max": 2}"#,
+        ],
+        Some(&body),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("policy     guarded-boost 1.0.0"), "{out}");
+    assert!(
+        out.contains("decided") && out.contains(", 2 promoted"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("relevance ") && l.contains("promoted"))
+            .count(),
+        2,
+        "one line per promoted candidate: {out}"
+    );
+    assert!(
+        out.contains("reasons    ") && out.contains("slate_cap"),
+        "{out}"
+    );
+    assert!(
+        out.contains("resources  load") && out.contains("fuel"),
+        "{out}"
+    );
+
+    // A manifest names the module and its settings.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(GUARDED_BOOST, dir.path().join("g.wasm")).unwrap();
+    let manifest = dir.path().join("g.toml");
+    std::fs::write(
+        &manifest,
+        "module = \"g.wasm\"\n[settings]\nk_max = 1\n[limits]\ndeadline_ms = 2000\n",
+    )
+    .unwrap();
+    let (code, out, err) = oasis_code(
+        &[
+            "run",
+            manifest.to_str().unwrap(),
+            "--request",
+            &example(),
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["resources"]["promoted"], 1, "the manifest's k_max");
+
+    // Exit statuses: 3 the policy did not load, 4 it failed on the request,
+    // 2 usage.
+    let (code, _, err) = oasis_code(
+        &[
+            "run",
+            GUARDED_BOOST,
+            "--request",
+            &example(),
+            "--settings",
+            r#"{"k_max": 0}"#,
+        ],
+        None,
+    );
+    assert_eq!(code, Some(3), "{err}");
+    let (ok, _, err) = run_attack("loop", &["--deadline-ms", "30"]);
+    assert!(!ok && err.contains("deadline"), "{err}");
+    let dir2 = tempfile::tempdir().unwrap();
+    let settings = dir2.path().join("s.json");
+    std::fs::write(&settings, r#"{"attack": "loop"}"#).unwrap();
+    let req = dir2.path().join("r.json");
+    std::fs::write(&req, crate::harness::small_body(true)).unwrap();
+    let (code, _, _) = oasis_code(
+        &[
+            "run",
+            ADVERSARIAL,
+            "--request",
+            req.to_str().unwrap(),
+            "--settings",
+            settings.to_str().unwrap(),
+            "--deadline-ms",
+            "30",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(4));
+    let (code, _, err) = oasis_code(&["run", BASELINE, "--request", "/no/such/file.json"], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/no/such/file.json"), "{err}");
+}
+
+/// `oasis inspect` shows what a policy says about itself even when it does
+/// not load, then the failure (exit 3).
+#[test]
+fn inspect_prints_the_metadata_of_a_policy_that_does_not_load() {
+    let (code, out, err) = oasis_code(
+        &["inspect", GUARDED_BOOST, "--settings", r#"{"theta": 7}"#],
+        None,
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(out.contains("name:        guarded-boost"), "{out}");
+    assert!(
+        out.contains("does not load:") && out.contains("theta"),
+        "{out}"
+    );
+}
+
+/// Fixtures: a missing `expected` says to bless; blessing keeps the file's
+/// key order and text; a name filter; JSON and JUnit results; debug values
+/// compared when listed.
+#[test]
+fn fixtures_bless_in_place_filter_and_report_for_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let req: serde_json::Value =
+        serde_json::from_slice(&crate::harness::small_body(false)).unwrap();
+    // Keys in an unusual order, with a comment-like description last.
+    let text = format!(
+        "{{\n  \"request\": {},\n  \"tolerance\": 1e-9,\n  \"description\": \"b is 0.5\"\n}}\n",
+        serde_json::to_string(&req).unwrap()
+    );
+    std::fs::write(dir.path().join("alpha.json"), &text).unwrap();
+    std::fs::write(dir.path().join("beta.json"), &text).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, _) = oasis_code(&["test", BASELINE, d, "--deadline-ms", "2000"], None);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("oasis test --bless"), "{out}");
+
+    let (code, out, _) = oasis_code(
+        &[
+            "test",
+            BASELINE,
+            d,
+            "--bless",
+            "--filter",
+            "alph",
+            "--deadline-ms",
+            "2000",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("alpha (blessed)") && !out.contains("beta"),
+        "{out}"
+    );
+    let blessed = std::fs::read_to_string(dir.path().join("alpha.json")).unwrap();
+    let keys: Vec<usize> = [
+        "\"request\"",
+        "\"tolerance\"",
+        "\"description\"",
+        "\"expected\"",
+    ]
+    .iter()
+    .map(|k| blessed.find(k).unwrap())
+    .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "order kept, expected appended: {blessed}"
+    );
+    assert!(blessed.contains("\"description\": \"b is 0.5\""));
+
+    // Machine-readable results: beta has no expectation yet.
+    let (code, out, _) = oasis_code(
+        &[
+            "test",
+            BASELINE,
+            d,
+            "--format",
+            "json",
+            "--deadline-ms",
+            "2000",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["passed"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["results"][1]["result"], "error");
+    let (_, xml, _) = oasis_code(
+        &[
+            "test",
+            BASELINE,
+            d,
+            "--format",
+            "junit",
+            "--deadline-ms",
+            "2000",
+        ],
+        None,
+    );
+    assert!(
+        xml.starts_with("<?xml") && xml.contains("tests=\"2\" failures=\"0\" errors=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testcase classname=\"fixtures\" name=\"alpha\"/>"),
+        "{xml}"
+    );
+
+    // A listed debug value is compared (the baseline reports none).
+    let mut fixture: serde_json::Value = serde_json::from_str(&blessed).unwrap();
+    fixture["expected"][0]["debug"] = serde_json::json!({"boost": 0.1});
+    std::fs::write(dir.path().join("alpha.json"), fixture.to_string()).unwrap();
+    let (code, out, _) = oasis_code(
+        &[
+            "test",
+            BASELINE,
+            d,
+            "--filter",
+            "alpha",
+            "--deadline-ms",
+            "2000",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("debug `boost` expected 0.1, not reported"),
+        "{out}"
+    );
 }

@@ -1,14 +1,24 @@
 //! `oasis inspect`: what a policy is, what it needs, what it accepts.
+//!
+//! When the policy does not load (its settings are refused, its smoke test
+//! fails), what it says about itself is still printed, followed by the
+//! failure, and the exit status is 3: the metadata is often what explains
+//! the failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use oasis::PolicyInfo;
+
 /// Arguments of `oasis inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy component (.wasm).
+    /// The policy: a component (.wasm), or a manifest (.toml) naming one
+    /// with its settings and limits.
     pub policy: PathBuf,
-    /// Settings to validate (JSON or .toml); defaults when absent.
+    /// Settings to validate: inline JSON, a JSON file, or a TOML file
+    /// (settings, or a manifest's `[settings]`); defaults when absent.
     #[arg(long)]
     pub settings: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -23,13 +33,40 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         max_instances: super::CLI_INSTANCES,
         ..Default::default()
     })?;
-    let settings = super::read_settings(args.settings.as_deref())?;
-    let policy = super::load_policy(&runtime, &args.policy, &settings, args.limits.limits())?;
-    let i = policy.info();
+    let target = super::PolicyArg::resolve(&args.policy)?;
+    let (info, failure) = match target.load(&runtime, args.settings.as_deref(), &args.limits) {
+        Ok(policy) => (policy.info().clone(), None),
+        Err(failure) => {
+            // Show what it says about itself, if it gets that far.
+            let wasm = std::fs::read(&target.module)
+                .with_context(|| format!("cannot read {}", target.module.display()))?;
+            let limits = target.limits.unwrap_or_else(|| args.limits.limits());
+            match oasis::Policy::describe(&runtime, &wasm, limits) {
+                Ok(info) => (info, Some(failure)),
+                Err(_) => return Err(failure),
+            }
+        }
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(i)?);
-        return Ok(ExitCode::SUCCESS);
+        let mut v = serde_json::to_value(&info)?;
+        if let Some(f) = &failure {
+            v["load_error"] = oasis::visible(&format!("{f:#}")).into();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print(&info);
+        if let Some(f) = &failure {
+            println!();
+            println!("does not load: {}", oasis::visible(&format!("{f:#}")));
+        }
     }
+    Ok(match failure {
+        None => ExitCode::SUCCESS,
+        Some(_) => ExitCode::from(super::exit::LOAD_FAILED),
+    })
+}
+
+fn print(i: &PolicyInfo) {
     println!("name:        {}", i.name);
     println!("version:     {}", i.version);
     println!("digest:      {}", i.digest);
@@ -46,7 +83,6 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     for s in &i.settings {
         println!("  {} = {}  {}", s.name, s.default_json, s.description);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn list(v: &[String]) -> String {

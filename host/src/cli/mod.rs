@@ -94,15 +94,79 @@ impl LimitArgs {
     }
 }
 
-/// Reads a settings file as JSON text: `.toml` files are converted, anything
-/// else must be JSON. No file means the policy's defaults.
-pub fn read_settings(path: Option<&Path>) -> anyhow::Result<String> {
-    let Some(path) = path else {
+/// Exit statuses of the `oasis` commands (the README's table).
+pub mod exit {
+    /// The command ran and found a problem: a fixture mismatch, replay
+    /// differences, `oasis check` problems, a refused rollout change.
+    pub const CHECK_FAILED: u8 = 1;
+    /// Usage: bad arguments, an input file that cannot be read or parsed, a
+    /// server that cannot be reached (clap's own code for usage errors).
+    pub const USAGE: u8 = 2;
+    /// The policy did not load: not a component, does not compile, wrong
+    /// contract, bad metadata, refused settings, failed smoke test.
+    pub const LOAD_FAILED: u8 = 3;
+    /// The policy loaded but failed on the request: trap, timeout, memory,
+    /// invalid output.
+    pub const POLICY_FAILED: u8 = 4;
+}
+
+/// Marks an error as "the policy did not load" ([`exit::LOAD_FAILED`]).
+#[derive(Debug)]
+pub struct LoadFailed(pub String);
+
+/// Marks an error as "the policy failed on the request"
+/// ([`exit::POLICY_FAILED`]).
+#[derive(Debug)]
+pub struct PolicyFailed(pub String);
+
+impl std::fmt::Display for LoadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for PolicyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The exit status of a command that failed with `e`.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<LoadFailed>().is_some() {
+        exit::LOAD_FAILED
+    } else if e.downcast_ref::<PolicyFailed>().is_some() {
+        exit::POLICY_FAILED
+    } else {
+        exit::USAGE
+    }
+}
+
+/// Settings as JSON text, from what the user typed after `--settings`:
+///
+/// * inline JSON (`'{"theta": 0.3}'`);
+/// * a `.toml` file: a policy manifest (its `[settings]`) or a plain
+///   settings table;
+/// * any other file: JSON.
+///
+/// No value means the policy's defaults.
+pub fn read_settings(arg: Option<&Path>) -> anyhow::Result<String> {
+    let Some(path) = arg else {
         return Ok("{}".into());
     };
+    let text = path.to_string_lossy();
+    if text.trim_start().starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("--settings {text:?} is not valid JSON"))?;
+        return Ok(value.to_string());
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read settings file {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "toml") {
+        if looks_like_manifest(&text) {
+            let m = oasis::server::manifest::Manifest::parse(path, &text)?;
+            return Ok(m.settings_json);
+        }
         let value: toml::Value = toml::from_str(&text)
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
         Ok(serde_json::to_string(&value)?)
@@ -113,13 +177,72 @@ pub fn read_settings(path: Option<&Path>) -> anyhow::Result<String> {
     }
 }
 
-/// Loads a policy file, with a message naming the file on failure.
+/// Whether TOML text is a policy manifest (it names its module).
+fn looks_like_manifest(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("module"))
+}
+
+/// A policy as the commands take it: a component, or a manifest naming one
+/// with its settings and limits.
+pub struct PolicyArg {
+    /// The component file.
+    pub module: std::path::PathBuf,
+    /// Settings JSON from the manifest, if it was one.
+    pub settings: Option<String>,
+    /// Limits from the manifest, if it was one.
+    pub limits: Option<oasis::Limits>,
+}
+
+impl PolicyArg {
+    /// Resolves `path`: a `.toml` manifest gives its module, settings and
+    /// limits; anything else is the component itself.
+    pub fn resolve(path: &Path) -> anyhow::Result<PolicyArg> {
+        if path.extension().is_some_and(|e| e == "toml") {
+            let m = oasis::server::manifest::Manifest::load(path)?;
+            return Ok(PolicyArg {
+                module: m.module,
+                settings: Some(m.settings_json),
+                limits: Some(m.limits),
+            });
+        }
+        Ok(PolicyArg {
+            module: path.to_owned(),
+            settings: None,
+            limits: None,
+        })
+    }
+
+    /// Loads it: `--settings` (when given) over the manifest's settings,
+    /// the manifest's limits over the flags'.
+    pub fn load(
+        &self,
+        runtime: &oasis::Runtime,
+        settings_flag: Option<&Path>,
+        limits: &LimitArgs,
+    ) -> anyhow::Result<oasis::Policy> {
+        let settings = match (settings_flag, &self.settings) {
+            (Some(flag), _) => read_settings(Some(flag))?,
+            (None, Some(manifest)) => manifest.clone(),
+            (None, None) => "{}".into(),
+        };
+        load_policy(
+            runtime,
+            &self.module,
+            &settings,
+            self.limits.unwrap_or_else(|| limits.limits()),
+        )
+    }
+}
+
+/// Loads a policy file, with a message naming the file on failure (marked
+/// [`LoadFailed`]).
 pub fn load_policy(
     runtime: &oasis::Runtime,
     path: &Path,
     settings_json: &str,
     limits: oasis::Limits,
 ) -> anyhow::Result<oasis::Policy> {
-    oasis::Policy::load_file(runtime, path, settings_json, limits)
-        .with_context(|| format!("cannot load policy {}", path.display()))
+    oasis::Policy::load_file(runtime, path, settings_json, limits).map_err(|e| {
+        anyhow::Error::from(e).context(LoadFailed(format!("cannot load policy {}", path.display())))
+    })
 }

@@ -122,7 +122,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let failed = report.failed();
     report.print(&args)?;
     Ok(if failed {
-        ExitCode::FAILURE
+        ExitCode::from(super::exit::CHECK_FAILED)
     } else {
         ExitCode::SUCCESS
     })

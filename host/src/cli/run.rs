@@ -1,27 +1,48 @@
-//! `oasis run`: score one request locally and show the resources it used.
+//! `oasis run`: score one request locally and show what the policy decided
+//! and the resources it used.
+//!
+//! ```text
+//! oasis run policy.wasm --request examples/request.json              # summary
+//! oasis run policy.wasm --request - --settings '{"theta": 0.3}' --json
+//! oasis run deploy/policies/radio.toml --request req.json           # a manifest
+//! ```
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use oasis::response::{self, ScoreResponse, Timing, Variant};
+use oasis::cache::short;
+use oasis::response::{self, Reasons, ScoreResponse, Timing, Variant};
 use oasis::{RuntimeConfig, request};
+use oasis_contract::ReasonBits;
+use oasis_contract::reason::{PROMOTED, REASONS};
 
 /// Arguments of `oasis run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy component (.wasm).
+    /// The policy: a component (.wasm), or a manifest (.toml) naming one
+    /// with its settings and limits.
     pub policy: PathBuf,
-    /// The request (JSON, as PZN sends it).
+    /// The request (JSON, as PZN sends it); `-` reads it from stdin.
     #[arg(long)]
     pub request: PathBuf,
-    /// Settings (JSON, or TOML with a .toml extension).
+    /// Settings: inline JSON (`'{"theta": 0.3}'`), a JSON file, or a TOML
+    /// file (settings, or a manifest's `[settings]`). Overrides a
+    /// manifest's settings.
     #[arg(long)]
     pub settings: Option<PathBuf>,
     /// Include the policy's debug values.
     #[arg(long)]
     pub debug: bool,
+    /// Print the full response (and resources) as JSON instead of a
+    /// summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Candidates listed at most in the summary.
+    #[arg(long, default_value_t = 10)]
+    pub show: usize,
     #[command(flatten)]
     pub limits: super::LimitArgs,
 }
@@ -32,18 +53,19 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         max_instances: super::CLI_INSTANCES,
         ..Default::default()
     })?;
-    let settings = super::read_settings(args.settings.as_deref())?;
+    let target = super::PolicyArg::resolve(&args.policy)?;
     let loaded = Instant::now();
-    let policy = super::load_policy(&runtime, &args.policy, &settings, args.limits.limits())?;
+    let policy = target.load(&runtime, args.settings.as_deref(), &args.limits)?;
     let load_ms = loaded.elapsed().as_secs_f64() * 1e3;
 
-    let body = std::fs::read(&args.request)
-        .with_context(|| format!("cannot read request {}", args.request.display()))?;
+    let body = read_request(&args.request)?;
     let started = Instant::now();
     let req = request::parse(&body)
         .and_then(|r| r.validate(policy.limits().max_candidates))
         .with_context(|| format!("in {}", args.request.display()))?;
-    let outcome = policy.score(&req).context("the policy failed")?;
+    let outcome = policy.score(&req).map_err(|e| {
+        anyhow::Error::from(e).context(super::PolicyFailed("the policy failed".into()))
+    })?;
     let d = &outcome.decisions;
     let resp = ScoreResponse {
         request_id: &req.context.request_id,
@@ -59,13 +81,93 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             policy_us: outcome.usage.wall_us,
         },
     };
-    let mut out = serde_json::to_value(&resp)?;
-    out["resources"] = serde_json::json!({
-        "load_ms": (load_ms * 1000.0).round() / 1000.0,
-        "call": outcome.usage,
-        "candidates": req.candidates.len(),
-        "promoted": d.reasons.iter().filter(|r| r.contains(oasis::bindings::WitReason::PROMOTED)).count(),
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    let promoted = d
+        .reasons
+        .iter()
+        .filter(|r| r.reason_bits() & PROMOTED != 0)
+        .count();
+    if args.json {
+        let mut out = serde_json::to_value(&resp)?;
+        out["resources"] = serde_json::json!({
+            "load_ms": (load_ms * 1000.0).round() / 1000.0,
+            "call": outcome.usage,
+            "candidates": req.candidates.len(),
+            "promoted": promoted,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // The summary: who decided, what was promoted and why, what it cost.
+    let id = policy.identity();
+    println!(
+        "policy     {} {} ({}, settings {})",
+        id.name,
+        id.version,
+        short(&id.digest),
+        short(policy.settings_sha256())
+    );
+    let in_campaigns = req.campaign_index().iter().filter(|&&c| c >= 0).count();
+    println!(
+        "request    {}: {} candidates, {in_campaigns} in campaigns",
+        oasis::visible(&req.context.request_id),
+        req.candidates.len()
+    );
+    println!(
+        "decided    {} eligible, {promoted} promoted",
+        d.eligible.iter().filter(|e| **e).count()
+    );
+    let mut promoted_rows: Vec<usize> = (0..d.scores.len())
+        .filter(|&i| d.reasons[i].reason_bits() & PROMOTED != 0)
+        .collect();
+    promoted_rows.sort_by(|&a, &b| d.scores[b].total_cmp(&d.scores[a]).then(a.cmp(&b)));
+    for &i in promoted_rows.iter().take(args.show) {
+        let c = &req.candidates[i];
+        println!(
+            "  {:<28} relevance {:.4} -> score {:.4}  propensity {:.2}  {}",
+            oasis::visible(&c.id),
+            c.relevance,
+            d.scores[i],
+            d.propensity[i],
+            Reasons(d.reasons[i]).names().collect::<Vec<_>>().join(",")
+        );
+    }
+    if promoted_rows.len() > args.show {
+        println!(
+            "  ... {} more (--show N, or --json)",
+            promoted_rows.len() - args.show
+        );
+    }
+    let mut histogram = Vec::new();
+    for (bit, name) in REASONS {
+        let n = d
+            .reasons
+            .iter()
+            .filter(|r| r.reason_bits() & bit != 0)
+            .count();
+        if n > 0 {
+            histogram.push(format!("{name} {n}"));
+        }
+    }
+    println!("reasons    {}", histogram.join(", "));
+    let u = &outcome.usage;
+    println!(
+        "resources  load {load_ms:.1} ms, call {:.3} ms, memory peak {:.1} MiB, fuel {}",
+        u.wall_us as f64 / 1000.0,
+        u.peak_memory_bytes as f64 / (1 << 20) as f64,
+        u.fuel.map_or("-".to_string(), |f| f.to_string())
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request body from a file, or stdin for `-`.
+fn read_request(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("cannot read the request from stdin")?;
+        return Ok(body);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read request {}", path.display()))
 }

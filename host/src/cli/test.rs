@@ -14,6 +14,7 @@
 //!                   "reasons": ["organic"], "propensity": 0.0 } ] }
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,19 +22,40 @@ use anyhow::{Context as _, bail};
 use oasis::response::Reasons;
 use oasis::{Runtime, request};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Arguments of `oasis test`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy component (.wasm).
+    /// The policy: a component (.wasm), or a manifest (.toml) naming one
+    /// (its limits apply; each fixture brings its own settings).
     pub policy: PathBuf,
     /// Directory of fixture files (*.json).
     pub fixtures: PathBuf,
-    /// Write the current output as the expected output instead of comparing.
+    /// Write the current output as the expected output instead of comparing
+    /// (the file's other keys keep their order and text).
     #[arg(long)]
     pub bless: bool,
+    /// Only fixtures whose file name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Output: `human`, `json` (one object with every result) or `junit`
+    /// (JUnit XML, for CI test reports).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
     #[command(flatten)]
     pub limits: super::LimitArgs,
+}
+
+/// How `oasis test` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per fixture and the differences.
+    Human,
+    /// A JSON object: counts and every fixture's result.
+    Json,
+    /// JUnit XML.
+    Junit,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,7 +69,10 @@ struct Fixture {
     tolerance: f64,
     request: serde_json::Value,
     #[serde(default)]
-    expected: Vec<Expected>,
+    expected: Option<Vec<Expected>>,
+    /// Request-level debug values to compare, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_debug: Option<BTreeMap<String, f64>>,
 }
 
 fn default_tolerance() -> f64 {
@@ -62,6 +87,21 @@ struct Expected {
     eligible: bool,
     reasons: Vec<String>,
     propensity: f64,
+    /// The candidate's debug values to compare, by name (only those listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    debug: Option<BTreeMap<String, f64>>,
+}
+
+/// One fixture's result.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    name: String,
+    /// `passed`, `blessed`, `failed` (differences) or `error` (did not run).
+    result: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    differences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -69,61 +109,154 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         max_instances: super::CLI_INSTANCES,
         ..Default::default()
     })?;
+    let target = super::PolicyArg::resolve(&args.policy)?;
+    let limits = target.limits.unwrap_or_else(|| args.limits.limits());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
         .with_context(|| format!("cannot read fixture directory {}", args.fixtures.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            args.filter.as_deref().is_none_or(|f| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(f))
+            })
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("no fixtures (*.json) in {}", args.fixtures.display());
+        bail!(
+            "no fixtures (*.json{}) in {}",
+            args.filter
+                .as_deref()
+                .map(|f| format!(" matching {f:?}"))
+                .unwrap_or_default(),
+            args.fixtures.display()
+        );
     }
-    let mut failed = 0;
+    let mut outcomes = Vec::with_capacity(files.len());
     for file in &files {
         let name = file
             .file_stem()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        match run_fixture(
-            &runtime,
-            &args.policy,
-            file,
-            args.bless,
-            args.limits.limits(),
-        ) {
-            Ok(diffs) if diffs.is_empty() => {
-                println!(
-                    "ok      {name}{}",
-                    if args.bless { " (blessed)" } else { "" }
-                )
-            }
-            Ok(diffs) => {
-                failed += 1;
-                println!("FAILED  {name}");
-                for d in diffs.iter().take(20) {
-                    println!("        {d}");
-                }
-                if diffs.len() > 20 {
-                    println!("        ... and {} more differences", diffs.len() - 20);
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                println!("ERROR   {name}: {}", oasis::visible(&format!("{e:#}")));
-            }
+        let outcome = match run_fixture(&runtime, &target.module, file, args.bless, limits) {
+            Ok(diffs) if diffs.is_empty() => Outcome {
+                name,
+                result: if args.bless { "blessed" } else { "passed" },
+                differences: Vec::new(),
+                error: None,
+            },
+            Ok(diffs) => Outcome {
+                name,
+                result: "failed",
+                differences: diffs,
+                error: None,
+            },
+            Err(e) => Outcome {
+                name,
+                result: "error",
+                differences: Vec::new(),
+                error: Some(oasis::visible(&format!("{e:#}")).into_owned()),
+            },
+        };
+        if args.format == Format::Human {
+            print_human(&outcome);
         }
+        outcomes.push(outcome);
     }
-    println!(
-        "\n{} fixtures, {} passed, {failed} failed",
-        files.len(),
-        files.len() - failed
-    );
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, "failed" | "error"))
+        .count();
+    match args.format {
+        Format::Human => println!(
+            "\n{} fixtures, {} passed, {failed} failed",
+            files.len(),
+            files.len() - failed
+        ),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "policy": target.module,
+                "fixtures": files.len(),
+                "passed": files.len() - failed,
+                "failed": failed,
+                "results": outcomes,
+            }))?
+        ),
+        Format::Junit => print!("{}", junit(&target.module, &outcomes)),
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(super::exit::CHECK_FAILED)
     })
+}
+
+fn print_human(o: &Outcome) {
+    match o.result {
+        "failed" => {
+            println!("FAILED  {}", o.name);
+            for d in o.differences.iter().take(20) {
+                println!("        {d}");
+            }
+            if o.differences.len() > 20 {
+                println!(
+                    "        ... and {} more differences",
+                    o.differences.len() - 20
+                );
+            }
+        }
+        "error" => println!(
+            "ERROR   {}: {}",
+            o.name,
+            o.error.as_deref().unwrap_or_default()
+        ),
+        "blessed" => println!("ok      {} (blessed)", o.name),
+        _ => println!("ok      {}", o.name),
+    }
+}
+
+/// JUnit XML of the results: one `testsuite`, a `testcase` per fixture with
+/// a `failure` (differences) or `error` (did not run). Written by hand: the
+/// format needs five escapes, not an XML library in the build.
+fn junit(policy: &Path, outcomes: &[Outcome]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&apos;")
+    };
+    let count = |r: &str| outcomes.iter().filter(|o| o.result == r).count();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"oasis fixtures: {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n",
+        esc(&policy.display().to_string()),
+        outcomes.len(),
+        count("failed"),
+        count("error")
+    );
+    for o in outcomes {
+        let name = esc(&o.name);
+        match o.result {
+            "failed" => {
+                out += &format!(
+                    "  <testcase classname=\"fixtures\" name=\"{name}\">\n    <failure message=\"{} differences\">{}</failure>\n  </testcase>\n",
+                    o.differences.len(),
+                    esc(&o.differences.join("\n"))
+                )
+            }
+            "error" => {
+                out += &format!(
+                    "  <testcase classname=\"fixtures\" name=\"{name}\">\n    <error message=\"{}\"/>\n  </testcase>\n",
+                    esc(o.error.as_deref().unwrap_or_default())
+                )
+            }
+            _ => out += &format!("  <testcase classname=\"fixtures\" name=\"{name}\"/>\n"),
+        }
+    }
+    out + "</testsuite>\n"
 }
 
 /// Runs one fixture; returns the differences (empty when it passes).
@@ -135,7 +268,7 @@ fn run_fixture(
     limits: oasis::Limits,
 ) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(file)?;
-    let mut fixture: Fixture = serde_json::from_str(&text).context("not a valid fixture file")?;
+    let fixture: Fixture = serde_json::from_str(&text).context("not a valid fixture file")?;
     let settings = fixture
         .settings
         .as_ref()
@@ -146,26 +279,120 @@ fn run_fixture(
         .and_then(|r| r.validate(policy.limits().max_candidates))
         .context("fixture request")?;
     let d = policy.score(&req).context("the policy failed")?.decisions;
+    // Debug values by candidate index (None: request-level) and name.
+    let mut debug: BTreeMap<(Option<usize>, &str), f64> = BTreeMap::new();
+    for v in &d.debug {
+        debug.insert((v.candidate.map(|c| c as usize), v.name.as_str()), v.value);
+    }
+    let listed = fixture.expected_debug.is_some()
+        || fixture.expected.iter().flatten().any(|e| e.debug.is_some());
     let actual: Vec<Expected> = req
         .candidates
         .iter()
         .enumerate()
-        .map(|(i, c)| Expected {
-            id: c.id.to_string(),
-            score: d.scores[i],
-            eligible: d.eligible[i],
-            reasons: Reasons(d.reasons[i]).names().map(String::from).collect(),
-            propensity: d.propensity[i],
+        .map(|(i, c)| {
+            let mine: BTreeMap<String, f64> = debug
+                .iter()
+                .filter(|((cand, _), _)| *cand == Some(i))
+                .map(|((_, name), v)| (name.to_string(), *v))
+                .collect();
+            Expected {
+                id: c.id.to_string(),
+                score: d.scores[i],
+                eligible: d.eligible[i],
+                reasons: Reasons(d.reasons[i]).names().map(String::from).collect(),
+                propensity: d.propensity[i],
+                debug: (listed && !mine.is_empty()).then_some(mine),
+            }
         })
         .collect();
+    let request_debug: BTreeMap<String, f64> = debug
+        .iter()
+        .filter(|((cand, _), _)| cand.is_none())
+        .map(|((_, name), v)| (name.to_string(), *v))
+        .collect();
     if bless {
-        fixture.expected = actual;
-        let mut out = serde_json::to_string_pretty(&fixture)?;
-        out.push('\n');
+        // Pretty-printed from the typed values, so keys keep the format's order.
+        let mut updates = vec![("expected", serde_json::to_string_pretty(&actual)?)];
+        if listed && !request_debug.is_empty() {
+            updates.push((
+                "expected_debug",
+                serde_json::to_string_pretty(&request_debug)?,
+            ));
+        }
+        let out = rewrite_keys(&text, &updates).context("rewriting the fixture")?;
         std::fs::write(file, out).with_context(|| format!("cannot write {}", file.display()))?;
         return Ok(Vec::new());
     }
-    Ok(diff(&fixture.expected, &actual, fixture.tolerance))
+    let Some(expected) = &fixture.expected else {
+        bail!(
+            "the fixture has no `expected` output yet: run `oasis test --bless` to record it, then review the diff"
+        );
+    };
+    let mut diffs = diff(expected, &actual, fixture.tolerance);
+    for (name, want) in fixture.expected_debug.iter().flatten() {
+        match request_debug.get(name) {
+            Some(got) if (got - want).abs() <= fixture.tolerance => {}
+            Some(got) => diffs.push(format!(
+                "debug `{name}`: expected {want} got {got} (tolerance {})",
+                fixture.tolerance
+            )),
+            None => diffs.push(format!("debug `{name}`: expected {want}, not reported")),
+        }
+    }
+    Ok(diffs)
+}
+
+/// `text` (a JSON object) with the top-level `updates` replaced (or
+/// appended when missing), every other key kept in its order and with its
+/// own text, so that a blessed fixture's diff shows only what changed.
+fn rewrite_keys(text: &str, updates: &[(&str, String)]) -> anyhow::Result<String> {
+    let Ordered(mut entries) = serde_json::from_str(text)?;
+    for (key, pretty) in updates {
+        let pretty = pretty.replace('\n', "\n  ");
+        let raw = RawValue::from_string(pretty)?;
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = raw,
+            None => entries.push((key.to_string(), raw)),
+        }
+    }
+    let mut out = String::from("{\n");
+    for (i, (k, v)) in entries.iter().enumerate() {
+        out += &format!(
+            "  {}: {}{}\n",
+            serde_json::to_string(k)?,
+            v.get(),
+            if i + 1 < entries.len() { "," } else { "" }
+        );
+    }
+    out.push_str("}\n");
+    Ok(out)
+}
+
+/// A JSON object's top-level entries in file order, values as written.
+struct Ordered(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn diff(expected: &[Expected], actual: &[Expected], tol: f64) -> Vec<String> {
@@ -209,6 +436,19 @@ fn diff(expected: &[Expected], actual: &[Expected], tol: f64) -> Vec<String> {
                 e.id, e.propensity, a.propensity
             ));
         }
+        for (name, want) in e.debug.iter().flatten() {
+            match a.debug.as_ref().and_then(|d| d.get(name)) {
+                Some(got) if (got - want).abs() <= tol => {}
+                Some(got) => out.push(format!(
+                    "{}: debug `{name}` expected {want} got {got} (tolerance {tol})",
+                    e.id
+                )),
+                None => out.push(format!(
+                    "{}: debug `{name}` expected {want}, not reported",
+                    e.id
+                )),
+            }
+        }
     }
     out
 }
@@ -224,6 +464,7 @@ mod tests {
             eligible: false,
             reasons: vec!["organic".into()],
             propensity: 0.0,
+            debug: None,
         }
     }
 

@@ -568,7 +568,7 @@ impl Metrics {
     /// Resolves the handles of one policy version (labels: its key,
     /// version, short digest and short settings hash).
     pub fn for_policy(&self, key: &str, id: &PolicyRef) -> PolicyMetrics {
-        let short = |h: &str| crate::server::reload::short(h).to_string();
+        let short = |h: &str| crate::cache::short(h).to_string();
         let labels = PolicyLabels {
             policy: key.to_string(),
             version: id.version.clone(),

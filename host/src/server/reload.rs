@@ -607,6 +607,7 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// version string already served (responses and metrics would not tell
 /// them apart by version: warned).
 fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePolicy) {
+    use crate::cache::short;
     let id = active.policy.identity();
     let settings = short(active.policy.settings_sha256());
     let file = active.manifest.module.display();
@@ -630,10 +631,4 @@ fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePol
         tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
             old_version = %prev.version, settings, %file, "policy activated");
     }
-}
-
-/// The first 12 hex digits of a hash, for logs and labels.
-pub(crate) fn short(hash: &str) -> &str {
-    let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
-    &hex[..hex.len().min(12)]
 }
