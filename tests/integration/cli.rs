@@ -14,7 +14,8 @@ fn oasis_code(args: &[&str], stdin: Option<&[u8]>) -> (Option<i32>, String, Stri
     // A generous deadline unless the test sets one: a busy CI machine must
     // not turn a 20 ms call into a failure in tests that are not about time.
     let mut args = args.to_vec();
-    if !args.contains(&"--deadline-ms") {
+    // (`oasis check` takes the limits of the manifests it checks.)
+    if !args.contains(&"--deadline-ms") && args.first() != Some(&"check") {
         args.extend(["--deadline-ms", "2000"]);
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
@@ -690,4 +691,78 @@ fn fixtures_bless_in_place_filter_and_report_for_ci() {
         out.contains("debug `boost` expected 0.1, not reported"),
         "{out}"
     );
+}
+
+/// `oasis check` lists every problem of a directory, with the file, the
+/// line and the field: refused settings, a module that is missing, a
+/// manifest that does not parse, a route to a policy that does not exist.
+#[test]
+fn check_lists_every_problem_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(GUARDED_BOOST, d.join("g.wasm")).unwrap();
+    std::fs::write(
+        d.join("good.toml"),
+        "module = \"g.wasm\"\n[settings]\ntheta = 0.3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("badsettings.toml"),
+        "module = \"g.wasm\"\n\n[settings]\nk_max = 3\ntheta = 7\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("typo.toml"),
+        "module = \"g.wasm\"\n[settings]\nthetta = 0.3\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("nomodule.toml"), "module = \"missing.wasm\"\n").unwrap();
+    std::fs::write(d.join("broken.toml"), "module = \"g.wasm\"\n[limits\n").unwrap();
+    std::fs::write(
+        d.join("routes.toml"),
+        "[routes.radio]\npolicy = \"good\"\n\n[routes.mixes]\npolicy = \"nope\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = oasis_code(&["check", d.to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}: {out}"))
+            .to_string()
+    };
+    assert!(line("good.toml").starts_with("ok "), "{out}");
+    let l = line("badsettings.toml");
+    assert!(
+        l.contains("badsettings.toml:5: [settings] theta:") && l.contains("theta must be"),
+        "{l}"
+    );
+    let l = line("typo.toml");
+    assert!(
+        l.contains("typo.toml:3: [settings] thetta:") && l.contains("unknown field"),
+        "{l}"
+    );
+    assert!(!l.contains("column"), "no position in converted JSON: {l}");
+    let l = line("nomodule.toml");
+    assert!(
+        l.contains(":1: module:") && l.contains("missing.wasm"),
+        "{l}"
+    );
+    assert!(line("broken.toml").contains("broken.toml:2:"), "{out}");
+    let l = line("routes.toml");
+    assert!(
+        l.contains("routes.toml:4: routes.mixes.policy:") && l.contains("`nope`"),
+        "{l}"
+    );
+    assert!(out.contains("5 manifests, 1 loaded, 5 problems"), "{out}");
+
+    // One manifest alone; JSON for pipelines.
+    let (code, out, _) = oasis_code(
+        &["check", d.join("good.toml").to_str().unwrap(), "--json"],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["loaded"][0]["name"], "guarded-boost");
+    assert!(v["problems"].as_array().unwrap().is_empty());
 }

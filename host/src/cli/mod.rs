@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
+pub mod check;
 pub mod inspect;
 pub mod new;
 pub mod replay;
@@ -47,6 +48,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Scaffold a Rust policy crate (settings, unit tests, a golden fixture).
     New(new::Args),
+    /// Validate a policy directory or manifest offline, as reload would
+    /// load it; every problem listed, exit 1 if any.
+    Check(check::Args),
 }
 
 /// Runs the parsed command.
@@ -59,6 +63,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollout(a) => rollout::execute(a),
         Command::Replay(a) => replay::execute(a),
         Command::New(a) => new::execute(a),
+        Command::Check(a) => check::execute(a),
     }
 }
 
