@@ -63,3 +63,39 @@ fn cache_entries_are_reused_and_corruption_is_recovered() {
     load();
     assert_eq!(std::fs::read(&files[0]).unwrap(), repaired);
 }
+
+/// The CLI's commands and the server compile a component once: `inspect`,
+/// `run` and `test` (and a runtime sized like the server's) share one cache
+/// entry per digest. (`oasis run --fuel` compiles with fuel metering, a
+/// separate entry by design.)
+#[test]
+fn cli_commands_and_the_server_share_one_entry_per_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let oasis = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(args)
+            .args(["--deadline-ms", "2000"])
+            .env("OASIS_CACHE_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let example = format!("{}/examples/request.json", oasis_test_components::ROOT);
+    oasis(&["inspect", GUARDED_BOOST]);
+    oasis(&["run", GUARDED_BOOST, "--request", &example]);
+    let fixtures = format!(
+        "{}/policies/guarded-boost/fixtures",
+        oasis_test_components::ROOT
+    );
+    oasis(&["test", GUARDED_BOOST, &fixtures]);
+    assert_eq!(entries(dir.path()).len(), 1, "{:?}", entries(dir.path()));
+    // A server-sized pool reuses the same entry.
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        measure_fuel: false,
+        max_instances: 256,
+    })
+    .unwrap();
+    Policy::load_file(&rt, GUARDED_BOOST.as_ref(), "{}", Limits::default()).unwrap();
+    assert_eq!(entries(dir.path()).len(), 1);
+}

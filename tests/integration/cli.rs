@@ -69,7 +69,14 @@ fn example() -> String {
 
 #[test]
 fn run_prints_scores_and_resources() {
-    let (ok, stdout, stderr) = oasis(&["run", GUARDED_BOOST, "--request", &example(), "--json"]);
+    let (ok, stdout, stderr) = oasis(&[
+        "run",
+        GUARDED_BOOST,
+        "--request",
+        &example(),
+        "--json",
+        "--fuel",
+    ]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["policy"]["name"], "guarded-boost");
@@ -492,7 +499,7 @@ fn run_summarises_reads_stdin_takes_inline_settings_and_manifests() {
         "{out}"
     );
     assert!(
-        out.contains("resources  load") && out.contains("fuel"),
+        out.contains("resources  load") && out.contains("memory peak"),
         "{out}"
     );
 
@@ -540,7 +547,7 @@ fn run_summarises_reads_stdin_takes_inline_settings_and_manifests() {
     std::fs::write(&settings, r#"{"attack": "loop"}"#).unwrap();
     let req = dir2.path().join("r.json");
     std::fs::write(&req, crate::harness::small_body(true)).unwrap();
-    let (code, _, _) = oasis_code(
+    let (code, _, err) = oasis_code(
         &[
             "run",
             ADVERSARIAL,
@@ -549,11 +556,11 @@ fn run_summarises_reads_stdin_takes_inline_settings_and_manifests() {
             "--settings",
             settings.to_str().unwrap(),
             "--deadline-ms",
-            "30",
+            "300",
         ],
         None,
     );
-    assert_eq!(code, Some(4));
+    assert_eq!(code, Some(4), "{err}");
     let (code, _, err) = oasis_code(&["run", BASELINE, "--request", "/no/such/file.json"], None);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/no/such/file.json"), "{err}");

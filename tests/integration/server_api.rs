@@ -3,6 +3,7 @@
 //! watcher). Scoring with ids and version, every 4xx with its field or the
 //! known names, and a 200 fallback per fault kind.
 
+use axum::http::Method;
 use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST};
 use serde_json::Value;
 
@@ -344,5 +345,38 @@ async fn settings_identify_a_version_and_a_version_that_promotes_nothing_is_flag
             &format!("oasis_policy_reasons_total{{{sl},reason=\"relevance_guardrail\"}}")
         ) > 0.0,
         "{metrics}"
+    );
+}
+
+/// Unknown paths and wrong methods answer in the API's error shape (404
+/// `not_found`, 405 `method_not_allowed` with `Allow`); status timestamps
+/// are RFC 3339.
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_in_the_error_shape() {
+    let app = TestApp::start(|d| install(d, "guarded", GUARDED_BOOST, "")).await;
+    let r = app.get("/v1/nope").await;
+    let v = r.json();
+    assert_eq!(
+        (r.status, v["error"]["kind"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("/v1/nope"),
+        "{v}"
+    );
+    let r = app.send(Method::DELETE, "/v1/score", Vec::new()).await;
+    let v = r.json();
+    assert_eq!(
+        (r.status, v["error"]["kind"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let policies = app.policies().await;
+    let loaded_at = policy(&policies, "guarded").unwrap()["active"]["loaded_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        humantime::parse_rfc3339(&loaded_at).is_ok() && loaded_at.ends_with('Z'),
+        "{loaded_at}"
     );
 }

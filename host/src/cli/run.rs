@@ -40,6 +40,12 @@ pub struct Args {
     /// summary.
     #[arg(long)]
     pub json: bool,
+    /// Also count fuel (about one unit per wasm instruction). Fuel metering
+    /// changes the compiled code, so this compiles the component once more
+    /// (cached separately) instead of sharing the entry `inspect`, `test`
+    /// and `serve` use.
+    #[arg(long)]
+    pub fuel: bool,
     /// Candidates listed at most in the summary.
     #[arg(long, default_value_t = 10)]
     pub show: usize,
@@ -49,7 +55,7 @@ pub struct Args {
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = oasis::Runtime::new(RuntimeConfig {
-        measure_fuel: true,
+        measure_fuel: args.fuel,
         max_instances: super::CLI_INSTANCES,
         ..Default::default()
     })?;
@@ -152,10 +158,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     println!("reasons    {}", histogram.join(", "));
     let u = &outcome.usage;
     println!(
-        "resources  load {load_ms:.1} ms, call {:.3} ms, memory peak {:.1} MiB, fuel {}",
+        "resources  load {load_ms:.1} ms, call {:.3} ms, memory peak {:.1} MiB{}",
         u.wall_us as f64 / 1000.0,
         u.peak_memory_bytes as f64 / (1 << 20) as f64,
-        u.fuel.map_or("-".to_string(), |f| f.to_string())
+        u.fuel.map_or(String::new(), |f| format!(", fuel {f}"))
     );
     Ok(ExitCode::SUCCESS)
 }

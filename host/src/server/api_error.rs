@@ -110,6 +110,32 @@ impl ApiError {
     }
 }
 
+/// The router's fallback: 404 `not_found` in the API's error shape, naming
+/// the path, for a path no endpoint serves.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no endpoint at {}; the API is described at /openapi.json",
+            crate::sandbox::visible(uri.path())
+        ),
+    )
+}
+
+/// 405 `method_not_allowed` in the API's error shape. The router adds the
+/// `Allow` header listing the methods the path takes.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}; see the Allow header",
+            crate::sandbox::visible(uri.path())
+        ),
+    )
+}
+
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match &e {

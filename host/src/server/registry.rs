@@ -105,9 +105,9 @@ impl PolicyEntry {
 pub struct Failure {
     /// Why.
     pub error: String,
-    /// When, unix ms.
-    #[serde(with = "unix_ms")]
-    #[schema(value_type = u64)]
+    /// When, RFC 3339 (UTC, milliseconds).
+    #[serde(serialize_with = "unix_ms::serialize_rfc3339")]
+    #[schema(value_type = String)]
     pub at: SystemTime,
 }
 
@@ -438,8 +438,21 @@ pub mod unix_ms {
             .unwrap_or(0)
     }
 
-    /// Serde `serialize_with`.
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T03:30:00.123Z`.
+    pub fn rfc3339(t: &SystemTime) -> String {
+        humantime::format_rfc3339_millis(*t).to_string()
+    }
+
+    /// Serde `serialize_with`: unix milliseconds.
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(millis(t))
+    }
+
+    /// Serde `serialize_with`: [`rfc3339`].
+    pub fn serialize_rfc3339<S: serde::Serializer>(
+        t: &SystemTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(t))
     }
 }

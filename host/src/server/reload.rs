@@ -201,6 +201,12 @@ impl Reloader {
                 {
                     return false;
                 }
+                tracing::info!(
+                    routes = ?routes.keys().collect::<Vec<_>>(),
+                    default = default.as_deref().unwrap_or("-"),
+                    "routes loaded from {ROUTES_FILE}"
+                );
+                self.metrics.reload("routes", true);
                 next.routes = routes;
                 next.default_route = default;
                 next.routes_failure = None;

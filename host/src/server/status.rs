@@ -60,8 +60,8 @@ pub struct ActiveStatus<'a> {
     pub module: String,
     /// Manifest file.
     pub manifest: String,
-    /// Activation time, unix ms.
-    pub loaded_at_ms: u64,
+    /// Activation time, RFC 3339.
+    pub loaded_at: String,
     /// Fallback policy key.
     pub fallback: Option<&'a str>,
     /// Limits.
@@ -110,7 +110,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 settings: a.policy.effective_settings(),
                 module: a.manifest.module.display().to_string(),
                 manifest: a.manifest.path.display().to_string(),
-                loaded_at_ms: unix_ms::millis(&a.loaded_at),
+                loaded_at: unix_ms::rfc3339(&a.loaded_at),
                 fallback: a.manifest.fallback.as_deref(),
                 deadline_ms: a.manifest.limits.deadline.as_millis(),
                 memory_mb: a.manifest.limits.memory_bytes >> 20,
@@ -255,8 +255,8 @@ pub struct CanaryStatus<'a> {
     pub version: &'a PolicyRef,
     /// Share of listeners, percent.
     pub percent: f64,
-    /// When it started, unix ms.
-    pub since_ms: u64,
+    /// When it started, RFC 3339.
+    pub since: Option<String>,
     /// Its guardrail window.
     pub window: Option<WindowSummary>,
 }
@@ -298,9 +298,14 @@ fn route_status<'a>(
         canary: plan.canary.as_ref().map(|(c, percent)| CanaryStatus {
             version: id(c),
             percent: *percent,
-            since_ms: rollout
+            since: rollout
                 .and_then(|r| r.canary.as_ref())
-                .map_or(0, |c| c.since_ms),
+                .filter(|c| c.since_ms > 0)
+                .map(|c| {
+                    unix_ms::rfc3339(
+                        &(std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.since_ms)),
+                    )
+                }),
             window: runtime
                 .as_ref()
                 .and_then(|r| lock(&r.canary).summary())
