@@ -67,6 +67,13 @@ pub struct Args {
     /// Versions kept per policy in the version store (`<policies>/versions`).
     #[arg(long, default_value_t = ServerConfig::default().keep_versions)]
     pub keep_versions: usize,
+    /// A version that promotes nothing over this many campaign candidates
+    /// (and --stall-after-s) is flagged as stalled.
+    #[arg(long, default_value_t = oasis::server::promotion::PromotionStall::default().candidates)]
+    pub stall_candidates: u64,
+    /// ... and over this many seconds.
+    #[arg(long, default_value_t = oasis::server::promotion::PromotionStall::default().after.as_secs())]
+    pub stall_after_s: u64,
 }
 
 /// The admin tokens: `--admin-token-file`, else the `OASIS_ADMIN_TOKEN`
@@ -124,6 +131,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         keep_versions: args.keep_versions,
         admin,
         decision_log,
+        promotion_stall: oasis::server::promotion::PromotionStall {
+            candidates: args.stall_candidates,
+            after: std::time::Duration::from_secs(args.stall_after_s),
+        },
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
