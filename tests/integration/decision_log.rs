@@ -374,6 +374,8 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
     // The logging policy as a candidate: every weight is 1, so the estimate
     // is the logged value exactly and the effective sample size is every
     // decision. A second, more exploring candidate gets its own estimate.
+    let html = tempfile::tempdir().unwrap();
+    let html_path = html.path().join("report.html").display().to_string();
     let logger = format!("{EPSILON_GREEDY}={}", settings.display());
     let explorer = format!("{EPSILON_GREEDY}={}", wider.display());
     let (code, v, err) = replay(&[
@@ -388,6 +390,8 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
         "--outcomes",
         &outcomes,
         "--measure-scaling",
+        "--html",
+        &html_path,
     ]);
     assert_eq!(code, Some(0), "{v}\n{err}");
     assert_eq!(v["candidates"][0]["name"], "epsilon_greedy[eps]", "{v}");
@@ -416,6 +420,21 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
         wide["ess"].as_f64().unwrap() < decisions as f64,
         "another policy's weights vary: {wide}"
     );
+    // The HTML report shows the same figures, self-contained.
+    let page = std::fs::read_to_string(&html_path).unwrap();
+    for needle in [
+        "epsilon_greedy[eps-wide]",
+        "Estimated value",
+        "<svg",
+        "Score distributions",
+        "promoted tracks per campaign",
+        "rights holder",
+    ] {
+        assert!(page.contains(needle), "{needle} not in the report");
+    }
+    assert!(!page.contains("<script") && !page.contains("http"), "self-contained");
+    let snips = format!("{:.4}", e["snips"].as_f64().unwrap());
+    assert!(page.contains(&snips), "the estimate {snips} is in the report");
     let scaling = &v["scaling"];
     assert!(
         scaling["single_thread_records_per_s"].as_f64().unwrap() > 0.0

@@ -4,6 +4,7 @@ pub mod check;
 pub mod inspect;
 pub mod new;
 pub mod replay;
+mod replay_html;
 pub mod rollout;
 pub mod run;
 pub mod serve;

@@ -69,6 +69,11 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also write a self-contained HTML report (charts of score
+    /// distributions, delivery per campaign, exposure per rights holder and
+    /// each candidate's estimate with its interval) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Differences, errors and campaigns listed at most in the tables.
     #[arg(long, default_value_t = 20)]
     pub show: usize,
@@ -439,6 +444,7 @@ impl Job<'_> {
                 Err(e) => {
                     each.push(CandidateOutcome {
                         divergence: None,
+                        scores: Vec::new(),
                         error: Some(e.kind().as_str().to_string()),
                         ope: None,
                     });
@@ -480,6 +486,7 @@ impl Job<'_> {
             });
             each.push(CandidateOutcome {
                 divergence,
+                scores: histogram(&d.scores),
                 error: None,
                 ope,
             });
@@ -488,6 +495,7 @@ impl Job<'_> {
         r.request_id.hash(&mut hasher);
         Outcome::Candidates {
             key: hasher.finish(),
+            logged_scores: histogram(&logged.scores),
             rows,
             each,
         }
@@ -506,6 +514,8 @@ enum Outcome {
     Candidates {
         /// Orders the request in the off-policy bootstrap.
         key: u64,
+        /// The logged scores' histogram.
+        logged_scores: Vec<u64>,
         /// Tracks promoted by the log or by any candidate.
         rows: Vec<Row>,
         /// One per candidate, in order.
@@ -532,6 +542,8 @@ struct Row {
 /// One candidate on one logged request.
 struct CandidateOutcome {
     divergence: Option<Divergence>,
+    /// Its scores' histogram.
+    scores: Vec<u64>,
     error: Option<String>,
     ope: Option<Vec<Decision>>,
 }
@@ -564,6 +576,10 @@ struct Report {
 /// share of them (the exposure each holder gets).
 #[derive(Default, serde::Serialize)]
 struct Side {
+    /// Scores of every candidate, in [`SCORE_BINS`] bins of
+    /// [`SCORE_BIN_WIDTH`] from 0 (the first bin also takes scores below
+    /// 0, the last those above).
+    score_histogram: Vec<u64>,
     promoted: u64,
     promoted_per_campaign: BTreeMap<String, u64>,
     exposure_share_per_holder: BTreeMap<String, f64>,
@@ -571,7 +587,33 @@ struct Side {
     holder_counts: BTreeMap<String, u64>,
 }
 
+/// Bins of the score histograms.
+const SCORE_BINS: usize = 30;
+/// Width of a score histogram bin.
+const SCORE_BIN_WIDTH: f64 = 0.1;
+
+/// Counts `scores` into a [`SCORE_BINS`]-bin histogram.
+fn histogram(scores: &[f64]) -> Vec<u64> {
+    let mut h = vec![0; SCORE_BINS];
+    for s in scores.iter().filter(|s| s.is_finite()) {
+        let bin = (s / SCORE_BIN_WIDTH)
+            .floor()
+            .clamp(0.0, (SCORE_BINS - 1) as f64) as usize;
+        h[bin] += 1;
+    }
+    h
+}
+
 impl Side {
+    fn add_scores(&mut self, h: &[u64]) {
+        if self.score_histogram.is_empty() {
+            self.score_histogram = vec![0; SCORE_BINS];
+        }
+        for (a, b) in self.score_histogram.iter_mut().zip(h) {
+            *a += b;
+        }
+    }
+
     fn add(&mut self, campaign: Option<&str>, holder: &str) {
         self.promoted += 1;
         if let Some(c) = campaign {
@@ -687,9 +729,15 @@ impl Report {
                     }
                 }
             }
-            Outcome::Candidates { key, rows, each } => {
+            Outcome::Candidates {
+                key,
+                logged_scores,
+                rows,
+                each,
+            } => {
                 self.replayed += 1;
                 let logged = self.logged.get_or_insert_with(Side::default);
+                logged.add_scores(&logged_scores);
                 for row in &rows {
                     if row.logged {
                         logged.add(row.campaign.as_deref(), &row.holder);
@@ -701,6 +749,7 @@ impl Report {
                     }
                 }
                 for (c, o) in self.candidates.iter_mut().zip(each) {
+                    c.side.add_scores(&o.scores);
                     if let Some(kind) = o.error {
                         c.stats.record_error();
                         *c.errors.entry(kind).or_default() += 1;
@@ -738,6 +787,12 @@ impl Report {
             c.divergence = Some(c.stats.summary());
             c.estimate = c.ope.take().map(Accumulator::finish);
             c.side.finish();
+        }
+        if let Some(path) = &args.html {
+            let page = super::replay_html::render(&serde_json::to_value(&self)?, SCORE_BIN_WIDTH);
+            std::fs::write(path, page)
+                .with_context(|| format!("cannot write the report {}", path.display()))?;
+            eprintln!("report written to {}", path.display());
         }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&self)?);
