@@ -14,4 +14,5 @@ mod rollout;
 mod server_api;
 mod server_backpressure;
 mod server_reload;
+mod server_slow_clients;
 mod server_smoke;
