@@ -26,8 +26,8 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use crate::bindings::{
-    ScoringPolicy, ScoringPolicyPre, WitCampaign, WitCandidates, WitContext, WitMetadata,
-    WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
+    ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign, WitCandidates, WitContext,
+    WitMetadata, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
 };
 use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
@@ -144,6 +144,7 @@ impl Policy {
         let template = Template::compile(runtime, wasm, &digest, limits)?;
         // Until the policy has named itself, its log lines carry its digest.
         let loading: Arc<str> = Arc::from(digest.as_str());
+        template.check_contract(&loading)?;
 
         let metadata = template
             .describe(&loading)
@@ -337,9 +338,9 @@ impl Template {
         let instance_pre = runtime
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            .map_err(|e| wrong_contract(&component, runtime.engine(), &e))?;
         let pre = ScoringPolicyPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            .map_err(|e| wrong_contract(&component, runtime.engine(), &e))?;
         Ok(Template {
             pre,
             runtime: runtime.clone(),
@@ -369,16 +370,45 @@ impl Template {
         Ok(verdict.map_err(|e| policy_error_text(&e)))
     }
 
-    /// Runs `f` on a fresh instance in a fresh store (clock frozen at
-    /// `timestamp_ms`, randomness seeded with `seed`, logs labelled `label`)
-    /// and classifies a failure.
-    fn with_instance<R>(
+    /// Checks the contract's exports *with their types* on one instance.
+    /// Linking (`compile`) checks names only; wasmtime checks a function's
+    /// type when it is looked up on an instance, which without this check
+    /// happened in the first call and read as a transient instantiation
+    /// failure. A mismatch is [`LoadError::WrongContract`]; an instance that
+    /// cannot be created is the `instantiate` validation stage.
+    fn check_contract(&self, label: &Arc<str>) -> Result<(), LoadError> {
+        let invalid = |error| LoadError::Validation {
+            stage: "instantiate",
+            error,
+        };
+        let mut store = self.store(label, 0, 0).map_err(invalid)?;
+        let instance_pre = self.pre.instance_pre();
+        let instance = match instance_pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                let stderr = store.data().drain_stdio();
+                return Err(invalid(self.classify(
+                    &store,
+                    Failure::Instantiate(e),
+                    &stderr,
+                )));
+            }
+        };
+        ScoringPolicyIndices::new(instance_pre)
+            .and_then(|indices| indices.load(&mut store, &instance))
+            .map(drop)
+            .map_err(|e| wrong_contract(instance_pre.component(), self.runtime.engine(), &e))
+    }
+
+    /// A fresh store for one call: clock frozen at `timestamp_ms`,
+    /// randomness seeded with `seed`, logs labelled `label`, and the
+    /// policy's memory, transfer and time limits.
+    fn store(
         &self,
         label: &Arc<str>,
         timestamp_ms: i64,
         seed: u64,
-        f: impl FnOnce(&ScoringPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<Store<CallState>, CallError> {
         let state = CallState::new(label.clone(), self.limits.memory_bytes, timestamp_ms, seed);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -389,6 +419,19 @@ impl Template {
                 .set_fuel(FUEL_BUDGET)
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
+        Ok(store)
+    }
+
+    /// Runs `f` on a fresh instance in a fresh [`store`](Self::store) and
+    /// classifies a failure.
+    fn with_instance<R>(
+        &self,
+        label: &Arc<str>,
+        timestamp_ms: i64,
+        seed: u64,
+        f: impl FnOnce(&ScoringPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut store = self.store(label, timestamp_ms, seed)?;
         let result = match self.pre.instantiate(&mut store) {
             Ok(instance) => f(&instance, &mut store).map_err(Failure::Run),
             Err(e) => Err(Failure::Instantiate(e)),
@@ -435,6 +478,39 @@ impl Template {
 }
 
 /// Where a call failed.
+/// [`LoadError::WrongContract`] for `component`: what wasmtime reported, and
+/// the component's exports and imports as its type exposes them (names, and
+/// the function names of exported instances).
+fn wrong_contract(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+    error: &wasmtime::Error,
+) -> LoadError {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    let exports = ty
+        .exports(engine)
+        .map(|(name, item)| match &item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let funcs: Vec<&str> = instance.exports(engine).map(|(f, _)| f).collect();
+                format!("{name} {{ {} }}", funcs.join(", "))
+            }
+            _ => name.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let imports = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    LoadError::WrongContract {
+        exports: bounded(&exports),
+        imports: bounded(&imports),
+        error: bounded(&format!("{error:#}")),
+    }
+}
+
 enum Failure {
     /// Creating the instance (a start function trapped, the pool is full…).
     Instantiate(wasmtime::Error),
