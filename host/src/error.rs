@@ -31,6 +31,26 @@ pub enum LoadError {
     /// The bytes are not a WebAssembly component (a core module, or not wasm).
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
+    /// The component defines more functions than the host compiles.
+    #[error(
+        "the component defines {functions} functions; the limit is {limit} (--max-functions), checked before compiling"
+    )]
+    TooManyFunctions {
+        /// Functions it defines.
+        functions: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Compiling took longer than the host's ceiling.
+    #[error(
+        "compilation did not finish within {limit_ms} ms (--max-compile-ms; stopped waiting after {waited_ms} ms)"
+    )]
+    CompileTimeout {
+        /// The ceiling.
+        limit_ms: u64,
+        /// How long the load waited.
+        waited_ms: u64,
+    },
     /// The component failed to compile.
     #[error("the component does not compile: {0}")]
     Compile(String),

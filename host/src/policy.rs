@@ -21,7 +21,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
@@ -333,8 +333,15 @@ impl Template {
         limits: Limits,
     ) -> Result<Self, LoadError> {
         let hex = digest.trim_start_matches("sha256:");
-        let component = crate::cache::compile(runtime.engine(), wasm, hex, runtime.cache_dir())
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let ceilings = runtime.compile_limits();
+        let functions = count_functions(wasm).map_err(LoadError::Compile)?;
+        if functions > ceilings.max_functions {
+            return Err(LoadError::TooManyFunctions {
+                functions,
+                limit: ceilings.max_functions,
+            });
+        }
+        let component = compile_within(runtime, wasm, hex, ceilings.timeout)?;
         let instance_pre = runtime
             .linker()
             .instantiate_pre(&component)
@@ -478,6 +485,55 @@ impl Template {
 }
 
 /// Where a call failed.
+/// Core functions defined across the modules of a component (nested ones
+/// included): the sum of the code sections' counts. Reads section headers
+/// and skips bodies; compiles nothing.
+fn count_functions(wasm: &[u8]) -> Result<u64, String> {
+    let mut functions = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        if let wasmparser::Payload::CodeSectionStart { count, .. } =
+            payload.map_err(|e| e.to_string())?
+        {
+            functions += u64::from(count);
+        }
+    }
+    Ok(functions)
+}
+
+/// Loads `wasm` from the compile cache, else compiles it (and caches it) on
+/// a thread of its own, waiting at most `timeout`. Cranelift cannot be interrupted: past the ceiling the
+/// load fails and the thread finishes in the background, its result (and
+/// memory) dropped when it does.
+fn compile_within(
+    runtime: &Runtime,
+    wasm: &[u8],
+    hex: &str,
+    timeout: Duration,
+) -> Result<wasmtime::component::Component, LoadError> {
+    // A cache hit is not a compile: no thread, no ceiling.
+    if let Some(component) = crate::cache::cached(runtime.engine(), hex, runtime.cache_dir()) {
+        return Ok(component);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (engine, wasm, hex) = (runtime.engine().clone(), wasm.to_vec(), hex.to_string());
+    let dir = runtime.cache_dir().map(Path::to_path_buf);
+    let started = Instant::now();
+    std::thread::Builder::new()
+        .name("oasis-compile".into())
+        .spawn(move || {
+            let compiled = crate::cache::compile(&engine, &wasm, &hex, dir.as_deref());
+            let _ = tx.send(compiled);
+        })
+        .map_err(|e| LoadError::Compile(format!("cannot start a compile thread: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(compiled) => compiled.map_err(|e| LoadError::Compile(format!("{e:#}"))),
+        Err(_) => Err(LoadError::CompileTimeout {
+            limit_ms: timeout.as_millis() as u64,
+            waited_ms: started.elapsed().as_millis() as u64,
+        }),
+    }
+}
+
 /// [`LoadError::WrongContract`] for `component`: what wasmtime reported, and
 /// the component's exports and imports as its type exposes them (names, and
 /// the function names of exported instances).

@@ -19,6 +19,7 @@ fn cache_entries_are_reused_and_corruption_is_recovered() {
         cache_dir: Some(dir.path().to_path_buf()),
         measure_fuel: false,
         max_instances: 8,
+        ..Default::default()
     })
     .unwrap();
     let load = || Policy::load_file(&rt, GUARDED_BOOST.as_ref(), "{}", Limits::default()).unwrap();

@@ -5,6 +5,7 @@
 mod adversarial;
 mod cache;
 mod cli;
+mod compile_bounds;
 mod decision_log;
 mod harness;
 mod openapi;

@@ -49,6 +49,13 @@ pub struct Args {
     /// Policy instances that may exist at once, across all policies.
     #[arg(long, default_value_t = oasis::RuntimeConfig::default().max_instances)]
     pub max_instances: u32,
+    /// Components defining more functions are refused before compiling.
+    #[arg(long, default_value_t = oasis::CompileLimits::default().max_functions)]
+    pub max_functions: u64,
+    /// Wall-clock ceiling of compiling one component, ms; beyond it the load
+    /// fails and the last good version keeps serving.
+    #[arg(long, default_value_t = oasis::CompileLimits::default().timeout.as_millis() as u64)]
+    pub max_compile_ms: u64,
     /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -151,6 +158,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
+    config.runtime.compile = oasis::CompileLimits {
+        max_functions: args.max_functions,
+        timeout: Duration::from_millis(args.max_compile_ms.max(1)),
+    };
     if args.cache_dir.is_some() {
         config.runtime.cache_dir = args.cache_dir;
     }
