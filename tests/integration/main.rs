@@ -8,6 +8,7 @@ mod cli;
 mod compile_bounds;
 mod decision_log;
 mod harness;
+mod memory_bound;
 mod openapi;
 mod policies;
 mod request_fuzz;
