@@ -97,7 +97,11 @@ async fn the_aliasing_attack_at_full_concurrency_stays_within_the_memory_bound()
         server.child.try_wait().unwrap().is_none(),
         "the host died under the attack"
     );
-    assert!(answers.len() >= CONCURRENCY as usize, "{} answers", answers.len());
+    assert!(
+        answers.len() >= CONCURRENCY as usize,
+        "{} answers",
+        answers.len()
+    );
     for (status, body) in &answers {
         assert_eq!(*status, 200, "{body}");
         assert!(body.contains(r#""error_kind":"trap""#), "{body}");
