@@ -71,6 +71,14 @@ pub(crate) fn compile(
     unsafe { Component::deserialize(engine, &artifact) }
 }
 
+/// The cached compilation of `digest`, if the cache in `dir` has a sound one
+/// (a lookup only: compiles nothing).
+pub(crate) fn cached(engine: &Engine, digest: &str, dir: Option<&Path>) -> Option<Component> {
+    let dir = dir?;
+    trusted_dir(dir).ok()?;
+    load(engine, &entry_path(engine, digest, dir))
+}
+
 fn entry_path(engine: &Engine, digest: &str, dir: &Path) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);

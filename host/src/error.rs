@@ -31,13 +31,45 @@ pub enum LoadError {
     /// The bytes are not a WebAssembly component (a core module, or not wasm).
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
+    /// The component defines more functions than the host compiles.
+    #[error(
+        "the component defines {functions} functions; the limit is {limit} (--max-functions), checked before compiling"
+    )]
+    TooManyFunctions {
+        /// Functions it defines.
+        functions: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Compiling took longer than the host's ceiling.
+    #[error(
+        "compilation did not finish within {limit_ms} ms (--max-compile-ms; stopped waiting after {waited_ms} ms)"
+    )]
+    CompileTimeout {
+        /// The ceiling.
+        limit_ms: u64,
+        /// How long the load waited.
+        waited_ms: u64,
+    },
     /// The component failed to compile.
     #[error("the component does not compile: {0}")]
     Compile(String),
-    /// The component does not implement the `oasis:policy/scoring-policy` world
-    /// (or imports something the host does not provide).
-    #[error("the component does not implement oasis:policy/scoring-policy@{version}: {0}", version = crate::bindings::CONTRACT_VERSION)]
-    WrongWorld(String),
+    /// The component does not implement the contract: a missing or
+    /// differently typed export (another contract version included), or an
+    /// import the host does not provide. Deterministic: the same bytes fail
+    /// the same way, so a reload does not retry it until the file changes.
+    #[error(
+        "wrong contract: expected a component implementing oasis:policy/scoring-policy@{version} (exporting `oasis:policy/policy@{version}` with the contract's types, importing only WASI p2 and `oasis:policy/log@{version}`); found exports [{exports}], imports [{imports}]: {error}",
+        version = crate::bindings::CONTRACT_VERSION
+    )]
+    WrongContract {
+        /// The component's exports, with the functions of exported instances.
+        exports: String,
+        /// The component's imports.
+        imports: String,
+        /// What wasmtime reported (the first mismatch).
+        error: String,
+    },
     /// The policy refused its settings.
     #[error("the policy refused its settings: {0}")]
     BadSettings(String),

@@ -59,5 +59,5 @@ pub use limits::{Concurrency, Limits};
 pub use metadata::{PolicyInfo, PolicyRef};
 pub use policy::{CallOutcome, Policy, Usage};
 pub use request::ValidRequest;
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::{CompileLimits, Runtime, RuntimeConfig};
 pub use sandbox::visible;

@@ -21,13 +21,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
 use crate::bindings::{
-    ScoringPolicy, ScoringPolicyPre, WitCampaign, WitCandidates, WitContext, WitMetadata,
-    WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
+    ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign, WitCandidates, WitContext,
+    WitMetadata, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
 };
 use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
@@ -143,6 +143,7 @@ impl Policy {
         let template = Template::compile(runtime, wasm, &digest, limits)?;
         // Until the policy has named itself, its log lines carry its digest.
         let loading: Arc<str> = Arc::from(digest.as_str());
+        template.check_contract(&loading)?;
         let metadata = template
             .describe(&loading)
             .map_err(|error| LoadError::Validation {
@@ -377,14 +378,21 @@ impl Template {
         limits: Limits,
     ) -> Result<Self, LoadError> {
         let hex = digest.trim_start_matches("sha256:");
-        let component = crate::cache::compile(runtime.engine(), wasm, hex, runtime.cache_dir())
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let ceilings = runtime.compile_limits();
+        let functions = count_functions(wasm).map_err(LoadError::Compile)?;
+        if functions > ceilings.max_functions {
+            return Err(LoadError::TooManyFunctions {
+                functions,
+                limit: ceilings.max_functions,
+            });
+        }
+        let component = compile_within(runtime, wasm, hex, ceilings.timeout)?;
         let instance_pre = runtime
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            .map_err(|e| wrong_contract(&component, runtime.engine(), &e))?;
         let pre = ScoringPolicyPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            .map_err(|e| wrong_contract(&component, runtime.engine(), &e))?;
         Ok(Template {
             pre,
             runtime: runtime.clone(),
@@ -414,16 +422,45 @@ impl Template {
         Ok(verdict.map_err(|e| policy_error_text(&e)))
     }
 
-    /// Runs `f` on a fresh instance in a fresh store (clock frozen at
-    /// `timestamp_ms`, randomness seeded with `seed`, logs labelled `label`)
-    /// and classifies a failure.
-    fn with_instance<R>(
+    /// Checks the contract's exports *with their types* on one instance.
+    /// Linking (`compile`) checks names only; wasmtime checks a function's
+    /// type when it is looked up on an instance, which without this check
+    /// happened in the first call and read as a transient instantiation
+    /// failure. A mismatch is [`LoadError::WrongContract`]; an instance that
+    /// cannot be created is the `instantiate` validation stage.
+    fn check_contract(&self, label: &Arc<str>) -> Result<(), LoadError> {
+        let invalid = |error| LoadError::Validation {
+            stage: "instantiate",
+            error,
+        };
+        let mut store = self.store(label, 0, 0).map_err(invalid)?;
+        let instance_pre = self.pre.instance_pre();
+        let instance = match instance_pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                let stderr = store.data().drain_stdio();
+                return Err(invalid(self.classify(
+                    &store,
+                    Failure::Instantiate(e),
+                    &stderr,
+                )));
+            }
+        };
+        ScoringPolicyIndices::new(instance_pre)
+            .and_then(|indices| indices.load(&mut store, &instance))
+            .map(drop)
+            .map_err(|e| wrong_contract(instance_pre.component(), self.runtime.engine(), &e))
+    }
+
+    /// A fresh store for one call: clock frozen at `timestamp_ms`,
+    /// randomness seeded with `seed`, logs labelled `label`, and the
+    /// policy's memory, transfer and time limits.
+    fn store(
         &self,
         label: &Arc<str>,
         timestamp_ms: i64,
         seed: u64,
-        f: impl FnOnce(&ScoringPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<Store<CallState>, CallError> {
         let state = CallState::new(label.clone(), self.limits.memory_bytes, timestamp_ms, seed);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -434,6 +471,19 @@ impl Template {
                 .set_fuel(FUEL_BUDGET)
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
+        Ok(store)
+    }
+
+    /// Runs `f` on a fresh instance in a fresh [`store`](Self::store) and
+    /// classifies a failure.
+    fn with_instance<R>(
+        &self,
+        label: &Arc<str>,
+        timestamp_ms: i64,
+        seed: u64,
+        f: impl FnOnce(&ScoringPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut store = self.store(label, timestamp_ms, seed)?;
         let result = match self.pre.instantiate(&mut store) {
             Ok(instance) => f(&instance, &mut store).map_err(Failure::Run),
             Err(e) => Err(Failure::Instantiate(e)),
@@ -480,6 +530,88 @@ impl Template {
 }
 
 /// Where a call failed.
+/// Core functions defined across the modules of a component (nested ones
+/// included): the sum of the code sections' counts. Reads section headers
+/// and skips bodies; compiles nothing.
+fn count_functions(wasm: &[u8]) -> Result<u64, String> {
+    let mut functions = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        if let wasmparser::Payload::CodeSectionStart { count, .. } =
+            payload.map_err(|e| e.to_string())?
+        {
+            functions += u64::from(count);
+        }
+    }
+    Ok(functions)
+}
+
+/// Loads `wasm` from the compile cache, else compiles it (and caches it) on
+/// a thread of its own, waiting at most `timeout`. Cranelift cannot be interrupted: past the ceiling the
+/// load fails and the thread finishes in the background, its result (and
+/// memory) dropped when it does.
+fn compile_within(
+    runtime: &Runtime,
+    wasm: &[u8],
+    hex: &str,
+    timeout: Duration,
+) -> Result<wasmtime::component::Component, LoadError> {
+    // A cache hit is not a compile: no thread, no ceiling.
+    if let Some(component) = crate::cache::cached(runtime.engine(), hex, runtime.cache_dir()) {
+        return Ok(component);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (engine, wasm, hex) = (runtime.engine().clone(), wasm.to_vec(), hex.to_string());
+    let dir = runtime.cache_dir().map(Path::to_path_buf);
+    let started = Instant::now();
+    std::thread::Builder::new()
+        .name("oasis-compile".into())
+        .spawn(move || {
+            let compiled = crate::cache::compile(&engine, &wasm, &hex, dir.as_deref());
+            let _ = tx.send(compiled);
+        })
+        .map_err(|e| LoadError::Compile(format!("cannot start a compile thread: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(compiled) => compiled.map_err(|e| LoadError::Compile(format!("{e:#}"))),
+        Err(_) => Err(LoadError::CompileTimeout {
+            limit_ms: timeout.as_millis() as u64,
+            waited_ms: started.elapsed().as_millis() as u64,
+        }),
+    }
+}
+
+/// [`LoadError::WrongContract`] for `component`: what wasmtime reported, and
+/// the component's exports and imports as its type exposes them (names, and
+/// the function names of exported instances).
+fn wrong_contract(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+    error: &wasmtime::Error,
+) -> LoadError {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    let exports = ty
+        .exports(engine)
+        .map(|(name, item)| match &item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let funcs: Vec<&str> = instance.exports(engine).map(|(f, _)| f).collect();
+                format!("{name} {{ {} }}", funcs.join(", "))
+            }
+            _ => name.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let imports = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    LoadError::WrongContract {
+        exports: bounded(&exports),
+        imports: bounded(&imports),
+        error: bounded(&format!("{error:#}")),
+    }
+}
+
 enum Failure {
     /// Creating the instance (a start function trapped, the pool is full…).
     Instantiate(wasmtime::Error),

@@ -42,6 +42,8 @@ pub struct RuntimeConfig {
     pub measure_fuel: bool,
     /// Instances that may exist at once across all policies.
     pub max_instances: u32,
+    /// Ceilings on compiling a component (cache hits are not compiles).
+    pub compile: CompileLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +52,36 @@ impl Default for RuntimeConfig {
             cache_dir: default_cache_dir(),
             measure_fuel: false,
             max_instances: 256,
+            compile: CompileLimits::default(),
+        }
+    }
+}
+
+/// Ceilings on compiling one component, checked before and during
+/// compilation (`policy::Template::compile`).
+///
+/// Compile time and memory grow with the number of functions and the code
+/// size: 100k tiny functions took 5–10 s and ~550 MB (issue 13). The code
+/// size is bounded by a policy's `max_module_mb`; the function count is
+/// checked here before anything is compiled (a parse of the section
+/// headers), and the compile time while compiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// Core functions defined across the component's modules; more are
+    /// refused before compiling. Rust policies define a few thousand.
+    pub max_functions: u64,
+    /// Wall-clock ceiling of one compilation. Beyond it the load fails; the
+    /// compiling thread cannot be interrupted, so it runs to its end in the
+    /// background (bounded by `max_functions` and the module size), its
+    /// result is dropped and its memory returned then.
+    pub timeout: Duration,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            max_functions: 50_000,
+            timeout: Duration::from_secs(20),
         }
     }
 }
@@ -188,6 +220,11 @@ impl Runtime {
     /// The compile cache directory, if any.
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.inner.config.cache_dir.as_deref()
+    }
+
+    /// The compile ceilings.
+    pub fn compile_limits(&self) -> CompileLimits {
+        self.inner.config.compile
     }
 
     /// Epoch ticks for a deadline: rounded up, plus one because the current

@@ -19,6 +19,7 @@ fn cache_entries_are_reused_and_corruption_is_recovered() {
         cache_dir: Some(dir.path().to_path_buf()),
         measure_fuel: false,
         max_instances: 8,
+        ..Default::default()
     })
     .unwrap();
     let load = || Policy::load_file(&rt, GUARDED_BOOST.as_ref(), "{}", Limits::default()).unwrap();
@@ -94,6 +95,7 @@ fn cli_commands_and_the_server_share_one_entry_per_component() {
         cache_dir: Some(dir.path().to_path_buf()),
         measure_fuel: false,
         max_instances: 256,
+        ..RuntimeConfig::default()
     })
     .unwrap();
     Policy::load_file(&rt, GUARDED_BOOST.as_ref(), "{}", Limits::default()).unwrap();

@@ -432,9 +432,15 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
     ] {
         assert!(page.contains(needle), "{needle} not in the report");
     }
-    assert!(!page.contains("<script") && !page.contains("http"), "self-contained");
+    assert!(
+        !page.contains("<script") && !page.contains("http"),
+        "self-contained"
+    );
     let snips = format!("{:.4}", e["snips"].as_f64().unwrap());
-    assert!(page.contains(&snips), "the estimate {snips} is in the report");
+    assert!(
+        page.contains(&snips),
+        "the estimate {snips} is in the report"
+    );
     let scaling = &v["scaling"];
     assert!(
         scaling["single_thread_records_per_s"].as_f64().unwrap() > 0.0

@@ -5,8 +5,10 @@
 mod adversarial;
 mod cache;
 mod cli;
+mod compile_bounds;
 mod decision_log;
 mod harness;
+mod memory_bound;
 mod openapi;
 mod policies;
 mod request_fuzz;
@@ -14,4 +16,5 @@ mod rollout;
 mod server_api;
 mod server_backpressure;
 mod server_reload;
+mod server_slow_clients;
 mod server_smoke;

@@ -1,6 +1,6 @@
 //! Backpressure on a live server: a saturated policy queues briefly then
 //! answers 503 with Retry-After, a full queue refuses at once and its gauges
-//! return to zero, and `max_inflight` refuses before reading the body.
+//! return to zero, and `max_inflight` refuses what is beyond it.
 
 use std::time::{Duration, Instant};
 
@@ -93,7 +93,7 @@ async fn a_full_queue_refuses_at_once_and_gauges_return_to_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn requests_beyond_max_inflight_are_refused_before_their_body_is_read() {
+async fn requests_beyond_max_inflight_are_refused() {
     let s = TestServer::start_with(
         |d| {
             install(

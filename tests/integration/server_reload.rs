@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, SLOW_DESCRIBE};
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, SLOW_DESCRIBE, WRONG_CONTRACT};
 use serde_json::Value;
 
 use crate::harness::server::{
@@ -367,6 +367,44 @@ async fn a_failure_that_repeats_is_not_retried_until_the_files_change() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // The other policy serves throughout.
+    let (status, _) = s.score(routed("base", &small_body(false))).await;
+    assert_eq!(status, 200);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_contract_is_reported_once_and_never_retried_until_the_file_changes() {
+    let s = TestServer::start(|d| {
+        install(d, "base", BASELINE, "");
+        install(d, "wc", WRONG_CONTRACT, "");
+    })
+    .await;
+    let failed = "oasis_reloads_total{policy=\"wc\",result=\"failed\"}";
+    let v = s
+        .wait_until(|v| policy(v, "wc").is_some_and(|p| p["failure"]["error"].is_string()))
+        .await;
+    let error = policy(&v, "wc").unwrap()["failure"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("wrong contract") && error.contains("oasis:policy/policy@0.1.0"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("not retried"),
+        "not a repeated transient: {error}"
+    );
+    // Deterministic: one attempt, however many rescans (every 500 ms here).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(metric(&s.metrics().await, failed), 1.0, "retried");
+    // A change of the files is tried again.
+    install(s.dir.path(), "wc", WRONG_CONTRACT, "# edited\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s.metrics().await, failed) < 2.0 {
+        assert!(Instant::now() < deadline, "the edit was not tried");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let (status, _) = s.score(routed("base", &small_body(false))).await;
     assert_eq!(status, 200);
     s.shutdown().await;

@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use oasis::decision_log::DecisionLogConfig;
 use oasis::server::admin_auth::AdminTokens;
+use oasis::server::listener::ConnectionLimits;
 use oasis::server::{AdminConfig, DecisionLogSettings, Server, ServerConfig};
 
 /// Arguments of `oasis serve`.
@@ -25,12 +27,35 @@ pub struct Args {
     /// Largest accepted request body, bytes.
     #[arg(long, default_value_t = ServerConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
-    /// Scoring requests in progress at once; more get 503 before their body is read.
+    /// Scoring requests in progress at once (counted once their body is
+    /// read); more get 503.
     #[arg(long, default_value_t = ServerConfig::default().max_inflight)]
     pub max_inflight: usize,
+    /// Connections open at once per listener; more wait to be accepted.
+    #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Close a connection that sends no byte of a request for this long
+    /// after opening or after its last response (keep-alive), ms.
+    #[arg(long, default_value_t = ConnectionLimits::default().idle_timeout.as_millis() as u64)]
+    pub idle_timeout_ms: u64,
+    /// Close a connection whose request head is not complete this long after
+    /// its first byte, ms.
+    #[arg(long, default_value_t = ConnectionLimits::default().header_read_timeout.as_millis() as u64)]
+    pub header_read_timeout_ms: u64,
+    /// Fail a request whose body is not complete this long after its head
+    /// (408 on /v1/score; the connection is closed), ms.
+    #[arg(long, default_value_t = ConnectionLimits::default().body_read_timeout.as_millis() as u64)]
+    pub body_read_timeout_ms: u64,
     /// Policy instances that may exist at once, across all policies.
     #[arg(long, default_value_t = oasis::RuntimeConfig::default().max_instances)]
     pub max_instances: u32,
+    /// Components defining more functions are refused before compiling.
+    #[arg(long, default_value_t = oasis::CompileLimits::default().max_functions)]
+    pub max_functions: u64,
+    /// Wall-clock ceiling of compiling one component, ms; beyond it the load
+    /// fails and the last good version keeps serving.
+    #[arg(long, default_value_t = oasis::CompileLimits::default().timeout.as_millis() as u64)]
+    pub max_compile_ms: u64,
     /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -128,6 +153,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         default_route: args.default_route,
         max_body_bytes: args.max_body_bytes,
         max_inflight: args.max_inflight,
+        connections: ConnectionLimits {
+            max_connections: args.max_connections.max(1),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
+        },
         keep_versions: args.keep_versions,
         admin,
         decision_log,
@@ -138,6 +169,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
+    config.runtime.compile = oasis::CompileLimits {
+        max_functions: args.max_functions,
+        timeout: Duration::from_millis(args.max_compile_ms.max(1)),
+    };
     if args.cache_dir.is_some() {
         config.runtime.cache_dir = args.cache_dir;
     }

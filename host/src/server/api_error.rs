@@ -52,9 +52,13 @@ impl ApiError {
         }
     }
 
-    /// 413 for a body over `limit` bytes, else 400 for a body that could not
-    /// be read.
+    /// 413 for a body over `limit` bytes, 408 for one that did not arrive
+    /// within the listener's body read timeout, else 400 for a body that
+    /// could not be read.
     pub fn body(e: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
+        if crate::server::listener::is_body_timeout(&e) {
+            return Self::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.body_text());
+        }
         let status = e.status();
         let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "too_large"
@@ -66,6 +70,18 @@ impl ApiError {
             kind,
             format!("{} (limit {limit} bytes)", e.body_text()),
         )
+    }
+
+    /// 503: more than `--max-inflight` scoring requests in progress.
+    pub fn inflight() -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many scoring requests in progress",
+            )
+        }
     }
 
     /// 503: no policy instance became free within the queue deadline.

@@ -22,6 +22,7 @@
 //! | `shadow`     | shadow scoring off the response path                      |
 //! | `route_stats`| per-route state that outlives snapshots                   |
 //! | `logging`    | which decisions are logged, handed to the decision log    |
+//! | `listener`   | the accept loop: connection limit, read and idle timeouts |
 //!
 //! [`Server::run`] takes a bound listener and a shutdown future, so tests run
 //! real servers on `127.0.0.1:0` and stop them deterministically.
@@ -32,6 +33,7 @@ pub mod api_error;
 pub mod audit;
 pub mod chain;
 pub mod guardrail;
+pub mod listener;
 pub mod logging;
 pub mod manager;
 pub mod manifest;
@@ -81,9 +83,11 @@ pub struct ServerConfig {
     pub default_route: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Scoring requests in progress at once (reading bodies included);
-    /// more are refused with 503 before their body is read.
+    /// Scoring requests in progress at once, counted once their body is
+    /// read; more are refused with 503.
     pub max_inflight: usize,
+    /// Connection limit and read timeouts of the listeners (main and admin).
+    pub connections: listener::ConnectionLimits,
     /// Runtime options (pool size, cache directory).
     pub runtime: RuntimeConfig,
     /// Quiet period before a reload.
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             default_route: None,
             max_body_bytes: 4 << 20,
             max_inflight: 1024,
+            connections: listener::ConnectionLimits::default(),
             runtime: RuntimeConfig::default(),
             debounce: Duration::from_millis(150),
             rescan: Duration::from_secs(10),
@@ -168,13 +173,7 @@ pub struct Server {
 /// Builds the router over `state`: the whole HTTP surface in one place.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/v1/score",
-            post(score::score).route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                score::admit,
-            )),
-        )
+        .route("/v1/score", post(score::score))
         .route("/v1/outcomes", post(outcomes::record))
         .route("/v1/policies", get(status::list))
         .route("/v1/policies/{name}", get(status::get))
@@ -313,12 +312,8 @@ impl Server {
                 let admin_addr = admin_listener.local_addr()?;
                 let router = admin::router(manager.clone(), a.tokens.clone())
                     .layer(TraceLayer::new_for_http());
-                let stop = token.clone();
-                tokio::spawn(async move {
-                    let _ = axum::serve(admin_listener, router)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await;
-                });
+                let (stop, limits) = (token.clone(), cfg.connections);
+                tokio::spawn(listener::serve(admin_listener, router, limits, stop));
                 tracing::info!(%admin_addr, tokens = a.tokens.len(), "admin API on its own listener");
             }
         }
@@ -332,12 +327,12 @@ impl Server {
         });
         // Health answers while the initial set loads; readiness (and
         // scoring) waits for it.
-        let serve_token = token.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serve_token.cancelled_owned())
-                .await
-        });
+        let server = tokio::spawn(listener::serve(
+            listener,
+            app,
+            cfg.connections,
+            token.clone(),
+        ));
         tracing::info!(%addr, "listening");
 
         tokio::select! {

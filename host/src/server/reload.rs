@@ -163,16 +163,21 @@ impl Reloader {
             }
         };
         let mut seen = BTreeSet::new();
-        for path in manifests {
-            let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
-                continue;
-            };
+        let files: Vec<(String, Files)> = manifests
+            .iter()
+            .filter_map(|path| {
+                let key = path.file_stem().and_then(|s| s.to_str())?.to_string();
+                Some((key, Files::read(path)))
+            })
+            .collect();
+        let loads = self.load_changed(&next, &files);
+        for ((key, files), load) in files.iter().zip(loads) {
             let entry = next
                 .policies
                 .entry(key.clone())
                 .or_insert_with(PolicyEntry::empty);
-            changed |= self.reconcile_policy(&key, entry, &Files::read(&path));
-            seen.insert(key);
+            changed |= self.reconcile_policy(key, entry, files, load);
+            seen.insert(key.clone());
         }
         let sweep = sweep_missing(&mut next, &seen);
         changed |= self.reconcile_versions(&mut next);
@@ -323,16 +328,68 @@ impl Reloader {
         changed
     }
 
-    /// Brings one policy's entry up to date with its files: loads them if
-    /// their content changed since the last attempt. Returns whether the
-    /// entry changed.
-    fn reconcile_policy(&self, key: &str, entry: &mut PolicyEntry, files: &Files) -> bool {
+    /// Loads, in parallel, the policies whose files changed since their last
+    /// attempt (`None` for the others), so that one slow compile does not
+    /// hold up the others' loads: a pass then takes about as long as its
+    /// slowest load, which the compile ceilings bound
+    /// ([`crate::CompileLimits`]). At most as many loads run at once as
+    /// there are cores (two at least); each compile uses the engine's
+    /// parallel compilation too.
+    fn load_changed(
+        &self,
+        next: &Snapshot,
+        files: &[(String, Files)],
+    ) -> Vec<Option<Result<ActivePolicy, LoadFailure>>> {
+        let todo: Vec<usize> = (0..files.len())
+            .filter(|&i| {
+                let (key, f) = &files[i];
+                next.policies.get(key).map(|e| e.attempted) != Some(f.fingerprint())
+            })
+            .collect();
+        let mut results: Vec<Option<Result<ActivePolicy, LoadFailure>>> =
+            (0..files.len()).map(|_| None).collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2)
+            .min(todo.len());
+        let next_job = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let j = next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = todo.get(j) else { break };
+                        let loaded = self.load(&files[i].1);
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, loaded));
+                    }
+                });
+            }
+        });
+        for (i, loaded) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            results[i] = Some(loaded);
+        }
+        results
+    }
+
+    /// Brings one policy's entry up to date with its files, given the load
+    /// [`load_changed`](Self::load_changed) made of them (`None`: their
+    /// content is what was last attempted). Returns whether the entry changed.
+    fn reconcile_policy(
+        &self,
+        key: &str,
+        entry: &mut PolicyEntry,
+        files: &Files,
+        load: Option<Result<ActivePolicy, LoadFailure>>,
+    ) -> bool {
         let reappeared = std::mem::take(&mut entry.missing);
         let fingerprint = files.fingerprint();
-        if entry.attempted == fingerprint {
+        let Some(load) = load else {
             return reappeared;
-        }
-        match self.load(files) {
+        };
+        match load {
             Ok(active) => {
                 log_activation(key, entry.active.as_deref(), &active);
                 self.metrics.reload(key, true);
@@ -558,10 +615,10 @@ impl LoadFailure {
 /// A manifest and its module, read once: the fingerprint and the load see
 /// the same bytes, and the manifest is parsed once per pass.
 struct Files {
-    /// The manifest's raw bytes (hashed), when readable.
-    raw: std::io::Result<Vec<u8>>,
     /// The parsed manifest and its module's bytes.
     parsed: Result<(Manifest, std::io::Result<Vec<u8>>), ManifestError>,
+    /// SHA-256 over both files' contents, computed once at read.
+    fingerprint: [u8; 32],
 }
 
 impl Files {
@@ -577,19 +634,23 @@ impl Files {
                 error: std::io::Error::new(e.kind(), e.to_string()),
             }),
         };
-        Files { raw, parsed }
+        let mut h = Sha256::new();
+        let manifest = raw.as_deref().unwrap_or_default();
+        h.update((manifest.len() as u64).to_le_bytes());
+        h.update(manifest);
+        if let Ok((_, Ok(module))) = &parsed {
+            h.update(module);
+        }
+        let fingerprint = h.finalize().into();
+        Files {
+            parsed,
+            fingerprint,
+        }
     }
 
     /// SHA-256 over both files' contents (an unreadable file hashes as empty).
     fn fingerprint(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        let manifest = self.raw.as_deref().unwrap_or_default();
-        h.update((manifest.len() as u64).to_le_bytes());
-        h.update(manifest);
-        if let Ok((_, Ok(module))) = &self.parsed {
-            h.update(module);
-        }
-        h.finalize().into()
+        self.fingerprint
     }
 }
 

@@ -36,31 +36,8 @@ use crate::server::route_stats::lock;
 use crate::server::shadow;
 use crate::server::state::AppState;
 
-/// Admission: at most `max_inflight` scoring requests in progress. Runs
-/// before the body is read, so a flood of large bodies is refused (503)
-/// instead of buffered.
-pub async fn admit(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match state.inflight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => {
-            let e = ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "too many scoring requests in progress",
-                )
-            };
-            refuse(&state, e)
-        }
-    }
-}
-
-/// Handler of `POST /v1/score`.
+/// Handler of `POST /v1/score`. At most `max_inflight` requests are scored at
+/// once (admission, after the body is read); more get 503 `overloaded`.
 #[utoipa::path(post, path = "/v1/score", tag = "score", summary = "Score a request's candidates with its route's policy",
     description = "Always answers a well-formed request: a failing policy gives a 200 with `\"variant\": \"fallback\"`, scores from the next arm of the serving chain and a `fallback` naming the failure.",
     request_body(content = ScoreRequest, content_type = "application/json"),
@@ -68,6 +45,7 @@ pub async fn admit(
         (status = 200, description = "One score per candidate, in request order", body = ScoreResponse),
         (status = 400, description = "Not JSON of the right shape (`malformed_request`; `field` is the JSON path) or an unreadable body (`bad_body`)", body = crate::server::openapi::ApiErrorBody),
         (status = 404, description = "No such route or policy, or no default route (`unknown_route`); `known` lists the valid names", body = crate::server::openapi::ApiErrorBody),
+        (status = 408, description = "The body did not arrive within the body read timeout (`body_timeout`)", body = crate::server::openapi::ApiErrorBody),
         (status = 413, description = "Body over `--max-body-bytes` (`too_large`)", body = crate::server::openapi::ApiErrorBody),
         (status = 422, description = "A value the contract refuses (`invalid_request`); `field` names it", body = crate::server::openapi::ApiErrorBody),
         (status = 500, description = "The response could not be encoded (`internal`)", body = crate::server::openapi::ApiErrorBody),
@@ -79,6 +57,11 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
     let body = match body {
         Ok(b) => b,
         Err(e) => return refuse(&state, ApiError::body(e, state.max_body_bytes)),
+    };
+    // Admission comes after the body is read (within the listener's body
+    // timeout), so a client that is slow to send never holds a permit.
+    let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
+        return refuse(&state, ApiError::inflight());
     };
     let req = match request::parse(&body) {
         Ok(r) => r,

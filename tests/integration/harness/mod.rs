@@ -17,6 +17,7 @@ pub fn runtime() -> &'static Runtime {
             cache_dir: Some(cache),
             measure_fuel: false,
             max_instances: 64,
+            ..Default::default()
         })
         .expect("runtime")
     })

@@ -112,6 +112,7 @@ pub fn config_in(dir: &Path, tune: impl FnOnce(&mut ServerConfig)) -> ServerConf
             cache_dir: Some(std::env::temp_dir().join("oasis-server-test-cache")),
             measure_fuel: false,
             max_instances: 64,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -49,6 +49,10 @@ pub enum Attack {
     /// Try to forge host log lines (newlines, terminal escapes) through its
     /// log message, a log field, stdout and stderr, then behave.
     ForgeLog,
+    /// Call the `log` import with 128 fields whose values all point at the
+    /// same 1 MiB of guest memory (the canonical ABI allows it): lifted in
+    /// full that is 128 MiB of host memory for 1 MiB of the guest's.
+    AliasLog,
 }
 
 /// Settings: the attack and its parameter.
@@ -153,6 +157,7 @@ impl Policy for Adversarial {
                 let huge = "x".repeat(16 << 20);
                 oasis_sdk::log::event(oasis_sdk::log::Level::Info, &huge, &[]);
             }
+            Attack::AliasLog => alias_log(),
             Attack::PrintFlood => {
                 for i in 0..1_000 {
                     println!("flooding the host's stdout, line {i}");
@@ -162,5 +167,51 @@ impl Policy for Adversarial {
         Ok(out)
     }
 }
+
+/// The aliasing attack: the `log` import called by hand (the SDK copies each
+/// string, so it cannot alias) with every field's value at the same bytes.
+#[cfg(target_arch = "wasm32")]
+fn alias_log() {
+    #[link(wasm_import_module = "oasis:policy/log@0.1.0")]
+    unsafe extern "C" {
+        #[link_name = "log"]
+        fn log_import(
+            level: i32,
+            message: *mut u8,
+            message_len: usize,
+            fields: *mut u8,
+            fields_len: usize,
+        );
+    }
+    let value = vec![b'x'; 1 << 20];
+    let key = b"k";
+    // A `field` record is { key: string, value: string }: four 32-bit words.
+    let fields: Vec<[usize; 4]> = (0..128)
+        .map(|_| {
+            [
+                key.as_ptr() as usize,
+                key.len(),
+                value.as_ptr() as usize,
+                value.len(),
+            ]
+        })
+        .collect();
+    let message = b"aliased";
+    // SAFETY: every pointer and length describes live memory of this
+    // instance for the duration of the call; `info` is level 2.
+    unsafe {
+        log_import(
+            2,
+            message.as_ptr().cast_mut(),
+            message.len(),
+            fields.as_ptr().cast::<u8>().cast_mut(),
+            fields.len(),
+        )
+    };
+}
+
+/// Natively (unit tests of the crate) there is no host to attack.
+#[cfg(not(target_arch = "wasm32"))]
+fn alias_log() {}
 
 oasis_sdk::export_policy!(Adversarial);

@@ -1,0 +1,176 @@
+//! Bounded compilation (issue 13): a component with too many functions is
+//! refused before compiling, a compile past the time ceiling is a load error,
+//! and neither holds up another policy dropped in at the same time.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oasis::{CompileLimits, Limits, LoadError, Policy, Runtime, RuntimeConfig};
+use oasis_test_components::BASELINE;
+
+use crate::harness::server::{Harness, TestServer, atomic_write, config_in, install, policy};
+
+/// A component whose one core module defines `n` empty functions (and
+/// exports nothing: what matters happens before linking). `salt` goes into a
+/// custom section, so each call can make bytes the compile cache has never
+/// seen.
+pub fn many_functions(n: u32, salt: u64) -> Vec<u8> {
+    fn leb(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(content.len() as u64, out);
+        out.extend_from_slice(content);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // one type: func() -> ()
+    let mut funcs = Vec::new();
+    leb(n.into(), &mut funcs);
+    funcs.resize(funcs.len() + n as usize, 0); // all of type 0
+    section(3, &funcs, &mut module);
+    let mut code = Vec::new();
+    leb(n.into(), &mut code);
+    for _ in 0..n {
+        code.extend_from_slice(&[2, 0, 0x0b]); // size 2: no locals, `end`
+    }
+    section(10, &code, &mut module);
+    let mut custom = vec![4];
+    custom.extend_from_slice(b"salt");
+    custom.extend_from_slice(&salt.to_le_bytes());
+    section(0, &custom, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // core module section
+    component
+}
+
+fn fresh_salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn too_many_functions_are_refused_before_compiling_and_a_slow_compile_times_out() {
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        max_instances: 8,
+        compile: CompileLimits {
+            max_functions: 10_000,
+            timeout: Duration::from_millis(1),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = Policy::load(&rt, &many_functions(100_000, 1), "{}", Limits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::TooManyFunctions {
+                functions: 100_000,
+                limit: 10_000
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--max-functions"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refused before compiling, took {:?}",
+        started.elapsed()
+    );
+    let err = Policy::load(
+        &rt,
+        &many_functions(5_000, fresh_salt()),
+        "{}",
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LoadError::CompileTimeout { limit_ms: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--max-compile-ms"), "{err}");
+}
+
+/// Writes `wasm` as `key`'s module with a manifest.
+fn drop_in(dir: &Path, key: &str, wasm: &[u8]) {
+    atomic_write(&dir.join(format!("{key}.wasm")), wasm);
+    atomic_write(
+        &dir.join(format!("{key}.toml")),
+        format!("module = \"{key}.wasm\"\n").as_bytes(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_compiles_do_not_hold_up_a_policy_dropped_in_at_the_same_time() {
+    let limits = CompileLimits {
+        max_functions: 10_000,
+        timeout: Duration::from_millis(1),
+    };
+    // The baseline is compiled into the server's cache first (a cache hit
+    // is not a compile), so only the generated components meet the 1 ms ceiling.
+    let warm = tempfile::tempdir().unwrap();
+    let cfg = config_in(warm.path(), |_| {});
+    let rt = Runtime::new(cfg.runtime.clone()).unwrap();
+    Policy::load_file(&rt, BASELINE.as_ref(), "{}", Limits::default()).unwrap();
+    drop(rt);
+
+    let s = TestServer::start_with(
+        |d| install(d, "base", BASELINE, ""),
+        |c| c.runtime.compile = limits,
+    )
+    .await;
+    let dropped = Instant::now();
+    drop_in(s.dir.path(), "big", &many_functions(100_000, 2));
+    drop_in(s.dir.path(), "slow", &many_functions(5_000, fresh_salt()));
+    install(s.dir.path(), "fresh", BASELINE, "");
+    let v = s
+        .wait_until(|v| policy(v, "fresh").is_some_and(|p| p["status"] == "active"))
+        .await;
+    let became_active = dropped.elapsed();
+    assert!(
+        became_active < Duration::from_secs(3),
+        "the new policy waited {became_active:?}"
+    );
+    let v = if policy(&v, "slow").is_some_and(|p| p["failure"]["error"].is_string())
+        && policy(&v, "big").is_some_and(|p| p["failure"]["error"].is_string())
+    {
+        v
+    } else {
+        s.wait_until(|v| {
+            ["big", "slow"]
+                .iter()
+                .all(|k| policy(v, k).is_some_and(|p| p["failure"]["error"].is_string()))
+        })
+        .await
+    };
+    let error = |k| {
+        policy(&v, k).unwrap()["failure"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        error("big").contains("100000 functions"),
+        "{}",
+        error("big")
+    );
+    assert!(
+        error("slow").contains("did not finish within 1 ms"),
+        "{}",
+        error("slow")
+    );
+    eprintln!("fresh policy active {became_active:?} after the drop");
+    s.shutdown().await;
+}
