@@ -64,6 +64,7 @@ async fn routers(setup: impl FnOnce(&Path)) -> Routers {
         debounce: Duration::from_millis(50),
         rescan: Duration::from_secs(60),
         store: store.clone(),
+        module_grace: std::time::Duration::from_secs(60),
     };
     reloader.load_initial().await;
     registry.set_ready();

@@ -203,10 +203,19 @@ async fn delete_and_restore_of_manifest_and_module() {
     let dir: PathBuf = s.dir.path().to_path_buf();
     let manifest = std::fs::read(dir.join("p.toml")).unwrap();
 
-    // Module deleted: the last good version keeps serving, status says why.
+    // Module deleted: the last good version keeps serving, status says why
+    // (waiting for the module: a redeploy in progress, not yet a failure).
     std::fs::remove_file(dir.join("p.wasm")).unwrap();
-    s.wait_until(|v| policy(v, "p").is_some_and(|p| p["status"] == "failed"))
+    let v = s
+        .wait_until(|v| policy(v, "p").is_some_and(|p| p["status"] == "waiting"))
         .await;
+    assert!(
+        policy(&v, "p").unwrap()["failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for module"),
+        "{v}"
+    );
     assert_eq!(s.score(routed("p", &small_body(false))).await.0, 200);
     atomic_copy(Path::new(GUARDED_BOOST), &dir.join("p.wasm"));
     s.wait_until(|v| policy(v, "p").is_some_and(|p| p["status"] == "active"))
@@ -407,5 +416,62 @@ async fn a_wrong_contract_is_reported_once_and_never_retried_until_the_file_chan
     }
     let (status, _) = s.score(routed("base", &small_body(false))).await;
     assert_eq!(status, 200);
+    s.shutdown().await;
+}
+
+/// A manifest deployed before its module is `waiting`, not a failure: not
+/// counted as a failed reload, loaded as soon as the module arrives; only a
+/// module still missing after the grace period is a failed load, counted
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_waiting_for_its_module_is_not_a_failure_until_the_grace_period_ends() {
+    let s = TestServer::start_with(
+        |d| install(d, "base", BASELINE, ""),
+        |c| c.module_grace = Duration::from_millis(1500),
+    )
+    .await;
+    let dir = s.dir.path().to_path_buf();
+    atomic_write(
+        &dir.join("late.toml"),
+        b"module = \"late.wasm\"\n[limits]\ndeadline_ms = 2000\n",
+    );
+    let v = s
+        .wait_until(|v| policy(v, "late").is_some_and(|p| p["status"] == "waiting"))
+        .await;
+    let late = policy(&v, "late").unwrap();
+    assert!(
+        late["failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for module"),
+        "{late}"
+    );
+    let failed = "oasis_reloads_total{policy=\"late\",result=\"failed\"}";
+    assert_eq!(metric(&s.metrics().await, failed), 0.0);
+    // The module arrives: it loads at once.
+    atomic_copy(Path::new(BASELINE), &dir.join("late.wasm"));
+    s.wait_until(|v| policy(v, "late").is_some_and(|p| p["status"] == "active"))
+        .await;
+    assert_eq!(metric(&s.metrics().await, failed), 0.0, "never a failure");
+
+    // A module that never comes: after the grace period, one failed load.
+    atomic_write(
+        &dir.join("never.toml"),
+        b"module = \"never.wasm\"\n[limits]\ndeadline_ms = 2000\n",
+    );
+    let v = s
+        .wait_until(|v| policy(v, "never").is_some_and(|p| p["status"] == "failed"))
+        .await;
+    assert!(
+        policy(&v, "never").unwrap()["failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("still missing after"),
+        "{v}"
+    );
+    // Several rescans later it is still counted once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let never = "oasis_reloads_total{policy=\"never\",result=\"failed\"}";
+    assert_eq!(metric(&s.metrics().await, never), 1.0);
     s.shutdown().await;
 }

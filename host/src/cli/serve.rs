@@ -99,6 +99,10 @@ pub struct Args {
     /// ... and over this many seconds.
     #[arg(long, default_value_t = oasis::server::promotion::PromotionStall::default().after.as_secs())]
     pub stall_after_s: u64,
+    /// A manifest may wait this long for its module (deployed after it)
+    /// before the wait counts as a failed load.
+    #[arg(long, default_value_t = ServerConfig::default().module_grace.as_secs())]
+    pub module_grace_s: u64,
 }
 
 /// The admin tokens: `--admin-token-file`, else the `OASIS_ADMIN_TOKEN`
@@ -162,6 +166,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         keep_versions: args.keep_versions,
         admin,
         decision_log,
+        module_grace: std::time::Duration::from_secs(args.module_grace_s),
         promotion_stall: oasis::server::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),

@@ -102,6 +102,9 @@ pub struct ServerConfig {
     pub decision_log: Option<DecisionLogSettings>,
     /// When a version that promotes nothing is flagged.
     pub promotion_stall: promotion::PromotionStall,
+    /// How long a manifest may wait for its module before the wait counts
+    /// as a failed load.
+    pub module_grace: Duration,
 }
 
 /// Decision logging of a server.
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
             admin: None,
             decision_log: None,
             promotion_stall: promotion::PromotionStall::default(),
+            module_grace: Duration::from_secs(60),
         }
     }
 }
@@ -248,6 +252,7 @@ impl Server {
             debounce: cfg.debounce,
             rescan: cfg.rescan,
             store: store.clone(),
+            module_grace: cfg.module_grace,
         };
         let token = CancellationToken::new();
         let state = AppState::new(

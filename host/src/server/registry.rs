@@ -75,6 +75,22 @@ pub struct PolicyEntry {
     pub version_failures: BTreeMap<String, String>,
     /// The files whose load failed transiently, and how many times.
     pub transient: Option<([u8; 32], u32)>,
+    /// The manifest names a module that is not there (yet): since when,
+    /// for these files, and whether the grace period ran out (then it
+    /// counts as a failed load).
+    pub waiting: Option<Waiting>,
+}
+
+/// A manifest waiting for its module: deploying the manifest before the
+/// module is a normal order, not a failure, until a grace period passes.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting {
+    /// The files (manifest, absent module) this is about.
+    pub fingerprint: [u8; 32],
+    /// When the wait began.
+    pub since: std::time::Instant,
+    /// The grace period ran out: logged as an error and counted once.
+    pub overdue: bool,
 }
 
 impl PolicyEntry {
@@ -85,6 +101,7 @@ impl PolicyEntry {
             failure: None,
             attempted: [0; 32],
             missing: false,
+            waiting: None,
             versions: BTreeMap::new(),
             version_failures: BTreeMap::new(),
             transient: None,

@@ -26,7 +26,7 @@ use crate::policy::Policy;
 use crate::runtime::Runtime;
 use crate::server::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
 use crate::server::metrics::Metrics;
-use crate::server::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot};
+use crate::server::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot, Waiting};
 use crate::server::rollout::{ROLLOUT_FILE, RolloutFile};
 use crate::server::versions::{VersionRecord, VersionStore};
 
@@ -49,6 +49,9 @@ pub struct Reloader {
     pub rescan: Duration,
     /// Where every loaded version is kept.
     pub store: VersionStore,
+    /// How long a manifest may wait for its module before the wait counts
+    /// as a failed load (see [`Waiting`]).
+    pub module_grace: Duration,
 }
 
 impl Reloader {
@@ -387,10 +390,35 @@ impl Reloader {
         let reappeared = std::mem::take(&mut entry.missing);
         let fingerprint = files.fingerprint();
         let Some(load) = load else {
-            return reappeared;
+            return self.check_wait(key, entry) || reappeared;
         };
         match load {
+            Err(LoadFailure {
+                error,
+                waiting: true,
+                ..
+            }) => {
+                // Logged once per change of the files, not counted as a
+                // failed reload until the grace period runs out.
+                tracing::info!(
+                    policy = %key, waiting = %crate::sandbox::visible(&error),
+                    grace_s = self.module_grace.as_secs(),
+                    "policy waiting for its module; not a failure until the grace period runs out"
+                );
+                entry.waiting = Some(Waiting {
+                    fingerprint,
+                    since: std::time::Instant::now(),
+                    overdue: false,
+                });
+                entry.transient = None;
+                entry.attempted = fingerprint;
+                entry.failure = Some(Failure {
+                    error,
+                    at: SystemTime::now(),
+                });
+            }
             Ok(active) => {
+                entry.waiting = None;
                 log_activation(key, entry.active.as_deref(), &active);
                 self.metrics.reload(key, true);
                 entry.active = Some(Arc::new(active));
@@ -398,7 +426,8 @@ impl Reloader {
                 entry.transient = None;
                 entry.attempted = fingerprint;
             }
-            Err(LoadFailure { error, retry }) => {
+            Err(LoadFailure { error, retry, .. }) => {
+                entry.waiting = None;
                 // A transient failure (I/O, a deadline on a busy machine) is
                 // tried again on the next passes, at most MAX_LOAD_ATTEMPTS
                 // times for the same files: a failure that repeats (a
@@ -419,7 +448,7 @@ impl Reloader {
                 };
                 tracing::error!(
                     policy = %key, error = %crate::sandbox::visible(&error), retry = again,
-                    serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing"),
+                    serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing (never loaded)"),
                     "policy load failed; the last good version keeps serving"
                 );
                 self.metrics.reload(key, false);
@@ -432,6 +461,36 @@ impl Reloader {
         true
     }
 
+    /// A manifest still waiting for its module after the grace period: the
+    /// wait becomes a failed load, logged and counted once. Returns whether
+    /// the entry changed.
+    fn check_wait(&self, key: &str, entry: &mut PolicyEntry) -> bool {
+        let Some(w) = entry.waiting.as_mut() else {
+            return false;
+        };
+        if w.overdue || w.since.elapsed() < self.module_grace {
+            return false;
+        }
+        w.overdue = true;
+        let waited = w.since.elapsed().as_secs();
+        let error = entry
+            .failure
+            .as_ref()
+            .map(|f| f.error.clone())
+            .unwrap_or_default();
+        tracing::error!(
+            policy = %key, error = %crate::sandbox::visible(&error), waited_s = waited,
+            serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing (never loaded)"),
+            "policy module still missing after the grace period"
+        );
+        self.metrics.reload(key, false);
+        entry.failure = Some(Failure {
+            error: format!("{error}: still missing after {waited} s"),
+            at: SystemTime::now(),
+        });
+        true
+    }
+
     /// Loads a manifest and its module, read once, into an [`ActivePolicy`],
     /// and records the version in the store.
     fn load(&self, files: &Files) -> Result<ActivePolicy, LoadFailure> {
@@ -441,7 +500,21 @@ impl Reloader {
             Err(e) => return Err(LoadFailure::fatal(e.to_string())),
         };
         let module = module.as_ref().map_err(|e| {
-            LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // Deploying the manifest before its module is a normal order:
+                // the module's arrival changes the files and loads it.
+                LoadFailure {
+                    error: format!(
+                        "waiting for module {} (named by {})",
+                        manifest.module.display(),
+                        manifest.path.display()
+                    ),
+                    retry: false,
+                    waiting: true,
+                }
+            } else {
+                LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
+            }
         })?;
         let active = self.activate(manifest, module).map_err(|f| LoadFailure {
             error: format!("{}: {}", manifest.module.display(), f.error),
@@ -482,6 +555,7 @@ impl Reloader {
             LoadFailure {
                 error: e.to_string(),
                 retry,
+                waiting: false,
             }
         })?;
         Ok(ActivePolicy {
@@ -598,16 +672,23 @@ pub const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 pub(crate) struct LoadFailure {
     pub(crate) error: String,
     retry: bool,
+    /// The manifest's module is not there (yet).
+    waiting: bool,
 }
 
 impl LoadFailure {
     fn retry(error: String) -> Self {
-        LoadFailure { error, retry: true }
+        LoadFailure {
+            error,
+            retry: true,
+            waiting: false,
+        }
     }
     fn fatal(error: String) -> Self {
         LoadFailure {
             error,
             retry: false,
+            waiting: false,
         }
     }
 }

@@ -25,8 +25,10 @@ use crate::server::state::AppState;
 pub struct PolicyStatus<'a> {
     /// Policy key.
     pub key: &'a str,
-    /// `active`, `failed` (a failure is current; the last good version, if
-    /// any, keeps serving) or `unavailable` (never loaded).
+    /// `active`, `waiting` (the manifest names a module that is not there
+    /// yet; within the grace period this is not a failure), `failed` (a
+    /// failure is current; the last good version, if any, keeps serving) or
+    /// `unavailable` (never loaded).
     pub status: &'static str,
     /// The version serving now.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +98,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
     PolicyStatus {
         key,
         status: match (&e.active, &e.failure) {
+            _ if e.waiting.is_some_and(|w| !w.overdue) => "waiting",
             (_, Some(_)) => "failed",
             (Some(_), None) => "active",
             (None, None) => "unavailable",

@@ -141,6 +141,7 @@ impl Harness for TestApp {
             debounce: config.debounce,
             rescan: config.rescan,
             store: VersionStore::new(&config.policies, config.keep_versions),
+            module_grace: config.module_grace,
         }
         .load_initial()
         .await;
