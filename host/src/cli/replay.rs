@@ -156,7 +156,7 @@ fn load_candidates(runtime: &Runtime, args: &Args) -> anyhow::Result<Vec<Candida
     }
     let mut out: Vec<Candidate> = Vec::with_capacity(args.candidates.len());
     for spec in &args.candidates {
-        let (name, module, settings, limits) = if spec.ends_with(".toml") {
+        let (name, module, settings, limits) = if spec.ends_with(".toml") && !spec.contains('=') {
             let manifest = oasis::server::manifest::Manifest::load(Path::new(spec))
                 .with_context(|| format!("candidate {spec}"))?;
             (
