@@ -6,6 +6,7 @@ mod adversarial;
 mod cache;
 mod cli;
 mod decision_log;
+mod grpc;
 mod harness;
 mod openapi;
 mod policies;
