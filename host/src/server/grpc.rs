@@ -272,7 +272,14 @@ pub async fn serve(
     let scoring = ScoringServer::new(ScoringService::new(state))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small responses must not wait for Nagle's algorithm (tonic sets
+    // TCP_NODELAY only on listeners it binds itself).
+    use tokio_stream::StreamExt;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(s)
+    });
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection_v1)

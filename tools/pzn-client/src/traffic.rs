@@ -374,6 +374,8 @@ pub struct PoolEntry {
     pub candidates: usize,
     /// Candidates in a campaign.
     pub campaign_candidates: usize,
+    /// The same request as a gRPC message (`--grpc` only).
+    pub grpc: Option<oasis_proto::v1::ScoreRequest>,
 }
 
 /// Generates `n` request bodies up front, so that generation does not count
@@ -390,6 +392,7 @@ pub fn pool(generator: &mut RequestGenerator, n: usize) -> Vec<PoolEntry> {
                     .filter(|c| c.campaign.is_some())
                     .count(),
                 body: serde_json::to_vec(&req).expect("requests serialize").into(),
+                grpc: None,
             }
         })
         .collect()
