@@ -22,6 +22,9 @@ pub const SERVICE_NAME: &str = "oasis.v1.Scoring";
 
 pub mod json;
 
+/// The prost version the messages are generated with (`Message::encode`…).
+pub use prost;
+
 /// The proto enum value of a surface name (`"daily_mix"`), `None` for an
 /// unknown name.
 pub fn surface_from_name(name: &str) -> Option<v1::Surface> {
