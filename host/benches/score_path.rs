@@ -7,7 +7,10 @@
 //!
 //! Steps: JSON parse + validate, columnar conversion, a policy call (fresh
 //! instance + run + output checks) for each example policy, and the whole
-//! path end to end. Figures are recorded in the README ("Performance").
+//! path end to end; the same request as a gRPC message (protobuf decode +
+//! conversion + the same validation, its columnar batch, and end to end with
+//! the response encoded as protobuf). Figures are recorded in the README
+//! ("Performance") and BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
@@ -78,6 +81,53 @@ fn bench(c: &mut Criterion) {
                 let out = gb.score(&req).unwrap();
                 let resp = oasis::response::scored(&req, &out.decisions);
                 serde_json::to_vec(&resp).unwrap().len()
+            })
+        });
+        // The same request through the gRPC front end.
+        use oasis_proto::prost::Message;
+        let encoded = oasis_proto::json::request(&body).unwrap().encode_to_vec();
+        g.bench_function("grpc_decode+validate", |b| {
+            b.iter(|| {
+                let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
+                let req = request::packed::from_proto(&msg)
+                    .unwrap()
+                    .validate(10_000)
+                    .unwrap();
+                req.candidates.len()
+            })
+        });
+        let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
+        let grpc_req = request::packed::from_proto(&msg)
+            .unwrap()
+            .validate(10_000)
+            .unwrap();
+        g.bench_function("grpc_columnar", |b| b.iter(|| gb.batch(&grpc_req)));
+        g.bench_function("grpc_end_to_end/guarded-boost", |b| {
+            b.iter(|| {
+                let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
+                let req = request::packed::from_proto(&msg)
+                    .unwrap()
+                    .validate(10_000)
+                    .unwrap();
+                let out = gb.score(&req).unwrap();
+                let d = &out.decisions;
+                let resp = oasis_proto::v1::ScoreResponse {
+                    request_id: req.context.request_id.to_string(),
+                    scores: Some(oasis_proto::v1::Scores {
+                        ids: req.candidates.iter().map(|c| c.id.to_string()).collect(),
+                        scores: d.scores.clone(),
+                        eligible: d.eligible.clone(),
+                        reasons: d
+                            .reasons
+                            .iter()
+                            .map(|r| u32::from(oasis_contract::ReasonBits::reason_bits(r)))
+                            .collect(),
+                        propensity: d.propensity.clone(),
+                        reason_names: Vec::new(),
+                    }),
+                    ..Default::default()
+                };
+                resp.encode_to_vec().len()
             })
         });
         g.finish();

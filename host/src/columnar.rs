@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::bindings::{WitCandidates, WitContext, WitRequest, wit_surface};
-use crate::request::ValidRequest;
+use crate::request::{Features, ValidRequest};
 
 /// Builds the columnar request for a policy with the given candidate feature
 /// `columns` and `context_features`.
@@ -33,12 +33,38 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
     let mut artists: Keys = (HashMap::with_capacity(n), 0);
     let mut holders: Keys = (HashMap::with_capacity(64), 0);
 
+    // Packed rows (gRPC) share their names: each column's position among
+    // them is looked up once per request, not once per candidate.
+    let mut packed: Option<(&[String], Vec<Option<usize>>)> = None;
     for (i, c) in req.candidates.iter().enumerate() {
         k.relevance.push(c.relevance);
         let row = &mut k.features[i * width..(i + 1) * width];
-        for (name, value) in &c.features.0 {
-            if let (Some(j), Some(v)) = (columns.iter().position(|col| col == name), value) {
-                row[j] = *v;
+        match &c.features {
+            Features::Named(pairs) => {
+                for (name, value) in pairs {
+                    if let (Some(j), Some(v)) = (columns.iter().position(|col| col == name), value)
+                    {
+                        row[j] = *v;
+                    }
+                }
+            }
+            Features::Row { names, values } => {
+                if !packed
+                    .as_ref()
+                    .is_some_and(|(n, _)| std::ptr::eq(*n, *names))
+                {
+                    let p = columns
+                        .iter()
+                        .map(|col| names.iter().position(|n| n == col))
+                        .collect();
+                    packed = Some((names, p));
+                }
+                let positions = packed.as_ref().map_or(&[][..], |(_, p)| p);
+                for (j, p) in positions.iter().enumerate() {
+                    if let Some(p) = p {
+                        row[j] = values[*p];
+                    }
+                }
             }
         }
         k.artist.push(intern(&mut artists, &c.artist));
@@ -48,9 +74,9 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
     }
     let ctx = &req.context;
     let mut cf = vec![f64::NAN; context_features.len()];
-    for (name, value) in &ctx.features.0 {
+    for (name, value) in ctx.features.iter() {
         if let (Some(j), Some(v)) = (context_features.iter().position(|f| f == name), value) {
-            cf[j] = *v;
+            cf[j] = v;
         }
     }
     WitRequest {

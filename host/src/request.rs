@@ -13,19 +13,22 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 
 use crate::bindings::{WitCampaign, wit_surface_set};
+
+pub mod packed;
 
 pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
 
 /// A scoring request.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest<'a> {
     /// Route to score on (server only); the default route when absent.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub route: Option<Cow<'a, str>>,
     /// The listening context.
     #[serde(borrow)]
@@ -39,7 +42,7 @@ pub struct ScoreRequest<'a> {
 }
 
 /// The listening context.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestContext<'a> {
     /// Caller's request id (echoed in the response and in every log line).
@@ -52,7 +55,7 @@ pub struct RequestContext<'a> {
     #[serde(borrow)]
     pub session_id: Cow<'a, str>,
     /// Surface of the session.
-    #[serde(deserialize_with = "surface::one")]
+    #[serde(deserialize_with = "surface::one", serialize_with = "surface::ser_one")]
     #[schema(value_type = crate::server::openapi::SurfaceName)]
     pub surface: Surface,
     /// ISO 3166-1 alpha-2 market, e.g. "SE".
@@ -62,7 +65,7 @@ pub struct RequestContext<'a> {
     pub timestamp_ms: i64,
     /// Seed for all of the policy's randomness; derived from `request_id`
     /// when absent, so that a logged request replays identically.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Numeric context features by name (local hour, session position...).
     #[serde(default, borrow)]
@@ -71,7 +74,7 @@ pub struct RequestContext<'a> {
 }
 
 /// One candidate track.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestCandidate<'a> {
     /// Track id; stays on the host and is echoed in the response.
@@ -92,7 +95,7 @@ pub struct RequestCandidate<'a> {
     #[serde(default)]
     pub session_promoted: u32,
     /// The track's promotion campaign, if it is in one.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<RequestCampaign<'a>>,
     /// Numeric features by name (p_skip, p_complete, popularity...).
     #[serde(default, borrow)]
@@ -101,7 +104,7 @@ pub struct RequestCandidate<'a> {
 }
 
 /// A promotion campaign, inline in each candidate that belongs to it.
-#[derive(Debug, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestCampaign<'a> {
     /// Campaign id; candidates sharing it share the campaign.
@@ -112,7 +115,12 @@ pub struct RequestCampaign<'a> {
     /// End of the active window (unix ms, exclusive).
     pub end_ms: i64,
     /// Surfaces it may promote on; all but `other` when absent.
-    #[serde(default, deserialize_with = "surface::optional_list")]
+    #[serde(
+        default,
+        deserialize_with = "surface::optional_list",
+        serialize_with = "surface::ser_optional_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Vec<crate::server::openapi::SurfaceName>>)]
     pub surfaces: Option<Vec<Surface>>,
     /// Markets it may promote in; every market when empty.
@@ -137,9 +145,69 @@ pub struct RequestCampaign<'a> {
     pub commission_bps: u32,
 }
 
-/// Features by name, in the order given. `null` means missing.
-#[derive(Debug, Default)]
-pub struct Features<'a>(pub Vec<(Cow<'a, str>, Option<f64>)>);
+/// A candidate's (or the context's) features: by name in the order given
+/// (JSON, `null` = missing), or one row of a packed matrix whose names are
+/// sent once per request (gRPC, NaN = missing).
+#[derive(Debug)]
+pub enum Features<'a> {
+    /// (name, value) pairs.
+    Named(Vec<(Cow<'a, str>, Option<f64>)>),
+    /// Values aligned to `names`, which every row of the request shares.
+    Row {
+        /// The request's feature names.
+        names: &'a [String],
+        /// This row's values; NaN = missing.
+        values: &'a [f64],
+    },
+}
+
+impl Default for Features<'_> {
+    fn default() -> Self {
+        Features::Named(Vec::new())
+    }
+}
+
+impl<'a> Features<'a> {
+    /// (name, value) in the order given; `None` = missing.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<f64>)> + '_ {
+        let (named, row) = match self {
+            Features::Named(v) => (Some(v.iter().map(|(n, v)| (&**n, *v))), None),
+            Features::Row { names, values } => (
+                None,
+                Some(
+                    names
+                        .iter()
+                        .zip(values.iter())
+                        .map(|(n, v)| (n.as_str(), (!v.is_nan()).then_some(*v))),
+                ),
+            ),
+        };
+        named.into_iter().flatten().chain(row.into_iter().flatten())
+    }
+
+    /// The number of features given (missing ones included).
+    pub fn len(&self) -> usize {
+        match self {
+            Features::Named(v) => v.len(),
+            Features::Row { names, .. } => names.len(),
+        }
+    }
+
+    /// Whether no feature is given.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Serialize for Features<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.len()))?;
+        for (name, value) in self.iter() {
+            map.serialize_entry(name, &value)?;
+        }
+        map.end()
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -160,7 +228,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
                     }
                     out.push((name, value));
                 }
-                Ok(Features(out))
+                Ok(Features::Named(out))
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
@@ -306,7 +374,12 @@ impl<'a> ScoreRequest<'a> {
                 ),
             )
         })?;
-        check_features(|| "context.features".into(), &c.features)?;
+        let mut names_checked = None;
+        check_features(
+            || "context.features".into(),
+            &c.features,
+            &mut names_checked,
+        )?;
         if self.candidates.len() > max_candidates {
             return Err(RequestError::invalid(
                 "candidates",
@@ -339,7 +412,7 @@ impl<'a> ScoreRequest<'a> {
             }
             check_id(at("artist"), &cand.artist, false)?;
             check_id(at("rights_holder"), &cand.rights_holder, false)?;
-            check_features(at("features"), &cand.features)?;
+            check_features(at("features"), &cand.features, &mut names_checked)?;
             let index = match &cand.campaign {
                 None => -1,
                 Some(camp) => match seen.get(&*camp.id) {
@@ -449,23 +522,59 @@ pub(crate) fn check_id(
     Ok(())
 }
 
-fn check_features(field: impl Fn() -> String, f: &Features) -> Result<(), RequestError> {
-    for (name, v) in &f.0 {
-        if name.is_empty()
-            || name.len() > oasis_contract::MAX_NAME_BYTES
-            || name.chars().any(char::is_control)
-        {
-            return Err(RequestError::invalid(
-                field(),
-                format!("feature name {name:?} must be 1-64 bytes without control characters"),
-            ));
-        }
-        if v.is_some_and(|v| !oasis_contract::within_magnitude(v)) {
-            return Err(RequestError::invalid(
+/// Checks feature names and values. The names of packed rows are shared by
+/// every row, so they are checked once: `names_checked` is the last checked
+/// name list.
+fn check_features<'a>(
+    field: impl Fn() -> String,
+    f: &Features<'a>,
+    names_checked: &mut Option<&'a [String]>,
+) -> Result<(), RequestError> {
+    let check_value = |name: &str, v: f64| {
+        if oasis_contract::within_magnitude(v) {
+            Ok(())
+        } else {
+            Err(RequestError::invalid(
                 format!("{}.{name}", field()),
                 "must be null or a finite number of magnitude at most 1e9",
-            ));
+            ))
         }
+    };
+    match f {
+        Features::Named(pairs) => {
+            for (name, v) in pairs {
+                check_feature_name(&field, name)?;
+                if let Some(v) = v {
+                    check_value(name, *v)?;
+                }
+            }
+        }
+        Features::Row { names, values } => {
+            if !names_checked.is_some_and(|c| std::ptr::eq(c, *names)) {
+                for name in names.iter() {
+                    check_feature_name(&field, name)?;
+                }
+                *names_checked = Some(names);
+            }
+            for (name, v) in names.iter().zip(values.iter()) {
+                if !v.is_nan() {
+                    check_value(name, *v)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_feature_name(field: &impl Fn() -> String, name: &str) -> Result<(), RequestError> {
+    if name.is_empty()
+        || name.len() > oasis_contract::MAX_NAME_BYTES
+        || name.chars().any(char::is_control)
+    {
+        return Err(RequestError::invalid(
+            field(),
+            format!("feature name {name:?} must be 1-64 bytes without control characters"),
+        ));
     }
     Ok(())
 }
@@ -553,6 +662,25 @@ mod surface {
         let list = <Option<Vec<Name>>>::deserialize(d)?;
         Ok(list.map(|l| l.into_iter().map(|Name(s)| s).collect()))
     }
+
+    /// Serializes one surface by name.
+    pub fn ser_one<S: serde::Serializer>(s: &Surface, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.name())
+    }
+
+    /// Serializes an optional list of surfaces by name.
+    pub fn ser_optional_list<S: serde::Serializer>(
+        list: &Option<Vec<Surface>>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let list = list.as_deref().unwrap_or_default();
+        let mut seq = ser.serialize_seq(Some(list.len()))?;
+        for s in list {
+            seq.serialize_element(s.name())?;
+        }
+        seq.end()
+    }
 }
 
 #[cfg(test)]
@@ -586,8 +714,8 @@ mod tests {
         assert!(matches!(req.candidates[0].id, Cow::Borrowed("t1")));
         assert_eq!(req.context.surface, Surface::DailyMix);
         assert_eq!(
-            req.context.features.0[1],
-            (Cow::Borrowed("skip_rate"), None)
+            req.context.features.iter().nth(1),
+            Some(("skip_rate", None))
         );
         assert_eq!(req.seed(), parse(GOOD.as_bytes()).unwrap().seed());
     }

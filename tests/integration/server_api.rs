@@ -157,11 +157,15 @@ async fn invalid_requests_get_precise_4xx() {
 
     let metrics = s.metrics().await;
     assert!(
-        metrics.contains("oasis_rejected_total{status=\"422\",reason=\"invalid_request\"} 4"),
+        metrics.contains(
+            "oasis_rejected_total{status=\"422\",reason=\"invalid_request\",transport=\"http\"} 4"
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains("oasis_rejected_total{status=\"413\",reason=\"too_large\"} 1"),
+        metrics.contains(
+            "oasis_rejected_total{status=\"413\",reason=\"too_large\",transport=\"http\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -244,7 +248,9 @@ async fn every_fault_kind_falls_back_with_a_200() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("oasis_requests_total{route=\"panic\",variant=\"stable\"} 1"),
+        metrics.contains(
+            "oasis_requests_total{route=\"panic\",variant=\"stable\",transport=\"http\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains(&format!("oasis_policy_latency_seconds_count{{{baseline}}}")));

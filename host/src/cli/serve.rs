@@ -66,6 +66,10 @@ pub struct Args {
     /// Serve the admin API on this address instead of `--listen`.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Also serve the gRPC API (`oasis.v1.Scoring`, health, reflection) on
+    /// this address.
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
     /// Largest module the admin API accepts, bytes.
     #[arg(long, default_value_t = oasis::server::admin::DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: usize,
@@ -192,6 +196,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (admin)"))?;
             server = server.with_admin_listener(admin);
+        }
+        if let Some(addr) = args.grpc_listen {
+            let grpc = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (gRPC)"))?;
+            server = server.with_grpc_listener(grpc);
         }
         server.run(listener, shutdown_signal()).await?;
         anyhow::Ok(())

@@ -119,6 +119,8 @@ pub struct RequestLabels {
     pub route: String,
     /// `stable` or `fallback`.
     pub variant: &'static str,
+    /// `http` or `grpc`.
+    pub transport: &'static str,
 }
 
 /// Labels of a rejected request.
@@ -128,6 +130,8 @@ pub struct RejectLabels {
     pub status: u16,
     /// Short reason: malformed, invalid, unknown_route, overloaded, too_large.
     pub reason: &'static str,
+    /// `http` or `grpc`.
+    pub transport: &'static str,
 }
 
 /// Labels of a reload attempt.
@@ -552,9 +556,13 @@ impl Metrics {
     }
 
     /// Counts a refused request.
-    pub fn reject(&self, status: u16, reason: &'static str) {
+    pub fn reject(&self, status: u16, reason: &'static str, transport: &'static str) {
         self.rejected
-            .get_or_create(&RejectLabels { status, reason })
+            .get_or_create(&RejectLabels {
+                status,
+                reason,
+                transport,
+            })
             .inc();
     }
 

@@ -23,6 +23,7 @@
 //! | `route_stats`| per-route state that outlives snapshots                   |
 //! | `logging`    | which decisions are logged, handed to the decision log    |
 //! | `listener`   | the accept loop: connection limit, read and idle timeouts |
+//! | `grpc`       | the gRPC API (scoring, health, reflection)                |
 //!
 //! [`Server::run`] takes a bound listener and a shutdown future, so tests run
 //! real servers on `127.0.0.1:0` and stop them deterministically.
@@ -32,6 +33,7 @@ pub mod admin_auth;
 pub mod api_error;
 pub mod audit;
 pub mod chain;
+pub mod grpc;
 pub mod guardrail;
 pub mod listener;
 pub mod logging;
@@ -172,6 +174,7 @@ pub enum ServerError {
 pub struct Server {
     config: ServerConfig,
     admin_listener: Option<TcpListener>,
+    grpc_listener: Option<TcpListener>,
 }
 
 /// Builds the router over `state`: the whole HTTP surface in one place.
@@ -201,7 +204,14 @@ impl Server {
         Server {
             config,
             admin_listener: None,
+            grpc_listener: None,
         }
+    }
+
+    /// Also serves the gRPC API (scoring, health, reflection) on `listener`.
+    pub fn with_grpc_listener(mut self, listener: TcpListener) -> Self {
+        self.grpc_listener = Some(listener);
+        self
     }
 
     /// Serves the admin API on `listener` instead of the main one (for
@@ -304,6 +314,14 @@ impl Server {
         }
 
         let addr = listener.local_addr()?;
+        let grpc = match self.grpc_listener {
+            None => None,
+            Some(l) => {
+                let grpc_addr = l.local_addr()?;
+                tracing::info!(%grpc_addr, "gRPC API listening");
+                Some(tokio::spawn(grpc::serve(l, state.clone(), token.clone())))
+            }
+        };
         let mut app = app(state);
         match (&cfg.admin, self.admin_listener) {
             (None, _) => tracing::warn!(
@@ -361,6 +379,12 @@ impl Server {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         token.cancel();
         let _ = watcher.await;
+        if let Some(Ok(Err(e))) = match grpc {
+            Some(g) => Some(g.await),
+            None => None,
+        } {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
         served?;
         if let Some(writer) = log_writer {
             let stats = writer.shutdown();

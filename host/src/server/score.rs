@@ -36,6 +36,48 @@ use crate::server::route_stats::lock;
 use crate::server::shadow;
 use crate::server::state::AppState;
 
+/// The front end a request came through (the `transport` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST /v1/score`, JSON.
+    Http,
+    /// `oasis.v1.Scoring/Score`, protobuf.
+    Grpc,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+        }
+    }
+}
+
+/// The request as received, for the decision log (which keeps requests as
+/// JSON, so that `oasis replay` reads one format).
+#[derive(Debug, Clone, Copy)]
+pub enum Received<'b> {
+    /// The JSON body, logged as sent.
+    Json(&'b Bytes),
+    /// Not JSON (gRPC): encoded as JSON from the parsed request, and only
+    /// when the request is logged.
+    Parsed,
+}
+
+/// The `score` span of one request: every line logged while scoring it
+/// carries its request id, route, policy and version.
+pub fn span(req: &ScoreRequest<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "score",
+        request_id = %visible(&req.context.request_id),
+        route = tracing::field::Empty,
+        policy = tracing::field::Empty,
+        version = tracing::field::Empty,
+    )
+}
+
 /// Handler of `POST /v1/score`. At most `max_inflight` requests are scored at
 /// once (admission, after the body is read); more get 503 `overloaded`.
 #[utoipa::path(post, path = "/v1/score", tag = "score", summary = "Score a request's candidates with its route's policy",
@@ -67,16 +109,19 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
         Ok(r) => r,
         Err(e) => return refuse(&state, e.into()),
     };
-    let span = tracing::info_span!(
-        "score",
-        request_id = %visible(&req.context.request_id),
-        route = tracing::field::Empty,
-        policy = tracing::field::Empty,
-        version = tracing::field::Empty,
-    );
+    let span = span(&req);
     async {
-        match score_parsed(&state, req, &body, started).await {
-            Ok(resp) => resp,
+        let scored = score_parsed(
+            &state,
+            req,
+            Received::Json(&body),
+            started,
+            Transport::Http,
+            respond,
+        )
+        .await;
+        match scored {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
             Err(e) => refuse(&state, e),
         }
     }
@@ -86,23 +131,35 @@ pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejec
 
 /// Counts and logs a refused request, and renders it.
 fn refuse(state: &AppState, e: ApiError) -> Response {
-    state.metrics.reject(e.status.as_u16(), e.reason());
-    if e.status.is_server_error() {
-        tracing::warn!(status = e.status.as_u16(), kind = e.kind, message = %visible(&e.message), "request refused");
-    } else {
-        tracing::debug!(status = e.status.as_u16(), kind = e.kind, message = %visible(&e.message), "request refused");
-    }
+    refused(state, &e, Transport::Http);
     e.into_response()
 }
 
-/// Resolves the route, validates against its policy's limits and walks the
-/// route's serving chain.
-async fn score_parsed(
+/// Counts and logs a refused request.
+pub fn refused(state: &AppState, e: &ApiError, transport: Transport) {
+    state
+        .metrics
+        .reject(e.status.as_u16(), e.reason(), transport.as_str());
+    if e.status.is_server_error() {
+        tracing::warn!(status = e.status.as_u16(), kind = e.kind, transport = transport.as_str(), message = %visible(&e.message), "request refused");
+    } else {
+        tracing::debug!(status = e.status.as_u16(), kind = e.kind, transport = transport.as_str(), message = %visible(&e.message), "request refused");
+    }
+}
+
+/// Resolves the route, validates against its policy's limits, walks the
+/// route's serving chain, and has `respond` encode the answer; then logs the
+/// decision, runs the shadows and counts the request. Both front ends (JSON
+/// and gRPC) go through here, so they share validation, the chain, the
+/// fallbacks, backpressure, metrics and decision logging.
+pub async fn score_parsed<'a, R>(
     state: &AppState,
-    req: ScoreRequest<'_>,
-    raw: &Bytes,
+    req: ScoreRequest<'a>,
+    received: Received<'_>,
     started: Instant,
-) -> Result<Response, ApiError> {
+    transport: Transport,
+    respond: impl FnOnce(&ValidRequest<'a>, &str, &Served, Instant) -> Result<R, ApiError>,
+) -> Result<R, ApiError> {
     if !state.registry.is_ready() {
         return Err(ApiError::not_ready());
     }
@@ -133,17 +190,22 @@ async fn score_parsed(
         .decision_log
         .as_ref()
         .filter(|l| l.sampled(&plan, &req.context.request_id));
-    if let Some(log) = logged {
+    let raw = logged.map(|_| match received {
+        Received::Json(body) => body.clone(),
+        Received::Parsed => Bytes::from(serde_json::to_vec(&*req).unwrap_or_default()),
+    });
+    if let (Some(log), Some(raw)) = (logged, &raw) {
         let server_us = started.elapsed().as_micros() as u64;
         log.served(&route, &req.context.request_id, raw, &served, server_us);
     }
-    shadow::spawn(state, &plan, &req, &served, logged.map(|_| raw));
+    shadow::spawn(state, &plan, &req, &served, raw.as_ref());
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
             route,
             variant: served.variant.as_str(),
+            transport: transport.as_str(),
         })
         .inc();
     state
@@ -155,7 +217,7 @@ async fn score_parsed(
         policy_us = served.policy_us,
         "scored"
     );
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(body)
 }
 
 /// The response body: the served decisions joined back to candidate ids.

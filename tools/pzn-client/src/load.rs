@@ -39,6 +39,9 @@ pub struct LoadConfig {
     /// Post simulated listener outcomes of every scored request to
     /// `/v1/outcomes`, drawn with this seed ([`crate::outcomes`]).
     pub outcomes_seed: Option<u64>,
+    /// Send over gRPC (`oasis.v1.Scoring/Score` at `url`) instead of JSON
+    /// over HTTP.
+    pub grpc: bool,
 }
 
 /// What the run measured.
@@ -356,6 +359,66 @@ impl Stats {
         )
     }
 
+    /// Records one gRPC answer: an OK counts as a 200, an error status by
+    /// the HTTP status of the same error.
+    fn record_grpc(
+        &mut self,
+        latency: Duration,
+        result: Result<oasis_proto::v1::ScoreResponse, tonic::Status>,
+    ) {
+        use tonic::Code;
+        let us = (latency.as_micros() as u64).clamp(1, 120_000_000);
+        let r = match result {
+            Ok(r) => r,
+            Err(e) if e.code() == Code::Unknown || e.code() == Code::Cancelled => {
+                self.transport_errors += 1;
+                self.keep_error(format!("transport: {e}"));
+                return;
+            }
+            Err(e) => {
+                self.latency_us.saturating_record(us);
+                let status = match e.code() {
+                    Code::InvalidArgument => 400,
+                    Code::NotFound => 404,
+                    Code::ResourceExhausted | Code::Unavailable => 503,
+                    Code::DeadlineExceeded => 504,
+                    _ => 500,
+                };
+                *self.by_status.entry(status).or_default() += 1;
+                self.keep_error(format!("gRPC {:?}: {}", e.code(), e.message()));
+                return;
+            }
+        };
+        self.latency_us.saturating_record(us);
+        *self.by_status.entry(200).or_default() += 1;
+        self.scored += 1;
+        match r.variant.as_str() {
+            "stable" => self.stable += 1,
+            _ => self.fallback += 1,
+        }
+        if let Some(f) = r.fallback {
+            *self.fallback_kinds.entry(f.error_kind).or_default() += 1;
+        }
+        if let Some(p) = &r.policy {
+            *self
+                .policies
+                .entry(format!("{}@{}", p.name, p.version))
+                .or_default() += 1;
+        }
+        if let Some(s) = &r.scores {
+            let promoted = s.reason_names.iter().position(|n| n == "promoted");
+            self.candidates += s.ids.len() as u64;
+            self.eligible += s.eligible.iter().filter(|e| **e).count() as u64;
+            self.promoted += promoted.map_or(0, |b| {
+                s.reasons.iter().filter(|r| **r & (1 << b) != 0).count() as u64
+            });
+        }
+        if let Some(t) = r.timing {
+            self.server_us += t.server_us;
+            self.policy_us += t.policy_us;
+        }
+    }
+
     fn record_transport_error(&mut self, e: &reqwest::Error) {
         self.transport_errors += 1;
         if self.errors.len() < KEEP_ERRORS {
@@ -390,6 +453,22 @@ pub async fn run(config: &LoadConfig, pool: Arc<Vec<PoolEntry>>) -> anyhow::Resu
         .tcp_nodelay(true)
         .timeout(config.timeout)
         .build()?;
+    if config.grpc {
+        let channel = tonic::transport::Endpoint::from_shared(config.url.clone())?
+            .tcp_nodelay(true)
+            .timeout(config.timeout)
+            .connect()
+            .await?;
+        if !config.warmup.is_zero() {
+            let warmup = LoadConfig {
+                duration: Some(config.warmup),
+                requests: None,
+                ..config.clone()
+            };
+            grpc_phase(&channel, &warmup, concurrency, pool.clone()).await;
+        }
+        return Ok(grpc_phase(&channel, config, concurrency, pool).await);
+    }
     let base = config.url.trim_end_matches('/');
     let url = format!("{base}/v1/score");
     let outcomes_url = format!("{base}/v1/outcomes");
@@ -519,6 +598,55 @@ async fn post_outcomes(
             stats.keep_error(format!("outcomes: {e}"));
         }
     }
+}
+
+/// The gRPC load: like [`phase`], with the pool's protobuf requests over
+/// one HTTP/2 connection (the way a gRPC client multiplexes calls).
+async fn grpc_phase(
+    channel: &tonic::transport::Channel,
+    config: &LoadConfig,
+    concurrency: usize,
+    pool: Arc<Vec<PoolEntry>>,
+) -> Stats {
+    use oasis_proto::v1::scoring_client::ScoringClient;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = config.duration.map(|d| start + d);
+    let limit = config.requests;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (mut client, pool, next) = (
+                ScoringClient::new(channel.clone())
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+                pool.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                let mut stats = Stats::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if limit.is_some_and(|n| i >= n)
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        break;
+                    }
+                    let entry = &pool[(i % pool.len() as u64) as usize];
+                    let msg = entry.grpc.clone().expect("pool built for gRPC");
+                    let sent = Instant::now();
+                    let result = client.score(msg).await.map(|r| r.into_inner());
+                    stats.record_grpc(sent.elapsed(), result);
+                }
+                stats
+            })
+        })
+        .collect();
+    let mut total = Stats::new();
+    for t in tasks {
+        total.merge(t.await.expect("load task panicked"));
+    }
+    total.elapsed = start.elapsed();
+    total
 }
 
 #[cfg(test)]

@@ -37,6 +37,14 @@
 //! Non-200 responses are counted by status and the first few distinct error
 //! bodies printed; the exit status is 1 when no request succeeded.
 //!
+//! `--grpc` sends the same requests, converted to protobuf before the run,
+//! to the gRPC API (`--grpc-url`, default `http://127.0.0.1:50051`, which
+//! `scripts/serve` enables):
+//!
+//! ```text
+//! cargo run --release -p pzn-client -- --grpc --duration 10 --concurrency 8
+//! ```
+//!
 //! `--json` prints the same figures as one JSON object; `--emit-request`
 //! prints one generated request and exits, for curl:
 //!
@@ -140,6 +148,14 @@ struct Args {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Send over gRPC (`oasis.v1.Scoring/Score`) to --grpc-url instead of
+    /// JSON over HTTP; the requests are the same, converted to protobuf
+    /// before the run.
+    #[arg(long)]
+    grpc: bool,
+    /// The gRPC server (`oasis serve --grpc-listen`).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc_url: String,
     /// Print one generated request (pretty JSON) and exit.
     #[arg(long)]
     emit_request: bool,
@@ -239,7 +255,20 @@ fn real_main() -> anyhow::Result<ExitCode> {
         (true, Some(n)) => args.pool.max(n as usize),
         _ => args.pool,
     };
-    let pool = traffic::pool(&mut generator, pool_size);
+    let mut pool = traffic::pool(&mut generator, pool_size);
+    if args.grpc {
+        for entry in &mut pool {
+            entry.grpc = Some(
+                oasis_proto::json::request(&entry.body)
+                    .map_err(|e| anyhow::anyhow!("converting a request to protobuf: {e}"))?,
+            );
+        }
+    }
+    let target = if args.grpc {
+        format!("{} (gRPC oasis.v1.Scoring/Score)", args.grpc_url)
+    } else {
+        format!("{}/v1/score", args.url.trim_end_matches('/'))
+    };
     let cands: usize = pool.iter().map(|e| e.candidates).sum();
     let promoted: usize = pool.iter().map(|e| e.campaign_candidates).sum();
     let cands_per_request = cands as f64 / pool.len() as f64;
@@ -255,8 +284,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         println!("{catalog_line}");
         println!("{pool_line}");
         println!(
-            "target       {}/v1/score, concurrency {}, {}",
-            args.url.trim_end_matches('/'),
+            "target       {target}, concurrency {}, {}",
             args.concurrency,
             match args.requests {
                 Some(n) => format!("{n} requests"),
@@ -266,7 +294,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
     }
 
     let load = LoadConfig {
-        url: args.url.clone(),
+        url: if args.grpc {
+            args.grpc_url.clone()
+        } else {
+            args.url.clone()
+        },
+        grpc: args.grpc,
         concurrency: args.concurrency,
         duration: args
             .requests
@@ -285,7 +318,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
     if args.json {
         let mut j = stats.to_json();
         j["config"] = serde_json::json!({
-            "url": args.url,
+            "url": if args.grpc { &args.grpc_url } else { &args.url },
+            "transport": if args.grpc { "grpc" } else { "http" },
             "concurrency": args.concurrency,
             "seed": args.seed,
             "pool": args.pool,

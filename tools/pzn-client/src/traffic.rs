@@ -379,6 +379,8 @@ pub struct PoolEntry {
     pub candidates: usize,
     /// Candidates in a campaign.
     pub campaign_candidates: usize,
+    /// The same request as a gRPC message (`--grpc` only).
+    pub grpc: Option<oasis_proto::v1::ScoreRequest>,
 }
 
 /// Generates `n` request bodies up front, so that generation does not count
@@ -406,6 +408,7 @@ pub fn pool(generator: &mut RequestGenerator, n: usize) -> Vec<PoolEntry> {
                     .filter(|c| c.campaign.is_some())
                     .count(),
                 body: serde_json::to_vec(&req).expect("requests serialize").into(),
+                grpc: None,
             }
         })
         .collect()

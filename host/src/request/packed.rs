@@ -1,0 +1,365 @@
+//! The gRPC request (`oasis.v1.ScoreRequest`, columns with packed numbers)
+//! as the [`ScoreRequest`] the JSON parser produces, borrowing its strings
+//! and feature rows from the message. What JSON's types check (required
+//! fields, known surfaces, at most 256 features) is checked here and
+//! reported as [`RequestError::Malformed`]; what the contract checks is left
+//! to [`ScoreRequest::validate`], the one validation of both front ends.
+//!
+//! Field paths are the JSON API's (`candidates[3].relevance`), so an invalid
+//! request names the same field through both; a column whose length is wrong
+//! is named by its proto field (`candidates.relevance`).
+
+use std::borrow::Cow;
+
+use oasis_proto::v1;
+
+use super::{
+    Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
+    ScoreRequest, Surface,
+};
+
+fn malformed(path: impl Into<String>, message: impl Into<String>) -> RequestError {
+    RequestError::Malformed {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn surface(path: impl Fn() -> String, value: i32) -> Result<Surface, RequestError> {
+    match v1::Surface::try_from(value) {
+        Ok(s) if s != v1::Surface::Unspecified => Ok(Surface::from_index((value - 1) as u8)
+            .ok_or_else(|| malformed(path(), format!("unknown surface {value}")))?),
+        _ => Err(malformed(
+            path(),
+            format!(
+                "unknown surface {value}, expected one of {}",
+                Surface::NAMES.join(", ")
+            ),
+        )),
+    }
+}
+
+/// A per-candidate column: `n` entries, or none (every candidate gets the
+/// default).
+fn column<'m, T>(values: &'m [T], n: usize, path: &str) -> Result<Option<&'m [T]>, RequestError> {
+    match values.len() {
+        0 => Ok(None),
+        len if len == n => Ok(Some(values)),
+        len => Err(malformed(
+            path,
+            format!("has {len} entries for {n} candidates (one per candidate, or none)"),
+        )),
+    }
+}
+
+fn features<'m>(
+    names: &'m [String],
+    values: &'m [f64],
+    path: &str,
+) -> Result<Features<'m>, RequestError> {
+    if names.len() > MAX_FEATURES {
+        return Err(malformed(
+            path,
+            format!("more than {MAX_FEATURES} features"),
+        ));
+    }
+    Ok(Features::Row { names, values })
+}
+
+/// Converts a gRPC request.
+///
+/// # Errors
+/// [`RequestError::Malformed`] for a missing context, an unknown surface,
+/// more than 256 features, a column of the wrong length or a campaign index
+/// out of range.
+pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestError> {
+    let ctx = msg
+        .context
+        .as_ref()
+        .ok_or_else(|| malformed("context", "missing field `context`"))?;
+    if ctx.features.len() != ctx.feature_names.len() {
+        return Err(malformed(
+            "context.features",
+            format!(
+                "has {} values for {} feature names",
+                ctx.features.len(),
+                ctx.feature_names.len()
+            ),
+        ));
+    }
+    let context = RequestContext {
+        request_id: Cow::Borrowed(&ctx.request_id),
+        listener_id: Cow::Borrowed(&ctx.listener_id),
+        session_id: Cow::Borrowed(&ctx.session_id),
+        surface: surface(|| "context.surface".into(), ctx.surface)?,
+        market: Cow::Borrowed(&ctx.market),
+        timestamp_ms: ctx.timestamp_ms,
+        seed: ctx.seed,
+        features: features(&ctx.feature_names, &ctx.features, "context.feature_names")?,
+    };
+    static EMPTY: v1::Candidates = v1::Candidates {
+        ids: Vec::new(),
+        relevance: Vec::new(),
+        artists: Vec::new(),
+        rights_holders: Vec::new(),
+        impressions_24h: Vec::new(),
+        session_promoted: Vec::new(),
+        campaign: Vec::new(),
+        feature_names: Vec::new(),
+        features: Vec::new(),
+    };
+    let k = msg.candidates.as_ref().unwrap_or(&EMPTY);
+    let n = k.ids.len();
+    let relevance = column(&k.relevance, n, "candidates.relevance")?;
+    if relevance.is_none() && n > 0 {
+        return Err(malformed(
+            "candidates.relevance",
+            format!("has 0 entries for {n} candidates"),
+        ));
+    }
+    let artists = column(&k.artists, n, "candidates.artists")?;
+    let holders = column(&k.rights_holders, n, "candidates.rights_holders")?;
+    let impressions = column(&k.impressions_24h, n, "candidates.impressions_24h")?;
+    let promoted = column(&k.session_promoted, n, "candidates.session_promoted")?;
+    let campaign = column(&k.campaign, n, "candidates.campaign")?;
+    let width = k.feature_names.len();
+    if width > MAX_FEATURES {
+        return Err(malformed(
+            "candidates.feature_names",
+            format!("more than {MAX_FEATURES} features"),
+        ));
+    }
+    if k.features.len() != n * width {
+        return Err(malformed(
+            "candidates.features",
+            format!(
+                "has {} values for {n} candidates x {width} feature names (row-major)",
+                k.features.len()
+            ),
+        ));
+    }
+    // Each campaign converted once; candidates share it by copy (validation
+    // then packs it once again, as for JSON).
+    let campaigns = msg
+        .campaigns
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let surfaces = if c.surfaces.is_empty() {
+                None
+            } else {
+                Some(
+                    c.surfaces
+                        .iter()
+                        .enumerate()
+                        .map(|(s, v)| surface(|| format!("campaigns[{j}].surfaces[{s}]"), *v))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            };
+            Ok(RequestCampaign {
+                id: Cow::Borrowed(&c.id),
+                start_ms: c.start_ms,
+                end_ms: c.end_ms,
+                surfaces,
+                markets: c
+                    .markets
+                    .iter()
+                    .map(|m| Cow::Borrowed(m.as_str()))
+                    .collect(),
+                delivery_target: c.delivery_target,
+                delivered: c.delivered,
+                expected_by_now: c.expected_by_now,
+                pacing_integral: c.pacing_integral,
+                pacing_last_error: c.pacing_last_error,
+                commission_bps: c.commission_bps,
+            })
+        })
+        .collect::<Result<Vec<_>, RequestError>>()?;
+    let mut candidates = Vec::with_capacity(n);
+    for i in 0..n {
+        let camp = match campaign.map_or(-1, |c| c[i]) {
+            -1 => None,
+            j if j >= 0 && (j as usize) < campaigns.len() => Some(campaigns[j as usize].clone()),
+            j => {
+                return Err(malformed(
+                    format!("candidates[{i}].campaign"),
+                    format!(
+                        "campaign index {j} is out of range ({} campaigns; -1 = none)",
+                        campaigns.len()
+                    ),
+                ));
+            }
+        };
+        candidates.push(RequestCandidate {
+            id: Cow::Borrowed(&k.ids[i]),
+            relevance: relevance.map_or(0.0, |r| r[i]),
+            artist: Cow::Borrowed(artists.map_or("", |a| &a[i])),
+            rights_holder: Cow::Borrowed(holders.map_or("", |h| &h[i])),
+            impressions_24h: impressions.map_or(0, |c| c[i]),
+            session_promoted: promoted.map_or(0, |c| c[i]),
+            campaign: camp,
+            features: Features::Row {
+                names: &k.feature_names,
+                values: &k.features[i * width..(i + 1) * width],
+            },
+        });
+    }
+    Ok(ScoreRequest {
+        route: (!msg.route.is_empty()).then(|| Cow::Borrowed(msg.route.as_str())),
+        context,
+        candidates,
+        debug: msg.debug,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+        "route": "radio",
+        "context": {"request_id": "r1", "listener_id": "u1", "session_id": "s1",
+                    "surface": "daily_mix", "market": "se", "timestamp_ms": 1000, "seed": 7,
+                    "features": {"local_hour": 20, "skip_rate": null}},
+        "candidates": [
+            {"id": "t1", "relevance": 0.5, "artist": "a1", "rights_holder": "h1",
+             "features": {"p_skip": 0.2, "pop": 3},
+             "campaign": {"id": "c1", "start_ms": 0, "end_ms": 2000, "delivery_target": 10,
+                          "markets": ["SE"], "surfaces": ["radio", "daily_mix"]}},
+            {"id": "t2", "relevance": 0.4, "features": {"pop": 1}},
+            {"id": "t3", "relevance": 0.3, "impressions_24h": 2,
+             "campaign": {"id": "c1", "start_ms": 0, "end_ms": 2000, "delivery_target": 10,
+                          "markets": ["SE"], "surfaces": ["radio", "daily_mix"]}}
+        ]}"#;
+
+    fn proto(body: &str) -> v1::ScoreRequest {
+        oasis_proto::json::request(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_same_request_validates_to_the_same_columns_through_both() {
+        let msg = proto(GOOD);
+        let from_grpc = from_proto(&msg).unwrap().validate(10).unwrap();
+        let from_json = super::super::parse(GOOD.as_bytes())
+            .unwrap()
+            .validate(10)
+            .unwrap();
+        assert_eq!(
+            format!("{:?}", from_grpc.campaigns()),
+            format!("{:?}", from_json.campaigns())
+        );
+        assert_eq!(from_grpc.campaign_index(), from_json.campaign_index());
+        assert_eq!(
+            (from_grpc.market(), from_grpc.seed()),
+            (from_json.market(), from_json.seed())
+        );
+        let cols = [
+            "pop".to_string(),
+            "p_skip".to_string(),
+            "absent".to_string(),
+        ];
+        let ctx = ["local_hour".to_string(), "skip_rate".to_string()];
+        let a = crate::columnar::batch(&from_grpc, &cols, &ctx);
+        let b = crate::columnar::batch(&from_json, &cols, &ctx);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        // Re-encoded as JSON (what the decision log keeps), it parses to the
+        // same batch again.
+        let json = serde_json::to_vec(&*from_grpc).unwrap();
+        let again = super::super::parse(&json).unwrap().validate(10).unwrap();
+        let c = crate::columnar::batch(&again, &cols, &ctx);
+        assert_eq!(format!("{a:?}"), format!("{c:?}"));
+        assert_eq!(again.route.as_deref(), Some("radio"));
+    }
+
+    #[test]
+    fn structural_errors_are_malformed_with_a_path() {
+        let path = |msg: &v1::ScoreRequest| match from_proto(msg) {
+            Err(RequestError::Malformed { path, .. }) => path,
+            other => panic!("expected malformed, got {other:?}"),
+        };
+        let mut m = proto(GOOD);
+        m.context = None;
+        assert_eq!(path(&m), "context");
+        let mut m = proto(GOOD);
+        m.context.as_mut().unwrap().surface = 0;
+        assert_eq!(path(&m), "context.surface");
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().relevance.pop();
+        assert_eq!(path(&m), "candidates.relevance");
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().features.pop();
+        assert_eq!(path(&m), "candidates.features");
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().campaign[1] = 5;
+        assert_eq!(path(&m), "candidates[1].campaign");
+    }
+
+    #[test]
+    fn invalid_values_name_the_json_field() {
+        let invalid = |msg: &v1::ScoreRequest| match from_proto(msg).unwrap().validate(10) {
+            Err(RequestError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().relevance[1] = f64::INFINITY;
+        assert_eq!(invalid(&m), "candidates[1].relevance");
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().ids[2] = "t1".into();
+        assert_eq!(invalid(&m), "candidates[2].id");
+        let mut m = proto(GOOD);
+        let k = m.candidates.as_mut().unwrap();
+        let j = k.feature_names.iter().position(|n| n == "pop").unwrap();
+        k.features[k.feature_names.len() + j] = 2e9;
+        assert_eq!(invalid(&m), "candidates[1].features.pop");
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().feature_names[0] = String::new();
+        assert_eq!(invalid(&m), "candidates[0].features");
+        let mut m = proto(GOOD);
+        m.campaigns[0].end_ms = 0;
+        assert_eq!(invalid(&m), "candidates[0].campaign.end_ms");
+        let mut m = proto(GOOD);
+        m.context.as_mut().unwrap().market = "Sweden".into();
+        assert_eq!(invalid(&m), "context.market");
+        // NaN is a missing value, not an invalid one.
+        let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().features[0] = f64::NAN;
+        assert!(from_proto(&m).unwrap().validate(10).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn the_example_request_gives_the_same_batch_through_both() {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/request.json"
+        ))
+        .unwrap();
+        let msg = oasis_proto::json::request(&body).unwrap();
+        let a = from_proto(&msg).unwrap().validate(2000).unwrap();
+        let b = super::super::parse(&body).unwrap().validate(2000).unwrap();
+        let cols = msg.candidates.as_ref().unwrap().feature_names.clone();
+        let ctx = msg.context.as_ref().unwrap().feature_names.clone();
+        let x = crate::columnar::batch(&a, &cols, &ctx);
+        let y = crate::columnar::batch(&b, &cols, &ctx);
+        assert_eq!(format!("{:?}", x.context), format!("{:?}", y.context));
+        assert_eq!(format!("{:?}", x.campaigns), format!("{:?}", y.campaigns));
+        let (p, q) = (&x.candidates, &y.candidates);
+        assert_eq!(p.artist, q.artist);
+        assert_eq!(p.rights_holder, q.rights_holder);
+        assert_eq!(p.campaign, q.campaign);
+        assert_eq!(p.impressions_last_day, q.impressions_last_day);
+        assert_eq!(p.session_promoted, q.session_promoted);
+        assert_eq!(p.relevance, q.relevance);
+        for (i, (u, v)) in p.features.iter().zip(&q.features).enumerate() {
+            assert!(
+                u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()),
+                "feature {i} ({}): {u} vs {v}",
+                cols[i % cols.len()]
+            );
+        }
+    }
+}
