@@ -127,15 +127,23 @@ fn as_json(r: &v1::ScoreResponse) -> Value {
         })
         .collect();
     let p = r.policy.as_ref().unwrap();
+    let mut policy = serde_json::json!({"name": p.name, "version": p.version, "digest": p.digest});
+    if !p.settings_sha256.is_empty() {
+        policy["settings_sha256"] = p.settings_sha256.clone().into();
+    }
     let mut v = serde_json::json!({
         "request_id": r.request_id, "route": r.route,
-        "policy": {"name": p.name, "version": p.version, "digest": p.digest},
+        "policy": policy,
         "variant": r.variant, "arm": r.arm, "scores": scores,
     });
     if let Some(f) = &r.fallback {
         let failed = f.failed.as_ref().unwrap();
+        let mut who = serde_json::json!({"name": failed.name, "version": failed.version, "digest": failed.digest});
+        if !failed.settings_sha256.is_empty() {
+            who["settings_sha256"] = failed.settings_sha256.clone().into();
+        }
         v["fallback"] = serde_json::json!({
-            "failed": {"name": failed.name, "version": failed.version, "digest": failed.digest},
+            "failed": who,
             "error_kind": f.error_kind, "error": f.error});
     }
     v

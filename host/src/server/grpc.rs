@@ -166,6 +166,7 @@ fn policy_ref(p: &PolicyRef) -> v1::PolicyRef {
         name: p.name.to_string(),
         version: p.version.to_string(),
         digest: p.digest.to_string(),
+        settings_sha256: p.settings_sha256.as_deref().unwrap_or_default().to_string(),
     }
 }
 
