@@ -17,11 +17,14 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def sources(policy_dir: Path):
+    """(label, file) of every input of the build, labelled relative to its
+    base so that the hash does not depend on where the checkout lives."""
     files = []
-    for base in (policy_dir, SDK / "oasis_sdk", WIT):
+    for label, base in (("policy", policy_dir), ("sdk", SDK / "oasis_sdk"), ("wit", WIT)):
         for p in sorted(base.rglob("*")):
-            if p.is_file() and p.suffix in (".py", ".wit", ".toml") and "__pycache__" not in p.parts and "tests" not in p.relative_to(base).parts:
-                files.append(p)
+            rel = p.relative_to(base)
+            if p.is_file() and p.suffix in (".py", ".wit", ".toml") and "__pycache__" not in rel.parts and rel.parts[0] != "tests":
+                files.append((f"{label}/{rel.as_posix()}", p))
     return files
 
 
@@ -48,8 +51,8 @@ def main() -> int:
     cpy = VENV_BIN / "componentize-py"
     version = subprocess.run([str(cpy), "--version"], capture_output=True, text=True, check=True).stdout
     h = hashlib.sha256(version.encode() + target.encode())
-    for f in sources(policy_dir):
-        h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f).encode())
+    for label, f in sources(policy_dir):
+        h.update(label.encode() + b"\0")
         h.update(f.read_bytes())
     digest = h.hexdigest()
     stamp = out.with_name(out.name + ".sha256")

@@ -11,8 +11,9 @@ Only the boundary converts: requests are wrapped, not copied; reasons (int
 bits) become WIT flags through a per-value cache.
 """
 
+from . import reason as R
 from .errors import Internal, PolicyError
-from .policy import metadata, parse_settings
+from .policy import metadata, parse_settings, settings_schema
 from .request import Request
 
 
@@ -21,7 +22,18 @@ def export(policy_cls):
     from wit_world.imports import types as wit
 
     policy = policy_cls()
-    reason_cache: dict = {}
+    # Work done here is done once, at build time: componentize-py snapshots
+    # the interpreter after importing the app module, and every instance
+    # starts from that snapshot. So: the settings schema, the default
+    # settings, the metadata and the WIT flags of common reason sets.
+    settings_schema(policy.Settings)
+    parse_settings(policy, "")
+    metadata(policy)
+    bits = [b for b, _ in R.REASONS]
+    reason_cache: dict = {0: wit.Reason(0)}
+    for a in bits:
+        for b in bits:
+            reason_cache.setdefault(a | b, wit.Reason(a | b))
 
     def to_wit_error(e: PolicyError):
         if e.kind == "invalid-settings":

@@ -131,6 +131,24 @@ def _type_error(name: str, hint, value) -> str | None:
     return None
 
 
+_SCHEMAS: dict = {}
+
+
+def settings_schema(cls) -> tuple:
+    """(field names, type hints) of a settings dataclass, computed once per
+    class. The component adapter computes it at build time, so it is part of
+    the pre-initialized snapshot rather than of every call."""
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        fields = [f.name for f in dataclasses.fields(cls)]
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        schema = _SCHEMAS[cls] = (fields, hints)
+    return schema
+
+
 def parse_settings(policy: Policy, settings_json: str):
     """Parses and validates settings JSON for ``policy`` (an empty string
     means defaults): unknown fields and wrong types are refused, missing
@@ -147,15 +165,11 @@ def parse_settings(policy: Policy, settings_json: str):
             raise InvalidSettings(f"settings are not JSON: {e}") from None
         if not isinstance(values, dict):
             raise InvalidSettings("settings must be a JSON object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields, hints = settings_schema(cls)
     unknown = [k for k in values if k not in fields]
     if unknown:
         expected = ", ".join(f"`{n}`" for n in fields) or "none"
         raise InvalidSettings(f"unknown field `{unknown[0]}`, expected one of {expected}")
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:
-        hints = {n: f.type for n, f in fields.items()}
     for k, v in values.items():
         err = _type_error(k, hints.get(k), v)
         if err:
