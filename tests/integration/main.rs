@@ -9,6 +9,7 @@ mod decision_log;
 mod harness;
 mod openapi;
 mod policies;
+mod python;
 mod request_fuzz;
 mod rollout;
 mod server_api;
