@@ -12,6 +12,7 @@ mod harness;
 mod memory_bound;
 mod openapi;
 mod policies;
+mod python;
 mod request_fuzz;
 mod rollout;
 mod server_api;

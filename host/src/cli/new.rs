@@ -1,5 +1,6 @@
-//! `oasis new <name>`: scaffold a Rust policy crate that builds, tests and
-//! passes its golden fixture out of the box.
+//! `oasis new <name> [--lang rust|python]`: scaffold a policy (a Rust crate,
+//! or a Python package) that builds, tests and passes its golden fixture out
+//! of the box.
 //!
 //! ```text
 //! oasis new my-boost --path policies/my-boost
@@ -15,6 +16,16 @@
 //! path dependency: `--sdk` names it, or it is found in an enclosing Oasis
 //! checkout. Inside a Cargo workspace the crate is left to join it (as
 //! `policies/*` does here); elsewhere it gets a `[workspace]` of its own.
+//!
+//! With `--lang python` the same policy, tests and fixture come as a Python
+//! package for the Python SDK (`guest-sdk-python/`):
+//!
+//! ```text
+//! oasis new my-boost --lang python --path policies-python/my_boost
+//! (cd policies-python/my_boost && ../../.venv/bin/pytest)   # unit tests + fixture, natively
+//! scripts/build-python-policy policies-python/my_boost     # the component
+//! oasis test target/python/my_boost.wasm policies-python/my_boost/fixtures
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,6 +45,18 @@ pub struct Args {
     /// checkout the crate is created in).
     #[arg(long)]
     pub sdk: Option<PathBuf>,
+    /// The language of the policy: a Rust crate or a Python package.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+}
+
+/// The language `oasis new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A crate for the Rust SDK (`guest-sdk/`).
+    Rust,
+    /// A package for the Python SDK (`guest-sdk-python/`), built with componentize-py.
+    Python,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -52,6 +75,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.path.clone().unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
         bail!("{} exists already; choose another --path", dir.display());
+    }
+    if args.lang == Lang::Python {
+        return execute_python(name, &dir, args.sdk.as_deref());
     }
     std::fs::create_dir_all(dir.join("src"))
         .and_then(|()| std::fs::create_dir_all(dir.join("fixtures")))
@@ -102,6 +128,96 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `oasis new --lang python`: the package in `dir` (which does not exist).
+fn execute_python(name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let ident = name.replace('-', "_");
+    for sub in [ident.as_str(), "tests", "fixtures"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let sdk = match sdk {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--sdk {}: not found", p.display()))?,
+        None => abs
+            .ancestors()
+            .map(|a| a.join("guest-sdk-python"))
+            .find(|p| p.join("oasis_sdk").is_dir())
+            .with_context(|| {
+                format!(
+                    "no Oasis checkout (guest-sdk-python/) above {}: pass --sdk PATH/TO/guest-sdk-python",
+                    abs.display()
+                )
+            })?,
+    };
+    if !sdk.join("oasis_sdk").join("__init__.py").is_file() {
+        bail!("{} is not the Python SDK (no oasis_sdk/)", sdk.display());
+    }
+    let checkout = sdk.parent().unwrap_or(&sdk);
+    let type_name = type_name(name);
+    let fill = |t: &str| {
+        t.replace("{name}", name)
+            .replace("{ident}", &ident)
+            .replace("{Type}", &type_name)
+    };
+    let files = [
+        ("pyproject.toml".to_string(), fill(PY_PROJECT)),
+        (format!("{ident}/__init__.py"), String::new()),
+        (format!("{ident}/policy.py"), fill(PY_POLICY)),
+        ("tests/test_policy.py".to_string(), fill(PY_TEST)),
+        (
+            "fixtures/basic.json".to_string(),
+            FIXTURE.replace("{name}", name),
+        ),
+        (
+            format!("{name}.toml"),
+            format!(
+                "# Manifest for the served policy directory: copy it next to {ident}.wasm.\nmodule = \"{ident}.wasm\"\nfallback = \"baseline\"\n\n[settings]\nboost = 0.1\n\n[limits]\n# A Python policy call takes milliseconds (README, \"Policies in Python\").\ndeadline_ms = 50\n"
+            ),
+        ),
+    ];
+    for (file, text) in files {
+        std::fs::write(dir.join(&file), text)
+            .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
+    }
+    let root = checkout.display();
+    println!("created {} (policy `{name}`, Python)", dir.display());
+    println!();
+    println!("next:");
+    println!(
+        "  {root}/scripts/setup                                  # once: .venv with componentize-py and pytest"
+    );
+    println!(
+        "  (cd {} && {root}/.venv/bin/pytest)          # unit tests and the fixture, natively",
+        dir.display()
+    );
+    println!(
+        "  {root}/scripts/build-python-policy {} -o {ident}.wasm",
+        dir.display()
+    );
+    println!("  oasis test {ident}.wasm {}/fixtures", dir.display());
+    println!(
+        "  then copy {ident}.wasm and {}/{name}.toml into the served policy directory",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `my-boost` -> `MyBoost`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// `guest-sdk` of the first ancestor of `dir` that has one.
 fn find_sdk(dir: &Path) -> Option<PathBuf> {
     dir.ancestors()
@@ -137,15 +253,7 @@ fn relative(from: &Path, to: &Path) -> String {
 /// The files of the crate: (path inside it, text).
 fn files(name: &str, sdk: &str, own_workspace: bool) -> Vec<(String, String)> {
     let ident = name.replace('-', "_");
-    let type_name: String = name
-        .split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
+    let type_name = type_name(name);
     let workspace = if own_workspace {
         "\n# A workspace of its own (it was not created inside one).\n[workspace]\n"
     } else {
@@ -298,6 +406,123 @@ mod tests {
     }
 }
 "##;
+
+const PY_PROJECT: &str = r#"[project]
+name = "{name}"
+version = "0.1.0"
+description = "Promotes eligible campaign tracks by a fixed boost"
+requires-python = ">=3.11"
+dependencies = ["oasis-sdk"]
+
+[tool.pytest.ini_options]
+# `import {ident}` from this directory; `oasis_sdk` comes from the Oasis
+# checkout's .venv (scripts/setup).
+pythonpath = ["."]
+testpaths = ["tests"]
+
+[tool.oasis]
+# module:class that scripts/build-python-policy exports as the component.
+policy = "{ident}.policy:{Type}"
+fixtures = "fixtures"
+"#;
+
+const PY_POLICY: &str = r#""""{name}: promotes every eligible campaign track by a fixed ``boost``.
+
+``score = relevance + boost``, propensity 1 (deterministic). Organic tracks
+and ineligible campaign tracks keep their relevance; the SDK's
+``campaign_eligibility`` says why a campaign track is not eligible (ended,
+wrong surface or market).
+
+Start from here: declare the features you read (``requires``/``optional``),
+add settings, and pin the behaviour in the tests and ``fixtures/``.
+"""
+
+from dataclasses import dataclass
+
+from oasis_sdk import Decisions, Policy
+
+
+@dataclass
+class Settings:
+    # Score added to an eligible campaign track, in [0, 1].
+    boost: float = 0.1
+
+
+class {Type}(Policy):
+    name = "{name}"
+    version = "0.1.0"
+    description = "Promotes eligible campaign tracks: score = relevance + boost."
+    Settings = Settings
+    settings_doc = {"boost": "score added to an eligible campaign track, in [0, 1]"}
+
+    def validate(self, s):
+        if not 0.0 <= s.boost <= 1.0:
+            return f"boost must be in [0, 1], got {s.boost}"
+
+    def score(self, s, req):
+        out = Decisions.passthrough(req)
+        for i, c in enumerate(req.campaign):
+            if c < 0:
+                continue  # organic
+            e = req.campaign_eligibility(i)
+            if e.eligible:
+                out.promote(i, s.boost, 1.0)
+            else:
+                out.mark(i, e.reasons)
+        return out
+"#;
+
+const PY_TEST: &str = r#""""Native tests of {name} (plain CPython, no wasm)."""
+
+from pathlib import Path
+
+import pytest
+
+from oasis_sdk import metadata, reason as R
+from oasis_sdk.testing import (
+    DAY_MS, NOW_MS, CampaignSpec, CandidateSpec, RequestBuilder, assert_close,
+    assert_settings_refused, check_fixture, run,
+)
+from {ident}.policy import {Type}
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_eligible_campaign_tracks_are_boosted_and_the_rest_kept():
+    req = (
+        RequestBuilder()
+        .campaign(CampaignSpec(1))
+        .campaign(CampaignSpec(2).window(NOW_MS - 20 * DAY_MS, NOW_MS - DAY_MS))
+        .candidate(CandidateSpec(0.5).campaign(0))
+        .candidate(CandidateSpec(0.7))
+        .candidate(CandidateSpec(0.6).campaign(1))  # ended
+        .build()
+    )
+    out = run({Type}, {"boost": 0.2}, req)
+    assert_close(out.scores[0], 0.7)
+    assert out.reasons[0] & R.PROMOTED
+    assert (out.scores[1], out.reasons[1]) == (0.7, R.ORGANIC)
+    assert out.scores[2] == 0.6 and out.reasons[2] & R.CAMPAIGN_INACTIVE
+    assert out.eligible == [True, False, False]
+
+
+def test_invalid_settings_name_the_setting_and_value():
+    assert_settings_refused({Type}, RequestBuilder().build(), [
+        ('{"boost": 2}', "boost must be in [0, 1], got 2"),
+        ('{"bost": 0.1}', "unknown field `bost`"),
+    ])
+
+
+def test_settings_are_documented():
+    m = metadata({Type}())
+    assert [(s.name, s.default_json) for s in m.settings] == [("boost", "0.1")]
+    assert all(s.description for s in m.settings)
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_golden_fixtures(fixture):
+    assert check_fixture({Type}, fixture) == []
+"#;
 
 const FIXTURE: &str = r#"{
   "description": "An active campaign track is boosted by the default 0.1; an organic track and an ended campaign's track keep their relevance.",

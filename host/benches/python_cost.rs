@@ -1,0 +1,142 @@
+//! What a Python policy costs next to a Rust one (README, "Policies in
+//! Python"): per policy, cold compile + load, load from the compile cache,
+//! and the median of 31 calls (fresh instance + lift + score + checks) at 0,
+//! 300 and 1000 candidates. The 0-candidate call is the instantiation and
+//! fixed cost; the difference is the per-request work.
+//!
+//! ```text
+//! cargo bench -p oasis-host --bench python_cost
+//! ```
+//!
+//! It builds the Python examples with `scripts/build-python-policy` (which
+//! needs the virtual environment `scripts/setup` makes). A measurement, not
+//! a test: nothing here asserts a speed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis_test_components::{EPSILON_GREEDY, GUARDED_BOOST, ROOT};
+
+/// Builds a Python policy package to a component; its path.
+fn build(dir: &str) -> String {
+    let setup = Command::new(format!("{ROOT}/scripts/setup"))
+        .status()
+        .expect("cannot run scripts/setup");
+    assert!(setup.success(), "scripts/setup failed");
+    let out = Command::new(format!("{ROOT}/scripts/build-python-policy"))
+        .arg(format!("{ROOT}/{dir}"))
+        .output()
+        .expect("cannot run scripts/build-python-policy");
+    assert!(
+        out.status.success(),
+        "building {dir} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The bundled request with `n` candidates (cycled, renamed).
+fn example(n: usize) -> Vec<u8> {
+    let body = std::fs::read(format!("{ROOT}/examples/request.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let base = v["candidates"].as_array().unwrap().clone();
+    let cands: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut c = base[i % base.len()].clone();
+            c["id"] = format!("track-{i}").into();
+            c
+        })
+        .collect();
+    v["candidates"] = cands.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Median wall time of `runs` calls of `f`, after 3 warm-up calls.
+fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..3 {
+        f();
+    }
+    let mut t: Vec<_> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[runs / 2]
+}
+
+fn main() {
+    let py_gb = build("policies-python/guarded_boost");
+    let py_bandit = build("policies-python/softmax_bandit");
+    let policies = [
+        ("guarded_boost (Python)", py_gb.as_str()),
+        ("softmax_bandit (Python)", py_bandit.as_str()),
+        ("guarded-boost (Rust)", GUARDED_BOOST),
+        ("epsilon-greedy (Rust)", EPSILON_GREEDY),
+    ];
+    let limits = Limits {
+        deadline: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let bodies: Vec<(usize, Vec<u8>)> = [0usize, 300, 1000]
+        .into_iter()
+        .map(|n| (n, example(n.max(1))))
+        .collect();
+    println!(
+        "| policy | cold compile + load | load from cache | call, 0 candidates | call, 300 | call, 1000 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, path) in policies {
+        let cache = tempfile::tempdir().unwrap();
+        let rt = || {
+            Runtime::new(RuntimeConfig {
+                cache_dir: Some(cache.path().to_path_buf()),
+                measure_fuel: false,
+                max_instances: 4,
+                ..RuntimeConfig::default()
+            })
+            .unwrap()
+        };
+        let cold_rt = rt();
+        let s = Instant::now();
+        drop(Policy::load_file(&cold_rt, path.as_ref(), "{}", limits).unwrap());
+        let cold = s.elapsed();
+        let warm_rt = rt();
+        let s = Instant::now();
+        let policy = Policy::load_file(&warm_rt, path.as_ref(), "{}", limits).unwrap();
+        let cached = s.elapsed();
+        let mut calls = Vec::new();
+        for (n, body) in &bodies {
+            let req = request::parse(body).unwrap().validate(10_000).unwrap();
+            let mut batch = policy.batch(&req);
+            if *n == 0 {
+                // An empty slate: every column empty.
+                let k = &mut batch.candidates;
+                k.count = 0;
+                k.relevance.clear();
+                k.features.clear();
+                k.campaign.clear();
+                k.artist.clear();
+                k.rights_holder.clear();
+                k.impressions_last_day.clear();
+                k.session_promoted.clear();
+                batch.campaigns.clear();
+            }
+            calls.push(median(31, || {
+                policy.call(&batch).unwrap();
+            }));
+        }
+        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            ms(cold),
+            ms(cached),
+            ms(calls[0]),
+            ms(calls[1]),
+            ms(calls[2])
+        );
+    }
+}
