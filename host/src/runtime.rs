@@ -81,7 +81,9 @@ impl Default for CompileLimits {
     fn default() -> Self {
         CompileLimits {
             max_functions: 50_000,
-            timeout: Duration::from_secs(20),
+            // Python components (~18 MB: CPython inside) compile in 10-25 s
+            // cold on 2 cores; Rust ones in well under a second.
+            timeout: Duration::from_secs(60),
         }
     }
 }
