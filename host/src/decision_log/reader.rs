@@ -283,7 +283,12 @@ impl Records {
             match self.next_line()? {
                 Err(e) => return Some(Err(e)),
                 Ok(()) if self.line.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(()) => return Some(Ok(std::mem::take(&mut self.line))),
+                Ok(()) => {
+                    // The next line is likely as long: give the buffer its
+                    // capacity now rather than growing it by doubling.
+                    let next = Vec::with_capacity(self.line.len().min(LINE_BUFFER_KEEP));
+                    return Some(Ok(std::mem::replace(&mut self.line, next)));
+                }
             }
         }
     }
