@@ -9,7 +9,7 @@
 //! ```
 //!
 //! It builds the Python examples with `scripts/build-python-policy` (which
-//! needs the virtual environment `scripts/setup` makes). A measurement, not
+//! needs the virtual environment `scripts/setup-python` makes). A measurement, not
 //! a test: nothing here asserts a speed.
 
 use std::process::Command;
@@ -20,10 +20,10 @@ use oasis_test_components::{EPSILON_GREEDY, GUARDED_BOOST, ROOT};
 
 /// Builds a Python policy package to a component; its path.
 fn build(dir: &str) -> String {
-    let setup = Command::new(format!("{ROOT}/scripts/setup"))
+    let setup = Command::new(format!("{ROOT}/scripts/setup-python"))
         .status()
-        .expect("cannot run scripts/setup");
-    assert!(setup.success(), "scripts/setup failed");
+        .expect("cannot run scripts/setup-python");
+    assert!(setup.success(), "scripts/setup-python failed");
     let out = Command::new(format!("{ROOT}/scripts/build-python-policy"))
         .arg(format!("{ROOT}/{dir}"))
         .output()

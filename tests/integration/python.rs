@@ -4,7 +4,7 @@
 //! by the host against the Rust versions' golden fixtures with identical
 //! output.
 //!
-//! The venv is prepared by `scripts/setup` (run here when missing, as
+//! The venv is prepared by `scripts/setup-python` (run here when missing, as
 //! `.ci/run` does first). Components are built into
 //! `<target>/python/<name>.wasm` and rebuilt only when their sources' hash
 //! changes (~20 s each cold); their compiled form is cached in
@@ -26,16 +26,16 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `scripts/setup` once per test binary (it is quick when the venv is current).
+/// Runs `scripts/setup-python` once per test binary (it is quick when the venv is current).
 fn venv() -> &'static Path {
     static SETUP: OnceLock<PathBuf> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let out = Command::new(format!("{ROOT}/scripts/setup"))
+        let out = Command::new(format!("{ROOT}/scripts/setup-python"))
             .output()
-            .expect("cannot run scripts/setup");
+            .expect("cannot run scripts/setup-python");
         assert!(
             out.status.success(),
-            "scripts/setup failed:\n{}",
+            "scripts/setup-python failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         PathBuf::from(format!("{ROOT}/.venv"))

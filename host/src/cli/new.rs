@@ -188,7 +188,7 @@ fn execute_python(name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<
     println!();
     println!("next:");
     println!(
-        "  {root}/scripts/setup                                  # once: .venv with componentize-py and pytest"
+        "  {root}/scripts/setup-python                           # once: .venv with componentize-py and pytest"
     );
     println!(
         "  (cd {} && {root}/.venv/bin/pytest)          # unit tests and the fixture, natively",
@@ -416,7 +416,7 @@ dependencies = ["oasis-sdk"]
 
 [tool.pytest.ini_options]
 # `import {ident}` from this directory; `oasis_sdk` comes from the Oasis
-# checkout's .venv (scripts/setup).
+# checkout's .venv (scripts/setup-python).
 pythonpath = ["."]
 testpaths = ["tests"]
 
