@@ -660,17 +660,17 @@ impl PolicyMetrics {
         use oasis_contract::ReasonBits;
         let mut counts = [0u64; REASONS.len()];
         let mut eligible = 0u64;
+        // Reason i is bit i (pinned in the contract crate): visit the set
+        // bits only, usually one or none per candidate.
         for (r, e) in decisions.reasons.iter().zip(&decisions.eligible) {
-            let bits = r.reason_bits();
+            let mut bits = r.reason_bits() & oasis_contract::reason::ALL;
             eligible += u64::from(*e);
-            for (i, (bit, _)) in REASONS.iter().enumerate() {
-                counts[i] += u64::from(bits & bit != 0);
+            while bits != 0 {
+                counts[bits.trailing_zeros() as usize] += 1;
+                bits &= bits - 1;
             }
         }
-        let promoted = counts[REASONS
-            .iter()
-            .position(|(b, _)| *b == oasis_contract::reason::PROMOTED)
-            .unwrap_or(0)];
+        let promoted = counts[oasis_contract::reason::PROMOTED.trailing_zeros() as usize];
         self.candidates.inc_by(decisions.reasons.len() as u64);
         self.eligible.inc_by(eligible);
         for (c, n) in self.reasons.iter().zip(counts) {
