@@ -475,3 +475,48 @@ async fn a_manifest_waiting_for_its_module_is_not_a_failure_until_the_grace_peri
     assert_eq!(metric(&s.metrics().await, never), 1.0);
     s.shutdown().await;
 }
+
+/// Activation logs say what changed: settings only (same module), or a new
+/// module under the version string already served (a warning).
+#[test]
+fn activation_logs_tell_a_settings_change_from_a_redeployed_version() {
+    use crate::harness::process::ServeProcess;
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "p", GUARDED_BOOST, "[settings]\ntheta = 0.3\n");
+    let s = ServeProcess::start(dir.path(), &[], &[]);
+    let next = |message: &str| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = s
+                .logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line {message:?}"));
+            if line["message"] == message {
+                return line;
+            }
+        }
+    };
+    install(dir.path(), "p", GUARDED_BOOST, "[settings]\ntheta = 0.4\n");
+    let l = next("policy settings changed (same module)");
+    assert_eq!(l["level"], "INFO", "{l}");
+    assert_ne!(l["settings"], l["old_settings"], "{l}");
+    assert_eq!(l["policy"], "p");
+    // The same policy rebuilt: another digest (a custom section appended),
+    // the same name and version.
+    let mut wasm = std::fs::read(GUARDED_BOOST).unwrap();
+    wasm.extend_from_slice(&[0, 6, 5, b'b', b'u', b'i', b'l', b'd']);
+    let rebuilt = dir.path().join("rebuilt.wasm.bin");
+    std::fs::write(&rebuilt, &wasm).unwrap();
+    install(
+        dir.path(),
+        "p",
+        rebuilt.to_str().unwrap(),
+        "[settings]\ntheta = 0.4\n",
+    );
+    let l = next(
+        "policy activated: a new module under the version already served; bump the version so responses and metrics tell them apart",
+    );
+    assert_eq!(l["level"], "WARN", "{l}");
+    assert_ne!(l["digest"], l["old_digest"], "{l}");
+}

@@ -751,8 +751,8 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Logs an activation, saying what changed against the version it
-/// replaces: a new module, only the settings, or a new module under a
-/// version string already served (responses and metrics would not tell
+/// replaces: a new module, only the settings, or a new module under the
+/// name and version already served (responses and metrics would not tell
 /// them apart by version: warned).
 fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePolicy) {
     use crate::cache::short;
@@ -771,7 +771,7 @@ fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePol
     if prev.digest == id.digest {
         tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
             settings, old_settings, %file, "policy settings changed (same module)");
-    } else if prev.version == id.version {
+    } else if prev.name == id.name && prev.version == id.version {
         tracing::warn!(policy = %key, version = %id.version, digest = %id.digest,
             old_digest = %prev.digest, settings, %file,
             "policy activated: a new module under the version already served; bump the version so responses and metrics tell them apart");
