@@ -1,8 +1,9 @@
-//! serde_json vs sonic-rs on the host's request types (copied from
-//! host/src/request.rs: borrowed strings, features as (name, value) pairs).
-mod types;
+//! serde_json vs sonic-rs on the host's own request types
+//! (`oasis::request::ScoreRequest`: borrowed strings, features as (name,
+//! value) pairs): the same Deserialize impls under both parsers.
 use std::time::Instant;
-use types::ScoreRequest;
+
+use oasis::request::ScoreRequest;
 
 fn replicate(body: &[u8], n: usize) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
