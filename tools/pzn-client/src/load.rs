@@ -444,61 +444,62 @@ impl Stats {
 /// Runs the load and returns what it measured.
 ///
 /// # Errors
-/// If the HTTP client cannot be built.
+/// If the HTTP client or the gRPC channel cannot be built.
 pub async fn run(config: &LoadConfig, pool: Arc<Vec<PoolEntry>>) -> anyhow::Result<Stats> {
     anyhow::ensure!(!pool.is_empty(), "empty request pool");
     let concurrency = config.concurrency.max(1);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .tcp_nodelay(true)
-        .timeout(config.timeout)
-        .build()?;
+    let warmup = (!config.warmup.is_zero()).then(|| LoadConfig {
+        duration: Some(config.warmup),
+        requests: None,
+        ..config.clone()
+    });
     if config.grpc {
         let channel = tonic::transport::Endpoint::from_shared(config.url.clone())?
             .tcp_nodelay(true)
             .timeout(config.timeout)
             .connect()
             .await?;
-        if !config.warmup.is_zero() {
-            let warmup = LoadConfig {
-                duration: Some(config.warmup),
-                requests: None,
-                ..config.clone()
-            };
-            grpc_phase(&channel, &warmup, concurrency, pool.clone()).await;
+        let sender = || GrpcSender::new(&channel);
+        if let Some(w) = &warmup {
+            drive(w, concurrency, pool.clone(), sender).await;
         }
-        return Ok(grpc_phase(&channel, config, concurrency, pool).await);
+        return Ok(drive(config, concurrency, pool, sender).await);
     }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .timeout(config.timeout)
+        .build()?;
     let base = config.url.trim_end_matches('/');
-    let url = format!("{base}/v1/score");
-    let outcomes_url = format!("{base}/v1/outcomes");
-
-    if !config.warmup.is_zero() {
-        let warmup = LoadConfig {
-            duration: Some(config.warmup),
-            requests: None,
-            ..config.clone()
-        };
-        phase(
-            &client,
-            &url,
-            &outcomes_url,
-            &warmup,
-            concurrency,
-            pool.clone(),
-        )
-        .await;
+    let sender = || HttpSender {
+        client: client.clone(),
+        url: format!("{base}/v1/score"),
+        outcomes_url: format!("{base}/v1/outcomes"),
+        outcomes_seed: config.outcomes_seed,
+    };
+    if let Some(w) = &warmup {
+        drive(w, concurrency, pool.clone(), sender).await;
     }
-    Ok(phase(&client, &url, &outcomes_url, config, concurrency, pool).await)
+    Ok(drive(config, concurrency, pool, sender).await)
 }
 
-async fn phase(
-    client: &reqwest::Client,
-    url: &str,
-    outcomes_url: &str,
+/// One task's way of sending a pool entry and recording what came back.
+trait Sender: Send + 'static {
+    fn send(
+        &mut self,
+        entry: &PoolEntry,
+        stats: &mut Stats,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// `concurrency` tasks, each with its own sender from `make`, take the next
+/// pool entry until the request or time budget is spent; their statistics
+/// are merged.
+async fn drive<S: Sender>(
     config: &LoadConfig,
     concurrency: usize,
     pool: Arc<Vec<PoolEntry>>,
+    make: impl Fn() -> S,
 ) -> Stats {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -506,52 +507,18 @@ async fn phase(
     let limit = config.requests;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, pool, next) =
-                (client.clone(), url.to_string(), pool.clone(), next.clone());
-            let (outcomes_url, outcomes_seed) = (outcomes_url.to_string(), config.outcomes_seed);
+            let (mut sender, pool, next) = (make(), pool.clone(), next.clone());
             tokio::spawn(async move {
                 let mut stats = Stats::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if limit.is_some_and(|n| i >= n) {
-                        break;
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if limit.is_some_and(|n| i >= n)
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
                         break;
                     }
                     let entry = &pool[(i % pool.len() as u64) as usize];
-                    let body = entry.body.clone();
-                    let sent = Instant::now();
-                    let result = async {
-                        let resp = client
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await?;
-                        let status = resp.status().as_u16();
-                        Ok::<_, reqwest::Error>((status, resp.bytes().await?))
-                    }
-                    .await;
-                    let latency = sent.elapsed();
-                    let promoted = match result {
-                        Ok((status, bytes)) => stats.record(status, latency, &bytes),
-                        Err(e) => {
-                            stats.record_transport_error(&e);
-                            None
-                        }
-                    };
-                    if let (Some(seed), Some(promoted)) = (outcomes_seed, promoted) {
-                        let (events, n) = crate::outcomes::events(
-                            seed,
-                            &entry.request_id,
-                            &entry.campaign_tracks,
-                            |id| promoted.iter().any(|p| p == id),
-                        );
-                        if n > 0 {
-                            post_outcomes(&client, &outcomes_url, events, n, &mut stats).await;
-                        }
-                    }
+                    sender.send(entry, &mut stats).await;
                 }
                 stats
             })
@@ -563,6 +530,75 @@ async fn phase(
     }
     total.elapsed = start.elapsed();
     total
+}
+
+/// JSON over HTTP, and the simulated outcomes of each answer with
+/// `--outcomes`.
+struct HttpSender {
+    client: reqwest::Client,
+    url: String,
+    outcomes_url: String,
+    outcomes_seed: Option<u64>,
+}
+
+impl Sender for HttpSender {
+    async fn send(&mut self, entry: &PoolEntry, stats: &mut Stats) {
+        let sent = Instant::now();
+        let result = async {
+            let resp = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(entry.body.clone())
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            Ok::<_, reqwest::Error>((status, resp.bytes().await?))
+        }
+        .await;
+        let latency = sent.elapsed();
+        let promoted = match result {
+            Ok((status, bytes)) => stats.record(status, latency, &bytes),
+            Err(e) => {
+                stats.record_transport_error(&e);
+                None
+            }
+        };
+        if let (Some(seed), Some(promoted)) = (self.outcomes_seed, promoted) {
+            let (events, n) =
+                crate::outcomes::events(seed, &entry.request_id, &entry.campaign_tracks, |id| {
+                    promoted.iter().any(|p| p == id)
+                });
+            if n > 0 {
+                post_outcomes(&self.client, &self.outcomes_url, events, n, stats).await;
+            }
+        }
+    }
+}
+
+/// The pool's protobuf requests over one HTTP/2 connection (the way a
+/// gRPC client multiplexes calls).
+struct GrpcSender {
+    client: oasis_proto::v1::scoring_client::ScoringClient<tonic::transport::Channel>,
+}
+
+impl GrpcSender {
+    fn new(channel: &tonic::transport::Channel) -> Self {
+        GrpcSender {
+            client: oasis_proto::v1::scoring_client::ScoringClient::new(channel.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        }
+    }
+}
+
+impl Sender for GrpcSender {
+    async fn send(&mut self, entry: &PoolEntry, stats: &mut Stats) {
+        let msg = entry.grpc.clone().expect("pool built for gRPC");
+        let sent = Instant::now();
+        let result = self.client.score(msg).await.map(|r| r.into_inner());
+        stats.record_grpc(sent.elapsed(), result);
+    }
 }
 
 /// Posts one request's outcome events; a refusal is counted (and its body
@@ -598,55 +634,6 @@ async fn post_outcomes(
             stats.keep_error(format!("outcomes: {e}"));
         }
     }
-}
-
-/// The gRPC load: like [`phase`], with the pool's protobuf requests over
-/// one HTTP/2 connection (the way a gRPC client multiplexes calls).
-async fn grpc_phase(
-    channel: &tonic::transport::Channel,
-    config: &LoadConfig,
-    concurrency: usize,
-    pool: Arc<Vec<PoolEntry>>,
-) -> Stats {
-    use oasis_proto::v1::scoring_client::ScoringClient;
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = config.duration.map(|d| start + d);
-    let limit = config.requests;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (mut client, pool, next) = (
-                ScoringClient::new(channel.clone())
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-                pool.clone(),
-                next.clone(),
-            );
-            tokio::spawn(async move {
-                let mut stats = Stats::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if limit.is_some_and(|n| i >= n)
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                    {
-                        break;
-                    }
-                    let entry = &pool[(i % pool.len() as u64) as usize];
-                    let msg = entry.grpc.clone().expect("pool built for gRPC");
-                    let sent = Instant::now();
-                    let result = client.score(msg).await.map(|r| r.into_inner());
-                    stats.record_grpc(sent.elapsed(), result);
-                }
-                stats
-            })
-        })
-        .collect();
-    let mut total = Stats::new();
-    for t in tasks {
-        total.merge(t.await.expect("load task panicked"));
-    }
-    total.elapsed = start.elapsed();
-    total
 }
 
 #[cfg(test)]
