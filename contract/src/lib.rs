@@ -43,7 +43,7 @@ pub use surface::Surface;
 
 /// Version of the contract package (`package oasis:policy@…;` in
 /// `wit/policy.wit`). The host pins it against the WIT file in a test.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Longest name, in bytes: feature names, debug-value names, setting names,
 /// policy and route keys.
