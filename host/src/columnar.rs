@@ -6,12 +6,11 @@
 //! then optional features; context features) are copied: policies read a few
 //! features, and the flat `list<f64>` is lifted into the guest as one bulk
 //! copy. Candidate ids stay on the host; results come back aligned by index.
-//! Artist and rights-holder ids become small integer keys, and campaigns
-//! shared by several candidates are sent once.
+//! Artist and rights-holder ids are small integer keys (interned once per
+//! request, at validation), campaigns shared by several candidates are sent
+//! once, and the rights holders' exposure is a table indexed by holder key.
 
-use std::collections::HashMap;
-
-use crate::bindings::{WitCandidates, WitContext, WitRequest, wit_surface};
+use crate::bindings::{WitCandidates, WitContext, WitHolders, WitRequest, wit_surface};
 use crate::request::{Features, ValidRequest};
 
 /// Builds the columnar request for a policy with the given candidate feature
@@ -25,13 +24,11 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
         feature_names: columns.to_vec(),
         features: vec![f64::NAN; n * width],
         campaign: req.campaign_index().to_vec(),
-        artist: Vec::with_capacity(n),
-        rights_holder: Vec::with_capacity(n),
-        impressions_last_day: Vec::with_capacity(n),
-        session_promoted: Vec::with_capacity(n),
+        artist: req.artist_keys().to_vec(),
+        rights_holder: req.holder_keys().to_vec(),
+        impressions_24h: req.impressions_24h().to_vec(),
+        session_promoted: req.session_promoted().to_vec(),
     };
-    let mut artists: Keys = (HashMap::with_capacity(n), 0);
-    let mut holders: Keys = (HashMap::with_capacity(64), 0);
 
     // Packed rows (gRPC) share their names: each column's position among
     // them is looked up once per request, not once per candidate.
@@ -67,10 +64,6 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
                 }
             }
         }
-        k.artist.push(intern(&mut artists, &c.artist));
-        k.rights_holder.push(intern(&mut holders, &c.rights_holder));
-        k.impressions_last_day.push(c.impressions_24h);
-        k.session_promoted.push(c.session_promoted);
     }
     let ctx = &req.context;
     let mut cf = vec![f64::NAN; context_features.len()];
@@ -90,30 +83,16 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
             seed: req.seed(),
             feature_names: context_features.to_vec(),
             features: cf,
+            slate_size: req.slate_size(),
         },
         candidates: k,
         campaigns: req.campaigns().to_vec(),
+        holders: WitHolders {
+            count: req.holder_count() as u32,
+            exposure_share_7d: req.exposure_share_7d().to_vec(),
+        },
     }
 }
-
-/// Small integer key of `id`, in order of first appearance. An empty id
-/// (unknown artist or holder) gets a key of its own, so that unknown tracks
-/// are never grouped together by diversity or fairness rules.
-fn intern<'a>(keys: &mut Keys<'a>, id: &'a str) -> u32 {
-    let next = keys.1;
-    if id.is_empty() {
-        keys.1 += 1;
-        return next;
-    }
-    let key = *keys.0.entry(id).or_insert(next);
-    if key == next {
-        keys.1 += 1;
-    }
-    key
-}
-
-/// Interned ids and the next free key.
-type Keys<'a> = (HashMap<&'a str, u32>, u32);
 
 #[cfg(test)]
 mod tests {
@@ -125,7 +104,8 @@ mod tests {
     fn builds_only_declared_columns_and_interns_keys() {
         let body = br#"{"context": {"request_id": "r", "listener_id": "u", "session_id": "s",
             "surface": "autoplay", "market": "NO", "timestamp_ms": 5, "seed": 9,
-            "features": {"local_hour": 21, "unused": 1}},
+            "features": {"local_hour": 21, "unused": 1}, "slate_size": 3},
+          "rights_holders": {"M": {"exposure_share_7d": 0.25}, "absent": {"exposure_share_7d": 1}},
           "candidates": [
             {"id": "a", "relevance": 0.9, "artist": "x", "rights_holder": "L",
              "features": {"p_skip": 0.1, "noise": 3, "pop": 7},
@@ -153,6 +133,14 @@ mod tests {
         assert_eq!(w.campaigns[0].markets, vec![market_code("NO").unwrap()]);
         assert!(!w.campaigns[0].surfaces.contains(WitSurfaceSet::OTHER));
         assert_eq!(w.context.features, vec![21.0]);
+        assert_eq!(w.context.slate_size, 3);
+        // One exposure entry per holder key; unknown ones are NaN.
+        assert_eq!(w.holders.count, 4);
+        let e = &w.holders.exposure_share_7d;
+        assert!(e[0].is_nan() && e[1] == 0.25 && e[2].is_nan() && e[3].is_nan());
+        // No expected_by_now sent: the linear schedule at timestamp 5 of [0, 10).
+        assert_eq!(w.campaigns[0].expected_by_now, 2.5);
+        assert_eq!(w.campaigns[0].pacing_updated_ms, 0);
         assert_eq!(
             (w.context.seed, w.context.surface),
             (9, WitSurface::Autoplay)

@@ -59,6 +59,9 @@ pub struct PolicyInfo {
     pub digest: String,
     /// Component size in bytes.
     pub size_bytes: usize,
+    /// Version of the contract the component was built against
+    /// (`oasis:policy@…`): the host serves 0.1.0 and 0.2.0 side by side.
+    pub contract: &'static str,
 }
 
 /// A setting a policy accepts.
@@ -78,7 +81,12 @@ impl PolicyInfo {
     ///
     /// # Errors
     /// A message naming the offending metadata field.
-    pub fn new(m: WitMetadata, digest: String, size_bytes: usize) -> Result<Self, String> {
+    pub fn new(
+        m: WitMetadata,
+        digest: String,
+        size_bytes: usize,
+        contract: &'static str,
+    ) -> Result<Self, String> {
         validate_metadata(&m)?;
         Ok(PolicyInfo {
             name: m.name,
@@ -99,6 +107,7 @@ impl PolicyInfo {
             sdk_version: m.sdk_version,
             digest,
             size_bytes,
+            contract,
         })
     }
 
@@ -207,7 +216,7 @@ mod tests {
         let mut m = meta();
         m.required_features = vec!["a".into(), "b".into()];
         m.optional_features = vec!["b".into(), "c".into()];
-        let info = PolicyInfo::new(m, "sha256:x".into(), 1).unwrap();
+        let info = PolicyInfo::new(m, "sha256:x".into(), 1, "0.2.0").unwrap();
         assert_eq!(info.feature_columns(), ["a", "b", "c"]);
         assert_eq!(&*info.identity().name, "p");
     }

@@ -9,17 +9,24 @@
 
 use oasis_contract::{DebugRef, DecisionsView, check_decisions};
 
-use crate::bindings::{WitCandidates, WitDecisions};
+use crate::bindings::WitDecisions;
 use crate::error::CallError;
 
-/// Validates `d` against the candidates it answers.
+/// Validates `d` against the request it answers: `count` candidates whose
+/// campaign column is `campaign`, and `campaigns` distinct campaigns.
 ///
 /// # Errors
 /// [`CallError::InvalidOutput`] naming the first violation.
-pub(crate) fn validate(d: &WitDecisions, request: &WitCandidates) -> Result<(), CallError> {
+pub(crate) fn validate(
+    d: &WitDecisions,
+    count: usize,
+    campaign: &[i32],
+    campaigns: usize,
+) -> Result<(), CallError> {
+    check_updates(d, campaigns)?;
     check_decisions(
-        request.count as usize,
-        &request.campaign,
+        count,
+        campaign,
         DecisionsView {
             scores: &d.scores,
             eligible: &d.eligible,
@@ -35,10 +42,36 @@ pub(crate) fn validate(d: &WitDecisions, request: &WitCandidates) -> Result<(), 
     .map_err(|v| CallError::InvalidOutput(v.to_string()))
 }
 
+/// Campaign updates: at most one per campaign of the request, finite.
+fn check_updates(d: &WitDecisions, campaigns: usize) -> Result<(), CallError> {
+    let mut seen = vec![false; campaigns];
+    for (i, u) in d.campaign_updates.iter().enumerate() {
+        let invalid = |m: String| {
+            Err(CallError::InvalidOutput(format!(
+                "campaign update {i}: {m}"
+            )))
+        };
+        match seen.get_mut(u.campaign as usize) {
+            None => {
+                return invalid(format!(
+                    "campaign {} is not one of the request's {campaigns}",
+                    u.campaign
+                ));
+            }
+            Some(true) => return invalid(format!("campaign {} is updated twice", u.campaign)),
+            Some(s) => *s = true,
+        }
+        if !(u.pacing_integral.is_finite() && u.pacing_last_error.is_finite()) {
+            return invalid("the pacing state is not finite".into());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::WitReason;
+    use crate::bindings::{WitCandidates, WitReason};
 
     fn ok(n: usize) -> WitDecisions {
         WitDecisions {
@@ -47,6 +80,7 @@ mod tests {
             reasons: vec![WitReason::ORGANIC; n],
             propensity: vec![0.0; n],
             debug: Vec::new(),
+            campaign_updates: Vec::new(),
         }
     }
 
@@ -59,9 +93,13 @@ mod tests {
             campaign: vec![campaign; n],
             artist: vec![0; n],
             rights_holder: vec![0; n],
-            impressions_last_day: vec![0; n],
+            impressions_24h: vec![0; n],
             session_promoted: vec![0; n],
         }
+    }
+
+    fn v(d: &WitDecisions, c: &WitCandidates) -> Result<(), CallError> {
+        validate(d, c.count as usize, &c.campaign, 1)
     }
 
     fn message(r: Result<(), CallError>) -> String {
@@ -73,44 +111,42 @@ mod tests {
 
     #[test]
     fn accepts_well_formed_output() {
-        validate(&ok(3), &cands(3, -1)).unwrap();
-        validate(&ok(0), &cands(0, -1)).unwrap();
+        v(&ok(3), &cands(3, -1)).unwrap();
+        v(&ok(0), &cands(0, -1)).unwrap();
         let mut d = ok(2);
         d.eligible[1] = true;
         d.reasons[1] = WitReason::PROMOTED;
-        validate(&d, &cands(2, 0)).unwrap();
+        v(&d, &cands(2, 0)).unwrap();
     }
 
     #[test]
     fn rejects_each_violation_with_its_reason() {
-        assert!(message(validate(&ok(2), &cands(3, -1))).contains("`scores` has 2 entries for 3"));
+        assert!(message(v(&ok(2), &cands(3, -1))).contains("`scores` has 2 entries for 3"));
         let mut d = ok(3);
         d.eligible.pop();
-        assert!(message(validate(&d, &cands(3, -1))).contains("`eligible`"));
+        assert!(message(v(&d, &cands(3, -1))).contains("`eligible`"));
         let mut d = ok(3);
         d.scores[1] = f64::NAN;
-        assert!(
-            message(validate(&d, &cands(3, -1))).contains("score of candidate 1 is not finite")
-        );
+        assert!(message(v(&d, &cands(3, -1))).contains("score of candidate 1 is not finite"));
         let mut d = ok(3);
         d.scores[2] = f64::INFINITY;
-        assert!(message(validate(&d, &cands(3, -1))).contains("candidate 2"));
+        assert!(message(v(&d, &cands(3, -1))).contains("candidate 2"));
         let mut d = ok(3);
         d.propensity[0] = 1.5;
-        assert!(message(validate(&d, &cands(3, -1))).contains("propensity of candidate 0"));
+        assert!(message(v(&d, &cands(3, -1))).contains("propensity of candidate 0"));
         let mut d = ok(1);
         d.debug.push(crate::bindings::WitDebugValue {
             name: "x".into(),
             candidate: Some(5),
             value: 1.0,
         });
-        assert!(message(validate(&d, &cands(1, -1))).contains("refers to candidate 5"));
+        assert!(message(v(&d, &cands(1, -1))).contains("refers to candidate 5"));
         let mut d = ok(2);
         d.eligible[0] = true;
-        assert!(message(validate(&d, &cands(2, -1))).contains("candidate 0 has no campaign"));
+        assert!(message(v(&d, &cands(2, -1))).contains("candidate 0 has no campaign"));
         let mut d = ok(2);
         d.reasons[1] |= WitReason::PROMOTED;
-        assert!(message(validate(&d, &cands(2, -1))).contains("candidate 1 has no campaign"));
+        assert!(message(v(&d, &cands(2, -1))).contains("candidate 1 has no campaign"));
     }
 
     #[test]
@@ -121,6 +157,26 @@ mod tests {
             candidate: Some(0),
             value: f64::NAN,
         });
-        assert!(message(validate(&d, &cands(1, -1))).contains("debug value `lift` is not finite"));
+        assert!(message(v(&d, &cands(1, -1))).contains("debug value `lift` is not finite"));
+    }
+
+    #[test]
+    fn campaign_updates_name_one_campaign_each_and_are_finite() {
+        use crate::bindings::WitCampaignUpdate as U;
+        let update = |campaign, integral| U {
+            campaign,
+            pacing_integral: integral,
+            pacing_last_error: 0.0,
+        };
+        let mut d = ok(1);
+        d.campaign_updates.push(update(0, 0.1));
+        v(&d, &cands(1, 0)).unwrap();
+        d.campaign_updates.push(update(0, 0.2));
+        assert!(message(v(&d, &cands(1, 0))).contains("campaign 0 is updated twice"));
+        d.campaign_updates[1] = update(1, 0.2);
+        assert!(message(v(&d, &cands(1, 0))).contains("campaign 1 is not one of the request's 1"));
+        d.campaign_updates.truncate(1);
+        d.campaign_updates[0].pacing_last_error = f64::NAN;
+        assert!(message(v(&d, &cands(1, 0))).contains("not finite"));
     }
 }

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use crate::bindings::{
-    ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign, WitCandidates, WitContext,
-    WitMetadata, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
+    CONTRACT_VERSION, ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign,
+    WitCandidates, WitContext, WitHolders, WitMetadata, WitPolicyError, WitRequest, WitSurface,
+    WitSurfaceSet, v0_1,
 };
 use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
@@ -61,9 +62,67 @@ pub struct CallOutcome {
 /// fresh instance, which is how loading asks for the metadata and the
 /// settings check.
 struct Template {
-    pre: ScoringPolicyPre<CallState>,
+    pre: Pre,
     runtime: Runtime,
     limits: Limits,
+}
+
+/// A component pre-instantiated against the contract version it was built
+/// for (see [`crate::bindings::v0_1`]).
+enum Pre {
+    /// The current contract ([`CONTRACT_VERSION`]).
+    Current(ScoringPolicyPre<CallState>),
+    /// The frozen 0.1.0 contract.
+    V0_1(v0_1::ScoringPolicyPre<CallState>),
+}
+
+/// A fresh instance of a [`Pre`].
+enum Instance {
+    Current(ScoringPolicy),
+    V0_1(v0_1::ScoringPolicy),
+}
+
+/// The columnar request one policy receives ([`Policy::batch`]), in the
+/// contract version it was built against.
+#[derive(Debug)]
+pub struct Batch(BatchKind);
+
+#[derive(Debug)]
+enum BatchKind {
+    Current(WitRequest),
+    V0_1(v0_1::oasis::policy::types::Request),
+}
+
+impl Batch {
+    /// The request's time and seed, and the candidates' count and campaign
+    /// column: what the call and the output check need whatever the version.
+    fn parts(&self) -> (i64, u64, usize, &[i32], usize) {
+        match &self.0 {
+            BatchKind::Current(r) => (
+                r.context.timestamp_ms,
+                r.context.seed,
+                r.candidates.count as usize,
+                &r.candidates.campaign,
+                r.campaigns.len(),
+            ),
+            BatchKind::V0_1(r) => (
+                r.context.timestamp_ms,
+                r.context.seed,
+                r.candidates.count as usize,
+                &r.candidates.campaign,
+                r.campaigns.len(),
+            ),
+        }
+    }
+
+    /// The request in the current contract's form, when the policy was
+    /// built against it (tools that show what a policy received).
+    pub fn current(&self) -> Option<&WitRequest> {
+        match &self.0 {
+            BatchKind::Current(r) => Some(r),
+            BatchKind::V0_1(_) => None,
+        }
+    }
 }
 
 /// A loaded, validated policy version. Cheap to share behind an `Arc`; calls
@@ -150,7 +209,8 @@ impl Policy {
                 stage: "describe",
                 error,
             })?;
-        let info = PolicyInfo::new(metadata, digest, wasm.len()).map_err(LoadError::BadMetadata)?;
+        let info = PolicyInfo::new(metadata, digest, wasm.len(), template.contract())
+            .map_err(LoadError::BadMetadata)?;
         Ok((template, info, loading))
     }
 
@@ -200,7 +260,7 @@ impl Policy {
             settings_sha256,
         };
         policy
-            .call(&policy.smoke_request())
+            .call(&policy.versioned(policy.smoke_request()))
             .map_err(|error| LoadError::Validation {
                 stage: "score (smoke test)",
                 error,
@@ -256,9 +316,22 @@ impl Policy {
     }
 
     /// The columnar request this policy receives for `req`: only the columns
-    /// it declared.
-    pub fn batch(&self, req: &ValidRequest<'_>) -> WitRequest {
-        crate::columnar::batch(req, &self.columns, &self.info.context_features)
+    /// it declared, in the contract version it was built against.
+    pub fn batch(&self, req: &ValidRequest<'_>) -> Batch {
+        self.versioned(crate::columnar::batch(
+            req,
+            &self.columns,
+            &self.info.context_features,
+        ))
+    }
+
+    /// `request` in the policy's contract version (a move, no copy of the
+    /// columns, for 0.1.0).
+    fn versioned(&self, request: WitRequest) -> Batch {
+        Batch(match self.template.pre {
+            Pre::Current(_) => BatchKind::Current(request),
+            Pre::V0_1(_) => BatchKind::V0_1(v0_1::request(request)),
+        })
     }
 
     /// Scores a validated request: [`Policy::batch`], then [`Policy::call`].
@@ -288,25 +361,34 @@ impl Policy {
     /// A [`CallError`] saying whether the policy timed out, hit its memory
     /// limit, trapped (with its panic message), returned its own error or
     /// returned invalid output. The policy stays usable afterwards.
-    pub fn call(&self, request: &WitRequest) -> Result<CallOutcome, CallError> {
+    pub fn call(&self, batch: &Batch) -> Result<CallOutcome, CallError> {
         let started = Instant::now();
-        let ctx = &request.context;
+        let (timestamp_ms, seed, count, campaign, campaigns) = batch.parts();
         let (decisions, peak, fuel) = self.template.with_instance(
             &self.identity.name,
-            ctx.timestamp_ms,
-            ctx.seed,
+            timestamp_ms,
+            seed,
             |instance, store| {
-                let out = instance.oasis_policy_policy().call_score(
-                    &mut *store,
-                    &self.settings_json,
-                    request,
-                )?;
+                let settings = &self.settings_json;
+                let out = match (instance, &batch.0) {
+                    (Instance::Current(i), BatchKind::Current(r)) => i
+                        .oasis_policy_policy()
+                        .call_score(&mut *store, settings, r)?,
+                    (Instance::V0_1(i), BatchKind::V0_1(r)) => i
+                        .oasis_policy_policy()
+                        .call_score(&mut *store, settings, r)?
+                        .map(v0_1::decisions)
+                        .map_err(v0_1::policy_error),
+                    _ => {
+                        wasmtime::bail!("a request of one contract version for a policy of another")
+                    }
+                };
                 let fuel = store.get_fuel().ok().map(|left| FUEL_BUDGET - left);
                 Ok((out, store.data().limiter.peak, fuel))
             },
         )?;
         let decisions = decisions.map_err(|e| CallError::Policy(policy_error_text(&e)))?;
-        crate::output::validate(&decisions, &request.candidates)?;
+        crate::output::validate(&decisions, count, campaign, campaigns)?;
         Ok(CallOutcome {
             decisions,
             usage: Usage {
@@ -338,6 +420,7 @@ impl Policy {
                 seed: 1,
                 feature_names: context.clone(),
                 features: vec![0.5; context.len()],
+                slate_size: 5,
             },
             candidates: WitCandidates {
                 count: n as u32,
@@ -349,7 +432,7 @@ impl Policy {
                     .collect(),
                 artist: (0..n as u32).collect(),
                 rights_holder: (0..n as u32).map(|i| i % 3).collect(),
-                impressions_last_day: vec![0; n],
+                impressions_24h: vec![0; n],
                 session_promoted: vec![0; n],
             },
             campaigns: vec![WitCampaign {
@@ -363,8 +446,13 @@ impl Policy {
                 expected_by_now: 500.0,
                 pacing_integral: 0.0,
                 pacing_last_error: 0.0,
+                pacing_updated_ms: NOW - 60_000,
                 commission_bps: 3000,
             }],
+            holders: WitHolders {
+                count: 3,
+                exposure_share_7d: vec![0.5, 0.3, 0.2],
+            },
         }
     }
 }
@@ -387,12 +475,23 @@ impl Template {
             });
         }
         let component = compile_within(runtime, wasm, hex, ceilings.timeout)?;
+        let wrong = |e: wasmtime::Error| wrong_contract(&component, runtime.engine(), &e);
+        // The policy export's name carries the contract version it was built
+        // against; anything but 0.1.0 is linked against the current one (and
+        // refused with its exports listed when it does not match).
+        let v0_1 = component
+            .component_type()
+            .exports(runtime.engine())
+            .any(|(name, _)| name == v0_1::POLICY_EXPORT);
         let instance_pre = runtime
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| wrong_contract(&component, runtime.engine(), &e))?;
-        let pre = ScoringPolicyPre::new(instance_pre)
-            .map_err(|e| wrong_contract(&component, runtime.engine(), &e))?;
+            .map_err(wrong)?;
+        let pre = if v0_1 {
+            Pre::V0_1(v0_1::ScoringPolicyPre::new(instance_pre).map_err(wrong)?)
+        } else {
+            Pre::Current(ScoringPolicyPre::new(instance_pre).map_err(wrong)?)
+        };
         Ok(Template {
             pre,
             runtime: runtime.clone(),
@@ -400,10 +499,22 @@ impl Template {
         })
     }
 
+    /// The contract version the component was built against.
+    fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => CONTRACT_VERSION,
+            Pre::V0_1(_) => v0_1::VERSION,
+        }
+    }
+
     /// The policy's `describe` answer.
     fn describe(&self, label: &Arc<str>) -> Result<WitMetadata, CallError> {
-        self.with_instance(label, 0, 0, |instance, store| {
-            instance.oasis_policy_policy().call_describe(&mut *store)
+        self.with_instance(label, 0, 0, |instance, store| match instance {
+            Instance::Current(i) => i.oasis_policy_policy().call_describe(&mut *store),
+            Instance::V0_1(i) => i
+                .oasis_policy_policy()
+                .call_describe(&mut *store)
+                .map(v0_1::metadata),
         })
     }
 
@@ -414,10 +525,14 @@ impl Template {
         label: &Arc<str>,
         settings_json: &str,
     ) -> Result<Result<(), String>, CallError> {
-        let verdict = self.with_instance(label, 0, 0, |instance, store| {
-            instance
+        let verdict = self.with_instance(label, 0, 0, |instance, store| match instance {
+            Instance::Current(i) => i
+                .oasis_policy_policy()
+                .call_validate_settings(&mut *store, settings_json),
+            Instance::V0_1(i) => i
                 .oasis_policy_policy()
                 .call_validate_settings(&mut *store, settings_json)
+                .map(|r| r.map_err(v0_1::policy_error)),
         })?;
         Ok(verdict.map_err(|e| policy_error_text(&e)))
     }
@@ -434,7 +549,10 @@ impl Template {
             error,
         };
         let mut store = self.store(label, 0, 0).map_err(invalid)?;
-        let instance_pre = self.pre.instance_pre();
+        let instance_pre = match &self.pre {
+            Pre::Current(p) => p.instance_pre(),
+            Pre::V0_1(p) => p.instance_pre(),
+        };
         let instance = match instance_pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => {
@@ -446,10 +564,15 @@ impl Template {
                 )));
             }
         };
-        ScoringPolicyIndices::new(instance_pre)
-            .and_then(|indices| indices.load(&mut store, &instance))
-            .map(drop)
-            .map_err(|e| wrong_contract(instance_pre.component(), self.runtime.engine(), &e))
+        let checked = match &self.pre {
+            Pre::Current(_) => ScoringPolicyIndices::new(instance_pre)
+                .and_then(|indices| indices.load(&mut store, &instance))
+                .map(drop),
+            Pre::V0_1(_) => v0_1::ScoringPolicyIndices::new(instance_pre)
+                .and_then(|indices| indices.load(&mut store, &instance))
+                .map(drop),
+        };
+        checked.map_err(|e| wrong_contract(instance_pre.component(), self.runtime.engine(), &e))
     }
 
     /// A fresh store for one call: clock frozen at `timestamp_ms`,
@@ -481,11 +604,15 @@ impl Template {
         label: &Arc<str>,
         timestamp_ms: i64,
         seed: u64,
-        f: impl FnOnce(&ScoringPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let mut store = self.store(label, timestamp_ms, seed)?;
-        let result = match self.pre.instantiate(&mut store) {
-            Ok(instance) => f(&instance, &mut store).map_err(Failure::Run),
+        let instance = match &self.pre {
+            Pre::Current(p) => p.instantiate(&mut store).map(Instance::Current),
+            Pre::V0_1(p) => p.instantiate(&mut store).map(Instance::V0_1),
+        };
+        let result = match instance {
+            Ok(instance) => f(instance, &mut store).map_err(Failure::Run),
             Err(e) => Err(Failure::Instantiate(e)),
         };
         let stderr = store.data().drain_stdio();

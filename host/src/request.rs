@@ -36,6 +36,11 @@ pub struct ScoreRequest<'a> {
     /// The candidate tracks.
     #[serde(borrow)]
     pub candidates: Vec<RequestCandidate<'a>>,
+    /// Delivery state of the candidates' rights holders, by rights-holder
+    /// id; the host fills what is absent from its state store.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HashMap<String, RequestHolder>>)]
+    pub rights_holders: Option<HashMap<Cow<'a, str>, RequestHolder>>,
     /// Include the policy's named debug values in the response.
     #[serde(default)]
     pub debug: bool,
@@ -71,6 +76,19 @@ pub struct RequestContext<'a> {
     #[serde(default, borrow)]
     #[schema(value_type = crate::server::openapi::FeatureMap)]
     pub features: Features<'a>,
+    /// How many of the top-ranked candidates the caller shows (at least 1;
+    /// more than the candidates counts as all of them). Every candidate
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slate_size: Option<u32>,
+}
+
+/// Delivery state of one rights holder.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestHolder {
+    /// The holder's share of all attention over the last 7 days, in [0, 1].
+    pub exposure_share_7d: f64,
 }
 
 /// One candidate track.
@@ -88,12 +106,14 @@ pub struct RequestCandidate<'a> {
     /// Rights holder (label) id.
     #[serde(default, borrow)]
     pub rights_holder: Cow<'a, str>,
-    /// Promoted impressions of this track to this listener in the last 24 hours.
-    #[serde(default)]
-    pub impressions_24h: u32,
-    /// Promoted plays of this track in this session.
-    #[serde(default)]
-    pub session_promoted: u32,
+    /// Promoted impressions of this track to this listener in the last 24
+    /// hours; from the host's state store when absent (0 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impressions_24h: Option<u32>,
+    /// Promoted plays of this track in this session; from the host's state
+    /// store when absent (0 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_promoted: Option<u32>,
     /// The track's promotion campaign, if it is in one.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<RequestCampaign<'a>>,
@@ -128,18 +148,25 @@ pub struct RequestCampaign<'a> {
     pub markets: Vec<Cow<'a, str>>,
     /// Promoted impressions targeted over the window.
     pub delivery_target: f64,
-    /// Promoted impressions delivered so far.
-    #[serde(default)]
-    pub delivered: f64,
-    /// What a linear schedule would have delivered by now.
-    #[serde(default)]
-    pub expected_by_now: f64,
-    /// Pacing controller state: leaky integral of the delivery error.
-    #[serde(default)]
-    pub pacing_integral: f64,
+    /// Promoted impressions delivered so far; from the host's state store
+    /// when absent (0 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<f64>,
+    /// What a linear schedule would have delivered by now;
+    /// `delivery_target` × the elapsed share of the window when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_by_now: Option<f64>,
+    /// Pacing controller state: leaky integral of the delivery error. The
+    /// three pacing fields go together: when none is sent the host fills
+    /// all three from its state store (0 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing_integral: Option<f64>,
     /// Pacing controller state: previous delivery error.
-    #[serde(default)]
-    pub pacing_last_error: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing_last_error: Option<f64>,
+    /// Pacing controller state: when it was last updated (unix ms; 0 never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing_updated_ms: Option<i64>,
     /// Commission accepted, basis points.
     #[serde(default)]
     pub commission_bps: u32,
@@ -393,7 +420,23 @@ impl<'a> ScoreRequest<'a> {
         // Campaign id -> (its first copy, its index in `campaigns`).
         let mut seen: HashMap<&str, (&RequestCampaign, i32)> = HashMap::new();
         let mut campaigns = Vec::new();
+        let mut campaign_sent = Vec::new();
+        let mut campaign_first = Vec::new();
         let mut campaign_index = Vec::with_capacity(self.candidates.len());
+        let n = self.candidates.len();
+        let mut artists = Keys::with_capacity(n);
+        let mut holders = Keys::with_capacity(64);
+        let mut artist = Vec::with_capacity(n);
+        let mut holder = Vec::with_capacity(n);
+        let mut impressions_24h = Vec::with_capacity(n);
+        let mut session_promoted = Vec::with_capacity(n);
+        let mut counts_missing = false;
+        if c.slate_size == Some(0) {
+            return Err(RequestError::invalid(
+                "context.slate_size",
+                "must be at least 1 (the number of top-ranked candidates shown)",
+            ));
+        }
         for (i, cand) in self.candidates.iter().enumerate() {
             // Field paths are built only when reporting an error.
             let at = |f: &'static str| move || format!("candidates[{i}].{f}");
@@ -430,7 +473,19 @@ impl<'a> ScoreRequest<'a> {
                     Some((_, index)) => *index,
                     None => {
                         let key = campaigns.len() as u32;
-                        campaigns.push(check_campaign(&at("campaign")(), camp, key)?);
+                        campaigns.push(check_campaign(
+                            &at("campaign")(),
+                            camp,
+                            key,
+                            c.timestamp_ms,
+                        )?);
+                        campaign_first.push(i);
+                        campaign_sent.push(Sent {
+                            delivered: camp.delivered.is_some(),
+                            pacing: camp.pacing_integral.is_some()
+                                || camp.pacing_last_error.is_some()
+                                || camp.pacing_updated_ms.is_some(),
+                        });
                         let index = key as i32;
                         seen.insert(&camp.id, (camp, index));
                         index
@@ -438,14 +493,52 @@ impl<'a> ScoreRequest<'a> {
                 },
             };
             campaign_index.push(index);
+            artist.push(artists.intern(&cand.artist, i));
+            holder.push(holders.intern(&cand.rights_holder, i));
+            counts_missing |= cand.impressions_24h.is_none() || cand.session_promoted.is_none();
+            impressions_24h.push(cand.impressions_24h.unwrap_or(0));
+            session_promoted.push(cand.session_promoted.unwrap_or(0));
         }
+        let mut exposure_share_7d = vec![f64::NAN; holders.first.len()];
+        let mut holders_sent = vec![false; holders.first.len()];
+        if let Some(table) = &self.rights_holders {
+            for (id, h) in table {
+                let field = || format!("rights_holders.{id}.exposure_share_7d");
+                check_id(|| format!("rights_holders.{id}"), id, true)?;
+                if !(0.0..=1.0).contains(&h.exposure_share_7d) {
+                    return Err(RequestError::invalid(field(), "must be a number in [0, 1]"));
+                }
+                if let Some(&k) = holders.keys.get(&**id) {
+                    exposure_share_7d[k as usize] = h.exposure_share_7d;
+                    holders_sent[k as usize] = true;
+                }
+            }
+        }
+        let holder_first = std::mem::take(&mut holders.first);
+        drop((holders, artists));
         let seed = self.seed();
+        let slate_size = c
+            .slate_size
+            .map_or(n, |s| (s as usize).min(n))
+            .try_into()
+            .unwrap_or(u32::MAX);
         Ok(ValidRequest {
             request: self,
             market,
             seed,
+            slate_size,
             campaigns,
+            campaign_sent,
+            campaign_first,
             campaign_index,
+            artist,
+            holder,
+            holder_first,
+            exposure_share_7d,
+            holders_sent,
+            impressions_24h,
+            session_promoted,
+            counts_missing,
         })
     }
 }
@@ -457,8 +550,67 @@ pub struct ValidRequest<'a> {
     request: ScoreRequest<'a>,
     market: u16,
     seed: u64,
+    slate_size: u32,
     campaigns: Vec<WitCampaign>,
+    /// Per campaign, which delivery state the request sent, and the first
+    /// candidate in it (whose copy of the campaign is the one packed).
+    campaign_sent: Vec<Sent>,
+    campaign_first: Vec<usize>,
     campaign_index: Vec<i32>,
+    /// Per candidate, its artist's and rights holder's small integer keys.
+    artist: Vec<u32>,
+    holder: Vec<u32>,
+    /// Per rights-holder key, the first candidate with it (whose
+    /// `rights_holder` is the holder's id).
+    holder_first: Vec<usize>,
+    /// Per rights-holder key: the 7-day exposure share (NaN unknown), and
+    /// whether the request sent it.
+    exposure_share_7d: Vec<f64>,
+    holders_sent: Vec<bool>,
+    /// Per candidate: the delivery counts in effect (sent, filled or 0).
+    impressions_24h: Vec<u32>,
+    session_promoted: Vec<u32>,
+    /// Whether some candidate did not send its counts.
+    counts_missing: bool,
+}
+
+/// Which delivery state a request sent for one campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// `delivered` was sent.
+    pub delivered: bool,
+    /// Some of the pacing state was sent (the three fields go together).
+    pub pacing: bool,
+}
+
+/// Ids interned as small integer keys in order of first appearance. An
+/// empty id (unknown artist or holder) gets a key of its own, so that
+/// unknown tracks are never grouped together by diversity or fairness rules.
+struct Keys<'k> {
+    keys: HashMap<&'k str, u32>,
+    /// Per key, the first candidate index with it.
+    first: Vec<usize>,
+}
+
+impl<'k> Keys<'k> {
+    fn with_capacity(n: usize) -> Self {
+        Keys {
+            keys: HashMap::with_capacity(n),
+            first: Vec::with_capacity(n),
+        }
+    }
+
+    fn intern(&mut self, id: &'k str, candidate: usize) -> u32 {
+        let next = self.first.len() as u32;
+        if !id.is_empty() {
+            let key = *self.keys.entry(id).or_insert(next);
+            if key != next {
+                return key;
+            }
+        }
+        self.first.push(candidate);
+        next
+    }
 }
 
 impl<'a> ValidRequest<'a> {
@@ -488,6 +640,88 @@ impl<'a> ValidRequest<'a> {
     pub fn request(&self) -> &ScoreRequest<'a> {
         &self.request
     }
+
+    /// Ranks shown: `context.slate_size` capped at the candidate count, or
+    /// the candidate count.
+    pub fn slate_size(&self) -> u32 {
+        self.slate_size
+    }
+
+    /// Per campaign (as [`ValidRequest::campaigns`]), which delivery state
+    /// the request sent.
+    pub fn campaign_sent(&self) -> &[Sent] {
+        &self.campaign_sent
+    }
+
+    /// The id of campaign `index` (of [`ValidRequest::campaigns`]).
+    pub fn campaign_id(&self, index: usize) -> &str {
+        let first = &self.request.candidates[self.campaign_first[index]];
+        first.campaign.as_ref().map_or("", |c| &c.id)
+    }
+
+    /// Per candidate, its artist's small integer key.
+    pub fn artist_keys(&self) -> &[u32] {
+        &self.artist
+    }
+
+    /// Per candidate, its rights holder's small integer key.
+    pub fn holder_keys(&self) -> &[u32] {
+        &self.holder
+    }
+
+    /// The id of rights-holder key `key` (empty for an unknown holder).
+    pub fn holder_id(&self, key: u32) -> &str {
+        &self.request.candidates[self.holder_first[key as usize]].rights_holder
+    }
+
+    /// Number of distinct rights-holder keys.
+    pub fn holder_count(&self) -> usize {
+        self.holder_first.len()
+    }
+
+    /// Per rights-holder key, its 7-day exposure share (NaN unknown).
+    pub fn exposure_share_7d(&self) -> &[f64] {
+        &self.exposure_share_7d
+    }
+
+    /// Per rights-holder key, whether the request sent its exposure share.
+    pub fn holders_sent(&self) -> &[bool] {
+        &self.holders_sent
+    }
+
+    /// Per candidate, promoted impressions to this listener in 24 hours.
+    pub fn impressions_24h(&self) -> &[u32] {
+        &self.impressions_24h
+    }
+
+    /// Per candidate, promoted plays in this session.
+    pub fn session_promoted(&self) -> &[u32] {
+        &self.session_promoted
+    }
+
+    /// Whether some candidate did not send its delivery counts.
+    pub fn counts_missing(&self) -> bool {
+        self.counts_missing
+    }
+
+    /// Mutable access to the state the host may fill in
+    /// ([`crate::delivery::Fill::apply`]).
+    pub(crate) fn state_mut(&mut self) -> StateMut<'_> {
+        StateMut {
+            campaigns: &mut self.campaigns,
+            exposure_share_7d: &mut self.exposure_share_7d,
+            impressions_24h: &mut self.impressions_24h,
+            session_promoted: &mut self.session_promoted,
+        }
+    }
+}
+
+/// The parts of a [`ValidRequest`] the host fills from its state store.
+pub(crate) struct StateMut<'r> {
+    pub campaigns: &'r mut [WitCampaign],
+    pub exposure_share_7d: &'r mut [f64],
+    pub impressions_24h: &'r mut [u32],
+    pub session_promoted: &'r mut [u32],
 }
 
 impl<'a> std::ops::Deref for ValidRequest<'a> {
@@ -580,7 +814,12 @@ fn check_feature_name(field: &impl Fn() -> String, name: &str) -> Result<(), Req
 }
 
 /// Checks a campaign's first copy and packs it as the contract's campaign `key`.
-fn check_campaign(field: &str, c: &RequestCampaign, key: u32) -> Result<WitCampaign, RequestError> {
+fn check_campaign(
+    field: &str,
+    c: &RequestCampaign,
+    key: u32,
+    now_ms: i64,
+) -> Result<WitCampaign, RequestError> {
     check_id(|| format!("{field}.id"), &c.id, true)?;
     if c.start_ms >= c.end_ms {
         return Err(RequestError::invalid(
@@ -589,10 +828,11 @@ fn check_campaign(field: &str, c: &RequestCampaign, key: u32) -> Result<WitCampa
         ));
     }
     for (name, v) in [
-        ("delivery_target", c.delivery_target),
+        ("delivery_target", Some(c.delivery_target)),
         ("delivered", c.delivered),
         ("expected_by_now", c.expected_by_now),
     ] {
+        let Some(v) = v else { continue };
         if !v.is_finite() || v < 0.0 {
             return Err(RequestError::invalid(
                 format!("{field}.{name}"),
@@ -604,6 +844,7 @@ fn check_campaign(field: &str, c: &RequestCampaign, key: u32) -> Result<WitCampa
         ("pacing_integral", c.pacing_integral),
         ("pacing_last_error", c.pacing_last_error),
     ] {
+        let Some(v) = v else { continue };
         if !v.is_finite() {
             return Err(RequestError::invalid(
                 format!("{field}.{name}"),
@@ -634,12 +875,23 @@ fn check_campaign(field: &str, c: &RequestCampaign, key: u32) -> Result<WitCampa
         }),
         markets,
         delivery_target: c.delivery_target,
-        delivered: c.delivered,
-        expected_by_now: c.expected_by_now,
-        pacing_integral: c.pacing_integral,
-        pacing_last_error: c.pacing_last_error,
+        delivered: c.delivered.unwrap_or(0.0),
+        expected_by_now: c
+            .expected_by_now
+            .unwrap_or_else(|| linear_schedule(c, now_ms)),
+        pacing_integral: c.pacing_integral.unwrap_or(0.0),
+        pacing_last_error: c.pacing_last_error.unwrap_or(0.0),
+        pacing_updated_ms: c.pacing_updated_ms.unwrap_or(0).max(0),
         commission_bps: c.commission_bps,
     })
+}
+
+/// What a linear schedule would have delivered by `now_ms`: the target times
+/// the elapsed share of the window, clamped to [0, target].
+pub fn linear_schedule(c: &RequestCampaign, now_ms: i64) -> f64 {
+    let span = (c.end_ms - c.start_ms) as f64;
+    let elapsed = (now_ms - c.start_ms) as f64;
+    c.delivery_target * (elapsed / span).clamp(0.0, 1.0)
 }
 
 /// Surfaces by name, with serde's own "unknown variant" message.

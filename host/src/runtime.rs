@@ -175,6 +175,13 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| RuntimeError(format!("linking the log import: {e:#}")))?;
+        // Components built against the frozen 0.1.0 contract import its log
+        // interface under its own name; both are served (bindings::v0_1).
+        crate::bindings::v0_1::ScoringPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(format!("linking the 0.1.0 log import: {e:#}")))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {

@@ -231,6 +231,36 @@ impl crate::bindings::oasis::policy::log::Host for CallState {
 
 impl crate::bindings::oasis::policy::types::Host for CallState {}
 
+/// The 0.1.0 log import is the same interface under the older package
+/// version: one implementation serves both.
+impl crate::bindings::v0_1::oasis::policy::log::Host for CallState {
+    fn log(
+        &mut self,
+        level: crate::bindings::v0_1::oasis::policy::log::Level,
+        message: String,
+        fields: Vec<crate::bindings::v0_1::oasis::policy::log::Field>,
+    ) {
+        use crate::bindings::v0_1::oasis::policy::log::Level;
+        let level = match level {
+            Level::Trace => WitLogLevel::Trace,
+            Level::Debug => WitLogLevel::Debug,
+            Level::Info => WitLogLevel::Info,
+            Level::Warn => WitLogLevel::Warn,
+            Level::Error => WitLogLevel::Error,
+        };
+        let fields = fields
+            .into_iter()
+            .map(|f| crate::bindings::oasis::policy::log::Field {
+                key: f.key,
+                value: f.value,
+            })
+            .collect();
+        crate::bindings::oasis::policy::log::Host::log(self, level, message, fields);
+    }
+}
+
+impl crate::bindings::v0_1::oasis::policy::types::Host for CallState {}
+
 /// Enforces the memory limit of one store and remembers whether it refused a
 /// growth, so that the resulting trap is reported as a memory-limit error
 /// rather than as the guest's own "allocation failed" abort.

@@ -46,6 +46,10 @@ pub fn from_value(v: &Value) -> Result<v1::ScoreRequest, String> {
         seed: ctx.get("seed").and_then(Value::as_u64),
         feature_names: ctx_names,
         features: ctx_values,
+        slate_size: ctx
+            .get("slate_size")
+            .and_then(Value::as_u64)
+            .map(|s| s.min(u32::MAX as u64) as u32),
     };
     let cands = obj
         .get("candidates")
@@ -131,11 +135,27 @@ pub fn from_value(v: &Value) -> Result<v1::ScoreRequest, String> {
         candidates: Some(k),
         campaigns,
         debug: obj.get("debug").and_then(Value::as_bool).unwrap_or(false),
+        rights_holders: match obj.get("rights_holders") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(id, h)| {
+                    let share = h.get("exposure_share_7d").and_then(Value::as_f64);
+                    (
+                        id.clone(),
+                        v1::RightsHolder {
+                            exposure_share_7d: share.unwrap_or(f64::NAN),
+                        },
+                    )
+                })
+                .collect(),
+            _ => Default::default(),
+        },
     })
 }
 
 fn campaign(c: &Map<String, Value>) -> Result<v1::Campaign, String> {
-    let f = |name: &str| c.get(name).and_then(Value::as_f64).unwrap_or(0.0);
+    let opt = |name: &str| c.get(name).and_then(Value::as_f64);
+    let f = |name: &str| opt(name).unwrap_or(0.0);
     let surfaces = match c.get("surfaces") {
         Some(Value::Array(list)) => list
             .iter()
@@ -156,10 +176,11 @@ fn campaign(c: &Map<String, Value>) -> Result<v1::Campaign, String> {
             _ => Vec::new(),
         },
         delivery_target: f("delivery_target"),
-        delivered: f("delivered"),
-        expected_by_now: f("expected_by_now"),
-        pacing_integral: f("pacing_integral"),
-        pacing_last_error: f("pacing_last_error"),
+        delivered: opt("delivered"),
+        expected_by_now: opt("expected_by_now"),
+        pacing_integral: opt("pacing_integral"),
+        pacing_last_error: opt("pacing_last_error"),
+        pacing_updated_ms: c.get("pacing_updated_ms").and_then(Value::as_i64),
         commission_bps: c.get("commission_bps").and_then(Value::as_u64).unwrap_or(0) as u32,
     })
 }

@@ -15,6 +15,7 @@ use oasis_proto::v1;
 
 use super::{
     Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
+    RequestHolder,
     ScoreRequest, Surface,
 };
 
@@ -96,6 +97,7 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
         timestamp_ms: ctx.timestamp_ms,
         seed: ctx.seed,
         features: features(&ctx.feature_names, &ctx.features, "context.feature_names")?,
+        slate_size: ctx.slate_size,
     };
     static EMPTY: v1::Candidates = v1::Candidates {
         ids: Vec::new(),
@@ -171,6 +173,7 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
                 expected_by_now: c.expected_by_now,
                 pacing_integral: c.pacing_integral,
                 pacing_last_error: c.pacing_last_error,
+                pacing_updated_ms: c.pacing_updated_ms,
                 commission_bps: c.commission_bps,
             })
         })
@@ -195,8 +198,8 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
             relevance: relevance.map_or(0.0, |r| r[i]),
             artist: Cow::Borrowed(artists.map_or("", |a| &a[i])),
             rights_holder: Cow::Borrowed(holders.map_or("", |h| &h[i])),
-            impressions_24h: impressions.map_or(0, |c| c[i]),
-            session_promoted: promoted.map_or(0, |c| c[i]),
+            impressions_24h: impressions.map(|c| c[i]),
+            session_promoted: promoted.map(|c| c[i]),
             campaign: camp,
             features: Features::Row {
                 names: &k.feature_names,
@@ -208,6 +211,19 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
         route: (!msg.route.is_empty()).then(|| Cow::Borrowed(msg.route.as_str())),
         context,
         candidates,
+        rights_holders: (!msg.rights_holders.is_empty()).then(|| {
+            msg.rights_holders
+                .iter()
+                .map(|(id, h)| {
+                    (
+                        Cow::Borrowed(id.as_str()),
+                        RequestHolder {
+                            exposure_share_7d: h.exposure_share_7d,
+                        },
+                    )
+                })
+                .collect()
+        }),
         debug: msg.debug,
     })
 }

@@ -179,6 +179,7 @@ pub fn passthrough(req: &ValidRequest<'_>) -> WitDecisions {
             .collect(),
         propensity: vec![0.0; n],
         debug: Vec::new(),
+        campaign_updates: Vec::new(),
     }
 }
 

@@ -1,6 +1,12 @@
 //! The host side of the WIT contract, generated once from `wit/` and imported
 //! from here by the rest of the crate.
 //!
+//! The crate works in the current contract's types (0.2.0, `wit/policy.wit`).
+//! Components built against the frozen 0.1.0 contract (`wit/0.1.0/`) are
+//! served side by side: [`v0_1`] has their bindings and the two conversions
+//! (a request down to 0.1.0, decisions up to 0.2.0) that let the rest of the
+//! host ignore which contract a policy was built against.
+//!
 //! This module is public on purpose: a [`CallOutcome`](crate::CallOutcome)
 //! carries the policy's [`WitDecisions`] as they crossed the boundary, and
 //! tools built on the library (the CLI, replays) read them without a copy.
@@ -19,14 +25,17 @@ mod generated {
 }
 pub use generated::*;
 
+pub mod v0_1;
+
 use oasis_contract::Surface;
 
 pub use self::exports::oasis::policy::policy::PolicyError as WitPolicyError;
 pub use self::oasis::policy::log::Level as WitLogLevel;
 pub use self::oasis::policy::types::{
-    Campaign as WitCampaign, Candidates as WitCandidates, Context as WitContext,
-    DebugValue as WitDebugValue, Decisions as WitDecisions, Metadata as WitMetadata,
-    Reason as WitReason, Request as WitRequest, Surface as WitSurface, SurfaceSet as WitSurfaceSet,
+    Campaign as WitCampaign, CampaignUpdate as WitCampaignUpdate, Candidates as WitCandidates,
+    Context as WitContext, DebugValue as WitDebugValue, Decisions as WitDecisions,
+    Holders as WitHolders, Metadata as WitMetadata, Reason as WitReason, Request as WitRequest,
+    Surface as WitSurface, SurfaceSet as WitSurfaceSet,
 };
 
 /// Version of the contract package this host implements (`oasis:policy@…`).
@@ -61,6 +70,39 @@ pub fn wit_surface_set(bits: u8) -> WitSurfaceSet {
         })
 }
 
+/// The reason flags in bit order (bit `i` is `oasis_contract::reason` bit
+/// `i`); a test pins the order.
+const REASONS: [WitReason; 13] = [
+    WitReason::ORGANIC,
+    WitReason::PROMOTED,
+    WitReason::NOT_ELIGIBLE_SURFACE,
+    WitReason::NOT_ELIGIBLE_MARKET,
+    WitReason::CAMPAIGN_INACTIVE,
+    WitReason::FREQ_CAPPED,
+    WitReason::PACING_THROTTLED,
+    WitReason::RELEVANCE_GUARDRAIL,
+    WitReason::DIVERSITY_PENALTY,
+    WitReason::FAIRNESS_ADJUST,
+    WitReason::EXPLORATION,
+    WitReason::SLATE_CAP,
+    WitReason::MISSING_FEATURE,
+];
+
+/// The reason set whose bits are set in `bits` (generated flags have no
+/// constructor from bits). Visits the set bits only.
+pub fn wit_reason(bits: u16) -> WitReason {
+    let mut out = WitReason::empty();
+    let mut rest = bits;
+    while rest != 0 {
+        let i = rest.trailing_zeros() as usize;
+        if let Some(r) = REASONS.get(i) {
+            out |= *r;
+        }
+        rest &= rest - 1;
+    }
+    out
+}
+
 impl oasis_contract::ReasonBits for WitReason {
     fn reason_bits(&self) -> u16 {
         // 13 flags fit in the first (and only) 32-bit word.
@@ -92,6 +134,9 @@ mod tests {
         ];
         let union = wit.iter().fold(WitReason::empty(), |a, b| a | *b);
         assert_eq!(union.reason_bits(), reason::ALL);
+        assert_eq!(wit, REASONS.map(|r| r));
+        assert_eq!(wit_reason(reason::ALL).as_array(), union.as_array());
+        assert_eq!(wit_reason(0).as_array(), WitReason::empty().as_array());
         for (w, (bit, name)) in wit.iter().zip(reason::REASONS) {
             assert_eq!(w.reason_bits(), bit, "{name}");
             // The generated Debug prints the WIT flag name.
@@ -113,7 +158,7 @@ mod tests {
 
     #[test]
     fn contract_version_is_the_wit_package_version() {
-        let wit = include_str!("../../wit/policy.wit");
+        let wit = include_str!("../../../wit/policy.wit");
         assert!(
             wit.contains(&format!("package oasis:policy@{CONTRACT_VERSION};")),
             "wit/policy.wit does not declare oasis:policy@{CONTRACT_VERSION}"
