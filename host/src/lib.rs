@@ -40,6 +40,7 @@ pub mod bucket;
 pub mod cache;
 pub mod columnar;
 pub mod decision_log;
+pub mod delivery;
 pub mod divergence;
 pub mod error;
 pub mod limits;

@@ -371,10 +371,15 @@ impl Job<'_> {
             Ok(p) => p,
             Err(e) => return error(format!("logged request does not parse: {e}")),
         };
-        let req = match parsed.validate(oasis::Limits::MAX_CANDIDATES) {
+        let mut req = match parsed.validate(oasis::Limits::MAX_CANDIDATES) {
             Ok(v) => v,
             Err(e) => return error(format!("logged request is not valid: {e}")),
         };
+        // The delivery state the server filled in, as logged: the batch is
+        // rebuilt exactly, and replay never reads or writes a store.
+        if let Some(fill) = &r.state {
+            fill.apply(&mut req);
+        }
         if !self.candidates.is_empty() {
             if r.shadow {
                 // A shadow's decisions were never served: not the logging

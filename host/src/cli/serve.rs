@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use oasis::decision_log::DecisionLogConfig;
+use oasis::delivery::{StateBackend, StateConfig};
 use oasis::server::admin_auth::AdminTokens;
 use oasis::server::listener::ConnectionLimits;
 use oasis::server::{AdminConfig, DecisionLogSettings, Server, ServerConfig};
@@ -107,6 +108,37 @@ pub struct Args {
     /// before the wait counts as a failed load.
     #[arg(long, default_value_t = ServerConfig::default().module_grace.as_secs())]
     pub module_grace_s: u64,
+    /// Where delivery state (campaign delivery and pacing, listener and
+    /// session counts, rights holders' exposure) is kept: `embedded` (one
+    /// machine, in --state-dir), `redis` (replicas sharing --redis-url), or
+    /// `off` (requests carry all of it).
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub state: StateKind,
+    /// The embedded store's directory [default: <policies>/.state].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The Redis server of `--state redis`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// The pacing tick: at most one controller step per campaign per tick,
+    /// in the requests' time, milliseconds.
+    #[arg(long, default_value_t = oasis_state::DEFAULT_TICK_MS as u64)]
+    pub pacing_tick_ms: u64,
+    /// How long a request waits for the state store before it is scored
+    /// with the last-known values, milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub state_read_budget_ms: u64,
+}
+
+/// Where delivery state is kept (`--state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateKind {
+    /// The embedded store (no setup; survives restarts).
+    Embedded,
+    /// A Redis server shared by replicas.
+    Redis,
+    /// No state.
+    Off,
 }
 
 /// The admin tokens: `--admin-token-file`, else the `OASIS_ADMIN_TOKEN`
@@ -171,6 +203,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         admin,
         decision_log,
         module_grace: std::time::Duration::from_secs(args.module_grace_s),
+        state: StateConfig {
+            backend: match args.state {
+                StateKind::Embedded => StateBackend::Embedded(args.state_dir),
+                StateKind::Redis => StateBackend::Redis(args.redis_url),
+                StateKind::Off => StateBackend::Off,
+            },
+            tick: Duration::from_millis(args.pacing_tick_ms.max(1)),
+            read_budget: Duration::from_millis(args.state_read_budget_ms.max(1)),
+            ..StateConfig::default()
+        },
         promotion_stall: oasis::server::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),

@@ -129,6 +129,12 @@ mod tests {
                 error: "wasm trap: unreachable\n\"quoted\"".into(),
             }),
             request: Bytes::from(body(i, pad)),
+            state: (i % 4 == 1).then(|| {
+                Arc::new(crate::delivery::Fill {
+                    impressions_24h: vec![(0, i as u32 + 1)],
+                    ..Default::default()
+                })
+            }),
             decisions: DecisionColumnsRecord {
                 scores: (0..n).map(|c| (i + c) as f64 * 0.1).collect(),
                 eligible: (0..n).map(|c| c % 2 == 0).collect(),
@@ -167,6 +173,7 @@ mod tests {
                 error: f.error,
             }),
             request: RawValue::from_string(body(i, pad)).unwrap(),
+            state: p.state.map(|f| (*f).clone()),
             decisions: p.decisions,
             timing: p.timing,
             usage: p.usage,

@@ -87,6 +87,40 @@ pub struct OutcomeEvent {
     /// When it happened, milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<u64>,
+    /// The delivery fields of `POST /v1/events` (see [`DeliveryFields`]);
+    /// absent in plain outcome events.
+    #[serde(flatten)]
+    pub delivery: DeliveryFields,
+}
+
+/// What an event adds for the host's delivery state (`POST /v1/events`):
+/// who saw the track, in which campaign, for which rights holder, whether
+/// as a promotion and at which rank. Offline evaluation ignores them; the
+/// state store counts them ([`oasis_state::DeliveryEvent`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFields {
+    /// Unique id of the event: a repeated id changes no state (retries are
+    /// safe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// The listener (the scored request's `context.listener_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_id: Option<String>,
+    /// The session (the scored request's `context.session_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The track's campaign, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    /// The track's rights holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights_holder: Option<String>,
+    /// Whether the track was shown as a promotion (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<bool>,
+    /// 1-based rank at which the track was shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
 }
 
 impl OutcomeEvent {
@@ -345,6 +379,7 @@ not json
             event: EventKind::Stream,
             value: Some(1.0),
             at_ms: Some(1_781_524_800_000),
+            delivery: Default::default(),
         };
         let line = serde_json::to_string(&e).unwrap();
         assert_eq!(

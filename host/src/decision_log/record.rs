@@ -61,6 +61,11 @@ pub struct DecisionRecord {
     /// exactly; `context.listener_id` and `context.session_id` are
     /// pseudonyms when the log is configured with a key.
     pub request: Box<RawValue>,
+    /// The delivery state the host filled into the request from its store
+    /// (values the request did not send); replay applies it after
+    /// validating `request`, so the batch is rebuilt without a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::delivery::Fill>,
     /// The decisions, one entry per candidate in each column.
     pub decisions: DecisionColumnsRecord,
     /// Time spent.
@@ -94,6 +99,7 @@ impl PartialEq for DecisionRecord {
             && self.settings_sha256 == o.settings_sha256
             && self.fallback == o.fallback
             && self.request.get() == o.request.get()
+            && self.state == o.state
             && self.decisions == o.decisions
             && self.timing == o.timing
             && self.usage == o.usage
@@ -250,6 +256,8 @@ pub(super) struct RecordView<'a> {
     pub settings_sha256: &'a str,
     pub fallback: Option<FallbackView<'a>>,
     pub request: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'a crate::delivery::Fill>,
     pub decisions: &'a DecisionColumnsRecord,
     pub timing: &'a TimingRecord,
     pub usage: &'a Option<UsageRecord>,

@@ -53,6 +53,7 @@ use super::body::{self, Pseudonymiser};
 use super::record::{
     DecisionColumnsRecord, FallbackView, PolicyView, RecordView, TimingRecord, UsageRecord, VERSION,
 };
+use crate::delivery::Fill;
 use crate::metadata::PolicyRef;
 use crate::sandbox::visible;
 
@@ -180,6 +181,8 @@ pub struct PendingRecord {
     pub fallback: Option<PendingFallback>,
     /// The request body exactly as received (one JSON value).
     pub request: Bytes,
+    /// The delivery state the host filled into it, if any.
+    pub state: Option<Arc<Fill>>,
     /// The decision columns.
     pub decisions: DecisionColumnsRecord,
     /// Time spent.
@@ -568,6 +571,7 @@ fn encode(
             error: &f.error,
         }),
         request: request.get(),
+        state: r.state.as_deref(),
         decisions: &r.decisions,
         timing: &r.timing,
         usage: &r.usage,

@@ -19,6 +19,7 @@ use crate::decision_log::{
     DecisionColumnsRecord, DecisionLog, PendingFallback, PendingRecord, TimingRecord, UsageRecord,
     now_ms,
 };
+use crate::delivery::Fill;
 use crate::metadata::PolicyRef;
 use crate::server::chain::Served;
 use crate::server::registry::RoutePlan;
@@ -45,6 +46,7 @@ impl DecisionLogging {
         route: &str,
         request_id: &str,
         body: &Bytes,
+        state: Option<&Arc<Fill>>,
         served: &Served,
         server_us: u64,
     ) {
@@ -70,6 +72,7 @@ impl DecisionLogging {
                     error: error.to_string(),
                 }),
             request: body.clone(),
+            state: state.cloned(),
             decisions: DecisionColumnsRecord::from_wit(&served.decisions),
             timing: TimingRecord {
                 server_us,
@@ -86,6 +89,7 @@ impl DecisionLogging {
         route: &str,
         request_id: &str,
         body: &Bytes,
+        state: Option<&Arc<Fill>>,
         policy: &Arc<PolicyRef>,
         settings_sha256: &Arc<str>,
         decisions: &WitDecisions,
@@ -102,6 +106,7 @@ impl DecisionLogging {
             settings_sha256: settings_sha256.clone(),
             fallback: None,
             request: body.clone(),
+            state: state.cloned(),
             decisions: DecisionColumnsRecord::from_wit(decisions),
             timing: TimingRecord {
                 server_us: 0,

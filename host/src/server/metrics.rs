@@ -251,6 +251,24 @@ pub struct Metrics {
     /// Outcome events since start (`POST /v1/outcomes`), by what became of
     /// them.
     pub outcome_events: Family<DecisionLogLabels, Gauge>,
+    /// Delivery state store operations since start, by what became of them.
+    pub state_ops: Family<StateOpLabels, Gauge>,
+    /// 1 while the delivery state store is degraded (scoring on last-known
+    /// values, events queued), else 0.
+    pub state_degraded: Gauge,
+    /// Events queued for the delivery state store now.
+    pub state_queued_events: Gauge,
+}
+
+/// Labels of a delivery state operation count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateOpLabels {
+    /// What: `read_ok`, `read_fallback` (last-known values used),
+    /// `read_error`, `write_error`, `events_buffered`, `events_dropped`,
+    /// `events_flushed`, `pacing_applied`, `pacing_refused` (the write rule
+    /// refused a stale or same-tick step), `pacing_dropped` (writer queue
+    /// full).
+    pub op: &'static str,
 }
 
 /// The shadow divergence gauges: name and help.
@@ -343,6 +361,24 @@ impl Metrics {
         let shadow_reason_diff = Family::default();
         let decision_log = Family::default();
         let outcome_events = Family::default();
+        let state_ops = Family::default();
+        registry.register(
+            "state_operations",
+            "Delivery state store operations since start, by op (read_ok, read_fallback, read_error, write_error, events_buffered, events_dropped, events_flushed, pacing_applied, pacing_refused, pacing_dropped)",
+            Family::<StateOpLabels, Gauge>::clone(&state_ops),
+        );
+        let state_degraded = Gauge::default();
+        registry.register(
+            "state_degraded",
+            "1 while the delivery state store is degraded (last-known values, events queued)",
+            state_degraded.clone(),
+        );
+        let state_queued_events = Gauge::default();
+        registry.register(
+            "state_queued_events",
+            "Events queued for the delivery state store",
+            state_queued_events.clone(),
+        );
         registry.register(
             "outcome_events",
             "Outcome events since start: written, refused (queue full, answered 503), failed (I/O)",
@@ -445,6 +481,9 @@ impl Metrics {
             rollbacks,
             decision_log,
             outcome_events,
+            state_ops,
+            state_degraded,
+            state_queued_events,
         }
     }
 
@@ -524,6 +563,30 @@ impl Metrics {
                 .get_or_create(&DecisionLogLabels { state })
                 .set(n as i64);
         }
+    }
+
+    /// Publishes the delivery state store's health.
+    pub fn state_stats(&self, h: &oasis_state::Health, pacing_dropped: u64) {
+        let c = &h.counters;
+        for (op, n) in [
+            ("read_ok", c.read_ok),
+            ("read_fallback", c.read_fallback),
+            ("read_error", c.read_errors),
+            ("write_error", c.write_errors),
+            ("events_buffered", c.events_buffered),
+            ("events_dropped", c.events_dropped),
+            ("events_flushed", c.events_flushed),
+            ("pacing_applied", c.pacing_applied),
+            ("pacing_refused", c.pacing_refused),
+            ("pacing_dropped", pacing_dropped),
+        ] {
+            self.state_ops
+                .get_or_create(&StateOpLabels { op })
+                .set(n as i64);
+        }
+        self.state_degraded
+            .set(i64::from(h.state != oasis_state::HealthState::Ok));
+        self.state_queued_events.set(h.queued_events as i64);
     }
 
     /// Counts a rollback of `route`'s canary.

@@ -33,6 +33,7 @@ pub mod admin_auth;
 pub mod api_error;
 pub mod audit;
 pub mod chain;
+pub mod events;
 pub mod grpc;
 pub mod guardrail;
 pub mod listener;
@@ -107,6 +108,8 @@ pub struct ServerConfig {
     /// How long a manifest may wait for its module before the wait counts
     /// as a failed load.
     pub module_grace: Duration,
+    /// Where delivery state is kept (embedded by default).
+    pub state: crate::delivery::StateConfig,
 }
 
 /// Decision logging of a server.
@@ -143,6 +146,7 @@ impl Default for ServerConfig {
             decision_log: None,
             promotion_stall: promotion::PromotionStall::default(),
             module_grace: Duration::from_secs(60),
+            state: crate::delivery::StateConfig::default(),
         }
     }
 }
@@ -182,6 +186,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/score", post(score::score))
         .route("/v1/outcomes", post(outcomes::record))
+        .route("/v1/events", post(events::record))
         .route("/v1/policies", get(status::list))
         .route("/v1/policies/{name}", get(status::get))
         .route("/v1/policies/{name}/versions", get(status::versions))
@@ -273,6 +278,21 @@ impl Server {
             cfg.max_inflight,
         )
         .with_store(store);
+        let delivery = crate::delivery::Delivery::open(&cfg.state, &cfg.policies).map_err(|e| {
+            ServerError::Policies {
+                path: cfg.policies.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        if let Some(d) = &delivery {
+            tracing::info!(store = d.health().kind, "delivery state on");
+        } else {
+            tracing::info!("delivery state off: requests carry all of it");
+        }
+        let state = AppState {
+            delivery,
+            ..state
+        };
         let (state, log_writer) = match &cfg.decision_log {
             None => (state, None),
             Some(d) => {

@@ -72,7 +72,7 @@ pub async fn record(
         Ok(b) => b,
         Err(e) => return ApiError::body(e, state.max_body_bytes).into_response(),
     };
-    let events = match parse(&body) {
+    let events = match parse_events(&body) {
         Ok(events) => events,
         Err(e) => return e.into_response(),
     };
@@ -106,7 +106,7 @@ pub async fn record(
 }
 
 /// The events of a body: JSON lines, or one JSON array; every one checked.
-fn parse(body: &[u8]) -> Result<Vec<OutcomeEvent>, ApiError> {
+pub(crate) fn parse_events(body: &[u8]) -> Result<Vec<OutcomeEvent>, ApiError> {
     let text = body.trim_ascii_start();
     let events: Vec<OutcomeEvent> = if text.first() == Some(&b'[') {
         serde_json::from_slice(text).map_err(|e| malformed("events", &e))?
@@ -192,17 +192,17 @@ mod tests {
     #[test]
     fn lines_and_arrays_parse_and_bad_events_are_named() {
         let lines = b"{\"request_id\":\"r\",\"candidate_id\":\"a\",\"event\":\"stream\"}\n\n{\"request_id\":\"r\",\"candidate_id\":\"b\",\"event\":\"skip\",\"value\":0.5}\n";
-        assert_eq!(parse(lines).unwrap().len(), 2);
+        assert_eq!(parse_events(lines).unwrap().len(), 2);
         let array = br#" [{"request_id":"r","candidate_id":"a","event":"save"}]"#;
-        assert_eq!(parse(array).unwrap().len(), 1);
+        assert_eq!(parse_events(array).unwrap().len(), 1);
         let bad_kind = b"{\"request_id\":\"r\",\"candidate_id\":\"a\",\"event\":\"stream\"}\n{\"request_id\":\"r\",\"candidate_id\":\"a\",\"event\":\"like\"}";
-        let e = parse(bad_kind).unwrap_err();
+        let e = parse_events(bad_kind).unwrap_err();
         assert_eq!(
             (e.status, e.field.as_deref()),
             (StatusCode::BAD_REQUEST, Some("events[1]"))
         );
         let control = br#"[{"request_id":"r\u001b[2J","candidate_id":"a","event":"stream"}]"#;
-        let e = parse(control).unwrap_err();
+        let e = parse_events(control).unwrap_err();
         assert_eq!(
             (e.status, e.field.as_deref()),
             (
@@ -212,11 +212,11 @@ mod tests {
         );
         let empty_id = br#"[{"request_id":"r","candidate_id":"","event":"stream"}]"#;
         assert_eq!(
-            parse(empty_id).unwrap_err().field.as_deref(),
+            parse_events(empty_id).unwrap_err().field.as_deref(),
             Some("events[0].candidate_id")
         );
         assert_eq!(
-            parse(b"\n \n").unwrap_err().status,
+            parse_events(b"\n \n").unwrap_err().status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
         let many: String = (0..=MAX_EVENTS)
@@ -224,6 +224,6 @@ mod tests {
                 format!("{{\"request_id\":\"r\",\"candidate_id\":\"c{i}\",\"event\":\"skip\"}}\n")
             })
             .collect();
-        assert_eq!(parse(many.as_bytes()).unwrap_err().kind, "too_many_events");
+        assert_eq!(parse_events(many.as_bytes()).unwrap_err().kind, "too_many_events");
     }
 }

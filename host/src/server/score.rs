@@ -179,9 +179,20 @@ pub async fn score_parsed<'a, R>(
     span.record("route", route.as_str());
     span.record("policy", main.key());
     span.record("version", main.policy.identity().version.as_str());
-    let req = req.validate(main.policy.limits().max_candidates)?;
+    let mut req = req.validate(main.policy.limits().max_candidates)?;
+    // Delivery state the request did not send (request values win).
+    let fill = match &state.delivery {
+        Some(d) => d.fill(&mut req).await,
+        None => None,
+    };
     let arms = plan.arms(&req.context.listener_id);
     let served = chain::serve(state, arms, plan.primary(), &req).await?;
+    // Only the served arm writes state (shadows and fallbacks never do).
+    if let Some(d) = &state.delivery
+        && served.arm != ArmKind::Passthrough
+    {
+        d.served(&req, &served.decisions.campaign_updates);
+    }
     if let (Some((ArmKind::Canary, ok, us)), Some(g)) = (served.first, &plan.guardrails) {
         guard_canary(state, &plan, ok, us, g);
     }
@@ -196,9 +207,16 @@ pub async fn score_parsed<'a, R>(
     });
     if let (Some(log), Some(raw)) = (logged, &raw) {
         let server_us = started.elapsed().as_micros() as u64;
-        log.served(&route, &req.context.request_id, raw, &served, server_us);
+        log.served(
+            &route,
+            &req.context.request_id,
+            raw,
+            fill.as_ref(),
+            &served,
+            server_us,
+        );
     }
-    shadow::spawn(state, &plan, &req, &served, raw.as_ref());
+    shadow::spawn(state, &plan, &req, &served, raw.as_ref(), fill.as_ref());
     state
         .metrics
         .requests

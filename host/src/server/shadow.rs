@@ -39,6 +39,7 @@ pub fn spawn(
     req: &ValidRequest<'_>,
     served: &Served,
     body: Option<&bytes::Bytes>,
+    fill: Option<&Arc<crate::delivery::Fill>>,
 ) {
     if plan.shadows.is_empty() || served.arm == ArmKind::Passthrough {
         return;
@@ -81,7 +82,12 @@ pub fn spawn(
         let (route, reference) = (plan.route.clone(), reference.clone());
         let log = body.and_then(|b| {
             let log = state.decision_log.clone()?;
-            Some((log, b.clone(), req.context.request_id.to_string()))
+            Some((
+                log,
+                b.clone(),
+                req.context.request_id.to_string(),
+                fill.cloned(),
+            ))
         });
         tokio::task::spawn_blocking(move || {
             let _permits = (slot, instance);
@@ -111,11 +117,12 @@ pub fn spawn(
                         stats.add(&div);
                     }
                     metrics.shadow_call(&route, &reference, "ok");
-                    if let Some((log, body, request_id)) = &log {
+                    if let Some((log, body, request_id, fill)) = &log {
                         log.shadow(
                             &route,
                             request_id,
                             body,
+                            fill.as_ref(),
                             shadow.policy.identity(),
                             shadow.policy.settings_sha256(),
                             o,

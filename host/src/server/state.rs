@@ -34,6 +34,8 @@ pub struct AppState {
     pub store: Option<VersionStore>,
     /// The decision log, when decisions are logged.
     pub decision_log: Option<DecisionLogging>,
+    /// The delivery state, when kept.
+    pub delivery: Option<crate::delivery::Delivery>,
 }
 
 /// A guardrail breach to act on: roll `digest` back on `route`.
@@ -104,12 +106,19 @@ impl AppState {
             rollbacks: RollbackRequests::new(),
             store: None,
             decision_log: None,
+            delivery: None,
         }
     }
 
     /// The same state, logging decisions to `log`.
     pub fn with_decision_log(mut self, log: DecisionLogging) -> Self {
         self.decision_log = Some(log);
+        self
+    }
+
+    /// The same state, keeping delivery state in `delivery`.
+    pub fn with_delivery(mut self, delivery: crate::delivery::Delivery) -> Self {
+        self.delivery = Some(delivery);
         self
     }
 

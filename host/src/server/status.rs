@@ -52,6 +52,9 @@ pub struct ActiveStatus<'a> {
     pub version: &'a str,
     /// `sha256:…` of the component.
     pub digest: &'a str,
+    /// The contract version the component was built against (`0.1.0` or
+    /// `0.2.0`).
+    pub contract: &'a str,
     /// `sha256` (hex) of the settings it was loaded with.
     pub settings_sha256: &'a str,
     /// The settings in effect: documented defaults overridden by the
@@ -109,6 +112,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 name: &i.name,
                 version: &i.version,
                 digest: &i.digest,
+                contract: i.contract,
                 settings_sha256: a.policy.settings_sha256(),
                 settings: a.policy.effective_settings(),
                 module: a.manifest.module.display().to_string(),
@@ -159,8 +163,56 @@ pub async fn list(State(state): State<AppState>) -> Response {
         "routes": snapshot.routes,
         "default_route": snapshot.default_route,
         "routes_failure": snapshot.routes_failure,
+        "state": state.delivery.as_ref().map(|d| StateStatus::of(&d.health())),
     }))
     .into_response()
+}
+
+/// The delivery state store as `/v1/policies` and `/readyz` report it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StateStatus {
+    /// `embedded` or `redis`.
+    pub store: &'static str,
+    /// `ok`, `degraded` (the store fails: requests are scored with
+    /// last-known values, events are queued) or `recovering` (it answers
+    /// again; queued events are being applied).
+    pub status: &'static str,
+    /// Since when it is degraded, RFC 3339.
+    pub since: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+    /// Events queued for the store.
+    pub queued_events: u64,
+}
+
+impl StateStatus {
+    /// The status of `h`.
+    pub fn of(h: &oasis_state::Health) -> Self {
+        use oasis_state::HealthState;
+        let (status, since, error) = match &h.state {
+            HealthState::Ok => ("ok", None, None),
+            HealthState::Degraded {
+                since_unix_ms,
+                last_error,
+                recovering,
+            } => (
+                if *recovering { "recovering" } else { "degraded" },
+                Some(humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis((*since_unix_ms).max(0) as u64),
+                )
+                .to_string()),
+                Some(last_error.clone()),
+            ),
+        };
+        StateStatus {
+            store: h.kind,
+            status,
+            since,
+            error,
+            queued_events: h.queued_events,
+        }
+    }
 }
 
 /// `GET /v1/policies/{name}`.
@@ -189,7 +241,22 @@ pub async fn healthz() -> &'static str {
         (status = 503, description = "Still loading the initial policy set", body = String, content_type = "text/plain", example = "loading policies\n")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.registry.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+        // A degraded state store does not make the server unready: it
+        // scores with last-known values. It is reported, for operators.
+        match state.delivery.as_ref().map(|d| StateStatus::of(&d.health())) {
+            Some(s) if s.status != "ok" => (
+                StatusCode::OK,
+                format!(
+                    "ready; delivery state {} ({} store: {}; {} events queued)\n",
+                    s.status,
+                    s.store,
+                    s.error.unwrap_or_default(),
+                    s.queued_events
+                ),
+            )
+                .into_response(),
+            _ => (StatusCode::OK, "ready\n").into_response(),
+        }
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading policies\n").into_response()
     }
@@ -203,6 +270,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(l) = &state.decision_log {
         state.metrics.decision_log_stats(&l.log.stats());
         state.metrics.outcome_stats(&l.log.outcome_stats());
+    }
+    if let Some(d) = &state.delivery {
+        state.metrics.state_stats(&d.health(), d.dropped_steps());
     }
     (
         [(
