@@ -20,9 +20,60 @@
 //!
 //! [`StateStore`] is the one interface; the embedded store (one machine, no
 //! setup, survives kill -9) and the Redis store (many replicas) implement
-//! it, and one test suite runs against both.
+//! it, and one test suite runs against both. The host calls them through
+//! [`Guarded`], which bounds the time a read may take, falls back to the
+//! last-known values, skips a dead store (circuit breaker) and buffers events
+//! until it returns.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), oasis_state::StoreError> {
+//! use std::sync::Arc;
+//! use oasis_state::{EmbeddedConfig, EmbeddedStore, GuardConfig, Guarded, StateQuery};
+//!
+//! let store = EmbeddedStore::open(EmbeddedConfig::new("deploy/state"))?;
+//! let state = Guarded::new(Arc::new(store), GuardConfig::default());
+//! let snapshot = state
+//!     .read(&StateQuery {
+//!         now_ms: 1_700_000_000_000,
+//!         listener_id: "l1",
+//!         session_id: "s1",
+//!         tracks: &["t1", "t2"],
+//!         campaigns: &["c1"],
+//!         holders: &["h1"],
+//!     })
+//!     .await;
+//! println!("{:?} impressions of t1 in 24 h", snapshot.impressions_24h[0].value());
+//! # Ok(()) }
+//! ```
 
 use async_trait::async_trait;
+
+pub mod embedded;
+pub mod guarded;
+mod model;
+pub mod redis;
+
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use guarded::{
+    Counters, GuardConfig, Guarded, GuardedSnapshot, Health, HealthState, PacingOutcome,
+    RecordOutcome, Source, Sourced,
+};
+pub use redis::{RedisConfig, RedisStore};
+
+/// The listener × track promoted-impression window: 24 h.
+pub const IMPRESSION_WINDOW_MS: i64 = 24 * 3_600_000;
+/// The rights-holder exposure window in hour buckets: 7 days.
+pub const EXPOSURE_WINDOW_HOURS: i64 = 7 * 24;
+/// The default pacing tick: one controller step per campaign per second.
+pub const DEFAULT_TICK_MS: i64 = 1_000;
+/// The default idle time after which a session's plays are forgotten: 24 h.
+pub const DEFAULT_SESSION_IDLE_MS: i64 = 24 * 3_600_000;
+/// The default time an event id is remembered for de-duplication: 24 h.
+pub const DEFAULT_DEDUP_WINDOW_MS: i64 = 24 * 3_600_000;
+/// At most this many impression timestamps are kept per listener × track
+/// (the newest); counts above it are reported as this number. Frequency caps
+/// are far below it.
+pub const MAX_IMPRESSIONS_PER_PAIR: usize = 64;
 
 /// What one scoring request needs from the store. Every slice may be empty;
 /// ids are the caller's (track ids are candidate ids).
