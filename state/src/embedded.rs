@@ -121,7 +121,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("file", &self.inner.file).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("file", &self.inner.file)
+            .finish()
     }
 }
 
@@ -188,7 +190,12 @@ struct Writer {
 enum Change {
     Campaign(String, CampaignState),
     Impressions(String, String, Vec<i64>),
-    Play { session: String, track: String, plays: u32, last_at: i64 },
+    Play {
+        session: String,
+        track: String,
+        plays: u32,
+        last_at: i64,
+    },
     Attention(String, i64, u64),
     AttentionTotal(i64, u64),
 }
@@ -216,10 +223,14 @@ fn encode_times(ts: &[i64]) -> Vec<u8> {
 }
 
 fn decode_times(b: &[u8]) -> Option<Vec<i64>> {
-    if b.len() % 8 != 0 {
+    if !b.len().is_multiple_of(8) {
         return None;
     }
-    Some(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+    Some(
+        b.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect(),
+    )
 }
 
 fn campaign_row(c: &CampaignState) -> (u64, bool, f64, f64, i64) {
@@ -229,10 +240,16 @@ fn campaign_row(c: &CampaignState) -> (u64, bool, f64, f64, i64) {
     }
 }
 
-fn campaign_from_row((delivered, has, integral, last_error, updated_ms): (u64, bool, f64, f64, i64)) -> CampaignState {
+fn campaign_from_row(
+    (delivered, has, integral, last_error, updated_ms): (u64, bool, f64, f64, i64),
+) -> CampaignState {
     CampaignState {
         delivered,
-        pacing: has.then_some(PacingState { integral, last_error, updated_ms }),
+        pacing: has.then_some(PacingState {
+            integral,
+            last_error,
+            updated_ms,
+        }),
     }
 }
 
@@ -268,20 +285,34 @@ impl EmbeddedStore {
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(unavailable(&file, "the database is open in another process"));
+                return Err(unavailable(
+                    &file,
+                    "the database is open in another process",
+                ));
             }
             Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => {
                 // A foreign file usually fails as a short read or bad header.
                 return Err(
-                    if matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound) {
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+                    ) {
                         unavailable(&file, e)
                     } else {
                         corrupt(format!("not a readable redb database ({e})"))
                     },
                 );
             }
-            Ok(Err(e)) => return Err(corrupt(format!("not a readable Oasis state database ({e})"))),
-            Err(_) => return Err(corrupt("not a readable Oasis state database (redb panicked opening it)".into())),
+            Ok(Err(e)) => {
+                return Err(corrupt(format!(
+                    "not a readable Oasis state database ({e})"
+                )));
+            }
+            Err(_) => {
+                return Err(corrupt(
+                    "not a readable Oasis state database (redb panicked opening it)".into(),
+                ));
+            }
         };
         check_schema(&db, &file)?;
         let started = std::time::Instant::now();
@@ -294,7 +325,13 @@ impl EmbeddedStore {
             "embedded state store opened"
         );
         Ok(Self {
-            inner: Arc::new(Inner { config, file, db, mem, writer: Mutex::new(writer) }),
+            inner: Arc::new(Inner {
+                config,
+                file,
+                db,
+                mem,
+                writer: Mutex::new(writer),
+            }),
         })
     }
 
@@ -328,7 +365,9 @@ fn check_schema(db: &redb::Database, file: &Path) -> Result<(), StoreError> {
         .map(|t| t.name().to_string())
         .collect();
     if tables.iter().any(|t| t == META.name()) {
-        let meta = read.open_table(META).map_err(|e| foreign(format!("meta table: {e}")))?;
+        let meta = read
+            .open_table(META)
+            .map_err(|e| foreign(format!("meta table: {e}")))?;
         let schema = meta.get("schema").map_err(|e| storage_error(file, e))?;
         return match schema.as_ref().map(|s| s.value()) {
             Some(SCHEMA) => Ok(()),
@@ -347,15 +386,30 @@ fn check_schema(db: &redb::Database, file: &Path) -> Result<(), StoreError> {
     let write = db.begin_write().map_err(|e| storage_error(file, e))?;
     {
         let mut meta = write.open_table(META).map_err(|e| storage_error(file, e))?;
-        meta.insert("schema", SCHEMA).map_err(|e| storage_error(file, e))?;
+        meta.insert("schema", SCHEMA)
+            .map_err(|e| storage_error(file, e))?;
         // Create every table so that reads at load never meet a missing one.
-        write.open_table(CAMPAIGNS).map_err(|e| storage_error(file, e))?;
-        write.open_table(IMPRESSIONS).map_err(|e| storage_error(file, e))?;
-        write.open_table(SESSIONS).map_err(|e| storage_error(file, e))?;
-        write.open_table(SESSION_PLAYS).map_err(|e| storage_error(file, e))?;
-        write.open_table(ATTENTION).map_err(|e| storage_error(file, e))?;
-        write.open_table(ATTENTION_TOTAL).map_err(|e| storage_error(file, e))?;
-        write.open_table(DEDUP).map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(CAMPAIGNS)
+            .map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(IMPRESSIONS)
+            .map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(SESSIONS)
+            .map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(SESSION_PLAYS)
+            .map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(ATTENTION)
+            .map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(ATTENTION_TOTAL)
+            .map_err(|e| storage_error(file, e))?;
+        write
+            .open_table(DEDUP)
+            .map_err(|e| storage_error(file, e))?;
     }
     write.commit().map_err(|e| storage_error(file, e))?;
     Ok(())
@@ -389,8 +443,12 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
     for row in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
         let (listener, track) = k.value();
-        let ts = decode_times(v.value())
-            .ok_or_else(|| bad(format!("impressions/{listener}/{track}"), "not a list of times"))?;
+        let ts = decode_times(v.value()).ok_or_else(|| {
+            bad(
+                format!("impressions/{listener}/{track}"),
+                "not a list of times",
+            )
+        })?;
         if let Some(&t) = ts.last() {
             high_water_ms = high_water_ms.max(t);
         }
@@ -406,8 +464,12 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
     for row in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
         high_water_ms = high_water_ms.max(v.value());
-        mem.sessions.shard(k.value()).write().entry(k.value().to_string()).or_default().last_at =
-            v.value();
+        mem.sessions
+            .shard(k.value())
+            .write()
+            .entry(k.value().to_string())
+            .or_default()
+            .last_at = v.value();
     }
     let t = read.open_table(SESSION_PLAYS).map_err(|e| err(e.into()))?;
     for row in t.iter().map_err(|e| err(e.into()))? {
@@ -427,9 +489,15 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
     for row in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
         let (holder, hour) = k.value();
-        holders.by_holder.entry(holder.to_string()).or_default().insert(hour, v.value());
+        holders
+            .by_holder
+            .entry(holder.to_string())
+            .or_default()
+            .insert(hour, v.value());
     }
-    let t = read.open_table(ATTENTION_TOTAL).map_err(|e| err(e.into()))?;
+    let t = read
+        .open_table(ATTENTION_TOTAL)
+        .map_err(|e| err(e.into()))?;
     for row in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
         holders.total.insert(k.value(), v.value());
@@ -446,7 +514,15 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
     ids.sort();
     let dedup = ids.iter().map(|(at, id)| (id.clone(), *at)).collect();
     let dedup_order = ids.into_iter().map(|(_, id)| id).collect();
-    Ok((mem, Writer { dedup, dedup_order, high_water_ms, compacted_hour: None }))
+    Ok((
+        mem,
+        Writer {
+            dedup,
+            dedup_order,
+            high_water_ms,
+            compacted_hour: None,
+        },
+    ))
 }
 
 impl Inner {
@@ -476,7 +552,9 @@ impl Inner {
                     out.duplicates += 1;
                     continue;
                 }
-                dedup.insert(e.id.as_str(), e.at_ms).map_err(|x| self.err(x))?;
+                dedup
+                    .insert(e.id.as_str(), e.at_ms)
+                    .map_err(|x| self.err(x))?;
                 new_ids.push((Arc::from(e.id.as_str()), e.at_ms));
                 high_water_ms = high_water_ms.max(e.at_ms);
                 out.applied += 1;
@@ -488,7 +566,9 @@ impl Inner {
                         .map(|v| campaign_from_row(v.value()))
                         .unwrap_or_default();
                     state.delivered += 1;
-                    campaigns.insert(c, campaign_row(&state)).map_err(|x| self.err(x))?;
+                    campaigns
+                        .insert(c, campaign_row(&state))
+                        .map_err(|x| self.err(x))?;
                     changes.push(Change::Campaign(c.to_string(), state));
                 }
                 if fx.impression {
@@ -499,18 +579,30 @@ impl Inner {
                     };
                     ts.push(e.at_ms);
                     model::trim_impressions(&mut ts, MAX_IMPRESSIONS_PER_PAIR);
-                    impressions.insert(key, encode_times(&ts).as_slice()).map_err(|x| self.err(x))?;
-                    changes.push(Change::Impressions(e.listener_id.clone(), e.track_id.clone(), ts));
+                    impressions
+                        .insert(key, encode_times(&ts).as_slice())
+                        .map_err(|x| self.err(x))?;
+                    changes.push(Change::Impressions(
+                        e.listener_id.clone(),
+                        e.track_id.clone(),
+                        ts,
+                    ));
                 }
                 if fx.play {
                     let key = (e.session_id.as_str(), e.track_id.as_str());
-                    let n = plays.get(key).map_err(|x| self.err(x))?.map_or(0, |v| v.value()) + 1;
+                    let n = plays
+                        .get(key)
+                        .map_err(|x| self.err(x))?
+                        .map_or(0, |v| v.value())
+                        + 1;
                     plays.insert(key, n).map_err(|x| self.err(x))?;
                     let last = sessions
                         .get(e.session_id.as_str())
                         .map_err(|x| self.err(x))?
                         .map_or(e.at_ms, |v| v.value().max(e.at_ms));
-                    sessions.insert(e.session_id.as_str(), last).map_err(|x| self.err(x))?;
+                    sessions
+                        .insert(e.session_id.as_str(), last)
+                        .map_err(|x| self.err(x))?;
                     changes.push(Change::Play {
                         session: e.session_id.clone(),
                         track: e.track_id.clone(),
@@ -520,10 +612,19 @@ impl Inner {
                 }
                 if let Some((holder, units)) = fx.attention {
                     let hour = hour_of(e.at_ms);
-                    let h = attention.get((holder, hour)).map_err(|x| self.err(x))?.map_or(0, |v| v.value())
+                    let h = attention
+                        .get((holder, hour))
+                        .map_err(|x| self.err(x))?
+                        .map_or(0, |v| v.value())
                         + units;
-                    attention.insert((holder, hour), h).map_err(|x| self.err(x))?;
-                    let t = total.get(hour).map_err(|x| self.err(x))?.map_or(0, |v| v.value()) + units;
+                    attention
+                        .insert((holder, hour), h)
+                        .map_err(|x| self.err(x))?;
+                    let t = total
+                        .get(hour)
+                        .map_err(|x| self.err(x))?
+                        .map_or(0, |v| v.value())
+                        + units;
                     total.insert(hour, t).map_err(|x| self.err(x))?;
                     changes.push(Change::Attention(holder.to_string(), hour, h));
                     changes.push(Change::AttentionTotal(hour, t));
@@ -566,22 +667,38 @@ impl Inner {
         for c in changes {
             match c {
                 Change::Campaign(id, state) => {
-                    let mut map = self.mem.campaigns.write();
-                    // Keep pacing state written since (writes are serialized,
-                    // so this is the committed value).
-                    map.insert(id, state);
+                    // The whole committed state (delivery and pacing):
+                    // writes are serialized, so it is the latest.
+                    self.mem.campaigns.write().insert(id, state);
                 }
                 Change::Impressions(listener, track, ts) => {
-                    self.mem.listeners.shard(&listener).write().entry(listener).or_default().insert(track, ts);
+                    self.mem
+                        .listeners
+                        .shard(&listener)
+                        .write()
+                        .entry(listener)
+                        .or_default()
+                        .insert(track, ts);
                 }
-                Change::Play { session, track, plays, last_at } => {
+                Change::Play {
+                    session,
+                    track,
+                    plays,
+                    last_at,
+                } => {
                     let mut shard = self.mem.sessions.shard(&session).write();
                     let s = shard.entry(session).or_default();
                     s.last_at = last_at;
                     s.plays.insert(track, plays);
                 }
                 Change::Attention(holder, hour, units) => {
-                    self.mem.holders.write().by_holder.entry(holder).or_default().insert(hour, units);
+                    self.mem
+                        .holders
+                        .write()
+                        .by_holder
+                        .entry(holder)
+                        .or_default()
+                        .insert(hour, units);
                 }
                 Change::AttentionTotal(hour, units) => {
                     self.mem.holders.write().total.insert(hour, units);
@@ -623,30 +740,45 @@ impl Inner {
                 h.by_holder
                     .iter()
                     .flat_map(|(holder, hours)| {
-                        hours.range(..oldest_hour).map(move |(hour, _)| (holder.clone(), *hour))
+                        hours
+                            .range(..oldest_hour)
+                            .map(move |(hour, _)| (holder.clone(), *hour))
                     })
                     .collect(),
-                h.total.range(..oldest_hour).map(|(hour, _)| *hour).collect(),
+                h.total
+                    .range(..oldest_hour)
+                    .map(|(hour, _)| *hour)
+                    .collect(),
             )
         };
-        if !(dead_pairs.is_empty() && dead_sessions.is_empty() && dead_attention.is_empty() && dead_total.is_empty()) {
+        if !(dead_pairs.is_empty()
+            && dead_sessions.is_empty()
+            && dead_attention.is_empty()
+            && dead_total.is_empty())
+        {
             let txn = self.db.begin_write().map_err(|e| self.err(e))?;
             {
                 let mut impressions = txn.open_table(IMPRESSIONS).map_err(|e| self.err(e))?;
                 for (l, t) in &dead_pairs {
-                    impressions.remove((l.as_str(), t.as_str())).map_err(|e| self.err(e))?;
+                    impressions
+                        .remove((l.as_str(), t.as_str()))
+                        .map_err(|e| self.err(e))?;
                 }
                 let mut sessions = txn.open_table(SESSIONS).map_err(|e| self.err(e))?;
                 let mut plays = txn.open_table(SESSION_PLAYS).map_err(|e| self.err(e))?;
                 for (s, tracks) in &dead_sessions {
                     sessions.remove(s.as_str()).map_err(|e| self.err(e))?;
                     for t in tracks {
-                        plays.remove((s.as_str(), t.as_str())).map_err(|e| self.err(e))?;
+                        plays
+                            .remove((s.as_str(), t.as_str()))
+                            .map_err(|e| self.err(e))?;
                     }
                 }
                 let mut attention = txn.open_table(ATTENTION).map_err(|e| self.err(e))?;
                 for (h, hour) in &dead_attention {
-                    attention.remove((h.as_str(), *hour)).map_err(|e| self.err(e))?;
+                    attention
+                        .remove((h.as_str(), *hour))
+                        .map_err(|e| self.err(e))?;
                 }
                 let mut total = txn.open_table(ATTENTION_TOTAL).map_err(|e| self.err(e))?;
                 for hour in &dead_total {
@@ -710,7 +842,9 @@ impl Inner {
                         last_error: w.last_error,
                         updated_ms: w.at_ms,
                     });
-                    campaigns.insert(w.campaign_id.as_str(), campaign_row(&state)).map_err(|x| self.err(x))?;
+                    campaigns
+                        .insert(w.campaign_id.as_str(), campaign_row(&state))
+                        .map_err(|x| self.err(x))?;
                     changes.push(Change::Campaign(w.campaign_id.clone(), state));
                 }
                 applied.push(ok);
@@ -728,7 +862,10 @@ impl Inner {
     fn read(&self, q: &StateQuery<'_>) -> StateSnapshot {
         let campaigns = {
             let map = self.mem.campaigns.read();
-            q.campaigns.iter().map(|c| map.get(*c).copied().unwrap_or_default()).collect()
+            q.campaigns
+                .iter()
+                .map(|c| map.get(*c).copied().unwrap_or_default())
+                .collect()
         };
         let impressions_24h = {
             let shard = self.mem.listeners.shard(q.listener_id).read();
@@ -737,7 +874,9 @@ impl Inner {
                 .iter()
                 .map(|t| {
                     tracks.and_then(|m| m.get(*t)).map_or(0, |ts| {
-                        ts.iter().filter(|&&at| model::in_impression_window(at, q.now_ms)).count() as u32
+                        ts.iter()
+                            .filter(|&&at| model::in_impression_window(at, q.now_ms))
+                            .count() as u32
                     })
                 })
                 .collect()
@@ -769,7 +908,12 @@ impl Inner {
                 })
                 .collect()
         };
-        StateSnapshot { campaigns, impressions_24h, session_promoted, exposure_share_7d }
+        StateSnapshot {
+            campaigns,
+            impressions_24h,
+            session_promoted,
+            exposure_share_7d,
+        }
     }
 }
 
@@ -796,7 +940,8 @@ impl StateStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         let writes = writes.to_vec();
-        self.blocking(move |inner| inner.write_pacing(&writes)).await
+        self.blocking(move |inner| inner.write_pacing(&writes))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -249,9 +249,17 @@ fn bump(c: &AtomicU64, n: u64) {
 enum Mode {
     Ok,
     /// Skipping the store until `retry_at`, then probing.
-    Open { since: SystemTime, last_error: String, retry_at: Instant, backoff: Duration },
+    Open {
+        since: SystemTime,
+        last_error: String,
+        retry_at: Instant,
+        backoff: Duration,
+    },
     /// The store answers; the queue is being flushed.
-    Recovering { since: SystemTime, last_error: String },
+    Recovering {
+        since: SystemTime,
+        last_error: String,
+    },
 }
 
 struct Shared {
@@ -296,7 +304,9 @@ pub struct Guarded {
 
 impl std::fmt::Debug for Guarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guarded").field("kind", &self.inner.store.kind()).finish()
+        f.debug_struct("Guarded")
+            .field("kind", &self.inner.store.kind())
+            .finish()
     }
 }
 
@@ -305,7 +315,8 @@ fn cap(n: usize) -> NonZeroUsize {
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Guarded {
@@ -320,7 +331,11 @@ impl Guarded {
             inner: Arc::new(Inner {
                 store,
                 config,
-                shared: Mutex::new(Shared { mode: Mode::Ok, queue: VecDeque::new(), flushing: false }),
+                shared: Mutex::new(Shared {
+                    mode: Mode::Ok,
+                    queue: VecDeque::new(),
+                    flushing: false,
+                }),
                 probing: AtomicBool::new(false),
                 last_known: Mutex::new(last_known),
                 counters: AtomicCounters::default(),
@@ -349,7 +364,10 @@ impl Guarded {
                 }
                 Err(_) => {
                     bump(&inner.counters.read_errors, 1);
-                    self.failed(&format!("read took more than {:?}", inner.config.read_budget));
+                    self.failed(&format!(
+                        "read took more than {:?}",
+                        inner.config.read_budget
+                    ));
                 }
             }
         }
@@ -373,7 +391,10 @@ impl Guarded {
             }
         }
         match tokio::time::timeout(inner.config.write_budget, inner.store.record(events)).await {
-            Ok(Ok(r)) => RecordOutcome { stored: Some(r), ..Default::default() },
+            Ok(Ok(r)) => RecordOutcome {
+                stored: Some(r),
+                ..Default::default()
+            },
             failure => {
                 bump(&inner.counters.write_errors, 1);
                 self.failed(&match failure {
@@ -393,25 +414,37 @@ impl Guarded {
     pub async fn write_pacing(&self, writes: &[PacingWrite]) -> PacingOutcome {
         let inner = &self.inner;
         if self.admit().await {
-            match tokio::time::timeout(inner.config.write_budget, inner.store.write_pacing(writes)).await {
+            match tokio::time::timeout(inner.config.write_budget, inner.store.write_pacing(writes))
+                .await
+            {
                 Ok(Ok(applied)) => {
                     let mut lk = inner.last_known.lock();
                     for (w, ok) in writes.iter().zip(&applied) {
                         if *ok {
-                            let mut c = lk.campaigns.get(&w.campaign_id).copied().unwrap_or_default();
+                            let mut c = lk
+                                .campaigns
+                                .get(&w.campaign_id)
+                                .copied()
+                                .unwrap_or_default();
                             c.pacing = Some(pacing_of(w));
                             lk.campaigns.put(w.campaign_id.clone(), c);
                         }
                     }
                     drop(lk);
                     self.count_pacing(&applied);
-                    return PacingOutcome { applied, source: Source::Store };
+                    return PacingOutcome {
+                        applied,
+                        source: Source::Store,
+                    };
                 }
                 failure => {
                     bump(&inner.counters.write_errors, 1);
                     self.failed(&match failure {
                         Ok(Err(e)) => e.to_string(),
-                        _ => format!("pacing write took more than {:?}", inner.config.write_budget),
+                        _ => format!(
+                            "pacing write took more than {:?}",
+                            inner.config.write_budget
+                        ),
                     });
                 }
             }
@@ -433,7 +466,10 @@ impl Guarded {
             .collect();
         drop(lk);
         self.count_pacing(&applied);
-        PacingOutcome { applied, source: Source::LastKnown }
+        PacingOutcome {
+            applied,
+            source: Source::LastKnown,
+        }
     }
 
     /// The state and counters, for `/readyz`, status and metrics.
@@ -443,7 +479,9 @@ impl Guarded {
         let shared = self.inner.shared.lock();
         let state = match &shared.mode {
             Mode::Ok => HealthState::Ok,
-            Mode::Open { since, last_error, .. } => HealthState::Degraded {
+            Mode::Open {
+                since, last_error, ..
+            } => HealthState::Degraded {
                 since_unix_ms: unix_ms(*since),
                 last_error: last_error.clone(),
                 recovering: false,
@@ -499,7 +537,10 @@ impl Guarded {
                 false
             }
             Err(_) => {
-                self.probe_failed(format!("ping took more than {:?}", inner.config.read_budget));
+                self.probe_failed(format!(
+                    "ping took more than {:?}",
+                    inner.config.read_budget
+                ));
                 false
             }
         };
@@ -533,7 +574,13 @@ impl Guarded {
     fn probe_failed(&self, error: String) {
         let max = self.inner.config.backoff_max;
         let mut shared = self.inner.shared.lock();
-        if let Mode::Open { backoff, retry_at, last_error, .. } = &mut shared.mode {
+        if let Mode::Open {
+            backoff,
+            retry_at,
+            last_error,
+            ..
+        } = &mut shared.mode
+        {
             *backoff = (*backoff * 2).min(max);
             *retry_at = Instant::now() + *backoff;
             *last_error = error;
@@ -542,13 +589,22 @@ impl Guarded {
 
     fn recovered(&self) {
         let mut shared = self.inner.shared.lock();
-        let Mode::Open { since, last_error, .. } = &shared.mode else { return };
+        let Mode::Open {
+            since, last_error, ..
+        } = &shared.mode
+        else {
+            return;
+        };
         let (since, last_error) = (*since, last_error.clone());
         if shared.queue.is_empty() {
             shared.mode = Mode::Ok;
             info!(store = self.inner.store.kind(), "state store is back");
         } else {
-            info!(store = self.inner.store.kind(), queued = shared.queue.len(), "state store is back; flushing queued events");
+            info!(
+                store = self.inner.store.kind(),
+                queued = shared.queue.len(),
+                "state store is back; flushing queued events"
+            );
             shared.mode = Mode::Recovering { since, last_error };
             if !shared.flushing {
                 shared.flushing = true;
@@ -571,13 +627,17 @@ impl Guarded {
                 if shared.queue.is_empty() {
                     shared.mode = Mode::Ok;
                     shared.flushing = false;
-                    info!(store = inner.store.kind(), "queued events flushed; state store ok");
+                    info!(
+                        store = inner.store.kind(),
+                        "queued events flushed; state store ok"
+                    );
                     return;
                 }
                 let n = shared.queue.len().min(inner.config.flush_batch.max(1));
                 shared.queue.range(..n).cloned().collect()
             };
-            match tokio::time::timeout(inner.config.write_budget, inner.store.record(&batch)).await {
+            match tokio::time::timeout(inner.config.write_budget, inner.store.record(&batch)).await
+            {
                 Ok(Ok(_)) => {
                     // Only this task removes from the front; others push to the back.
                     inner.shared.lock().queue.drain(..batch.len());
@@ -598,14 +658,21 @@ impl Guarded {
     }
 
     fn enqueue(&self, shared: &mut Shared, events: &[DeliveryEvent]) -> RecordOutcome {
-        let room = self.inner.config.buffer_capacity.saturating_sub(shared.queue.len());
+        let room = self
+            .inner
+            .config
+            .buffer_capacity
+            .saturating_sub(shared.queue.len());
         let taken = events.len().min(room);
         shared.queue.extend(events[..taken].iter().cloned());
         let dropped = (events.len() - taken) as u64;
         bump(&self.inner.counters.events_buffered, taken as u64);
         if dropped > 0 {
             bump(&self.inner.counters.events_dropped, dropped);
-            warn!(store = self.inner.store.kind(), dropped, "state store down and event queue full; events dropped");
+            warn!(
+                store = self.inner.store.kind(),
+                dropped, "state store down and event queue full; events dropped"
+            );
         }
         // Keep the local delivered counts moving, so local pacing sees
         // delivery (approximate: not de-duplicated; replaced by the store's
@@ -618,7 +685,11 @@ impl Guarded {
                 state.delivered += 1;
             }
         }
-        RecordOutcome { stored: None, buffered: taken as u64, dropped }
+        RecordOutcome {
+            stored: None,
+            buffered: taken as u64,
+            dropped,
+        }
     }
 
     fn remember(&self, q: &StateQuery<'_>, snap: &StateSnapshot) {
@@ -635,8 +706,16 @@ impl Guarded {
         let mut lk = self.inner.last_known.lock();
         GuardedSnapshot {
             source: Source::LastKnown,
-            campaigns: q.campaigns.iter().map(|c| known(lk.campaigns.get(*c).copied())).collect(),
-            exposure_share_7d: q.holders.iter().map(|h| known(lk.holders.get(*h).copied())).collect(),
+            campaigns: q
+                .campaigns
+                .iter()
+                .map(|c| known(lk.campaigns.get(*c).copied()))
+                .collect(),
+            exposure_share_7d: q
+                .holders
+                .iter()
+                .map(|h| known(lk.holders.get(*h).copied()))
+                .collect(),
             impressions_24h: vec![Sourced::Unknown; q.tracks.len()],
             session_promoted: vec![Sourced::Unknown; q.tracks.len()],
         }
@@ -645,7 +724,10 @@ impl Guarded {
     fn count_pacing(&self, applied: &[bool]) {
         let ok = applied.iter().filter(|a| **a).count() as u64;
         bump(&self.inner.counters.pacing_applied, ok);
-        bump(&self.inner.counters.pacing_refused, applied.len() as u64 - ok);
+        bump(
+            &self.inner.counters.pacing_refused,
+            applied.len() as u64 - ok,
+        );
     }
 }
 
@@ -654,7 +736,11 @@ fn known<T>(v: Option<T>) -> Sourced<T> {
 }
 
 fn pacing_of(w: &PacingWrite) -> PacingState {
-    PacingState { integral: w.integral, last_error: w.last_error, updated_ms: w.at_ms }
+    PacingState {
+        integral: w.integral,
+        last_error: w.last_error,
+        updated_ms: w.at_ms,
+    }
 }
 
 fn from_store(s: StateSnapshot) -> GuardedSnapshot {
@@ -663,6 +749,10 @@ fn from_store(s: StateSnapshot) -> GuardedSnapshot {
         campaigns: s.campaigns.into_iter().map(Sourced::Store).collect(),
         impressions_24h: s.impressions_24h.into_iter().map(Sourced::Store).collect(),
         session_promoted: s.session_promoted.into_iter().map(Sourced::Store).collect(),
-        exposure_share_7d: s.exposure_share_7d.into_iter().map(Sourced::Store).collect(),
+        exposure_share_7d: s
+            .exposure_share_7d
+            .into_iter()
+            .map(Sourced::Store)
+            .collect(),
     }
 }

@@ -29,11 +29,18 @@ pub(crate) struct Effects<'a> {
 pub(crate) fn effects(e: &DeliveryEvent) -> Effects<'_> {
     let impression = e.kind == EventKind::Impression;
     Effects {
-        delivered: if impression && e.promoted { e.campaign_id.as_deref() } else { None },
+        delivered: if impression && e.promoted {
+            e.campaign_id.as_deref()
+        } else {
+            None
+        },
         impression: impression && e.promoted,
         play: e.kind == EventKind::Stream && e.promoted,
         attention: if impression {
-            match (e.rights_holder.as_deref(), e.position.and_then(attention_units)) {
+            match (
+                e.rights_holder.as_deref(),
+                e.position.and_then(attention_units),
+            ) {
                 (Some(h), Some(u)) => Some((h, u)),
                 _ => None,
             }

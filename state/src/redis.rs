@@ -238,10 +238,11 @@ impl RedisStore {
     /// comes up. For a host that must start while Redis is down (wrapped in
     /// [`Guarded`](crate::Guarded)). Needs a tokio runtime.
     pub fn connect_lazy(config: RedisConfig) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(config.url.as_str()).map_err(|e| StoreError::Unavailable {
-            store: STORE,
-            message: format!("bad redis url {:?}: {e}", config.url),
-        })?;
+        let client =
+            ::redis::Client::open(config.url.as_str()).map_err(|e| StoreError::Unavailable {
+                store: STORE,
+                message: format!("bad redis url {:?}: {e}", config.url),
+            })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -262,7 +263,10 @@ impl RedisStore {
         format!("{}{kind}{id}", self.config.prefix)
     }
 
-    async fn timed<T>(&self, fut: impl Future<Output = Result<T, RedisError>>) -> Result<T, StoreError> {
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.config.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.is_timeout() => Err(self.timeout_error()),
@@ -272,16 +276,26 @@ impl RedisStore {
     }
 
     fn timeout_error(&self) -> StoreError {
-        StoreError::Timeout { store: STORE, ms: self.config.timeout.as_millis() as u64 }
+        StoreError::Timeout {
+            store: STORE,
+            ms: self.config.timeout.as_millis() as u64,
+        }
     }
 
     fn corrupt(key: &str, message: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt { store: STORE, key: key.to_string(), message: message.to_string() }
+        StoreError::Corrupt {
+            store: STORE,
+            key: key.to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
 fn unavailable(e: &RedisError) -> StoreError {
-    StoreError::Unavailable { store: STORE, message: e.to_string() }
+    StoreError::Unavailable {
+        store: STORE,
+        message: e.to_string(),
+    }
 }
 
 fn parse<T: FromRedisValue>(key: &str, v: Value) -> Result<T, StoreError> {
@@ -289,7 +303,8 @@ fn parse<T: FromRedisValue>(key: &str, v: Value) -> Result<T, StoreError> {
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, field: &str, s: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|_| RedisStore::corrupt(key, format!("field {field:?} is not a number: {s:?}")))
+    s.parse()
+        .map_err(|_| RedisStore::corrupt(key, format!("field {field:?} is not a number: {s:?}")))
 }
 
 #[async_trait]
@@ -326,7 +341,9 @@ impl StateStore for RedisStore {
         let replies: Vec<Value> = self.timed(pipe.query_async(&mut conn)).await?;
         let mut replies = replies.into_iter();
         let mut next = |key: &str| {
-            replies.next().ok_or_else(|| Self::corrupt(key, "fewer replies than commands"))
+            replies
+                .next()
+                .ok_or_else(|| Self::corrupt(key, "fewer replies than commands"))
         };
 
         let mut snap = StateSnapshot::default();
@@ -345,8 +362,10 @@ impl StateStore for RedisStore {
                 })
                 .collect::<Result<_, StoreError>>()?;
             let plays: Vec<Option<String>> = parse(&session_key, next(&session_key)?)?;
-            let last: Option<i64> =
-                plays[0].as_deref().map(|s| parse_num(&session_key, "", s)).transpose()?;
+            let last: Option<i64> = plays[0]
+                .as_deref()
+                .map(|s| parse_num(&session_key, "", s))
+                .transpose()?;
             let live = last.is_some_and(|l| q.now_ms - l <= self.config.session_idle_ms);
             snap.session_promoted = plays[1..]
                 .iter()
@@ -359,10 +378,19 @@ impl StateStore for RedisStore {
         for k in &campaign_keys {
             let f: Vec<Option<String>> = parse(k, next(k)?)?;
             let num = |i: usize, name: &str| -> Result<Option<f64>, StoreError> {
-                f.get(i).cloned().flatten().map(|s| parse_num(k, name, &s)).transpose()
+                f.get(i)
+                    .cloned()
+                    .flatten()
+                    .map(|s| parse_num(k, name, &s))
+                    .transpose()
             };
-            let delivered: u64 = f[0].as_deref().map(|s| parse_num(k, "d", s)).transpose()?.unwrap_or(0);
-            let updated: Option<i64> = f[3].as_deref().map(|s| parse_num(k, "pu", s)).transpose()?;
+            let delivered: u64 = f[0]
+                .as_deref()
+                .map(|s| parse_num(k, "d", s))
+                .transpose()?
+                .unwrap_or(0);
+            let updated: Option<i64> =
+                f[3].as_deref().map(|s| parse_num(k, "pu", s)).transpose()?;
             let pacing = match updated {
                 Some(updated_ms) => Some(PacingState {
                     integral: num(1, "pi")?.unwrap_or(0.0),
@@ -463,11 +491,16 @@ impl StateStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let pong: String = self.timed(::redis::cmd("PING").query_async(&mut conn)).await?;
+        let pong: String = self
+            .timed(::redis::cmd("PING").query_async(&mut conn))
+            .await?;
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(StoreError::Unavailable { store: STORE, message: format!("PING answered {pong:?}") })
+            Err(StoreError::Unavailable {
+                store: STORE,
+                message: format!("PING answered {pong:?}"),
+            })
         }
     }
 }

@@ -10,17 +10,30 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use oasis_state::{
     DeliveryEvent, EmbeddedConfig, EmbeddedStore, GuardConfig, Guarded, HealthState, PacingWrite,
-    RedisConfig, RedisStore, Recorded, Source, Sourced, StateQuery, StateSnapshot, StateStore,
+    Recorded, RedisConfig, RedisStore, Source, Sourced, StateQuery, StateSnapshot, StateStore,
     StoreError,
 };
 use support::{EventExt, HOUR, RedisServer, T0, impression};
 
 fn query<'a>(campaigns: &'a [&'a str], holders: &'a [&'a str]) -> StateQuery<'a> {
-    StateQuery { now_ms: T0 + HOUR, listener_id: "l1", session_id: "s1", tracks: &["t1"], campaigns, holders }
+    StateQuery {
+        now_ms: T0 + HOUR,
+        listener_id: "l1",
+        session_id: "s1",
+        tracks: &["t1"],
+        campaigns,
+        holders,
+    }
 }
 
 fn step(based_on_ms: i64, at_ms: i64, integral: f64) -> PacingWrite {
-    PacingWrite { campaign_id: "c1".into(), based_on_ms, at_ms, integral, last_error: 0.0 }
+    PacingWrite {
+        campaign_id: "c1".into(),
+        based_on_ms,
+        at_ms,
+        integral,
+        last_error: 0.0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,9 +54,22 @@ async fn redis_killed_and_restarted() {
     );
 
     // Up: written through, read from the store (and remembered).
-    let r = guard.record(&[impression("e1", T0, "l1", "t1").campaign("c1").holder("A", 1)]).await;
-    assert_eq!(r.stored, Some(Recorded { applied: 1, duplicates: 0 }));
-    assert_eq!(guard.write_pacing(&[step(0, T0, 0.5)]).await.applied, vec![true]);
+    let r = guard
+        .record(&[impression("e1", T0, "l1", "t1")
+            .campaign("c1")
+            .holder("A", 1)])
+        .await;
+    assert_eq!(
+        r.stored,
+        Some(Recorded {
+            applied: 1,
+            duplicates: 0
+        })
+    );
+    assert_eq!(
+        guard.write_pacing(&[step(0, T0, 0.5)]).await.applied,
+        vec![true]
+    );
     let up = guard.read(&query(&["c1"], &["A"])).await;
     assert_eq!(up.source, Source::Store);
     assert_eq!(up.impressions_24h, vec![Sourced::Store(1)]);
@@ -56,24 +82,50 @@ async fn redis_killed_and_restarted() {
     // Down: reads come back (last-known), state is degraded, events queue.
     let started = Instant::now();
     let down = guard.read(&query(&["c1", "c9"], &["A"])).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "a read with the store down took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a read with the store down took {:?}",
+        started.elapsed()
+    );
     assert_eq!(down.source, Source::LastKnown);
-    assert_eq!(down.campaigns, vec![Sourced::LastKnown(c1), Sourced::Unknown]);
+    assert_eq!(
+        down.campaigns,
+        vec![Sourced::LastKnown(c1), Sourced::Unknown]
+    );
     assert_eq!(down.exposure_share_7d, vec![Sourced::LastKnown(Some(1.0))]);
     assert_eq!(down.impressions_24h, vec![Sourced::Unknown]);
     assert_eq!(down.session_promoted, vec![Sourced::Unknown]);
-    assert!(matches!(guard.health().state, HealthState::Degraded { recovering: false, .. }), "{:?}", guard.health());
+    assert!(
+        matches!(
+            guard.health().state,
+            HealthState::Degraded {
+                recovering: false,
+                ..
+            }
+        ),
+        "{:?}",
+        guard.health()
+    );
 
-    let queued: Vec<DeliveryEvent> =
-        (0..5).map(|i| impression(&format!("q{i}"), T0 + i, "l1", "t1").campaign("c2")).collect();
+    let queued: Vec<DeliveryEvent> = (0..5)
+        .map(|i| impression(&format!("q{i}"), T0 + i, "l1", "t1").campaign("c2"))
+        .collect();
     let r = guard.record(&queued).await;
     assert_eq!((r.stored, r.buffered, r.dropped), (None, 5, 0));
     // Pacing continues locally under the write rule.
-    let local = guard.write_pacing(&[step(T0, T0 + 1_000, 0.75), step(T0, T0 + 2_000, 9.0)]).await;
-    assert_eq!((local.applied, local.source), (vec![true, false], Source::LastKnown));
+    let local = guard
+        .write_pacing(&[step(T0, T0 + 1_000, 0.75), step(T0, T0 + 2_000, 9.0)])
+        .await;
+    assert_eq!(
+        (local.applied, local.source),
+        (vec![true, false], Source::LastKnown)
+    );
     let h = guard.health();
     assert_eq!(h.queued_events, 5);
-    assert!(h.counters.read_fallback >= 1 && h.counters.read_errors >= 1, "{h:?}");
+    assert!(
+        h.counters.read_fallback >= 1 && h.counters.read_errors >= 1,
+        "{h:?}"
+    );
 
     server.restart();
 
@@ -84,17 +136,42 @@ async fn redis_killed_and_restarted() {
         if guard.health().state == HealthState::Ok && s.source == Source::Store {
             // The restarted server has no persistence: c2 holds exactly the
             // flushed events.
-            assert_eq!(s.campaigns, vec![Sourced::Store(oasis_state::CampaignState { delivered: 5, pacing: None })]);
+            assert_eq!(
+                s.campaigns,
+                vec![Sourced::Store(oasis_state::CampaignState {
+                    delivered: 5,
+                    pacing: None
+                })]
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "no recovery within 30 s: {:?}", guard.health());
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 30 s: {:?}",
+            guard.health()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let h = guard.health();
-    assert_eq!((h.queued_events, h.counters.events_flushed, h.counters.events_dropped), (0, 5, 0));
+    assert_eq!(
+        (
+            h.queued_events,
+            h.counters.events_flushed,
+            h.counters.events_dropped
+        ),
+        (0, 5, 0)
+    );
     // Written through again.
-    let r = guard.record(&[impression("after", T0, "l1", "t1").campaign("c2")]).await;
-    assert_eq!(r.stored, Some(Recorded { applied: 1, duplicates: 0 }));
+    let r = guard
+        .record(&[impression("after", T0, "l1", "t1").campaign("c2")])
+        .await;
+    assert_eq!(
+        r.stored,
+        Some(Recorded {
+            applied: 1,
+            duplicates: 0
+        })
+    );
 }
 
 /// An embedded store that fails while `down` is set, counting the calls that
@@ -109,7 +186,10 @@ impl Switch {
     fn check(&self) -> Result<(), StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable { store: "embedded", message: "switched off".into() })
+            Err(StoreError::Unavailable {
+                store: "embedded",
+                message: "switched off".into(),
+            })
         } else {
             Ok(())
         }
@@ -148,33 +228,63 @@ async fn breaker_skips_the_store_queue_overflows_and_flushes_in_order() {
     });
     let guard = Guarded::new(
         switch.clone(),
-        GuardConfig { backoff_initial: Duration::from_millis(300), buffer_capacity: 3, flush_batch: 2, ..GuardConfig::default() },
+        GuardConfig {
+            backoff_initial: Duration::from_millis(300),
+            buffer_capacity: 3,
+            flush_batch: 2,
+            ..GuardConfig::default()
+        },
     );
     guard.read(&query(&["c1"], &[])).await;
     switch.down.store(true, Ordering::SeqCst);
     let before = switch.calls.load(Ordering::SeqCst);
     for _ in 0..20 {
-        assert_eq!(guard.read(&query(&["c1"], &[])).await.source, Source::LastKnown);
+        assert_eq!(
+            guard.read(&query(&["c1"], &[])).await.source,
+            Source::LastKnown
+        );
     }
     // One failed call opened the breaker; the other 19 reads skipped the store.
     assert_eq!(switch.calls.load(Ordering::SeqCst) - before, 1);
 
     // The queue holds 3: the rest are dropped and reported.
-    let events: Vec<DeliveryEvent> =
-        (0..5).map(|i| impression(&format!("e{i}"), T0 + i, "l1", "t1").campaign("c1")).collect();
+    let events: Vec<DeliveryEvent> = (0..5)
+        .map(|i| impression(&format!("e{i}"), T0 + i, "l1", "t1").campaign("c1"))
+        .collect();
     let r = guard.record(&events).await;
     assert_eq!((r.buffered, r.dropped), (3, 2));
     // Pacing of a campaign with a last-known state continues locally.
-    assert_eq!(guard.write_pacing(&[step(0, T0, 1.0)]).await.applied, vec![true]);
-    assert_eq!(guard.write_pacing(&[step(0, T0 + 1_000, 1.0)]).await.applied, vec![false], "stale locally");
+    assert_eq!(
+        guard.write_pacing(&[step(0, T0, 1.0)]).await.applied,
+        vec![true]
+    );
+    assert_eq!(
+        guard
+            .write_pacing(&[step(0, T0 + 1_000, 1.0)])
+            .await
+            .applied,
+        vec![false],
+        "stale locally"
+    );
     let h = guard.health();
-    assert_eq!((h.counters.events_dropped, h.counters.pacing_applied, h.counters.pacing_refused), (2, 1, 1));
+    assert_eq!(
+        (
+            h.counters.events_dropped,
+            h.counters.pacing_applied,
+            h.counters.pacing_refused
+        ),
+        (2, 1, 1)
+    );
 
     // Recovery: after the backoff a probe succeeds and the queue is flushed.
     switch.down.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(20);
     while guard.health().state != HealthState::Ok {
-        assert!(Instant::now() < deadline, "no recovery: {:?}", guard.health());
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {:?}",
+            guard.health()
+        );
         guard.read(&query(&["c1"], &[])).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 
 use oasis_state::{
-    CampaignState, EmbeddedConfig, EmbeddedStore, EventKind, PacingState, PacingWrite,
-    RedisConfig, RedisStore, StateQuery, StateSnapshot, StateStore,
+    CampaignState, EmbeddedConfig, EmbeddedStore, EventKind, PacingState, PacingWrite, RedisConfig,
+    RedisStore, StateQuery, StateSnapshot, StateStore,
 };
 use support::{DAY, EventExt, HOUR, RedisServer, T0, impression};
 
@@ -24,7 +24,10 @@ struct Backend {
 fn embedded() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
-    Backend { store: Arc::new(store), _keep: Box::new(dir) }
+    Backend {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
 }
 
 async fn redis() -> Backend {
@@ -33,7 +36,10 @@ async fn redis() -> Backend {
     // Correctness tests on a loaded machine: a generous budget.
     config.timeout = std::time::Duration::from_secs(5);
     let store = RedisStore::connect(config).await.unwrap();
-    Backend { store: Arc::new(store), _keep: Box::new(server) }
+    Backend {
+        store: Arc::new(store),
+        _keep: Box::new(server),
+    }
 }
 
 macro_rules! suite {
@@ -67,10 +73,23 @@ suite!(
     delivered_counts_promoted_impressions_with_a_campaign,
     pacing_write_rule,
     pacing_concurrent_steps_one_per_tick,
+    pacing_stale_reads_across_ticks_lose_no_update,
 );
 
-fn query<'a>(now_ms: i64, tracks: &'a [&'a str], campaigns: &'a [&'a str], holders: &'a [&'a str]) -> StateQuery<'a> {
-    StateQuery { now_ms, listener_id: "l1", session_id: "s1", tracks, campaigns, holders }
+fn query<'a>(
+    now_ms: i64,
+    tracks: &'a [&'a str],
+    campaigns: &'a [&'a str],
+    holders: &'a [&'a str],
+) -> StateQuery<'a> {
+    StateQuery {
+        now_ms,
+        listener_id: "l1",
+        session_id: "s1",
+        tracks,
+        campaigns,
+        holders,
+    }
 }
 
 async fn read(store: &Store, q: StateQuery<'_>) -> StateSnapshot {
@@ -78,7 +97,9 @@ async fn read(store: &Store, q: StateQuery<'_>) -> StateSnapshot {
 }
 
 async fn dedup_counts_an_event_once(store: &Store) {
-    let e1 = impression("e1", T0, "l1", "t1").campaign("c1").holder("h1", 1);
+    let e1 = impression("e1", T0, "l1", "t1")
+        .campaign("c1")
+        .holder("h1", 1);
     let e2 = impression("e2", T0 + 1, "l1", "t1").campaign("c1");
     let r = store.record(&[e1.clone(), e1.clone(), e2]).await.unwrap();
     assert_eq!((r.applied, r.duplicates), (2, 1));
@@ -103,21 +124,41 @@ async fn impression_window_slides_over_24h(store: &Store) {
         .await
         .unwrap();
     let tracks = ["t1", "t2", "t3", "t4", "t1", "unknown"];
-    let at = |now| async move { read(store, query(now, &tracks, &[], &[])).await.impressions_24h };
-    assert_eq!(at(t - 1).await, vec![0, 0, 0, 0, 0, 0], "not before it happened");
+    let at = |now| async move {
+        read(store, query(now, &tracks, &[], &[]))
+            .await
+            .impressions_24h
+    };
+    assert_eq!(
+        at(t - 1).await,
+        vec![0, 0, 0, 0, 0, 0],
+        "not before it happened"
+    );
     assert_eq!(at(t).await, vec![1, 0, 0, 0, 1, 0]);
     assert_eq!(at(t + HOUR).await, vec![2, 0, 0, 0, 2, 0]);
-    assert_eq!(at(t + 23 * HOUR + 59 * 60_000).await, vec![2, 0, 0, 0, 2, 0]);
-    assert_eq!(at(t + DAY + 1).await, vec![1, 0, 0, 0, 1, 0], "the first left the window");
+    assert_eq!(
+        at(t + 23 * HOUR + 59 * 60_000).await,
+        vec![2, 0, 0, 0, 2, 0]
+    );
+    assert_eq!(
+        at(t + DAY + 1).await,
+        vec![1, 0, 0, 0, 1, 0],
+        "the first left the window"
+    );
     assert_eq!(at(t + HOUR + DAY + 1).await, vec![0, 0, 0, 0, 0, 0]);
     // Another listener's impressions are its own.
-    let q = StateQuery { listener_id: "l2", ..query(t, &tracks, &[], &[]) };
+    let q = StateQuery {
+        listener_id: "l2",
+        ..query(t, &tracks, &[], &[])
+    };
     assert_eq!(read(store, q).await.impressions_24h, vec![0, 0, 1, 0, 0, 0]);
 }
 
 async fn session_plays_count_per_session(store: &Store) {
     let stream = |id: &str, session: &str, track: &str| {
-        impression(id, T0, "l1", track).kind(EventKind::Stream).session(session)
+        impression(id, T0, "l1", track)
+            .kind(EventKind::Stream)
+            .session(session)
     };
     store
         .record(&[
@@ -133,9 +174,15 @@ async fn session_plays_count_per_session(store: &Store) {
     let tracks = ["t1", "t2", "t3"];
     let s1 = read(store, query(T0 + HOUR, &tracks, &[], &[])).await;
     assert_eq!(s1.session_promoted, vec![2, 0, 0]);
-    let q = StateQuery { session_id: "s2", ..query(T0 + HOUR, &tracks, &[], &[]) };
+    let q = StateQuery {
+        session_id: "s2",
+        ..query(T0 + HOUR, &tracks, &[], &[])
+    };
     assert_eq!(read(store, q).await.session_promoted, vec![1, 0, 0]);
-    let q = StateQuery { session_id: "s3", ..query(T0 + HOUR, &tracks, &[], &[]) };
+    let q = StateQuery {
+        session_id: "s3",
+        ..query(T0 + HOUR, &tracks, &[], &[])
+    };
     assert_eq!(read(store, q).await.session_promoted, vec![0, 0, 0]);
     // Idle for longer than the session idle time (24 h): forgotten.
     let idle = read(store, query(T0 + DAY + 1, &tracks, &[], &[])).await;
@@ -144,27 +191,56 @@ async fn session_plays_count_per_session(store: &Store) {
 
 async fn holder_share_is_position_weighted_over_7_days(store: &Store) {
     let holders = ["A", "B", "C"];
-    let shares = |now| async move { read(store, query(now, &[], &[], &holders)).await.exposure_share_7d };
-    assert_eq!(shares(T0).await, vec![None, None, None], "nothing recorded at all");
+    let shares = |now| async move {
+        read(store, query(now, &[], &[], &holders))
+            .await
+            .exposure_share_7d
+    };
+    assert_eq!(
+        shares(T0).await,
+        vec![None, None, None],
+        "nothing recorded at all"
+    );
     store
         .record(&[
             impression("a", T0, "l1", "t1").holder("A", 1),
             impression("b", T0, "l2", "t2").holder("B", 3).organic(),
-            impression("c", T0, "l1", "t3").holder("C", 2).kind(EventKind::Save),
+            impression("c", T0, "l1", "t3")
+                .holder("C", 2)
+                .kind(EventKind::Save),
             impression("d", T0, "l1", "t4").holder("C", 0),
         ])
         .await
         .unwrap();
     // weights 1 and 1/log2(4) = 0.5: shares 1/1.5 and 0.5/1.5.
-    assert_eq!(shares(T0).await, vec![Some(2.0 / 3.0), Some(1.0 / 3.0), Some(0.0)]);
-    assert_eq!(shares(T0 + 7 * DAY - 1).await, vec![Some(2.0 / 3.0), Some(1.0 / 3.0), Some(0.0)]);
-    assert_eq!(shares(T0 + 7 * DAY + HOUR).await, vec![None, None, None], "left the 7-day window");
+    assert_eq!(
+        shares(T0).await,
+        vec![Some(2.0 / 3.0), Some(1.0 / 3.0), Some(0.0)]
+    );
+    assert_eq!(
+        shares(T0 + 7 * DAY - 1).await,
+        vec![Some(2.0 / 3.0), Some(1.0 / 3.0), Some(0.0)]
+    );
+    assert_eq!(
+        shares(T0 + 7 * DAY + HOUR).await,
+        vec![None, None, None],
+        "left the 7-day window"
+    );
 
     // A second day: B gets a position-1 impression; both days are in the window.
-    store.record(&[impression("e", T0 + DAY, "l3", "t5").holder("B", 1)]).await.unwrap();
-    assert_eq!(shares(T0 + DAY).await, vec![Some(1.0 / 2.5), Some(1.5 / 2.5), Some(0.0)]);
+    store
+        .record(&[impression("e", T0 + DAY, "l3", "t5").holder("B", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        shares(T0 + DAY).await,
+        vec![Some(1.0 / 2.5), Some(1.5 / 2.5), Some(0.0)]
+    );
     // Once the first day has left the window only B's second impression counts.
-    assert_eq!(shares(T0 + 7 * DAY + HOUR).await, vec![Some(0.0), Some(1.0), Some(0.0)]);
+    assert_eq!(
+        shares(T0 + 7 * DAY + HOUR).await,
+        vec![Some(0.0), Some(1.0), Some(0.0)]
+    );
 }
 
 async fn delivered_counts_promoted_impressions_with_a_campaign(store: &Store) {
@@ -174,8 +250,12 @@ async fn delivered_counts_promoted_impressions_with_a_campaign(store: &Store) {
             impression("2", T0, "l2", "t1").campaign("c1"),
             impression("3", T0, "l1", "t2").campaign("c2"),
             impression("4", T0, "l1", "t1").campaign("c1").organic(),
-            impression("5", T0, "l1", "t1").campaign("c1").kind(EventKind::Stream),
-            impression("6", T0, "l1", "t1").campaign("c1").kind(EventKind::Save),
+            impression("5", T0, "l1", "t1")
+                .campaign("c1")
+                .kind(EventKind::Stream),
+            impression("6", T0, "l1", "t1")
+                .campaign("c1")
+                .kind(EventKind::Save),
             impression("7", T0, "l1", "t1"),
         ])
         .await
@@ -187,35 +267,74 @@ async fn delivered_counts_promoted_impressions_with_a_campaign(store: &Store) {
     assert_eq!(s.campaigns[2], CampaignState::default());
 }
 
-fn step(campaign: &str, based_on_ms: i64, at_ms: i64, integral: f64, last_error: f64) -> PacingWrite {
-    PacingWrite { campaign_id: campaign.into(), based_on_ms, at_ms, integral, last_error }
+fn step(
+    campaign: &str,
+    based_on_ms: i64,
+    at_ms: i64,
+    integral: f64,
+    last_error: f64,
+) -> PacingWrite {
+    PacingWrite {
+        campaign_id: campaign.into(),
+        based_on_ms,
+        at_ms,
+        integral,
+        last_error,
+    }
 }
 
 async fn pacing_write_rule(store: &Store) {
     let t = T0 + 10 * TICK + 250;
     let integral = 0.1 + 0.2; // not a short decimal: must round-trip exactly
-    assert_eq!(store.write_pacing(&[step("c1", 0, t, integral, -1e-300)]).await.unwrap(), vec![true]);
+    assert_eq!(
+        store
+            .write_pacing(&[step("c1", 0, t, integral, -1e-300)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
     let s = read(store, query(t, &[], &["c1"], &[])).await;
-    let stored = PacingState { integral, last_error: -1e-300, updated_ms: t };
+    let stored = PacingState {
+        integral,
+        last_error: -1e-300,
+        updated_ms: t,
+    };
     assert_eq!(s.campaigns[0].pacing, Some(stored));
     assert_eq!(s.campaigns[0].delivered, 0);
 
     let results = store
         .write_pacing(&[
-            step("c1", 0, t + TICK, 9.0, 9.0),     // stale: the state is no longer "none"
+            step("c1", 0, t + TICK, 9.0, 9.0), // stale: the state is no longer "none"
             step("c1", t - 1, t + TICK, 9.0, 9.0), // stale: another update
-            step("c1", t, t + 500, 9.0, 9.0),      // same tick as the stored update
-            step("c1", t, t + 750, 2.0, 0.5),      // next tick (t + 750 crosses it)
-            step("c2", 0, t, 1.0, 1.0),            // another campaign, no state yet
+            step("c1", t, t + 500, 9.0, 9.0),  // same tick as the stored update
+            step("c1", t, t + 750, 2.0, 0.5),  // next tick (t + 750 crosses it)
+            step("c2", 0, t, 1.0, 1.0),        // another campaign, no state yet
         ])
         .await
         .unwrap();
     assert_eq!(results, vec![false, false, false, true, true]);
     let s = read(store, query(t, &[], &["c1", "c2"], &[])).await;
-    assert_eq!(s.campaigns[0].pacing, Some(PacingState { integral: 2.0, last_error: 0.5, updated_ms: t + 750 }));
-    assert_eq!(s.campaigns[1].pacing, Some(PacingState { integral: 1.0, last_error: 1.0, updated_ms: t }));
+    assert_eq!(
+        s.campaigns[0].pacing,
+        Some(PacingState {
+            integral: 2.0,
+            last_error: 0.5,
+            updated_ms: t + 750
+        })
+    );
+    assert_eq!(
+        s.campaigns[1].pacing,
+        Some(PacingState {
+            integral: 1.0,
+            last_error: 1.0,
+            updated_ms: t
+        })
+    );
     // Pacing and delivery live side by side.
-    store.record(&[impression("x", t, "l1", "t1").campaign("c1")]).await.unwrap();
+    store
+        .record(&[impression("x", t, "l1", "t1").campaign("c1")])
+        .await
+        .unwrap();
     let s = read(store, query(t, &[], &["c1"], &[])).await;
     assert_eq!(s.campaigns[0].delivered, 1);
     assert_eq!(s.campaigns[0].pacing.map(|p| p.updated_ms), Some(t + 750));
@@ -235,7 +354,9 @@ async fn pacing_concurrent_steps_one_per_tick(store: &Store) {
                 barrier.wait().await;
                 let now = T0 + tick * TICK + task as i64;
                 let s = store.read(&query(now, &[], &["race"], &[])).await.unwrap();
-                let (based_on, integral) = s.campaigns[0].pacing.map_or((0, 0.0), |p| (p.updated_ms, p.integral));
+                let (based_on, integral) = s.campaigns[0]
+                    .pacing
+                    .map_or((0, 0.0), |p| (p.updated_ms, p.integral));
                 let delta = (tick * 100 + task as i64) as f64; // unique per proposal
                 let ok = store
                     .write_pacing(&[step("race", based_on, now, integral + delta, delta)])
@@ -254,11 +375,21 @@ async fn pacing_concurrent_steps_one_per_tick(store: &Store) {
     }
     applied.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let ticks: Vec<i64> = applied.iter().map(|(t, _)| *t).collect();
-    assert_eq!(ticks, (1..=TICKS).collect::<Vec<_>>(), "exactly one applied step per tick");
-    let s = store.read(&query(T0 + (TICKS + 1) * TICK, &[], &["race"], &[])).await.unwrap();
+    assert_eq!(
+        ticks,
+        (1..=TICKS).collect::<Vec<_>>(),
+        "exactly one applied step per tick"
+    );
+    let s = store
+        .read(&query(T0 + (TICKS + 1) * TICK, &[], &["race"], &[]))
+        .await
+        .unwrap();
     let p = s.campaigns[0].pacing.unwrap();
     let sum: f64 = applied.iter().map(|(_, d)| d).sum();
-    assert_eq!(p.integral, sum, "no lost update: the integral is the sum of the applied steps");
+    assert_eq!(
+        p.integral, sum,
+        "no lost update: the integral is the sum of the applied steps"
+    );
     assert_eq!(p.last_error, applied.last().unwrap().1);
 }
 
@@ -269,25 +400,43 @@ async fn embedded_reopened_sees_everything() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig::new(dir.path().join("nested/state.redb"));
     let tracks = ["t1", "t2"];
-    let q = StateQuery { now_ms: T0 + HOUR, listener_id: "l1", session_id: "s1", tracks: &tracks, campaigns: &["c1"], holders: &["A", "B"] };
+    let q = StateQuery {
+        now_ms: T0 + HOUR,
+        listener_id: "l1",
+        session_id: "s1",
+        tracks: &tracks,
+        campaigns: &["c1"],
+        holders: &["A", "B"],
+    };
     let before = {
         let store = EmbeddedStore::open(config.clone()).unwrap();
         store
             .record(&[
-                impression("1", T0, "l1", "t1").campaign("c1").holder("A", 1),
+                impression("1", T0, "l1", "t1")
+                    .campaign("c1")
+                    .holder("A", 1),
                 impression("2", T0, "l1", "t1").kind(EventKind::Stream),
                 impression("3", T0, "l1", "t2").holder("B", 3),
             ])
             .await
             .unwrap();
-        assert_eq!(store.write_pacing(&[step("c1", 0, T0, 0.25, -0.5)]).await.unwrap(), vec![true]);
+        assert_eq!(
+            store
+                .write_pacing(&[step("c1", 0, T0, 0.25, -0.5)])
+                .await
+                .unwrap(),
+            vec![true]
+        );
         store.read(&q).await.unwrap()
     };
     assert_eq!(before.impressions_24h, vec![1, 1]);
     let store = EmbeddedStore::open(config).unwrap();
     assert_eq!(store.read(&q).await.unwrap(), before);
     // The de-dup ids survived too.
-    let r = store.record(&[impression("1", T0, "l1", "t1").campaign("c1")]).await.unwrap();
+    let r = store
+        .record(&[impression("1", T0, "l1", "t1").campaign("c1")])
+        .await
+        .unwrap();
     assert_eq!(r.duplicates, 1);
 }
 
@@ -297,14 +446,26 @@ async fn embedded_expires_old_data_but_answers_the_same() {
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
     store
         .record(&[
-            impression("old", T0, "l1", "t1").holder("A", 1).kind(EventKind::Impression),
+            impression("old", T0, "l1", "t1")
+                .holder("A", 1)
+                .kind(EventKind::Impression),
             impression("play", T0, "l1", "t1").kind(EventKind::Stream),
         ])
         .await
         .unwrap();
     // Eight days later (event time): the compaction removes the old data.
-    store.record(&[impression("new", T0 + 8 * DAY, "l2", "t9").holder("B", 1)]).await.unwrap();
-    let q = StateQuery { now_ms: T0 + 8 * DAY, listener_id: "l1", session_id: "s1", tracks: &["t1"], campaigns: &[], holders: &["A", "B"] };
+    store
+        .record(&[impression("new", T0 + 8 * DAY, "l2", "t9").holder("B", 1)])
+        .await
+        .unwrap();
+    let q = StateQuery {
+        now_ms: T0 + 8 * DAY,
+        listener_id: "l1",
+        session_id: "s1",
+        tracks: &["t1"],
+        campaigns: &[],
+        holders: &["A", "B"],
+    };
     let s = store.read(&q).await.unwrap();
     assert_eq!(s.impressions_24h, vec![0]);
     assert_eq!(s.session_promoted, vec![0]);
@@ -314,11 +475,21 @@ async fn embedded_expires_old_data_but_answers_the_same() {
     // longer remembered (the de-dup window is 24 h): recording it again
     // applies it.
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
-    let q = StateQuery { now_ms: T0 + HOUR, ..q };
+    let q = StateQuery {
+        now_ms: T0 + HOUR,
+        ..q
+    };
     let s = store.read(&q).await.unwrap();
     assert_eq!((s.impressions_24h, s.session_promoted), (vec![0], vec![0]));
-    assert_eq!(s.exposure_share_7d, vec![None, None], "the old hours were removed");
-    let r = store.record(&[impression("old", T0 + 8 * DAY, "l1", "t1")]).await.unwrap();
+    assert_eq!(
+        s.exposure_share_7d,
+        vec![None, None],
+        "the old hours were removed"
+    );
+    let r = store
+        .record(&[impression("old", T0 + 8 * DAY, "l1", "t1")])
+        .await
+        .unwrap();
     assert_eq!(r.applied, 1);
 }
 
@@ -327,18 +498,28 @@ fn embedded_corrupt_or_foreign_file_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.redb");
     std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
-    let e = EmbeddedStore::open(EmbeddedConfig::new(&garbage)).unwrap_err().to_string();
+    let e = EmbeddedStore::open(EmbeddedConfig::new(&garbage))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&garbage.display().to_string()), "{e}");
 
     let foreign = dir.path().join("foreign.redb");
     {
         let db = redb::Database::create(&foreign).unwrap();
         let w = db.begin_write().unwrap();
-        w.open_table(redb::TableDefinition::<&str, u64>::new("someone_else")).unwrap().insert("k", 1).unwrap();
+        w.open_table(redb::TableDefinition::<&str, u64>::new("someone_else"))
+            .unwrap()
+            .insert("k", 1)
+            .unwrap();
         w.commit().unwrap();
     }
-    let e = EmbeddedStore::open(EmbeddedConfig::new(&foreign)).unwrap_err().to_string();
-    assert!(e.contains(&foreign.display().to_string()) && e.contains("another program"), "{e}");
+    let e = EmbeddedStore::open(EmbeddedConfig::new(&foreign))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&foreign.display().to_string()) && e.contains("another program"),
+        "{e}"
+    );
 
     // A valid database whose tail was cut off (a damaged copy).
     let truncated = dir.path().join("truncated.redb");
@@ -346,10 +527,15 @@ fn embedded_corrupt_or_foreign_file_names_the_file() {
         let _ = EmbeddedStore::open(EmbeddedConfig::new(&truncated)).unwrap();
     }
     let len = std::fs::metadata(&truncated).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&truncated).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap();
     f.set_len(len / 3).unwrap();
     drop(f);
-    let e = EmbeddedStore::open(EmbeddedConfig::new(&truncated)).unwrap_err().to_string();
+    let e = EmbeddedStore::open(EmbeddedConfig::new(&truncated))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&truncated.display().to_string()), "{e}");
 }
 
@@ -366,7 +552,9 @@ fn embedded_survives_kill_9() {
         rt.block_on(async {
             let store = EmbeddedStore::open(EmbeddedConfig::new(path)).unwrap();
             for i in 0.. {
-                let e = impression(&format!("k{i}"), T0 + i, "l1", "t1").campaign("c1").holder("A", 1);
+                let e = impression(&format!("k{i}"), T0 + i, "l1", "t1")
+                    .campaign("c1")
+                    .holder("A", 1);
                 store.record(&[e]).await.unwrap();
                 println!("acked k{i}");
             }
@@ -377,7 +565,12 @@ fn embedded_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kill9.redb");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "embedded_survives_kill_9", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "embedded_survives_kill_9",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(KILL9_CHILD, &db)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -386,7 +579,10 @@ fn embedded_survives_kill_9() {
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acked = Vec::new();
     while acked.len() < 40 {
-        let line = lines.next().expect("the child stopped before 40 events").unwrap();
+        let line = lines
+            .next()
+            .expect("the child stopped before 40 events")
+            .unwrap();
         if let Some(id) = line.strip_prefix("acked ") {
             acked.push(id.to_string());
         }
@@ -401,12 +597,84 @@ fn embedded_survives_kill_9() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = EmbeddedStore::open(EmbeddedConfig::new(&db)).expect("reopens after kill -9");
-        let q = StateQuery { now_ms: T0 + 1000, listener_id: "l1", session_id: "s1", tracks: &["t1"], campaigns: &["c1"], holders: &["A"] };
+        let q = StateQuery {
+            now_ms: T0 + 1000,
+            listener_id: "l1",
+            session_id: "s1",
+            tracks: &["t1"],
+            campaigns: &["c1"],
+            holders: &["A"],
+        };
         let s = store.read(&q).await.unwrap();
         let delivered = s.campaigns[0].delivered;
-        assert!(delivered >= acked.len() as u64, "{delivered} delivered < {} acked", acked.len());
-        let again: Vec<_> = acked.iter().enumerate().map(|(i, id)| impression(id, T0 + i as i64, "l1", "t1").campaign("c1")).collect();
+        assert!(
+            delivered >= acked.len() as u64,
+            "{delivered} delivered < {} acked",
+            acked.len()
+        );
+        let again: Vec<_> = acked
+            .iter()
+            .enumerate()
+            .map(|(i, id)| impression(id, T0 + i as i64, "l1", "t1").campaign("c1"))
+            .collect();
         let r = store.record(&again).await.unwrap();
-        assert_eq!(r.duplicates, acked.len() as u64, "every acknowledged event is in the database");
+        assert_eq!(
+            r.duplicates,
+            acked.len() as u64,
+            "every acknowledged event is in the database"
+        );
     });
+}
+
+/// Every round, 8 tasks read the same state, then each proposes a step in a
+/// *later* tick than the stored one (two different ticks between them): the
+/// tick rule alone would let several land and lose the steps between them;
+/// the `based_on` compare lets exactly one land per round.
+async fn pacing_stale_reads_across_ticks_lose_no_update(store: &Store) {
+    const TASKS: usize = 8;
+    const ROUNDS: i64 = 50;
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let (barrier, store) = (barrier.clone(), store.clone());
+        handles.push(tokio::spawn(async move {
+            let mut applied = Vec::new();
+            for round in 1..=ROUNDS {
+                let s = store.read(&query(T0, &[], &["stale"], &[])).await.unwrap();
+                let (based_on, integral) = s.campaigns[0]
+                    .pacing
+                    .map_or((0, 0.0), |p| (p.updated_ms, p.integral));
+                barrier.wait().await; // everyone has read the same state
+                let at = T0 + (round * 10 + (task % 2) as i64) * TICK + task as i64;
+                let delta = (round * 100 + task as i64) as f64;
+                let ok = store
+                    .write_pacing(&[step("stale", based_on, at, integral + delta, delta)])
+                    .await
+                    .unwrap();
+                if ok[0] {
+                    applied.push((round, delta));
+                }
+                barrier.wait().await; // the round is over before the next read
+            }
+            applied
+        }));
+    }
+    let mut applied = Vec::new();
+    for h in handles {
+        applied.extend(h.await.unwrap());
+    }
+    applied.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rounds: Vec<i64> = applied.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        rounds,
+        (1..=ROUNDS).collect::<Vec<_>>(),
+        "exactly one applied step per round"
+    );
+    let s = store.read(&query(T0, &[], &["stale"], &[])).await.unwrap();
+    let sum: f64 = applied.iter().map(|(_, d)| d).sum();
+    assert_eq!(
+        s.campaigns[0].pacing.unwrap().integral,
+        sum,
+        "no lost update"
+    );
 }

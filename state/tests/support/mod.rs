@@ -24,7 +24,11 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = Self { port, dir: tempfile::tempdir().expect("temp dir"), child: None };
+        let mut server = Self {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
         server.restart();
         server
     }
@@ -65,17 +69,30 @@ impl RedisServer {
             if ping(self.port) {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("redis-server exited at startup on port {}: {status}", self.port);
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "redis-server exited at startup on port {}: {status}",
+                    self.port
+                );
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer on port {} within 15 s", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {} within 15 s",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     if s.write_all(b"PING\r\n").is_err() {
         return false;
