@@ -73,6 +73,7 @@ suite!(
     delivered_counts_promoted_impressions_with_a_campaign,
     pacing_write_rule,
     pacing_concurrent_steps_one_per_tick,
+    pacing_stale_reads_across_ticks_lose_no_update,
 );
 
 fn query<'a>(
@@ -623,4 +624,57 @@ fn embedded_survives_kill_9() {
             "every acknowledged event is in the database"
         );
     });
+}
+
+/// Every round, 8 tasks read the same state, then each proposes a step in a
+/// *later* tick than the stored one (two different ticks between them): the
+/// tick rule alone would let several land and lose the steps between them;
+/// the `based_on` compare lets exactly one land per round.
+async fn pacing_stale_reads_across_ticks_lose_no_update(store: &Store) {
+    const TASKS: usize = 8;
+    const ROUNDS: i64 = 50;
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let (barrier, store) = (barrier.clone(), store.clone());
+        handles.push(tokio::spawn(async move {
+            let mut applied = Vec::new();
+            for round in 1..=ROUNDS {
+                let s = store.read(&query(T0, &[], &["stale"], &[])).await.unwrap();
+                let (based_on, integral) = s.campaigns[0]
+                    .pacing
+                    .map_or((0, 0.0), |p| (p.updated_ms, p.integral));
+                barrier.wait().await; // everyone has read the same state
+                let at = T0 + (round * 10 + (task % 2) as i64) * TICK + task as i64;
+                let delta = (round * 100 + task as i64) as f64;
+                let ok = store
+                    .write_pacing(&[step("stale", based_on, at, integral + delta, delta)])
+                    .await
+                    .unwrap();
+                if ok[0] {
+                    applied.push((round, delta));
+                }
+                barrier.wait().await; // the round is over before the next read
+            }
+            applied
+        }));
+    }
+    let mut applied = Vec::new();
+    for h in handles {
+        applied.extend(h.await.unwrap());
+    }
+    applied.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rounds: Vec<i64> = applied.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        rounds,
+        (1..=ROUNDS).collect::<Vec<_>>(),
+        "exactly one applied step per round"
+    );
+    let s = store.read(&query(T0, &[], &["stale"], &[])).await.unwrap();
+    let sum: f64 = applied.iter().map(|(_, d)| d).sum();
+    assert_eq!(
+        s.campaigns[0].pacing.unwrap().integral,
+        sum,
+        "no lost update"
+    );
 }
