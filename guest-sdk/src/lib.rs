@@ -98,11 +98,11 @@ pub mod testing;
 pub mod export;
 
 pub use decisions::{DebugValue, Decisions, Reason};
-pub use oasis_contract::Violation;
+pub use oasis_contract::{CampaignUpdate, Violation};
 pub use policy::{Metadata, Policy, PolicyError, SettingInfo, full_metadata, parse_settings};
 pub use request::{
-    Campaign, Candidate, Candidates, Context, Eligibility, Feature, Request, Surface, SurfaceSet,
-    market_code,
+    Campaign, Candidate, Candidates, Context, Eligibility, Feature, Holders, Request, Surface,
+    SurfaceSet, market_code,
 };
 pub use rng::Rng;
 
