@@ -7,8 +7,14 @@
 //!
 //! This crate hides the generated bindings: implement [`Policy`] on your own
 //! types, call [`export_policy!`], and unit-test the logic natively with
-//! [`testing`] and plain `cargo test`. Rules several policies share (the
-//! guarded boost, the per-slate cap) are ready-made in [`blocks`].
+//! [`testing`] and plain `cargo test` (golden fixtures included:
+//! [`testing::check_fixture`]). Rules several policies share (the one
+//! relevance guardrail, the guarded boost, the per-slate cap) are ready-made
+//! in [`blocks`].
+//!
+//! Contract 0.2.0 adds what a policy reads ([`Request::slate_size`],
+//! [`Campaign::pacing_updated_ms`], [`Request::exposure_share_7d`]) and what
+//! it hands back: new pacing state with [`Decisions::update_campaign`].
 //!
 //! ## A complete policy
 //!
