@@ -59,10 +59,13 @@ pub enum LoadError {
     /// import the host does not provide. Deterministic: the same bytes fail
     /// the same way, so a reload does not retry it until the file changes.
     #[error(
-        "wrong contract: expected a component implementing oasis:policy/scoring-policy@{version} (exporting `oasis:policy/policy@{version}` with the contract's types, importing only WASI p2 and `oasis:policy/log@{version}`); found exports [{exports}], imports [{imports}]: {error}",
-        version = crate::bindings::CONTRACT_VERSION
+        "wrong contract: expected a component implementing oasis:policy/scoring-policy@{version} (exporting `oasis:policy/policy@{version}` with the contract's types, importing only WASI p2 and `oasis:policy/log@{version}`; this host serves contracts 0.1.0 and {current}); found exports [{exports}], imports [{imports}]: {error}",
+        current = crate::bindings::CONTRACT_VERSION
     )]
     WrongContract {
+        /// The contract version the component was checked against: the one
+        /// its policy export names when the host serves it, else the current.
+        version: &'static str,
         /// The component's exports, with the functions of exported instances.
         exports: String,
         /// The component's imports.

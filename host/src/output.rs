@@ -9,7 +9,7 @@
 
 use oasis_contract::{DebugRef, DecisionsView, check_decisions};
 
-use crate::bindings::WitDecisions;
+use crate::bindings::{WitCampaignUpdate, WitDecisions};
 use crate::error::CallError;
 
 /// Validates `d` against the request it answers: `count` candidates whose
@@ -23,15 +23,16 @@ pub(crate) fn validate(
     campaign: &[i32],
     campaigns: usize,
 ) -> Result<(), CallError> {
-    check_updates(d, campaigns)?;
     check_decisions(
         count,
         campaign,
+        campaigns,
         DecisionsView {
             scores: &d.scores,
             eligible: &d.eligible,
             reasons: &d.reasons,
             propensity: &d.propensity,
+            campaign_updates: &d.campaign_updates,
         },
         d.debug.iter().map(|v| DebugRef {
             name: &v.name,
@@ -42,30 +43,16 @@ pub(crate) fn validate(
     .map_err(|v| CallError::InvalidOutput(v.to_string()))
 }
 
-/// Campaign updates: at most one per campaign of the request, finite.
-fn check_updates(d: &WitDecisions, campaigns: usize) -> Result<(), CallError> {
-    let mut seen = vec![false; campaigns];
-    for (i, u) in d.campaign_updates.iter().enumerate() {
-        let invalid = |m: String| {
-            Err(CallError::InvalidOutput(format!(
-                "campaign update {i}: {m}"
-            )))
-        };
-        match seen.get_mut(u.campaign as usize) {
-            None => {
-                return invalid(format!(
-                    "campaign {} is not one of the request's {campaigns}",
-                    u.campaign
-                ));
-            }
-            Some(true) => return invalid(format!("campaign {} is updated twice", u.campaign)),
-            Some(s) => *s = true,
-        }
-        if !(u.pacing_integral.is_finite() && u.pacing_last_error.is_finite()) {
-            return invalid("the pacing state is not finite".into());
-        }
+impl oasis_contract::CampaignUpdateFields for WitCampaignUpdate {
+    fn campaign(&self) -> u32 {
+        self.campaign
     }
-    Ok(())
+    fn pacing_integral(&self) -> f64 {
+        self.pacing_integral
+    }
+    fn pacing_last_error(&self) -> f64 {
+        self.pacing_last_error
+    }
 }
 
 #[cfg(test)]
@@ -172,9 +159,9 @@ mod tests {
         d.campaign_updates.push(update(0, 0.1));
         v(&d, &cands(1, 0)).unwrap();
         d.campaign_updates.push(update(0, 0.2));
-        assert!(message(v(&d, &cands(1, 0))).contains("campaign 0 is updated twice"));
+        assert!(message(v(&d, &cands(1, 0))).contains("campaign 0 is updated more than once"));
         d.campaign_updates[1] = update(1, 0.2);
-        assert!(message(v(&d, &cands(1, 0))).contains("campaign 1 is not one of the request's 1"));
+        assert!(message(v(&d, &cands(1, 0))).contains("campaign 1 of 1 (out of range)"));
         d.campaign_updates.truncate(1);
         d.campaign_updates[0].pacing_last_error = f64::NAN;
         assert!(message(v(&d, &cands(1, 0))).contains("not finite"));

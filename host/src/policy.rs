@@ -475,7 +475,6 @@ impl Template {
             });
         }
         let component = compile_within(runtime, wasm, hex, ceilings.timeout)?;
-        let wrong = |e: wasmtime::Error| wrong_contract(&component, runtime.engine(), &e);
         // The policy export's name carries the contract version it was built
         // against; anything but 0.1.0 is linked against the current one (and
         // refused with its exports listed when it does not match).
@@ -483,6 +482,12 @@ impl Template {
             .component_type()
             .exports(runtime.engine())
             .any(|(name, _)| name == v0_1::POLICY_EXPORT);
+        let version = if v0_1 {
+            v0_1::VERSION
+        } else {
+            CONTRACT_VERSION
+        };
+        let wrong = |e: wasmtime::Error| wrong_contract(&component, runtime.engine(), version, &e);
         let instance_pre = runtime
             .linker()
             .instantiate_pre(&component)
@@ -572,7 +577,14 @@ impl Template {
                 .and_then(|indices| indices.load(&mut store, &instance))
                 .map(drop),
         };
-        checked.map_err(|e| wrong_contract(instance_pre.component(), self.runtime.engine(), &e))
+        checked.map_err(|e| {
+            wrong_contract(
+                instance_pre.component(),
+                self.runtime.engine(),
+                self.contract(),
+                &e,
+            )
+        })
     }
 
     /// A fresh store for one call: clock frozen at `timestamp_ms`,
@@ -712,6 +724,7 @@ fn compile_within(
 fn wrong_contract(
     component: &wasmtime::component::Component,
     engine: &wasmtime::Engine,
+    version: &'static str,
     error: &wasmtime::Error,
 ) -> LoadError {
     use wasmtime::component::types::ComponentItem;
@@ -733,6 +746,7 @@ fn wrong_contract(
         .collect::<Vec<_>>()
         .join(", ");
     LoadError::WrongContract {
+        version,
         exports: bounded(&exports),
         imports: bounded(&imports),
         error: bounded(&format!("{error:#}")),

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, ROOT};
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, PID_PACING, ROOT};
 
 fn oasis(args: &[&str]) -> (bool, String, String) {
     let (code, out, err) = oasis_code(args, None);
@@ -482,7 +482,7 @@ fn run_summarises_reads_stdin_takes_inline_settings_and_manifests() {
         Some(&body),
     );
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("policy     guarded-boost 1.0.0"), "{out}");
+    assert!(out.starts_with("policy     guarded-boost 1.1.0"), "{out}");
     assert!(
         out.contains("decided") && out.contains(", 2 promoted"),
         "{out}"
@@ -772,4 +772,19 @@ fn check_lists_every_problem_with_file_line_and_field() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["loaded"][0]["name"], "guarded-boost");
     assert!(v["problems"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_contract_0_1_0_component_keeps_loading_and_scoring_as_it_did() {
+    let dir = format!("{ROOT}/tests/fixtures/contract-0.1.0");
+    let wasm = format!("{dir}/pid_pacing.wasm");
+    // Its golden outputs were recorded by the host that served 0.1.0 only.
+    let (code, out, err) = oasis_code(&["test", &wasm, &format!("{dir}/pid_pacing")], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("3 fixtures, 3 passed, 0 failed"), "{out}");
+    let (code, out, err) = oasis_code(&["inspect", &wasm], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("contract:    oasis:policy@0.1.0"), "{out}");
+    let (_, out, _) = oasis_code(&["inspect", PID_PACING], None);
+    assert!(out.contains("contract:    oasis:policy@0.2.0"), "{out}");
 }

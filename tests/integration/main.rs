@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod compile_bounds;
 mod decision_log;
+mod delivery_state;
 mod grpc;
 mod harness;
 mod memory_bound;

@@ -96,7 +96,7 @@ fn mutated_requests_never_panic_and_accepted_ones_are_consistent() {
         for col in [
             &w.candidates.artist,
             &w.candidates.rights_holder,
-            &w.candidates.impressions_last_day,
+            &w.candidates.impressions_24h,
         ] {
             assert_eq!(col.len(), n);
         }

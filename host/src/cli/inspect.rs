@@ -72,6 +72,7 @@ fn print(i: &PolicyInfo) {
     println!("digest:      {}", i.digest);
     println!("size:        {} bytes", i.size_bytes);
     println!("sdk:         {}", i.sdk_version);
+    println!("contract:    oasis:policy@{}", i.contract);
     println!("description: {}", i.description);
     println!("required features: {}", list(&i.required_features));
     println!("optional features: {}", list(&i.optional_features));

@@ -13,6 +13,11 @@
 //!   "expected": [ { "id": "t1", "score": 0.5, "eligible": false,
 //!                   "reasons": ["organic"], "propensity": 0.0 } ] }
 //! ```
+//!
+//! Optional: `expected_debug` (request-level debug values by name) and
+//! `expected_campaign_updates` (`[{"campaign": "<id>", "pacing_integral": …,
+//! "pacing_last_error": …}]`: the pacing state a policy hands back, compared
+//! by campaign id; present means exactly these).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +78,19 @@ struct Fixture {
     /// Request-level debug values to compare, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expected_debug: Option<BTreeMap<String, f64>>,
+    /// The campaign updates (pacing state handed back), by campaign id; when
+    /// present, exactly these must be returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_campaign_updates: Option<Vec<ExpectedUpdate>>,
+}
+
+/// One expected campaign update of a fixture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedUpdate {
+    campaign: String,
+    pacing_integral: f64,
+    pacing_last_error: f64,
 }
 
 fn default_tolerance() -> f64 {
@@ -306,6 +324,15 @@ fn run_fixture(
             }
         })
         .collect();
+    let updates: Vec<ExpectedUpdate> = d
+        .campaign_updates
+        .iter()
+        .map(|u| ExpectedUpdate {
+            campaign: req.campaign_id(u.campaign as usize).to_string(),
+            pacing_integral: u.pacing_integral,
+            pacing_last_error: u.pacing_last_error,
+        })
+        .collect();
     let request_debug: BTreeMap<String, f64> = debug
         .iter()
         .filter(|((cand, _), _)| cand.is_none())
@@ -313,14 +340,20 @@ fn run_fixture(
         .collect();
     if bless {
         // Pretty-printed from the typed values, so keys keep the format's order.
-        let mut updates = vec![("expected", serde_json::to_string_pretty(&actual)?)];
+        let mut updates_json = vec![("expected", serde_json::to_string_pretty(&actual)?)];
+        if fixture.expected_campaign_updates.is_some() || !updates.is_empty() {
+            updates_json.push((
+                "expected_campaign_updates",
+                serde_json::to_string_pretty(&updates)?,
+            ));
+        }
         if listed && !request_debug.is_empty() {
-            updates.push((
+            updates_json.push((
                 "expected_debug",
                 serde_json::to_string_pretty(&request_debug)?,
             ));
         }
-        let out = rewrite_keys(&text, &updates).context("rewriting the fixture")?;
+        let out = rewrite_keys(&text, &updates_json).context("rewriting the fixture")?;
         std::fs::write(file, out).with_context(|| format!("cannot write {}", file.display()))?;
         return Ok(Vec::new());
     }
@@ -330,6 +363,30 @@ fn run_fixture(
         );
     };
     let mut diffs = diff(expected, &actual, fixture.tolerance);
+    if let Some(want) = &fixture.expected_campaign_updates {
+        let tol = fixture.tolerance;
+        let close = |a: f64, b: f64| (a - b).abs() <= tol;
+        for w in want {
+            match updates.iter().find(|u| u.campaign == w.campaign) {
+                None => diffs.push(format!("campaign `{}`: expected an update, got none", w.campaign)),
+                Some(g) if !(close(g.pacing_integral, w.pacing_integral)
+                    && close(g.pacing_last_error, w.pacing_last_error)) =>
+                {
+                    diffs.push(format!(
+                        "campaign `{}`: update expected (integral {}, last error {}) got ({}, {}) (tolerance {tol})",
+                        w.campaign, w.pacing_integral, w.pacing_last_error, g.pacing_integral, g.pacing_last_error
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for g in updates
+            .iter()
+            .filter(|g| !want.iter().any(|w| w.campaign == g.campaign))
+        {
+            diffs.push(format!("campaign `{}`: unexpected update", g.campaign));
+        }
+    }
     for (name, want) in fixture.expected_debug.iter().flatten() {
         match request_debug.get(name) {
             Some(got) if (got - want).abs() <= fixture.tolerance => {}

@@ -15,8 +15,7 @@ use oasis_proto::v1;
 
 use super::{
     Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
-    RequestHolder,
-    ScoreRequest, Surface,
+    RequestHolder, ScoreRequest, Surface,
 };
 
 fn malformed(path: impl Into<String>, message: impl Into<String>) -> RequestError {
@@ -367,7 +366,7 @@ mod example {
         assert_eq!(p.artist, q.artist);
         assert_eq!(p.rights_holder, q.rights_holder);
         assert_eq!(p.campaign, q.campaign);
-        assert_eq!(p.impressions_last_day, q.impressions_last_day);
+        assert_eq!(p.impressions_24h, q.impressions_24h);
         assert_eq!(p.session_promoted, q.session_promoted);
         assert_eq!(p.relevance, q.relevance);
         for (i, (u, v)) in p.features.iter().zip(&q.features).enumerate() {

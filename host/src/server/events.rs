@@ -173,7 +173,10 @@ fn delivery_event(i: usize, e: &OutcomeEvent) -> Result<DeliveryEvent, ApiError>
     };
     let listener_id = who("listener_id", &d.listener_id)?;
     let session_id = who("session_id", &d.session_id)?;
-    for (field, v) in [("campaign_id", &d.campaign_id), ("rights_holder", &d.rights_holder)] {
+    for (field, v) in [
+        ("campaign_id", &d.campaign_id),
+        ("rights_holder", &d.rights_holder),
+    ] {
         if let Some(v) = v {
             check_id(|| format!("events[{i}].{field}"), v, true)?;
         }
@@ -240,7 +243,8 @@ mod tests {
     use super::*;
 
     fn one(line: &str) -> Result<DeliveryEvent, ApiError> {
-        let events = parse_events(line.as_bytes())?;
+        // As an array: the events below span lines for reading.
+        let events = parse_events(format!("[{line}]").as_bytes())?;
         delivery_event(0, &events[0])
     }
 
@@ -252,15 +256,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.kind, oasis_state::EventKind::Impression);
-        assert_eq!((e.id.as_str(), e.at_ms, e.track_id.as_str()), ("e1", 7, "t"));
+        assert_eq!(
+            (e.id.as_str(), e.at_ms, e.track_id.as_str()),
+            ("e1", 7, "t")
+        );
         assert_eq!((e.listener_id.as_str(), e.session_id.as_str()), ("u", "s"));
         assert_eq!(e.campaign_id.as_deref(), Some("c"));
         assert_eq!(e.rights_holder.as_deref(), Some("h"));
         assert!(e.promoted);
         assert_eq!(e.position, Some(2));
         // A save needs no listener or session: it changes no state.
-        let save = one(r#"{"event_id":"e2","request_id":"r","candidate_id":"t","event":"save","at_ms":7}"#)
-            .unwrap();
+        let save = one(
+            r#"{"event_id":"e2","request_id":"r","candidate_id":"t","event":"save","at_ms":7}"#,
+        )
+        .unwrap();
         assert!(!save.promoted && save.listener_id.is_empty());
     }
 
@@ -276,15 +285,21 @@ mod tests {
             "events[0].at_ms"
         );
         assert_eq!(
-            field(r#"{"event_id":"e","request_id":"r","candidate_id":"t","event":"stream","at_ms":1,"session_id":"s"}"#),
+            field(
+                r#"{"event_id":"e","request_id":"r","candidate_id":"t","event":"stream","at_ms":1,"session_id":"s"}"#
+            ),
             "events[0].listener_id"
         );
         assert_eq!(
-            field(r#"{"event_id":"e","request_id":"r","candidate_id":"t","event":"skip","at_ms":1,"position":0}"#),
+            field(
+                r#"{"event_id":"e","request_id":"r","candidate_id":"t","event":"skip","at_ms":1,"position":0}"#
+            ),
             "events[0].position"
         );
         assert_eq!(
-            field(r#"{"event_id":"","request_id":"r","candidate_id":"t","event":"skip","at_ms":1}"#),
+            field(
+                r#"{"event_id":"","request_id":"r","candidate_id":"t","event":"skip","at_ms":1}"#
+            ),
             "events[0].event_id"
         );
     }

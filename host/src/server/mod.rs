@@ -289,10 +289,7 @@ impl Server {
         } else {
             tracing::info!("delivery state off: requests carry all of it");
         }
-        let state = AppState {
-            delivery,
-            ..state
-        };
+        let state = AppState { delivery, ..state };
         let (state, log_writer) = match &cfg.decision_log {
             None => (state, None),
             Some(d) => {

@@ -46,7 +46,7 @@ use crate::server::registry::Failure;
 use crate::server::rollout::RouteRollout;
 use crate::server::status::{PolicyStatus, RouteStatus};
 use crate::server::versions::VersionRecord;
-use crate::server::{admin, outcomes, score, status};
+use crate::server::{admin, events, outcomes, score, status};
 
 /// Name of the admin API's security scheme in the document.
 pub const ADMIN_SECURITY: &str = "admin_token";
@@ -62,6 +62,7 @@ pub const ADMIN_SECURITY: &str = "admin_token";
     paths(
         score::score,
         outcomes::record,
+        events::record,
         status::list,
         status::get,
         status::versions,
@@ -205,6 +206,8 @@ pub struct PolicyList {
     pub default_route: Option<String>,
     /// Error of the last `routes.toml` load, if it failed (previous routes kept).
     pub routes_failure: Option<Failure>,
+    /// The delivery state store (absent with `--state off`).
+    pub state: Option<crate::server::status::StateStatus>,
 }
 
 /// `GET /v1/routes`: every route with its arms and rollout state.

@@ -224,6 +224,9 @@ mod tests {
                 format!("{{\"request_id\":\"r\",\"candidate_id\":\"c{i}\",\"event\":\"skip\"}}\n")
             })
             .collect();
-        assert_eq!(parse_events(many.as_bytes()).unwrap_err().kind, "too_many_events");
+        assert_eq!(
+            parse_events(many.as_bytes()).unwrap_err().kind,
+            "too_many_events"
+        );
     }
 }

@@ -196,12 +196,18 @@ impl StateStatus {
                 last_error,
                 recovering,
             } => (
-                if *recovering { "recovering" } else { "degraded" },
-                Some(humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis((*since_unix_ms).max(0) as u64),
-                )
-                .to_string()),
+                if *recovering {
+                    "recovering"
+                } else {
+                    "degraded"
+                },
+                Some(
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis((*since_unix_ms).max(0) as u64),
+                    )
+                    .to_string(),
+                ),
                 Some(last_error.clone()),
             ),
         };
@@ -243,7 +249,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.registry.is_ready() {
         // A degraded state store does not make the server unready: it
         // scores with last-known values. It is reported, for operators.
-        match state.delivery.as_ref().map(|d| StateStatus::of(&d.health())) {
+        match state
+            .delivery
+            .as_ref()
+            .map(|d| StateStatus::of(&d.health()))
+        {
             Some(s) if s.status != "ok" => (
                 StatusCode::OK,
                 format!(

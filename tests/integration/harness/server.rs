@@ -239,8 +239,14 @@ pub struct Replica {
 
 impl Replica {
     /// Starts a server on `dir` with the test configuration `tune`d.
+    /// A replica keeps no delivery state unless `tune` says so: the first
+    /// server's embedded store is its own (replicas share state via Redis).
     pub async fn start(dir: &Path, tune: impl FnOnce(&mut ServerConfig)) -> Self {
-        let (url, client, stop, task) = launch(config_in(dir, tune)).await;
+        let (url, client, stop, task) = launch(config_in(dir, |c| {
+            c.state.backend = oasis::delivery::StateBackend::Off;
+            tune(c)
+        }))
+        .await;
         Replica {
             url,
             client,
@@ -292,6 +298,16 @@ impl TestServer {
     pub async fn shutdown(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// Stops it and hands over its policy directory (with the state kept
+    /// in it), for a restart on the same directory.
+    pub async fn stop_keeping_dir(mut self) -> (tempfile::TempDir, std::path::PathBuf) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let path = self.dir.path().to_path_buf();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, path)
     }
 }
 

@@ -1,0 +1,236 @@
+//! Delivery state kept by the server: events fill later requests, a
+//! repeated event changes nothing, only the served arm writes pacing state
+//! (one controller step per campaign per tick, however many requests race),
+//! the state survives a restart, and a contract 0.1.0 component keeps
+//! serving beside 0.2.0 ones.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use oasis_test_components::{BASELINE, FREQ_CAP_DIVERSITY, PID_PACING};
+use serde_json::{Value, json};
+
+use crate::harness::server::{Harness, TestServer, install, metric};
+
+const NOW: i64 = 1_781_524_800_000;
+
+/// A request on `route` at `at_ms` for listener `u1`: two campaign tracks of
+/// campaign `c1` and one organic track, sending no delivery state at all.
+fn body(route: &str, request_id: &str, at_ms: i64) -> Vec<u8> {
+    let campaign = json!({"id": "c1", "start_ms": NOW - 86_400_000, "end_ms": NOW + 7 * 86_400_000,
+                          "delivery_target": 1000.0});
+    serde_json::to_vec(&json!({
+        "route": route,
+        "context": {"request_id": request_id, "listener_id": "u1", "session_id": "s1",
+                    "surface": "radio", "market": "SE", "timestamp_ms": at_ms},
+        "candidates": [
+            {"id": "t1", "relevance": 0.9, "artist": "a1", "rights_holder": "h1",
+             "features": {"p_skip": 0.1}, "campaign": campaign},
+            {"id": "t2", "relevance": 0.8, "artist": "a2", "rights_holder": "h2",
+             "features": {"p_skip": 0.1}, "campaign": campaign},
+            {"id": "t3", "relevance": 0.7, "artist": "a3", "rights_holder": "h2",
+             "features": {"p_skip": 0.1}}
+        ]
+    }))
+    .unwrap()
+}
+
+fn event(id: &str, kind: &str, track: &str, at_ms: i64) -> Value {
+    json!({"event_id": id, "request_id": "r0", "candidate_id": track, "event": kind,
+           "at_ms": at_ms, "listener_id": "u1", "session_id": "s1",
+           "campaign_id": "c1", "rights_holder": "h1", "promoted": true, "position": 1})
+}
+
+async fn post_events(s: &TestServer, events: &[Value]) -> (u16, Value) {
+    let body = serde_json::to_vec(events).unwrap();
+    let r = s.send(Method::POST, "/v1/events", body).await;
+    (r.status, r.json())
+}
+
+fn reasons(v: &Value, i: usize) -> Vec<String> {
+    v["scores"][i]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn caps(dir: &Path) {
+    install(
+        dir,
+        "caps",
+        FREQ_CAP_DIVERSITY,
+        "[settings]\nmax_daily = 1\nmax_session = 5\n",
+    );
+}
+
+#[tokio::test]
+async fn events_fill_the_next_request_and_a_repeated_event_changes_nothing() {
+    let s = TestServer::start(caps).await;
+    let (status, v) = s.score(body("caps", "r1", NOW)).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(reasons(&v, 0).contains(&"promoted".to_string()), "{v}");
+
+    let batch = [event("e1", "impression", "t1", NOW + 1000)];
+    let (status, v) = post_events(&s, &batch).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(
+        (v["applied"].as_u64(), v["duplicates"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // The same batch again (a retry): nothing changes.
+    let (status, v) = post_events(&s, &batch).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(
+        (v["applied"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    // One promoted impression of t1 to u1 now counts: the cap (1) holds it back.
+    let (_, v) = s.score(body("caps", "r2", NOW + 2000)).await;
+    assert!(reasons(&v, 0).contains(&"freq_capped".to_string()), "{v}");
+    assert_eq!(v["scores"][0]["eligible"], false);
+    assert!(reasons(&v, 1).contains(&"promoted".to_string()), "{v}");
+    // A request that sends its own count wins over the store.
+    let mut sent: Value = serde_json::from_slice(&body("caps", "r3", NOW + 2000)).unwrap();
+    sent["candidates"][0]["impressions_24h"] = 0.into();
+    let (_, v) = s.score(serde_json::to_vec(&sent).unwrap()).await;
+    assert!(reasons(&v, 0).contains(&"promoted".to_string()), "{v}");
+    // 24 hours later (the caller's clock) the impression has left the window.
+    let (_, v) = s.score(body("caps", "r4", NOW + 1000 + 86_400_000)).await;
+    assert!(reasons(&v, 0).contains(&"promoted".to_string()), "{v}");
+
+    // Bad events are refused whole, naming the field; nothing is applied.
+    let mut bad = event("e2", "stream", "t1", NOW);
+    bad.as_object_mut().unwrap().remove("listener_id");
+    let (status, v) = post_events(&s, &[event("e3", "impression", "t2", NOW), bad]).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "events[1].listener_id", "{v}");
+    let (_, v) = post_events(&s, &[event("e3", "impression", "t2", NOW)]).await;
+    assert_eq!(
+        v["applied"], 1,
+        "e3 was not applied by the refused batch: {v}"
+    );
+
+    let p = s.policies().await;
+    assert_eq!(p["state"]["store"], "embedded", "{p}");
+    assert_eq!(p["state"]["status"], "ok", "{p}");
+    let caps = p["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "caps")
+        .unwrap();
+    assert_eq!(caps["active"]["contract"], "0.2.0");
+}
+
+/// Waits until the pacing writer has handled `n` steps (applied + refused).
+async fn pacing_steps(s: &TestServer, n: f64) -> (f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = s.metrics().await;
+        let applied = metric(&m, "oasis_state_operations{op=\"pacing_applied\"}");
+        let refused = metric(&m, "oasis_state_operations{op=\"pacing_refused\"}");
+        if applied + refused >= n {
+            return (applied, refused);
+        }
+        assert!(Instant::now() < deadline, "{applied} + {refused} < {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_served_arm_writes_one_pacing_step_per_campaign_per_tick() {
+    const TOKEN: &str = "delivery-test-token-0123456789abcdef";
+    let s = TestServer::start_with(
+        |dir| {
+            install(dir, "pacing", PID_PACING, "");
+            install(dir, "base", BASELINE, "");
+            std::fs::write(
+                dir.join("routes.toml"),
+                "[routes.paced]\npolicy = \"pacing\"\n\n[routes.shadowed]\npolicy = \"base\"\n",
+            )
+            .unwrap();
+        },
+        |c| {
+            c.admin = Some(oasis::server::AdminConfig {
+                tokens: std::sync::Arc::new(
+                    oasis::server::admin_auth::AdminTokens::from_env_value(TOKEN).unwrap(),
+                ),
+                max_upload_bytes: 32 << 20,
+            })
+        },
+    )
+    .await;
+    let r = s
+        .client
+        .post(s.at("/admin/v1/routes/shadowed/shadows"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"policy": "pacing", "on": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // pid-pacing as a shadow scores every request but never writes: no
+    // step reaches the writer.
+    for i in 0..5 {
+        let (status, _) = s.score(body("shadowed", &format!("sh{i}"), NOW)).await;
+        assert_eq!(status, 200);
+    }
+    let m = s.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "oasis_shadow_calls_total{route=\"shadowed\",shadow=\"pacing\",result=\"ok\"}"
+        ) >= 1.0,
+        "the shadow ran"
+    );
+    assert_eq!(
+        metric(&m, "oasis_state_operations{op=\"pacing_applied\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "oasis_state_operations{op=\"pacing_refused\"}"),
+        0.0
+    );
+    // 16 requests race in one tick: the served policy proposes 16 steps
+    // for c1 from the same (empty) state; exactly one lands.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| s.spawn_score(body("paced", &format!("p{i}"), NOW + 10)))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().0, 200);
+    }
+    let (applied, refused) = pacing_steps(&s, 16.0).await;
+    assert_eq!((applied, refused), (1.0, 15.0));
+    // The next tick steps again, from the state the first step wrote.
+    let (status, _) = s.score(body("paced", "next", NOW + 1500)).await;
+    assert_eq!(status, 200);
+    let (applied, refused) = pacing_steps(&s, 17.0).await;
+    assert_eq!((applied, refused), (2.0, 15.0));
+}
+
+#[tokio::test]
+async fn delivery_state_survives_a_restart() {
+    let s = TestServer::start(caps).await;
+    let (status, _) = post_events(&s, &[event("e1", "impression", "t1", NOW)]).await;
+    assert_eq!(status, 202);
+    let (kept, dir) = s.stop_keeping_dir().await;
+    let again = crate::harness::server::Replica::start(&dir, |c| {
+        c.state = oasis::delivery::StateConfig::default();
+    })
+    .await;
+    let r = again
+        .client
+        .post(format!("{}/v1/score", again.url))
+        .body(body("caps", "after", NOW + 1000))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(reasons(&v, 0).contains(&"freq_capped".to_string()), "{v}");
+    again.shutdown().await;
+    drop(kept);
+}
