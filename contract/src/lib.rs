@@ -38,7 +38,10 @@ pub mod reason;
 pub mod surface;
 
 pub use market::market_code;
-pub use output::{DebugRef, DecisionsView, ReasonBits, Violation, check_decisions};
+pub use output::{
+    CampaignUpdate, CampaignUpdateFields, DebugRef, DecisionsView, ReasonBits, Violation,
+    check_decisions,
+};
 pub use surface::Surface;
 
 /// Version of the contract package (`package oasis:policy@…;` in

@@ -7,16 +7,16 @@ natively with ``oasis_sdk.testing``, build a component with
 """
 
 from . import blocks, log, reason, surface
-from .decisions import DebugValue, Decisions
+from .decisions import CampaignUpdate, DebugValue, Decisions
 from .errors import Internal, InvalidRequest, InvalidSettings, PolicyError
 from .policy import SDK_VERSION, Metadata, NoSettings, Policy, metadata, parse_settings
-from .request import Eligibility, Request, delivery_error, ineligibility
+from .request import Eligibility, Request, delivery_error, ineligibility, pacing_dt_ms
 from .rng import Rng
 from .surface import market_code
 
 __all__ = [
-    "DebugValue", "Decisions", "Eligibility", "Internal", "InvalidRequest", "InvalidSettings",
+    "CampaignUpdate", "DebugValue", "Decisions", "Eligibility", "Internal", "InvalidRequest", "InvalidSettings",
     "Metadata", "NoSettings", "Policy", "PolicyError", "Request", "Rng", "SDK_VERSION",
     "blocks", "delivery_error", "ineligibility", "log", "market_code", "metadata",
-    "parse_settings", "reason", "surface",
+    "pacing_dt_ms", "parse_settings", "reason", "surface",
 ]

@@ -1,6 +1,7 @@
 """Reusable decision rules, the same as the Rust SDK's ``oasis_sdk::blocks``
-(``guest-sdk/src/blocks.rs``): the guarded boost and the slate cap, with the
-same tie-breaking, so a Python port of a Rust policy gives identical output.
+(``guest-sdk/src/blocks.rs``): the relevance guardrail, the guarded boost and
+the slate cap, with the same tie-breaking, so a Python port of a Rust policy
+gives identical output.
 """
 
 from . import reason as R
@@ -9,10 +10,49 @@ from . import reason as R
 P_SKIP = "p_skip"
 
 
+class RelevanceGuardrail:
+    """The one relevance guardrail (Rust: ``RelevanceGuardrail``): a campaign
+    track is never lifted when it is not relevant enough for this listener,
+    i.e. relevance below ``s_min`` (or NaN) or, when the policy uses it
+    (``max_p_skip`` not None), ``p_skip`` above ``max_p_skip`` or missing.
+    Such a track is not eligible, keeps its base relevance, propensity 0,
+    reason ``RELEVANCE_GUARDRAIL`` (plus ``MISSING_FEATURE`` for a missing
+    ``p_skip``)."""
+
+    __slots__ = ("s_min", "max_p_skip")
+
+    def __init__(self, s_min: float, max_p_skip: float | None = None):
+        self.s_min = s_min
+        self.max_p_skip = max_p_skip
+
+    def check(self, s: float, p_skip: float | None = None) -> int:
+        """The guardrail's reason bits for relevance ``s`` and ``p_skip``
+        (None or NaN: missing; ignored when ``max_p_skip`` is None); 0 when
+        the track may be lifted."""
+        r = 0
+        if not s >= self.s_min:  # NaN fails
+            r |= R.RELEVANCE_GUARDRAIL
+        if self.max_p_skip is not None:
+            if p_skip is None or p_skip != p_skip:
+                r |= R.RELEVANCE_GUARDRAIL | R.MISSING_FEATURE
+            elif p_skip > self.max_p_skip:
+                r |= R.RELEVANCE_GUARDRAIL
+        return r
+
+    @staticmethod
+    def hold_back(out, i: int, base: float, reasons: int) -> None:
+        """Records candidate ``i`` as held back for ``reasons``: not
+        eligible, score ``base``, propensity 0, not ``PROMOTED``."""
+        out.eligible[i] = False
+        out.scores[i] = base
+        out.propensity[i] = 0.0
+        out.reasons[i] = (out.reasons[i] & ~R.PROMOTED) | reasons
+
+
 class Guard:
-    """The guarded boost: the campaign gate, ``p_skip <= theta`` (missing:
-    ``MISSING_FEATURE``; above: ``RELEVANCE_GUARDRAIL``) and the boost
-    ``beta * (s - s_min)``, never lifting a track below ``s_min``."""
+    """The guarded boost: the campaign gate, the relevance guardrail with
+    ``s_min`` and ``max_p_skip = theta`` (every failing condition makes the
+    track ineligible) and the boost ``beta * (s - s_min)``."""
 
     __slots__ = ("theta", "beta", "s_min")
 
@@ -23,6 +63,9 @@ class Guard:
 
     def scaled(self, factor: float) -> "Guard":
         return Guard(self.theta, factor * self.beta, self.s_min)
+
+    def guardrail(self) -> RelevanceGuardrail:
+        return RelevanceGuardrail(self.s_min, self.theta)
 
     def apply_all(self, req, out, base, p_skip) -> list:
         """Evaluates every candidate and records its verdict in ``out`` the
@@ -39,18 +82,19 @@ class Guard:
                 continue
             block = blocks[c]
             p = p_skip[i]
+            s = base[i]
+            # The relevance guardrail, inlined (RelevanceGuardrail.check with
+            # max_p_skip = theta): this loop is the hot path.
+            if not s >= s_min:
+                block |= R.RELEVANCE_GUARDRAIL
             if p != p:
-                block |= R.MISSING_FEATURE
+                block |= R.RELEVANCE_GUARDRAIL | R.MISSING_FEATURE
             elif p > theta:
                 block |= R.RELEVANCE_GUARDRAIL
             if block:
                 reasons[i] |= block
                 continue
             eligible[i] = True
-            s = base[i]
-            if s < s_min:
-                reasons[i] |= R.RELEVANCE_GUARDRAIL
-                continue
             boost = beta * (s - s_min)
             if boost > 0.0:
                 out.promote(i, boost, 1.0)

@@ -1,5 +1,5 @@
 """The component adapter: turns a ``Policy`` subclass into the exports of
-``oasis:policy/policy@0.1.0`` for componentize-py.
+``oasis:policy/policy@0.2.0`` for componentize-py.
 
 ``scripts/build-python-policy`` generates the app module::
 
@@ -91,6 +91,10 @@ def export(policy_cls):
                 reasons=reasons_to_wit(d.reasons),
                 propensity=d.propensity,
                 debug=[wit.DebugValue(v.name, v.candidate, v.value) for v in d.debug],
+                campaign_updates=[
+                    wit.CampaignUpdate(u.campaign, u.pacing_integral, u.pacing_last_error)
+                    for u in d.campaign_updates
+                ],
             )
 
     Policy.__name__ = "Policy"

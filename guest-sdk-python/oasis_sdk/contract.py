@@ -11,7 +11,8 @@ The rules, in the order they are checked: every column has one entry per
 candidate; every score is finite; every propensity is in [0, 1]; only
 campaign tracks may be eligible or promoted; at most ``4n + 64`` debug
 values, each named with 1 to 64 bytes, referring to a candidate in range,
-and finite.
+and finite; (contract 0.2.0) campaign updates name a campaign of the
+request, carry finite state and update each campaign at most once.
 """
 
 from math import isfinite
@@ -59,10 +60,11 @@ class Violation(Exception):
         return self.message
 
 
-def check_decisions(candidates: int, campaign, d) -> None:
+def check_decisions(candidates: int, campaign, d, campaigns: int = 0) -> None:
     """Raises the first ``Violation`` of decisions ``d`` (with ``scores``,
-    ``eligible``, ``reasons``, ``propensity`` and ``debug``) for
-    ``candidates`` candidates whose campaign column is ``campaign``."""
+    ``eligible``, ``reasons``, ``propensity``, ``debug`` and optionally
+    ``campaign_updates``) for ``candidates`` candidates whose campaign column
+    is ``campaign``, in a request with ``campaigns`` campaigns."""
     for column, col in (
         ("scores", d.scores),
         ("eligible", d.eligible),
@@ -101,3 +103,22 @@ def check_decisions(candidates: int, campaign, d) -> None:
             )
         if not isfinite(v.value):
             raise Violation("NonFiniteDebugValue", f"debug value `{v.name}` is not finite ({_fmt(v.value)})")
+    seen = set()
+    for u in getattr(d, "campaign_updates", None) or ():
+        c = u.campaign
+        if not 0 <= c < campaigns:
+            raise Violation(
+                "CampaignUpdateOutOfRange", f"campaign update for campaign {c} of {campaigns} (out of range)"
+            )
+        for field, value in (("pacing_integral", u.pacing_integral), ("pacing_last_error", u.pacing_last_error)):
+            if not isfinite(value):
+                raise Violation(
+                    "NonFiniteCampaignUpdate",
+                    f"campaign update for campaign {c}: `{field}` is not finite ({_fmt(value)})",
+                )
+        if c in seen:
+            raise Violation(
+                "DuplicateCampaignUpdate",
+                f"campaign {c} is updated more than once (at most one update per campaign)",
+            )
+        seen.add(c)

@@ -19,19 +19,36 @@ class DebugValue:
         return f"DebugValue({self.name!r}, {self.candidate!r}, {self.value!r})"
 
 
+class CampaignUpdate:
+    """New pacing-controller state for campaign ``campaign`` (an index into
+    ``req.campaigns``)."""
+
+    __slots__ = ("campaign", "pacing_integral", "pacing_last_error")
+
+    def __init__(self, campaign: int, pacing_integral: float, pacing_last_error: float):
+        self.campaign = campaign
+        self.pacing_integral = pacing_integral
+        self.pacing_last_error = pacing_last_error
+
+    def __repr__(self) -> str:
+        return f"CampaignUpdate({self.campaign!r}, {self.pacing_integral!r}, {self.pacing_last_error!r})"
+
+
 class Decisions:
     """The decisions for one request, column by column: ``scores``,
     ``eligible``, ``reasons`` (int bit sets, see ``oasis_sdk.reason``),
-    ``propensity`` and ``debug``. Start from ``Decisions.passthrough(req)``."""
+    ``propensity`` and ``debug``, plus ``campaign_updates`` (new pacing
+    state, at most one per campaign). Start from ``Decisions.passthrough(req)``."""
 
-    __slots__ = ("scores", "eligible", "reasons", "propensity", "debug")
+    __slots__ = ("scores", "eligible", "reasons", "propensity", "debug", "campaign_updates")
 
-    def __init__(self, scores, eligible, reasons, propensity, debug=None):
+    def __init__(self, scores, eligible, reasons, propensity, debug=None, campaign_updates=None):
         self.scores = scores
         self.eligible = eligible
         self.reasons = reasons
         self.propensity = propensity
         self.debug = [] if debug is None else debug
+        self.campaign_updates = [] if campaign_updates is None else campaign_updates
 
     @classmethod
     def passthrough(cls, req) -> "Decisions":
@@ -79,12 +96,21 @@ class Decisions:
 
     debug_value = add_debug
 
+    def update_campaign(self, campaign: int, pacing_integral: float, pacing_last_error: float) -> None:
+        """Hands back new pacing-controller state for campaign ``campaign``
+        (an index into ``req.campaigns``), as the Rust
+        ``Decisions::update_campaign``: the host stores it for the served
+        policy only, at most one controller step per campaign per pacing
+        tick. At most once per campaign, finite values (``check`` refuses
+        the rest, as the host does)."""
+        self.campaign_updates.append(CampaignUpdate(campaign, float(pacing_integral), float(pacing_last_error)))
+
     def check(self, req) -> None:
         """The host's output rules (``oasis_sdk.contract.check_decisions``);
         raises ``Violation``."""
         from .contract import check_decisions
 
-        check_decisions(req.count, req.campaign, self)
+        check_decisions(req.count, req.campaign, self, len(req.campaigns))
 
     def __repr__(self) -> str:
         return (

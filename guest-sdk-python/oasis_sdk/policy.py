@@ -35,7 +35,7 @@ import typing
 
 from .errors import InvalidSettings
 
-SDK_VERSION = "0.1.0"
+SDK_VERSION = "0.2.0"
 
 
 @dataclasses.dataclass

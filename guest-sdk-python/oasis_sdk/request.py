@@ -1,4 +1,5 @@
-"""The request a policy scores: context, columnar candidates and campaigns.
+"""The request a policy scores: context, columnar candidates, campaigns and
+the rights holders' 7-day exposure.
 
 The view keeps the columns exactly as they arrive (the lists componentize-py
 lifts, or the test builder's lists): nothing is converted per element. Read
@@ -9,7 +10,7 @@ slice of the row-major matrix), and gate campaign tracks with
 per request.
 """
 
-from math import isnan
+from math import isfinite, isnan
 
 from . import reason as R
 from .errors import InvalidRequest
@@ -71,6 +72,17 @@ def ineligibility(campaign, timestamp_ms: int, surface: int, market: int) -> int
     return r
 
 
+def pacing_dt_ms(campaign, timestamp_ms: int):
+    """Milliseconds since ``campaign``'s pacing state was stored, as seen at
+    ``timestamp_ms``: ``max(0, timestamp_ms - pacing_updated_ms)`` when
+    ``pacing_updated_ms > 0``, ``None`` when it never was (as the Rust
+    ``Campaign::pacing_dt_ms``)."""
+    updated = campaign.pacing_updated_ms
+    if updated <= 0:
+        return None
+    return max(0, timestamp_ms - updated)
+
+
 def delivery_error(campaign) -> float:
     """Normalized delivery error, positive when under-delivering; 0 without a target."""
     if campaign.delivery_target > 0.0:
@@ -92,6 +104,7 @@ class Request:
         "raw", "context", "campaigns", "count", "relevance", "campaign", "artist",
         "rights_holder", "impressions_24h", "session_promoted", "feature_names",
         "features", "surface", "market", "timestamp_ms", "seed", "_eligibility",
+        "holders", "exposure_share_7d_column",
     )
 
     def __init__(self, raw):
@@ -105,7 +118,7 @@ class Request:
         self.campaign = k.campaign
         self.artist = k.artist
         self.rights_holder = k.rights_holder
-        self.impressions_24h = k.impressions_last_day
+        self.impressions_24h = k.impressions_24h
         self.session_promoted = k.session_promoted
         self.feature_names = k.feature_names
         self.features = k.features
@@ -113,6 +126,8 @@ class Request:
         self.market = ctx.market
         self.timestamp_ms = ctx.timestamp_ms
         self.seed = ctx.seed
+        self.holders = raw.holders
+        self.exposure_share_7d_column = raw.holders.exposure_share_7d
         self._eligibility = None
 
     def __len__(self) -> int:
@@ -129,6 +144,26 @@ class Request:
     @property
     def session_id(self) -> str:
         return self.context.session_id
+
+    @property
+    def slate_size(self) -> int:
+        """How many top-ranked candidates the caller shows: ``context.slate_size``
+        kept within ``0..=count``, the whole request when it is 0."""
+        k = self.context.slate_size
+        return self.count if k == 0 else min(k, self.count)
+
+    def exposure_share_7d(self, holder: int) -> float | None:
+        """Rights holder ``holder``'s share of all attention over the last 7
+        days; ``None`` when unknown (NaN, not finite, or no such holder)."""
+        col = self.exposure_share_7d_column
+        if not 0 <= holder < len(col):
+            return None
+        v = col[holder]
+        return v if isfinite(v) else None
+
+    def holder_exposure_share_7d(self, i: int) -> float | None:
+        """``exposure_share_7d`` of candidate ``i``'s rights holder."""
+        return self.exposure_share_7d(self.rights_holder[i])
 
     def check_shape(self) -> None:
         """Checks that the columns line up (the SDK runs it before ``score``).
@@ -154,6 +189,14 @@ class Request:
         if n and (min(self.campaign) < -1 or max(self.campaign) >= m):
             i = next(i for i, c in enumerate(self.campaign) if c < -1 or c >= m)
             raise InvalidRequest(f"candidate {i} refers to campaign {self.campaign[i]} of {m}")
+        h = self.holders
+        if len(h.exposure_share_7d) != h.count:
+            raise InvalidRequest(
+                f"holders' `exposure-share-7d` has {len(h.exposure_share_7d)} entries for {h.count} rights holders"
+            )
+        if n and max(self.rights_holder) >= h.count:
+            i = next(i for i, r in enumerate(self.rights_holder) if r >= h.count)
+            raise InvalidRequest(f"candidate {i} refers to rights holder {self.rights_holder[i]} of {h.count}")
         if len(self.context.features) != len(self.context.feature_names):
             raise InvalidRequest("context features and their names differ in length")
 

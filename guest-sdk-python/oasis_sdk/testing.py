@@ -22,7 +22,7 @@ from .decisions import Decisions
 from .errors import PolicyError
 from .policy import Policy, parse_settings
 from .request import Request
-from .types import Campaign, Candidates, Context
+from .types import Campaign, Candidates, Context, Holders
 from .types import Request as RawRequest
 
 NOW_MS = 1_781_524_800_000
@@ -44,6 +44,7 @@ class CampaignSpec:
             delivery_target=1000.0,
             delivered=333.0,
             expected_by_now=333.0,
+            pacing_updated_ms=0,
             commission_bps=3000,
         )
 
@@ -65,6 +66,10 @@ class CampaignSpec:
 
     def pacing_state(self, integral: float, last_error: float) -> "CampaignSpec":
         self.c.pacing_integral, self.c.pacing_last_error = integral, last_error
+        return self
+
+    def pacing_updated_ms(self, ms: int) -> "CampaignSpec":
+        self.c.pacing_updated_ms = ms
         return self
 
 
@@ -109,6 +114,18 @@ class RequestBuilder:
         self.names: list = []
         self.cands: list = []
         self.camps: list = []
+        self.slate = None
+        self.exposure: list = []
+
+    def slate_size(self, k: int) -> "RequestBuilder":
+        """The ranks the caller shows; without it, the candidate count (as the host sends it)."""
+        self.slate = k
+        return self
+
+    def holder_exposure_share_7d(self, holder: int, share: float) -> "RequestBuilder":
+        """Rights holder ``holder``'s 7-day exposure share; holders not set are unknown (NaN)."""
+        self.exposure.append((holder, share))
+        return self
 
     def surface(self, surface: int) -> "RequestBuilder":
         self.ctx.surface = surface
@@ -159,11 +176,16 @@ class RequestBuilder:
             k.campaign.append(c.campaign_index)
             k.artist.append(c.artist_key)
             k.rights_holder.append(c.holder_key)
-            k.impressions_last_day.append(c.impressions_24h)
+            k.impressions_24h.append(c.impressions_24h)
             k.session_promoted.append(c.session_promoted)
         ctx = Context(**vars(self.ctx))
         ctx.feature_names, ctx.features = list(ctx.feature_names), list(ctx.features)
-        return Request(RawRequest(ctx, k, list(self.camps)))
+        ctx.slate_size = n if self.slate is None else self.slate
+        count = max([h + 1 for h in k.rights_holder] + [h + 1 for h, _ in self.exposure] + [0])
+        share = [NAN] * count
+        for h, v in self.exposure:
+            share[h] = float(v)
+        return Request(RawRequest(ctx, k, list(self.camps), Holders(count, share)))
 
 
 def _policy(policy) -> Policy:
@@ -192,7 +214,7 @@ def as_host_sends(policy, req: Request) -> Request:
     ]
     new_k = Candidates(**{**vars(k), "feature_names": cols, "features": feats})
     new_ctx = Context(**{**vars(ctx), "feature_names": list(policy.context), "features": cvals})
-    return Request(RawRequest(new_ctx, new_k, raw.campaigns))
+    return Request(RawRequest(new_ctx, new_k, raw.campaigns, raw.holders))
 
 
 def run(policy, settings, request: Request) -> Decisions:
@@ -209,7 +231,7 @@ def run(policy, settings, request: Request) -> Decisions:
     request.check_shape()
     req = as_host_sends(policy, request)
     out = policy.score(s, req)
-    check_decisions(req.count, req.campaign, out)
+    check_decisions(req.count, req.campaign, out, len(req.campaigns))
     return out
 
 
@@ -278,6 +300,7 @@ def request_from_json(body) -> Request:
     camps: list = []
     seen: dict = {}
     artists, holders = ({}, [0]), ({}, [0])
+    holder_ids: list = []
     for i, c in enumerate(cands):
         for name, v in (c.get("features") or {}).items():
             if v is not None:
@@ -304,13 +327,18 @@ def request_from_json(body) -> Request:
                         expected_by_now=float(camp.get("expected_by_now", 0.0)),
                         pacing_integral=float(camp.get("pacing_integral", 0.0)),
                         pacing_last_error=float(camp.get("pacing_last_error", 0.0)),
+                        pacing_updated_ms=camp.get("pacing_updated_ms") or 0,
                         commission_bps=camp.get("commission_bps", 0),
                     )
                 )
             k.campaign.append(seen[camp["id"]])
         k.artist.append(_intern(*artists, c.get("artist", "")))
-        k.rights_holder.append(_intern(*holders, c.get("rights_holder", "")))
-        k.impressions_last_day.append(c.get("impressions_24h", 0))
+        holder = c.get("rights_holder", "")
+        key = _intern(*holders, holder)
+        if key == len(holder_ids):
+            holder_ids.append(holder)
+        k.rights_holder.append(key)
+        k.impressions_24h.append(c.get("impressions_24h", 0))
         k.session_promoted.append(c.get("session_promoted", 0))
     cf = ctx.get("features") or {}
     context = Context(
@@ -323,8 +351,14 @@ def request_from_json(body) -> Request:
         seed=_seed_of(ctx),
         feature_names=list(cf),
         features=[NAN if v is None else float(v) for v in cf.values()],
+        slate_size=n if ctx.get("slate_size") is None else ctx["slate_size"],
     )
-    return Request(RawRequest(context, k, camps))
+    table = body.get("rights_holders") or {}
+    share = []
+    for h in holder_ids:
+        v = (table.get(h) or {}).get("exposure_share_7d")
+        share.append(NAN if v is None else float(v))
+    return Request(RawRequest(context, k, camps, Holders(len(holder_ids), share)))
 
 
 def check_fixture(policy, path) -> list:
@@ -361,4 +395,22 @@ def check_fixture(policy, path) -> list:
         got = dbg.get((None, name))
         if got is None or abs(got - v) > tol:
             diffs.append(f"debug {name} {got} != {v}")
+    want = fx.get("expected_campaign_updates")
+    if want is not None:
+        ids: list = []
+        for c in cands:
+            cid = (c.get("campaign") or {}).get("id")
+            if cid is not None and cid not in ids:
+                ids.append(cid)
+        got = {ids[u.campaign]: u for u in out.campaign_updates}
+        if len(out.campaign_updates) != len(want):
+            diffs.append(f"{len(out.campaign_updates)} campaign updates, expected {len(want)}")
+        for w in want:
+            u = got.get(w["campaign"])
+            if u is None:
+                diffs.append(f"no campaign update for {w['campaign']!r}")
+            elif abs(u.pacing_integral - w["pacing_integral"]) > tol or abs(
+                u.pacing_last_error - w["pacing_last_error"]
+            ) > tol:
+                diffs.append(f"campaign update {u} != {w}")
     return diffs

@@ -19,6 +19,7 @@ class Context:
     seed: int = 0
     feature_names: list = field(default_factory=list)
     features: list = field(default_factory=list)
+    slate_size: int = 0
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Campaign:
     expected_by_now: float = 0.0
     pacing_integral: float = 0.0
     pacing_last_error: float = 0.0
+    pacing_updated_ms: int = 0
     commission_bps: int = 0
 
 
@@ -45,8 +47,21 @@ class Candidates:
     campaign: list = field(default_factory=list)
     artist: list = field(default_factory=list)
     rights_holder: list = field(default_factory=list)
-    impressions_last_day: list = field(default_factory=list)
+    impressions_24h: list = field(default_factory=list)
     session_promoted: list = field(default_factory=list)
+
+
+@dataclass
+class Holders:
+    count: int = 0
+    exposure_share_7d: list = field(default_factory=list)
+
+
+@dataclass
+class CampaignUpdate:
+    campaign: int = 0
+    pacing_integral: float = 0.0
+    pacing_last_error: float = 0.0
 
 
 @dataclass
@@ -54,3 +69,4 @@ class Request:
     context: Context
     candidates: Candidates
     campaigns: list = field(default_factory=list)
+    holders: Holders = field(default_factory=Holders)

@@ -9,9 +9,10 @@ import re
 from conftest import ROOT
 from oasis_sdk import contract, reason, surface
 from oasis_sdk.contract import Violation, check_decisions
-from oasis_sdk.decisions import DebugValue
+from oasis_sdk.decisions import CampaignUpdate, DebugValue
 
 CASES = json.loads((ROOT / "contract" / "testdata" / "output-cases.json").read_text())["cases"]
+UPDATE_CASES = json.loads((ROOT / "guest-sdk" / "testdata" / "campaign-update-cases.json").read_text())["cases"]
 
 
 class _D:
@@ -32,6 +33,20 @@ def test_the_output_check_reproduces_every_shared_case():
         d.debug = [DebugValue(n, k, _num(v)) for n, k, v in c["debug"]]
         try:
             check_decisions(c["candidates"], c["campaign"], d)
+            got = None
+        except Violation as v:
+            got = {"kind": v.kind, "message": v.message}
+        assert got == c["expected"], c["name"]
+
+
+def test_the_campaign_update_check_reproduces_every_shared_case():
+    assert len(UPDATE_CASES) >= 8
+    for c in UPDATE_CASES:
+        d = _D()
+        d.scores, d.propensity, d.eligible, d.reasons, d.debug = [0.5], [0.0], [False], [reason.ORGANIC], []
+        d.campaign_updates = [CampaignUpdate(k, _num(i), _num(e)) for k, i, e in c["updates"]]
+        try:
+            check_decisions(1, [-1], d, c["campaigns"])
             got = None
         except Violation as v:
             got = {"kind": v.kind, "message": v.message}

@@ -196,3 +196,69 @@ def test_fixtures_compare_like_oasis_test(tmp_path):
     fx["expected"][0]["score"] = 0.6
     f.write_text(json.dumps(fx))
     assert check_fixture(FixedBoost, f) == ["a: score 0.5 != 0.6"]
+
+
+def test_slate_size_holders_and_pacing_time_as_in_rust():
+    from oasis_sdk import pacing_dt_ms
+    from oasis_sdk.testing import NOW_MS, CampaignSpec, CandidateSpec, RequestBuilder
+
+    b = (
+        RequestBuilder()
+        .campaign(CampaignSpec(1).pacing_updated_ms(NOW_MS - 60_000))
+        .campaign(CampaignSpec(2))
+        .candidate(CandidateSpec(0.9).rights_holder(2).campaign(0))
+        .candidate(CandidateSpec(0.5).rights_holder(0))
+        .holder_exposure_share_7d(0, 0.25)
+    )
+    req = b.build()
+    assert req.slate_size == 2 and req.context.slate_size == 2
+    assert req.holders.count == 3
+    assert req.exposure_share_7d(0) == 0.25 and req.exposure_share_7d(2) is None
+    assert req.exposure_share_7d(9) is None
+    assert req.holder_exposure_share_7d(1) == 0.25
+    assert pacing_dt_ms(req.campaigns[0], NOW_MS) == 60_000
+    assert pacing_dt_ms(req.campaigns[0], NOW_MS - 90_000) == 0
+    assert pacing_dt_ms(req.campaigns[1], NOW_MS) is None
+    req.check_shape()
+    assert b.slate_size(1).build().slate_size == 1
+    req.holders.count = 2
+    req.holders.exposure_share_7d.pop()
+    try:
+        req.check_shape()
+    except Exception as e:  # InvalidRequest
+        assert "candidate 0 refers to rights holder 2 of 2" in str(e)
+    else:
+        raise AssertionError("a rights holder outside the table was accepted")
+
+
+def test_request_from_json_reads_the_new_fields():
+    from oasis_sdk.testing import request_from_json
+
+    req = request_from_json({
+        "context": {"request_id": "r", "listener_id": "l", "session_id": "s", "surface": "radio",
+                    "market": "SE", "timestamp_ms": 5, "slate_size": 1},
+        "candidates": [
+            {"id": "a", "relevance": 0.9, "rights_holder": "label-1",
+             "campaign": {"id": "c", "start_ms": 0, "end_ms": 10, "delivery_target": 10.0,
+                          "pacing_updated_ms": 3}},
+            {"id": "b", "relevance": 0.4, "rights_holder": "label-2"},
+        ],
+        "rights_holders": {"label-2": {"exposure_share_7d": 0.3}, "label-9": {"exposure_share_7d": 0.1}},
+    })
+    assert req.slate_size == 1
+    assert req.exposure_share_7d_column[1] == 0.3 and req.holder_exposure_share_7d(0) is None
+    assert req.holders.count == 2
+    assert req.campaigns[0].pacing_updated_ms == 3 and req.campaigns[0].delivered == 0.0
+
+
+def test_the_guardrail_has_one_meaning():
+    from oasis_sdk import reason as R
+    from oasis_sdk.blocks import RelevanceGuardrail
+
+    g = R.RELEVANCE_GUARDRAIL
+    alone, skip = RelevanceGuardrail(0.2), RelevanceGuardrail(0.2, 0.35)
+    for s, p, a, k in [
+        (0.2, 0.35, 0, 0), (0.19, 0.1, g, g), (float("nan"), 0.1, g, g), (0.8, 0.36, 0, g),
+        (0.8, float("nan"), 0, g | R.MISSING_FEATURE), (0.8, None, 0, g | R.MISSING_FEATURE),
+    ]:
+        assert alone.check(s, p) == a and skip.check(s, p) == k, (s, p)

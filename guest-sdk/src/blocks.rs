@@ -5,11 +5,19 @@
 //! policy applies therefore live here, with one implementation and one set
 //! of tests.
 //!
+//! * [`RelevanceGuardrail`] is **the** relevance guardrail, with one meaning
+//!   in every policy: *a campaign track is never lifted when it is not
+//!   relevant enough for this listener*: base relevance below `s_min` (or
+//!   NaN), or, for a policy that uses the predicted skip probability, `p_skip`
+//!   above `max_p_skip` (or missing). Such a track is **not eligible** for
+//!   promotion: it keeps its base relevance as its score, propensity 0,
+//!   reason `RELEVANCE_GUARDRAIL`, plus `MISSING_FEATURE` when `p_skip` is
+//!   required but missing. Every example policy that lifts tracks applies it
+//!   to its campaign tracks, next to the campaign gate.
 //! * [`Guard`] is the *guarded boost*: the campaign gate
-//!   ([`Candidate::campaign_eligibility`]), the listener-satisfaction
-//!   guardrail on the predicted skip probability ([`P_SKIP`]`<= theta`) and
-//!   the relevance-proportional boost `beta * max(0, s - s_min)`, which never
-//!   lifts a track below `s_min`. Use it when a policy promotes campaign
+//!   ([`Candidate::campaign_eligibility`]), the [`RelevanceGuardrail`] with
+//!   `max_p_skip = theta` ([`P_SKIP`]), and the relevance-proportional boost
+//!   `beta * (s - s_min)` of the tracks that pass. Use it when a policy promotes campaign
 //!   tracks by how far their relevance clears a floor, behind the skip
 //!   guardrail. [`Guard::evaluate`] decides for one candidate and returns a
 //!   [`Verdict`]; [`Verdict::apply`] records that verdict in [`Decisions`]
@@ -68,8 +76,96 @@
 
 use crate::{Candidate, Decisions, Eligibility, Feature, Reason};
 
+/// The relevance guardrail every example policy that lifts campaign tracks
+/// applies, with one meaning: **a campaign track is never lifted when it is
+/// not relevant enough for this listener.**
+///
+/// A track fails it when
+///
+/// * its base relevance `s` is below `s_min` (a NaN relevance fails too;
+///   `s == s_min` passes), or
+/// * the policy uses the predicted skip probability (`max_p_skip` is
+///   `Some`) and `p_skip > max_p_skip` (`p_skip == max_p_skip` passes), or
+///   `p_skip` is missing (NaN): the guardrail cannot vouch for the track.
+///
+/// A track that fails is **not eligible** for promotion: eligible `false`,
+/// its base relevance as score, propensity 0, and reason
+/// `RELEVANCE_GUARDRAIL`, plus `MISSING_FEATURE` when it failed for a
+/// missing `p_skip` ([`RelevanceGuardrail::check`] returns exactly those
+/// reasons, [`RelevanceGuardrail::hold_back`] records them). Policies report
+/// it alongside the campaign gate's reasons, every failing condition at
+/// once.
+///
+/// Settings: policies call the threshold `s_min` and, when they read
+/// `p_skip`, `theta` (`max_p_skip = Some(theta)`).
+///
+/// ```
+/// use oasis_sdk::blocks::RelevanceGuardrail;
+/// use oasis_sdk::Reason;
+///
+/// let g = RelevanceGuardrail { s_min: 0.2, max_p_skip: Some(0.35) };
+/// assert_eq!(g.check(0.8, Some(0.35)), Reason::empty());
+/// assert_eq!(g.check(0.1, Some(0.1)), Reason::RELEVANCE_GUARDRAIL);
+/// assert_eq!(g.check(0.8, Some(0.5)), Reason::RELEVANCE_GUARDRAIL);
+/// assert_eq!(g.check(0.8, None), Reason::RELEVANCE_GUARDRAIL | Reason::MISSING_FEATURE);
+/// // A policy that does not use p_skip: relevance alone.
+/// let g = RelevanceGuardrail { s_min: 0.2, max_p_skip: None };
+/// assert_eq!(g.check(0.2, None), Reason::empty());
+/// assert_eq!(g.check(f64::NAN, None), Reason::RELEVANCE_GUARDRAIL);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RelevanceGuardrail {
+    /// Lowest base relevance a lifted track may have (finite).
+    pub s_min: f64,
+    /// Highest predicted skip probability ([`P_SKIP`]) a lifted track may
+    /// have, for a policy that uses it (in `[0, 1]`); `None` for a policy
+    /// that does not read `p_skip`.
+    pub max_p_skip: Option<f64>,
+}
+
+impl RelevanceGuardrail {
+    /// The guardrail's reasons for a track with base relevance `s` and
+    /// predicted skip probability `p_skip` (`None` when missing; ignored
+    /// when `max_p_skip` is `None`): empty when the track may be lifted,
+    /// else `RELEVANCE_GUARDRAIL`, with `MISSING_FEATURE` when `p_skip` is
+    /// used but missing.
+    pub fn check(&self, s: f64, p_skip: Option<f64>) -> Reason {
+        let mut r = Reason::empty();
+        // A NaN relevance is not relevant enough.
+        if s.is_nan() || s < self.s_min {
+            r |= Reason::RELEVANCE_GUARDRAIL;
+        }
+        if let Some(max) = self.max_p_skip {
+            match p_skip {
+                None => r |= Reason::RELEVANCE_GUARDRAIL | Reason::MISSING_FEATURE,
+                Some(p) if p.is_nan() || p > max => r |= Reason::RELEVANCE_GUARDRAIL,
+                Some(_) => {}
+            }
+        }
+        r
+    }
+
+    /// [`RelevanceGuardrail::check`] for candidate `c`, reading its
+    /// `p_skip` from the resolved column `p_skip` (`None`: the policy does
+    /// not use it).
+    pub fn check_candidate(&self, c: Candidate<'_>, s: f64, p_skip: Option<Feature>) -> Reason {
+        self.check(s, p_skip.and_then(|f| c.get(f)))
+    }
+
+    /// Records that candidate `i` is held back for `reasons` (those of
+    /// [`RelevanceGuardrail::check`], possibly with the campaign gate's):
+    /// not eligible, score back to its base relevance `base`, propensity 0,
+    /// not `PROMOTED`, and `reasons` marked.
+    pub fn hold_back(out: &mut Decisions, i: usize, base: f64, reasons: Reason) {
+        out.eligible[i] = false;
+        out.scores[i] = base;
+        out.propensity[i] = 0.0;
+        out.reasons[i] = (out.reasons[i] - Reason::PROMOTED) | reasons;
+    }
+}
+
 /// Name of the candidate feature holding the predicted skip probability that
-/// [`Guard`] checks against `theta`; resolve it with
+/// [`RelevanceGuardrail`] checks against `max_p_skip` ([`Guard`]: `theta`); resolve it with
 /// [`Request::feature`](crate::Request::feature) and declare it with
 /// [`Metadata::requires`](crate::Metadata::requires).
 pub const P_SKIP: &str = "p_skip";
@@ -78,12 +174,13 @@ pub const P_SKIP: &str = "p_skip";
 /// settings (`theta` in [0, 1], `beta` >= 0, `s_min` finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Guard {
-    /// Highest allowed predicted skip probability: `p_skip > theta` makes a
+    /// The guardrail's `max_p_skip`: `p_skip > theta` (or missing) makes a
     /// campaign track ineligible with `RELEVANCE_GUARDRAIL`.
     pub theta: f64,
     /// Boost per unit of relevance above `s_min`.
     pub beta: f64,
-    /// Relevance guardrail: tracks with relevance below it are never lifted.
+    /// The guardrail's `s_min`: a campaign track with relevance below it is
+    /// ineligible with `RELEVANCE_GUARDRAIL`, never lifted.
     pub s_min: f64,
 }
 
@@ -94,58 +191,50 @@ pub enum Verdict {
     Organic,
     /// A campaign track that may not be promoted, with every reason that
     /// applies: the campaign gate's `CAMPAIGN_INACTIVE`,
-    /// `NOT_ELIGIBLE_SURFACE` and `NOT_ELIGIBLE_MARKET`, plus
-    /// `MISSING_FEATURE` (no `p_skip`) or `RELEVANCE_GUARDRAIL`
-    /// (`p_skip > theta`). Never empty.
+    /// `NOT_ELIGIBLE_SURFACE` and `NOT_ELIGIBLE_MARKET`, plus the
+    /// [`RelevanceGuardrail`]'s `RELEVANCE_GUARDRAIL` (`s < s_min`,
+    /// `p_skip > theta` or `p_skip` missing) and `MISSING_FEATURE` (`p_skip`
+    /// missing). Never empty.
     Ineligible(Reason),
-    /// An eligible campaign track.
+    /// An eligible campaign track: it passed the campaign gate and the
+    /// guardrail.
     Eligible {
-        /// `beta * (s - s_min)` when `s >= s_min`, else 0; never negative
-        /// when `beta >= 0`. Only a positive boost promotes.
+        /// `beta * (s - s_min)`, never negative when `beta >= 0` (0 at
+        /// `s == s_min`). Only a positive boost promotes.
         boost: f64,
-        /// Reasons to record: `RELEVANCE_GUARDRAIL` when `s < s_min` (the
-        /// track is held back), empty otherwise.
-        reasons: Reason,
     },
 }
 
 impl Guard {
+    /// The relevance guardrail this guard applies: `s_min`, and `theta` as
+    /// `max_p_skip`.
+    pub fn guardrail(&self) -> RelevanceGuardrail {
+        RelevanceGuardrail {
+            s_min: self.s_min,
+            max_p_skip: Some(self.theta),
+        }
+    }
+
     /// Applies the eligibility rules and the boost formula to `c`, whose base
     /// relevance is `s` (finite; sanitize non-finite relevance first), with
     /// `p_skip` the resolved [`P_SKIP`] column.
     ///
     /// 1. No campaign: [`Verdict::Organic`].
-    /// 2. The campaign gate [`Candidate::campaign_eligibility`] and the skip
-    ///    guardrail: a missing (NaN) `p_skip` adds `MISSING_FEATURE`,
-    ///    `p_skip > theta` adds `RELEVANCE_GUARDRAIL` (`p_skip == theta` is
-    ///    allowed). Any reason makes it [`Verdict::Ineligible`] with all of
-    ///    them.
-    /// 3. Otherwise [`Verdict::Eligible`]: with `s < s_min` a zero boost and
-    ///    `RELEVANCE_GUARDRAIL` (never lift an irrelevant track), else boost
-    ///    `beta * (s - s_min)` and no reason.
+    /// 2. The campaign gate [`Candidate::campaign_eligibility`] and the
+    ///    [`RelevanceGuardrail`] (`s < s_min`, `p_skip > theta` or missing).
+    ///    Any reason makes it [`Verdict::Ineligible`] with all of them.
+    /// 3. Otherwise [`Verdict::Eligible`] with boost `beta * (s - s_min)`.
     pub fn evaluate(&self, c: Candidate<'_>, s: f64, p_skip: Feature) -> Verdict {
-        let mut block = match c.campaign_eligibility() {
+        let block = match c.campaign_eligibility() {
             Eligibility::Organic => return Verdict::Organic,
             Eligibility::Eligible(_) => Reason::empty(),
             Eligibility::Ineligible(r) => r,
-        };
-        match c.get(p_skip) {
-            None => block |= Reason::MISSING_FEATURE,
-            Some(p) if p > self.theta => block |= Reason::RELEVANCE_GUARDRAIL,
-            Some(_) => {}
-        }
+        } | self.guardrail().check_candidate(c, s, Some(p_skip));
         if !block.is_empty() {
             return Verdict::Ineligible(block);
         }
-        if s < self.s_min {
-            return Verdict::Eligible {
-                boost: 0.0,
-                reasons: Reason::RELEVANCE_GUARDRAIL,
-            };
-        }
         Verdict::Eligible {
             boost: self.beta * (s - self.s_min),
-            reasons: Reason::empty(),
         }
     }
 
@@ -166,10 +255,10 @@ impl Verdict {
     /// does, and returns the boost when the candidate was promoted:
     ///
     /// * [`Verdict::Organic`]: nothing changes.
-    /// * [`Verdict::Ineligible`]: its reasons are marked.
-    /// * [`Verdict::Eligible`]: the candidate is marked eligible with its
-    ///   reasons, and a positive boost promotes it
-    ///   ([`Decisions::promote`], propensity 1).
+    /// * [`Verdict::Ineligible`]: its reasons are marked (the candidate
+    ///   stays not eligible, at its score, propensity 0).
+    /// * [`Verdict::Eligible`]: the candidate is marked eligible, and a
+    ///   positive boost promotes it ([`Decisions::promote`], propensity 1).
     ///
     /// Collect the returned `(i, boost)` pairs for [`slate_cap`].
     pub fn apply(self, out: &mut Decisions, i: usize) -> Option<f64> {
@@ -179,9 +268,8 @@ impl Verdict {
                 out.mark(i, r);
                 None
             }
-            Verdict::Eligible { boost, reasons } => {
+            Verdict::Eligible { boost } => {
                 out.eligible[i] = true;
-                out.mark(i, reasons);
                 if boost > 0.0 {
                     out.promote(i, boost, 1.0);
                     Some(boost)
@@ -332,7 +420,9 @@ mod tests {
     }
 
     #[test]
-    fn campaign_gate_and_skip_guardrail_report_every_reason() {
+    fn campaign_gate_and_guardrail_report_every_reason() {
+        const G: Reason = Reason::RELEVANCE_GUARDRAIL;
+        const MISSING: Reason = Reason::RELEVANCE_GUARDRAIL.union(Reason::MISSING_FEATURE);
         let req = request(vec![
             cand(0.8, 0.9).campaign(1),          // ended, skip risk
             CandidateSpec::new(0.8).campaign(1), // ended, p_skip missing
@@ -340,49 +430,77 @@ mod tests {
             cand(0.8, 0.36),                     // skip risk only
             CandidateSpec::new(0.8).campaign(0), // p_skip missing only
             cand(0.8, f64::INFINITY),            // infinite skip risk
-            cand(0.1, 0.9),                      // skip risk beats the s_min rule
+            cand(0.1, 0.9),                      // irrelevant and skip risk
+            cand(0.15, 0.0),                     // below s_min only
+            cand(0.1, 0.0).campaign(1),          // ended and below s_min
         ]);
         assert_eq!(
             verdicts(GUARD, &req),
             vec![
-                Verdict::Ineligible(Reason::CAMPAIGN_INACTIVE | Reason::RELEVANCE_GUARDRAIL),
-                Verdict::Ineligible(Reason::CAMPAIGN_INACTIVE | Reason::MISSING_FEATURE),
+                Verdict::Ineligible(Reason::CAMPAIGN_INACTIVE | G),
+                Verdict::Ineligible(Reason::CAMPAIGN_INACTIVE | MISSING),
                 Verdict::Ineligible(Reason::CAMPAIGN_INACTIVE),
-                Verdict::Ineligible(Reason::RELEVANCE_GUARDRAIL),
-                Verdict::Ineligible(Reason::MISSING_FEATURE),
-                Verdict::Ineligible(Reason::RELEVANCE_GUARDRAIL),
-                Verdict::Ineligible(Reason::RELEVANCE_GUARDRAIL),
+                Verdict::Ineligible(G),
+                Verdict::Ineligible(MISSING),
+                Verdict::Ineligible(G),
+                Verdict::Ineligible(G),
+                Verdict::Ineligible(G),
+                Verdict::Ineligible(Reason::CAMPAIGN_INACTIVE | G),
             ]
         );
     }
 
     #[test]
-    fn eligible_tracks_are_boosted_above_s_min_only() {
+    fn the_guardrail_has_one_meaning_with_or_without_p_skip() {
+        let relevance_only = RelevanceGuardrail {
+            s_min: 0.2,
+            max_p_skip: None,
+        };
+        let with_skip = RelevanceGuardrail {
+            max_p_skip: Some(0.35),
+            ..relevance_only
+        };
+        let g = Reason::RELEVANCE_GUARDRAIL;
+        for (s, p, alone, skip) in [
+            (0.2, Some(0.35), Reason::empty(), Reason::empty()), // both bounds inclusive
+            (0.19, Some(0.1), g, g),
+            (f64::NAN, Some(0.1), g, g),
+            (0.8, Some(0.36), Reason::empty(), g),
+            (0.8, Some(f64::NAN), Reason::empty(), g), // a NaN that is not None
+            (0.8, None, Reason::empty(), g | Reason::MISSING_FEATURE),
+            (0.1, None, g, g | Reason::MISSING_FEATURE),
+        ] {
+            assert_eq!(relevance_only.check(s, p), alone, "s {s}, p_skip {p:?}");
+            assert_eq!(with_skip.check(s, p), skip, "s {s}, p_skip {p:?}");
+        }
+        assert_eq!(GUARD.guardrail(), with_skip);
+    }
+
+    #[test]
+    fn hold_back_undoes_a_promotion() {
+        let req = request(vec![cand(0.6, 0.1)]);
+        let mut out = Decisions::passthrough(&req);
+        out.promote(0, 0.3, 1.0);
+        RelevanceGuardrail::hold_back(&mut out, 0, 0.6, Reason::RELEVANCE_GUARDRAIL);
+        assert_eq!(out.scores, vec![0.6]);
+        assert_eq!(out.eligible, vec![false]);
+        assert_eq!(out.propensity, vec![0.0]);
+        assert_eq!(out.reasons, vec![Reason::RELEVANCE_GUARDRAIL]);
+    }
+
+    #[test]
+    fn eligible_tracks_are_boosted_by_relevance_above_s_min() {
         let req = request(vec![
             cand(0.8, 0.35), // p_skip exactly theta: allowed
-            cand(0.2, 0.0),  // exactly s_min: eligible, zero boost, no reason
-            cand(0.15, 0.0), // below s_min: held back
-            cand(-3.0, 0.0),
+            cand(0.2, 0.0),  // exactly s_min: eligible, zero boost
         ]);
         assert_eq!(
             verdicts(GUARD, &req),
             vec![
                 Verdict::Eligible {
                     boost: 0.5 * (0.8 - 0.2),
-                    reasons: Reason::empty()
                 },
-                Verdict::Eligible {
-                    boost: 0.0,
-                    reasons: Reason::empty()
-                },
-                Verdict::Eligible {
-                    boost: 0.0,
-                    reasons: Reason::RELEVANCE_GUARDRAIL
-                },
-                Verdict::Eligible {
-                    boost: 0.0,
-                    reasons: Reason::RELEVANCE_GUARDRAIL
-                },
+                Verdict::Eligible { boost: 0.0 },
             ]
         );
     }
@@ -399,7 +517,6 @@ mod tests {
             v[0],
             Verdict::Eligible {
                 boost: m * GUARD.beta * (0.8 - GUARD.s_min),
-                reasons: Reason::empty()
             }
         );
         assert_eq!(&v[1..], &verdicts(GUARD, &req)[1..]);
@@ -422,7 +539,7 @@ mod tests {
             .collect();
         let boost = 0.5 * (0.6 - 0.2);
         assert_eq!(got, vec![None, None, None, None, Some(boost)]);
-        assert_eq!(out.eligible, vec![false, false, true, true, true]);
+        assert_eq!(out.eligible, vec![false, false, false, true, true]);
         assert_eq!(
             out.reasons,
             vec![

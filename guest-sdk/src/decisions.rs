@@ -1,7 +1,8 @@
 //! What a policy returns: a score, eligibility, reasons and a propensity per
-//! candidate, aligned with the request by index, plus named debug values.
+//! candidate, aligned with the request by index, plus named debug values and
+//! the new pacing state of the request's campaigns.
 
-use oasis_contract::{DebugRef, DecisionsView, ReasonBits, Violation, reason};
+use oasis_contract::{CampaignUpdate, DebugRef, DecisionsView, ReasonBits, Violation, reason};
 
 use crate::request::Request;
 
@@ -73,6 +74,9 @@ pub struct Decisions {
     pub propensity: Vec<f64>,
     /// Named values for debugging and explanation, in any number.
     pub debug: Vec<DebugValue>,
+    /// New pacing-controller state, at most one per campaign of the request
+    /// (see [`Decisions::update_campaign`]).
+    pub campaign_updates: Vec<CampaignUpdate>,
 }
 
 impl Decisions {
@@ -104,6 +108,7 @@ impl Decisions {
                 .collect(),
             propensity: vec![0.0; n],
             debug: Vec::new(),
+            campaign_updates: Vec::new(),
         }
     }
 
@@ -148,12 +153,53 @@ impl Decisions {
         });
     }
 
+    /// Hands back new pacing-controller state for campaign `campaign` (an
+    /// index into [`Request::campaigns`](crate::Request::campaigns)): the
+    /// leaky integral and the error of this step, which the next request
+    /// will carry as `pacing_integral` and `pacing_last_error`.
+    ///
+    /// The host stores it, stamped with the request's time (the next
+    /// request's `pacing_updated_ms`), for the served policy only (never for
+    /// a shadow or a replay), and applies at most one controller step per
+    /// campaign per pacing tick. Call it at most once per campaign, with
+    /// finite values: [`Decisions::check`], like the host, refuses an index
+    /// out of range, a second update of one campaign, or a NaN or infinity.
+    ///
+    /// ```
+    /// # use oasis_sdk::testing::{CampaignSpec, CandidateSpec, RequestBuilder};
+    /// # use oasis_sdk::{Decisions, Violation};
+    /// let req = RequestBuilder::new()
+    ///     .campaign(CampaignSpec::new(7))
+    ///     .candidate(CandidateSpec::new(0.5).campaign(0))
+    ///     .build();
+    /// let mut out = Decisions::passthrough(&req);
+    /// out.update_campaign(0, 0.12, 0.03);
+    /// assert!(out.check(&req).is_ok());
+    /// out.update_campaign(0, 0.2, 0.03);
+    /// assert_eq!(out.check(&req), Err(Violation::DuplicateCampaignUpdate { campaign: 0 }));
+    /// ```
+    pub fn update_campaign(
+        &mut self,
+        campaign: usize,
+        pacing_integral: f64,
+        pacing_last_error: f64,
+    ) {
+        self.campaign_updates.push(CampaignUpdate {
+            // An index beyond u32 is out of range for any request; saturate
+            // so that the check reports it rather than wrapping to a real one.
+            campaign: u32::try_from(campaign).unwrap_or(u32::MAX),
+            pacing_integral,
+            pacing_last_error,
+        });
+    }
+
     /// The checks the host applies to every policy output, through the very
     /// function the host calls ([`oasis_contract::check_decisions`]): one
     /// entry per candidate in every column, finite scores, propensity in
-    /// [0, 1], only campaign tracks eligible or promoted, and bounded debug
+    /// [0, 1], only campaign tracks eligible or promoted, bounded debug
     /// values (at most `4n + 64`, names of 1-64 bytes, candidates in range,
-    /// finite).
+    /// finite), and campaign updates naming a campaign of the request, at
+    /// most one per campaign, with finite state.
     ///
     /// # Errors
     /// The first [`Violation`].
@@ -161,11 +207,13 @@ impl Decisions {
         oasis_contract::check_decisions(
             req.len(),
             &req.candidates.campaign,
+            req.campaigns.len(),
             DecisionsView {
                 scores: &self.scores,
                 eligible: &self.eligible,
                 reasons: &self.reasons,
                 propensity: &self.propensity,
+                campaign_updates: &self.campaign_updates,
             },
             self.debug.iter().map(|v| DebugRef {
                 name: &v.name,
@@ -232,6 +280,54 @@ mod tests {
         assert!(matches!(
             d.check(&req),
             Err(Violation::NonFiniteDebugValue { .. })
+        ));
+    }
+
+    #[test]
+    fn campaign_updates_are_checked_as_the_host_checks_them() {
+        let req = RequestBuilder::new()
+            .campaign(CampaignSpec::new(1))
+            .campaign(CampaignSpec::new(2))
+            .candidate(CandidateSpec::new(0.4).campaign(1))
+            .build();
+        let mut d = Decisions::passthrough(&req);
+        d.update_campaign(1, 0.5, -0.1);
+        d.update_campaign(0, 0.0, 0.0);
+        d.check(&req).unwrap();
+        assert_eq!(
+            d.campaign_updates[0],
+            CampaignUpdate {
+                campaign: 1,
+                pacing_integral: 0.5,
+                pacing_last_error: -0.1
+            }
+        );
+        let mut bad = d.clone();
+        bad.update_campaign(2, 0.0, 0.0);
+        assert_eq!(
+            bad.check(&req),
+            Err(Violation::CampaignUpdateOutOfRange {
+                campaign: 2,
+                campaigns: 2
+            })
+        );
+        let mut bad = d.clone();
+        bad.update_campaign(usize::MAX, 0.0, 0.0);
+        assert!(matches!(
+            bad.check(&req),
+            Err(Violation::CampaignUpdateOutOfRange {
+                campaign: u32::MAX,
+                ..
+            })
+        ));
+        let mut bad = Decisions::passthrough(&req);
+        bad.update_campaign(0, f64::NAN, 0.0);
+        assert!(matches!(
+            bad.check(&req),
+            Err(Violation::NonFiniteCampaignUpdate {
+                field: "pacing_integral",
+                ..
+            })
         ));
     }
 

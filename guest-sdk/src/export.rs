@@ -8,7 +8,8 @@
 use crate::bindings::exports::oasis::policy::policy as wit_policy;
 use crate::bindings::oasis::policy::types as wit;
 use crate::{
-    Campaign, Candidates, Context, Metadata, Policy, PolicyError, Request, Surface, SurfaceSet,
+    Campaign, Candidates, Context, Holders, Metadata, Policy, PolicyError, Request, Surface,
+    SurfaceSet,
 };
 
 /// `metadata` export.
@@ -68,6 +69,15 @@ pub fn score<P: Policy>(
                 value: v.value,
             })
             .collect(),
+        campaign_updates: d
+            .campaign_updates
+            .into_iter()
+            .map(|u| wit::CampaignUpdate {
+                campaign: u.campaign,
+                pacing_integral: u.pacing_integral,
+                pacing_last_error: u.pacing_last_error,
+            })
+            .collect(),
     })
 }
 
@@ -99,6 +109,7 @@ fn from_wit_request(r: wit::Request) -> Request {
             seed: c.seed,
             feature_names: c.feature_names,
             features: c.features,
+            slate_size: c.slate_size,
         },
         candidates: Candidates {
             count: k.count,
@@ -108,7 +119,7 @@ fn from_wit_request(r: wit::Request) -> Request {
             campaign: k.campaign,
             artist: k.artist,
             rights_holder: k.rights_holder,
-            impressions_24h: k.impressions_last_day,
+            impressions_24h: k.impressions_24h,
             session_promoted: k.session_promoted,
         },
         campaigns: r
@@ -125,9 +136,14 @@ fn from_wit_request(r: wit::Request) -> Request {
                 expected_by_now: c.expected_by_now,
                 pacing_integral: c.pacing_integral,
                 pacing_last_error: c.pacing_last_error,
+                pacing_updated_ms: c.pacing_updated_ms,
                 commission_bps: c.commission_bps,
             })
             .collect(),
+        holders: Holders {
+            count: r.holders.count,
+            exposure_share_7d: r.holders.exposure_share_7d,
+        },
     }
 }
 

@@ -7,8 +7,14 @@
 //!
 //! This crate hides the generated bindings: implement [`Policy`] on your own
 //! types, call [`export_policy!`], and unit-test the logic natively with
-//! [`testing`] and plain `cargo test`. Rules several policies share (the
-//! guarded boost, the per-slate cap) are ready-made in [`blocks`].
+//! [`testing`] and plain `cargo test` (golden fixtures included:
+//! [`testing::check_fixture`]). Rules several policies share (the one
+//! relevance guardrail, the guarded boost, the per-slate cap) are ready-made
+//! in [`blocks`].
+//!
+//! Contract 0.2.0 adds what a policy reads ([`Request::slate_size`],
+//! [`Campaign::pacing_updated_ms`], [`Request::exposure_share_7d`]) and what
+//! it hands back: new pacing state with [`Decisions::update_campaign`].
 //!
 //! ## A complete policy
 //!
@@ -98,11 +104,11 @@ pub mod testing;
 pub mod export;
 
 pub use decisions::{DebugValue, Decisions, Reason};
-pub use oasis_contract::Violation;
+pub use oasis_contract::{CampaignUpdate, Violation};
 pub use policy::{Metadata, Policy, PolicyError, SettingInfo, full_metadata, parse_settings};
 pub use request::{
-    Campaign, Candidate, Candidates, Context, Eligibility, Feature, Request, Surface, SurfaceSet,
-    market_code,
+    Campaign, Candidate, Candidates, Context, Eligibility, Feature, Holders, Request, Surface,
+    SurfaceSet, market_code,
 };
 pub use rng::Rng;
 

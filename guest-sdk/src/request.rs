@@ -1,4 +1,5 @@
-//! The request a policy scores: context, columnar candidates and campaigns.
+//! The request a policy scores: context, columnar candidates, campaigns and
+//! the rights holders' exposure.
 //!
 //! The layout mirrors the WIT contract (`wit/policy.wit`) so that the
 //! WebAssembly bindings move their vectors in without copying. Accessors make
@@ -70,6 +71,11 @@ pub struct Context {
     pub feature_names: Vec<String>,
     /// Aligned with `feature_names`; NaN means missing.
     pub features: Vec<f64>,
+    /// How many of the top-ranked candidates the caller shows (the slate),
+    /// in `1..=count`; the host sends the candidate count when the caller
+    /// does not say. Ranks beyond it get no attention. Read it through
+    /// [`Request::slate_size`], which keeps it in range.
+    pub slate_size: u32,
 }
 
 /// A promotion campaign.
@@ -96,6 +102,10 @@ pub struct Campaign {
     pub pacing_integral: f64,
     /// Normalized delivery error of the previous pacing step.
     pub pacing_last_error: f64,
+    /// When the pacing state was last updated (unix ms, the caller's clock,
+    /// like [`Context::timestamp_ms`]); 0 when it never was. See
+    /// [`Campaign::pacing_dt_ms`].
+    pub pacing_updated_ms: i64,
     /// Commission the rights holder accepted, in basis points (1/100 %).
     pub commission_bps: u32,
 }
@@ -128,6 +138,27 @@ impl Campaign {
         );
         r.set(Reason::NOT_ELIGIBLE_MARKET, !self.allows_market(ctx.market));
         r
+    }
+
+    /// Milliseconds since the pacing state was last updated, as seen at
+    /// `timestamp_ms`: `Some(timestamp_ms - pacing_updated_ms)` when
+    /// `pacing_updated_ms > 0` (0 when the update is not in the past, e.g.
+    /// a second request in the same millisecond or a skewed clock), `None`
+    /// when the state was never updated and the time step is unknown.
+    ///
+    /// ```
+    /// # use oasis_sdk::testing::{CampaignSpec, RequestBuilder, NOW_MS};
+    /// let req = RequestBuilder::new()
+    ///     .campaign(CampaignSpec::new(1).pacing_updated_ms(NOW_MS - 60_000))
+    ///     .campaign(CampaignSpec::new(2))
+    ///     .build();
+    /// assert_eq!(req.campaigns[0].pacing_dt_ms(NOW_MS), Some(60_000));
+    /// assert_eq!(req.campaigns[0].pacing_dt_ms(NOW_MS - 90_000), Some(0));
+    /// assert_eq!(req.campaigns[1].pacing_dt_ms(NOW_MS), None); // never updated
+    /// ```
+    pub fn pacing_dt_ms(&self, timestamp_ms: i64) -> Option<i64> {
+        (self.pacing_updated_ms > 0)
+            .then(|| timestamp_ms.saturating_sub(self.pacing_updated_ms).max(0))
     }
 
     /// Normalized delivery error: positive when under-delivering.
@@ -166,6 +197,20 @@ pub struct Candidates {
     pub session_promoted: Vec<u32>,
 }
 
+/// The rights holders of a request, column by column, indexed by the
+/// rights-holder key of [`Candidates::rights_holder`] (keys are
+/// `0..count`). Read it through [`Request::exposure_share_7d`] or
+/// [`Candidate::holder_exposure_share_7d`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Holders {
+    /// Number of rights holders; `exposure_share_7d` has this many entries.
+    pub count: u32,
+    /// Each holder's share of all attention over the last 7 days, in
+    /// `[0, 1]` (attention at shown rank `k` is `1 / log2(1 + k)`); NaN when
+    /// unknown.
+    pub exposure_share_7d: Vec<f64>,
+}
+
 /// One scoring request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -176,6 +221,9 @@ pub struct Request {
     pub candidates: Candidates,
     /// The campaigns the candidates refer to (by index, see [`Candidates::campaign`]).
     pub campaigns: Vec<Campaign>,
+    /// The rights holders the candidates refer to (by key, see
+    /// [`Candidates::rights_holder`]).
+    pub holders: Holders,
 }
 
 /// A candidate feature column, resolved by name once per request.
@@ -236,6 +284,50 @@ impl Request {
         self.feature(name)
     }
 
+    /// The number of top-ranked candidates the caller shows:
+    /// [`Context::slate_size`] kept within `0..=len()`, the whole request
+    /// when it is 0 (a caller or test that did not say).
+    ///
+    /// ```
+    /// # use oasis_sdk::testing::{CandidateSpec, RequestBuilder};
+    /// let three = || RequestBuilder::new()
+    ///     .candidate(CandidateSpec::new(0.9))
+    ///     .candidate(CandidateSpec::new(0.5))
+    ///     .candidate(CandidateSpec::new(0.1));
+    /// assert_eq!(three().build().slate_size(), 3); // as the host sends it
+    /// assert_eq!(three().slate_size(2).build().slate_size(), 2);
+    /// assert_eq!(three().slate_size(10).build().slate_size(), 3);
+    /// ```
+    pub fn slate_size(&self) -> usize {
+        match self.context.slate_size as usize {
+            0 => self.len(),
+            k => k.min(self.len()),
+        }
+    }
+
+    /// Rights holder `holder`'s share of all attention over the last 7
+    /// days, in `[0, 1]`; `None` when unknown (NaN, not finite, or a key the
+    /// request does not have).
+    ///
+    /// ```
+    /// # use oasis_sdk::testing::{CandidateSpec, RequestBuilder};
+    /// let req = RequestBuilder::new()
+    ///     .candidate(CandidateSpec::new(0.9).rights_holder(0))
+    ///     .candidate(CandidateSpec::new(0.5).rights_holder(1))
+    ///     .holder_exposure_share_7d(0, 0.25)
+    ///     .build();
+    /// assert_eq!(req.exposure_share_7d(0), Some(0.25));
+    /// assert_eq!(req.exposure_share_7d(1), None); // unknown: NaN
+    /// assert_eq!(req.candidate(0).holder_exposure_share_7d(), Some(0.25));
+    /// ```
+    pub fn exposure_share_7d(&self, holder: u32) -> Option<f64> {
+        self.holders
+            .exposure_share_7d
+            .get(holder as usize)
+            .copied()
+            .filter(|v| v.is_finite())
+    }
+
     /// A context feature by name; `None` when absent or NaN.
     pub fn context_feature(&self, name: &str) -> Option<f64> {
         let ctx = &self.context;
@@ -256,7 +348,9 @@ impl Request {
 
     /// Checks that the columns line up: every candidate column has `count`
     /// entries, `features` has `count * feature_names.len()`, campaign
-    /// indices are -1 or in range, and context features match their names.
+    /// indices are -1 or in range, rights-holder keys are below
+    /// `holders.count` and the holders' column has `holders.count` entries,
+    /// and context features match their names.
     /// The SDK runs this before [`Policy::score`](crate::Policy::score), so
     /// the accessors of [`Candidate`] never index out of bounds.
     ///
@@ -297,6 +391,20 @@ impl Request {
                 "candidate {i} refers to campaign {} of {}",
                 k.campaign[i],
                 self.campaigns.len()
+            ));
+        }
+        let h = &self.holders;
+        if h.exposure_share_7d.len() != h.count as usize {
+            return bad(format!(
+                "holders' `exposure-share-7d` has {} entries for {} rights holders",
+                h.exposure_share_7d.len(),
+                h.count
+            ));
+        }
+        if let Some(i) = k.rights_holder.iter().position(|&r| r >= h.count) {
+            return bad(format!(
+                "candidate {i} refers to rights holder {} of {}",
+                k.rights_holder[i], h.count
             ));
         }
         if self.context.features.len() != self.context.feature_names.len() {
@@ -412,6 +520,13 @@ impl<'a> Candidate<'a> {
         self.req.candidates.rights_holder[self.index]
     }
 
+    /// The rights holder's share of all attention over the last 7 days
+    /// ([`Request::exposure_share_7d`] of [`Candidate::rights_holder`]);
+    /// `None` when unknown.
+    pub fn holder_exposure_share_7d(&self) -> Option<f64> {
+        self.req.exposure_share_7d(self.rights_holder())
+    }
+
     /// Promoted impressions to this listener in the last 24 hours.
     pub fn impressions_24h(&self) -> u32 {
         self.req.candidates.impressions_24h[self.index]
@@ -506,5 +621,31 @@ mod tests {
                 | Reason::NOT_ELIGIBLE_SURFACE
                 | Reason::NOT_ELIGIBLE_MARKET)
         );
+    }
+
+    #[test]
+    fn the_holders_table_must_cover_every_rights_holder_key() {
+        let req = RequestBuilder::new()
+            .candidate(CandidateSpec::new(0.5).rights_holder(2))
+            .holder_exposure_share_7d(0, 0.4)
+            .build();
+        assert_eq!(req.holders.count, 3, "sized to the largest key");
+        assert_eq!(req.exposure_share_7d(0), Some(0.4));
+        assert_eq!(req.candidate(0).holder_exposure_share_7d(), None);
+        assert_eq!(req.exposure_share_7d(7), None, "no such holder");
+        req.check_shape().unwrap();
+
+        let mut short = req.clone();
+        short.holders.count = 2;
+        short.holders.exposure_share_7d.pop();
+        let err = short.check_shape().unwrap_err().to_string();
+        assert!(
+            err.contains("candidate 0 refers to rights holder 2 of 2"),
+            "{err}"
+        );
+        let mut ragged = req;
+        ragged.holders.exposure_share_7d.push(0.1);
+        let err = ragged.check_shape().unwrap_err().to_string();
+        assert!(err.contains("has 4 entries for 3 rights holders"), "{err}");
     }
 }

@@ -20,9 +20,16 @@
 //! assert_eq!(req.candidate(1).get(p_skip), None); // missing -> NaN -> None
 //! assert!(req.candidate(0).campaign().unwrap().allows_market(req.context.market));
 //! ```
+//!
+//! The golden fixtures that the host's `oasis test` runs against a built
+//! component (`policies/*/fixtures/*.json`) run natively too:
+//! [`check_fixture`] reads one with [`request_from_json`] and compares
+//! [`run`]'s output with its `expected` entries, so a policy's unit tests
+//! catch a stale fixture before the component is ever built.
 
 use crate::{
-    Campaign, Candidates, Context, Decisions, Policy, Request, Surface, SurfaceSet, market_code,
+    Campaign, Candidates, Context, Decisions, Holders, Policy, Request, Surface, SurfaceSet,
+    market_code,
 };
 
 /// Default request time used by the builders: 2026-06-15T12:00:00Z.
@@ -35,7 +42,8 @@ pub struct CampaignSpec(Campaign);
 
 impl CampaignSpec {
     /// Campaign `key`, active from 10 days before to 20 days after [`NOW_MS`],
-    /// target 1000 impressions, on schedule (delivered = expected = 333).
+    /// target 1000 impressions, on schedule (delivered = expected = 333),
+    /// pacing state never updated (`pacing_updated_ms` 0).
     pub fn new(key: u32) -> Self {
         CampaignSpec(Campaign {
             key,
@@ -48,6 +56,7 @@ impl CampaignSpec {
             expected_by_now: 333.0,
             pacing_integral: 0.0,
             pacing_last_error: 0.0,
+            pacing_updated_ms: 0,
             commission_bps: 3000,
         })
     }
@@ -81,6 +90,11 @@ impl CampaignSpec {
     pub fn pacing_state(mut self, integral: f64, last_error: f64) -> Self {
         self.0.pacing_integral = integral;
         self.0.pacing_last_error = last_error;
+        self
+    }
+    /// When the pacing state was last updated (unix ms; 0 = never).
+    pub fn pacing_updated_ms(mut self, ms: i64) -> Self {
+        self.0.pacing_updated_ms = ms;
         self
     }
 }
@@ -146,6 +160,8 @@ pub struct RequestBuilder {
     feature_names: Vec<String>,
     candidates: Vec<CandidateSpec>,
     campaigns: Vec<Campaign>,
+    slate_size: Option<u32>,
+    exposure: Vec<(u32, f64)>,
 }
 
 impl Default for RequestBuilder {
@@ -155,7 +171,9 @@ impl Default for RequestBuilder {
 }
 
 impl RequestBuilder {
-    /// Radio in market SE at [`NOW_MS`], seed 42, no candidates.
+    /// Radio in market SE at [`NOW_MS`], seed 42, no candidates; the slate
+    /// is every candidate and every holder's 7-day exposure is unknown
+    /// unless set.
     pub fn new() -> Self {
         RequestBuilder {
             context: Context {
@@ -168,11 +186,28 @@ impl RequestBuilder {
                 seed: 42,
                 feature_names: Vec::new(),
                 features: Vec::new(),
+                slate_size: 0,
             },
             feature_names: Vec::new(),
             candidates: Vec::new(),
             campaigns: Vec::new(),
+            slate_size: None,
+            exposure: Vec::new(),
         }
+    }
+    /// Sets the slate size (ranks the caller shows). Without it the request
+    /// carries the candidate count, as the host sends it when the caller
+    /// does not say.
+    pub fn slate_size(mut self, k: u32) -> Self {
+        self.slate_size = Some(k);
+        self
+    }
+    /// Sets rights holder `holder`'s 7-day exposure share (NaN: unknown).
+    /// The holders table covers every key the candidates use, and `holder`;
+    /// holders not set are unknown (NaN).
+    pub fn holder_exposure_share_7d(mut self, holder: u32, share: f64) -> Self {
+        self.exposure.push((holder, share));
+        self
     }
     /// Sets the surface.
     pub fn surface(mut self, surface: Surface) -> Self {
@@ -251,10 +286,27 @@ impl RequestBuilder {
             k.impressions_24h.push(c.impressions_24h);
             k.session_promoted.push(c.session_promoted);
         }
+        let holders = k
+            .rights_holder
+            .iter()
+            .map(|&h| h + 1)
+            .chain(self.exposure.iter().map(|&(h, _)| h + 1))
+            .max()
+            .unwrap_or(0);
+        let mut exposure = vec![f64::NAN; holders as usize];
+        for (h, v) in self.exposure {
+            exposure[h as usize] = v;
+        }
+        let mut context = self.context;
+        context.slate_size = self.slate_size.unwrap_or(k.count);
         Request {
-            context: self.context,
+            context,
             candidates: k,
             campaigns: self.campaigns,
+            holders: Holders {
+                count: holders,
+                exposure_share_7d: exposure,
+            },
         }
     }
 }
@@ -335,6 +387,414 @@ pub fn as_host_sends<P: Policy>(request: &Request) -> Request {
     out.context.feature_names = meta.context_features;
     out.context.features = context_values;
     out
+}
+
+// --- The host's JSON request and `oasis test` fixtures ----------------------
+
+fn json_err(what: impl std::fmt::Display) -> String {
+    format!("request JSON: {what}")
+}
+
+fn json_f64(v: &serde_json::Value, what: &str) -> Result<f64, String> {
+    v.as_f64()
+        .ok_or_else(|| json_err(format!("`{what}` must be a number, got {v}")))
+}
+
+fn json_i64(v: &serde_json::Value, what: &str) -> Result<i64, String> {
+    v.as_i64()
+        .ok_or_else(|| json_err(format!("`{what}` must be an integer, got {v}")))
+}
+
+fn json_str<'a>(v: &'a serde_json::Value, what: &str) -> Result<&'a str, String> {
+    v.as_str()
+        .ok_or_else(|| json_err(format!("`{what}` must be a string, got {v}")))
+}
+
+/// Interned ids (as the host interns them: keys in order of first
+/// appearance, an empty id gets a key of its own) and the next free key.
+#[derive(Default)]
+struct Keys {
+    ids: std::collections::HashMap<String, u32>,
+    next: u32,
+}
+
+impl Keys {
+    fn key(&mut self, id: &str) -> u32 {
+        let next = self.next;
+        if id.is_empty() {
+            self.next += 1;
+            return next;
+        }
+        let key = *self.ids.entry(id.to_string()).or_insert(next);
+        if key == next {
+            self.next += 1;
+        }
+        key
+    }
+}
+
+/// A host JSON request (the `POST /v1/score` body, as in
+/// `examples/request.json` and the golden fixtures) in columnar form, with
+/// every candidate feature any candidate carries ([`run`] then keeps the
+/// declared ones).
+///
+/// Packing follows the host (`host/src/columnar.rs`): artist and
+/// rights-holder ids become keys in order of first appearance (an empty id
+/// gets its own), campaigns are sent once in order of first appearance, a
+/// missing seed is the FNV-1a hash of `request_id`, `context.slate_size`
+/// defaults to the candidate count, the holders table has one entry per
+/// rights-holder key with the top-level `rights_holders[id].exposure_share_7d`
+/// (NaN when the id is not listed), and optional delivery state reads as 0.
+/// The host validates far more (sizes, windows, finiteness) and stays the
+/// authority.
+///
+/// # Errors
+/// A message naming the field that is missing or of the wrong type.
+///
+/// ```
+/// let req = oasis_sdk::testing::request_from_json(&serde_json::json!({
+///     "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+///                 "surface": "radio", "market": "SE", "timestamp_ms": 5, "slate_size": 1},
+///     "candidates": [
+///         {"id": "a", "relevance": 0.9, "rights_holder": "label-1"},
+///         {"id": "b", "relevance": 0.4, "rights_holder": "label-2"}
+///     ],
+///     "rights_holders": {"label-2": {"exposure_share_7d": 0.3}}
+/// })).unwrap();
+/// assert_eq!(req.slate_size(), 1);
+/// assert_eq!(req.candidate(0).holder_exposure_share_7d(), None);
+/// assert_eq!(req.candidate(1).holder_exposure_share_7d(), Some(0.3));
+/// ```
+pub fn request_from_json(body: &serde_json::Value) -> Result<Request, String> {
+    use serde_json::Value;
+    let ctx = &body["context"];
+    let cands = body["candidates"]
+        .as_array()
+        .ok_or_else(|| json_err("`candidates` must be a list"))?;
+    let mut names: Vec<String> = Vec::new();
+    for c in cands {
+        for name in c["features"].as_object().into_iter().flat_map(|f| f.keys()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let (n, width) = (cands.len(), names.len());
+    let mut k = Candidates {
+        count: n as u32,
+        features: vec![f64::NAN; n * width],
+        feature_names: names,
+        ..Candidates::default()
+    };
+    let mut campaigns: Vec<Campaign> = Vec::new();
+    let mut campaign_ids: Vec<String> = Vec::new();
+    let (mut artists, mut holders) = (Keys::default(), Keys::default());
+    let mut holder_ids: Vec<String> = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        for (name, v) in c["features"].as_object().into_iter().flatten() {
+            if !v.is_null() {
+                let j = k.feature_names.iter().position(|f| f == name).unwrap_or(0);
+                k.features[i * width + j] = json_f64(v, name)?;
+            }
+        }
+        k.relevance.push(json_f64(&c["relevance"], "relevance")?);
+        let camp = &c["campaign"];
+        if camp.is_null() {
+            k.campaign.push(-1);
+        } else {
+            let id = json_str(&camp["id"], "campaign.id")?;
+            let index = match campaign_ids.iter().position(|c| c == id) {
+                Some(index) => index,
+                None => {
+                    let opt = |name: &str| -> Result<f64, String> {
+                        match &camp[name] {
+                            Value::Null => Ok(0.0),
+                            v => json_f64(v, name),
+                        }
+                    };
+                    let surfaces = match &camp["surfaces"] {
+                        Value::Null => SurfaceSet::from_bits_retain(
+                            oasis_contract::surface::DEFAULT_CAMPAIGN_SURFACES,
+                        ),
+                        v => v
+                            .as_array()
+                            .ok_or_else(|| json_err("`campaign.surfaces` must be a list"))?
+                            .iter()
+                            .map(|s| {
+                                json_str(s, "campaign.surfaces").and_then(|s| {
+                                    Surface::from_name(s)
+                                        .ok_or_else(|| json_err(format!("unknown surface `{s}`")))
+                                })
+                            })
+                            .collect::<Result<SurfaceSet, String>>()?,
+                    };
+                    let markets = camp["markets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|m| {
+                            json_str(m, "campaign.markets").and_then(|m| {
+                                market_code(m).ok_or_else(|| json_err(format!("bad market `{m}`")))
+                            })
+                        })
+                        .collect::<Result<Vec<u16>, String>>()?;
+                    campaigns.push(Campaign {
+                        key: campaigns.len() as u32,
+                        start_ms: json_i64(&camp["start_ms"], "campaign.start_ms")?,
+                        end_ms: json_i64(&camp["end_ms"], "campaign.end_ms")?,
+                        surfaces,
+                        markets,
+                        delivery_target: json_f64(
+                            &camp["delivery_target"],
+                            "campaign.delivery_target",
+                        )?,
+                        delivered: opt("delivered")?,
+                        expected_by_now: opt("expected_by_now")?,
+                        pacing_integral: opt("pacing_integral")?,
+                        pacing_last_error: opt("pacing_last_error")?,
+                        pacing_updated_ms: match &camp["pacing_updated_ms"] {
+                            Value::Null => 0,
+                            v => json_i64(v, "campaign.pacing_updated_ms")?,
+                        },
+                        commission_bps: camp["commission_bps"].as_u64().unwrap_or(0) as u32,
+                    });
+                    campaign_ids.push(id.to_string());
+                    campaigns.len() - 1
+                }
+            };
+            k.campaign.push(index as i32);
+        }
+        k.artist
+            .push(artists.key(c["artist"].as_str().unwrap_or_default()));
+        let holder = c["rights_holder"].as_str().unwrap_or_default();
+        let key = holders.key(holder);
+        if key as usize == holder_ids.len() {
+            holder_ids.push(holder.to_string());
+        }
+        k.rights_holder.push(key);
+        let count = |name: &str| c[name].as_u64().unwrap_or(0) as u32;
+        k.impressions_24h.push(count("impressions_24h"));
+        k.session_promoted.push(count("session_promoted"));
+    }
+    let table = &body["rights_holders"];
+    let exposure_share_7d = holder_ids
+        .iter()
+        .map(|id| match &table[id.as_str()]["exposure_share_7d"] {
+            Value::Null => Ok(f64::NAN),
+            v => json_f64(v, "rights_holders.*.exposure_share_7d"),
+        })
+        .collect::<Result<Vec<f64>, String>>()?;
+    let request_id = json_str(&ctx["request_id"], "context.request_id")?;
+    let seed = ctx["seed"].as_u64().unwrap_or_else(|| {
+        request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+    });
+    let surface = json_str(&ctx["surface"], "context.surface")?;
+    let market = json_str(&ctx["market"], "context.market")?;
+    let (mut feature_names, mut features) = (Vec::new(), Vec::new());
+    for (name, v) in ctx["features"].as_object().into_iter().flatten() {
+        feature_names.push(name.clone());
+        features.push(if v.is_null() {
+            f64::NAN
+        } else {
+            json_f64(v, name)?
+        });
+    }
+    Ok(Request {
+        context: Context {
+            request_id: request_id.to_string(),
+            listener_id: json_str(&ctx["listener_id"], "context.listener_id")?.to_string(),
+            session_id: json_str(&ctx["session_id"], "context.session_id")?.to_string(),
+            surface: Surface::from_name(surface)
+                .ok_or_else(|| json_err(format!("unknown surface `{surface}`")))?,
+            market: market_code(market)
+                .ok_or_else(|| json_err(format!("bad market `{market}`")))?,
+            timestamp_ms: json_i64(&ctx["timestamp_ms"], "context.timestamp_ms")?,
+            seed,
+            feature_names,
+            features,
+            slate_size: match &ctx["slate_size"] {
+                Value::Null => n as u32,
+                v => json_i64(v, "context.slate_size")? as u32,
+            },
+        },
+        candidates: k,
+        campaigns,
+        holders: Holders {
+            count: holder_ids.len() as u32,
+            exposure_share_7d,
+        },
+    })
+}
+
+/// Runs the `oasis test` golden fixture at `path` natively with `P` and
+/// returns every difference from its expectations (empty when it passes),
+/// compared as `oasis test` compares them: per candidate its id, score and
+/// propensity (within the fixture's `tolerance`, default `1e-9`), eligibility,
+/// reason names and the candidate's listed `debug` values; the request-level
+/// `expected_debug` values; and, when the fixture lists
+/// `expected_campaign_updates` (`[{"campaign": "<campaign id>",
+/// "pacing_integral": f, "pacing_last_error": f}]`), exactly those campaign
+/// updates, in any order.
+///
+/// # Errors
+/// The file cannot be read or parsed, or the policy refuses the settings or
+/// the request (the message says which).
+pub fn check_fixture<P: Policy>(path: impl AsRef<std::path::Path>) -> Result<Vec<String>, String> {
+    use serde_json::Value;
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fx: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tol = fx["tolerance"].as_f64().unwrap_or(1e-9);
+    let settings = match &fx["settings"] {
+        Value::Null => "{}".to_string(),
+        s => s.to_string(),
+    };
+    let req = request_from_json(&fx["request"])?;
+    let out = run::<P>(&settings, &req)?;
+    let cands = fx["request"]["candidates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let expected = fx["expected"]
+        .as_array()
+        .ok_or("the fixture has no `expected` output")?;
+    let mut diffs = Vec::new();
+    if expected.len() != cands.len() {
+        diffs.push(format!(
+            "{} expected entries for {} candidates",
+            expected.len(),
+            cands.len()
+        ));
+    }
+    let debug = |candidate: Option<u32>, name: &str| {
+        out.debug
+            .iter()
+            .find(|d| d.candidate == candidate && d.name == name)
+            .map(|d| d.value)
+    };
+    let far = |got: f64, want: &Value| want.as_f64().is_none_or(|w| (got - w).abs() > tol);
+    for (i, e) in expected.iter().enumerate().take(cands.len()) {
+        let id = cands[i]["id"].as_str().unwrap_or_default();
+        if e["id"].as_str() != Some(id) {
+            diffs.push(format!(
+                "candidate {i}: expected id {}, got {id:?}",
+                e["id"]
+            ));
+        }
+        if far(out.scores[i], &e["score"]) {
+            diffs.push(format!("{id}: score {} != {}", out.scores[i], e["score"]));
+        }
+        if e["eligible"].as_bool() != Some(out.eligible[i]) {
+            diffs.push(format!(
+                "{id}: eligible {} != {}",
+                out.eligible[i], e["eligible"]
+            ));
+        }
+        let got: Vec<&str> = oasis_contract::reason::names(out.reasons[i].bits()).collect();
+        let want: Vec<&str> = e["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if got != want {
+            diffs.push(format!("{id}: reasons {got:?} != {want:?}"));
+        }
+        if far(out.propensity[i], &e["propensity"]) {
+            diffs.push(format!(
+                "{id}: propensity {} != {}",
+                out.propensity[i], e["propensity"]
+            ));
+        }
+        for (name, want) in e["debug"].as_object().into_iter().flatten() {
+            match debug(Some(i as u32), name) {
+                Some(got) if !far(got, want) => {}
+                got => diffs.push(format!("{id}: debug `{name}` {got:?} != {want}")),
+            }
+        }
+    }
+    for (name, want) in fx["expected_debug"].as_object().into_iter().flatten() {
+        match debug(None, name) {
+            Some(got) if !far(got, want) => {}
+            got => diffs.push(format!("debug `{name}` {got:?} != {want}")),
+        }
+    }
+    if let Some(want) = fx["expected_campaign_updates"].as_array() {
+        let ids: Vec<&str> = {
+            let mut ids: Vec<&str> = Vec::new();
+            for c in &cands {
+                if let Some(id) = c["campaign"]["id"].as_str()
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                }
+            }
+            ids
+        };
+        let got: Vec<(&str, f64, f64)> = out
+            .campaign_updates
+            .iter()
+            .map(|u| {
+                (
+                    ids[u.campaign as usize],
+                    u.pacing_integral,
+                    u.pacing_last_error,
+                )
+            })
+            .collect();
+        if got.len() != want.len() {
+            diffs.push(format!(
+                "{} campaign updates, expected {}: {got:?}",
+                got.len(),
+                want.len()
+            ));
+        }
+        for w in want {
+            let id = w["campaign"].as_str().unwrap_or_default();
+            match got.iter().find(|g| g.0 == id) {
+                Some(&(_, integral, last))
+                    if !far(integral, &w["pacing_integral"])
+                        && !far(last, &w["pacing_last_error"]) => {}
+                Some(g) => diffs.push(format!("campaign update {g:?} != {w}")),
+                None => diffs.push(format!("no campaign update for `{id}`")),
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+/// Asserts that every `*.json` fixture in `dir` passes [`check_fixture`]
+/// with `P`, and that there is at least one.
+///
+/// # Panics
+/// Naming each failing fixture with its differences or error.
+#[track_caller]
+pub fn assert_fixtures_pass<P: Policy>(dir: impl AsRef<std::path::Path>) {
+    let dir = dir.as_ref();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    let mut failures = Vec::new();
+    for f in &files {
+        match check_fixture::<P>(f) {
+            Ok(d) if d.is_empty() => {}
+            Ok(d) => failures.push(format!("{}:\n    {}", f.display(), d.join("\n    "))),
+            Err(e) => failures.push(format!("{}: {e}", f.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures fail:\n  {}",
+        failures.len(),
+        files.len(),
+        failures.join("\n  ")
+    );
 }
 
 /// Tolerance of [`is_close`] and [`assert_close`]: two numbers are close when

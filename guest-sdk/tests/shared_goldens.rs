@@ -6,9 +6,11 @@
 //!   (`guest-sdk-python/tests/test_rng.py` checks `oasis_sdk.rng.Rng`);
 //! * `contract/testdata/output-cases.json`: outputs and the first violation
 //!   of [`oasis_contract::check_decisions`]
-//!   (`guest-sdk-python/tests/test_contract.py` checks its Python port).
+//!   (`guest-sdk-python/tests/test_contract.py` checks its Python port);
+//! * `guest-sdk/testdata/campaign-update-cases.json`: the same for the
+//!   campaign updates of contract 0.2.0.
 
-use oasis_contract::{DebugRef, DecisionsView, Violation, check_decisions};
+use oasis_contract::{CampaignUpdate, DebugRef, DecisionsView, Violation, check_decisions};
 use oasis_sdk::Rng;
 use serde_json::Value;
 
@@ -64,6 +66,9 @@ fn kind(v: &Violation) -> &'static str {
         Violation::DebugNameLength { .. } => "DebugNameLength",
         Violation::DebugCandidateOutOfRange { .. } => "DebugCandidateOutOfRange",
         Violation::NonFiniteDebugValue { .. } => "NonFiniteDebugValue",
+        Violation::CampaignUpdateOutOfRange { .. } => "CampaignUpdateOutOfRange",
+        Violation::NonFiniteCampaignUpdate { .. } => "NonFiniteCampaignUpdate",
+        Violation::DuplicateCampaignUpdate { .. } => "DuplicateCampaignUpdate",
     }
 }
 
@@ -89,17 +94,56 @@ fn the_output_check_matches_the_shared_cases() {
         let got = check_decisions(
             c["candidates"].as_u64().unwrap() as usize,
             &campaign,
+            0,
             DecisionsView {
                 scores: &scores,
                 eligible: &eligible,
                 reasons: &reasons,
                 propensity: &propensity,
+                campaign_updates: &[] as &[CampaignUpdate],
             },
             debug.iter().map(|(name, candidate, value)| DebugRef {
                 name,
                 candidate: *candidate,
                 value: *value,
             }),
+        );
+        match (&c["expected"], got) {
+            (Value::Null, Ok(())) => {}
+            (Value::Null, Err(v)) => panic!("{name}: refused: {v}"),
+            (want, Ok(())) => panic!("{name}: accepted, expected {want}"),
+            (want, Err(v)) => {
+                assert_eq!(kind(&v), want["kind"].as_str().unwrap(), "{name}");
+                assert_eq!(v.to_string(), want["message"].as_str().unwrap(), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_campaign_update_check_matches_the_shared_cases() {
+    let doc = read("guest-sdk/testdata/campaign-update-cases.json");
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let updates = list(&c["updates"], |u| CampaignUpdate {
+            campaign: u[0].as_u64().unwrap() as u32,
+            pacing_integral: num(&u[1]),
+            pacing_last_error: num(&u[2]),
+        });
+        let got = check_decisions(
+            1,
+            &[-1],
+            c["campaigns"].as_u64().unwrap() as usize,
+            DecisionsView {
+                scores: &[0.5],
+                eligible: &[false],
+                reasons: &[oasis_contract::reason::ORGANIC],
+                propensity: &[0.0],
+                campaign_updates: &updates,
+            },
+            [].into_iter(),
         );
         match (&c["expected"], got) {
             (Value::Null, Ok(())) => {}

@@ -3,11 +3,13 @@
 The same rules as the Rust policy (policies/guarded-boost/src/lib.rs), on the
 same SDK building blocks, so both give identical output on its fixtures:
 
-1. Eligibility: an active campaign allowing the surface and market, and
-   ``p_skip <= theta`` (missing: ``MISSING_FEATURE``; above:
-   ``RELEVANCE_GUARDRAIL``); every failing condition is reported.
-2. Boost ``beta * max(0, s - s_min)``; below ``s_min`` eligible but never
-   lifted (``RELEVANCE_GUARDRAIL``).
+1. Eligibility: an active campaign allowing the surface and market, and the
+   SDK's relevance guardrail (``oasis_sdk.blocks.RelevanceGuardrail`` with
+   ``s_min`` and ``max_p_skip = theta``): relevance below ``s_min`` or
+   ``p_skip > theta`` makes a track ineligible with ``RELEVANCE_GUARDRAIL``,
+   a missing ``p_skip`` with ``RELEVANCE_GUARDRAIL`` and ``MISSING_FEATURE``;
+   every failing condition is reported.
+2. Boost ``beta * (s - s_min)``, promoting when positive.
 3. At most ``k_max`` promoted per slate, highest boosts first; the others
    back to ``s`` with ``SLATE_CAP``.
 """
@@ -28,19 +30,19 @@ class Settings:
 
 class GuardedBoost(Policy):
     name = "guarded-boost-py"
-    version = "1.0.0"
+    version = "1.1.0"
     description = (
-        "Promotes active campaign tracks allowed on this surface and market whose "
-        "p_skip <= theta, by beta * max(0, relevance - s_min); tracks below s_min are "
-        "never lifted; at most k_max promoted per slate (highest boost wins). "
+        "Promotes active campaign tracks allowed on this surface and market that pass "
+        "the relevance guardrail (relevance >= s_min, p_skip <= theta), by "
+        "beta * (relevance - s_min); at most k_max promoted per slate (highest boost wins). "
         "Python port of guarded-boost."
     )
     requires = [P_SKIP]
     Settings = Settings
     settings_doc = {
-        "theta": "highest predicted skip probability a promoted track may have, in [0, 1]",
+        "theta": "relevance guardrail: highest predicted skip probability a promoted track may have, in [0, 1]",
         "beta": "boost per unit of relevance above s_min, in [0, 10]",
-        "s_min": "relevance guardrail: tracks below it are never lifted (finite)",
+        "s_min": "relevance guardrail: campaign tracks below it are not eligible, never lifted (finite)",
         "k_max": "most promoted tracks per slate, in [1, 1000]",
     }
 

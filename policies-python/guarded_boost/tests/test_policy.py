@@ -55,13 +55,13 @@ def test_campaign_window_surface_and_market_gate_eligibility():
 def test_p_skip_above_theta_or_missing_is_not_eligible():
     req = builder().candidate(cand(0.8, 0.35)).candidate(cand(0.8, 0.36)).candidate(CandidateSpec(0.8).campaign(0)).build()
     out = run(GuardedBoost, "", req)
-    assert out.reasons == [R.PROMOTED, R.RELEVANCE_GUARDRAIL, R.MISSING_FEATURE]
+    assert out.reasons == [R.PROMOTED, R.RELEVANCE_GUARDRAIL, R.RELEVANCE_GUARDRAIL | R.MISSING_FEATURE]
     assert out.eligible == [True, False, False]
 
 
-def test_below_s_min_is_eligible_but_never_lifted():
+def test_below_s_min_is_not_eligible_and_never_lifted():
     out = run(GuardedBoost, "", builder().candidate(cand(0.15, 0.0)).candidate(cand(0.2, 0.0)).build())
-    assert out.scores == [0.15, 0.2] and out.eligible == [True, True]
+    assert out.scores == [0.15, 0.2] and out.eligible == [False, True]
     assert out.reasons == [R.RELEVANCE_GUARDRAIL, 0] and out.propensity == [0.0, 0.0]
 
 

@@ -7,8 +7,11 @@ training notebook as settings. Replay and off-policy evaluation work because
 every eligible track's probability of being promoted is logged exactly.
 
 **Eligible set ``A``.** Campaign tracks passing the campaign gate (active
-window, surface, market) with a known ``p_skip <= theta`` (``MISSING_FEATURE``
-or ``RELEVANCE_GUARDRAIL`` otherwise).
+window, surface, market) and the SDK's relevance guardrail
+(``oasis_sdk.blocks.RelevanceGuardrail`` with ``s_min`` and ``max_p_skip =
+theta``): relevance below ``s_min`` or ``p_skip > theta`` makes a track
+ineligible with ``RELEVANCE_GUARDRAIL``, a missing ``p_skip`` with
+``RELEVANCE_GUARDRAIL`` and ``MISSING_FEATURE``.
 
 **Reward model.** For a track with relevance ``s`` and features ``x``,
 ``r = sigmoid(w0 + w_rel * s + w_complete * p_complete + w_save * p_save
@@ -29,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 from oasis_sdk import Decisions, Policy, reason as R
+from oasis_sdk.blocks import RelevanceGuardrail
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Settings:
     epsilon: float = 0.05
     boost: float = 0.3
     theta: float = 0.5
+    s_min: float = 0.2
     w0: float = -1.0
     w_rel: float = 2.0
     w_complete: float = 1.5
@@ -47,7 +52,7 @@ class Settings:
 
 class SoftmaxBandit(Policy):
     name = "softmax-bandit"
-    version = "0.1.0"
+    version = "0.2.0"
     description = (
         "Contextual bandit: promotes one campaign track drawn by softmax over a logistic "
         "reward model (relevance, p_complete, p_save, p_skip, session skip rate, hour), "
@@ -61,7 +66,8 @@ class SoftmaxBandit(Policy):
         "tau": "softmax temperature over predicted rewards, in [0.001, 10]",
         "epsilon": "share of uniform exploration over eligible tracks, in [0, 1]",
         "boost": "added to the chosen track's score, in [0, 10]",
-        "theta": "highest p_skip an eligible track may have, in [0, 1]",
+        "theta": "relevance guardrail: highest p_skip an eligible track may have, in [0, 1]",
+        "s_min": "relevance guardrail: campaign tracks below it are not eligible (finite)",
         "w0": "reward model intercept",
         "w_rel": "reward weight of relevance",
         "w_complete": "reward weight of p_complete",
@@ -79,6 +85,8 @@ class SoftmaxBandit(Policy):
             return f"boost must be in [0, 10], got {s.boost}"
         if not 0.0 <= s.theta <= 1.0:
             return f"theta must be in [0, 1], got {s.theta}"
+        if not math.isfinite(s.s_min):
+            return f"s_min must be finite, got {s.s_min}"
         for name in ("w0", "w_rel", "w_complete", "w_save", "w_skip", "w_evening"):
             v = getattr(s, name)
             if not (math.isfinite(v) and abs(v) <= 100.0):
@@ -95,16 +103,13 @@ class SoftmaxBandit(Policy):
         bias = s.w0 + s.w_evening * evening
         skip_w = s.w_skip * (1.0 + skip_rate)
         blocks = req.campaign_blocks()
+        guardrail = RelevanceGuardrail(s.s_min, s.theta)
         arms, rewards = [], []
         for i, c in enumerate(req.campaign):
             if c < 0:
                 continue
-            block = blocks[c]
             p = p_skip[i]
-            if p != p:
-                block |= R.MISSING_FEATURE
-            elif p > s.theta:
-                block |= R.RELEVANCE_GUARDRAIL
+            block = blocks[c] | guardrail.check(out.scores[i], p)
             if block:
                 out.reasons[i] |= block
                 continue

@@ -38,7 +38,7 @@ def test_gates_and_exact_propensities_summing_to_one():
     out = run(SoftmaxBandit, None, request())
     assert out.reasons[0] == R.ORGANIC and not out.eligible[0]
     assert out.reasons[4] == R.RELEVANCE_GUARDRAIL
-    assert out.reasons[5] == R.MISSING_FEATURE
+    assert out.reasons[5] == R.RELEVANCE_GUARDRAIL | R.MISSING_FEATURE
     assert out.reasons[6] == R.NOT_ELIGIBLE_MARKET
     assert [out.eligible[i] for i in ARMS] == [True] * 3
     assert_close(sum(out.propensity[i] for i in ARMS), 1.0)

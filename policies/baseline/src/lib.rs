@@ -2,7 +2,9 @@
 //!
 //! Scores every candidate with its base relevance and promotes nothing. It is
 //! the reference other policies are compared with, and the default fallback
-//! the host serves when a policy fails.
+//! the host serves when a policy fails. It lifts nothing, so the SDK's
+//! relevance guardrail ([`oasis_sdk::blocks::RelevanceGuardrail`]) has
+//! nothing to hold back here.
 
 use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,14 @@ mod tests {
     fn unknown_settings_are_refused() {
         let req = RequestBuilder::new().build();
         assert_settings_refused::<Baseline>(&req, &[(r#"{"boost": 1}"#, "unknown field `boost`")]);
+    }
+
+    #[test]
+    fn golden_fixtures_pass_natively() {
+        oasis_sdk::testing::assert_fixtures_pass::<Baseline>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures"
+        ));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!
 //! **Eligible set `A`.** Campaign tracks whose campaign is active now
 //! (`CAMPAIGN_INACTIVE`), allows the surface (`NOT_ELIGIBLE_SURFACE`) and
-//! market (`NOT_ELIGIBLE_MARKET`), with relevance `s >= s_min`
-//! (`RELEVANCE_GUARDRAIL` otherwise, and not eligible). `A` is ordered by
+//! market (`NOT_ELIGIBLE_MARKET`), and that pass the SDK's relevance
+//! guardrail ([`oasis_sdk::blocks::RelevanceGuardrail`], `s_min`, no
+//! `p_skip`): a track with `s < s_min` is not eligible, keeps `s`,
+//! propensity 0, `RELEVANCE_GUARDRAIL`. Every failing condition is reported. `A` is ordered by
 //! relevance descending, ties in request order; the *greedy* track of a set is
 //! its first in that order.
 //!
@@ -49,7 +51,15 @@
 //! with probability `sum over final (g, j) of P(g, j) * ([r < g] + [r > g] * j / N)`.
 //! The cost is `O(K^3 + K * n)`; a unit test checks it against brute-force
 //! enumeration. Non-eligible tracks have propensity 0.
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `epsilon` | 0.1 | probability that a draw explores, in [0, 1] |
+//! | `slots` | 1 | most tracks promoted per request, in [1, 100] |
+//! | `boost` | 0.2 | score added to chosen tracks, in (0, 10] |
+//! | `s_min` | 0.2 | the relevance guardrail: campaign tracks below it are not eligible (finite) |
 
+use oasis_sdk::blocks::RelevanceGuardrail;
 use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +77,8 @@ pub struct Settings {
     pub slots: u32,
     /// Score added to chosen tracks, in (0, 10]. Default 0.2.
     pub boost: f64,
-    /// Relevance guardrail: tracks below it are never chosen; finite. Default 0.2.
+    /// Relevance guardrail: campaign tracks below it are not eligible, never
+    /// chosen; finite. Default 0.2.
     pub s_min: f64,
 }
 
@@ -150,7 +161,7 @@ impl Policy for EpsilonGreedy {
             .setting("epsilon", "probability that a draw explores uniformly instead of taking the best track, in [0, 1]")
             .setting("slots", "most tracks promoted per request, in [1, 100]")
             .setting("boost", "score added to chosen tracks, in (0, 10]")
-            .setting("s_min", "relevance guardrail: tracks below it are never chosen (finite)")
+            .setting("s_min", "relevance guardrail: campaign tracks below it are not eligible, never chosen (finite)")
     }
 
     fn validate(s: &Settings) -> Result<(), String> {
@@ -174,22 +185,23 @@ impl Policy for EpsilonGreedy {
         let mut out = Decisions::passthrough(req);
         let base = out.scores.clone();
 
+        let guardrail = RelevanceGuardrail {
+            s_min: s.s_min,
+            max_p_skip: None,
+        };
         let mut eligible = Vec::new();
         for c in req.candidates() {
             let i = c.index();
-            let mut block = match c.campaign_eligibility() {
+            let block = match c.campaign_eligibility() {
                 Eligibility::Organic => continue,
                 Eligibility::Eligible(_) => Reason::empty(),
                 Eligibility::Ineligible(r) => r,
-            };
-            if base[i] < s.s_min {
-                block |= Reason::RELEVANCE_GUARDRAIL;
-            }
+            } | guardrail.check(base[i], None);
             if block.is_empty() {
                 out.eligible[i] = true;
                 eligible.push(i);
             } else {
-                out.mark(i, block);
+                RelevanceGuardrail::hold_back(&mut out, i, base[i], block);
             }
         }
         // Rank order: relevance descending, ties in request order.
@@ -440,6 +452,14 @@ mod tests {
                 (r#"{"eps": 0.1}"#, "unknown field `eps`"),
             ],
         );
+    }
+
+    #[test]
+    fn golden_fixtures_pass_natively() {
+        oasis_sdk::testing::assert_fixtures_pass::<EpsilonGreedy>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures"
+        ));
     }
 
     #[test]

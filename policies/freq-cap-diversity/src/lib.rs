@@ -6,9 +6,13 @@
 //!    (`CAMPAIGN_INACTIVE`), allows the surface (`NOT_ELIGIBLE_SURFACE`) and
 //!    market (`NOT_ELIGIBLE_MARKET`), and the listener has not hit a frequency
 //!    cap: `impressions_24h >= max_daily` or `session_promoted >= max_session`
-//!    makes it ineligible with `FREQ_CAPPED`.
-//! 2. **Boost.** `b = beta * s`, giving `score = s + b`. An eligible track with
-//!    `s <= 0` is not lifted (`RELEVANCE_GUARDRAIL`).
+//!    makes it ineligible with `FREQ_CAPPED`; and it passes the SDK's
+//!    relevance guardrail ([`oasis_sdk::blocks::RelevanceGuardrail`],
+//!    `s_min`, no `p_skip`): a track with `s < s_min` is not eligible, keeps
+//!    `s`, propensity 0, `RELEVANCE_GUARDRAIL`. Every failing condition is
+//!    reported.
+//! 2. **Boost.** `b = beta * s`, giving `score = s + b`; only `b > 0` lifts
+//!    (with `beta = 0` eligible tracks stay at `s`).
 //! 3. **One promoted track per artist per slate.** Among the boosted tracks of
 //!    one artist the largest boost is kept (ties: request order); the others
 //!    stay eligible but are demoted to `s` with `DIVERSITY_PENALTY`.
@@ -40,8 +44,21 @@
 //!    penalty keeps `PROMOTED` and also carries `DIVERSITY_PENALTY`.
 //!
 //! Deterministic: propensity 1 for promoted tracks, 0 otherwise.
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `max_daily` | 3 | cap on promoted impressions of a track to the listener in 24h, >= 1 |
+//! | `max_session` | 1 | cap on promoted plays of a track in the session, >= 1 |
+//! | `beta` | 0.2 | boost per unit of relevance, in [0, 10] |
+//! | `lambda` | 0.7 | MMR trade-off between score (1) and diversity (0), in (0, 1] |
+//! | `s_min` | 0.2 | the relevance guardrail: campaign tracks below it are not eligible (finite) |
+//!
+//! Since 1.1.0 (contract 0.2.0) the guardrail is the shared one: a track
+//! below `s_min` is not eligible (1.0 kept tracks with `s <= 0` eligible and
+//! marked them, with no threshold setting).
 
-use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request, blocks};
+use oasis_sdk::blocks::{self, RelevanceGuardrail};
+use oasis_sdk::{Decisions, Eligibility, Metadata, Policy, PolicyError, Reason, Request};
 use serde::{Deserialize, Serialize};
 
 /// The frequency-cap and diversity policy.
@@ -61,6 +78,9 @@ pub struct Settings {
     pub beta: f64,
     /// MMR trade-off between score (1) and diversity (0), in (0, 1]. Default 0.7.
     pub lambda: f64,
+    /// Relevance guardrail: campaign tracks below it are not eligible, never
+    /// lifted; finite. Default 0.2.
+    pub s_min: f64,
 }
 
 impl Default for Settings {
@@ -70,6 +90,7 @@ impl Default for Settings {
             max_session: 1,
             beta: 0.2,
             lambda: 0.7,
+            s_min: 0.2,
         }
     }
 }
@@ -93,8 +114,8 @@ impl Policy for FreqCapDiversity {
     fn metadata() -> Metadata {
         Metadata::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
             .description(
-                "Boosts active campaign tracks by beta * relevance unless the listener hit the \
-                 daily or session frequency cap; keeps one promoted track per artist; then \
+                "Boosts active campaign tracks with relevance >= s_min by beta * relevance unless \
+                 the listener hit the daily or session frequency cap; keeps one promoted track per artist; then \
                  re-scores promoted tracks by greedy MMR (similarity 1 same artist, 0.5 same \
                  rights holder).",
             )
@@ -110,6 +131,10 @@ impl Policy for FreqCapDiversity {
             .setting(
                 "lambda",
                 "MMR trade-off between score (1) and diversity (0), in (0, 1]",
+            )
+            .setting(
+                "s_min",
+                "relevance guardrail: campaign tracks below it are not eligible, never lifted (finite)",
             )
     }
 
@@ -129,6 +154,9 @@ impl Policy for FreqCapDiversity {
         if !(s.lambda > 0.0 && s.lambda <= 1.0) {
             return Err(format!("lambda must be in (0, 1], got {}", s.lambda));
         }
+        if !s.s_min.is_finite() {
+            return Err(format!("s_min must be finite, got {}", s.s_min));
+        }
         Ok(())
     }
 
@@ -138,6 +166,10 @@ impl Policy for FreqCapDiversity {
         let base = out.scores.clone();
 
         // 1-2. Eligibility and boost.
+        let guardrail = RelevanceGuardrail {
+            s_min: s.s_min,
+            max_p_skip: None,
+        };
         let mut pool: Vec<(usize, f64)> = Vec::new();
         for c in req.candidates() {
             let i = c.index();
@@ -149,17 +181,16 @@ impl Policy for FreqCapDiversity {
             if c.impressions_24h() >= s.max_daily || c.session_promoted() >= s.max_session {
                 block |= Reason::FREQ_CAPPED;
             }
+            block |= guardrail.check(base[i], None);
             if !block.is_empty() {
-                out.mark(i, block);
+                RelevanceGuardrail::hold_back(&mut out, i, base[i], block);
                 continue;
             }
             out.eligible[i] = true;
             let boost = s.beta * base[i];
-            if boost <= 0.0 {
-                out.mark(i, Reason::RELEVANCE_GUARDRAIL);
-                continue;
+            if boost > 0.0 {
+                pool.push((i, boost));
             }
-            pool.push((i, boost));
         }
         // 3. The best boost per artist (ties: request order).
         blocks::cap_per_group(
@@ -394,14 +425,33 @@ mod tests {
     }
 
     #[test]
-    fn non_positive_relevance_is_not_lifted_and_scores_stay_finite() {
+    fn the_relevance_guardrail_holds_back_tracks_below_s_min() {
         let req = builder()
             .candidate(cand(-0.2, 1, 1))
             .candidate(cand(f64::NAN, 2, 1))
+            .candidate(cand(0.15, 3, 2).impressions(5, 0)) // capped too
+            .candidate(cand(0.2, 4, 3)) // exactly s_min: lifted
             .build();
         let out = run::<FreqCapDiversity>("", &req).unwrap();
-        assert_eq!(out.scores, vec![-0.2, 0.0]);
-        assert_eq!(out.reasons, vec![Reason::RELEVANCE_GUARDRAIL; 2]);
+        assert_eq!(out.scores[..3], [-0.2, 0.0, 0.15]);
+        assert_eq!(
+            out.reasons,
+            vec![
+                Reason::RELEVANCE_GUARDRAIL,
+                Reason::RELEVANCE_GUARDRAIL,
+                Reason::FREQ_CAPPED | Reason::RELEVANCE_GUARDRAIL,
+                Reason::PROMOTED,
+            ]
+        );
+        assert_eq!(out.eligible, vec![false, false, false, true]);
+        assert_close(out.scores[3], 0.2 * 1.2);
+        // A lower s_min lets the 0.15 track through (caps lifted too); a
+        // zero beta keeps eligible tracks at their relevance, unmarked.
+        let out = run::<FreqCapDiversity>(r#"{"s_min": 0.1, "max_daily": 9}"#, &req).unwrap();
+        assert_eq!(out.reasons[2], Reason::PROMOTED);
+        let out = run::<FreqCapDiversity>(r#"{"beta": 0}"#, &req).unwrap();
+        assert_eq!(out.reasons[3], Reason::empty());
+        assert_eq!((out.scores[3], out.eligible[3]), (0.2, true));
     }
 
     #[test]
@@ -417,6 +467,7 @@ mod tests {
                 (r#"{"beta": 11}"#, "beta must be in [0, 10], got 11"),
                 (r#"{"lambda": 0}"#, "lambda must be in (0, 1], got 0"),
                 (r#"{"lambda": 1.2}"#, "lambda must be in (0, 1], got 1.2"),
+                (r#"{"s_min": "low"}"#, "invalid type"),
                 (r#"{"k_max": 1}"#, "unknown field `k_max`"),
             ],
         );
@@ -429,6 +480,15 @@ mod tests {
             ("max_session", "1"),
             ("beta", "0.2"),
             ("lambda", "0.7"),
+            ("s_min", "0.2"),
         ]);
+    }
+
+    #[test]
+    fn golden_fixtures_pass_natively() {
+        oasis_sdk::testing::assert_fixtures_pass::<FreqCapDiversity>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures"
+        ));
     }
 }

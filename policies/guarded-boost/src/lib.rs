@@ -5,15 +5,18 @@
 //! 1. **Eligibility.** A campaign track is eligible only if `c` is active at
 //!    `context.timestamp_ms` (`CAMPAIGN_INACTIVE` otherwise), allows the
 //!    request's surface (`NOT_ELIGIBLE_SURFACE`) and market
-//!    (`NOT_ELIGIBLE_MARKET`), and its predicted skip probability satisfies
-//!    `p_skip <= theta`. A missing `p_skip` (NaN) makes it ineligible with
-//!    `MISSING_FEATURE`; `p_skip > theta` makes it ineligible with
-//!    `RELEVANCE_GUARDRAIL` (the listener-satisfaction guardrail). Every
-//!    failing condition is reported, not just the first.
-//! 2. **Boost.** `b = beta * max(0, s - s_min)`. An eligible track with
-//!    `s < s_min` stays eligible but is not lifted and is marked
-//!    `RELEVANCE_GUARDRAIL`: never lift an irrelevant track. Tracks with
-//!    `b > 0` are promoted: score `s + b`, `PROMOTED`, propensity 1.
+//!    (`NOT_ELIGIBLE_MARKET`), and passes the SDK's relevance guardrail
+//!    ([`oasis_sdk::blocks::RelevanceGuardrail`] with `s_min` and
+//!    `max_p_skip = theta`): a campaign track is never lifted when it is not
+//!    relevant enough for this listener, i.e. `s < s_min` or
+//!    `p_skip > theta`, which makes it ineligible with `RELEVANCE_GUARDRAIL`;
+//!    a missing `p_skip` (NaN) makes it ineligible with
+//!    `RELEVANCE_GUARDRAIL` and `MISSING_FEATURE`. Every failing condition is
+//!    reported, not just the first. An ineligible track keeps `s`,
+//!    propensity 0.
+//! 2. **Boost.** `b = beta * (s - s_min)` (>= 0 for an eligible track).
+//!    Tracks with `b > 0` are promoted: score `s + b`, `PROMOTED`,
+//!    propensity 1; a track at exactly `s_min` is eligible but not lifted.
 //! 3. **Slate cap.** At most `k_max` tracks are promoted per slate (request):
 //!    the highest boosts win (ties: higher relevance, then request order);
 //!    the others are demoted back to `s` with `SLATE_CAP`, propensity 0.
@@ -24,6 +27,18 @@
 //! The eligibility and boost rules and the slate cap are the SDK's shared
 //! building blocks [`oasis_sdk::blocks::Guard`] and
 //! [`oasis_sdk::blocks::slate_cap`], which other policies compose too.
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `theta` | 0.35 | the guardrail's highest `p_skip`, in [0, 1] |
+//! | `beta` | 0.5 | boost per unit of relevance above `s_min`, in [0, 10] |
+//! | `s_min` | 0.2 | the guardrail's lowest relevance (finite) |
+//! | `k_max` | 3 | most promoted tracks per slate, in [1, 1000] |
+//!
+//! Since 1.1.0 (contract 0.2.0) a track below `s_min` is ineligible (it was
+//! eligible but not lifted), and a missing `p_skip` carries
+//! `RELEVANCE_GUARDRAIL` besides `MISSING_FEATURE`: the one guardrail of
+//! every example policy.
 
 use oasis_sdk::blocks::{self, Guard, P_SKIP};
 use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
@@ -36,11 +51,13 @@ pub struct GuardedBoost;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Highest predicted skip probability a promoted track may have, in [0, 1]. Default 0.35.
+    /// Relevance guardrail: highest predicted skip probability a promoted
+    /// track may have, in [0, 1]. Default 0.35.
     pub theta: f64,
     /// Boost per unit of relevance above `s_min`, in [0, 10]. Default 0.5.
     pub beta: f64,
-    /// Relevance guardrail: tracks below it are never lifted; finite. Default 0.2.
+    /// Relevance guardrail: campaign tracks below it are not eligible, never
+    /// lifted; finite. Default 0.2.
     pub s_min: f64,
     /// Most promoted tracks per slate, in [1, 1000]. Default 3.
     pub k_max: u32,
@@ -73,14 +90,14 @@ impl Policy for GuardedBoost {
     fn metadata() -> Metadata {
         Metadata::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
             .description(
-                "Promotes active campaign tracks allowed on this surface and market whose \
-                 p_skip <= theta, by beta * max(0, relevance - s_min); tracks below s_min are \
-                 never lifted; at most k_max promoted per slate (highest boost wins).",
+                "Promotes active campaign tracks allowed on this surface and market that pass \
+                 the relevance guardrail (relevance >= s_min, p_skip <= theta), by \
+                 beta * (relevance - s_min); at most k_max promoted per slate (highest boost wins).",
             )
             .requires(&[P_SKIP])
             .setting(
                 "theta",
-                "highest predicted skip probability a promoted track may have, in [0, 1]",
+                "relevance guardrail: highest predicted skip probability a promoted track may have, in [0, 1]",
             )
             .setting(
                 "beta",
@@ -88,7 +105,7 @@ impl Policy for GuardedBoost {
             )
             .setting(
                 "s_min",
-                "relevance guardrail: tracks below it are never lifted (finite)",
+                "relevance guardrail: campaign tracks below it are not eligible, never lifted (finite)",
             )
             .setting("k_max", "most promoted tracks per slate, in [1, 1000]")
     }
@@ -220,20 +237,23 @@ mod tests {
         let out = run::<GuardedBoost>("", &req).unwrap();
         assert_eq!(out.reasons[0], Reason::PROMOTED);
         assert_eq!(out.reasons[1], Reason::RELEVANCE_GUARDRAIL);
-        assert_eq!(out.reasons[2], Reason::MISSING_FEATURE);
+        assert_eq!(
+            out.reasons[2],
+            Reason::RELEVANCE_GUARDRAIL | Reason::MISSING_FEATURE
+        );
         assert_eq!(out.eligible, vec![true, false, false]);
         assert_eq!(&out.scores[1..], &[0.8, 0.8]);
     }
 
     #[test]
-    fn below_s_min_is_eligible_but_never_lifted() {
+    fn below_s_min_is_not_eligible_and_never_lifted() {
         let req = builder()
             .candidate(cand(0.15, 0.0))
-            .candidate(cand(0.2, 0.0)) // exactly s_min: zero boost, not promoted
+            .candidate(cand(0.2, 0.0)) // exactly s_min: eligible, zero boost, not promoted
             .build();
         let out = run::<GuardedBoost>("", &req).unwrap();
         assert_eq!(out.scores, vec![0.15, 0.2]);
-        assert_eq!(out.eligible, vec![true, true]);
+        assert_eq!(out.eligible, vec![false, true]);
         assert_eq!(
             out.reasons,
             vec![Reason::RELEVANCE_GUARDRAIL, Reason::empty()]
@@ -298,11 +318,11 @@ mod tests {
             .build();
         let out = run::<GuardedBoost>("", &req).unwrap();
         assert_eq!(out.scores, vec![0.5]);
-        assert!(
-            out.reasons[0].contains(Reason::MISSING_FEATURE),
-            "{:?}",
-            out.reasons
+        assert_eq!(
+            out.reasons[0],
+            Reason::RELEVANCE_GUARDRAIL | Reason::MISSING_FEATURE
         );
+        assert!(!out.eligible[0]);
         assert!(!out.reasons[0].contains(Reason::PROMOTED));
     }
 
@@ -320,6 +340,14 @@ mod tests {
             ],
         );
         assert!(run::<GuardedBoost>(r#"{"s_min": -0.5, "k_max": 1000}"#, &req).is_ok());
+    }
+
+    #[test]
+    fn golden_fixtures_pass_natively() {
+        oasis_sdk::testing::assert_fixtures_pass::<GuardedBoost>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures"
+        ));
     }
 
     #[test]

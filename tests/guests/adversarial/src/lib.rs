@@ -172,7 +172,7 @@ impl Policy for Adversarial {
 /// string, so it cannot alias) with every field's value at the same bytes.
 #[cfg(target_arch = "wasm32")]
 fn alias_log() {
-    #[link(wasm_import_module = "oasis:policy/log@0.1.0")]
+    #[link(wasm_import_module = "oasis:policy/log@0.2.0")]
     unsafe extern "C" {
         #[link_name = "log"]
         fn log_import(
