@@ -62,6 +62,19 @@
 //! ```
 //!
 //! and a test fails when the two disagree.
+//!
+//! `--closed-loop` simulates a day of listeners in compressed time against
+//! a server that keeps delivery state itself: requests without state
+//! fields, the shown slate's impressions and plays posted to `/v1/events`,
+//! delivery per campaign against its target and frequency per listener ×
+//! track checked from the client side (see the `closed_loop` module and
+//! `scripts/closed-loop`):
+//!
+//! ```text
+//! cargo run --release -p pzn-client -- --closed-loop --route radio --delivery-band 0.6,1.6
+//! cargo run --release -p pzn-client -- --closed-loop --route mixes --max-daily 3 \
+//!     --url http://127.0.0.1:18080,http://127.0.0.1:18081
+//! ```
 
 mod catalog;
 mod closed_loop;
@@ -215,8 +228,8 @@ struct Args {
     max_daily: Option<u32>,
     /// Closed loop check: fail (exit 1) unless every campaign with target
     /// >= --min-check-volume delivered within [LO, HI] x its target.
-    #[arg(long, value_name = "LO,HI", value_delimiter = ',', num_args = 2)]
-    delivery_band: Option<Vec<f64>>,
+    #[arg(long, value_name = "LO,HI")]
+    delivery_band: Option<String>,
     /// Closed loop: smaller campaigns are reported but not checked.
     #[arg(long, default_value_t = 30.0)]
     min_check_volume: f64,
@@ -443,11 +456,16 @@ fn closed_loop_main(args: &Args, catalog: Catalog) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.series_minutes > 0, "--series-minutes must be positive");
     let band = match args.delivery_band.as_deref() {
         None => None,
-        Some([lo, hi]) if lo.is_finite() && hi.is_finite() && 0.0 <= *lo && lo <= hi => {
-            Some((*lo, *hi))
-        }
-        Some(other) => {
-            anyhow::bail!("--delivery-band wants LO,HI with 0 <= LO <= HI, got {other:?}")
+        Some(text) => {
+            let parsed: Option<(f64, f64)> = text
+                .split_once(',')
+                .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)));
+            match parsed {
+                Some((lo, hi)) if lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi => {
+                    Some((lo, hi))
+                }
+                _ => anyhow::bail!("--delivery-band wants LO,HI with 0 <= LO <= HI, got {text:?}"),
+            }
         }
     };
     let route = match args.route.as_slice() {
@@ -456,10 +474,10 @@ fn closed_loop_main(args: &Args, catalog: Catalog) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("--closed-loop scores on one named --route"),
     };
     let run_tag = args.run_tag.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
+        let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        format!("cl{secs:x}")
+            .map_or(0, |d| d.as_millis());
+        format!("cl{ms:x}")
     });
     let window_ms = (args.sim_hours * 3_600_000.0).round() as i64;
     let mut plan = Plan::new(

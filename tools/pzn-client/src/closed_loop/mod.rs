@@ -770,7 +770,7 @@ impl Server for HttpServer {
         if status != 200 {
             return Err(refused(&url, status, &bytes));
         }
-        parse_answer(&bytes).with_context(|| format!("{url}"))
+        parse_answer(&bytes).with_context(|| url.clone())
     }
 
     async fn events(&mut self, replica: usize, body: Vec<u8>) -> anyhow::Result<EventsAnswer> {
