@@ -62,8 +62,22 @@
 //! ```
 //!
 //! and a test fails when the two disagree.
+//!
+//! `--closed-loop` simulates a day of listeners in compressed time against
+//! a server that keeps delivery state itself: requests without state
+//! fields, the shown slate's impressions and plays posted to `/v1/events`,
+//! delivery per campaign against its target and frequency per listener ×
+//! track checked from the client side (see the `closed_loop` module and
+//! `scripts/closed-loop`):
+//!
+//! ```text
+//! cargo run --release -p pzn-client -- --closed-loop --route radio --delivery-band 0.6,1.6
+//! cargo run --release -p pzn-client -- --closed-loop --route mixes --max-daily 3 \
+//!     --url http://127.0.0.1:18080,http://127.0.0.1:18081
+//! ```
 
 mod catalog;
+mod closed_loop;
 mod example;
 mod load;
 mod outcomes;
@@ -84,9 +98,10 @@ use crate::traffic::{DEFAULT_ROUTES, RequestGenerator, TrafficConfig};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// Base URL of the server. With --closed-loop, repeatable or
+    /// comma-separated: replicas sharing one state store.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    url: Vec<String>,
     /// Seconds to send for (ignored with --requests).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -156,6 +171,73 @@ struct Args {
     /// The gRPC server (`oasis serve --grpc-listen`).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc_url: String,
+    /// Closed loop: simulate listeners over --sim-hours of simulated time
+    /// on one pacing route (--route, default radio), sending requests
+    /// without delivery state (the server fills it from its store), showing
+    /// the top --slate-size candidates and posting their impressions and
+    /// plays to /v1/events; report delivery against targets and frequency
+    /// per listener x track (see the `closed_loop` module).
+    #[arg(long, conflicts_with_all = ["grpc", "outcomes", "requests", "warmup"])]
+    closed_loop: bool,
+    /// Closed loop: simulated hours (campaigns run over exactly this window,
+    /// starting at --now-ms).
+    #[arg(long, default_value_t = 24.0)]
+    sim_hours: f64,
+    /// Closed loop: simulated seconds per wall second; flat out when absent.
+    #[arg(long)]
+    sim_speed: Option<f64>,
+    /// Closed loop: listeners in the population.
+    #[arg(long, default_value_t = 1_500)]
+    listeners: u32,
+    /// Closed loop: mean sessions per listener per simulated day.
+    #[arg(long, default_value_t = 3.0)]
+    sessions_per_day: f64,
+    /// Closed loop: mean slates (requests) per session.
+    #[arg(long, default_value_t = 4.0)]
+    slates_per_session: f64,
+    /// Closed loop: candidates shown per slate (`context.slate_size`).
+    #[arg(long, default_value_t = 10)]
+    slate_size: u32,
+    /// Closed loop: campaigns (their tracks log-spaced in popularity).
+    #[arg(long, default_value_t = 12)]
+    campaigns: usize,
+    /// Closed loop: tracks per campaign.
+    #[arg(long, default_value_t = 2)]
+    tracks_per_campaign: usize,
+    /// Closed loop: the unpaced route that measures each campaign's supply
+    /// before the loop (guarded-boost: pid-pacing's boost, multiplier 1).
+    #[arg(long, default_value = "guarded-boost")]
+    calibration_route: String,
+    /// Closed loop: calibrate on every n-th request of the schedule.
+    #[arg(long, default_value_t = 4)]
+    calibration_sample: usize,
+    /// Closed loop: campaign target = unpaced supply x factor, factors
+    /// taken in turn (< 1: over-supplied, > 1: under-supplied).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.5, 2.0, 0.7, 1.5])]
+    supply_factors: Vec<f64>,
+    /// Closed loop: post events after this many requests (earlier when a
+    /// listener with unposted events asks again).
+    #[arg(long, default_value_t = 4)]
+    event_batch: usize,
+    /// Closed loop: simulated minutes per delivery-series point.
+    #[arg(long, default_value_t = 60)]
+    series_minutes: u32,
+    /// Closed loop check: fail (exit 1) if a listener got more than K
+    /// promoted impressions of one track in 24 simulated hours.
+    #[arg(long, value_name = "K")]
+    max_daily: Option<u32>,
+    /// Closed loop check: fail (exit 1) unless every campaign with target
+    /// >= --min-check-volume delivered within [LO, HI] x its target.
+    #[arg(long, value_name = "LO,HI")]
+    delivery_band: Option<String>,
+    /// Closed loop: smaller campaigns are reported but not checked.
+    #[arg(long, default_value_t = 30.0)]
+    min_check_volume: f64,
+    /// Closed loop: prefix of every id sent (listeners, sessions, requests,
+    /// campaigns, events), so that runs against one store do not share
+    /// state. Default: from the wall clock.
+    #[arg(long)]
+    run_tag: Option<String>,
     /// Print one generated request (pretty JSON) and exit.
     #[arg(long)]
     emit_request: bool,
@@ -228,6 +310,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
             .filter(|c| c.is_active(args.now_ms))
             .count()
     );
+    if args.closed_loop {
+        return closed_loop_main(&args, catalog);
+    }
+    anyhow::ensure!(args.url.len() == 1, "several --url only with --closed-loop");
     let routes: Vec<String> = if args.route.is_empty() {
         DEFAULT_ROUTES.iter().map(|r| r.to_string()).collect()
     } else {
@@ -267,7 +353,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let target = if args.grpc {
         format!("{} (gRPC oasis.v1.Scoring/Score)", args.grpc_url)
     } else {
-        format!("{}/v1/score", args.url.trim_end_matches('/'))
+        format!("{}/v1/score", args.url[0].trim_end_matches('/'))
     };
     let cands: usize = pool.iter().map(|e| e.candidates).sum();
     let promoted: usize = pool.iter().map(|e| e.campaign_candidates).sum();
@@ -297,7 +383,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         url: if args.grpc {
             args.grpc_url.clone()
         } else {
-            args.url.clone()
+            args.url[0].clone()
         },
         grpc: args.grpc,
         concurrency: args.concurrency,
@@ -318,7 +404,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     if args.json {
         let mut j = stats.to_json();
         j["config"] = serde_json::json!({
-            "url": if args.grpc { &args.grpc_url } else { &args.url },
+            "url": if args.grpc { &args.grpc_url } else { &args.url[0] },
             "transport": if args.grpc { "grpc" } else { "http" },
             "concurrency": args.concurrency,
             "seed": args.seed,
@@ -332,6 +418,118 @@ fn real_main() -> anyhow::Result<ExitCode> {
         print!("{}", stats.render());
     }
     Ok(if stats.ok() > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--closed-loop`: builds the plan, runs calibration and the loop, prints
+/// the report; exit 1 when a configured check fails.
+fn closed_loop_main(args: &Args, catalog: Catalog) -> anyhow::Result<ExitCode> {
+    use closed_loop::plan::{Plan, PlanConfig};
+    anyhow::ensure!(
+        args.sim_hours.is_finite() && args.sim_hours > 0.0,
+        "--sim-hours must be positive"
+    );
+    anyhow::ensure!(args.listeners > 0, "--listeners must be positive");
+    anyhow::ensure!(args.slate_size > 0, "--slate-size must be positive");
+    anyhow::ensure!(args.campaigns > 0, "--campaigns must be positive");
+    anyhow::ensure!(
+        args.campaigns * args.tracks_per_campaign.max(1) < args.tracks,
+        "--tracks too small for --campaigns x --tracks-per-campaign"
+    );
+    anyhow::ensure!(
+        args.sessions_per_day > 0.0 && args.slates_per_session >= 1.0,
+        "--sessions-per-day must be positive and --slates-per-session at least 1"
+    );
+    anyhow::ensure!(
+        args.supply_factors
+            .iter()
+            .all(|f| f.is_finite() && *f > 0.0),
+        "--supply-factors must be positive"
+    );
+    anyhow::ensure!(
+        args.sim_speed.is_none_or(|s| s.is_finite() && s > 0.0),
+        "--sim-speed must be positive"
+    );
+    anyhow::ensure!(args.series_minutes > 0, "--series-minutes must be positive");
+    let band = match args.delivery_band.as_deref() {
+        None => None,
+        Some(text) => {
+            let parsed: Option<(f64, f64)> = text
+                .split_once(',')
+                .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)));
+            match parsed {
+                Some((lo, hi)) if lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi => {
+                    Some((lo, hi))
+                }
+                _ => anyhow::bail!("--delivery-band wants LO,HI with 0 <= LO <= HI, got {text:?}"),
+            }
+        }
+    };
+    let route = match args.route.as_slice() {
+        [] => "radio".to_string(),
+        [one] if one != traffic::NO_ROUTE => one.trim().to_string(),
+        _ => anyhow::bail!("--closed-loop scores on one named --route"),
+    };
+    let run_tag = args.run_tag.clone().unwrap_or_else(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("cl{ms:x}")
+    });
+    let window_ms = (args.sim_hours * 3_600_000.0).round() as i64;
+    let mut plan = Plan::new(
+        PlanConfig {
+            start_ms: args.now_ms,
+            window_ms,
+            listeners: args.listeners,
+            sessions_per_day: args.sessions_per_day,
+            slates_per_session: args.slates_per_session,
+            slate_size: args.slate_size,
+            candidates: args.candidates,
+            campaigns: args.campaigns,
+            tracks_per_campaign: args.tracks_per_campaign,
+            run_tag,
+            seed: args.seed,
+        },
+        catalog,
+    );
+    let config = closed_loop::LoopConfig {
+        route,
+        calibration_route: args.calibration_route.clone(),
+        calibration_sample: args.calibration_sample,
+        supply_factors: args.supply_factors.clone(),
+        event_batch: args.event_batch,
+        sim_speed: args.sim_speed,
+        bucket_ms: i64::from(args.series_minutes) * 60_000,
+        max_daily: args.max_daily,
+        delivery_band: band,
+        min_check_volume: args.min_check_volume,
+    };
+    if !args.json {
+        println!(
+            "plan         {} requests from {} listeners over {} simulated hours; {} campaigns; replicas {}",
+            plan.slots.len(),
+            args.listeners,
+            args.sim_hours,
+            plan.campaigns.len(),
+            args.url.join(", ")
+        );
+    }
+    let mut server =
+        closed_loop::HttpServer::new(args.url.clone(), Duration::from_millis(args.timeout_ms))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(closed_loop::run(&mut plan, &config, &mut server))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

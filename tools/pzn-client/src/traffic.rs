@@ -267,6 +267,11 @@ impl RequestGenerator {
     /// popularity, ranked, with predictions that follow the session's skip
     /// rate and frequency counters that follow its position.
     pub fn slate(&mut self, context: &Context) -> Vec<Candidate> {
+        self.slate_tracks(context).0
+    }
+
+    /// [`Self::slate`], with the catalog index of each candidate.
+    pub fn slate_tracks(&mut self, context: &Context) -> (Vec<Candidate>, Vec<usize>) {
         let rng = &mut self.rng;
         let catalog = &*self.catalog;
         let ContextFeatures {
@@ -306,7 +311,8 @@ impl RequestGenerator {
 
         let base_skip = Beta::new(2.0, 5.0).unwrap();
         let save = Beta::new(1.0, 12.0).unwrap();
-        ranked
+        let tracks = ranked.iter().map(|&(_, t)| t).collect();
+        let candidates = ranked
             .into_iter()
             .enumerate()
             .map(|(i, (_, t))| {
@@ -356,7 +362,8 @@ impl RequestGenerator {
                     features,
                 }
             })
-            .collect()
+            .collect();
+        (candidates, tracks)
     }
 
     /// The next request as a JSON body.
