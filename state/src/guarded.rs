@@ -12,6 +12,11 @@
 //!   last-known value and are [`Sourced::Unknown`] (the host then uses what
 //!   the request sent, or 0). Each value says where it came from
 //!   ([`Sourced`]), so the host can count and document it;
+//! * a read that is merely **slow** (over budget) uses the last-known
+//!   values for that request but does not open the breaker until
+//!   [`SLOW_READS_TO_TRIP`] reads in a row are slow: a loaded machine's
+//!   occasional slow read must not stop events and pacing writes, which
+//!   have a budget of their own ([`GuardConfig::write_budget`]);
 //! * a **circuit breaker**: after a failure the store is skipped for a
 //!   backoff (1 s doubling to 10 s by default) and then probed with `ping`,
 //!   by one request at a time, so a dead store costs one probe per backoff;
@@ -278,9 +283,15 @@ struct Inner {
     config: GuardConfig,
     shared: Mutex<Shared>,
     probing: AtomicBool,
+    /// Reads over budget in a row (reset by a read in budget).
+    slow_reads: std::sync::atomic::AtomicU32,
     last_known: Mutex<LastKnown>,
     counters: AtomicCounters,
 }
+
+/// Reads over budget in a row that open the breaker (an error opens it at
+/// once).
+pub const SLOW_READS_TO_TRIP: u32 = 5;
 
 /// A [`StateStore`] with a read budget, last-known fallback, circuit breaker
 /// and event queue (see the [module docs](self)). Cheap to clone; clones
@@ -337,6 +348,7 @@ impl Guarded {
                     flushing: false,
                 }),
                 probing: AtomicBool::new(false),
+                slow_reads: Default::default(),
                 last_known: Mutex::new(last_known),
                 counters: AtomicCounters::default(),
             }),
@@ -355,6 +367,7 @@ impl Guarded {
             match tokio::time::timeout(inner.config.read_budget, inner.store.read(q)).await {
                 Ok(Ok(snap)) => {
                     bump(&inner.counters.read_ok, 1);
+                    inner.slow_reads.store(0, Ordering::Relaxed);
                     self.remember(q, &snap);
                     return from_store(snap);
                 }
@@ -364,10 +377,14 @@ impl Guarded {
                 }
                 Err(_) => {
                     bump(&inner.counters.read_errors, 1);
-                    self.failed(&format!(
-                        "read took more than {:?}",
-                        inner.config.read_budget
-                    ));
+                    let slow = inner.slow_reads.fetch_add(1, Ordering::Relaxed) + 1;
+                    if slow >= SLOW_READS_TO_TRIP {
+                        inner.slow_reads.store(0, Ordering::Relaxed);
+                        self.failed(&format!(
+                            "{slow} reads in a row took more than {:?}",
+                            inner.config.read_budget
+                        ));
+                    }
                 }
             }
         }

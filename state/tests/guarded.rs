@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use oasis_state::{
     DeliveryEvent, EmbeddedConfig, EmbeddedStore, GuardConfig, Guarded, HealthState, PacingWrite,
-    Recorded, RedisConfig, RedisStore, Source, Sourced, StateQuery, StateSnapshot, StateStore,
-    StoreError,
+    Recorded, RedisConfig, RedisStore, SLOW_READS_TO_TRIP, Source, Sourced, StateQuery,
+    StateSnapshot, StateStore, StoreError,
 };
 use support::{EventExt, HOUR, RedisServer, T0, impression};
 
@@ -180,6 +180,8 @@ struct Switch {
     inner: EmbeddedStore,
     down: AtomicBool,
     calls: AtomicU64,
+    /// Reads take 100 ms (over any budget the tests set).
+    slow: AtomicBool,
 }
 
 impl Switch {
@@ -203,6 +205,9 @@ impl StateStore for Switch {
     }
     async fn read(&self, q: &StateQuery<'_>) -> Result<StateSnapshot, StoreError> {
         self.check()?;
+        if self.slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.inner.read(q).await
     }
     async fn record(&self, events: &[DeliveryEvent]) -> Result<Recorded, StoreError> {
@@ -225,6 +230,7 @@ async fn breaker_skips_the_store_queue_overflows_and_flushes_in_order() {
         inner: EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap(),
         down: AtomicBool::new(false),
         calls: AtomicU64::new(0),
+        slow: AtomicBool::new(false),
     });
     let guard = Guarded::new(
         switch.clone(),
@@ -296,4 +302,47 @@ async fn breaker_skips_the_store_queue_overflows_and_flushes_in_order() {
     // all duplicates, e3 and e4 are new.
     let r = switch.inner.record(&events).await.unwrap();
     assert_eq!((r.duplicates, r.applied), (3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occasional_slow_read_falls_back_without_stopping_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Arc::new(Switch {
+        inner: EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap(),
+        down: AtomicBool::new(false),
+        calls: AtomicU64::new(0),
+        slow: AtomicBool::new(false),
+    });
+    let guard = Guarded::new(
+        switch.clone(),
+        GuardConfig {
+            read_budget: Duration::from_millis(10),
+            backoff_initial: Duration::from_secs(30),
+            ..GuardConfig::default()
+        },
+    );
+    guard.read(&query(&["c1"], &[])).await;
+    switch.slow.store(true, Ordering::SeqCst);
+    for i in 1..SLOW_READS_TO_TRIP {
+        let snap = guard.read(&query(&["c1"], &[])).await;
+        assert_eq!(snap.source, Source::LastKnown, "slow read {i} falls back");
+        assert_eq!(guard.health().state, HealthState::Ok, "slow read {i}");
+        // Events still go straight to the store.
+        let e = impression(&format!("s{i}"), T0 + i as i64, "l1", "t1").campaign("c1");
+        let r = guard.record(&[e]).await;
+        assert_eq!((r.stored.map(|s| s.applied), r.buffered), (Some(1), 0));
+    }
+    // A fast read resets the count...
+    switch.slow.store(false, Ordering::SeqCst);
+    assert_eq!(guard.read(&query(&["c1"], &[])).await.source, Source::Store);
+    // ...and SLOW_READS_TO_TRIP slow reads in a row open the breaker.
+    switch.slow.store(true, Ordering::SeqCst);
+    for _ in 0..SLOW_READS_TO_TRIP {
+        guard.read(&query(&["c1"], &[])).await;
+    }
+    assert!(matches!(guard.health().state, HealthState::Degraded { .. }));
+    let r = guard
+        .record(&[impression("late", T0, "l1", "t1").campaign("c1")])
+        .await;
+    assert_eq!((r.stored, r.buffered), (None, 1));
 }
