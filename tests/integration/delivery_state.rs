@@ -234,3 +234,100 @@ async fn delivery_state_survives_a_restart() {
     again.shutdown().await;
     drop(kept);
 }
+
+/// A real redis-server (the state crate's test helper).
+#[path = "../../state/tests/support/mod.rs"]
+mod redis_support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_redis_under_load_never_produces_an_error_response() {
+    let mut redis = redis_support::RedisServer::start();
+    let url = redis.url();
+    let s = TestServer::start_with(caps, |c| {
+        c.state.backend = oasis::delivery::StateBackend::Redis(url);
+    })
+    .await;
+    let (status, v) = post_events(&s, &[event("before", "impression", "t1", NOW)]).await;
+    assert_eq!((status, v["applied"].as_u64()), (202, Some(1)), "{v}");
+
+    // Four clients score and post events throughout; Redis dies in the
+    // middle and comes back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|k| {
+            let (client, base, stop) = (s.client.clone(), s.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let at = NOW + 10_000 + i * 100;
+                    let r = client
+                        .post(format!("{base}/v1/score"))
+                        .body(body("caps", &format!("load-{k}-{i}"), at))
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(("score", r.status().as_u16()));
+                    let e = event(&format!("ev-{k}-{i}"), "stream", "t2", at);
+                    let r = client
+                        .post(format!("{base}/v1/events"))
+                        .body(serde_json::to_vec(&[e]).unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(("events", r.status().as_u16()));
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    // Degraded, reported, and still answering.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = s.policies().await;
+        if p["state"]["status"] == "degraded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported degraded: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = s.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("degraded"),
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_eq!(metric(&s.metrics().await, "oasis_state_degraded"), 1.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    // It recovers by itself, and the queued events reach Redis.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = s.policies().await;
+        if p["state"]["status"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut scored = 0;
+    for c in clients {
+        for (what, status) in c.await.unwrap() {
+            assert!(
+                status == 200 || status == 202,
+                "{what} answered {status} while Redis was stopped or back"
+            );
+            scored += usize::from(what == "score");
+        }
+    }
+    assert!(scored > 10, "the load ran ({scored} requests)");
+    let m = s.metrics().await;
+    assert!(metric(&m, "oasis_state_operations{op=\"read_fallback\"}") >= 1.0);
+    assert!(metric(&m, "oasis_state_operations{op=\"events_flushed\"}") >= 1.0);
+    assert_eq!(metric(&m, "oasis_state_degraded"), 0.0);
+}
