@@ -109,6 +109,10 @@ async fn events_fill_the_next_request_and_a_repeated_event_changes_nothing() {
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["error"]["field"], "events[1].listener_id", "{v}");
     let (_, v) = post_events(&s, &[event("e3", "impression", "t2", NOW)]).await;
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "oasis_events_total{result=\"applied\"}"), 2.0);
+    assert_eq!(metric(&m, "oasis_events_total{result=\"duplicate\"}"), 1.0);
+    assert_eq!(metric(&m, "oasis_events_total{result=\"invalid\"}"), 1.0);
     assert_eq!(
         v["applied"], 1,
         "e3 was not applied by the refused batch: {v}"

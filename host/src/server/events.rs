@@ -101,7 +101,12 @@ pub async fn record(
         Ok((events, delivery))
     }) {
         Ok(parsed) => parsed,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            // The batch is refused whole: counted once (its events may not
+            // even parse).
+            state.metrics.events("invalid", 1);
+            return e.into_response();
+        }
     };
     let (events, delivery_events) = events;
     let mut answer = EventsAccepted {
@@ -114,8 +119,12 @@ pub async fn record(
                 answer.applied = r.applied;
                 answer.duplicates = r.duplicates;
                 answer.buffered = r.buffered;
+                state.metrics.events("applied", r.applied);
+                state.metrics.events("duplicate", r.duplicates);
+                state.metrics.events("buffered", r.buffered);
             }
             Err(why) => {
+                state.metrics.events("busy", answer.accepted);
                 tracing::warn!(events = events.len(), error = %why, "events refused");
                 return ApiError {
                     retry_after: Some(1),

@@ -258,6 +258,17 @@ pub struct Metrics {
     pub state_degraded: Gauge,
     /// Events queued for the delivery state store now.
     pub state_queued_events: Gauge,
+    /// `POST /v1/events`: events by what became of them.
+    pub events: Family<EventLabels, Counter>,
+}
+
+/// Labels of an event count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `applied`, `duplicate`, `buffered` (queued while the store is down)
+    /// or `busy` (refused with 503), counting events; `invalid` counts
+    /// batches refused with a 4xx.
+    pub result: &'static str,
 }
 
 /// Labels of a delivery state operation count.
@@ -373,6 +384,12 @@ impl Metrics {
             "1 while the delivery state store is degraded (last-known values, events queued)",
             state_degraded.clone(),
         );
+        let events = Family::default();
+        registry.register(
+            "events",
+            "POST /v1/events: events by result (applied, duplicate, buffered, invalid, busy)",
+            Family::<EventLabels, Counter>::clone(&events),
+        );
         let state_queued_events = Gauge::default();
         registry.register(
             "state_queued_events",
@@ -484,6 +501,14 @@ impl Metrics {
             state_ops,
             state_degraded,
             state_queued_events,
+            events,
+        }
+    }
+
+    /// Counts `n` events of `/v1/events` with `result`.
+    pub fn events(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.events.get_or_create(&EventLabels { result }).inc_by(n);
         }
     }
 
