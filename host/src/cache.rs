@@ -161,6 +161,29 @@ fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes an artifact precompiled elsewhere (the compile worker) for
+/// `digest`, and loads it; `None` when it does not load (the caller then
+/// compiles in process).
+pub(crate) fn insert(
+    engine: &Engine,
+    digest: &str,
+    dir: Option<&Path>,
+    artifact: &[u8],
+) -> Option<Component> {
+    if let Some(dir) = dir.filter(|d| trusted_dir(d).is_ok()) {
+        let path = entry_path(engine, digest, dir);
+        if let Err(e) = store(dir, &path, artifact) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+        }
+    }
+    // SAFETY: the artifact was produced by `precompile_component` in this
+    // program's own compile worker (a child process of this binary, given
+    // this engine's configuration, over a pipe nothing else writes to);
+    // `deserialize` checks that it matches this engine's version and
+    // settings before using it.
+    unsafe { Component::deserialize(engine, artifact) }.ok()
+}
+
 fn store(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

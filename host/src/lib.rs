@@ -39,6 +39,7 @@ pub mod bindings;
 pub mod bucket;
 pub mod cache;
 pub mod columnar;
+pub mod compile_worker;
 pub mod decision_log;
 pub mod delivery;
 pub mod divergence;

@@ -698,6 +698,22 @@ fn compile_within(
     if let Some(component) = crate::cache::cached(runtime.engine(), hex, runtime.cache_dir()) {
         return Ok(component);
     }
+    if let Some(worker) = &runtime.config().compile_worker {
+        use crate::compile_worker::{WorkerError, precompile};
+        return match precompile(worker, runtime.config(), wasm, timeout) {
+            Ok(artifact) => {
+                crate::cache::insert(runtime.engine(), hex, runtime.cache_dir(), &artifact)
+                    .ok_or_else(|| {
+                        LoadError::Compile("the compile worker's artifact does not load".into())
+                    })
+            }
+            Err(WorkerError::Timeout { waited }) => Err(LoadError::CompileTimeout {
+                limit_ms: timeout.as_millis() as u64,
+                waited_ms: waited.as_millis() as u64,
+            }),
+            Err(WorkerError::Failed(message)) => Err(LoadError::Compile(message)),
+        };
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let (engine, wasm, hex) = (runtime.engine().clone(), wasm.to_vec(), hex.to_string());
     let dir = runtime.cache_dir().map(Path::to_path_buf);

@@ -44,6 +44,9 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Ceilings on compiling a component (cache hits are not compiles).
     pub compile: CompileLimits,
+    /// Compile in a child process (hard memory cap, killed at the time
+    /// ceiling) instead of on a thread of this one; `oasis serve` sets it.
+    pub compile_worker: Option<crate::compile_worker::CompileWorker>,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +56,7 @@ impl Default for RuntimeConfig {
             measure_fuel: false,
             max_instances: 256,
             compile: CompileLimits::default(),
+            compile_worker: None,
         }
     }
 }
@@ -231,7 +235,12 @@ impl Runtime {
         self.inner.config.cache_dir.as_deref()
     }
 
-    /// The compile ceilings.
+    /// The configuration it was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Ceilings on compiling a component.
     pub fn compile_limits(&self) -> CompileLimits {
         self.inner.config.compile
     }

@@ -174,3 +174,94 @@ async fn refused_compiles_do_not_hold_up_a_policy_dropped_in_at_the_same_time() 
     eprintln!("fresh policy active {became_active:?} after the drop");
     s.shutdown().await;
 }
+
+/// A runtime compiling in the `oasis` binary's compile worker under
+/// `memory_mb`, with a compile ceiling of `timeout` and a fresh cache.
+fn worker_runtime(memory_mb: u64, timeout: Duration, cache: &Path) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        max_instances: 8,
+        compile: CompileLimits {
+            max_functions: 200_000,
+            timeout,
+        },
+        compile_worker: Some(oasis::compile_worker::CompileWorker {
+            exe: env!("CARGO_BIN_EXE_oasis").into(),
+            memory_bytes: memory_mb << 20,
+        }),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Compile workers that are children of this process, still running.
+fn live_workers() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let p = e.path();
+            let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            // Field 4 of /proc/<pid>/stat (after the `(comm)`) is the parent.
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            String::from_utf8_lossy(&cmdline).contains("__compile-worker")
+                && ppid == Some(me.as_str())
+                && !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+        })
+        .count()
+}
+
+#[test]
+fn a_compile_worker_compiles_caps_memory_and_is_killed_at_the_ceiling() {
+    let cache = tempfile::tempdir().unwrap();
+    // A real policy compiles in the worker and lands in the cache.
+    let rt = worker_runtime(1024, Duration::from_secs(60), cache.path());
+    let policy = Policy::load_file(&rt, BASELINE.as_ref(), "{}", Limits::default()).unwrap();
+    assert_eq!(policy.info().name, "baseline");
+    assert!(
+        std::fs::read_dir(cache.path()).unwrap().count() >= 1,
+        "the worker's artifact is cached"
+    );
+    // 40,000 functions need a few hundred MiB to compile: over a 64 MiB
+    // cap the compile fails, naming the cap, and the server lives on.
+    let rt = worker_runtime(64, Duration::from_secs(60), cache.path());
+    let err = Policy::load(
+        &rt,
+        &many_functions(40_000, fresh_salt()),
+        "{}",
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Compile(m) if m.contains("64 MiB memory cap")),
+        "{err}"
+    );
+    // Past the ceiling the worker is killed, not left compiling.
+    let rt = worker_runtime(1024, Duration::from_millis(50), cache.path());
+    let err = Policy::load(
+        &rt,
+        &many_functions(40_000, fresh_salt()),
+        "{}",
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LoadError::CompileTimeout { limit_ms: 50, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        live_workers(),
+        0,
+        "the timed-out worker was killed and reaped"
+    );
+}

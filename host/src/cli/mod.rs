@@ -52,6 +52,24 @@ pub enum Command {
     /// Validate a policy directory or manifest offline, as reload would
     /// load it; every problem listed, exit 1 if any.
     Check(check::Args),
+    /// Internal: compile one component from stdin to stdout under a memory
+    /// cap (the server's compile worker; see `oasis::compile_worker`).
+    #[command(name = "__compile-worker", hide = true)]
+    CompileWorker(CompileWorkerArgs),
+}
+
+/// Arguments of the internal compile worker.
+#[derive(Debug, clap::Args)]
+pub struct CompileWorkerArgs {
+    /// The memory cap (RLIMIT_DATA), bytes.
+    #[arg(long)]
+    memory_bytes: u64,
+    /// The parent's pool size (part of the engine's configuration).
+    #[arg(long)]
+    max_instances: u32,
+    /// The parent counts fuel (part of the engine's configuration).
+    #[arg(long)]
+    fuel: bool,
 }
 
 /// Runs the parsed command.
@@ -65,6 +83,21 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::execute(a),
         Command::New(a) => new::execute(a),
         Command::Check(a) => check::execute(a),
+        Command::CompileWorker(a) => {
+            let config = oasis::RuntimeConfig {
+                max_instances: a.max_instances,
+                measure_fuel: a.fuel,
+                cache_dir: None,
+                ..Default::default()
+            };
+            match oasis::compile_worker::serve_one(a.memory_bytes, config) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(message) => {
+                    eprintln!("{message}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
     }
 }
 

@@ -57,6 +57,11 @@ pub struct Args {
     /// fails and the last good version keeps serving.
     #[arg(long, default_value_t = oasis::CompileLimits::default().timeout.as_millis() as u64)]
     pub max_compile_ms: u64,
+    /// Memory cap of one compile, MiB: components compile in a child
+    /// process under this cap (and are killed at --max-compile-ms); 0
+    /// compiles on a thread of the server instead (no memory cap).
+    #[arg(long, default_value_t = oasis::compile_worker::DEFAULT_MEMORY_BYTES >> 20)]
+    pub max_compile_mb: u64,
     /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -226,6 +231,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     if args.cache_dir.is_some() {
         config.runtime.cache_dir = args.cache_dir;
+    }
+    if args.max_compile_mb > 0 {
+        config.runtime.compile_worker = Some(oasis::compile_worker::CompileWorker {
+            exe: std::env::current_exe()
+                .context("locating the oasis binary for its compile worker")?,
+            memory_bytes: args.max_compile_mb.saturating_mul(1 << 20),
+        });
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
