@@ -13,10 +13,11 @@
 //!   the request sent, or 0). Each value says where it came from
 //!   ([`Sourced`]), so the host can count and document it;
 //! * a read that is merely **slow** (over budget) uses the last-known
-//!   values for that request but does not open the breaker until
-//!   [`SLOW_READS_TO_TRIP`] reads in a row are slow: a loaded machine's
-//!   occasional slow read must not stop events and pacing writes, which
-//!   have a budget of their own ([`GuardConfig::write_budget`]);
+//!   values for that request but opens the breaker only when reads have
+//!   been slow without a break for [`SLOW_READS_TO_TRIP`] reads *and*
+//!   [`SLOW_STREAK_TO_TRIP`]: a saturated machine's slow reads must not
+//!   stop events and pacing writes, which have a budget of their own
+//!   ([`GuardConfig::write_budget`]); a hung store trips it;
 //! * a **circuit breaker**: after a failure the store is skipped for a
 //!   backoff (1 s doubling to 10 s by default) and then probed with `ping`,
 //!   by one request at a time, so a dead store costs one probe per backoff;
@@ -283,15 +284,21 @@ struct Inner {
     config: GuardConfig,
     shared: Mutex<Shared>,
     probing: AtomicBool,
-    /// Reads over budget in a row (reset by a read in budget).
+    /// Reads over budget in a row (reset by a read in budget), and when
+    /// the streak began.
     slow_reads: std::sync::atomic::AtomicU32,
+    slow_since: Mutex<Option<Instant>>,
     last_known: Mutex<LastKnown>,
     counters: AtomicCounters,
 }
 
-/// Reads over budget in a row that open the breaker (an error opens it at
-/// once).
+/// Reads over budget in a row that, lasting [`SLOW_STREAK_TO_TRIP`], open
+/// the breaker (an error opens it at once).
 pub const SLOW_READS_TO_TRIP: u32 = 5;
+
+/// How long reads must have been over budget without a break before the
+/// breaker opens.
+pub const SLOW_STREAK_TO_TRIP: Duration = Duration::from_secs(2);
 
 /// A [`StateStore`] with a read budget, last-known fallback, circuit breaker
 /// and event queue (see the [module docs](self)). Cheap to clone; clones
@@ -349,6 +356,7 @@ impl Guarded {
                 }),
                 probing: AtomicBool::new(false),
                 slow_reads: Default::default(),
+                slow_since: Mutex::new(None),
                 last_known: Mutex::new(last_known),
                 counters: AtomicCounters::default(),
             }),
@@ -368,6 +376,7 @@ impl Guarded {
                 Ok(Ok(snap)) => {
                     bump(&inner.counters.read_ok, 1);
                     inner.slow_reads.store(0, Ordering::Relaxed);
+                    *inner.slow_since.lock() = None;
                     self.remember(q, &snap);
                     return from_store(snap);
                 }
@@ -378,8 +387,14 @@ impl Guarded {
                 Err(_) => {
                     bump(&inner.counters.read_errors, 1);
                     let slow = inner.slow_reads.fetch_add(1, Ordering::Relaxed) + 1;
-                    if slow >= SLOW_READS_TO_TRIP {
+                    let lasted = inner
+                        .slow_since
+                        .lock()
+                        .get_or_insert_with(Instant::now)
+                        .elapsed();
+                    if slow >= SLOW_READS_TO_TRIP && lasted >= SLOW_STREAK_TO_TRIP {
                         inner.slow_reads.store(0, Ordering::Relaxed);
+                        *inner.slow_since.lock() = None;
                         self.failed(&format!(
                             "{slow} reads in a row took more than {:?}",
                             inner.config.read_budget

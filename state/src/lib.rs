@@ -56,7 +56,7 @@ pub mod redis;
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use guarded::{
     Counters, GuardConfig, Guarded, GuardedSnapshot, Health, HealthState, PacingOutcome,
-    RecordOutcome, SLOW_READS_TO_TRIP, Source, Sourced,
+    RecordOutcome, SLOW_READS_TO_TRIP, SLOW_STREAK_TO_TRIP, Source, Sourced,
 };
 pub use redis::{RedisConfig, RedisStore};
 

@@ -25,8 +25,8 @@
 //! a little longer than the windows. A listener hash that grows past 512
 //! tracks is swept for tracks with nothing left in the window.
 //!
-//! Every operation runs under [`RedisConfig::timeout`] and fails with
-//! [`StoreError::Timeout`]; connection failures are
+//! Reads run under [`RedisConfig::timeout`], writes under
+//! [`RedisConfig::write_timeout`], and fail with [`StoreError::Timeout`]; connection failures are
 //! [`StoreError::Unavailable`]. The [`ConnectionManager`] reconnects by itself
 //! in the background.
 
@@ -58,8 +58,12 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key, so several deployments can share a server.
     pub prefix: String,
-    /// Budget of every operation (connecting included).
+    /// Budget of a read (and of connecting and `PING`).
     pub timeout: Duration,
+    /// Budget of a write (`record`, `write_pacing`): writes are off the
+    /// request path, and a batch of events takes longer than a read; a
+    /// write that merely queues behind others must not count as a failure.
+    pub write_timeout: Duration,
     /// The pacing tick (see [`PacingWrite`]); the same on every replica.
     pub tick_ms: i64,
     /// A session idle this long (event time) is forgotten.
@@ -69,13 +73,14 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Defaults (`oasis:` prefix, 50 ms timeout, 1 s tick, 24 h session idle
+    /// Defaults (`oasis:` prefix, 50 ms read and 1 s write timeouts, 1 s tick, 24 h session idle
     /// and de-dup window) for the server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             prefix: "oasis:".into(),
             timeout: Duration::from_millis(50),
+            write_timeout: Duration::from_secs(1),
             tick_ms: crate::DEFAULT_TICK_MS,
             session_idle_ms: crate::DEFAULT_SESSION_IDLE_MS,
             dedup_window_ms: crate::DEFAULT_DEDUP_WINDOW_MS,
@@ -245,7 +250,8 @@ impl RedisStore {
             })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
+            // Per operation, `timed` enforces the read or the write budget.
+            .set_response_timeout(Some(config.write_timeout.max(config.timeout)))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
@@ -263,22 +269,36 @@ impl RedisStore {
         format!("{}{kind}{id}", self.config.prefix)
     }
 
+    /// `fut` under the read budget.
     async fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.config.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(self.timeout_error()),
-            Ok(Err(e)) => Err(unavailable(&e)),
-            Err(_) => Err(self.timeout_error()),
-        }
+        self.within(self.config.timeout, fut).await
     }
 
-    fn timeout_error(&self) -> StoreError {
-        StoreError::Timeout {
+    /// `fut` under the write budget.
+    async fn timed_write<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        self.within(self.config.write_timeout, fut).await
+    }
+
+    async fn within<T>(
+        &self,
+        budget: Duration,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = || StoreError::Timeout {
             store: STORE,
-            ms: self.config.timeout.as_millis() as u64,
+            ms: budget.as_millis() as u64,
+        };
+        match tokio::time::timeout(budget, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_timeout() => Err(timeout()),
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Err(_) => Err(timeout()),
         }
     }
 
@@ -459,7 +479,7 @@ impl StateStore for RedisStore {
                     .arg(hour_of(e.at_ms));
             }
             let mut conn = self.conn.clone();
-            let applied: u64 = self.timed(inv.invoke_async(&mut conn)).await?;
+            let applied: u64 = self.timed_write(inv.invoke_async(&mut conn)).await?;
             out.applied += applied;
             out.duplicates += chunk.len() as u64 - applied;
         }
@@ -482,7 +502,7 @@ impl StateStore for RedisStore {
                 .arg(w.last_error.to_string());
         }
         let mut conn = self.conn.clone();
-        let applied: Vec<u8> = self.timed(inv.invoke_async(&mut conn)).await?;
+        let applied: Vec<u8> = self.timed_write(inv.invoke_async(&mut conn)).await?;
         if applied.len() != writes.len() {
             return Err(Self::corrupt("pacing script", "wrong number of results"));
         }

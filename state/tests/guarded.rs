@@ -335,11 +335,19 @@ async fn an_occasional_slow_read_falls_back_without_stopping_writes() {
     // A fast read resets the count...
     switch.slow.store(false, Ordering::SeqCst);
     assert_eq!(guard.read(&query(&["c1"], &[])).await.source, Source::Store);
-    // ...and SLOW_READS_TO_TRIP slow reads in a row open the breaker.
+    // ...and reads slow without a break for SLOW_READS_TO_TRIP reads and
+    // SLOW_STREAK_TO_TRIP (a hung store) open the breaker.
     switch.slow.store(true, Ordering::SeqCst);
     for _ in 0..SLOW_READS_TO_TRIP {
         guard.read(&query(&["c1"], &[])).await;
     }
+    assert_eq!(
+        guard.health().state,
+        HealthState::Ok,
+        "not yet: the streak is young"
+    );
+    tokio::time::sleep(oasis_state::SLOW_STREAK_TO_TRIP).await;
+    guard.read(&query(&["c1"], &[])).await;
     assert!(matches!(guard.health().state, HealthState::Degraded { .. }));
     let r = guard
         .record(&[impression("late", T0, "l1", "t1").campaign("c1")])

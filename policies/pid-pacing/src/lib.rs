@@ -71,7 +71,11 @@
 //! | `leak` | 0.9 | share of the integral kept per hour, in [0, 1) (`tau` ~ 9.5 h) |
 //! | `m_min` | 0.2 | lowest multiplier, in (0, 1] |
 //! | `m_max` | 5 | highest multiplier, in [1, 100] |
+//! | `max_daily` | 0 (off) | a track promoted to the listener this many times in 24 h is not eligible (`FREQ_CAPPED`) |
+//! | `max_session` | 0 (off) | a track promoted this many times in the session is not eligible (`FREQ_CAPPED`) |
 //!
+//! The caps read the request's `impressions_24h` and `session_promoted`,
+//! which the host fills from its delivery state (2.1.0).
 //! Since 2.0.0 (contract 0.2.0): the step uses the real `dt` (the 1.x
 //! controller took one step of unit length per request and never returned
 //! its state), `leak` is per hour instead of per request, the state is
@@ -120,6 +124,13 @@ pub struct Settings {
     pub m_min: f64,
     /// Highest pacing multiplier, in [1, 100]. Default 5.
     pub m_max: f64,
+    /// Frequency cap: a campaign track already promoted to this listener
+    /// this many times in 24 h is not eligible (`FREQ_CAPPED`); 0, the
+    /// default, caps nothing.
+    pub max_daily: u32,
+    /// Frequency cap: a campaign track already promoted (played) this many
+    /// times in this session is not eligible; 0, the default, caps nothing.
+    pub max_session: u32,
 }
 
 impl Default for Settings {
@@ -135,6 +146,8 @@ impl Default for Settings {
             leak: 0.9,
             m_min: 0.2,
             m_max: 5.0,
+            max_daily: 0,
+            max_session: 0,
         }
     }
 }
@@ -247,6 +260,14 @@ impl Policy for PidPacing {
             )
             .setting("m_min", "lowest pacing multiplier, in (0, 1]")
             .setting("m_max", "highest pacing multiplier, in [1, 100]")
+            .setting(
+                "max_daily",
+                "frequency cap: a track promoted to the listener this many times in 24 h is not eligible; 0 caps nothing",
+            )
+            .setting(
+                "max_session",
+                "frequency cap: a track promoted this many times in the session is not eligible; 0 caps nothing",
+            )
     }
 
     fn validate(s: &Settings) -> Result<(), String> {
@@ -302,7 +323,17 @@ impl Policy for PidPacing {
             out.debug("pacing_error", Some(i), p.error);
             out.debug("pacing_integral", Some(i), p.integral);
 
-            let verdict = guard.scaled(p.multiplier).evaluate(c, base[i], p_skip);
+            let capped = (s.max_daily > 0 && c.impressions_24h() >= s.max_daily)
+                || (s.max_session > 0 && c.session_promoted() >= s.max_session);
+            let verdict = match guard.scaled(p.multiplier).evaluate(c, base[i], p_skip) {
+                blocks::Verdict::Ineligible(r) if capped => {
+                    blocks::Verdict::Ineligible(r | Reason::FREQ_CAPPED)
+                }
+                blocks::Verdict::Eligible { .. } if capped => {
+                    blocks::Verdict::Ineligible(Reason::FREQ_CAPPED)
+                }
+                v => v,
+            };
             if let Some(boost) = verdict.apply(&mut out, i) {
                 if p.multiplier < 1.0 {
                     out.mark(i, Reason::PACING_THROTTLED);
@@ -711,6 +742,39 @@ mod tests {
             ("leak", "0.9"),
             ("m_min", "0.2"),
             ("m_max", "5.0"),
+            ("max_daily", "0"),
+            ("max_session", "0"),
         ]);
+    }
+
+    #[test]
+    fn frequency_caps_hold_back_capped_tracks_only_when_set() {
+        let req = RequestBuilder::new()
+            .features(&["p_skip"])
+            .campaign(
+                CampaignSpec::new(1)
+                    .delivery(1000.0, 500.0, 500.0)
+                    .pacing_updated_ms(NOW_MS - HALF_HOUR_MS),
+            )
+            .candidate(cand(0.7, 0).impressions(2, 0)) // below both caps
+            .candidate(cand(0.7, 0).impressions(3, 0)) // daily cap reached
+            .candidate(cand(0.7, 0).impressions(0, 1)) // session cap reached
+            .build();
+        // Off by default: all three are lifted.
+        let out = run::<PidPacing>("", &req).unwrap();
+        assert!(out.reasons.iter().all(|r| r.contains(Reason::PROMOTED)));
+        let out = run::<PidPacing>(r#"{"max_daily": 3, "max_session": 1}"#, &req).unwrap();
+        assert_eq!(
+            out.reasons,
+            vec![Reason::PROMOTED, Reason::FREQ_CAPPED, Reason::FREQ_CAPPED]
+        );
+        assert_eq!(out.eligible, vec![true, false, false]);
+        assert_eq!(
+            &out.scores[1..],
+            &[0.7, 0.7],
+            "capped tracks keep relevance"
+        );
+        // The controller still steps once for the campaign.
+        assert_eq!(out.campaign_updates.len(), 1);
     }
 }
