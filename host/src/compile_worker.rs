@@ -19,9 +19,11 @@
 //!
 //! [`CompileLimits::timeout`]: crate::CompileLimits::timeout
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -33,6 +35,134 @@ pub struct CompileWorker {
     pub exe: PathBuf,
     /// The compile's memory cap (`RLIMIT_DATA` of the child), bytes.
     pub memory_bytes: u64,
+    /// How long a load waits for its compile before it returns
+    /// [`LoadError::Compiling`](crate::LoadError::Compiling) and lets the
+    /// compile go on in the background (`None`: until the ceiling). The
+    /// server waits briefly, so that one slow compile never holds up a
+    /// reload pass: the policy loads in a later pass, from the cache.
+    pub load_wait: Option<Duration>,
+}
+
+/// Compiles in progress or finished and not yet taken, by component
+/// digest: a load that stopped waiting finds its compile here next time
+/// instead of starting another.
+#[derive(Default)]
+pub(crate) struct Jobs {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    on_done: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Set once the initial policy set is loaded: loads then wait only
+    /// `load_wait`.
+    brief: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Job {
+    result: Mutex<Option<Result<Vec<u8>, WorkerError>>>,
+    done: Condvar,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("jobs", &lock(&self.jobs).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Jobs {
+    /// Loads wait only `load_wait` from now on.
+    pub(crate) fn stop_waiting_to_the_end(&self) {
+        self.brief.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Calls `f` whenever a compile finishes (the server starts a reload
+    /// pass, which then finds the result).
+    pub(crate) fn on_done(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        *lock(&self.on_done) = Some(f);
+    }
+
+    /// The artifact of `wasm` (digest `hex`): compiled in the worker, or
+    /// found finished from an earlier load; waits at most `wait`.
+    pub(crate) fn precompile(
+        self: &Arc<Self>,
+        worker: &CompileWorker,
+        config: &RuntimeConfig,
+        hex: &str,
+        wasm: &[u8],
+        timeout: Duration,
+        cache: impl FnOnce(&[u8]) -> bool + Send + 'static,
+    ) -> Option<Result<Vec<u8>, WorkerError>> {
+        let started = Instant::now();
+        let job = {
+            let mut jobs = lock(&self.jobs);
+            match jobs.get(hex) {
+                Some(job) => job.clone(),
+                None => {
+                    let job = Arc::new(Job::default());
+                    jobs.insert(hex.to_string(), job.clone());
+                    let (this, job2, key) = (self.clone(), job.clone(), hex.to_string());
+                    let (worker, config, wasm) = (worker.clone(), config.clone(), wasm.to_vec());
+                    let spawned = std::thread::Builder::new()
+                        .name("oasis-compile".into())
+                        .spawn(move || {
+                            let result = precompile(&worker, &config, &wasm, timeout);
+                            let cached = matches!(&result, Ok(artifact) if cache(artifact));
+                            *lock(&job2.result) = Some(result);
+                            job2.done.notify_all();
+                            // A cached artifact is found there by the next
+                            // load; anything else waits here to be taken.
+                            if cached {
+                                let mut jobs = lock(&this.jobs);
+                                if jobs.get(&key).is_some_and(|j| Arc::ptr_eq(j, &job2)) {
+                                    jobs.remove(&key);
+                                }
+                            }
+                            let notify = lock(&this.on_done).clone();
+                            if let Some(f) = notify {
+                                f();
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        jobs.remove(hex);
+                        return Some(Err(WorkerError::Failed(format!(
+                            "cannot start a compile thread: {e}"
+                        ))));
+                    }
+                    job
+                }
+            }
+        };
+        // The job kills its worker at the ceiling, so waiting a little
+        // longer than that always sees it finish.
+        let to_the_end = timeout + Duration::from_secs(5);
+        let wait = match worker.load_wait {
+            Some(w) if self.brief.load(std::sync::atomic::Ordering::Relaxed) => w,
+            _ => to_the_end,
+        };
+        let mut result = lock(&job.result);
+        while result.is_none() {
+            let left = wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return None;
+            }
+            result = job
+                .done
+                .wait_timeout(result, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let taken = result.take();
+        drop(result);
+        let mut jobs = lock(&self.jobs);
+        if jobs.get(hex).is_some_and(|j| Arc::ptr_eq(j, &job)) {
+            jobs.remove(hex);
+        }
+        taken
+    }
 }
 
 /// Default memory cap of a compile: Rust policies need tens of MiB, the

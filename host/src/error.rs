@@ -54,6 +54,16 @@ pub enum LoadError {
     /// The component failed to compile.
     #[error("the component does not compile: {0}")]
     Compile(String),
+    /// The compile goes on in the background (the compile worker), past
+    /// how long a load waits for it: not a failure. The policy loads when
+    /// it finishes (from the compile cache), within the compile ceiling.
+    #[error(
+        "still compiling after {waited_ms} ms; it goes on in the background and the policy loads when it finishes (at most --max-compile-ms)"
+    )]
+    Compiling {
+        /// How long the load waited.
+        waited_ms: u64,
+    },
     /// The component does not implement the contract: a missing or
     /// differently typed export (another contract version included), or an
     /// import the host does not provide. Deterministic: the same bytes fail

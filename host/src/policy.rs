@@ -699,19 +699,38 @@ fn compile_within(
         return Ok(component);
     }
     if let Some(worker) = &runtime.config().compile_worker {
-        use crate::compile_worker::{WorkerError, precompile};
-        return match precompile(worker, runtime.config(), wasm, timeout) {
-            Ok(artifact) => {
-                crate::cache::insert(runtime.engine(), hex, runtime.cache_dir(), &artifact)
+        use crate::compile_worker::WorkerError;
+        let started = Instant::now();
+        let (engine, dir, digest) = (
+            runtime.engine().clone(),
+            runtime.cache_dir().map(Path::to_path_buf),
+            hex.to_string(),
+        );
+        let cache = move |artifact: &[u8]| {
+            dir.is_some()
+                && crate::cache::insert(&engine, &digest, dir.as_deref(), artifact).is_some()
+        };
+        let compiled =
+            runtime
+                .compiles()
+                .precompile(worker, runtime.config(), hex, wasm, timeout, cache);
+        return match compiled {
+            None => Err(LoadError::Compiling {
+                waited_ms: started.elapsed().as_millis() as u64,
+            }),
+            Some(Ok(artifact)) => {
+                // The job has written the cache when there is one.
+                crate::cache::cached(runtime.engine(), hex, runtime.cache_dir())
+                    .or_else(|| crate::cache::insert(runtime.engine(), hex, None, &artifact))
                     .ok_or_else(|| {
                         LoadError::Compile("the compile worker's artifact does not load".into())
                     })
             }
-            Err(WorkerError::Timeout { waited }) => Err(LoadError::CompileTimeout {
+            Some(Err(WorkerError::Timeout { waited })) => Err(LoadError::CompileTimeout {
                 limit_ms: timeout.as_millis() as u64,
                 waited_ms: waited.as_millis() as u64,
             }),
-            Err(WorkerError::Failed(message)) => Err(LoadError::Compile(message)),
+            Some(Err(WorkerError::Failed(message))) => Err(LoadError::Compile(message)),
         };
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -118,6 +118,8 @@ struct Inner {
     engine: Engine,
     linker: Linker<CallState>,
     config: RuntimeConfig,
+    /// Compiles in the worker, by digest (see `compile_worker`).
+    compiles: Arc<crate::compile_worker::Jobs>,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -210,6 +212,7 @@ impl Runtime {
                 engine,
                 linker,
                 config,
+                compiles: Default::default(),
                 stop_ticker,
                 ticker: Some(ticker),
             }),
@@ -238,6 +241,25 @@ impl Runtime {
     /// The configuration it was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Compiles in the worker, by digest.
+    pub(crate) fn compiles(&self) -> &Arc<crate::compile_worker::Jobs> {
+        &self.inner.compiles
+    }
+
+    /// From now on, a load waits for a compile in the worker only its
+    /// [`load_wait`](crate::compile_worker::CompileWorker::load_wait)
+    /// (before: to the end, for the initial policy set).
+    pub fn initial_load_done(&self) {
+        self.inner.compiles.stop_waiting_to_the_end();
+    }
+
+    /// Calls `f` whenever a compile in the worker finishes, so that a
+    /// policy whose load stopped waiting for it is loaded again (the server
+    /// starts a reload pass).
+    pub fn on_compiled(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.inner.compiles.on_done(Arc::new(f));
     }
 
     /// Ceilings on compiling a component.

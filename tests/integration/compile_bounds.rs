@@ -188,14 +188,17 @@ fn worker_runtime(memory_mb: u64, timeout: Duration, cache: &Path) -> Runtime {
         compile_worker: Some(oasis::compile_worker::CompileWorker {
             exe: env!("CARGO_BIN_EXE_oasis").into(),
             memory_bytes: memory_mb << 20,
+            load_wait: None,
         }),
         ..Default::default()
     })
     .unwrap()
 }
 
-/// Compile workers that are children of this process, still running.
-fn live_workers() -> usize {
+/// Compile workers that are children of this process with a memory cap of
+/// `memory_mb`, still running (other tests of this process run workers too).
+fn live_workers(memory_mb: u64) -> usize {
+    let cap = format!("--memory-bytes\0{}\0", memory_mb << 20);
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -210,6 +213,7 @@ fn live_workers() -> usize {
                 .next()
                 .and_then(|rest| rest.split_whitespace().nth(1));
             String::from_utf8_lossy(&cmdline).contains("__compile-worker")
+                && String::from_utf8_lossy(&cmdline).contains(&cap)
                 && ppid == Some(me.as_str())
                 && !stat
                     .rsplit(')')
@@ -247,7 +251,7 @@ fn a_compile_worker_compiles_caps_memory_and_is_killed_at_the_ceiling() {
         "{err}"
     );
     // Past the ceiling the worker is killed, not left compiling.
-    let rt = worker_runtime(1024, Duration::from_millis(50), cache.path());
+    let rt = worker_runtime(1023, Duration::from_millis(50), cache.path());
     let err = Policy::load(
         &rt,
         &many_functions(40_000, fresh_salt()),
@@ -260,8 +264,54 @@ fn a_compile_worker_compiles_caps_memory_and_is_killed_at_the_ceiling() {
         "{err}"
     );
     assert_eq!(
-        live_workers(),
+        live_workers(1023),
         0,
         "the timed-out worker was killed and reaped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compile_outlives_its_pass_and_a_policy_dropped_in_meanwhile_loads_first() {
+    let cache = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(
+        |d| install(d, "base", BASELINE, ""),
+        |c| {
+            c.runtime.cache_dir = Some(cache.path().to_path_buf());
+            c.runtime.compile = CompileLimits {
+                max_functions: 200_000,
+                timeout: Duration::from_secs(120),
+            };
+            c.runtime.compile_worker = Some(oasis::compile_worker::CompileWorker {
+                exe: env!("CARGO_BIN_EXE_oasis").into(),
+                memory_bytes: 2 << 30,
+                load_wait: Some(Duration::from_millis(100)),
+            });
+        },
+    )
+    .await;
+    // A compile of seconds (40,000 functions), then a policy dropped in
+    // while it runs: the pass stops waiting for the slow compile after
+    // 100 ms, so the new policy is served while the compile goes on.
+    drop_in(s.dir.path(), "slow", &many_functions(40_000, fresh_salt()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    install(s.dir.path(), "fresh", BASELINE, "");
+    let v = s
+        .wait_until(|v| policy(v, "fresh").is_some_and(|p| p["status"] == "active"))
+        .await;
+    assert!(
+        policy(&v, "slow").is_some_and(|p| p["failure"].is_null() && p["active"].is_null()),
+        "the slow compile is still running, not failed: {}",
+        policy(&v, "slow").unwrap()
+    );
+    // When it finishes, a pass loads it from the cache: this component
+    // exports nothing, so it is refused as a wrong contract, after compiling.
+    let v = s
+        .wait_until(|v| policy(v, "slow").is_some_and(|p| p["failure"]["error"].is_string()))
+        .await;
+    let error = policy(&v, "slow").unwrap()["failure"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("wrong contract"), "{error}");
+    s.shutdown().await;
 }

@@ -62,6 +62,12 @@ pub struct Args {
     /// compiles on a thread of the server instead (no memory cap).
     #[arg(long, default_value_t = oasis::compile_worker::DEFAULT_MEMORY_BYTES >> 20)]
     pub max_compile_mb: u64,
+    /// How long a reload pass waits for a compile, milliseconds; a longer
+    /// compile goes on in the background (the worker) and the policy loads
+    /// in a later pass when it finishes, so a slow compile never holds up
+    /// the reload of other policies.
+    #[arg(long, default_value_t = 2000)]
+    pub compile_wait_ms: u64,
     /// Compile cache directory (default: $OASIS_CACHE_DIR, else ~/.cache/oasis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -237,6 +243,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             exe: std::env::current_exe()
                 .context("locating the oasis binary for its compile worker")?,
             memory_bytes: args.max_compile_mb.saturating_mul(1 << 20),
+            load_wait: Some(Duration::from_millis(args.compile_wait_ms.max(1))),
         });
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

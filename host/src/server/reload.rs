@@ -58,9 +58,13 @@ impl Reloader {
     /// Loads the initial policy set: one reconciliation, plus the follow-up
     /// pass it asks for, so that the set is settled when this returns.
     pub async fn load_initial(&self) {
+        // "Ready" means the initial set is loaded: its compiles are waited
+        // for to the end (the ceiling); later passes wait only briefly
+        // (`CompileWorker::load_wait`) and let a long compile outlive them.
         if self.reconcile().await {
             self.reconcile().await;
         }
+        self.runtime.initial_load_done();
     }
 
     /// Runs one reconciliation off the async threads. Returns whether a
@@ -83,6 +87,11 @@ impl Reloader {
     pub async fn watch(self, shutdown: CancellationToken) {
         use notify::Watcher;
         let (tx, mut rx) = mpsc::channel::<()>(1);
+        // A compile that outlived its pass asks for another when it is done.
+        let compiled = tx.clone();
+        self.runtime.on_compiled(move || {
+            let _ = compiled.try_send(());
+        });
         let watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 // Any event means "look again"; a full channel already says so.
@@ -395,6 +404,21 @@ impl Reloader {
         match load {
             Err(LoadFailure {
                 error,
+                compiling: true,
+                ..
+            }) => {
+                // Not a failure, and not attempted: the next pass (started
+                // when the compile finishes) loads it, from the cache.
+                tracing::info!(
+                    policy = %key, status = %crate::sandbox::visible(&error),
+                    serving = entry.active.as_ref().map(|a| a.policy.identity().version.as_str()).unwrap_or("nothing (never loaded)"),
+                    "policy compiling in the background; it loads when the compile finishes"
+                );
+                entry.attempted = [0; 32];
+                entry.transient = None;
+            }
+            Err(LoadFailure {
+                error,
                 waiting: true,
                 ..
             }) => {
@@ -511,6 +535,7 @@ impl Reloader {
                     ),
                     retry: false,
                     waiting: true,
+                    compiling: false,
                 }
             } else {
                 LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
@@ -556,6 +581,7 @@ impl Reloader {
                 error: e.to_string(),
                 retry,
                 waiting: false,
+                compiling: matches!(e, LoadError::Compiling { .. }),
             }
         })?;
         Ok(ActivePolicy {
@@ -674,6 +700,9 @@ pub(crate) struct LoadFailure {
     retry: bool,
     /// The manifest's module is not there (yet).
     waiting: bool,
+    /// The module compiles in the background: not a failure; loaded again
+    /// when the compile finishes.
+    compiling: bool,
 }
 
 impl LoadFailure {
@@ -682,6 +711,7 @@ impl LoadFailure {
             error,
             retry: true,
             waiting: false,
+            compiling: false,
         }
     }
     fn fatal(error: String) -> Self {
@@ -689,6 +719,7 @@ impl LoadFailure {
             error,
             retry: false,
             waiting: false,
+            compiling: false,
         }
     }
 }
