@@ -76,12 +76,16 @@ const REUSE: u32 = 1000;
 fn main() {
     let py_gb = build("policies-python/guarded_boost");
     let py_bandit = build("policies-python/softmax_bandit");
-    let policies = [
+    let mut policies = vec![
         ("guarded_boost (Python)", py_gb.as_str()),
         ("softmax_bandit (Python)", py_bandit.as_str()),
         ("guarded-boost (Rust)", GUARDED_BOOST),
         ("epsilon-greedy (Rust)", EPSILON_GREEDY),
     ];
+    // Any other component to compare, e.g. a passthrough to separate the
+    // boundary's cost from the policy's: OASIS_BENCH_EXTRA=a.wasm,b.wasm
+    let extra = std::env::var("OASIS_BENCH_EXTRA").unwrap_or_default();
+    policies.extend(extra.split(',').filter(|p| !p.is_empty()).map(|p| (p, p)));
     let fresh = Limits {
         deadline: Duration::from_secs(5),
         ..Limits::default()

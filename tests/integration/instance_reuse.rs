@@ -198,13 +198,14 @@ fn with_reuse_the_deadline_applies_to_each_call_not_to_the_instance() {
 }
 
 /// Reuse changes no output of a policy that keeps no state: the Rust and the
-/// Python guarded-boost give in reuse mode, call after call and from several
+/// Python guarded-boost and the softmax bandit give in reuse mode, call after call and from several
 /// threads at once, what they give on fresh instances, and the pool stays
 /// within its bound.
 #[test]
 fn with_reuse_a_stateless_policy_gives_the_fresh_instance_output() {
     let py = build("policies-python/guarded_boost");
-    for path in [GUARDED_BOOST, py.as_str()] {
+    let bandit = build("policies-python/softmax_bandit");
+    for path in [GUARDED_BOOST, py.as_str(), bandit.as_str()] {
         let fresh = load(path, 0, SLOW);
         let reused = std::sync::Arc::new(load(path, 50, SLOW));
         let expected: Vec<String> = (1..=4)
