@@ -1,8 +1,10 @@
 //! What a Python policy costs next to a Rust one (README, "Policies in
 //! Python"): per policy, cold compile + load, load from the compile cache,
-//! and the median of 31 calls (fresh instance + lift + score + checks) at 0,
-//! 300 and 1000 candidates. The 0-candidate call is the instantiation and
-//! fixed cost; the difference is the per-request work.
+//! and the median of 31 calls (lift + score + checks) at 1, 300 and 1000
+//! candidates, each on a fresh instance (the default) and with instance
+//! reuse (`reuse_instance_calls`, the median call then runs on a warm
+//! instance). The difference between the two is what instantiating a fresh
+//! instance costs.
 //!
 //! ```text
 //! cargo bench -p oasis-host --bench python_cost
@@ -68,75 +70,86 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     t[runs / 2]
 }
 
+/// Instance reuse for the reuse-mode rows (`[limits] reuse_instance_calls`).
+const REUSE: u32 = 1000;
+
 fn main() {
     let py_gb = build("policies-python/guarded_boost");
     let py_bandit = build("policies-python/softmax_bandit");
-    let policies = [
+    let mut policies = vec![
         ("guarded_boost (Python)", py_gb.as_str()),
         ("softmax_bandit (Python)", py_bandit.as_str()),
         ("guarded-boost (Rust)", GUARDED_BOOST),
         ("epsilon-greedy (Rust)", EPSILON_GREEDY),
     ];
-    let limits = Limits {
+    // Any other component to compare, e.g. a passthrough to separate the
+    // boundary's cost from the policy's: OASIS_BENCH_EXTRA=a.wasm,b.wasm
+    let extra = std::env::var("OASIS_BENCH_EXTRA").unwrap_or_default();
+    policies.extend(extra.split(',').filter(|p| !p.is_empty()).map(|p| (p, p)));
+    let fresh = Limits {
         deadline: Duration::from_secs(5),
         ..Limits::default()
     };
-    let bodies: Vec<(usize, Vec<u8>)> = [0usize, 300, 1000]
+    let reuse = Limits {
+        reuse_instance_calls: REUSE,
+        ..fresh
+    };
+    let bodies: Vec<(usize, Vec<u8>)> = [1usize, 300, 1000]
         .into_iter()
-        .map(|n| (n, example(n.max(1))))
+        .map(|n| (n, example(n)))
         .collect();
     println!(
-        "| policy | cold compile + load | load from cache | call, 0 candidates | call, 300 | call, 1000 |"
+        "| policy | cold compile + load | load from cache | mode | call, 1 candidate | call, 300 | call, 1000 |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (name, path) in policies {
         let cache = tempfile::tempdir().unwrap();
         let rt = || {
             Runtime::new(RuntimeConfig {
                 cache_dir: Some(cache.path().to_path_buf()),
                 measure_fuel: false,
-                max_instances: 4,
+                max_instances: 8,
                 ..RuntimeConfig::default()
             })
             .unwrap()
         };
         let cold_rt = rt();
         let s = Instant::now();
-        drop(Policy::load_file(&cold_rt, path.as_ref(), "{}", limits).unwrap());
+        drop(Policy::load_file(&cold_rt, path.as_ref(), "{}", fresh).unwrap());
         let cold = s.elapsed();
         let warm_rt = rt();
-        let s = Instant::now();
-        let policy = Policy::load_file(&warm_rt, path.as_ref(), "{}", limits).unwrap();
-        let cached = s.elapsed();
-        let mut calls = Vec::new();
-        for (n, body) in &bodies {
-            let req = request::parse(body).unwrap().validate(10_000).unwrap();
-            let mut batch = policy.batch(&req);
-            if *n == 0 {
-                // An empty slate: every column empty.
-                let k = &mut batch.candidates;
-                k.count = 0;
-                k.relevance.clear();
-                k.features.clear();
-                k.campaign.clear();
-                k.artist.clear();
-                k.rights_holder.clear();
-                k.impressions_last_day.clear();
-                k.session_promoted.clear();
-                batch.campaigns.clear();
-            }
-            calls.push(median(31, || {
-                policy.call(&batch).unwrap();
-            }));
-        }
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        let mut per_mode = Vec::new();
+        for (mode, limits) in [("fresh instance", fresh), ("reuse", reuse)] {
+            let s = Instant::now();
+            let policy = Policy::load_file(&warm_rt, path.as_ref(), "{}", limits).unwrap();
+            let cached = s.elapsed();
+            let mut calls = Vec::new();
+            for (_, body) in &bodies {
+                let req = request::parse(body).unwrap().validate(10_000).unwrap();
+                let batch = policy.batch(&req);
+                calls.push(median(31, || {
+                    policy.call(&batch).unwrap();
+                }));
+            }
+            println!(
+                "| {name} | {} | {} | {mode} | {} | {} | {} |",
+                ms(cold),
+                ms(cached),
+                ms(calls[0]),
+                ms(calls[1]),
+                ms(calls[2])
+            );
+            per_mode.push(calls);
+        }
+        // What a fresh instance adds: instantiation (and the first touch of
+        // its pages), the same work otherwise.
+        let inst: Vec<String> = (0..3)
+            .map(|i| ms(per_mode[0][i].saturating_sub(per_mode[1][i])))
+            .collect();
         println!(
-            "| {name} | {} | {} | {} | {} | {} |",
-            ms(cold),
-            ms(cached),
-            ms(calls[0]),
-            ms(calls[1]),
-            ms(calls[2])
+            "| {name} | | | instantiation (fresh − reuse) | {} | {} | {} |",
+            inst[0], inst[1], inst[2]
         );
     }
 }

@@ -21,6 +21,17 @@ pub struct Limits {
     /// Largest component accepted for compilation: compile time and memory
     /// grow with the module, so a huge one is refused before it is compiled.
     pub module_bytes: usize,
+    /// Calls one instance may serve before it is discarded. 0 or 1 (the
+    /// default): a fresh instance per call, so no state survives a request.
+    /// N > 1 is an opt-in, **weaker isolation** for policies whose
+    /// instantiation dominates their cost (Python: ~2 ms): the host keeps a
+    /// few instances of the policy version ([`Limits::MAX_IDLE_INSTANCES`])
+    /// and runs up to N calls on each. What a policy leaves in its globals is
+    /// then visible to its later calls; any failed call (trap, timeout,
+    /// memory limit, policy error, invalid output) discards its instance.
+    /// The deadline and fuel are reset per call; the memory limit applies to
+    /// the instance, whose memory only grows.
+    pub reuse_instance_calls: u32,
 }
 
 impl Limits {
@@ -34,6 +45,16 @@ impl Limits {
     pub const MAX_MODULE_BYTES: usize = 256 << 20;
     /// Elements a policy's tables may grow to (function references).
     pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+    /// Ceiling of [`Limits::reuse_instance_calls`].
+    pub const MAX_REUSE_CALLS: u32 = 100_000;
+    /// Idle instances kept per policy version when instances are reused;
+    /// each holds a pooling-allocator slot and its memory while idle.
+    pub const MAX_IDLE_INSTANCES: usize = 4;
+
+    /// Whether calls share instances ([`Limits::reuse_instance_calls`] > 1).
+    pub fn reuses_instances(&self) -> bool {
+        self.reuse_instance_calls > 1
+    }
 
     /// Bytes a policy may make the host copy out of its memory in one
     /// transfer: the arguments of one import call (a `log` line) or the
@@ -81,19 +102,28 @@ impl Limits {
                 self.max_candidates
             ));
         }
+        if self.reuse_instance_calls > Self::MAX_REUSE_CALLS {
+            return Err(format!(
+                "reuse_instance_calls must be in 0..={}, got {}",
+                Self::MAX_REUSE_CALLS,
+                self.reuse_instance_calls
+            ));
+        }
         Ok(())
     }
 }
 
 impl Default for Limits {
     /// 20 ms deadline, 64 MiB memory, 2000 candidates, 32 MiB components
-    /// (Rust policies are a few hundred KiB; a Python one is about 18 MiB).
+    /// (Rust policies are a few hundred KiB; a Python one is about 18 MiB),
+    /// a fresh instance per call.
     fn default() -> Self {
         Limits {
             deadline: Duration::from_millis(20),
             memory_bytes: 64 << 20,
             max_candidates: 2000,
             module_bytes: 32 << 20,
+            reuse_instance_calls: 0,
         }
     }
 }

@@ -18,9 +18,18 @@
 //! instance from the pre-instantiated template, run under the policy's
 //! [`Limits`], dropped afterwards. No state leaks from one request into the
 //! next, and no lock is held while guest code runs.
+//!
+//! Opt-in, per policy: [`Limits::reuse_instance_calls`] > 1 keeps up to
+//! [`Limits::MAX_IDLE_INSTANCES`] instances (store + instance) of the
+//! version and runs up to that many calls on each. A call takes an
+//! instance out of the pool (or makes one), runs with its own deadline,
+//! fuel, clock, seed and log counters, and puts it back only if it
+//! succeeded and has calls left: any failure discards it. This is weaker
+//! isolation (what a policy keeps in its globals reaches its later calls);
+//! loading warns when it is on.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
@@ -65,6 +74,17 @@ struct Template {
     pre: Pre,
     runtime: Runtime,
     limits: Limits,
+    /// Idle instances for reuse ([`Limits::reuse_instance_calls`] > 1),
+    /// at most [`Limits::MAX_IDLE_INSTANCES`]. Locked only to take or put
+    /// one, never while guest code runs.
+    idle: Mutex<Vec<Warm>>,
+}
+
+/// An instance with its store, and the calls it has served.
+struct Warm {
+    store: Store<CallState>,
+    instance: Instance,
+    calls: u32,
 }
 
 /// A component pre-instantiated against the contract version it was built
@@ -259,6 +279,17 @@ impl Policy {
             settings_json: settings_json.to_string(),
             settings_sha256,
         };
+        if limits.reuses_instances() {
+            tracing::warn!(
+                policy = %policy.identity.name,
+                version = %policy.identity.version,
+                reuse_instance_calls = limits.reuse_instance_calls,
+                idle_instances = Limits::MAX_IDLE_INSTANCES,
+                "instance reuse is on: up to reuse_instance_calls requests run on one instance, \
+                 so state the policy keeps in its globals can reach later requests \
+                 (weaker isolation); an instance is discarded after any failed call"
+            );
+        }
         policy
             .call(&policy.versioned(policy.smoke_request()))
             .map_err(|error| LoadError::Validation {
@@ -364,39 +395,58 @@ impl Policy {
     pub fn call(&self, batch: &Batch) -> Result<CallOutcome, CallError> {
         let started = Instant::now();
         let (timestamp_ms, seed, count, campaign, campaigns) = batch.parts();
-        let (decisions, peak, fuel) = self.template.with_instance(
-            &self.identity.name,
-            timestamp_ms,
-            seed,
-            |instance, store| {
-                let settings = &self.settings_json;
-                let out = match (instance, &batch.0) {
-                    (Instance::Current(i), BatchKind::Current(r)) => i
-                        .oasis_policy_policy()
-                        .call_score(&mut *store, settings, r)?,
-                    (Instance::V0_1(i), BatchKind::V0_1(r)) => i
-                        .oasis_policy_policy()
-                        .call_score(&mut *store, settings, r)?
-                        .map(v0_1::decisions)
-                        .map_err(v0_1::policy_error),
-                    _ => {
-                        wasmtime::bail!("a request of one contract version for a policy of another")
-                    }
-                };
-                let fuel = store.get_fuel().ok().map(|left| FUEL_BUDGET - left);
-                Ok((out, store.data().limiter.peak, fuel))
-            },
-        )?;
-        let decisions = decisions.map_err(|e| CallError::Policy(policy_error_text(&e)))?;
-        crate::output::validate(&decisions, count, campaign, campaigns)?;
+        let template = &self.template;
+        let label = &self.identity.name;
+        let reuse = template.limits.reuses_instances();
+        let mut warm = if reuse {
+            template.take(label, timestamp_ms, seed)?
+        } else {
+            template.fresh(label, timestamp_ms, seed)?
+        };
+        let ran = template.run(&mut warm, |instance, store| {
+            let settings = &self.settings_json;
+            let out = match (instance, &batch.0) {
+                (Instance::Current(i), BatchKind::Current(r)) => i
+                    .oasis_policy_policy()
+                    .call_score(&mut *store, settings, r)?,
+                (Instance::V0_1(i), BatchKind::V0_1(r)) => i
+                    .oasis_policy_policy()
+                    .call_score(&mut *store, settings, r)?
+                    .map(v0_1::decisions)
+                    .map_err(v0_1::policy_error),
+                _ => {
+                    wasmtime::bail!("a request of one contract version for a policy of another")
+                }
+            };
+            let fuel = store.get_fuel().ok().map(|left| FUEL_BUDGET - left);
+            Ok((out, store.data().limiter.peak, fuel))
+        });
+        let checked = ran.and_then(|(decisions, peak, fuel)| {
+            let decisions = decisions.map_err(|e| CallError::Policy(policy_error_text(&e)))?;
+            crate::output::validate(&decisions, count, campaign, campaigns)?;
+            Ok((decisions, peak, fuel))
+        });
+        // Only an instance whose call succeeded goes back: after any failure
+        // (a trap leaves a component instance unusable; a policy error or an
+        // invalid output may come from a corrupted state) it is dropped.
+        if reuse && checked.is_ok() {
+            template.put_back(warm);
+        }
+        let (decisions, peak, fuel) = checked?;
         Ok(CallOutcome {
             decisions,
             usage: Usage {
                 wall_us: started.elapsed().as_micros() as u64,
                 peak_memory_bytes: peak,
-                fuel: fuel.filter(|_| self.template.runtime.measures_fuel()),
+                fuel: fuel.filter(|_| template.runtime.measures_fuel()),
             },
         })
+    }
+
+    /// Instances of this version idle for reuse (0 unless
+    /// [`Limits::reuse_instance_calls`] > 1).
+    pub fn idle_instances(&self) -> usize {
+        self.template.idle().len()
     }
 
     /// A small synthetic request to smoke-test the policy at load: 8
@@ -501,6 +551,7 @@ impl Template {
             pre,
             runtime: runtime.clone(),
             limits,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -561,7 +612,7 @@ impl Template {
         let instance = match instance_pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => {
-                let stderr = store.data().drain_stdio();
+                let stderr = store.data_mut().drain_stdio();
                 return Err(invalid(self.classify(
                     &store,
                     Failure::Instantiate(e),
@@ -616,19 +667,80 @@ impl Template {
         label: &Arc<str>,
         timestamp_ms: i64,
         seed: u64,
-        f: impl FnOnce(Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        let mut warm = self.fresh(label, timestamp_ms, seed)?;
+        self.run(&mut warm, f)
+    }
+
+    /// A fresh instance in a fresh [`store`](Self::store); an instantiation
+    /// failure classified.
+    fn fresh(&self, label: &Arc<str>, timestamp_ms: i64, seed: u64) -> Result<Warm, CallError> {
         let mut store = self.store(label, timestamp_ms, seed)?;
         let instance = match &self.pre {
             Pre::Current(p) => p.instantiate(&mut store).map(Instance::Current),
             Pre::V0_1(p) => p.instantiate(&mut store).map(Instance::V0_1),
         };
-        let result = match instance {
-            Ok(instance) => f(instance, &mut store).map_err(Failure::Run),
-            Err(e) => Err(Failure::Instantiate(e)),
+        match instance {
+            Ok(instance) => Ok(Warm {
+                store,
+                instance,
+                calls: 0,
+            }),
+            Err(e) => {
+                let stderr = store.data_mut().drain_stdio();
+                Err(self.classify(&store, Failure::Instantiate(e), &stderr))
+            }
+        }
+    }
+
+    /// An idle instance prepared for a call at `timestamp_ms` with `seed`
+    /// (its clock, randomness, log counters, deadline and fuel reset), or a
+    /// fresh one when none is idle. The pool's lock is held only to pop.
+    fn take(&self, label: &Arc<str>, timestamp_ms: i64, seed: u64) -> Result<Warm, CallError> {
+        let Some(mut warm) = self.idle().pop() else {
+            return self.fresh(label, timestamp_ms, seed);
         };
-        let stderr = store.data().drain_stdio();
-        result.map_err(|failure| self.classify(&store, failure, &stderr))
+        warm.store.data_mut().begin_call(timestamp_ms, seed);
+        warm.store
+            .set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
+        if self.runtime.measures_fuel() {
+            warm.store
+                .set_fuel(FUEL_BUDGET)
+                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        }
+        Ok(warm)
+    }
+
+    /// Returns an instance that served a call successfully to the pool,
+    /// unless it has served its [`Limits::reuse_instance_calls`] or the pool
+    /// is full; then it is dropped (its slot and memory freed).
+    fn put_back(&self, warm: Warm) {
+        if warm.calls >= self.limits.reuse_instance_calls {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.len() < Limits::MAX_IDLE_INSTANCES {
+            idle.push(warm);
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+        // Nothing runs under this lock but a push or a pop.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on `warm`, counts the call, forwards its stdout/stderr and
+    /// classifies a failure.
+    fn run<R>(
+        &self,
+        warm: &mut Warm,
+        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        warm.calls += 1;
+        let result = f(&warm.instance, &mut warm.store).map_err(Failure::Run);
+        let stderr = warm.store.data_mut().drain_stdio();
+        result.map_err(|failure| self.classify(&warm.store, failure, &stderr))
     }
 
     /// Turns a wasmtime error into the most precise [`CallError`]: memory

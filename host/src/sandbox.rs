@@ -40,6 +40,12 @@ pub struct CallState {
     policy: Arc<str>,
     log_lines: usize,
     pub(crate) logs_dropped: usize,
+    /// Bytes of stdout and stderr already forwarded: a reused instance
+    /// ([`CallState::begin_call`]) keeps its pipes, since the guest may
+    /// hold stream handles to them, and each call forwards only what it
+    /// added.
+    stdout_seen: usize,
+    stderr_seen: usize,
 }
 
 impl CallState {
@@ -48,23 +54,7 @@ impl CallState {
     pub(crate) fn new(policy: Arc<str>, memory_limit: usize, timestamp_ms: i64, seed: u64) -> Self {
         let stdout = BoundedPipe::new(STDIO_CAPACITY);
         let stderr = BoundedPipe::new(STDIO_CAPACITY);
-        let seed_bytes = seed_stream(seed);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes.clone()))
-            .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes))
-            .insecure_random_seed(seed as u128)
-            .wall_clock(FrozenClock(Duration::from_millis(
-                timestamp_ms.max(0) as u64
-            )))
-            .monotonic_clock(FrozenClock(Duration::ZERO))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            // wasi:random would otherwise fill up to 64 MiB per call on the host.
-            .max_random_size(MAX_RANDOM_BYTES)
-            .build();
+        let wasi = wasi_ctx(&stdout, &stderr, timestamp_ms, seed);
         let mut table = ResourceTable::new();
         // Each WASI handle is a host allocation outside the memory limit.
         table.set_max_capacity(MAX_HANDLES);
@@ -77,27 +67,70 @@ impl CallState {
             policy,
             log_lines: 0,
             logs_dropped: 0,
+            stdout_seen: 0,
+            stderr_seen: 0,
         }
     }
 
+    /// Prepares the sandbox of a reused instance for its next call: the
+    /// clock frozen at this request's `timestamp_ms`, randomness seeded with
+    /// this request's `seed`, the per-call log counters reset. What stays is
+    /// the instance's: its memory (and the limiter's high-water mark: memory
+    /// never shrinks), its WASI handle table (the [`MAX_HANDLES`] cap is per
+    /// instance) and its stdout/stderr pipes (their [`STDIO_CAPACITY`] is
+    /// per instance too; each call forwards what it added).
+    pub(crate) fn begin_call(&mut self, timestamp_ms: i64, seed: u64) {
+        self.wasi = wasi_ctx(&self.stdout, &self.stderr, timestamp_ms, seed);
+        self.log_lines = 0;
+        self.logs_dropped = 0;
+        self.limiter.refused = None;
+    }
+
     /// Forwards captured stdout/stderr to the host log and returns stderr's
-    /// text (where a Rust panic message lands).
-    pub(crate) fn drain_stdio(&self) -> String {
+    /// text (where a Rust panic message lands): what this call added.
+    pub(crate) fn drain_stdio(&mut self) -> String {
         let (out, dropped) = self.stdout.contents();
+        let out = out.get(self.stdout_seen..).unwrap_or_default();
+        self.stdout_seen += out.len();
         if !out.is_empty() {
-            let stdout = String::from_utf8_lossy(&out);
+            let stdout = String::from_utf8_lossy(out);
             tracing::info!(policy = %self.policy, stdout = %visible(&stdout), dropped_bytes = dropped, "policy stdout");
         }
         if self.logs_dropped > 0 {
             tracing::warn!(policy = %self.policy, dropped = self.logs_dropped, limit = MAX_LOG_LINES, "policy log lines dropped");
         }
         let (err, dropped) = self.stderr.contents();
-        let err = String::from_utf8_lossy(&err).into_owned();
+        let err = err.get(self.stderr_seen..).unwrap_or_default();
+        self.stderr_seen += err.len();
+        let err = String::from_utf8_lossy(err).into_owned();
         if !err.is_empty() {
             tracing::info!(policy = %self.policy, stderr = %visible(&err), dropped_bytes = dropped, "policy stderr");
         }
         err
     }
+}
+
+/// The WASI context of one call: stdout and stderr into `stdout`/`stderr`,
+/// the clock frozen at `timestamp_ms`, randomness seeded with `seed`, no
+/// network.
+fn wasi_ctx(stdout: &BoundedPipe, stderr: &BoundedPipe, timestamp_ms: i64, seed: u64) -> WasiCtx {
+    let seed_bytes = seed_stream(seed);
+    WasiCtx::builder()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes.clone()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes))
+        .insecure_random_seed(seed as u128)
+        .wall_clock(FrozenClock(Duration::from_millis(
+            timestamp_ms.max(0) as u64
+        )))
+        .monotonic_clock(FrozenClock(Duration::ZERO))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        // wasi:random would otherwise fill up to 64 MiB per call on the host.
+        .max_random_size(MAX_RANDOM_BYTES)
+        .build()
 }
 
 /// Longest text taken from a guest (error messages) into responses and logs.

@@ -10,6 +10,7 @@ mod decision_log;
 mod delivery_state;
 mod grpc;
 mod harness;
+mod instance_reuse;
 mod memory_bound;
 mod openapi;
 mod policies;

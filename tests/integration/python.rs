@@ -18,7 +18,7 @@ use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
 use oasis_test_components::{GUARDED_BOOST, ROOT};
 
 /// The target directory of this build (the `oasis` binary is `<target>/<profile>/oasis`).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_oasis"))
         .parent()
         .and_then(Path::parent)
@@ -69,7 +69,7 @@ pub fn build(dir: &str) -> String {
 
 /// A runtime whose compile cache survives test runs (the 18 MB Python
 /// components take seconds to compile).
-fn runtime() -> &'static Runtime {
+pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         Runtime::new(RuntimeConfig {

@@ -129,6 +129,8 @@ impl LimitArgs {
             memory_bytes: self.memory_mb.saturating_mul(1 << 20),
             max_candidates: self.max_candidates,
             module_bytes: self.max_module_mb.saturating_mul(1 << 20),
+            // One-off CLI runs use a fresh instance per call; a manifest may opt in.
+            reuse_instance_calls: 0,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! queue_timeout_ms = 50           # wait for a free instance, then 503
 //! max_queue = 64                  # requests waiting beyond that: 503 at once
 //! max_module_mb = 32              # larger components are refused before compiling
+//! reuse_instance_calls = 0        # >1: reuse an instance for up to N calls (weaker isolation)
 //!
 //! [settings]                      # handed to the policy, which validates them
 //! theta = 0.35
@@ -72,6 +73,7 @@ struct RawLimits {
     max_concurrency: usize,
     queue_timeout_ms: u64,
     max_queue: usize,
+    reuse_instance_calls: u32,
 }
 
 impl Default for RawLimits {
@@ -86,6 +88,7 @@ impl Default for RawLimits {
             max_concurrency: c.max,
             queue_timeout_ms: c.queue_timeout.as_millis() as u64,
             max_queue: c.queue,
+            reuse_instance_calls: l.reuse_instance_calls,
         }
     }
 }
@@ -169,6 +172,7 @@ impl Manifest {
             memory_bytes,
             max_candidates: l.max_candidates,
             module_bytes: l.max_module_mb.saturating_mul(1 << 20),
+            reuse_instance_calls: l.reuse_instance_calls,
         };
         limits
             .validate()
@@ -425,6 +429,11 @@ mod tests {
         assert_eq!(m.limits.deadline, Duration::from_millis(30));
         assert_eq!(m.limits.memory_bytes, 64 << 20);
         assert_eq!(m.concurrency.max, 4);
+        assert_eq!(
+            m.limits.reuse_instance_calls, 0,
+            "fresh instances by default"
+        );
+        assert!(!m.limits.reuses_instances());
         let s: serde_json::Value = serde_json::from_str(&m.settings_json).unwrap();
         assert_eq!(
             s,
@@ -452,6 +461,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("max_concurrency"), "{e}");
+        let m = parse(
+            "x.toml",
+            "module = \"x.wasm\"\n[limits]\nreuse_instance_calls = 100",
+        )
+        .unwrap();
+        assert_eq!(m.limits.reuse_instance_calls, 100);
+        assert!(m.limits.reuses_instances());
+        let e = parse(
+            "x.toml",
+            "module = \"x.wasm\"\n[limits]\nreuse_instance_calls = 100001",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("reuse_instance_calls must be in 0..=100000"),
+            "{e}"
+        );
         let e = parse("x.toml", "module = \"x.wasm\"\nfallback = \"x\"")
             .unwrap_err()
             .to_string();
