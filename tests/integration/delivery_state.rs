@@ -335,3 +335,37 @@ async fn stopping_redis_under_load_never_produces_an_error_response() {
     assert!(metric(&m, "oasis_state_operations{op=\"events_flushed\"}") >= 1.0);
     assert_eq!(metric(&m, "oasis_state_degraded"), 0.0);
 }
+
+#[tokio::test]
+async fn a_contract_0_1_0_component_serves_beside_0_2_0_ones_with_state_filled() {
+    let legacy = format!(
+        "{}/tests/fixtures/contract-0.1.0/pid_pacing.wasm",
+        oasis_test_components::ROOT
+    );
+    let s = TestServer::start(|dir| {
+        install(dir, "legacy", &legacy, "");
+        install(dir, "pacing", PID_PACING, "");
+    })
+    .await;
+    let p = s.policies().await;
+    let contract = |key: &str| {
+        p["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .map(|e| e["active"]["contract"].clone())
+    };
+    assert_eq!(contract("legacy"), Some("0.1.0".into()), "{p}");
+    assert_eq!(contract("pacing"), Some("0.2.0".into()), "{p}");
+    // The 0.1.0 policy reads the state the host fills (delivered, the
+    // 24 h counts) through the fields it already had.
+    let (status, _) = post_events(&s, &[event("l1", "impression", "t1", NOW)]).await;
+    assert_eq!(status, 202);
+    for route in ["legacy", "pacing"] {
+        let (status, v) = s.score(body(route, &format!("{route}-1"), NOW + 1000)).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["variant"], "stable", "{route}: {v}");
+        assert_eq!(v["scores"].as_array().unwrap().len(), 3);
+    }
+}
