@@ -86,7 +86,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Stats {
             elapsed: Duration::ZERO,
             latency_us: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
@@ -314,7 +314,12 @@ struct Timing {
 impl Stats {
     /// Records one HTTP response; returns the ids of the promoted
     /// candidates of a score response.
-    fn record(&mut self, status: u16, latency: Duration, body: &[u8]) -> Option<Vec<String>> {
+    pub(crate) fn record(
+        &mut self,
+        status: u16,
+        latency: Duration,
+        body: &[u8],
+    ) -> Option<Vec<String>> {
         let us = (latency.as_micros() as u64).clamp(1, 120_000_000);
         self.latency_us.saturating_record(us);
         *self.by_status.entry(status).or_default() += 1;
@@ -361,7 +366,7 @@ impl Stats {
 
     /// Records one gRPC answer: an OK counts as a 200, an error status by
     /// the HTTP status of the same error.
-    fn record_grpc(
+    pub(crate) fn record_grpc(
         &mut self,
         latency: Duration,
         result: Result<oasis_proto::v1::ScoreResponse, tonic::Status>,
@@ -419,7 +424,7 @@ impl Stats {
         }
     }
 
-    fn record_transport_error(&mut self, e: &reqwest::Error) {
+    pub(crate) fn record_transport_error(&mut self, e: &reqwest::Error) {
         self.transport_errors += 1;
         if self.errors.len() < KEEP_ERRORS {
             // reqwest's message omits the cause (connection refused...).

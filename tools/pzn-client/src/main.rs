@@ -45,6 +45,16 @@
 //! cargo run --release -p pzn-client -- --grpc --duration 10 --concurrency 8
 //! ```
 //!
+//! `--rate R` is an open loop: requests scheduled at R per second whatever
+//! the server does, latency measured from each one's scheduled send time,
+//! so a stall is not hidden by the client sending less (coordinated
+//! omission; see the `open_loop` module). `scripts/bench` uses it at 50%
+//! and 80% of the closed loop's peak:
+//!
+//! ```text
+//! cargo run --release -p pzn-client -- --rate 1000 --duration 5
+//! ```
+//!
 //! `--json` prints the same figures as one JSON object; `--emit-request`
 //! prints one generated request and exits, for curl:
 //!
@@ -80,6 +90,7 @@ mod catalog;
 mod closed_loop;
 mod example;
 mod load;
+mod open_loop;
 mod outcomes;
 mod simulate;
 mod traffic;
@@ -168,6 +179,11 @@ struct Args {
     /// before the run.
     #[arg(long)]
     grpc: bool,
+    /// Open loop: send at this fixed rate (requests per second) instead of
+    /// --concurrency back-to-back tasks; latency is measured from each
+    /// request's scheduled send time (see the `open_loop` module).
+    #[arg(long, conflicts_with_all = ["outcomes", "closed_loop"])]
+    rate: Option<f64>,
     /// The gRPC server (`oasis serve --grpc-listen`).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc_url: String,
@@ -370,8 +386,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         println!("{catalog_line}");
         println!("{pool_line}");
         println!(
-            "target       {target}, concurrency {}, {}",
-            args.concurrency,
+            "target       {target}, {}, {}",
+            match args.rate {
+                Some(r) => format!("open loop at {r} req/s"),
+                None => format!("concurrency {}", args.concurrency),
+            },
             match args.requests {
                 Some(n) => format!("{n} requests"),
                 None => format!("{} s", args.duration),
@@ -399,7 +418,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let stats = runtime.block_on(load::run(&load, Arc::new(pool)))?;
+    let stats = match args.rate {
+        Some(rate) => runtime.block_on(open_loop::run(&load, rate, Arc::new(pool)))?,
+        None => runtime.block_on(load::run(&load, Arc::new(pool)))?,
+    };
 
     if args.json {
         let mut j = stats.to_json();
@@ -407,6 +429,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             "url": if args.grpc { &args.grpc_url } else { &args.url[0] },
             "transport": if args.grpc { "grpc" } else { "http" },
             "concurrency": args.concurrency,
+            "open_loop_rate": args.rate,
             "seed": args.seed,
             "pool": args.pool,
             "routes": routes,

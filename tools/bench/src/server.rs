@@ -1,0 +1,204 @@
+//! The native baseline server: the serving ceiling. The same front ends as
+//! `oasis serve` (HTTP/JSON with axum, gRPC with tonic), the host's own
+//! request parsing and validation (`oasis::request`, `request::packed`),
+//! its columnar batch and its response encoding, the same routes as the
+//! bundled deployment (`examples/policies/routes.toml`), but the policy
+//! called natively, inline, instead of as a component on a fresh instance.
+//! What it leaves out: the serving chain (fallbacks, canaries), backpressure,
+//! metrics, logs and the decision log — so it is a ceiling, not a rival.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use oasis::PolicyRef;
+use oasis::request::{self, ValidRequest};
+use oasis_proto::v1;
+
+use crate::native::{Native, POLICIES, manifest_settings};
+
+/// The policies and routes served.
+pub struct Routes {
+    policies: Vec<(Native, PolicyRef)>,
+    routes: HashMap<String, usize>,
+    default: usize,
+}
+
+impl Routes {
+    /// The bundled deployment: every example policy (also a route of its own
+    /// name) and the routes of `examples/policies/routes.toml`.
+    pub fn bundled(root: &Path) -> anyhow::Result<Routes> {
+        let mut policies = Vec::new();
+        let mut routes = HashMap::new();
+        for (i, name) in POLICIES.iter().enumerate() {
+            let native = Native::new(name, &manifest_settings(root, name)?)?;
+            let r = PolicyRef {
+                name: native.name.as_str().into(),
+                version: native.version.clone(),
+                digest: "native".into(),
+                settings_sha256: None,
+            };
+            routes.insert(name.to_string(), i);
+            policies.push((native, r));
+        }
+        let text = std::fs::read_to_string(root.join("examples/policies/routes.toml"))?;
+        let v: toml::Value = toml::from_str(&text)?;
+        if let Some(table) = v.get("routes").and_then(|r| r.as_table()) {
+            for (route, spec) in table {
+                let policy = spec.get("policy").and_then(|p| p.as_str()).unwrap_or("");
+                let Some(i) = POLICIES.iter().position(|p| *p == policy) else {
+                    anyhow::bail!("route {route}: unknown policy {policy}");
+                };
+                routes.insert(route.clone(), i);
+            }
+        }
+        let default_name = v.get("default").and_then(|d| d.as_str()).unwrap_or("radio");
+        let default = *routes
+            .get(default_name)
+            .ok_or_else(|| anyhow::anyhow!("default route {default_name} is not defined"))?;
+        Ok(Routes {
+            policies,
+            routes,
+            default,
+        })
+    }
+
+    fn resolve(&self, route: Option<&str>) -> Result<(&Native, &PolicyRef), String> {
+        let i = match route {
+            None => self.default,
+            Some(r) => *self
+                .routes
+                .get(r)
+                .ok_or_else(|| format!("unknown route `{r}`"))?,
+        };
+        let (n, r) = &self.policies[i];
+        Ok((n, r))
+    }
+
+    /// Validates and scores a parsed request natively.
+    fn score<'a>(
+        &self,
+        req: request::ScoreRequest<'a>,
+    ) -> Result<(ValidRequest<'a>, &PolicyRef, oasis::bindings::WitDecisions), (StatusCode, String)>
+    {
+        let (native, r) = self
+            .resolve(req.route.as_deref())
+            .map_err(|e| (StatusCode::NOT_FOUND, e))?;
+        let req = req
+            .validate(2000)
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        let d = native
+            .call(&native.batch(&req))
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        Ok((req, r, d))
+    }
+}
+
+async fn score_http(State(routes): State<Arc<Routes>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let req = match request::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match routes.score(req) {
+        Ok((req, r, d)) => {
+            let resp = oasis::response::ScoreResponse {
+                request_id: &req.context.request_id,
+                route: req.route.as_deref(),
+                policy: r,
+                variant: oasis::response::Variant::Stable,
+                arm: Some("stable"),
+                fallback: None,
+                scores: oasis::response::scored(&req, &d),
+                debug: None,
+                timing: oasis::response::Timing {
+                    server_us: started.elapsed().as_micros() as u64,
+                    policy_us: 0,
+                },
+            };
+            let mut out = Vec::with_capacity(256 + 128 * req.candidates.len());
+            match serde_json::to_writer(&mut out, &resp) {
+                Ok(()) => ([(header::CONTENT_TYPE, "application/json")], out).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            }
+        }
+        Err((status, e)) => (status, e).into_response(),
+    }
+}
+
+#[derive(Clone)]
+struct Grpc(Arc<Routes>);
+
+#[tonic::async_trait]
+impl v1::scoring_server::Scoring for Grpc {
+    async fn score(
+        &self,
+        request: tonic::Request<v1::ScoreRequest>,
+    ) -> Result<tonic::Response<v1::ScoreResponse>, tonic::Status> {
+        let started = Instant::now();
+        let msg = request.into_inner();
+        let req = request::packed::from_proto(&msg)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let (req, r, d) = self.0.score(req).map_err(|(s, e)| match s {
+            StatusCode::NOT_FOUND => tonic::Status::not_found(e),
+            StatusCode::UNPROCESSABLE_ENTITY => tonic::Status::invalid_argument(e),
+            _ => tonic::Status::internal(e),
+        })?;
+        let mut resp = crate::inproc::grpc_response(&req, r, &d);
+        resp.timing = Some(v1::Timing {
+            server_us: started.elapsed().as_micros() as u64,
+            policy_us: 0,
+        });
+        Ok(tonic::Response::new(resp))
+    }
+}
+
+/// Serves HTTP on `http` and gRPC on `grpc` until killed.
+pub async fn serve(root: &Path, http: SocketAddr, grpc: SocketAddr) -> anyhow::Result<()> {
+    let routes = Arc::new(Routes::bundled(root)?);
+    let app = Router::new()
+        .route("/v1/score", post(score_http))
+        .route("/readyz", get(|| async { "ready" }))
+        .with_state(routes.clone());
+    let listener = tokio::net::TcpListener::bind(http).await?;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc).await?;
+    eprintln!("native baseline server: HTTP {http}, gRPC {grpc}");
+    let http_task = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    use tokio_stream::StreamExt;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(s)
+    });
+    let svc = v1::scoring_server::ScoringServer::new(Grpc(routes))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(usize::MAX);
+    let grpc_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    tokio::select! {
+        r = http_task => r??,
+        r = grpc_task => r??,
+    }
+    Ok(())
+}
