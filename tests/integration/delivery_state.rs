@@ -363,7 +363,9 @@ async fn a_contract_0_1_0_component_serves_beside_0_2_0_ones_with_state_filled()
     let (status, _) = post_events(&s, &[event("l1", "impression", "t1", NOW)]).await;
     assert_eq!(status, 202);
     for route in ["legacy", "pacing"] {
-        let (status, v) = s.score(body(route, &format!("{route}-1"), NOW + 1000)).await;
+        let (status, v) = s
+            .score(body(route, &format!("{route}-1"), NOW + 1000))
+            .await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["variant"], "stable", "{route}: {v}");
         assert_eq!(v["scores"].as_array().unwrap().len(), 3);
