@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use oasis::decision_log::outcomes::Outcomes;
-use oasis::decision_log::{DecisionRecord, Records};
+use oasis::decision_log::{DecisionRecord, Records, ReplayRecord};
 use oasis::divergence::{DecisionColumns, Divergence, DivergenceStats, DivergenceSummary, compare};
 use oasis::ope::{Accumulator, Decision, Estimate, Estimator};
 use oasis::{Policy, Runtime, RuntimeConfig, request};
@@ -355,21 +355,29 @@ impl Job<'_> {
     }
 
     fn replay_line(&self, line: &[u8]) -> Outcome {
+        // One pass: the request is parsed in place with the record.
+        if let Ok(mut record) = ReplayRecord::from_line(line)
+            && let Some(request) = record.request.take()
+        {
+            return self.replay_one(&record, request);
+        }
+        // Not readable that way: as a plain record, to say what is wrong.
         match DecisionRecord::from_line(line) {
-            Ok(record) => self.replay_one(&record),
+            Ok(r) => match request::parse(r.request.get().as_bytes()) {
+                Ok(_) => Outcome::Unreadable,
+                Err(e) => Outcome::Error {
+                    request_id: r.request_id,
+                    error: format!("logged request does not parse: {e}"),
+                },
+            },
             Err(_) => Outcome::Unreadable,
         }
     }
 
-    fn replay_one(&self, r: &DecisionRecord) -> Outcome {
+    fn replay_one(&self, r: &ReplayRecord<'_>, parsed: request::ScoreRequest<'_>) -> Outcome {
         let error = |e: String| Outcome::Error {
-            request_id: r.request_id.clone(),
+            request_id: r.request_id.to_string(),
             error: e,
-        };
-        let body = r.request.get().as_bytes();
-        let parsed = match request::parse(body) {
-            Ok(p) => p,
-            Err(e) => return error(format!("logged request does not parse: {e}")),
         };
         let mut req = match parsed.validate(oasis::Limits::MAX_CANDIDATES) {
             Ok(v) => v,
@@ -416,13 +424,13 @@ impl Job<'_> {
             Err(e) => Some(format!("the logged version failed on replay: {e}")),
         };
         Outcome::Determinism {
-            request_id: r.request_id.clone(),
+            request_id: r.request_id.to_string(),
             detail,
         }
     }
 
     /// Every candidate on one logged request.
-    fn compare_candidates(&self, r: &DecisionRecord, req: &oasis::ValidRequest<'_>) -> Outcome {
+    fn compare_candidates(&self, r: &ReplayRecord<'_>, req: &oasis::ValidRequest<'_>) -> Outcome {
         let logged = &r.decisions;
         let promoted_logged = |i: usize| logged.reasons.get(i).is_some_and(|b| b & PROMOTED != 0);
         let mut rows: Vec<Row> = Vec::new();

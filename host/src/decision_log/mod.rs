@@ -55,8 +55,8 @@ pub mod writer;
 
 pub use reader::{ReadError, Records, files};
 pub use record::{
-    DecisionColumnsRecord, DecisionRecord, FallbackRecord, PolicyRefRecord, TimingRecord,
-    UsageRecord,
+    DecisionColumnsRecord, DecisionRecord, FallbackRecord, PolicyRefRecord, ReplayRecord,
+    TimingRecord, UsageRecord,
 };
 pub use writer::{
     DecisionLog, DecisionLogConfig, DecisionLogError, DecisionLogStats, OutcomeStats,
