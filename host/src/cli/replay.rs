@@ -22,8 +22,9 @@
 //! Records stream from the files (memory independent of the log's size,
 //! apart from the per-request sums of the estimates) and are parsed and
 //! scored on every core: one thread only reads lines, the workers parse
-//! and score. `--measure-scaling` replays once on one thread and once on
-//! all, and reports the parallel efficiency.
+//! and score (a record and its request in one pass, [`ReplayRecord`]).
+//! `--measure-scaling` replays once confined to one core and once on all,
+//! and reports the parallel efficiency.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -80,8 +81,10 @@ pub struct Args {
     /// Worker threads; default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Replay once on one worker thread, then on all of them, and report
-    /// the parallel efficiency (rate on N / (N × rate on 1)).
+    /// Replay once on one worker thread *confined to one core* (with the
+    /// line reader and the report: what one core does), then on all cores,
+    /// and report the parallel efficiency (rate on N / (N × rate on one
+    /// core)).
     #[arg(long)]
     pub measure_scaling: bool,
     #[command(flatten)]
@@ -116,7 +119,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         outcomes: outcomes.as_ref(),
     };
     let single = if args.measure_scaling {
-        Some(job.run(&args.logs, 1, args.json)?)
+        Some(on_one_core(|| job.run(&args.logs, 1, args.json))?)
     } else {
         None
     };
@@ -131,6 +134,37 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs `f` with this thread, and the threads it starts, confined to one
+/// of the cores it may use; the affinity is restored afterwards. Unpinned,
+/// a "single-thread" replay still spreads its line reader and report over
+/// the other cores, which overstates what one core does (measured: 76%
+/// efficiency unpinned, 87-100% pinned on the same logs).
+fn on_one_core<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `cpu_set_t` is plain data (zeroed is the empty set);
+    // `sched_getaffinity`/`sched_setaffinity` on pid 0 read and change the
+    // calling thread's mask only, through a pointer to a set of the size
+    // passed.
+    unsafe {
+        let mut before: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut before) != 0 {
+            return f();
+        }
+        let Some(first) = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &before))
+        else {
+            return f();
+        };
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(first, &mut one);
+        let pinned = libc::sched_setaffinity(0, size, &one) == 0;
+        let out = f();
+        if pinned {
+            libc::sched_setaffinity(0, size, &before);
+        }
+        out
+    }
 }
 
 /// A policy evaluated on the logged requests.
@@ -821,7 +855,7 @@ impl Report {
         );
         if let Some(s) = &self.scaling {
             println!(
-                "scaling: 1 thread {:.0} records/s, {} threads {:.0} records/s: {:.0}% of {} × the single-thread rate",
+                "scaling: 1 core {:.0} records/s, {} threads {:.0} records/s: {:.0}% of {} × the one-core rate",
                 s.single_thread_records_per_s,
                 s.threads,
                 s.records_per_s,
