@@ -77,6 +77,9 @@ pub struct ActiveStatus<'a> {
     pub max_candidates: usize,
     /// Concurrency limit.
     pub max_concurrency: usize,
+    /// Calls one instance may serve (`[limits] reuse_instance_calls`; 0 or
+    /// 1: a fresh instance per call, the default isolation).
+    pub reuse_instance_calls: u32,
     /// Features it receives.
     pub features: &'a [String],
     /// What it promoted since activation, its recent promoted rate, and
@@ -123,6 +126,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 memory_mb: a.manifest.limits.memory_bytes >> 20,
                 max_candidates: a.manifest.limits.max_candidates,
                 max_concurrency: a.manifest.concurrency.max,
+                reuse_instance_calls: a.manifest.limits.reuse_instance_calls,
                 features: a.policy.columns(),
                 promotion: a.metrics.promotion.status(),
                 description: &i.description,
