@@ -250,7 +250,47 @@ impl Guard {
     }
 }
 
+/// Frequency caps: a campaign track already promoted to this listener
+/// `max_daily` times in 24 h, or `max_session` times in this session, is not
+/// eligible (`FREQ_CAPPED`). The counts are the request's `impressions_24h`
+/// and `session_promoted` (the host fills them from its delivery state). A
+/// cap of 0 caps nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrequencyCap {
+    /// Promoted impressions of the track to the listener in 24 h.
+    pub max_daily: u32,
+    /// Promoted plays of the track in the session.
+    pub max_session: u32,
+}
+
+impl FrequencyCap {
+    /// `FREQ_CAPPED` when `c` reached a cap, else empty.
+    pub fn check(&self, c: Candidate<'_>) -> Reason {
+        let reached = |count: u32, cap: u32| cap > 0 && count >= cap;
+        if reached(c.impressions_24h(), self.max_daily)
+            || reached(c.session_promoted(), self.max_session)
+        {
+            Reason::FREQ_CAPPED
+        } else {
+            Reason::empty()
+        }
+    }
+}
+
 impl Verdict {
+    /// This verdict with the extra blocking reasons `block` (e.g. a
+    /// [`FrequencyCap`]'s): an eligible track becomes ineligible with them,
+    /// an ineligible one gains them, an organic one stays organic.
+    #[must_use]
+    pub fn blocked_by(self, block: Reason) -> Verdict {
+        match self {
+            _ if block.is_empty() => self,
+            Verdict::Organic => Verdict::Organic,
+            Verdict::Ineligible(r) => Verdict::Ineligible(r | block),
+            Verdict::Eligible { .. } => Verdict::Ineligible(block),
+        }
+    }
+
     /// Records this verdict for candidate `i` the way a deterministic policy
     /// does, and returns the boost when the candidate was promoted:
     ///
@@ -389,6 +429,41 @@ mod tests {
         beta: 0.5,
         s_min: 0.2,
     };
+
+    #[test]
+    fn frequency_caps_are_inclusive_and_zero_caps_nothing() {
+        let req = request(vec![
+            CandidateSpec::new(0.8).campaign(0).impressions(2, 0),
+            CandidateSpec::new(0.8).campaign(0).impressions(3, 0),
+            CandidateSpec::new(0.8).campaign(0).impressions(0, 1),
+        ]);
+        let caps = FrequencyCap {
+            max_daily: 3,
+            max_session: 1,
+        };
+        let checked: Vec<Reason> = req.candidates().map(|c| caps.check(c)).collect();
+        assert_eq!(
+            checked,
+            [Reason::empty(), Reason::FREQ_CAPPED, Reason::FREQ_CAPPED]
+        );
+        let off = FrequencyCap::default();
+        assert!(req.candidates().all(|c| off.check(c).is_empty()));
+        // A cap blocks an eligible verdict and adds to an ineligible one.
+        let eligible = Verdict::Eligible { boost: 0.1 };
+        assert_eq!(
+            eligible.blocked_by(Reason::FREQ_CAPPED),
+            Verdict::Ineligible(Reason::FREQ_CAPPED)
+        );
+        assert_eq!(eligible.blocked_by(Reason::empty()), eligible);
+        assert_eq!(
+            Verdict::Ineligible(Reason::SLATE_CAP).blocked_by(Reason::FREQ_CAPPED),
+            Verdict::Ineligible(Reason::SLATE_CAP | Reason::FREQ_CAPPED)
+        );
+        assert_eq!(
+            Verdict::Organic.blocked_by(Reason::FREQ_CAPPED),
+            Verdict::Organic
+        );
+    }
 
     /// Campaign 0 is allowed, campaign 1 has ended.
     fn request(candidates: Vec<CandidateSpec>) -> Request {

@@ -178,9 +178,12 @@ impl Policy for FreqCapDiversity {
                 Eligibility::Eligible(_) => Reason::empty(),
                 Eligibility::Ineligible(r) => r,
             };
-            if c.impressions_24h() >= s.max_daily || c.session_promoted() >= s.max_session {
-                block |= Reason::FREQ_CAPPED;
+            // max_daily and max_session are >= 1 (validated), so both cap.
+            block |= blocks::FrequencyCap {
+                max_daily: s.max_daily,
+                max_session: s.max_session,
             }
+            .check(c);
             block |= guardrail.check(base[i], None);
             if !block.is_empty() {
                 RelevanceGuardrail::hold_back(&mut out, i, base[i], block);

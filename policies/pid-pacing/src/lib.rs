@@ -312,6 +312,10 @@ impl Policy for PidPacing {
             beta: s.beta,
             s_min: s.s_min,
         };
+        let caps = blocks::FrequencyCap {
+            max_daily: s.max_daily,
+            max_session: s.max_session,
+        };
         let mut promoted: Vec<(usize, f64)> = Vec::new();
         for c in req.candidates() {
             let i = c.index();
@@ -323,17 +327,10 @@ impl Policy for PidPacing {
             out.debug("pacing_error", Some(i), p.error);
             out.debug("pacing_integral", Some(i), p.integral);
 
-            let capped = (s.max_daily > 0 && c.impressions_24h() >= s.max_daily)
-                || (s.max_session > 0 && c.session_promoted() >= s.max_session);
-            let verdict = match guard.scaled(p.multiplier).evaluate(c, base[i], p_skip) {
-                blocks::Verdict::Ineligible(r) if capped => {
-                    blocks::Verdict::Ineligible(r | Reason::FREQ_CAPPED)
-                }
-                blocks::Verdict::Eligible { .. } if capped => {
-                    blocks::Verdict::Ineligible(Reason::FREQ_CAPPED)
-                }
-                v => v,
-            };
+            let verdict = guard
+                .scaled(p.multiplier)
+                .evaluate(c, base[i], p_skip)
+                .blocked_by(caps.check(c));
             if let Some(boost) = verdict.apply(&mut out, i) {
                 if p.multiplier < 1.0 {
                     out.mark(i, Reason::PACING_THROTTLED);
