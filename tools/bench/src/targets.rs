@@ -37,18 +37,7 @@ impl Target {
         measured: String,
         why: impl FnOnce() -> String,
     ) -> Target {
-        Target {
-            name: name.into(),
-            goal,
-            measured,
-            verdict: if value.is_finite() && value <= limit {
-                Verdict::Pass
-            } else if value.is_finite() {
-                Verdict::Miss(why())
-            } else {
-                Verdict::NotMeasured("no figure".into())
-            },
-        }
+        Self::judged(name, goal, value, value <= limit, measured, why)
     }
 
     /// `value` must be at least `limit`; `why` explains a miss.
@@ -60,16 +49,29 @@ impl Target {
         measured: String,
         why: impl FnOnce() -> String,
     ) -> Target {
+        Self::judged(name, goal, value, value >= limit, measured, why)
+    }
+
+    /// Pass when `value` is a figure and `met`; a miss with `why`; not
+    /// measured when there is no figure.
+    fn judged(
+        name: &str,
+        goal: String,
+        value: f64,
+        met: bool,
+        measured: String,
+        why: impl FnOnce() -> String,
+    ) -> Target {
         Target {
             name: name.into(),
             goal,
             measured,
-            verdict: if value.is_finite() && value >= limit {
-                Verdict::Pass
-            } else if value.is_finite() {
-                Verdict::Miss(why())
-            } else {
+            verdict: if !value.is_finite() {
                 Verdict::NotMeasured("no figure".into())
+            } else if met {
+                Verdict::Pass
+            } else {
+                Verdict::Miss(why())
             },
         }
     }
