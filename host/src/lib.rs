@@ -35,11 +35,12 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bindings;
 pub mod bucket;
 pub mod cache;
 pub mod columnar;
-pub mod compile_worker;
+pub mod control;
 pub mod decision_log;
 pub mod delivery;
 pub mod divergence;
@@ -54,7 +55,9 @@ pub mod response;
 pub mod runtime;
 pub(crate) mod sandbox;
 pub mod server;
+pub mod serving;
 pub(crate) mod stdio;
+pub mod telemetry;
 
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use limits::{Concurrency, Limits};

@@ -61,7 +61,7 @@ pub struct RequestContext<'a> {
     pub session_id: Cow<'a, str>,
     /// Surface of the session.
     #[serde(deserialize_with = "surface::one", serialize_with = "surface::ser_one")]
-    #[schema(value_type = crate::server::openapi::SurfaceName)]
+    #[schema(value_type = crate::api::openapi::SurfaceName)]
     pub surface: Surface,
     /// ISO 3166-1 alpha-2 market, e.g. "SE".
     #[serde(borrow)]
@@ -74,7 +74,7 @@ pub struct RequestContext<'a> {
     pub seed: Option<u64>,
     /// Numeric context features by name (local hour, session position...).
     #[serde(default, borrow)]
-    #[schema(value_type = crate::server::openapi::FeatureMap)]
+    #[schema(value_type = crate::api::openapi::FeatureMap)]
     pub features: Features<'a>,
     /// How many of the top-ranked candidates the caller shows (at least 1;
     /// more than the candidates counts as all of them). Every candidate
@@ -119,7 +119,7 @@ pub struct RequestCandidate<'a> {
     pub campaign: Option<RequestCampaign<'a>>,
     /// Numeric features by name (p_skip, p_complete, popularity...).
     #[serde(default, borrow)]
-    #[schema(value_type = crate::server::openapi::FeatureMap)]
+    #[schema(value_type = crate::api::openapi::FeatureMap)]
     pub features: Features<'a>,
 }
 
@@ -141,7 +141,7 @@ pub struct RequestCampaign<'a> {
         serialize_with = "surface::ser_optional_list",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<Vec<crate::server::openapi::SurfaceName>>)]
+    #[schema(value_type = Option<Vec<crate::api::openapi::SurfaceName>>)]
     pub surfaces: Option<Vec<Surface>>,
     /// Markets it may promote in; every market when empty.
     #[serde(default, borrow)]

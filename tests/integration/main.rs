@@ -11,6 +11,7 @@ mod delivery_state;
 mod grpc;
 mod harness;
 mod instance_reuse;
+mod layers;
 mod memory_bound;
 mod openapi;
 mod policies;

@@ -191,7 +191,7 @@ fn load_candidates(runtime: &Runtime, args: &Args) -> anyhow::Result<Vec<Candida
     let mut out: Vec<Candidate> = Vec::with_capacity(args.candidates.len());
     for spec in &args.candidates {
         let (name, module, settings, limits) = if spec.ends_with(".toml") && !spec.contains('=') {
-            let manifest = oasis::server::manifest::Manifest::load(Path::new(spec))
+            let manifest = oasis::control::manifest::Manifest::load(Path::new(spec))
                 .with_context(|| format!("candidate {spec}"))?;
             (
                 manifest.key,
@@ -284,7 +284,7 @@ impl Index {
             match path.extension().and_then(|e| e.to_str()) {
                 Some("wasm") => wasm.push(path),
                 Some("toml") if path.file_name().is_some_and(|n| n != "routes.toml") => {
-                    if let Ok(m) = oasis::server::manifest::Manifest::load(&path) {
+                    if let Ok(m) = oasis::control::manifest::Manifest::load(&path) {
                         settings.insert(
                             oasis::cache::sha256_hex(m.settings_json.as_bytes()),
                             m.settings_json,
@@ -294,7 +294,7 @@ impl Index {
                 _ => {}
             }
         }
-        if let Ok(keys) = std::fs::read_dir(dir.join(oasis::server::versions::VERSIONS_DIR)) {
+        if let Ok(keys) = std::fs::read_dir(dir.join(oasis::control::versions::VERSIONS_DIR)) {
             for key in keys.filter_map(|e| e.ok().map(|e| e.path())) {
                 if let Ok(files) = std::fs::read_dir(&key) {
                     wasm.extend(
