@@ -8,6 +8,7 @@ mod cli;
 mod compile_bounds;
 mod decision_log;
 mod delivery_state;
+mod docs;
 mod grpc;
 mod harness;
 mod instance_reuse;
