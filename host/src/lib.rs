@@ -22,6 +22,10 @@
 //! a policy says about itself, and its identity), [`cache`] (compiled
 //! components on disk), [`limits`], [`error`], and [`server`].
 //!
+//! Offline: [`decision_log`] records what was served, [`replay`] runs the
+//! logged requests again (determinism, or candidates compared with the log
+//! and valued off-policy with [`ope`]).
+//!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! use oasis::{Policy, Runtime, request};
@@ -49,6 +53,7 @@ pub mod metadata;
 pub mod ope;
 pub(crate) mod output;
 pub mod policy;
+pub mod replay;
 pub mod request;
 pub mod response;
 pub mod runtime;
