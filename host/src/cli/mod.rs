@@ -4,7 +4,6 @@ pub mod check;
 pub mod inspect;
 pub mod new;
 pub mod replay;
-mod replay_html;
 pub mod rollout;
 pub mod run;
 pub mod serve;
@@ -173,7 +172,10 @@ impl std::fmt::Display for PolicyFailed {
 
 /// The exit status of a command that failed with `e`.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<LoadFailed>().is_some() {
+    if e.downcast_ref::<LoadFailed>().is_some()
+        || e.downcast_ref::<oasis::replay::ReplayError>()
+            .is_some_and(|e| e.is_load_failure())
+    {
         exit::LOAD_FAILED
     } else if e.downcast_ref::<PolicyFailed>().is_some() {
         exit::POLICY_FAILED

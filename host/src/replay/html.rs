@@ -1,16 +1,19 @@
-//! `oasis replay --html FILE`: the replay report as one self-contained HTML
-//! page (inline SVG, no scripts, no external files), for people who would
-//! rather look than read.
+//! The replay report as one self-contained HTML page (inline SVG, no
+//! scripts, no external files), for people who would rather look than read
+//! (`oasis replay --html FILE`).
 //!
-//! It renders the same JSON `--json` prints, so the page and the JSON never
-//! disagree: each candidate's off-policy estimate with its interval against
-//! the logged policy's value, the score distribution of every policy, the
-//! promoted tracks per campaign, the exposure share of each rights holder,
-//! and the divergence table.
+//! It is drawn from the report's JSON form, the same `--json` prints, so the
+//! page and the JSON never disagree: each candidate's off-policy estimate
+//! with its interval against the logged policy's value, the score
+//! distribution of every policy, the promoted tracks per campaign, the
+//! exposure share of each rights holder, and the divergence table.
 
 use std::fmt::Write as _;
 
 use serde_json::Value;
+
+use super::report::SCORE_BIN_WIDTH;
+use super::{ReplayError, Report};
 
 /// Colors of the policies: the logged one first, then the candidates.
 const COLORS: [&str; 6] = [
@@ -31,9 +34,19 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
-/// The page for a replay report (`report` is its JSON form); `bin` is the
-/// score histograms' bin width.
-pub fn render(report: &Value, bin: f64) -> String {
+/// The page for a replay report.
+///
+/// # Errors
+/// [`ReplayError::Json`] if the report has no JSON form (a candidate's
+/// module path that is not UTF-8).
+pub fn render(report: &Report) -> Result<String, ReplayError> {
+    let json = serde_json::to_value(report)?;
+    Ok(render_json(&json, SCORE_BIN_WIDTH))
+}
+
+/// The page for a replay report's JSON form; `bin` is the score
+/// histograms' bin width.
+fn render_json(report: &Value, bin: f64) -> String {
     let mut sides: Vec<(String, &Value)> = Vec::new();
     if !report["logged"].is_null() {
         sides.push(("logged".into(), &report["logged"]));
@@ -363,4 +376,24 @@ fn holders(html: &mut String, sides: &[(String, &Value)]) {
         html.push_str("</tr>");
     }
     html.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::job::Outcome;
+
+    #[test]
+    fn a_determinism_page_escapes_what_it_quotes() {
+        let mut r = Report::new(&[]);
+        r.add(Outcome::Determinism {
+            request_id: "<id>".into(),
+            detail: Some("scores differ".into()),
+        });
+        r.finish();
+        let page = render(&r).unwrap();
+        assert!(page.contains("<h2>Determinism</h2><p>0 identical, 1 different.</p>"));
+        assert!(page.contains("&lt;id&gt;: scores differ"), "{page}");
+        assert!(!page.contains("<script") && page.ends_with("</html>\n"));
+    }
 }
