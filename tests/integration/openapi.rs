@@ -287,7 +287,7 @@ async fn serves_the_document() {
         &score["responses"]["200"]["content"]["application/json"]["schema"],
     );
     assert!(resp["properties"]["scores"].is_object(), "{resp}");
-    let upload = &served["paths"]["/admin/v1/policies/{key}/versions"]["post"];
+    let upload = &served["paths"]["/admin/v1/policies/{policy}/versions"]["post"];
     assert!(upload["requestBody"]["content"]["application/wasm"].is_object());
 }
 
