@@ -90,7 +90,7 @@ impl Runtime {
             .total_tables(n * 4)
             .max_memory_size(Limits::MAX_MEMORY_BYTES)
             // Keep the first pages of each slot resident between instances:
-            // halves the fresh-instance cost (README, "Performance": design figures).
+            // halves the fresh-instance cost (docs/performance.md: design figures).
             .linear_memory_keep_resident(4 << 20)
             .table_keep_resident(64 << 10);
 
