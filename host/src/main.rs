@@ -12,7 +12,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    oasis::telemetry::logging::init(args.log_format, &args.log_level);
+    // Kept to the end: dropping it flushes buffered traces.
+    let _traces = oasis::telemetry::logging::init(args.log_format, &args.log_level);
     match cli::execute(args) {
         Ok(code) => code,
         Err(e) => {

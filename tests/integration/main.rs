@@ -24,3 +24,4 @@ mod server_backpressure;
 mod server_reload;
 mod server_slow_clients;
 mod server_smoke;
+mod traces;

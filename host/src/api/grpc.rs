@@ -29,6 +29,7 @@ use crate::api::error::ApiError;
 use crate::api::state::AppState;
 use crate::request;
 use crate::serving::{self, Received, Transport, encode};
+use crate::telemetry::trace::{self, HeaderCarrier};
 
 /// The scoring service over the server's shared state.
 #[derive(Clone)]
@@ -52,25 +53,37 @@ impl Scoring for ScoringService {
         // tonic has decoded the message by now; the clock starts here, as
         // the HTTP API's starts once the body is read.
         let started = Instant::now();
-        let state = &self.state;
-        let scorer = &state.scorer;
-        // The HTTP API's `--max-inflight`, shared by both front ends.
-        let _slot = scorer.admit().map_err(|e| refuse(state, e.into()))?;
-        let msg = request.into_inner();
-        let req = request::packed::from_proto(&msg).map_err(|e| refuse(state, e.into()))?;
-        let span = serving::span(&req);
-        async {
-            let scored = scorer
-                .score(req, started)
-                .await
-                .map_err(|e| refuse(state, e.into()))?;
-            let resp = encode::proto(&scored);
-            scorer.after(scored, Received::Parsed, Transport::Grpc);
-            Ok(Response::new(resp))
-        }
-        .instrument(span)
-        .await
+        let span = serving::span(Transport::Grpc);
+        trace::adopt_caller(&span, &HeaderCarrier(request.metadata().as_ref()));
+        score_in_span(&self.state, request, started)
+            .instrument(span)
+            .await
     }
+}
+
+/// admit → decode → score → encode → after, inside the request's span.
+async fn score_in_span(
+    state: &AppState,
+    request: Request<v1::ScoreRequest>,
+    started: Instant,
+) -> Result<Response<v1::ScoreResponse>, Status> {
+    let scorer = &state.scorer;
+    // The HTTP API's `--max-inflight`, shared by both front ends.
+    let _slot = tracing::debug_span!("admission")
+        .in_scope(|| scorer.admit())
+        .map_err(|e| refuse(state, e.into()))?;
+    let msg = request.into_inner();
+    let req = tracing::debug_span!("decode")
+        .in_scope(|| request::packed::from_proto(&msg))
+        .map_err(|e| refuse(state, e.into()))?;
+    serving::identify(&req);
+    let scored = scorer
+        .score(req, started)
+        .await
+        .map_err(|e| refuse(state, e.into()))?;
+    let resp = tracing::debug_span!("encode").in_scope(|| encode::proto(&scored));
+    scorer.after(scored, Received::Parsed, Transport::Grpc);
+    Ok(Response::new(resp))
 }
 
 fn refuse(state: &AppState, e: ApiError) -> Status {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
@@ -27,6 +27,7 @@ use crate::api::state::AppState;
 use crate::request::{self, ScoreRequest};
 use crate::response::ScoreResponse;
 use crate::serving::{self, Received, Transport, encode};
+use crate::telemetry::trace::{self, HeaderCarrier};
 
 /// Handler of `POST /v1/score`. At most `max_inflight` requests are scored at
 /// once (admission, after the body is read); more get 503 `overloaded`.
@@ -44,36 +45,47 @@ use crate::serving::{self, Received, Transport, encode};
         (status = 503, description = "Overloaded (`overloaded`), the route's policy never loaded (`policy_unavailable`), or the initial policy set is still loading (`not_ready`)",
             body = crate::api::error::ApiErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
-pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn score(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
+    let span = serving::span(Transport::Http);
+    trace::adopt_caller(&span, &HeaderCarrier(&headers));
+    score_in_span(&state, body, started).instrument(span).await
+}
+
+/// admit → decode → score → encode → after, inside the request's span.
+async fn score_in_span(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    started: Instant,
+) -> Response {
     let body = match body {
         Ok(b) => b,
-        Err(e) => return refuse(&state, ApiError::body(e, state.max_body_bytes)),
+        Err(e) => return refuse(state, ApiError::body(e, state.max_body_bytes)),
     };
     let scorer = &state.scorer;
-    let _slot = match scorer.admit() {
+    let _slot = match tracing::debug_span!("admission").in_scope(|| scorer.admit()) {
         Ok(slot) => slot,
-        Err(e) => return refuse(&state, e.into()),
+        Err(e) => return refuse(state, e.into()),
     };
-    let req = match request::parse(&body) {
+    let req = match tracing::debug_span!("decode").in_scope(|| request::parse(&body)) {
         Ok(r) => r,
-        Err(e) => return refuse(&state, e.into()),
+        Err(e) => return refuse(state, e.into()),
     };
-    let span = serving::span(&req);
-    async {
-        let scored = match scorer.score(req, started).await {
-            Ok(s) => s,
-            Err(e) => return refuse(&state, e.into()),
-        };
-        let json = match encode::json(&scored) {
-            Ok(json) => json,
-            Err(e) => return refuse(&state, e.into()),
-        };
-        scorer.after(scored, Received::Json(&body), Transport::Http);
-        ([(header::CONTENT_TYPE, "application/json")], json).into_response()
-    }
-    .instrument(span)
-    .await
+    serving::identify(&req);
+    let scored = match scorer.score(req, started).await {
+        Ok(s) => s,
+        Err(e) => return refuse(state, e.into()),
+    };
+    let json = match tracing::debug_span!("encode").in_scope(|| encode::json(&scored)) {
+        Ok(json) => json,
+        Err(e) => return refuse(state, e.into()),
+    };
+    scorer.after(scored, Received::Json(&body), Transport::Http);
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// Counts and logs a refused request, and renders it.

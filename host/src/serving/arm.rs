@@ -53,6 +53,43 @@ where
     });
 }
 
+/// The span of one policy call (a `debug` span under the request's, for
+/// traces): the policy, its version and digest, and the arm it serves as.
+pub fn span(arm: &ActivePolicy, as_arm: &'static str) -> tracing::Span {
+    let id = arm.policy.identity();
+    tracing::debug_span!(
+        "policy_call",
+        policy = arm.key(),
+        version = id.version.as_str(),
+        digest = id.digest.as_str(),
+        arm = as_arm,
+        outcome = tracing::field::Empty,
+        error_kind = tracing::field::Empty,
+        fuel = tracing::field::Empty,
+        peak_memory_bytes = tracing::field::Empty,
+    )
+}
+
+/// Records a call's outcome and resource use on its [`span`].
+pub fn record(span: &tracing::Span, result: &Result<CallOutcome, CallError>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(o) => {
+            span.record("outcome", "ok");
+            span.record("peak_memory_bytes", o.usage.peak_memory_bytes as u64);
+            if let Some(fuel) = o.usage.fuel {
+                span.record("fuel", fuel);
+            }
+        }
+        Err(e) => {
+            span.record("outcome", "failed");
+            span.record("error_kind", e.kind().as_str());
+        }
+    }
+}
+
 /// The call, timed.
 fn call(arm: &ActivePolicy, batch: &Batch) -> Invoked {
     let started = Instant::now();

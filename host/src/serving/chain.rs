@@ -28,6 +28,7 @@ use crate::response::Variant;
 use crate::sandbox::visible;
 use crate::serving::{Scorer, ServeError, arm};
 use crate::telemetry::metrics::FallbackBy;
+use tracing::Instrument;
 
 /// The answer to one request: who served it, and what failed before.
 #[derive(Debug)]
@@ -95,7 +96,7 @@ pub async fn serve(
         if req.candidates.len() > arm.policy.limits().max_candidates {
             continue;
         }
-        let (result, us) = match call(scorer, &arm, req).await {
+        let (result, us) = match call(scorer, kind, &arm, req).await {
             Ok(r) => r,
             Err(overloaded @ ServeError::Overloaded { .. }) if kind == primary => {
                 return Err(overloaded);
@@ -210,14 +211,18 @@ pub fn passthrough(req: &ValidRequest<'_>) -> WitDecisions {
 /// task panicked (host code; guest faults are values).
 async fn call(
     scorer: &Scorer,
+    kind: ArmKind,
     arm: &Arc<ActivePolicy>,
     req: &ValidRequest<'_>,
 ) -> Result<(Result<CallOutcome, CallError>, u64), ServeError> {
-    let permits = acquire(scorer, arm).await?;
+    let span = arm::span(arm, kind.as_str());
+    let permits = acquire(scorer, arm).instrument(span.clone()).await?;
     let in_use = GaugeGuard::new(&scorer.inner().metrics.requests.instances_in_use);
     let (result, elapsed) = arm::invoke(arm, req, (permits, in_use))
+        .instrument(span.clone())
         .await
         .map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;
+    arm::record(&span, &result);
     arm.metrics.latency.observe(elapsed.as_secs_f64());
     Ok((result, elapsed.as_micros() as u64))
 }

@@ -33,15 +33,26 @@ pub enum Received<'b> {
     Parsed,
 }
 
-/// The `score` span of one request: every line logged while scoring it
-/// carries its request id, route, policy and version. The transport enters
-/// it around `score`, the encoding and `after`.
-pub fn span(req: &ScoreRequest<'_>) -> tracing::Span {
+/// The `score` span of one request, from admission to `after`: every line
+/// logged while scoring it carries its request id ([`identify`]), route,
+/// policy and version, and the stages are spans under it (see
+/// `telemetry::trace`). The transport creates it before decoding and enters
+/// it around everything it does with the request.
+pub fn span(transport: Transport) -> tracing::Span {
     tracing::info_span!(
         "score",
-        request_id = %visible(&req.context.request_id),
+        transport = transport.as_str(),
+        request_id = tracing::field::Empty,
         route = tracing::field::Empty,
         policy = tracing::field::Empty,
         version = tracing::field::Empty,
     )
+}
+
+/// Records the decoded request's id on the current [`span`].
+pub fn identify(req: &ScoreRequest<'_>) {
+    tracing::Span::current().record(
+        "request_id",
+        tracing::field::display(visible(&req.context.request_id)),
+    );
 }

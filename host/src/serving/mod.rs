@@ -40,5 +40,5 @@ pub mod scorer;
 pub mod shadow;
 
 pub use error::ServeError;
-pub use intake::{Received, Transport, span};
+pub use intake::{Received, Transport, identify, span};
 pub use scorer::{Admission, Scored, Scorer};

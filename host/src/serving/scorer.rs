@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::control::manager::RollbackRequests;
 use crate::control::registry::{ArmKind, Registry, RoutePlan};
@@ -242,10 +243,15 @@ impl Scorer {
         span.record("route", route.as_str());
         span.record("policy", main.key());
         span.record("version", main.policy.identity().version.as_str());
-        let mut req = req.validate(main.policy.limits().max_candidates)?;
+        let max = main.policy.limits().max_candidates;
+        let mut req = tracing::debug_span!("validate").in_scope(|| req.validate(max))?;
         // Delivery state the request did not send (request values win).
         let fill = match &inner.delivery {
-            Some(d) => d.fill(&mut req).await,
+            Some(d) => {
+                d.fill(&mut req)
+                    .instrument(tracing::debug_span!("state_fill"))
+                    .await
+            }
             None => None,
         };
         let arms = plan.arms(&req.context.listener_id);
@@ -254,7 +260,8 @@ impl Scorer {
         if let Some(d) = &inner.delivery
             && served.arm != ArmKind::Passthrough
         {
-            d.served(&req, &served.decisions.campaign_updates);
+            tracing::debug_span!("write_back")
+                .in_scope(|| d.served(&req, &served.decisions.campaign_updates));
         }
         self.guard_canary(&plan, &served);
         Ok(Scored {
@@ -288,6 +295,7 @@ impl Scorer {
             Received::Parsed => Bytes::from(serde_json::to_vec(&*req).unwrap_or_default()),
         });
         if let (Some(log), Some(raw)) = (logged, &raw) {
+            let _span = tracing::debug_span!("decision_log").entered();
             let server_us = started.elapsed().as_micros() as u64;
             log.served(
                 &route,
@@ -298,7 +306,11 @@ impl Scorer {
                 server_us,
             );
         }
-        shadow::spawn(self, &plan, &req, &served, raw.as_ref(), fill.as_ref());
+        if !plan.shadows.is_empty() {
+            tracing::debug_span!("shadows").in_scope(|| {
+                shadow::spawn(self, &plan, &req, &served, raw.as_ref(), fill.as_ref())
+            });
+        }
         inner.metrics.requests.answered(
             &RequestLabels {
                 route,

@@ -89,6 +89,7 @@ pub fn spawn(
             ))
         });
         let arm = shadow.clone();
+        let _span = arm::span(shadow, "shadow").entered();
         arm::spawn(shadow, req, (slot, instance), move |(result, elapsed)| {
             let mut shadows = lock(&runtime.shadows);
             let stats = shadows.entry(reference.clone()).or_default();

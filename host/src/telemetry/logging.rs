@@ -8,11 +8,13 @@
 //!
 //! ```no_run
 //! use oasis::telemetry::logging::{LogFormat, init};
-//! init(LogFormat::Json, "info,oasis=debug");
+//! let _traces = init(LogFormat::Json, "info,oasis=debug");
 //! tracing::info!("structured, to stderr");
 //! ```
 
 use tracing::Subscriber;
+
+use super::trace::{self, Tracing};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -56,16 +58,33 @@ pub fn filter(directives: &str) -> (EnvFilter, Option<tracing_subscriber::filter
     }
 }
 
-/// Installs the global subscriber. An invalid filter falls back to `info`
-/// with a warning rather than refusing to start.
-pub fn init(format: LogFormat, directives: &str) {
+/// Installs the global subscriber: log lines filtered by `directives`, and
+/// the trace exporter's layer when the environment turns traces on
+/// ([`trace::from_env`]). Returns the exporter, to be kept until exit
+/// (dropping it flushes). An invalid filter falls back to `info`, and an
+/// exporter that cannot start leaves traces off; both with a warning
+/// rather than refusing to start.
+pub fn init(format: LogFormat, directives: &str) -> Option<Tracing> {
     let (filter, bad) = filter(directives);
+    let (tracing, trace_error) = match trace::from_env() {
+        Ok(t) => (t, None),
+        Err(e) => (None, Some(e)),
+    };
+    // Each layer has its own filter: the log lines keep theirs while the
+    // exporter sees the stage spans at `debug`.
     // A second `init` (tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer(format))
+        .with(fmt_layer(format).with_filter(filter))
+        .with(tracing.as_ref().map(|t| t.layer()))
         .try_init();
     if let Some(e) = bad {
         tracing::warn!(error = %e, "invalid log filter; using `info`");
     }
+    if let Some(e) = trace_error {
+        tracing::warn!(error = %e, "traces off: the OTLP exporter did not start");
+    }
+    if tracing.is_some() {
+        tracing::info!("traces exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)");
+    }
+    tracing
 }

@@ -5,6 +5,7 @@
 //! | `logging`   | the `tracing` subscriber: human or JSON lines, a filter     |
 //! | `metrics`   | Prometheus metrics, one group per subsystem                 |
 //! | `promotion` | flags a version that promotes nothing                       |
+//! | `trace`     | OpenTelemetry traces over OTLP, W3C context from callers     |
 //!
 //! Rules: telemetry imports only the library core; the layers above count
 //! into it.
@@ -12,3 +13,4 @@
 pub mod logging;
 pub mod metrics;
 pub mod promotion;
+pub mod trace;
