@@ -373,6 +373,7 @@ impl Policy {
     /// # Examples
     /// ```no_run
     /// # fn main() -> anyhow::Result<()> {
+    /// use oasis::request::Validate;
     /// let runtime = oasis::Runtime::new(Default::default())?;
     /// let policy = oasis::Policy::load_file(&runtime, "baseline.wasm".as_ref(), "{}", Default::default())?;
     /// let body = std::fs::read("examples/request.json")?;

@@ -38,6 +38,7 @@ use oasis::decision_log::outcomes::Outcomes;
 use oasis::decision_log::{DecisionRecord, Records, ReplayRecord};
 use oasis::divergence::{DecisionColumns, Divergence, DivergenceStats, DivergenceSummary, compare};
 use oasis::ope::{Accumulator, Decision, Estimate, Estimator};
+use oasis::request::Validate;
 use oasis::{Policy, Runtime, RuntimeConfig, request};
 use oasis_contract::ReasonBits;
 use oasis_contract::reason::PROMOTED;

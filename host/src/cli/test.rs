@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use oasis::Runtime;
+use oasis::request::{self, Validate};
 use oasis::response::Reasons;
-use oasis::{Runtime, request};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

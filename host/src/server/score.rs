@@ -24,7 +24,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::request::{self, ScoreRequest, ValidRequest};
+use crate::request::{self, ScoreRequest, ValidRequest, Validate};
 use crate::response::{self, FallbackInfo, ScoreResponse, Timing};
 use crate::sandbox::visible;
 use crate::server::api_error::ApiError;

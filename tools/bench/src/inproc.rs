@@ -10,7 +10,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis::request::{self, Validate};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig};
 use oasis_proto::prost::Message;
 
 use crate::native::{Native, POLICIES, manifest_settings};

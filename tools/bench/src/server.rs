@@ -20,7 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use oasis::PolicyRef;
-use oasis::request::{self, ValidRequest};
+use oasis::request::{self, ValidRequest, Validate};
 use oasis_proto::v1;
 
 use crate::native::{Native, POLICIES, manifest_settings};
