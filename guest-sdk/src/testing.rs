@@ -567,140 +567,62 @@ fn columnar(r: &oasis_wire::request::ScoreRequest<'_>) -> Result<Request, String
 }
 
 /// Runs the `oasis test` golden fixture at `path` natively with `P` and
-/// returns every difference from its expectations (empty when it passes),
-/// compared as `oasis test` compares them: per candidate its id, score and
-/// propensity (within the fixture's `tolerance`, default `1e-9`), eligibility,
-/// reason names and the candidate's listed `debug` values; the request-level
+/// returns every difference from its expectations (empty when it passes).
+///
+/// The fixture is read, compared and worded by [`oasis_wire::fixture`], as
+/// `oasis test` does: per candidate its id, score and propensity (within
+/// the fixture's `tolerance`, default `1e-9`), eligibility, reason names and
+/// the candidate's listed `debug` values; the request-level
 /// `expected_debug` values; and, when the fixture lists
 /// `expected_campaign_updates` (`[{"campaign": "<campaign id>",
 /// "pacing_integral": f, "pacing_last_error": f}]`), exactly those campaign
 /// updates, in any order.
 ///
 /// # Errors
-/// The file cannot be read or parsed, or the policy refuses the settings or
-/// the request (the message says which).
+/// The file cannot be read or is not a fixture, it has no `expected`
+/// output yet, or the policy refuses the settings or the request (the
+/// message says which).
 pub fn check_fixture<P: Policy>(path: impl AsRef<std::path::Path>) -> Result<Vec<String>, String> {
-    use serde_json::Value;
+    use oasis_wire::fixture::{self, Fixture, Output};
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let fx: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tol = fx["tolerance"].as_f64().unwrap_or(1e-9);
-    let settings = match &fx["settings"] {
-        Value::Null => "{}".to_string(),
-        s => s.to_string(),
-    };
-    let req = request_from_json(&fx["request"])?;
-    let out = run::<P>(&settings, &req)?;
-    let cands = fx["request"]["candidates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let expected = fx["expected"]
-        .as_array()
-        .ok_or("the fixture has no `expected` output")?;
-    let mut diffs = Vec::new();
-    if expected.len() != cands.len() {
-        diffs.push(format!(
-            "{} expected entries for {} candidates",
-            expected.len(),
-            cands.len()
-        ));
-    }
-    let debug = |candidate: Option<u32>, name: &str| {
-        out.debug
+    let fx = Fixture::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let wire = oasis_wire::request::from_value(&fx.request).map_err(json_err)?;
+    let req = columnar(&wire)?;
+    let out = run::<P>(&fx.settings_json(), &req)?;
+    let campaign_ids: Vec<&str> = wire.campaigns().first.iter().map(|c| &*c.id).collect();
+    let mut output = Output {
+        candidates: wire
+            .candidates
             .iter()
-            .find(|d| d.candidate == candidate && d.name == name)
-            .map(|d| d.value)
-    };
-    let far = |got: f64, want: &Value| want.as_f64().is_none_or(|w| (got - w).abs() > tol);
-    for (i, e) in expected.iter().enumerate().take(cands.len()) {
-        let id = cands[i]["id"].as_str().unwrap_or_default();
-        if e["id"].as_str() != Some(id) {
-            diffs.push(format!(
-                "candidate {i}: expected id {}, got {id:?}",
-                e["id"]
-            ));
-        }
-        if far(out.scores[i], &e["score"]) {
-            diffs.push(format!("{id}: score {} != {}", out.scores[i], e["score"]));
-        }
-        if e["eligible"].as_bool() != Some(out.eligible[i]) {
-            diffs.push(format!(
-                "{id}: eligible {} != {}",
-                out.eligible[i], e["eligible"]
-            ));
-        }
-        let got: Vec<&str> = oasis_contract::reason::names(out.reasons[i].bits()).collect();
-        let want: Vec<&str> = e["reasons"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if got != want {
-            diffs.push(format!("{id}: reasons {got:?} != {want:?}"));
-        }
-        if far(out.propensity[i], &e["propensity"]) {
-            diffs.push(format!(
-                "{id}: propensity {} != {}",
-                out.propensity[i], e["propensity"]
-            ));
-        }
-        for (name, want) in e["debug"].as_object().into_iter().flatten() {
-            match debug(Some(i as u32), name) {
-                Some(got) if !far(got, want) => {}
-                got => diffs.push(format!("{id}: debug `{name}` {got:?} != {want}")),
-            }
-        }
-    }
-    for (name, want) in fx["expected_debug"].as_object().into_iter().flatten() {
-        match debug(None, name) {
-            Some(got) if !far(got, want) => {}
-            got => diffs.push(format!("debug `{name}` {got:?} != {want}")),
-        }
-    }
-    if let Some(want) = fx["expected_campaign_updates"].as_array() {
-        let ids: Vec<&str> = {
-            let mut ids: Vec<&str> = Vec::new();
-            for c in &cands {
-                if let Some(id) = c["campaign"]["id"].as_str()
-                    && !ids.contains(&id)
-                {
-                    ids.push(id);
-                }
-            }
-            ids
-        };
-        let got: Vec<(&str, f64, f64)> = out
+            .enumerate()
+            .map(|(i, c)| fixture::Candidate {
+                id: c.id.to_string(),
+                score: out.scores[i],
+                eligible: out.eligible[i],
+                reasons: oasis_contract::reason::names(out.reasons[i].bits())
+                    .map(String::from)
+                    .collect(),
+                propensity: out.propensity[i],
+                debug: None,
+            })
+            .collect(),
+        campaign_updates: out
             .campaign_updates
             .iter()
-            .map(|u| {
-                (
-                    ids[u.campaign as usize],
-                    u.pacing_integral,
-                    u.pacing_last_error,
-                )
+            .map(|u| fixture::PacingUpdate {
+                campaign: campaign_ids[u.campaign as usize].to_string(),
+                pacing_integral: u.pacing_integral,
+                pacing_last_error: u.pacing_last_error,
             })
-            .collect();
-        if got.len() != want.len() {
-            diffs.push(format!(
-                "{} campaign updates, expected {}: {got:?}",
-                got.len(),
-                want.len()
-            ));
-        }
-        for w in want {
-            let id = w["campaign"].as_str().unwrap_or_default();
-            match got.iter().find(|g| g.0 == id) {
-                Some(&(_, integral, last))
-                    if !far(integral, &w["pacing_integral"])
-                        && !far(last, &w["pacing_last_error"]) => {}
-                Some(g) => diffs.push(format!("campaign update {g:?} != {w}")),
-                None => diffs.push(format!("no campaign update for `{id}`")),
-            }
-        }
+            .collect(),
+        ..Output::default()
+    };
+    for d in &out.debug {
+        output.add_debug(d.candidate.map(|c| c as usize), &d.name, d.value);
     }
-    Ok(diffs)
+    let diffs = fx.compare(&output).map_err(|e| e.to_string())?;
+    Ok(diffs.iter().map(ToString::to_string).collect())
 }
 
 /// Asserts that every `*.json` fixture in `dir` passes [`check_fixture`]
@@ -1055,6 +977,54 @@ mod tests {
         let sent = as_host_sends::<Forgetful>(&bare);
         assert_eq!(sent.candidates.feature_names, ["popularity"]);
         assert!(sent.candidates.features[0].is_nan());
+    }
+
+    /// Writes `fixture` to a file of its own and checks it with [`Tiny`].
+    fn check(name: &str, fixture: &serde_json::Value) -> Result<Vec<String>, String> {
+        let path =
+            std::env::temp_dir().join(format!("oasis-sdk-{name}-{}.json", std::process::id()));
+        std::fs::write(&path, fixture.to_string()).unwrap();
+        let result = check_fixture::<Tiny>(&path);
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    fn fixture(score_b: f64) -> serde_json::Value {
+        serde_json::json!({
+            "tolerance": 1e-6,
+            "request": {
+                "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+                            "surface": "radio", "market": "SE", "timestamp_ms": NOW_MS},
+                "candidates": [
+                    {"id": "a", "relevance": 0.5},
+                    {"id": "b", "relevance": 0.25, "campaign": {"id": "c", "start_ms": 0,
+                     "end_ms": NOW_MS + 1, "delivery_target": 10}}
+                ]
+            },
+            "expected": [
+                {"id": "a", "score": 0.5, "eligible": false, "reasons": ["organic"], "propensity": 0.0},
+                {"id": "b", "score": score_b, "eligible": false, "reasons": [], "propensity": 0.0}
+            ]
+        })
+    }
+
+    #[test]
+    fn fixtures_are_compared_as_oasis_test_compares_them() {
+        assert_eq!(check("pass", &fixture(0.25 + 5e-7)), Ok(vec![]));
+        assert_eq!(
+            check("fail", &fixture(0.3)),
+            Ok(vec![
+                "b: score expected 0.3 got 0.25 (tolerance 0.000001)".to_string()
+            ])
+        );
+        let mut bad = fixture(0.25);
+        bad["request"]["candidates"][1]["relevance"] = "high".into();
+        let err = check("bad-request", &bad).unwrap_err();
+        assert!(err.contains("(at `candidates[1].relevance`)"), "{err}");
+        let mut unblessed = fixture(0.25);
+        unblessed.as_object_mut().unwrap().remove("expected");
+        let err = check("unblessed", &unblessed).unwrap_err();
+        assert!(err.contains("no `expected` output yet"), "{err}");
     }
 
     #[test]

@@ -16,8 +16,11 @@
 //!   that borrow their strings from the body, a parser that names the JSON
 //!   path of an error, and the packing every reader shares (the request's
 //!   seed, campaigns sent once, the feature matrix).
-//! - `fixture` and `metadata` follow: the golden fixture file with its
-//!   comparison, and the policy metadata record.
+//! - [`fixture`]: the golden fixture file of `oasis test` and the SDK's
+//!   `check_fixture` (`policies/*/fixtures/*.json`), its comparison with a
+//!   policy's output (tolerance, fields compared, the list of mismatches)
+//!   and the blessing that rewrites its expectations.
+//! - `metadata` follows: the policy metadata record.
 //!
 //! What stays elsewhere: the contract's *rules* (bounds, surfaces, markets,
 //! reason codes, the output check) are `oasis-contract`, which stays
@@ -33,4 +36,5 @@
 //! [utoipa]: https://docs.rs/utoipa
 #![warn(missing_docs)]
 
+pub mod fixture;
 pub mod request;
