@@ -17,8 +17,8 @@
 //! batch the policy declared and calls it. The contract's rules (bounds,
 //! surfaces, markets, reason bits, the output check) come from the
 //! `oasis-contract` crate, shared with the guest SDK; the wire formats (the
-//! request's JSON types, the golden fixture) from `oasis-wire`, shared with
-//! the SDK's tests and `oasis-proto`.
+//! request's JSON types, the golden fixture, the metadata record) from
+//! `oasis-wire`, shared with the guest SDK and `oasis-proto`.
 //!
 //! Around it: [`runtime`] (engine, linker, epoch ticker), [`metadata`] (what
 //! a policy says about itself, and its identity), [`cache`] (compiled

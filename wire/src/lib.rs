@@ -20,7 +20,9 @@
 //!   `check_fixture` (`policies/*/fixtures/*.json`), its comparison with a
 //!   policy's output (tolerance, fields compared, the list of mismatches)
 //!   and the blessing that rewrites its expectations.
-//! - `metadata` follows: the policy metadata record.
+//! - [`metadata`]: what a policy says about itself (the WIT `metadata`
+//!   record as a plain, serializable struct), built by the SDK and read by
+//!   the host.
 //!
 //! What stays elsewhere: the contract's *rules* (bounds, surfaces, markets,
 //! reason codes, the output check) are `oasis-contract`, which stays
@@ -37,4 +39,5 @@
 #![warn(missing_docs)]
 
 pub mod fixture;
+pub mod metadata;
 pub mod request;
