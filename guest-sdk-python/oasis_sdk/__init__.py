@@ -3,7 +3,7 @@
 The Python twin of the Rust guest SDK (``guest-sdk/``): subclass ``Policy``,
 score a ``Request`` view of the columnar candidates into ``Decisions``, test
 natively with ``oasis_sdk.testing``, build a component with
-``scripts/build-python-policy``. See README.md, "Policies in Python".
+``scripts/build-python-policy``. See docs/python.md.
 """
 
 from . import blocks, log, reason, surface

@@ -1,4 +1,4 @@
-//! What a Python policy costs next to a Rust one (README, "Policies in
+//! What a Python policy costs next to a Rust one (docs/python.md, "Policies in
 //! Python"): per policy, cold compile + load, load from the compile cache,
 //! and the median of 31 calls (lift + score + checks) at 1, 300 and 1000
 //! candidates, each on a fresh instance (the default) and with instance

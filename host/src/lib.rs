@@ -20,9 +20,28 @@
 //! request's JSON types, the golden fixture, the metadata record) from
 //! `oasis-wire`, shared with the guest SDK and `oasis-proto`.
 //!
-//! Around it: [`runtime`] (engine, linker, epoch ticker), [`metadata`] (what
-//! a policy says about itself, and its identity), [`cache`] (compiled
-//! components on disk), [`limits`], [`error`], and [`server`].
+//! Around it: [`runtime`] (engine, linker, epoch ticker, the compile
+//! worker), [`metadata`] (what a policy says about itself, and its
+//! identity), [`cache`] (compiled components on disk), [`limits`],
+//! [`error`], [`delivery`] (state the request did not send).
+//!
+//! The server is four layers over that core, each a folder whose module
+//! doc gives its map and rules, and [`server`], the composition root that
+//! wires them:
+//!
+//! ```text
+//! api/        transport: HTTP and gRPC handlers, listener, admission, auth, OpenAPI, ErrorKind
+//! serving/    Scorer: resolve → validate → fill → chain → write-back → guardrail → log → shadows
+//! control/    manifests, registry, reload, rollout state, versions, manager, audit
+//! telemetry/  logging setup, metrics per subsystem
+//! ```
+//!
+//! A layer imports only the layers below it and the core; the core imports
+//! none of them (`tests/integration/layers.rs` checks the graph).
+//!
+//! Offline: [`decision_log`] records what was served, [`replay`] runs the
+//! logged requests again (determinism, or candidates compared with the log
+//! and valued off-policy with [`ope`]).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -38,11 +57,12 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bindings;
 pub mod bucket;
 pub mod cache;
 pub mod columnar;
-pub mod compile_worker;
+pub mod control;
 pub mod decision_log;
 pub mod delivery;
 pub mod divergence;
@@ -52,12 +72,15 @@ pub mod metadata;
 pub mod ope;
 pub(crate) mod output;
 pub mod policy;
+pub mod replay;
 pub mod request;
 pub mod response;
 pub mod runtime;
 pub(crate) mod sandbox;
 pub mod server;
+pub mod serving;
 pub(crate) mod stdio;
+pub mod telemetry;
 
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use limits::{Concurrency, Limits};

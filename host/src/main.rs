@@ -12,7 +12,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::telemetry::init(args.log_format, &args.log_level);
+    oasis::telemetry::logging::init(args.log_format, &args.log_level);
     match cli::execute(args) {
         Ok(code) => code,
         Err(e) => {

@@ -815,7 +815,7 @@ fn compile_within(
         return Ok(component);
     }
     if let Some(worker) = &runtime.config().compile_worker {
-        use crate::compile_worker::WorkerError;
+        use crate::runtime::compile_worker::WorkerError;
         let started = Instant::now();
         let (engine, dir, digest) = (
             runtime.engine().clone(),

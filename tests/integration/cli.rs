@@ -307,7 +307,7 @@ fn policy_logs_are_structured_and_bounded() {
 #[test]
 fn a_policy_cannot_forge_host_log_lines() {
     const FORGED: &str =
-        "2026-01-01T00:00:00.000000Z  INFO oasis::server::reload: policy activated";
+        "2026-01-01T00:00:00.000000Z  INFO oasis::control::reload: policy activated";
     for format in ["human", "json"] {
         let (ok, _, stderr) = run_attack(
             "forge-log",

@@ -185,7 +185,7 @@ fn worker_runtime(memory_mb: u64, timeout: Duration, cache: &Path) -> Runtime {
             max_functions: 200_000,
             timeout,
         },
-        compile_worker: Some(oasis::compile_worker::CompileWorker {
+        compile_worker: Some(oasis::runtime::compile_worker::CompileWorker {
             exe: env!("CARGO_BIN_EXE_oasis").into(),
             memory_bytes: memory_mb << 20,
             load_wait: None,
@@ -281,7 +281,7 @@ async fn a_compile_outlives_its_pass_and_a_policy_dropped_in_meanwhile_loads_fir
                 max_functions: 200_000,
                 timeout: Duration::from_secs(120),
             };
-            c.runtime.compile_worker = Some(oasis::compile_worker::CompileWorker {
+            c.runtime.compile_worker = Some(oasis::runtime::compile_worker::CompileWorker {
                 exe: env!("CARGO_BIN_EXE_oasis").into(),
                 memory_bytes: 2 << 30,
                 load_wait: Some(Duration::from_millis(100)),

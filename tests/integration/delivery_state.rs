@@ -161,7 +161,7 @@ async fn only_the_served_arm_writes_one_pacing_step_per_campaign_per_tick() {
         |c| {
             c.admin = Some(oasis::server::AdminConfig {
                 tokens: std::sync::Arc::new(
-                    oasis::server::admin_auth::AdminTokens::from_env_value(TOKEN).unwrap(),
+                    oasis::api::auth::AdminTokens::from_env_value(TOKEN).unwrap(),
                 ),
                 max_upload_bytes: 32 << 20,
             })

@@ -1,4 +1,4 @@
-//! The OpenAPI document (`oasis::server::openapi`, served at
+//! The OpenAPI document (`oasis::api::openapi`, served at
 //! `/openapi.json`) against the routers it describes.
 //!
 //! - Coverage, both ways, with no list of routes kept here: the paths are
@@ -23,15 +23,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, header};
-use oasis::server::admin_auth::AdminTokens;
-use oasis::server::audit::AuditLog;
-use oasis::server::manager::RolloutManager;
-use oasis::server::metrics::Metrics;
-use oasis::server::registry::Registry;
-use oasis::server::reload::Reloader;
-use oasis::server::state::AppState;
-use oasis::server::versions::VersionStore;
-use oasis::server::{AUDIT_FILE, admin, app, openapi};
+use oasis::api::auth::AdminTokens;
+use oasis::api::{AppState, admin, app, openapi};
+use oasis::control::audit::AuditLog;
+use oasis::control::manager::RolloutManager;
+use oasis::control::registry::Registry;
+use oasis::control::reload::{ReloadSettings, Reloader};
+use oasis::control::versions::VersionStore;
+use oasis::server::AUDIT_FILE;
+use oasis::serving::Scorer;
+use oasis::telemetry::metrics::Metrics;
 use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -55,20 +56,23 @@ async fn routers(setup: impl FnOnce(&Path)) -> Routers {
     let registry = Arc::new(Registry::default());
     let metrics = Arc::new(Metrics::new());
     let store = VersionStore::new(dir.path(), 10);
-    let reloader = Reloader {
-        dir: dir.path().to_path_buf(),
-        default_route: None,
-        runtime: runtime().clone(),
-        registry: registry.clone(),
-        metrics: metrics.clone(),
-        debounce: Duration::from_millis(50),
-        rescan: Duration::from_secs(60),
-        store: store.clone(),
-        module_grace: std::time::Duration::from_secs(60),
-    };
+    let reloader = Reloader::new(
+        dir.path().to_path_buf(),
+        runtime().clone(),
+        registry.clone(),
+        metrics.clone(),
+        store.clone(),
+        ReloadSettings {
+            default_route: None,
+            debounce: Duration::from_millis(50),
+            rescan: Duration::from_secs(60),
+            module_grace: Duration::from_secs(60),
+        },
+    );
     reloader.load_initial().await;
     registry.set_ready();
-    let state = AppState::new(registry, metrics.clone(), 16, 64 << 10, 64).with_store(store);
+    let scorer = Scorer::new(registry, metrics.clone(), 16, 64).with_store(store);
+    let state = AppState::new(scorer, 64 << 10);
     let audit = AuditLog::open(dir.path().join(AUDIT_FILE)).unwrap();
     let manager = Arc::new(RolloutManager::new(reloader, audit, metrics));
     let tokens = Arc::new(AdminTokens::from_env_value(TOKEN).unwrap());
@@ -283,7 +287,7 @@ async fn serves_the_document() {
         &score["responses"]["200"]["content"]["application/json"]["schema"],
     );
     assert!(resp["properties"]["scores"].is_object(), "{resp}");
-    let upload = &served["paths"]["/admin/v1/policies/{key}/versions"]["post"];
+    let upload = &served["paths"]["/admin/v1/policies/{policy}/versions"]["post"];
     assert!(upload["requestBody"]["content"]["application/wasm"].is_object());
 }
 
@@ -749,4 +753,56 @@ async fn answers_match_the_documented_schemas() {
     )
     .await;
     assert_eq!(a.status, 400);
+}
+
+#[test]
+fn operation_ids_are_unique_and_path_parameters_named_alike() {
+    let doc = doc();
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_string()), "operationId `{id}` twice");
+        }
+        // A policy is `{policy}` and a route `{route}` wherever a path names one.
+        let segments: Vec<&str> = path.split('/').collect();
+        for pair in segments.windows(2) {
+            if let [parent, param] = pair
+                && param.starts_with('{')
+            {
+                let want = match *parent {
+                    "policies" => "{policy}",
+                    "routes" => "{route}",
+                    other => panic!("{path}: a parameter under `{other}` has no naming rule"),
+                };
+                assert_eq!(*param, want, "{path}");
+            }
+        }
+    }
+    assert!(ids.len() >= 19, "{ids:?}");
+}
+
+#[test]
+fn the_error_kinds_are_one_enum_in_the_document() {
+    let doc = doc();
+    let kinds: BTreeSet<&str> = doc["components"]["schemas"]["ErrorKind"]["enum"]
+        .as_array()
+        .expect("ErrorKind is an enum schema")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let all: BTreeSet<&str> = oasis::api::error::ErrorKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(kinds, all);
+    assert_eq!(
+        doc["components"]["schemas"]["ApiError"]["properties"]["kind"]["$ref"],
+        "#/components/schemas/ErrorKind"
+    );
 }

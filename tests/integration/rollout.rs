@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oasis::server::admin_auth::AdminTokens;
+use oasis::api::auth::AdminTokens;
 use oasis::server::{AdminConfig, ServerConfig};
 use oasis_test_components::{
     ADVERSARIAL, BASELINE, EPSILON_GREEDY, EXPOSURE_FAIRNESS, FLAKY, GUARDED_BOOST, PID_PACING,

@@ -283,7 +283,7 @@ async fn settings_identify_a_version_and_a_version_that_promotes_nothing_is_flag
             install(d, "silent", GUARDED_BOOST, "[settings]\ntheta = 0.0\n");
         },
         |c| {
-            c.promotion_stall = oasis::server::promotion::PromotionStall {
+            c.promotion_stall = oasis::telemetry::promotion::PromotionStall {
                 candidates: 1,
                 after: std::time::Duration::ZERO,
             }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use oasis::server::manifest::{Manifest, ROUTES_FILE, RoutesFile};
+use oasis::control::manifest::{Manifest, ROUTES_FILE, RoutesFile};
 use oasis::{LoadError, Runtime, RuntimeConfig};
 use serde::Serialize;
 

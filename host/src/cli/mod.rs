@@ -4,11 +4,9 @@ pub mod check;
 pub mod inspect;
 pub mod new;
 pub mod replay;
-mod replay_html;
 pub mod rollout;
 pub mod run;
 pub mod serve;
-pub mod telemetry;
 pub mod test;
 
 use std::path::Path;
@@ -24,8 +22,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Human)]
-    pub log_format: telemetry::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = oasis::telemetry::logging::LogFormat::Human)]
+    pub log_format: oasis::telemetry::logging::LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `oasis=debug`.
     #[arg(long, global = true, default_value = "info", env = "OASIS_LOG")]
     pub log_level: String,
@@ -90,7 +88,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_dir: None,
                 ..Default::default()
             };
-            match oasis::compile_worker::serve_one(a.memory_bytes, config) {
+            match oasis::runtime::serve_compile_worker(a.memory_bytes, config) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(message) => {
                     eprintln!("{message}");
@@ -174,7 +172,10 @@ impl std::fmt::Display for PolicyFailed {
 
 /// The exit status of a command that failed with `e`.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<LoadFailed>().is_some() {
+    if e.downcast_ref::<LoadFailed>().is_some()
+        || e.downcast_ref::<oasis::replay::ReplayError>()
+            .is_some_and(|e| e.is_load_failure())
+    {
         exit::LOAD_FAILED
     } else if e.downcast_ref::<PolicyFailed>().is_some() {
         exit::POLICY_FAILED
@@ -205,7 +206,7 @@ pub fn read_settings(arg: Option<&Path>) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read settings file {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "toml") {
         if looks_like_manifest(&text) {
-            let m = oasis::server::manifest::Manifest::parse(path, &text)?;
+            let m = oasis::control::manifest::Manifest::parse(path, &text)?;
             return Ok(m.settings_json);
         }
         let value: toml::Value = toml::from_str(&text)
@@ -239,7 +240,7 @@ impl PolicyArg {
     /// limits; anything else is the component itself.
     pub fn resolve(path: &Path) -> anyhow::Result<PolicyArg> {
         if path.extension().is_some_and(|e| e == "toml") {
-            let m = oasis::server::manifest::Manifest::load(path)?;
+            let m = oasis::control::manifest::Manifest::load(path)?;
             return Ok(PolicyArg {
                 module: m.module,
                 settings: Some(m.settings_json),

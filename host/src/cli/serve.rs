@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use oasis::api::auth::AdminTokens;
+use oasis::api::listener::ConnectionLimits;
 use oasis::decision_log::DecisionLogConfig;
 use oasis::delivery::{StateBackend, StateConfig};
-use oasis::server::admin_auth::AdminTokens;
-use oasis::server::listener::ConnectionLimits;
 use oasis::server::{AdminConfig, DecisionLogSettings, Server, ServerConfig};
 
 /// Arguments of `oasis serve`.
@@ -60,7 +60,7 @@ pub struct Args {
     /// Memory cap of one compile, MiB: components compile in a child
     /// process under this cap (and are killed at --max-compile-ms); 0
     /// compiles on a thread of the server instead (no memory cap).
-    #[arg(long, default_value_t = oasis::compile_worker::DEFAULT_MEMORY_BYTES >> 20)]
+    #[arg(long, default_value_t = oasis::runtime::compile_worker::DEFAULT_MEMORY_BYTES >> 20)]
     pub max_compile_mb: u64,
     /// How long a reload pass waits for a compile, milliseconds; a longer
     /// compile goes on in the background (the worker) and the policy loads
@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long)]
     pub grpc_listen: Option<SocketAddr>,
     /// Largest module the admin API accepts, bytes.
-    #[arg(long, default_value_t = oasis::server::admin::DEFAULT_MAX_UPLOAD_BYTES)]
+    #[arg(long, default_value_t = oasis::control::manager::DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: usize,
     /// Log decisions (one JSON line per scored request) into this directory,
     /// rotating files by size and age; `-` logs to stdout.
@@ -110,10 +110,10 @@ pub struct Args {
     pub keep_versions: usize,
     /// A version that promotes nothing over this many campaign candidates
     /// (and --stall-after-s) is flagged as stalled.
-    #[arg(long, default_value_t = oasis::server::promotion::PromotionStall::default().candidates)]
+    #[arg(long, default_value_t = oasis::telemetry::promotion::PromotionStall::default().candidates)]
     pub stall_candidates: u64,
     /// ... and over this many seconds.
-    #[arg(long, default_value_t = oasis::server::promotion::PromotionStall::default().after.as_secs())]
+    #[arg(long, default_value_t = oasis::telemetry::promotion::PromotionStall::default().after.as_secs())]
     pub stall_after_s: u64,
     /// A manifest may wait this long for its module (deployed after it)
     /// before the wait counts as a failed load.
@@ -224,7 +224,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             read_budget: Duration::from_millis(args.state_read_budget_ms.max(1)),
             ..StateConfig::default()
         },
-        promotion_stall: oasis::server::promotion::PromotionStall {
+        promotion_stall: oasis::telemetry::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),
         },
@@ -239,7 +239,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         config.runtime.cache_dir = args.cache_dir;
     }
     if args.max_compile_mb > 0 {
-        config.runtime.compile_worker = Some(oasis::compile_worker::CompileWorker {
+        config.runtime.compile_worker = Some(oasis::runtime::compile_worker::CompileWorker {
             exe: std::env::current_exe()
                 .context("locating the oasis binary for its compile worker")?,
             memory_bytes: args.max_compile_mb.saturating_mul(1 << 20),

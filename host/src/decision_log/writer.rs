@@ -260,7 +260,10 @@ pub enum OutcomesRefused {
 
 /// What the queue carries. Records are not boxed: the queue's slots are
 /// allocated once (`queue` × ~370 bytes), and `log` allocates nothing.
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "records are not boxed so that logging allocates nothing"
+)]
 enum Msg {
     Record(PendingRecord),
     /// Encoded outcome lines (each ending with a newline), and how many.
@@ -583,7 +586,10 @@ fn encode(
 }
 
 /// Where lines go. (One per writer thread: its size does not matter.)
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per writer thread: its size does not matter"
+)]
 enum Sink {
     Stdout(StdoutSink),
     Files(FileSink),

@@ -77,6 +77,36 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
         .context
         .as_ref()
         .ok_or_else(|| malformed("context", "missing field `context`"))?;
+    let context = context(ctx)?;
+    let campaigns = msg
+        .campaigns
+        .iter()
+        .enumerate()
+        .map(|(j, c)| campaign(j, c))
+        .collect::<Result<Vec<_>, RequestError>>()?;
+    Ok(ScoreRequest {
+        route: (!msg.route.is_empty()).then(|| Cow::Borrowed(msg.route.as_str())),
+        context,
+        candidates: candidates(msg.candidates.as_ref(), &campaigns)?,
+        rights_holders: (!msg.rights_holders.is_empty()).then(|| {
+            msg.rights_holders
+                .iter()
+                .map(|(id, h)| {
+                    (
+                        Cow::Borrowed(id.as_str()),
+                        RequestHolder {
+                            exposure_share_7d: h.exposure_share_7d,
+                        },
+                    )
+                })
+                .collect()
+        }),
+        debug: msg.debug,
+    })
+}
+
+/// The listening context, strings borrowed.
+fn context(ctx: &v1::Context) -> Result<RequestContext<'_>, RequestError> {
     if ctx.features.len() != ctx.feature_names.len() {
         return Err(malformed(
             "context.features",
@@ -87,7 +117,7 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
             ),
         ));
     }
-    let context = RequestContext {
+    Ok(RequestContext {
         request_id: Cow::Borrowed(&ctx.request_id),
         listener_id: Cow::Borrowed(&ctx.listener_id),
         session_id: Cow::Borrowed(&ctx.session_id),
@@ -97,7 +127,49 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
         seed: ctx.seed,
         features: features(&ctx.feature_names, &ctx.features, "context.feature_names")?,
         slate_size: ctx.slate_size,
+    })
+}
+
+/// Campaign `j` of the message. Each is converted once; candidates share it
+/// by copy (validation then packs it once again, as for JSON).
+fn campaign(j: usize, c: &v1::Campaign) -> Result<RequestCampaign<'_>, RequestError> {
+    let surfaces = if c.surfaces.is_empty() {
+        None
+    } else {
+        Some(
+            c.surfaces
+                .iter()
+                .enumerate()
+                .map(|(s, v)| surface(|| format!("campaigns[{j}].surfaces[{s}]"), *v))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
     };
+    Ok(RequestCampaign {
+        id: Cow::Borrowed(&c.id),
+        start_ms: c.start_ms,
+        end_ms: c.end_ms,
+        surfaces,
+        markets: c
+            .markets
+            .iter()
+            .map(|m| Cow::Borrowed(m.as_str()))
+            .collect(),
+        delivery_target: c.delivery_target,
+        delivered: c.delivered,
+        expected_by_now: c.expected_by_now,
+        pacing_integral: c.pacing_integral,
+        pacing_last_error: c.pacing_last_error,
+        pacing_updated_ms: c.pacing_updated_ms,
+        commission_bps: c.commission_bps,
+    })
+}
+
+/// The candidate columns as rows: every column checked for length, feature
+/// rows borrowed, campaign indexes resolved into `campaigns`.
+fn candidates<'m>(
+    k: Option<&'m v1::Candidates>,
+    campaigns: &[RequestCampaign<'m>],
+) -> Result<Vec<RequestCandidate<'m>>, RequestError> {
     static EMPTY: v1::Candidates = v1::Candidates {
         ids: Vec::new(),
         relevance: Vec::new(),
@@ -109,7 +181,7 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
         feature_names: Vec::new(),
         features: Vec::new(),
     };
-    let k = msg.candidates.as_ref().unwrap_or(&EMPTY);
+    let k = k.unwrap_or(&EMPTY);
     let n = k.ids.len();
     let relevance = column(&k.relevance, n, "candidates.relevance")?;
     if relevance.is_none() && n > 0 {
@@ -139,44 +211,6 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
             ),
         ));
     }
-    // Each campaign converted once; candidates share it by copy (validation
-    // then packs it once again, as for JSON).
-    let campaigns = msg
-        .campaigns
-        .iter()
-        .enumerate()
-        .map(|(j, c)| {
-            let surfaces = if c.surfaces.is_empty() {
-                None
-            } else {
-                Some(
-                    c.surfaces
-                        .iter()
-                        .enumerate()
-                        .map(|(s, v)| surface(|| format!("campaigns[{j}].surfaces[{s}]"), *v))
-                        .collect::<Result<Vec<_>, _>>()?,
-                )
-            };
-            Ok(RequestCampaign {
-                id: Cow::Borrowed(&c.id),
-                start_ms: c.start_ms,
-                end_ms: c.end_ms,
-                surfaces,
-                markets: c
-                    .markets
-                    .iter()
-                    .map(|m| Cow::Borrowed(m.as_str()))
-                    .collect(),
-                delivery_target: c.delivery_target,
-                delivered: c.delivered,
-                expected_by_now: c.expected_by_now,
-                pacing_integral: c.pacing_integral,
-                pacing_last_error: c.pacing_last_error,
-                pacing_updated_ms: c.pacing_updated_ms,
-                commission_bps: c.commission_bps,
-            })
-        })
-        .collect::<Result<Vec<_>, RequestError>>()?;
     let mut candidates = Vec::with_capacity(n);
     for i in 0..n {
         let camp = match campaign.map_or(-1, |c| c[i]) {
@@ -206,25 +240,7 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
             },
         });
     }
-    Ok(ScoreRequest {
-        route: (!msg.route.is_empty()).then(|| Cow::Borrowed(msg.route.as_str())),
-        context,
-        candidates,
-        rights_holders: (!msg.rights_holders.is_empty()).then(|| {
-            msg.rights_holders
-                .iter()
-                .map(|(id, h)| {
-                    (
-                        Cow::Borrowed(id.as_str()),
-                        RequestHolder {
-                            exposure_share_7d: h.exposure_share_7d,
-                        },
-                    )
-                })
-                .collect()
-        }),
-        debug: msg.debug,
-    })
+    Ok(candidates)
 }
 
 #[cfg(test)]

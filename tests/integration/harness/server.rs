@@ -1,6 +1,6 @@
 //! The server under test, reached two ways through one [`Harness`]:
 //!
-//! - [`TestApp`]: the router of `oasis::server::app` driven in process with
+//! - [`TestApp`]: the router of `oasis::api::app` driven in process with
 //!   `tower::ServiceExt::oneshot`, over a registry loaded once by the
 //!   reloader: no socket, no watcher. For what the HTTP surface answers.
 //! - [`TestServer`]: `Server::run` on 127.0.0.1:0 with its watcher. For what
@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use oasis::server::metrics::Metrics;
-use oasis::server::registry::Registry;
-use oasis::server::reload::Reloader;
-use oasis::server::state::AppState;
-use oasis::server::versions::VersionStore;
-use oasis::server::{Server, ServerConfig, app};
+use oasis::api::{AppState, app};
+use oasis::control::registry::Registry;
+use oasis::control::reload::{ReloadSettings, Reloader};
+use oasis::control::versions::VersionStore;
+use oasis::server::{Server, ServerConfig};
+use oasis::serving::Scorer;
+use oasis::telemetry::metrics::Metrics;
 use oasis::{Runtime, RuntimeConfig};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -132,27 +133,29 @@ impl Harness for TestApp {
         let (dir, config) = config(setup, tune);
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::new().with_promotion_stall(config.promotion_stall));
-        Reloader {
-            dir: config.policies.clone(),
-            default_route: config.default_route.clone(),
-            runtime: Runtime::new(config.runtime.clone()).unwrap(),
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-            debounce: config.debounce,
-            rescan: config.rescan,
-            store: VersionStore::new(&config.policies, config.keep_versions),
-            module_grace: config.module_grace,
-        }
+        Reloader::new(
+            config.policies.clone(),
+            Runtime::new(config.runtime.clone()).unwrap(),
+            registry.clone(),
+            metrics.clone(),
+            VersionStore::new(&config.policies, config.keep_versions),
+            ReloadSettings {
+                default_route: config.default_route.clone(),
+                debounce: config.debounce,
+                rescan: config.rescan,
+                module_grace: config.module_grace,
+            },
+        )
         .load_initial()
         .await;
         registry.set_ready();
-        let state = AppState::new(
+        let scorer = Scorer::new(
             registry,
             metrics,
             config.runtime.max_instances,
-            config.max_body_bytes,
             config.max_inflight,
         );
+        let state = AppState::new(scorer, config.max_body_bytes);
         TestApp {
             _dir: dir,
             router: app(state),

@@ -210,12 +210,12 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
         let json_total = time(|| {
             let req = request::parse(body).unwrap().validate(2000).unwrap();
             let out = gp.score(&req).unwrap();
-            json_response(&req, gp.identity(), &out.decisions);
+            json_response(&req, gp.identity(), out.decisions);
         });
         let json_native = time(|| {
             let req = request::parse(body).unwrap().validate(2000).unwrap();
             let d = gn.call(&gn.batch(&req)).unwrap();
-            json_response(&req, gp.identity(), &d);
+            json_response(&req, gp.identity(), d);
         });
         out.e2e.push(E2eRow {
             transport: "JSON",
@@ -242,7 +242,7 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
                 .validate(2000)
                 .unwrap();
             let out = gp.score(&req).unwrap();
-            grpc_response(&req, gp.identity(), &out.decisions).encode_to_vec();
+            grpc_response(&req, gp.identity(), out.decisions).encode_to_vec();
         });
         let grpc_native = time(|| {
             let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
@@ -251,7 +251,7 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
                 .validate(2000)
                 .unwrap();
             let d = gn.call(&gn.batch(&req)).unwrap();
-            grpc_response(&req, gp.identity(), &d).encode_to_vec();
+            grpc_response(&req, gp.identity(), d).encode_to_vec();
         });
         out.e2e.push(E2eRow {
             transport: "gRPC",
@@ -268,72 +268,28 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
     Ok(out)
 }
 
-/// The JSON response body, as the server encodes it (`server::score`).
+/// The JSON response body, encoded by the server's own encoder
+/// (`oasis::serving::encode`) for `d` served by `policy` as the stable arm.
 pub fn json_response(
     req: &oasis::ValidRequest<'_>,
-    policy: &oasis::PolicyRef,
-    d: &oasis::bindings::WitDecisions,
+    policy: &std::sync::Arc<oasis::PolicyRef>,
+    d: oasis::bindings::WitDecisions,
 ) -> Vec<u8> {
-    let resp = oasis::response::ScoreResponse {
-        request_id: &req.context.request_id,
-        route: req.route.as_deref(),
-        policy,
-        variant: oasis::response::Variant::Stable,
-        arm: Some("stable"),
-        fallback: None,
-        scores: oasis::response::scored(req, d),
-        debug: None,
-        timing: oasis::response::Timing {
-            server_us: 0,
-            policy_us: 0,
-        },
-    };
-    let mut body = Vec::with_capacity(256 + 128 * req.candidates.len());
-    serde_json::to_writer(&mut body, &resp).expect("encodable");
-    body
+    let served = oasis::serving::chain::Served::stable(policy.clone(), d);
+    let route = req.route.as_deref().unwrap_or_default();
+    oasis::serving::encode::json_of(req, route, &served, 0).expect("encodable")
 }
 
-/// The gRPC response message, as the server builds it (`server::grpc`).
+/// The gRPC response message, built by the server's own encoder
+/// (`oasis::serving::encode`) for `d` served by `policy` as the stable arm.
 pub fn grpc_response(
     req: &oasis::ValidRequest<'_>,
-    policy: &oasis::PolicyRef,
-    d: &oasis::bindings::WitDecisions,
+    policy: &std::sync::Arc<oasis::PolicyRef>,
+    d: oasis::bindings::WitDecisions,
 ) -> oasis_proto::v1::ScoreResponse {
-    use oasis_contract::ReasonBits;
-    use oasis_proto::v1;
-    v1::ScoreResponse {
-        request_id: req.context.request_id.to_string(),
-        route: req.route.as_deref().unwrap_or_default().to_string(),
-        policy: Some(v1::PolicyRef {
-            name: policy.name.to_string(),
-            version: policy.version.clone(),
-            digest: policy.digest.clone(),
-            settings_sha256: policy
-                .settings_sha256
-                .as_deref()
-                .unwrap_or_default()
-                .to_string(),
-        }),
-        variant: "stable".into(),
-        arm: "stable".into(),
-        fallback: None,
-        scores: Some(v1::Scores {
-            ids: req.candidates.iter().map(|c| c.id.to_string()).collect(),
-            scores: d.scores.clone(),
-            eligible: d.eligible.clone(),
-            reasons: d.reasons.iter().map(|r| r.reason_bits().into()).collect(),
-            propensity: d.propensity.clone(),
-            reason_names: oasis_contract::reason::REASONS
-                .iter()
-                .map(|(_, n)| n.to_string())
-                .collect(),
-        }),
-        debug: Vec::new(),
-        timing: Some(v1::Timing {
-            server_us: 0,
-            policy_us: 0,
-        }),
-    }
+    let served = oasis::serving::chain::Served::stable(policy.clone(), d);
+    let route = req.route.as_deref().unwrap_or_default();
+    oasis::serving::encode::proto_of(req, route, &served, 0)
 }
 
 /// Tactics measured in process, as Markdown table rows plus notes.
@@ -431,11 +387,11 @@ fn tactics(root: &Path, wasm_dir: &Path, bodies: &[(usize, Vec<u8>)]) -> anyhow:
     // Per-route counter handles vs a label lookup per request.
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
-    let family: Family<oasis::server::metrics::RequestLabels, Counter> = Family::default();
+    let family: Family<oasis::telemetry::metrics::RequestLabels, Counter> = Family::default();
     let routes = ["radio", "autoplay", "mixes", "fairness", "explore"];
     for r in routes {
         family
-            .get_or_create(&oasis::server::metrics::RequestLabels {
+            .get_or_create(&oasis::telemetry::metrics::RequestLabels {
                 route: r.into(),
                 variant: "stable",
                 transport: "http",
@@ -446,7 +402,7 @@ fn tactics(root: &Path, wasm_dir: &Path, bodies: &[(usize, Vec<u8>)]) -> anyhow:
     let lookup = time(|| {
         i += 1;
         family
-            .get_or_create(&oasis::server::metrics::RequestLabels {
+            .get_or_create(&oasis::telemetry::metrics::RequestLabels {
                 route: routes[i % 5].to_string(),
                 variant: "stable",
                 transport: "http",
@@ -457,7 +413,7 @@ fn tactics(root: &Path, wasm_dir: &Path, bodies: &[(usize, Vec<u8>)]) -> anyhow:
         .iter()
         .map(|r| {
             family
-                .get_or_create(&oasis::server::metrics::RequestLabels {
+                .get_or_create(&oasis::telemetry::metrics::RequestLabels {
                     route: (*r).into(),
                     variant: "stable",
                     transport: "http",
@@ -473,7 +429,7 @@ fn tactics(root: &Path, wasm_dir: &Path, bodies: &[(usize, Vec<u8>)]) -> anyhow:
     let _ = writeln!(
         s,
         "\nPer-route counter handles: a label lookup per request (`Family::get_or_create` with \
-         the route's name cloned, as `server::score` does) {:.0} ns; a held handle {:.0} ns; \
+         the route's name cloned, as `api::score` does) {:.0} ns; a held handle {:.0} ns; \
          saving {:.2} us per request, uncontended (one thread).",
         lookup * 1000.0,
         handle * 1000.0,

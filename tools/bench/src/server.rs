@@ -27,7 +27,7 @@ use crate::native::{Native, POLICIES, manifest_settings};
 
 /// The policies and routes served.
 pub struct Routes {
-    policies: Vec<(Native, PolicyRef)>,
+    policies: Vec<(Native, Arc<PolicyRef>)>,
     routes: HashMap<String, usize>,
     default: usize,
 }
@@ -47,7 +47,7 @@ impl Routes {
                 settings_sha256: None,
             };
             routes.insert(name.to_string(), i);
-            policies.push((native, r));
+            policies.push((native, Arc::new(r)));
         }
         let text = std::fs::read_to_string(root.join("examples/policies/routes.toml"))?;
         let v: toml::Value = toml::from_str(&text)?;
@@ -71,7 +71,7 @@ impl Routes {
         })
     }
 
-    fn resolve(&self, route: Option<&str>) -> Result<(&Native, &PolicyRef), String> {
+    fn resolve(&self, route: Option<&str>) -> Result<(&Native, &Arc<PolicyRef>), String> {
         let i = match route {
             None => self.default,
             Some(r) => *self
@@ -87,8 +87,14 @@ impl Routes {
     fn score<'a>(
         &self,
         req: request::ScoreRequest<'a>,
-    ) -> Result<(ValidRequest<'a>, &PolicyRef, oasis::bindings::WitDecisions), (StatusCode, String)>
-    {
+    ) -> Result<
+        (
+            ValidRequest<'a>,
+            &Arc<PolicyRef>,
+            oasis::bindings::WitDecisions,
+        ),
+        (StatusCode, String),
+    > {
         let (native, r) = self
             .resolve(req.route.as_deref())
             .map_err(|e| (StatusCode::NOT_FOUND, e))?;
@@ -110,23 +116,11 @@ async fn score_http(State(routes): State<Arc<Routes>>, body: Bytes) -> Response 
     };
     match routes.score(req) {
         Ok((req, r, d)) => {
-            let resp = oasis::response::ScoreResponse {
-                request_id: &req.context.request_id,
-                route: req.route.as_deref(),
-                policy: r,
-                variant: oasis::response::Variant::Stable,
-                arm: Some("stable"),
-                fallback: None,
-                scores: oasis::response::scored(&req, &d),
-                debug: None,
-                timing: oasis::response::Timing {
-                    server_us: started.elapsed().as_micros() as u64,
-                    policy_us: 0,
-                },
-            };
-            let mut out = Vec::with_capacity(256 + 128 * req.candidates.len());
-            match serde_json::to_writer(&mut out, &resp) {
-                Ok(()) => ([(header::CONTENT_TYPE, "application/json")], out).into_response(),
+            let served = oasis::serving::chain::Served::stable(r.clone(), d);
+            let route = req.route.as_deref().unwrap_or_default();
+            let server_us = started.elapsed().as_micros() as u64;
+            match oasis::serving::encode::json_of(&req, route, &served, server_us) {
+                Ok(out) => ([(header::CONTENT_TYPE, "application/json")], out).into_response(),
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
             }
         }
@@ -152,7 +146,7 @@ impl v1::scoring_server::Scoring for Grpc {
             StatusCode::UNPROCESSABLE_ENTITY => tonic::Status::invalid_argument(e),
             _ => tonic::Status::internal(e),
         })?;
-        let mut resp = crate::inproc::grpc_response(&req, r, &d);
+        let mut resp = crate::inproc::grpc_response(&req, r, d);
         resp.timing = Some(v1::Timing {
             server_us: started.elapsed().as_micros() as u64,
             policy_us: 0,

@@ -2,8 +2,9 @@
 //! request, as outcome events for `POST /v1/outcomes`.
 //!
 //! The reward model is the one the off-policy simulation test
-//! (`simulate.rs`) uses, so a README walkthrough (serve with a decision log,
-//! run `pzn-client --outcomes`, `oasis replay --outcomes`) estimates values
+//! (`simulate.rs`) uses, so the walkthrough in
+//! docs/decision-logs-and-replay.md (serve with a decision log, run
+//! `pzn-client --outcomes`, `oasis replay --outcomes`) estimates values
 //! under a known model: a campaign track is streamed with probability
 //! [`stream_probability`], else skipped. Promoting a relevant track pays,
 //! promoting an irrelevant one does not; a likely skip lowers it either way.

@@ -9,7 +9,7 @@
 //! cargo test -p pzn-client simulate -- --nocapture
 //! ```
 //!
-//! prints the table that README.md shows under "Decision logs and replay".
+//! prints the table that docs/decision-logs-and-replay.md shows.
 
 #[cfg(test)]
 mod tests {

@@ -148,7 +148,7 @@ impl Policy for Adversarial {
                 }
             }
             Attack::ForgeLog => {
-                let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO oasis::server::reload: policy activated policy=evil\u{1b}[2K";
+                let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO oasis::control::reload: policy activated policy=evil\u{1b}[2K";
                 oasis_sdk::log::event(oasis_sdk::log::Level::Info, forged, &[("k\nx", forged)]);
                 println!("{forged}");
                 eprintln!("{forged}");

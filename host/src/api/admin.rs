@@ -1,0 +1,318 @@
+//! The admin API: rollout changes, version uploads and the audit log, behind
+//! a bearer token.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | `/admin/v1/policies/{key}/versions` | upload a module (`application/wasm`) as a version of `key` |
+//! | POST | `/admin/v1/routes/{route}/canary` | `{"version", "percent"}`: start a canary or change its share |
+//! | POST | `/admin/v1/routes/{route}/promote` | the canary becomes stable |
+//! | POST | `/admin/v1/routes/{route}/rollback` | `{"reason"?}`: stop the canary, else the previous stable |
+//! | POST | `/admin/v1/routes/{route}/kill` | `{"on": bool}`: serve the baseline, or stop doing so |
+//! | POST | `/admin/v1/routes/{route}/shadows` | `{"policy": "key[@digest]", "on": bool}` |
+//! | GET | `/admin/v1/audit?limit=N` | the last N audit entries, oldest first |
+//!
+//! Reads (`/v1/routes`, `/v1/policies/{key}/versions`) are on the public
+//! API. Every change answers with the route's rollout state after it, and is
+//! effective from the next request on this replica.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+
+use crate::api::auth::{Actor, AdminTokens, require_admin};
+use crate::api::error::{ApiError, ErrorKind};
+use crate::control::manager::{Change, RolloutManager};
+
+/// The admin routes, each requiring a valid token.
+pub fn router(manager: Arc<RolloutManager>, tokens: Arc<AdminTokens>) -> Router {
+    let max_upload_bytes = manager.max_upload_bytes;
+    Router::new()
+        .route(
+            "/admin/v1/policies/{policy}/versions",
+            post(upload).layer(DefaultBodyLimit::max(max_upload_bytes)),
+        )
+        .route("/admin/v1/routes/{route}/canary", post(canary))
+        .route("/admin/v1/routes/{route}/promote", post(promote))
+        .route("/admin/v1/routes/{route}/rollback", post(rollback))
+        .route("/admin/v1/routes/{route}/kill", post(kill))
+        .route("/admin/v1/routes/{route}/shadows", post(shadow))
+        .route("/admin/v1/audit", get(audit))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_admin))
+        .with_state(manager)
+}
+
+#[utoipa::path(post, path = "/admin/v1/policies/{policy}/versions", operation_id = "upload_version", tag = "admin",
+    summary = "Upload a module as a version of a policy (with the policy's manifest settings and limits)",
+    params(("policy" = String, Path, description = "Policy key")),
+    request_body(content = crate::api::admin::WasmModule, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "The stored version (also when it was already stored)", body = crate::control::versions::VersionRecord),
+        (status = 400, description = "The body could not be read (`bad_body`)", body = crate::api::error::ApiErrorBody),
+        (status = 404, description = "No loaded policy of that key (`unknown_policy`); `known` lists the keys", body = crate::api::error::ApiErrorBody),
+        (status = 413, description = "Module over the upload limit (`too_large`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "The module does not load (`invalid_module`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The version could not be stored (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn upload(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(key): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::body(e, m.max_upload_bytes).into_response(),
+    };
+    match m.upload(&key, body.to_vec(), &actor.name).await {
+        Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Body of a canary change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryBody {
+    /// The version (`sha256:…`).
+    pub version: String,
+    /// Share of listeners, (0, 100].
+    pub percent: f64,
+}
+
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/canary", operation_id = "set_canary", tag = "admin", summary = "Start a canary of a stored version, or change its share",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = CanaryBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
+        (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 404, description = "No such route (`unknown_route`) or version not stored (`unknown_version`)", body = crate::api::error::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn canary(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    Body(b): Body<CanaryBody>,
+) -> Response {
+    apply(
+        &m,
+        &route,
+        Change::Canary {
+            version: b.version,
+            percent: b.percent,
+        },
+        &actor,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/promote", operation_id = "promote_canary", tag = "admin", summary = "Make the canary the stable version",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn promote(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+) -> Response {
+    apply(&m, &route, Change::Promote, &actor).await
+}
+
+/// Body of a rollback.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/rollback", operation_id = "rollback", tag = "admin", summary = "Stop the canary, else return to the previous stable version",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = Option<RollbackBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn rollback(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    body: Option<Json<RollbackBody>>,
+) -> Response {
+    let reason = body.and_then(|Json(b)| b.reason);
+    apply(&m, &route, Change::Rollback { reason }, &actor).await
+}
+
+/// Body of a kill switch change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KillBody {
+    /// On (serve the baseline) or off.
+    pub on: bool,
+}
+
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/kill", operation_id = "set_kill_switch", tag = "admin", summary = "Turn the kill switch on (serve the baseline) or off",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = KillBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
+        (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn kill(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    Body(b): Body<KillBody>,
+) -> Response {
+    apply(&m, &route, Change::Kill { on: b.on }, &actor).await
+}
+
+/// Body of a shadow change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowBody {
+    /// `key` or `key@sha256:…`.
+    pub policy: String,
+    /// Add or remove.
+    pub on: bool,
+}
+
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/shadows", operation_id = "set_shadow", tag = "admin", summary = "Add or remove a shadow policy (scored beside the served one, never served)",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    request_body(content = ShadowBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
+        (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 404, description = "No such route (`unknown_route`) or policy / version not loaded or stored (`unknown_version`)", body = crate::api::error::ApiErrorBody),
+        (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn shadow(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+    Body(b): Body<ShadowBody>,
+) -> Response {
+    apply(
+        &m,
+        &route,
+        Change::Shadow {
+            policy: b.policy,
+            on: b.on,
+        },
+        &actor,
+    )
+    .await
+}
+
+async fn apply(m: &Arc<RolloutManager>, route: &str, change: Change, actor: &Actor) -> Response {
+    match m.change(route, change, &actor.name).await {
+        Ok(state) => Json(serde_json::json!({ "route": route, "rollout": state })).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Query of the audit endpoint.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries to return (default 100, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/admin/v1/audit", operation_id = "read_audit", tag = "admin", summary = "The most recent audit entries, oldest first",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit entries", body = crate::api::admin::AuditPage),
+        (status = 400, description = "Bad query string (axum's plain-text rejection)", body = String, content_type = "text/plain"),
+        (status = 500, description = "The audit log could not be read (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn audit(State(m): State<Arc<RolloutManager>>, Query(q): Query<AuditQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let m2 = m.clone();
+    match tokio::task::spawn_blocking(move || m2.audit().read_recent(limit)).await {
+        Ok(Ok(recent)) => Json(serde_json::json!({
+            "entries": recent.entries,
+            "skipped_lines": recent.skipped,
+        }))
+        .into_response(),
+        Ok(Err(e)) => ApiError::new(ErrorKind::Internal, e.to_string()).into_response(),
+        Err(e) => ApiError::new(ErrorKind::Internal, e.to_string()).into_response(),
+    }
+}
+
+/// A JSON body whose rejection is the API's one error shape.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(t)) => Ok(Body(t)),
+            Err(e) => {
+                Err(ApiError::new(ErrorKind::MalformedRequest, e.body_text())
+                    .with_status(e.status()))
+            }
+        }
+    }
+}
+
+/// The answer to every rollout change: the route's state after it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: read by utoipa, never built")]
+pub struct RolloutChange {
+    /// The route changed.
+    pub route: String,
+    /// Its rollout state after the change (effective from the next request).
+    pub rollout: crate::control::rollout::RouteRollout,
+}
+
+/// `GET /admin/v1/audit`: the most recent audit entries.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: read by utoipa, never built")]
+pub struct AuditPage {
+    /// The entries, oldest first (newest last).
+    pub entries: Vec<crate::control::audit::AuditEntry>,
+    /// Lines skipped while reading them (torn, invalid or oversized).
+    pub skipped_lines: usize,
+}
+
+/// An uploaded WebAssembly component (the raw bytes of the `.wasm` file).
+#[allow(dead_code, reason = "documentation only: read by utoipa, never built")]
+pub struct WasmModule;
+
+impl utoipa::PartialSchema for WasmModule {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .content_media_type("application/wasm")
+            .description(Some("A WebAssembly component built against `oasis:policy`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WasmModule {}

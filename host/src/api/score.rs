@@ -1,0 +1,83 @@
+//! `POST /v1/score`: the hot path's HTTP front end.
+//!
+//! ```text
+//! body ─► admit ─► parse (borrowing) ─► Scorer::score ─► encode::json ─► 200
+//!                                       (serving: resolve, validate, fill,    └► Scorer::after
+//!                                        chain, write-back, guardrail)          (log, shadows, metrics)
+//! ```
+//!
+//! The caller always gets scores for a well-formed request: a policy fault
+//! becomes a `fallback` answer naming the error kind, never a 5xx. Only an
+//! overload is a 503 (with `Retry-After`): too many requests in progress,
+//! the policy's queue is full, or no instance freed up within the queue
+//! deadline. Every line logged from the parsed request on carries its
+//! `request_id` (the `score` span).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::api::error::ApiError;
+use crate::api::state::AppState;
+use crate::request::{self, ScoreRequest};
+use crate::response::ScoreResponse;
+use crate::serving::{self, Received, Transport, encode};
+
+/// Handler of `POST /v1/score`. At most `max_inflight` requests are scored at
+/// once (admission, after the body is read); more get 503 `overloaded`.
+#[utoipa::path(post, path = "/v1/score", operation_id = "score", tag = "score", summary = "Score a request's candidates with its route's policy",
+    description = "Always answers a well-formed request: a failing policy gives a 200 with `\"variant\": \"fallback\"`, scores from the next arm of the serving chain and a `fallback` naming the failure.",
+    request_body(content = ScoreRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One score per candidate, in request order", body = ScoreResponse),
+        (status = 400, description = "Not JSON of the right shape (`malformed_request`; `field` is the JSON path) or an unreadable body (`bad_body`)", body = crate::api::error::ApiErrorBody),
+        (status = 404, description = "No such route or policy, or no default route (`unknown_route`); `known` lists the valid names", body = crate::api::error::ApiErrorBody),
+        (status = 408, description = "The body did not arrive within the body read timeout (`body_timeout`)", body = crate::api::error::ApiErrorBody),
+        (status = 413, description = "Body over `--max-body-bytes` (`too_large`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A value the contract refuses (`invalid_request`); `field` names it", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The response could not be encoded (`internal`)", body = crate::api::error::ApiErrorBody),
+        (status = 503, description = "Overloaded (`overloaded`), the route's policy never loaded (`policy_unavailable`), or the initial policy set is still loading (`not_ready`)",
+            body = crate::api::error::ApiErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ))]
+pub async fn score(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return refuse(&state, ApiError::body(e, state.max_body_bytes)),
+    };
+    let scorer = &state.scorer;
+    let _slot = match scorer.admit() {
+        Ok(slot) => slot,
+        Err(e) => return refuse(&state, e.into()),
+    };
+    let req = match request::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(&state, e.into()),
+    };
+    let span = serving::span(&req);
+    async {
+        let scored = match scorer.score(req, started).await {
+            Ok(s) => s,
+            Err(e) => return refuse(&state, e.into()),
+        };
+        let json = match encode::json(&scored) {
+            Ok(json) => json,
+            Err(e) => return refuse(&state, e.into()),
+        };
+        scorer.after(scored, Received::Json(&body), Transport::Http);
+        ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+    }
+    .instrument(span)
+    .await
+}
+
+/// Counts and logs a refused request, and renders it.
+fn refuse(state: &AppState, e: ApiError) -> Response {
+    state.refused(&e, Transport::Http);
+    e.into_response()
+}

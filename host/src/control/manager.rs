@@ -1,0 +1,495 @@
+//! The rollout manager: the one writer of rollout state.
+//!
+//! Every change — an operator's through the admin API, or the host's own
+//! automatic rollback — goes through [`RolloutManager::change`]:
+//!
+//! 1. take the policy directory's lock (replicas on one directory queue up);
+//! 2. read `rollout.json` fresh from disk (another replica may have changed it);
+//! 3. check and apply the change ([`RouteRollout`]'s operations);
+//! 4. write `rollout.json` atomically, append the audit entry;
+//! 5. reconcile, so the change serves from the next request on; other
+//!    replicas pick it up from the watcher within a debounce.
+//!
+//! Uploads are loaded through the same pipeline as files (compile, link,
+//! metadata, settings, smoke call) with the policy's manifest, and stored
+//! only if they load.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::control::audit::{AuditEntry, AuditLog, now_ms};
+use crate::control::persist::{DirLock, write_atomic};
+use crate::control::reload::{Reloader, pinned_versions, version_record};
+use crate::control::rollout::{
+    ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, read_rollout,
+};
+use crate::control::versions::VersionRecord;
+use crate::telemetry::metrics::Metrics;
+
+/// Default largest module accepted by [`RolloutManager::upload`].
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
+
+/// Why a rollout change or an upload was not made. The transport maps each
+/// to its status (`api::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No route or policy of that name.
+    #[error("no route or policy named `{route}`")]
+    UnknownRoute {
+        /// What was asked for.
+        route: String,
+        /// The routes there are.
+        known: Vec<String>,
+    },
+    /// No loaded policy with that key.
+    #[error("no policy named `{policy}`")]
+    UnknownPolicy {
+        /// What was asked for.
+        policy: String,
+        /// The policies there are.
+        known: Vec<String>,
+    },
+    /// A canary of a version the store does not hold.
+    #[error("version {version} of `{policy}` is not stored")]
+    NotStored {
+        /// The route's policy.
+        policy: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// A shadow that is neither a loaded policy nor a stored version.
+    #[error("`{reference}` is not a loaded policy or a stored version")]
+    UnknownShadow {
+        /// The reference as given.
+        reference: String,
+    },
+    /// A shadow reference that does not parse.
+    #[error("{0}")]
+    InvalidShadow(String),
+    /// The change does not apply to the route's state, or a value is out of
+    /// range.
+    #[error(transparent)]
+    Refused(#[from] RolloutError),
+    /// The uploaded module does not load.
+    #[error("{0}")]
+    InvalidModule(String),
+    /// The state could not be read or written.
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal(e: impl std::fmt::Display) -> ChangeError {
+    ChangeError::Internal(e.to_string())
+}
+
+/// A guardrail breach to act on: roll `digest` back on `route`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackRequest {
+    /// The route.
+    pub route: String,
+    /// The canary version that breached.
+    pub digest: String,
+    /// The breach.
+    pub reason: String,
+}
+
+/// The sending side of the rollback queue serving holds, and its receiving
+/// side until the server's rollout manager takes it.
+#[derive(Clone)]
+pub struct RollbackRequests {
+    tx: mpsc::UnboundedSender<RollbackRequest>,
+    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<RollbackRequest>>>>,
+}
+
+impl Default for RollbackRequests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RollbackRequests {
+    /// A new queue.
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        RollbackRequests {
+            tx,
+            rx: Arc::new(Mutex::new(Some(rx))),
+        }
+    }
+
+    /// Queues a rollback. Unbounded, because each canary version trips at
+    /// most once per route; never blocks the request path.
+    pub fn request(&self, route: &str, digest: &str, reason: String) {
+        let _ = self.tx.send(RollbackRequest {
+            route: route.to_string(),
+            digest: digest.to_string(),
+            reason,
+        });
+    }
+
+    /// The receiving side, once.
+    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<RollbackRequest>> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Name recorded for changes the host makes on its own.
+pub const GUARDRAILS_ACTOR: &str = "oasis-guardrails";
+
+/// A change of one route's rollout.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    /// Start a canary of `version` at `percent`, or change its percentage.
+    Canary {
+        /// The version (`sha256:…`), stored for the route's policy.
+        version: String,
+        /// Share of listeners, (0, 100].
+        percent: f64,
+    },
+    /// Make the canary the stable version.
+    Promote,
+    /// Stop the canary, else return to the previous stable version.
+    Rollback {
+        /// Why.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// The host's own rollback of the canary `digest` after its guardrails
+    /// tripped; refused if the canary is no longer that version.
+    #[serde(skip)]
+    GuardrailRollback {
+        /// The canary version that breached.
+        digest: String,
+        /// The breach.
+        reason: String,
+    },
+    /// Turn the kill switch on (serve the baseline) or off.
+    Kill {
+        /// On or off.
+        on: bool,
+    },
+    /// Add or remove a shadow.
+    Shadow {
+        /// `key` or `key@sha256:…`.
+        policy: String,
+        /// Add or remove.
+        on: bool,
+    },
+}
+
+impl Change {
+    fn action(&self) -> &'static str {
+        match self {
+            Change::Canary { .. } => "canary.set",
+            Change::Promote => "canary.promote",
+            Change::Rollback { .. } => "rollback",
+            Change::GuardrailRollback { .. } => "rollback.automatic",
+            Change::Kill { on: true } => "route.kill",
+            Change::Kill { on: false } => "route.revive",
+            Change::Shadow { on: true, .. } => "shadow.on",
+            Change::Shadow { on: false, .. } => "shadow.off",
+        }
+    }
+}
+
+/// The one writer of rollout state and of the version store.
+pub struct RolloutManager {
+    reloader: Reloader,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    /// Largest module [`RolloutManager::upload`] is given by the admin API.
+    pub max_upload_bytes: usize,
+}
+
+impl RolloutManager {
+    /// The manager of `reloader`'s policy directory, auditing to `audit`.
+    pub fn new(reloader: Reloader, audit: AuditLog, metrics: Arc<Metrics>) -> Self {
+        RolloutManager {
+            reloader,
+            audit,
+            metrics,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+        }
+    }
+
+    /// The same manager, accepting uploads of up to `bytes`.
+    pub fn with_max_upload_bytes(mut self, bytes: usize) -> Self {
+        self.max_upload_bytes = bytes;
+        self
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The reloader (registry, store, directory).
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.reloader.dir().to_path_buf()
+    }
+
+    /// Applies `change` to `route` on behalf of `who`, and makes it serve.
+    /// Returns the route's rollout state after the change.
+    ///
+    /// # Errors
+    /// [`ChangeError`]: an unknown route or version, a change that does not
+    /// apply (no canary to promote…) or a bad value, or state that cannot be
+    /// read or written.
+    pub async fn change(
+        self: &Arc<Self>,
+        route: &str,
+        change: Change,
+        who: &str,
+    ) -> Result<RouteRollout, ChangeError> {
+        let this = self.clone();
+        let (route, who) = (route.to_string(), who.to_string());
+        let after = tokio::task::spawn_blocking(move || this.change_blocking(&route, change, &who))
+            .await
+            .map_err(internal)??;
+        self.reloader.reconcile().await;
+        Ok(after)
+    }
+
+    fn change_blocking(
+        &self,
+        route: &str,
+        change: Change,
+        who: &str,
+    ) -> Result<RouteRollout, ChangeError> {
+        let snapshot = self.reloader.registry().snapshot();
+        let plan = snapshot
+            .plans
+            .get(route)
+            .ok_or_else(|| ChangeError::UnknownRoute {
+                route: route.to_string(),
+                known: snapshot.plans.keys().cloned().collect(),
+            })?;
+        let policy = plan.policy.clone();
+        let dir = self.dir();
+        let _lock = DirLock::acquire(&dir).map_err(internal)?;
+        let mut file = read_rollout(&dir).map_err(internal)?;
+        let state = file
+            .routes
+            .entry(route.to_string())
+            .or_insert_with(|| RouteRollout::new(&policy));
+        if state.policy != policy {
+            // routes.toml moved the route to another policy: start afresh.
+            *state = RouteRollout::new(&policy);
+        }
+        let before = state.clone();
+        let store = &self.reloader.store();
+        let now = now_ms();
+        let mut reason = None;
+        let digest = match &change {
+            Change::Canary { version, percent } => {
+                if !store.contains(&policy, version) {
+                    return Err(ChangeError::NotStored {
+                        policy,
+                        version: version.clone(),
+                    });
+                }
+                state
+                    .set_canary(version, *percent, now)
+                    .map_err(ChangeError::Refused)?;
+                Some(version.clone())
+            }
+            Change::Promote => Some(state.promote(route).map_err(ChangeError::Refused)?),
+            Change::Rollback { reason: why } => {
+                let why = why.clone().unwrap_or_else(|| "operator rollback".into());
+                let removed = state
+                    .rollback(route, &why, false, now)
+                    .map_err(ChangeError::Refused)?;
+                reason = Some(why);
+                removed
+            }
+            Change::GuardrailRollback {
+                digest,
+                reason: why,
+            } => {
+                if state.canary.as_ref().map(|c| c.digest.as_str()) != Some(digest.as_str()) {
+                    return Err(RolloutError::NoCanary(route.to_string()).into());
+                }
+                let why = format!("guardrail: {why}");
+                let removed = state
+                    .rollback(route, &why, true, now)
+                    .map_err(ChangeError::Refused)?;
+                reason = Some(why);
+                removed
+            }
+            Change::Kill { on } => {
+                if plan.baseline.is_none() && *on {
+                    tracing::warn!(%route, "kill switch on a route without a baseline: the host's passthrough answers");
+                }
+                state.killed = *on;
+                None
+            }
+            Change::Shadow {
+                policy: reference,
+                on,
+            } => {
+                let r = VersionRef::parse(reference).map_err(ChangeError::InvalidShadow)?;
+                if *on {
+                    let known = snapshot.policies.contains_key(&r.key);
+                    let stored = r.digest.as_ref().is_none_or(|d| store.contains(&r.key, d));
+                    if !known || !stored {
+                        return Err(ChangeError::UnknownShadow {
+                            reference: reference.clone(),
+                        });
+                    }
+                }
+                state
+                    .set_shadow(reference, *on)
+                    .map_err(ChangeError::Refused)?;
+                r.digest
+            }
+        };
+        let after = state.clone();
+        self.commit(
+            &dir,
+            &file,
+            AuditEntry {
+                route: Some(route.to_string()),
+                policy: Some(policy),
+                digest,
+                before: serde_json::to_value(&before).unwrap_or_default(),
+                after: serde_json::to_value(&after).unwrap_or_default(),
+                reason,
+                ..AuditEntry::now(who, change.action())
+            },
+        )?;
+        match change {
+            Change::Rollback { .. } => self.metrics.control.rollback(route, false),
+            Change::GuardrailRollback { .. } => self.metrics.control.rollback(route, true),
+            _ => {}
+        }
+        Ok(after)
+    }
+
+    /// Writes the state, then the audit entry: a change is acknowledged
+    /// only once both are on disk.
+    fn commit(
+        &self,
+        dir: &std::path::Path,
+        file: &RolloutFile,
+        entry: AuditEntry,
+    ) -> Result<(), ChangeError> {
+        let json = serde_json::to_vec_pretty(file).map_err(internal)?;
+        write_atomic(&dir.join(ROLLOUT_FILE), &json).map_err(internal)?;
+        self.audit.append(&entry).map_err(internal)?;
+        tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, "rollout changed");
+        Ok(())
+    }
+
+    /// Loads `wasm` as a new version of policy `key` (with its manifest's
+    /// settings and limits) and stores it.
+    ///
+    /// # Errors
+    /// [`ChangeError::UnknownPolicy`] for a policy that is not loaded,
+    /// [`ChangeError::InvalidModule`] with the load error when the module
+    /// does not load.
+    pub async fn upload(
+        self: &Arc<Self>,
+        key: &str,
+        wasm: Vec<u8>,
+        who: &str,
+    ) -> Result<VersionRecord, ChangeError> {
+        let this = self.clone();
+        let (key, who) = (key.to_string(), who.to_string());
+        tokio::task::spawn_blocking(move || this.upload_blocking(&key, &wasm, &who))
+            .await
+            .map_err(internal)?
+    }
+
+    fn upload_blocking(
+        &self,
+        key: &str,
+        wasm: &[u8],
+        who: &str,
+    ) -> Result<VersionRecord, ChangeError> {
+        let snapshot = self.reloader.registry().snapshot();
+        let directory = snapshot
+            .policies
+            .get(key)
+            .and_then(|e| e.active.clone())
+            .ok_or_else(|| ChangeError::UnknownPolicy {
+                policy: key.to_string(),
+                known: snapshot.policies.keys().cloned().collect(),
+            })?;
+        let active = self
+            .reloader
+            .activate(&directory.manifest, wasm)
+            .map_err(|f| ChangeError::InvalidModule(f.error))?;
+        let record = version_record(&active, "api".into(), who);
+        let dir = self.dir();
+        let _lock = DirLock::acquire(&dir).map_err(internal)?;
+        let known = self.reloader.store().contains(key, &record.digest);
+        let pinned = pinned_versions(&read_rollout(&dir).map_err(internal)?, key);
+        self.reloader
+            .store()
+            .put(&record, wasm, &pinned)
+            .map_err(internal)?;
+        let stored = self
+            .reloader
+            .store()
+            .get(key, &record.digest)
+            .unwrap_or(record);
+        if !known {
+            self.audit
+                .append(&AuditEntry {
+                    policy: Some(key.to_string()),
+                    digest: Some(stored.digest.clone()),
+                    after: serde_json::to_value(&stored).unwrap_or_default(),
+                    ..AuditEntry::now(who, "version.upload")
+                })
+                .map_err(internal)?;
+            tracing::info!(policy = %key, digest = %stored.digest, %who, "version uploaded");
+        }
+        Ok(stored)
+    }
+
+    /// Acts on guardrail breaches until the queue closes: rolls the canary
+    /// back if it is still the version that breached.
+    pub async fn run_rollbacks(
+        self: Arc<Self>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<RollbackRequest>,
+    ) {
+        while let Some(r) = requests.recv().await {
+            let current = self
+                .reloader
+                .registry()
+                .snapshot()
+                .plans
+                .get(&r.route)
+                .and_then(|p| {
+                    p.canary
+                        .as_ref()
+                        .map(|(c, _)| c.policy.identity().digest.clone())
+                });
+            if current.as_deref() != Some(r.digest.as_str()) {
+                continue;
+            }
+            let change = Change::GuardrailRollback {
+                digest: r.digest.clone(),
+                reason: r.reason.clone(),
+            };
+            match self.change(&r.route, change, GUARDRAILS_ACTOR).await {
+                Ok(_) => {
+                    tracing::warn!(route = %r.route, digest = %r.digest, reason = %r.reason, "canary rolled back by its guardrails")
+                }
+                Err(e) => {
+                    tracing::error!(route = %r.route, digest = %r.digest, error = %e, "automatic rollback failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The version store: every loaded version of a policy, kept by content
+//! digest with what an operator needs to know about it.
+//!
+//! ```text
+//! <policy dir>/versions/<policy key>/<hex digest>.wasm    the module, as loaded
+//! <policy dir>/versions/<policy key>/<hex digest>.json    its VersionRecord
+//! ```
+//!
+//! A version arrives from the directory (its manifest's module, recorded when
+//! it first loads) or from the admin API (uploaded, and stored only after the
+//! same load pipeline accepted it). The store lives in the policy directory,
+//! so replicas serving that directory, and a restarted host, see the same
+//! versions. The newest `keep` versions per policy are kept, plus any the
+//! rollout state refers to; files are written atomically.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::persist::write_atomic;
+
+/// Directory of the store inside the policy directory.
+pub const VERSIONS_DIR: &str = "versions";
+
+/// Versions kept per policy by default.
+pub const DEFAULT_KEEP: usize = 10;
+
+/// What the host knows about one stored version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionRecord {
+    /// `sha256:…` of the module.
+    pub digest: String,
+    /// The policy key it is a version of.
+    pub policy: String,
+    /// Name from the policy's metadata.
+    pub name: String,
+    /// Semver from the policy's metadata.
+    pub version: String,
+    /// SDK it was built with.
+    pub sdk_version: String,
+    /// Module size.
+    pub size_bytes: usize,
+    /// Where it came from: `directory:<module file>` or `api`.
+    pub source: String,
+    /// Who brought it: the admin token's name, or `directory`.
+    pub by: String,
+    /// When it was first accepted, unix ms.
+    pub loaded_at_ms: u64,
+    /// SHA-256 of the settings JSON it was validated with.
+    pub settings_sha256: String,
+}
+
+/// The store of one policy directory.
+#[derive(Debug, Clone)]
+pub struct VersionStore {
+    root: PathBuf,
+    keep: usize,
+}
+
+impl VersionStore {
+    /// The store of policy directory `dir`, keeping `keep` versions per policy.
+    pub fn new(dir: &Path, keep: usize) -> Self {
+        VersionStore {
+            root: dir.join(VERSIONS_DIR),
+            keep: keep.max(1),
+        }
+    }
+
+    fn base(&self, key: &str, digest: &str) -> PathBuf {
+        self.root
+            .join(key)
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Path of a stored module.
+    pub fn module_path(&self, key: &str, digest: &str) -> PathBuf {
+        self.base(key, digest).with_extension("wasm")
+    }
+
+    /// Reads a stored module.
+    ///
+    /// # Errors
+    /// The I/O error (`NotFound` when the version is not stored).
+    pub fn read_module(&self, key: &str, digest: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.module_path(key, digest))
+    }
+
+    /// The record of a stored version.
+    pub fn get(&self, key: &str, digest: &str) -> Option<VersionRecord> {
+        let text = std::fs::read(self.base(key, digest).with_extension("json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Whether `digest` is stored for `key` (record and module).
+    pub fn contains(&self, key: &str, digest: &str) -> bool {
+        self.module_path(key, digest).is_file() && self.get(key, digest).is_some()
+    }
+
+    /// Every stored version of `key`, oldest first.
+    pub fn list(&self, key: &str) -> Vec<VersionRecord> {
+        let Ok(entries) = std::fs::read_dir(self.root.join(key)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<VersionRecord> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter_map(|p| std::fs::read(&p).ok())
+            .filter_map(|b| serde_json::from_slice::<VersionRecord>(&b).ok())
+            .filter(|r| r.policy == key)
+            .collect();
+        out.sort_by(|a, b| (a.loaded_at_ms, &a.digest).cmp(&(b.loaded_at_ms, &b.digest)));
+        out
+    }
+
+    /// Stores `wasm` as version `record` (module first, then the record, each
+    /// atomically; an existing version keeps its first record), then prunes
+    /// the oldest versions beyond `keep`, sparing those in `pinned`.
+    ///
+    /// # Errors
+    /// The I/O error; the store is unchanged or has the version complete.
+    pub fn put(
+        &self,
+        record: &VersionRecord,
+        wasm: &[u8],
+        pinned: &BTreeSet<String>,
+    ) -> std::io::Result<()> {
+        let dir = self.root.join(&record.policy);
+        std::fs::create_dir_all(&dir)?;
+        if self.get(&record.policy, &record.digest).is_none() {
+            write_atomic(&self.module_path(&record.policy, &record.digest), wasm)?;
+            let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+            write_atomic(
+                &self
+                    .base(&record.policy, &record.digest)
+                    .with_extension("json"),
+                &json,
+            )?;
+        }
+        self.prune(&record.policy, pinned);
+        Ok(())
+    }
+
+    /// Removes the oldest versions of `key` beyond `keep`, except `pinned`
+    /// ones. Best effort: a file that cannot be removed stays.
+    fn prune(&self, key: &str, pinned: &BTreeSet<String>) {
+        let versions = self.list(key);
+        let excess = versions.len().saturating_sub(self.keep);
+        for r in versions
+            .iter()
+            .filter(|r| !pinned.contains(&r.digest))
+            .take(excess)
+        {
+            let base = self.base(key, &r.digest);
+            // Record first: a version without a record is not listed.
+            let _ = std::fs::remove_file(base.with_extension("json"));
+            let _ = std::fs::remove_file(base.with_extension("wasm"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> VersionRecord {
+        VersionRecord {
+            digest: format!("sha256:{i:064x}"),
+            policy: "p".into(),
+            name: "p".into(),
+            version: "1.0.0".into(),
+            sdk_version: "0.1.0".into(),
+            size_bytes: 3,
+            source: "api".into(),
+            by: "alice".into(),
+            loaded_at_ms: i,
+            settings_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn stores_lists_and_prunes_sparing_pinned_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VersionStore::new(dir.path(), 3);
+        let pinned: BTreeSet<String> = [record(1).digest].into();
+        for i in 1..=5 {
+            store.put(&record(i), b"abc", &pinned).unwrap();
+        }
+        let kept: Vec<u64> = store.list("p").iter().map(|r| r.loaded_at_ms).collect();
+        assert_eq!(kept, vec![1, 4, 5], "oldest unpinned versions pruned");
+        assert_eq!(store.read_module("p", &record(4).digest).unwrap(), b"abc");
+        assert!(store.contains("p", &record(1).digest));
+        assert!(!store.contains("p", &record(2).digest));
+        // A second put of a stored version keeps its first record.
+        let mut again = record(5);
+        again.by = "bob".into();
+        store.put(&again, b"abc", &pinned).unwrap();
+        assert_eq!(store.get("p", &again.digest).unwrap().by, "alice");
+        assert!(store.list("other").is_empty());
+    }
+}

@@ -1,0 +1,289 @@
+//! The WebAssembly runtime shared by every policy: one [`Engine`], one
+//! [`Linker`] and an epoch ticker.
+//!
+//! State is split by lifetime, which is the key to a fast request path:
+//!
+//! | lifetime          | what                                           | where              |
+//! |-------------------|------------------------------------------------|--------------------|
+//! | process           | engine, linker, epoch ticker, compile cache    | [`Runtime`]        |
+//! | policy version    | compiled component, pre-instantiation, metadata | [`Policy`](crate::Policy) |
+//! | one call          | a fresh `Store` and instance                    | [`crate::sandbox`] |
+//!
+//! Nothing is compiled on the request path; a call only instantiates a
+//! pre-linked template from the pooling allocator (microseconds) and drops it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::Limits;
+use crate::sandbox::CallState;
+
+pub mod compile_worker;
+mod config;
+
+pub use config::{CompileLimits, RuntimeConfig, default_cache_dir};
+
+/// How often the epoch ticker advances the engine's epoch. A deadline fires
+/// at most one tick late.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Wasm stack limit of every call: deep enough for real policies, small
+/// enough that unbounded recursion traps quickly.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Errors creating the runtime.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the wasm runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// The engine, linker and epoch ticker shared by all policies. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: RuntimeConfig,
+    /// Compiles in the worker, by digest (see `compile_worker`).
+    compiles: Arc<compile_worker::Jobs>,
+    stop_ticker: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Runtime {
+    /// Creates the engine (pooling allocator, epoch interruption, stack cap),
+    /// links the host imports (bounded logging and capability-free WASI) and
+    /// starts the epoch ticker.
+    ///
+    /// # Errors
+    /// When the engine cannot be configured (e.g. virtual memory for the pool).
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = oasis::Runtime::new(oasis::RuntimeConfig { cache_dir: None, ..Default::default() }).unwrap();
+    /// assert!(!runtime.measures_fuel());
+    /// ```
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances.max(1);
+        pool.total_component_instances(n)
+            // A Rust wasip2 component holds a handful of core instances (the
+            // program, the WASI adapter and shims) with up to two memories.
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .max_memory_size(Limits::MAX_MEMORY_BYTES)
+            // Keep the first pages of each slot resident between instances:
+            // halves the fresh-instance cost (docs/performance.md: design figures).
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(64 << 10);
+
+        let mut cfg = Config::new();
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .consume_fuel(config.measure_fuel)
+            // Component-model async is unused; disabling it roughly halves
+            // the per-call overhead.
+            .concurrency_support(false);
+        let engine = Engine::new(&cfg).map_err(|e| RuntimeError(format!("{e:#}")))?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError(format!("linking WASI: {e:#}")))?;
+        forbid_waiting(&mut linker)
+            .map_err(|e| RuntimeError(format!("linking WASI clocks: {e:#}")))?;
+        crate::bindings::ScoringPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(format!("linking the log import: {e:#}")))?;
+        // Components built against the frozen 0.1.0 contract import its log
+        // interface under its own name; both are served (bindings::v0_1).
+        crate::bindings::v0_1::ScoringPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(format!("linking the 0.1.0 log import: {e:#}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.weak();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("oasis-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| RuntimeError(format!("starting the epoch ticker: {e}")))?
+        };
+
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                compiles: Default::default(),
+                stop_ticker,
+                ticker: Some(ticker),
+            }),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<CallState> {
+        &self.inner.linker
+    }
+
+    /// Whether calls count fuel (instructions).
+    pub fn measures_fuel(&self) -> bool {
+        self.inner.config.measure_fuel
+    }
+
+    /// The compile cache directory, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.config.cache_dir.as_deref()
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Compiles in the worker, by digest.
+    pub(crate) fn compiles(&self) -> &Arc<compile_worker::Jobs> {
+        &self.inner.compiles
+    }
+
+    /// From now on, a load waits for a compile in the worker only its
+    /// [`load_wait`](compile_worker::CompileWorker::load_wait)
+    /// (before: to the end, for the initial policy set).
+    pub fn initial_load_done(&self) {
+        self.inner.compiles.stop_waiting_to_the_end();
+    }
+
+    /// Calls `f` whenever a compile in the worker finishes, so that a
+    /// policy whose load stopped waiting for it is loaded again (the server
+    /// starts a reload pass).
+    pub fn on_compiled(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.inner.compiles.on_done(Arc::new(f));
+    }
+
+    /// Ceilings on compiling a component.
+    pub fn compile_limits(&self) -> CompileLimits {
+        self.inner.config.compile
+    }
+
+    /// Epoch ticks for a deadline: rounded up, plus one because the current
+    /// tick may be almost over.
+    pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+/// The WASI version whose monotonic clock [`forbid_waiting`] overrides; it
+/// must be the version `wasmtime-wasi` registers (a test sleeps to check).
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces the monotonic clock's `subscribe-*` functions with ones that trap.
+///
+/// Epoch interruption stops wasm code, not a host call: a policy that sleeps
+/// (`std::thread::sleep`, or polling a clock pollable) would block its host
+/// thread for as long as it asked, deadline or not. Nothing else a policy can
+/// reach blocks (stdin is closed, stdout always ready, sockets denied), so
+/// making clock subscriptions trap closes the hole: waiting is a fault.
+fn forbid_waiting(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance(WASI_CLOCKS)?;
+    clocks.func_wrap(
+        "subscribe-duration",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            wasmtime::bail!(
+                "policies may not sleep or wait (wasi:clocks/monotonic-clock.subscribe-duration)"
+            )
+        },
+    )?;
+    clocks.func_wrap(
+        "subscribe-instant",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            wasmtime::bail!(
+                "policies may not sleep or wait (wasi:clocks/monotonic-clock.subscribe-instant)"
+            )
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_round_up_and_add_one() {
+        assert_eq!(Runtime::deadline_ticks(Duration::from_millis(20)), 21);
+        assert_eq!(Runtime::deadline_ticks(Duration::from_micros(1500)), 3);
+    }
+}
+
+/// The child's side: caps its own memory, compiles stdin, writes the
+/// artifact to stdout. For the `oasis __compile-worker` subcommand.
+///
+/// # Errors
+/// A message for stderr when the module does not compile or I/O fails.
+pub fn serve_compile_worker(memory_bytes: u64, config: RuntimeConfig) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut wasm = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut wasm)
+        .map_err(|e| format!("reading the module: {e}"))?;
+    // The engine's pools (reserved once, like the parent's) come before the
+    // cap: the cap bounds what compiling adds.
+    let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
+    compile_worker::limit_data(memory_bytes)?;
+    let artifact = runtime
+        .engine()
+        .precompile_component(&wasm)
+        .map_err(|e| format!("{e:#}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&artifact)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing the artifact: {e}"))
+}

@@ -1,0 +1,389 @@
+//! The composition root: [`Server`] builds the four layers and wires them.
+//!
+//! ```text
+//! api/        transport   HTTP handlers, gRPC, listener, admission, auth, OpenAPI
+//!   │  calls
+//! serving/    serving     Scorer: resolve → validate → fill → chain → write-back → log → shadows
+//!   │  reads the snapshot of
+//! control/    control     manifests, registry, reload, rollout state, versions, manager, audit
+//!   │  counts into
+//! telemetry/  telemetry   logging setup, metrics
+//!   │  all use
+//! the library core        request, policy, runtime, columnar, response, delivery, decision_log, …
+//! ```
+//!
+//! Nothing below imports what is above it. [`Server::run`] takes a bound
+//! listener and a shutdown future, so tests run real servers on
+//! `127.0.0.1:0` and stop them deterministically.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::api::auth::AdminTokens;
+use crate::api::state::AppState;
+use crate::api::{admin, grpc, listener};
+use crate::control::audit::AuditLog;
+use crate::control::manager::{DEFAULT_MAX_UPLOAD_BYTES, RolloutManager};
+use crate::control::registry::Registry;
+use crate::control::reload::{ReloadSettings, Reloader};
+use crate::control::versions::{self, VersionStore};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::serving::{Scorer, logging};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::promotion;
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The policy directory (manifests, modules, optional routes.toml).
+    pub policies: PathBuf,
+    /// Route used when a request names none and routes.toml sets no default.
+    pub default_route: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Scoring requests in progress at once, counted once their body is
+    /// read; more are refused with 503.
+    pub max_inflight: usize,
+    /// Connection limit and read timeouts of the listeners (main and admin).
+    pub connections: listener::ConnectionLimits,
+    /// Runtime options (pool size, cache directory).
+    pub runtime: RuntimeConfig,
+    /// Quiet period before a reload.
+    pub debounce: Duration,
+    /// Safety-net rescan interval.
+    pub rescan: Duration,
+    /// Versions kept per policy in the version store.
+    pub keep_versions: usize,
+    /// The admin API: off (no route answers) without tokens.
+    pub admin: Option<AdminConfig>,
+    /// Decision logging: off when `None`.
+    pub decision_log: Option<DecisionLogSettings>,
+    /// When a version that promotes nothing is flagged.
+    pub promotion_stall: promotion::PromotionStall,
+    /// How long a manifest may wait for its module before the wait counts
+    /// as a failed load.
+    pub module_grace: Duration,
+    /// Where delivery state is kept (embedded by default).
+    pub state: crate::delivery::StateConfig,
+}
+
+/// Decision logging of a server.
+#[derive(Debug, Clone)]
+pub struct DecisionLogSettings {
+    /// Where and how records are written.
+    pub config: crate::decision_log::DecisionLogConfig,
+    /// Share of requests logged on routes that set none, in [0, 1].
+    pub sample: f64,
+}
+
+/// The admin API's configuration.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Who may call it.
+    pub tokens: Arc<AdminTokens>,
+    /// Largest uploaded module.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            policies: PathBuf::from("deploy/policies"),
+            default_route: None,
+            max_body_bytes: 4 << 20,
+            max_inflight: 1024,
+            connections: listener::ConnectionLimits::default(),
+            runtime: RuntimeConfig::default(),
+            debounce: Duration::from_millis(150),
+            rescan: Duration::from_secs(10),
+            keep_versions: versions::DEFAULT_KEEP,
+            admin: None,
+            decision_log: None,
+            promotion_stall: promotion::PromotionStall::default(),
+            module_grace: Duration::from_secs(60),
+            state: crate::delivery::StateConfig::default(),
+        }
+    }
+}
+
+/// File name of the audit log inside the policy directory (hidden, so the
+/// watcher's manifest scan ignores it).
+pub const AUDIT_FILE: &str = ".oasis-audit.jsonl";
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// The policy directory is unusable.
+    #[error("policy directory {path}: {message}")]
+    Policies {
+        /// The directory.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The delivery state store could not be opened.
+    #[error("delivery state: {0}")]
+    State(#[from] crate::delivery::OpenError),
+    /// The decision log could not start.
+    #[error("decision log {sink}: {source}")]
+    DecisionLog {
+        /// Its directory, or `stdout`.
+        sink: String,
+        /// Why.
+        source: crate::decision_log::DecisionLogError,
+    },
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::control::audit::AuditError),
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The Oasis scoring server.
+pub struct Server {
+    config: ServerConfig,
+    admin_listener: Option<TcpListener>,
+    grpc_listener: Option<TcpListener>,
+}
+
+impl Server {
+    /// A server with `config`.
+    pub fn new(config: ServerConfig) -> Self {
+        Server {
+            config,
+            admin_listener: None,
+            grpc_listener: None,
+        }
+    }
+
+    /// Also serves the gRPC API (scoring, health, reflection) on `listener`.
+    pub fn with_grpc_listener(mut self, listener: TcpListener) -> Self {
+        self.grpc_listener = Some(listener);
+        self
+    }
+
+    /// Serves the admin API on `listener` instead of the main one (for
+    /// example on a private interface). Without admin tokens it stays off.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
+    }
+
+    /// Loads the initial policy set, then serves on `listener` until
+    /// `shutdown` resolves; in-flight requests finish before it returns.
+    ///
+    /// # Errors
+    /// [`ServerError`] if the runtime cannot start, the directory cannot be
+    /// read or watched, or the listener fails.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo() -> Result<(), oasis::server::ServerError> {
+    /// use oasis::server::{Server, ServerConfig};
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let config = ServerConfig { policies: "deploy/policies".into(), ..Default::default() };
+    /// Server::new(config).run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+    /// # }
+    /// ```
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let cfg = self.config;
+        let Parts {
+            registry,
+            reloader,
+            state,
+            manager,
+            log_writer,
+        } = Parts::build(&cfg)?;
+        let token = CancellationToken::new();
+        if let Some(rx) = state.scorer.rollbacks().take_receiver() {
+            tokio::spawn(manager.clone().run_rollbacks(rx));
+        }
+
+        let addr = listener.local_addr()?;
+        let grpc = match self.grpc_listener {
+            None => None,
+            Some(l) => {
+                let grpc_addr = l.local_addr()?;
+                tracing::info!(%grpc_addr, "gRPC API listening");
+                Some(tokio::spawn(grpc::serve(l, state.clone(), token.clone())))
+            }
+        };
+        let mut app = crate::api::app(state);
+        match (&cfg.admin, self.admin_listener) {
+            (None, _) => tracing::warn!(
+                "admin API disabled: no admin token configured (--admin-token-file or OASIS_ADMIN_TOKEN)"
+            ),
+            (Some(a), None) => {
+                app = app.merge(admin::router(manager.clone(), a.tokens.clone()));
+                tracing::info!(%addr, tokens = a.tokens.len(), "admin API on the main listener");
+            }
+            (Some(a), Some(admin_listener)) => {
+                let admin_addr = admin_listener.local_addr()?;
+                let router = admin::router(manager.clone(), a.tokens.clone())
+                    .layer(TraceLayer::new_for_http());
+                let (stop, limits) = (token.clone(), cfg.connections);
+                tokio::spawn(listener::serve(admin_listener, router, limits, stop));
+                tracing::info!(%admin_addr, tokens = a.tokens.len(), "admin API on its own listener");
+            }
+        }
+        // Shutdown is wired before anything slow happens, so a signal during
+        // the initial load is a clean stop too.
+        let stop = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            stop.cancel();
+        });
+        // Health answers while the initial set loads; readiness (and
+        // scoring) waits for it.
+        let server = tokio::spawn(listener::serve(
+            listener,
+            app,
+            cfg.connections,
+            token.clone(),
+        ));
+        tracing::info!(%addr, "listening");
+
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = reloader.load_initial() => {
+                registry.set_ready();
+                let snapshot = registry.snapshot();
+                tracing::info!(
+                    active = snapshot.policies.values().filter(|e| e.active.is_some()).count(),
+                    failed = snapshot.policies.values().filter(|e| e.failure.is_some()).count(),
+                    routes = ?snapshot.route_names(),
+                    default_route = ?snapshot.default_route,
+                    "initial policy set loaded; ready"
+                );
+            }
+        }
+        let watcher = tokio::spawn(reloader.watch(token.clone()));
+
+        let served = server
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        token.cancel();
+        let _ = watcher.await;
+        if let Some(Ok(Err(e))) = match grpc {
+            Some(g) => Some(g.await),
+            None => None,
+        } {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+        served?;
+        if let Some(writer) = log_writer {
+            let stats = writer.shutdown();
+            tracing::info!(
+                written = stats.written,
+                dropped = stats.dropped,
+                "decision log flushed"
+            );
+        }
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+/// What a server is made of, built before anything listens.
+struct Parts {
+    registry: Arc<Registry>,
+    reloader: Reloader,
+    state: AppState,
+    manager: Arc<RolloutManager>,
+    log_writer: Option<crate::decision_log::WriterHandle>,
+}
+
+impl Parts {
+    /// Builds the control plane (registry, reloader, manager), the serving
+    /// side (scorer with delivery state and decision log) and the
+    /// transports' state from `cfg`.
+    fn build(cfg: &ServerConfig) -> Result<Parts, ServerError> {
+        if !cfg.policies.is_dir() {
+            return Err(ServerError::Policies {
+                path: cfg.policies.display().to_string(),
+                message: "is not a directory".into(),
+            });
+        }
+        let runtime = Runtime::new(cfg.runtime.clone())?;
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::new().with_promotion_stall(cfg.promotion_stall));
+        let store = VersionStore::new(&cfg.policies, cfg.keep_versions);
+        let reloader = Reloader::new(
+            cfg.policies.clone(),
+            runtime,
+            registry.clone(),
+            metrics.clone(),
+            store.clone(),
+            ReloadSettings {
+                default_route: cfg.default_route.clone(),
+                debounce: cfg.debounce,
+                rescan: cfg.rescan,
+                module_grace: cfg.module_grace,
+            },
+        );
+        let delivery = crate::delivery::Delivery::open(&cfg.state, &cfg.policies)?;
+        match &delivery {
+            Some(d) => tracing::info!(store = d.health().kind, "delivery state on"),
+            None => tracing::info!("delivery state off: requests carry all of it"),
+        }
+        let mut scorer = Scorer::new(
+            registry.clone(),
+            metrics.clone(),
+            cfg.runtime.max_instances,
+            cfg.max_inflight,
+        )
+        .with_store(store)
+        .with_delivery(delivery);
+        let mut log_writer = None;
+        if let Some(d) = &cfg.decision_log {
+            let sink = d
+                .config
+                .dir
+                .as_ref()
+                .map_or("stdout".into(), |p| p.display().to_string());
+            let (log, writer) =
+                crate::decision_log::DecisionLog::start(d.config.clone()).map_err(|source| {
+                    ServerError::DecisionLog {
+                        sink: sink.clone(),
+                        source,
+                    }
+                })?;
+            tracing::info!(%sink, sample = d.sample, "decision log on");
+            scorer = scorer.with_decision_log(logging::DecisionLogging {
+                log,
+                sample: d.sample,
+            });
+            log_writer = Some(writer);
+        }
+        let audit = AuditLog::open(cfg.policies.join(AUDIT_FILE))?;
+        let manager = Arc::new(
+            RolloutManager::new(reloader.clone(), audit, metrics).with_max_upload_bytes(
+                cfg.admin
+                    .as_ref()
+                    .map_or(DEFAULT_MAX_UPLOAD_BYTES, |a| a.max_upload_bytes),
+            ),
+        );
+        Ok(Parts {
+            registry,
+            reloader,
+            state: AppState::new(scorer, cfg.max_body_bytes),
+            manager,
+            log_writer,
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! One policy call: the columnar batch built on the request's task, the
+//! call itself on a blocking thread inside the request's span.
+//!
+//! The chain and the shadows both call a policy through here, so a call
+//! always carries its span onto the blocking thread, is timed the same way,
+//! and keeps its permits (queue slot, instance slots) until it returns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::control::registry::ActivePolicy;
+use crate::error::CallError;
+use crate::policy::{Batch, CallOutcome};
+use crate::request::ValidRequest;
+
+/// The result of one call and its wall time.
+pub type Invoked = (Result<CallOutcome, CallError>, Duration);
+
+/// Calls `arm` on `req` on a blocking thread, holding `permits` until the
+/// call returns, in the current span.
+///
+/// # Errors
+/// The blocking task's join error: only a panic in host code ends up here;
+/// guest faults are values in the result.
+pub async fn invoke<P: Send + 'static>(
+    arm: &Arc<ActivePolicy>,
+    req: &ValidRequest<'_>,
+    permits: P,
+) -> Result<Invoked, tokio::task::JoinError> {
+    let batch = arm.policy.batch(req);
+    let arm = arm.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _permits = permits;
+        span.in_scope(|| call(&arm, &batch))
+    })
+    .await
+}
+
+/// Starts `arm` on `req` on a blocking thread and returns at once; `then`
+/// gets the result on that thread (shadows: nobody waits for them).
+pub fn spawn<P, F>(arm: &Arc<ActivePolicy>, req: &ValidRequest<'_>, permits: P, then: F)
+where
+    P: Send + 'static,
+    F: FnOnce(Invoked) + Send + 'static,
+{
+    let batch = arm.policy.batch(req);
+    let arm = arm.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _permits = permits;
+        span.in_scope(|| then(call(&arm, &batch)))
+    });
+}
+
+/// The call, timed.
+fn call(arm: &ActivePolicy, batch: &Batch) -> Invoked {
+    let started = Instant::now();
+    let result = arm.policy.call(batch);
+    (result, started.elapsed())
+}

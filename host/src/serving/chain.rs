@@ -1,0 +1,274 @@
+//! The serving chain: the arms that may answer a request, tried in order.
+//!
+//! A route's chain ([`RoutePlan::arms`](crate::control::registry::RoutePlan::arms))
+//! is its canary (for listeners in the canary's share), its stable version,
+//! then its baseline, then the host's relevance passthrough, which cannot
+//! fail; a killed route's chain is its baseline alone. The first arm that
+//! answers serves; each failure before it is recorded in the [`Served`]
+//! result (and counted, and logged), so the response can say what failed and
+//! which arm served instead. The chain is data, so a new kind of arm is a
+//! longer chain, not another nesting level.
+//!
+//! Overload is not a fault: when the route's *primary* arm (stable, or the
+//! baseline of a killed route) has no free instance the request gets a 503
+//! (the caller retries), while another arm that is busy is skipped.
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::bindings::{WitDecisions, WitReason};
+use crate::control::registry::{ActivePolicy, ArmKind};
+use crate::error::CallError;
+use crate::metadata::PolicyRef;
+use crate::policy::CallOutcome;
+use crate::request::ValidRequest;
+use crate::response::Variant;
+use crate::sandbox::visible;
+use crate::serving::{Scorer, ServeError, arm};
+use crate::telemetry::metrics::FallbackBy;
+
+/// The answer to one request: who served it, and what failed before.
+#[derive(Debug)]
+pub struct Served {
+    /// The decisions, one entry per candidate.
+    pub decisions: WitDecisions,
+    /// Time in the serving policy's call, microseconds (0 for passthrough).
+    pub policy_us: u64,
+    /// The version that served.
+    pub by: Arc<PolicyRef>,
+    /// The loaded version that served (none for the passthrough).
+    pub active: Option<Arc<ActivePolicy>>,
+    /// Resources its call used (none for the passthrough).
+    pub usage: Option<crate::policy::Usage>,
+    /// The arm that served.
+    pub arm: ArmKind,
+    /// How the request was served: the intended arm, a fallback, or the
+    /// kill switch.
+    pub variant: Variant,
+    /// The arms that failed before it, in chain order, with their errors.
+    pub failures: Vec<(Arc<PolicyRef>, CallError)>,
+    /// The first arm tried, whether it answered and its call time
+    /// (microseconds): what a canary's guardrails judge.
+    pub first: Option<(ArmKind, bool, u64)>,
+}
+
+impl Served {
+    /// `decisions` of `by` served as the stable arm, nothing failed before:
+    /// what a tool that calls a policy itself (the benchmark) hands to
+    /// [`encode`](crate::serving::encode).
+    pub fn stable(by: Arc<PolicyRef>, decisions: WitDecisions) -> Served {
+        Served {
+            decisions,
+            policy_us: 0,
+            by,
+            active: None,
+            usage: None,
+            arm: ArmKind::Stable,
+            variant: Variant::Stable,
+            failures: Vec::new(),
+            first: None,
+        }
+    }
+}
+
+/// Scores `req` with the first arm of `arms` that answers, falling back to
+/// the host's relevance passthrough. An arm that cannot take this many
+/// candidates is skipped, as is a busy arm other than the `primary` one.
+///
+/// # Errors
+/// [`ServeError::Overloaded`] when the `primary` arm has no free instance
+/// within its queue deadline (or its queue is full).
+pub async fn serve(
+    scorer: &Scorer,
+    arms: impl IntoIterator<Item = (ArmKind, Arc<ActivePolicy>)>,
+    primary: ArmKind,
+    req: &ValidRequest<'_>,
+) -> Result<Served, ServeError> {
+    let mut failures: Vec<(Arc<PolicyRef>, CallError)> = Vec::new();
+    let mut first: Option<(ArmKind, bool, u64)> = None;
+    // The first arm that failed: fallbacks are counted against it.
+    let mut first_failure: Option<(Arc<ActivePolicy>, crate::CallErrorKind)> = None;
+    let mut tried_any = false;
+    for (kind, arm) in arms {
+        if req.candidates.len() > arm.policy.limits().max_candidates {
+            continue;
+        }
+        let (result, us) = match call(scorer, &arm, req).await {
+            Ok(r) => r,
+            Err(overloaded @ ServeError::Overloaded { .. }) if kind == primary => {
+                return Err(overloaded);
+            }
+            Err(e) => {
+                tracing::warn!(arm = kind.as_str(), policy = arm.key(), error = %e, "arm overloaded; skipping it");
+                continue;
+            }
+        };
+        first.get_or_insert((kind, result.is_ok(), us));
+        match result {
+            Ok(outcome) => {
+                let campaign = req.campaign_index().iter().filter(|&&c| c >= 0).count();
+                arm.metrics.decided(&outcome.decisions, campaign as u64);
+                if let Some((failed, error_kind)) = &first_failure {
+                    failed
+                        .metrics
+                        .fallback_served(*error_kind, FallbackBy::FallbackPolicy);
+                }
+                return Ok(Served {
+                    decisions: outcome.decisions,
+                    policy_us: outcome.usage.wall_us,
+                    by: arm.policy.identity().clone(),
+                    usage: Some(outcome.usage),
+                    active: Some(arm),
+                    arm: kind,
+                    variant: match kind {
+                        _ if tried_any => Variant::Fallback,
+                        ArmKind::Canary => Variant::Canary,
+                        ArmKind::Baseline => Variant::Killed,
+                        _ => Variant::Stable,
+                    },
+                    failures,
+                    first,
+                });
+            }
+            Err(error) => {
+                arm.metrics.failed(error.kind());
+                if !tried_any {
+                    tracing::warn!(arm = kind.as_str(), kind = error.kind().as_str(), error = %visible(&error.to_string()), "policy failed; serving the fallback");
+                } else {
+                    tracing::error!(arm = kind.as_str(), policy = arm.key(), kind = error.kind().as_str(), error = %visible(&error.to_string()), "fallback policy failed too; trying the next arm");
+                }
+                first_failure.get_or_insert_with(|| (arm.clone(), error.kind()));
+                failures.push((arm.policy.identity().clone(), error));
+            }
+        }
+        tried_any = true;
+    }
+    if let Some((failed, error_kind)) = &first_failure {
+        failed
+            .metrics
+            .fallback_served(*error_kind, FallbackBy::Passthrough);
+    }
+    Ok(Served {
+        decisions: passthrough(req),
+        policy_us: 0,
+        by: PASSTHROUGH.clone(),
+        active: None,
+        usage: None,
+        arm: ArmKind::Passthrough,
+        variant: if tried_any || primary != ArmKind::Baseline {
+            Variant::Fallback
+        } else {
+            Variant::Killed
+        },
+        failures,
+        first,
+    })
+}
+
+/// Identity of the host's built-in relevance passthrough.
+pub static PASSTHROUGH: LazyLock<Arc<PolicyRef>> = LazyLock::new(|| {
+    Arc::new(PolicyRef {
+        name: Arc::from("host-passthrough"),
+        version: env!("CARGO_PKG_VERSION").into(),
+        digest: "builtin".into(),
+        settings_sha256: None,
+    })
+});
+
+/// Relevance passthrough computed on the host, the chain's last arm: score =
+/// relevance, nobody eligible, `organic` for tracks in no campaign.
+pub fn passthrough(req: &ValidRequest<'_>) -> WitDecisions {
+    let n = req.candidates.len();
+    WitDecisions {
+        scores: req.candidates.iter().map(|c| c.relevance).collect(),
+        eligible: vec![false; n],
+        reasons: req
+            .campaign_index()
+            .iter()
+            .map(|&c| {
+                if c < 0 {
+                    WitReason::ORGANIC
+                } else {
+                    WitReason::empty()
+                }
+            })
+            .collect(),
+        propensity: vec![0.0; n],
+        debug: Vec::new(),
+        campaign_updates: Vec::new(),
+    }
+}
+
+/// Runs `arm` on `req` once an instance is free ([`arm::invoke`]), counting
+/// the instance in use and the call's latency.
+///
+/// # Errors
+/// [`ServeError::Overloaded`] when the policy's queue is full or no instance
+/// frees up within the queue deadline; [`ServeError::Internal`] if the call's
+/// task panicked (host code; guest faults are values).
+async fn call(
+    scorer: &Scorer,
+    arm: &Arc<ActivePolicy>,
+    req: &ValidRequest<'_>,
+) -> Result<(Result<CallOutcome, CallError>, u64), ServeError> {
+    let permits = acquire(scorer, arm).await?;
+    let in_use = GaugeGuard::new(&scorer.inner().metrics.requests.instances_in_use);
+    let (result, elapsed) = arm::invoke(arm, req, (permits, in_use))
+        .await
+        .map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;
+    arm.metrics.latency.observe(elapsed.as_secs_f64());
+    Ok((result, elapsed.as_micros() as u64))
+}
+
+/// Increments a gauge for as long as it lives. Decrementing in `Drop` keeps
+/// the gauge right when a request future is dropped mid-way (client gone).
+struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(g: &Gauge) -> Self {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A queue slot, the policy's instance permit and a global instance permit.
+struct Permits {
+    _queue: OwnedSemaphorePermit,
+    _own: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
+/// Takes a queue slot (refusing at once when the queue is full), then waits
+/// up to the policy's queue deadline for a policy slot and a global slot.
+async fn acquire(scorer: &Scorer, arm: &ActivePolicy) -> Result<Permits, ServeError> {
+    let overloaded = || ServeError::Overloaded {
+        policy: arm.key().to_string(),
+    };
+    let queue = arm
+        .queue
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| overloaded())?;
+    let _waiting = GaugeGuard::new(&arm.metrics.queue_depth);
+    let wait = async {
+        let own = arm.permits.clone().acquire_owned().await;
+        let global = scorer.inner().instances.clone().acquire_owned().await;
+        (own, global)
+    };
+    match tokio::time::timeout(arm.manifest.concurrency.queue_timeout, wait).await {
+        Ok((Ok(own), Ok(global))) => Ok(Permits {
+            _queue: queue,
+            _own: own,
+            _global: global,
+        }),
+        _ => Err(overloaded()),
+    }
+}

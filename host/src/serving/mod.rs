@@ -1,0 +1,44 @@
+//! Serving: one scoring request from a parsed request to its answer,
+//! whatever transport it came through.
+//!
+//! ```text
+//! ScoreRequest ─► Scorer::score ──────────────────────────────► Scored ─► encode::{json, proto}
+//!                  resolve route (control::registry snapshot)            (the transport's bytes)
+//!                  validate against the route's policy                 ─► Scorer::after
+//!                  fill delivery state (delivery::Delivery)                write-back is done;
+//!                  chain: arm after arm (arm::invoke), passthrough last    decision log, shadows,
+//!                  write-back, guardrail                                   metrics
+//! ```
+//!
+//! | module        | concern                                                        |
+//! |---------------|----------------------------------------------------------------|
+//! | `scorer`      | [`Scorer`], the handle the transports call; [`Scored`]         |
+//! | `intake`      | how a request came in: [`Transport`], [`Received`], its [`span`] |
+//! | `error`       | [`ServeError`]: why a request was not scored                    |
+//! | `chain`       | the serving chain: arms tried in order, passthrough last       |
+//! | `arm`         | one policy call on a blocking thread, in the request's span     |
+//! | `encode`      | the JSON body and the protobuf message of a [`Scored`]         |
+//! | `shadow`      | shadow calls beside the served arm, off the response path      |
+//! | `guardrail`   | a canary's sliding window and its limits                       |
+//! | `route_stats` | per-route state that outlives registry snapshots               |
+//! | `logging`     | which requests are logged, handed to the decision log           |
+//!
+//! Rules: serving reads the control plane's published snapshot (the
+//! registry) and sends rollback requests to it, but never changes it; it
+//! returns [`ServeError`], never an HTTP or gRPC type (the transport maps it,
+//! `api::error`); nothing here holds a lock while guest code runs.
+
+pub mod arm;
+pub mod chain;
+pub mod encode;
+mod error;
+pub mod guardrail;
+mod intake;
+pub mod logging;
+pub mod route_stats;
+pub mod scorer;
+pub mod shadow;
+
+pub use error::ServeError;
+pub use intake::{Received, Transport, span};
+pub use scorer::{Admission, Scored, Scorer};

@@ -1,0 +1,348 @@
+//! [`Scorer`]: the transport-neutral handle both front ends call.
+//!
+//! A transport admits the request ([`Scorer::admit`]), decodes it, and then:
+//!
+//! ```text
+//! Scorer::score(req) ─► Scored ─► encode::json / encode::proto ─► Scorer::after(scored)
+//!   ready? resolve, validate,        the transport's answer         decision log, shadows,
+//!   fill state, chain, write-back,                                  request metrics
+//!   guardrail
+//! ```
+//!
+//! The handle is cheap to clone (one `Arc`) and its state is private, as
+//! mini-redis's `Db` is: the registry snapshot, the semaphores that bound
+//! work, the route statistics, the decision log and the delivery state are
+//! reached through its methods, so following a request never goes blind at
+//! a public field.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::control::manager::RollbackRequests;
+use crate::control::registry::{ArmKind, Registry, RoutePlan};
+use crate::control::versions::VersionStore;
+use crate::delivery::{Delivery, Fill};
+use crate::request::{ScoreRequest, ValidRequest, Validate};
+use crate::sandbox::visible;
+use crate::serving::chain::{self, Served};
+use crate::serving::logging::DecisionLogging;
+use crate::serving::route_stats::{RouteStats, lock};
+use crate::serving::{Received, ServeError, Transport, shadow};
+use crate::telemetry::metrics::{Metrics, RequestLabels};
+
+/// Shadow calls in flight at once, across routes. Shadows are shed first:
+/// beyond this, or when fewer than this many instance slots are free, a
+/// shadow call is skipped (and counted).
+pub const DEFAULT_MAX_SHADOW_CALLS: usize = 4;
+
+/// The serving side of a server. Cheap to clone.
+#[derive(Clone)]
+pub struct Scorer {
+    inner: Arc<Inner>,
+}
+
+/// What a [`Scorer`] owns. Fields are visible to the serving layer only.
+#[derive(Clone)]
+pub(super) struct Inner {
+    /// Loaded policies and routes (published by the control plane).
+    pub(super) registry: Arc<Registry>,
+    /// Metrics.
+    pub(super) metrics: Arc<Metrics>,
+    /// Instances across all policies, sized below the pooling allocator's
+    /// capacity so that a burst queues instead of failing to instantiate.
+    pub(super) instances: Arc<Semaphore>,
+    /// Bounds scoring requests in progress (bodies in memory included).
+    inflight: Arc<Semaphore>,
+    /// What serving learns per route (canary windows, shadow divergence).
+    pub(super) route_stats: Arc<RouteStats>,
+    /// Bounds shadow calls in flight; a shadow that finds none free is shed.
+    pub(super) shadows: Arc<Semaphore>,
+    /// Where guardrail breaches are sent to be rolled back.
+    rollbacks: RollbackRequests,
+    /// The version store, when serving a policy directory.
+    store: Option<VersionStore>,
+    /// The decision log, when decisions are logged.
+    pub(super) decision_log: Option<DecisionLogging>,
+    /// The delivery state, when kept.
+    delivery: Option<Delivery>,
+}
+
+/// A request let in: holds its `--max-inflight` slot until dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A scored request: what the transport encodes, then hands to
+/// [`Scorer::after`].
+pub struct Scored<'a> {
+    /// The validated request (with the delivery state filled in).
+    pub req: ValidRequest<'a>,
+    /// The route it was served on.
+    pub route: String,
+    /// Who served it and what failed before.
+    pub served: Served,
+    /// When the server started on it (after the body was read).
+    pub started: Instant,
+    plan: Arc<RoutePlan>,
+    fill: Option<Arc<Fill>>,
+}
+
+impl Scorer {
+    /// A scorer over `registry` for a runtime of `max_instances` instances,
+    /// scoring at most `max_inflight` requests at once. Two pool slots are
+    /// kept for loads and smoke tests, so requests use at most
+    /// `max_instances - 2` at once.
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        max_instances: u32,
+        max_inflight: usize,
+    ) -> Self {
+        Scorer {
+            inner: Arc::new(Inner {
+                registry,
+                metrics,
+                instances: Arc::new(Semaphore::new(
+                    max_instances.saturating_sub(2).max(1) as usize
+                )),
+                inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
+                route_stats: Arc::new(RouteStats::default()),
+                shadows: Arc::new(Semaphore::new(DEFAULT_MAX_SHADOW_CALLS)),
+                rollbacks: RollbackRequests::new(),
+                store: None,
+                decision_log: None,
+                delivery: None,
+            }),
+        }
+    }
+
+    fn map(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| (*shared).clone());
+        f(&mut inner);
+        Scorer {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same scorer, logging decisions to `log`.
+    pub fn with_decision_log(self, log: DecisionLogging) -> Self {
+        self.map(|i| i.decision_log = Some(log))
+    }
+
+    /// The same scorer, keeping delivery state in `delivery`.
+    pub fn with_delivery(self, delivery: Option<Delivery>) -> Self {
+        self.map(|i| i.delivery = delivery)
+    }
+
+    /// The same scorer, listing stored versions from `store`.
+    pub fn with_store(self, store: VersionStore) -> Self {
+        self.map(|i| i.store = Some(store))
+    }
+
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Loaded policies and routes.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// What serving learned per route (canary windows, shadow divergence).
+    pub fn route_stats(&self) -> &RouteStats {
+        &self.inner.route_stats
+    }
+
+    /// The version store, when serving a policy directory.
+    pub fn versions(&self) -> Option<&VersionStore> {
+        self.inner.store.as_ref()
+    }
+
+    /// The decision log, when decisions are logged.
+    pub fn decision_log(&self) -> Option<&DecisionLogging> {
+        self.inner.decision_log.as_ref()
+    }
+
+    /// The delivery state, when kept.
+    pub fn delivery(&self) -> Option<&Delivery> {
+        self.inner.delivery.as_ref()
+    }
+
+    /// The queue of guardrail breaches the control plane acts on.
+    pub fn rollbacks(&self) -> &RollbackRequests {
+        &self.inner.rollbacks
+    }
+
+    /// Lets one more request in, or refuses it: at most `max_inflight` are
+    /// scored at once. Transports admit after the body is read, so a client
+    /// that is slow to send never holds a slot.
+    ///
+    /// # Errors
+    /// [`ServeError::Busy`] when every slot is taken.
+    pub fn admit(&self) -> Result<Admission, ServeError> {
+        self.inner
+            .inflight
+            .clone()
+            .try_acquire_owned()
+            .map(|slot| Admission { _slot: slot })
+            .map_err(|_| ServeError::Busy)
+    }
+
+    /// Resolves the request's route, validates it against the route's
+    /// policy, fills the delivery state it did not send, walks the route's
+    /// serving chain, writes the served arm's state back and feeds a
+    /// canary's guardrails. Call it inside [`span`](crate::serving::span).
+    ///
+    /// # Errors
+    /// [`ServeError`]: not ready, an unknown route or a policy that never
+    /// loaded, an invalid request, or an overloaded primary arm. A policy's
+    /// fault is not an error: the chain answers with a fallback.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo(scorer: oasis::serving::Scorer, body: bytes::Bytes) -> Result<(), Box<dyn std::error::Error>> {
+    /// use oasis::serving::{Received, Transport, encode};
+    /// let started = std::time::Instant::now();
+    /// let _slot = scorer.admit()?;
+    /// let scored = scorer.score(oasis::request::parse(&body)?, started).await?;
+    /// let json = encode::json(&scored)?;
+    /// scorer.after(scored, Received::Json(&body), Transport::Http);
+    /// # let _ = json; Ok(()) }
+    /// ```
+    pub async fn score<'a>(
+        &self,
+        req: ScoreRequest<'a>,
+        started: Instant,
+    ) -> Result<Scored<'a>, ServeError> {
+        let inner = &*self.inner;
+        if !inner.registry.is_ready() {
+            return Err(ServeError::NotReady);
+        }
+        let snapshot = inner.registry.snapshot();
+        let (route, plan) = snapshot.resolve(req.route.as_deref())?;
+        // The route's contract is its stable version's (or, killed, its baseline's).
+        let Some(main) = plan.stable.as_ref().or(plan.baseline.as_ref()) else {
+            return Err(crate::control::registry::ResolveError::Unavailable {
+                route,
+                policy: plan.policy.clone(),
+                error: None,
+            }
+            .into());
+        };
+        let span = tracing::Span::current();
+        span.record("route", route.as_str());
+        span.record("policy", main.key());
+        span.record("version", main.policy.identity().version.as_str());
+        let mut req = req.validate(main.policy.limits().max_candidates)?;
+        // Delivery state the request did not send (request values win).
+        let fill = match &inner.delivery {
+            Some(d) => d.fill(&mut req).await,
+            None => None,
+        };
+        let arms = plan.arms(&req.context.listener_id);
+        let served = chain::serve(self, arms, plan.primary(), &req).await?;
+        // Only the served arm writes state (shadows and fallbacks never do).
+        if let Some(d) = &inner.delivery
+            && served.arm != ArmKind::Passthrough
+        {
+            d.served(&req, &served.decisions.campaign_updates);
+        }
+        self.guard_canary(&plan, &served);
+        Ok(Scored {
+            req,
+            route,
+            served,
+            started,
+            plan,
+            fill,
+        })
+    }
+
+    /// What follows the answer: the decision log, the shadows and the
+    /// request metrics. Returns at once (shadows run on their own).
+    pub fn after(&self, scored: Scored<'_>, received: Received<'_>, transport: Transport) {
+        let inner = &*self.inner;
+        let Scored {
+            req,
+            route,
+            served,
+            started,
+            plan,
+            fill,
+        } = scored;
+        let logged = inner
+            .decision_log
+            .as_ref()
+            .filter(|l| l.sampled(&plan, &req.context.request_id));
+        let raw = logged.map(|_| match received {
+            Received::Json(body) => body.clone(),
+            Received::Parsed => Bytes::from(serde_json::to_vec(&*req).unwrap_or_default()),
+        });
+        if let (Some(log), Some(raw)) = (logged, &raw) {
+            let server_us = started.elapsed().as_micros() as u64;
+            log.served(
+                &route,
+                &req.context.request_id,
+                raw,
+                fill.as_ref(),
+                &served,
+                server_us,
+            );
+        }
+        shadow::spawn(self, &plan, &req, &served, raw.as_ref(), fill.as_ref());
+        inner.metrics.requests.answered(
+            &RequestLabels {
+                route,
+                variant: served.variant.as_str(),
+                transport: transport.as_str(),
+            },
+            started.elapsed().as_secs_f64(),
+        );
+        tracing::debug!(
+            candidates = req.candidates.len(),
+            policy_us = served.policy_us,
+            "scored"
+        );
+    }
+
+    /// Counts and logs a refused request: `status` and `kind` as the
+    /// transport answered it.
+    pub fn refused(&self, status: u16, kind: &'static str, message: &str, transport: Transport) {
+        self.inner
+            .metrics
+            .requests
+            .reject(status, kind, transport.as_str());
+        if status >= 500 {
+            tracing::warn!(status, kind, transport = transport.as_str(), message = %visible(message), "request refused");
+        } else {
+            tracing::debug!(status, kind, transport = transport.as_str(), message = %visible(message), "request refused");
+        }
+    }
+
+    /// Feeds the first call of a canary to the route's guardrails; on a
+    /// breach, asks the control plane (off the request path) to roll the
+    /// canary back.
+    fn guard_canary(&self, plan: &RoutePlan, served: &Served) {
+        let (Some((ArmKind::Canary, ok, us)), Some(g), Some((canary, _))) =
+            (served.first, &plan.guardrails, &plan.canary)
+        else {
+            return;
+        };
+        let digest = &canary.policy.identity().digest;
+        let runtime = self.inner.route_stats.get(&plan.route);
+        let breach = lock(&runtime.canary).record(digest, ok, us, g);
+        if let Some(reason) = breach {
+            tracing::error!(route = %plan.route, %digest, %reason, "canary guardrail breached; rolling it back");
+            self.inner.rollbacks.request(&plan.route, digest, reason);
+        }
+    }
+}

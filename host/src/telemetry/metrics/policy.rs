@@ -1,0 +1,327 @@
+//! Metrics of policy versions: calls, errors, fallbacks, decisions, the
+//! promotion-stall flag and queue depth. Handles for one version are
+//! resolved once at activation ([`PolicyMetrics`]), so the request path
+//! does not build label sets.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use oasis_contract::reason::REASONS;
+
+use crate::error::CallErrorKind;
+use crate::metadata::PolicyRef;
+use crate::telemetry::promotion::{PromotionStall, PromotionWatch};
+
+use super::latency_histogram;
+
+/// Labels of a policy version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Policy key.
+    pub policy: String,
+    /// Policy semver.
+    pub version: String,
+    /// First 12 hex digits of the component's sha256: the same version
+    /// string redeployed with another module is another series.
+    pub digest: String,
+    /// First 12 hex digits of the settings' sha256.
+    pub settings: String,
+}
+
+/// Labels of a policy version's reason counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyReasonLabels {
+    /// Policy key.
+    pub policy: String,
+    /// Policy semver.
+    pub version: String,
+    /// Short component digest.
+    pub digest: String,
+    /// Short settings hash.
+    pub settings: String,
+    /// Reason code.
+    pub reason: &'static str,
+}
+
+/// Labels of a policy call error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Policy key.
+    pub policy: String,
+    /// Policy semver.
+    pub version: String,
+    /// Short component digest.
+    pub digest: String,
+    /// Short settings hash.
+    pub settings: String,
+    /// Error kind.
+    pub kind: CallErrorKind,
+}
+
+/// Labels of a fallback answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// Key of the policy that failed.
+    pub policy: String,
+    /// Its semver.
+    pub version: String,
+    /// Short component digest.
+    pub digest: String,
+    /// Short settings hash.
+    pub settings: String,
+    /// Why it failed.
+    pub kind: CallErrorKind,
+    /// What answered instead.
+    pub served_by: FallbackBy,
+}
+
+/// What answered when a route's policy failed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum FallbackBy {
+    /// The policy's fallback policy.
+    FallbackPolicy,
+    /// The host's relevance passthrough.
+    Passthrough,
+}
+
+impl FallbackBy {
+    /// Both, in label order.
+    pub const ALL: [FallbackBy; 2] = [FallbackBy::FallbackPolicy, FallbackBy::Passthrough];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackBy::FallbackPolicy => "fallback_policy",
+            FallbackBy::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl EncodeLabelValue for FallbackBy {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(e, self.as_str())
+    }
+}
+
+/// Labels of a policy's queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// Policy key.
+    pub policy: String,
+}
+
+/// The families of every policy version's metrics.
+pub struct PolicyFamilies {
+    /// Fallbacks served, by failed policy version, error kind and what served.
+    pub fallbacks: Family<FallbackLabels, Counter>,
+    /// Policy call errors, by policy version and kind.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Policy call latency (instantiate + run), seconds.
+    pub latency: Family<PolicyLabels, Histogram>,
+    /// Candidates scored, by policy version.
+    pub candidates: Family<PolicyLabels, Counter>,
+    /// Candidates marked eligible, by policy version.
+    pub eligible: Family<PolicyLabels, Counter>,
+    /// Candidates promoted, by policy version.
+    pub promoted: Family<PolicyLabels, Counter>,
+    /// Candidates with each reason, by policy version.
+    pub reasons: Family<PolicyReasonLabels, Counter>,
+    /// 1 while a version promotes nothing although campaign candidates
+    /// arrive ([`PromotionWatch`]).
+    pub promotion_stalled: Family<PolicyLabels, Gauge>,
+    /// Requests waiting for a free instance, by policy.
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    /// When a version counts as stalled.
+    pub promotion_stall: PromotionStall,
+}
+
+impl PolicyFamilies {
+    /// Creates the families and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let f = PolicyFamilies {
+            fallbacks: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            candidates: Family::default(),
+            eligible: Family::default(),
+            promoted: Family::default(),
+            reasons: Family::default(),
+            promotion_stalled: Family::default(),
+            queue_depth: Family::default(),
+            promotion_stall: PromotionStall::default(),
+        };
+        registry.register(
+            "policy_candidates",
+            "Candidates scored, by policy version (served answers only)",
+            f.candidates.clone(),
+        );
+        registry.register(
+            "policy_eligible",
+            "Candidates marked eligible, by policy version",
+            f.eligible.clone(),
+        );
+        registry.register(
+            "policy_promoted",
+            "Candidates promoted, by policy version",
+            f.promoted.clone(),
+        );
+        registry.register(
+            "policy_reasons",
+            "Candidates with each reason code, by policy version",
+            f.reasons.clone(),
+        );
+        registry.register(
+            "policy_promotion_stalled",
+            "1 while a policy version promotes nothing although campaign candidates arrive",
+            f.promotion_stalled.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Fallback answers, by failed policy version, error kind and what served instead",
+            f.fallbacks.clone(),
+        );
+        registry.register(
+            "policy_errors",
+            "Policy call errors, by policy version and kind",
+            f.errors.clone(),
+        );
+        registry.register(
+            "policy_latency_seconds",
+            "Policy call latency (fresh instance + run)",
+            f.latency.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a free policy instance",
+            f.queue_depth.clone(),
+        );
+        f
+    }
+
+    /// Resolves the handles of one policy version (labels: its key,
+    /// version, short digest and short settings hash).
+    pub fn for_policy(&self, key: &str, id: &PolicyRef) -> PolicyMetrics {
+        let short = |h: &str| crate::cache::short(h).to_string();
+        let labels = PolicyLabels {
+            policy: key.to_string(),
+            version: id.version.clone(),
+            digest: short(&id.digest),
+            settings: id.settings_sha256.as_deref().map(short).unwrap_or_default(),
+        };
+        let error = |kind: CallErrorKind| ErrorLabels {
+            policy: key.to_string(),
+            version: labels.version.clone(),
+            digest: labels.digest.clone(),
+            settings: labels.settings.clone(),
+            kind,
+        };
+        let fallback = |kind: CallErrorKind, served_by: FallbackBy| FallbackLabels {
+            policy: key.to_string(),
+            version: labels.version.clone(),
+            digest: labels.digest.clone(),
+            settings: labels.settings.clone(),
+            kind,
+            served_by,
+        };
+        let reason = |reason: &'static str| PolicyReasonLabels {
+            policy: key.to_string(),
+            version: labels.version.clone(),
+            digest: labels.digest.clone(),
+            settings: labels.settings.clone(),
+            reason,
+        };
+        PolicyMetrics {
+            candidates: self.candidates.get_or_create_owned(&labels),
+            eligible: self.eligible.get_or_create_owned(&labels),
+            promoted: self.promoted.get_or_create_owned(&labels),
+            reasons: REASONS.map(|(_, name)| self.reasons.get_or_create_owned(&reason(name))),
+            promotion: Arc::new(PromotionWatch::new(
+                self.promotion_stall,
+                self.promotion_stalled.get_or_create_owned(&labels),
+                format!("{key}@{}", id.version),
+            )),
+            latency: self.latency.get_or_create_owned(&labels),
+            errors: CallErrorKind::ALL.map(|k| self.errors.get_or_create_owned(&error(k))),
+            fallbacks: CallErrorKind::ALL.map(|k| {
+                FallbackBy::ALL.map(|by| self.fallbacks.get_or_create_owned(&fallback(k, by)))
+            }),
+            queue_depth: self.queue_depth.get_or_create_owned(&QueueLabels {
+                policy: key.to_string(),
+            }),
+        }
+    }
+}
+
+/// Metric handles of one policy version, resolved at activation.
+#[derive(Clone, Debug)]
+pub struct PolicyMetrics {
+    /// Call latency.
+    pub latency: Histogram,
+    errors: [Counter; 6],
+    fallbacks: [[Counter; 2]; 6],
+    /// Requests waiting for an instance of this policy.
+    pub queue_depth: Gauge,
+    candidates: Counter,
+    eligible: Counter,
+    promoted: Counter,
+    reasons: [Counter; REASONS.len()],
+    /// Promotion counts and the stall flag.
+    pub promotion: Arc<PromotionWatch>,
+}
+
+impl PolicyMetrics {
+    fn index(kind: CallErrorKind) -> usize {
+        CallErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0)
+    }
+
+    /// Counts the decisions of an answer this version served: candidates,
+    /// eligible, promoted, each reason; `campaign` is the request's number
+    /// of campaign candidates, for the [`PromotionWatch`].
+    pub fn decided(&self, decisions: &crate::bindings::WitDecisions, campaign: u64) {
+        use oasis_contract::ReasonBits;
+        let mut counts = [0u64; REASONS.len()];
+        let mut eligible = 0u64;
+        // Reason i is bit i (pinned in the contract crate): visit the set
+        // bits only, usually one or none per candidate.
+        for (r, e) in decisions.reasons.iter().zip(&decisions.eligible) {
+            let mut bits = r.reason_bits() & oasis_contract::reason::ALL;
+            eligible += u64::from(*e);
+            while bits != 0 {
+                counts[bits.trailing_zeros() as usize] += 1;
+                bits &= bits - 1;
+            }
+        }
+        let promoted = counts[oasis_contract::reason::PROMOTED.trailing_zeros() as usize];
+        self.candidates.inc_by(decisions.reasons.len() as u64);
+        self.eligible.inc_by(eligible);
+        for (c, n) in self.reasons.iter().zip(counts) {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        }
+        self.promoted.inc_by(promoted);
+        self.promotion.record(campaign, promoted);
+    }
+
+    /// Counts a failed call of this version.
+    pub fn failed(&self, kind: CallErrorKind) {
+        self.errors[Self::index(kind)].inc();
+    }
+
+    /// Counts an answer served by `by` because this version failed with `kind`.
+    pub fn fallback_served(&self, kind: CallErrorKind, by: FallbackBy) {
+        self.fallbacks[Self::index(kind)][by as usize].inc();
+    }
+}

@@ -1,0 +1,155 @@
+//! Metrics of the delivery state, events, the decision log and outcomes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of an event count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `applied`, `duplicate`, `buffered` (queued while the store is down)
+    /// or `busy` (refused with 503), counting events; `invalid` counts
+    /// batches refused with a 4xx.
+    pub result: &'static str,
+}
+
+/// Labels of a delivery state operation count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateOpLabels {
+    /// What: `read_ok`, `read_fallback` (last-known values used),
+    /// `read_error`, `write_error`, `events_buffered`, `events_dropped`,
+    /// `events_flushed`, `pacing_applied`, `pacing_refused` (the write rule
+    /// refused a stale or same-tick step), `pacing_dropped` (writer queue
+    /// full).
+    pub op: &'static str,
+}
+
+/// Labels of the decision log's record counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLogLabels {
+    /// `written`, `dropped` (queue full), `refused` (outcomes: queue full,
+    /// answered 503) or `failed` (I/O).
+    pub state: &'static str,
+}
+
+/// Delivery state, event, decision log and outcome metrics.
+pub struct StateMetrics {
+    /// Decision log records since start, by what became of them.
+    pub decision_log: Family<DecisionLogLabels, Gauge>,
+    /// Outcome events since start (`POST /v1/outcomes`), by what became of
+    /// them.
+    pub outcome_events: Family<DecisionLogLabels, Gauge>,
+    /// Delivery state store operations since start, by what became of them.
+    pub state_ops: Family<StateOpLabels, Gauge>,
+    /// 1 while the delivery state store is degraded (scoring on last-known
+    /// values, events queued), else 0.
+    pub state_degraded: Gauge,
+    /// Events queued for the delivery state store now.
+    pub state_queued_events: Gauge,
+    /// `POST /v1/events`: events by what became of them.
+    pub events: Family<EventLabels, Counter>,
+}
+
+impl StateMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = StateMetrics {
+            decision_log: Family::default(),
+            outcome_events: Family::default(),
+            state_ops: Family::default(),
+            state_degraded: Gauge::default(),
+            state_queued_events: Gauge::default(),
+            events: Family::default(),
+        };
+        registry.register(
+            "state_operations",
+            "Delivery state store operations since start, by op (read_ok, read_fallback, read_error, write_error, events_buffered, events_dropped, events_flushed, pacing_applied, pacing_refused, pacing_dropped)",
+            m.state_ops.clone(),
+        );
+        registry.register(
+            "state_degraded",
+            "1 while the delivery state store is degraded (last-known values, events queued)",
+            m.state_degraded.clone(),
+        );
+        registry.register(
+            "events",
+            "POST /v1/events: events by result (applied, duplicate, buffered, invalid, busy)",
+            m.events.clone(),
+        );
+        registry.register(
+            "state_queued_events",
+            "Events queued for the delivery state store",
+            m.state_queued_events.clone(),
+        );
+        registry.register(
+            "outcome_events",
+            "Outcome events since start: written, refused (queue full, answered 503), failed (I/O)",
+            m.outcome_events.clone(),
+        );
+        registry.register(
+            "decision_log_records",
+            "Decision log records since start: written, dropped (queue full), failed (I/O)",
+            m.decision_log.clone(),
+        );
+        m
+    }
+
+    /// Counts `n` events of `/v1/events` with `result`.
+    pub fn events(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.events.get_or_create(&EventLabels { result }).inc_by(n);
+        }
+    }
+
+    /// Publishes the decision log's counts.
+    pub fn decision_log_stats(&self, s: &crate::decision_log::DecisionLogStats) {
+        for (state, n) in [
+            ("written", s.written),
+            ("dropped", s.dropped),
+            ("failed", s.failed),
+        ] {
+            self.decision_log
+                .get_or_create(&DecisionLogLabels { state })
+                .set(n as i64);
+        }
+    }
+
+    /// Publishes the outcome event counts.
+    pub fn outcome_stats(&self, s: &crate::decision_log::OutcomeStats) {
+        for (state, n) in [
+            ("written", s.written),
+            ("refused", s.refused),
+            ("failed", s.failed),
+        ] {
+            self.outcome_events
+                .get_or_create(&DecisionLogLabels { state })
+                .set(n as i64);
+        }
+    }
+
+    /// Publishes the delivery state store's health.
+    pub fn state_stats(&self, h: &oasis_state::Health, pacing_dropped: u64) {
+        let c = &h.counters;
+        for (op, n) in [
+            ("read_ok", c.read_ok),
+            ("read_fallback", c.read_fallback),
+            ("read_error", c.read_errors),
+            ("write_error", c.write_errors),
+            ("events_buffered", c.events_buffered),
+            ("events_dropped", c.events_dropped),
+            ("events_flushed", c.events_flushed),
+            ("pacing_applied", c.pacing_applied),
+            ("pacing_refused", c.pacing_refused),
+            ("pacing_dropped", pacing_dropped),
+        ] {
+            self.state_ops
+                .get_or_create(&StateOpLabels { op })
+                .set(n as i64);
+        }
+        self.state_degraded
+            .set(i64::from(h.state != oasis_state::HealthState::Ok));
+        self.state_queued_events.set(h.queued_events as i64);
+    }
+}
