@@ -31,7 +31,7 @@ pub fn metadata<P: Policy>() -> wit::Metadata {
                 default_json: s.default_json,
             })
             .collect(),
-        sdk_version: crate::SDK_VERSION.to_string(),
+        sdk_version: m.sdk_version,
     }
 }
 

@@ -27,88 +27,10 @@ impl std::fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// A setting the policy accepts, as reported to operators by `oasis inspect`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingInfo {
-    /// The setting's key in the settings JSON (the serde field name).
-    pub name: String,
-    /// What it does, with its unit and valid range.
-    pub description: String,
-    /// JSON-encoded default, taken from `Settings::default()`.
-    pub default_json: String,
-}
-
-/// What a policy says about itself. Build it with [`Metadata::new`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata {
-    /// Policy name, usually the crate name.
-    pub name: String,
-    /// Semantic version of the policy, e.g. `1.2.0`.
-    pub version: String,
-    /// A one-paragraph description for operators.
-    pub description: String,
-    /// Candidate features the policy needs; the host sends these columns.
-    pub required_features: Vec<String>,
-    /// Candidate features the policy uses when present.
-    pub optional_features: Vec<String>,
-    /// Context features the policy reads.
-    pub context_features: Vec<String>,
-    /// Descriptions of settings; defaults are filled in by the SDK.
-    pub settings: Vec<SettingInfo>,
-}
-
-impl Metadata {
-    /// Metadata for policy `name` at semantic version `version`; usually
-    /// `Metadata::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))`.
-    pub fn new(name: &str, version: &str) -> Self {
-        Metadata {
-            name: name.to_string(),
-            version: version.to_string(),
-            description: String::new(),
-            required_features: Vec::new(),
-            optional_features: Vec::new(),
-            context_features: Vec::new(),
-            settings: Vec::new(),
-        }
-    }
-
-    /// A one-paragraph description for operators.
-    pub fn description(mut self, text: &str) -> Self {
-        self.description = text.to_string();
-        self
-    }
-
-    /// Candidate features the policy needs (the host sends these columns).
-    pub fn requires(mut self, features: &[&str]) -> Self {
-        self.required_features
-            .extend(features.iter().map(|f| f.to_string()));
-        self
-    }
-
-    /// Candidate features the policy uses when present.
-    pub fn optional(mut self, features: &[&str]) -> Self {
-        self.optional_features
-            .extend(features.iter().map(|f| f.to_string()));
-        self
-    }
-
-    /// Context features the policy reads.
-    pub fn context(mut self, features: &[&str]) -> Self {
-        self.context_features
-            .extend(features.iter().map(|f| f.to_string()));
-        self
-    }
-
-    /// Documents setting `name`.
-    pub fn setting(mut self, name: &str, description: &str) -> Self {
-        self.settings.push(SettingInfo {
-            name: name.to_string(),
-            description: description.to_string(),
-            default_json: String::new(),
-        });
-        self
-    }
-}
+/// What a policy says about itself, built with [`Metadata::new`], and one
+/// setting of it: the wire format's record ([`oasis_wire::metadata`]), the
+/// one definition the SDK and the host share.
+pub use oasis_wire::metadata::{Metadata, SettingInfo};
 
 /// A promotion-scoring policy.
 ///
@@ -148,9 +70,12 @@ pub fn parse_settings<P: Policy>(json: &str) -> Result<P::Settings, PolicyError>
     Ok(settings)
 }
 
-/// The metadata of `P` with setting defaults filled in from `P::Settings::default()`.
+/// The metadata of `P` with setting defaults filled in from
+/// `P::Settings::default()` and this SDK's version ([`crate::SDK_VERSION`]):
+/// what the policy's `describe` export answers.
 pub fn full_metadata<P: Policy>() -> Metadata {
     let mut meta = P::metadata();
+    meta.sdk_version = crate::SDK_VERSION.to_string();
     let defaults = serde_json::to_value(P::Settings::default()).unwrap_or_default();
     if let serde_json::Value::Object(map) = defaults {
         for (name, value) in map {

@@ -391,25 +391,6 @@ pub fn as_host_sends<P: Policy>(request: &Request) -> Request {
 
 // --- The host's JSON request and `oasis test` fixtures ----------------------
 
-fn json_err(what: impl std::fmt::Display) -> String {
-    format!("request JSON: {what}")
-}
-
-fn json_f64(v: &serde_json::Value, what: &str) -> Result<f64, String> {
-    v.as_f64()
-        .ok_or_else(|| json_err(format!("`{what}` must be a number, got {v}")))
-}
-
-fn json_i64(v: &serde_json::Value, what: &str) -> Result<i64, String> {
-    v.as_i64()
-        .ok_or_else(|| json_err(format!("`{what}` must be an integer, got {v}")))
-}
-
-fn json_str<'a>(v: &'a serde_json::Value, what: &str) -> Result<&'a str, String> {
-    v.as_str()
-        .ok_or_else(|| json_err(format!("`{what}` must be a string, got {v}")))
-}
-
 /// Interned ids (as the host interns them: keys in order of first
 /// appearance, an empty id gets a key of its own) and the next free key.
 #[derive(Default)]
@@ -438,18 +419,22 @@ impl Keys {
 /// every candidate feature any candidate carries ([`run`] then keeps the
 /// declared ones).
 ///
-/// Packing follows the host (`host/src/columnar.rs`): artist and
-/// rights-holder ids become keys in order of first appearance (an empty id
-/// gets its own), campaigns are sent once in order of first appearance, a
-/// missing seed is the FNV-1a hash of `request_id`, `context.slate_size`
-/// defaults to the candidate count, the holders table has one entry per
-/// rights-holder key with the top-level `rights_holders[id].exposure_share_7d`
-/// (NaN when the id is not listed), and optional delivery state reads as 0.
-/// The host validates far more (sizes, windows, finiteness) and stays the
-/// authority.
+/// The JSON is read with the host's own types ([`oasis_wire::request`]), so
+/// it accepts exactly what the host's parser accepts. Packing follows the
+/// host (`host/src/columnar.rs`): artist and rights-holder ids become keys
+/// in order of first appearance (an empty id gets its own), campaigns are
+/// sent once in order of first appearance, a missing seed is the FNV-1a
+/// hash of `request_id`, `context.slate_size` defaults to the candidate
+/// count (and is capped at it), the holders table has one entry per
+/// rights-holder key with the top-level
+/// `rights_holders[id].exposure_share_7d` (NaN when the id is not listed), a
+/// campaign's missing `expected_by_now` is its linear schedule, and other
+/// optional delivery state reads as 0. The host validates far more (sizes,
+/// windows, finiteness) and stays the authority.
 ///
 /// # Errors
-/// A message naming the field that is missing or of the wrong type.
+/// A message naming the JSON path of the field that is missing or of the
+/// wrong type, or of a market code that is not one.
 ///
 /// ```
 /// let req = oasis_sdk::testing::request_from_json(&serde_json::json!({
@@ -464,160 +449,113 @@ impl Keys {
 /// assert_eq!(req.slate_size(), 1);
 /// assert_eq!(req.candidate(0).holder_exposure_share_7d(), None);
 /// assert_eq!(req.candidate(1).holder_exposure_share_7d(), Some(0.3));
+///
+/// let err = oasis_sdk::testing::request_from_json(&serde_json::json!({
+///     "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+///                 "surface": "radio", "market": "SE", "timestamp_ms": 5},
+///     "candidates": [{"id": "a", "relevance": "high"}]
+/// })).unwrap_err();
+/// assert!(err.contains("`candidates[0].relevance`"), "{err}");
 /// ```
 pub fn request_from_json(body: &serde_json::Value) -> Result<Request, String> {
-    use serde_json::Value;
-    let ctx = &body["context"];
-    let cands = body["candidates"]
-        .as_array()
-        .ok_or_else(|| json_err("`candidates` must be a list"))?;
-    let mut names: Vec<String> = Vec::new();
-    for c in cands {
-        for name in c["features"].as_object().into_iter().flat_map(|f| f.keys()) {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-    }
-    let (n, width) = (cands.len(), names.len());
-    let mut k = Candidates {
-        count: n as u32,
-        features: vec![f64::NAN; n * width],
-        feature_names: names,
-        ..Candidates::default()
+    let wire = oasis_wire::request::from_value(body).map_err(json_err)?;
+    columnar(&wire)
+}
+
+fn json_err(what: impl std::fmt::Display) -> String {
+    format!("request JSON: {what}")
+}
+
+/// The columnar form of a request read with the wire types.
+fn columnar(r: &oasis_wire::request::ScoreRequest<'_>) -> Result<Request, String> {
+    let market = |path: &dyn Fn() -> String, m: &str| {
+        market_code(m).ok_or_else(|| json_err(format!("`{}`: bad market `{m}`", path())))
     };
-    let mut campaigns: Vec<Campaign> = Vec::new();
-    let mut campaign_ids: Vec<String> = Vec::new();
-    let (mut artists, mut holders) = (Keys::default(), Keys::default());
-    let mut holder_ids: Vec<String> = Vec::new();
-    for (i, c) in cands.iter().enumerate() {
-        for (name, v) in c["features"].as_object().into_iter().flatten() {
-            if !v.is_null() {
-                let j = k.feature_names.iter().position(|f| f == name).unwrap_or(0);
-                k.features[i * width + j] = json_f64(v, name)?;
-            }
-        }
-        k.relevance.push(json_f64(&c["relevance"], "relevance")?);
-        let camp = &c["campaign"];
-        if camp.is_null() {
-            k.campaign.push(-1);
-        } else {
-            let id = json_str(&camp["id"], "campaign.id")?;
-            let index = match campaign_ids.iter().position(|c| c == id) {
-                Some(index) => index,
+    let n = r.candidates.len();
+    let (feature_names, features) = r.feature_matrix();
+    let sent = r.campaigns();
+    let mut campaigns = Vec::with_capacity(sent.first.len());
+    for (key, c) in sent.first.iter().enumerate() {
+        // The candidate whose copy this is names the path of an error.
+        let at = sent
+            .index
+            .iter()
+            .position(|&i| i == key as i32)
+            .unwrap_or(0);
+        campaigns.push(Campaign {
+            key: key as u32,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+            surfaces: match &c.surfaces {
+                Some(list) => list.iter().copied().collect(),
                 None => {
-                    let opt = |name: &str| -> Result<f64, String> {
-                        match &camp[name] {
-                            Value::Null => Ok(0.0),
-                            v => json_f64(v, name),
-                        }
-                    };
-                    let surfaces = match &camp["surfaces"] {
-                        Value::Null => SurfaceSet::from_bits_retain(
-                            oasis_contract::surface::DEFAULT_CAMPAIGN_SURFACES,
-                        ),
-                        v => v
-                            .as_array()
-                            .ok_or_else(|| json_err("`campaign.surfaces` must be a list"))?
-                            .iter()
-                            .map(|s| {
-                                json_str(s, "campaign.surfaces").and_then(|s| {
-                                    Surface::from_name(s)
-                                        .ok_or_else(|| json_err(format!("unknown surface `{s}`")))
-                                })
-                            })
-                            .collect::<Result<SurfaceSet, String>>()?,
-                    };
-                    let markets = camp["markets"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|m| {
-                            json_str(m, "campaign.markets").and_then(|m| {
-                                market_code(m).ok_or_else(|| json_err(format!("bad market `{m}`")))
-                            })
-                        })
-                        .collect::<Result<Vec<u16>, String>>()?;
-                    campaigns.push(Campaign {
-                        key: campaigns.len() as u32,
-                        start_ms: json_i64(&camp["start_ms"], "campaign.start_ms")?,
-                        end_ms: json_i64(&camp["end_ms"], "campaign.end_ms")?,
-                        surfaces,
-                        markets,
-                        delivery_target: json_f64(
-                            &camp["delivery_target"],
-                            "campaign.delivery_target",
-                        )?,
-                        delivered: opt("delivered")?,
-                        expected_by_now: opt("expected_by_now")?,
-                        pacing_integral: opt("pacing_integral")?,
-                        pacing_last_error: opt("pacing_last_error")?,
-                        pacing_updated_ms: match &camp["pacing_updated_ms"] {
-                            Value::Null => 0,
-                            v => json_i64(v, "campaign.pacing_updated_ms")?,
-                        },
-                        commission_bps: camp["commission_bps"].as_u64().unwrap_or(0) as u32,
-                    });
-                    campaign_ids.push(id.to_string());
-                    campaigns.len() - 1
+                    SurfaceSet::from_bits_retain(oasis_contract::surface::DEFAULT_CAMPAIGN_SURFACES)
                 }
-            };
-            k.campaign.push(index as i32);
-        }
-        k.artist
-            .push(artists.key(c["artist"].as_str().unwrap_or_default()));
-        let holder = c["rights_holder"].as_str().unwrap_or_default();
-        let key = holders.key(holder);
-        if key as usize == holder_ids.len() {
-            holder_ids.push(holder.to_string());
-        }
-        k.rights_holder.push(key);
-        let count = |name: &str| c[name].as_u64().unwrap_or(0) as u32;
-        k.impressions_24h.push(count("impressions_24h"));
-        k.session_promoted.push(count("session_promoted"));
-    }
-    let table = &body["rights_holders"];
-    let exposure_share_7d = holder_ids
-        .iter()
-        .map(|id| match &table[id.as_str()]["exposure_share_7d"] {
-            Value::Null => Ok(f64::NAN),
-            v => json_f64(v, "rights_holders.*.exposure_share_7d"),
-        })
-        .collect::<Result<Vec<f64>, String>>()?;
-    let request_id = json_str(&ctx["request_id"], "context.request_id")?;
-    let seed = ctx["seed"].as_u64().unwrap_or_else(|| {
-        request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        })
-    });
-    let surface = json_str(&ctx["surface"], "context.surface")?;
-    let market = json_str(&ctx["market"], "context.market")?;
-    let (mut feature_names, mut features) = (Vec::new(), Vec::new());
-    for (name, v) in ctx["features"].as_object().into_iter().flatten() {
-        feature_names.push(name.clone());
-        features.push(if v.is_null() {
-            f64::NAN
-        } else {
-            json_f64(v, name)?
+            },
+            markets: c
+                .markets
+                .iter()
+                .enumerate()
+                .map(|(j, m)| market(&|| format!("candidates[{at}].campaign.markets[{j}]"), m))
+                .collect::<Result<_, _>>()?,
+            delivery_target: c.delivery_target,
+            delivered: c.delivered.unwrap_or(0.0),
+            expected_by_now: c
+                .expected_by_now
+                .unwrap_or_else(|| c.linear_schedule(r.context.timestamp_ms)),
+            pacing_integral: c.pacing_integral.unwrap_or(0.0),
+            pacing_last_error: c.pacing_last_error.unwrap_or(0.0),
+            pacing_updated_ms: c.pacing_updated_ms.unwrap_or(0).max(0),
+            commission_bps: c.commission_bps,
         });
     }
+    let (mut artists, mut holders) = (Keys::default(), Keys::default());
+    let mut holder_ids: Vec<&str> = Vec::new();
+    let mut k = Candidates {
+        count: n as u32,
+        feature_names,
+        features,
+        campaign: sent.index,
+        ..Candidates::default()
+    };
+    for c in &r.candidates {
+        k.relevance.push(c.relevance);
+        k.artist.push(artists.key(&c.artist));
+        let key = holders.key(&c.rights_holder);
+        if key as usize == holder_ids.len() {
+            holder_ids.push(&c.rights_holder);
+        }
+        k.rights_holder.push(key);
+        k.impressions_24h.push(c.impressions_24h.unwrap_or(0));
+        k.session_promoted.push(c.session_promoted.unwrap_or(0));
+    }
+    let exposure_share_7d = holder_ids
+        .iter()
+        .map(|id| {
+            r.rights_holders
+                .as_ref()
+                .and_then(|t| t.get(*id))
+                .map_or(f64::NAN, |h| h.exposure_share_7d)
+        })
+        .collect();
+    let ctx = &r.context;
+    let (context_names, context_values) = ctx
+        .features
+        .iter()
+        .map(|(name, v)| (name.to_string(), v.unwrap_or(f64::NAN)))
+        .unzip();
     Ok(Request {
         context: Context {
-            request_id: request_id.to_string(),
-            listener_id: json_str(&ctx["listener_id"], "context.listener_id")?.to_string(),
-            session_id: json_str(&ctx["session_id"], "context.session_id")?.to_string(),
-            surface: Surface::from_name(surface)
-                .ok_or_else(|| json_err(format!("unknown surface `{surface}`")))?,
-            market: market_code(market)
-                .ok_or_else(|| json_err(format!("bad market `{market}`")))?,
-            timestamp_ms: json_i64(&ctx["timestamp_ms"], "context.timestamp_ms")?,
-            seed,
-            feature_names,
-            features,
-            slate_size: match &ctx["slate_size"] {
-                Value::Null => n as u32,
-                v => json_i64(v, "context.slate_size")? as u32,
-            },
+            request_id: ctx.request_id.to_string(),
+            listener_id: ctx.listener_id.to_string(),
+            session_id: ctx.session_id.to_string(),
+            surface: ctx.surface,
+            market: market(&|| "context.market".into(), &ctx.market)?,
+            timestamp_ms: ctx.timestamp_ms,
+            seed: r.seed(),
+            feature_names: context_names,
+            features: context_values,
+            slate_size: ctx.slate_size.map_or(n, |s| (s as usize).min(n)) as u32,
         },
         candidates: k,
         campaigns,
@@ -629,140 +567,62 @@ pub fn request_from_json(body: &serde_json::Value) -> Result<Request, String> {
 }
 
 /// Runs the `oasis test` golden fixture at `path` natively with `P` and
-/// returns every difference from its expectations (empty when it passes),
-/// compared as `oasis test` compares them: per candidate its id, score and
-/// propensity (within the fixture's `tolerance`, default `1e-9`), eligibility,
-/// reason names and the candidate's listed `debug` values; the request-level
+/// returns every difference from its expectations (empty when it passes).
+///
+/// The fixture is read, compared and worded by [`oasis_wire::fixture`], as
+/// `oasis test` does: per candidate its id, score and propensity (within
+/// the fixture's `tolerance`, default `1e-9`), eligibility, reason names and
+/// the candidate's listed `debug` values; the request-level
 /// `expected_debug` values; and, when the fixture lists
 /// `expected_campaign_updates` (`[{"campaign": "<campaign id>",
 /// "pacing_integral": f, "pacing_last_error": f}]`), exactly those campaign
 /// updates, in any order.
 ///
 /// # Errors
-/// The file cannot be read or parsed, or the policy refuses the settings or
-/// the request (the message says which).
+/// The file cannot be read or is not a fixture, it has no `expected`
+/// output yet, or the policy refuses the settings or the request (the
+/// message says which).
 pub fn check_fixture<P: Policy>(path: impl AsRef<std::path::Path>) -> Result<Vec<String>, String> {
-    use serde_json::Value;
+    use oasis_wire::fixture::{self, Fixture, Output};
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let fx: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tol = fx["tolerance"].as_f64().unwrap_or(1e-9);
-    let settings = match &fx["settings"] {
-        Value::Null => "{}".to_string(),
-        s => s.to_string(),
-    };
-    let req = request_from_json(&fx["request"])?;
-    let out = run::<P>(&settings, &req)?;
-    let cands = fx["request"]["candidates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let expected = fx["expected"]
-        .as_array()
-        .ok_or("the fixture has no `expected` output")?;
-    let mut diffs = Vec::new();
-    if expected.len() != cands.len() {
-        diffs.push(format!(
-            "{} expected entries for {} candidates",
-            expected.len(),
-            cands.len()
-        ));
-    }
-    let debug = |candidate: Option<u32>, name: &str| {
-        out.debug
+    let fx = Fixture::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let wire = oasis_wire::request::from_value(&fx.request).map_err(json_err)?;
+    let req = columnar(&wire)?;
+    let out = run::<P>(&fx.settings_json(), &req)?;
+    let campaign_ids: Vec<&str> = wire.campaigns().first.iter().map(|c| &*c.id).collect();
+    let mut output = Output {
+        candidates: wire
+            .candidates
             .iter()
-            .find(|d| d.candidate == candidate && d.name == name)
-            .map(|d| d.value)
-    };
-    let far = |got: f64, want: &Value| want.as_f64().is_none_or(|w| (got - w).abs() > tol);
-    for (i, e) in expected.iter().enumerate().take(cands.len()) {
-        let id = cands[i]["id"].as_str().unwrap_or_default();
-        if e["id"].as_str() != Some(id) {
-            diffs.push(format!(
-                "candidate {i}: expected id {}, got {id:?}",
-                e["id"]
-            ));
-        }
-        if far(out.scores[i], &e["score"]) {
-            diffs.push(format!("{id}: score {} != {}", out.scores[i], e["score"]));
-        }
-        if e["eligible"].as_bool() != Some(out.eligible[i]) {
-            diffs.push(format!(
-                "{id}: eligible {} != {}",
-                out.eligible[i], e["eligible"]
-            ));
-        }
-        let got: Vec<&str> = oasis_contract::reason::names(out.reasons[i].bits()).collect();
-        let want: Vec<&str> = e["reasons"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if got != want {
-            diffs.push(format!("{id}: reasons {got:?} != {want:?}"));
-        }
-        if far(out.propensity[i], &e["propensity"]) {
-            diffs.push(format!(
-                "{id}: propensity {} != {}",
-                out.propensity[i], e["propensity"]
-            ));
-        }
-        for (name, want) in e["debug"].as_object().into_iter().flatten() {
-            match debug(Some(i as u32), name) {
-                Some(got) if !far(got, want) => {}
-                got => diffs.push(format!("{id}: debug `{name}` {got:?} != {want}")),
-            }
-        }
-    }
-    for (name, want) in fx["expected_debug"].as_object().into_iter().flatten() {
-        match debug(None, name) {
-            Some(got) if !far(got, want) => {}
-            got => diffs.push(format!("debug `{name}` {got:?} != {want}")),
-        }
-    }
-    if let Some(want) = fx["expected_campaign_updates"].as_array() {
-        let ids: Vec<&str> = {
-            let mut ids: Vec<&str> = Vec::new();
-            for c in &cands {
-                if let Some(id) = c["campaign"]["id"].as_str()
-                    && !ids.contains(&id)
-                {
-                    ids.push(id);
-                }
-            }
-            ids
-        };
-        let got: Vec<(&str, f64, f64)> = out
+            .enumerate()
+            .map(|(i, c)| fixture::Candidate {
+                id: c.id.to_string(),
+                score: out.scores[i],
+                eligible: out.eligible[i],
+                reasons: oasis_contract::reason::names(out.reasons[i].bits())
+                    .map(String::from)
+                    .collect(),
+                propensity: out.propensity[i],
+                debug: None,
+            })
+            .collect(),
+        campaign_updates: out
             .campaign_updates
             .iter()
-            .map(|u| {
-                (
-                    ids[u.campaign as usize],
-                    u.pacing_integral,
-                    u.pacing_last_error,
-                )
+            .map(|u| fixture::PacingUpdate {
+                campaign: campaign_ids[u.campaign as usize].to_string(),
+                pacing_integral: u.pacing_integral,
+                pacing_last_error: u.pacing_last_error,
             })
-            .collect();
-        if got.len() != want.len() {
-            diffs.push(format!(
-                "{} campaign updates, expected {}: {got:?}",
-                got.len(),
-                want.len()
-            ));
-        }
-        for w in want {
-            let id = w["campaign"].as_str().unwrap_or_default();
-            match got.iter().find(|g| g.0 == id) {
-                Some(&(_, integral, last))
-                    if !far(integral, &w["pacing_integral"])
-                        && !far(last, &w["pacing_last_error"]) => {}
-                Some(g) => diffs.push(format!("campaign update {g:?} != {w}")),
-                None => diffs.push(format!("no campaign update for `{id}`")),
-            }
-        }
+            .collect(),
+        ..Output::default()
+    };
+    for d in &out.debug {
+        output.add_debug(d.candidate.map(|c| c as usize), &d.name, d.value);
     }
-    Ok(diffs)
+    let diffs = fx.compare(&output).map_err(|e| e.to_string())?;
+    Ok(diffs.iter().map(ToString::to_string).collect())
 }
 
 /// Asserts that every `*.json` fixture in `dir` passes [`check_fixture`]
@@ -1117,6 +977,96 @@ mod tests {
         let sent = as_host_sends::<Forgetful>(&bare);
         assert_eq!(sent.candidates.feature_names, ["popularity"]);
         assert!(sent.candidates.features[0].is_nan());
+    }
+
+    /// Writes `fixture` to a file of its own and checks it with [`Tiny`].
+    fn check(name: &str, fixture: &serde_json::Value) -> Result<Vec<String>, String> {
+        let path =
+            std::env::temp_dir().join(format!("oasis-sdk-{name}-{}.json", std::process::id()));
+        std::fs::write(&path, fixture.to_string()).unwrap();
+        let result = check_fixture::<Tiny>(&path);
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    fn fixture(score_b: f64) -> serde_json::Value {
+        serde_json::json!({
+            "tolerance": 1e-6,
+            "request": {
+                "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+                            "surface": "radio", "market": "SE", "timestamp_ms": NOW_MS},
+                "candidates": [
+                    {"id": "a", "relevance": 0.5},
+                    {"id": "b", "relevance": 0.25, "campaign": {"id": "c", "start_ms": 0,
+                     "end_ms": NOW_MS + 1, "delivery_target": 10}}
+                ]
+            },
+            "expected": [
+                {"id": "a", "score": 0.5, "eligible": false, "reasons": ["organic"], "propensity": 0.0},
+                {"id": "b", "score": score_b, "eligible": false, "reasons": [], "propensity": 0.0}
+            ]
+        })
+    }
+
+    #[test]
+    fn fixtures_are_compared_as_oasis_test_compares_them() {
+        assert_eq!(check("pass", &fixture(0.25 + 5e-7)), Ok(vec![]));
+        assert_eq!(
+            check("fail", &fixture(0.3)),
+            Ok(vec![
+                "b: score expected 0.3 got 0.25 (tolerance 0.000001)".to_string()
+            ])
+        );
+        let mut bad = fixture(0.25);
+        bad["request"]["candidates"][1]["relevance"] = "high".into();
+        let err = check("bad-request", &bad).unwrap_err();
+        assert!(err.contains("(at `candidates[1].relevance`)"), "{err}");
+        let mut unblessed = fixture(0.25);
+        unblessed.as_object_mut().unwrap().remove("expected");
+        let err = check("unblessed", &unblessed).unwrap_err();
+        assert!(err.contains("no `expected` output yet"), "{err}");
+    }
+
+    #[test]
+    fn a_json_request_is_packed_as_the_host_packs_it() {
+        let req = request_from_json(&serde_json::json!({
+            "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+                        "surface": "radio", "market": "SE", "timestamp_ms": 1000,
+                        "slate_size": 9, "features": {"hour": 7, "mood": null}},
+            "candidates": [
+                {"id": "a", "relevance": 0.5, "artist": "x", "features": {"p_skip": 0.2},
+                 "campaign": {"id": "c1", "start_ms": 0, "end_ms": 2000, "delivery_target": 10,
+                              "markets": ["NO"], "surfaces": ["radio"]}},
+                {"id": "b", "relevance": 0.4, "artist": "x", "impressions_24h": 3,
+                 "features": {"pop": 1}},
+                {"id": "c", "relevance": 0.3,
+                 "campaign": {"id": "c1", "start_ms": 0, "end_ms": 2000, "delivery_target": 10}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(req.slate_size(), 3, "capped at the candidate count");
+        assert_eq!(req.candidates.feature_names, ["p_skip", "pop"]);
+        assert_eq!(req.candidates.campaign, [0, -1, 0]);
+        assert_eq!(
+            req.candidates.artist,
+            [0, 0, 1],
+            "an empty id gets its own key"
+        );
+        assert_eq!(req.candidates.impressions_24h, [0, 3, 0]);
+        assert_eq!(req.campaigns.len(), 1, "campaigns are sent once");
+        let c = &req.campaigns[0];
+        assert_eq!(c.markets, [market_code("NO").unwrap()]);
+        assert_eq!(c.surfaces, SurfaceSet::from(Surface::Radio));
+        assert_eq!(c.expected_by_now, 5.0, "the linear schedule when not sent");
+        assert_eq!(req.context_feature("hour"), Some(7.0));
+        assert_eq!(req.context.features.len(), 2);
+        let err = request_from_json(&serde_json::json!({
+            "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+                        "surface": "radio", "market": "Sweden", "timestamp_ms": 0},
+            "candidates": []
+        }))
+        .unwrap_err();
+        assert_eq!(err, "request JSON: `context.market`: bad market `Sweden`");
     }
 
     #[test]

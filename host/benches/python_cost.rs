@@ -17,7 +17,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis::request::{self, Validate};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig};
 use oasis_test_components::{EPSILON_GREEDY, GUARDED_BOOST, ROOT};
 
 /// Builds a Python policy package to a component; its path.

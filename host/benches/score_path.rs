@@ -13,7 +13,8 @@
 //! ("Performance") and BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis::request::{self, Validate};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig};
 
 fn example(n: usize) -> Vec<u8> {
     let body = std::fs::read(format!(

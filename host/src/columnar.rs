@@ -98,7 +98,7 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
 mod tests {
     use super::*;
     use crate::bindings::{WitSurface, WitSurfaceSet};
-    use crate::request::{market_code, parse};
+    use crate::request::{Validate, market_code, parse};
 
     #[test]
     fn builds_only_declared_columns_and_interns_keys() {

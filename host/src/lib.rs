@@ -12,11 +12,13 @@
 //! ```
 //!
 //! The library owns the pipeline: [`request::parse`] borrows the body,
-//! [`ScoreRequest::validate`](request::ScoreRequest::validate) checks it
-//! against the contract and packs it into a [`ValidRequest`], and
-//! [`Policy::score`] builds the batch the policy declared and calls it.
-//! The contract's rules (bounds, surfaces, markets, reason bits, the output
-//! check) come from the `oasis-contract` crate, shared with the guest SDK.
+//! [`validate`](request::Validate::validate) checks it against the contract
+//! and packs it into a [`ValidRequest`], and [`Policy::score`] builds the
+//! batch the policy declared and calls it. The contract's rules (bounds,
+//! surfaces, markets, reason bits, the output check) come from the
+//! `oasis-contract` crate, shared with the guest SDK; the wire formats (the
+//! request's JSON types, the golden fixture, the metadata record) from
+//! `oasis-wire`, shared with the guest SDK and `oasis-proto`.
 //!
 //! Around it: [`runtime`] (engine, linker, epoch ticker, the compile
 //! worker), [`metadata`] (what a policy says about itself, and its
@@ -43,7 +45,8 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use oasis::{Policy, Runtime, request};
+//! use oasis::request::{self, Validate};
+//! use oasis::{Policy, Runtime};
 //! let runtime = Runtime::new(Default::default())?;
 //! let policy = Policy::load_file(&runtime, "baseline.wasm".as_ref(), "{}", Default::default())?;
 //! let body = std::fs::read("examples/request.json")?;

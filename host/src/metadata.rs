@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use oasis_contract::{MAX_DECLARED_FEATURES, MAX_NAME_BYTES, is_key};
 
-use crate::bindings::WitMetadata;
 use crate::sandbox::bounded;
+
+pub use oasis_wire::metadata::{Metadata, SettingInfo};
 
 /// Identity of a policy version, as named in every response.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -33,28 +34,16 @@ pub struct PolicyRef {
 
 /// What a policy says about itself, plus what the host knows of its module.
 ///
-/// The fields mirror the WIT `metadata` record: wasmtime's `bindgen!` can
-/// only add derives to every generated type at once (flags included, which
-/// take none), so the record is moved into this serializable form once, at
-/// load.
+/// The policy's part is the wire format's [`Metadata`] record (the WIT
+/// `metadata` record as a serializable struct, converted once at load:
+/// [`crate::bindings::metadata`]); its fields read through this one
+/// (`info.name`, `info.settings`), and it serializes flat, followed by the
+/// module's digest, size and contract.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyInfo {
-    /// Policy name from its metadata.
-    pub name: String,
-    /// Semantic version from its metadata.
-    pub version: String,
-    /// Description for operators.
-    pub description: String,
-    /// Candidate features the host must send.
-    pub required_features: Vec<String>,
-    /// Candidate features sent when the request has them.
-    pub optional_features: Vec<String>,
-    /// Context features the policy reads.
-    pub context_features: Vec<String>,
-    /// Settings the policy accepts.
-    pub settings: Vec<SettingInfo>,
-    /// Guest SDK version the policy was built with.
-    pub sdk_version: String,
+    /// What the policy says about itself.
+    #[serde(flatten)]
+    pub metadata: Metadata,
     /// `sha256:<hex>` of the component bytes: the version's identity.
     pub digest: String,
     /// Component size in bytes.
@@ -64,15 +53,11 @@ pub struct PolicyInfo {
     pub contract: &'static str,
 }
 
-/// A setting a policy accepts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SettingInfo {
-    /// Setting name.
-    pub name: String,
-    /// What it does.
-    pub description: String,
-    /// Default value, JSON.
-    pub default_json: String,
+impl std::ops::Deref for PolicyInfo {
+    type Target = Metadata;
+    fn deref(&self) -> &Metadata {
+        &self.metadata
+    }
 }
 
 impl PolicyInfo {
@@ -82,39 +67,18 @@ impl PolicyInfo {
     /// # Errors
     /// A message naming the offending metadata field.
     pub fn new(
-        m: WitMetadata,
+        m: Metadata,
         digest: String,
         size_bytes: usize,
         contract: &'static str,
     ) -> Result<Self, String> {
         validate_metadata(&m)?;
         Ok(PolicyInfo {
-            name: m.name,
-            version: m.version,
-            description: m.description,
-            required_features: m.required_features,
-            optional_features: m.optional_features,
-            context_features: m.context_features,
-            settings: m
-                .settings
-                .into_iter()
-                .map(|s| SettingInfo {
-                    name: s.name,
-                    description: s.description,
-                    default_json: s.default_json,
-                })
-                .collect(),
-            sdk_version: m.sdk_version,
+            metadata: m,
             digest,
             size_bytes,
             contract,
         })
-    }
-
-    /// The candidate feature columns the policy receives, in order: the
-    /// required features, then the optional ones not already listed.
-    pub fn feature_columns(&self) -> Vec<String> {
-        oasis_contract::feature_columns(&self.required_features, &self.optional_features)
     }
 
     /// The version's identity.
@@ -134,7 +98,7 @@ impl PolicyInfo {
 ///
 /// # Errors
 /// A message naming the offending field.
-pub fn validate_metadata(m: &WitMetadata) -> Result<(), String> {
+pub fn validate_metadata(m: &Metadata) -> Result<(), String> {
     if !is_key(&m.name) || m.name.contains('.') {
         return Err(format!(
             "name {:?} must be 1-{MAX_NAME_BYTES} characters of [A-Za-z0-9_-]",
@@ -178,16 +142,10 @@ pub fn validate_metadata(m: &WitMetadata) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn meta() -> WitMetadata {
-        WitMetadata {
-            name: "p".into(),
-            version: "1.0.0".into(),
-            description: String::new(),
-            required_features: vec!["p_skip".into()],
-            optional_features: Vec::new(),
-            context_features: Vec::new(),
-            settings: Vec::new(),
+    fn meta() -> Metadata {
+        Metadata {
             sdk_version: "0.1.0".into(),
+            ..Metadata::new("p", "1.0.0").requires(&["p_skip"])
         }
     }
 
@@ -219,5 +177,14 @@ mod tests {
         let info = PolicyInfo::new(m, "sha256:x".into(), 1, "0.2.0").unwrap();
         assert_eq!(info.feature_columns(), ["a", "b", "c"]);
         assert_eq!(&*info.identity().name, "p");
+    }
+
+    #[test]
+    fn info_serializes_flat_the_record_then_the_module() {
+        let info = PolicyInfo::new(meta(), "sha256:x".into(), 7, "0.2.0").unwrap();
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"name":"p","version":"1.0.0","description":"","required_features":["p_skip"],"optional_features":[],"context_features":[],"settings":[],"sdk_version":"0.1.0","digest":"sha256:x","size_bytes":7,"contract":"0.2.0"}"#
+        );
     }
 }

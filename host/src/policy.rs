@@ -36,12 +36,12 @@ use wasmtime::Store;
 
 use crate::bindings::{
     CONTRACT_VERSION, ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign,
-    WitCandidates, WitContext, WitHolders, WitMetadata, WitPolicyError, WitRequest, WitSurface,
-    WitSurfaceSet, v0_1,
+    WitCandidates, WitContext, WitHolders, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
+    v0_1,
 };
 use crate::error::{CallError, LoadError};
 use crate::limits::Limits;
-use crate::metadata::{PolicyInfo, PolicyRef};
+use crate::metadata::{Metadata, PolicyInfo, PolicyRef};
 use crate::request::{ValidRequest, market_code};
 use crate::runtime::Runtime;
 use crate::sandbox::{CallState, bounded};
@@ -373,6 +373,7 @@ impl Policy {
     /// # Examples
     /// ```no_run
     /// # fn main() -> anyhow::Result<()> {
+    /// use oasis::request::Validate;
     /// let runtime = oasis::Runtime::new(Default::default())?;
     /// let policy = oasis::Policy::load_file(&runtime, "baseline.wasm".as_ref(), "{}", Default::default())?;
     /// let body = std::fs::read("examples/request.json")?;
@@ -564,9 +565,12 @@ impl Template {
     }
 
     /// The policy's `describe` answer.
-    fn describe(&self, label: &Arc<str>) -> Result<WitMetadata, CallError> {
+    fn describe(&self, label: &Arc<str>) -> Result<Metadata, CallError> {
         self.with_instance(label, 0, 0, |instance, store| match instance {
-            Instance::Current(i) => i.oasis_policy_policy().call_describe(&mut *store),
+            Instance::Current(i) => i
+                .oasis_policy_policy()
+                .call_describe(&mut *store)
+                .map(crate::bindings::metadata),
             Instance::V0_1(i) => i
                 .oasis_policy_policy()
                 .call_describe(&mut *store)

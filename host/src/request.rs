@@ -1,292 +1,27 @@
 //! The scoring request as PZN sends it (JSON), parsed and checked.
 //!
-//! The shape is the natural one for a caller: a `context` object and a
-//! `candidates` array of objects with an id, a relevance, an optional inline
-//! `campaign` and `features` by name. Strings are borrowed from the body when
-//! they contain no escapes, and features are kept as (name, value) pairs, so
-//! parsing allocates little; [`crate::columnar`] then builds the contract's
-//! columnar form with only the columns the policy asked for.
+//! The request's types are the wire format's ([`oasis_wire::request`],
+//! re-exported here): a `context` object and a `candidates` array of objects
+//! with an id, a relevance, an optional inline `campaign` and `features` by
+//! name, strings borrowed from the body. This module parses a body into them
+//! ([`parse`]) and checks them against the contract ([`Validate`]), packing
+//! what the contract packs into a [`ValidRequest`]; [`crate::columnar`] then
+//! builds the contract's columnar form with only the columns the policy
+//! asked for.
 //!
 //! Errors name the field: `candidates[3].relevance: must be finite`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-
-use serde::de::{self, MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize};
 
 use crate::bindings::{WitCampaign, wit_surface_set};
 
 pub mod packed;
 
 pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
-
-/// A scoring request.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScoreRequest<'a> {
-    /// Route to score on (server only); the default route when absent.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub route: Option<Cow<'a, str>>,
-    /// The listening context.
-    #[serde(borrow)]
-    pub context: RequestContext<'a>,
-    /// The candidate tracks.
-    #[serde(borrow)]
-    pub candidates: Vec<RequestCandidate<'a>>,
-    /// Delivery state of the candidates' rights holders, by rights-holder
-    /// id; the host fills what is absent from its state store.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<HashMap<String, RequestHolder>>)]
-    pub rights_holders: Option<HashMap<Cow<'a, str>, RequestHolder>>,
-    /// Include the policy's named debug values in the response.
-    #[serde(default)]
-    pub debug: bool,
-}
-
-/// The listening context.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RequestContext<'a> {
-    /// Caller's request id (echoed in the response and in every log line).
-    #[serde(borrow)]
-    pub request_id: Cow<'a, str>,
-    /// Listener id.
-    #[serde(borrow)]
-    pub listener_id: Cow<'a, str>,
-    /// Session id.
-    #[serde(borrow)]
-    pub session_id: Cow<'a, str>,
-    /// Surface of the session.
-    #[serde(deserialize_with = "surface::one", serialize_with = "surface::ser_one")]
-    #[schema(value_type = crate::api::openapi::SurfaceName)]
-    pub surface: Surface,
-    /// ISO 3166-1 alpha-2 market, e.g. "SE".
-    #[serde(borrow)]
-    pub market: Cow<'a, str>,
-    /// Unix time of the request, milliseconds.
-    pub timestamp_ms: i64,
-    /// Seed for all of the policy's randomness; derived from `request_id`
-    /// when absent, so that a logged request replays identically.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Numeric context features by name (local hour, session position...).
-    #[serde(default, borrow)]
-    #[schema(value_type = crate::api::openapi::FeatureMap)]
-    pub features: Features<'a>,
-    /// How many of the top-ranked candidates the caller shows (at least 1;
-    /// more than the candidates counts as all of them). Every candidate
-    /// when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slate_size: Option<u32>,
-}
-
-/// Delivery state of one rights holder.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RequestHolder {
-    /// The holder's share of all attention over the last 7 days, in [0, 1].
-    pub exposure_share_7d: f64,
-}
-
-/// One candidate track.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RequestCandidate<'a> {
-    /// Track id; stays on the host and is echoed in the response.
-    #[serde(borrow)]
-    pub id: Cow<'a, str>,
-    /// Base relevance from the recommender.
-    pub relevance: f64,
-    /// Primary artist id.
-    #[serde(default, borrow)]
-    pub artist: Cow<'a, str>,
-    /// Rights holder (label) id.
-    #[serde(default, borrow)]
-    pub rights_holder: Cow<'a, str>,
-    /// Promoted impressions of this track to this listener in the last 24
-    /// hours; from the host's state store when absent (0 without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub impressions_24h: Option<u32>,
-    /// Promoted plays of this track in this session; from the host's state
-    /// store when absent (0 without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_promoted: Option<u32>,
-    /// The track's promotion campaign, if it is in one.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub campaign: Option<RequestCampaign<'a>>,
-    /// Numeric features by name (p_skip, p_complete, popularity...).
-    #[serde(default, borrow)]
-    #[schema(value_type = crate::api::openapi::FeatureMap)]
-    pub features: Features<'a>,
-}
-
-/// A promotion campaign, inline in each candidate that belongs to it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RequestCampaign<'a> {
-    /// Campaign id; candidates sharing it share the campaign.
-    #[serde(borrow)]
-    pub id: Cow<'a, str>,
-    /// Start of the active window (unix ms, inclusive).
-    pub start_ms: i64,
-    /// End of the active window (unix ms, exclusive).
-    pub end_ms: i64,
-    /// Surfaces it may promote on; all but `other` when absent.
-    #[serde(
-        default,
-        deserialize_with = "surface::optional_list",
-        serialize_with = "surface::ser_optional_list",
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[schema(value_type = Option<Vec<crate::api::openapi::SurfaceName>>)]
-    pub surfaces: Option<Vec<Surface>>,
-    /// Markets it may promote in; every market when empty.
-    #[serde(default, borrow)]
-    pub markets: Vec<Cow<'a, str>>,
-    /// Promoted impressions targeted over the window.
-    pub delivery_target: f64,
-    /// Promoted impressions delivered so far; from the host's state store
-    /// when absent (0 without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered: Option<f64>,
-    /// What a linear schedule would have delivered by now;
-    /// `delivery_target` × the elapsed share of the window when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_by_now: Option<f64>,
-    /// Pacing controller state: leaky integral of the delivery error. The
-    /// three pacing fields go together: when none is sent the host fills
-    /// all three from its state store (0 without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pacing_integral: Option<f64>,
-    /// Pacing controller state: previous delivery error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pacing_last_error: Option<f64>,
-    /// Pacing controller state: when it was last updated (unix ms; 0 never).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pacing_updated_ms: Option<i64>,
-    /// Commission accepted, basis points.
-    #[serde(default)]
-    pub commission_bps: u32,
-}
-
-/// A candidate's (or the context's) features: by name in the order given
-/// (JSON, `null` = missing), or one row of a packed matrix whose names are
-/// sent once per request (gRPC, NaN = missing).
-#[derive(Debug)]
-pub enum Features<'a> {
-    /// (name, value) pairs.
-    Named(Vec<(Cow<'a, str>, Option<f64>)>),
-    /// Values aligned to `names`, which every row of the request shares.
-    Row {
-        /// The request's feature names.
-        names: &'a [String],
-        /// This row's values; NaN = missing.
-        values: &'a [f64],
-    },
-}
-
-impl Default for Features<'_> {
-    fn default() -> Self {
-        Features::Named(Vec::new())
-    }
-}
-
-impl<'a> Features<'a> {
-    /// (name, value) in the order given; `None` = missing.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<f64>)> + '_ {
-        let (named, row) = match self {
-            Features::Named(v) => (Some(v.iter().map(|(n, v)| (&**n, *v))), None),
-            Features::Row { names, values } => (
-                None,
-                Some(
-                    names
-                        .iter()
-                        .zip(values.iter())
-                        .map(|(n, v)| (n.as_str(), (!v.is_nan()).then_some(*v))),
-                ),
-            ),
-        };
-        named.into_iter().flatten().chain(row.into_iter().flatten())
-    }
-
-    /// The number of features given (missing ones included).
-    pub fn len(&self) -> usize {
-        match self {
-            Features::Named(v) => v.len(),
-            Features::Row { names, .. } => names.len(),
-        }
-    }
-
-    /// Whether no feature is given.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Serialize for Features<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.len()))?;
-        for (name, value) in self.iter() {
-            map.serialize_entry(name, &value)?;
-        }
-        map.end()
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Features<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of feature name to number (or null)")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
-                    let value: Option<f64> = map.next_value()?;
-                    if out.len() == MAX_FEATURES {
-                        return Err(de::Error::custom(format!(
-                            "more than {MAX_FEATURES} features"
-                        )));
-                    }
-                    out.push((name, value));
-                }
-                Ok(Features::Named(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A string that borrows from the input when it can (serde's own `Cow<str>`
-/// impl always allocates outside of derived fields).
-struct CowStr<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = CowStr<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
+pub use oasis_wire::request::{
+    Features, RequestCampaign, RequestCandidate, RequestContext, RequestHolder, ScoreRequest,
+};
 
 /// A request that is malformed (400) or well-formed but invalid (422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -331,51 +66,24 @@ impl RequestError {
 /// let err = oasis::request::parse(body).unwrap_err();
 /// assert!(err.to_string().contains("candidates[0].relevance"), "{err}");
 /// ```
+#[inline]
 pub fn parse(body: &[u8]) -> Result<ScoreRequest<'_>, RequestError> {
-    // Fast path: plain serde_json. Tracking the path of every value costs
-    // about a third of the parse, so only a failed parse pays for it, by
-    // parsing again with serde_path_to_error to name the offending field.
-    match serde_json::from_slice(body) {
-        Ok(req) => Ok(req),
-        Err(plain) => Err(locate(body).unwrap_or_else(|| RequestError::Malformed {
-            path: ".".into(),
-            message: plain.to_string(),
-        })),
-    }
+    oasis_wire::request::from_slice(body).map_err(RequestError::from)
 }
 
-/// Re-parses a body known to be bad, returning the error with its JSON path.
-fn locate(body: &[u8]) -> Option<RequestError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, ScoreRequest>(&mut de) {
-        Err(e) => {
-            let path = e.path().to_string();
-            Some(RequestError::Malformed {
-                path,
-                message: e.into_inner().to_string(),
-            })
+impl From<oasis_wire::request::ParseError> for RequestError {
+    fn from(e: oasis_wire::request::ParseError) -> Self {
+        RequestError::Malformed {
+            path: e.path,
+            message: e.message,
         }
-        Ok(_) => de.end().err().map(|e| RequestError::Malformed {
-            path: ".".into(),
-            message: e.to_string(),
-        }),
     }
 }
 
-impl<'a> ScoreRequest<'a> {
-    /// The seed: `context.seed`, else a hash of the request id.
-    pub fn seed(&self) -> u64 {
-        self.context.seed.unwrap_or_else(|| {
-            // FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
-            self.context
-                .request_id
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-                })
-        })
-    }
-
+/// Checking a parsed [`ScoreRequest`] against the contract. A trait because
+/// the request's type is the wire crate's; `use oasis::request::Validate`
+/// to call it as a method.
+pub trait Validate<'a> {
     /// Checks what the types cannot (sizes, finiteness, windows, codes,
     /// unique candidate ids, agreeing campaign copies) and packs what the
     /// contract packs (markets, surface sets, campaigns sent once), so that
@@ -383,30 +91,14 @@ impl<'a> ScoreRequest<'a> {
     ///
     /// # Errors
     /// [`RequestError::Invalid`] naming the first offending field.
-    pub fn validate(self, max_candidates: usize) -> Result<ValidRequest<'a>, RequestError> {
+    fn validate(self, max_candidates: usize) -> Result<ValidRequest<'a>, RequestError>;
+}
+
+impl<'a> Validate<'a> for ScoreRequest<'a> {
+    fn validate(self, max_candidates: usize) -> Result<ValidRequest<'a>, RequestError> {
         let c = &self.context;
-        for (name, v) in [
-            ("request_id", &c.request_id),
-            ("listener_id", &c.listener_id),
-            ("session_id", &c.session_id),
-        ] {
-            check_id(|| format!("context.{name}"), v, true)?;
-        }
-        let market = market_code(&c.market).ok_or_else(|| {
-            RequestError::invalid(
-                "context.market",
-                format!(
-                    "must be an ISO 3166-1 alpha-2 code such as \"SE\", got {:?}",
-                    c.market
-                ),
-            )
-        })?;
         let mut names_checked = None;
-        check_features(
-            || "context.features".into(),
-            &c.features,
-            &mut names_checked,
-        )?;
+        let market = check_context(c, &mut names_checked)?;
         if self.candidates.len() > max_candidates {
             return Err(RequestError::invalid(
                 "candidates",
@@ -417,11 +109,7 @@ impl<'a> ScoreRequest<'a> {
             ));
         }
         let mut ids = HashSet::with_capacity(self.candidates.len());
-        // Campaign id -> (its first copy, its index in `campaigns`).
-        let mut seen: HashMap<&str, (&RequestCampaign, i32)> = HashMap::new();
-        let mut campaigns = Vec::new();
-        let mut campaign_sent = Vec::new();
-        let mut campaign_first = Vec::new();
+        let mut table = CampaignTable::default();
         let mut campaign_index = Vec::with_capacity(self.candidates.len());
         let n = self.candidates.len();
         let mut artists = Keys::with_capacity(n);
@@ -431,12 +119,6 @@ impl<'a> ScoreRequest<'a> {
         let mut impressions_24h = Vec::with_capacity(n);
         let mut session_promoted = Vec::with_capacity(n);
         let mut counts_missing = false;
-        if c.slate_size == Some(0) {
-            return Err(RequestError::invalid(
-                "context.slate_size",
-                "must be at least 1 (the number of top-ranked candidates shown)",
-            ));
-        }
         for (i, cand) in self.candidates.iter().enumerate() {
             // Field paths are built only when reporting an error.
             let at = |f: &'static str| move || format!("candidates[{i}].{f}");
@@ -458,39 +140,7 @@ impl<'a> ScoreRequest<'a> {
             check_features(at("features"), &cand.features, &mut names_checked)?;
             let index = match &cand.campaign {
                 None => -1,
-                Some(camp) => match seen.get(&*camp.id) {
-                    // Seen before and checked: the copies must agree, or the
-                    // policy would see whichever came first.
-                    Some((first, _)) if *first != camp => {
-                        return Err(RequestError::invalid(
-                            at("campaign")(),
-                            format!(
-                                "campaign {:?} differs from an earlier candidate's copy of it",
-                                camp.id
-                            ),
-                        ));
-                    }
-                    Some((_, index)) => *index,
-                    None => {
-                        let key = campaigns.len() as u32;
-                        campaigns.push(check_campaign(
-                            &at("campaign")(),
-                            camp,
-                            key,
-                            c.timestamp_ms,
-                        )?);
-                        campaign_first.push(i);
-                        campaign_sent.push(Sent {
-                            delivered: camp.delivered.is_some(),
-                            pacing: camp.pacing_integral.is_some()
-                                || camp.pacing_last_error.is_some()
-                                || camp.pacing_updated_ms.is_some(),
-                        });
-                        let index = key as i32;
-                        seen.insert(&camp.id, (camp, index));
-                        index
-                    }
-                },
+                Some(camp) => table.index(i, camp, c.timestamp_ms)?,
             };
             campaign_index.push(index);
             artist.push(artists.intern(&cand.artist, i));
@@ -499,23 +149,15 @@ impl<'a> ScoreRequest<'a> {
             impressions_24h.push(cand.impressions_24h.unwrap_or(0));
             session_promoted.push(cand.session_promoted.unwrap_or(0));
         }
-        let mut exposure_share_7d = vec![f64::NAN; holders.first.len()];
-        let mut holders_sent = vec![false; holders.first.len()];
-        if let Some(table) = &self.rights_holders {
-            for (id, h) in table {
-                let field = || format!("rights_holders.{id}.exposure_share_7d");
-                check_id(|| format!("rights_holders.{id}"), id, true)?;
-                if !(0.0..=1.0).contains(&h.exposure_share_7d) {
-                    return Err(RequestError::invalid(field(), "must be a number in [0, 1]"));
-                }
-                if let Some(&k) = holders.keys.get(&**id) {
-                    exposure_share_7d[k as usize] = h.exposure_share_7d;
-                    holders_sent[k as usize] = true;
-                }
-            }
-        }
+        let (exposure_share_7d, holders_sent) = holder_exposure(&self.rights_holders, &holders)?;
         let holder_first = std::mem::take(&mut holders.first);
-        drop((holders, artists));
+        let CampaignTable {
+            campaigns,
+            sent: campaign_sent,
+            first: campaign_first,
+            seen,
+        } = table;
+        drop((holders, artists, seen));
         let seed = self.seed();
         let slate_size = c
             .slate_size
@@ -543,7 +185,112 @@ impl<'a> ScoreRequest<'a> {
     }
 }
 
-/// A request that passed [`ScoreRequest::validate`], with what the contract
+/// Checks the context's ids, market, features and slate size; the packed
+/// market.
+fn check_context<'a>(
+    c: &'a RequestContext<'a>,
+    names_checked: &mut Option<&'a [String]>,
+) -> Result<u16, RequestError> {
+    for (name, v) in [
+        ("request_id", &c.request_id),
+        ("listener_id", &c.listener_id),
+        ("session_id", &c.session_id),
+    ] {
+        check_id(|| format!("context.{name}"), v, true)?;
+    }
+    let market = market_code(&c.market).ok_or_else(|| {
+        RequestError::invalid(
+            "context.market",
+            format!(
+                "must be an ISO 3166-1 alpha-2 code such as \"SE\", got {:?}",
+                c.market
+            ),
+        )
+    })?;
+    check_features(|| "context.features".into(), &c.features, names_checked)?;
+    if c.slate_size == Some(0) {
+        return Err(RequestError::invalid(
+            "context.slate_size",
+            "must be at least 1 (the number of top-ranked candidates shown)",
+        ));
+    }
+    Ok(market)
+}
+
+/// The distinct campaigns of a request, each checked and packed once, in
+/// order of first appearance.
+#[derive(Default)]
+struct CampaignTable<'r, 'a> {
+    /// Campaign id -> (its first copy, its index in `campaigns`).
+    seen: HashMap<&'r str, (&'r RequestCampaign<'a>, i32)>,
+    campaigns: Vec<WitCampaign>,
+    sent: Vec<Sent>,
+    first: Vec<usize>,
+}
+
+impl<'r, 'a> CampaignTable<'r, 'a> {
+    /// The index of candidate `i`'s campaign `camp`: checked and packed the
+    /// first time it is seen; later copies must agree with the first, or the
+    /// policy would see whichever came first.
+    fn index(
+        &mut self,
+        i: usize,
+        camp: &'r RequestCampaign<'a>,
+        now_ms: i64,
+    ) -> Result<i32, RequestError> {
+        let field = || format!("candidates[{i}].campaign");
+        match self.seen.get(&*camp.id) {
+            Some((first, _)) if *first != camp => Err(RequestError::invalid(
+                field(),
+                format!(
+                    "campaign {:?} differs from an earlier candidate's copy of it",
+                    camp.id
+                ),
+            )),
+            Some((_, index)) => Ok(*index),
+            None => {
+                let key = self.campaigns.len() as u32;
+                self.campaigns
+                    .push(check_campaign(&field(), camp, key, now_ms)?);
+                self.first.push(i);
+                self.sent.push(Sent {
+                    delivered: camp.delivered.is_some(),
+                    pacing: camp.pacing_integral.is_some()
+                        || camp.pacing_last_error.is_some()
+                        || camp.pacing_updated_ms.is_some(),
+                });
+                let index = key as i32;
+                self.seen.insert(&camp.id, (camp, index));
+                Ok(index)
+            }
+        }
+    }
+}
+
+/// Checks the request's rights-holder table and lays it out by holder key:
+/// each holder's 7-day exposure share (NaN when unknown) and whether the
+/// request sent it. Holders of no candidate are checked and ignored.
+fn holder_exposure(
+    table: &Option<HashMap<Cow<'_, str>, RequestHolder>>,
+    holders: &Keys<'_>,
+) -> Result<(Vec<f64>, Vec<bool>), RequestError> {
+    let mut exposure_share_7d = vec![f64::NAN; holders.first.len()];
+    let mut holders_sent = vec![false; holders.first.len()];
+    for (id, h) in table.iter().flatten() {
+        let field = || format!("rights_holders.{id}.exposure_share_7d");
+        check_id(|| format!("rights_holders.{id}"), id, true)?;
+        if !(0.0..=1.0).contains(&h.exposure_share_7d) {
+            return Err(RequestError::invalid(field(), "must be a number in [0, 1]"));
+        }
+        if let Some(&k) = holders.keys.get(&**id) {
+            exposure_share_7d[k as usize] = h.exposure_share_7d;
+            holders_sent[k as usize] = true;
+        }
+    }
+    Ok((exposure_share_7d, holders_sent))
+}
+
+/// A request that passed [`Validate::validate`], with what the contract
 /// packs already packed. Reads as the [`ScoreRequest`] it wraps.
 #[derive(Debug)]
 pub struct ValidRequest<'a> {
@@ -887,56 +634,16 @@ fn check_campaign(
 }
 
 /// What a linear schedule would have delivered by `now_ms`: the target times
-/// the elapsed share of the window, clamped to [0, target].
+/// the elapsed share of the window, clamped to [0, target]
+/// ([`RequestCampaign::linear_schedule`]).
 pub fn linear_schedule(c: &RequestCampaign, now_ms: i64) -> f64 {
-    let span = (c.end_ms - c.start_ms) as f64;
-    let elapsed = (now_ms - c.start_ms) as f64;
-    c.delivery_target * (elapsed / span).clamp(0.0, 1.0)
-}
-
-/// Surfaces by name, with serde's own "unknown variant" message.
-mod surface {
-    use super::Surface;
-    use serde::de::{self, Deserialize, Deserializer};
-
-    /// Deserializes one surface name.
-    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Surface, D::Error> {
-        let super::CowStr(name) = super::CowStr::deserialize(d)?;
-        Surface::from_name(&name).ok_or_else(|| de::Error::unknown_variant(&name, &Surface::NAMES))
-    }
-
-    /// Deserializes an optional list of surface names.
-    pub fn optional_list<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Vec<Surface>>, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Name(#[serde(deserialize_with = "one")] Surface);
-        let list = <Option<Vec<Name>>>::deserialize(d)?;
-        Ok(list.map(|l| l.into_iter().map(|Name(s)| s).collect()))
-    }
-
-    /// Serializes one surface by name.
-    pub fn ser_one<S: serde::Serializer>(s: &Surface, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(s.name())
-    }
-
-    /// Serializes an optional list of surfaces by name.
-    pub fn ser_optional_list<S: serde::Serializer>(
-        list: &Option<Vec<Surface>>,
-        ser: S,
-    ) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let list = list.as_deref().unwrap_or_default();
-        let mut seq = ser.serialize_seq(Some(list.len()))?;
-        for s in list {
-            seq.serialize_element(s.name())?;
-        }
-        seq.end()
-    }
+    c.linear_schedule(now_ms)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
 
     const GOOD: &str = r#"{

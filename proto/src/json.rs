@@ -1,219 +1,201 @@
 //! A JSON scoring request (the body of `POST /v1/score`) as the equivalent
 //! gRPC [`ScoreRequest`](crate::v1::ScoreRequest).
 //!
-//! Feature names are the union of the candidates' names in order of first
-//! appearance, values the row-major matrix with NaN where a candidate has no
-//! value (absent or `null`, which the API treats alike); campaigns are sent
-//! once, in order of first appearance. The conversion does not validate:
-//! the server does, the same way for both front ends.
+//! The JSON is read with the wire format's own types
+//! ([`oasis_wire::request`], the host's parser), so both front ends read the
+//! same request. Feature names are the union of the candidates' names in
+//! order of first appearance, values the row-major matrix with NaN where a
+//! candidate has no value (absent or `null`, which the API treats alike);
+//! campaigns are sent once, in order of first appearance. The conversion
+//! checks what JSON's types check and no more: the server validates the
+//! rest, the same way for both front ends.
 
-use std::collections::HashMap;
-
-use serde_json::{Map, Value};
+use oasis_wire::request::{ParseError, RequestCampaign, ScoreRequest, Surface};
 
 use crate::v1;
 
 /// Converts a JSON request body.
 ///
 /// # Errors
-/// A message when the body is not JSON or a value has the wrong JSON type.
-pub fn request(body: &[u8]) -> Result<v1::ScoreRequest, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    from_value(&v)
+/// [`ParseError`] naming the JSON path when the body is not JSON of the
+/// request's shape.
+///
+/// ```
+/// let body = br#"{"context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+///   "surface": "radio", "market": "SE", "timestamp_ms": 0},
+///   "candidates": [{"id": "a", "relevance": 0.5, "features": {"p_skip": 0.1}},
+///                  {"id": "b", "relevance": "high"}]}"#;
+/// let err = oasis_proto::json::request(body).unwrap_err();
+/// assert_eq!(err.path, "candidates[1].relevance");
+/// ```
+pub fn request(body: &[u8]) -> Result<v1::ScoreRequest, ParseError> {
+    Ok(from_wire(&oasis_wire::request::from_slice(body)?))
 }
 
 /// Converts a parsed JSON request.
 ///
 /// # Errors
-/// A message when a value has the wrong JSON type.
-pub fn from_value(v: &Value) -> Result<v1::ScoreRequest, String> {
-    let obj = v.as_object().ok_or("the request is not an object")?;
-    let ctx = obj
-        .get("context")
-        .and_then(Value::as_object)
-        .ok_or("`context` is missing")?;
-    let (ctx_names, ctx_values) = features(ctx.get("features"), "context.features")?;
+/// [`ParseError`] naming the JSON path when a value has the wrong type.
+pub fn from_value(v: &serde_json::Value) -> Result<v1::ScoreRequest, ParseError> {
+    Ok(from_wire(&oasis_wire::request::from_value(v)?))
+}
+
+/// Converts a request read with the wire format's types. A column of
+/// per-candidate values the request leaves out everywhere (artists, rights
+/// holders, delivery counts, campaigns) is sent empty, which means "the
+/// default for every candidate".
+pub fn from_wire(r: &ScoreRequest<'_>) -> v1::ScoreRequest {
+    let ctx = &r.context;
+    let (ctx_names, ctx_values) = ctx
+        .features
+        .iter()
+        .map(|(name, v)| (name.to_string(), v.unwrap_or(f64::NAN)))
+        .unzip();
     let context = v1::Context {
-        request_id: string(ctx, "request_id")?,
-        listener_id: string(ctx, "listener_id")?,
-        session_id: string(ctx, "session_id")?,
-        surface: surface(ctx.get("surface"))? as i32,
-        market: string(ctx, "market")?,
-        timestamp_ms: ctx
-            .get("timestamp_ms")
-            .and_then(Value::as_i64)
-            .ok_or("`context.timestamp_ms` is missing")?,
-        seed: ctx.get("seed").and_then(Value::as_u64),
+        request_id: ctx.request_id.to_string(),
+        listener_id: ctx.listener_id.to_string(),
+        session_id: ctx.session_id.to_string(),
+        surface: surface(ctx.surface) as i32,
+        market: ctx.market.to_string(),
+        timestamp_ms: ctx.timestamp_ms,
+        seed: ctx.seed,
         feature_names: ctx_names,
         features: ctx_values,
-        slate_size: ctx
-            .get("slate_size")
-            .and_then(Value::as_u64)
-            .map(|s| s.min(u32::MAX as u64) as u32),
+        slate_size: ctx.slate_size,
     };
-    let cands = obj
-        .get("candidates")
-        .and_then(Value::as_array)
-        .ok_or("`candidates` is missing")?;
-    let n = cands.len();
-    let mut k = v1::Candidates::default();
-    let mut names: Vec<String> = Vec::new();
-    let mut name_index: HashMap<&str, usize> = HashMap::new();
-    let mut campaigns: Vec<v1::Campaign> = Vec::new();
-    let mut campaign_ids: HashMap<&str, i32> = HashMap::new();
-    let (mut any_artist, mut any_holder, mut any_counter, mut any_campaign) =
-        (false, false, false, false);
-    for c in cands {
-        let c = c.as_object().ok_or("a candidate is not an object")?;
-        if let Some(Value::Object(f)) = c.get("features") {
-            for name in f.keys() {
-                if !name_index.contains_key(name.as_str()) {
-                    name_index.insert(name, names.len());
-                    names.push(name.clone());
-                }
-            }
-        }
-        any_artist |= c.contains_key("artist");
-        any_holder |= c.contains_key("rights_holder");
-        any_counter |= c.contains_key("impressions_24h") || c.contains_key("session_promoted");
-        any_campaign |= c.get("campaign").is_some_and(|c| !c.is_null());
+    let cands = &r.candidates;
+    let (feature_names, features) = r.feature_matrix();
+    let campaigns = r.campaigns();
+    let any_artist = cands.iter().any(|c| !c.artist.is_empty());
+    let any_holder = cands.iter().any(|c| !c.rights_holder.is_empty());
+    let any_counter = cands
+        .iter()
+        .any(|c| c.impressions_24h.is_some() || c.session_promoted.is_some());
+    // A column sent for some candidate is sent for all; else it is empty.
+    fn column<T>(any: bool, values: impl Iterator<Item = T>) -> Vec<T> {
+        if any { values.collect() } else { Vec::new() }
     }
-    let width = names.len();
-    k.features = vec![f64::NAN; n * width];
-    for (i, c) in cands.iter().enumerate() {
-        let c = c.as_object().ok_or("a candidate is not an object")?;
-        k.ids.push(string(c, "id")?);
-        k.relevance.push(
-            c.get("relevance")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| format!("`candidates[{i}].relevance` is not a number"))?,
-        );
-        if any_artist {
-            k.artists.push(opt_string(c, "artist"));
-        }
-        if any_holder {
-            k.rights_holders.push(opt_string(c, "rights_holder"));
-        }
-        if any_counter {
-            k.impressions_24h.push(opt_u32(c, "impressions_24h"));
-            k.session_promoted.push(opt_u32(c, "session_promoted"));
-        }
-        if let Some(Value::Object(f)) = c.get("features") {
-            for (name, v) in f {
-                if let Some(x) = v.as_f64() {
-                    k.features[i * width + name_index[name.as_str()]] = x;
-                }
-            }
-        }
-        if any_campaign {
-            let index = match c.get("campaign") {
-                Some(Value::Object(camp)) => {
-                    let id = camp.get("id").and_then(Value::as_str).unwrap_or("");
-                    match campaign_ids.get(id) {
-                        Some(&j) => j,
-                        None => {
-                            let j = campaigns.len() as i32;
-                            campaigns.push(campaign(camp)?);
-                            campaign_ids.insert(id, j);
-                            j
-                        }
-                    }
-                }
-                _ => -1,
-            };
-            k.campaign.push(index);
-        }
-    }
-    k.feature_names = names;
-    Ok(v1::ScoreRequest {
-        route: obj
-            .get("route")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+    let k = v1::Candidates {
+        ids: cands.iter().map(|c| c.id.to_string()).collect(),
+        relevance: cands.iter().map(|c| c.relevance).collect(),
+        artists: column(any_artist, cands.iter().map(|c| c.artist.to_string())),
+        rights_holders: column(
+            any_holder,
+            cands.iter().map(|c| c.rights_holder.to_string()),
+        ),
+        impressions_24h: column(
+            any_counter,
+            cands.iter().map(|c| c.impressions_24h.unwrap_or(0)),
+        ),
+        session_promoted: column(
+            any_counter,
+            cands.iter().map(|c| c.session_promoted.unwrap_or(0)),
+        ),
+        campaign: column(!campaigns.first.is_empty(), campaigns.index.into_iter()),
+        feature_names,
+        features,
+    };
+    v1::ScoreRequest {
+        route: r.route.as_deref().unwrap_or("").to_string(),
         context: Some(context),
         candidates: Some(k),
-        campaigns,
-        debug: obj.get("debug").and_then(Value::as_bool).unwrap_or(false),
-        rights_holders: match obj.get("rights_holders") {
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(id, h)| {
-                    let share = h.get("exposure_share_7d").and_then(Value::as_f64);
-                    (
-                        id.clone(),
-                        v1::RightsHolder {
-                            exposure_share_7d: share.unwrap_or(f64::NAN),
-                        },
-                    )
-                })
-                .collect(),
-            _ => Default::default(),
-        },
-    })
-}
-
-fn campaign(c: &Map<String, Value>) -> Result<v1::Campaign, String> {
-    let opt = |name: &str| c.get(name).and_then(Value::as_f64);
-    let f = |name: &str| opt(name).unwrap_or(0.0);
-    let surfaces = match c.get("surfaces") {
-        Some(Value::Array(list)) => list
+        campaigns: campaigns.first.into_iter().map(campaign).collect(),
+        debug: r.debug,
+        rights_holders: r
+            .rights_holders
             .iter()
-            .map(|s| surface(Some(s)).map(|s| s as i32))
-            .collect::<Result<_, _>>()?,
-        _ => Vec::new(),
-    };
-    Ok(v1::Campaign {
-        id: string(c, "id")?,
-        start_ms: c.get("start_ms").and_then(Value::as_i64).unwrap_or(0),
-        end_ms: c.get("end_ms").and_then(Value::as_i64).unwrap_or(0),
-        surfaces,
-        markets: match c.get("markets") {
-            Some(Value::Array(list)) => list
-                .iter()
-                .map(|m| m.as_str().unwrap_or("").to_string())
-                .collect(),
-            _ => Vec::new(),
-        },
-        delivery_target: f("delivery_target"),
-        delivered: opt("delivered"),
-        expected_by_now: opt("expected_by_now"),
-        pacing_integral: opt("pacing_integral"),
-        pacing_last_error: opt("pacing_last_error"),
-        pacing_updated_ms: c.get("pacing_updated_ms").and_then(Value::as_i64),
-        commission_bps: c.get("commission_bps").and_then(Value::as_u64).unwrap_or(0) as u32,
-    })
-}
-
-fn features(v: Option<&Value>, at: &str) -> Result<(Vec<String>, Vec<f64>), String> {
-    match v {
-        None | Some(Value::Null) => Ok((Vec::new(), Vec::new())),
-        Some(Value::Object(m)) => Ok(m
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN)))
-            .unzip()),
-        Some(_) => Err(format!("`{at}` is not an object")),
+            .flatten()
+            .map(|(id, h)| {
+                (
+                    id.to_string(),
+                    v1::RightsHolder {
+                        exposure_share_7d: h.exposure_share_7d,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
-fn surface(v: Option<&Value>) -> Result<v1::Surface, String> {
-    let name = v
-        .and_then(Value::as_str)
-        .ok_or("a surface is not a string")?;
-    crate::surface_from_name(name).ok_or_else(|| format!("unknown surface {name:?}"))
+fn campaign(c: &RequestCampaign<'_>) -> v1::Campaign {
+    v1::Campaign {
+        id: c.id.to_string(),
+        start_ms: c.start_ms,
+        end_ms: c.end_ms,
+        surfaces: c
+            .surfaces
+            .iter()
+            .flatten()
+            .map(|s| surface(*s) as i32)
+            .collect(),
+        markets: c.markets.iter().map(|m| m.to_string()).collect(),
+        delivery_target: c.delivery_target,
+        delivered: c.delivered,
+        expected_by_now: c.expected_by_now,
+        pacing_integral: c.pacing_integral,
+        pacing_last_error: c.pacing_last_error,
+        pacing_updated_ms: c.pacing_updated_ms,
+        commission_bps: c.commission_bps,
+    }
 }
 
-fn string(m: &Map<String, Value>, key: &str) -> Result<String, String> {
-    m.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| format!("`{key}` is missing or not a string"))
+/// The proto value of a contract surface (a test pins that every one has
+/// one).
+fn surface(s: Surface) -> v1::Surface {
+    crate::surface_from_name(s.name()).unwrap_or(v1::Surface::Unspecified)
 }
 
-fn opt_string(m: &Map<String, Value>, key: &str) -> String {
-    m.get(key).and_then(Value::as_str).unwrap_or("").to_string()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn opt_u32(m: &Map<String, Value>, key: &str) -> u32 {
-    m.get(key).and_then(Value::as_u64).unwrap_or(0) as u32
+    #[test]
+    fn every_contract_surface_has_a_proto_value() {
+        for s in Surface::ALL {
+            assert_ne!(surface(s), v1::Surface::Unspecified, "{}", s.name());
+            assert_eq!(crate::surface_name(surface(s)), Some(s.name()));
+        }
+    }
+
+    #[test]
+    fn the_request_is_converted_column_by_column() {
+        let body = br#"{"route": "radio", "debug": true,
+          "context": {"request_id": "r", "listener_id": "l", "session_id": "s",
+            "surface": "daily_mix", "market": "SE", "timestamp_ms": 5, "seed": 9,
+            "features": {"hour": 20, "skip": null}},
+          "candidates": [
+            {"id": "a", "relevance": 0.5, "features": {"p_skip": 0.1, "pop": null},
+             "campaign": {"id": "c1", "start_ms": 0, "end_ms": 9, "delivery_target": 3,
+                          "surfaces": ["radio"], "markets": ["SE"], "delivered": 1}},
+            {"id": "b", "relevance": 0.4, "rights_holder": "h", "impressions_24h": 2,
+             "features": {"pop": 3}},
+            {"id": "c", "relevance": 0.3,
+             "campaign": {"id": "c1", "start_ms": 0, "end_ms": 9, "delivery_target": 3}}],
+          "rights_holders": {"h": {"exposure_share_7d": 0.25}}}"#;
+        let m = request(body).unwrap();
+        assert_eq!((m.route.as_str(), m.debug), ("radio", true));
+        let ctx = m.context.unwrap();
+        assert_eq!(ctx.surface, v1::Surface::DailyMix as i32);
+        assert_eq!((ctx.seed, ctx.slate_size), (Some(9), None));
+        assert_eq!(ctx.feature_names, ["hour", "skip"]);
+        assert!(ctx.features[0] == 20.0 && ctx.features[1].is_nan());
+        let k = m.candidates.unwrap();
+        assert_eq!(k.ids, ["a", "b", "c"]);
+        assert_eq!(k.feature_names, ["p_skip", "pop"]);
+        let shown: Vec<Option<f64>> = k
+            .features
+            .iter()
+            .map(|v| (!v.is_nan()).then_some(*v))
+            .collect();
+        assert_eq!(shown, [Some(0.1), None, None, Some(3.0), None, None]);
+        assert!(k.artists.is_empty(), "no candidate names an artist");
+        assert_eq!(k.rights_holders, ["", "h", ""]);
+        assert_eq!(k.impressions_24h, [0, 2, 0]);
+        assert_eq!(k.campaign, [0, -1, 0]);
+        assert_eq!(m.campaigns.len(), 1, "a campaign is sent once");
+        let c = &m.campaigns[0];
+        assert_eq!(c.surfaces, [v1::Surface::Radio as i32]);
+        assert_eq!((c.delivered, c.expected_by_now), (Some(1.0), None));
+        assert_eq!(m.rights_holders["h"].exposure_share_7d, 0.25);
+    }
 }

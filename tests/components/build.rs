@@ -14,7 +14,14 @@ const TARGET: &str = "wasm32-wasip2";
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.join("../..").canonicalize().unwrap();
-    for dir in ["policies", "guest-sdk", "wit", "tests/guests"] {
+    for dir in [
+        "policies",
+        "guest-sdk",
+        "wire",
+        "contract",
+        "wit",
+        "tests/guests",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

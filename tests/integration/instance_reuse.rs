@@ -11,7 +11,8 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use oasis::{CallErrorKind, Limits, Policy, request};
+use oasis::request::{self, Validate};
+use oasis::{CallErrorKind, Limits, Policy};
 use oasis_test_components::{GUARDED_BOOST, ROOT};
 
 use crate::python::{build, runtime, target_dir};

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis::request::{self, Validate};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig};
 use oasis_test_components::{GUARDED_BOOST, ROOT};
 
 /// The target directory of this build (the `oasis` binary is `<target>/<profile>/oasis`).

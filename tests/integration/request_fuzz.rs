@@ -2,7 +2,8 @@
 //! request never panic the parser, the validator or the columnar builder,
 //! and whatever is accepted yields a batch whose columns line up.
 
-use oasis::{columnar, request};
+use oasis::columnar;
+use oasis::request::{self, Validate};
 
 /// xorshift64*: a tiny deterministic generator, enough to drive mutations.
 struct Rng(u64);

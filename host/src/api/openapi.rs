@@ -26,7 +26,6 @@
 //! [`app`]: crate::api::app
 //! [`admin::router`]: crate::api::admin::router
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use axum::http::header;
@@ -186,51 +185,6 @@ fn names(description: &str, names: impl IntoIterator<Item = &'static str>) -> Re
         .enum_values(Some(names))
         .description(Some(description))
         .into()
-}
-
-/// A surface name (`oasis_contract::Surface::NAMES`).
-#[allow(dead_code, reason = "documentation only: read by utoipa, never built")]
-pub struct SurfaceName;
-
-impl PartialSchema for SurfaceName {
-    fn schema() -> RefOr<Schema> {
-        names(
-            "Surface of the listening session",
-            oasis_contract::Surface::NAMES,
-        )
-    }
-}
-
-impl ToSchema for SurfaceName {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Surface")
-    }
-}
-
-/// Features by name: numbers, `null` for missing.
-#[allow(dead_code, reason = "documentation only: read by utoipa, never built")]
-pub struct FeatureMap;
-
-impl PartialSchema for FeatureMap {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::Object))
-            .additional_properties(Some(
-                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::Number, Type::Null])),
-            ))
-            .max_properties(Some(oasis_contract::MAX_FEATURES))
-            .description(Some(
-                "Numeric features by name; `null` means missing. Only the features a policy \
-                 declares are sent to it",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for FeatureMap {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Features")
-    }
 }
 
 /// Reason codes: the names of `oasis_contract::reason::REASONS`.

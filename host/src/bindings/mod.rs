@@ -103,6 +103,29 @@ pub fn wit_reason(bits: u16) -> WitReason {
     out
 }
 
+/// A `describe` answer as the wire format's metadata record, which the
+/// rest of the host works in (the WIT record takes no serde derives).
+pub fn metadata(m: WitMetadata) -> oasis_wire::metadata::Metadata {
+    oasis_wire::metadata::Metadata {
+        name: m.name,
+        version: m.version,
+        description: m.description,
+        required_features: m.required_features,
+        optional_features: m.optional_features,
+        context_features: m.context_features,
+        settings: m
+            .settings
+            .into_iter()
+            .map(|s| oasis_wire::metadata::SettingInfo {
+                name: s.name,
+                description: s.description,
+                default_json: s.default_json,
+            })
+            .collect(),
+        sdk_version: m.sdk_version,
+    }
+}
+
 impl oasis_contract::ReasonBits for WitReason {
     fn reason_bits(&self) -> u16 {
         // 13 flags fit in the first (and only) 32-bit word.

@@ -31,8 +31,8 @@ pub use generated::*;
 
 use self::oasis::policy::types as v1;
 use super::{
-    WitCampaign, WitCandidates, WitContext, WitDebugValue, WitDecisions, WitMetadata, WitReason,
-    WitRequest, WitSurface,
+    WitCampaign, WitCandidates, WitContext, WitDebugValue, WitDecisions, WitReason, WitRequest,
+    WitSurface,
 };
 use crate::bindings::WitPolicyError;
 
@@ -177,9 +177,10 @@ pub fn decisions(d: v1::Decisions) -> WitDecisions {
     }
 }
 
-/// A 0.1.0 metadata record as the current type (the record did not change).
-pub fn metadata(m: v1::Metadata) -> WitMetadata {
-    WitMetadata {
+/// A 0.1.0 metadata record as the wire format's (the record did not change
+/// from 0.1.0 to 0.2.0; a field added later takes its default here).
+pub fn metadata(m: v1::Metadata) -> oasis_wire::metadata::Metadata {
+    oasis_wire::metadata::Metadata {
         name: m.name,
         version: m.version,
         description: m.description,
@@ -189,7 +190,7 @@ pub fn metadata(m: v1::Metadata) -> WitMetadata {
         settings: m
             .settings
             .into_iter()
-            .map(|s| super::oasis::policy::types::SettingInfo {
+            .map(|s| oasis_wire::metadata::SettingInfo {
                 name: s.name,
                 description: s.description,
                 default_json: s.default_json,

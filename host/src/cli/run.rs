@@ -13,9 +13,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use oasis::RuntimeConfig;
 use oasis::cache::short;
+use oasis::request::{self, Validate};
 use oasis::response::{self, Reasons, ScoreResponse, Timing, Variant};
-use oasis::{RuntimeConfig, request};
 use oasis_contract::ReasonBits;
 use oasis_contract::reason::{PROMOTED, REASONS};
 

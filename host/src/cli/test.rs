@@ -5,29 +5,19 @@
 //! fields. `--bless` (re)writes `expected` from the current output, so a
 //! policy author reviews the diff in version control instead of typing numbers.
 //!
-//! ```json
-//! { "description": "campaign track in a foreign market is not promoted",
-//!   "settings": { "theta": 0.3 },
-//!   "tolerance": 1e-9,
-//!   "request": { "context": { ... }, "candidates": [ ... ] },
-//!   "expected": [ { "id": "t1", "score": 0.5, "eligible": false,
-//!                   "reasons": ["organic"], "propensity": 0.0 } ] }
-//! ```
-//!
-//! Optional: `expected_debug` (request-level debug values by name) and
-//! `expected_campaign_updates` (`[{"campaign": "<id>", "pacing_integral": …,
-//! "pacing_last_error": …}]`: the pacing state a policy hands back, compared
-//! by campaign id; present means exactly these).
+//! The file format, its comparison and its blessing are
+//! [`oasis_wire::fixture`]'s, shared with the SDK's native `check_fixture`;
+//! this command runs the request through the built component and reports.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use oasis::Runtime;
+use oasis::request::{self, Validate};
 use oasis::response::Reasons;
-use oasis::{Runtime, request};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use oasis_wire::fixture::{self, Fixture, Output};
+use serde::Serialize;
 
 /// Arguments of `oasis test`.
 #[derive(Debug, clap::Args)]
@@ -61,53 +51,6 @@ pub enum Format {
     Json,
     /// JUnit XML.
     Junit,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Fixture {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    settings: Option<serde_json::Value>,
-    #[serde(default = "default_tolerance")]
-    tolerance: f64,
-    request: serde_json::Value,
-    #[serde(default)]
-    expected: Option<Vec<Expected>>,
-    /// Request-level debug values to compare, by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expected_debug: Option<BTreeMap<String, f64>>,
-    /// The campaign updates (pacing state handed back), by campaign id; when
-    /// present, exactly these must be returned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expected_campaign_updates: Option<Vec<ExpectedUpdate>>,
-}
-
-/// One expected campaign update of a fixture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExpectedUpdate {
-    campaign: String,
-    pacing_integral: f64,
-    pacing_last_error: f64,
-}
-
-fn default_tolerance() -> f64 {
-    1e-9
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Expected {
-    id: String,
-    score: f64,
-    eligible: bool,
-    reasons: Vec<String>,
-    propensity: f64,
-    /// The candidate's debug values to compare, by name (only those listed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    debug: Option<BTreeMap<String, f64>>,
 }
 
 /// One fixture's result.
@@ -286,254 +229,46 @@ fn run_fixture(
     limits: oasis::Limits,
 ) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(file)?;
-    let fixture: Fixture = serde_json::from_str(&text).context("not a valid fixture file")?;
-    let settings = fixture
-        .settings
-        .as_ref()
-        .map_or("{}".to_string(), |s| s.to_string());
-    let policy = super::load_policy(runtime, policy, &settings, limits)?;
+    let fixture = Fixture::from_json(&text)?;
+    let policy = super::load_policy(runtime, policy, &fixture.settings_json(), limits)?;
     let body = serde_json::to_vec(&fixture.request)?;
     let req = request::parse(&body)
         .and_then(|r| r.validate(policy.limits().max_candidates))
         .context("fixture request")?;
     let d = policy.score(&req).context("the policy failed")?.decisions;
-    // Debug values by candidate index (None: request-level) and name.
-    let mut debug: BTreeMap<(Option<usize>, &str), f64> = BTreeMap::new();
-    for v in &d.debug {
-        debug.insert((v.candidate.map(|c| c as usize), v.name.as_str()), v.value);
-    }
-    let listed = fixture.expected_debug.is_some()
-        || fixture.expected.iter().flatten().any(|e| e.debug.is_some());
-    let actual: Vec<Expected> = req
-        .candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mine: BTreeMap<String, f64> = debug
-                .iter()
-                .filter(|((cand, _), _)| *cand == Some(i))
-                .map(|((_, name), v)| (name.to_string(), *v))
-                .collect();
-            Expected {
+    let mut output = Output {
+        candidates: req
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| fixture::Candidate {
                 id: c.id.to_string(),
                 score: d.scores[i],
                 eligible: d.eligible[i],
                 reasons: Reasons(d.reasons[i]).names().map(String::from).collect(),
                 propensity: d.propensity[i],
-                debug: (listed && !mine.is_empty()).then_some(mine),
-            }
-        })
-        .collect();
-    let updates: Vec<ExpectedUpdate> = d
-        .campaign_updates
-        .iter()
-        .map(|u| ExpectedUpdate {
-            campaign: req.campaign_id(u.campaign as usize).to_string(),
-            pacing_integral: u.pacing_integral,
-            pacing_last_error: u.pacing_last_error,
-        })
-        .collect();
-    let request_debug: BTreeMap<String, f64> = debug
-        .iter()
-        .filter(|((cand, _), _)| cand.is_none())
-        .map(|((_, name), v)| (name.to_string(), *v))
-        .collect();
+                debug: None,
+            })
+            .collect(),
+        campaign_updates: d
+            .campaign_updates
+            .iter()
+            .map(|u| fixture::PacingUpdate {
+                campaign: req.campaign_id(u.campaign as usize).to_string(),
+                pacing_integral: u.pacing_integral,
+                pacing_last_error: u.pacing_last_error,
+            })
+            .collect(),
+        ..Output::default()
+    };
+    for v in &d.debug {
+        output.add_debug(v.candidate.map(|c| c as usize), &v.name, v.value);
+    }
     if bless {
-        // Pretty-printed from the typed values, so keys keep the format's order.
-        let mut updates_json = vec![("expected", serde_json::to_string_pretty(&actual)?)];
-        if fixture.expected_campaign_updates.is_some() || !updates.is_empty() {
-            updates_json.push((
-                "expected_campaign_updates",
-                serde_json::to_string_pretty(&updates)?,
-            ));
-        }
-        if listed && !request_debug.is_empty() {
-            updates_json.push((
-                "expected_debug",
-                serde_json::to_string_pretty(&request_debug)?,
-            ));
-        }
-        let out = rewrite_keys(&text, &updates_json).context("rewriting the fixture")?;
+        let out = fixture.bless(&text, &output)?;
         std::fs::write(file, out).with_context(|| format!("cannot write {}", file.display()))?;
         return Ok(Vec::new());
     }
-    let Some(expected) = &fixture.expected else {
-        bail!(
-            "the fixture has no `expected` output yet: run `oasis test --bless` to record it, then review the diff"
-        );
-    };
-    let mut diffs = diff(expected, &actual, fixture.tolerance);
-    if let Some(want) = &fixture.expected_campaign_updates {
-        let tol = fixture.tolerance;
-        let close = |a: f64, b: f64| (a - b).abs() <= tol;
-        for w in want {
-            match updates.iter().find(|u| u.campaign == w.campaign) {
-                None => diffs.push(format!("campaign `{}`: expected an update, got none", w.campaign)),
-                Some(g) if !(close(g.pacing_integral, w.pacing_integral)
-                    && close(g.pacing_last_error, w.pacing_last_error)) =>
-                {
-                    diffs.push(format!(
-                        "campaign `{}`: update expected (integral {}, last error {}) got ({}, {}) (tolerance {tol})",
-                        w.campaign, w.pacing_integral, w.pacing_last_error, g.pacing_integral, g.pacing_last_error
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        for g in updates
-            .iter()
-            .filter(|g| !want.iter().any(|w| w.campaign == g.campaign))
-        {
-            diffs.push(format!("campaign `{}`: unexpected update", g.campaign));
-        }
-    }
-    for (name, want) in fixture.expected_debug.iter().flatten() {
-        match request_debug.get(name) {
-            Some(got) if (got - want).abs() <= fixture.tolerance => {}
-            Some(got) => diffs.push(format!(
-                "debug `{name}`: expected {want} got {got} (tolerance {})",
-                fixture.tolerance
-            )),
-            None => diffs.push(format!("debug `{name}`: expected {want}, not reported")),
-        }
-    }
-    Ok(diffs)
-}
-
-/// `text` (a JSON object) with the top-level `updates` replaced (or
-/// appended when missing), every other key kept in its order and with its
-/// own text, so that a blessed fixture's diff shows only what changed.
-fn rewrite_keys(text: &str, updates: &[(&str, String)]) -> anyhow::Result<String> {
-    let Ordered(mut entries) = serde_json::from_str(text)?;
-    for (key, pretty) in updates {
-        let pretty = pretty.replace('\n', "\n  ");
-        let raw = RawValue::from_string(pretty)?;
-        match entries.iter_mut().find(|(k, _)| k == key) {
-            Some(e) => e.1 = raw,
-            None => entries.push((key.to_string(), raw)),
-        }
-    }
-    let mut out = String::from("{\n");
-    for (i, (k, v)) in entries.iter().enumerate() {
-        out += &format!(
-            "  {}: {}{}\n",
-            serde_json::to_string(k)?,
-            v.get(),
-            if i + 1 < entries.len() { "," } else { "" }
-        );
-    }
-    out.push_str("}\n");
-    Ok(out)
-}
-
-/// A JSON object's top-level entries in file order, values as written.
-struct Ordered(Vec<(String, Box<RawValue>)>);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Ordered, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    out.push((k, v));
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-fn diff(expected: &[Expected], actual: &[Expected], tol: f64) -> Vec<String> {
-    let mut out = Vec::new();
-    if expected.len() != actual.len() {
-        out.push(format!(
-            "expected {} candidates, got {}",
-            expected.len(),
-            actual.len()
-        ));
-    }
-    for (e, a) in expected.iter().zip(actual) {
-        if e.id != a.id {
-            out.push(format!(
-                "candidate order differs: expected `{}`, got `{}`",
-                e.id, a.id
-            ));
-            continue;
-        }
-        if (e.score - a.score).abs() > tol {
-            out.push(format!(
-                "{}: score expected {} got {} (tolerance {tol})",
-                e.id, e.score, a.score
-            ));
-        }
-        if e.eligible != a.eligible {
-            out.push(format!(
-                "{}: eligible expected {} got {}",
-                e.id, e.eligible, a.eligible
-            ));
-        }
-        if e.reasons != a.reasons {
-            out.push(format!(
-                "{}: reasons expected {:?} got {:?}",
-                e.id, e.reasons, a.reasons
-            ));
-        }
-        if (e.propensity - a.propensity).abs() > tol {
-            out.push(format!(
-                "{}: propensity expected {} got {} (tolerance {tol})",
-                e.id, e.propensity, a.propensity
-            ));
-        }
-        for (name, want) in e.debug.iter().flatten() {
-            match a.debug.as_ref().and_then(|d| d.get(name)) {
-                Some(got) if (got - want).abs() <= tol => {}
-                Some(got) => out.push(format!(
-                    "{}: debug `{name}` expected {want} got {got} (tolerance {tol})",
-                    e.id
-                )),
-                None => out.push(format!(
-                    "{}: debug `{name}` expected {want}, not reported",
-                    e.id
-                )),
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(id: &str, score: f64) -> Expected {
-        Expected {
-            id: id.into(),
-            score,
-            eligible: false,
-            reasons: vec!["organic".into()],
-            propensity: 0.0,
-            debug: None,
-        }
-    }
-
-    #[test]
-    fn diff_respects_tolerance_and_names_the_candidate() {
-        assert!(diff(&[e("a", 0.5)], &[e("a", 0.5 + 1e-12)], 1e-9).is_empty());
-        let d = diff(&[e("a", 0.5)], &[e("a", 0.6)], 1e-9);
-        assert_eq!(d.len(), 1);
-        assert!(d[0].starts_with("a: score expected 0.5 got 0.6"), "{d:?}");
-        let mut other = e("a", 0.5);
-        other.reasons = vec!["promoted".into()];
-        assert!(diff(&[e("a", 0.5)], &[other], 1e-9)[0].contains("reasons"));
-        assert!(diff(&[e("a", 0.5)], &[], 1e-9)[0].contains("expected 1 candidates, got 0"));
-    }
+    let diffs = fixture.compare(&output)?;
+    Ok(diffs.iter().map(ToString::to_string).collect())
 }

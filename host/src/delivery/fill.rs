@@ -202,7 +202,7 @@ impl Fill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::parse;
+    use crate::request::{Validate, parse};
     use oasis_state::{CampaignState, PacingState, Source, Sourced};
 
     const BODY: &[u8] = br#"{"context": {"request_id": "r", "listener_id": "u", "session_id": "s",

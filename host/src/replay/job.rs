@@ -18,7 +18,7 @@ use crate::decision_log::outcomes::Outcomes;
 use crate::decision_log::{DecisionRecord, Records, ReplayRecord};
 use crate::divergence::{DecisionColumns, Divergence, compare};
 use crate::ope::Decision;
-use crate::request;
+use crate::request::{self, Validate};
 
 /// How far a pass is, told every [`PROGRESS_EVERY`] on long runs.
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 //! and feature rows from the message. What JSON's types check (required
 //! fields, known surfaces, at most 256 features) is checked here and
 //! reported as [`RequestError::Malformed`]; what the contract checks is left
-//! to [`ScoreRequest::validate`], the one validation of both front ends.
+//! to [`Validate::validate`](super::Validate::validate), the one validation of both front ends.
 //!
 //! Field paths are the JSON API's (`candidates[3].relevance`), so an invalid
 //! request names the same field through both; a column whose length is wrong
@@ -245,6 +245,7 @@ fn candidates<'m>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::Validate;
     use super::*;
 
     const GOOD: &str = r#"{
@@ -360,6 +361,7 @@ mod tests {
 
 #[cfg(test)]
 mod example {
+    use super::super::Validate;
     use super::*;
 
     #[test]

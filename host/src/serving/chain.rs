@@ -26,53 +26,11 @@ use crate::policy::CallOutcome;
 use crate::request::ValidRequest;
 use crate::response::Variant;
 use crate::sandbox::visible;
-use crate::serving::{Scorer, ServeError, arm};
+use crate::serving::resources::Resources;
+use crate::serving::served::Served;
+use crate::serving::{ServeError, arm};
 use crate::telemetry::metrics::FallbackBy;
 use tracing::Instrument;
-
-/// The answer to one request: who served it, and what failed before.
-#[derive(Debug)]
-pub struct Served {
-    /// The decisions, one entry per candidate.
-    pub decisions: WitDecisions,
-    /// Time in the serving policy's call, microseconds (0 for passthrough).
-    pub policy_us: u64,
-    /// The version that served.
-    pub by: Arc<PolicyRef>,
-    /// The loaded version that served (none for the passthrough).
-    pub active: Option<Arc<ActivePolicy>>,
-    /// Resources its call used (none for the passthrough).
-    pub usage: Option<crate::policy::Usage>,
-    /// The arm that served.
-    pub arm: ArmKind,
-    /// How the request was served: the intended arm, a fallback, or the
-    /// kill switch.
-    pub variant: Variant,
-    /// The arms that failed before it, in chain order, with their errors.
-    pub failures: Vec<(Arc<PolicyRef>, CallError)>,
-    /// The first arm tried, whether it answered and its call time
-    /// (microseconds): what a canary's guardrails judge.
-    pub first: Option<(ArmKind, bool, u64)>,
-}
-
-impl Served {
-    /// `decisions` of `by` served as the stable arm, nothing failed before:
-    /// what a tool that calls a policy itself (the benchmark) hands to
-    /// [`encode`](crate::serving::encode).
-    pub fn stable(by: Arc<PolicyRef>, decisions: WitDecisions) -> Served {
-        Served {
-            decisions,
-            policy_us: 0,
-            by,
-            active: None,
-            usage: None,
-            arm: ArmKind::Stable,
-            variant: Variant::Stable,
-            failures: Vec::new(),
-            first: None,
-        }
-    }
-}
 
 /// Scores `req` with the first arm of `arms` that answers, falling back to
 /// the host's relevance passthrough. An arm that cannot take this many
@@ -82,7 +40,7 @@ impl Served {
 /// [`ServeError::Overloaded`] when the `primary` arm has no free instance
 /// within its queue deadline (or its queue is full).
 pub async fn serve(
-    scorer: &Scorer,
+    res: &Resources,
     arms: impl IntoIterator<Item = (ArmKind, Arc<ActivePolicy>)>,
     primary: ArmKind,
     req: &ValidRequest<'_>,
@@ -96,7 +54,7 @@ pub async fn serve(
         if req.candidates.len() > arm.policy.limits().max_candidates {
             continue;
         }
-        let (result, us) = match call(scorer, kind, &arm, req).await {
+        let (result, us) = match call(res, kind, &arm, req).await {
             Ok(r) => r,
             Err(overloaded @ ServeError::Overloaded { .. }) if kind == primary => {
                 return Err(overloaded);
@@ -210,14 +168,14 @@ pub fn passthrough(req: &ValidRequest<'_>) -> WitDecisions {
 /// frees up within the queue deadline; [`ServeError::Internal`] if the call's
 /// task panicked (host code; guest faults are values).
 async fn call(
-    scorer: &Scorer,
+    res: &Resources,
     kind: ArmKind,
     arm: &Arc<ActivePolicy>,
     req: &ValidRequest<'_>,
 ) -> Result<(Result<CallOutcome, CallError>, u64), ServeError> {
     let span = arm::span(arm, kind.as_str());
-    let permits = acquire(scorer, arm).instrument(span.clone()).await?;
-    let in_use = GaugeGuard::new(&scorer.inner().metrics.requests.instances_in_use);
+    let permits = acquire(res, arm).instrument(span.clone()).await?;
+    let in_use = GaugeGuard::new(&res.metrics.requests.instances_in_use);
     let (result, elapsed) = arm::invoke(arm, req, (permits, in_use))
         .instrument(span.clone())
         .await
@@ -253,7 +211,7 @@ struct Permits {
 
 /// Takes a queue slot (refusing at once when the queue is full), then waits
 /// up to the policy's queue deadline for a policy slot and a global slot.
-async fn acquire(scorer: &Scorer, arm: &ActivePolicy) -> Result<Permits, ServeError> {
+async fn acquire(res: &Resources, arm: &ActivePolicy) -> Result<Permits, ServeError> {
     let overloaded = || ServeError::Overloaded {
         policy: arm.key().to_string(),
     };
@@ -265,7 +223,7 @@ async fn acquire(scorer: &Scorer, arm: &ActivePolicy) -> Result<Permits, ServeEr
     let _waiting = GaugeGuard::new(&arm.metrics.queue_depth);
     let wait = async {
         let own = arm.permits.clone().acquire_owned().await;
-        let global = scorer.inner().instances.clone().acquire_owned().await;
+        let global = res.instances.clone().acquire_owned().await;
         (own, global)
     };
     match tokio::time::timeout(arm.manifest.concurrency.queue_timeout, wait).await {

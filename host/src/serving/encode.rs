@@ -13,7 +13,7 @@ use oasis_proto::v1;
 use crate::metadata::PolicyRef;
 use crate::request::ValidRequest;
 use crate::response::{self, FallbackInfo, ScoreResponse, Timing};
-use crate::serving::chain::Served;
+use crate::serving::served::Served;
 use crate::serving::{Scored, ServeError};
 
 /// The JSON body of a scored request; `timing.server_us` is the time since

@@ -22,7 +22,7 @@ use crate::decision_log::{
 };
 use crate::delivery::Fill;
 use crate::metadata::PolicyRef;
-use crate::serving::chain::Served;
+use crate::serving::served::Served;
 
 /// The server's decision log and its default sample rate.
 #[derive(Debug, Clone)]

@@ -16,6 +16,8 @@
 //! | `intake`      | how a request came in: [`Transport`], [`Received`], its [`span`] |
 //! | `error`       | [`ServeError`]: why a request was not scored                    |
 //! | `chain`       | the serving chain: arms tried in order, passthrough last       |
+//! | `served`      | [`Served`](served::Served): who answered, what failed before   |
+//! | `resources`   | slots, statistics, metrics and log the chain and shadows use   |
 //! | `arm`         | one policy call on a blocking thread, in the request's span     |
 //! | `encode`      | the JSON body and the protobuf message of a [`Scored`]         |
 //! | `shadow`      | shadow calls beside the served arm, off the response path      |
@@ -35,8 +37,10 @@ mod error;
 pub mod guardrail;
 mod intake;
 pub mod logging;
+pub mod resources;
 pub mod route_stats;
 pub mod scorer;
+pub mod served;
 pub mod shadow;
 
 pub use error::ServeError;

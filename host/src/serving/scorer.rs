@@ -26,18 +26,15 @@ use crate::control::manager::RollbackRequests;
 use crate::control::registry::{ArmKind, Registry, RoutePlan};
 use crate::control::versions::VersionStore;
 use crate::delivery::{Delivery, Fill};
-use crate::request::{ScoreRequest, ValidRequest};
+use crate::request::{ScoreRequest, ValidRequest, Validate};
 use crate::sandbox::visible;
-use crate::serving::chain::{self, Served};
+use crate::serving::chain;
 use crate::serving::logging::DecisionLogging;
+use crate::serving::resources::Resources;
 use crate::serving::route_stats::{RouteStats, lock};
+use crate::serving::served::Served;
 use crate::serving::{Received, ServeError, Transport, shadow};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
-
-/// Shadow calls in flight at once, across routes. Shadows are shed first:
-/// beyond this, or when fewer than this many instance slots are free, a
-/// shadow call is skipped (and counted).
-pub const DEFAULT_MAX_SHADOW_CALLS: usize = 4;
 
 /// The serving side of a server. Cheap to clone.
 #[derive(Clone)]
@@ -45,28 +42,20 @@ pub struct Scorer {
     inner: Arc<Inner>,
 }
 
-/// What a [`Scorer`] owns. Fields are visible to the serving layer only.
+/// What a [`Scorer`] owns.
 #[derive(Clone)]
-pub(super) struct Inner {
+struct Inner {
     /// Loaded policies and routes (published by the control plane).
-    pub(super) registry: Arc<Registry>,
-    /// Metrics.
-    pub(super) metrics: Arc<Metrics>,
-    /// Instances across all policies, sized below the pooling allocator's
-    /// capacity so that a burst queues instead of failing to instantiate.
-    pub(super) instances: Arc<Semaphore>,
+    registry: Arc<Registry>,
+    /// What the chain and the shadows draw on: metrics, instance and shadow
+    /// slots, route statistics, the decision log.
+    res: Resources,
     /// Bounds scoring requests in progress (bodies in memory included).
     inflight: Arc<Semaphore>,
-    /// What serving learns per route (canary windows, shadow divergence).
-    pub(super) route_stats: Arc<RouteStats>,
-    /// Bounds shadow calls in flight; a shadow that finds none free is shed.
-    pub(super) shadows: Arc<Semaphore>,
     /// Where guardrail breaches are sent to be rolled back.
     rollbacks: RollbackRequests,
     /// The version store, when serving a policy directory.
     store: Option<VersionStore>,
-    /// The decision log, when decisions are logged.
-    pub(super) decision_log: Option<DecisionLogging>,
     /// The delivery state, when kept.
     delivery: Option<Delivery>,
 }
@@ -106,16 +95,10 @@ impl Scorer {
         Scorer {
             inner: Arc::new(Inner {
                 registry,
-                metrics,
-                instances: Arc::new(Semaphore::new(
-                    max_instances.saturating_sub(2).max(1) as usize
-                )),
+                res: Resources::new(metrics, max_instances),
                 inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
-                route_stats: Arc::new(RouteStats::default()),
-                shadows: Arc::new(Semaphore::new(DEFAULT_MAX_SHADOW_CALLS)),
                 rollbacks: RollbackRequests::new(),
                 store: None,
-                decision_log: None,
                 delivery: None,
             }),
         }
@@ -131,7 +114,7 @@ impl Scorer {
 
     /// The same scorer, logging decisions to `log`.
     pub fn with_decision_log(self, log: DecisionLogging) -> Self {
-        self.map(|i| i.decision_log = Some(log))
+        self.map(|i| i.res.decision_log = Some(log))
     }
 
     /// The same scorer, keeping delivery state in `delivery`.
@@ -144,10 +127,6 @@ impl Scorer {
         self.map(|i| i.store = Some(store))
     }
 
-    pub(super) fn inner(&self) -> &Inner {
-        &self.inner
-    }
-
     /// Loaded policies and routes.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
@@ -155,12 +134,12 @@ impl Scorer {
 
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
+        &self.inner.res.metrics
     }
 
     /// What serving learned per route (canary windows, shadow divergence).
     pub fn route_stats(&self) -> &RouteStats {
-        &self.inner.route_stats
+        &self.inner.res.route_stats
     }
 
     /// The version store, when serving a policy directory.
@@ -170,7 +149,7 @@ impl Scorer {
 
     /// The decision log, when decisions are logged.
     pub fn decision_log(&self) -> Option<&DecisionLogging> {
-        self.inner.decision_log.as_ref()
+        self.inner.res.decision_log.as_ref()
     }
 
     /// The delivery state, when kept.
@@ -255,7 +234,7 @@ impl Scorer {
             None => None,
         };
         let arms = plan.arms(&req.context.listener_id);
-        let served = chain::serve(self, arms, plan.primary(), &req).await?;
+        let served = chain::serve(&inner.res, arms, plan.primary(), &req).await?;
         // Only the served arm writes state (shadows and fallbacks never do).
         if let Some(d) = &inner.delivery
             && served.arm != ArmKind::Passthrough
@@ -287,6 +266,7 @@ impl Scorer {
             fill,
         } = scored;
         let logged = inner
+            .res
             .decision_log
             .as_ref()
             .filter(|l| l.sampled(&plan, &req.context.request_id));
@@ -308,10 +288,17 @@ impl Scorer {
         }
         if !plan.shadows.is_empty() {
             tracing::debug_span!("shadows").in_scope(|| {
-                shadow::spawn(self, &plan, &req, &served, raw.as_ref(), fill.as_ref())
+                shadow::spawn(
+                    &inner.res,
+                    &plan,
+                    &req,
+                    &served,
+                    raw.as_ref(),
+                    fill.as_ref(),
+                )
             });
         }
-        inner.metrics.requests.answered(
+        inner.res.metrics.requests.answered(
             &RequestLabels {
                 route,
                 variant: served.variant.as_str(),
@@ -330,6 +317,7 @@ impl Scorer {
     /// transport answered it.
     pub fn refused(&self, status: u16, kind: &'static str, message: &str, transport: Transport) {
         self.inner
+            .res
             .metrics
             .requests
             .reject(status, kind, transport.as_str());
@@ -350,7 +338,7 @@ impl Scorer {
             return;
         };
         let digest = &canary.policy.identity().digest;
-        let runtime = self.inner.route_stats.get(&plan.route);
+        let runtime = self.inner.res.route_stats.get(&plan.route);
         let breach = lock(&runtime.canary).record(digest, ok, us, g);
         if let Some(reason) = breach {
             tracing::error!(route = %plan.route, %digest, %reason, "canary guardrail breached; rolling it back");

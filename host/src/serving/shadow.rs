@@ -16,9 +16,9 @@ use crate::control::registry::{ArmKind, RoutePlan};
 use crate::divergence::{DecisionColumns, compare};
 use crate::request::ValidRequest;
 use crate::serving::arm;
-use crate::serving::chain::Served;
+use crate::serving::resources::{DEFAULT_MAX_SHADOW_CALLS, Resources};
 use crate::serving::route_stats::lock;
-use crate::serving::scorer::{DEFAULT_MAX_SHADOW_CALLS, Scorer};
+use crate::serving::served::Served;
 
 /// Top-k used for overlap and rank correlation.
 pub const TOP_K: usize = 10;
@@ -34,7 +34,7 @@ struct ServedColumns {
 /// logging their decisions when the request is logged (`body` given).
 /// Returns at once.
 pub fn spawn(
-    scorer: &Scorer,
+    state: &Resources,
     plan: &RoutePlan,
     req: &ValidRequest<'_>,
     served: &Served,
@@ -44,7 +44,6 @@ pub fn spawn(
     if plan.shadows.is_empty() || served.arm == ArmKind::Passthrough {
         return;
     }
-    let state = scorer.inner();
     // Copied once, and only if a shadow actually runs (not when all are shed).
     let mut columns: Option<Arc<ServedColumns>> = None;
     for (reference, shadow) in &plan.shadows {

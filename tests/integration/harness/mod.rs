@@ -6,7 +6,8 @@ pub mod server;
 
 use std::sync::OnceLock;
 
-use oasis::{CallError, CallOutcome, Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis::request::{self, Validate};
+use oasis::{CallError, CallOutcome, Limits, Policy, Runtime, RuntimeConfig};
 
 /// A runtime shared by the tests of this binary (the engine is the costly part).
 pub fn runtime() -> &'static Runtime {

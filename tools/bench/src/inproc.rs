@@ -10,7 +10,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use oasis::{Limits, Policy, Runtime, RuntimeConfig, request};
+use oasis::request::{self, Validate};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig};
 use oasis_proto::prost::Message;
 
 use crate::native::{Native, POLICIES, manifest_settings};
@@ -274,7 +275,7 @@ pub fn json_response(
     policy: &std::sync::Arc<oasis::PolicyRef>,
     d: oasis::bindings::WitDecisions,
 ) -> Vec<u8> {
-    let served = oasis::serving::chain::Served::stable(policy.clone(), d);
+    let served = oasis::serving::served::Served::stable(policy.clone(), d);
     let route = req.route.as_deref().unwrap_or_default();
     oasis::serving::encode::json_of(req, route, &served, 0).expect("encodable")
 }
@@ -286,7 +287,7 @@ pub fn grpc_response(
     policy: &std::sync::Arc<oasis::PolicyRef>,
     d: oasis::bindings::WitDecisions,
 ) -> oasis_proto::v1::ScoreResponse {
-    let served = oasis::serving::chain::Served::stable(policy.clone(), d);
+    let served = oasis::serving::served::Served::stable(policy.clone(), d);
     let route = req.route.as_deref().unwrap_or_default();
     oasis::serving::encode::proto_of(req, route, &served, 0)
 }

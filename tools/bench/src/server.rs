@@ -20,7 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use oasis::PolicyRef;
-use oasis::request::{self, ValidRequest};
+use oasis::request::{self, ValidRequest, Validate};
 use oasis_proto::v1;
 
 use crate::native::{Native, POLICIES, manifest_settings};
@@ -116,7 +116,7 @@ async fn score_http(State(routes): State<Arc<Routes>>, body: Bytes) -> Response 
     };
     match routes.score(req) {
         Ok((req, r, d)) => {
-            let served = oasis::serving::chain::Served::stable(r.clone(), d);
+            let served = oasis::serving::served::Served::stable(r.clone(), d);
             let route = req.route.as_deref().unwrap_or_default();
             let server_us = started.elapsed().as_micros() as u64;
             match oasis::serving::encode::json_of(&req, route, &served, server_us) {

@@ -240,6 +240,7 @@ mod tests {
     #[test]
     fn the_example_passes_the_hosts_parser_and_validator() {
         let body = json();
+        use oasis::request::Validate;
         let req = oasis::request::parse(body.as_bytes())
             .unwrap_or_else(|e| panic!("the example request: {e}"));
         // The `max_candidates` of every policy in examples/policies/.

@@ -120,6 +120,7 @@ mod tests {
             for _ in 0..REQUESTS {
                 let req = generator.next_request();
                 let body = serde_json::to_vec(&req).expect("requests serialize");
+                use oasis::request::Validate;
                 let parsed = oasis::request::parse(&body).expect("generated requests parse");
                 let valid = parsed
                     .validate(logger.limits().max_candidates)

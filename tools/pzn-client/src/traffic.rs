@@ -503,6 +503,7 @@ mod tests {
                 let mut g = generator(seed, config.clone());
                 for (i, entry) in pool(&mut g, n).iter().enumerate() {
                     let what = || format!("seed {seed}, config {k}, body {i}");
+                    use oasis::request::Validate;
                     let req = oasis::request::parse(&entry.body)
                         .unwrap_or_else(|e| panic!("{}: {e}", what()));
                     if let Err(e) = req.validate(MAX_CANDIDATES) {

@@ -520,6 +520,7 @@ pub(crate) mod tests {
                     assert!(plan.campaign_of(t).is_some());
                 }
             }
+            use oasis::request::Validate;
             let parsed = oasis::request::parse(&body).unwrap_or_else(|e| panic!("{k}: {e}"));
             parsed
                 .validate(2000)

@@ -1,0 +1,50 @@
+//! What the serving chain and the shadows draw on: the metrics, the
+//! instance and shadow slots, the per-route statistics and the decision
+//! log. Owned by the [`Scorer`](super::Scorer) and lent to `chain` and
+//! `shadow`, which therefore need not know the scorer.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::serving::logging::DecisionLogging;
+use crate::serving::route_stats::RouteStats;
+use crate::telemetry::metrics::Metrics;
+
+/// Shadow calls in flight at once, across routes. Shadows are shed first:
+/// beyond this, or when fewer than this many instance slots are free, a
+/// shadow call is skipped (and counted).
+pub const DEFAULT_MAX_SHADOW_CALLS: usize = 4;
+
+/// The shared resources of serving.
+#[derive(Clone)]
+pub struct Resources {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Instances across all policies, sized below the pooling allocator's
+    /// capacity so that a burst queues instead of failing to instantiate.
+    pub instances: Arc<Semaphore>,
+    /// Bounds shadow calls in flight; a shadow that finds none free is shed.
+    pub shadows: Arc<Semaphore>,
+    /// What serving learns per route (canary windows, shadow divergence).
+    pub route_stats: Arc<RouteStats>,
+    /// The decision log, when decisions are logged.
+    pub decision_log: Option<DecisionLogging>,
+}
+
+impl Resources {
+    /// Resources for a runtime of `max_instances` instances. Two pool slots
+    /// are kept for loads and smoke tests, so requests use at most
+    /// `max_instances - 2` at once.
+    pub fn new(metrics: Arc<Metrics>, max_instances: u32) -> Self {
+        Resources {
+            metrics,
+            instances: Arc::new(Semaphore::new(
+                max_instances.saturating_sub(2).max(1) as usize
+            )),
+            shadows: Arc::new(Semaphore::new(DEFAULT_MAX_SHADOW_CALLS)),
+            route_stats: Arc::new(RouteStats::default()),
+            decision_log: None,
+        }
+    }
+}
