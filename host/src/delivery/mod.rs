@@ -69,6 +69,9 @@ pub struct StateConfig {
     /// How long a request waits for the store before using last-known
     /// values.
     pub read_budget: Duration,
+    /// How long a write (a batch of events, pacing steps) may take before
+    /// the store counts as failing.
+    pub write_budget: Duration,
     /// Events held while the store is down.
     pub buffer_events: usize,
 }
@@ -79,6 +82,7 @@ impl Default for StateConfig {
             backend: StateBackend::Embedded(None),
             tick: Duration::from_millis(oasis_state::DEFAULT_TICK_MS as u64),
             read_budget: GuardConfig::default().read_budget,
+            write_budget: GuardConfig::default().write_budget,
             buffer_events: GuardConfig::default().buffer_capacity,
         }
     }
@@ -149,6 +153,7 @@ impl Delivery {
     pub fn with_store(store: Arc<dyn StateStore>, config: &StateConfig) -> Self {
         let guard = GuardConfig {
             read_budget: config.read_budget,
+            write_budget: config.write_budget,
             buffer_capacity: config.buffer_events,
             tick_ms: config.tick.as_millis().max(1) as i64,
             ..GuardConfig::default()
