@@ -24,9 +24,17 @@
 //! budget, after which the last-known campaign and holder values are used
 //! (listener and session counts are then what the request sent, or 0); a
 //! failing store is skipped (circuit breaker) and probed until it answers;
-//! events are queued (bounded) while it is down. Scoring never fails
-//! because of the store; [`Delivery::health`] reports the degradation to
-//! `/readyz`, `/v1/policies` and the metrics.
+//! events are queued (bounded) while Redis is down, and refused (503) while
+//! the embedded store's writes overrun, so that what is acknowledged is on
+//! disk. Scoring never fails because of the store; [`Delivery::health`]
+//! reports the degradation to `/readyz`, `/v1/policies` and the metrics.
+//!
+//! **Unknown counts promote nothing.** When the listener and session
+//! counts a frequency cap relies on are unknown (the store did not answer
+//! and the request did not send them), the served answer is replaced by the
+//! organic order ([`withhold_promotions`]): a cap that cannot be checked
+//! must not be overrun. [`StateConfig::promote_on_unknown_counts`] turns
+//! this off (counts are then 0).
 
 pub mod fill;
 
@@ -43,7 +51,9 @@ use oasis_state::{
 
 pub use fill::{CampaignFill, Fill, Wanted};
 
-use crate::bindings::WitCampaignUpdate;
+use oasis_contract::{ReasonBits, reason};
+
+use crate::bindings::{WitCampaignUpdate, WitDecisions, WitReason};
 use crate::request::ValidRequest;
 
 /// Where the delivery state lives.
@@ -74,6 +84,10 @@ pub struct StateConfig {
     pub write_budget: Duration,
     /// Events held while the store is down.
     pub buffer_events: usize,
+    /// Score with counts 0 when the listener and session counts are
+    /// unknown, instead of the organic order (off by default: caps fail
+    /// safe).
+    pub promote_on_unknown_counts: bool,
 }
 
 impl Default for StateConfig {
@@ -84,6 +98,7 @@ impl Default for StateConfig {
             read_budget: GuardConfig::default().read_budget,
             write_budget: GuardConfig::default().write_budget,
             buffer_events: GuardConfig::default().buffer_capacity,
+            promote_on_unknown_counts: false,
         }
     }
 }
@@ -111,6 +126,7 @@ const PACING_QUEUE: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Delivery {
     state: Guarded,
+    promote_on_unknown_counts: bool,
     pacing: mpsc::Sender<PacingWrite>,
     dropped_steps: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -163,6 +179,7 @@ impl Delivery {
         tokio::spawn(write_pacing(state.clone(), rx));
         Delivery {
             state,
+            promote_on_unknown_counts: config.promote_on_unknown_counts,
             pacing: tx,
             dropped_steps: Default::default(),
         }
@@ -181,6 +198,22 @@ impl Delivery {
         };
         fill.apply(req);
         Some(Arc::new(fill))
+    }
+
+    /// Applies the unknown-counts rule to the served decisions: when `fill`
+    /// says the counts were unknown, promotions are withheld
+    /// ([`withhold_promotions`]) unless the server was told to promote on
+    /// unknown counts. Returns whether the answer was changed.
+    pub fn guard_unknown_counts(
+        &self,
+        req: &ValidRequest<'_>,
+        fill: Option<&Fill>,
+        decisions: &mut WitDecisions,
+    ) -> bool {
+        if self.promote_on_unknown_counts || !fill.is_some_and(|f| f.counts_unknown) {
+            return false;
+        }
+        withhold_promotions(req, decisions)
     }
 
     /// Queues the served policy's campaign updates for writing (never
@@ -211,13 +244,20 @@ impl Delivery {
         }
     }
 
-    /// Applies delivery events (queued while the store is down).
+    /// Applies delivery events (queued while a remote store is down).
     ///
     /// # Errors
-    /// A message when the store is down and its queue is full: the caller
-    /// answers 503 and the client sends the batch again.
+    /// A message when the embedded store cannot make them durable now, or a
+    /// remote store is down and its queue is full: the caller answers 503
+    /// and the client sends the batch again.
     pub async fn record(&self, events: Vec<DeliveryEvent>) -> Result<Recorded, String> {
         let outcome = self.state.record(&events).await;
+        if outcome.refused > 0 {
+            return Err(format!(
+                "the {} delivery state store cannot make events durable now (its writes overrun or fail); nothing of this batch is acknowledged, send it again shortly",
+                self.state.store().kind()
+            ));
+        }
         if outcome.dropped > 0 {
             return Err(format!(
                 "the delivery state store is unavailable and {} events are already queued; send the batch again shortly",
@@ -267,4 +307,44 @@ async fn write_pacing(state: Guarded, mut rx: mpsc::Receiver<PacingWrite>) {
         );
         batch.clear();
     }
+}
+
+/// The organic order for a request whose listener and session counts are
+/// unknown: when a campaign track's counts were neither sent nor known,
+/// every score becomes the candidate's relevance, nothing is eligible or
+/// promoted (propensity 0), and the campaign tracks whose counts are
+/// unknown carry `freq_capped` and `missing_feature` (the cap could not be
+/// checked). The policy's other reasons and its pacing updates are kept.
+/// Returns whether anything changed (no campaign track with unknown counts:
+/// nothing to protect).
+pub fn withhold_promotions(req: &ValidRequest<'_>, d: &mut WitDecisions) -> bool {
+    let mut unknown = Vec::new();
+    for (i, (campaign, c)) in req.campaign_index().iter().zip(&req.candidates).enumerate() {
+        if *campaign >= 0 && (c.impressions_24h.is_none() || c.session_promoted.is_none()) {
+            unknown.push(i);
+        }
+    }
+    if unknown.is_empty() {
+        return false;
+    }
+    for (i, c) in req.candidates.iter().enumerate() {
+        if let Some(s) = d.scores.get_mut(i) {
+            *s = c.relevance;
+        }
+        if let Some(e) = d.eligible.get_mut(i) {
+            *e = false;
+        }
+        if let Some(p) = d.propensity.get_mut(i) {
+            *p = 0.0;
+        }
+        if let Some(r) = d.reasons.get_mut(i) {
+            *r = crate::bindings::wit_reason(r.reason_bits() & !reason::PROMOTED);
+        }
+    }
+    for i in unknown {
+        if let Some(r) = d.reasons.get_mut(i) {
+            *r |= WitReason::FREQ_CAPPED | WitReason::MISSING_FEATURE;
+        }
+    }
+    true
 }

@@ -52,6 +52,10 @@ pub struct Served {
     /// The first arm tried, whether it answered and its call time
     /// (microseconds): what a canary's guardrails judge.
     pub first: Option<(ArmKind, bool, u64)>,
+    /// The listener and session counts were unknown, so the host withheld
+    /// the promotions ([`crate::delivery::withhold_promotions`]); the
+    /// answer says `"delivery_state": "counts_unknown"`.
+    pub counts_unknown: bool,
 }
 
 impl Served {
@@ -69,6 +73,7 @@ impl Served {
             variant: Variant::Stable,
             failures: Vec::new(),
             first: None,
+            counts_unknown: false,
         }
     }
 }
@@ -130,6 +135,7 @@ pub async fn serve(
                     },
                     failures,
                     first,
+                    counts_unknown: false,
                 });
             }
             Err(error) => {
@@ -164,6 +170,7 @@ pub async fn serve(
         },
         failures,
         first,
+        counts_unknown: false,
     })
 }
 

@@ -243,13 +243,26 @@ impl Scorer {
         span.record("policy", main.key());
         span.record("version", main.policy.identity().version.as_str());
         let mut req = req.validate(main.policy.limits().max_candidates)?;
+        // A request dated far ahead would move the store's clocks (one
+        // pacing step ten years ahead freezes the campaign's pacing).
+        if inner.delivery.is_some() {
+            check_not_ahead(req.context.timestamp_ms, oasis_state::unix_now_ms())?;
+        }
         // Delivery state the request did not send (request values win).
         let fill = match &inner.delivery {
             Some(d) => d.fill(&mut req).await,
             None => None,
         };
         let arms = plan.arms(&req.context.listener_id);
-        let served = chain::serve(self, arms, plan.primary(), &req).await?;
+        let mut served = chain::serve(self, arms, plan.primary(), &req).await?;
+        // Counts a cap relies on that are unknown promote nothing.
+        if let Some(d) = &inner.delivery
+            && d.guard_unknown_counts(&req, fill.as_deref(), &mut served.decisions)
+        {
+            served.counts_unknown = true;
+            inner.metrics.state.counts_unknown.inc();
+            tracing::debug!("listener counts unknown; promotions withheld");
+        }
         // Only the served arm writes state (shadows and fallbacks never do).
         if let Some(d) = &inner.delivery
             && served.arm != ArmKind::Passthrough
@@ -345,4 +358,23 @@ impl Scorer {
             self.inner.rollbacks.request(&plan.route, digest, reason);
         }
     }
+}
+
+/// Refuses a request time more than [`oasis_state::MAX_AHEAD_MS`] ahead of
+/// the server's clock `now_ms`, naming `context.timestamp_ms`.
+pub(crate) fn check_not_ahead(
+    timestamp_ms: i64,
+    now_ms: i64,
+) -> Result<(), crate::request::RequestError> {
+    if timestamp_ms > now_ms.saturating_add(oasis_state::MAX_AHEAD_MS) {
+        return Err(crate::request::RequestError::invalid(
+            "context.timestamp_ms",
+            format!(
+                "is {} s ahead of the server's clock (at most {} s; is it in milliseconds?)",
+                (timestamp_ms - now_ms) / 1000,
+                oasis_state::MAX_AHEAD_MS / 1000
+            ),
+        ));
+    }
+    Ok(())
 }
