@@ -348,3 +348,69 @@ pub fn withhold_promotions(req: &ValidRequest<'_>, d: &mut WitDecisions) -> bool
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::parse;
+
+    const BODY: &str = r#"{"context": {"request_id": "r", "listener_id": "u", "session_id": "s",
+        "surface": "radio", "market": "SE", "timestamp_ms": 5000},
+      "candidates": [
+        {"id": "a", "relevance": 0.5, "campaign": {"id": "c", "start_ms": 0, "end_ms": 10000, "delivery_target": 10}},
+        {"id": "b", "relevance": 0.9},
+        {"id": "c", "relevance": 0.7, "campaign": {"id": "c", "start_ms": 0, "end_ms": 10000, "delivery_target": 10}}
+      ]}"#;
+
+    fn promoted_first() -> WitDecisions {
+        WitDecisions {
+            scores: vec![2.0, 0.9, 0.7],
+            eligible: vec![true, false, true],
+            reasons: vec![
+                WitReason::PROMOTED,
+                WitReason::ORGANIC,
+                WitReason::PACING_THROTTLED,
+            ],
+            propensity: vec![1.0, 0.0, 0.0],
+            debug: Vec::new(),
+            campaign_updates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_counts_give_the_organic_order_and_say_why() {
+        let req = parse(BODY.as_bytes()).unwrap().validate(10).unwrap();
+        let mut d = promoted_first();
+        assert!(withhold_promotions(&req, &mut d));
+        assert_eq!(d.scores, [0.5, 0.9, 0.7], "relevance: organic order");
+        assert_eq!(d.eligible, [false; 3]);
+        assert_eq!(d.propensity, [0.0; 3]);
+        let capped = WitReason::FREQ_CAPPED | WitReason::MISSING_FEATURE;
+        assert_eq!(d.reasons[0], capped, "promoted is withdrawn");
+        assert_eq!(d.reasons[1], WitReason::ORGANIC);
+        assert_eq!(d.reasons[2], WitReason::PACING_THROTTLED | capped);
+    }
+
+    #[test]
+    fn counts_the_caller_sent_are_known() {
+        let mut body: serde_json::Value = serde_json::from_str(BODY).unwrap();
+        for c in [0, 2] {
+            body["candidates"][c]["impressions_24h"] = 0.into();
+            body["candidates"][c]["session_promoted"] = 0.into();
+        }
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let req = parse(&bytes).unwrap().validate(10).unwrap();
+        let mut d = promoted_first();
+        assert!(!withhold_promotions(&req, &mut d), "nothing to protect");
+        let before = promoted_first();
+        assert_eq!(
+            (d.scores, d.eligible, d.reasons, d.propensity),
+            (
+                before.scores,
+                before.eligible,
+                before.reasons,
+                before.propensity
+            )
+        );
+    }
+}

@@ -378,3 +378,26 @@ pub(crate) fn check_not_ahead(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_not_ahead;
+
+    #[test]
+    fn times_more_than_the_bound_ahead_are_refused_naming_the_field() {
+        let now = 1_800_000_000_000;
+        assert!(check_not_ahead(now, now).is_ok());
+        assert!(
+            check_not_ahead(now - 86_400_000 * 365, now).is_ok(),
+            "the past is the caller's"
+        );
+        assert!(check_not_ahead(now + oasis_state::MAX_AHEAD_MS, now).is_ok());
+        match check_not_ahead(now + oasis_state::MAX_AHEAD_MS + 1, now) {
+            Err(crate::request::RequestError::Invalid { field, .. }) => {
+                assert_eq!(field, "context.timestamp_ms")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(check_not_ahead(now * 1000, now).is_err(), "microseconds");
+    }
+}
