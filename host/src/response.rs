@@ -133,6 +133,12 @@ pub struct ScoreResponse<'a> {
     /// Debug values, when the request asked for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<Vec<DebugEntry<'a>>>,
+    /// Present when the delivery state could not be used as is:
+    /// `counts_unknown` when the listener and session counts a frequency
+    /// cap relies on were unknown (the store did not answer), so the answer
+    /// is the organic order and nothing is promoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_state: Option<&'static str>,
     /// Timing.
     pub timing: Timing,
 }

@@ -21,15 +21,19 @@
 //! * rights holders: one counter per holder per hour, hours older than 7 days
 //!   removed by the hourly compaction;
 //! * event ids (de-duplication): kept for [`EmbeddedConfig::dedup_window_ms`]
-//!   and at most [`EmbeddedConfig::dedup_max_ids`] (oldest forgotten first);
+//!   of the server's clock after they were recorded, as Redis keeps them
+//!   (one rule for both stores, however late an event's own time), and at
+//!   most [`EmbeddedConfig::dedup_max_ids`] (oldest forgotten first);
 //! * campaigns: one entry each, kept (a campaign's delivered count is for its
 //!   whole life).
 //!
-//! "Old" is measured on event time: the compaction runs when the newest event
-//! time seen enters a new hour and expires relative to that newest time.
-//! Reads always apply the windows themselves, so expiry only bounds memory and
-//! never changes an answer (except that an event far in the future, which the
-//! caller should have refused, moves the newest time and expires early).
+//! "Old" listener, session and holder data is measured on event time: the
+//! compaction runs when the newest event time seen enters a new hour and
+//! expires relative to that newest time. Reads always apply the windows
+//! themselves, so expiry only bounds memory and never changes an answer. An
+//! event more than [`MAX_AHEAD_MS`](crate::MAX_AHEAD_MS) ahead of the
+//! server's clock is applied but never moves that newest time, so one
+//! mis-dated event cannot expire anyone else's data.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -68,7 +72,8 @@ const SESSION_PLAYS: TableDefinition<(&str, &str), u32> = TableDefinition::new("
 const ATTENTION: TableDefinition<(&str, i64), u64> = TableDefinition::new("attention");
 /// hour → attention of all holders (fixed point)
 const ATTENTION_TOTAL: TableDefinition<i64, u64> = TableDefinition::new("attention_total");
-/// event id → at_ms
+/// event id → when it was recorded (the server's clock, unix ms); databases
+/// written before that rule hold the event's `at_ms`, read the same way
 const DEDUP: TableDefinition<&str, i64> = TableDefinition::new("dedup");
 
 const SHARDS: usize = 32;
@@ -83,11 +88,16 @@ pub struct EmbeddedConfig {
     pub tick_ms: i64,
     /// A session idle this long (event time) is forgotten.
     pub session_idle_ms: i64,
-    /// Event ids are remembered this long (event time) for de-duplication.
+    /// Event ids are remembered this long (the server's clock, from when
+    /// they were recorded) for de-duplication.
     pub dedup_window_ms: i64,
     /// At most this many event ids are remembered (~100 bytes each in memory
     /// and on disk); the oldest are forgotten first.
     pub dedup_max_ids: usize,
+    /// The server's clock, unix milliseconds: when an id was recorded (for
+    /// the de-dup window) and the bound on event times that may move the
+    /// expiry clock. [`crate::unix_now_ms`] but in tests.
+    pub clock: fn() -> i64,
 }
 
 impl EmbeddedConfig {
@@ -100,6 +110,7 @@ impl EmbeddedConfig {
             session_idle_ms: crate::DEFAULT_SESSION_IDLE_MS,
             dedup_window_ms: crate::DEFAULT_DEDUP_WINDOW_MS,
             dedup_max_ids: 1_000_000,
+            clock: crate::unix_now_ms,
         }
     }
 }
@@ -177,10 +188,12 @@ struct Memory {
 }
 
 struct Writer {
+    /// Id → when it was recorded (the server's clock).
     dedup: HashMap<Arc<str>, i64>,
     /// Ids in the order they were recorded, for expiry.
     dedup_order: VecDeque<Arc<str>>,
-    /// The newest event time seen: the clock of expiry.
+    /// The newest event time seen (not more than [`crate::MAX_AHEAD_MS`]
+    /// ahead of the server's clock when seen): the clock of expiry.
     high_water_ms: i64,
     /// The hour of `high_water_ms` at the last compaction.
     compacted_hour: Option<i64>,
@@ -316,7 +329,7 @@ impl EmbeddedStore {
         };
         check_schema(&db, &file)?;
         let started = std::time::Instant::now();
-        let (mem, writer) = load(&db, &file)?;
+        let (mem, writer) = load(&db, &file, (config.clock)())?;
         info!(
             file = %file.display(),
             campaigns = mem.campaigns.read().len(),
@@ -415,7 +428,9 @@ fn check_schema(db: &redb::Database, file: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError> {
+fn load(db: &redb::Database, file: &Path, now_ms: i64) -> Result<(Memory, Writer), StoreError> {
+    // Times further ahead than this never set the expiry clock.
+    let latest = now_ms.saturating_add(crate::MAX_AHEAD_MS);
     let err = |e: redb::Error| storage_error(file, e);
     let bad = |key: String, message: &str| StoreError::Corrupt {
         store: STORE,
@@ -449,7 +464,7 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
                 "not a list of times",
             )
         })?;
-        if let Some(&t) = ts.last() {
+        if let Some(&t) = ts.last().filter(|&&t| t <= latest) {
             high_water_ms = high_water_ms.max(t);
         }
         mem.listeners
@@ -463,7 +478,9 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
     let t = read.open_table(SESSIONS).map_err(|e| err(e.into()))?;
     for row in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
-        high_water_ms = high_water_ms.max(v.value());
+        if v.value() <= latest {
+            high_water_ms = high_water_ms.max(v.value());
+        }
         mem.sessions
             .shard(k.value())
             .write()
@@ -508,7 +525,6 @@ fn load(db: &redb::Database, file: &Path) -> Result<(Memory, Writer), StoreError
     let mut ids: Vec<(i64, Arc<str>)> = Vec::new();
     for row in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
-        high_water_ms = high_water_ms.max(v.value());
         ids.push((v.value(), Arc::from(k.value())));
     }
     ids.sort();
@@ -536,6 +552,8 @@ impl Inner {
         let mut changes = Vec::new();
         let mut new_ids: Vec<(Arc<str>, i64)> = Vec::new();
         let mut high_water_ms = w.high_water_ms;
+        let now_ms = (self.config.clock)();
+        let latest = now_ms.saturating_add(crate::MAX_AHEAD_MS);
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut campaigns = txn.open_table(CAMPAIGNS).map_err(|e| self.err(e))?;
@@ -553,10 +571,12 @@ impl Inner {
                     continue;
                 }
                 dedup
-                    .insert(e.id.as_str(), e.at_ms)
+                    .insert(e.id.as_str(), now_ms)
                     .map_err(|x| self.err(x))?;
-                new_ids.push((Arc::from(e.id.as_str()), e.at_ms));
-                high_water_ms = high_water_ms.max(e.at_ms);
+                new_ids.push((Arc::from(e.id.as_str()), now_ms));
+                if e.at_ms <= latest {
+                    high_water_ms = high_water_ms.max(e.at_ms);
+                }
                 out.applied += 1;
                 let fx = model::effects(e);
                 if let Some(c) = fx.delivered {
@@ -632,7 +652,7 @@ impl Inner {
             }
             // Forget ids that left the de-dup window or exceed the cap, in
             // the order they were recorded.
-            let cutoff = high_water_ms.saturating_sub(self.config.dedup_window_ms);
+            let cutoff = now_ms.saturating_sub(self.config.dedup_window_ms);
             let excess = (w.dedup.len() + new_ids.len()).saturating_sub(self.config.dedup_max_ids);
             let mut removed = 0;
             while let Some(id) = w.dedup_order.get(removed) {
@@ -946,5 +966,10 @@ impl StateStore for EmbeddedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Reads are answered from memory, writes committed before they return.
+    fn is_local(&self) -> bool {
+        true
     }
 }

@@ -22,7 +22,14 @@
 //!   backoff (1 s doubling to 10 s by default) and then probed with `ping`,
 //!   by one request at a time, so a dead store costs one probe per backoff;
 //!   it closes by itself when the store answers again;
-//! * **events** recorded while the store is down are queued (bounded,
+//! * a **local** store ([`StateStore::is_local`], the embedded one) is
+//!   treated differently: its reads are its own memory, so they are never
+//!   switched off by the breaker nor replaced by last-known values, and its
+//!   events are never queued in memory (that would acknowledge what a crash
+//!   loses): while its writes fail or overrun their budget, events are
+//!   *refused* ([`RecordOutcome::refused`]; the HTTP layer answers 503 with
+//!   Retry-After and the client retries, de-duplicated by id);
+//! * **events** recorded while a remote store is down are queued (bounded,
 //!   [`GuardConfig::buffer_capacity`]) and flushed in order, in the
 //!   background, once it is back; events that do not fit are dropped and
 //!   counted, and [`RecordOutcome::dropped`] tells the caller (so the HTTP
@@ -170,6 +177,10 @@ pub struct RecordOutcome {
     pub buffered: u64,
     /// Events lost because the queue was full: answer 503 with Retry-After.
     pub dropped: u64,
+    /// Events not taken because a local store cannot make them durable now
+    /// (its writes fail or overrun their budget): answer 503 with
+    /// Retry-After. Some may have landed; the retry is de-duplicated.
+    pub refused: u64,
 }
 
 /// The answer of [`Guarded::write_pacing`].
@@ -214,6 +225,8 @@ pub struct Counters {
     pub events_buffered: u64,
     /// Events dropped because the queue was full.
     pub events_dropped: u64,
+    /// Events refused by a local store that could not make them durable.
+    pub events_refused: u64,
     /// Queued events later written to the store.
     pub events_flushed: u64,
     /// Pacing steps applied (in the store or locally).
@@ -243,6 +256,7 @@ struct AtomicCounters {
     write_errors: AtomicU64,
     events_buffered: AtomicU64,
     events_dropped: AtomicU64,
+    events_refused: AtomicU64,
     events_flushed: AtomicU64,
     pacing_applied: AtomicU64,
     pacing_refused: AtomicU64,
@@ -311,7 +325,7 @@ pub const SLOW_STREAK_TO_TRIP: Duration = Duration::from_secs(2);
 /// let store = RedisStore::connect_lazy(RedisConfig::new("redis://127.0.0.1:6379"))?;
 /// let state = Guarded::new(Arc::new(store), GuardConfig::default());
 /// let outcome = state.record(&[]).await;
-/// if outcome.dropped > 0 { /* 503, Retry-After */ }
+/// if outcome.dropped + outcome.refused > 0 { /* 503, Retry-After */ }
 /// println!("{:?}", state.health().state);
 /// # Ok(()) }
 /// ```
@@ -371,7 +385,20 @@ impl Guarded {
     /// Reads the state for one request; never fails (see the module docs).
     pub async fn read(&self, q: &StateQuery<'_>) -> GuardedSnapshot {
         let inner = &self.inner;
-        if self.admit().await {
+        if inner.store.is_local() {
+            // Memory: no budget to protect and no breaker to consult.
+            match inner.store.read(q).await {
+                Ok(snap) => {
+                    bump(&inner.counters.read_ok, 1);
+                    self.remember(q, &snap);
+                    return from_store(snap);
+                }
+                Err(e) => {
+                    bump(&inner.counters.read_errors, 1);
+                    warn!(store = inner.store.kind(), error = %e, "state store read failed; using last-known state");
+                }
+            }
+        } else if self.admit().await {
             match tokio::time::timeout(inner.config.read_budget, inner.store.read(q)).await {
                 Ok(Ok(snap)) => {
                     bump(&inner.counters.read_ok, 1);
@@ -416,6 +443,9 @@ impl Guarded {
         }
         let inner = &self.inner;
         let usable = self.admit().await;
+        if inner.store.is_local() {
+            return self.record_local(usable, events).await;
+        }
         {
             let mut shared = inner.shared.lock();
             if !(usable && matches!(shared.mode, Mode::Ok) && shared.queue.is_empty()) {
@@ -437,6 +467,41 @@ impl Guarded {
                 let mut shared = inner.shared.lock();
                 self.enqueue(&mut shared, events)
             }
+        }
+    }
+
+    /// [`Guarded::record`] for a local store: written through, or refused
+    /// whole; never held in memory.
+    async fn record_local(&self, usable: bool, events: &[DeliveryEvent]) -> RecordOutcome {
+        let inner = &self.inner;
+        if usable {
+            match tokio::time::timeout(inner.config.write_budget, inner.store.record(events)).await
+            {
+                Ok(Ok(r)) => {
+                    return RecordOutcome {
+                        stored: Some(r),
+                        ..Default::default()
+                    };
+                }
+                failure => {
+                    bump(&inner.counters.write_errors, 1);
+                    self.failed(&match failure {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("record took more than {:?}", inner.config.write_budget),
+                    });
+                }
+            }
+        }
+        let n = events.len() as u64;
+        bump(&inner.counters.events_refused, n);
+        tracing::debug!(
+            store = inner.store.kind(),
+            events = n,
+            "events refused: the store cannot make them durable now"
+        );
+        RecordOutcome {
+            refused: n,
+            ..Default::default()
         }
     }
 
@@ -535,6 +600,7 @@ impl Guarded {
                 write_errors: get(&c.write_errors),
                 events_buffered: get(&c.events_buffered),
                 events_dropped: get(&c.events_dropped),
+                events_refused: get(&c.events_refused),
                 events_flushed: get(&c.events_flushed),
                 pacing_applied: get(&c.pacing_applied),
                 pacing_refused: get(&c.pacing_refused),
@@ -721,6 +787,7 @@ impl Guarded {
             stored: None,
             buffered: taken as u64,
             dropped,
+            refused: 0,
         }
     }
 

@@ -70,6 +70,20 @@ pub const DEFAULT_TICK_MS: i64 = 1_000;
 pub const DEFAULT_SESSION_IDLE_MS: i64 = 24 * 3_600_000;
 /// The default time an event id is remembered for de-duplication: 24 h.
 pub const DEFAULT_DEDUP_WINDOW_MS: i64 = 24 * 3_600_000;
+/// How far ahead of the server's clock an event's `at_ms` or a request's
+/// `timestamp_ms` may be: 5 minutes (clock skew between the caller and this
+/// machine). The host refuses later times (422 naming the field), and the
+/// embedded store never lets a later event move its expiry clock, so one
+/// mis-dated event (a time in microseconds) cannot expire anyone's data.
+pub const MAX_AHEAD_MS: i64 = 5 * 60_000;
+
+/// This machine's clock, unix milliseconds (0 before 1970).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// At most this many impression timestamps are kept per listener × track
 /// (the newest); counts above it are reported as this number. Frequency caps
 /// are far below it.
@@ -263,4 +277,15 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Cheap liveness check (used to notice recovery).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether this store answers reads from this process's memory and
+    /// makes writes durable before they return (the embedded store).
+    /// [`Guarded`] then never switches its reads off (a slow disk cannot
+    /// make them slow, and frequency caps need them), and never holds
+    /// events in memory to acknowledge them (a crash would lose what was
+    /// acknowledged): while writes fail or overrun their budget, events are
+    /// refused and the caller retries.
+    fn is_local(&self) -> bool {
+        false
+    }
 }

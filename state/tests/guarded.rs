@@ -354,3 +354,76 @@ async fn an_occasional_slow_read_falls_back_without_stopping_writes() {
         .await;
     assert_eq!((r.stored, r.buffered), (None, 1));
 }
+
+/// A guard over the embedded store whose writes always overrun their budget
+/// (the write runs on the blocking pool; a zero budget gives up before it
+/// returns), as a flood on a busy machine does: its breaker opens.
+fn embedded_guard_overrun() -> (Guarded, EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let guard = Guarded::new(
+        Arc::new(store.clone()),
+        GuardConfig {
+            write_budget: Duration::ZERO,
+            backoff_initial: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            ..GuardConfig::default()
+        },
+    );
+    (guard, store, dir)
+}
+
+/// The embedded store's reads are its own memory: a breaker opened by slow
+/// writes must not turn them off (caps would then see no counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_reads_stay_on_while_writes_overrun() {
+    let (guard, store, _dir) = embedded_guard_overrun();
+    store
+        .record(&[impression("seen", T0, "l1", "t1")])
+        .await
+        .unwrap();
+    // A tiny write may beat even a zero budget; the flood goes on until
+    // one overruns.
+    for i in 0..1000 {
+        if matches!(guard.health().state, HealthState::Degraded { .. }) {
+            break;
+        }
+        let _ = guard
+            .record(&[impression(&format!("flood{i}"), T0, "l2", "t1")])
+            .await;
+    }
+    assert!(
+        matches!(guard.health().state, HealthState::Degraded { .. }),
+        "the overrun opened the breaker"
+    );
+    let s = guard.read(&query(&[], &[])).await;
+    assert_eq!(s.impressions_24h, vec![Sourced::Store(1)]);
+    assert_eq!(s.source, Source::Store);
+}
+
+/// The embedded store promises that what it acknowledges is on disk: while
+/// its writes overrun, events are refused (the caller answers 503 and the
+/// client retries), never held in memory and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_events_are_refused_not_held_in_memory_while_writes_overrun() {
+    let (guard, _store, _dir) = embedded_guard_overrun();
+    for round in 0..3 {
+        let events: Vec<DeliveryEvent> = (0..10)
+            .map(|i| impression(&format!("e{round}-{i}"), T0, "l1", "t1"))
+            .collect();
+        let r = guard.record(&events).await;
+        assert_eq!(r.buffered, 0, "round {round}: nothing is held in memory");
+        assert!(
+            r.stored.is_some() || r.refused == 10,
+            "round {round}: written, or refused whole: {r:?}"
+        );
+        assert_eq!(
+            r.dropped, 0,
+            "round {round}: nothing queued, nothing dropped"
+        );
+    }
+    let h = guard.health();
+    assert_eq!(h.queued_events, 0);
+    assert_eq!(h.counters.events_buffered, 0);
+    assert!(h.counters.events_refused >= 10, "{:?}", h.counters);
+}

@@ -74,6 +74,7 @@ suite!(
     pacing_write_rule,
     pacing_concurrent_steps_one_per_tick,
     pacing_stale_reads_across_ticks_lose_no_update,
+    a_late_event_retried_is_a_duplicate,
 );
 
 fn query<'a>(
@@ -109,6 +110,27 @@ async fn dedup_counts_an_event_once(store: &Store) {
     assert_eq!(s.campaigns[0].delivered, 2);
     assert_eq!(s.impressions_24h, vec![2]);
     assert_eq!(s.exposure_share_7d, vec![Some(1.0)]);
+}
+
+/// One de-duplication rule for both stores: an id is remembered for the
+/// window on the server's clock from when it was recorded, however late
+/// its event time.
+async fn a_late_event_retried_is_a_duplicate(store: &Store) {
+    let newest = impression("newest", T0 + 3 * DAY, "l1", "t1");
+    let late = impression("late", T0 + DAY, "l1", "t2");
+    let r = store.record(&[newest, late.clone()]).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (2, 0));
+    let r = store
+        .record(&[impression("next", T0 + 3 * DAY + 1, "l1", "t1")])
+        .await
+        .unwrap();
+    assert_eq!(r.applied, 1);
+    let r = store.record(&[late]).await.unwrap();
+    assert_eq!(
+        (r.applied, r.duplicates),
+        (0, 1),
+        "the retry changes nothing"
+    );
 }
 
 async fn impression_window_slides_over_24h(store: &Store) {
@@ -471,9 +493,9 @@ async fn embedded_expires_old_data_but_answers_the_same() {
     assert_eq!(s.session_promoted, vec![0]);
     assert_eq!(s.exposure_share_7d, vec![Some(0.0), Some(1.0)]);
     drop(store);
-    // What was removed is gone from the file too, and the id "old" is no
-    // longer remembered (the de-dup window is 24 h): recording it again
-    // applies it.
+    // What was removed is gone from the file too; the id "old" is still
+    // remembered: ids are kept for 24 h of the server's clock from when
+    // they were recorded (here: a moment ago), not by event time.
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
     let q = StateQuery {
         now_ms: T0 + HOUR,
@@ -490,7 +512,99 @@ async fn embedded_expires_old_data_but_answers_the_same() {
         .record(&[impression("old", T0 + 8 * DAY, "l1", "t1")])
         .await
         .unwrap();
+    assert_eq!((r.applied, r.duplicates), (0, 1));
+}
+
+static FAKE_NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(T0);
+
+fn fake_now() -> i64 {
+    FAKE_NOW.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Event ids are forgotten 24 h of the server's clock after they were
+/// recorded, whatever the events' own times (Redis's rule: a key's TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_event_ids_are_forgotten_a_window_after_they_were_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.clock = fake_now;
+    let store = EmbeddedStore::open(config).unwrap();
+    let e = impression("x", T0 - 30 * DAY, "l1", "t1");
+    assert_eq!(
+        store
+            .record(std::slice::from_ref(&e))
+            .await
+            .unwrap()
+            .applied,
+        1
+    );
+    FAKE_NOW.store(T0 + DAY - 1, std::sync::atomic::Ordering::SeqCst);
+    let r = store.record(std::slice::from_ref(&e)).await.unwrap();
+    assert_eq!(r.duplicates, 1, "remembered for 24 h of the server's clock");
+    FAKE_NOW.store(T0 + DAY + 1, std::sync::atomic::Ordering::SeqCst);
+    let r = store
+        .record(&[impression("y", T0, "l1", "t2")])
+        .await
+        .unwrap();
     assert_eq!(r.applied, 1);
+    let r = store.record(&[e]).await.unwrap();
+    assert_eq!(r.applied, 1, "forgotten after 24 h of the server's clock");
+}
+
+/// A late event (48 h before the newest) retried after a restart is still
+/// a duplicate: the id is remembered by when it was recorded, not by its
+/// event time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_late_event_retried_after_a_restart_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let late = impression("late", T0 + DAY, "l1", "t2").campaign("c1");
+    {
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let newest = impression("newest", T0 + 3 * DAY, "l1", "t1");
+        let r = store.record(&[newest, late.clone()]).await.unwrap();
+        assert_eq!(r.applied, 2);
+    }
+    let store: Store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+    let r = store
+        .record(&[impression("next", T0 + 3 * DAY + 1, "l1", "t1")])
+        .await
+        .unwrap();
+    assert_eq!(r.applied, 1);
+    let r = store.record(&[late]).await.unwrap();
+    assert_eq!((r.applied, r.duplicates), (0, 1), "applied twice");
+    let s = read(&store, query(T0 + 3 * DAY, &[], &["c1"], &[])).await;
+    assert_eq!(s.campaigns[0].delivered, 1);
+}
+
+/// One event dated far ahead of the server's clock (a time in microseconds)
+/// must not move the embedded store's expiry clock: everybody else's
+/// counts, sessions, holder exposure and event ids stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_future_event_expires_no_one_elses_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+    let mine = [
+        impression("a", T0, "l1", "t1").holder("A", 1),
+        impression("b", T0, "l1", "t1").kind(EventKind::Stream),
+    ];
+    store.record(&mine).await.unwrap();
+    let micros = impression("far", T0 * 1000, "l2", "t9").holder("B", 1);
+    store.record(&[micros]).await.unwrap();
+    // A second event crosses an hour of the (unmoved) clock.
+    store
+        .record(&[impression("c", T0 + HOUR, "l3", "t3")])
+        .await
+        .unwrap();
+    let s = read(&store, query(T0 + HOUR, &["t1"], &[], &["A"])).await;
+    assert_eq!(s.impressions_24h, vec![1], "l1's count was compacted away");
+    assert_eq!(
+        s.session_promoted,
+        vec![1],
+        "s1's plays were compacted away"
+    );
+    assert_eq!(s.exposure_share_7d, vec![Some(1.0)]);
+    let r = store.record(&mine).await.unwrap();
+    assert_eq!(r.duplicates, 2, "the ids were forgotten: applied twice");
 }
 
 #[test]

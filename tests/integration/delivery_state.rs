@@ -371,3 +371,329 @@ async fn a_contract_0_1_0_component_serves_beside_0_2_0_ones_with_state_filled()
         assert_eq!(v["scores"].as_array().unwrap().len(), 3);
     }
 }
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One event in microseconds (or a request dated years ahead) would move
+/// the store's clock for everyone; times more than the stated bound ahead
+/// of the server's clock are refused, naming the field.
+#[tokio::test]
+async fn times_ahead_of_the_server_clock_are_refused_naming_the_field() {
+    let s = TestServer::start(caps).await;
+    let now = unix_now_ms();
+    let (status, v) = post_events(
+        &s,
+        &[
+            event("ok", "impression", "t1", now),
+            event("micros", "impression", "t1", now * 1000),
+        ],
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "events[1].at_ms", "{v}");
+    // Within the bound (`oasis_state::MAX_AHEAD_MS`, 5 minutes).
+    let ahead = now + 60_000;
+    let (status, v) = post_events(&s, &[event("soon", "impression", "t2", ahead)]).await;
+    assert_eq!(status, 202, "within the bound: {v}");
+
+    let (status, v) = s
+        .score(body("caps", "future", now + 10 * 365 * 86_400_000))
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["field"], "context.timestamp_ms", "{v}");
+    let (status, v) = s.score(body("caps", "present", now)).await;
+    assert_eq!(status, 200, "{v}");
+    // Nothing of the refused batch was applied: `ok` is new.
+    let (_, v) = post_events(&s, &[event("ok", "impression", "t1", now)]).await;
+    assert_eq!(v["applied"], 1, "{v}");
+}
+
+/// A wrong-typed element of an array batch is named by its index.
+#[tokio::test]
+async fn a_wrong_typed_element_of_an_array_batch_is_named() {
+    let s = TestServer::start(caps).await;
+    let mut bad = event("e2", "impression", "t1", NOW);
+    bad["request_id"] = 5.into();
+    let (status, v) = post_events(&s, &[event("e1", "impression", "t1", NOW), bad]).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "events[1]", "{v}");
+    let r = s
+        .send(Method::POST, "/v1/events", b"[{\"event_id\": 1}]".to_vec())
+        .await;
+    assert_eq!(r.json()["error"]["field"], "events[0]", "{}", r.json());
+    let r = s
+        .send(Method::POST, "/v1/events", b"{\"a\": 1}".to_vec())
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+/// When the counts a frequency cap relies on are unknown (the store did not
+/// answer), nothing is promoted: the answer is in organic order, the
+/// campaign tracks say why (`freq_capped` and `missing_feature`), the
+/// answer says the counts were unknown and a metric counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_counts_promote_nothing() {
+    let mut redis = redis_support::RedisServer::start();
+    let url = redis.url();
+    let s = TestServer::start_with(caps, |c| {
+        c.state.backend = oasis::delivery::StateBackend::Redis(url);
+    })
+    .await;
+    let (status, v) = post_events(&s, &[event("e1", "impression", "t1", NOW)]).await;
+    assert_eq!((status, v["applied"].as_u64()), (202, Some(1)), "{v}");
+    let (_, v) = s.score(body("caps", "known", NOW + 1000)).await;
+    assert!(reasons(&v, 0).contains(&"freq_capped".to_string()), "{v}");
+    assert!(reasons(&v, 1).contains(&"promoted".to_string()), "{v}");
+    assert!(v.get("delivery_state").is_none(), "{v}");
+
+    redis.kill();
+    for i in 0..3 {
+        let (status, v) = s
+            .score(body("caps", &format!("unknown{i}"), NOW + 2000))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        for c in 0..3 {
+            assert!(
+                !reasons(&v, c).contains(&"promoted".to_string()),
+                "candidate {c} promoted with unknown counts: {v}"
+            );
+        }
+        for c in 0..2 {
+            assert_eq!(v["scores"][c]["eligible"], false, "{v}");
+            let r = reasons(&v, c);
+            assert!(
+                r.contains(&"freq_capped".to_string())
+                    && r.contains(&"missing_feature".to_string()),
+                "{v}"
+            );
+        }
+        let scores: Vec<f64> = (0..3)
+            .map(|c| v["scores"][c]["score"].as_f64().unwrap())
+            .collect();
+        assert_eq!(scores, [0.9, 0.8, 0.7], "organic order: {v}");
+        assert_eq!(v["delivery_state"], "counts_unknown", "{v}");
+    }
+    // A request that sends its counts is the caller's and unaffected.
+    let mut sent: Value = serde_json::from_slice(&body("caps", "sent", NOW + 2000)).unwrap();
+    for c in 0..3 {
+        sent["candidates"][c]["impressions_24h"] = 0.into();
+        sent["candidates"][c]["session_promoted"] = 0.into();
+    }
+    let (_, v) = s.score(serde_json::to_vec(&sent).unwrap()).await;
+    assert!(reasons(&v, 0).contains(&"promoted".to_string()), "{v}");
+    let m = s.metrics().await;
+    assert!(
+        metric(&m, "oasis_state_counts_unknown_total") >= 3.0,
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("unknown"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// An event flood whose writes overrun the embedded store's budget must not
+/// switch off its reads: a capped listener stays capped throughout, and the
+/// flood is answered 503 `events_busy` with Retry-After, never acknowledged
+/// from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_listener_stays_capped_while_an_event_flood_overruns_the_store() {
+    let s = TestServer::start_with(caps, |c| {
+        c.state.write_budget = Duration::ZERO;
+    })
+    .await;
+    // The write lands even when its answer overran the budget; wait for
+    // the cap to show (the retry is safe: ids de-duplicate).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = post_events(&s, &[event("e1", "impression", "t1", NOW)]).await;
+        let (_, v) = s.score(body("caps", "wait", NOW + 1000)).await;
+        if reasons(&v, 0).contains(&"freq_capped".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cap never showed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..2)
+        .map(|k| {
+            let (client, base, stop) = (s.client.clone(), s.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let batch: Vec<Value> = (0..200)
+                        .map(|j| {
+                            let mut e = event(&format!("f{k}-{i}-{j}"), "impression", "t1", NOW);
+                            e["listener_id"] = format!("other{j}").into();
+                            e
+                        })
+                        .collect();
+                    let r = client
+                        .post(format!("{base}/v1/events"))
+                        .body(serde_json::to_vec(&batch).unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    let retry = r.headers().get("retry-after").is_some();
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    answers.push((status, retry, v));
+                }
+                answers
+            })
+        })
+        .collect();
+    for i in 0..30 {
+        let (status, v) = s
+            .score(body("caps", &format!("flood{i}"), NOW + 2000))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(
+            reasons(&v, 0).contains(&"freq_capped".to_string()),
+            "request {i}: the capped track was promoted again during the flood: {v}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for f in flood {
+        for (status, retry, v) in f.await.unwrap() {
+            match status {
+                202 => assert_eq!(v["buffered"], 0, "acknowledged from memory: {v}"),
+                503 => {
+                    assert!(retry, "503 without Retry-After");
+                    assert_eq!(v["error"]["kind"], "events_busy", "{v}");
+                    refused += 1;
+                }
+                other => panic!("flood answered {other}: {v}"),
+            }
+        }
+    }
+    assert!(refused > 0, "the flood overran the store");
+}
+
+/// `kill -9` of a real `oasis serve` during an event flood whose big
+/// batches overrun the write budget: every event the server acknowledged
+/// (202) is in the store after the restart (posting it again applies
+/// nothing), and what it could not make durable it refused (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_an_event_flood_loses_no_acknowledged_event() {
+    use crate::harness::process::ServeProcess;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    caps(dir.path());
+    let server = ServeProcess::start(dir.path(), &["--state-write-budget-ms", "100"], &[]);
+    let url = format!("{}/v1/events", server.url);
+    let client = reqwest::Client::new();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let acked_batches = std::sync::Arc::new(AtomicU64::new(0));
+    let refused_batches = std::sync::Arc::new(AtomicU64::new(0));
+    let small_acked = std::sync::Arc::new(AtomicU64::new(0));
+    let big_answered = std::sync::Arc::new(AtomicU64::new(0));
+    // One client sends small batches (they fit the budget when the store
+    // is idle), two send big ones (they overrun it).
+    let flood: Vec<_> = [5, 3000, 3000]
+        .into_iter()
+        .enumerate()
+        .map(|(k, n)| {
+            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            let (acked_n, refused_n) = (acked_batches.clone(), refused_batches.clone());
+            let progress = if n < 100 {
+                small_acked.clone()
+            } else {
+                big_answered.clone()
+            };
+            tokio::spawn(async move {
+                let mut acked: Vec<Vec<Value>> = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let batch: Vec<Value> = (0..n)
+                        .map(|j| {
+                            let mut e = event(&format!("k{k}-{i}-{j}"), "impression", "t1", NOW);
+                            e["listener_id"] = format!("l{k}-{j}").into();
+                            e
+                        })
+                        .collect();
+                    let Ok(r) = client
+                        .post(&url)
+                        .body(serde_json::to_vec(&batch).unwrap())
+                        .send()
+                        .await
+                    else {
+                        break; // killed
+                    };
+                    match r.status().as_u16() {
+                        202 => {
+                            acked.push(batch);
+                            acked_n.fetch_add(1, Ordering::Relaxed);
+                            progress.fetch_add(1, Ordering::Relaxed);
+                        }
+                        503 => {
+                            assert!(r.headers().get("retry-after").is_some());
+                            refused_n.fetch_add(1, Ordering::Relaxed);
+                            if n >= 100 {
+                                progress.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        other => panic!("answered {other}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Flood until small batches were acknowledged and big ones answered
+    // (acknowledged or refused), then kill -9 mid-flood.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while small_acked.load(Ordering::Relaxed) < 3 || big_answered.load(Ordering::Relaxed) < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the flood did not get going: {} small acknowledged, {} big answered, {} refused",
+            small_acked.load(Ordering::Relaxed),
+            big_answered.load(Ordering::Relaxed),
+            refused_batches.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal("KILL");
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for f in flood {
+        acked.extend(f.await.unwrap());
+    }
+    drop(server);
+    let events: usize = acked.iter().map(Vec::len).sum();
+    eprintln!(
+        "kill -9 after {} batches ({events} events) acknowledged, {} refused",
+        acked.len(),
+        refused_batches.load(Ordering::Relaxed)
+    );
+    let again = ServeProcess::start(dir.path(), &[], &[]);
+    let url = format!("{}/v1/events", again.url);
+    let mut lost = 0;
+    for batch in &acked {
+        let r = client
+            .post(&url)
+            .body(serde_json::to_vec(batch).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.unwrap();
+        lost += v["applied"].as_u64().unwrap();
+    }
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {events} acknowledged events were lost by kill -9 ({} batches acknowledged, {} refused)",
+        acked.len(),
+        refused_batches.load(Ordering::Relaxed)
+    );
+}

@@ -15,18 +15,22 @@
 //! too for impressions and streams, which change state. A batch (JSON lines
 //! or one JSON array, at most [`MAX_EVENTS`]) is checked whole first: a 400
 //! or 422 names the first bad field as `events[i].field`, and nothing is
-//! applied. Then:
+//! applied. An `at_ms` more than [`oasis_state::MAX_AHEAD_MS`] (5 minutes)
+//! ahead of the server's clock is refused (422 `events[i].at_ms`): one such
+//! event would move the store's clocks for everyone. Then:
 //!
 //! * the delivery state store applies each event once per `event_id`
 //!   (a retried batch changes nothing; see [`oasis_state::DeliveryEvent`]);
-//!   while the store is down the events are buffered (bounded) and applied
-//!   when it returns;
+//!   while Redis is down the events are buffered (bounded) and applied
+//!   when it returns; the embedded store never acknowledges what is not on
+//!   disk: while its writes overrun, the batch is refused (503);
 //! * with `--decision-log`, the events are also appended to the outcome
 //!   files, where `oasis replay --outcomes` reads them.
 //!
 //! The answer is 202 with what happened to the batch, or 503 with
-//! `Retry-After` when the store is down *and* its buffer is full (send the
-//! batch again; ids make that safe). Without a store and without a decision
+//! `Retry-After` when the embedded store cannot make the batch durable now,
+//! or Redis is down *and* the buffer is full (send the batch again; ids
+//! make that safe). Without a store and without a decision
 //! log the endpoint answers 404 `events_disabled`.
 
 use axum::Json;
@@ -72,8 +76,8 @@ pub struct EventsAccepted {
         (status = 400, description = "A line or element is not an event (`malformed_request`; `field` is `events[i]`), or an unreadable body (`bad_body`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "The server keeps no delivery state and logs no decisions (`events_disabled`)", body = crate::api::error::ApiErrorBody),
         (status = 413, description = "Body over `--max-body-bytes` (`too_large`), or more than 10,000 events (`too_many_events`)", body = crate::api::error::ApiErrorBody),
-        (status = 422, description = "An event the format refuses (`invalid_request`): a missing `event_id`, `at_ms`, `listener_id` or `session_id`, empty or over-long ids, a position of 0, a non-finite value; `field` names it", body = crate::api::error::ApiErrorBody),
-        (status = 503, description = "The state store is unavailable and its buffer is full (`events_busy`): send the batch again",
+        (status = 422, description = "An event the format refuses (`invalid_request`): a missing `event_id`, `at_ms`, `listener_id` or `session_id`, empty or over-long ids, a position of 0, a non-finite value, an `at_ms` more than 5 minutes ahead of the server's clock; `field` names it", body = crate::api::error::ApiErrorBody),
+        (status = 503, description = "The embedded state store cannot make the batch durable now, or the Redis store is unavailable and its buffer is full (`events_busy`): send the batch again",
             body = crate::api::error::ApiErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn record(
@@ -91,11 +95,12 @@ pub async fn record(
         Ok(b) => b,
         Err(e) => return ApiError::body(e, state.max_body_bytes).into_response(),
     };
+    let now_ms = oasis_state::unix_now_ms();
     let events = match parse_events(&body).and_then(|events| {
         let delivery = events
             .iter()
             .enumerate()
-            .map(|(i, e)| delivery_event(i, e))
+            .map(|(i, e)| delivery_event(i, e, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((events, delivery))
     }) {
@@ -157,8 +162,10 @@ pub async fn record(
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-/// The delivery event of `e` (the `i`-th of its batch), checked.
-fn delivery_event(i: usize, e: &OutcomeEvent) -> Result<DeliveryEvent, ApiError> {
+/// The delivery event of `e` (the `i`-th of its batch), checked; `now_ms`
+/// is the server's clock, which `at_ms` may lead by at most
+/// [`oasis_state::MAX_AHEAD_MS`].
+fn delivery_event(i: usize, e: &OutcomeEvent, now_ms: i64) -> Result<DeliveryEvent, ApiError> {
     let d = &e.delivery;
     let missing = |field: &str| -> ApiError {
         RequestError::invalid(format!("events[{i}].{field}"), "is required by /v1/events").into()
@@ -172,6 +179,17 @@ fn delivery_event(i: usize, e: &OutcomeEvent) -> Result<DeliveryEvent, ApiError>
             "is beyond the year 292 million",
         ))
     })?;
+    if at_ms > now_ms.saturating_add(oasis_state::MAX_AHEAD_MS) {
+        return Err(RequestError::invalid(
+            format!("events[{i}].at_ms"),
+            format!(
+                "is {} s ahead of the server's clock (at most {} s; is it in milliseconds?)",
+                (at_ms - now_ms) / 1000,
+                oasis_state::MAX_AHEAD_MS / 1000
+            ),
+        )
+        .into());
+    }
     let changes_state = matches!(e.event, EventKind::Impression | EventKind::Stream);
     let who = |field: &'static str, v: &Option<String>| -> Result<String, ApiError> {
         match v {
@@ -257,7 +275,7 @@ mod tests {
     fn one(line: &str) -> Result<DeliveryEvent, ApiError> {
         // As an array: the events below span lines for reading.
         let events = parse_events(format!("[{line}]").as_bytes())?;
-        delivery_event(0, &events[0])
+        delivery_event(0, &events[0], oasis_state::unix_now_ms())
     }
 
     #[test]

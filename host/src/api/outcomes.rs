@@ -105,7 +105,20 @@ pub async fn record(
 pub(crate) fn parse_events(body: &[u8]) -> Result<Vec<OutcomeEvent>, ApiError> {
     let text = body.trim_ascii_start();
     let events: Vec<OutcomeEvent> = if text.first() == Some(&b'[') {
-        serde_json::from_slice(text).map_err(|e| malformed("events", &e))?
+        // Elements first, then each as an event, so that an error names
+        // the element (`events[i]`), not the whole batch.
+        let elements: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(text).map_err(|e| malformed("events", &e))?;
+        if elements.len() > MAX_EVENTS {
+            return Err(too_many());
+        }
+        elements
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                serde_json::from_str(raw.get()).map_err(|e| malformed(&format!("events[{i}]"), &e))
+            })
+            .collect::<Result<_, _>>()?
     } else {
         let mut out = Vec::new();
         for (i, line) in text

@@ -83,6 +83,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         fallback: None,
         scores: response::scored(&req, d),
         debug: (args.debug || req.debug).then(|| response::debug_entries(&req, d)),
+        delivery_state: None,
         timing: Timing {
             server_us: started.elapsed().as_micros() as u64,
             policy_us: outcome.usage.wall_us,

@@ -139,6 +139,15 @@ pub struct Args {
     /// with the last-known values, milliseconds.
     #[arg(long, default_value_t = 20)]
     pub state_read_budget_ms: u64,
+    /// How long a write to the state store (a batch of events, pacing
+    /// steps) may take before the store counts as failing, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub state_write_budget_ms: u64,
+    /// When the listener and session counts a frequency cap relies on are
+    /// unknown (the store did not answer), score with counts 0 instead of
+    /// answering in organic order with nothing promoted (the default).
+    #[arg(long)]
+    pub promote_on_unknown_counts: bool,
 }
 
 /// Where delivery state is kept (`--state`).
@@ -222,6 +231,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             },
             tick: Duration::from_millis(args.pacing_tick_ms.max(1)),
             read_budget: Duration::from_millis(args.state_read_budget_ms.max(1)),
+            write_budget: Duration::from_millis(args.state_write_budget_ms.max(1)),
+            promote_on_unknown_counts: args.promote_on_unknown_counts,
             ..StateConfig::default()
         },
         promotion_stall: oasis::telemetry::promotion::PromotionStall {

@@ -99,6 +99,12 @@ impl<'r> Wanted<'r> {
             }
         }
         if !self.tracks.is_empty() {
+            let unknown =
+                |v: Option<&oasis_state::Sourced<u32>>| v.is_none_or(|v| v.value().is_none());
+            fill.counts_unknown = req.candidates.iter().enumerate().any(|(i, c)| {
+                (c.impressions_24h.is_none() && unknown(snap.impressions_24h.get(i)))
+                    || (c.session_promoted.is_none() && unknown(snap.session_promoted.get(i)))
+            });
             for (i, c) in req.candidates.iter().enumerate() {
                 if c.impressions_24h.is_none()
                     && let Some(&v) = snap.impressions_24h.get(i).and_then(|v| v.value())
@@ -140,6 +146,11 @@ pub struct Fill {
     /// (rights-holder key, 7-day exposure share).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposure_share_7d: Vec<(u32, f64)>,
+    /// Some listener or session count the request did not send was not
+    /// known (the store did not answer): the host withholds promotions
+    /// ([`super::withhold_promotions`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_unknown: bool,
 }
 
 /// The state filled into one campaign.
@@ -162,6 +173,7 @@ impl Fill {
             && self.impressions_24h.is_empty()
             && self.session_promoted.is_empty()
             && self.exposure_share_7d.is_empty()
+            && !self.counts_unknown
     }
 
     /// Writes the filled values into `req`. Indices out of range (a fill
@@ -243,6 +255,7 @@ mod tests {
             exposure_share_7d: vec![Sourced::Store(Some(0.25))],
         };
         let fill = wanted.fill(&req, &snap);
+        assert!(!fill.counts_unknown);
         // `a` sent impressions_24h (kept) but not session_promoted (filled).
         assert_eq!(fill.impressions_24h, [(1, 2)]);
         assert_eq!(fill.session_promoted, [(0, 1), (2, 3)]);
@@ -277,6 +290,7 @@ mod tests {
         };
         let fill = Wanted::of(&req).fill(&req, &down);
         assert!(fill.campaigns.is_empty() && fill.impressions_24h.is_empty());
+        assert!(fill.counts_unknown, "and says so");
         assert_eq!(fill.exposure_share_7d, [(1, 0.5)]);
     }
 

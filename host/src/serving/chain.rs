@@ -89,6 +89,7 @@ pub async fn serve(
                     },
                     failures,
                     first,
+                    counts_unknown: false,
                 });
             }
             Err(error) => {
@@ -123,6 +124,7 @@ pub async fn serve(
         },
         failures,
         first,
+        counts_unknown: false,
     })
 }
 

@@ -51,6 +51,7 @@ pub fn json_of(
         }),
         scores: response::scored(req, d),
         debug: req.debug.then(|| response::debug_entries(req, d)),
+        delivery_state: served.counts_unknown.then_some("counts_unknown"),
         timing: Timing {
             server_us,
             policy_us: served.policy_us,

@@ -224,6 +224,11 @@ impl Scorer {
         span.record("version", main.policy.identity().version.as_str());
         let max = main.policy.limits().max_candidates;
         let mut req = tracing::debug_span!("validate").in_scope(|| req.validate(max))?;
+        // A request dated far ahead would move the store's clocks (one
+        // pacing step ten years ahead freezes the campaign's pacing).
+        if inner.delivery.is_some() {
+            check_not_ahead(req.context.timestamp_ms, oasis_state::unix_now_ms())?;
+        }
         // Delivery state the request did not send (request values win).
         let fill = match &inner.delivery {
             Some(d) => {
@@ -234,7 +239,15 @@ impl Scorer {
             None => None,
         };
         let arms = plan.arms(&req.context.listener_id);
-        let served = chain::serve(&inner.res, arms, plan.primary(), &req).await?;
+        let mut served = chain::serve(&inner.res, arms, plan.primary(), &req).await?;
+        // Counts a cap relies on that are unknown promote nothing.
+        if let Some(d) = &inner.delivery
+            && d.guard_unknown_counts(&req, fill.as_deref(), &mut served.decisions)
+        {
+            served.counts_unknown = true;
+            inner.res.metrics.state.counts_unknown.inc();
+            tracing::debug!("listener counts unknown; promotions withheld");
+        }
         // Only the served arm writes state (shadows and fallbacks never do).
         if let Some(d) = &inner.delivery
             && served.arm != ArmKind::Passthrough
@@ -344,5 +357,47 @@ impl Scorer {
             tracing::error!(route = %plan.route, %digest, %reason, "canary guardrail breached; rolling it back");
             self.inner.rollbacks.request(&plan.route, digest, reason);
         }
+    }
+}
+
+/// Refuses a request time more than [`oasis_state::MAX_AHEAD_MS`] ahead of
+/// the server's clock `now_ms`, naming `context.timestamp_ms`.
+pub(crate) fn check_not_ahead(
+    timestamp_ms: i64,
+    now_ms: i64,
+) -> Result<(), crate::request::RequestError> {
+    if timestamp_ms > now_ms.saturating_add(oasis_state::MAX_AHEAD_MS) {
+        return Err(crate::request::RequestError::invalid(
+            "context.timestamp_ms",
+            format!(
+                "is {} s ahead of the server's clock (at most {} s; is it in milliseconds?)",
+                (timestamp_ms - now_ms) / 1000,
+                oasis_state::MAX_AHEAD_MS / 1000
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_not_ahead;
+
+    #[test]
+    fn times_more_than_the_bound_ahead_are_refused_naming_the_field() {
+        let now = 1_800_000_000_000;
+        assert!(check_not_ahead(now, now).is_ok());
+        assert!(
+            check_not_ahead(now - 86_400_000 * 365, now).is_ok(),
+            "the past is the caller's"
+        );
+        assert!(check_not_ahead(now + oasis_state::MAX_AHEAD_MS, now).is_ok());
+        match check_not_ahead(now + oasis_state::MAX_AHEAD_MS + 1, now) {
+            Err(crate::request::RequestError::Invalid { field, .. }) => {
+                assert_eq!(field, "context.timestamp_ms")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(check_not_ahead(now * 1000, now).is_err(), "microseconds");
     }
 }

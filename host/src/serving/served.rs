@@ -32,6 +32,10 @@ pub struct Served {
     /// The first arm tried, whether it answered and its call time
     /// (microseconds): what a canary's guardrails judge.
     pub first: Option<(ArmKind, bool, u64)>,
+    /// The listener and session counts were unknown, so the host withheld
+    /// the promotions ([`crate::delivery::withhold_promotions`]); the
+    /// answer says `"delivery_state": "counts_unknown"`.
+    pub counts_unknown: bool,
 }
 
 impl Served {
@@ -49,6 +53,7 @@ impl Served {
             variant: Variant::Stable,
             failures: Vec::new(),
             first: None,
+            counts_unknown: false,
         }
     }
 }

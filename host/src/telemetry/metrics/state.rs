@@ -20,7 +20,8 @@ pub struct EventLabels {
 pub struct StateOpLabels {
     /// What: `read_ok`, `read_fallback` (last-known values used),
     /// `read_error`, `write_error`, `events_buffered`, `events_dropped`,
-    /// `events_flushed`, `pacing_applied`, `pacing_refused` (the write rule
+    /// `events_refused` (the embedded store could not make them durable;
+    /// answered 503), `events_flushed`, `pacing_applied`, `pacing_refused` (the write rule
     /// refused a stale or same-tick step), `pacing_dropped` (writer queue
     /// full).
     pub op: &'static str,
@@ -50,6 +51,9 @@ pub struct StateMetrics {
     pub state_queued_events: Gauge,
     /// `POST /v1/events`: events by what became of them.
     pub events: Family<EventLabels, Counter>,
+    /// Scoring requests answered in organic order because the listener and
+    /// session counts a frequency cap relies on were unknown.
+    pub counts_unknown: Counter,
 }
 
 impl StateMetrics {
@@ -62,10 +66,11 @@ impl StateMetrics {
             state_degraded: Gauge::default(),
             state_queued_events: Gauge::default(),
             events: Family::default(),
+            counts_unknown: Counter::default(),
         };
         registry.register(
             "state_operations",
-            "Delivery state store operations since start, by op (read_ok, read_fallback, read_error, write_error, events_buffered, events_dropped, events_flushed, pacing_applied, pacing_refused, pacing_dropped)",
+            "Delivery state store operations since start, by op (read_ok, read_fallback, read_error, write_error, events_buffered, events_dropped, events_refused, events_flushed, pacing_applied, pacing_refused, pacing_dropped)",
             m.state_ops.clone(),
         );
         registry.register(
@@ -77,6 +82,11 @@ impl StateMetrics {
             "events",
             "POST /v1/events: events by result (applied, duplicate, buffered, invalid, busy)",
             m.events.clone(),
+        );
+        registry.register(
+            "state_counts_unknown",
+            "Scoring requests answered in organic order (nothing promoted) because the listener and session counts a frequency cap relies on were unknown",
+            m.counts_unknown.clone(),
         );
         registry.register(
             "state_queued_events",
@@ -139,6 +149,7 @@ impl StateMetrics {
             ("write_error", c.write_errors),
             ("events_buffered", c.events_buffered),
             ("events_dropped", c.events_dropped),
+            ("events_refused", c.events_refused),
             ("events_flushed", c.events_flushed),
             ("pacing_applied", c.pacing_applied),
             ("pacing_refused", c.pacing_refused),
