@@ -352,7 +352,7 @@ pub fn withhold_promotions(req: &ValidRequest<'_>, d: &mut WitDecisions) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::parse;
+    use crate::request::{Validate, parse};
 
     const BODY: &str = r#"{"context": {"request_id": "r", "listener_id": "u", "session_id": "s",
         "surface": "radio", "market": "SE", "timestamp_ms": 5000},
