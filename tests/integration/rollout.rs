@@ -884,3 +884,54 @@ async fn the_admin_api_can_listen_apart_from_scoring() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_version_is_a_digest_resolved_only_inside_the_store() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    // A loadable module with its record, outside the policy directory, named
+    // by a path that climbs out of the store (`versions/p/`).
+    let outside = tempfile::tempdir_in(s.dir.path().parent().unwrap()).unwrap();
+    let stored = s
+        .dir
+        .path()
+        .join("versions/p")
+        .join(v2.trim_start_matches("sha256:"));
+    std::fs::copy(stored.with_extension("wasm"), outside.path().join("x.wasm")).unwrap();
+    std::fs::copy(stored.with_extension("json"), outside.path().join("x.json")).unwrap();
+    let name = outside.path().file_name().unwrap().to_str().unwrap();
+    let climbing = format!("sha256:../../../{name}/x");
+    // A bare hex digest names the stored file but could never serve.
+    let bare = v2.trim_start_matches("sha256:").to_string();
+    for version in [climbing, bare, format!("sha256:{}", bare_upper(&v2))] {
+        let (status, v) = op(
+            &s,
+            "/admin/v1/routes/radio/canary",
+            Some(json!({"version": version, "percent": 50})),
+        )
+        .await;
+        assert_eq!(status, 422, "{version}: {v}");
+        assert_eq!(
+            (v["error"]["kind"].as_str(), v["error"]["field"].as_str()),
+            (Some("invalid_request"), Some("version")),
+            "{v}"
+        );
+    }
+    let r = route(&s.client, &s.url).await;
+    assert!(r["canary"].is_null(), "nothing changed: {r}");
+    assert_eq!(audit_actions(&s).await, ["version.upload"]);
+    // The stored version itself is accepted.
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    s.shutdown().await;
+}
+
+/// The hex of digest `d`, upper-cased (not a digest: digests are lower case).
+fn bare_upper(d: &str) -> String {
+    d.trim_start_matches("sha256:").to_uppercase()
+}

@@ -93,7 +93,7 @@ pub struct CanaryBody {
         (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "No such route (`unknown_route`) or version not stored (`unknown_version`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
-        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`), a `version` that is not a digest (`invalid_request`, field `version`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
         (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
     ))]
 async fn canary(

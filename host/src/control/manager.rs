@@ -26,7 +26,7 @@ use crate::control::audit::{AuditEntry, AuditLog, now_ms};
 use crate::control::persist::{DirLock, write_atomic};
 use crate::control::reload::{Reloader, pinned_versions, version_record};
 use crate::control::rollout::{
-    ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, read_rollout,
+    ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest, read_rollout,
 };
 use crate::control::versions::VersionRecord;
 use crate::telemetry::metrics::Metrics;
@@ -62,6 +62,17 @@ pub enum ChangeError {
         /// The version asked for.
         version: String,
     },
+    /// A version reference that is not a digest (`sha256:` and 64
+    /// lower-case hex digits); `field` names the request field.
+    #[error(
+        "`{field}`: `{value}` is not a version digest (`sha256:` and 64 lower-case hex digits)"
+    )]
+    InvalidVersion {
+        /// The request field holding it.
+        field: &'static str,
+        /// The value as given (truncated when long).
+        value: String,
+    },
     /// A shadow that is neither a loaded policy nor a stored version.
     #[error("`{reference}` is not a loaded policy or a stored version")]
     UnknownShadow {
@@ -81,6 +92,15 @@ pub enum ChangeError {
     /// The state could not be read or written.
     #[error("{0}")]
     Internal(String),
+}
+
+/// `s`, cut to at most `max` characters (with `…` when cut), for echoing a
+/// value back in an error.
+fn truncated(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ChangeError {
@@ -292,6 +312,12 @@ impl RolloutManager {
         let mut reason = None;
         let digest = match &change {
             Change::Canary { version, percent } => {
+                if !is_digest(version) {
+                    return Err(ChangeError::InvalidVersion {
+                        field: "version",
+                        value: truncated(version, 80),
+                    });
+                }
                 if !store.contains(&policy, version) {
                     return Err(ChangeError::NotStored {
                         policy,

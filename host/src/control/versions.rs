@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::control::persist::write_atomic;
+use crate::control::rollout::is_digest;
 
 /// Directory of the store inside the policy directory.
 pub const VERSIONS_DIR: &str = "versions";
@@ -67,34 +68,51 @@ impl VersionStore {
         }
     }
 
-    fn base(&self, key: &str, digest: &str) -> PathBuf {
-        self.root
-            .join(key)
-            .join(digest.trim_start_matches("sha256:"))
+    /// Where version `digest` of `key` lives, without extension; `None`
+    /// unless `key` is a policy key and `digest` a digest (`sha256:` and 64
+    /// lower-case hex digits), so that no reference resolves outside the
+    /// store (`sha256:../../x`) or to a name that could never serve (a bare
+    /// hex digest).
+    fn base(&self, key: &str, digest: &str) -> Option<PathBuf> {
+        if !oasis_contract::is_key(key) || !is_digest(digest) {
+            return None;
+        }
+        Some(self.root.join(key).join(&digest["sha256:".len()..]))
     }
 
-    /// Path of a stored module.
-    pub fn module_path(&self, key: &str, digest: &str) -> PathBuf {
-        self.base(key, digest).with_extension("wasm")
+    /// Path of a stored module; `None` when `key` or `digest` is not a valid
+    /// name (see [`is_digest`]).
+    pub fn module_path(&self, key: &str, digest: &str) -> Option<PathBuf> {
+        Some(self.base(key, digest)?.with_extension("wasm"))
     }
 
     /// Reads a stored module.
     ///
     /// # Errors
-    /// The I/O error (`NotFound` when the version is not stored).
+    /// The I/O error (`NotFound` when the version is not stored, or when
+    /// `digest` is not a digest).
     pub fn read_module(&self, key: &str, digest: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.module_path(key, digest))
+        let path = self.module_path(key, digest).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("`{key}@{digest}` is not a stored version's name"),
+            )
+        })?;
+        std::fs::read(path)
     }
 
     /// The record of a stored version.
     pub fn get(&self, key: &str, digest: &str) -> Option<VersionRecord> {
-        let text = std::fs::read(self.base(key, digest).with_extension("json")).ok()?;
-        serde_json::from_slice(&text).ok()
+        let text = std::fs::read(self.base(key, digest)?.with_extension("json")).ok()?;
+        let record: VersionRecord = serde_json::from_slice(&text).ok()?;
+        // A record copied under another name is not that version.
+        (record.digest == digest && record.policy == key).then_some(record)
     }
 
     /// Whether `digest` is stored for `key` (record and module).
     pub fn contains(&self, key: &str, digest: &str) -> bool {
-        self.module_path(key, digest).is_file() && self.get(key, digest).is_some()
+        self.module_path(key, digest).is_some_and(|p| p.is_file())
+            && self.get(key, digest).is_some()
     }
 
     /// Every stored version of `key`, oldest first.
@@ -125,17 +143,21 @@ impl VersionStore {
         wasm: &[u8],
         pinned: &BTreeSet<String>,
     ) -> std::io::Result<()> {
+        let base = self.base(&record.policy, &record.digest).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "`{}@{}` is not a version name (a policy key and `sha256:` with 64 lower-case hex digits)",
+                    record.policy, record.digest
+                ),
+            )
+        })?;
         let dir = self.root.join(&record.policy);
         std::fs::create_dir_all(&dir)?;
         if self.get(&record.policy, &record.digest).is_none() {
-            write_atomic(&self.module_path(&record.policy, &record.digest), wasm)?;
+            write_atomic(&base.with_extension("wasm"), wasm)?;
             let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-            write_atomic(
-                &self
-                    .base(&record.policy, &record.digest)
-                    .with_extension("json"),
-                &json,
-            )?;
+            write_atomic(&base.with_extension("json"), &json)?;
         }
         self.prune(&record.policy, pinned);
         Ok(())
@@ -151,7 +173,9 @@ impl VersionStore {
             .filter(|r| !pinned.contains(&r.digest))
             .take(excess)
         {
-            let base = self.base(key, &r.digest);
+            let Some(base) = self.base(key, &r.digest) else {
+                continue;
+            };
             // Record first: a version without a record is not listed.
             let _ = std::fs::remove_file(base.with_extension("json"));
             let _ = std::fs::remove_file(base.with_extension("wasm"));
@@ -197,5 +221,29 @@ mod tests {
         store.put(&again, b"abc", &pinned).unwrap();
         assert_eq!(store.get("p", &again.digest).unwrap().by, "alice");
         assert!(store.list("other").is_empty());
+    }
+
+    #[test]
+    fn only_digests_resolve_and_only_inside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VersionStore::new(dir.path(), 3);
+        store.put(&record(0xabc), b"abc", &BTreeSet::new()).unwrap();
+        let hex = format!("{:064x}", 0xabc);
+        // The same files, reached by names that are not the digest.
+        for name in [
+            hex.clone(),
+            format!("sha256:../p/{hex}"),
+            format!("sha256:{}", hex.to_uppercase()),
+        ] {
+            assert!(!store.contains("p", &name), "{name}");
+            assert!(store.get("p", &name).is_none(), "{name}");
+            assert!(store.read_module("p", &name).is_err(), "{name}");
+        }
+        assert!(store.contains("p", &record(0xabc).digest));
+        // Nor is a version stored under a name that is not a digest.
+        let mut bad = record(2);
+        bad.digest = "sha256:../../evil".into();
+        assert!(store.put(&bad, b"abc", &BTreeSet::new()).is_err());
+        assert!(!dir.path().join("evil.wasm").exists());
     }
 }
