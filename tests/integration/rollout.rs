@@ -935,3 +935,66 @@ async fn a_canary_version_is_a_digest_resolved_only_inside_the_store() {
 fn bare_upper(d: &str) -> String {
     d.trim_start_matches("sha256:").to_uppercase()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_is_applied_only_with_its_audit_entry() {
+    // An audit log every write to fails (ENOSPC).
+    let s = TestServer::start_with(
+        |d| {
+            radio(d, "");
+            std::os::unix::fs::symlink("/dev/full", d.join(".oasis-audit.jsonl")).unwrap();
+        },
+        with_admin,
+    )
+    .await;
+    let (status, v) = op(&s, "/admin/v1/routes/radio/kill", Some(json!({"on": true}))).await;
+    assert_eq!(status, 500, "{v}");
+    // Neither the serving state nor the file changed.
+    let r = route(&s.client, &s.url).await;
+    assert_eq!(r["killed"].as_bool(), Some(false), "{r}");
+    let (_, v) = s.score(body("u", 1)).await;
+    assert_eq!(v["variant"].as_str(), Some("stable"), "{v}");
+    let file = std::fs::read_to_string(s.dir.path().join("rollout.json")).unwrap_or_default();
+    assert!(!file.contains("\"killed\": true"), "{file}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_reason_is_bounded_and_an_oversized_one_changes_nothing() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/rollback",
+        Some(json!({"reason": "x".repeat(1 << 20)})),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        (v["error"]["kind"].as_str(), v["error"]["field"].as_str()),
+        (Some("invalid_request"), Some("reason")),
+        "{v}"
+    );
+    let r = route(&s.client, &s.url).await;
+    assert_eq!(
+        r["canary"]["version"]["digest"].as_str(),
+        Some(v2.as_str()),
+        "{r}"
+    );
+    assert_eq!(audit_actions(&s).await, ["version.upload", "canary.set"]);
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/rollback",
+        Some(json!({"reason": "r".repeat(1000)})),
+    )
+    .await;
+    assert_eq!(status, 200, "a reason within the bound: {v}");
+    s.shutdown().await;
+}

@@ -146,7 +146,8 @@ pub struct RollbackBody {
         (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
         (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
-        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A `reason` over 4096 bytes (`invalid_request`, field `reason`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state or its audit entry could not be written; nothing changed (`internal`)", body = crate::api::error::ApiErrorBody),
     ))]
 async fn rollback(
     State(m): State<Arc<RolloutManager>>,

@@ -334,7 +334,7 @@ impl From<ChangeError> for ApiError {
                 ErrorKind::UnknownVersion,
                 format!("{message}; upload it first (POST /admin/v1/policies/{policy}/versions)"),
             ),
-            ChangeError::InvalidVersion { field, .. } => {
+            ChangeError::InvalidField { field, .. } => {
                 ApiError::new(ErrorKind::InvalidRequest, message).with_field(field)
             }
             ChangeError::UnknownShadow { .. } => ApiError::new(ErrorKind::UnknownVersion, message),

@@ -31,6 +31,10 @@ use crate::control::rollout::{
 use crate::control::versions::VersionRecord;
 use crate::telemetry::metrics::Metrics;
 
+/// Largest rollback reason accepted, in bytes: it is recorded in the audit
+/// log and in the route's status, whose entries are bounded.
+pub const MAX_REASON_BYTES: usize = 4096;
+
 /// Default largest module accepted by [`RolloutManager::upload`].
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 
@@ -62,16 +66,14 @@ pub enum ChangeError {
         /// The version asked for.
         version: String,
     },
-    /// A version reference that is not a digest (`sha256:` and 64
-    /// lower-case hex digits); `field` names the request field.
-    #[error(
-        "`{field}`: `{value}` is not a version digest (`sha256:` and 64 lower-case hex digits)"
-    )]
-    InvalidVersion {
-        /// The request field holding it.
+    /// A request value the change refuses (a `version` that is not a
+    /// digest, a `reason` over [`MAX_REASON_BYTES`]); `field` names it.
+    #[error("`{field}`: {message}")]
+    InvalidField {
+        /// The request field.
         field: &'static str,
-        /// The value as given (truncated when long).
-        value: String,
+        /// What is wrong with it.
+        message: String,
     },
     /// A shadow that is neither a loaded policy nor a stored version.
     #[error("`{reference}` is not a loaded policy or a stored version")]
@@ -297,6 +299,9 @@ impl RolloutManager {
         let policy = plan.policy.clone();
         let dir = self.dir();
         let _lock = DirLock::acquire(&dir).map_err(internal)?;
+        // The bytes to restore if the change cannot be audited (`None`: no
+        // file yet).
+        let previous = std::fs::read(dir.join(ROLLOUT_FILE)).ok();
         let mut file = read_rollout(&dir).map_err(internal)?;
         let state = file
             .routes
@@ -313,9 +318,12 @@ impl RolloutManager {
         let digest = match &change {
             Change::Canary { version, percent } => {
                 if !is_digest(version) {
-                    return Err(ChangeError::InvalidVersion {
+                    return Err(ChangeError::InvalidField {
                         field: "version",
-                        value: truncated(version, 80),
+                        message: format!(
+                            "`{}` is not a version digest (`sha256:` and 64 lower-case hex digits)",
+                            truncated(version, 80)
+                        ),
                     });
                 }
                 if !store.contains(&policy, version) {
@@ -331,6 +339,17 @@ impl RolloutManager {
             }
             Change::Promote => Some(state.promote(route).map_err(ChangeError::Refused)?),
             Change::Rollback { reason: why } => {
+                if let Some(why) = why
+                    && why.len() > MAX_REASON_BYTES
+                {
+                    return Err(ChangeError::InvalidField {
+                        field: "reason",
+                        message: format!(
+                            "{} bytes; at most {MAX_REASON_BYTES} are accepted",
+                            why.len()
+                        ),
+                    });
+                }
                 let why = why.clone().unwrap_or_else(|| "operator rollback".into());
                 let removed = state
                     .rollback(route, &why, false, now)
@@ -345,7 +364,7 @@ impl RolloutManager {
                 if state.canary.as_ref().map(|c| c.digest.as_str()) != Some(digest.as_str()) {
                     return Err(RolloutError::NoCanary(route.to_string()).into());
                 }
-                let why = format!("guardrail: {why}");
+                let why = truncated(&format!("guardrail: {why}"), MAX_REASON_BYTES / 4);
                 let removed = state
                     .rollback(route, &why, true, now)
                     .map_err(ChangeError::Refused)?;
@@ -382,6 +401,7 @@ impl RolloutManager {
         let after = state.clone();
         self.commit(
             &dir,
+            previous.as_deref(),
             &file,
             AuditEntry {
                 route: Some(route.to_string()),
@@ -401,17 +421,35 @@ impl RolloutManager {
         Ok(after)
     }
 
-    /// Writes the state, then the audit entry: a change is acknowledged
-    /// only once both are on disk.
+    /// Commits a change: its state and its audit entry, together or not at
+    /// all. The entry is encoded (and size-checked) first; then the state is
+    /// written; if the entry cannot be appended, the state is put back as it
+    /// was (`previous`, or no file) and the change is refused. A change is
+    /// acknowledged only once both are on disk.
     fn commit(
         &self,
         dir: &std::path::Path,
+        previous: Option<&[u8]>,
         file: &RolloutFile,
         entry: AuditEntry,
     ) -> Result<(), ChangeError> {
+        let line = AuditLog::encode(&entry).map_err(internal)?;
         let json = serde_json::to_vec_pretty(file).map_err(internal)?;
-        write_atomic(&dir.join(ROLLOUT_FILE), &json).map_err(internal)?;
-        self.audit.append(&entry).map_err(internal)?;
+        let path = dir.join(ROLLOUT_FILE);
+        write_atomic(&path, &json).map_err(internal)?;
+        if let Err(e) = self.audit.append_encoded(&line) {
+            let undone = match previous {
+                Some(bytes) => write_atomic(&path, bytes),
+                None => std::fs::remove_file(&path),
+            };
+            if let Err(u) = undone {
+                tracing::error!(path = %path.display(), error = %u, "could not restore the rollout state after a failed audit write; it holds a change that was refused");
+            }
+            tracing::error!(who = %entry.who, action = %entry.action, route = ?entry.route, error = %e, "rollout change refused: its audit entry could not be written");
+            return Err(ChangeError::Internal(format!(
+                "the change was not made: its audit entry could not be written ({e})"
+            )));
+        }
         tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, "rollout changed");
         Ok(())
     }
