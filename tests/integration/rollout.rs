@@ -998,3 +998,86 @@ async fn a_rollback_reason_is_bounded_and_an_oversized_one_changes_nothing() {
     assert_eq!(status, 200, "a reason within the bound: {v}");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_bodies_are_json_objects_only() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    let (status, v) = op(&s, "/admin/v1/routes/radio/canary", Some(json!([v2, 50]))).await;
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    for (path, body) in [
+        ("kill", json!([true])),
+        ("rollback", json!(["why"])),
+        ("rollback", json!([null])),
+        ("shadows", json!(["base", true])),
+    ] {
+        let (status, v) = op(
+            &s,
+            &format!("/admin/v1/routes/radio/{path}"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 422, "{path} {body}: {v}");
+        assert_eq!(v["error"]["kind"], "malformed_request", "{v}");
+    }
+    let r = route(&s.client, &s.url).await;
+    assert_eq!(r["killed"].as_bool(), Some(false), "{r}");
+    assert!(r["shadows"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(
+        r["canary"]["version"]["digest"].as_str(),
+        Some(v2.as_str()),
+        "{r}"
+    );
+    assert_eq!(audit_actions(&s).await, ["version.upload", "canary.set"]);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_on_a_corrupt_rollout_file_keeps_the_last_good_state() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    let (status, v) = op(&s, "/admin/v1/routes/radio/kill", Some(json!({"on": true}))).await;
+    assert_eq!(status, 200, "{v}");
+    let (dir, path) = s.stop_keeping_dir().await;
+    // Torn by a disk fault or a bad hand edit.
+    std::fs::write(
+        path.join("rollout.json"),
+        b"{\"routes\": {\"radio\": {\"pol",
+    )
+    .unwrap();
+    let r = Replica::start(&path, with_admin).await;
+    let v: Value = r
+        .client
+        .post(format!("{}/v1/score", r.url))
+        .body(body("u", 1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["variant"].as_str(), v["arm"].as_str()),
+        (Some("killed"), Some("baseline")),
+        "a killed route stays killed: {v}"
+    );
+    let status = route(&r.client, &r.url).await;
+    assert_eq!(status["killed"].as_bool(), Some(true), "{status}");
+    // The failure is reported.
+    let routes: Value = get_json(&r.client, format!("{}/v1/routes", r.url)).await;
+    let failure = routes["rollout_failure"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        failure.contains("is not valid rollout state") && failure.contains("last good"),
+        "{routes}"
+    );
+    r.shutdown().await;
+    drop(dir);
+}

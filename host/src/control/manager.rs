@@ -26,7 +26,8 @@ use crate::control::audit::{AuditEntry, AuditLog, now_ms};
 use crate::control::persist::{DirLock, write_atomic};
 use crate::control::reload::{Reloader, pinned_versions, version_record};
 use crate::control::rollout::{
-    ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest, read_rollout,
+    LAST_GOOD_FILE, ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest,
+    read_rollout,
 };
 use crate::control::versions::VersionRecord;
 use crate::telemetry::metrics::Metrics;
@@ -302,7 +303,11 @@ impl RolloutManager {
         // The bytes to restore if the change cannot be audited (`None`: no
         // file yet).
         let previous = std::fs::read(dir.join(ROLLOUT_FILE)).ok();
-        let mut file = read_rollout(&dir).map_err(internal)?;
+        let read = read_rollout(&dir).map_err(internal)?;
+        if let Some(fault) = &read.fault {
+            tracing::warn!(%fault, %route, "changing the last good rollout state; this change replaces the corrupt file");
+        }
+        let mut file = read.state;
         let state = file
             .routes
             .entry(route.to_string())
@@ -450,6 +455,10 @@ impl RolloutManager {
                 "the change was not made: its audit entry could not be written ({e})"
             )));
         }
+        // The copy a restart falls back on if the file is ever corrupt.
+        if let Err(e) = write_atomic(&dir.join(LAST_GOOD_FILE), &json) {
+            tracing::warn!(error = %e, file = LAST_GOOD_FILE, "could not refresh the last good copy of the rollout state");
+        }
         tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, "rollout changed");
         Ok(())
     }
@@ -497,7 +506,7 @@ impl RolloutManager {
         let dir = self.dir();
         let _lock = DirLock::acquire(&dir).map_err(internal)?;
         let known = self.reloader.store().contains(key, &record.digest);
-        let pinned = pinned_versions(&read_rollout(&dir).map_err(internal)?, key);
+        let pinned = pinned_versions(&read_rollout(&dir).map_err(internal)?.state, key);
         self.reloader
             .store()
             .put(&record, wasm, &pinned)

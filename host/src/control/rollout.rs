@@ -33,22 +33,63 @@ use serde::{Deserialize, Serialize};
 /// File name of the rollout state inside the policy directory.
 pub const ROLLOUT_FILE: &str = "rollout.json";
 
-/// Reads [`ROLLOUT_FILE`] in `dir`: an empty state when it is absent. The
-/// one reader of the file (the reloader and the manager both call it).
+/// A copy of the last committed rollout state, beside [`ROLLOUT_FILE`]:
+/// written by the rollout manager after every committed change, read when
+/// [`ROLLOUT_FILE`] is corrupt so that a restart keeps the last good state (a
+/// killed route stays killed) instead of serving an empty one.
+pub const LAST_GOOD_FILE: &str = ".rollout.last-good.json";
+
+/// What [`read_rollout`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRollout {
+    /// The state to serve.
+    pub state: RolloutFile,
+    /// Set when [`ROLLOUT_FILE`] could not be read or is not valid and
+    /// `state` is the last good copy ([`LAST_GOOD_FILE`]): what is wrong,
+    /// to report.
+    pub fault: Option<String>,
+}
+
+/// Reads [`ROLLOUT_FILE`] in `dir`: an empty state when it is absent, the
+/// last good copy ([`LAST_GOOD_FILE`], with the fault reported) when it
+/// cannot be read or is not valid. The one reader of the file (the reloader
+/// and the manager both call it).
 ///
 /// # Errors
 /// A message naming the file, for a file that cannot be read or is not
-/// valid rollout state.
-pub fn read_rollout(dir: &std::path::Path) -> Result<RolloutFile, String> {
-    let path = dir.join(ROLLOUT_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            format!(
-                "{} is not valid rollout state ({e}); fix or remove it",
-                path.display()
-            )
+/// valid rollout state when there is no valid last good copy either.
+pub fn read_rollout(dir: &std::path::Path) -> Result<ReadRollout, String> {
+    let error = match read_state(&dir.join(ROLLOUT_FILE)) {
+        Ok(Some(state)) => return Ok(ReadRollout { state, fault: None }),
+        Ok(None) => {
+            return Ok(ReadRollout {
+                state: RolloutFile::default(),
+                fault: None,
+            });
+        }
+        Err(e) => e,
+    };
+    match read_state(&dir.join(LAST_GOOD_FILE)) {
+        Ok(Some(state)) => Ok(ReadRollout {
+            state,
+            fault: Some(format!(
+                "{error}; serving the last good state ({LAST_GOOD_FILE}) until it is fixed"
+            )),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RolloutFile::default()),
+        Ok(None) => Err(format!("{error}; fix or remove it")),
+        Err(e) => Err(format!(
+            "{error}; fix or remove it (the last good copy is unusable too: {e})"
+        )),
+    }
+}
+
+/// The rollout state in `path`; `None` when there is no such file.
+fn read_state(path: &std::path::Path) -> Result<Option<RolloutFile>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is not valid rollout state ({e})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }

@@ -10,8 +10,9 @@
 //! it first loads) or from the admin API (uploaded, and stored only after the
 //! same load pipeline accepted it). The store lives in the policy directory,
 //! so replicas serving that directory, and a restarted host, see the same
-//! versions. The newest `keep` versions per policy are kept, plus any the
-//! rollout state refers to; files are written atomically.
+//! versions. The newest `keep` versions per policy that the rollout state
+//! does not refer to are kept, plus every one it refers to (those do not
+//! count among the `keep`); files are written atomically.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -163,16 +164,17 @@ impl VersionStore {
         Ok(())
     }
 
-    /// Removes the oldest versions of `key` beyond `keep`, except `pinned`
-    /// ones. Best effort: a file that cannot be removed stays.
+    /// Removes the oldest versions of `key` beyond the newest `keep`
+    /// unpinned ones; `pinned` versions are kept besides and do not count
+    /// among the `keep`. Best effort: a file that cannot be removed stays.
     fn prune(&self, key: &str, pinned: &BTreeSet<String>) {
-        let versions = self.list(key);
-        let excess = versions.len().saturating_sub(self.keep);
-        for r in versions
-            .iter()
+        let unpinned: Vec<VersionRecord> = self
+            .list(key)
+            .into_iter()
             .filter(|r| !pinned.contains(&r.digest))
-            .take(excess)
-        {
+            .collect();
+        let excess = unpinned.len().saturating_sub(self.keep);
+        for r in unpinned.iter().take(excess) {
             let Some(base) = self.base(key, &r.digest) else {
                 continue;
             };
@@ -211,7 +213,11 @@ mod tests {
             store.put(&record(i), b"abc", &pinned).unwrap();
         }
         let kept: Vec<u64> = store.list("p").iter().map(|r| r.loaded_at_ms).collect();
-        assert_eq!(kept, vec![1, 4, 5], "oldest unpinned versions pruned");
+        assert_eq!(
+            kept,
+            vec![1, 3, 4, 5],
+            "the newest 3 unpinned versions are kept, and the pinned one beside them"
+        );
         assert_eq!(store.read_module("p", &record(4).digest).unwrap(), b"abc");
         assert!(store.contains("p", &record(1).digest));
         assert!(!store.contains("p", &record(2).digest));
