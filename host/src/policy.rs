@@ -769,8 +769,9 @@ impl Template {
                 crate::runtime::MAX_WASM_STACK >> 10
             ),
             Some(trap) => trap.to_string(),
-            None if instantiating => return CallError::Instantiate(format!("{e:#}")),
-            None => format!("{e:#}"),
+            None if instantiating => return CallError::Instantiate(bounded(&cause_first(&e))),
+            // An error raised by a host call (a full handle table, a sleep).
+            None => cause_first(&e),
         };
         let message = match panic_message(stderr) {
             Some(panic) => bounded(&format!("{panic} ({raw})")),
@@ -933,6 +934,29 @@ fn policy_error_text(e: &WitPolicyError) -> String {
         WitPolicyError::InvalidRequest(m) => format!("invalid request: {m}"),
         WitPolicyError::Internal(m) => format!("internal error: {m}"),
     })
+}
+
+/// `e` as one line with its root cause first: wasmtime wraps an error
+/// raised in a host call as "error while executing at wasm backtrace: …",
+/// which put the cause last, past where [`bounded`] cuts. The context
+/// follows in parentheses, its whitespace collapsed: "… (at wasm
+/// backtrace: 0: …)".
+fn cause_first(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    let context: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| *c != cause)
+        .map(|c| {
+            let c = c.strip_prefix("error while executing ").unwrap_or(&c);
+            c.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    if context.is_empty() {
+        cause
+    } else {
+        format!("{cause} ({})", context.join("; "))
+    }
 }
 
 /// Extracts "message (at file:line:col)" from Rust's panic output.

@@ -68,6 +68,26 @@ fn sleeping_traps_at_once_instead_of_blocking_the_host() {
     );
 }
 
+/// A trap raised in a host call names its cause first, not wasmtime's
+/// "error while executing at wasm backtrace".
+#[test]
+fn traps_in_host_calls_name_their_cause_first() {
+    for (attack, cause) in [
+        ("sleep", "policies may not sleep or wait"),
+        ("handle-flood", "resource table has no free keys"),
+    ] {
+        let err = contained(attack, CallErrorKind::Trap);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("the policy trapped: {cause}"))
+                || text.starts_with("the policy trapped: ")
+                    && text[20..60.min(text.len())].contains(cause),
+            "{attack}: {text}"
+        );
+        assert!(!text.contains("error while executing"), "{attack}: {text}");
+    }
+}
+
 #[test]
 fn memory_bomb_hits_the_memory_limit() {
     let err = contained("memory-bomb", CallErrorKind::MemoryLimit);

@@ -53,6 +53,9 @@ pub enum Attack {
     /// same 1 MiB of guest memory (the canonical ABI allows it): lifted in
     /// full that is 128 MiB of host memory for 1 MiB of the guest's.
     AliasLog,
+    /// Take 2,000 WASI stream handles (`get-stdout`) without dropping any:
+    /// past the host's handle table limit.
+    HandleFlood,
 }
 
 /// Settings: the attack and its parameter.
@@ -158,6 +161,7 @@ impl Policy for Adversarial {
                 oasis_sdk::log::event(oasis_sdk::log::Level::Info, &huge, &[]);
             }
             Attack::AliasLog => alias_log(),
+            Attack::HandleFlood => handle_flood(),
             Attack::PrintFlood => {
                 for i in 0..1_000 {
                     println!("flooding the host's stdout, line {i}");
@@ -213,5 +217,25 @@ fn alias_log() {
 /// Natively (unit tests of the crate) there is no host to attack.
 #[cfg(not(target_arch = "wasm32"))]
 fn alias_log() {}
+
+/// The handle flood: `wasi:cli/stdout.get-stdout` called by hand, each call
+/// a new resource in the host's table, none dropped.
+#[cfg(target_arch = "wasm32")]
+fn handle_flood() {
+    #[link(wasm_import_module = "wasi:cli/stdout@0.2.0")]
+    unsafe extern "C" {
+        #[link_name = "get-stdout"]
+        fn get_stdout() -> i32;
+    }
+    for _ in 0..2_000 {
+        // SAFETY: the import takes nothing and returns a handle we leak on
+        // purpose.
+        let _ = unsafe { get_stdout() };
+    }
+}
+
+/// Natively there is no host to attack.
+#[cfg(not(target_arch = "wasm32"))]
+fn handle_flood() {}
 
 oasis_sdk::export_policy!(Adversarial);
