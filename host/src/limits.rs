@@ -12,7 +12,9 @@ use std::time::Duration;
 /// Per-policy limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU deadline of one call, enforced by epoch interruption.
+    /// Deadline of one call, in the policy's own CPU time (its thread's
+    /// CPU clock, checked every epoch tick), with a wall-clock ceiling
+    /// ([`Limits::wall_ceiling`]) as a backstop.
     pub deadline: Duration,
     /// Linear memory a single instance may grow to.
     pub memory_bytes: usize,
@@ -50,6 +52,20 @@ impl Limits {
     /// Idle instances kept per policy version when instances are reused;
     /// each holds a pooling-allocator slot and its memory while idle.
     pub const MAX_IDLE_INSTANCES: usize = 4;
+
+    /// Factor of the deadline that is a call's wall-clock ceiling.
+    pub const WALL_CEILING_FACTOR: u32 = 10;
+    /// Least margin of the wall-clock ceiling over the deadline.
+    pub const MIN_WALL_MARGIN: Duration = Duration::from_millis(100);
+
+    /// The wall-clock ceiling of one call: [`Limits::WALL_CEILING_FACTOR`] ×
+    /// the deadline, and at least the deadline + [`Limits::MIN_WALL_MARGIN`].
+    /// The deadline counts CPU time so that a busy machine does not fail
+    /// calls that did not overrun; the ceiling still ends a call that cannot
+    /// get its CPU time in, rather than holding its instance indefinitely.
+    pub fn wall_ceiling(&self) -> Duration {
+        (self.deadline * Self::WALL_CEILING_FACTOR).max(self.deadline + Self::MIN_WALL_MARGIN)
+    }
 
     /// Whether calls share instances ([`Limits::reuse_instance_calls`] > 1).
     pub fn reuses_instances(&self) -> bool {

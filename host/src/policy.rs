@@ -39,7 +39,7 @@ use crate::bindings::{
     WitCandidates, WitContext, WitHolders, WitMetadata, WitPolicyError, WitRequest, WitSurface,
     WitSurfaceSet, v0_1,
 };
-use crate::error::{CallError, LoadError};
+use crate::error::{CallError, DeadlineClock, LoadError};
 use crate::limits::Limits;
 use crate::metadata::{PolicyInfo, PolicyRef};
 use crate::request::{ValidRequest, market_code};
@@ -651,7 +651,19 @@ impl Template {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(self.limits.transfer_bytes());
-        store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
+        // Check the call's clocks every tick (see `CallClock`).
+        store
+            .data_mut()
+            .clock
+            .arm(self.limits.deadline, self.limits.wall_ceiling());
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().clock.check() {
+                wasmtime::UpdateDeadline::Continue(1)
+            } else {
+                wasmtime::UpdateDeadline::Interrupt
+            })
+        });
+        store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
             store
                 .set_fuel(FUEL_BUDGET)
@@ -703,7 +715,10 @@ impl Template {
         };
         warm.store.data_mut().begin_call(timestamp_ms, seed);
         warm.store
-            .set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
+            .data_mut()
+            .clock
+            .arm(self.limits.deadline, self.limits.wall_ceiling());
+        warm.store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
             warm.store
                 .set_fuel(FUEL_BUDGET)
@@ -762,6 +777,8 @@ impl Template {
             Some(wasmtime::Trap::Interrupt) => {
                 return CallError::Timeout {
                     deadline: self.limits.deadline,
+                    clock: store.data().clock.hit.unwrap_or(DeadlineClock::Cpu),
+                    ceiling: self.limits.wall_ceiling(),
                 };
             }
             Some(wasmtime::Trap::StackOverflow) => format!(

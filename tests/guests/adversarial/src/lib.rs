@@ -56,6 +56,9 @@ pub enum Attack {
     /// Take 2,000 WASI stream handles (`get-stdout`) without dropping any:
     /// past the host's handle table limit.
     HandleFlood,
+    /// Spin for `iterations` loop iterations, then behave: a fixed amount
+    /// of CPU work.
+    Spin,
 }
 
 /// Settings: the attack and its parameter.
@@ -66,6 +69,8 @@ pub struct Settings {
     pub attack: Attack,
     /// File to read for `read-file`.
     pub path: String,
+    /// Loop iterations for `spin`.
+    pub iterations: u64,
 }
 
 #[inline(never)]
@@ -162,6 +167,13 @@ impl Policy for Adversarial {
             }
             Attack::AliasLog => alias_log(),
             Attack::HandleFlood => handle_flood(),
+            Attack::Spin => {
+                let mut x = 0u64;
+                for i in 0..s.iterations {
+                    x = std::hint::black_box(x.wrapping_add(i));
+                }
+                out.debug("spun", None, (x & 1) as f64);
+            }
             Attack::PrintFlood => {
                 for i in 0..1_000 {
                     println!("flooding the host's stdout, line {i}");
