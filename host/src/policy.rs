@@ -403,6 +403,9 @@ impl Policy {
         } else {
             template.fresh(label, timestamp_ms, seed)?
         };
+        // What the host copies out of the guest is bounded by this request.
+        warm.store
+            .set_hostcall_fuel(template.limits.transfer_bytes_for(count));
         let ran = template.run(&mut warm, |instance, store| {
             let settings = &self.settings_json;
             let out = match (instance, &batch.0) {

@@ -245,12 +245,48 @@ fn bad_settings_refuse_the_load_with_the_policys_message() {
 
 #[test]
 fn a_transfer_beyond_the_budget_traps_instead_of_growing_the_host() {
-    // 16 MiB in one log call; the budget is 4 MiB + 1 KiB per candidate.
+    // 16 MiB in one log call; the budget is 64 KiB + 448 B per candidate.
     let err = contained("huge-log", CallErrorKind::Trap);
     assert!(
         err.to_string().contains("too much data is being copied"),
         "{err}"
     );
+}
+
+/// What the host copies out of a guest in one transfer is bounded in
+/// proportion to the request, not to the guest's memory: for a 3-candidate
+/// request, a 512 KiB log line or error message traps before it is copied,
+/// while the largest answer the contract allows for 2,000 candidates still
+/// fits.
+#[test]
+fn copies_out_of_a_guest_are_bounded_by_the_request() {
+    for attack in ["log-bytes", "error-bytes"] {
+        let policy = load(
+            ADVERSARIAL,
+            &format!(r#"{{"attack": "{attack}", "bytes": {}}}"#, 512 << 10),
+        )
+        .unwrap();
+        let err = score(&policy, &small_body(true)).unwrap_err();
+        assert_eq!(err.kind(), CallErrorKind::Trap, "{attack}: {err}");
+        assert!(
+            err.to_string().contains("too much data is being copied"),
+            "{attack}: {err}"
+        );
+        // Small ones are copied as before.
+        let policy = load(
+            ADVERSARIAL,
+            &format!(r#"{{"attack": "{attack}", "bytes": 1000}}"#),
+        )
+        .unwrap();
+        let r = score(&policy, &small_body(true));
+        match attack {
+            "log-bytes" => assert!(r.is_ok(), "{r:?}"),
+            _ => assert_eq!(r.unwrap_err().kind(), CallErrorKind::PolicyError),
+        }
+    }
+    let budget = Limits::default().transfer_bytes_for(2000);
+    assert!(budget < 1 << 20, "{budget} bytes for 2,000 candidates");
+    assert!(Limits::default().transfer_bytes_for(3) < 128 << 10);
 }
 
 #[test]

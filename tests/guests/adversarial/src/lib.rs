@@ -59,6 +59,10 @@ pub enum Attack {
     /// Spin for `iterations` loop iterations, then behave: a fixed amount
     /// of CPU work.
     Spin,
+    /// Log one message of `bytes` bytes.
+    LogBytes,
+    /// Return a policy error whose message is `bytes` bytes.
+    ErrorBytes,
 }
 
 /// Settings: the attack and its parameter.
@@ -71,6 +75,8 @@ pub struct Settings {
     pub path: String,
     /// Loop iterations for `spin`.
     pub iterations: u64,
+    /// Size of the message for `log-bytes` and `error-bytes`.
+    pub bytes: u64,
 }
 
 #[inline(never)]
@@ -167,6 +173,13 @@ impl Policy for Adversarial {
             }
             Attack::AliasLog => alias_log(),
             Attack::HandleFlood => handle_flood(),
+            Attack::LogBytes => {
+                let text = "x".repeat(s.bytes as usize);
+                oasis_sdk::log::event(oasis_sdk::log::Level::Info, &text, &[]);
+            }
+            Attack::ErrorBytes => {
+                return Err(PolicyError::Internal("e".repeat(s.bytes as usize)));
+            }
             Attack::Spin => {
                 let mut x = 0u64;
                 for i in 0..s.iterations {
