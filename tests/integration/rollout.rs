@@ -531,7 +531,11 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    for _ in 0..10 {
+    // One at a time until ten shadow calls ran: with one shadow slot (half
+    // of two cores) a request racing the previous request's shadow sheds
+    // its own, which is what shadows are for.
+    for sent in 0.. {
+        assert!(sent < 100, "ten shadow calls never ran");
         let (status, v) = s.score(request.clone()).await;
         assert_eq!(status, 200);
         assert_eq!(
@@ -539,6 +543,11 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
             answer(&before),
             "a shadow never changes the served answer"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = route(&s.client, &s.url).await;
+        if r["shadows"][0]["divergence"]["samples"].as_u64() >= Some(10) {
+            break;
+        }
     }
     let r = wait_route(&s.client, &s.url, |r| {
         r["shadows"][0]["divergence"]["samples"].as_u64() >= Some(10)
@@ -1080,4 +1089,70 @@ async fn a_restart_on_a_corrupt_rollout_file_keeps_the_last_good_state() {
     );
     r.shutdown().await;
     drop(dir);
+}
+
+/// A looping shadow beside a served route: shadow calls are bounded by the
+/// machine's cores (not a fixed four), the rest are shed and counted, and
+/// every served request answers from its stable arm within its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn looping_shadows_are_bounded_by_cores_and_served_requests_keep_their_deadline() {
+    let s = TestServer::start_with(
+        |d| {
+            radio(d, "");
+            install(
+                d,
+                "slow",
+                ADVERSARIAL,
+                "[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
+            );
+        },
+        with_admin,
+    )
+    .await;
+    let (status, _) = op(
+        &s,
+        "/admin/v1/routes/radio/shadows",
+        Some(json!({"policy": "slow", "on": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut armed: Value = serde_json::from_slice(&crate::harness::small_body(true)).unwrap();
+    armed["route"] = "radio".into();
+    let armed = serde_json::to_vec(&armed).unwrap();
+    // 8 at once: every shadow loops for its whole deadline, so the slots
+    // are all busy together.
+    let calls: Vec<_> = (0..8).map(|_| s.spawn_score(armed.clone())).collect();
+    for c in calls {
+        let (status, _, v) = c.await.unwrap();
+        assert_eq!(
+            (status, v["variant"].as_str()),
+            (200, Some("stable")),
+            "{v}"
+        );
+        assert!(v["timing"]["policy_us"].as_u64().unwrap() < 20_000, "{v}");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = (cores / 2).max(1) as f64;
+    let series = |result: &str| {
+        format!("oasis_shadow_calls_total{{route=\"radio\",shadow=\"slow\",result=\"{result}\"}}")
+    };
+    // Wait for the shadows that ran to finish (they time out).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (ran, shed) = loop {
+        let m = s.metrics().await;
+        let (ran, shed) = (
+            metric(&m, &series("ok")) + metric(&m, &series("failed")),
+            metric(&m, &series("shed")),
+        );
+        if ran + shed >= 8.0 || Instant::now() > deadline {
+            break (ran, shed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ran + shed, 8.0, "every shadow call ran or was shed");
+    assert!(
+        ran <= slots,
+        "{ran} shadow calls ran at once on {cores} cores (at most {slots}); {shed} shed"
+    );
+    s.shutdown().await;
 }

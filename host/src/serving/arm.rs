@@ -53,6 +53,27 @@ where
     });
 }
 
+/// Like [`spawn`], on a thread of `pool` (shadows: at the lowest CPU
+/// priority).
+pub fn spawn_on<P, F>(
+    pool: &crate::serving::shadow::ShadowPool,
+    arm: &Arc<ActivePolicy>,
+    req: &ValidRequest<'_>,
+    permits: P,
+    then: F,
+) where
+    P: Send + 'static,
+    F: FnOnce(Invoked) + Send + 'static,
+{
+    let batch = arm.policy.batch(req);
+    let arm = arm.clone();
+    let span = tracing::Span::current();
+    pool.execute(move || {
+        let _permits = permits;
+        span.in_scope(|| then(call(&arm, &batch)))
+    });
+}
+
 /// The call, timed.
 fn call(arm: &ActivePolicy, batch: &Batch) -> Invoked {
     let started = Instant::now();

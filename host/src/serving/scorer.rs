@@ -33,10 +33,19 @@ use crate::serving::route_stats::{RouteStats, lock};
 use crate::serving::{Received, ServeError, Transport, shadow};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
 
-/// Shadow calls in flight at once, across routes. Shadows are shed first:
-/// beyond this, or when fewer than this many instance slots are free, a
-/// shadow call is skipped (and counted).
-pub const DEFAULT_MAX_SHADOW_CALLS: usize = 4;
+/// Shadow calls in flight at once, across routes, on a machine of `cores`
+/// cores: half of them, at least one, so shadows never hold every core the
+/// served arms need. Shadows are shed first: beyond this, when fewer than
+/// this many instance slots are free, or when the served arm's latency
+/// rises, a shadow call is skipped (and counted as `shed`).
+pub fn max_shadow_calls(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
+/// [`max_shadow_calls`] of this machine.
+pub fn default_max_shadow_calls() -> usize {
+    max_shadow_calls(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// The serving side of a server. Cheap to clone.
 #[derive(Clone)]
@@ -60,6 +69,10 @@ pub(super) struct Inner {
     pub(super) route_stats: Arc<RouteStats>,
     /// Bounds shadow calls in flight; a shadow that finds none free is shed.
     pub(super) shadows: Arc<Semaphore>,
+    /// Its size.
+    pub(super) shadow_slots: usize,
+    /// The threads shadow calls run on, at the lowest CPU priority.
+    pub(super) shadow_pool: Arc<shadow::ShadowPool>,
     /// Where guardrail breaches are sent to be rolled back.
     rollbacks: RollbackRequests,
     /// The version store, when serving a policy directory.
@@ -111,7 +124,9 @@ impl Scorer {
                 )),
                 inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
                 route_stats: Arc::new(RouteStats::default()),
-                shadows: Arc::new(Semaphore::new(DEFAULT_MAX_SHADOW_CALLS)),
+                shadows: Arc::new(Semaphore::new(default_max_shadow_calls())),
+                shadow_slots: default_max_shadow_calls(),
+                shadow_pool: Arc::new(shadow::ShadowPool::new(default_max_shadow_calls())),
                 rollbacks: RollbackRequests::new(),
                 store: None,
                 decision_log: None,
@@ -297,6 +312,10 @@ impl Scorer {
                 &served,
                 server_us,
             );
+        }
+        if served.arm != ArmKind::Passthrough && served.policy_us > 0 {
+            let runtime = inner.route_stats.get(&plan.route);
+            lock(&runtime.served).record(served.policy_us);
         }
         shadow::spawn(self, &plan, &req, &served, raw.as_ref(), fill.as_ref());
         inner.metrics.requests.answered(
