@@ -340,7 +340,7 @@ fn two_loads_sharing_a_compile_both_get_its_result() {
         loads.into_iter().map(|l| l.join().unwrap()).collect()
     });
     for (r, took) in &results {
-        let err = r.as_ref().err().expect("this component exports nothing");
+        let err = r.as_ref().expect_err("this component exports nothing");
         assert!(
             matches!(err, LoadError::WrongContract { .. }),
             "each load gets the compile's result, then fails linking: {err} (after {took:?})"
