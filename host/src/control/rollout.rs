@@ -493,4 +493,32 @@ mod tests {
         assert_eq!(serde_json::from_str::<RolloutFile>(&text).unwrap(), f);
         assert!(serde_json::from_str::<RolloutFile>(r#"{"routes": {}, "extra": 1}"#).is_err());
     }
+
+    #[test]
+    fn a_corrupt_file_falls_back_to_the_last_good_copy_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = read_rollout(dir.path()).unwrap();
+        assert_eq!((read.state, read.fault), (RolloutFile::default(), None));
+        let mut good = RolloutFile::default();
+        let mut r = RouteRollout::new("p");
+        r.killed = true;
+        good.routes.insert("radio".into(), r);
+        let json = serde_json::to_vec_pretty(&good).unwrap();
+        std::fs::write(dir.path().join(ROLLOUT_FILE), b"{\"routes\": {").unwrap();
+        assert!(
+            read_rollout(dir.path())
+                .unwrap_err()
+                .contains("not valid rollout state"),
+            "no last good copy: an error"
+        );
+        std::fs::write(dir.path().join(LAST_GOOD_FILE), &json).unwrap();
+        let read = read_rollout(dir.path()).unwrap();
+        assert_eq!(
+            read.state, good,
+            "the last good state, killed route and all"
+        );
+        assert!(read.fault.unwrap().contains("serving the last good state"));
+        std::fs::write(dir.path().join(ROLLOUT_FILE), &json).unwrap();
+        assert_eq!(read_rollout(dir.path()).unwrap().fault, None);
+    }
 }
