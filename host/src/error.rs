@@ -162,11 +162,17 @@ impl prometheus_client::encoding::EncodeLabelValue for CallErrorKind {
 /// Why one call into a policy failed. The process and the policy survive it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// The CPU deadline passed; the call was interrupted.
-    #[error("the policy exceeded its deadline of {deadline:?}")]
+    /// The call was interrupted: its own CPU time reached the deadline, or,
+    /// as a backstop on a starved machine, its wall-clock time reached the
+    /// ceiling ([`Limits::wall_ceiling`](crate::Limits::wall_ceiling)).
+    #[error("{}", timeout_text(*deadline, *clock, *ceiling))]
     Timeout {
-        /// The configured deadline.
+        /// The configured deadline (CPU time).
         deadline: Duration,
+        /// Which clock stopped it.
+        clock: DeadlineClock,
+        /// The wall-clock ceiling.
+        ceiling: Duration,
     },
     /// Memory growth beyond the limit was refused.
     #[error(
@@ -194,6 +200,27 @@ pub enum CallError {
     /// The instance could not be created.
     #[error("could not instantiate the policy: {0}")]
     Instantiate(String),
+}
+
+/// Which clock ended a call that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadlineClock {
+    /// The policy's own CPU time (its thread's CPU clock) reached the deadline.
+    Cpu,
+    /// The wall-clock ceiling was reached first: the host is too busy for
+    /// the call to get its CPU time in.
+    Wall,
+}
+
+fn timeout_text(deadline: Duration, clock: DeadlineClock, ceiling: Duration) -> String {
+    match clock {
+        DeadlineClock::Cpu => {
+            format!("the policy exceeded its deadline of {deadline:?} of CPU time")
+        }
+        DeadlineClock::Wall => format!(
+            "the call reached its wall-clock ceiling of {ceiling:?} before using its {deadline:?} of CPU time (the host is busy)"
+        ),
+    }
 }
 
 impl CallError {

@@ -82,7 +82,7 @@ pub mod serving;
 pub(crate) mod stdio;
 pub mod telemetry;
 
-pub use error::{CallError, CallErrorKind, LoadError};
+pub use error::{CallError, CallErrorKind, DeadlineClock, LoadError};
 pub use limits::{Concurrency, Limits};
 pub use metadata::{PolicyInfo, PolicyRef};
 pub use policy::{CallOutcome, Policy, Usage};

@@ -12,7 +12,9 @@ use std::time::Duration;
 /// Per-policy limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU deadline of one call, enforced by epoch interruption.
+    /// Deadline of one call, in the policy's own CPU time (its thread's
+    /// CPU clock, checked every epoch tick), with a wall-clock ceiling
+    /// ([`Limits::wall_ceiling`]) as a backstop.
     pub deadline: Duration,
     /// Linear memory a single instance may grow to.
     pub memory_bytes: usize,
@@ -51,22 +53,57 @@ impl Limits {
     /// each holds a pooling-allocator slot and its memory while idle.
     pub const MAX_IDLE_INSTANCES: usize = 4;
 
+    /// Fixed part of [`Limits::transfer_bytes_for`].
+    pub const TRANSFER_BASE_BYTES: usize = 64 << 10;
+    /// Per-candidate part of [`Limits::transfer_bytes_for`].
+    pub const TRANSFER_BYTES_PER_CANDIDATE: usize = 448;
+
+    /// Factor of the deadline that is a call's wall-clock ceiling.
+    pub const WALL_CEILING_FACTOR: u32 = 10;
+    /// Least margin of the wall-clock ceiling over the deadline.
+    pub const MIN_WALL_MARGIN: Duration = Duration::from_millis(100);
+
+    /// The wall-clock ceiling of one call: [`Limits::WALL_CEILING_FACTOR`] ×
+    /// the deadline, and at least the deadline + [`Limits::MIN_WALL_MARGIN`].
+    /// The deadline counts CPU time so that a busy machine does not fail
+    /// calls that did not overrun; the ceiling still ends a call that cannot
+    /// get its CPU time in, rather than holding its instance indefinitely.
+    pub fn wall_ceiling(&self) -> Duration {
+        (self.deadline * Self::WALL_CEILING_FACTOR).max(self.deadline + Self::MIN_WALL_MARGIN)
+    }
+
     /// Whether calls share instances ([`Limits::reuse_instance_calls`] > 1).
     pub fn reuses_instances(&self) -> bool {
         self.reuse_instance_calls > 1
     }
 
     /// Bytes a policy may make the host copy out of its memory in one
-    /// transfer: the arguments of one import call (a `log` line) or the
-    /// results of one export call (the decisions). Sized for the largest
-    /// legitimate answer — a few columns per candidate, up to `4n + 64`
-    /// debug values with 64-byte names, or the bounded metadata — with room
-    /// to spare. Without it wasmtime allows 128 MiB per transfer, and the
-    /// canonical ABI lets many list elements alias the same guest bytes, so
-    /// a policy using 2 MB of memory could make the host allocate gigabytes.
-    /// A transfer beyond it traps the call.
+    /// transfer (the arguments of one import call, such as a `log` line, or
+    /// the results of one export call: the decisions, or its error) while
+    /// answering a request of `candidates` candidates:
+    /// [`Limits::TRANSFER_BASE_BYTES`] + [`Limits::TRANSFER_BYTES_PER_CANDIDATE`]
+    /// per candidate. Sized for the largest answer the contract allows —
+    /// the columns (19 bytes per candidate as the host holds them) and up to
+    /// `4n + 64` debug values with 64-byte names (about 416 bytes per
+    /// candidate) — so it is proportional to the request, not to the guest's
+    /// memory: under 1 MiB for 2,000 candidates, 64 KiB and a little for a
+    /// few, and one copy ends well within an epoch tick. Without it wasmtime
+    /// allows 128 MiB per transfer, and the canonical ABI lets many list
+    /// elements alias the same guest bytes, so a policy using 2 MB of memory
+    /// could make the host allocate gigabytes. A transfer beyond it traps the
+    /// call before anything is copied.
+    pub fn transfer_bytes_for(&self, candidates: usize) -> usize {
+        Self::TRANSFER_BASE_BYTES.saturating_add(
+            candidates
+                .min(self.max_candidates)
+                .saturating_mul(Self::TRANSFER_BYTES_PER_CANDIDATE),
+        )
+    }
+
+    /// The transfer budget of a call without a request (`describe`,
+    /// `validate-settings`): that of a request of `max_candidates`.
     pub fn transfer_bytes(&self) -> usize {
-        (4 << 20) + self.max_candidates.saturating_mul(1024)
+        self.transfer_bytes_for(self.max_candidates)
     }
 
     /// Checks the limits against the hard ceilings.

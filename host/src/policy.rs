@@ -39,7 +39,7 @@ use crate::bindings::{
     WitCandidates, WitContext, WitHolders, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
     v0_1,
 };
-use crate::error::{CallError, LoadError};
+use crate::error::{CallError, DeadlineClock, LoadError};
 use crate::limits::Limits;
 use crate::metadata::{Metadata, PolicyInfo, PolicyRef};
 use crate::request::{ValidRequest, market_code};
@@ -404,6 +404,9 @@ impl Policy {
         } else {
             template.fresh(label, timestamp_ms, seed)?
         };
+        // What the host copies out of the guest is bounded by this request.
+        warm.store
+            .set_hostcall_fuel(template.limits.transfer_bytes_for(count));
         let ran = template.run(&mut warm, |instance, store| {
             let settings = &self.settings_json;
             let out = match (instance, &batch.0) {
@@ -655,7 +658,19 @@ impl Template {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(self.limits.transfer_bytes());
-        store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
+        // Check the call's clocks every tick (see `CallClock`).
+        store
+            .data_mut()
+            .clock
+            .arm(self.limits.deadline, self.limits.wall_ceiling());
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().clock.check() {
+                wasmtime::UpdateDeadline::Continue(1)
+            } else {
+                wasmtime::UpdateDeadline::Interrupt
+            })
+        });
+        store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
             store
                 .set_fuel(FUEL_BUDGET)
@@ -707,7 +722,10 @@ impl Template {
         };
         warm.store.data_mut().begin_call(timestamp_ms, seed);
         warm.store
-            .set_epoch_deadline(Runtime::deadline_ticks(self.limits.deadline));
+            .data_mut()
+            .clock
+            .arm(self.limits.deadline, self.limits.wall_ceiling());
+        warm.store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
             warm.store
                 .set_fuel(FUEL_BUDGET)
@@ -766,6 +784,8 @@ impl Template {
             Some(wasmtime::Trap::Interrupt) => {
                 return CallError::Timeout {
                     deadline: self.limits.deadline,
+                    clock: store.data().clock.hit.unwrap_or(DeadlineClock::Cpu),
+                    ceiling: self.limits.wall_ceiling(),
                 };
             }
             Some(wasmtime::Trap::StackOverflow) => format!(
@@ -773,8 +793,9 @@ impl Template {
                 crate::runtime::MAX_WASM_STACK >> 10
             ),
             Some(trap) => trap.to_string(),
-            None if instantiating => return CallError::Instantiate(format!("{e:#}")),
-            None => format!("{e:#}"),
+            None if instantiating => return CallError::Instantiate(bounded(&cause_first(&e))),
+            // An error raised by a host call (a full handle table, a sleep).
+            None => cause_first(&e),
         };
         let message = match panic_message(stderr) {
             Some(panic) => bounded(&format!("{panic} ({raw})")),
@@ -937,6 +958,29 @@ fn policy_error_text(e: &WitPolicyError) -> String {
         WitPolicyError::InvalidRequest(m) => format!("invalid request: {m}"),
         WitPolicyError::Internal(m) => format!("internal error: {m}"),
     })
+}
+
+/// `e` as one line with its root cause first: wasmtime wraps an error
+/// raised in a host call as "error while executing at wasm backtrace: …",
+/// which put the cause last, past where [`bounded`] cuts. The context
+/// follows in parentheses, its whitespace collapsed: "… (at wasm
+/// backtrace: 0: …)".
+fn cause_first(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    let context: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| *c != cause)
+        .map(|c| {
+            let c = c.strip_prefix("error while executing ").unwrap_or(&c);
+            c.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    if context.is_empty() {
+        cause
+    } else {
+        format!("{cause} ({})", context.join("; "))
+    }
 }
 
 /// Extracts "message (at file:line:col)" from Rust's panic output.

@@ -46,6 +46,8 @@ pub struct CallState {
     /// added.
     stdout_seen: usize,
     stderr_seen: usize,
+    /// The call's time budget, checked every epoch tick.
+    pub(crate) clock: CallClock,
 }
 
 impl CallState {
@@ -69,6 +71,7 @@ impl CallState {
             logs_dropped: 0,
             stdout_seen: 0,
             stderr_seen: 0,
+            clock: CallClock::default(),
         }
     }
 
@@ -294,6 +297,77 @@ impl crate::bindings::v0_1::oasis::policy::log::Host for CallState {
 
 impl crate::bindings::v0_1::oasis::policy::types::Host for CallState {}
 
+/// The time budget of one call: the policy's own CPU time (its thread's CPU
+/// clock) against the deadline, wall-clock time against a ceiling. Armed on
+/// the thread that runs the call, checked from the store's epoch-deadline
+/// callback every tick, so a busy machine (a thread waiting for a core) does
+/// not count against the policy, while a call that cannot get its CPU time in
+/// still ends at the ceiling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallClock {
+    cpu_start: Duration,
+    wall_start: std::time::Instant,
+    deadline: Duration,
+    ceiling: Duration,
+    /// Which clock ended the call, once one has.
+    pub(crate) hit: Option<crate::DeadlineClock>,
+}
+
+impl Default for CallClock {
+    fn default() -> Self {
+        CallClock {
+            cpu_start: Duration::ZERO,
+            wall_start: std::time::Instant::now(),
+            deadline: Duration::MAX,
+            ceiling: Duration::MAX,
+            hit: None,
+        }
+    }
+}
+
+impl CallClock {
+    /// Starts the budget of a call on the calling thread.
+    pub(crate) fn arm(&mut self, deadline: Duration, ceiling: Duration) {
+        *self = CallClock {
+            cpu_start: thread_cpu_time(),
+            wall_start: std::time::Instant::now(),
+            deadline,
+            ceiling,
+            hit: None,
+        };
+    }
+
+    /// Whether the call may go on; records which clock ended it if not.
+    pub(crate) fn check(&mut self) -> bool {
+        if thread_cpu_time().saturating_sub(self.cpu_start) >= self.deadline {
+            self.hit = Some(crate::DeadlineClock::Cpu);
+        } else if self.wall_start.elapsed() >= self.ceiling {
+            self.hit = Some(crate::DeadlineClock::Wall);
+        }
+        self.hit.is_none()
+    }
+}
+
+/// CPU time the calling thread has used.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call;
+    // CLOCK_THREAD_CPUTIME_ID needs no other argument.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        // Never on Linux; without the clock, time is not counted and the
+        // wall-clock ceiling ends the call.
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// Enforces the memory limit of one store and remembers whether it refused a
 /// growth, so that the resulting trap is reported as a memory-limit error
 /// rather than as the guest's own "allocation failed" abort.
@@ -349,6 +423,23 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_call_clock_names_the_clock_that_ran_out() {
+        let mut clock = CallClock::default();
+        clock.arm(Duration::from_secs(3600), Duration::from_secs(3600));
+        assert!(clock.check() && clock.hit.is_none());
+        clock.arm(Duration::from_secs(3600), Duration::ZERO);
+        assert!(!clock.check());
+        assert_eq!(clock.hit, Some(crate::DeadlineClock::Wall));
+        clock.arm(Duration::ZERO, Duration::from_secs(3600));
+        assert!(!clock.check());
+        assert_eq!(clock.hit, Some(crate::DeadlineClock::Cpu));
+        // Waiting is not CPU time.
+        clock.arm(Duration::from_millis(20), Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(clock.check(), "40 ms asleep used no CPU");
+    }
 
     #[test]
     fn guest_text_is_truncated_on_a_char_boundary() {

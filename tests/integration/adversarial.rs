@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use oasis::{CallError, CallErrorKind, Limits, LoadError, Policy};
+use oasis::{CallError, CallErrorKind, DeadlineClock, Limits, LoadError, Policy};
 use oasis_test_components::{ADVERSARIAL, NOT_A_POLICY, WRONG_CONTRACT};
 
 use crate::harness::{load, runtime, score, small_body};
@@ -44,9 +44,10 @@ fn infinite_loop_times_out_within_twice_the_deadline() {
     let err = score(&policy, &small_body(true)).unwrap_err();
     let took = started.elapsed();
     assert!(
-        matches!(err, CallError::Timeout { deadline: d } if d == deadline),
+        matches!(err, CallError::Timeout { deadline: d, clock: DeadlineClock::Cpu, .. } if d == deadline),
         "{err}"
     );
+    assert!(err.to_string().contains("of CPU time"), "{err}");
     // The loop is stopped near its deadline; the bound leaves room for a
     // machine busy with parallel tests (the precise figure is a benchmark's).
     assert!(took < deadline * 5, "timed out after {took:?}");
@@ -66,6 +67,26 @@ fn sleeping_traps_at_once_instead_of_blocking_the_host() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// A trap raised in a host call names its cause first, not wasmtime's
+/// "error while executing at wasm backtrace".
+#[test]
+fn traps_in_host_calls_name_their_cause_first() {
+    for (attack, cause) in [
+        ("sleep", "policies may not sleep or wait"),
+        ("handle-flood", "resource table has no free keys"),
+    ] {
+        let err = contained(attack, CallErrorKind::Trap);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("the policy trapped: {cause}"))
+                || text.starts_with("the policy trapped: ")
+                    && text[20..60.min(text.len())].contains(cause),
+            "{attack}: {text}"
+        );
+        assert!(!text.contains("error while executing"), "{attack}: {text}");
+    }
 }
 
 #[test]
@@ -224,12 +245,48 @@ fn bad_settings_refuse_the_load_with_the_policys_message() {
 
 #[test]
 fn a_transfer_beyond_the_budget_traps_instead_of_growing_the_host() {
-    // 16 MiB in one log call; the budget is 4 MiB + 1 KiB per candidate.
+    // 16 MiB in one log call; the budget is 64 KiB + 448 B per candidate.
     let err = contained("huge-log", CallErrorKind::Trap);
     assert!(
         err.to_string().contains("too much data is being copied"),
         "{err}"
     );
+}
+
+/// What the host copies out of a guest in one transfer is bounded in
+/// proportion to the request, not to the guest's memory: for a 3-candidate
+/// request, a 512 KiB log line or error message traps before it is copied,
+/// while the largest answer the contract allows for 2,000 candidates still
+/// fits.
+#[test]
+fn copies_out_of_a_guest_are_bounded_by_the_request() {
+    for attack in ["log-bytes", "error-bytes"] {
+        let policy = load(
+            ADVERSARIAL,
+            &format!(r#"{{"attack": "{attack}", "bytes": {}}}"#, 512 << 10),
+        )
+        .unwrap();
+        let err = score(&policy, &small_body(true)).unwrap_err();
+        assert_eq!(err.kind(), CallErrorKind::Trap, "{attack}: {err}");
+        assert!(
+            err.to_string().contains("too much data is being copied"),
+            "{attack}: {err}"
+        );
+        // Small ones are copied as before.
+        let policy = load(
+            ADVERSARIAL,
+            &format!(r#"{{"attack": "{attack}", "bytes": 1000}}"#),
+        )
+        .unwrap();
+        let r = score(&policy, &small_body(true));
+        match attack {
+            "log-bytes" => assert!(r.is_ok(), "{r:?}"),
+            _ => assert_eq!(r.unwrap_err().kind(), CallErrorKind::PolicyError),
+        }
+    }
+    let budget = Limits::default().transfer_bytes_for(2000);
+    assert!(budget < 1 << 20, "{budget} bytes for 2,000 candidates");
+    assert!(Limits::default().transfer_bytes_for(3) < 128 << 10);
 }
 
 #[test]
@@ -251,4 +308,109 @@ fn a_component_over_the_size_limit_is_refused_before_compiling() {
         started.elapsed() < Duration::from_millis(500),
         "refused before compiling"
     );
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Pins the calling thread to `cpu` (`None`: back to every CPU in `all`).
+fn pin(cpu: Option<usize>, all: &libc::cpu_set_t) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls read and
+    // write only the set passed, for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => set = *all,
+        }
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// A call that needs a fraction of its deadline in CPU but waits for a
+/// core shared with three busy threads: it takes longer than its deadline
+/// in wall-clock time, and must not time out, since the deadline counts the
+/// policy's own CPU time.
+#[test]
+fn the_deadline_counts_the_policys_cpu_time_not_waiting_for_a_core() {
+    let spin = |iterations: u64, deadline: Duration| {
+        Policy::load_file(
+            runtime(),
+            ADVERSARIAL.as_ref(),
+            &format!(r#"{{"attack": "spin", "iterations": {iterations}}}"#),
+            Limits {
+                deadline,
+                ..Limits::default()
+            },
+        )
+        .unwrap()
+    };
+    // Calibrate: CPU time of a known number of iterations, uncontended.
+    let probe_iterations = 20_000_000u64;
+    let probe = spin(probe_iterations, Limits::MAX_DEADLINE);
+    let started = thread_cpu();
+    score(&probe, &small_body(true)).unwrap();
+    let per_probe = thread_cpu() - started;
+    let deadline = Duration::from_millis(200);
+    // About 40% of the deadline in CPU.
+    let iterations =
+        (probe_iterations as f64 * (deadline.as_secs_f64() * 0.4) / per_probe.as_secs_f64()) as u64;
+    let policy = spin(iterations, deadline);
+
+    // SAFETY: a zeroed cpu_set_t is valid; the call fills it for this thread.
+    let all = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        set
+    };
+    // SAFETY: reads the set filled above.
+    let cpu = (0..libc::CPU_SETSIZE as usize)
+        .find(|&c| unsafe { libc::CPU_ISSET(c, &all) })
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, all) = (stop.clone(), all);
+            std::thread::spawn(move || {
+                pin(Some(cpu), &all);
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    pin(Some(cpu), &all);
+    std::thread::sleep(Duration::from_millis(20));
+    let (wall0, cpu0) = (Instant::now(), thread_cpu());
+    let result = score(&policy, &small_body(true));
+    let (wall, used) = (wall0.elapsed(), thread_cpu() - cpu0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pin(None, &all);
+    for b in burners {
+        b.join().unwrap();
+    }
+    assert!(
+        wall > deadline && used < deadline,
+        "the setup shares the core: the call took {wall:?} for {used:?} of CPU"
+    );
+    let outcome = result.unwrap_or_else(|e| {
+        panic!("{e} (the call took {wall:?} for {used:?} of CPU; deadline {deadline:?})")
+    });
+    assert_eq!(outcome.decisions.scores, vec![0.9, 0.5, 0.1]);
 }

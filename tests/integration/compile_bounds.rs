@@ -315,3 +315,39 @@ async fn a_compile_outlives_its_pass_and_a_policy_dropped_in_meanwhile_loads_fir
     assert!(error.contains("wrong contract"), "{error}");
     s.shutdown().await;
 }
+
+/// Two loads of one uncached module at once (two manifests of one module,
+/// say: settings variants) share its compile, and both get its result: the
+/// second does not wait out the ceiling for nothing.
+#[test]
+fn two_loads_sharing_a_compile_both_get_its_result() {
+    let cache = tempfile::tempdir().unwrap();
+    let ceiling = Duration::from_secs(20);
+    let rt = worker_runtime(1024, ceiling, cache.path());
+    let wasm = many_functions(10_000, fresh_salt());
+    let barrier = std::sync::Barrier::new(2);
+    let started = Instant::now();
+    let results: Vec<(Result<Policy, LoadError>, Duration)> = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let r = Policy::load(&rt, &wasm, "{}", Limits::default());
+                    (r, started.elapsed())
+                })
+            })
+            .collect();
+        loads.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    for (r, took) in &results {
+        let err = r.as_ref().expect_err("this component exports nothing");
+        assert!(
+            matches!(err, LoadError::WrongContract { .. }),
+            "each load gets the compile's result, then fails linking: {err} (after {took:?})"
+        );
+        assert!(
+            *took < ceiling / 2,
+            "a load waited {took:?}, towards the ceiling of {ceiling:?}: {err}"
+        );
+    }
+}

@@ -727,7 +727,13 @@ async fn answers_match_the_documented_schemas() {
         json_body(json!({"version": "sha256:00", "percent": 5})),
     )
     .await;
-    assert_eq!(a.status, 404);
+    assert_eq!(a.status, 422, "not a digest");
+    let a = canary_to(
+        "/admin/v1/routes/radio/canary",
+        json_body(json!({"version": format!("sha256:{}", "0".repeat(64)), "percent": 5})),
+    )
+    .await;
+    assert_eq!(a.status, 404, "a digest that is not stored");
     assert_eq!(
         canary_to("/admin/v1/routes/nope/canary", json_body(canary))
             .await

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -93,7 +94,7 @@ pub struct CanaryBody {
         (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "No such route (`unknown_route`) or version not stored (`unknown_version`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
-        (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A value out of range (`refused`), a `version` that is not a digest (`invalid_request`, field `version`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
         (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
     ))]
 async fn canary(
@@ -146,15 +147,23 @@ pub struct RollbackBody {
         (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
         (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
-        (status = 500, description = "The rollout state could not be read or written (`internal`)", body = crate::api::error::ApiErrorBody),
+        (status = 422, description = "A `reason` over 4096 bytes (`invalid_request`, field `reason`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state or its audit entry could not be written; nothing changed (`internal`)", body = crate::api::error::ApiErrorBody),
     ))]
 async fn rollback(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
     Path(route): Path<String>,
-    body: Option<Json<RollbackBody>>,
+    body: Result<Option<Json<ObjectOnly<RollbackBody>>>, JsonRejection>,
 ) -> Response {
-    let reason = body.and_then(|Json(b)| b.reason);
+    let reason = match body {
+        Ok(b) => b.and_then(|Json(ObjectOnly(b))| b.reason),
+        Err(e) => {
+            return ApiError::new(ErrorKind::MalformedRequest, e.body_text())
+                .with_status(e.status())
+                .into_response();
+        }
+    };
     apply(&m, &route, Change::Rollback { reason }, &actor).await
 }
 
@@ -263,20 +272,45 @@ async fn audit(State(m): State<Arc<RolloutManager>>, Query(q): Query<AuditQuery>
     }
 }
 
-/// A JSON body whose rejection is the API's one error shape.
+/// A JSON body whose rejection is the API's one error shape. Only a JSON
+/// object is accepted: serde would also read a struct from an array of its
+/// fields in order (`[true]` as `{"on": true}`), which no admin body means.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(t)) => Ok(Body(t)),
+        match Json::<ObjectOnly<T>>::from_request(req, state).await {
+            Ok(Json(ObjectOnly(t))) => Ok(Body(t)),
             Err(e) => {
                 Err(ApiError::new(ErrorKind::MalformedRequest, e.body_text())
                     .with_status(e.status()))
             }
         }
+    }
+}
+
+/// `T` read from a JSON object only; any other JSON value is refused with
+/// "invalid type: …, expected a JSON object".
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
 

@@ -334,6 +334,9 @@ impl From<ChangeError> for ApiError {
                 ErrorKind::UnknownVersion,
                 format!("{message}; upload it first (POST /admin/v1/policies/{policy}/versions)"),
             ),
+            ChangeError::InvalidField { field, .. } => {
+                ApiError::new(ErrorKind::InvalidRequest, message).with_field(field)
+            }
             ChangeError::UnknownShadow { .. } => ApiError::new(ErrorKind::UnknownVersion, message),
             ChangeError::InvalidShadow(_) => ApiError::new(ErrorKind::InvalidShadow, message),
             ChangeError::Refused(r) => {

@@ -105,7 +105,9 @@ pub struct Args {
     /// pseudonyms (HMAC-SHA256) instead of as sent.
     #[arg(long)]
     pub decision_log_key_file: Option<PathBuf>,
-    /// Versions kept per policy in the version store (`<policies>/versions`).
+    /// Versions kept per policy in the version store (`<policies>/versions`),
+    /// besides those the rollout state refers to (pinned, canary, history,
+    /// shadows), which are always kept and do not count.
     #[arg(long, default_value_t = ServerConfig::default().keep_versions)]
     pub keep_versions: usize,
     /// A version that promotes nothing over this many campaign candidates

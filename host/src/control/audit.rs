@@ -125,6 +125,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// An audit entry serialized and checked by [`AuditLog::encode`], ready to
+/// append.
+#[derive(Debug, Clone)]
+pub struct EncodedEntry {
+    line: Vec<u8>,
+    action: String,
+    who: String,
+}
+
 /// The most recent entries of the log, with how many lines were skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recent {
@@ -191,6 +200,17 @@ impl AuditLog {
     /// [`MAX_LINE_BYTES`], or cannot be written or synced. After an error
     /// the change must not be acknowledged.
     pub fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
+        self.append_encoded(&Self::encode(entry)?)
+    }
+
+    /// `entry` as the line [`AuditLog::append_encoded`] writes: everything
+    /// that can fail about an entry before any I/O, so a change can be
+    /// refused before its state is written.
+    ///
+    /// # Errors
+    /// [`AuditError`] if the entry cannot be serialized or is over
+    /// [`MAX_LINE_BYTES`].
+    pub fn encode(entry: &AuditEntry) -> Result<EncodedEntry, AuditError> {
         let mut line = Vec::with_capacity(256);
         line.push(b'\n'); // used only when the file ends in a torn line
         serde_json::to_writer(&mut line, entry)?;
@@ -200,6 +220,21 @@ impl AuditLog {
                 len: line.len() - 1,
             });
         }
+        Ok(EncodedEntry {
+            line,
+            action: entry.action.clone(),
+            who: entry.who.clone(),
+        })
+    }
+
+    /// Appends an entry [`AuditLog::encode`]d and syncs it to disk; when
+    /// this returns `Ok`, the entry survives a crash. Blocking.
+    ///
+    /// # Errors
+    /// [`AuditError::Io`] if it cannot be written or synced. After an error
+    /// the change must not be acknowledged.
+    pub fn append_encoded(&self, entry: &EncodedEntry) -> Result<(), AuditError> {
+        let line = &entry.line;
         {
             let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             let start = if self.ends_with_newline().map_err(|e| self.io_err(e))? {

@@ -26,10 +26,15 @@ use crate::control::audit::{AuditEntry, AuditLog, now_ms};
 use crate::control::persist::{DirLock, write_atomic};
 use crate::control::reload::{Reloader, pinned_versions, version_record};
 use crate::control::rollout::{
-    ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, read_rollout,
+    LAST_GOOD_FILE, ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest,
+    read_rollout,
 };
 use crate::control::versions::VersionRecord;
 use crate::telemetry::metrics::Metrics;
+
+/// Largest rollback reason accepted, in bytes: it is recorded in the audit
+/// log and in the route's status, whose entries are bounded.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// Default largest module accepted by [`RolloutManager::upload`].
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -62,6 +67,15 @@ pub enum ChangeError {
         /// The version asked for.
         version: String,
     },
+    /// A request value the change refuses (a `version` that is not a
+    /// digest, a `reason` over [`MAX_REASON_BYTES`]); `field` names it.
+    #[error("`{field}`: {message}")]
+    InvalidField {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A shadow that is neither a loaded policy nor a stored version.
     #[error("`{reference}` is not a loaded policy or a stored version")]
     UnknownShadow {
@@ -81,6 +95,15 @@ pub enum ChangeError {
     /// The state could not be read or written.
     #[error("{0}")]
     Internal(String),
+}
+
+/// `s`, cut to at most `max` characters (with `…` when cut), for echoing a
+/// value back in an error.
+fn truncated(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ChangeError {
@@ -277,7 +300,14 @@ impl RolloutManager {
         let policy = plan.policy.clone();
         let dir = self.dir();
         let _lock = DirLock::acquire(&dir).map_err(internal)?;
-        let mut file = read_rollout(&dir).map_err(internal)?;
+        // The bytes to restore if the change cannot be audited (`None`: no
+        // file yet).
+        let previous = std::fs::read(dir.join(ROLLOUT_FILE)).ok();
+        let read = read_rollout(&dir).map_err(internal)?;
+        if let Some(fault) = &read.fault {
+            tracing::warn!(%fault, %route, "changing the last good rollout state; this change replaces the corrupt file");
+        }
+        let mut file = read.state;
         let state = file
             .routes
             .entry(route.to_string())
@@ -292,6 +322,15 @@ impl RolloutManager {
         let mut reason = None;
         let digest = match &change {
             Change::Canary { version, percent } => {
+                if !is_digest(version) {
+                    return Err(ChangeError::InvalidField {
+                        field: "version",
+                        message: format!(
+                            "`{}` is not a version digest (`sha256:` and 64 lower-case hex digits)",
+                            truncated(version, 80)
+                        ),
+                    });
+                }
                 if !store.contains(&policy, version) {
                     return Err(ChangeError::NotStored {
                         policy,
@@ -305,6 +344,17 @@ impl RolloutManager {
             }
             Change::Promote => Some(state.promote(route).map_err(ChangeError::Refused)?),
             Change::Rollback { reason: why } => {
+                if let Some(why) = why
+                    && why.len() > MAX_REASON_BYTES
+                {
+                    return Err(ChangeError::InvalidField {
+                        field: "reason",
+                        message: format!(
+                            "{} bytes; at most {MAX_REASON_BYTES} are accepted",
+                            why.len()
+                        ),
+                    });
+                }
                 let why = why.clone().unwrap_or_else(|| "operator rollback".into());
                 let removed = state
                     .rollback(route, &why, false, now)
@@ -319,7 +369,7 @@ impl RolloutManager {
                 if state.canary.as_ref().map(|c| c.digest.as_str()) != Some(digest.as_str()) {
                     return Err(RolloutError::NoCanary(route.to_string()).into());
                 }
-                let why = format!("guardrail: {why}");
+                let why = truncated(&format!("guardrail: {why}"), MAX_REASON_BYTES / 4);
                 let removed = state
                     .rollback(route, &why, true, now)
                     .map_err(ChangeError::Refused)?;
@@ -356,6 +406,7 @@ impl RolloutManager {
         let after = state.clone();
         self.commit(
             &dir,
+            previous.as_deref(),
             &file,
             AuditEntry {
                 route: Some(route.to_string()),
@@ -375,17 +426,39 @@ impl RolloutManager {
         Ok(after)
     }
 
-    /// Writes the state, then the audit entry: a change is acknowledged
-    /// only once both are on disk.
+    /// Commits a change: its state and its audit entry, together or not at
+    /// all. The entry is encoded (and size-checked) first; then the state is
+    /// written; if the entry cannot be appended, the state is put back as it
+    /// was (`previous`, or no file) and the change is refused. A change is
+    /// acknowledged only once both are on disk.
     fn commit(
         &self,
         dir: &std::path::Path,
+        previous: Option<&[u8]>,
         file: &RolloutFile,
         entry: AuditEntry,
     ) -> Result<(), ChangeError> {
+        let line = AuditLog::encode(&entry).map_err(internal)?;
         let json = serde_json::to_vec_pretty(file).map_err(internal)?;
-        write_atomic(&dir.join(ROLLOUT_FILE), &json).map_err(internal)?;
-        self.audit.append(&entry).map_err(internal)?;
+        let path = dir.join(ROLLOUT_FILE);
+        write_atomic(&path, &json).map_err(internal)?;
+        if let Err(e) = self.audit.append_encoded(&line) {
+            let undone = match previous {
+                Some(bytes) => write_atomic(&path, bytes),
+                None => std::fs::remove_file(&path),
+            };
+            if let Err(u) = undone {
+                tracing::error!(path = %path.display(), error = %u, "could not restore the rollout state after a failed audit write; it holds a change that was refused");
+            }
+            tracing::error!(who = %entry.who, action = %entry.action, route = ?entry.route, error = %e, "rollout change refused: its audit entry could not be written");
+            return Err(ChangeError::Internal(format!(
+                "the change was not made: its audit entry could not be written ({e})"
+            )));
+        }
+        // The copy a restart falls back on if the file is ever corrupt.
+        if let Err(e) = write_atomic(&dir.join(LAST_GOOD_FILE), &json) {
+            tracing::warn!(error = %e, file = LAST_GOOD_FILE, "could not refresh the last good copy of the rollout state");
+        }
         tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, "rollout changed");
         Ok(())
     }
@@ -433,7 +506,7 @@ impl RolloutManager {
         let dir = self.dir();
         let _lock = DirLock::acquire(&dir).map_err(internal)?;
         let known = self.reloader.store().contains(key, &record.digest);
-        let pinned = pinned_versions(&read_rollout(&dir).map_err(internal)?, key);
+        let pinned = pinned_versions(&read_rollout(&dir).map_err(internal)?.state, key);
         self.reloader
             .store()
             .put(&record, wasm, &pinned)

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
 use crate::control::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot, Waiting};
-use crate::control::rollout::{RolloutFile, read_rollout};
+use crate::control::rollout::{ReadRollout, RolloutFile, read_rollout};
 use crate::control::versions::{VersionRecord, VersionStore};
 use crate::error::{CallErrorKind, LoadError};
 use crate::policy::Policy;
@@ -290,12 +290,32 @@ impl Reloader {
     /// Returns whether anything changed.
     fn reconcile_rollout(&self, next: &mut Snapshot) -> bool {
         match read_rollout(&self.dir) {
-            Ok(state) => {
+            Ok(ReadRollout { state, fault: None }) => {
                 if state == next.rollout && next.rollout_failure.is_none() {
                     return false;
                 }
                 next.rollout = state;
                 next.rollout_failure = None;
+                true
+            }
+            Ok(ReadRollout {
+                state,
+                fault: Some(error),
+            }) => {
+                // The file is corrupt: serve the last good state (fail safe:
+                // a killed route stays killed across a restart) and say so.
+                if state == next.rollout
+                    && next.rollout_failure.as_ref().map(|f| &f.error) == Some(&error)
+                {
+                    return false;
+                }
+                tracing::error!(%error, "rollout state refused; serving the last good copy");
+                self.metrics.control.reload("rollout", false);
+                next.rollout = state;
+                next.rollout_failure = Some(Failure {
+                    error,
+                    at: SystemTime::now(),
+                });
                 true
             }
             Err(error) => {

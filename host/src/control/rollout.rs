@@ -33,22 +33,63 @@ use serde::{Deserialize, Serialize};
 /// File name of the rollout state inside the policy directory.
 pub const ROLLOUT_FILE: &str = "rollout.json";
 
-/// Reads [`ROLLOUT_FILE`] in `dir`: an empty state when it is absent. The
-/// one reader of the file (the reloader and the manager both call it).
+/// A copy of the last committed rollout state, beside [`ROLLOUT_FILE`]:
+/// written by the rollout manager after every committed change, read when
+/// [`ROLLOUT_FILE`] is corrupt so that a restart keeps the last good state (a
+/// killed route stays killed) instead of serving an empty one.
+pub const LAST_GOOD_FILE: &str = ".rollout.last-good.json";
+
+/// What [`read_rollout`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRollout {
+    /// The state to serve.
+    pub state: RolloutFile,
+    /// Set when [`ROLLOUT_FILE`] could not be read or is not valid and
+    /// `state` is the last good copy ([`LAST_GOOD_FILE`]): what is wrong,
+    /// to report.
+    pub fault: Option<String>,
+}
+
+/// Reads [`ROLLOUT_FILE`] in `dir`: an empty state when it is absent, the
+/// last good copy ([`LAST_GOOD_FILE`], with the fault reported) when it
+/// cannot be read or is not valid. The one reader of the file (the reloader
+/// and the manager both call it).
 ///
 /// # Errors
 /// A message naming the file, for a file that cannot be read or is not
-/// valid rollout state.
-pub fn read_rollout(dir: &std::path::Path) -> Result<RolloutFile, String> {
-    let path = dir.join(ROLLOUT_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            format!(
-                "{} is not valid rollout state ({e}); fix or remove it",
-                path.display()
-            )
+/// valid rollout state when there is no valid last good copy either.
+pub fn read_rollout(dir: &std::path::Path) -> Result<ReadRollout, String> {
+    let error = match read_state(&dir.join(ROLLOUT_FILE)) {
+        Ok(Some(state)) => return Ok(ReadRollout { state, fault: None }),
+        Ok(None) => {
+            return Ok(ReadRollout {
+                state: RolloutFile::default(),
+                fault: None,
+            });
+        }
+        Err(e) => e,
+    };
+    match read_state(&dir.join(LAST_GOOD_FILE)) {
+        Ok(Some(state)) => Ok(ReadRollout {
+            state,
+            fault: Some(format!(
+                "{error}; serving the last good state ({LAST_GOOD_FILE}) until it is fixed"
+            )),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RolloutFile::default()),
+        Ok(None) => Err(format!("{error}; fix or remove it")),
+        Err(e) => Err(format!(
+            "{error}; fix or remove it (the last good copy is unusable too: {e})"
+        )),
+    }
+}
+
+/// The rollout state in `path`; `None` when there is no such file.
+fn read_state(path: &std::path::Path) -> Result<Option<RolloutFile>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is not valid rollout state ({e})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
@@ -451,5 +492,33 @@ mod tests {
         let text = serde_json::to_string_pretty(&f).unwrap();
         assert_eq!(serde_json::from_str::<RolloutFile>(&text).unwrap(), f);
         assert!(serde_json::from_str::<RolloutFile>(r#"{"routes": {}, "extra": 1}"#).is_err());
+    }
+
+    #[test]
+    fn a_corrupt_file_falls_back_to_the_last_good_copy_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = read_rollout(dir.path()).unwrap();
+        assert_eq!((read.state, read.fault), (RolloutFile::default(), None));
+        let mut good = RolloutFile::default();
+        let mut r = RouteRollout::new("p");
+        r.killed = true;
+        good.routes.insert("radio".into(), r);
+        let json = serde_json::to_vec_pretty(&good).unwrap();
+        std::fs::write(dir.path().join(ROLLOUT_FILE), b"{\"routes\": {").unwrap();
+        assert!(
+            read_rollout(dir.path())
+                .unwrap_err()
+                .contains("not valid rollout state"),
+            "no last good copy: an error"
+        );
+        std::fs::write(dir.path().join(LAST_GOOD_FILE), &json).unwrap();
+        let read = read_rollout(dir.path()).unwrap();
+        assert_eq!(
+            read.state, good,
+            "the last good state, killed route and all"
+        );
+        assert!(read.fault.unwrap().contains("serving the last good state"));
+        std::fs::write(dir.path().join(ROLLOUT_FILE), &json).unwrap();
+        assert_eq!(read_rollout(dir.path()).unwrap().fault, None);
     }
 }

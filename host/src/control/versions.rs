@@ -10,8 +10,9 @@
 //! it first loads) or from the admin API (uploaded, and stored only after the
 //! same load pipeline accepted it). The store lives in the policy directory,
 //! so replicas serving that directory, and a restarted host, see the same
-//! versions. The newest `keep` versions per policy are kept, plus any the
-//! rollout state refers to; files are written atomically.
+//! versions. The newest `keep` versions per policy that the rollout state
+//! does not refer to are kept, plus every one it refers to (those do not
+//! count among the `keep`); files are written atomically.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::control::persist::write_atomic;
+use crate::control::rollout::is_digest;
 
 /// Directory of the store inside the policy directory.
 pub const VERSIONS_DIR: &str = "versions";
@@ -67,34 +69,51 @@ impl VersionStore {
         }
     }
 
-    fn base(&self, key: &str, digest: &str) -> PathBuf {
-        self.root
-            .join(key)
-            .join(digest.trim_start_matches("sha256:"))
+    /// Where version `digest` of `key` lives, without extension; `None`
+    /// unless `key` is a policy key and `digest` a digest (`sha256:` and 64
+    /// lower-case hex digits), so that no reference resolves outside the
+    /// store (`sha256:../../x`) or to a name that could never serve (a bare
+    /// hex digest).
+    fn base(&self, key: &str, digest: &str) -> Option<PathBuf> {
+        if !oasis_contract::is_key(key) || !is_digest(digest) {
+            return None;
+        }
+        Some(self.root.join(key).join(&digest["sha256:".len()..]))
     }
 
-    /// Path of a stored module.
-    pub fn module_path(&self, key: &str, digest: &str) -> PathBuf {
-        self.base(key, digest).with_extension("wasm")
+    /// Path of a stored module; `None` when `key` or `digest` is not a valid
+    /// name (see [`is_digest`]).
+    pub fn module_path(&self, key: &str, digest: &str) -> Option<PathBuf> {
+        Some(self.base(key, digest)?.with_extension("wasm"))
     }
 
     /// Reads a stored module.
     ///
     /// # Errors
-    /// The I/O error (`NotFound` when the version is not stored).
+    /// The I/O error (`NotFound` when the version is not stored, or when
+    /// `digest` is not a digest).
     pub fn read_module(&self, key: &str, digest: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.module_path(key, digest))
+        let path = self.module_path(key, digest).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("`{key}@{digest}` is not a stored version's name"),
+            )
+        })?;
+        std::fs::read(path)
     }
 
     /// The record of a stored version.
     pub fn get(&self, key: &str, digest: &str) -> Option<VersionRecord> {
-        let text = std::fs::read(self.base(key, digest).with_extension("json")).ok()?;
-        serde_json::from_slice(&text).ok()
+        let text = std::fs::read(self.base(key, digest)?.with_extension("json")).ok()?;
+        let record: VersionRecord = serde_json::from_slice(&text).ok()?;
+        // A record copied under another name is not that version.
+        (record.digest == digest && record.policy == key).then_some(record)
     }
 
     /// Whether `digest` is stored for `key` (record and module).
     pub fn contains(&self, key: &str, digest: &str) -> bool {
-        self.module_path(key, digest).is_file() && self.get(key, digest).is_some()
+        self.module_path(key, digest).is_some_and(|p| p.is_file())
+            && self.get(key, digest).is_some()
     }
 
     /// Every stored version of `key`, oldest first.
@@ -125,33 +144,40 @@ impl VersionStore {
         wasm: &[u8],
         pinned: &BTreeSet<String>,
     ) -> std::io::Result<()> {
+        let base = self.base(&record.policy, &record.digest).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "`{}@{}` is not a version name (a policy key and `sha256:` with 64 lower-case hex digits)",
+                    record.policy, record.digest
+                ),
+            )
+        })?;
         let dir = self.root.join(&record.policy);
         std::fs::create_dir_all(&dir)?;
         if self.get(&record.policy, &record.digest).is_none() {
-            write_atomic(&self.module_path(&record.policy, &record.digest), wasm)?;
+            write_atomic(&base.with_extension("wasm"), wasm)?;
             let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-            write_atomic(
-                &self
-                    .base(&record.policy, &record.digest)
-                    .with_extension("json"),
-                &json,
-            )?;
+            write_atomic(&base.with_extension("json"), &json)?;
         }
         self.prune(&record.policy, pinned);
         Ok(())
     }
 
-    /// Removes the oldest versions of `key` beyond `keep`, except `pinned`
-    /// ones. Best effort: a file that cannot be removed stays.
+    /// Removes the oldest versions of `key` beyond the newest `keep`
+    /// unpinned ones; `pinned` versions are kept besides and do not count
+    /// among the `keep`. Best effort: a file that cannot be removed stays.
     fn prune(&self, key: &str, pinned: &BTreeSet<String>) {
-        let versions = self.list(key);
-        let excess = versions.len().saturating_sub(self.keep);
-        for r in versions
-            .iter()
+        let unpinned: Vec<VersionRecord> = self
+            .list(key)
+            .into_iter()
             .filter(|r| !pinned.contains(&r.digest))
-            .take(excess)
-        {
-            let base = self.base(key, &r.digest);
+            .collect();
+        let excess = unpinned.len().saturating_sub(self.keep);
+        for r in unpinned.iter().take(excess) {
+            let Some(base) = self.base(key, &r.digest) else {
+                continue;
+            };
             // Record first: a version without a record is not listed.
             let _ = std::fs::remove_file(base.with_extension("json"));
             let _ = std::fs::remove_file(base.with_extension("wasm"));
@@ -187,7 +213,11 @@ mod tests {
             store.put(&record(i), b"abc", &pinned).unwrap();
         }
         let kept: Vec<u64> = store.list("p").iter().map(|r| r.loaded_at_ms).collect();
-        assert_eq!(kept, vec![1, 4, 5], "oldest unpinned versions pruned");
+        assert_eq!(
+            kept,
+            vec![1, 3, 4, 5],
+            "the newest 3 unpinned versions are kept, and the pinned one beside them"
+        );
         assert_eq!(store.read_module("p", &record(4).digest).unwrap(), b"abc");
         assert!(store.contains("p", &record(1).digest));
         assert!(!store.contains("p", &record(2).digest));
@@ -197,5 +227,29 @@ mod tests {
         store.put(&again, b"abc", &pinned).unwrap();
         assert_eq!(store.get("p", &again.digest).unwrap().by, "alice");
         assert!(store.list("other").is_empty());
+    }
+
+    #[test]
+    fn only_digests_resolve_and_only_inside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VersionStore::new(dir.path(), 3);
+        store.put(&record(0xabc), b"abc", &BTreeSet::new()).unwrap();
+        let hex = format!("{:064x}", 0xabc);
+        // The same files, reached by names that are not the digest.
+        for name in [
+            hex.clone(),
+            format!("sha256:../p/{hex}"),
+            format!("sha256:{}", hex.to_uppercase()),
+        ] {
+            assert!(!store.contains("p", &name), "{name}");
+            assert!(store.get("p", &name).is_none(), "{name}");
+            assert!(store.read_module("p", &name).is_err(), "{name}");
+        }
+        assert!(store.contains("p", &record(0xabc).digest));
+        // Nor is a version stored under a name that is not a digest.
+        let mut bad = record(2);
+        bad.digest = "sha256:../../evil".into();
+        assert!(store.put(&bad, b"abc", &BTreeSet::new()).is_err());
+        assert!(!dir.path().join("evil.wasm").exists());
     }
 }

@@ -45,7 +45,8 @@ pub struct CompileWorker {
 
 /// Compiles in progress or finished and not yet taken, by component
 /// digest: a load that stopped waiting finds its compile here next time
-/// instead of starting another.
+/// instead of starting another, and loads of one module at once share one
+/// compile, each getting its result.
 #[derive(Default)]
 pub(crate) struct Jobs {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
@@ -155,7 +156,10 @@ impl Jobs {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let taken = result.take();
+        // Every waiter gets the result (two manifests of one module share
+        // the compile): it is cloned, never taken, so a second waiter does
+        // not find it gone and wait out the ceiling for nothing.
+        let taken = result.clone();
         drop(result);
         let mut jobs = lock(&self.jobs);
         if jobs.get(hex).is_some_and(|j| Arc::ptr_eq(j, &job)) {
@@ -170,7 +174,7 @@ impl Jobs {
 pub const DEFAULT_MEMORY_BYTES: u64 = 2 << 30;
 
 /// How a compile in the child failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum WorkerError {
     /// The ceiling passed: the child was killed.
     Timeout { waited: Duration },

@@ -28,8 +28,10 @@ mod config;
 
 pub use config::{CompileLimits, RuntimeConfig, default_cache_dir};
 
-/// How often the epoch ticker advances the engine's epoch. A deadline fires
-/// at most one tick late.
+/// How often the epoch ticker advances the engine's epoch. Every tick a
+/// running call checks its clocks (`sandbox::CallClock`: its CPU time against
+/// the deadline, wall-clock time against the ceiling), so a deadline fires at
+/// most about one tick late.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Wasm stack limit of every call: deep enough for real policies, small
@@ -199,13 +201,6 @@ impl Runtime {
     pub fn compile_limits(&self) -> CompileLimits {
         self.inner.config.compile
     }
-
-    /// Epoch ticks for a deadline: rounded up, plus one because the current
-    /// tick may be almost over.
-    pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
-        let tick = EPOCH_TICK.as_nanos();
-        (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
-    }
 }
 
 /// The WASI version whose monotonic clock [`forbid_waiting`] overrides; it
@@ -249,17 +244,6 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_ticks_round_up_and_add_one() {
-        assert_eq!(Runtime::deadline_ticks(Duration::from_millis(20)), 21);
-        assert_eq!(Runtime::deadline_ticks(Duration::from_micros(1500)), 3);
     }
 }
 

@@ -37,22 +37,6 @@ pub async fn invoke<P: Send + 'static>(
     .await
 }
 
-/// Starts `arm` on `req` on a blocking thread and returns at once; `then`
-/// gets the result on that thread (shadows: nobody waits for them).
-pub fn spawn<P, F>(arm: &Arc<ActivePolicy>, req: &ValidRequest<'_>, permits: P, then: F)
-where
-    P: Send + 'static,
-    F: FnOnce(Invoked) + Send + 'static,
-{
-    let batch = arm.policy.batch(req);
-    let arm = arm.clone();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _permits = permits;
-        span.in_scope(|| then(call(&arm, &batch)))
-    });
-}
-
 /// The span of one policy call (a `debug` span under the request's, for
 /// traces): the policy, its version and digest, and the arm it serves as.
 pub fn span(arm: &ActivePolicy, as_arm: &'static str) -> tracing::Span {
@@ -88,6 +72,28 @@ pub fn record(span: &tracing::Span, result: &Result<CallOutcome, CallError>) {
             span.record("error_kind", e.kind().as_str());
         }
     }
+}
+
+/// Starts `arm` on `req` on a thread of `pool` (shadows: at the lowest CPU
+/// priority) and returns at once; `then` gets the result on that thread
+/// (nobody waits for a shadow).
+pub fn spawn_on<P, F>(
+    pool: &crate::serving::shadow_pool::ShadowPool,
+    arm: &Arc<ActivePolicy>,
+    req: &ValidRequest<'_>,
+    permits: P,
+    then: F,
+) where
+    P: Send + 'static,
+    F: FnOnce(Invoked) + Send + 'static,
+{
+    let batch = arm.policy.batch(req);
+    let arm = arm.clone();
+    let span = tracing::Span::current();
+    pool.execute(move || {
+        let _permits = permits;
+        span.in_scope(|| then(call(&arm, &batch)))
+    });
 }
 
 /// The call, timed.

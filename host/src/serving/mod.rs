@@ -21,6 +21,7 @@
 //! | `arm`         | one policy call on a blocking thread, in the request's span     |
 //! | `encode`      | the JSON body and the protobuf message of a [`Scored`]         |
 //! | `shadow`      | shadow calls beside the served arm, off the response path      |
+//! | `shadow_pool` | the threads shadows run on, at the lowest CPU priority         |
 //! | `guardrail`   | a canary's sliding window and its limits                       |
 //! | `route_stats` | per-route state that outlives registry snapshots               |
 //! | `logging`     | which requests are logged, handed to the decision log           |
@@ -42,6 +43,7 @@ pub mod route_stats;
 pub mod scorer;
 pub mod served;
 pub mod shadow;
+pub mod shadow_pool;
 
 pub use error::ServeError;
 pub use intake::{Received, Transport, identify, span};

@@ -9,12 +9,22 @@ use tokio::sync::Semaphore;
 
 use crate::serving::logging::DecisionLogging;
 use crate::serving::route_stats::RouteStats;
+use crate::serving::shadow_pool::ShadowPool;
 use crate::telemetry::metrics::Metrics;
 
-/// Shadow calls in flight at once, across routes. Shadows are shed first:
-/// beyond this, or when fewer than this many instance slots are free, a
-/// shadow call is skipped (and counted).
-pub const DEFAULT_MAX_SHADOW_CALLS: usize = 4;
+/// Shadow calls in flight at once, across routes, on a machine of `cores`
+/// cores: half of them, at least one, so shadows never hold every core the
+/// served arms need. Shadows are shed first: beyond this, when fewer than
+/// this many instance slots are free, or when the served arm's latency
+/// rises, a shadow call is skipped (and counted as `shed`).
+pub fn max_shadow_calls(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
+/// [`max_shadow_calls`] of this machine.
+pub fn default_max_shadow_calls() -> usize {
+    max_shadow_calls(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// The shared resources of serving.
 #[derive(Clone)]
@@ -26,6 +36,10 @@ pub struct Resources {
     pub instances: Arc<Semaphore>,
     /// Bounds shadow calls in flight; a shadow that finds none free is shed.
     pub shadows: Arc<Semaphore>,
+    /// Its size.
+    pub shadow_slots: usize,
+    /// The threads shadow calls run on, at the lowest CPU priority.
+    pub shadow_pool: Arc<ShadowPool>,
     /// What serving learns per route (canary windows, shadow divergence).
     pub route_stats: Arc<RouteStats>,
     /// The decision log, when decisions are logged.
@@ -42,7 +56,9 @@ impl Resources {
             instances: Arc::new(Semaphore::new(
                 max_instances.saturating_sub(2).max(1) as usize
             )),
-            shadows: Arc::new(Semaphore::new(DEFAULT_MAX_SHADOW_CALLS)),
+            shadows: Arc::new(Semaphore::new(default_max_shadow_calls())),
+            shadow_slots: default_max_shadow_calls(),
+            shadow_pool: Arc::new(ShadowPool::new(default_max_shadow_calls())),
             route_stats: Arc::new(RouteStats::default()),
             decision_log: None,
         }

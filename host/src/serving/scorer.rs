@@ -299,6 +299,10 @@ impl Scorer {
                 server_us,
             );
         }
+        if served.arm != ArmKind::Passthrough && served.policy_us > 0 {
+            let runtime = inner.res.route_stats.get(&plan.route);
+            lock(&runtime.served).record(served.policy_us);
+        }
         if !plan.shadows.is_empty() {
             tracing::debug_span!("shadows").in_scope(|| {
                 shadow::spawn(

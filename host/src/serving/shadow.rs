@@ -3,10 +3,19 @@
 //!
 //! A shadow never serves, never delays the response and never changes any
 //! state: it runs after the served decisions are known, on its own fresh
-//! instance, in a task the response does not wait for. Shadows are shed
-//! first under load: a shadow call needs a free shadow slot
-//! (at most [`DEFAULT_MAX_SHADOW_CALLS`] at once) *and* leaves at least as many instance slots to
-//! serving; otherwise it is skipped and counted as `shed`.
+//! instance, in a task the response does not wait for. Shadows must not
+//! take CPU the served arms need:
+//!
+//! - they run on their own threads ([`ShadowPool`]) at the lowest CPU
+//!   priority (`SCHED_IDLE`): the kernel gives them only CPU nothing else
+//!   wants;
+//! - a shadow call needs a free shadow slot (at most
+//!   [`max_shadow_calls`] at once: half the cores, at least one) *and*
+//!   leaves at least as many instance slots to serving;
+//! - and it is shed when the route's served arm's latency has risen well
+//!   above its usual ([`LatencyTrend`](crate::serving::route_stats::LatencyTrend)).
+//!
+//! Otherwise it is skipped and counted as `shed`.
 
 use std::sync::Arc;
 
@@ -16,9 +25,13 @@ use crate::control::registry::{ArmKind, RoutePlan};
 use crate::divergence::{DecisionColumns, compare};
 use crate::request::ValidRequest;
 use crate::serving::arm;
-use crate::serving::resources::{DEFAULT_MAX_SHADOW_CALLS, Resources};
+use crate::serving::resources::Resources;
+#[cfg(doc)]
+use crate::serving::resources::max_shadow_calls;
 use crate::serving::route_stats::lock;
 use crate::serving::served::Served;
+#[cfg(doc)]
+use crate::serving::shadow_pool::ShadowPool;
 
 /// Top-k used for overlap and rank correlation.
 pub const TOP_K: usize = 10;
@@ -53,8 +66,10 @@ pub fn spawn(
             count("skipped");
             continue;
         }
-        // Shed first: keep instance slots for serving.
-        if state.instances.available_permits() < DEFAULT_MAX_SHADOW_CALLS {
+        // Shed first: keep instance slots, and CPU, for serving.
+        if state.instances.available_permits() < state.shadow_slots
+            || lock(&state.route_stats.get(&plan.route).served).pressed()
+        {
             count("shed");
             continue;
         }
@@ -88,53 +103,60 @@ pub fn spawn(
             ))
         });
         let arm = shadow.clone();
+        let pool = state.shadow_pool.clone();
         let _span = arm::span(shadow, "shadow").entered();
-        arm::spawn(shadow, req, (slot, instance), move |(result, elapsed)| {
-            let mut shadows = lock(&runtime.shadows);
-            let stats = shadows.entry(reference.clone()).or_default();
-            stats.record_latency(elapsed);
-            match result {
-                Ok(outcome) => {
-                    let o = &outcome.decisions;
-                    let reasons: Vec<u16> = o.reasons.iter().map(|r| r.reason_bits()).collect();
-                    let served = DecisionColumns {
-                        scores: &columns.scores,
-                        eligible: &columns.eligible,
-                        reasons: &columns.reasons,
-                    };
-                    let other = DecisionColumns {
-                        scores: &o.scores,
-                        eligible: &o.eligible,
-                        reasons: &reasons,
-                    };
-                    // Both passed the output check for the same request, so
-                    // the lengths agree.
-                    if let Ok(div) = compare(served, other, TOP_K) {
-                        stats.add(&div);
+        arm::spawn_on(
+            &pool,
+            shadow,
+            req,
+            (slot, instance),
+            move |(result, elapsed)| {
+                let mut shadows = lock(&runtime.shadows);
+                let stats = shadows.entry(reference.clone()).or_default();
+                stats.record_latency(elapsed);
+                match result {
+                    Ok(outcome) => {
+                        let o = &outcome.decisions;
+                        let reasons: Vec<u16> = o.reasons.iter().map(|r| r.reason_bits()).collect();
+                        let served = DecisionColumns {
+                            scores: &columns.scores,
+                            eligible: &columns.eligible,
+                            reasons: &columns.reasons,
+                        };
+                        let other = DecisionColumns {
+                            scores: &o.scores,
+                            eligible: &o.eligible,
+                            reasons: &reasons,
+                        };
+                        // Both passed the output check for the same request, so
+                        // the lengths agree.
+                        if let Ok(div) = compare(served, other, TOP_K) {
+                            stats.add(&div);
+                        }
+                        metrics.shadows.call(&route, &reference, "ok");
+                        if let Some((log, body, request_id, fill)) = &log {
+                            log.shadow(
+                                &route,
+                                request_id,
+                                body,
+                                fill.as_ref(),
+                                arm.policy.identity(),
+                                arm.policy.settings_sha256(),
+                                o,
+                                &outcome.usage,
+                            );
+                        }
                     }
-                    metrics.shadows.call(&route, &reference, "ok");
-                    if let Some((log, body, request_id, fill)) = &log {
-                        log.shadow(
-                            &route,
-                            request_id,
-                            body,
-                            fill.as_ref(),
-                            arm.policy.identity(),
-                            arm.policy.settings_sha256(),
-                            o,
-                            &outcome.usage,
-                        );
+                    Err(error) => {
+                        stats.record_error();
+                        metrics.shadows.call(&route, &reference, "failed");
+                        tracing::debug!(%route, shadow = %reference, error = %crate::sandbox::visible(&error.to_string()), "shadow call failed");
                     }
                 }
-                Err(error) => {
-                    stats.record_error();
-                    metrics.shadows.call(&route, &reference, "failed");
-                    tracing::debug!(%route, shadow = %reference, error = %crate::sandbox::visible(&error.to_string()), "shadow call failed");
-                }
-            }
-            metrics
-                .shadows
-                .divergence(&route, &reference, &stats.summary());
-        });
+                metrics
+                    .shadows
+                    .divergence(&route, &reference, &stats.summary());
+            },
+        );
     }
 }

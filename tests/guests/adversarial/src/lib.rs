@@ -53,6 +53,16 @@ pub enum Attack {
     /// same 1 MiB of guest memory (the canonical ABI allows it): lifted in
     /// full that is 128 MiB of host memory for 1 MiB of the guest's.
     AliasLog,
+    /// Take 2,000 WASI stream handles (`get-stdout`) without dropping any:
+    /// past the host's handle table limit.
+    HandleFlood,
+    /// Spin for `iterations` loop iterations, then behave: a fixed amount
+    /// of CPU work.
+    Spin,
+    /// Log one message of `bytes` bytes.
+    LogBytes,
+    /// Return a policy error whose message is `bytes` bytes.
+    ErrorBytes,
 }
 
 /// Settings: the attack and its parameter.
@@ -63,6 +73,10 @@ pub struct Settings {
     pub attack: Attack,
     /// File to read for `read-file`.
     pub path: String,
+    /// Loop iterations for `spin`.
+    pub iterations: u64,
+    /// Size of the message for `log-bytes` and `error-bytes`.
+    pub bytes: u64,
 }
 
 #[inline(never)]
@@ -158,6 +172,21 @@ impl Policy for Adversarial {
                 oasis_sdk::log::event(oasis_sdk::log::Level::Info, &huge, &[]);
             }
             Attack::AliasLog => alias_log(),
+            Attack::HandleFlood => handle_flood(),
+            Attack::LogBytes => {
+                let text = "x".repeat(s.bytes as usize);
+                oasis_sdk::log::event(oasis_sdk::log::Level::Info, &text, &[]);
+            }
+            Attack::ErrorBytes => {
+                return Err(PolicyError::Internal("e".repeat(s.bytes as usize)));
+            }
+            Attack::Spin => {
+                let mut x = 0u64;
+                for i in 0..s.iterations {
+                    x = std::hint::black_box(x.wrapping_add(i));
+                }
+                out.debug("spun", None, (x & 1) as f64);
+            }
             Attack::PrintFlood => {
                 for i in 0..1_000 {
                     println!("flooding the host's stdout, line {i}");
@@ -213,5 +242,25 @@ fn alias_log() {
 /// Natively (unit tests of the crate) there is no host to attack.
 #[cfg(not(target_arch = "wasm32"))]
 fn alias_log() {}
+
+/// The handle flood: `wasi:cli/stdout.get-stdout` called by hand, each call
+/// a new resource in the host's table, none dropped.
+#[cfg(target_arch = "wasm32")]
+fn handle_flood() {
+    #[link(wasm_import_module = "wasi:cli/stdout@0.2.0")]
+    unsafe extern "C" {
+        #[link_name = "get-stdout"]
+        fn get_stdout() -> i32;
+    }
+    for _ in 0..2_000 {
+        // SAFETY: the import takes nothing and returns a handle we leak on
+        // purpose.
+        let _ = unsafe { get_stdout() };
+    }
+}
+
+/// Natively there is no host to attack.
+#[cfg(not(target_arch = "wasm32"))]
+fn handle_flood() {}
 
 oasis_sdk::export_policy!(Adversarial);
