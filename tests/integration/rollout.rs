@@ -598,8 +598,9 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
     s.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn slow_shadows_are_shed_and_the_response_does_not_wait_for_them() {
+/// A server whose `radio` route has a shadow, `slow`, that loops for its
+/// whole `deadline_ms`, and a request body on `radio` that arms the loop.
+async fn looping_shadow_beside_radio(deadline_ms: u64) -> (TestServer, Vec<u8>) {
     let s = TestServer::start_with(
         |d| {
             radio(d, "");
@@ -607,7 +608,7 @@ async fn slow_shadows_are_shed_and_the_response_does_not_wait_for_them() {
                 d,
                 "slow",
                 ADVERSARIAL,
-                "[limits]\ndeadline_ms = 400\n[settings]\nattack = \"loop\"\n",
+                &format!("[limits]\ndeadline_ms = {deadline_ms}\n[settings]\nattack = \"loop\"\n"),
             );
         },
         with_admin,
@@ -622,7 +623,12 @@ async fn slow_shadows_are_shed_and_the_response_does_not_wait_for_them() {
     assert_eq!(status, 200);
     let mut armed: Value = serde_json::from_slice(&crate::harness::small_body(true)).unwrap();
     armed["route"] = "radio".into();
-    let armed = serde_json::to_vec(&armed).unwrap();
+    (s, serde_json::to_vec(&armed).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_shadows_are_shed_and_the_response_does_not_wait_for_them() {
+    let (s, armed) = looping_shadow_beside_radio(400).await;
     let started = Instant::now();
     let calls: Vec<_> = (0..12).map(|_| s.spawn_score(armed.clone())).collect();
     for c in calls {
@@ -1096,29 +1102,7 @@ async fn a_restart_on_a_corrupt_rollout_file_keeps_the_last_good_state() {
 /// every served request answers from its stable arm within its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn looping_shadows_are_bounded_by_cores_and_served_requests_keep_their_deadline() {
-    let s = TestServer::start_with(
-        |d| {
-            radio(d, "");
-            install(
-                d,
-                "slow",
-                ADVERSARIAL,
-                "[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
-            );
-        },
-        with_admin,
-    )
-    .await;
-    let (status, _) = op(
-        &s,
-        "/admin/v1/routes/radio/shadows",
-        Some(json!({"policy": "slow", "on": true})),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let mut armed: Value = serde_json::from_slice(&crate::harness::small_body(true)).unwrap();
-    armed["route"] = "radio".into();
-    let armed = serde_json::to_vec(&armed).unwrap();
+    let (s, armed) = looping_shadow_beside_radio(300).await;
     // 8 at once: every shadow loops for its whole deadline, so the slots
     // are all busy together.
     let calls: Vec<_> = (0..8).map(|_| s.spawn_score(armed.clone())).collect();
