@@ -9,8 +9,8 @@
 //! instance + run + output checks) for each example policy, and the whole
 //! path end to end; the same request as a gRPC message (protobuf decode +
 //! conversion + the same validation, its columnar batch, and end to end with
-//! the response encoded as protobuf). Figures are recorded in the README
-//! ("Performance") and BENCHMARKS.md.
+//! the response encoded as protobuf). Figures are recorded in
+//! docs/performance.md and BENCHMARKS.md.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use oasis::request::{self, Validate};

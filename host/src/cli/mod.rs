@@ -133,7 +133,7 @@ impl LimitArgs {
     }
 }
 
-/// Exit statuses of the `oasis` commands (the README's table).
+/// Exit statuses of the `oasis` commands (the table in docs/writing-policies.md).
 pub mod exit {
     /// The command ran and found a problem: a fixture mismatch, replay
     /// differences, `oasis check` problems, a refused rollout change.

@@ -175,7 +175,7 @@ fn execute_python(name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<
         (
             format!("{name}.toml"),
             format!(
-                "# Manifest for the served policy directory: copy it next to {ident}.wasm.\nmodule = \"{ident}.wasm\"\nfallback = \"baseline\"\n\n[settings]\nboost = 0.1\n\n[limits]\n# A Python policy call takes milliseconds (README, \"Policies in Python\").\ndeadline_ms = 50\n# Reusing an instance for up to N calls cuts a Python call from ~4.5 ms to\n# ~1.2 ms at 300 candidates, with weaker isolation (globals persist between\n# requests of this policy; any fault discards the instance). Off by default.\n# reuse_instance_calls = 1000\n"
+                "# Manifest for the served policy directory: copy it next to {ident}.wasm.\nmodule = \"{ident}.wasm\"\nfallback = \"baseline\"\n\n[settings]\nboost = 0.1\n\n[limits]\n# A Python policy call takes milliseconds (docs/python.md).\ndeadline_ms = 50\n# Reusing an instance for up to N calls cuts a Python call from ~4.5 ms to\n# ~1.2 ms at 300 candidates, with weaker isolation (globals persist between\n# requests of this policy; any fault discards the instance). Off by default.\n# reuse_instance_calls = 1000\n"
             ),
         ),
     ];
