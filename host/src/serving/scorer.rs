@@ -299,11 +299,13 @@ impl Scorer {
                 server_us,
             );
         }
-        if served.arm != ArmKind::Passthrough && served.policy_us > 0 {
-            let runtime = inner.res.route_stats.get(&plan.route);
-            lock(&runtime.served).record(served.policy_us);
-        }
         if !plan.shadows.is_empty() {
+            // The served arm's latency trend, which sheds shadows when it
+            // rises: kept only on routes that have shadows.
+            if served.arm != ArmKind::Passthrough && served.policy_us > 0 {
+                let runtime = inner.res.route_stats.get(&plan.route);
+                lock(&runtime.served).record(served.policy_us);
+            }
             tracing::debug_span!("shadows").in_scope(|| {
                 shadow::spawn(
                     &inner.res,
