@@ -625,19 +625,12 @@ fn check_campaign(
         delivered: c.delivered.unwrap_or(0.0),
         expected_by_now: c
             .expected_by_now
-            .unwrap_or_else(|| linear_schedule(c, now_ms)),
+            .unwrap_or_else(|| c.linear_schedule(now_ms)),
         pacing_integral: c.pacing_integral.unwrap_or(0.0),
         pacing_last_error: c.pacing_last_error.unwrap_or(0.0),
         pacing_updated_ms: c.pacing_updated_ms.unwrap_or(0).max(0),
         commission_bps: c.commission_bps,
     })
-}
-
-/// What a linear schedule would have delivered by `now_ms`: the target times
-/// the elapsed share of the window, clamped to [0, target]
-/// ([`RequestCampaign::linear_schedule`]).
-pub fn linear_schedule(c: &RequestCampaign, now_ms: i64) -> f64 {
-    c.linear_schedule(now_ms)
 }
 
 #[cfg(test)]

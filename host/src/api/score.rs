@@ -16,9 +16,11 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, header};
+use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
@@ -27,7 +29,7 @@ use crate::api::state::AppState;
 use crate::request::{self, ScoreRequest};
 use crate::response::ScoreResponse;
 use crate::serving::{self, Received, Transport, encode};
-use crate::telemetry::trace::{self, HeaderCarrier};
+use crate::telemetry::trace::{self, CallerContext};
 
 /// Handler of `POST /v1/score`. At most `max_inflight` requests are scored at
 /// once (admission, after the body is read); more get 503 `overloaded`.
@@ -47,13 +49,28 @@ use crate::telemetry::trace::{self, HeaderCarrier};
     ))]
 pub async fn score(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(caller): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let span = serving::span(Transport::Http);
-    trace::adopt_caller(&span, &HeaderCarrier(&headers));
+    if let Some(caller) = &caller {
+        trace::adopt_caller(&span, caller);
+    }
     score_in_span(&state, body, started).instrument(span).await
+}
+
+/// The caller's trace context from the request's headers: copied only when
+/// traces are on (the `HeaderMap` extractor would clone every header of
+/// every request).
+pub struct Caller(Option<CallerContext>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller(CallerContext::from_headers(&parts.headers)))
+    }
 }
 
 /// admit → decode → score → encode → after, inside the request's span.

@@ -11,7 +11,7 @@
 //! | `rights_holders[h]` | the holder's 7-day exposure share |
 //!
 //! `expected_by_now` needs no store: when absent it is the linear schedule
-//! ([`crate::request::linear_schedule`]). Whatever the store cannot answer
+//! ([`RequestCampaign::linear_schedule`](crate::request::RequestCampaign::linear_schedule)). Whatever the store cannot answer
 //! stays at its default (0, or NaN = unknown for an exposure share).
 //!
 //! A [`Fill`] is data: it is built from one store answer, applied to the

@@ -147,6 +147,57 @@ pub fn adopt_caller(span: &tracing::Span, carrier: &dyn Extractor) {
     let _ = span.set_parent(cx);
 }
 
+/// The caller's trace context (`traceparent`, `tracestate`), copied out of
+/// the request's headers only when traces are on, so a transport need not
+/// keep (or clone) the headers for it.
+#[derive(Debug, Default, Clone)]
+pub struct CallerContext {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl CallerContext {
+    /// The context `headers` carry, or `None` when traces are off or there is
+    /// no `traceparent`.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        if !enabled() {
+            return None;
+        }
+        let get = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let traceparent = get("traceparent")?;
+        Some(CallerContext {
+            traceparent: Some(traceparent),
+            tracestate: get("tracestate"),
+        })
+    }
+}
+
+impl Extractor for CallerContext {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent.as_deref(),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        let mut keys = Vec::new();
+        if self.traceparent.is_some() {
+            keys.push("traceparent");
+        }
+        if self.tracestate.is_some() {
+            keys.push("tracestate");
+        }
+        keys
+    }
+}
+
 /// HTTP headers as a trace context carrier.
 pub struct HeaderCarrier<'a>(pub &'a http::HeaderMap);
 
