@@ -60,6 +60,9 @@ fn main() {
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
+        // A build directory shared between work trees is locked by the
+        // outer build: the guests build in their own.
+        "CARGO_BUILD_BUILD_DIR",
     ] {
         cmd.env_remove(var);
     }

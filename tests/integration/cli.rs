@@ -439,6 +439,7 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
             .arg("--offline")
             .current_dir(&dir)
             .env("CARGO_TARGET_DIR", &target)
+            .env_remove("CARGO_BUILD_BUILD_DIR")
             .env_remove("RUSTFLAGS")
             .output()
             .unwrap();
