@@ -396,6 +396,29 @@ impl DivergenceStats {
         self.latency.record(d);
     }
 
+    /// Adds everything `other` recorded (so two blocks of a window read as
+    /// one).
+    pub fn merge(&mut self, other: &DivergenceStats) {
+        self.samples += other.samples;
+        self.errors += other.errors;
+        self.candidates += other.candidates;
+        self.sum_topk_overlap += other.sum_topk_overlap;
+        self.sum_rank_correlation += other.sum_rank_correlation;
+        self.sum_score_mae += other.sum_score_mae;
+        self.sum_promoted_share_diff += other.sum_promoted_share_diff;
+        self.sum_eligibility_rate_diff += other.sum_eligibility_rate_diff;
+        for (a, b) in self.reasons.iter_mut().zip(other.reasons) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        self.latency.merge(&other.latency);
+    }
+
+    /// Requests recorded: compared or failed.
+    pub fn attempts(&self) -> u64 {
+        self.samples + self.errors
+    }
+
     /// The summary of everything recorded so far.
     pub fn summary(&self) -> DivergenceSummary {
         let attempts = self.samples + self.errors;
@@ -432,6 +455,74 @@ impl DivergenceStats {
             mean,
             reasons,
             latency: self.latency.summary(),
+        }
+    }
+}
+
+/// Divergence over the most recent requests: two blocks of `block`
+/// requests each, the older dropped when the newer fills, so a summary
+/// covers the last `block` to `2 × block` requests. What an operator reads
+/// is then the policies' agreement now, not averaged with an hour ago.
+#[derive(Clone, Debug)]
+pub struct WindowedDivergence {
+    block: u64,
+    current: DivergenceStats,
+    previous: Option<Box<DivergenceStats>>,
+}
+
+impl WindowedDivergence {
+    /// A window of blocks of `block` requests (at least 1).
+    pub fn new(block: u64) -> Self {
+        Self {
+            block: block.max(1),
+            current: DivergenceStats::new(),
+            previous: None,
+        }
+    }
+
+    fn rotate(&mut self) {
+        if self.current.attempts() >= self.block {
+            let full = std::mem::take(&mut self.current);
+            self.previous = Some(Box::new(full));
+        }
+    }
+
+    /// Adds one request's divergence.
+    pub fn add(&mut self, d: &Divergence) {
+        self.rotate();
+        self.current.add(d);
+    }
+
+    /// Records a request on which the other side failed.
+    pub fn record_error(&mut self) {
+        self.rotate();
+        self.current.record_error();
+    }
+
+    /// Records one call's duration (in the block of the request it belongs
+    /// to: call it before [`add`](Self::add) or [`record_error`](Self::record_error)).
+    pub fn record_latency(&mut self, d: Duration) {
+        self.rotate();
+        self.current.record_latency(d);
+    }
+
+    /// Adds the window's requests to `into`.
+    pub fn merge_into(&self, into: &mut DivergenceStats) {
+        if let Some(p) = &self.previous {
+            into.merge(p);
+        }
+        into.merge(&self.current);
+    }
+
+    /// The summary of the window.
+    pub fn summary(&self) -> DivergenceSummary {
+        match &self.previous {
+            Some(p) => {
+                let mut both = (**p).clone();
+                both.merge(&self.current);
+                both.summary()
+            }
+            None => self.current.summary(),
         }
     }
 }
@@ -524,15 +615,31 @@ const MAX_NS: u64 = (1 << (MAX_EXP + 1)) - 1;
 
 /// Log-linear latency histogram in nanoseconds (HDR-style, fixed size).
 #[derive(Clone, Debug)]
-struct LatencyHistogram {
+pub(crate) struct LatencyHistogram {
     counts: [u64; BUCKETS],
     count: u64,
     sum_ns: u128,
     max_ns: u64,
 }
 
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LatencyHistogram {
-    const fn new() -> Self {
+    /// Adds every sample of `other`.
+    pub(crate) fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    pub(crate) const fn new() -> Self {
         Self {
             counts: [0; BUCKETS],
             count: 0,
@@ -541,7 +648,7 @@ impl LatencyHistogram {
         }
     }
 
-    fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).min(MAX_NS);
         self.counts[bucket_index(ns)] += 1;
         self.count += 1;
@@ -570,7 +677,7 @@ impl LatencyHistogram {
         self.max_ns
     }
 
-    fn summary(&self) -> Option<LatencySummary> {
+    pub(crate) fn summary(&self) -> Option<LatencySummary> {
         const NS_PER_MS: f64 = 1e6;
         (self.count > 0).then(|| LatencySummary {
             calls: self.count,
@@ -1011,5 +1118,32 @@ mod tests {
         // Beyond the ceiling: saturates, no panic.
         stats.record_latency(Duration::from_secs(100_000));
         assert_eq!(stats.summary().latency.unwrap().max_ms, MAX_NS as f64 / 1e6);
+    }
+
+    #[test]
+    fn a_window_forgets_what_came_two_blocks_ago() {
+        let mut w = WindowedDivergence::new(10);
+        let reversed = by_scores(&[4.0, 3.0, 2.0, 1.0], &[1.0, 2.0, 3.0, 4.0], 4);
+        let same = by_scores(&[4.0, 3.0, 2.0, 1.0], &[4.0, 3.0, 2.0, 1.0], 4);
+        for _ in 0..10 {
+            w.add(&reversed);
+        }
+        assert!((w.summary().mean.unwrap().rank_correlation + 1.0).abs() < EPS);
+        // The second block: both blocks are read, half and half.
+        for _ in 0..10 {
+            w.add(&same);
+        }
+        let s = w.summary();
+        assert_eq!(s.samples, 20);
+        assert!(s.mean.unwrap().rank_correlation.abs() < EPS, "{s:?}");
+        // A third block drops the first: only agreement is left.
+        w.record_latency(Duration::from_millis(3));
+        w.add(&same);
+        let s = w.summary();
+        assert_eq!(s.samples, 11);
+        assert_eq!(s.mean.unwrap().rank_correlation, 1.0);
+        assert_eq!(s.latency.unwrap().calls, 1);
+        w.record_error();
+        assert_eq!(w.summary().errors, 1);
     }
 }

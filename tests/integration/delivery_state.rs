@@ -498,7 +498,7 @@ async fn unknown_counts_promote_nothing() {
     assert!(reasons(&v, 0).contains(&"promoted".to_string()), "{v}");
     let m = s.metrics().await;
     assert!(
-        metric(&m, "oasis_state_counts_unknown_total") >= 3.0,
+        metric(&m, "oasis_state_counts_unknown_total{}") >= 3.0,
         "{}",
         m.lines()
             .filter(|l| l.contains("unknown"))

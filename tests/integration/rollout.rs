@@ -562,6 +562,12 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
         "two different policies: {d}"
     );
     assert!(d["reasons"].is_object(), "{d}");
+    // Every request here was served by the stable arm: its own divergence
+    // is the whole window's.
+    let by_arm = &r["shadows"][0]["by_arm"];
+    assert_eq!(by_arm.as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(by_arm[0]["arm"], "stable");
+    assert_eq!(by_arm[0]["divergence"]["samples"], d["samples"]);
     let metrics = s.metrics().await;
     assert!(
         metric(
@@ -570,14 +576,15 @@ async fn shadows_never_change_the_answer_and_report_their_divergence() {
         ) >= 10.0
     );
     assert!(
-        metrics.contains("oasis_shadow_topk_overlap{route=\"radio\",shadow=\"fair\"}"),
+        metrics
+            .contains("oasis_shadow_topk_overlap{route=\"radio\",shadow=\"fair\",arm=\"stable\"}"),
         "{metrics}"
     );
     // exposure-fairness marks fairness adjustments; guarded-boost never does.
     assert!(
         metric(
             &metrics,
-            "oasis_shadow_reason_share_diff{route=\"radio\",shadow=\"fair\",reason=\"fairness_adjust\"}"
+            "oasis_shadow_reason_share_diff{route=\"radio\",shadow=\"fair\",arm=\"stable\",reason=\"fairness_adjust\"}"
         ) > 0.0,
         "{metrics}"
     );
@@ -1139,4 +1146,137 @@ async fn looping_shadows_are_bounded_by_cores_and_served_requests_keep_their_dea
         "{ran} shadow calls ran at once on {cores} cores (at most {slots}); {shed} shed"
     );
     s.shutdown().await;
+}
+
+/// The bundled example request (campaign candidates among many) on `radio`
+/// from `listener`.
+fn example(listener: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&example_body()).unwrap();
+    v["route"] = "radio".into();
+    v["context"]["listener_id"] = listener.into();
+    v["context"]["request_id"] = format!("{listener}-example").into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Every counter series of an exposition whose value is 0.
+fn zero_counters(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            name.ends_with("_total")
+        })
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(0.0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_arm_reports_its_rates_which_restart_on_a_rollout_change() {
+    let s = TestServer::start_with(|d| radio(d, ""), with_admin).await;
+    for i in 0..40 {
+        let (status, v) = s.score(example(&format!("l{i}"))).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let r = route(&s.client, &s.url).await;
+    let arms = r["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 1, "{r}");
+    let stable = &arms[0];
+    assert_eq!(
+        (stable["arm"].as_str(), stable["requests"].as_u64()),
+        (Some("stable"), Some(40))
+    );
+    let (c, p, e) = (
+        stable["candidates"].as_f64().unwrap(),
+        stable["promoted"].as_f64().unwrap(),
+        stable["eligible"].as_f64().unwrap(),
+    );
+    assert!(c >= 40.0 && p > 0.0 && e >= p, "{stable}");
+    assert_eq!(stable["promoted_rate"].as_f64().unwrap(), p / c);
+    assert_eq!(stable["eligible_rate"].as_f64().unwrap(), e / c);
+    assert!(stable["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let since = r["since"].as_str().unwrap().to_string();
+
+    // A canary is a rollout change: the counts restart, and the canary's
+    // are beside the stable arm's.
+    let v2 = upload(&s.client, &s.url, "p", PID_PACING).await;
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": v2, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut in_canary = 0;
+    for i in 0..60 {
+        let (_, v) = s.score(example(&format!("m{i}"))).await;
+        in_canary += u64::from(v["arm"] == "canary");
+    }
+    let r = route(&s.client, &s.url).await;
+    assert_ne!(r["since"].as_str().unwrap(), since, "{r}");
+    let arm = |name: &str| {
+        r["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["arm"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert!(in_canary > 0 && in_canary < 60);
+    assert_eq!(arm("canary")["requests"].as_u64(), Some(in_canary), "{r}");
+    assert_eq!(
+        arm("stable")["requests"].as_u64(),
+        Some(60 - in_canary),
+        "{r}"
+    );
+
+    // The same counts in Prometheus, by route and arm; and no counter that
+    // never moved (no errors happened, so no error series exist).
+    let text = s
+        .client
+        .get(s.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            r#"oasis_arm_requests_total{route="radio",arm="canary"} "#
+        ),
+        in_canary as f64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"oasis_arm_requests_total{route="radio",arm="stable"} "#
+        ),
+        (100 - in_canary) as f64
+    );
+    assert!(
+        metric(
+            &text,
+            r#"oasis_arm_promoted_total{route="radio",arm="stable"} "#
+        ) > 0.0
+    );
+    assert!(!text.contains("oasis_policy_errors_total{"), "{text}");
+    let zeros = zero_counters(&text);
+    assert!(zeros.is_empty(), "counters that stay 0: {zeros:#?}");
+
+    // `oasis rollout status` prints each arm's promoted rate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(["rollout", "--url", &s.url, "status", "radio"])
+        .env("OASIS_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let promoted = arm("canary")["promoted_rate"].as_f64().unwrap() * 100.0;
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("canary ")
+            && l.contains(&format!("promoted {promoted:.2}%"))),
+        "{out}"
+    );
 }

@@ -18,7 +18,7 @@ use crate::control::rollout::Rollback;
 use crate::divergence::DivergenceSummary;
 use crate::metadata::PolicyRef;
 use crate::serving::guardrail::WindowSummary;
-use crate::serving::route_stats::lock;
+use crate::serving::route_stats::{ArmDivergence, ArmSummary, lock};
 
 /// One policy as reported by `/v1/policies`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -345,6 +345,13 @@ pub struct RouteStatus<'a> {
     /// Parts of the rollout state that do not apply, and why.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub problems: &'a [String],
+    /// When this replica's per-arm counts and shadow divergence restarted
+    /// (the route's last rollout change it served), RFC 3339; `null`
+    /// before the route's first request.
+    pub since: Option<String>,
+    /// Each arm that saw requests since then: requests, fallbacks,
+    /// latency, eligible and promoted rates.
+    pub arms: Vec<ArmSummary>,
 }
 
 /// A route's canary.
@@ -367,8 +374,11 @@ pub struct ShadowStatus<'a> {
     pub shadow: &'a str,
     /// The version it resolves to.
     pub version: &'a PolicyRef,
-    /// Divergence from the served arm so far.
+    /// Divergence from the served arms over the window of recent requests
+    /// (every served arm together).
     pub divergence: Option<DivergenceSummary>,
+    /// The same, from each arm that served beside the shadow.
+    pub by_arm: Vec<ArmDivergence>,
 }
 
 fn route_status<'a>(
@@ -415,18 +425,38 @@ fn route_status<'a>(
         shadows: plan
             .shadows
             .iter()
-            .map(|(shadow, v)| ShadowStatus {
-                shadow,
-                version: id(v),
-                divergence: runtime
+            .map(|(shadow, v)| {
+                // Windows of an earlier rollout of the route are not shown.
+                let (divergence, by_arm) = runtime
                     .as_ref()
-                    .and_then(|r| lock(&r.shadows).get(shadow).map(|s| s.summary())),
+                    .filter(|r| r.is_current(plan.arms_key))
+                    .and_then(|r| r.shadow(shadow))
+                    .unzip();
+                ShadowStatus {
+                    shadow,
+                    version: id(v),
+                    divergence,
+                    by_arm: by_arm.unwrap_or_default(),
+                }
             })
             .collect(),
         guardrails: plan.guardrails.as_ref(),
         last_rollback: rollout.and_then(|r| r.last_rollback.as_ref()),
         history: rollout.map(|r| r.history.as_slice()).unwrap_or_default(),
         problems: &plan.problems,
+        since: runtime
+            .as_ref()
+            .filter(|r| r.is_current(plan.arms_key) && r.since_ms() > 0)
+            .map(|r| {
+                unix_ms::rfc3339(
+                    &(std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.since_ms())),
+                )
+            }),
+        arms: runtime
+            .as_ref()
+            .filter(|r| r.is_current(plan.arms_key))
+            .map(|r| r.arms())
+            .unwrap_or_default(),
     }
 }
 

@@ -337,6 +337,34 @@ fn version(v: &Value) -> String {
     )
 }
 
+/// Each arm's counts since the route's last rollout change: what tells a
+/// canary that promotes nothing from a healthy one.
+fn print_arms(r: &Value) {
+    let Some(arms) = r["arms"].as_array().filter(|a| !a.is_empty()) else {
+        return;
+    };
+    println!(
+        "  arms since {}:",
+        r["since"].as_str().unwrap_or("the first request")
+    );
+    for a in arms {
+        let pct = |k: &str| a[k].as_f64().unwrap_or(0.0) * 100.0;
+        let p99 = a["latency"]["p99_ms"]
+            .as_f64()
+            .map(|ms| format!(", p99 {ms:.2} ms"))
+            .unwrap_or_default();
+        println!(
+            "    {:<11} {} requests, {:.1}% fell back, promoted {:.2}%, eligible {:.1}% of {} candidates{p99}",
+            a["arm"].as_str().unwrap_or("?"),
+            a["requests"],
+            pct("fallback_rate"),
+            pct("promoted_rate"),
+            pct("eligible_rate"),
+            a["candidates"],
+        );
+    }
+}
+
 fn print_route(r: &Value) {
     println!(
         "route {}  policy {}  salt {}{}",
@@ -384,6 +412,7 @@ fn print_route(r: &Value) {
         );
     }
     println!("  baseline  {}", version(&r["baseline"]));
+    print_arms(r);
     for s in r["shadows"].as_array().into_iter().flatten() {
         let d = &s["divergence"];
         let m = &d["mean"];

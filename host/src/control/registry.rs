@@ -175,10 +175,15 @@ pub struct RoutePlan {
     /// Why part of the rollout state does not apply (stale state, a version
     /// that is not stored or did not load).
     pub problems: Vec<String>,
+    /// A hash of what serves the route (each arm's version and settings,
+    /// the canary's share, the shadows, the kill switch): it changes with
+    /// every rollout change of the route and with nothing else, so the
+    /// serving layer's per-arm windows restart when it does.
+    pub arms_key: u64,
 }
 
 /// Which arm of a route answered, or was meant to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ArmKind {
     /// The canary version.
     Canary,
@@ -191,6 +196,19 @@ pub enum ArmKind {
 }
 
 impl ArmKind {
+    /// Every arm, in chain order; [`ArmKind::index`] is the position.
+    pub const ALL: [ArmKind; 4] = [
+        ArmKind::Canary,
+        ArmKind::Stable,
+        ArmKind::Baseline,
+        ArmKind::Passthrough,
+    ];
+
+    /// Position in [`ArmKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name, as in responses and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -389,6 +407,26 @@ impl Snapshot {
                 None => problems.push(format!("shadow `{reference}` is not loaded")),
             }
         }
+        let killed = state.is_some_and(|s| s.killed);
+        let arms_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let id = |a: &Arc<ActivePolicy>| {
+                let i = a.policy.identity();
+                (i.digest.clone(), i.settings_sha256.clone())
+            };
+            stable.as_ref().map(id).hash(&mut h);
+            canary
+                .as_ref()
+                .map(|(c, p)| (id(c), p.to_bits()))
+                .hash(&mut h);
+            baseline.as_ref().map(id).hash(&mut h);
+            for (r, v) in &shadows {
+                (r, id(v)).hash(&mut h);
+            }
+            killed.hash(&mut h);
+            h.finish()
+        };
         RoutePlan {
             route: route.to_string(),
             policy: config.policy.clone(),
@@ -396,11 +434,12 @@ impl Snapshot {
             canary,
             baseline,
             shadows,
-            killed: state.is_some_and(|s| s.killed),
+            killed,
             salt: config.salt.clone().unwrap_or_else(|| route.to_string()),
             guardrails: config.guardrails.clone(),
             log_sample: config.log.as_ref().map(|l| l.sample),
             problems,
+            arms_key,
         }
     }
 

@@ -68,7 +68,7 @@ pub async fn serve(
         match result {
             Ok(outcome) => {
                 let campaign = req.campaign_index().iter().filter(|&&c| c >= 0).count();
-                arm.metrics.decided(&outcome.decisions, campaign as u64);
+                let (eligible, promoted) = arm.metrics.decided(&outcome.decisions, campaign as u64);
                 if let Some((failed, error_kind)) = &first_failure {
                     failed
                         .metrics
@@ -90,6 +90,8 @@ pub async fn serve(
                     failures,
                     first,
                     counts_unknown: false,
+                    eligible,
+                    promoted,
                 });
             }
             Err(error) => {
@@ -110,8 +112,12 @@ pub async fn serve(
             .metrics
             .fallback_served(*error_kind, FallbackBy::Passthrough);
     }
+    let decisions = passthrough(req);
+    let (eligible, promoted) = crate::serving::served::counts(&decisions);
     Ok(Served {
-        decisions: passthrough(req),
+        eligible,
+        promoted,
+        decisions,
         policy_us: 0,
         by: PASSTHROUGH.clone(),
         active: None,

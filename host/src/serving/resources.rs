@@ -52,6 +52,7 @@ impl Resources {
     /// `max_instances - 2` at once.
     pub fn new(metrics: Arc<Metrics>, max_instances: u32) -> Self {
         Resources {
+            route_stats: Arc::new(RouteStats::with_metrics(metrics.clone())),
             metrics,
             instances: Arc::new(Semaphore::new(
                 max_instances.saturating_sub(2).max(1) as usize
@@ -59,7 +60,6 @@ impl Resources {
             shadows: Arc::new(Semaphore::new(default_max_shadow_calls())),
             shadow_slots: default_max_shadow_calls(),
             shadow_pool: Arc::new(ShadowPool::new(default_max_shadow_calls())),
-            route_stats: Arc::new(RouteStats::default()),
             decision_log: None,
         }
     }

@@ -31,7 +31,7 @@ use crate::sandbox::visible;
 use crate::serving::chain;
 use crate::serving::logging::DecisionLogging;
 use crate::serving::resources::Resources;
-use crate::serving::route_stats::{RouteStats, lock};
+use crate::serving::route_stats::{Observed, RouteStats, lock};
 use crate::serving::served::Served;
 use crate::serving::{Received, ServeError, Transport, shadow};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
@@ -245,7 +245,13 @@ impl Scorer {
             && d.guard_unknown_counts(&req, fill.as_deref(), &mut served.decisions)
         {
             served.counts_unknown = true;
-            inner.res.metrics.state.counts_unknown.inc();
+            inner
+                .res
+                .metrics
+                .state
+                .counts_unknown
+                .get_or_create(&crate::telemetry::metrics::NoLabels)
+                .inc();
             tracing::debug!("listener counts unknown; promotions withheld");
         }
         // Only the served arm writes state (shadows and fallbacks never do).
@@ -299,11 +305,26 @@ impl Scorer {
                 server_us,
             );
         }
+        let runtime = inner.res.route_stats.get(&plan.route);
+        runtime.observe(
+            plan.arms_key,
+            Observed {
+                assigned: served.first.map_or(served.arm, |(arm, _, _)| arm),
+                served: served.arm,
+                latency: started.elapsed(),
+                candidates: served.decisions.scores.len() as u64,
+                eligible: served.eligible,
+                promoted: if served.counts_unknown {
+                    0
+                } else {
+                    served.promoted
+                },
+            },
+        );
         if !plan.shadows.is_empty() {
             // The served arm's latency trend, which sheds shadows when it
             // rises: kept only on routes that have shadows.
             if served.arm != ArmKind::Passthrough && served.policy_us > 0 {
-                let runtime = inner.res.route_stats.get(&plan.route);
                 lock(&runtime.served).record(served.policy_us);
             }
             tracing::debug_span!("shadows").in_scope(|| {

@@ -36,6 +36,10 @@ pub struct Served {
     /// the promotions ([`crate::delivery::withhold_promotions`]); the
     /// answer says `"delivery_state": "counts_unknown"`.
     pub counts_unknown: bool,
+    /// Eligible candidates in the decisions.
+    pub eligible: u64,
+    /// Promoted candidates in the decisions.
+    pub promoted: u64,
 }
 
 impl Served {
@@ -43,7 +47,10 @@ impl Served {
     /// what a tool that calls a policy itself (the benchmark) hands to
     /// [`encode`](crate::serving::encode).
     pub fn stable(by: Arc<PolicyRef>, decisions: WitDecisions) -> Served {
+        let (eligible, promoted) = counts(&decisions);
         Served {
+            eligible,
+            promoted,
             decisions,
             policy_us: 0,
             by,
@@ -56,4 +63,17 @@ impl Served {
             counts_unknown: false,
         }
     }
+}
+
+/// Eligible and promoted candidates of `decisions` (what the chain counts
+/// as it serves; this is for answers it did not count, the passthrough's).
+pub fn counts(decisions: &WitDecisions) -> (u64, u64) {
+    use oasis_contract::ReasonBits;
+    let eligible = decisions.eligible.iter().filter(|e| **e).count() as u64;
+    let promoted = decisions
+        .reasons
+        .iter()
+        .filter(|r| r.reason_bits() & oasis_contract::reason::PROMOTED != 0)
+        .count() as u64;
+    (eligible, promoted)
 }

@@ -22,13 +22,13 @@ use std::sync::Arc;
 use oasis_contract::ReasonBits;
 
 use crate::control::registry::{ArmKind, RoutePlan};
-use crate::divergence::{DecisionColumns, compare};
+use crate::divergence::{DecisionColumns, WindowedDivergence, compare};
 use crate::request::ValidRequest;
 use crate::serving::arm;
 use crate::serving::resources::Resources;
 #[cfg(doc)]
 use crate::serving::resources::max_shadow_calls;
-use crate::serving::route_stats::lock;
+use crate::serving::route_stats::{SHADOW_WINDOW, lock};
 use crate::serving::served::Served;
 #[cfg(doc)]
 use crate::serving::shadow_pool::ShadowPool;
@@ -91,6 +91,7 @@ pub fn spawn(
             })
             .clone();
         let runtime = state.route_stats.get(&plan.route);
+        let (arms_key, served_arm) = (plan.arms_key, served.arm);
         let metrics = state.metrics.clone();
         let (route, reference) = (plan.route.clone(), reference.clone());
         let log = body.and_then(|b| {
@@ -112,7 +113,16 @@ pub fn spawn(
             (slot, instance),
             move |(result, elapsed)| {
                 let mut shadows = lock(&runtime.shadows);
-                let stats = shadows.entry(reference.clone()).or_default();
+                // A rollout change since the call started: its comparison
+                // is about arms that no longer serve.
+                if !runtime.is_current(arms_key) {
+                    return;
+                }
+                let stats = shadows
+                    .entry(reference.clone())
+                    .or_default()
+                    .entry(served_arm)
+                    .or_insert_with(|| WindowedDivergence::new(SHADOW_WINDOW));
                 stats.record_latency(elapsed);
                 match result {
                     Ok(outcome) => {
@@ -153,9 +163,12 @@ pub fn spawn(
                         tracing::debug!(%route, shadow = %reference, error = %crate::sandbox::visible(&error.to_string()), "shadow call failed");
                     }
                 }
-                metrics
-                    .shadows
-                    .divergence(&route, &reference, &stats.summary());
+                metrics.shadows.divergence(
+                    &route,
+                    &reference,
+                    served_arm.as_str(),
+                    &stats.summary(),
+                );
             },
         );
     }

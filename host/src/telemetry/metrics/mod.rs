@@ -5,6 +5,7 @@
 //! |----------------------------|---------------------------------------------------|
 //! | [`requests`]               | answered and refused requests, latency, instances |
 //! | [`policy`]                 | per policy version: calls, errors, fallbacks, decisions |
+//! | [`arm`]                    | per route and arm: requests, fallbacks, latency, decisions |
 //! | [`shadow`]                 | shadow calls and their divergence                 |
 //! | [`control`]                | reloads, rollbacks, active policies               |
 //! | [`state`]                  | delivery state, events, decision log, outcomes    |
@@ -13,6 +14,7 @@
 //! sets chosen by operators, never request data. Every group registers its
 //! own metrics under the `oasis_` prefix in [`Metrics::new`].
 
+pub mod arm;
 pub mod control;
 pub mod policy;
 pub mod requests;
@@ -23,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use arm::ArmFamilies;
 pub use control::ControlMetrics;
 pub use policy::{FallbackBy, PolicyFamilies, PolicyMetrics};
 pub use requests::{RequestLabels, RequestMetrics};
@@ -30,6 +33,20 @@ pub use shadow::ShadowMetrics;
 pub use state::StateMetrics;
 
 use crate::telemetry::promotion::PromotionStall;
+
+/// The label set of a series without labels that is created on first use
+/// (a plain metric is exported from the start, at 0): `name{} value`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct NoLabels;
+
+impl prometheus_client::encoding::EncodeLabelSet for NoLabels {
+    fn encode(
+        &self,
+        _: &mut prometheus_client::encoding::LabelSetEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
+}
 
 /// A gauge of floats.
 pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -46,6 +63,8 @@ pub struct Metrics {
     pub requests: RequestMetrics,
     /// Per policy version.
     pub policies: PolicyFamilies,
+    /// Per route and arm.
+    pub arms: ArmFamilies,
     /// Shadows.
     pub shadows: ShadowMetrics,
     /// The control plane.
@@ -67,6 +86,7 @@ impl Metrics {
         Metrics {
             requests: RequestMetrics::register(&mut registry),
             policies: PolicyFamilies::register(&mut registry),
+            arms: ArmFamilies::register(&mut registry),
             shadows: ShadowMetrics::register(&mut registry),
             control: ControlMetrics::register(&mut registry),
             state: StateMetrics::register(&mut registry),

@@ -3,7 +3,7 @@
 //! resolved once at activation ([`PolicyMetrics`]), so the request path
 //! does not build label sets.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -208,7 +208,9 @@ impl PolicyFamilies {
     }
 
     /// Resolves the handles of one policy version (labels: its key,
-    /// version, short digest and short settings hash).
+    /// version, short digest and short settings hash). Series a version may
+    /// never use (each error kind, each fallback, each reason) are created on
+    /// first use, so `/metrics` has no series that stay zero.
     pub fn for_policy(&self, key: &str, id: &PolicyRef) -> PolicyMetrics {
         let short = |h: &str| crate::cache::short(h).to_string();
         let labels = PolicyLabels {
@@ -217,47 +219,89 @@ impl PolicyFamilies {
             digest: short(&id.digest),
             settings: id.settings_sha256.as_deref().map(short).unwrap_or_default(),
         };
-        let error = |kind: CallErrorKind| ErrorLabels {
-            policy: key.to_string(),
-            version: labels.version.clone(),
-            digest: labels.digest.clone(),
-            settings: labels.settings.clone(),
-            kind,
-        };
-        let fallback = |kind: CallErrorKind, served_by: FallbackBy| FallbackLabels {
-            policy: key.to_string(),
-            version: labels.version.clone(),
-            digest: labels.digest.clone(),
-            settings: labels.settings.clone(),
-            kind,
-            served_by,
-        };
-        let reason = |reason: &'static str| PolicyReasonLabels {
-            policy: key.to_string(),
-            version: labels.version.clone(),
-            digest: labels.digest.clone(),
-            settings: labels.settings.clone(),
-            reason,
-        };
         PolicyMetrics {
-            candidates: self.candidates.get_or_create_owned(&labels),
-            eligible: self.eligible.get_or_create_owned(&labels),
-            promoted: self.promoted.get_or_create_owned(&labels),
-            reasons: REASONS.map(|(_, name)| self.reasons.get_or_create_owned(&reason(name))),
+            decided: OnceLock::new(),
+            reasons: Default::default(),
             promotion: Arc::new(PromotionWatch::new(
                 self.promotion_stall,
                 self.promotion_stalled.get_or_create_owned(&labels),
                 format!("{key}@{}", id.version),
             )),
             latency: self.latency.get_or_create_owned(&labels),
-            errors: CallErrorKind::ALL.map(|k| self.errors.get_or_create_owned(&error(k))),
-            fallbacks: CallErrorKind::ALL.map(|k| {
-                FallbackBy::ALL.map(|by| self.fallbacks.get_or_create_owned(&fallback(k, by)))
-            }),
+            errors: Default::default(),
+            fallbacks: Default::default(),
             queue_depth: self.queue_depth.get_or_create_owned(&QueueLabels {
                 policy: key.to_string(),
             }),
+            lazy: Arc::new(Lazy {
+                candidates: self.candidates.clone(),
+                eligible: self.eligible.clone(),
+                promoted: self.promoted.clone(),
+                errors: self.errors.clone(),
+                fallbacks: self.fallbacks.clone(),
+                reasons: self.reasons.clone(),
+                labels,
+            }),
         }
+    }
+}
+
+/// What [`PolicyMetrics`] needs to create a series on first use.
+#[derive(Clone)]
+struct Lazy {
+    candidates: Family<PolicyLabels, Counter>,
+    eligible: Family<PolicyLabels, Counter>,
+    promoted: Family<PolicyLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    reasons: Family<PolicyReasonLabels, Counter>,
+    labels: PolicyLabels,
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.labels.fmt(f)
+    }
+}
+
+impl Lazy {
+    fn decided(&self) -> [Counter; 3] {
+        [&self.candidates, &self.eligible, &self.promoted]
+            .map(|f| f.get_or_create_owned(&self.labels))
+    }
+
+    fn error(&self, kind: CallErrorKind) -> Counter {
+        let l = &self.labels;
+        self.errors.get_or_create_owned(&ErrorLabels {
+            policy: l.policy.clone(),
+            version: l.version.clone(),
+            digest: l.digest.clone(),
+            settings: l.settings.clone(),
+            kind,
+        })
+    }
+
+    fn fallback(&self, kind: CallErrorKind, served_by: FallbackBy) -> Counter {
+        let l = &self.labels;
+        self.fallbacks.get_or_create_owned(&FallbackLabels {
+            policy: l.policy.clone(),
+            version: l.version.clone(),
+            digest: l.digest.clone(),
+            settings: l.settings.clone(),
+            kind,
+            served_by,
+        })
+    }
+
+    fn reason(&self, reason: &'static str) -> Counter {
+        let l = &self.labels;
+        self.reasons.get_or_create_owned(&PolicyReasonLabels {
+            policy: l.policy.clone(),
+            version: l.version.clone(),
+            digest: l.digest.clone(),
+            settings: l.settings.clone(),
+            reason,
+        })
     }
 }
 
@@ -266,16 +310,16 @@ impl PolicyFamilies {
 pub struct PolicyMetrics {
     /// Call latency.
     pub latency: Histogram,
-    errors: [Counter; 6],
-    fallbacks: [[Counter; 2]; 6],
+    errors: [OnceLock<Counter>; 6],
+    fallbacks: [[OnceLock<Counter>; 2]; 6],
     /// Requests waiting for an instance of this policy.
     pub queue_depth: Gauge,
-    candidates: Counter,
-    eligible: Counter,
-    promoted: Counter,
-    reasons: [Counter; REASONS.len()],
+    /// Candidates, eligible, promoted: created on the first answer served.
+    decided: OnceLock<[Counter; 3]>,
+    reasons: [OnceLock<Counter>; REASONS.len()],
     /// Promotion counts and the stall flag.
     pub promotion: Arc<PromotionWatch>,
+    lazy: Arc<Lazy>,
 }
 
 impl PolicyMetrics {
@@ -288,8 +332,9 @@ impl PolicyMetrics {
 
     /// Counts the decisions of an answer this version served: candidates,
     /// eligible, promoted, each reason; `campaign` is the request's number
-    /// of campaign candidates, for the [`PromotionWatch`].
-    pub fn decided(&self, decisions: &crate::bindings::WitDecisions, campaign: u64) {
+    /// of campaign candidates, for the [`PromotionWatch`]. Returns the
+    /// eligible and promoted counts.
+    pub fn decided(&self, decisions: &crate::bindings::WitDecisions, campaign: u64) -> (u64, u64) {
         use oasis_contract::ReasonBits;
         let mut counts = [0u64; REASONS.len()];
         let mut eligible = 0u64;
@@ -304,24 +349,30 @@ impl PolicyMetrics {
             }
         }
         let promoted = counts[oasis_contract::reason::PROMOTED.trailing_zeros() as usize];
-        self.candidates.inc_by(decisions.reasons.len() as u64);
-        self.eligible.inc_by(eligible);
-        for (c, n) in self.reasons.iter().zip(counts) {
+        let [candidates, eligible_c, promoted_c] = self.decided.get_or_init(|| self.lazy.decided());
+        candidates.inc_by(decisions.reasons.len() as u64);
+        eligible_c.inc_by(eligible);
+        for (i, (c, n)) in self.reasons.iter().zip(counts).enumerate() {
             if n > 0 {
-                c.inc_by(n);
+                c.get_or_init(|| self.lazy.reason(REASONS[i].1)).inc_by(n);
             }
         }
-        self.promoted.inc_by(promoted);
+        promoted_c.inc_by(promoted);
         self.promotion.record(campaign, promoted);
+        (eligible, promoted)
     }
 
     /// Counts a failed call of this version.
     pub fn failed(&self, kind: CallErrorKind) {
-        self.errors[Self::index(kind)].inc();
+        self.errors[Self::index(kind)]
+            .get_or_init(|| self.lazy.error(kind))
+            .inc();
     }
 
     /// Counts an answer served by `by` because this version failed with `kind`.
     pub fn fallback_served(&self, kind: CallErrorKind, by: FallbackBy) {
-        self.fallbacks[Self::index(kind)][by as usize].inc();
+        self.fallbacks[Self::index(kind)][by as usize]
+            .get_or_init(|| self.lazy.fallback(kind, by))
+            .inc();
     }
 }

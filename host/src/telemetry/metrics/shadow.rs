@@ -7,13 +7,15 @@ use prometheus_client::registry::Registry;
 
 use super::FloatGauge;
 
-/// Labels of a shadow of a route.
+/// Labels of a shadow of a route, compared with one served arm.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowLabels {
     /// Route.
     pub route: String,
     /// The shadow, as configured (`key` or `key@sha256:…`).
     pub shadow: String,
+    /// The arm that served beside it.
+    pub arm: &'static str,
 }
 
 /// Labels of a shadow's reason difference.
@@ -23,6 +25,8 @@ pub struct ShadowReasonLabels {
     pub route: String,
     /// The shadow.
     pub shadow: String,
+    /// The arm that served beside it.
+    pub arm: &'static str,
     /// Reason code.
     pub reason: &'static str,
 }
@@ -42,7 +46,7 @@ pub struct ShadowCallLabels {
 const SHADOW_GAUGES: [(&str, &str); 7] = [
     (
         "shadow_topk_overlap",
-        "Mean top-10 overlap of a shadow with the served arm",
+        "Mean top-10 overlap of a shadow with the served arm (window of recent requests)",
     ),
     (
         "shadow_rank_correlation",
@@ -71,7 +75,8 @@ const SHADOW_GAUGES: [(&str, &str); 7] = [
 pub struct ShadowMetrics {
     /// Shadow calls, by route, shadow and result.
     pub calls: Family<ShadowCallLabels, Counter>,
-    /// Shadow divergence, mean over every comparison, by metric.
+    /// Shadow divergence from each served arm, mean over the window of
+    /// recent comparisons, by metric.
     pub divergence: [Family<ShadowLabels, FloatGauge>; 7],
     /// Per reason: share of candidates with it under the shadow minus
     /// under the served arm.
@@ -113,11 +118,18 @@ impl ShadowMetrics {
             .inc();
     }
 
-    /// Publishes a shadow's divergence summary as gauges.
-    pub fn divergence(&self, route: &str, shadow: &str, s: &crate::divergence::DivergenceSummary) {
+    /// Publishes a shadow's divergence from the served `arm` as gauges.
+    pub fn divergence(
+        &self,
+        route: &str,
+        shadow: &str,
+        arm: &'static str,
+        s: &crate::divergence::DivergenceSummary,
+    ) {
         let labels = ShadowLabels {
             route: route.to_string(),
             shadow: shadow.to_string(),
+            arm,
         };
         let mut values = [None; 7];
         if let Some(m) = &s.mean {
@@ -137,11 +149,13 @@ impl ShadowMetrics {
             }
         }
         if s.candidates > 0 {
-            for r in &s.reasons {
+            // Reasons neither side ever gave have no series (always 0).
+            for r in s.reasons.iter().filter(|r| r.served > 0 || r.other > 0) {
                 self.reason_diff
                     .get_or_create(&ShadowReasonLabels {
                         route: route.to_string(),
                         shadow: shadow.to_string(),
+                        arm,
                         reason: r.name,
                     })
                     .set(r.difference as f64 / s.candidates as f64);

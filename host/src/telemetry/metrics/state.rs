@@ -53,7 +53,8 @@ pub struct StateMetrics {
     pub events: Family<EventLabels, Counter>,
     /// Scoring requests answered in organic order because the listener and
     /// session counts a frequency cap relies on were unknown.
-    pub counts_unknown: Counter,
+    /// (Created on first use: most deployments never see one.)
+    pub counts_unknown: Family<super::NoLabels, Counter>,
 }
 
 impl StateMetrics {
@@ -66,7 +67,7 @@ impl StateMetrics {
             state_degraded: Gauge::default(),
             state_queued_events: Gauge::default(),
             events: Family::default(),
-            counts_unknown: Counter::default(),
+            counts_unknown: Family::default(),
         };
         registry.register(
             "state_operations",
