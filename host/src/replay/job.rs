@@ -12,7 +12,7 @@ use oasis_contract::ReasonBits;
 use oasis_contract::reason::PROMOTED;
 
 use super::policies::{Candidate, LoggedVersions};
-use super::report::{Report, histogram};
+use super::report::{OutcomeCounts, Report, histogram};
 use super::{ReplayError, chain};
 use crate::decision_log::outcomes::Outcomes;
 use crate::decision_log::{DecisionRecord, Records, ReplayRecord};
@@ -79,6 +79,12 @@ impl Job<'_> {
                 Ok((records.skipped(), records.truncated()))
             });
             let mut report = Report::new(self.candidates);
+            report.outcomes = self.outcomes.map(|o| OutcomeCounts {
+                events: o.events(),
+                skipped: o.skipped(),
+                duplicates: o.duplicates(),
+                matched_requests: 0,
+            });
             let mut shown = started;
             for outcome in done_rx {
                 report.add(outcome);
@@ -137,6 +143,26 @@ impl Job<'_> {
         // rebuilt exactly, and replay never reads or writes a store.
         if let Some(fill) = &r.state {
             fill.apply(&mut req);
+        }
+        // Every column must have one entry per candidate: the comparisons
+        // and the off-policy data index them by candidate (a shorter column
+        // used to panic the replay with `--outcomes`, and to pass unnoticed
+        // without).
+        let (d, n) = (&r.decisions, req.candidates.len());
+        if [
+            d.scores.len(),
+            d.eligible.len(),
+            d.reasons.len(),
+            d.propensity.len(),
+        ] != [n; 4]
+        {
+            return error(format!(
+                "logged decisions do not match the request: {} scores, {} eligible, {} reasons, {} propensities for {n} candidates",
+                d.scores.len(),
+                d.eligible.len(),
+                d.reasons.len(),
+                d.propensity.len()
+            ));
         }
         if !self.candidates.is_empty() {
             if r.shadow {
@@ -261,6 +287,7 @@ impl Job<'_> {
             logged_scores: histogram(&logged.scores),
             rows,
             each,
+            matched: self.outcomes.is_some_and(|o| o.has_request(&r.request_id)),
         }
     }
 }
@@ -283,6 +310,8 @@ pub(crate) enum Outcome {
         rows: Vec<Row>,
         /// One per candidate, in order.
         each: Vec<CandidateOutcome>,
+        /// Some outcome event names this request.
+        matched: bool,
     },
     /// A record that could not be replayed (module missing, bad request).
     Error { request_id: String, error: String },

@@ -54,7 +54,9 @@ pub use error::ReplayError;
 pub(crate) use error::chain;
 pub use job::{PROGRESS_EVERY, Progress};
 pub use policies::{CandidateSource, CandidateSpec};
-pub use report::{CandidateReport, Report, SCORE_BIN_WIDTH, SCORE_BINS, Scaling, Side};
+pub use report::{
+    CandidateReport, OutcomeCounts, Report, SCORE_BIN_WIDTH, SCORE_BINS, Scaling, Side,
+};
 
 use crate::decision_log::outcomes::Outcomes;
 use crate::{Limits, Runtime, RuntimeConfig};
