@@ -494,6 +494,53 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
         assert!(why.contains("propensities for"), "{why}");
     }
 
+    // A fallback-served record (the baseline decided, deterministically)
+    // is left out of the estimates and counted; it made every candidate
+    // "no support" before.
+    let with_fallback = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for (i, r) in logged.iter().enumerate() {
+        let mut r = r.clone();
+        if i == 0 {
+            r.variant = "fallback".into();
+            r.arm = "baseline".into();
+            r.decisions.propensity = r
+                .decisions
+                .reasons
+                .iter()
+                .map(|b| {
+                    if b & oasis_contract::reason::PROMOTED != 0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+        }
+        lines.push_str(&serde_json::to_string(&r).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(
+        with_fallback
+            .path()
+            .join("decisions-20260101T000000Z-000000.jsonl"),
+        lines,
+    )
+    .unwrap();
+    let (code, v, err) = replay(&[
+        "--logs",
+        with_fallback.path().to_str().unwrap(),
+        "--policies",
+        &keep_dir,
+        "--candidate",
+        &logger,
+        "--outcomes",
+        &outcomes,
+    ]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    assert_eq!(v["outcomes"]["fallback_excluded"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["candidates"][0]["estimate"]["kind"], "value", "{v}");
+
     // Outcomes of another log match no logged request: counted, no
     // estimate, and the replay fails (it said 0.0000 [0.0000, 0.0000]).
     let foreign = tempfile::tempdir().unwrap();

@@ -84,6 +84,7 @@ impl Job<'_> {
                 skipped: o.skipped(),
                 duplicates: o.duplicates(),
                 matched_requests: 0,
+                fallback_excluded: 0,
             });
             let mut shown = started;
             for outcome in done_rx {
@@ -208,6 +209,7 @@ impl Job<'_> {
     /// Every candidate on one logged request.
     fn compare_candidates(&self, r: &ReplayRecord<'_>, req: &crate::ValidRequest<'_>) -> Outcome {
         let logged = &r.decisions;
+        let fallback = r.variant == "fallback";
         let promoted_logged = |i: usize| logged.reasons.get(i).is_some_and(|b| b & PROMOTED != 0);
         let mut rows: Vec<Row> = Vec::new();
         let mut row_of: HashMap<usize, usize> = HashMap::new();
@@ -258,7 +260,11 @@ impl Job<'_> {
             }
             // Off-policy data: each campaign track's logged action and
             // propensity, the candidate's promote probability, the reward.
-            let ope = self.outcomes.map(|o| {
+            // Not from a fallback-served record: its decisions are the
+            // baseline's, taken because the policy failed, so they are not
+            // draws from the logging policy the estimate reweights (one
+            // such deterministic record made every candidate "no support").
+            let ope = self.outcomes.filter(|_| !fallback).map(|o| {
                 req.candidates
                     .iter()
                     .enumerate()
@@ -288,6 +294,7 @@ impl Job<'_> {
             rows,
             each,
             matched: self.outcomes.is_some_and(|o| o.has_request(&r.request_id)),
+            fallback,
         }
     }
 }
@@ -312,6 +319,8 @@ pub(crate) enum Outcome {
         each: Vec<CandidateOutcome>,
         /// Some outcome event names this request.
         matched: bool,
+        /// Served by the fallback: left out of the estimates.
+        fallback: bool,
     },
     /// A record that could not be replayed (module missing, bad request).
     Error { request_id: String, error: String },

@@ -79,6 +79,10 @@ pub struct OutcomeCounts {
     pub duplicates: u64,
     /// Replayed records whose request has at least one event.
     pub matched_requests: u64,
+    /// Records served by the fallback (the baseline, after the policy
+    /// failed), left out of the estimates: their decisions are not the
+    /// logging policy's.
+    pub fallback_excluded: u64,
 }
 
 /// Promotions under one policy: per campaign, and each rights holder's
@@ -254,10 +258,12 @@ impl Report {
                 rows,
                 each,
                 matched,
+                fallback,
             } => {
                 self.replayed += 1;
-                if matched && let Some(o) = self.outcomes.as_mut() {
-                    o.matched_requests += 1;
+                if let Some(o) = self.outcomes.as_mut() {
+                    o.matched_requests += u64::from(matched);
+                    o.fallback_excluded += u64::from(fallback);
                 }
                 let logged = self.logged.get_or_insert_with(Side::default);
                 logged.add_scores(&logged_scores);

@@ -49,6 +49,13 @@ fn write(report: &Report, show: usize, out: &mut String) -> fmt::Result {
             "outcomes: {} events read, {} lines skipped, {} repeated event ids not counted again, {} replayed requests matched",
             o.events, o.skipped, o.duplicates, o.matched_requests
         )?;
+        if o.fallback_excluded > 0 {
+            writeln!(
+                out,
+                "{} fallback-served records left out of the estimates (the baseline decided them after the policy failed: not the logging policy's decisions)",
+                o.fallback_excluded
+            )?;
+        }
         if report.no_outcome_matched() {
             writeln!(
                 out,
