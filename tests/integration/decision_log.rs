@@ -622,3 +622,20 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
     assert_eq!(e["kind"], "no_support", "{v}");
     assert!(e["unsupported_share"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+/// An empty log directory is an error that says so, not a report of zero
+/// records.
+#[test]
+fn an_empty_log_directory_says_no_decision_files_were_found() {
+    let logs = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    install(policies.path(), "base", BASELINE, "");
+    let (code, _, err) = replay(&[
+        "--logs",
+        logs.path().to_str().unwrap(),
+        "--policies",
+        policies.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no decision log files"), "{err}");
+}
