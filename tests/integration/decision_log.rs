@@ -448,6 +448,130 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
         "{v}"
     );
 
+    let counts = &v["outcomes"];
+    assert_eq!(counts["events"].as_u64(), Some(decisions), "{v}");
+    assert_eq!(counts["matched_requests"].as_u64(), Some(30), "{v}");
+
+    // A record whose decision columns are shorter than its candidates is an
+    // error of that record (it panicked replay with --outcomes before).
+    let tampered = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for (i, r) in logged.iter().enumerate() {
+        let mut r = r.clone();
+        if i == 0 {
+            r.decisions.propensity.pop();
+        }
+        lines.push_str(&serde_json::to_string(&r).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(
+        tampered
+            .path()
+            .join("decisions-20260101T000000Z-000000.jsonl"),
+        lines,
+    )
+    .unwrap();
+    for with_outcomes in [true, false] {
+        let mut args = vec![
+            "--logs",
+            tampered.path().to_str().unwrap(),
+            "--policies",
+            &keep_dir,
+            "--candidate",
+            &logger,
+        ];
+        if with_outcomes {
+            args.extend(["--outcomes", &outcomes]);
+        }
+        let (code, v, err) = replay(&args);
+        assert_eq!(code, Some(1), "{v}\n{err}");
+        assert_eq!(
+            (v["errors"].as_u64(), v["replayed"].as_u64()),
+            (Some(1), Some(29)),
+            "{v}"
+        );
+        let why = v["error_samples"][0][1].as_str().unwrap();
+        assert!(why.contains("propensities for"), "{why}");
+    }
+
+    // A fallback-served record (the baseline decided, deterministically)
+    // is left out of the estimates and counted; it made every candidate
+    // "no support" before.
+    let with_fallback = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for (i, r) in logged.iter().enumerate() {
+        let mut r = r.clone();
+        if i == 0 {
+            r.variant = "fallback".into();
+            r.arm = "baseline".into();
+            r.decisions.propensity = r
+                .decisions
+                .reasons
+                .iter()
+                .map(|b| {
+                    if b & oasis_contract::reason::PROMOTED != 0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+        }
+        lines.push_str(&serde_json::to_string(&r).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(
+        with_fallback
+            .path()
+            .join("decisions-20260101T000000Z-000000.jsonl"),
+        lines,
+    )
+    .unwrap();
+    let (code, v, err) = replay(&[
+        "--logs",
+        with_fallback.path().to_str().unwrap(),
+        "--policies",
+        &keep_dir,
+        "--candidate",
+        &logger,
+        "--outcomes",
+        &outcomes,
+    ]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    assert_eq!(v["outcomes"]["fallback_excluded"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["candidates"][0]["estimate"]["kind"], "value", "{v}");
+
+    // Outcomes of another log match no logged request: counted, no
+    // estimate, and the replay fails (it said 0.0000 [0.0000, 0.0000]).
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(
+        foreign.path().join("outcomes-x.jsonl"),
+        "{\"request_id\": \"elsewhere-1\", \"candidate_id\": \"t\", \"event\": \"stream\"}\nnot an event\n",
+    )
+    .unwrap();
+    let (code, v, err) = replay(&[
+        "--logs",
+        &logs_dir,
+        "--policies",
+        &keep_dir,
+        "--candidate",
+        &logger,
+        "--outcomes",
+        foreign.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{v}\n{err}");
+    let counts = &v["outcomes"];
+    assert_eq!(
+        (
+            counts["events"].as_u64(),
+            counts["skipped"].as_u64(),
+            counts["matched_requests"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{v}"
+    );
+    assert!(v["candidates"][0]["estimate"].is_null(), "{v}");
+
     // Deterministic logging (guarded-boost on radio) against an exploring
     // candidate: the logs never show what the candidate would often do, and
     // replay says "no support" instead of a number.
@@ -466,6 +590,21 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
     }
     s.shutdown().await;
     assert!(!records(radio_logs.path()).is_empty(), "radio was logged");
+    // Outcomes of these requests (replay makes no estimate from outcomes
+    // that match no logged request).
+    let radio_outcomes = tempfile::tempdir().unwrap();
+    std::fs::write(
+        radio_outcomes.path().join("outcomes-radio.jsonl"),
+        (0..10)
+            .map(|i| {
+                format!(
+                    "{{\"request_id\": \"d-{i}\", \"candidate_id\": \"x\", \"event\": \"skip\"}}\n"
+                )
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    let outcomes = radio_outcomes.path().to_str().unwrap().to_string();
     let (code, v, err) = replay(&[
         "--logs",
         radio_logs.path().to_str().unwrap(),
@@ -482,4 +621,21 @@ async fn outcomes_posted_to_the_server_give_off_policy_estimates_and_no_support_
     let e = &v["candidates"][0]["estimate"];
     assert_eq!(e["kind"], "no_support", "{v}");
     assert!(e["unsupported_share"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+/// An empty log directory is an error that says so, not a report of zero
+/// records.
+#[test]
+fn an_empty_log_directory_says_no_decision_files_were_found() {
+    let logs = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    install(policies.path(), "base", BASELINE, "");
+    let (code, _, err) = replay(&[
+        "--logs",
+        logs.path().to_str().unwrap(),
+        "--policies",
+        policies.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no decision log files"), "{err}");
 }

@@ -168,6 +168,7 @@ pub async fn list(State(state): State<AppState>) -> Response {
         "default_route": snapshot.default_route,
         "routes_failure": snapshot.routes_failure,
         "state": state.scorer.delivery().as_ref().map(|d| StateStatus::of(&d.health())),
+        "decision_log": state.scorer.decision_log().as_ref().map(|l| l.log.budget_stats()),
     }))
     .into_response()
 }
@@ -287,6 +288,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .metrics()
             .state
             .decision_log_stats(&l.log.stats());
+        state
+            .scorer
+            .metrics()
+            .state
+            .decision_log_budget(&l.log.budget_stats());
         state
             .scorer
             .metrics()
@@ -530,6 +536,9 @@ pub struct PolicyList {
     pub routes_failure: Option<Failure>,
     /// The delivery state store (absent with `--state off`).
     pub state: Option<crate::api::status::StateStatus>,
+    /// The decision log's disk budget: paused or not, files deleted,
+    /// records not written (absent without a decision log).
+    pub decision_log: Option<crate::decision_log::BudgetStats>,
 }
 
 /// `GET /v1/routes`: every route with its arms and rollout state.

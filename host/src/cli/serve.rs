@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use oasis::api::auth::AdminTokens;
 use oasis::api::listener::ConnectionLimits;
-use oasis::decision_log::DecisionLogConfig;
+use oasis::decision_log::{DecisionLogConfig, DiskBudget, WhenFull};
 use oasis::delivery::{StateBackend, StateConfig};
 use oasis::server::{AdminConfig, DecisionLogSettings, Server, ServerConfig};
 
@@ -101,6 +101,14 @@ pub struct Args {
     /// Rotate decision log files at this age, seconds.
     #[arg(long, default_value_t = 3600)]
     pub decision_log_max_age_s: u64,
+    /// Disk budget of the decision log directory (decision and outcome
+    /// files), MiB; 0: unbounded. At least twice --decision-log-max-mb.
+    #[arg(long, default_value_t = oasis::decision_log::writer::DEFAULT_MAX_TOTAL_BYTES >> 20)]
+    pub decision_log_max_total_mb: u64,
+    /// When the decision log directory holds its budget: delete the oldest
+    /// files, or pause logging (records counted, not written).
+    #[arg(long, value_enum, default_value_t = WhenFullArg::DeleteOldest)]
+    pub decision_log_when_full: WhenFullArg,
     /// File holding a key: listener and session ids are logged as keyed
     /// pseudonyms (HMAC-SHA256) instead of as sent.
     #[arg(long)]
@@ -205,6 +213,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     ),
                     None => None,
                 },
+                budget: (args.decision_log_max_total_mb > 0).then(|| DiskBudget {
+                    max_total_bytes: args.decision_log_max_total_mb.saturating_mul(1 << 20),
+                    when_full: match args.decision_log_when_full {
+                        WhenFullArg::DeleteOldest => WhenFull::DeleteOldest,
+                        WhenFullArg::Pause => WhenFull::Pause,
+                    },
+                }),
                 ..Default::default()
             },
             sample: args.decision_log_sample,
@@ -306,4 +321,13 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// `--decision-log-when-full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhenFullArg {
+    /// Delete the oldest closed files.
+    DeleteOldest,
+    /// Pause logging until there is room.
+    Pause,
 }

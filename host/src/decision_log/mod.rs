@@ -59,8 +59,8 @@ pub use record::{
     TimingRecord, UsageRecord,
 };
 pub use writer::{
-    DecisionLog, DecisionLogConfig, DecisionLogError, DecisionLogStats, OutcomeStats,
-    OutcomesRefused, PendingFallback, PendingRecord, WriterHandle, now_ms,
+    BudgetStats, DecisionLog, DecisionLogConfig, DecisionLogError, DecisionLogStats, DiskBudget,
+    OutcomeStats, OutcomesRefused, PendingFallback, PendingRecord, WhenFull, WriterHandle, now_ms,
 };
 
 #[cfg(test)]
@@ -292,6 +292,80 @@ mod tests {
         // A glob names the same files in the same order.
         let pattern = dir.path().join("decisions-*.jsonl");
         assert_eq!(super::files(&[pattern]).unwrap(), files);
+    }
+
+    /// Logs records `0..n` into a log with a disk budget; returns the
+    /// counts, the budget's state and the bytes left in the directory.
+    fn write_within(
+        dir: &Path,
+        when_full: WhenFull,
+        n: usize,
+    ) -> (DecisionLogStats, BudgetStats, u64) {
+        let (log, writer) = DecisionLog::start(DecisionLogConfig {
+            max_file_bytes: 4000,
+            budget: Some(DiskBudget {
+                max_total_bytes: 12_000,
+                when_full,
+            }),
+            ..config(dir)
+        })
+        .unwrap();
+        for i in 0..n {
+            log.log(pending(i, 300));
+        }
+        let stats = writer.shutdown();
+        let bytes = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        (stats, log.budget_stats(), bytes)
+    }
+
+    #[test]
+    fn the_disk_budget_deletes_the_oldest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stats, budget, bytes) = write_within(dir.path(), WhenFull::DeleteOldest, 60);
+        assert_eq!(stats.written, 60, "nothing lost from the queue");
+        assert!(bytes <= 12_000, "{bytes} bytes left");
+        assert!(budget.deleted_files >= 3, "{budget:?}");
+        assert!(!budget.paused && budget.paused_records == 0, "{budget:?}");
+        let (all, _) = read_all(&[dir.path().to_owned()]);
+        assert_eq!(all.last(), Some(&expected(59, 300)), "the newest are kept");
+        assert!(all.len() < 60 && all[0].request_id != "r0");
+    }
+
+    #[test]
+    fn the_disk_budget_pauses_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stats, budget, bytes) = write_within(dir.path(), WhenFull::Pause, 60);
+        assert!(bytes <= 12_000, "{bytes} bytes left");
+        assert!(budget.paused, "{budget:?}");
+        assert_eq!(budget.deleted_files, 0);
+        assert!(stats.written < 60 && stats.written > 0, "{stats:?}");
+        assert_eq!(
+            stats.written + budget.paused_records,
+            60,
+            "{stats:?} {budget:?}"
+        );
+        assert_eq!(stats.failed, 0, "a pause is not a failure");
+        let (all, _) = read_all(&[dir.path().to_owned()]);
+        assert_eq!(all.len() as u64, stats.written);
+        assert_eq!(all[0], expected(0, 300), "the oldest are kept");
+    }
+
+    #[test]
+    fn a_budget_under_two_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = DecisionLog::start(DecisionLogConfig {
+            max_file_bytes: 4000,
+            budget: Some(DiskBudget {
+                max_total_bytes: 7999,
+                when_full: WhenFull::Pause,
+            }),
+            ..config(dir.path())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("at least two files"), "{e}");
     }
 
     #[test]

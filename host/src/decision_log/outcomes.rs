@@ -42,9 +42,15 @@
 //! is read up to the cut and counted ([`Outcomes::truncated`]). A file that
 //! cannot be opened or read is an [`OutcomeError`].
 //!
-//! Memory is one entry per `(request_id, candidate_id)` that has events.
+//! An event with an `event_id` (those of `POST /v1/events`) counts once:
+//! a retried batch is written to the outcome files again, and the state
+//! store applies each id once, so the rewards do too; the repeats are
+//! counted ([`Outcomes::duplicates`]).
+//!
+//! Memory is one entry per `(request_id, candidate_id)` that has events,
+//! and one per distinct event id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -167,6 +173,9 @@ pub struct Outcomes {
     events: u64,
     skipped: u64,
     truncated: u64,
+    /// Event ids seen, so that a retried batch counts once.
+    ids: HashSet<String>,
+    duplicates: u64,
 }
 
 impl Outcomes {
@@ -186,8 +195,16 @@ impl Outcomes {
         Ok(out)
     }
 
-    /// Adds one event's reward.
+    /// Adds one event's reward, unless an event with the same `event_id`
+    /// was added before (then it is counted in [`Outcomes::duplicates`]).
     pub fn add(&mut self, event: &OutcomeEvent) {
+        if let Some(id) = &event.delivery.event_id {
+            if self.ids.contains(id.as_str()) {
+                self.duplicates += 1;
+                return;
+            }
+            self.ids.insert(id.clone());
+        }
         self.add_value(&event.request_id, &event.candidate_id, event.reward());
     }
 
@@ -234,6 +251,12 @@ impl Outcomes {
     /// Number of events read.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// Events not added because an event with the same `event_id` was
+    /// (a retried `POST /v1/events` batch).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
     }
 
     /// Lines skipped because they are not events (torn, garbage, unknown
@@ -387,6 +410,33 @@ not json
             r#"{"request_id":"r-1","candidate_id":"spotify:track:9c17","event":"stream","value":1.0,"at_ms":1781524800000}"#
         );
         assert_eq!(serde_json::from_str::<OutcomeEvent>(&line).unwrap(), e);
+    }
+
+    /// A retried `POST /v1/events` batch is in the files twice; the state
+    /// applies each id once, and so must the rewards (before: 2.0).
+    #[test]
+    fn a_retried_batch_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = r#"{"request_id": "r-1", "candidate_id": "t1", "event": "stream", "value": 1.0, "event_id": "e-1"}
+{"request_id": "r-1", "candidate_id": "t2", "event": "stream", "event_id": "e-2"}
+"#;
+        std::fs::write(dir.path().join("outcomes-a.jsonl"), batch).unwrap();
+        // The retry, in the next file; plus two events without an id, which
+        // cannot be told apart and are both summed.
+        std::fs::write(
+            dir.path().join("outcomes-b.jsonl"),
+            format!(
+                "{batch}{}\n{}\n",
+                r#"{"request_id": "r-1", "candidate_id": "t3", "event": "stream"}"#,
+                r#"{"request_id": "r-1", "candidate_id": "t3", "event": "stream"}"#
+            ),
+        )
+        .unwrap();
+        let o = Outcomes::load(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(o.reward("r-1", "t1"), 1.0);
+        assert_eq!(o.reward("r-1", "t2"), 1.0);
+        assert_eq!(o.reward("r-1", "t3"), 2.0);
+        assert_eq!((o.events(), o.duplicates()), (4, 2));
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct ReplayRecord<'a> {
     /// The request's `context.request_id`.
     #[serde(borrow)]
     pub request_id: std::borrow::Cow<'a, str>,
+    /// How it was served (`fallback`: by the baseline after the policy
+    /// failed); empty when absent.
+    #[serde(borrow, default)]
+    pub variant: std::borrow::Cow<'a, str>,
     /// The arm whose decisions these are.
     #[serde(borrow)]
     pub arm: std::borrow::Cow<'a, str>,

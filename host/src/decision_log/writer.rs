@@ -35,6 +35,23 @@
 //! file on its own. Written lines are flushed at least every second (the
 //! zstd encoder too, so a crash loses at most about the last second) and
 //! on rotation and shutdown; a closed file is synced to disk.
+//!
+//! # Disk budget
+//!
+//! Nothing else bounds the directory, so the log has a budget
+//! ([`DiskBudget`], on by default: [`DEFAULT_MAX_TOTAL_BYTES`]). Before a
+//! file is opened, the log files in the directory (`decisions-*` and
+//! `outcomes-*`) are summed; when they and the new file (which may grow to
+//! `max_file_bytes`) would exceed the budget, the oldest closed files are
+//! deleted ([`WhenFull::DeleteOldest`], the default) or, with
+//! [`WhenFull::Pause`] (or when nothing is left to delete), the log
+//! pauses: records are counted as paused, not written, and room is looked
+//! for again every second. The newest file of each kind is never deleted
+//! (it may be the one being written). The directory may exceed the budget
+//! by at most the other kind's open file. A full disk (ENOSPC) is an I/O
+//! error like any other (records counted as failed, a new file tried every
+//! second) and is reported ([`BudgetStats::disk_full`]); like the budget,
+//! it never reaches a response: only the writer thread touches the disk.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,7 +59,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,6 +83,9 @@ pub const OUTCOMES_PREFIX: &str = "outcomes";
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 /// Default age at which a file is rotated: one hour.
 pub const DEFAULT_MAX_FILE_AGE: Duration = Duration::from_secs(3600);
+/// Default disk budget of a log directory: 4 GiB (64 files of the default
+/// size; at ~98 KB a record, about 43,000 uncompressed records).
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 4 << 30;
 /// Default queue length (records waiting for the writer thread).
 pub const DEFAULT_QUEUE: usize = 4096;
 /// Written records reach the file (or stdout) at least this often.
@@ -102,6 +122,42 @@ pub struct DecisionLogConfig {
     /// pseudonyms, so its decisions may differ from the logged ones; the
     /// example policies do not read it.
     pub pseudonymise_key: Option<Vec<u8>>,
+    /// The most the log's files may take in `dir` (see the
+    /// [module docs](self#disk-budget)); `None`: unbounded.
+    pub budget: Option<DiskBudget>,
+}
+
+/// How much disk a log directory may take, and what happens when it is
+/// full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DiskBudget {
+    /// Bytes of `decisions-*` and `outcomes-*` files in the directory; at
+    /// least twice `max_file_bytes`.
+    pub max_total_bytes: u64,
+    /// Delete the oldest files, or pause.
+    pub when_full: WhenFull,
+}
+
+impl Default for DiskBudget {
+    fn default() -> Self {
+        DiskBudget {
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
+            when_full: WhenFull::DeleteOldest,
+        }
+    }
+}
+
+/// What the log does when its directory holds its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest closed files (keep the most recent decisions).
+    #[default]
+    DeleteOldest,
+    /// Stop writing until files are removed (keep the oldest: an audit
+    /// trail that must not be lost silently); records are counted as
+    /// paused.
+    Pause,
 }
 
 impl Default for DecisionLogConfig {
@@ -113,6 +169,7 @@ impl Default for DecisionLogConfig {
             compress: false,
             queue: DEFAULT_QUEUE,
             pseudonymise_key: None,
+            budget: Some(DiskBudget::default()),
         }
     }
 }
@@ -130,6 +187,7 @@ impl fmt::Debug for DecisionLogConfig {
                 "pseudonymise_key",
                 &self.pseudonymise_key.as_ref().map(|_| "<set>"),
             )
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -237,6 +295,25 @@ pub struct OutcomeStats {
     pub failed: u64,
 }
 
+/// The disk budget's state ([`DecisionLog::budget_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct BudgetStats {
+    /// The budget, if any.
+    pub budget: Option<DiskBudget>,
+    /// Logging is paused now: the directory holds its budget.
+    pub paused: bool,
+    /// The last write failed for lack of space on the device (ENOSPC).
+    pub disk_full: bool,
+    /// Files deleted to stay within the budget, since start.
+    pub deleted_files: u64,
+    /// Their bytes.
+    pub deleted_bytes: u64,
+    /// Decision records not written while paused, since start.
+    pub paused_records: u64,
+    /// Outcome events not written while paused, since start.
+    pub paused_events: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     written: AtomicU64,
@@ -245,6 +322,13 @@ struct Counters {
     outcomes_written: AtomicU64,
     outcomes_refused: AtomicU64,
     outcomes_failed: AtomicU64,
+    /// Paused by the budget: the decision sink, the outcome sink.
+    paused: [AtomicBool; 2],
+    disk_full: AtomicBool,
+    deleted_files: AtomicU64,
+    deleted_bytes: AtomicU64,
+    paused_records: AtomicU64,
+    paused_events: AtomicU64,
 }
 
 /// Outcome events [`DecisionLog::log_outcomes`] could not queue.
@@ -274,6 +358,7 @@ enum Msg {
 struct Inner {
     tx: SyncSender<Msg>,
     counters: Arc<Counters>,
+    budget: Option<DiskBudget>,
 }
 
 /// The request path's handle on the decision log: cheap to clone, and
@@ -388,6 +473,21 @@ impl DecisionLog {
             failed: self.failed(),
         }
     }
+
+    /// The disk budget's state: paused or not, what it deleted and what it
+    /// did not write.
+    pub fn budget_stats(&self) -> BudgetStats {
+        let c = &self.inner.counters;
+        BudgetStats {
+            budget: self.inner.budget,
+            paused: c.paused.iter().any(|p| p.load(Ordering::Relaxed)),
+            disk_full: c.disk_full.load(Ordering::Relaxed),
+            deleted_files: c.deleted_files.load(Ordering::Relaxed),
+            deleted_bytes: c.deleted_bytes.load(Ordering::Relaxed),
+            paused_records: c.paused_records.load(Ordering::Relaxed),
+            paused_events: c.paused_events.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl WriterHandle {
@@ -417,6 +517,15 @@ pub(super) fn spawn(
             "the queue must hold at least 1 record".into(),
         ));
     }
+    if let Some(b) = config.budget
+        && b.max_total_bytes < config.max_file_bytes.saturating_mul(2)
+    {
+        return Err(DecisionLogError::Config(format!(
+            "the disk budget ({} bytes) must hold at least two files ({} bytes each)",
+            b.max_total_bytes, config.max_file_bytes
+        )));
+    }
+    let counters = Arc::new(Counters::default());
     let pseudonymiser = config
         .pseudonymise_key
         .as_deref()
@@ -429,11 +538,10 @@ pub(super) fn spawn(
             Sink::Stdout(StdoutSink { failing: false }),
         ),
         Some(dir) => (
-            Sink::Files(FileSink::new(dir, &config, DECISIONS_PREFIX)?),
-            Sink::Files(FileSink::new(dir, &config, OUTCOMES_PREFIX)?),
+            Sink::Files(FileSink::new(dir, &config, DECISIONS_PREFIX, &counters)?),
+            Sink::Files(FileSink::new(dir, &config, OUTCOMES_PREFIX, &counters)?),
         ),
     };
-    let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::sync_channel(config.queue);
     let mut writer = Writer {
         sink,
@@ -459,7 +567,11 @@ pub(super) fn spawn(
         })
         .map_err(DecisionLogError::Spawn)?;
     let log = DecisionLog {
-        inner: Arc::new(Inner { tx, counters }),
+        inner: Arc::new(Inner {
+            tx,
+            counters,
+            budget: config.budget.filter(|_| config.dir.is_some()),
+        }),
     };
     Ok((log.clone(), WriterHandle { log, thread }))
 }
@@ -521,10 +633,10 @@ impl Writer {
     /// Writes a batch of encoded outcome lines as one unit (a file is not
     /// rotated inside a batch).
     fn write_outcomes(&mut self, lines: &[u8], events: u64) {
-        let counter = if self.outcome_sink.write_line(lines) {
-            &self.counters.outcomes_written
-        } else {
-            &self.counters.outcomes_failed
+        let counter = match self.outcome_sink.write_line(lines) {
+            Wrote::Yes => &self.counters.outcomes_written,
+            Wrote::Failed => &self.counters.outcomes_failed,
+            Wrote::Paused => &self.counters.paused_events,
         };
         counter.fetch_add(events, Ordering::Relaxed);
     }
@@ -534,18 +646,18 @@ impl Writer {
         if self.line.capacity() > LINE_BUFFER_KEEP {
             self.line = Vec::with_capacity(4096);
         }
-        let ok = match encode(&mut self.line, r, self.pseudonymiser.as_ref()) {
+        let wrote = match encode(&mut self.line, r, self.pseudonymiser.as_ref()) {
             Ok(()) => self.sink.write_line(&self.line),
             Err(e) => {
                 tracing::warn!(request_id = %visible(&r.request_id), error = %e,
                     "decision record not written: its request body is not one JSON value");
-                false
+                Wrote::Failed
             }
         };
-        let counter = if ok {
-            &self.counters.written
-        } else {
-            &self.counters.failed
+        let counter = match wrote {
+            Wrote::Yes => &self.counters.written,
+            Wrote::Failed => &self.counters.failed,
+            Wrote::Paused => &self.counters.paused_records,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -595,11 +707,27 @@ enum Sink {
     Files(FileSink),
 }
 
+/// What became of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    Yes,
+    /// Lost: an I/O error (already logged).
+    Failed,
+    /// Not written: the directory holds its budget.
+    Paused,
+}
+
 impl Sink {
-    /// Writes one line; false when it was lost (already logged).
-    fn write_line(&mut self, line: &[u8]) -> bool {
+    /// Writes one line.
+    fn write_line(&mut self, line: &[u8]) -> Wrote {
         match self {
-            Sink::Stdout(s) => s.write_line(line),
+            Sink::Stdout(s) => {
+                if s.write_line(line) {
+                    Wrote::Yes
+                } else {
+                    Wrote::Failed
+                }
+            }
             Sink::Files(f) => f.write_line(line),
         }
     }
@@ -659,9 +787,13 @@ struct FileSink {
     /// The next file's sequence number.
     seq: u64,
     current: Option<OpenFile>,
-    /// After an error: no new file before this.
+    /// After an error, or while paused: no new file before this.
     retry_at: Option<Instant>,
     failing: bool,
+    budget: Option<DiskBudget>,
+    /// Paused by the budget.
+    paused: bool,
+    counters: Arc<Counters>,
 }
 
 impl FileSink {
@@ -669,6 +801,7 @@ impl FileSink {
         dir: &Path,
         config: &DecisionLogConfig,
         prefix: &'static str,
+        counters: &Arc<Counters>,
     ) -> Result<Self, DecisionLogError> {
         let err = |source| DecisionLogError::Dir {
             path: dir.to_owned(),
@@ -690,10 +823,83 @@ impl FileSink {
             current: None,
             retry_at: None,
             failing: false,
+            budget: config.budget,
+            paused: false,
+            counters: counters.clone(),
         })
     }
 
-    fn write_line(&mut self, line: &[u8]) -> bool {
+    /// This sink's paused flag in the counters.
+    fn paused_flag(&self) -> &AtomicBool {
+        &self.counters.paused[usize::from(self.prefix == OUTCOMES_PREFIX)]
+    }
+
+    /// Whether a new file fits the budget, after deleting the oldest files
+    /// if the budget says so.
+    fn make_room(&mut self) -> bool {
+        let Some(budget) = self.budget else {
+            return true;
+        };
+        let mut files = match log_files(&self.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                // Cannot tell: write (a full disk still fails safely).
+                tracing::debug!(dir = %self.dir.display(), error = %e, "decision log: cannot list the directory");
+                return true;
+            }
+        };
+        let mut total: u64 = files.iter().map(|f| f.bytes).sum();
+        let fits = |total: u64| total.saturating_add(self.max_bytes) <= budget.max_total_bytes;
+        if fits(total) {
+            return true;
+        }
+        if budget.when_full == WhenFull::Pause {
+            return false;
+        }
+        // Oldest first; the newest file of each kind is kept: it may be
+        // the one the other sink is writing.
+        files.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
+        let newest: Vec<&str> = [DECISIONS_PREFIX, OUTCOMES_PREFIX]
+            .iter()
+            .filter_map(|p| {
+                files
+                    .iter()
+                    .filter(|f| f.name.starts_with(p))
+                    .map(|f| f.name.as_str())
+                    .max()
+            })
+            .collect();
+        let deletable: Vec<&LogFile> = files
+            .iter()
+            .filter(|f| !newest.contains(&f.name.as_str()))
+            .collect();
+        for f in deletable {
+            if fits(total) {
+                break;
+            }
+            let path = self.dir.join(&f.name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total -= f.bytes;
+                    self.counters.deleted_files.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .deleted_bytes
+                        .fetch_add(f.bytes, Ordering::Relaxed);
+                    tracing::info!(path = %path.display(), bytes = f.bytes,
+                        "decision log: oldest file deleted to stay within the disk budget");
+                }
+                // Someone else removed it: it takes no room either.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => total -= f.bytes,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "decision log: cannot delete an old file for the disk budget");
+                }
+            }
+        }
+        fits(total)
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Wrote {
         if let Some(f) = &self.current
             && f.records > 0
             && (f.opened.elapsed() >= self.max_age || f.size_after(line.len()) > self.max_bytes)
@@ -701,31 +907,51 @@ impl FileSink {
             self.close();
         }
         if self.current.is_none() {
+            let lost = if self.paused {
+                Wrote::Paused
+            } else {
+                Wrote::Failed
+            };
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                return false;
+                return lost;
+            }
+            if !self.make_room() {
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                if !std::mem::replace(&mut self.paused, true) {
+                    self.paused_flag().store(true, Ordering::Relaxed);
+                    tracing::warn!(dir = %self.dir.display(), kind = self.prefix,
+                        "decision log paused: the directory holds its disk budget (records are counted, not written; retried every second)");
+                }
+                return Wrote::Paused;
+            }
+            if std::mem::take(&mut self.paused) {
+                self.paused_flag().store(false, Ordering::Relaxed);
+                tracing::info!(dir = %self.dir.display(), kind = self.prefix,
+                    "decision log resumed: the directory has room again");
             }
             match self.open() {
                 Ok(f) => self.current = Some(f),
                 Err((path, e)) => {
                     self.fail(&path, e);
-                    return false;
+                    return Wrote::Failed;
                 }
             }
         }
         let Some(f) = self.current.as_mut() else {
-            return false;
+            return Wrote::Failed;
         };
         if let Err(e) = f.write(line) {
             let f = self.current.take().expect("current file");
             let path = f.path.clone();
             f.discard();
             self.fail(&path, e);
-            return false;
+            return Wrote::Failed;
         }
         if std::mem::take(&mut self.failing) {
+            self.counters.disk_full.store(false, Ordering::Relaxed);
             tracing::info!(path = %f.path.display(), "decision log: writing again");
         }
-        true
+        Wrote::Yes
     }
 
     fn flush(&mut self) {
@@ -808,6 +1034,9 @@ impl FileSink {
 
     fn fail(&mut self, path: &Path, e: io::Error) {
         self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            self.counters.disk_full.store(true, Ordering::Relaxed);
+        }
         if !std::mem::replace(&mut self.failing, true) {
             tracing::warn!(path = %path.display(), error = %e,
                 "decision log: cannot write; records are lost until a new file can be written (retried every second)");
@@ -815,6 +1044,41 @@ impl FileSink {
             tracing::debug!(path = %path.display(), error = %e, "decision log: still failing");
         }
     }
+}
+
+/// A log file found in the directory (for the budget).
+struct LogFile {
+    name: String,
+    bytes: u64,
+    modified: SystemTime,
+}
+
+/// The directory's `decisions-*` and `outcomes-*` files (`.jsonl`,
+/// `.jsonl.zst`).
+fn log_files(dir: &Path) -> io::Result<Vec<LogFile>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let ours = [DECISIONS_PREFIX, OUTCOMES_PREFIX]
+            .iter()
+            .any(|p| name.starts_with(&format!("{p}-")))
+            && (name.ends_with(".jsonl") || name.ends_with(".jsonl.zst"));
+        if !ours {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            out.push(LogFile {
+                name,
+                bytes: meta.len(),
+                modified: meta.modified().unwrap_or(UNIX_EPOCH),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The file being written.

@@ -144,7 +144,11 @@ pub struct Fill {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub session_promoted: Vec<(u32, u32)>,
     /// (rights-holder key, 7-day exposure share).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "exact::pairs"
+    )]
     pub exposure_share_7d: Vec<(u32, f64)>,
     /// Some listener or session count the request did not send was not
     /// known (the store did not answer): the host withholds promotions
@@ -159,10 +163,18 @@ pub struct CampaignFill {
     /// Index in the request's distinct campaigns.
     pub index: u32,
     /// Delivered count, when filled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact::option"
+    )]
     pub delivered: Option<f64>,
     /// `[integral, last_error, updated_ms]`, when filled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "exact::triple"
+    )]
     pub pacing: Option<[f64; 3]>,
 }
 
@@ -211,10 +223,105 @@ impl Fill {
     }
 }
 
+/// Reading a logged fill's numbers exactly. serde_json's default float
+/// parser is not correctly rounded (about 5% of these values came back one
+/// unit in the last place off), and a stateful policy replayed on a value
+/// one ULP off can decide differently, failing the determinism replay. Each
+/// number is taken as raw JSON and parsed with Rust's correctly rounded
+/// `str::parse::<f64>` (as the decision columns are,
+/// [`DecisionColumnsRecord`](crate::decision_log::DecisionColumnsRecord)),
+/// rather than turning on serde_json's `float_roundtrip` for every crate
+/// of the workspace.
+mod exact {
+    use serde::de::{Deserialize, Deserializer, Error};
+    use serde_json::value::RawValue;
+
+    /// One JSON number, parsed exactly.
+    struct Exact(f64);
+
+    impl<'de> Deserialize<'de> for Exact {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let raw = Box::<RawValue>::deserialize(d)?;
+            let text = raw.get().trim();
+            match text {
+                // serde_json writes a non-finite number as `null`.
+                "null" => Ok(Exact(f64::NAN)),
+                n => n
+                    .parse::<f64>()
+                    .map(Exact)
+                    .map_err(|e| D::Error::custom(format_args!("{n:.40}: {e}"))),
+            }
+        }
+    }
+
+    pub(super) fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<Exact>::deserialize(d)?.map(|e| e.0))
+    }
+
+    pub(super) fn triple<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[f64; 3]>, D::Error> {
+        Ok(Option::<[Exact; 3]>::deserialize(d)?.map(|[a, b, c]| [a.0, b.0, c.0]))
+    }
+
+    pub(super) fn pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, f64)>, D::Error> {
+        Ok(Vec::<(u32, Exact)>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::{Validate, parse};
+
+    /// Fails with serde_json's default float parser: it reads the
+    /// `1.4000000000000001` written for `14.0 * 0.1` as `1.4`.
+    #[test]
+    fn logged_fill_numbers_read_back_bit_for_bit() {
+        let x = 14.0 * 0.1;
+        let values = [x, 0.1 + 0.2, 1.0 / 3.0, 2.0f64.sqrt(), 1e-300 * 7.0];
+        let fill = Fill {
+            campaigns: values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| CampaignFill {
+                    index: i as u32,
+                    delivered: Some(v),
+                    pacing: Some([v, -v, 1_781_524_800_000.0]),
+                })
+                .collect(),
+            exposure_share_7d: values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u32, v))
+                .collect(),
+            ..Default::default()
+        };
+        let line = serde_json::to_vec(&fill).unwrap();
+        let back: Fill = serde_json::from_slice(&line).unwrap();
+        let bits = |f: &Fill| {
+            let mut out = Vec::new();
+            for c in &f.campaigns {
+                out.push(c.delivered.unwrap().to_bits());
+                out.extend(c.pacing.unwrap().map(f64::to_bits));
+            }
+            out.extend(f.exposure_share_7d.iter().map(|(_, v)| v.to_bits()));
+            out
+        };
+        assert_eq!(bits(&back), bits(&fill));
+        // Inside a record, as replay reads it.
+        let record: crate::decision_log::DecisionRecord = serde_json::from_str(&format!(
+            r#"{{"v":1,"at_ms":0,"request_id":"r","route":"x","variant":"stable","arm":"stable",
+                "shadow":false,"policy":{{"name":"p","version":"1.0.0","digest":"sha256:0"}},
+                "settings_sha256":"0","fallback":null,"request":{{}},"state":{},
+                "decisions":{{"scores":[],"eligible":[],"reasons":[],"propensity":[]}},
+                "timing":{{"server_us":0,"policy_us":0}},"usage":null}}"#,
+            String::from_utf8(line).unwrap()
+        ))
+        .unwrap();
+        assert_eq!(bits(record.state.as_ref().unwrap()), bits(&fill));
+    }
     use oasis_state::{CampaignState, PacingState, Source, Sourced};
 
     const BODY: &[u8] = br#"{"context": {"request_id": "r", "listener_id": "u", "session_id": "s",

@@ -19,6 +19,15 @@ use crate::runtime::RuntimeError;
 
 use super::policies::ManifestError;
 
+/// `a, b, c` for an error message.
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -42,6 +51,13 @@ pub enum ReplayError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The logs given name no decision log file (an empty directory, or one
+    /// that holds other files).
+    #[error("no decision log files (decisions-*.jsonl or decisions-*.jsonl.zst) in {}", display_paths(.inputs))]
+    NoLogFiles {
+        /// The `--logs` inputs.
+        inputs: Vec<PathBuf>,
     },
     /// The policy directory and its versions hold no module.
     #[error("no modules in {}", dir.display())]

@@ -12,7 +12,7 @@ use oasis_contract::ReasonBits;
 use oasis_contract::reason::PROMOTED;
 
 use super::policies::{Candidate, LoggedVersions};
-use super::report::{Report, histogram};
+use super::report::{OutcomeCounts, Report, histogram};
 use super::{ReplayError, chain};
 use crate::decision_log::outcomes::Outcomes;
 use crate::decision_log::{DecisionRecord, Records, ReplayRecord};
@@ -79,6 +79,13 @@ impl Job<'_> {
                 Ok((records.skipped(), records.truncated()))
             });
             let mut report = Report::new(self.candidates);
+            report.outcomes = self.outcomes.map(|o| OutcomeCounts {
+                events: o.events(),
+                skipped: o.skipped(),
+                duplicates: o.duplicates(),
+                matched_requests: 0,
+                fallback_excluded: 0,
+            });
             let mut shown = started;
             for outcome in done_rx {
                 report.add(outcome);
@@ -138,6 +145,26 @@ impl Job<'_> {
         if let Some(fill) = &r.state {
             fill.apply(&mut req);
         }
+        // Every column must have one entry per candidate: the comparisons
+        // and the off-policy data index them by candidate (a shorter column
+        // used to panic the replay with `--outcomes`, and to pass unnoticed
+        // without).
+        let (d, n) = (&r.decisions, req.candidates.len());
+        if [
+            d.scores.len(),
+            d.eligible.len(),
+            d.reasons.len(),
+            d.propensity.len(),
+        ] != [n; 4]
+        {
+            return error(format!(
+                "logged decisions do not match the request: {} scores, {} eligible, {} reasons, {} propensities for {n} candidates",
+                d.scores.len(),
+                d.eligible.len(),
+                d.reasons.len(),
+                d.propensity.len()
+            ));
+        }
         if !self.candidates.is_empty() {
             if r.shadow {
                 // A shadow's decisions were never served: not the logging
@@ -182,6 +209,7 @@ impl Job<'_> {
     /// Every candidate on one logged request.
     fn compare_candidates(&self, r: &ReplayRecord<'_>, req: &crate::ValidRequest<'_>) -> Outcome {
         let logged = &r.decisions;
+        let fallback = r.variant == "fallback";
         let promoted_logged = |i: usize| logged.reasons.get(i).is_some_and(|b| b & PROMOTED != 0);
         let mut rows: Vec<Row> = Vec::new();
         let mut row_of: HashMap<usize, usize> = HashMap::new();
@@ -232,7 +260,11 @@ impl Job<'_> {
             }
             // Off-policy data: each campaign track's logged action and
             // propensity, the candidate's promote probability, the reward.
-            let ope = self.outcomes.map(|o| {
+            // Not from a fallback-served record: its decisions are the
+            // baseline's, taken because the policy failed, so they are not
+            // draws from the logging policy the estimate reweights (one
+            // such deterministic record made every candidate "no support").
+            let ope = self.outcomes.filter(|_| !fallback).map(|o| {
                 req.candidates
                     .iter()
                     .enumerate()
@@ -261,6 +293,8 @@ impl Job<'_> {
             logged_scores: histogram(&logged.scores),
             rows,
             each,
+            matched: self.outcomes.is_some_and(|o| o.has_request(&r.request_id)),
+            fallback,
         }
     }
 }
@@ -283,6 +317,10 @@ pub(crate) enum Outcome {
         rows: Vec<Row>,
         /// One per candidate, in order.
         each: Vec<CandidateOutcome>,
+        /// Some outcome event names this request.
+        matched: bool,
+        /// Served by the fallback: left out of the estimates.
+        fallback: bool,
     },
     /// A record that could not be replayed (module missing, bad request).
     Error { request_id: String, error: String },

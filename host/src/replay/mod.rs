@@ -54,7 +54,9 @@ pub use error::ReplayError;
 pub(crate) use error::chain;
 pub use job::{PROGRESS_EVERY, Progress};
 pub use policies::{CandidateSource, CandidateSpec};
-pub use report::{CandidateReport, Report, SCORE_BIN_WIDTH, SCORE_BINS, Scaling, Side};
+pub use report::{
+    CandidateReport, OutcomeCounts, Report, SCORE_BIN_WIDTH, SCORE_BINS, Scaling, Side,
+};
 
 use crate::decision_log::outcomes::Outcomes;
 use crate::{Limits, Runtime, RuntimeConfig};
@@ -135,6 +137,16 @@ impl Config {
 /// # }
 /// ```
 pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, ReplayError> {
+    // Said first, before the engine is built: an empty directory is not a
+    // replay of zero records.
+    if crate::decision_log::files(&config.logs)
+        .map_err(ReplayError::Logs)?
+        .is_empty()
+    {
+        return Err(ReplayError::NoLogFiles {
+            inputs: config.logs.clone(),
+        });
+    }
     let threads = config.threads();
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: (threads as u32 + SPARE_INSTANCES).max(MIN_INSTANCES),

@@ -60,6 +60,29 @@ pub struct Report {
     pub logged: Option<Side>,
     /// One per candidate, in the order given.
     pub candidates: Vec<CandidateReport>,
+    /// With outcome events: how many were read, skipped and matched.
+    pub outcomes: Option<OutcomeCounts>,
+}
+
+/// The outcome events behind the estimates. Outcomes that match no logged
+/// request (another deployment's files, an empty directory) would give a
+/// value of exactly 0 with a zero-width interval that looks like a result;
+/// with none matched, no estimate is made and the replay fails.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct OutcomeCounts {
+    /// Events read (each event id once).
+    pub events: u64,
+    /// Lines skipped: not events (torn, garbage, unknown kind, too long).
+    pub skipped: u64,
+    /// Events not counted again: their event id was read before (a
+    /// retried `POST /v1/events` batch).
+    pub duplicates: u64,
+    /// Replayed records whose request has at least one event.
+    pub matched_requests: u64,
+    /// Records served by the fallback (the baseline, after the policy
+    /// failed), left out of the estimates: their decisions are not the
+    /// logging policy's.
+    pub fallback_excluded: u64,
 }
 
 /// Promotions under one policy: per campaign, and each rights holder's
@@ -190,6 +213,7 @@ impl Report {
             differences: Vec::new(),
             error_samples: Vec::new(),
             logged: (!candidates.is_empty()).then(Side::default),
+            outcomes: None,
             candidates: candidates
                 .iter()
                 .map(|c| CandidateReport {
@@ -233,8 +257,14 @@ impl Report {
                 logged_scores,
                 rows,
                 each,
+                matched,
+                fallback,
             } => {
                 self.replayed += 1;
+                if let Some(o) = self.outcomes.as_mut() {
+                    o.matched_requests += u64::from(matched);
+                    o.fallback_excluded += u64::from(fallback);
+                }
                 let logged = self.logged.get_or_insert_with(Side::default);
                 logged.add_scores(&logged_scores);
                 for row in &rows {
@@ -280,17 +310,31 @@ impl Report {
         if let Some(l) = self.logged.as_mut() {
             l.finish();
         }
+        let unmatched = self
+            .outcomes
+            .as_ref()
+            .is_some_and(|o| o.matched_requests == 0);
         for c in &mut self.candidates {
             c.divergence = Some(c.stats.summary());
-            c.estimate = c.ope.take().map(Accumulator::finish);
+            // Nothing matched: every reward would be 0, not an estimate.
+            c.estimate = c.ope.take().filter(|_| !unmatched).map(Accumulator::finish);
             c.side.finish();
         }
     }
 
     /// Whether the replay found a problem: a difference, a record that
-    /// could not be replayed, or nothing replayed at all.
+    /// could not be replayed, nothing replayed at all, or outcome events
+    /// given of which none matches a replayed record.
     pub fn failed(&self) -> bool {
-        self.different > 0 || self.errors > 0 || self.replayed == 0
+        self.different > 0 || self.errors > 0 || self.replayed == 0 || self.no_outcome_matched()
+    }
+
+    /// Outcome events were given but none names a replayed request: no
+    /// estimate is made.
+    pub fn no_outcome_matched(&self) -> bool {
+        self.outcomes
+            .as_ref()
+            .is_some_and(|o| o.matched_requests == 0)
     }
 }
 

@@ -43,6 +43,26 @@ fn write(report: &Report, show: usize, out: &mut String) -> fmt::Result {
             s.threads
         )?;
     }
+    if let Some(o) = &report.outcomes {
+        writeln!(
+            out,
+            "outcomes: {} events read, {} lines skipped, {} repeated event ids not counted again, {} replayed requests matched",
+            o.events, o.skipped, o.duplicates, o.matched_requests
+        )?;
+        if o.fallback_excluded > 0 {
+            writeln!(
+                out,
+                "{} fallback-served records left out of the estimates (the baseline decided them after the policy failed: not the logging policy's decisions)",
+                o.fallback_excluded
+            )?;
+        }
+        if report.no_outcome_matched() {
+            writeln!(
+                out,
+                "no outcome event names a replayed request (outcomes of another log?): no estimate"
+            )?;
+        }
+    }
     if report.candidates.is_empty() {
         writeln!(
             out,

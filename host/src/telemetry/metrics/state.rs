@@ -42,6 +42,12 @@ pub struct StateMetrics {
     /// Outcome events since start (`POST /v1/outcomes`), by what became of
     /// them.
     pub outcome_events: Family<DecisionLogLabels, Gauge>,
+    /// The decision log's disk budget since start: `deleted_files`,
+    /// `deleted_bytes`, `paused_records`, `paused_events`.
+    pub decision_log_budget: Family<DecisionLogLabels, Gauge>,
+    /// 1 while the decision log is paused by its disk budget or its disk
+    /// is full, else 0.
+    pub decision_log_paused: Gauge,
     /// Delivery state store operations since start, by what became of them.
     pub state_ops: Family<StateOpLabels, Gauge>,
     /// 1 while the delivery state store is degraded (scoring on last-known
@@ -63,6 +69,8 @@ impl StateMetrics {
         let m = StateMetrics {
             decision_log: Family::default(),
             outcome_events: Family::default(),
+            decision_log_budget: Family::default(),
+            decision_log_paused: Gauge::default(),
             state_ops: Family::default(),
             state_degraded: Gauge::default(),
             state_queued_events: Gauge::default(),
@@ -104,7 +112,33 @@ impl StateMetrics {
             "Decision log records since start: written, dropped (queue full), failed (I/O)",
             m.decision_log.clone(),
         );
+        registry.register(
+            "decision_log_budget",
+            "Decision log disk budget since start: deleted_files, deleted_bytes (oldest files deleted), paused_records, paused_events (not written while paused)",
+            m.decision_log_budget.clone(),
+        );
+        registry.register(
+            "decision_log_paused",
+            "1 while the decision log is paused by its disk budget or its disk is full (ENOSPC)",
+            m.decision_log_paused.clone(),
+        );
         m
+    }
+
+    /// Publishes the decision log's disk budget state.
+    pub fn decision_log_budget(&self, b: &crate::decision_log::BudgetStats) {
+        for (state, n) in [
+            ("deleted_files", b.deleted_files),
+            ("deleted_bytes", b.deleted_bytes),
+            ("paused_records", b.paused_records),
+            ("paused_events", b.paused_events),
+        ] {
+            self.decision_log_budget
+                .get_or_create(&DecisionLogLabels { state })
+                .set(n as i64);
+        }
+        self.decision_log_paused
+            .set(i64::from(b.paused || b.disk_full));
     }
 
     /// Counts `n` events of `/v1/events` with `result`.
