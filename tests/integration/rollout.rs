@@ -1158,13 +1158,24 @@ fn example(listener: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-/// Every counter series of an exposition whose value is 0.
+/// Every series of an exposition whose value is 0, but for the gauges of a
+/// state (0 is news: not stalled, nothing queued) and histogram buckets.
 fn zero_counters(text: &str) -> Vec<&str> {
+    const STATES: [&str; 8] = [
+        "oasis_instances_in_use",
+        "oasis_queue_depth",
+        "oasis_policy_promotion_stalled",
+        "oasis_state_degraded",
+        "oasis_state_queued_events",
+        "oasis_decision_log_paused",
+        "oasis_shadow_",
+        "oasis_policies_",
+    ];
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             let name = l.split(['{', ' ']).next().unwrap_or("");
-            name.ends_with("_total")
+            !name.ends_with("_bucket") && !STATES.iter().any(|s| name.starts_with(s))
         })
         .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(0.0))
         .collect()

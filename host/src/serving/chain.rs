@@ -189,7 +189,7 @@ async fn call(
         .await
         .map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;
     arm::record(&span, &result);
-    arm.metrics.latency.observe(elapsed.as_secs_f64());
+    arm.metrics.called(elapsed.as_secs_f64());
     Ok((result, elapsed.as_micros() as u64))
 }
 

@@ -227,13 +227,14 @@ impl PolicyFamilies {
                 self.promotion_stalled.get_or_create_owned(&labels),
                 format!("{key}@{}", id.version),
             )),
-            latency: self.latency.get_or_create_owned(&labels),
+            latency: OnceLock::new(),
             errors: Default::default(),
             fallbacks: Default::default(),
             queue_depth: self.queue_depth.get_or_create_owned(&QueueLabels {
                 policy: key.to_string(),
             }),
             lazy: Arc::new(Lazy {
+                latency: self.latency.clone(),
                 candidates: self.candidates.clone(),
                 eligible: self.eligible.clone(),
                 promoted: self.promoted.clone(),
@@ -249,6 +250,7 @@ impl PolicyFamilies {
 /// What [`PolicyMetrics`] needs to create a series on first use.
 #[derive(Clone)]
 struct Lazy {
+    latency: Family<PolicyLabels, Histogram>,
     candidates: Family<PolicyLabels, Counter>,
     eligible: Family<PolicyLabels, Counter>,
     promoted: Family<PolicyLabels, Counter>,
@@ -308,8 +310,8 @@ impl Lazy {
 /// Metric handles of one policy version, resolved at activation.
 #[derive(Clone, Debug)]
 pub struct PolicyMetrics {
-    /// Call latency.
-    pub latency: Histogram,
+    /// Call latency (created on the first call).
+    latency: OnceLock<Histogram>,
     errors: [OnceLock<Counter>; 6],
     fallbacks: [[OnceLock<Counter>; 2]; 6],
     /// Requests waiting for an instance of this policy.
@@ -360,6 +362,13 @@ impl PolicyMetrics {
         promoted_c.inc_by(promoted);
         self.promotion.record(campaign, promoted);
         (eligible, promoted)
+    }
+
+    /// Records one call's latency, seconds.
+    pub fn called(&self, seconds: f64) {
+        self.latency
+            .get_or_init(|| self.lazy.latency.get_or_create_owned(&self.lazy.labels))
+            .observe(seconds);
     }
 
     /// Counts a failed call of this version.

@@ -133,9 +133,11 @@ impl StateMetrics {
             ("paused_records", b.paused_records),
             ("paused_events", b.paused_events),
         ] {
-            self.decision_log_budget
-                .get_or_create(&DecisionLogLabels { state })
-                .set(n as i64);
+            if n > 0 {
+                self.decision_log_budget
+                    .get_or_create(&DecisionLogLabels { state })
+                    .set(n as i64);
+            }
         }
         self.decision_log_paused
             .set(i64::from(b.paused || b.disk_full));
@@ -155,9 +157,12 @@ impl StateMetrics {
             ("dropped", s.dropped),
             ("failed", s.failed),
         ] {
-            self.decision_log
-                .get_or_create(&DecisionLogLabels { state })
-                .set(n as i64);
+            // Counts since start: 0 means never happened, which has no series.
+            if n > 0 {
+                self.decision_log
+                    .get_or_create(&DecisionLogLabels { state })
+                    .set(n as i64);
+            }
         }
     }
 
@@ -168,9 +173,11 @@ impl StateMetrics {
             ("refused", s.refused),
             ("failed", s.failed),
         ] {
-            self.outcome_events
-                .get_or_create(&DecisionLogLabels { state })
-                .set(n as i64);
+            if n > 0 {
+                self.outcome_events
+                    .get_or_create(&DecisionLogLabels { state })
+                    .set(n as i64);
+            }
         }
     }
 
@@ -190,9 +197,11 @@ impl StateMetrics {
             ("pacing_refused", c.pacing_refused),
             ("pacing_dropped", pacing_dropped),
         ] {
-            self.state_ops
-                .get_or_create(&StateOpLabels { op })
-                .set(n as i64);
+            if n > 0 {
+                self.state_ops
+                    .get_or_create(&StateOpLabels { op })
+                    .set(n as i64);
+            }
         }
         self.state_degraded
             .set(i64::from(h.state != oasis_state::HealthState::Ok));
