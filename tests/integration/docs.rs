@@ -541,3 +541,107 @@ fn the_checks_report_file_line_and_what_is_wrong() {
         "grpc-oasisv1scoringscore"
     );
 }
+
+/// Every metric the server registers: (name as scraped, type, help).
+fn exported_metrics() -> Vec<(String, String, String)> {
+    oasis::telemetry::metrics::Metrics::new()
+        .catalogue()
+        .iter()
+        .map(|m| (m.name.clone(), m.kind.to_string(), m.help.clone()))
+        .collect()
+}
+
+/// The metric names in the README's metrics table (first column).
+fn readme_metrics(root: &Path) -> BTreeSet<String> {
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `oasis_"))
+        .filter_map(|l| l.split_once('`').map(|(n, _)| format!("oasis_{n}")))
+        .collect()
+}
+
+#[test]
+fn every_metric_is_in_the_readme_table_and_nothing_else_is() {
+    let root = repo_root();
+    let documented = readme_metrics(&root);
+    let exported = exported_metrics();
+    let missing: Vec<String> = exported
+        .iter()
+        .filter(|(n, _, _)| !documented.contains(n))
+        .map(|(n, k, h)| format!("| `{n}` | {k} | | {h} |"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics missing from the README's table:\n{}",
+        missing.join("\n")
+    );
+    let names: BTreeSet<&str> = exported.iter().map(|(n, _, _)| n.as_str()).collect();
+    let stale: Vec<&String> = documented
+        .iter()
+        .filter(|n| !names.contains(n.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "README documents metrics the server does not export: {stale:?}"
+    );
+}
+
+#[test]
+fn every_grafana_query_reads_an_exported_metric() {
+    let root = repo_root();
+    let path = root.join("deploy/grafana/oasis.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let mut names = BTreeSet::new();
+    for (n, kind, _) in exported_metrics() {
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{n}{suffix}"));
+            }
+        } else {
+            names.insert(n);
+        }
+    }
+    let mut exprs = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut exprs);
+    assert!(
+        exprs.len() >= 8,
+        "the dashboard has {} queries",
+        exprs.len()
+    );
+    let mut unknown = Vec::new();
+    for e in &exprs {
+        let used: Vec<&str> = e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("oasis_"))
+            .collect();
+        assert!(!used.is_empty(), "a query that reads no Oasis metric: {e}");
+        unknown.extend(
+            used.into_iter()
+                .filter(|w| !names.contains(*w))
+                .map(|w| format!("{w} in {e}")),
+        );
+    }
+    assert!(
+        unknown.is_empty(),
+        "queries of metrics Oasis does not export:\n{}",
+        unknown.join("\n")
+    );
+}

@@ -5,11 +5,11 @@
 //! [`RouteRuntime`](crate::serving::route_stats::RouteRuntime), so an arm
 //! that never serves (or never falls back) has no series.
 
+use super::Catalog;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use super::latency_histogram;
 
@@ -40,7 +40,7 @@ pub struct ArmFamilies {
 
 impl ArmFamilies {
     /// Creates the families and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Catalog<'_>) -> Self {
         let f = ArmFamilies {
             requests: Family::default(),
             fallbacks: Family::default(),

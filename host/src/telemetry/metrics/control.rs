@@ -1,10 +1,10 @@
 //! Metrics of the control plane: reloads, rollbacks, active policies.
 
+use super::Catalog;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 /// Labels of a reload attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,7 +36,7 @@ pub struct ControlMetrics {
 
 impl ControlMetrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Catalog<'_>) -> Self {
         let m = ControlMetrics {
             reloads: Family::default(),
             rollbacks: Family::default(),

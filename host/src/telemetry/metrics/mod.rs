@@ -56,9 +56,56 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
 }
 
+/// One registered metric, as scraped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricInfo {
+    /// The name as scraped: `oasis_` prefix, counters with `_total`.
+    pub name: String,
+    /// `counter`, `gauge`, `histogram`, …
+    pub kind: &'static str,
+    /// The help text.
+    pub help: String,
+}
+
+/// The registry as the groups see it: it also keeps the list of what was
+/// registered, because the exposition leaves out families with no series
+/// yet (and the README's table and the Grafana dashboard are checked
+/// against the full list).
+pub struct Catalog<'a> {
+    registry: &'a mut Registry,
+    entries: &'a mut Vec<MetricInfo>,
+}
+
+impl Catalog<'_> {
+    /// Registers `metric` as `oasis_<name>`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        use prometheus_client::metrics::MetricType;
+        let kind = match metric.metric_type() {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Info => "info",
+            _ => "unknown",
+        };
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        self.entries.push(MetricInfo {
+            name: format!("oasis_{name}{suffix}"),
+            kind,
+            help: help.to_string(),
+        });
+        self.registry.register(name, help, metric);
+    }
+}
+
 /// Every metric of the server, by subsystem.
 pub struct Metrics {
     registry: Registry,
+    catalogue: Vec<MetricInfo>,
     /// Requests answered and refused.
     pub requests: RequestMetrics,
     /// Per policy version.
@@ -83,14 +130,28 @@ impl Metrics {
     /// Creates and registers every metric under the `oasis_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("oasis");
+        let mut catalogue = Vec::new();
+        let mut c = Catalog {
+            registry: &mut registry,
+            entries: &mut catalogue,
+        };
+        let (requests, policies, arms, shadows, control, state) = (
+            RequestMetrics::register(&mut c),
+            PolicyFamilies::register(&mut c),
+            ArmFamilies::register(&mut c),
+            ShadowMetrics::register(&mut c),
+            ControlMetrics::register(&mut c),
+            StateMetrics::register(&mut c),
+        );
         Metrics {
-            requests: RequestMetrics::register(&mut registry),
-            policies: PolicyFamilies::register(&mut registry),
-            arms: ArmFamilies::register(&mut registry),
-            shadows: ShadowMetrics::register(&mut registry),
-            control: ControlMetrics::register(&mut registry),
-            state: StateMetrics::register(&mut registry),
+            requests,
+            policies,
+            arms,
+            shadows,
+            control,
+            state,
             registry,
+            catalogue,
         }
     }
 
@@ -99,6 +160,12 @@ impl Metrics {
     pub fn with_promotion_stall(mut self, rule: PromotionStall) -> Self {
         self.policies.promotion_stall = rule;
         self
+    }
+
+    /// Every registered metric, in registration order (also those with no
+    /// series yet, which the exposition leaves out).
+    pub fn catalogue(&self) -> &[MetricInfo] {
+        &self.catalogue
     }
 
     /// The text exposition.

@@ -5,12 +5,12 @@
 
 use std::sync::{Arc, OnceLock};
 
+use super::Catalog;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use oasis_contract::reason::REASONS;
 
@@ -146,7 +146,7 @@ pub struct PolicyFamilies {
 
 impl PolicyFamilies {
     /// Creates the families and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Catalog<'_>) -> Self {
         let f = PolicyFamilies {
             fallbacks: Family::default(),
             errors: Family::default(),

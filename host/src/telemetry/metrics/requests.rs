@@ -1,11 +1,11 @@
 //! Metrics of requests: answered, refused, latency, instances in use.
 
+use super::Catalog;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use super::latency_histogram;
 
@@ -45,7 +45,7 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Catalog<'_>) -> Self {
         let m = RequestMetrics {
             answered: Family::default(),
             rejected: Family::default(),

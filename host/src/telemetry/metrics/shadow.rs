@@ -1,9 +1,9 @@
 //! Metrics of shadows: calls and divergence from the served arm.
 
+use super::Catalog;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 
 use super::FloatGauge;
 
@@ -85,7 +85,7 @@ pub struct ShadowMetrics {
 
 impl ShadowMetrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Catalog<'_>) -> Self {
         let m = ShadowMetrics {
             calls: Family::default(),
             divergence: Default::default(),
@@ -102,7 +102,7 @@ impl ShadowMetrics {
             m.calls.clone(),
         );
         for ((name, help), family) in SHADOW_GAUGES.iter().zip(&m.divergence) {
-            registry.register(*name, *help, family.clone());
+            registry.register(name, help, family.clone());
         }
         m
     }

@@ -1,10 +1,10 @@
 //! Metrics of the delivery state, events, the decision log and outcomes.
 
+use super::Catalog;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 /// Labels of an event count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +65,7 @@ pub struct StateMetrics {
 
 impl StateMetrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Catalog<'_>) -> Self {
         let m = StateMetrics {
             decision_log: Family::default(),
             outcome_events: Family::default(),
