@@ -1140,3 +1140,116 @@ async fn looping_shadows_are_bounded_by_cores_and_served_requests_keep_their_dea
     );
     s.shutdown().await;
 }
+
+/// Runs `oasis rollout ARGS` with the admin token and no `OASIS_URL`:
+/// (exit code, stdout, stderr).
+fn rollout_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .arg("rollout")
+        .args(args)
+        .env("OASIS_ADMIN_TOKEN", TOKEN)
+        .env_remove("OASIS_URL")
+        .env("USER", "cli-user")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_waits_for_a_compile_longer_than_a_reload_pass_waits() {
+    // A reload pass waits 1 ms for a compile (then lets it go on in the
+    // background); an upload must wait for it to the end, not refuse it as
+    // "still compiling" (the first upload of every Python component was).
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let server = ServeProcess::start(
+        dir.path(),
+        &[
+            "--compile-wait-ms",
+            "1",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &[("OASIS_ADMIN_TOKEN", TOKEN)],
+    );
+    // Uncached (a fresh cache directory): this upload compiles.
+    let (code, out, err) = rollout_cli(&["--url", &server.url, "upload", "p", PID_PACING]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("stored {}", digest(PID_PACING))),
+        "{out}"
+    );
+    let client = reqwest::Client::new();
+    let versions = get_json(&client, format!("{}/v1/policies/p/versions", server.url)).await;
+    assert!(
+        versions.to_string().contains(&digest(PID_PACING)),
+        "stored once it loads: {versions}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_names_its_server_refuses_to_guess_for_changes_and_takes_digest_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let server = ServeProcess::start(dir.path(), &[], &[("OASIS_ADMIN_TOKEN", TOKEN)]);
+    let url = server.url.as_str();
+    // A change without --url or OASIS_URL is refused before anything is sent.
+    let (code, out, err) = rollout_cli(&["upload", "p", PID_PACING]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("--url") && err.contains("OASIS_URL"), "{err}");
+    // A read says which server answered, the default one included.
+    let (code, out, err) = rollout_cli(&["--url", url, "upload", "p", PID_PACING]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with(&format!("server {url}\n")), "{out}");
+    let (_, out, _) = rollout_cli(&["versions", "p"]);
+    assert!(
+        out.starts_with("server http://127.0.0.1:8080 (the default"),
+        "{out}"
+    );
+    let (_, out, _) = rollout_cli(&["--json", "--url", url, "status", "radio"]);
+    serde_json::from_str::<Value>(&out).expect("--json output is JSON alone");
+
+    // The digest as printed (`sha256:` and 12 hex digits) names the version.
+    let full = digest(PID_PACING);
+    let printed = &full[..("sha256:".len() + 12)];
+    let (code, out, err) =
+        rollout_cli(&["--url", url, "canary", "radio", printed, "--percent", "5"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let client = reqwest::Client::new();
+    let r = route(&client, url).await;
+    assert_eq!(r["canary"]["version"]["digest"], full.as_str(), "{r}");
+    // Shadows too, as `key@prefix`.
+    let shadow = format!("p@{printed}");
+    let (code, out, err) = rollout_cli(&["--url", url, "shadow", "radio", &shadow, "--on"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = route(&client, url).await;
+    assert!(r["shadows"].to_string().contains(&full), "{r}");
+    // Too short, or no such version: refused with a reason.
+    let (code, _, err) = rollout_cli(&[
+        "--url",
+        url,
+        "canary",
+        "radio",
+        &full[..15],
+        "--percent",
+        "5",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("at least 12"), "{err}");
+    let (code, _, err) = rollout_cli(&[
+        "--url",
+        url,
+        "canary",
+        "radio",
+        "sha256:000000000000",
+        "--percent",
+        "5",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not stored"), "{err}");
+}

@@ -29,7 +29,22 @@ use crate::control::rollout::{
     LAST_GOOD_FILE, ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest,
     read_rollout,
 };
-use crate::control::versions::VersionRecord;
+use crate::control::versions::{ResolveError, VersionRecord, VersionStore};
+
+/// The full digest of the stored version of `policy` that `version` (a
+/// digest or a unique prefix of one) names, as a change's error.
+fn resolve(store: &VersionStore, policy: &str, version: &str) -> Result<String, ChangeError> {
+    store.resolve(policy, version).map_err(|e| match e {
+        ResolveError::Unknown { .. } => ChangeError::NotStored {
+            policy: policy.to_string(),
+            version: version.to_string(),
+        },
+        e => ChangeError::InvalidField {
+            field: "version",
+            message: e.to_string(),
+        },
+    })
+}
 use crate::telemetry::metrics::Metrics;
 
 /// Largest rollback reason accepted, in bytes: it is recorded in the audit
@@ -322,21 +337,9 @@ impl RolloutManager {
         let mut reason = None;
         let digest = match &change {
             Change::Canary { version, percent } => {
-                if !is_digest(version) {
-                    return Err(ChangeError::InvalidField {
-                        field: "version",
-                        message: format!(
-                            "`{}` is not a version digest (`sha256:` and 64 lower-case hex digits)",
-                            truncated(version, 80)
-                        ),
-                    });
-                }
-                if !store.contains(&policy, version) {
-                    return Err(ChangeError::NotStored {
-                        policy,
-                        version: version.clone(),
-                    });
-                }
+                // A unique prefix (as the commands print digests) names
+                // its version; the state always records the full digest.
+                let version = &resolve(store, &policy, version)?;
                 state
                     .set_canary(version, *percent, now)
                     .map_err(ChangeError::Refused)?;
@@ -387,6 +390,24 @@ impl RolloutManager {
                 policy: reference,
                 on,
             } => {
+                // `key@<digest prefix>` names the stored version it
+                // resolves to; turning a shadow off also takes the prefix
+                // of the version it runs (stored: pinned versions are kept).
+                let full = match reference.split_once('@') {
+                    Some((key, d)) if !is_digest(d) => {
+                        match self.reloader.store().resolve(key, d) {
+                            Ok(full) => format!("{key}@{full}"),
+                            Err(
+                                e @ (ResolveError::Ambiguous { .. } | ResolveError::Unknown { .. }),
+                            ) => {
+                                return Err(ChangeError::InvalidShadow(e.to_string()));
+                            }
+                            Err(ResolveError::NotADigest(_)) => reference.clone(),
+                        }
+                    }
+                    _ => reference.clone(),
+                };
+                let reference = &full;
                 let r = VersionRef::parse(reference).map_err(ChangeError::InvalidShadow)?;
                 if *on {
                     let known = snapshot.policies.contains_key(&r.key);
@@ -500,7 +521,7 @@ impl RolloutManager {
             })?;
         let active = self
             .reloader
-            .activate(&directory.manifest, wasm)
+            .activate_waiting(&directory.manifest, wasm)
             .map_err(|f| ChangeError::InvalidModule(f.error))?;
         let record = version_record(&active, "api".into(), who);
         let dir = self.dir();

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
@@ -611,6 +611,36 @@ impl Reloader {
             tracing::warn!(policy = %manifest.key, error = %e, "cannot record the version in the store");
         }
         Ok(active)
+    }
+
+    /// [`activate`](Self::activate), waiting for a long compile to the end:
+    /// a load returns [`LoadError::Compiling`] after the worker's brief
+    /// `load_wait` (so a reload pass never waits on one slow policy), but an
+    /// upload has nothing else to do and its caller is waiting for the
+    /// answer, so it loads again (joining the compile in progress) until
+    /// the compile finishes or its ceiling passes (plus the worker's 5 s
+    /// margin). A Python component compiles for tens of seconds: without
+    /// this its first upload is always refused as "still compiling".
+    pub(crate) fn activate_waiting(
+        &self,
+        manifest: &Manifest,
+        module: &[u8],
+    ) -> Result<ActivePolicy, LoadFailure> {
+        let until = Instant::now() + self.runtime.config().compile.timeout + Duration::from_secs(5);
+        loop {
+            let started = Instant::now();
+            match self.activate(manifest, module) {
+                Err(f) if f.compiling && Instant::now() < until => {
+                    tracing::info!(policy = %manifest.key, "upload still compiling; waiting for it (at most --max-compile-ms)");
+                    // A very short `load_wait` must not make this a busy loop.
+                    let floor = Duration::from_millis(100);
+                    if let Some(rest) = floor.checked_sub(started.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Loads `module` under `manifest` (settings, limits, concurrency). The

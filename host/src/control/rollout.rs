@@ -366,6 +366,21 @@ impl std::fmt::Display for VersionRef {
     }
 }
 
+/// Fewest hex digits a digest prefix must have to name a version: the
+/// commands print `sha256:` and 12 digits, and that must round-trip.
+pub const MIN_DIGEST_PREFIX: usize = 12;
+
+/// Whether `s` is a digest prefix a version may be named by: `sha256:` and
+/// [`MIN_DIGEST_PREFIX`] to 64 lower-case hex digits (a full digest
+/// included).
+pub fn is_digest_prefix(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        (MIN_DIGEST_PREFIX..=64).contains(&h.len())
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Whether `s` is a version digest: `sha256:` and 64 lower-case hex digits.
 pub fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
