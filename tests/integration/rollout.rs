@@ -1253,3 +1253,64 @@ async fn the_cli_names_its_server_refuses_to_guess_for_changes_and_takes_digest_
     assert_eq!(code, Some(1));
     assert!(err.contains("not stored"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_is_logged_when_the_directory_changes_and_unpin_serves_the_directory_again() {
+    let dir = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let server = ServeProcess::start(dir.path(), &[], &[("OASIS_ADMIN_TOKEN", TOKEN)]);
+    let url = server.url.as_str();
+    let client = reqwest::Client::new();
+    let v2 = upload(&client, url, "p", PID_PACING).await;
+    for args in [
+        &["canary", "radio", v2.as_str(), "--percent", "50"][..],
+        &["promote", "radio"][..],
+    ] {
+        let (code, out, err) = rollout_cli(&[&["--url", url][..], args].concat());
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    let (_, out, _) = rollout_cli(&["--url", url, "status", "radio"]);
+    assert!(out.contains("(pinned)"), "the pin shows in status: {out}");
+
+    // A new module in the directory: activated, but the pin keeps serving,
+    // and the log line says so.
+    install(dir.path(), "p", EPSILON_GREEDY, "");
+    let want = digest(EPSILON_GREEDY);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .logs
+            .recv_timeout(left)
+            .expect("no activation logged");
+        if line["digest"] == want.as_str()
+            && line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("activated"))
+        {
+            break line;
+        }
+    };
+    assert!(
+        line["message"].as_str().unwrap().contains("pinned")
+            && line["pinned"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("radio=sha256:")),
+        "{line}"
+    );
+    let r = wait_route(&client, url, |r| r["directory"]["digest"] == want.as_str()).await;
+    assert_eq!(r["stable"]["digest"], v2.as_str(), "the pin serves: {r}");
+
+    let (code, out, err) = rollout_cli(&["--url", url, "unpin", "radio"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = wait_route(&client, url, |r| r["stable"]["digest"] == want.as_str()).await;
+    assert_ne!(r["pinned"], true, "{r}");
+    // Audited as an unpin, not counted as a rollback.
+    let (_, out, _) = rollout_cli(&["--url", url, "audit"]);
+    assert!(out.contains("unpin"), "{out}");
+    assert!(!out.contains("rollback"), "{out}");
+    // Nothing left to unpin: refused, saying why.
+    let (code, _, err) = rollout_cli(&["--url", url, "unpin", "radio"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("pins no version"), "{err}");
+}

@@ -41,7 +41,7 @@ pub enum Command {
     /// Serve the scoring API on a policy directory, with hot reload.
     Serve(serve::Args),
     /// Operate rollouts through the admin API: status, upload, canary,
-    /// promote, rollback, kill, revive, shadow, audit.
+    /// promote, unpin, rollback, kill, revive, shadow, audit.
     Rollout(rollout::Args),
     /// Replay decision logs: check determinism, or a candidate's divergence.
     Replay(replay::Args),

@@ -4,7 +4,7 @@
 //! oasis rollout status [ROUTE]
 //! oasis rollout upload POLICY FILE.wasm
 //! oasis rollout canary ROUTE VERSION --percent 5
-//! oasis rollout promote ROUTE | rollback ROUTE [--reason TEXT]
+//! oasis rollout promote ROUTE | unpin ROUTE | rollback ROUTE [--reason TEXT]
 //! oasis rollout kill ROUTE | revive ROUTE
 //! oasis rollout shadow ROUTE POLICY[@VERSION] --on | --off
 //! oasis rollout versions POLICY | audit [--limit N]
@@ -74,6 +74,12 @@ pub enum Command {
     },
     /// Make the route's canary its stable version.
     Promote {
+        /// Route.
+        route: String,
+    },
+    /// Drop the pinned stable version (set by promote): the route serves
+    /// the directory's version again. Audited as `unpin`, not a rollback.
+    Unpin {
         /// Route.
         route: String,
     },
@@ -203,6 +209,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Promote { route } => {
             client
                 .post(&format!("/admin/v1/routes/{route}/promote"), Body::Empty)
+                .await?
+        }
+        Command::Unpin { route } => {
+            client
+                .post(&format!("/admin/v1/routes/{route}/unpin"), Body::Empty)
                 .await?
         }
         Command::Rollback { route, reason } => {

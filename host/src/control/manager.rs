@@ -192,6 +192,9 @@ pub enum Change {
     },
     /// Make the canary the stable version.
     Promote,
+    /// Drop the pinned stable version: the route serves the directory's
+    /// version again (audited as `unpin`, not counted as a rollback).
+    Unpin,
     /// Stop the canary, else return to the previous stable version.
     Rollback {
         /// Why.
@@ -226,6 +229,7 @@ impl Change {
         match self {
             Change::Canary { .. } => "canary.set",
             Change::Promote => "canary.promote",
+            Change::Unpin => "unpin",
             Change::Rollback { .. } => "rollback",
             Change::GuardrailRollback { .. } => "rollback.automatic",
             Change::Kill { on: true } => "route.kill",
@@ -346,6 +350,7 @@ impl RolloutManager {
                 Some(version.clone())
             }
             Change::Promote => Some(state.promote(route).map_err(ChangeError::Refused)?),
+            Change::Unpin => Some(state.unpin(route).map_err(ChangeError::Refused)?),
             Change::Rollback { reason: why } => {
                 if let Some(why) = why
                     && why.len() > MAX_REASON_BYTES

@@ -175,6 +175,9 @@ pub enum RolloutError {
     /// Shadowing the route's own policy version, or a shadow twice.
     #[error("{0}")]
     Shadow(String),
+    /// Unpin on a route that follows the directory's version.
+    #[error("route `{0}` pins no version: it serves the directory's version already")]
+    NotPinned(String),
 }
 
 /// Longest rollback history kept per route.
@@ -264,6 +267,22 @@ impl RouteRollout {
             automatic,
         });
         Ok(removed)
+    }
+
+    /// Unpins the stable version: the route serves the directory's version
+    /// again. The unpinned version goes to the history (a rollback returns
+    /// to it); the canary, if one runs, keeps running. Returns the version
+    /// unpinned.
+    ///
+    /// # Errors
+    /// [`RolloutError::NotPinned`] when the route follows the directory.
+    pub fn unpin(&mut self, route: &str) -> Result<String, RolloutError> {
+        let pinned = self
+            .stable
+            .take()
+            .ok_or_else(|| RolloutError::NotPinned(route.to_string()))?;
+        self.push_history(Some(pinned.clone()));
+        Ok(pinned)
     }
 
     /// Adds or removes a shadow policy reference.
