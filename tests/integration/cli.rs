@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, PID_PACING, ROOT};
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, NOT_A_POLICY, PID_PACING, ROOT};
 
 fn oasis(args: &[&str]) -> (bool, String, String) {
     let (code, out, err) = oasis_code(args, None);
@@ -788,4 +788,18 @@ fn a_contract_0_1_0_component_keeps_loading_and_scoring_as_it_did() {
     assert!(out.contains("contract:    oasis:policy@0.1.0"), "{out}");
     let (_, out, _) = oasis_code(&["inspect", PID_PACING], None);
     assert!(out.contains("contract:    oasis:policy@0.2.0"), "{out}");
+}
+
+#[test]
+fn test_of_a_policy_that_does_not_load_exits_3() {
+    // 3 means "did not load" (docs/writing-policies.md); 1 is a mismatch.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = format!(
+        "{{\"request\": {}}}",
+        String::from_utf8(crate::harness::small_body(false)).unwrap()
+    );
+    std::fs::write(dir.path().join("a.json"), fixture).unwrap();
+    let (code, out, err) = oasis_code(&["test", NOT_A_POLICY, dir.path().to_str().unwrap()], None);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(out.contains("ERROR"), "{out}");
 }
