@@ -803,3 +803,45 @@ fn test_of_a_policy_that_does_not_load_exits_3() {
     assert_eq!(code, Some(3), "{out}{err}");
     assert!(out.contains("ERROR"), "{out}");
 }
+
+#[test]
+fn a_failed_scaffold_leaves_nothing_behind_and_the_retry_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("half");
+    let d = dir.to_str().unwrap();
+    let oasis_code = |args: &[&str], _: Option<&[u8]>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for lang in ["rust", "python"] {
+        // No SDK there: it fails after creating the directory…
+        let (code, _, err) = oasis_code(
+            &[
+                "new",
+                "half",
+                "--path",
+                d,
+                "--lang",
+                lang,
+                "--sdk",
+                "/no/such/sdk",
+            ],
+            None,
+        );
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("/no/such/sdk"), "{err}");
+        // …and removes it, so the retry is not refused as "exists already".
+        assert!(!dir.exists(), "{lang}: {} left behind", dir.display());
+    }
+    let sdk = format!("{ROOT}/guest-sdk");
+    let (code, out, err) = oasis_code(&["new", "half", "--path", d, "--sdk", &sdk], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(dir.join("Cargo.toml").is_file());
+}
