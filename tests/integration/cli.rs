@@ -844,4 +844,9 @@ fn a_failed_scaffold_leaves_nothing_behind_and_the_retry_works() {
     let (code, out, err) = oasis_code(&["new", "half", "--path", d, "--sdk", &sdk], None);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(dir.join("Cargo.toml").is_file());
+    // The next steps name the real target directory, not a placeholder.
+    assert!(
+        !out.contains("<target>") && out.contains("/wasm32-wasip2/release/half.wasm"),
+        "{out}"
+    );
 }

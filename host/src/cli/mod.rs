@@ -45,7 +45,8 @@ pub enum Command {
     Rollout(rollout::Args),
     /// Replay decision logs: check determinism, or a candidate's divergence.
     Replay(replay::Args),
-    /// Scaffold a Rust policy crate (settings, unit tests, a golden fixture).
+    /// Scaffold a policy: a Rust crate, or a Python package with `--lang
+    /// python` (settings, unit tests, a golden fixture).
     New(new::Args),
     /// Validate a policy directory or manifest offline, as reload would
     /// load it; every problem listed, exit 1 if any.

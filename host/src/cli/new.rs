@@ -147,8 +147,23 @@ fn execute_rust(args: &Args, name: &str, dir: &Path) -> anyhow::Result<ExitCode>
         "  cargo build --manifest-path {}/Cargo.toml --target wasm32-wasip2 --release",
         dir.display()
     );
+    // The real target directory, not a `<target>` placeholder to work out:
+    // $CARGO_TARGET_DIR, else the enclosing workspace's, else the crate's.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t),
+        None => abs
+            .ancestors()
+            .skip(1)
+            .find(|a| {
+                std::fs::read_to_string(a.join("Cargo.toml"))
+                    .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+            })
+            .unwrap_or(&abs)
+            .join("target"),
+    };
     println!(
-        "  oasis test <target>/wasm32-wasip2/release/{crate_ident}.wasm {}/fixtures",
+        "  oasis test {}/wasm32-wasip2/release/{crate_ident}.wasm {}/fixtures",
+        target.display(),
         dir.display()
     );
     println!(
