@@ -794,7 +794,7 @@ async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
         out.contains("canary sha256:") && out.contains("at 5%"),
         "{out}"
     );
-    let (code, out, _) = cli(&["kill", "radio"], &server.url);
+    let (code, out, _) = cli(&["kill", "radio", "--reason", "incident 42"], &server.url);
     assert_eq!(code, Some(0), "{out}");
 
     server.signal("KILL");
@@ -833,6 +833,10 @@ async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
         assert!(out.contains(action), "{action} missing from\n{out}");
     }
     assert!(out.contains("admin (cli-user)"), "{out}");
+    assert!(
+        out.contains("(incident 42)"),
+        "the kill's reason is audited: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -191,6 +191,9 @@ async fn rollback(
 pub struct KillBody {
     /// On (serve the baseline) or off.
     pub on: bool,
+    /// Why, for the audit log (at most 4096 bytes).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[utoipa::path(post, path = "/admin/v1/routes/{route}/kill", operation_id = "set_kill_switch", tag = "admin", summary = "Turn the kill switch on (serve the baseline) or off",
@@ -211,7 +214,16 @@ async fn kill(
     Path(route): Path<String>,
     Body(b): Body<KillBody>,
 ) -> Response {
-    apply(&m, &route, Change::Kill { on: b.on }, &actor).await
+    apply(
+        &m,
+        &route,
+        Change::Kill {
+            on: b.on,
+            reason: b.reason,
+        },
+        &actor,
+    )
+    .await
 }
 
 /// Body of a shadow change.

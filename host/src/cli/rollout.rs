@@ -95,11 +95,17 @@ pub enum Command {
     Kill {
         /// Route.
         route: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Turn the kill switch off.
     Revive {
         /// Route.
         route: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Add (`--on`) or remove (`--off`) a shadow policy.
     Shadow {
@@ -225,12 +231,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
                 .await?
         }
-        Command::Kill { route } | Command::Revive { route } => {
+        Command::Kill { route, reason } | Command::Revive { route, reason } => {
             let on = matches!(args.command, Command::Kill { .. });
             client
                 .post(
                     &format!("/admin/v1/routes/{route}/kill"),
-                    Body::Json(serde_json::json!({ "on": on })),
+                    Body::Json(serde_json::json!({ "on": on, "reason": reason })),
                 )
                 .await?
         }

@@ -214,6 +214,9 @@ pub enum Change {
     Kill {
         /// On or off.
         on: bool,
+        /// Why (recorded in the audit log), at most [`MAX_REASON_BYTES`].
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// Add or remove a shadow.
     Shadow {
@@ -232,8 +235,8 @@ impl Change {
             Change::Unpin => "unpin",
             Change::Rollback { .. } => "rollback",
             Change::GuardrailRollback { .. } => "rollback.automatic",
-            Change::Kill { on: true } => "route.kill",
-            Change::Kill { on: false } => "route.revive",
+            Change::Kill { on: true, .. } => "route.kill",
+            Change::Kill { on: false, .. } => "route.revive",
             Change::Shadow { on: true, .. } => "shadow.on",
             Change::Shadow { on: false, .. } => "shadow.off",
         }
@@ -384,7 +387,19 @@ impl RolloutManager {
                 reason = Some(why);
                 removed
             }
-            Change::Kill { on } => {
+            Change::Kill { on, reason: why } => {
+                if let Some(why) = why
+                    && why.len() > MAX_REASON_BYTES
+                {
+                    return Err(ChangeError::InvalidField {
+                        field: "reason",
+                        message: format!(
+                            "{} bytes; at most {MAX_REASON_BYTES} are accepted",
+                            why.len()
+                        ),
+                    });
+                }
+                reason = why.clone();
                 if plan.baseline.is_none() && *on {
                     tracing::warn!(%route, "kill switch on a route without a baseline: the host's passthrough answers");
                 }
