@@ -298,9 +298,12 @@ impl EmbeddedStore {
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                // The usual cause is a second server on the same policy
+                // directory (the default state directory is inside it):
+                // name the ways out, not only the symptom.
                 return Err(unavailable(
                     &file,
-                    "the database is open in another process",
+                    "the database is open in another process (a second `oasis serve` on the same policy directory?); give this server its own `--state-dir`, share delivery state with `--state redis`, or serve without it with `--state off`",
                 ));
             }
             Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => {

@@ -792,3 +792,18 @@ async fn pacing_stale_reads_across_ticks_lose_no_update(store: &Store) {
         "no lost update"
     );
 }
+
+#[test]
+fn a_database_open_elsewhere_is_refused_naming_the_ways_out() {
+    // A second server on the same policy directory opens the same default
+    // state file: the error must say what to do, not only what happened.
+    let dir = tempfile::tempdir().unwrap();
+    let _first = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let Err(e) = EmbeddedStore::open(EmbeddedConfig::new(dir.path())) else {
+        panic!("a second open of one database succeeded");
+    };
+    let message = e.to_string();
+    for way in ["--state-dir", "--state off", "--state redis"] {
+        assert!(message.contains(way), "{way} missing from: {message}");
+    }
+}

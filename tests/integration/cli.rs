@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, PID_PACING, ROOT};
+use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST, NOT_A_POLICY, PID_PACING, ROOT};
 
 fn oasis(args: &[&str]) -> (bool, String, String) {
     let (code, out, err) = oasis_code(args, None);
@@ -788,4 +788,65 @@ fn a_contract_0_1_0_component_keeps_loading_and_scoring_as_it_did() {
     assert!(out.contains("contract:    oasis:policy@0.1.0"), "{out}");
     let (_, out, _) = oasis_code(&["inspect", PID_PACING], None);
     assert!(out.contains("contract:    oasis:policy@0.2.0"), "{out}");
+}
+
+#[test]
+fn test_of_a_policy_that_does_not_load_exits_3() {
+    // 3 means "did not load" (docs/writing-policies.md); 1 is a mismatch.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = format!(
+        "{{\"request\": {}}}",
+        String::from_utf8(crate::harness::small_body(false)).unwrap()
+    );
+    std::fs::write(dir.path().join("a.json"), fixture).unwrap();
+    let (code, out, err) = oasis_code(&["test", NOT_A_POLICY, dir.path().to_str().unwrap()], None);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(out.contains("ERROR"), "{out}");
+}
+
+#[test]
+fn a_failed_scaffold_leaves_nothing_behind_and_the_retry_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("half");
+    let d = dir.to_str().unwrap();
+    let oasis_code = |args: &[&str], _: Option<&[u8]>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for lang in ["rust", "python"] {
+        // No SDK there: it fails after creating the directory…
+        let (code, _, err) = oasis_code(
+            &[
+                "new",
+                "half",
+                "--path",
+                d,
+                "--lang",
+                lang,
+                "--sdk",
+                "/no/such/sdk",
+            ],
+            None,
+        );
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("/no/such/sdk"), "{err}");
+        // …and removes it, so the retry is not refused as "exists already".
+        assert!(!dir.exists(), "{lang}: {} left behind", dir.display());
+    }
+    let sdk = format!("{ROOT}/guest-sdk");
+    let (code, out, err) = oasis_code(&["new", "half", "--path", d, "--sdk", &sdk], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(dir.join("Cargo.toml").is_file());
+    // The next steps name the real target directory, not a placeholder.
+    assert!(
+        !out.contains("<target>") && out.contains("/wasm32-wasip2/release/half.wasm"),
+        "{out}"
+    );
 }

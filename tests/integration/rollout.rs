@@ -801,7 +801,7 @@ async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
         out.contains("canary sha256:") && out.contains("at 5%"),
         "{out}"
     );
-    let (code, out, _) = cli(&["kill", "radio"], &server.url);
+    let (code, out, _) = cli(&["kill", "radio", "--reason", "incident 42"], &server.url);
     assert_eq!(code, Some(0), "{out}");
 
     server.signal("KILL");
@@ -840,6 +840,10 @@ async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
         assert!(out.contains(action), "{action} missing from\n{out}");
     }
     assert!(out.contains("admin (cli-user)"), "{out}");
+    assert!(
+        out.contains("(incident 42)"),
+        "the kill's reason is audited: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1290,4 +1294,178 @@ async fn each_arm_reports_its_rates_which_restart_on_a_rollout_change() {
             && l.contains(&format!("promoted {promoted:.2}%"))),
         "{out}"
     );
+}
+
+/// Runs `oasis rollout ARGS` with the admin token and no `OASIS_URL`:
+/// (exit code, stdout, stderr).
+fn rollout_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .arg("rollout")
+        .args(args)
+        .env("OASIS_ADMIN_TOKEN", TOKEN)
+        .env_remove("OASIS_URL")
+        .env("USER", "cli-user")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_waits_for_a_compile_longer_than_a_reload_pass_waits() {
+    // A reload pass waits 1 ms for a compile (then lets it go on in the
+    // background); an upload must wait for it to the end, not refuse it as
+    // "still compiling" (the first upload of every Python component was).
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let server = ServeProcess::start(
+        dir.path(),
+        &[
+            "--compile-wait-ms",
+            "1",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &[("OASIS_ADMIN_TOKEN", TOKEN)],
+    );
+    // Uncached (a fresh cache directory): this upload compiles.
+    let (code, out, err) = rollout_cli(&["--url", &server.url, "upload", "p", PID_PACING]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("stored {}", digest(PID_PACING))),
+        "{out}"
+    );
+    let client = reqwest::Client::new();
+    let versions = get_json(&client, format!("{}/v1/policies/p/versions", server.url)).await;
+    assert!(
+        versions.to_string().contains(&digest(PID_PACING)),
+        "stored once it loads: {versions}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_names_its_server_refuses_to_guess_for_changes_and_takes_digest_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let server = ServeProcess::start(dir.path(), &[], &[("OASIS_ADMIN_TOKEN", TOKEN)]);
+    let url = server.url.as_str();
+    // A change without --url or OASIS_URL is refused before anything is sent.
+    let (code, out, err) = rollout_cli(&["upload", "p", PID_PACING]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("--url") && err.contains("OASIS_URL"), "{err}");
+    // A read says which server answered, the default one included.
+    let (code, out, err) = rollout_cli(&["--url", url, "upload", "p", PID_PACING]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with(&format!("server {url}\n")), "{out}");
+    let (_, out, _) = rollout_cli(&["versions", "p"]);
+    assert!(
+        out.starts_with("server http://127.0.0.1:8080 (the default"),
+        "{out}"
+    );
+    let (_, out, _) = rollout_cli(&["--json", "--url", url, "status", "radio"]);
+    serde_json::from_str::<Value>(&out).expect("--json output is JSON alone");
+
+    // The digest as printed (`sha256:` and 12 hex digits) names the version.
+    let full = digest(PID_PACING);
+    let printed = &full[..("sha256:".len() + 12)];
+    let (code, out, err) =
+        rollout_cli(&["--url", url, "canary", "radio", printed, "--percent", "5"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let client = reqwest::Client::new();
+    let r = route(&client, url).await;
+    assert_eq!(r["canary"]["version"]["digest"], full.as_str(), "{r}");
+    // Shadows too, as `key@prefix`.
+    let shadow = format!("p@{printed}");
+    let (code, out, err) = rollout_cli(&["--url", url, "shadow", "radio", &shadow, "--on"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = route(&client, url).await;
+    assert!(r["shadows"].to_string().contains(&full), "{r}");
+    // Too short, or no such version: refused with a reason.
+    let (code, _, err) = rollout_cli(&[
+        "--url",
+        url,
+        "canary",
+        "radio",
+        &full[..15],
+        "--percent",
+        "5",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("at least 12"), "{err}");
+    let (code, _, err) = rollout_cli(&[
+        "--url",
+        url,
+        "canary",
+        "radio",
+        "sha256:000000000000",
+        "--percent",
+        "5",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not stored"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_is_logged_when_the_directory_changes_and_unpin_serves_the_directory_again() {
+    let dir = tempfile::tempdir().unwrap();
+    radio(dir.path(), "");
+    let server = ServeProcess::start(dir.path(), &[], &[("OASIS_ADMIN_TOKEN", TOKEN)]);
+    let url = server.url.as_str();
+    let client = reqwest::Client::new();
+    let v2 = upload(&client, url, "p", PID_PACING).await;
+    for args in [
+        &["canary", "radio", v2.as_str(), "--percent", "50"][..],
+        &["promote", "radio"][..],
+    ] {
+        let (code, out, err) = rollout_cli(&[&["--url", url][..], args].concat());
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    let (_, out, _) = rollout_cli(&["--url", url, "status", "radio"]);
+    assert!(out.contains("(pinned)"), "the pin shows in status: {out}");
+
+    // A new module in the directory: activated, but the pin keeps serving,
+    // and the log line says so.
+    install(dir.path(), "p", EPSILON_GREEDY, "");
+    let want = digest(EPSILON_GREEDY);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .logs
+            .recv_timeout(left)
+            .expect("no activation logged");
+        if line["digest"] == want.as_str()
+            && line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("activated"))
+        {
+            break line;
+        }
+    };
+    assert!(
+        line["message"].as_str().unwrap().contains("pinned")
+            && line["pinned"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("radio=sha256:")),
+        "{line}"
+    );
+    let r = wait_route(&client, url, |r| r["directory"]["digest"] == want.as_str()).await;
+    assert_eq!(r["stable"]["digest"], v2.as_str(), "the pin serves: {r}");
+
+    let (code, out, err) = rollout_cli(&["--url", url, "unpin", "radio"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = wait_route(&client, url, |r| r["stable"]["digest"] == want.as_str()).await;
+    assert_ne!(r["pinned"], true, "{r}");
+    // Audited as an unpin, not counted as a rollback.
+    let (_, out, _) = rollout_cli(&["--url", url, "audit"]);
+    assert!(out.contains("unpin"), "{out}");
+    assert!(!out.contains("rollback"), "{out}");
+    // Nothing left to unpin: refused, saying why.
+    let (code, _, err) = rollout_cli(&["--url", url, "unpin", "radio"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("pins no version"), "{err}");
 }

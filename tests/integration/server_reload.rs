@@ -476,7 +476,8 @@ async fn a_manifest_waiting_for_its_module_is_not_a_failure_until_the_grace_peri
     s.shutdown().await;
 }
 
-/// Activation logs say what changed: settings only (same module), or a new
+/// Activation logs say what changed: settings only (same module), limits
+/// only (same module and settings), or a new
 /// module under the version string already served (a warning).
 #[test]
 fn activation_logs_tell_a_settings_change_from_a_redeployed_version() {
@@ -502,6 +503,16 @@ fn activation_logs_tell_a_settings_change_from_a_redeployed_version() {
     assert_eq!(l["level"], "INFO", "{l}");
     assert_ne!(l["settings"], l["old_settings"], "{l}");
     assert_eq!(l["policy"], "p");
+    // Only the limits: said so, not "settings changed" with equal hashes.
+    install(
+        dir.path(),
+        "p",
+        GUARDED_BOOST,
+        "[settings]\ntheta = 0.4\n[limits]\ndeadline_ms = 1500\n",
+    );
+    let l = next("policy limits changed (same module, same settings)");
+    assert_eq!(l["level"], "INFO", "{l}");
+    assert!(l.get("old_settings").is_none(), "{l}");
     // The same policy rebuilt: another digest (a custom section appended),
     // the same name and version.
     let mut wasm = std::fs::read(GUARDED_BOOST).unwrap();

@@ -6,6 +6,7 @@
 //! | POST | `/admin/v1/policies/{key}/versions` | upload a module (`application/wasm`) as a version of `key` |
 //! | POST | `/admin/v1/routes/{route}/canary` | `{"version", "percent"}`: start a canary or change its share |
 //! | POST | `/admin/v1/routes/{route}/promote` | the canary becomes stable |
+//! | POST | `/admin/v1/routes/{route}/unpin` | drop the pinned stable version: serve the directory's |
 //! | POST | `/admin/v1/routes/{route}/rollback` | `{"reason"?}`: stop the canary, else the previous stable |
 //! | POST | `/admin/v1/routes/{route}/kill` | `{"on": bool}`: serve the baseline, or stop doing so |
 //! | POST | `/admin/v1/routes/{route}/shadows` | `{"policy": "key[@digest]", "on": bool}` |
@@ -39,6 +40,7 @@ pub fn router(manager: Arc<RolloutManager>, tokens: Arc<AdminTokens>) -> Router 
         )
         .route("/admin/v1/routes/{route}/canary", post(canary))
         .route("/admin/v1/routes/{route}/promote", post(promote))
+        .route("/admin/v1/routes/{route}/unpin", post(unpin))
         .route("/admin/v1/routes/{route}/rollback", post(rollback))
         .route("/admin/v1/routes/{route}/kill", post(kill))
         .route("/admin/v1/routes/{route}/shadows", post(shadow))
@@ -131,6 +133,22 @@ async fn promote(
     apply(&m, &route, Change::Promote, &actor).await
 }
 
+#[utoipa::path(post, path = "/admin/v1/routes/{route}/unpin", operation_id = "unpin_stable", tag = "admin", summary = "Drop the pinned stable version: the route serves the directory's version again",
+    params(("route" = String, Path, description = "Route name (a route of `routes.toml` or a policy key)")),
+    responses(
+        (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
+        (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
+        (status = 409, description = "The route pins no version (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 500, description = "The rollout state or its audit entry could not be written; nothing changed (`internal`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn unpin(
+    State(m): State<Arc<RolloutManager>>,
+    Extension(actor): Extension<Actor>,
+    Path(route): Path<String>,
+) -> Response {
+    apply(&m, &route, Change::Unpin, &actor).await
+}
+
 /// Body of a rollback.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +191,9 @@ async fn rollback(
 pub struct KillBody {
     /// On (serve the baseline) or off.
     pub on: bool,
+    /// Why, for the audit log (at most 4096 bytes).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[utoipa::path(post, path = "/admin/v1/routes/{route}/kill", operation_id = "set_kill_switch", tag = "admin", summary = "Turn the kill switch on (serve the baseline) or off",
@@ -193,7 +214,16 @@ async fn kill(
     Path(route): Path<String>,
     Body(b): Body<KillBody>,
 ) -> Response {
-    apply(&m, &route, Change::Kill { on: b.on }, &actor).await
+    apply(
+        &m,
+        &route,
+        Change::Kill {
+            on: b.on,
+            reason: b.reason,
+        },
+        &actor,
+    )
+    .await
 }
 
 /// Body of a shadow change.

@@ -67,6 +67,7 @@ pub const ADMIN_SECURITY: &str = "admin_token";
         admin::upload,
         admin::canary,
         admin::promote,
+        admin::unpin,
         admin::rollback,
         admin::kill,
         admin::shadow,

@@ -41,11 +41,12 @@ pub enum Command {
     /// Serve the scoring API on a policy directory, with hot reload.
     Serve(serve::Args),
     /// Operate rollouts through the admin API: status, upload, canary,
-    /// promote, rollback, kill, revive, shadow, audit.
+    /// promote, unpin, rollback, kill, revive, shadow, audit.
     Rollout(rollout::Args),
     /// Replay decision logs: check determinism, or a candidate's divergence.
     Replay(replay::Args),
-    /// Scaffold a Rust policy crate (settings, unit tests, a golden fixture).
+    /// Scaffold a policy: a Rust crate, or a Python package with `--lang
+    /// python` (settings, unit tests, a golden fixture).
     New(new::Args),
     /// Validate a policy directory or manifest offline, as reload would
     /// load it; every problem listed, exit 1 if any.

@@ -76,9 +76,39 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     if dir.exists() {
         bail!("{} exists already; choose another --path", dir.display());
     }
-    if args.lang == Lang::Python {
-        return execute_python(name, &dir, args.sdk.as_deref());
+    // A scaffold that fails half-way (no SDK found, a file that cannot be
+    // written) removes what it created: otherwise the retry, with the
+    // problem fixed, is refused because the directory exists.
+    let cleanup = RemoveUnlessKept(Some(dir.clone()));
+    let result = match args.lang {
+        Lang::Python => execute_python(name, &dir, args.sdk.as_deref()),
+        Lang::Rust => execute_rust(&args, name, &dir),
+    };
+    if result.is_ok() {
+        cleanup.keep();
     }
+    result
+}
+
+/// Removes a directory when dropped, unless [`keep`](Self::keep) was called.
+struct RemoveUnlessKept(Option<PathBuf>);
+
+impl RemoveUnlessKept {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveUnlessKept {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `oasis new` (Rust): the crate in `dir` (which does not exist).
+fn execute_rust(args: &Args, name: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("src"))
         .and_then(|()| std::fs::create_dir_all(dir.join("fixtures")))
         .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -117,8 +147,23 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         "  cargo build --manifest-path {}/Cargo.toml --target wasm32-wasip2 --release",
         dir.display()
     );
+    // The real target directory, not a `<target>` placeholder to work out:
+    // $CARGO_TARGET_DIR, else the enclosing workspace's, else the crate's.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t),
+        None => abs
+            .ancestors()
+            .skip(1)
+            .find(|a| {
+                std::fs::read_to_string(a.join("Cargo.toml"))
+                    .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+            })
+            .unwrap_or(&abs)
+            .join("target"),
+    };
     println!(
-        "  oasis test <target>/wasm32-wasip2/release/{crate_ident}.wasm {}/fixtures",
+        "  oasis test {}/wasm32-wasip2/release/{crate_ident}.wasm {}/fixtures",
+        target.display(),
         dir.display()
     );
     println!(

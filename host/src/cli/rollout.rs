@@ -4,7 +4,7 @@
 //! oasis rollout status [ROUTE]
 //! oasis rollout upload POLICY FILE.wasm
 //! oasis rollout canary ROUTE VERSION --percent 5
-//! oasis rollout promote ROUTE | rollback ROUTE [--reason TEXT]
+//! oasis rollout promote ROUTE | unpin ROUTE | rollback ROUTE [--reason TEXT]
 //! oasis rollout kill ROUTE | revive ROUTE
 //! oasis rollout shadow ROUTE POLICY[@VERSION] --on | --off
 //! oasis rollout versions POLICY | audit [--limit N]
@@ -23,14 +23,11 @@ use serde_json::Value;
 /// Arguments of `oasis rollout`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The server.
-    #[arg(
-        long,
-        env = "OASIS_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub url: String,
+    /// The server (its admin listener for changes). Commands that only read
+    /// (status, versions, audit) default to http://127.0.0.1:8080; commands
+    /// that change state refuse to guess and need this or $OASIS_URL.
+    #[arg(long, env = "OASIS_URL", global = true)]
+    pub url: Option<String>,
     /// File holding the admin token (`name token` per line: the first line's
     /// token is used; or the token alone). Default: $OASIS_ADMIN_TOKEN.
     #[arg(long, global = true)]
@@ -69,7 +66,7 @@ pub enum Command {
     Canary {
         /// Route.
         route: String,
-        /// Version (`sha256:…`).
+        /// Version: `sha256:` and its digest, or a unique prefix of 12 hex digits or more (as printed).
         version: String,
         /// Share of listeners, in (0, 100].
         #[arg(long)]
@@ -77,6 +74,12 @@ pub enum Command {
     },
     /// Make the route's canary its stable version.
     Promote {
+        /// Route.
+        route: String,
+    },
+    /// Drop the pinned stable version (set by promote): the route serves
+    /// the directory's version again. Audited as `unpin`, not a rollback.
+    Unpin {
         /// Route.
         route: String,
     },
@@ -92,17 +95,23 @@ pub enum Command {
     Kill {
         /// Route.
         route: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Turn the kill switch off.
     Revive {
         /// Route.
         route: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Add (`--on`) or remove (`--off`) a shadow policy.
     Shadow {
         /// Route.
         route: String,
-        /// `key` or `key@sha256:…`.
+        /// `key`, or `key@sha256:…` (a digest or a unique prefix of 12 hex digits or more).
         policy: String,
         /// Add it.
         #[arg(long, conflicts_with = "off", required_unless_present = "off")]
@@ -127,8 +136,43 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(run(args))
 }
 
+/// The server commands that only read talk to when no `--url` is given.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+impl Command {
+    /// Whether the command changes the server's state (and so refuses to
+    /// guess which server is meant).
+    fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status { .. } | Command::Versions { .. } | Command::Audit { .. }
+        )
+    }
+}
+
+/// The server to talk to, and how it was chosen (for the output's first
+/// line): a change needs `--url` or `$OASIS_URL`, so that a fresh shell
+/// never changes whatever server happens to listen on the default address.
+fn server_url(args: &Args) -> anyhow::Result<(String, &'static str)> {
+    match &args.url {
+        Some(url) => Ok((url.trim_end_matches('/').to_string(), "")),
+        None if args.command.changes_state() => bail!(
+            "which server? this command changes state: pass --url (e.g. --url {DEFAULT_URL}) or set OASIS_URL"
+        ),
+        None => Ok((
+            DEFAULT_URL.to_string(),
+            " (the default; pass --url or set OASIS_URL for another)",
+        )),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args)?;
+    let (url, how) = server_url(&args)?;
+    let client = Client::new(&args, url)?;
+    if !args.json {
+        // Every human-readable answer says which server gave it.
+        println!("server {}{how}", client.base);
+    }
     let (value, status) = match &args.command {
         Command::Status { route } => match route {
             Some(r) => client.get(&format!("/v1/routes/{r}")).await?,
@@ -147,12 +191,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Upload { policy, file } => {
             let wasm =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            client
-                .post(
-                    &format!("/admin/v1/policies/{policy}/versions"),
-                    Body::Wasm(wasm),
-                )
-                .await?
+            eprintln!(
+                "uploading {} ({} bytes); the server compiles and checks it before storing it (a Python component takes up to a minute)",
+                file.display(),
+                wasm.len()
+            );
+            let path = format!("/admin/v1/policies/{policy}/versions");
+            with_progress(client.post(&path, Body::Wasm(wasm))).await?
         }
         Command::Canary {
             route,
@@ -172,6 +217,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .post(&format!("/admin/v1/routes/{route}/promote"), Body::Empty)
                 .await?
         }
+        Command::Unpin { route } => {
+            client
+                .post(&format!("/admin/v1/routes/{route}/unpin"), Body::Empty)
+                .await?
+        }
         Command::Rollback { route, reason } => {
             let body = serde_json::json!({ "reason": reason });
             client
@@ -181,12 +231,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
                 .await?
         }
-        Command::Kill { route } | Command::Revive { route } => {
+        Command::Kill { route, reason } | Command::Revive { route, reason } => {
             let on = matches!(args.command, Command::Kill { .. });
             client
                 .post(
                     &format!("/admin/v1/routes/{route}/kill"),
-                    Body::Json(serde_json::json!({ "on": on })),
+                    Body::Json(serde_json::json!({ "on": on, "reason": reason })),
                 )
                 .await?
         }
@@ -208,7 +258,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             eprintln!(
-                "refused ({} {}): {}",
+                "refused by {} ({} {}): {}",
+                client.base,
                 status.as_u16(),
                 e["kind"].as_str().unwrap_or("error"),
                 e["message"].as_str().unwrap_or("(no message)")
@@ -222,6 +273,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_human(&args.command, &value);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Awaits `f`, telling the user every 5 s that it is still waiting (an
+/// upload's compile can take tens of seconds; silence looks like a hang).
+async fn with_progress<T>(f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let mut f = std::pin::pin!(f);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            _ = tick.tick() => eprintln!(
+                "  still compiling on the server… {} s",
+                started.elapsed().as_secs()
+            ),
+        }
+    }
 }
 
 enum Body {
@@ -238,7 +307,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(args: &Args) -> anyhow::Result<Self> {
+    fn new(args: &Args, base: String) -> anyhow::Result<Self> {
         let token = match &args.token_file {
             Some(path) => Some(read_token(path)?),
             None => std::env::var("OASIS_ADMIN_TOKEN")
@@ -247,7 +316,7 @@ impl Client {
         };
         Ok(Client {
             http: reqwest::Client::new(),
-            base: args.url.trim_end_matches('/').to_string(),
+            base,
             token,
             actor: args.actor.clone(),
         })

@@ -95,6 +95,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let mut outcomes = Vec::with_capacity(files.len());
+    // Whether a fixture's error was the policy not loading: the run then
+    // exits 3 ("did not load", the documented status), not 1 (a mismatch).
+    let mut load_failed = false;
     for file in &files {
         let name = file
             .file_stem()
@@ -115,7 +118,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 error: None,
             },
             Err(e) => Outcome {
-                name,
+                name: {
+                    load_failed |= e.downcast_ref::<super::LoadFailed>().is_some();
+                    name
+                },
                 result: "error",
                 differences: Vec::new(),
                 error: Some(oasis::visible(&format!("{e:#}")).into_owned()),
@@ -150,6 +156,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
+    } else if load_failed {
+        ExitCode::from(super::exit::LOAD_FAILED)
     } else {
         ExitCode::from(super::exit::CHECK_FAILED)
     })

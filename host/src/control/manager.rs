@@ -29,7 +29,22 @@ use crate::control::rollout::{
     LAST_GOOD_FILE, ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest,
     read_rollout,
 };
-use crate::control::versions::VersionRecord;
+use crate::control::versions::{ResolveError, VersionRecord, VersionStore};
+
+/// The full digest of the stored version of `policy` that `version` (a
+/// digest or a unique prefix of one) names, as a change's error.
+fn resolve(store: &VersionStore, policy: &str, version: &str) -> Result<String, ChangeError> {
+    store.resolve(policy, version).map_err(|e| match e {
+        ResolveError::Unknown { .. } => ChangeError::NotStored {
+            policy: policy.to_string(),
+            version: version.to_string(),
+        },
+        e => ChangeError::InvalidField {
+            field: "version",
+            message: e.to_string(),
+        },
+    })
+}
 use crate::telemetry::metrics::Metrics;
 
 /// Largest rollback reason accepted, in bytes: it is recorded in the audit
@@ -177,6 +192,9 @@ pub enum Change {
     },
     /// Make the canary the stable version.
     Promote,
+    /// Drop the pinned stable version: the route serves the directory's
+    /// version again (audited as `unpin`, not counted as a rollback).
+    Unpin,
     /// Stop the canary, else return to the previous stable version.
     Rollback {
         /// Why.
@@ -196,6 +214,9 @@ pub enum Change {
     Kill {
         /// On or off.
         on: bool,
+        /// Why (recorded in the audit log), at most [`MAX_REASON_BYTES`].
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// Add or remove a shadow.
     Shadow {
@@ -211,10 +232,11 @@ impl Change {
         match self {
             Change::Canary { .. } => "canary.set",
             Change::Promote => "canary.promote",
+            Change::Unpin => "unpin",
             Change::Rollback { .. } => "rollback",
             Change::GuardrailRollback { .. } => "rollback.automatic",
-            Change::Kill { on: true } => "route.kill",
-            Change::Kill { on: false } => "route.revive",
+            Change::Kill { on: true, .. } => "route.kill",
+            Change::Kill { on: false, .. } => "route.revive",
             Change::Shadow { on: true, .. } => "shadow.on",
             Change::Shadow { on: false, .. } => "shadow.off",
         }
@@ -322,27 +344,16 @@ impl RolloutManager {
         let mut reason = None;
         let digest = match &change {
             Change::Canary { version, percent } => {
-                if !is_digest(version) {
-                    return Err(ChangeError::InvalidField {
-                        field: "version",
-                        message: format!(
-                            "`{}` is not a version digest (`sha256:` and 64 lower-case hex digits)",
-                            truncated(version, 80)
-                        ),
-                    });
-                }
-                if !store.contains(&policy, version) {
-                    return Err(ChangeError::NotStored {
-                        policy,
-                        version: version.clone(),
-                    });
-                }
+                // A unique prefix (as the commands print digests) names
+                // its version; the state always records the full digest.
+                let version = &resolve(store, &policy, version)?;
                 state
                     .set_canary(version, *percent, now)
                     .map_err(ChangeError::Refused)?;
                 Some(version.clone())
             }
             Change::Promote => Some(state.promote(route).map_err(ChangeError::Refused)?),
+            Change::Unpin => Some(state.unpin(route).map_err(ChangeError::Refused)?),
             Change::Rollback { reason: why } => {
                 if let Some(why) = why
                     && why.len() > MAX_REASON_BYTES
@@ -376,7 +387,19 @@ impl RolloutManager {
                 reason = Some(why);
                 removed
             }
-            Change::Kill { on } => {
+            Change::Kill { on, reason: why } => {
+                if let Some(why) = why
+                    && why.len() > MAX_REASON_BYTES
+                {
+                    return Err(ChangeError::InvalidField {
+                        field: "reason",
+                        message: format!(
+                            "{} bytes; at most {MAX_REASON_BYTES} are accepted",
+                            why.len()
+                        ),
+                    });
+                }
+                reason = why.clone();
                 if plan.baseline.is_none() && *on {
                     tracing::warn!(%route, "kill switch on a route without a baseline: the host's passthrough answers");
                 }
@@ -387,6 +410,24 @@ impl RolloutManager {
                 policy: reference,
                 on,
             } => {
+                // `key@<digest prefix>` names the stored version it
+                // resolves to; turning a shadow off also takes the prefix
+                // of the version it runs (stored: pinned versions are kept).
+                let full = match reference.split_once('@') {
+                    Some((key, d)) if !is_digest(d) => {
+                        match self.reloader.store().resolve(key, d) {
+                            Ok(full) => format!("{key}@{full}"),
+                            Err(
+                                e @ (ResolveError::Ambiguous { .. } | ResolveError::Unknown { .. }),
+                            ) => {
+                                return Err(ChangeError::InvalidShadow(e.to_string()));
+                            }
+                            Err(ResolveError::NotADigest(_)) => reference.clone(),
+                        }
+                    }
+                    _ => reference.clone(),
+                };
+                let reference = &full;
                 let r = VersionRef::parse(reference).map_err(ChangeError::InvalidShadow)?;
                 if *on {
                     let known = snapshot.policies.contains_key(&r.key);
@@ -500,7 +541,7 @@ impl RolloutManager {
             })?;
         let active = self
             .reloader
-            .activate(&directory.manifest, wasm)
+            .activate_waiting(&directory.manifest, wasm)
             .map_err(|f| ChangeError::InvalidModule(f.error))?;
         let record = version_record(&active, "api".into(), who);
         let dir = self.dir();

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
@@ -226,11 +226,18 @@ impl Reloader {
             .collect();
         let loads = self.load_changed(&next, &files);
         for ((key, files), load) in files.iter().zip(loads) {
+            let pins: Vec<(String, String)> = next
+                .rollout
+                .routes
+                .iter()
+                .filter(|(_, r)| r.policy == *key)
+                .filter_map(|(route, r)| Some((route.clone(), r.stable.clone()?)))
+                .collect();
             let entry = next
                 .policies
                 .entry(key.clone())
                 .or_insert_with(PolicyEntry::empty);
-            changed |= self.reconcile_policy(key, entry, files, load);
+            changed |= self.reconcile_policy(key, entry, files, load, &pins);
             seen.insert(key.clone());
         }
         let sweep = sweep_missing(&mut next, &seen);
@@ -450,6 +457,7 @@ impl Reloader {
         entry: &mut PolicyEntry,
         files: &Files,
         load: Option<Result<ActivePolicy, LoadFailure>>,
+        pins: &[(String, String)],
     ) -> bool {
         let reappeared = std::mem::take(&mut entry.missing);
         let fingerprint = files.fingerprint();
@@ -498,7 +506,7 @@ impl Reloader {
             }
             Ok(active) => {
                 entry.waiting = None;
-                log_activation(key, entry.active.as_deref(), &active);
+                log_activation(key, entry.active.as_deref(), &active, pins);
                 self.metrics.control.reload(key, true);
                 entry.active = Some(Arc::new(active));
                 entry.failure = None;
@@ -611,6 +619,36 @@ impl Reloader {
             tracing::warn!(policy = %manifest.key, error = %e, "cannot record the version in the store");
         }
         Ok(active)
+    }
+
+    /// [`activate`](Self::activate), waiting for a long compile to the end:
+    /// a load returns [`LoadError::Compiling`] after the worker's brief
+    /// `load_wait` (so a reload pass never waits on one slow policy), but an
+    /// upload has nothing else to do and its caller is waiting for the
+    /// answer, so it loads again (joining the compile in progress) until
+    /// the compile finishes or its ceiling passes (plus the worker's 5 s
+    /// margin). A Python component compiles for tens of seconds: without
+    /// this its first upload is always refused as "still compiling".
+    pub(crate) fn activate_waiting(
+        &self,
+        manifest: &Manifest,
+        module: &[u8],
+    ) -> Result<ActivePolicy, LoadFailure> {
+        let until = Instant::now() + self.runtime.config().compile.timeout + Duration::from_secs(5);
+        loop {
+            let started = Instant::now();
+            match self.activate(manifest, module) {
+                Err(f) if f.compiling && Instant::now() < until => {
+                    tracing::info!(policy = %manifest.key, "upload still compiling; waiting for it (at most --max-compile-ms)");
+                    // A very short `load_wait` must not make this a busy loop.
+                    let floor = Duration::from_millis(100);
+                    if let Some(rest) = floor.checked_sub(started.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Loads `module` under `manifest` (settings, limits, concurrency). The
@@ -840,24 +878,50 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Logs an activation, saying what changed against the version it
-/// replaces: a new module, only the settings, or a new module under the
-/// name and version already served (responses and metrics would not tell
-/// them apart by version: warned).
-fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePolicy) {
+/// replaces: a new module, only the settings, only the limits or
+/// concurrency, or a new module under the name and version already served
+/// (responses and metrics would not tell them apart by version: warned).
+/// `pins` are the routes (with their versions) whose rollout state pins
+/// another version of this policy: they keep serving it, and the line says
+/// so, since "activated" alone reads as "now serving".
+fn log_activation(
+    key: &str,
+    previous: Option<&ActivePolicy>,
+    active: &ActivePolicy,
+    pins: &[(String, String)],
+) {
     use crate::cache::short;
     let id = active.policy.identity();
     let settings = short(active.policy.settings_sha256());
     let file = active.manifest.module.display();
-    let Some(prev) = previous.map(|p| p.policy.identity()) else {
+    let pinned_elsewhere: Vec<String> = pins
+        .iter()
+        .filter(|(_, digest)| *digest != id.digest)
+        .map(|(route, digest)| format!("{route}={}", short_digest(digest)))
+        .collect();
+    if !pinned_elsewhere.is_empty() {
+        let pinned = pinned_elsewhere.join(" ");
+        tracing::warn!(policy = %key, version = %id.version, digest = %id.digest, settings, %file, %pinned,
+            "policy activated in the directory, but pinned routes keep serving their pinned version (`oasis rollout unpin ROUTE` serves the directory's)");
+        return;
+    }
+    let Some(prev_active) = previous else {
         tracing::info!(policy = %key, version = %id.version, digest = %id.digest, settings, %file, "policy activated");
         return;
     };
+    let prev = prev_active.policy.identity();
     let old_settings = prev
         .settings_sha256
         .as_deref()
         .map(short)
         .unwrap_or_default();
-    if prev.digest == id.digest {
+    if prev.digest == id.digest && old_settings == settings {
+        // Neither module nor settings: the manifest's limits or
+        // concurrency changed (saying "settings changed" with two equal
+        // hashes sent operators looking for a difference that is not there).
+        tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
+            settings, %file, "policy limits changed (same module, same settings)");
+    } else if prev.digest == id.digest {
         tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
             settings, old_settings, %file, "policy settings changed (same module)");
     } else if prev.name == id.name && prev.version == id.version {
@@ -867,5 +931,13 @@ fn log_activation(key: &str, previous: Option<&ActivePolicy>, active: &ActivePol
     } else {
         tracing::info!(policy = %key, version = %id.version, digest = %id.digest,
             old_version = %prev.version, settings, %file, "policy activated");
+    }
+}
+
+/// `sha256:` and the first 12 hex digits (a prefix the commands accept).
+fn short_digest(digest: &str) -> String {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() > 12 => format!("sha256:{}", &h[..12]),
+        _ => digest.to_string(),
     }
 }

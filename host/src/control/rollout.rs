@@ -175,6 +175,9 @@ pub enum RolloutError {
     /// Shadowing the route's own policy version, or a shadow twice.
     #[error("{0}")]
     Shadow(String),
+    /// Unpin on a route that follows the directory's version.
+    #[error("route `{0}` pins no version: it serves the directory's version already")]
+    NotPinned(String),
 }
 
 /// Longest rollback history kept per route.
@@ -264,6 +267,22 @@ impl RouteRollout {
             automatic,
         });
         Ok(removed)
+    }
+
+    /// Unpins the stable version: the route serves the directory's version
+    /// again. The unpinned version goes to the history (a rollback returns
+    /// to it); the canary, if one runs, keeps running. Returns the version
+    /// unpinned.
+    ///
+    /// # Errors
+    /// [`RolloutError::NotPinned`] when the route follows the directory.
+    pub fn unpin(&mut self, route: &str) -> Result<String, RolloutError> {
+        let pinned = self
+            .stable
+            .take()
+            .ok_or_else(|| RolloutError::NotPinned(route.to_string()))?;
+        self.push_history(Some(pinned.clone()));
+        Ok(pinned)
     }
 
     /// Adds or removes a shadow policy reference.
@@ -364,6 +383,21 @@ impl std::fmt::Display for VersionRef {
             None => f.write_str(&self.key),
         }
     }
+}
+
+/// Fewest hex digits a digest prefix must have to name a version: the
+/// commands print `sha256:` and 12 digits, and that must round-trip.
+pub const MIN_DIGEST_PREFIX: usize = 12;
+
+/// Whether `s` is a digest prefix a version may be named by: `sha256:` and
+/// [`MIN_DIGEST_PREFIX`] to 64 lower-case hex digits (a full digest
+/// included).
+pub fn is_digest_prefix(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        (MIN_DIGEST_PREFIX..=64).contains(&h.len())
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// Whether `s` is a version digest: `sha256:` and 64 lower-case hex digits.

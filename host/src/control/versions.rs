@@ -20,7 +20,35 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::control::persist::write_atomic;
-use crate::control::rollout::is_digest;
+use crate::control::rollout::{MIN_DIGEST_PREFIX, is_digest, is_digest_prefix};
+
+/// Why a version reference does not name one stored version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Not `sha256:` and 12 to 64 lower-case hex digits.
+    #[error(
+        "`{0}` is not a version digest (`sha256:` and at least {MIN_DIGEST_PREFIX} of its 64 lower-case hex digits)"
+    )]
+    NotADigest(String),
+    /// No stored version of the policy starts with it.
+    #[error("no stored version of `{policy}` is `{reference}`")]
+    Unknown {
+        /// The policy.
+        policy: String,
+        /// The reference as given.
+        reference: String,
+    },
+    /// More than one stored version starts with it.
+    #[error("`{reference}` names {} stored versions of `{policy}` ({}); give more digits", .matches.len(), .matches.join(", "))]
+    Ambiguous {
+        /// The policy.
+        policy: String,
+        /// The reference as given.
+        reference: String,
+        /// The full digests it matches.
+        matches: Vec<String>,
+    },
+}
 
 /// Directory of the store inside the policy directory.
 pub const VERSIONS_DIR: &str = "versions";
@@ -116,6 +144,46 @@ impl VersionStore {
             && self.get(key, digest).is_some()
     }
 
+    /// The full digest of the one stored version of `key` that `reference`
+    /// names: a full digest, or a unique prefix of one (`sha256:` and at
+    /// least [`MIN_DIGEST_PREFIX`] hex digits, as the commands print them).
+    ///
+    /// # Errors
+    /// [`ResolveError`]: not a digest (prefix), no such version, or a
+    /// prefix several versions share.
+    pub fn resolve(&self, key: &str, reference: &str) -> Result<String, ResolveError> {
+        if !is_digest_prefix(reference) {
+            return Err(ResolveError::NotADigest(truncate(reference, 80)));
+        }
+        let unknown = || ResolveError::Unknown {
+            policy: key.to_string(),
+            reference: reference.to_string(),
+        };
+        if is_digest(reference) {
+            return if self.contains(key, reference) {
+                Ok(reference.to_string())
+            } else {
+                Err(unknown())
+            };
+        }
+        let mut matches: Vec<String> = self
+            .list(key)
+            .into_iter()
+            .map(|r| r.digest)
+            .filter(|d| d.starts_with(reference) && self.contains(key, d))
+            .collect();
+        matches.dedup();
+        match matches.len() {
+            0 => Err(unknown()),
+            1 => Ok(matches.remove(0)),
+            _ => Err(ResolveError::Ambiguous {
+                policy: key.to_string(),
+                reference: reference.to_string(),
+                matches,
+            }),
+        }
+    }
+
     /// Every stored version of `key`, oldest first.
     pub fn list(&self, key: &str) -> Vec<VersionRecord> {
         let Ok(entries) = std::fs::read_dir(self.root.join(key)) else {
@@ -185,9 +253,63 @@ impl VersionStore {
     }
 }
 
+/// `s`, cut to at most `max` characters, for echoing it in an error.
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_prefixes_of_twelve_digits_or_more_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VersionStore::new(dir.path(), 10);
+        let mut a = record(1);
+        a.digest = format!("sha256:{}{}", "d1a87b5534d0", "1".repeat(52));
+        let mut b = record(2);
+        b.digest = format!("sha256:{}{}", "d1a87b5534d0", "2".repeat(52));
+        for r in [&a, &b] {
+            store.put(r, b"abc", &BTreeSet::new()).unwrap();
+        }
+        assert_eq!(store.resolve("p", &a.digest).unwrap(), a.digest);
+        assert_eq!(
+            store.resolve("p", "sha256:d1a87b5534d01").unwrap(),
+            a.digest
+        );
+        assert_eq!(
+            store.resolve("p", "sha256:d1a87b5534d02").unwrap(),
+            b.digest
+        );
+        let e = store.resolve("p", "sha256:d1a87b5534d0").unwrap_err();
+        assert!(
+            matches!(&e, ResolveError::Ambiguous { matches, .. } if matches.len() == 2),
+            "{e}"
+        );
+        assert!(e.to_string().contains("give more digits"), "{e}");
+        for short in [
+            "sha256:d1a87b5534d",
+            "d1a87b5534d01",
+            "sha256:D1A87B5534D01",
+        ] {
+            assert!(
+                matches!(store.resolve("p", short), Err(ResolveError::NotADigest(_))),
+                "{short}"
+            );
+        }
+        assert!(matches!(
+            store.resolve("p", "sha256:000000000000"),
+            Err(ResolveError::Unknown { .. })
+        ));
+        assert!(matches!(
+            store.resolve("other", "sha256:d1a87b5534d01"),
+            Err(ResolveError::Unknown { .. })
+        ));
+    }
 
     fn record(i: u64) -> VersionRecord {
         VersionRecord {
