@@ -222,18 +222,24 @@ impl Server {
                 Some(tokio::spawn(grpc::serve(l, state.clone(), token.clone())))
             }
         };
-        let mut app = crate::api::app(state);
+        let mut app = crate::api::app(state.clone());
         match (&cfg.admin, self.admin_listener) {
             (None, _) => tracing::warn!(
                 "admin API disabled: no admin token configured (--admin-token-file or OASIS_ADMIN_TOKEN)"
             ),
             (Some(a), None) => {
-                app = app.merge(admin::router(manager.clone(), a.tokens.clone()));
+                app = app
+                    .merge(admin::router(manager.clone(), a.tokens.clone()))
+                    .merge(crate::api::dashboard::router());
                 tracing::info!(%addr, tokens = a.tokens.len(), "admin API on the main listener");
             }
             (Some(a), Some(admin_listener)) => {
                 let admin_addr = admin_listener.local_addr()?;
+                // The dashboard and the reads it needs come with the admin
+                // API, so the page calls its own origin.
                 let router = admin::router(manager.clone(), a.tokens.clone())
+                    .merge(crate::api::dashboard::router())
+                    .merge(crate::api::reads().with_state(state))
                     .layer(TraceLayer::new_for_http());
                 let (stop, limits) = (token.clone(), cfg.connections);
                 tokio::spawn(listener::serve(admin_listener, router, limits, stop));

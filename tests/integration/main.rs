@@ -6,6 +6,7 @@ mod adversarial;
 mod cache;
 mod cli;
 mod compile_bounds;
+mod dashboard;
 mod decision_log;
 mod delivery_state;
 mod docs;

@@ -812,3 +812,42 @@ fn the_error_kinds_are_one_enum_in_the_document() {
         "#/components/schemas/ErrorKind"
     );
 }
+
+/// The dashboard reads and changes nothing private: every API path its
+/// script calls is in the document.
+#[test]
+fn the_dashboard_calls_only_documented_paths() {
+    let doc = doc();
+    let templates: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|p| {
+            // `/v1/routes/{route}` → `/v1/routes/{}`
+            let mut out = String::new();
+            let mut rest = p.as_str();
+            while let Some(i) = rest.find('{') {
+                out.push_str(&rest[..i]);
+                out.push_str("{}");
+                rest = rest[i..].split_once('}').map_or("", |(_, r)| r);
+            }
+            out + rest
+        })
+        .collect();
+    let called = oasis::api::dashboard::called_paths();
+    for must in [
+        "/v1/routes",
+        "/admin/v1/routes/{}/canary",
+        "/admin/v1/audit",
+    ] {
+        assert!(
+            called.iter().any(|c| c == must),
+            "{must} not found in {called:?}"
+        );
+    }
+    let private: Vec<&String> = called.iter().filter(|c| !templates.contains(*c)).collect();
+    assert!(
+        private.is_empty(),
+        "the dashboard calls undocumented paths: {private:?}"
+    );
+}

@@ -17,6 +17,7 @@
 //! | `outcomes` | `POST /v1/outcomes` (outcome events for replay)               |
 //! | `admin`    | the admin API: uploads, rollout changes, audit (token needed) |
 //! | `auth`     | admin bearer tokens, compared in constant time                |
+//! | `dashboard`| the operators' page (embedded assets), served with the admin API |
 //! | `openapi`  | the OpenAPI 3.1 document (`/openapi.json`)                    |
 //! | `error`    | [`ErrorKind`](error::ErrorKind) and the one JSON error shape  |
 //! | `listener` | the accept loop: connection limit, read and idle timeouts     |
@@ -28,6 +29,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -52,11 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/score", post(score::score))
         .route("/v1/outcomes", post(outcomes::record))
         .route("/v1/events", post(events::record))
-        .route("/v1/policies", get(status::list))
-        .route("/v1/policies/{policy}", get(status::get))
-        .route("/v1/policies/{policy}/versions", get(status::versions))
-        .route("/v1/routes", get(status::routes))
-        .route("/v1/routes/{route}", get(status::route))
+        .merge(reads())
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
@@ -66,4 +64,15 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The status reads (policies, routes, versions): on the public API, and
+/// beside the admin API on its own listener, where the dashboard reads them.
+pub fn reads() -> Router<AppState> {
+    Router::new()
+        .route("/v1/policies", get(status::list))
+        .route("/v1/policies/{policy}", get(status::get))
+        .route("/v1/policies/{policy}/versions", get(status::versions))
+        .route("/v1/routes", get(status::routes))
+        .route("/v1/routes/{route}", get(status::route))
 }
