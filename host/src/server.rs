@@ -240,6 +240,10 @@ impl Server {
                 let router = admin::router(manager.clone(), a.tokens.clone())
                     .merge(crate::api::dashboard::router())
                     .merge(crate::api::reads().with_state(state))
+                    .layer(axum::middleware::from_fn_with_state(
+                        a.tokens.clone(),
+                        crate::api::auth::require_admin_but_the_dashboard,
+                    ))
                     .layer(TraceLayer::new_for_http());
                 let (stop, limits) = (token.clone(), cfg.connections);
                 tokio::spawn(listener::serve(admin_listener, router, limits, stop));

@@ -907,6 +907,26 @@ async fn the_admin_api_can_listen_apart_from_scoring() {
         .await
         .unwrap();
     assert_eq!(scoring.status(), 404, "no scoring on the admin listener");
+    // The dashboard's page loads without the token; the reads it makes on
+    // this listener need it.
+    let page = client
+        .get(format!("{admin_url}/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/dashboard/app.js"));
+    let reads = |t: Option<&'static str>| {
+        let mut r = client.get(format!("{admin_url}/v1/routes/radio"));
+        if let Some(t) = t {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(reads(None).await.unwrap().status(), 401);
+    let r = reads(Some(TOKEN)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["killed"], true);
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

@@ -396,6 +396,22 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, &'static str> {
     Ok(token)
 }
 
+/// [`require_admin`] for a listener of its own, where every path but the
+/// dashboard's assets needs the token (unknown paths too, so the listener
+/// tells nothing to a caller without one). The assets hold no data; the
+/// page sends the token on each call it makes.
+pub async fn require_admin_but_the_dashboard(
+    tokens: State<Arc<AdminTokens>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if path == "/dashboard" || path.starts_with("/dashboard/") {
+        return next.run(req).await;
+    }
+    require_admin(tokens, req, next).await
+}
+
 /// Middleware guarding the admin API, for
 /// `axum::middleware::from_fn_with_state(tokens, require_admin)`.
 ///

@@ -355,17 +355,7 @@ impl RolloutManager {
             Change::Promote => Some(state.promote(route).map_err(ChangeError::Refused)?),
             Change::Unpin => Some(state.unpin(route).map_err(ChangeError::Refused)?),
             Change::Rollback { reason: why } => {
-                if let Some(why) = why
-                    && why.len() > MAX_REASON_BYTES
-                {
-                    return Err(ChangeError::InvalidField {
-                        field: "reason",
-                        message: format!(
-                            "{} bytes; at most {MAX_REASON_BYTES} are accepted",
-                            why.len()
-                        ),
-                    });
-                }
+                check_reason(why.as_deref())?;
                 let why = why.clone().unwrap_or_else(|| "operator rollback".into());
                 let removed = state
                     .rollback(route, &why, false, now)
@@ -388,17 +378,7 @@ impl RolloutManager {
                 removed
             }
             Change::Kill { on, reason: why } => {
-                if let Some(why) = why
-                    && why.len() > MAX_REASON_BYTES
-                {
-                    return Err(ChangeError::InvalidField {
-                        field: "reason",
-                        message: format!(
-                            "{} bytes; at most {MAX_REASON_BYTES} are accepted",
-                            why.len()
-                        ),
-                    });
-                }
+                check_reason(why.as_deref())?;
                 reason = why.clone();
                 if plan.baseline.is_none() && *on {
                     tracing::warn!(%route, "kill switch on a route without a baseline: the host's passthrough answers");
@@ -605,5 +585,20 @@ impl RolloutManager {
                 }
             }
         }
+    }
+}
+
+/// An operator's reason is kept in the audit log: refused over
+/// [`MAX_REASON_BYTES`].
+fn check_reason(why: Option<&str>) -> Result<(), ChangeError> {
+    match why {
+        Some(why) if why.len() > MAX_REASON_BYTES => Err(ChangeError::InvalidField {
+            field: "reason",
+            message: format!(
+                "{} bytes; at most {MAX_REASON_BYTES} are accepted",
+                why.len()
+            ),
+        }),
+        _ => Ok(()),
     }
 }
