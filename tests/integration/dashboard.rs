@@ -223,6 +223,40 @@ async fn an_operator_runs_a_canary_from_the_dashboard() {
     );
     shot(&c, "1-routes").await;
 
+    // The campaigns the traffic offers: delivery against target (the
+    // example request sends its own figures), and the served policy's
+    // promotions of its tracks counting up.
+    let campaign = r#"#campaigns tr[data-campaign="cmp-mixes"]"#;
+    let offered: u64 = until(
+        &c,
+        &format!("{campaign} td.candidates"),
+        "campaign counts",
+        |t| t.parse::<u64>().is_ok_and(|n| n > 0),
+    )
+    .await
+    .parse()
+    .unwrap();
+    assert_eq!(text(&c, &format!("{campaign} td.delivered")).await, "2,100");
+    assert_eq!(text(&c, &format!("{campaign} td.target")).await, "8,000");
+    assert!(
+        text(&c, campaign).await.contains("request"),
+        "the source of `delivered`"
+    );
+    until(
+        &c,
+        &format!("{campaign} td.candidates"),
+        "more campaign counts",
+        |t| t.parse::<u64>().is_ok_and(|n| n > offered),
+    )
+    .await;
+    c.execute(
+        "document.getElementById('campaigns').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&c, "1b-campaigns").await;
+
     // Start a canary at 50% from the page, confirming it.
     let route = r#".route[data-route="radio"]"#;
     c.find(Locator::Css(&format!("{route} select.canary-version")))
@@ -261,6 +295,7 @@ async fn an_operator_runs_a_canary_from_the_dashboard() {
     .await;
     let promoted = text(&c, &format!(r#"{route} tr[data-arm="canary"] td.promoted"#)).await;
     assert!(promoted.ends_with('%'), "{promoted}");
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     shot(&c, "2-canary-under-load").await;
 
     // Roll it back with a reason: the canary is gone and the audit says so.

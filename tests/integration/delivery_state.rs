@@ -131,6 +131,78 @@ async fn events_fill_the_next_request_and_a_repeated_event_changes_nothing() {
 }
 
 /// Waits until the pacing writer has handled `n` steps (applied + refused).
+/// `GET /v1/campaigns` shows each campaign's delivery as the policy saw it
+/// (here from the delivery state: the events posted), against its target
+/// and schedule, and what the served policy did with its tracks: promoted,
+/// or held back by the frequency cap.
+#[tokio::test]
+async fn campaigns_show_delivery_from_the_state_against_target_and_cap_hits() {
+    let s = TestServer::start(caps).await;
+    let (status, v) = s.score(body("caps", "r1", NOW)).await;
+    assert_eq!(status, 200, "{v}");
+    let list = s.get("/v1/campaigns").await.json();
+    let c1 = &list["campaigns"][0];
+    assert_eq!(c1["campaign"], "c1", "{list}");
+    assert_eq!(c1["route"], "caps");
+    assert_eq!(c1["delivered"], 0.0);
+    assert_eq!(c1["delivered_from"], "state");
+    assert_eq!(c1["delivery_target"], 1000.0);
+    // One day of an eight-day window: 125 expected, 0 delivered.
+    assert_eq!(c1["expected_by_now"], 125.0);
+    assert_eq!(c1["pace"], 0.0);
+    assert_eq!(
+        (c1["requests"].as_u64(), c1["candidates"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(c1["promoted"], 2, "both tracks promoted: {c1}");
+    assert_eq!(c1["frequency_capped"], 0);
+
+    // Three promoted impressions of c1 (t1 to u1 among them): delivered 3,
+    // and u1's cap of one a day now holds t1 back.
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut e = event(&format!("e{i}"), "impression", "t1", NOW + 1000);
+            if i > 0 {
+                e["listener_id"] = format!("other-{i}").into();
+            }
+            e
+        })
+        .collect();
+    let (status, v) = post_events(&s, &events).await;
+    assert_eq!(status, 202, "{v}");
+    let (_, v) = s.score(body("caps", "r2", NOW + 2000)).await;
+    assert!(reasons(&v, 0).contains(&"freq_capped".to_string()), "{v}");
+    let list = s.get("/v1/campaigns").await.json();
+    let c1 = &list["campaigns"][0];
+    assert_eq!(c1["delivered"], 3.0, "{c1}");
+    assert_eq!(c1["last_request_ms"], NOW + 2000);
+    assert_eq!(c1["requests"], 2);
+    assert_eq!(c1["candidates"], 4);
+    assert_eq!(c1["frequency_capped"], 1, "{c1}");
+    assert_eq!(c1["promoted"], 3, "{c1}");
+    assert_eq!(
+        (list["tracked"].as_u64(), list["evicted"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    // A caller that sends `delivered` is shown as the source.
+    let mut sent: Value = serde_json::from_slice(&body("caps", "r3", NOW + 3000)).unwrap();
+    for i in 0..2 {
+        sent["candidates"][i]["campaign"]["delivered"] = 500.0.into();
+    }
+    let (status, _) = s.score(serde_json::to_vec(&sent).unwrap()).await;
+    assert_eq!(status, 200);
+    let c1 = s.get("/v1/campaigns?limit=1").await.json()["campaigns"][0].clone();
+    assert_eq!(
+        (c1["delivered"].as_f64(), c1["delivered_from"].as_str()),
+        (Some(500.0), Some("request"))
+    );
+    let pace = c1["pace"].as_f64().unwrap();
+    assert!((pace - 4.0).abs() < 1e-3, "500 of ~125 expected: {c1}");
+    let bad = s.get("/v1/campaigns?limit=lots").await;
+    assert_eq!(bad.status, 400);
+}
+
 async fn pacing_steps(s: &TestServer, n: f64) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -75,4 +75,5 @@ pub fn reads() -> Router<AppState> {
         .route("/v1/policies/{policy}/versions", get(status::versions))
         .route("/v1/routes", get(status::routes))
         .route("/v1/routes/{route}", get(status::route))
+        .route("/v1/campaigns", get(status::campaigns))
 }

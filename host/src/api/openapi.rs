@@ -60,6 +60,7 @@ pub const ADMIN_SECURITY: &str = "admin_token";
         status::versions,
         status::routes,
         status::route,
+        status::campaigns,
         status::healthz,
         status::readyz,
         status::metrics,

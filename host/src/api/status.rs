@@ -1,5 +1,6 @@
 //! Read-only endpoints: policies, routes (arms, rollout state, canary
-//! guardrails, shadow divergence), stored versions, health, readiness,
+//! guardrails, shadow divergence), stored versions, campaigns (delivery
+//! against target, frequency-cap hits), health, readiness,
 //! metrics.
 
 use axum::Json;
@@ -559,4 +560,29 @@ pub struct RouteList {
 pub struct VersionList {
     /// Stored versions of the policy, oldest first.
     pub versions: Vec<crate::control::versions::VersionRecord>,
+}
+
+/// Query of `GET /v1/campaigns`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignQuery {
+    /// Campaigns to return, furthest behind schedule first (default 500,
+    /// at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/campaigns`: per campaign, its delivery against target as the
+/// policy last saw it (from the delivery state or the request) and what
+/// the served policy did with its tracks since the server started.
+#[utoipa::path(get, path = "/v1/campaigns", operation_id = "list_campaigns", tag = "status",
+    summary = "Per campaign: delivery against target, pace, promotions and frequency-cap hits",
+    params(CampaignQuery),
+    responses((status = 200, description = "Campaigns, furthest behind schedule first", body = crate::serving::campaigns::CampaignList),
+        (status = 400, description = "Bad query string (axum's plain-text rejection)", body = String, content_type = "text/plain")))]
+pub async fn campaigns(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<CampaignQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(500).min(10_000);
+    Json(state.scorer.campaigns().list(limit)).into_response()
 }

@@ -24,6 +24,7 @@
 //! | `shadow_pool` | the threads shadows run on, at the lowest CPU priority         |
 //! | `guardrail`   | a canary's sliding window and its limits                       |
 //! | `route_stats` | per-route state that outlives registry snapshots               |
+//! | `campaigns`   | per-campaign delivery against target and what was done with it |
 //! | `logging`     | which requests are logged, handed to the decision log           |
 //!
 //! Rules: serving reads the control plane's published snapshot (the
@@ -32,6 +33,7 @@
 //! `api::error`); nothing here holds a lock while guest code runs.
 
 pub mod arm;
+pub mod campaigns;
 pub mod chain;
 pub mod encode;
 mod error;

@@ -28,6 +28,7 @@ use crate::control::versions::VersionStore;
 use crate::delivery::{Delivery, Fill};
 use crate::request::{ScoreRequest, ValidRequest, Validate};
 use crate::sandbox::visible;
+use crate::serving::campaigns::CampaignBook;
 use crate::serving::chain;
 use crate::serving::logging::DecisionLogging;
 use crate::serving::resources::Resources;
@@ -58,6 +59,8 @@ struct Inner {
     store: Option<VersionStore>,
     /// The delivery state, when kept.
     delivery: Option<Delivery>,
+    /// What served requests showed of each campaign.
+    campaigns: Arc<CampaignBook>,
 }
 
 /// A request let in: holds its `--max-inflight` slot until dropped.
@@ -100,6 +103,7 @@ impl Scorer {
                 rollbacks: RollbackRequests::new(),
                 store: None,
                 delivery: None,
+                campaigns: Arc::new(CampaignBook::default()),
             }),
         }
     }
@@ -155,6 +159,12 @@ impl Scorer {
     /// The delivery state, when kept.
     pub fn delivery(&self) -> Option<&Delivery> {
         self.inner.delivery.as_ref()
+    }
+
+    /// What served requests showed of each campaign: delivery against
+    /// target, promotions, frequency-cap hits.
+    pub fn campaigns(&self) -> &CampaignBook {
+        &self.inner.campaigns
     }
 
     /// The queue of guardrail breaches the control plane acts on.
@@ -320,6 +330,13 @@ impl Scorer {
                     served.promoted
                 },
             },
+        );
+        inner.campaigns.observe(
+            &route,
+            &req,
+            &served.decisions,
+            inner.delivery.is_some(),
+            served.counts_unknown,
         );
         if !plan.shadows.is_empty() {
             // The served arm's latency trend, which sheds shadows when it

@@ -154,6 +154,22 @@ function policiesView(list, versionsByPolicy) {
         el("td", {}, v.contract || (p.active && p.active.contract) || "–"), el("td", {}, v.source || "–"), el("td", {}, v.loaded_at_ms ? new Date(v.loaded_at_ms).toISOString() : "–")))))));
 }
 
+const num = (x) => (x === undefined || x === null) ? "–" : Number(x).toLocaleString("en-US", { maximumFractionDigits: 1 });
+
+function campaignRows(list) {
+  return (list.campaigns || []).map((c) => el("tr", { class: "campaign", "data-campaign": c.campaign },
+    el("td", {}, c.campaign), el("td", {}, c.route),
+    el("td", { class: "num delivered" }, num(c.delivered)),
+    el("td", { class: "num target" }, num(c.delivery_target)),
+    el("td", { class: "num" }, num(c.expected_by_now)),
+    el("td", { class: "num pace" + (c.pace !== null && c.pace !== undefined && c.pace < 0.9 ? " behind" : "") }, pct(c.pace)),
+    el("td", { class: "num candidates" }, c.candidates),
+    el("td", { class: "num promoted" }, c.promoted),
+    el("td", { class: "num frequency-capped" }, c.frequency_capped),
+    el("td", { class: "num" }, c.pacing_throttled),
+    el("td", {}, c.delivered_from)));
+}
+
 function problemsView(policies, routes) {
   const out = [];
   for (const p of policies) {
@@ -167,8 +183,8 @@ function problemsView(policies, routes) {
 async function refresh() {
   if (!token()) return;
   try {
-    const [routes, policies, audit] = await Promise.all([
-      api("/v1/routes"), api("/v1/policies"), api("/admin/v1/audit?limit=15"),
+    const [routes, policies, audit, campaigns] = await Promise.all([
+      api("/v1/routes"), api("/v1/policies"), api("/admin/v1/audit?limit=15"), api("/v1/campaigns?limit=50"),
     ]);
     const list = (policies.policies || []);
     const versionsByPolicy = new Map();
@@ -179,6 +195,9 @@ async function refresh() {
     $("#problems").replaceChildren(...problemsView(list, routes.routes || []));
     $("#routes").replaceChildren(...(routes.routes || []).map((r) => routeCard(r, versionsByPolicy)));
     $("#policies").replaceChildren(...policiesView(list, versionsByPolicy));
+    $("#campaigns tbody").replaceChildren(...campaignRows(campaigns));
+    $("#campaigns-note").textContent = campaigns.tracked > (campaigns.campaigns || []).length
+      ? `showing ${campaigns.campaigns.length} of ${campaigns.tracked} campaigns` : "";
     const sel = $("#upload-policy"); const chosen = sel.value;
     sel.replaceChildren(...list.map((p) => el("option", { value: p.key }, p.key))); if (chosen) sel.value = chosen;
     $("#audit tbody").replaceChildren(...(audit.entries || []).slice().reverse().map((e) => el("tr", { class: "audit-entry" },
