@@ -775,6 +775,80 @@ fn check_lists_every_problem_with_file_line_and_field() {
     assert!(v["problems"].as_array().unwrap().is_empty());
 }
 
+/// `oasis check` lists every problem of one manifest, each at its own
+/// line: a setting of the wrong type at the setting (not the `[settings]`
+/// header), every refused setting, each bad limit, and a fallback that
+/// names no policy of the directory.
+#[test]
+fn check_lists_every_problem_of_a_manifest_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(GUARDED_BOOST, d.join("g.wasm")).unwrap();
+    std::fs::write(
+        d.join("many.toml"),
+        "module = \"g.wasm\"\nfallback = \"nosuch\"\n\n[limits]\ndeadline_ms = 0\nmax_queue = 1000000\n\n[settings]\ntheta = \"high\"\nk_max = -1\nbeta = 99\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("typed.toml"),
+        "module = \"g.wasm\"\n[limits]\ndeadline_ms = \"fast\"\n[settings]\ns_min = 0.2\ntheta = 0.3\n",
+    )
+    .unwrap();
+    let (code, out, err) = oasis_code(&["check", d.to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR")).collect();
+    let many: Vec<String> = errors
+        .iter()
+        .filter(|l| l.contains("many.toml"))
+        .map(|l| l.split_once("many.toml").unwrap().1.to_string())
+        .collect();
+    let expect = [
+        ":2: fallback: `nosuch` has no manifest (nosuch.toml)",
+        ":5: [limits] deadline_ms: must be in 1..=5000, got 0",
+        ":6: [limits] max_queue: must be at most 100000, got 1000000",
+        ":9: [settings] theta: the policy refused its settings: invalid settings: invalid type: string \"high\", expected f64",
+        ":10: [settings] k_max: the policy refused its settings: invalid settings: invalid value: integer `-1`, expected u32",
+        ":11: [settings] beta: the policy refused its settings: invalid settings: beta must be in",
+    ];
+    assert_eq!(many.len(), expect.len(), "{out}");
+    for (line, want) in many.iter().zip(expect) {
+        assert!(
+            line.starts_with(want),
+            "{line:?} should start with {want:?}\n{out}"
+        );
+    }
+    // A limit of the wrong type: named at its line, and the module is
+    // still loaded and its settings checked.
+    let typed: Vec<&&str> = errors.iter().filter(|l| l.contains("typed.toml")).collect();
+    assert_eq!(typed.len(), 1, "{out}");
+    assert!(
+        typed[0].contains("typed.toml:3: [limits] deadline_ms: invalid type: string \"fast\""),
+        "{out}"
+    );
+    assert!(out.contains("2 manifests, 0 loaded, 7 problems"), "{out}");
+
+    // One manifest given alone: its fallback is looked for beside it.
+    std::fs::write(d.join("base.toml"), "module = \"g.wasm\"\n").unwrap();
+    std::fs::write(
+        d.join("one.toml"),
+        "module = \"g.wasm\"\nfallback = \"base\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = oasis_code(&["check", d.join("one.toml").to_str().unwrap()], None);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::write(
+        d.join("one.toml"),
+        "module = \"g.wasm\"\nfallback = \"gone\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = oasis_code(&["check", d.join("one.toml").to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("one.toml:2: fallback: `gone` has no manifest"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_contract_0_1_0_component_keeps_loading_and_scoring_as_it_did() {
     let dir = format!("{ROOT}/tests/fixtures/contract-0.1.0");
