@@ -14,8 +14,10 @@ fn oasis_code(args: &[&str], stdin: Option<&[u8]>) -> (Option<i32>, String, Stri
     // A generous deadline unless the test sets one: a busy CI machine must
     // not turn a 20 ms call into a failure in tests that are not about time.
     let mut args = args.to_vec();
-    // (`oasis check` takes the limits of the manifests it checks.)
-    if !args.contains(&"--deadline-ms") && args.first() != Some(&"check") {
+    // (`oasis check` takes the limits of the manifests it checks;
+    // `completions` loads no policy.)
+    if !args.contains(&"--deadline-ms") && !matches!(args.first(), Some(&"check" | &"completions"))
+    {
         args.extend(["--deadline-ms", "2000"]);
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
@@ -923,4 +925,77 @@ fn a_failed_scaffold_leaves_nothing_behind_and_the_retry_works() {
         !out.contains("<target>") && out.contains("/wasm32-wasip2/release/half.wasm"),
         "{out}"
     );
+}
+
+/// `oasis completions bash`, sourced in a real bash: `oasis` gets a
+/// completion function, which offers the subcommands (not the hidden
+/// compile worker) and those of `rollout`; the other shells' scripts name
+/// the subcommands too.
+#[test]
+fn shell_completions_complete_the_subcommands() {
+    let exe = env!("CARGO_BIN_EXE_oasis");
+    let script = format!(
+        r#"source <("{exe}" completions bash) || exit 9
+complete -p oasis
+complete_line() {{ COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMPREPLY=(); _oasis oasis "${{@: -1}}" "${{@: -2:1}}"; echo "${{COMPREPLY[*]}}"; }}
+complete_line oasis ""
+complete_line oasis rollout ""
+complete_line oasis rollout canary --
+"#
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("complete ") && lines[0].ends_with(" oasis"),
+        "{stdout}"
+    );
+    let top: Vec<&str> = lines[1].split(' ').collect();
+    for sub in [
+        "run",
+        "test",
+        "check",
+        "serve",
+        "rollout",
+        "replay",
+        "new",
+        "completions",
+    ] {
+        assert!(top.contains(&sub), "`oasis <TAB>` offers {sub}: {stdout}");
+    }
+    assert!(
+        !lines[1].contains("__compile-worker"),
+        "hidden stays hidden: {stdout}"
+    );
+    let rollout: Vec<&str> = lines[2].split(' ').collect();
+    for sub in [
+        "status", "canary", "promote", "unpin", "rollback", "kill", "audit",
+    ] {
+        assert!(
+            rollout.contains(&sub),
+            "`oasis rollout <TAB>` offers {sub}: {stdout}"
+        );
+    }
+    assert!(lines[3].split(' ').any(|w| w == "--percent"), "{stdout}");
+
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (ok, out, err) = oasis(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        assert!(
+            out.contains("rollout") && out.contains("replay") && !out.contains("__compile-worker"),
+            "{shell}"
+        );
+    }
+    let (code, _, err) = oasis_code(&["completions", "tcsh"], None);
+    assert_eq!(code, Some(2), "{err}");
 }
