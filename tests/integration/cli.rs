@@ -999,3 +999,110 @@ complete_line oasis rollout canary --
     let (code, _, err) = oasis_code(&["completions", "tcsh"], None);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// A compile is never silent: `oasis test` (a compile on a thread) and
+/// `oasis serve` (a compile in the worker process) log `compiling`, then
+/// `still compiling` at the progress interval (20 ms here, 5 s by default),
+/// then `compiled in N ms`, each line naming the component's digest and
+/// the load's module; a cached component is not compiled again.
+#[test]
+fn long_compiles_log_their_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let fixtures = format!("{ROOT}/policies/pid-pacing/fixtures");
+    let test = || {
+        Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(["test", PID_PACING, &fixtures, "--deadline-ms", "2000"])
+            .env("OASIS_CACHE_DIR", &cache)
+            .env("OASIS_COMPILE_PROGRESS_MS", "20")
+            .output()
+            .unwrap()
+    };
+    let out = test();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.contains("compiling the component"))
+        .unwrap_or_else(|| panic!("no compiling line: {err}"));
+    let done = lines
+        .iter()
+        .position(|l| l.contains("compiled in "))
+        .unwrap_or_else(|| panic!("no compiled line: {err}"));
+    let still = lines[first..done]
+        .iter()
+        .filter(|l| l.contains("still compiling ("))
+        .count();
+    assert!(still >= 1, "a compile over 20 ms says it goes on: {err}");
+    for l in [lines[first], lines[done]] {
+        assert!(
+            l.contains("pid_pacing.wasm") && l.contains("digest="),
+            "{l}"
+        );
+    }
+    let again = test();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(!err.contains("compiling"), "cached: {err}");
+
+    // The server: JSON lines, the load's span naming policy and module.
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(PID_PACING, dir.join("p.wasm")).unwrap();
+    std::fs::write(dir.join("p.toml"), "module = \"p.wasm\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(["serve", "--policies"])
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--state", "off"])
+        .args(["--log-format", "json"])
+        .env("OASIS_CACHE_DIR", tmp.path().join("server-cache"))
+        .env("OASIS_COMPILE_PROGRESS_MS", "20")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let message = v["message"].as_str().unwrap_or("").to_string();
+            if message == "initial policy set loaded; ready" {
+                break;
+            }
+            seen.push(v);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let find = |prefix: &str| {
+        seen.iter()
+            .filter(|v| v["message"].as_str().unwrap_or("").starts_with(prefix))
+            .collect::<Vec<_>>()
+    };
+    let all = serde_json::to_string_pretty(&seen).unwrap();
+    let (start, progress, end) = (
+        find("compiling the component"),
+        find("still compiling ("),
+        find("compiled in "),
+    );
+    assert_eq!((start.len(), end.len()), (1, 1), "{all}");
+    assert!(!progress.is_empty(), "{all}");
+    for v in start.iter().chain(&progress).chain(&end) {
+        assert_eq!(v["span"]["name"], "load", "{v}");
+        assert_eq!(v["span"]["policy"], "p", "{v}");
+        assert!(
+            v["span"]["module"].as_str().unwrap().ends_with("p.wasm"),
+            "{v}"
+        );
+        assert_eq!(v["digest"], start[0]["digest"], "{v}");
+    }
+    assert!(end[0]["elapsed_ms"].as_u64().unwrap() > 0, "{all}");
+}

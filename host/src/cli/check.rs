@@ -236,6 +236,8 @@ fn load(
             return None;
         }
     };
+    // A long compile's progress lines name the file.
+    let _load = tracing::info_span!("load", module = %manifest.module.display()).entered();
     let mut settings: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&manifest.settings_json).unwrap_or_default();
     let mut refused = 0;

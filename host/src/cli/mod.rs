@@ -324,6 +324,8 @@ pub fn load_policy(
     settings_json: &str,
     limits: oasis::Limits,
 ) -> anyhow::Result<oasis::Policy> {
+    // A long compile's progress lines name the file.
+    let _load = tracing::info_span!("load", module = %path.display()).entered();
     oasis::Policy::load_file(runtime, path, settings_json, limits).map_err(|e| {
         anyhow::Error::from(e).context(LoadFailed(format!("cannot load policy {}", path.display())))
     })
