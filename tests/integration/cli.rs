@@ -452,10 +452,25 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // The unit tests and the golden fixture, natively.
     let tests = cargo(&["test"]);
-    assert!(tests.contains("test result: ok. 3 passed"), "{tests}");
-    cargo(&["build", "--target", "wasm32-wasip2", "--release"]);
-    let wasm = target.join("wasm32-wasip2/release/my_boost.wasm");
+    assert!(tests.contains("test result: ok. 4 passed"), "{tests}");
+    assert!(
+        tests.contains("golden_fixtures_pass_natively ... ok"),
+        "{tests}"
+    );
+    // The build the next steps print, with the crate's own `policy` profile
+    // (it is a workspace of its own here).
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("--target wasm32-wasip2 --profile policy")
+            && printed.contains("/wasm32-wasip2/policy/my_boost.wasm"),
+        "{printed}"
+    );
+    cargo(&["build", "--target", "wasm32-wasip2", "--profile", "policy"]);
+    let wasm = target.join("wasm32-wasip2/policy/my_boost.wasm");
+    let fixture = dir.join("fixtures/basic.json");
+    let written = std::fs::read_to_string(&fixture).unwrap();
     let (ok, out, err) = oasis(&[
         "test",
         wasm.to_str().unwrap(),
@@ -463,6 +478,30 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
     ]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("1 fixtures, 1 passed"), "{out}");
+    // Blessing an output that has not changed leaves the file as written.
+    let (ok, out, err) = oasis(&[
+        "test",
+        wasm.to_str().unwrap(),
+        dir.join("fixtures").to_str().unwrap(),
+        "--bless",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(std::fs::read_to_string(&fixture).unwrap(), written);
+    // A changed output rewrites only its candidate's line, in the same style.
+    let changed = written.replace(
+        r#"{ "id": "t1", "score": 0.6,"#,
+        r#"{ "id": "t1", "score": 0.65,"#,
+    );
+    assert_ne!(changed, written);
+    std::fs::write(&fixture, &changed).unwrap();
+    let (ok, out, err) = oasis(&[
+        "test",
+        wasm.to_str().unwrap(),
+        dir.join("fixtures").to_str().unwrap(),
+        "--bless",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(std::fs::read_to_string(&fixture).unwrap(), written);
     // The manifest it suggests loads with its module.
     let (ok, out, err) = oasis(&["inspect", wasm.to_str().unwrap()]);
     assert!(ok && out.contains("name:        my-boost"), "{out}\n{err}");
@@ -922,7 +961,7 @@ fn a_failed_scaffold_leaves_nothing_behind_and_the_retry_works() {
     assert!(dir.join("Cargo.toml").is_file());
     // The next steps name the real target directory, not a placeholder.
     assert!(
-        !out.contains("<target>") && out.contains("/wasm32-wasip2/release/half.wasm"),
+        !out.contains("<target>") && out.contains("/wasm32-wasip2/policy/half.wasm"),
         "{out}"
     );
 }
