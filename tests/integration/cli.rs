@@ -1145,3 +1145,137 @@ fn long_compiles_log_their_progress() {
     }
     assert!(end[0]["elapsed_ms"].as_u64().unwrap() > 0, "{all}");
 }
+
+/// `scripts/serve` passes `--grpc-listen` and `--policies` once (clap
+/// refuses a flag given twice; the defaults step aside): on a temporary
+/// policy directory, with the built binary (`OASIS_BIN`, so nothing is
+/// built), both listeners answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_serve_takes_grpc_listen_and_policies_in_place_of_its_defaults() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(GUARDED_BOOST, dir.join("p.wasm")).unwrap();
+    std::fs::write(dir.join("p.toml"), "module = \"p.wasm\"\n").unwrap();
+    let mut child = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/serve"))
+        .args(["--policies", "policies", "--listen", "127.0.0.1:0"])
+        .args(["--grpc-listen", "127.0.0.1:0", "--state", "off"])
+        .args(["--log-format", "json"])
+        .current_dir(tmp.path())
+        .env("OASIS_BIN", env!("CARGO_BIN_EXE_oasis"))
+        .env(
+            "OASIS_CACHE_DIR",
+            std::env::temp_dir().join("oasis-cli-test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut http, mut grpc, mut ready, mut seen) = (None, None, false, String::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(ready && http.is_some() && grpc.is_some()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("scripts/serve did not become ready:\n{seen}"));
+        seen += &line;
+        seen.push('\n');
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        match v["message"].as_str().unwrap_or("") {
+            "listening" => http = v["addr"].as_str().map(String::from),
+            "gRPC API listening" => grpc = v["grpc_addr"].as_str().map(String::from),
+            "initial policy set loaded; ready" => ready = true,
+            _ => {}
+        }
+    }
+    let (http, grpc) = (http.unwrap(), grpc.unwrap());
+    assert_ne!(
+        grpc, "127.0.0.1:50051",
+        "the caller's address, not the default"
+    );
+    let policies: serde_json::Value = reqwest::get(format!("http://{http}/v1/policies"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(policies.to_string().contains("guarded-boost"), "{policies}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+/// A second `oasis serve` on the directory of a running one (whose
+/// embedded state is inside it) fails at once, naming the ways out.
+#[test]
+fn a_second_server_on_one_directory_is_told_the_ways_out() {
+    use crate::harness::process::ServeProcess;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(GUARDED_BOOST, dir.path().join("p.wasm")).unwrap();
+    std::fs::write(dir.path().join("p.toml"), "module = \"p.wasm\"\n").unwrap();
+    let first = ServeProcess::start(dir.path(), &[], &[]);
+    let mut second = Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(["serve", "--policies"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "OASIS_CACHE_DIR",
+            std::env::temp_dir().join("oasis-cli-test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must stop by itself; one that serves is a failure, not a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().unwrap();
+    drop(first);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    for way in ["--state-dir", "--state off", "--state redis"] {
+        assert!(err.contains(way), "{way} missing from:\n{err}");
+    }
+}
