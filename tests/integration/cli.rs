@@ -1228,17 +1228,25 @@ async fn scripts_serve_takes_grpc_listen_and_policies_in_place_of_its_defaults()
         .connect()
         .await
         .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        health.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    // Readiness reaches the health service within a few tens of
+    // milliseconds of the log line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC health never SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A second `oasis serve` on the directory of a running one (whose
