@@ -109,44 +109,70 @@ impl Limits {
     /// Checks the limits against the hard ceilings.
     ///
     /// # Errors
-    /// A message naming the limit and its allowed range.
+    /// A message naming the limit and its allowed range (the first of
+    /// [`Limits::problems`]).
     pub fn validate(&self) -> Result<(), String> {
+        match self.problems().into_iter().next() {
+            Some((_, message)) => Err(message),
+            None => Ok(()),
+        }
+    }
+
+    /// Every limit beyond its ceiling: the manifest key (`deadline_ms`,
+    /// `memory_mb`, ...) and a message that starts with it.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
         if self.deadline.is_zero() || self.deadline > Self::MAX_DEADLINE {
-            return Err(format!(
-                "deadline_ms must be in 1..={}, got {}",
-                Self::MAX_DEADLINE.as_millis(),
-                self.deadline.as_millis()
+            out.push((
+                "deadline_ms",
+                format!(
+                    "deadline_ms must be in 1..={}, got {}",
+                    Self::MAX_DEADLINE.as_millis(),
+                    self.deadline.as_millis()
+                ),
             ));
         }
         if self.memory_bytes < (1 << 20) || self.memory_bytes > Self::MAX_MEMORY_BYTES {
-            return Err(format!(
-                "memory_mb must be in 1..={}, got {}",
-                Self::MAX_MEMORY_BYTES >> 20,
-                self.memory_bytes >> 20
+            out.push((
+                "memory_mb",
+                format!(
+                    "memory_mb must be in 1..={}, got {}",
+                    Self::MAX_MEMORY_BYTES >> 20,
+                    self.memory_bytes >> 20
+                ),
             ));
         }
         if self.module_bytes < (1 << 20) || self.module_bytes > Self::MAX_MODULE_BYTES {
-            return Err(format!(
-                "max_module_mb must be in 1..={}, got {}",
-                Self::MAX_MODULE_BYTES >> 20,
-                self.module_bytes >> 20
+            out.push((
+                "max_module_mb",
+                format!(
+                    "max_module_mb must be in 1..={}, got {}",
+                    Self::MAX_MODULE_BYTES >> 20,
+                    self.module_bytes >> 20
+                ),
             ));
         }
         if self.max_candidates == 0 || self.max_candidates > Self::MAX_CANDIDATES {
-            return Err(format!(
-                "max_candidates must be in 1..={}, got {}",
-                Self::MAX_CANDIDATES,
-                self.max_candidates
+            out.push((
+                "max_candidates",
+                format!(
+                    "max_candidates must be in 1..={}, got {}",
+                    Self::MAX_CANDIDATES,
+                    self.max_candidates
+                ),
             ));
         }
         if self.reuse_instance_calls > Self::MAX_REUSE_CALLS {
-            return Err(format!(
-                "reuse_instance_calls must be in 0..={}, got {}",
-                Self::MAX_REUSE_CALLS,
-                self.reuse_instance_calls
+            out.push((
+                "reuse_instance_calls",
+                format!(
+                    "reuse_instance_calls must be in 0..={}, got {}",
+                    Self::MAX_REUSE_CALLS,
+                    self.reuse_instance_calls
+                ),
             ));
         }
-        Ok(())
+        out
     }
 }
 
@@ -187,30 +213,50 @@ impl Concurrency {
     /// Checks the values against the ceilings.
     ///
     /// # Errors
-    /// A message naming the manifest key and its allowed range.
+    /// A message naming the manifest key and its allowed range (the first
+    /// of [`Concurrency::problems`]).
     pub fn validate(&self) -> Result<(), String> {
+        match self.problems().into_iter().next() {
+            Some((_, message)) => Err(message),
+            None => Ok(()),
+        }
+    }
+
+    /// Every value beyond its ceiling: the manifest key and a message that
+    /// starts with it.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
         if !(1..=Self::MAX_CONCURRENCY).contains(&self.max) {
-            return Err(format!(
-                "max_concurrency must be in 1..={}, got {}",
-                Self::MAX_CONCURRENCY,
-                self.max
+            out.push((
+                "max_concurrency",
+                format!(
+                    "max_concurrency must be in 1..={}, got {}",
+                    Self::MAX_CONCURRENCY,
+                    self.max
+                ),
             ));
         }
         if self.queue > Self::MAX_QUEUE {
-            return Err(format!(
-                "max_queue must be at most {}, got {}",
-                Self::MAX_QUEUE,
-                self.queue
+            out.push((
+                "max_queue",
+                format!(
+                    "max_queue must be at most {}, got {}",
+                    Self::MAX_QUEUE,
+                    self.queue
+                ),
             ));
         }
         if self.queue_timeout > Self::MAX_QUEUE_TIMEOUT {
-            return Err(format!(
-                "queue_timeout_ms must be at most {}, got {}",
-                Self::MAX_QUEUE_TIMEOUT.as_millis(),
-                self.queue_timeout.as_millis()
+            out.push((
+                "queue_timeout_ms",
+                format!(
+                    "queue_timeout_ms must be at most {}, got {}",
+                    Self::MAX_QUEUE_TIMEOUT.as_millis(),
+                    self.queue_timeout.as_millis()
+                ),
             ));
         }
-        Ok(())
+        out
     }
 }
 

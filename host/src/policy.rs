@@ -871,6 +871,8 @@ fn compile_within(
         };
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let mut progress =
+        crate::runtime::CompileProgress::start(hex, wasm.len(), runtime.config().compile_progress);
     let (engine, wasm, hex) = (runtime.engine().clone(), wasm.to_vec(), hex.to_string());
     let dir = runtime.cache_dir().map(Path::to_path_buf);
     let started = Instant::now();
@@ -881,12 +883,21 @@ fn compile_within(
             let _ = tx.send(compiled);
         })
         .map_err(|e| LoadError::Compile(format!("cannot start a compile thread: {e}")))?;
-    match rx.recv_timeout(timeout) {
-        Ok(compiled) => compiled.map_err(|e| LoadError::Compile(format!("{e:#}"))),
-        Err(_) => Err(LoadError::CompileTimeout {
-            limit_ms: timeout.as_millis() as u64,
-            waited_ms: started.elapsed().as_millis() as u64,
-        }),
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left.min(progress.until_next())) {
+            Ok(compiled) => {
+                progress.done(compiled.is_ok());
+                return compiled.map_err(|e| LoadError::Compile(format!("{e:#}")));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => progress.tick(),
+            Err(_) => {
+                return Err(LoadError::CompileTimeout {
+                    limit_ms: timeout.as_millis() as u64,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }
     }
 }
 

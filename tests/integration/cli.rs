@@ -14,8 +14,10 @@ fn oasis_code(args: &[&str], stdin: Option<&[u8]>) -> (Option<i32>, String, Stri
     // A generous deadline unless the test sets one: a busy CI machine must
     // not turn a 20 ms call into a failure in tests that are not about time.
     let mut args = args.to_vec();
-    // (`oasis check` takes the limits of the manifests it checks.)
-    if !args.contains(&"--deadline-ms") && args.first() != Some(&"check") {
+    // (`oasis check` takes the limits of the manifests it checks;
+    // `completions` loads no policy.)
+    if !args.contains(&"--deadline-ms") && !matches!(args.first(), Some(&"check" | &"completions"))
+    {
         args.extend(["--deadline-ms", "2000"]);
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
@@ -450,10 +452,25 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // The unit tests and the golden fixture, natively.
     let tests = cargo(&["test"]);
-    assert!(tests.contains("test result: ok. 3 passed"), "{tests}");
-    cargo(&["build", "--target", "wasm32-wasip2", "--release"]);
-    let wasm = target.join("wasm32-wasip2/release/my_boost.wasm");
+    assert!(tests.contains("test result: ok. 4 passed"), "{tests}");
+    assert!(
+        tests.contains("golden_fixtures_pass_natively ... ok"),
+        "{tests}"
+    );
+    // The build the next steps print, with the crate's own `policy` profile
+    // (it is a workspace of its own here).
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("--target wasm32-wasip2 --profile policy")
+            && printed.contains("/wasm32-wasip2/policy/my_boost.wasm"),
+        "{printed}"
+    );
+    cargo(&["build", "--target", "wasm32-wasip2", "--profile", "policy"]);
+    let wasm = target.join("wasm32-wasip2/policy/my_boost.wasm");
+    let fixture = dir.join("fixtures/basic.json");
+    let written = std::fs::read_to_string(&fixture).unwrap();
     let (ok, out, err) = oasis(&[
         "test",
         wasm.to_str().unwrap(),
@@ -461,6 +478,30 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
     ]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("1 fixtures, 1 passed"), "{out}");
+    // Blessing an output that has not changed leaves the file as written.
+    let (ok, out, err) = oasis(&[
+        "test",
+        wasm.to_str().unwrap(),
+        dir.join("fixtures").to_str().unwrap(),
+        "--bless",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(std::fs::read_to_string(&fixture).unwrap(), written);
+    // A changed output rewrites only its candidate's line, in the same style.
+    let changed = written.replace(
+        r#"{ "id": "t1", "score": 0.6,"#,
+        r#"{ "id": "t1", "score": 0.65,"#,
+    );
+    assert_ne!(changed, written);
+    std::fs::write(&fixture, &changed).unwrap();
+    let (ok, out, err) = oasis(&[
+        "test",
+        wasm.to_str().unwrap(),
+        dir.join("fixtures").to_str().unwrap(),
+        "--bless",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(std::fs::read_to_string(&fixture).unwrap(), written);
     // The manifest it suggests loads with its module.
     let (ok, out, err) = oasis(&["inspect", wasm.to_str().unwrap()]);
     assert!(ok && out.contains("name:        my-boost"), "{out}\n{err}");
@@ -775,6 +816,80 @@ fn check_lists_every_problem_with_file_line_and_field() {
     assert!(v["problems"].as_array().unwrap().is_empty());
 }
 
+/// `oasis check` lists every problem of one manifest, each at its own
+/// line: a setting of the wrong type at the setting (not the `[settings]`
+/// header), every refused setting, each bad limit, and a fallback that
+/// names no policy of the directory.
+#[test]
+fn check_lists_every_problem_of_a_manifest_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(GUARDED_BOOST, d.join("g.wasm")).unwrap();
+    std::fs::write(
+        d.join("many.toml"),
+        "module = \"g.wasm\"\nfallback = \"nosuch\"\n\n[limits]\ndeadline_ms = 0\nmax_queue = 1000000\n\n[settings]\ntheta = \"high\"\nk_max = -1\nbeta = 99\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("typed.toml"),
+        "module = \"g.wasm\"\n[limits]\ndeadline_ms = \"fast\"\n[settings]\ns_min = 0.2\ntheta = 0.3\n",
+    )
+    .unwrap();
+    let (code, out, err) = oasis_code(&["check", d.to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR")).collect();
+    let many: Vec<String> = errors
+        .iter()
+        .filter(|l| l.contains("many.toml"))
+        .map(|l| l.split_once("many.toml").unwrap().1.to_string())
+        .collect();
+    let expect = [
+        ":2: fallback: `nosuch` has no manifest (nosuch.toml)",
+        ":5: [limits] deadline_ms: must be in 1..=5000, got 0",
+        ":6: [limits] max_queue: must be at most 100000, got 1000000",
+        ":9: [settings] theta: the policy refused its settings: invalid settings: invalid type: string \"high\", expected f64",
+        ":10: [settings] k_max: the policy refused its settings: invalid settings: invalid value: integer `-1`, expected u32",
+        ":11: [settings] beta: the policy refused its settings: invalid settings: beta must be in",
+    ];
+    assert_eq!(many.len(), expect.len(), "{out}");
+    for (line, want) in many.iter().zip(expect) {
+        assert!(
+            line.starts_with(want),
+            "{line:?} should start with {want:?}\n{out}"
+        );
+    }
+    // A limit of the wrong type: named at its line, and the module is
+    // still loaded and its settings checked.
+    let typed: Vec<&&str> = errors.iter().filter(|l| l.contains("typed.toml")).collect();
+    assert_eq!(typed.len(), 1, "{out}");
+    assert!(
+        typed[0].contains("typed.toml:3: [limits] deadline_ms: invalid type: string \"fast\""),
+        "{out}"
+    );
+    assert!(out.contains("2 manifests, 0 loaded, 7 problems"), "{out}");
+
+    // One manifest given alone: its fallback is looked for beside it.
+    std::fs::write(d.join("base.toml"), "module = \"g.wasm\"\n").unwrap();
+    std::fs::write(
+        d.join("one.toml"),
+        "module = \"g.wasm\"\nfallback = \"base\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = oasis_code(&["check", d.join("one.toml").to_str().unwrap()], None);
+    assert_eq!(code, Some(0), "{out}");
+    std::fs::write(
+        d.join("one.toml"),
+        "module = \"g.wasm\"\nfallback = \"gone\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = oasis_code(&["check", d.join("one.toml").to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("one.toml:2: fallback: `gone` has no manifest"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_contract_0_1_0_component_keeps_loading_and_scoring_as_it_did() {
     let dir = format!("{ROOT}/tests/fixtures/contract-0.1.0");
@@ -846,7 +961,329 @@ fn a_failed_scaffold_leaves_nothing_behind_and_the_retry_works() {
     assert!(dir.join("Cargo.toml").is_file());
     // The next steps name the real target directory, not a placeholder.
     assert!(
-        !out.contains("<target>") && out.contains("/wasm32-wasip2/release/half.wasm"),
+        !out.contains("<target>") && out.contains("/wasm32-wasip2/policy/half.wasm"),
         "{out}"
     );
+}
+
+/// `oasis completions bash`, sourced in a real bash: `oasis` gets a
+/// completion function, which offers the subcommands (not the hidden
+/// compile worker) and those of `rollout`; the other shells' scripts name
+/// the subcommands too.
+#[test]
+fn shell_completions_complete_the_subcommands() {
+    let exe = env!("CARGO_BIN_EXE_oasis");
+    let script = format!(
+        r#"source <("{exe}" completions bash) || exit 9
+complete -p oasis
+complete_line() {{ COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMPREPLY=(); _oasis oasis "${{@: -1}}" "${{@: -2:1}}"; echo "${{COMPREPLY[*]}}"; }}
+complete_line oasis ""
+complete_line oasis rollout ""
+complete_line oasis rollout canary --
+"#
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("complete ") && lines[0].ends_with(" oasis"),
+        "{stdout}"
+    );
+    let top: Vec<&str> = lines[1].split(' ').collect();
+    for sub in [
+        "run",
+        "test",
+        "check",
+        "serve",
+        "rollout",
+        "replay",
+        "new",
+        "completions",
+    ] {
+        assert!(top.contains(&sub), "`oasis <TAB>` offers {sub}: {stdout}");
+    }
+    assert!(
+        !lines[1].contains("__compile-worker"),
+        "hidden stays hidden: {stdout}"
+    );
+    let rollout: Vec<&str> = lines[2].split(' ').collect();
+    for sub in [
+        "status", "canary", "promote", "unpin", "rollback", "kill", "audit",
+    ] {
+        assert!(
+            rollout.contains(&sub),
+            "`oasis rollout <TAB>` offers {sub}: {stdout}"
+        );
+    }
+    assert!(lines[3].split(' ').any(|w| w == "--percent"), "{stdout}");
+
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (ok, out, err) = oasis(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        assert!(
+            out.contains("rollout") && out.contains("replay") && !out.contains("__compile-worker"),
+            "{shell}"
+        );
+    }
+    let (code, _, err) = oasis_code(&["completions", "tcsh"], None);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+/// A compile is never silent: `oasis test` (a compile on a thread) and
+/// `oasis serve` (a compile in the worker process) log `compiling`, then
+/// `still compiling` at the progress interval (20 ms here, 5 s by default),
+/// then `compiled in N ms`, each line naming the component's digest and
+/// the load's module; a cached component is not compiled again.
+#[test]
+fn long_compiles_log_their_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let fixtures = format!("{ROOT}/policies/pid-pacing/fixtures");
+    let test = || {
+        Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(["test", PID_PACING, &fixtures, "--deadline-ms", "2000"])
+            .env("OASIS_CACHE_DIR", &cache)
+            .env("OASIS_COMPILE_PROGRESS_MS", "20")
+            .output()
+            .unwrap()
+    };
+    let out = test();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.contains("compiling the component"))
+        .unwrap_or_else(|| panic!("no compiling line: {err}"));
+    let done = lines
+        .iter()
+        .position(|l| l.contains("compiled in "))
+        .unwrap_or_else(|| panic!("no compiled line: {err}"));
+    let still = lines[first..done]
+        .iter()
+        .filter(|l| l.contains("still compiling ("))
+        .count();
+    assert!(still >= 1, "a compile over 20 ms says it goes on: {err}");
+    for l in [lines[first], lines[done]] {
+        assert!(
+            l.contains("pid_pacing.wasm") && l.contains("digest="),
+            "{l}"
+        );
+    }
+    let again = test();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(!err.contains("compiling"), "cached: {err}");
+
+    // The server: JSON lines, the load's span naming policy and module.
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(PID_PACING, dir.join("p.wasm")).unwrap();
+    std::fs::write(dir.join("p.toml"), "module = \"p.wasm\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(["serve", "--policies"])
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--state", "off"])
+        .args(["--log-format", "json"])
+        .env("OASIS_CACHE_DIR", tmp.path().join("server-cache"))
+        .env("OASIS_COMPILE_PROGRESS_MS", "20")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let message = v["message"].as_str().unwrap_or("").to_string();
+            if message == "initial policy set loaded; ready" {
+                break;
+            }
+            seen.push(v);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let find = |prefix: &str| {
+        seen.iter()
+            .filter(|v| v["message"].as_str().unwrap_or("").starts_with(prefix))
+            .collect::<Vec<_>>()
+    };
+    let all = serde_json::to_string_pretty(&seen).unwrap();
+    let (start, progress, end) = (
+        find("compiling the component"),
+        find("still compiling ("),
+        find("compiled in "),
+    );
+    assert_eq!((start.len(), end.len()), (1, 1), "{all}");
+    assert!(!progress.is_empty(), "{all}");
+    for v in start.iter().chain(&progress).chain(&end) {
+        assert_eq!(v["span"]["name"], "load", "{v}");
+        assert_eq!(v["span"]["policy"], "p", "{v}");
+        assert!(
+            v["span"]["module"].as_str().unwrap().ends_with("p.wasm"),
+            "{v}"
+        );
+        assert_eq!(v["digest"], start[0]["digest"], "{v}");
+    }
+    assert!(end[0]["elapsed_ms"].as_u64().unwrap() > 0, "{all}");
+}
+
+/// `scripts/serve` passes `--grpc-listen` and `--policies` once (clap
+/// refuses a flag given twice; the defaults step aside): on a temporary
+/// policy directory, with the built binary (`OASIS_BIN`, so nothing is
+/// built), both listeners answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_serve_takes_grpc_listen_and_policies_in_place_of_its_defaults() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(GUARDED_BOOST, dir.join("p.wasm")).unwrap();
+    std::fs::write(dir.join("p.toml"), "module = \"p.wasm\"\n").unwrap();
+    let mut child = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/serve"))
+        .args(["--policies", "policies", "--listen", "127.0.0.1:0"])
+        .args(["--grpc-listen", "127.0.0.1:0", "--state", "off"])
+        .args(["--log-format", "json"])
+        .current_dir(tmp.path())
+        .env("OASIS_BIN", env!("CARGO_BIN_EXE_oasis"))
+        .env(
+            "OASIS_CACHE_DIR",
+            std::env::temp_dir().join("oasis-cli-test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut http, mut grpc, mut ready, mut seen) = (None, None, false, String::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(ready && http.is_some() && grpc.is_some()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("scripts/serve did not become ready:\n{seen}"));
+        seen += &line;
+        seen.push('\n');
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        match v["message"].as_str().unwrap_or("") {
+            "listening" => http = v["addr"].as_str().map(String::from),
+            "gRPC API listening" => grpc = v["grpc_addr"].as_str().map(String::from),
+            "initial policy set loaded; ready" => ready = true,
+            _ => {}
+        }
+    }
+    let (http, grpc) = (http.unwrap(), grpc.unwrap());
+    assert_ne!(
+        grpc, "127.0.0.1:50051",
+        "the caller's address, not the default"
+    );
+    let policies: serde_json::Value = reqwest::get(format!("http://{http}/v1/policies"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(policies.to_string().contains("guarded-boost"), "{policies}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    // Readiness reaches the health service within a few tens of
+    // milliseconds of the log line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC health never SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A second `oasis serve` on the directory of a running one (whose
+/// embedded state is inside it) fails at once, naming the ways out.
+#[test]
+fn a_second_server_on_one_directory_is_told_the_ways_out() {
+    use crate::harness::process::ServeProcess;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(GUARDED_BOOST, dir.path().join("p.wasm")).unwrap();
+    std::fs::write(dir.path().join("p.toml"), "module = \"p.wasm\"\n").unwrap();
+    let first = ServeProcess::start(dir.path(), &[], &[]);
+    let mut second = Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(["serve", "--policies"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "OASIS_CACHE_DIR",
+            std::env::temp_dir().join("oasis-cli-test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must stop by itself; one that serves is a failure, not a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().unwrap();
+    drop(first);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    for way in ["--state-dir", "--state off", "--state redis"] {
+        assert!(err.contains(way), "{way} missing from:\n{err}");
+    }
 }

@@ -846,6 +846,129 @@ async fn rollout_state_survives_kill_9_and_the_cli_drives_it() {
     );
 }
 
+/// `oasis rollout status` shows the route's guardrail thresholds and the
+/// canary's window against them (error rate, p99); the audit lines, the
+/// audit log's entries and the status's last rollback carry the canary's
+/// share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_shows_the_guardrails_and_the_audit_the_canary_share() {
+    let dir = tempfile::tempdir().unwrap();
+    radio(
+        dir.path(),
+        "[routes.radio.guardrails]\nwindow = 100\nmin_samples = 10\nmax_error_rate = 0.25\nmax_p99_ms = 900\n",
+    );
+    let server = ServeProcess::start(dir.path(), &[], &[("OASIS_ADMIN_TOKEN", TOKEN)]);
+    let client = reqwest::Client::new();
+    let v2 = upload(&client, &server.url, "p", PID_PACING).await;
+    let (code, out, err) = rollout_cli(&[
+        "--url",
+        &server.url,
+        "canary",
+        "radio",
+        &v2,
+        "--percent",
+        "50",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // Listeners on both arms, until the canary's window can be judged.
+    for i in 0..200u64 {
+        let r = client
+            .post(format!("{}/v1/score", server.url))
+            .header("content-type", "application/json")
+            .body(body(&format!("listener-{i}"), i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let r = wait_route(&client, &server.url, |v| {
+        v["canary"]["window"]["samples"].as_u64() >= Some(10)
+    })
+    .await;
+    let p99 = r["canary"]["window"]["p99_ms"].as_f64().expect("a p99");
+    assert!(p99 > 0.0 && p99 < 900.0, "{r}");
+
+    let (code, out, _) = rollout_cli(&["--url", &server.url, "status", "radio"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(concat!(
+            "guardrails error rate at most 25.0%, p99 at most 900 ms, ",
+            "over the canary's last 100 requests, judged from 10 on"
+        )),
+        "{out}"
+    );
+    let window = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("window "))
+        .unwrap_or_else(|| panic!("no canary window line: {out}"));
+    assert!(
+        window.contains(" of 100 samples: errors 0.0% (limit 25.0%), p99 ")
+            && window.ends_with(" ms (limit 900 ms)"),
+        "{window}"
+    );
+
+    let (code, out, _) = rollout_cli(&[
+        "--url",
+        &server.url,
+        "canary",
+        "radio",
+        &v2,
+        "--percent",
+        "20",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, _) = rollout_cli(&[
+        "--url",
+        &server.url,
+        "rollback",
+        "radio",
+        "--reason",
+        "enough",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out, _) = rollout_cli(&["--url", &server.url, "status", "radio"]);
+    assert!(
+        out.contains("(canary at 20%) enough (operator)"),
+        "the last rollback says the canary's share: {out}"
+    );
+    assert!(
+        out.contains("guardrails error rate at most 25.0%"),
+        "thresholds without a canary too: {out}"
+    );
+    let (_, out, _) = rollout_cli(&["--url", &server.url, "audit"]);
+    let line = |action: &str, n: usize| {
+        out.lines()
+            .filter(|l| l.contains(&format!(" {action} ")))
+            .nth(n)
+            .unwrap_or_else(|| panic!("no {action} #{n}: {out}"))
+            .to_string()
+    };
+    assert!(line("canary.set", 0).contains(" at 50%"), "{out}");
+    assert!(line("canary.set", 1).contains(" at 20% (was 50%)"), "{out}");
+    assert!(line("rollback", 0).contains(" at 20%  (enough)"), "{out}");
+    assert!(!line("version.upload", 0).contains(" at "), "{out}");
+
+    // The audit log's own entries.
+    let entries: Vec<Value> = std::fs::read_to_string(dir.path().join(".oasis-audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let shares: Vec<(&str, Option<f64>)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["percent"].as_f64()))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("version.upload", None),
+            ("canary.set", Some(50.0)),
+            ("canary.set", Some(20.0)),
+            ("rollback", Some(20.0)),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_admin_api_can_listen_apart_from_scoring() {
     use oasis::server::Server;

@@ -366,7 +366,10 @@ impl Fixture {
     /// candidate's `debug`, `expected_debug`) only when the fixture already
     /// lists some ([`Fixture::lists_debug`]) and the policy reported any.
     /// Every other key keeps its order and its own text, so that a blessed
-    /// fixture's diff shows only what changed.
+    /// fixture's diff shows only what changed: an expectation whose value
+    /// did not change keeps its text too (a fixture that passes exactly is
+    /// left as it is), and a changed one is written one candidate (or
+    /// campaign update) a line, the style `oasis new` writes.
     ///
     /// # Errors
     /// [`FixtureError::Rewrite`] when `text` is not a JSON object.
@@ -380,24 +383,92 @@ impl Fixture {
                 ..c.clone()
             })
             .collect();
-        // Pretty-printed from the typed values, so keys keep the format's order.
-        let mut updates = vec![("expected", pretty(&candidates)?)];
+        // Written from the typed values, so keys keep the format's order.
+        let mut updates = vec![("expected", lines(&candidates)?)];
         if self.expected_campaign_updates.is_some() || !actual.campaign_updates.is_empty() {
             updates.push((
                 "expected_campaign_updates",
-                pretty(&actual.campaign_updates)?,
+                lines(&actual.campaign_updates)?,
             ));
         }
         if listed && !actual.debug.is_empty() {
-            updates.push(("expected_debug", pretty(&actual.debug)?));
+            updates.push(("expected_debug", inline(&actual.debug)?));
         }
         rewrite_keys(text, &updates).map_err(FixtureError::Rewrite)
     }
 }
 
-/// `value` pretty-printed, as blessing writes it.
-fn pretty<T: Serialize>(value: &T) -> Result<String, FixtureError> {
-    serde_json::to_string_pretty(value).map_err(FixtureError::Rewrite)
+/// `items` as blessing writes a list: one element a line, each on its line
+/// as [`inline`] writes it — the style of the fixtures `oasis new` writes,
+/// so that blessing one keeps its look and a diff shows one line per
+/// changed candidate.
+fn lines<T: Serialize>(items: &[T]) -> Result<String, FixtureError> {
+    if items.is_empty() {
+        return Ok("[]".into());
+    }
+    let items = items.iter().map(inline).collect::<Result<Vec<_>, _>>()?;
+    Ok(format!("[\n  {}\n]", items.join(",\n  ")))
+}
+
+/// `value` on one line with a space inside braces and after `:` and `,`:
+/// `{ "id": "a", "score": 0.5, "reasons": ["promoted"] }`.
+fn inline<T: Serialize>(value: &T) -> Result<String, FixtureError> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Inline::default());
+    value.serialize(&mut ser).map_err(FixtureError::Rewrite)?;
+    Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
+}
+
+/// The formatter of [`inline`]: serde_json's compact one with spaces.
+#[derive(Default)]
+struct Inline {
+    /// Per open object, whether it has a key yet.
+    objects: Vec<bool>,
+}
+
+impl serde_json::ser::Formatter for Inline {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.objects.push(false);
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        if self.objects.pop().unwrap_or(false) {
+            writer.write_all(b" }")
+        } else {
+            writer.write_all(b"}")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if let Some(has) = self.objects.last_mut() {
+            *has = true;
+        }
+        writer.write_all(if first { b" " } else { b", " })
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 /// `text` (a JSON object) with the top-level `updates` replaced (or
@@ -405,13 +476,29 @@ fn pretty<T: Serialize>(value: &T) -> Result<String, FixtureError> {
 /// own text.
 fn rewrite_keys(text: &str, updates: &[(&str, String)]) -> serde_json::Result<String> {
     let Ordered(mut entries) = serde_json::from_str(text)?;
-    for (key, pretty) in updates {
-        let pretty = pretty.replace('\n', "\n  ");
-        let raw = RawValue::from_string(pretty)?;
+    let mut changed = false;
+    for (key, value) in updates {
+        let value = value.replace('\n', "\n  ");
+        let same = |old: &RawValue| {
+            serde_json::from_str::<serde_json::Value>(old.get()).ok()
+                == serde_json::from_str::<serde_json::Value>(&value).ok()
+        };
         match entries.iter_mut().find(|(k, _)| k == key) {
-            Some(e) => e.1 = raw,
-            None => entries.push((key.to_string(), raw)),
+            // The same value keeps its own text, however it is written.
+            Some(e) if same(&e.1) => {}
+            Some(e) => {
+                e.1 = RawValue::from_string(value)?;
+                changed = true;
+            }
+            None => {
+                entries.push((key.to_string(), RawValue::from_string(value)?));
+                changed = true;
+            }
         }
+    }
+    if !changed {
+        // Nothing to record: the file stays as it is, byte for byte.
+        return Ok(text.to_string());
     }
     let mut out = String::from("{\n");
     for (i, (k, v)) in entries.iter().enumerate() {
@@ -654,24 +741,8 @@ mod tests {
   "settings": {"k_max":   1},
   "request": {"candidates": []},
   "expected": [
-    {
-      "id": "a",
-      "score": 0.5,
-      "eligible": true,
-      "reasons": [
-        "promoted"
-      ],
-      "propensity": 0.25
-    },
-    {
-      "id": "b",
-      "score": 0.4,
-      "eligible": false,
-      "reasons": [
-        "organic"
-      ],
-      "propensity": 0.0
-    }
+    { "id": "a", "score": 0.5, "eligible": true, "reasons": ["promoted"], "propensity": 0.25 },
+    { "id": "b", "score": 0.4, "eligible": false, "reasons": ["organic"], "propensity": 0.0 }
   ]
 }
 "#,
@@ -695,5 +766,35 @@ mod tests {
             f.bless("[1]", &output()),
             Err(FixtureError::Rewrite(_))
         ));
+    }
+
+    #[test]
+    fn blessing_an_unchanged_output_changes_nothing() {
+        let mut out = output();
+        out.campaign_updates.clear();
+        out.debug.clear();
+        for c in &mut out.candidates {
+            c.debug = None;
+        }
+        // Written by hand, in any style: the same values keep their text.
+        let text = "{\"request\": {},\n \"expected\": [\n {\"id\":\"a\", \"score\":0.5, \"eligible\":true, \"reasons\":[\"promoted\"], \"propensity\":0.25},\n {\"id\":\"b\",\"score\":0.4,\"eligible\":false,\"reasons\":[\"organic\"],\"propensity\":0.0}]}";
+        let f = Fixture::from_json(text).unwrap();
+        assert_eq!(f.bless(text, &out).unwrap(), text);
+        // Blessing is a fixed point: what it writes, it leaves alone.
+        out.candidates[1].score = 0.3;
+        let once = f.bless(text, &out).unwrap();
+        let f = Fixture::from_json(&once).unwrap();
+        assert_eq!(f.bless(&once, &out).unwrap(), once);
+        assert!(
+            once.contains(r#"{ "id": "b", "score": 0.3, "eligible": false, "reasons": ["organic"], "propensity": 0.0 }"#),
+            "{once}"
+        );
+        // Empty objects and lists, and campaign updates, one a line.
+        assert_eq!(
+            inline(&serde_json::json!({"a": {}, "b": []})).unwrap(),
+            r#"{ "a": {}, "b": [] }"#
+        );
+        assert_eq!(lines::<u8>(&[]).unwrap(), "[]");
+        assert_eq!(lines(&[1, 2]).unwrap(), "[\n  1,\n  2\n]");
     }
 }

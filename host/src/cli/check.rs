@@ -12,16 +12,17 @@
 //! compile, contract, metadata, settings, smoke call), under the manifest's
 //! limits; `routes.toml` is parsed ([`RoutesFile::load`]) and its references
 //! checked against the manifests. Every problem is listed, not just the
-//! first; the exit status is 1 if there is one. A settings error names the
-//! manifest, the line of the setting in its `[settings]` table and the
-//! setting.
+//! first, each with its file, line and key ([`Manifest::check`]): every
+//! bad key of a manifest, a fallback with no manifest, a module that does
+//! not load, and every setting the policy refuses (asked again without each
+//! one it named); the exit status is 1 if there is one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use oasis::control::manifest::{Manifest, ROUTES_FILE, RoutesFile};
+use oasis::control::manifest::{Manifest, ROUTES_FILE, RoutesFile, line_of_key};
 use oasis::{LoadError, Runtime, RuntimeConfig};
 use serde::Serialize;
 
@@ -83,6 +84,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         (vec![args.target.clone()], None)
     };
+    // The policies of the directory (for fallbacks): a manifest file each,
+    // whether it loads or not (its own problems are listed with it).
+    let policy_dir = routes_dir.clone().unwrap_or_else(|| {
+        args.target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    });
+    let policies = policy_keys(&policy_dir);
     let mut problems = Vec::new();
     let mut loaded = Vec::new();
     let mut keys = BTreeSet::new();
@@ -100,50 +111,46 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let mut manifest = match Manifest::parse(path, &text) {
-            Ok(m) => m,
-            Err(e) => {
-                problems.push(manifest_problem(&file, &text, &e.to_string()));
-                continue;
-            }
+        // Every problem of the manifest itself, then of what it names: its
+        // fallback, its module, its settings.
+        let (manifest, found) = Manifest::check(path, &text);
+        let before = problems.len();
+        problems.extend(found.into_iter().map(|p| Finding {
+            file: file.clone(),
+            line: p.line,
+            field: p.key,
+            message: p.message,
+        }));
+        let Some(mut manifest) = manifest else {
+            continue;
         };
         keys.insert(manifest.key.clone());
+        if let Some(f) = &manifest.fallback
+            && !policies.contains(f)
+        {
+            problems.push(Finding {
+                file: file.clone(),
+                line: line_of_key(&text, &["fallback"]),
+                field: Some("fallback".into()),
+                message: format!(
+                    "`{f}` has no manifest ({f}.toml) in {}: the policy's failures would be \
+                     answered by the host's passthrough",
+                    policy_dir.display()
+                ),
+            });
+        }
         if let Some(dir) = &args.modules
             && let Some(name) = manifest.module.file_name()
         {
             manifest.module = dir.join(name);
         }
-        match oasis::Policy::load_file(
-            &runtime,
-            &manifest.module,
-            &manifest.settings_json,
-            manifest.limits,
-        ) {
-            Ok(policy) => {
-                let id = policy.identity();
-                loaded.push(Loaded {
-                    file,
-                    key: manifest.key.clone(),
-                    name: id.name.to_string(),
-                    version: id.version.clone(),
-                    digest: id.digest.clone(),
-                    settings_sha256: policy.settings_sha256().to_string(),
-                });
-            }
-            Err(LoadError::BadSettings(message)) => {
-                problems.push(settings_problem(&file, &text, &message));
-            }
-            Err(e) => problems.push(Finding {
-                file,
-                line: line_of(&text, "module"),
-                field: Some("module".into()),
-                message: format!(
-                    "{}: {}",
-                    manifest.module.display(),
-                    oasis::visible(&e.to_string())
-                ),
-            }),
+        // Listed as loaded only when nothing is wrong with it.
+        if let Some(l) = load(&runtime, &manifest, &file, &text, &mut problems)
+            && problems.len() == before
+        {
+            loaded.push(l);
         }
+        problems[before..].sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     }
     if let Some(dir) = routes_dir {
         check_routes(&dir, &keys, &mut problems);
@@ -210,35 +217,147 @@ fn manifest_problem(file: &str, _text: &str, message: &str) -> Finding {
     }
 }
 
-/// Settings the policy refused: the setting it names and its line in the
-/// manifest's `[settings]`, and the message without serde's position in
-/// the converted JSON (`at line 1 column 47`), which no operator can find.
-fn settings_problem(file: &str, text: &str, message: &str) -> Finding {
+/// Loads the manifest's module as the server would; every setting the
+/// policy refuses is listed: after a refusal that names a setting, the
+/// policy is asked again without it (its default then), until it accepts
+/// the rest or names no setting it was given. Returns the policy's identity
+/// when it loaded with the manifest's own settings.
+fn load(
+    runtime: &Runtime,
+    manifest: &Manifest,
+    file: &str,
+    text: &str,
+    problems: &mut Vec<Finding>,
+) -> Option<Loaded> {
+    let wasm = match std::fs::read(&manifest.module) {
+        Ok(w) => w,
+        Err(e) => {
+            problems.push(module_problem(file, text, manifest, &e.to_string()));
+            return None;
+        }
+    };
+    // A long compile's progress lines name the file.
+    let _load = tracing::info_span!("load", module = %manifest.module.display()).entered();
+    let mut settings: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&manifest.settings_json).unwrap_or_default();
+    let mut refused = 0;
+    loop {
+        let json = serde_json::Value::Object(settings.clone()).to_string();
+        match oasis::Policy::load(runtime, &wasm, &json, manifest.limits) {
+            Ok(policy) if refused == 0 => {
+                let id = policy.identity();
+                return Some(Loaded {
+                    file: file.to_string(),
+                    key: manifest.key.clone(),
+                    name: id.name.to_string(),
+                    version: id.version.clone(),
+                    digest: id.digest.clone(),
+                    settings_sha256: policy.settings_sha256().to_string(),
+                });
+            }
+            Ok(_) => return None,
+            Err(LoadError::BadSettings(message)) => {
+                let named = setting_named(&message, &json, &settings);
+                if refused > 0 && named.is_none() {
+                    // Without the settings already refused the policy says
+                    // something else: not a problem of the manifest.
+                    return None;
+                }
+                problems.push(settings_problem(file, text, named.as_deref(), &message));
+                refused += 1;
+                settings.remove(named.as_deref()?);
+            }
+            Err(_) if refused > 0 => return None,
+            Err(e) => {
+                problems.push(module_problem(file, text, manifest, &e.to_string()));
+                return None;
+            }
+        }
+    }
+}
+
+/// A module that does not load, at the manifest's `module` line.
+fn module_problem(file: &str, text: &str, manifest: &Manifest, message: &str) -> Finding {
+    Finding {
+        file: file.to_string(),
+        line: line_of_key(text, &["module"]),
+        field: Some("module".into()),
+        message: format!("{}: {}", manifest.module.display(), oasis::visible(message)),
+    }
+}
+
+/// The setting (of `settings`, whose JSON is `json`) a refusal names:
+/// the one at the position serde reports in the JSON (`at line 1 column
+/// 23`: a value of the wrong type), else one in backticks (serde's
+/// `unknown field \`thetta\``, the Python SDK's `` `boost`: expected a
+/// number``), else a word of the message (a policy's own check usually
+/// starts with the setting's name).
+fn setting_named(
+    message: &str,
+    json: &str,
+    settings: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    let known = |w: &str| settings.contains_key(w).then(|| w.to_string());
+    let at_column = message
+        .rfind(" at line 1 column ")
+        .and_then(|i| message[i + 18..].trim().parse::<usize>().ok())
+        .and_then(|column| key_at(json, column));
+    at_column
+        .and_then(|k| known(&k))
+        .or_else(|| message.split('`').skip(1).step_by(2).find_map(known))
+        .or_else(|| {
+            message
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .find_map(known)
+        })
+}
+
+/// The top-level key of a JSON object (one line, as serde_json writes it)
+/// whose entry holds 1-based `column`: the last key starting before it.
+fn key_at(json: &str, column: usize) -> Option<String> {
+    let bytes = json.as_bytes();
+    let (mut depth, mut i, mut found) = (0usize, 0usize, None);
+    while i < bytes.len() && i < column {
+        match bytes[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let is_key = depth == 1 && bytes.get(i + 1) == Some(&b':');
+                if is_key {
+                    found = serde_json::from_str(&json[start..=i.min(json.len() - 1)]).ok();
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
+}
+
+/// Settings the policy refused: the setting named and its line in the
+/// manifest, and the message without serde's position in the converted
+/// JSON (`at line 1 column 47`), which no operator can find.
+fn settings_problem(file: &str, text: &str, named: Option<&str>, message: &str) -> Finding {
     let message = match message.rfind(" at line ") {
         Some(i) if message[i..].contains("column") => &message[..i],
         _ => message,
     };
-    let keys = settings_keys(text);
-    // serde names a field in backticks; a policy's message usually starts
-    // with the setting's name.
-    let named = message
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .chain(message.split(|c: char| !(c.is_alphanumeric() || c == '_')))
-        .find(|w| keys.iter().any(|(k, _)| k == w))
-        .map(str::to_string);
-    let (field, line) = match &named {
+    let (field, line) = match named {
         Some(k) => (
-            Some(format!("[settings] {k}")),
-            keys.iter().find(|(name, _)| name == k).map(|(_, l)| *l),
+            format!("[settings] {k}"),
+            line_of_key(text, &["settings", k]),
         ),
-        None => (Some("[settings]".to_string()), line_of(text, "[settings]")),
+        None => ("[settings]".to_string(), line_of_key(text, &["settings"])),
     };
     Finding {
         file: file.to_string(),
         line,
-        field,
+        field: Some(field),
         message: format!(
             "the policy refused its settings: {}",
             oasis::visible(message)
@@ -246,21 +365,18 @@ fn settings_problem(file: &str, text: &str, message: &str) -> Finding {
     }
 }
 
-/// `(key, line)` of each key of the `[settings]` table.
-fn settings_keys(text: &str) -> Vec<(String, usize)> {
-    let mut inside = false;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == "[settings]";
-            continue;
-        }
-        if inside && let Some((k, _)) = t.split_once('=') {
-            out.push((k.trim().trim_matches('"').to_string(), i + 1));
-        }
-    }
-    out
+/// The keys of the policies that have a manifest in `dir`.
+fn policy_keys(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && p.file_name().is_some_and(|n| n != ROUTES_FILE)
+        })
+        .filter_map(|p| p.file_stem()?.to_str().map(str::to_string))
+        .collect()
 }
 
 /// The first line (1-based) that starts with `key`.

@@ -51,10 +51,40 @@ pub enum Command {
     /// Validate a policy directory or manifest offline, as reload would
     /// load it; every problem listed, exit 1 if any.
     Check(check::Args),
+    /// Print a shell completion script: `source <(oasis completions bash)`.
+    Completions(CompletionsArgs),
     /// Internal: compile one component from stdin to stdout under a memory
     /// cap (the server's compile worker; see `oasis::compile_worker`).
     #[command(name = "__compile-worker", hide = true)]
     CompileWorker(CompileWorkerArgs),
+}
+
+/// Arguments of `oasis completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The command line as completions offer it: [`Cli`] without its hidden
+/// subcommands (clap_complete's generators list them all, and
+/// `__compile-worker` is no command for a person). `clap::Command` cannot
+/// remove a subcommand, so the root is put together again from `Cli`'s own
+/// arguments and visible subcommands: nothing is restated, nothing drifts.
+fn completion_command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("oasis")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true);
+    for arg in full.get_arguments() {
+        cmd = cmd.arg(arg.clone());
+    }
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
 }
 
 /// Arguments of the internal compile worker.
@@ -82,6 +112,15 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::execute(a),
         Command::New(a) => new::execute(a),
         Command::Check(a) => check::execute(a),
+        Command::Completions(a) => {
+            clap_complete::generate(
+                a.shell,
+                &mut completion_command(),
+                "oasis",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CompileWorker(a) => {
             let config = oasis::RuntimeConfig {
                 max_instances: a.max_instances,
@@ -285,6 +324,8 @@ pub fn load_policy(
     settings_json: &str,
     limits: oasis::Limits,
 ) -> anyhow::Result<oasis::Policy> {
+    // A long compile's progress lines name the file.
+    let _load = tracing::info_span!("load", module = %path.display()).entered();
     oasis::Policy::load_file(runtime, path, settings_json, limits).map_err(|e| {
         anyhow::Error::from(e).context(LoadFailed(format!("cannot load policy {}", path.display())))
     })

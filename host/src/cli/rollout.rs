@@ -390,6 +390,22 @@ fn utc(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// ` at 20% (was 5%)`: the canary share of an audit entry about a canary,
+/// with the share before when a `canary.set` changed it.
+fn audit_percent(e: &Value) -> String {
+    let Some(p) = e["percent"].as_f64() else {
+        return String::new();
+    };
+    let before = &e["before"]["canary"];
+    let was = match before["percent"].as_f64() {
+        Some(b) if e["action"] == "canary.set" && before["digest"] == e["digest"] && b != p => {
+            format!(" (was {b}%)")
+        }
+        _ => String::new(),
+    };
+    format!(" at {p}%{was}")
+}
+
 fn percent(v: &Value) -> String {
     v.as_f64().map_or_else(|| v.to_string(), |p| p.to_string())
 }
@@ -434,6 +450,59 @@ fn print_arms(r: &Value) {
     }
 }
 
+/// A route's guardrail thresholds: what rolls a canary back by itself.
+fn guardrails(g: &Value) -> String {
+    if g.is_null() {
+        return "none: a canary is rolled back only by an operator".into();
+    }
+    let error_rate = g["max_error_rate"]
+        .as_f64()
+        .map_or("no error-rate limit".to_string(), |r| {
+            format!("error rate at most {:.1}%", r * 100.0)
+        });
+    let p99 = g["max_p99_ms"]
+        .as_f64()
+        .map_or("no p99 limit".to_string(), |ms| {
+            format!("p99 at most {ms} ms")
+        });
+    format!(
+        "{error_rate}, {p99}, over the canary's last {} requests, judged from {} on",
+        g["window"], g["min_samples"]
+    )
+}
+
+/// The canary's guardrail window against the limits `g`.
+fn canary_window(w: &Value, g: &Value) -> String {
+    let samples = w["samples"].as_u64().unwrap_or(0);
+    let limit = |v: &Value, f: &dyn Fn(f64) -> String| {
+        v.as_f64()
+            .map(|x| format!(" (limit {})", f(x)))
+            .unwrap_or_default()
+    };
+    let p99 = w["p99_ms"]
+        .as_f64()
+        .map_or("-".to_string(), |ms| format!("{ms:.2} ms"));
+    let judged = match g["min_samples"].as_u64() {
+        Some(min) if samples < min => format!(", not judged before {min} samples"),
+        _ => String::new(),
+    };
+    format!(
+        "window {samples}{} samples: errors {:.1}%{}, p99 {p99}{}{judged}{}",
+        g["window"]
+            .as_u64()
+            .map(|n| format!(" of {n}"))
+            .unwrap_or_default(),
+        w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        limit(&g["max_error_rate"], &|r| format!("{:.1}%", r * 100.0)),
+        limit(&g["max_p99_ms"], &|ms| format!("{ms} ms")),
+        if w["tripped"] == true {
+            ", TRIPPED"
+        } else {
+            ""
+        }
+    )
+}
+
 fn print_route(r: &Value) {
     println!(
         "route {}  policy {}  salt {}{}",
@@ -458,28 +527,19 @@ fn print_route(r: &Value) {
     if r["directory"]["digest"] != r["stable"]["digest"] {
         println!("  directory {}", version(&r["directory"]));
     }
+    let g = &r["guardrails"];
     if let Some(c) = r.get("canary").filter(|c| !c.is_null()) {
-        let w = &c["window"];
-        let window = if w.is_null() {
-            String::new()
-        } else {
-            format!(
-                "  window {} samples, {:.1}% errors{}",
-                w["samples"],
-                w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                if w["tripped"] == true {
-                    ", TRIPPED"
-                } else {
-                    ""
-                }
-            )
-        };
         println!(
-            "  canary    {}  {}%{window}",
+            "  canary    {}  {}%",
             version(&c["version"]),
             percent(&c["percent"])
         );
+        let w = &c["window"];
+        if !w.is_null() {
+            println!("            {}", canary_window(w, g));
+        }
     }
+    println!("  guardrails {}", guardrails(g));
     println!("  baseline  {}", version(&r["baseline"]));
     print_arms(r);
     for s in r["shadows"].as_array().into_iter().flatten() {
@@ -510,8 +570,12 @@ fn print_route(r: &Value) {
     }
     if let Some(rb) = r.get("last_rollback").filter(|v| !v.is_null()) {
         println!(
-            "  rollback  {} {} ({})",
+            "  rollback  {}{} {} ({})",
             short(&rb["digest"]),
+            rb["percent"]
+                .as_f64()
+                .map(|p| format!(" (canary at {p}%)"))
+                .unwrap_or_default(),
             rb["reason"].as_str().unwrap_or(""),
             if rb["automatic"] == true {
                 "guardrail"
@@ -555,12 +619,13 @@ fn print_human(command: &Command, v: &Value) {
         Command::Audit { .. } => {
             for e in v["entries"].as_array().into_iter().flatten() {
                 println!(
-                    "{}  {:<20} {:<18} route={} {}{}",
+                    "{}  {:<20} {:<18} route={} {}{}{}",
                     utc(e["at_ms"].as_u64().unwrap_or(0)),
                     e["who"].as_str().unwrap_or("?"),
                     e["action"].as_str().unwrap_or("?"),
                     e["route"].as_str().unwrap_or("-"),
                     short(&e["digest"]),
+                    audit_percent(e),
                     e["reason"]
                         .as_str()
                         .map(|r| format!("  ({r})"))

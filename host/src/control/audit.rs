@@ -97,6 +97,11 @@ pub struct AuditEntry {
     /// The operator's stated reason, if given.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The canary's share of listeners, percent, for the actions on a
+    /// canary: `canary.set` its new share, `canary.promote` and a rollback
+    /// of a canary the share it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
 }
 
 impl AuditEntry {
@@ -113,6 +118,7 @@ impl AuditEntry {
             before: serde_json::Value::Null,
             after: serde_json::Value::Null,
             reason: None,
+            percent: None,
         }
     }
 }

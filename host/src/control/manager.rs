@@ -425,6 +425,15 @@ impl RolloutManager {
             }
         };
         let after = state.clone();
+        // The share a canary action concerns, so that an audit line says
+        // at how many listeners the canary stood.
+        let percent = match &change {
+            Change::Canary { percent, .. } => Some(*percent),
+            Change::Promote | Change::Rollback { .. } | Change::GuardrailRollback { .. } => {
+                before.canary.as_ref().map(|c| c.percent)
+            }
+            _ => None,
+        };
         self.commit(
             &dir,
             previous.as_deref(),
@@ -436,6 +445,7 @@ impl RolloutManager {
                 before: serde_json::to_value(&before).unwrap_or_default(),
                 after: serde_json::to_value(&after).unwrap_or_default(),
                 reason,
+                percent,
                 ..AuditEntry::now(who, change.action())
             },
         )?;

@@ -51,19 +51,7 @@ pub struct Manifest {
     pub settings_json: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    module: PathBuf,
-    #[serde(default)]
-    fallback: Option<String>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    settings: Option<toml::Table>,
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     deadline_ms: u64,
@@ -120,7 +108,52 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
+    /// Every problem of a manifest: its keys of the wrong type or out of
+    /// range, unknown keys, a missing module ([`Manifest::check`]).
+    #[error("{path}: {}", join(problems))]
+    Problems {
+        /// The manifest.
+        path: String,
+        /// What is wrong, at least one.
+        problems: Vec<ManifestProblem>,
+    },
 }
+
+fn join(problems: &[ManifestProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One problem of a manifest, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProblem {
+    /// Its line (1-based), when known.
+    pub line: Option<usize>,
+    /// The key concerned, as an operator reads it: `module`, `fallback`,
+    /// `[limits] deadline_ms`, `[settings]`; `None` for the file as a
+    /// whole (a TOML syntax error).
+    pub key: Option<String>,
+    /// What is wrong, without the key.
+    pub message: String,
+}
+
+impl std::fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The top-level keys of a manifest.
+const KEYS: [&str; 4] = ["module", "fallback", "limits", "settings"];
 
 impl Manifest {
     /// Reads and validates the manifest at `path`.
@@ -138,65 +171,268 @@ impl Manifest {
     /// Parses manifest text that was read from `path`.
     ///
     /// # Errors
-    /// [`ManifestError`] naming the file and the problem.
+    /// [`ManifestError::Problems`] naming the file and every problem
+    /// ([`Manifest::check`]).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
-        let p = || path.display().to_string();
-        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
-            path: p(),
-            message: e.to_string(),
-        })?;
-        let invalid = |message: String| ManifestError::Invalid { path: p(), message };
-        let key = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| is_key(s))
-            .ok_or_else(|| {
-                invalid("the file name must be <policy-key>.toml with [A-Za-z0-9._-]".into())
-            })?
-            .to_string();
-        if let Some(f) = &raw.fallback {
-            if f == &key {
-                return Err(invalid("a policy cannot be its own fallback".into()));
+        match Self::check(path, text) {
+            (Some(m), problems) if problems.is_empty() => Ok(m),
+            (_, problems) => Err(ManifestError::Problems {
+                path: path.display().to_string(),
+                problems,
+            }),
+        }
+    }
+
+    /// Every problem of manifest text read from `path`, each with its line
+    /// and key, and the manifest as far as it could be read: a key of the
+    /// wrong type or out of range is listed and its default taken, so that
+    /// one bad limit does not hide a second one, nor the module's own
+    /// problems from a tool that goes on to load it (`oasis check`). The
+    /// manifest is `None` only when the text is not TOML or names no usable
+    /// module; it is valid when the list is empty.
+    pub fn check(path: &Path, text: &str) -> (Option<Self>, Vec<ManifestProblem>) {
+        use toml::de::{DeTable, DeValue, ValueDeserializer};
+        let mut problems = Vec::new();
+        let line = |offset: usize| Some(line_at(text, offset));
+        let table = match DeTable::parse(text) {
+            Ok(t) => t.into_inner(),
+            Err(e) => {
+                problems.push(ManifestProblem {
+                    line: e.span().map(|s| line_at(text, s.start)),
+                    key: None,
+                    message: e.message().trim().to_string(),
+                });
+                return (None, problems);
             }
-            if !is_key(f) {
-                return Err(invalid(format!("fallback {f:?} is not a valid policy key")));
+        };
+        // One key's value as `T`, or its problem (at the value's line).
+        fn value<'i, T: serde::de::DeserializeOwned>(
+            v: &toml::Spanned<DeValue<'i>>,
+        ) -> Result<T, (usize, String)> {
+            T::deserialize(ValueDeserializer::from(v.clone()))
+                .map_err(|e| (e.span().unwrap_or(v.span()).start, e.message().to_string()))
+        }
+        let mut module: Option<PathBuf> = None;
+        let mut fallback: Option<String> = None;
+        let mut limits = RawLimits::default();
+        let mut settings = toml::Table::new();
+        let key = |name: &str| Some(name.to_string());
+        for (k, v) in &table {
+            let name: &str = k.get_ref();
+            let mut problem = |at: usize, key: Option<String>, message: String| {
+                problems.push(ManifestProblem {
+                    line: line(at),
+                    key,
+                    message,
+                })
+            };
+            match name {
+                "module" => match value::<PathBuf>(v) {
+                    Ok(m) => module = Some(m),
+                    Err((at, m)) => problem(at, key(name), m),
+                },
+                "fallback" => match value::<String>(v) {
+                    Ok(f) => fallback = Some(f),
+                    Err((at, m)) => problem(at, key(name), m),
+                },
+                "settings" => match value::<toml::Table>(v) {
+                    Ok(s) => settings = s,
+                    Err((at, m)) => problem(at, key("[settings]"), m),
+                },
+                "limits" => match v.get_ref().as_table() {
+                    // Each limit on its own, so that every bad one is named.
+                    Some(t) => {
+                        for (lk, lv) in t {
+                            let mut one = DeTable::new();
+                            one.insert(lk.clone(), lv.clone());
+                            let one = toml::Spanned::new(v.span(), DeValue::Table(one));
+                            match value::<RawLimits>(&one) {
+                                Ok(l) => limits.set(lk.get_ref(), l),
+                                Err((_, m)) => problem(
+                                    lk.span().start,
+                                    Some(format!("[limits] {}", lk.get_ref())),
+                                    m,
+                                ),
+                            }
+                        }
+                    }
+                    None => problem(
+                        v.span().start,
+                        key("[limits]"),
+                        format!("must be a table, not {}", v.get_ref().type_str()),
+                    ),
+                },
+                _ => problem(
+                    k.span().start,
+                    key(name),
+                    format!(
+                        "unknown field `{name}`, expected one of {}",
+                        KEYS.map(|k| format!("`{k}`")).join(", ")
+                    ),
+                ),
             }
         }
-        let l = raw.limits;
-        let memory_bytes = l
-            .memory_mb
-            .checked_mul(1 << 20)
-            .ok_or_else(|| invalid(format!("[limits] memory_mb {} is too large", l.memory_mb)))?;
-        let limits = Limits {
-            deadline: Duration::from_millis(l.deadline_ms),
-            memory_bytes,
-            max_candidates: l.max_candidates,
-            module_bytes: l.max_module_mb.saturating_mul(1 << 20),
-            reuse_instance_calls: l.reuse_instance_calls,
+        // Where a key of the text is, for the checks of values below.
+        let at = |path: &[&str]| key_line(&table, text, path);
+        let key_of = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| is_key(s));
+        if key_of.is_none() {
+            problems.push(ManifestProblem {
+                line: None,
+                key: None,
+                message: "the file name must be <policy-key>.toml with [A-Za-z0-9._-]".into(),
+            });
+        }
+        if module.is_none() && !table.iter().any(|(k, _)| k.get_ref() == "module") {
+            problems.push(ManifestProblem {
+                line: None,
+                key: key("module"),
+                message: "missing: the component file, relative to this manifest".into(),
+            });
+        }
+        if let Some(f) = &fallback {
+            let message = if Some(f.as_str()) == key_of {
+                Some("a policy cannot be its own fallback".to_string())
+            } else if !is_key(f) {
+                Some(format!("{f:?} is not a valid policy key"))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                problems.push(ManifestProblem {
+                    line: at(&["fallback"]),
+                    key: key("fallback"),
+                    message,
+                });
+                fallback = None;
+            }
+        }
+        let mut refused: Vec<(&'static str, String)> = Vec::new();
+        if limits.memory_mb.checked_mul(1 << 20).is_none() {
+            refused.push((
+                "memory_mb",
+                format!("memory_mb {} is too large", limits.memory_mb),
+            ));
+        }
+        let (l, c) = limits.build();
+        for (name, message) in l.problems().into_iter().chain(c.problems()) {
+            if !refused.iter().any(|(n, _)| *n == name) {
+                refused.push((name, message));
+            }
+        }
+        let defaults = RawLimits::default();
+        for (name, message) in refused {
+            problems.push(ManifestProblem {
+                line: at(&["limits", name]),
+                key: Some(format!("[limits] {name}")),
+                message: message
+                    .strip_prefix(name)
+                    .map(str::trim_start)
+                    .unwrap_or(&message)
+                    .to_string(),
+            });
+            limits.reset(name, &defaults);
+        }
+        // Every refused value is back at its default now.
+        let (limits, concurrency) = limits.build();
+        let settings_json = match serde_json::to_string(&settings) {
+            Ok(j) => j,
+            Err(e) => {
+                problems.push(ManifestProblem {
+                    line: at(&["settings"]),
+                    key: key("[settings]"),
+                    message: e.to_string(),
+                });
+                "{}".into()
+            }
         };
-        limits
-            .validate()
-            .map_err(|m| invalid(format!("[limits] {m}")))?;
-        let concurrency = Concurrency {
-            max: l.max_concurrency,
-            queue_timeout: Duration::from_millis(l.queue_timeout_ms),
-            queue: l.max_queue,
-        };
-        concurrency
-            .validate()
-            .map_err(|m| invalid(format!("[limits] {m}")))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let settings = raw.settings.unwrap_or_default();
-        Ok(Manifest {
-            key,
-            path: path.to_path_buf(),
-            module: dir.join(raw.module),
-            fallback: raw.fallback,
-            limits,
-            concurrency,
-            settings_json: serde_json::to_string(&settings).map_err(|e| invalid(e.to_string()))?,
-        })
+        let manifest = match (key_of, module) {
+            (Some(k), Some(module)) => Some(Manifest {
+                key: k.to_string(),
+                path: path.to_path_buf(),
+                module: dir.join(module),
+                fallback,
+                limits,
+                concurrency,
+                settings_json,
+            }),
+            _ => None,
+        };
+        // In the order of the text (the table is sorted by key).
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        (manifest, problems)
     }
+}
+
+impl RawLimits {
+    /// Takes the value of limit `name` from `from`.
+    fn set(&mut self, name: &str, from: RawLimits) {
+        match name {
+            "deadline_ms" => self.deadline_ms = from.deadline_ms,
+            "memory_mb" => self.memory_mb = from.memory_mb,
+            "max_candidates" => self.max_candidates = from.max_candidates,
+            "max_module_mb" => self.max_module_mb = from.max_module_mb,
+            "max_concurrency" => self.max_concurrency = from.max_concurrency,
+            "queue_timeout_ms" => self.queue_timeout_ms = from.queue_timeout_ms,
+            "max_queue" => self.max_queue = from.max_queue,
+            "reuse_instance_calls" => self.reuse_instance_calls = from.reuse_instance_calls,
+            _ => {}
+        }
+    }
+
+    /// Puts limit `name` back to its default (it was refused).
+    fn reset(&mut self, name: &str, defaults: &RawLimits) {
+        self.set(name, *defaults);
+    }
+
+    /// The limits and concurrency these values make.
+    fn build(&self) -> (Limits, Concurrency) {
+        (
+            Limits {
+                deadline: Duration::from_millis(self.deadline_ms),
+                memory_bytes: self.memory_mb.saturating_mul(1 << 20),
+                max_candidates: self.max_candidates,
+                module_bytes: self.max_module_mb.saturating_mul(1 << 20),
+                reuse_instance_calls: self.reuse_instance_calls,
+            },
+            Concurrency {
+                max: self.max_concurrency,
+                queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+                queue: self.max_queue,
+            },
+        )
+    }
+}
+
+/// The line (1-based) of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of the key at `path` (`["limits", "deadline_ms"]`) in
+/// manifest text, when it is there.
+fn key_line(table: &toml::de::DeTable<'_>, text: &str, path: &[&str]) -> Option<usize> {
+    let (first, rest) = path.split_first()?;
+    let (k, v) = table.iter().find(|(k, _)| k.get_ref() == first)?;
+    if rest.is_empty() {
+        return Some(line_at(text, k.span().start));
+    }
+    key_line(v.get_ref().as_table()?, text, rest)
+}
+
+/// The line (1-based) of the key at `path` in manifest text
+/// (`["fallback"]`, `["settings", "theta"]`, `["limits", "deadline_ms"]`),
+/// when the text is TOML and has it.
+pub fn line_of_key(text: &str, path: &[&str]) -> Option<usize> {
+    let table = toml::de::DeTable::parse(text).ok()?.into_inner();
+    key_line(&table, text, path)
 }
 
 /// Routes: `routes.toml` in the policy directory (optional).
@@ -453,7 +689,7 @@ mod tests {
         let e = parse("x.toml", "module = \"x.wasm\"\n[limits]\ndeadline_ms = 0")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("deadline_ms must be in 1..="), "{e}");
+        assert!(e.contains("[limits] deadline_ms: must be in 1..="), "{e}");
         let e = parse(
             "x.toml",
             "module = \"x.wasm\"\n[limits]\nmax_concurrency = 0",
@@ -475,7 +711,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("reuse_instance_calls must be in 0..=100000"),
+            e.contains("reuse_instance_calls: must be in 0..=100000"),
             "{e}"
         );
         let e = parse("x.toml", "module = \"x.wasm\"\nfallback = \"x\"")
@@ -486,6 +722,56 @@ mod tests {
         assert!(
             e.contains("missing field `module`") || e.contains("invalid type"),
             "{e}"
+        );
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        Manifest::check(Path::new("/srv/policies/p.toml"), text)
+            .1
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn check_lists_every_problem_with_its_line_and_key() {
+        let p = problems(
+            "module = \"p.wasm\"\nfallback = \"p\"\nextra = 1\n\n[limits]\ndeadline_ms = 0\nmemory_mb = \"64\"\nmax_queue = 1000000\nbogus = 3\n",
+        );
+        assert_eq!(
+            p,
+            [
+                "line 2: fallback: a policy cannot be its own fallback",
+                "line 3: extra: unknown field `extra`, expected one of `module`, `fallback`, `limits`, `settings`",
+                "line 6: [limits] deadline_ms: must be in 1..=5000, got 0",
+                "line 7: [limits] memory_mb: invalid type: string \"64\", expected usize",
+                "line 8: [limits] max_queue: must be at most 100000, got 1000000",
+                "line 9: [limits] bogus: unknown field `bogus`, expected one of `deadline_ms`, `memory_mb`, `max_candidates`, `max_module_mb`, `max_concurrency`, `queue_timeout_ms`, `max_queue`, `reuse_instance_calls`",
+            ]
+        );
+        // The manifest as far as it goes: refused values at their defaults.
+        let (m, _) = Manifest::check(
+            Path::new("/srv/policies/p.toml"),
+            "module = \"p.wasm\"\n[limits]\ndeadline_ms = 0\nmax_concurrency = 2\n",
+        );
+        let m = m.unwrap();
+        assert_eq!(m.limits.deadline, Limits::default().deadline);
+        assert_eq!(m.concurrency.max, 2);
+        // Not TOML: one problem at the syntax error's line.
+        let p = problems("module = \"p.wasm\"\n[limits\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("line 2: "), "{p:?}");
+        assert_eq!(
+            problems("[settings]\ntheta = 1\n"),
+            ["module: missing: the component file, relative to this manifest"]
+        );
+        assert_eq!(
+            problems("module = \"p.wasm\"\nsettings = 3\n"),
+            ["line 2: [settings]: invalid type: integer `3`, expected a map"]
+        );
+        assert_eq!(
+            line_of_key("a = 1\n[settings]\n\ntheta = 2\n", &["settings", "theta"]),
+            Some(4)
         );
     }
 }

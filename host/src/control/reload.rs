@@ -658,6 +658,13 @@ impl Reloader {
         manifest: &Manifest,
         module: &[u8],
     ) -> Result<ActivePolicy, LoadFailure> {
+        // A long compile's progress lines name the policy and its module.
+        let _load = tracing::info_span!(
+            "load",
+            policy = %manifest.key,
+            module = %manifest.module.display()
+        )
+        .entered();
         let policy = Policy::load(
             &self.runtime,
             module,

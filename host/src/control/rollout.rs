@@ -155,6 +155,10 @@ pub struct Rollback {
     pub reason: String,
     /// Done by the host's guardrails rather than an operator.
     pub automatic: bool,
+    /// The canary's share of listeners (percent) when a canary was rolled
+    /// back; absent for a return to an earlier stable version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
 }
 
 /// Why a rollout change was refused.
@@ -253,10 +257,10 @@ impl RouteRollout {
         automatic: bool,
         now_ms: u64,
     ) -> Result<Option<String>, RolloutError> {
-        let removed = if let Some(canary) = self.canary.take() {
-            Some(canary.digest)
+        let (removed, percent) = if let Some(canary) = self.canary.take() {
+            (Some(canary.digest), Some(canary.percent))
         } else if let Some(previous) = self.history.pop() {
-            std::mem::replace(&mut self.stable, previous)
+            (std::mem::replace(&mut self.stable, previous), None)
         } else {
             return Err(RolloutError::NothingToRollBack(route.to_string()));
         };
@@ -265,6 +269,7 @@ impl RouteRollout {
             digest: removed.clone(),
             reason: reason.to_string(),
             automatic,
+            percent,
         });
         Ok(removed)
     }

@@ -107,10 +107,14 @@ impl Jobs {
                     jobs.insert(hex.to_string(), job.clone());
                     let (this, job2, key) = (self.clone(), job.clone(), hex.to_string());
                     let (worker, config, wasm) = (worker.clone(), config.clone(), wasm.to_vec());
+                    // The compile's log lines belong to the load that
+                    // started it (its span names the policy).
+                    let span = tracing::Span::current();
                     let spawned = std::thread::Builder::new()
                         .name("oasis-compile".into())
                         .spawn(move || {
-                            let result = precompile(&worker, &config, &wasm, timeout);
+                            let _load = span.enter();
+                            let result = precompile(&worker, &config, &key, &wasm, timeout);
                             let cached = matches!(&result, Ok(artifact) if cache(artifact));
                             *lock(&job2.result) = Some(result);
                             job2.done.notify_all();
@@ -182,15 +186,17 @@ pub(crate) enum WorkerError {
     Failed(String),
 }
 
-/// Compiles `wasm` in a child process within `timeout`; the precompiled
-/// artifact on success.
+/// Compiles `wasm` (digest `hex`) in a child process within `timeout`; the
+/// precompiled artifact on success.
 pub(crate) fn precompile(
     worker: &CompileWorker,
     config: &RuntimeConfig,
+    hex: &str,
     wasm: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, WorkerError> {
     let started = Instant::now();
+    let mut progress = super::CompileProgress::start(hex, wasm.len(), config.compile_progress);
     let mut cmd = Command::new(&worker.exe);
     cmd.arg("__compile-worker")
         .arg("--memory-bytes")
@@ -231,11 +237,15 @@ pub(crate) fn precompile(
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
+                progress.done(false);
                 return Err(WorkerError::Timeout {
                     waited: started.elapsed(),
                 });
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                progress.tick();
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Err(e) => {
                 return Err(WorkerError::Failed(format!(
                     "waiting for the compile worker: {e}"
@@ -246,7 +256,9 @@ pub(crate) fn precompile(
     let _ = writer.join();
     let artifact = reader.join().ok().and_then(Result::ok).unwrap_or_default();
     let message = errors.join().unwrap_or_default();
-    if status.success() && !artifact.is_empty() {
+    let ok = status.success() && !artifact.is_empty();
+    progress.done(ok);
+    if ok {
         return Ok(artifact);
     }
     let message = message.trim();

@@ -21,7 +21,15 @@ pub struct RuntimeConfig {
     /// Compile in a child process (hard memory cap, killed at the time
     /// ceiling) instead of on a thread of this one; `oasis serve` sets it.
     pub compile_worker: Option<crate::runtime::compile_worker::CompileWorker>,
+    /// How often a compile in progress logs "still compiling" (after its
+    /// "compiling" line, before "compiled in N ms"): a Python component
+    /// compiles for 10-30 s, which must not look like a hang.
+    /// `$OASIS_COMPILE_PROGRESS_MS`, else [`DEFAULT_COMPILE_PROGRESS`].
+    pub compile_progress: Duration,
 }
+
+/// Default interval of a compile's "still compiling" lines.
+pub const DEFAULT_COMPILE_PROGRESS: Duration = Duration::from_secs(5);
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -31,8 +39,19 @@ impl Default for RuntimeConfig {
             max_instances: 256,
             compile: CompileLimits::default(),
             compile_worker: None,
+            compile_progress: default_compile_progress(),
         }
     }
+}
+
+/// `$OASIS_COMPILE_PROGRESS_MS` (at least 1 ms), else
+/// [`DEFAULT_COMPILE_PROGRESS`].
+fn default_compile_progress() -> Duration {
+    std::env::var("OASIS_COMPILE_PROGRESS_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.max(1)))
+        .unwrap_or(DEFAULT_COMPILE_PROGRESS)
 }
 
 /// Ceilings on compiling one component, checked before and during

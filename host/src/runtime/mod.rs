@@ -26,7 +26,70 @@ use crate::sandbox::CallState;
 pub mod compile_worker;
 mod config;
 
-pub use config::{CompileLimits, RuntimeConfig, default_cache_dir};
+pub use config::{CompileLimits, DEFAULT_COMPILE_PROGRESS, RuntimeConfig, default_cache_dir};
+
+/// The log lines of one compile (a cache miss): `compiling` when it starts,
+/// `still compiling (N s)` every [`RuntimeConfig::compile_progress`], and
+/// `compiled in N ms`, so that a long compile (a Python component: 10-30 s)
+/// is never silent, in the server's log or on a CLI command's stderr. The
+/// lines carry the component's digest and size; the span of the load names
+/// the policy or file.
+pub(crate) struct CompileProgress {
+    digest: String,
+    started: std::time::Instant,
+    every: Duration,
+    next: Duration,
+}
+
+impl CompileProgress {
+    /// Logs `compiling` for the component of digest `hex`, `bytes` long.
+    pub(crate) fn start(hex: &str, bytes: usize, every: Duration) -> Self {
+        let digest = crate::cache::short(hex).to_string();
+        tracing::info!(
+            %digest,
+            bytes,
+            "compiling the component (once: the result is cached; a Python component takes 10-30 s)"
+        );
+        CompileProgress {
+            digest,
+            started: std::time::Instant::now(),
+            every,
+            next: every,
+        }
+    }
+
+    /// How long to wait before the next [`tick`](Self::tick) is due.
+    pub(crate) fn until_next(&self) -> Duration {
+        self.next.saturating_sub(self.started.elapsed())
+    }
+
+    /// Logs `still compiling` when another interval has passed.
+    pub(crate) fn tick(&mut self) {
+        let elapsed = self.started.elapsed();
+        if elapsed < self.next {
+            return;
+        }
+        let elapsed_s = elapsed.as_secs_f64();
+        tracing::info!(
+            digest = %self.digest,
+            elapsed_s,
+            "still compiling ({elapsed_s:.1} s)"
+        );
+        while self.next <= elapsed {
+            self.next += self.every;
+        }
+    }
+
+    /// Logs the end: `compiled in N ms`, or that it failed.
+    pub(crate) fn done(&self, ok: bool) {
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        if ok {
+            tracing::info!(digest = %self.digest, elapsed_ms, "compiled in {elapsed_ms} ms");
+        } else {
+            tracing::info!(digest = %self.digest, elapsed_ms, "compile failed after {elapsed_ms} ms");
+        }
+    }
+}
 
 /// How often the epoch ticker advances the engine's epoch. Every tick a
 /// running call checks its clocks (`sandbox::CallClock`: its CPU time against

@@ -31,6 +31,10 @@ pub struct WindowSummary {
     pub samples: usize,
     /// Share of failed canary calls.
     pub error_rate: f64,
+    /// The 99th percentile of the canary's call latency in the window,
+    /// milliseconds (`null` without samples): what `max_p99_ms` is
+    /// compared with.
+    pub p99_ms: Option<f64>,
     /// Whether a guardrail tripped for this version.
     pub tripped: bool,
 }
@@ -92,9 +96,7 @@ impl CanaryWindow {
     fn p99_us(&mut self) -> u32 {
         self.scratch.clear();
         self.scratch.extend(self.samples.iter().map(|(_, us)| *us));
-        let rank =
-            ((self.scratch.len() as f64 * 0.99).ceil() as usize).clamp(1, self.scratch.len());
-        *self.scratch.select_nth_unstable(rank - 1).1
+        p99(&mut self.scratch)
     }
 
     /// The window's state, for the route status.
@@ -107,9 +109,20 @@ impl CanaryWindow {
             } else {
                 self.failures as f64 / self.samples.len() as f64
             },
+            p99_ms: (!self.samples.is_empty()).then(|| {
+                // A status read: a copy of the window, not the hot scratch.
+                let mut us: Vec<u32> = self.samples.iter().map(|(_, us)| *us).collect();
+                f64::from(p99(&mut us)) / 1000.0
+            }),
             tripped: self.tripped,
         })
     }
+}
+
+/// The 99th percentile of `values` (not empty), reordering them.
+fn p99(values: &mut [u32]) -> u32 {
+    let rank = ((values.len() as f64 * 0.99).ceil() as usize).clamp(1, values.len());
+    *values.select_nth_unstable(rank - 1).1
 }
 
 #[cfg(test)]
@@ -166,12 +179,16 @@ mod tests {
         }
         // 1 slow call in 100: p99 is the 99th value (1,098 µs): fine.
         assert_eq!(w.record("a", true, 50_000, &g), None);
+        // The status shows the p99 the limit is compared with.
+        assert_eq!(w.summary().unwrap().p99_ms, Some(1.098));
         let mut w = CanaryWindow::default();
+        assert_eq!(w.summary(), None);
         for i in 0..98 {
             w.record("a", true, 1_000 + i, &g);
         }
         w.record("a", true, 50_000, &g);
         let why = w.record("a", true, 60_000, &g).expect("2 slow in 100");
         assert!(why.contains("p99 latency 50.00 ms"), "{why}");
+        assert_eq!(w.summary().unwrap().p99_ms, Some(50.0));
     }
 }

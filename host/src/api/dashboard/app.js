@@ -129,7 +129,7 @@ function routeCard(r, versionsByPolicy) {
     el("h3", {}, "route ", r.route, el("span", { class: "tag" }, "policy " + r.policy), r.killed ? el("span", { class: "tag killed" }, "KILLED") : null),
     el("div", {}, "stable ", version(r.stable), r.pinned ? el("span", { class: "tag" }, "pinned") : null),
     c ? el("div", { class: "canary" }, `canary ${version(c.version)} at ${c.percent}%`,
-      c.window ? ` — window ${c.window.samples} samples, errors ${pct(c.window.error_rate)}${c.window.tripped ? ", TRIPPED" : ""}` : "") : null,
+      c.window ? ` — window ${c.window.samples} samples, errors ${pct(c.window.error_rate)}, p99 ${c.window.p99_ms == null ? "–" : c.window.p99_ms.toFixed(2) + " ms"}${c.window.tripped ? ", TRIPPED" : ""}` : "") : null,
     el("div", {}, "baseline ", version(r.baseline)),
     g ? el("div", {}, `guardrails: errors ≤ ${g.max_error_rate ?? "–"}, p99 ≤ ${g.max_p99_ms ?? "–"} ms over ${g.window} requests`) : null,
     (r.problems || []).map((p) => el("div", { class: "problem" }, p)),
@@ -201,7 +201,7 @@ async function refresh() {
     const sel = $("#upload-policy"); const chosen = sel.value;
     sel.replaceChildren(...list.map((p) => el("option", { value: p.key }, p.key))); if (chosen) sel.value = chosen;
     $("#audit tbody").replaceChildren(...(audit.entries || []).slice().reverse().map((e) => el("tr", { class: "audit-entry" },
-      el("td", {}, e.at_ms ? new Date(e.at_ms).toISOString() : ""), el("td", {}, e.who || ""), el("td", { class: "action" }, e.action),
+      el("td", {}, e.at_ms ? new Date(e.at_ms).toISOString() : ""), el("td", {}, e.who || ""), el("td", { class: "action" }, e.percent == null ? e.action : `${e.action} at ${e.percent}%`),
       el("td", {}, e.route || e.policy || ""), el("td", {}, e.reason || e.detail || (e.digest ? short(e.digest) : "")))));
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
