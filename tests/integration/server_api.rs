@@ -170,6 +170,57 @@ async fn invalid_requests_get_precise_4xx() {
     );
 }
 
+/// Regression (issue 24): a missing field was reported at the object that
+/// lacks it (`context`), not at the field (`context.market`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_field_is_named_at_the_field() {
+    let s = TestApp::start_with(
+        |d| install(d, "base", BASELINE, ""),
+        |c| c.default_route = Some("base".into()),
+    )
+    .await;
+    let campaign = r#"{"id": "c", "start_ms": 0, "end_ms": 9, "delivery_target": 3}"#;
+    let small = String::from_utf8(small_body(false)).unwrap().replace(
+        r#"{"id": "b", "relevance": 0.5}"#,
+        &format!(r#"{{"id": "b", "relevance": 0.5, "campaign": {campaign}}}"#),
+    );
+    assert_eq!(s.score(small.clone().into_bytes()).await.0, 200);
+    for (cut, keep, field) in [
+        (r#""market": "SE", "#, "", "context.market"),
+        (
+            r#"{"id": "c", "relevance""#,
+            r#"{"relevance""#,
+            "candidates[2].id",
+        ),
+        (r#""end_ms": 9, "#, "", "candidates[1].campaign.end_ms"),
+        (
+            r#""delivery_target": 3"#,
+            r#""commission_bps": 1"#,
+            "candidates[1].campaign.delivery_target",
+        ),
+    ] {
+        let body = small.replacen(cut, keep, 1);
+        assert_ne!(body, small, "{cut}");
+        let (status, v) = s.score(body.into_bytes()).await;
+        assert_eq!(
+            (
+                status,
+                v["error"]["kind"].as_str(),
+                v["error"]["field"].as_str()
+            ),
+            (400, Some("malformed_request"), Some(field)),
+            "{v}"
+        );
+        let name = field.rsplit('.').next().unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("missing field `{name}`")),
+            "{message}"
+        );
+        assert!(message.contains(&format!("(at `{field}`)")), "{message}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fault_kind_falls_back_with_a_200() {
     let attacks = [
