@@ -63,7 +63,8 @@ pub const MAX_FEATURES: usize = 256;
 pub const MAX_DECLARED_FEATURES: usize = 256;
 
 /// Largest magnitude of relevance and feature values: far beyond any real
-/// score, small enough that policy arithmetic cannot overflow.
+/// score, small enough that policy arithmetic cannot overflow. Relevance is
+/// also at least 0 ([`valid_relevance`]).
 pub const MAX_MAGNITUDE: f64 = 1e9;
 
 /// Debug values a policy may return for `candidates` candidates: a few per
@@ -116,7 +117,22 @@ pub fn is_key(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
-/// Whether `value` is an acceptable relevance or feature value: finite and of
+/// Whether `value` is an acceptable base relevance: a finite number in
+/// [0, [`MAX_MAGNITUDE`]]. Relevance is a recommender's score, higher is
+/// better; a negative one has no meaning the policies could act on (the
+/// relevance guardrail and boosts compare it with floors at or above 0).
+///
+/// ```
+/// assert!(oasis_contract::valid_relevance(0.0));
+/// assert!(oasis_contract::valid_relevance(1e9));
+/// assert!(!oasis_contract::valid_relevance(-0.25));
+/// assert!(!oasis_contract::valid_relevance(f64::NAN));
+/// ```
+pub fn valid_relevance(value: f64) -> bool {
+    (0.0..=MAX_MAGNITUDE).contains(&value)
+}
+
+/// Whether `value` is an acceptable feature value: finite and of
 /// magnitude at most [`MAX_MAGNITUDE`].
 ///
 /// ```

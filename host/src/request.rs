@@ -129,10 +129,13 @@ impl<'a> Validate<'a> for ScoreRequest<'a> {
                     format!("{:?} appears twice", cand.id),
                 ));
             }
-            if !oasis_contract::within_magnitude(cand.relevance) {
+            if !oasis_contract::valid_relevance(cand.relevance) {
                 return Err(RequestError::invalid(
                     at("relevance")(),
-                    "must be a finite number of magnitude at most 1e9",
+                    format!(
+                        "must be a finite number in [0, 1e9], got {}",
+                        cand.relevance
+                    ),
                 ));
             }
             check_id(at("artist"), &cand.artist, false)?;
@@ -757,6 +760,15 @@ mod tests {
             invalid_field(&GOOD.replace(r#""relevance": 0.4"#, r#""relevance": 1e300"#)),
             "candidates[1].relevance"
         );
+        let negative = GOOD.replace(r#""relevance": 0.4"#, r#""relevance": -0.25"#);
+        assert_eq!(invalid_field(&negative), "candidates[1].relevance");
+        let e = parse(negative.as_bytes())
+            .unwrap()
+            .validate(100)
+            .unwrap_err();
+        assert!(e.to_string().contains("[0, 1e9], got -0.25"), "{e}");
+        let zero = GOOD.replace(r#""relevance": 0.4"#, r#""relevance": 0"#);
+        assert!(parse(zero.as_bytes()).unwrap().validate(100).is_ok());
         assert_eq!(
             invalid_field(&GOOD.replace(r#""p_skip": 0.2"#, r#""p_skip": -2e9"#)),
             "candidates[0].features.p_skip"

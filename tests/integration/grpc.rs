@@ -301,6 +301,31 @@ async fn each_error_class_maps_to_its_status_code_with_the_http_fields() {
         "candidates[1].relevance"
     );
 
+    // Negative relevance (regression, issue 24: it was accepted): refused
+    // through both, naming the candidate.
+    let mut v: Value = serde_json::from_slice(&good).unwrap();
+    v["candidates"][2]["relevance"] = (-0.25).into();
+    let bad = serde_json::to_vec(&v).unwrap();
+    let (status, http) = s.http_score(&bad).await;
+    assert_eq!(
+        (status, http["error"]["field"].as_str()),
+        (422, Some("candidates[2].relevance")),
+        "{http}"
+    );
+    let message = http["error"]["message"].as_str().unwrap();
+    assert!(message.contains("in [0, 1e9], got -0.25"), "{message}");
+    let e = s.grpc_score(proto(&bad)).await.unwrap_err();
+    assert_eq!(
+        error(&e),
+        (
+            Code::InvalidArgument,
+            "invalid_request".into(),
+            Some("candidates[2].relevance".into()),
+            None
+        )
+    );
+    assert_eq!(e.message(), message);
+
     // Too many candidates for the policy: 422 on `candidates`.
     let mut msg = proto(&good);
     let k = msg.candidates.as_mut().unwrap();
@@ -355,7 +380,7 @@ async fn each_error_class_maps_to_its_status_code_with_the_http_fields() {
             &m,
             "oasis_rejected_total{status=\"422\",reason=\"invalid_request\",transport=\"grpc\"}"
         ),
-        2.0,
+        3.0,
         "{m}"
     );
     assert_eq!(

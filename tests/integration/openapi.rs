@@ -553,6 +553,18 @@ async fn answers_match_the_documented_schemas() {
         .replace("\"SE\"", "\"Sweden\"");
     assert_eq!(score(bad_market.into_bytes()).await.status, 422);
     assert_eq!(score(example_body()).await.status, 413);
+    let plain = call(
+        &s,
+        Method::POST,
+        "/v1/score",
+        Some(("text/plain", small_body(false))),
+        Auth::None,
+    )
+    .await;
+    assert_eq!(
+        (plain.status, plain.json["error"]["kind"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
 
     // Status endpoints.
     assert_eq!(get("/v1/policies").await.status, 200);
@@ -698,14 +710,14 @@ async fn answers_match_the_documented_schemas() {
         .status,
         400
     );
+    let a = canary_to(
+        "/admin/v1/routes/radio/canary",
+        Some(("text/plain", b"{}".to_vec())),
+    )
+    .await;
     assert_eq!(
-        canary_to(
-            "/admin/v1/routes/radio/canary",
-            Some(("text/plain", b"{}".to_vec()))
-        )
-        .await
-        .status,
-        415
+        (a.status, a.json["error"]["kind"].as_str()),
+        (415, Some("unsupported_media_type"))
     );
     assert_eq!(
         canary_to(

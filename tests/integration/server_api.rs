@@ -8,8 +8,8 @@ use oasis_test_components::{ADVERSARIAL, BASELINE, GUARDED_BOOST};
 use serde_json::Value;
 
 use crate::harness::server::{
-    Harness, TestApp, atomic_write, attack_body, digest, install, metric, policy, routed,
-    version_labels,
+    Harness, TestApp, TestServer, atomic_write, attack_body, digest, install, metric, policy,
+    routed, version_labels,
 };
 use crate::harness::{example_body, small_body};
 
@@ -168,6 +168,131 @@ async fn invalid_requests_get_precise_4xx() {
         ),
         "{metrics}"
     );
+}
+
+/// Regression (issue 24): a missing field was reported at the object that
+/// lacks it (`context`), not at the field (`context.market`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_field_is_named_at_the_field() {
+    let s = TestApp::start_with(
+        |d| install(d, "base", BASELINE, ""),
+        |c| c.default_route = Some("base".into()),
+    )
+    .await;
+    let campaign = r#"{"id": "c", "start_ms": 0, "end_ms": 9, "delivery_target": 3}"#;
+    let small = String::from_utf8(small_body(false)).unwrap().replace(
+        r#"{"id": "b", "relevance": 0.5}"#,
+        &format!(r#"{{"id": "b", "relevance": 0.5, "campaign": {campaign}}}"#),
+    );
+    assert_eq!(s.score(small.clone().into_bytes()).await.0, 200);
+    for (cut, keep, field) in [
+        (r#""market": "SE", "#, "", "context.market"),
+        (
+            r#"{"id": "c", "relevance""#,
+            r#"{"relevance""#,
+            "candidates[2].id",
+        ),
+        (r#""end_ms": 9, "#, "", "candidates[1].campaign.end_ms"),
+        (
+            r#""delivery_target": 3"#,
+            r#""commission_bps": 1"#,
+            "candidates[1].campaign.delivery_target",
+        ),
+    ] {
+        let body = small.replacen(cut, keep, 1);
+        assert_ne!(body, small, "{cut}");
+        let (status, v) = s.score(body.into_bytes()).await;
+        assert_eq!(
+            (
+                status,
+                v["error"]["kind"].as_str(),
+                v["error"]["field"].as_str()
+            ),
+            (400, Some("malformed_request"), Some(field)),
+            "{v}"
+        );
+        let name = field.rsplit('.').next().unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("missing field `{name}`")),
+            "{message}"
+        );
+        assert!(message.contains(&format!("(at `{field}`)")), "{message}");
+    }
+}
+
+/// Regression (issue 24): a body labelled `text/plain` was parsed as JSON.
+/// A JSON endpoint refuses any non-JSON label with 415 (and counts it);
+/// JSON with parameters, `+json` and no label at all are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_not_labelled_json_is_refused_with_415() {
+    let s = TestServer::start_with(
+        |d| install(d, "base", BASELINE, ""),
+        |c| c.default_route = Some("base".into()),
+    )
+    .await;
+    let post = |path: &str, content_type: Option<&str>, body: Vec<u8>| {
+        let mut r = s.client.post(s.at(path)).body(body);
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    for label in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "text/plain; charset=utf-8",
+    ] {
+        let (status, v) = post("/v1/score", Some(label), small_body(false)).await;
+        assert_eq!(
+            (status, v["error"]["kind"].as_str()),
+            (415, Some("unsupported_media_type")),
+            "{label}: {v}"
+        );
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`Content-Type: {label}`"))
+                && message.contains("send `Content-Type: application/json`"),
+            "{message}"
+        );
+    }
+    for label in [
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("application/vnd.oasis+json"),
+        None,
+    ] {
+        let (status, v) = post("/v1/score", label, small_body(false)).await;
+        assert_eq!(status, 200, "{label:?}: {v}");
+    }
+    let metrics = s.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "oasis_rejected_total{status=\"415\",reason=\"unsupported_media_type\",transport=\"http\"}"
+        ),
+        3.0,
+        "{metrics}"
+    );
+
+    // Events take JSON lines too, and refuse the rest.
+    let event = concat!(
+        r#"{"event_id": "e1", "request_id": "r", "candidate_id": "a", "event": "impression", "#,
+        r#""at_ms": 1781524800000, "listener_id": "u", "session_id": "s"}"#,
+        "\n"
+    )
+    .as_bytes();
+    let (status, v) = post("/v1/events", Some("text/plain"), event.to_vec()).await;
+    assert_eq!(
+        (status, v["error"]["kind"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{v}"
+    );
+    let (status, v) = post("/v1/events", Some("application/x-ndjson"), event.to_vec()).await;
+    assert_eq!(status, 202, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

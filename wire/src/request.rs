@@ -353,6 +353,25 @@ pub struct ParseError {
     pub message: String,
 }
 
+impl ParseError {
+    /// The error serde reported at `path`. serde reports a missing field at
+    /// the object that lacks it (`candidates[3]`); the path is then the
+    /// field's own (`candidates[3].id`), the place the caller has to fix.
+    fn located(e: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let (path, message) = (e.path(), e.inner().to_string());
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        let path = match (missing, path.iter().next()) {
+            (Some(field), None) => field.to_string(),
+            (Some(field), Some(_)) => format!("{path}.{field}"),
+            (None, _) => path.to_string(),
+        };
+        ParseError { path, message }
+    }
+}
+
 /// Parses a request body, naming the path of any error.
 ///
 /// # Errors
@@ -384,13 +403,7 @@ pub fn from_slice(body: &[u8]) -> Result<ScoreRequest<'_>, ParseError> {
 fn locate(body: &[u8]) -> Option<ParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, ScoreRequest>(&mut de) {
-        Err(e) => {
-            let path = e.path().to_string();
-            Some(ParseError {
-                path,
-                message: e.into_inner().to_string(),
-            })
-        }
+        Err(e) => Some(ParseError::located(&e)),
         Ok(_) => de.end().err().map(|e| ParseError {
             path: ".".into(),
             message: e.to_string(),
@@ -412,10 +425,7 @@ fn locate(body: &[u8]) -> Option<ParseError> {
 /// assert_eq!(err.path, "context.timestamp_ms");
 /// ```
 pub fn from_value(value: &serde_json::Value) -> Result<ScoreRequest<'_>, ParseError> {
-    serde_path_to_error::deserialize(value).map_err(|e| ParseError {
-        path: e.path().to_string(),
-        message: e.into_inner().to_string(),
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| ParseError::located(&e))
 }
 
 /// The request's distinct campaigns in order of first appearance (each
@@ -645,7 +655,7 @@ mod tests {
         assert_eq!(e.path, "candidates[1].colour");
         let e = from_slice(br#"{"context": {"request_id": "r"}, "candidates": []}"#).unwrap_err();
         assert!(e.message.contains("missing field `listener_id`"), "{e}");
-        assert_eq!(e.path, "context");
+        assert_eq!(e.path, "context.listener_id");
         // Not JSON at all, or trailing bytes: the whole body.
         assert_eq!(
             from_slice(b"{\"candidates\": [").unwrap_err().path,
@@ -660,6 +670,42 @@ mod tests {
         let e = from_value(&v).unwrap_err();
         assert_eq!(e.path, "candidates[1].features");
         assert!(e.message.contains("more than 256 features"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_at_the_field_not_its_parent() {
+        let cases = [
+            (r#""timestamp_ms": 1000,"#, "", "context.timestamp_ms"),
+            (r#"{"id": "t2", "#, "{", "candidates[1].id"),
+            (r#""relevance": 0.3, "#, "", "candidates[2].relevance"),
+            (
+                r#""delivery_target": 8"#,
+                r#""commission_bps": 0"#,
+                "candidates[2].campaign.delivery_target",
+            ),
+            (
+                r#""end_ms": 2000, "delivery_target": 10}"#,
+                r#""delivery_target": 10}"#,
+                "candidates[3].campaign.end_ms",
+            ),
+        ];
+        for (cut, keep, path) in cases {
+            let body = GOOD.replacen(cut, keep, 1);
+            assert_ne!(body, GOOD, "{cut} is in the request");
+            let e = from_slice(body.as_bytes()).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+            let field = path.rsplit('.').next().unwrap();
+            assert!(
+                e.message.starts_with(&format!("missing field `{field}`")),
+                "{e}"
+            );
+            // The same path from a parsed value.
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(from_value(&v).unwrap_err().path, path);
+        }
+        // A missing top-level field is named alone.
+        let e = from_slice(br#"{"candidates": []}"#).unwrap_err();
+        assert_eq!(e.path, "context", "{e}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct CanaryBody {
     responses(
         (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
         (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::api::error::ApiErrorBody),
-        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`unsupported_media_type`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "No such route (`unknown_route`) or version not stored (`unknown_version`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "A value out of range (`refused`), a `version` that is not a digest (`invalid_request`, field `version`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
@@ -165,6 +165,7 @@ pub struct RollbackBody {
         (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
         (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "A body labelled other than `Content-Type: application/json` (`unsupported_media_type`)", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "A `reason` over 4096 bytes (`invalid_request`, field `reason`)", body = crate::api::error::ApiErrorBody),
         (status = 500, description = "The rollout state or its audit entry could not be written; nothing changed (`internal`)", body = crate::api::error::ApiErrorBody),
     ))]
@@ -176,11 +177,7 @@ async fn rollback(
 ) -> Response {
     let reason = match body {
         Ok(b) => b.and_then(|Json(ObjectOnly(b))| b.reason),
-        Err(e) => {
-            return ApiError::new(ErrorKind::MalformedRequest, e.body_text())
-                .with_status(e.status())
-                .into_response();
-        }
+        Err(e) => return ApiError::from(e).into_response(),
     };
     apply(&m, &route, Change::Rollback { reason }, &actor).await
 }
@@ -202,7 +199,7 @@ pub struct KillBody {
     responses(
         (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
         (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::api::error::ApiErrorBody),
-        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`unsupported_media_type`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "No such route (`unknown_route`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
@@ -242,7 +239,7 @@ pub struct ShadowBody {
     responses(
         (status = 200, description = "The route's rollout state after the change", body = crate::api::admin::RolloutChange),
         (status = 400, description = "Malformed JSON body (`malformed_request`)", body = crate::api::error::ApiErrorBody),
-        (status = 415, description = "Body without `Content-Type: application/json` (`malformed_request`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "Body without `Content-Type: application/json` (`unsupported_media_type`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "No such route (`unknown_route`) or policy / version not loaded or stored (`unknown_version`)", body = crate::api::error::ApiErrorBody),
         (status = 409, description = "The change does not apply now, e.g. no canary to promote (`refused`)", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "A value out of range (`refused`, `invalid_shadow`), or a body of the wrong shape (`malformed_request`)", body = crate::api::error::ApiErrorBody),
@@ -313,10 +310,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Json::<ObjectOnly<T>>::from_request(req, state).await {
             Ok(Json(ObjectOnly(t))) => Ok(Body(t)),
-            Err(e) => {
-                Err(ApiError::new(ErrorKind::MalformedRequest, e.body_text())
-                    .with_status(e.status()))
-            }
+            Err(e) => Err(e.into()),
         }
     }
 }

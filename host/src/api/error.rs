@@ -68,9 +68,12 @@ macro_rules! error_kinds {
 
 error_kinds! {
     /// The body is not JSON of the right shape; `field` is the JSON path.
-    /// (A JSON extractor's rejection keeps its own status: 415 without
-    /// `Content-Type: application/json`, 422 for a wrong-typed value.)
+    /// (An admin body's rejection keeps axum's status: 422 for a
+    /// wrong-typed value.)
     MalformedRequest = ("malformed_request", BAD_REQUEST, InvalidArgument),
+    /// The body is labelled with a `Content-Type` the endpoint does not
+    /// take (`text/plain` on a JSON endpoint, or none on an admin JSON body).
+    UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, InvalidArgument),
     /// A value the contract refuses; `field` names it.
     InvalidRequest = ("invalid_request", UNPROCESSABLE_ENTITY, InvalidArgument),
     /// The body could not be read.
@@ -284,6 +287,20 @@ impl From<RequestError> for ApiError {
                 ApiError::new(ErrorKind::InvalidRequest, e.to_string()).with_field(field)
             }
         }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    /// An admin JSON body's rejection: 415 `unsupported_media_type` without
+    /// `Content-Type: application/json`, else `malformed_request` with
+    /// axum's status (400 syntax, 422 shape, 413 size).
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection;
+        let kind = match e {
+            JsonRejection::MissingJsonContentType(_) => ErrorKind::UnsupportedMediaType,
+            _ => ErrorKind::MalformedRequest,
+        };
+        ApiError::new(kind, e.body_text()).with_status(e.status())
     }
 }
 

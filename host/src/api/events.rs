@@ -43,6 +43,7 @@ use serde::Serialize;
 
 use oasis_state::DeliveryEvent;
 
+use crate::api::content;
 use crate::api::error::{ApiError, ErrorKind};
 use crate::api::outcomes::parse_events;
 use crate::api::state::AppState;
@@ -76,12 +77,14 @@ pub struct EventsAccepted {
         (status = 400, description = "A line or element is not an event (`malformed_request`; `field` is `events[i]`), or an unreadable body (`bad_body`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "The server keeps no delivery state and logs no decisions (`events_disabled`)", body = crate::api::error::ApiErrorBody),
         (status = 413, description = "Body over `--max-body-bytes` (`too_large`), or more than 10,000 events (`too_many_events`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "A body labelled with a `Content-Type` other than JSON or JSON lines, e.g. `text/plain` (`unsupported_media_type`); no `Content-Type` is read as JSON", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "An event the format refuses (`invalid_request`): a missing `event_id`, `at_ms`, `listener_id` or `session_id`, empty or over-long ids, a position of 0, a non-finite value, an `at_ms` more than 5 minutes ahead of the server's clock; `field` names it", body = crate::api::error::ApiErrorBody),
         (status = 503, description = "The embedded state store cannot make the batch durable now, or the Redis store is unavailable and its buffer is full (`events_busy`): send the batch again",
             body = crate::api::error::ApiErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn record(
     State(state): State<AppState>,
+    content::JsonContent(labelled): content::JsonOrLines,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if state.scorer.delivery().is_none() && state.scorer.decision_log().is_none() {
@@ -90,6 +93,11 @@ pub async fn record(
             "this server keeps no delivery state (--state off) and logs no decisions",
         )
         .into_response();
+    }
+    if let Err(e) = labelled {
+        // Refused whole, like a batch that does not parse.
+        state.scorer.metrics().state.events("invalid", 1);
+        return e.into_response();
     }
     let body = match body {
         Ok(b) => b,

@@ -20,6 +20,7 @@
 //! | `dashboard`| the operators' page (embedded assets), served with the admin API |
 //! | `openapi`  | the OpenAPI 3.1 document (`/openapi.json`)                    |
 //! | `error`    | [`ErrorKind`](error::ErrorKind) and the one JSON error shape  |
+//! | `content`  | the JSON endpoints' `Content-Type` check (415)                |
 //! | `listener` | the accept loop: connection limit, read and idle timeouts     |
 //! | `state`    | what handlers share: the scorer and the body limit            |
 //!
@@ -29,6 +30,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod content;
 pub mod dashboard;
 pub mod error;
 pub mod events;

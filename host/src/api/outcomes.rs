@@ -27,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::api::content;
 use crate::api::error::{ApiError, ErrorKind};
 use crate::api::state::AppState;
 use crate::decision_log::OutcomesRefused;
@@ -52,12 +53,14 @@ pub struct OutcomesAccepted {
         (status = 400, description = "A line or element is not an event (`malformed_request`; `field` is `events[i]`), or an unreadable body (`bad_body`)", body = crate::api::error::ApiErrorBody),
         (status = 404, description = "The server logs no decisions (`outcomes_disabled`)", body = crate::api::error::ApiErrorBody),
         (status = 413, description = "Body over `--max-body-bytes` (`too_large`), or more than 10,000 events (`too_many_events`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "A body labelled with a `Content-Type` other than JSON or JSON lines, e.g. `text/plain` (`unsupported_media_type`); no `Content-Type` is read as JSON", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "An event the format refuses (`invalid_request`): empty or over-long ids, control characters, a non-finite value; `field` names it", body = crate::api::error::ApiErrorBody),
         (status = 503, description = "The log's queue is full or it stopped (`outcomes_busy`): send the batch again",
             body = crate::api::error::ApiErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn record(
     State(state): State<AppState>,
+    content::JsonContent(labelled): content::JsonOrLines,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(logging) = state.scorer.decision_log() else {
@@ -65,6 +68,9 @@ pub async fn record(
         )
         .into_response();
     };
+    if let Err(e) = labelled {
+        return e.into_response();
+    }
     let body = match body {
         Ok(b) => b,
         Err(e) => return ApiError::body(e, state.max_body_bytes).into_response(),

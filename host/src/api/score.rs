@@ -24,6 +24,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::api::content;
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
 use crate::request::{self, ScoreRequest};
@@ -42,6 +43,7 @@ use crate::telemetry::trace::{self, CallerContext};
         (status = 404, description = "No such route or policy, or no default route (`unknown_route`); `known` lists the valid names", body = crate::api::error::ApiErrorBody),
         (status = 408, description = "The body did not arrive within the body read timeout (`body_timeout`)", body = crate::api::error::ApiErrorBody),
         (status = 413, description = "Body over `--max-body-bytes` (`too_large`)", body = crate::api::error::ApiErrorBody),
+        (status = 415, description = "A body labelled with a `Content-Type` other than JSON, e.g. `text/plain` (`unsupported_media_type`); no `Content-Type` is read as JSON", body = crate::api::error::ApiErrorBody),
         (status = 422, description = "A value the contract refuses (`invalid_request`); `field` names it", body = crate::api::error::ApiErrorBody),
         (status = 500, description = "The response could not be encoded (`internal`)", body = crate::api::error::ApiErrorBody),
         (status = 503, description = "Overloaded (`overloaded`), the route's policy never loaded (`policy_unavailable`), or the initial policy set is still loading (`not_ready`)",
@@ -50,12 +52,17 @@ use crate::telemetry::trace::{self, CallerContext};
 pub async fn score(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    content::JsonContent(labelled): content::Json,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let span = serving::span(Transport::Http);
     if let Some(caller) = &caller {
         trace::adopt_caller(&span, caller);
+    }
+    if let Err(e) = labelled {
+        let _in = span.enter();
+        return refuse(&state, e);
     }
     score_in_span(&state, body, started).instrument(span).await
 }

@@ -336,6 +336,9 @@ mod tests {
         m.candidates.as_mut().unwrap().relevance[1] = f64::INFINITY;
         assert_eq!(invalid(&m), "candidates[1].relevance");
         let mut m = proto(GOOD);
+        m.candidates.as_mut().unwrap().relevance[2] = -0.5;
+        assert_eq!(invalid(&m), "candidates[2].relevance", "negative relevance");
+        let mut m = proto(GOOD);
         m.candidates.as_mut().unwrap().ids[2] = "t1".into();
         assert_eq!(invalid(&m), "candidates[2].id");
         let mut m = proto(GOOD);

@@ -82,6 +82,15 @@ impl ServeProcess {
         }
     }
 
+    /// The gRPC listener's `host:port`, when it was started with
+    /// `--grpc-listen` (logged before readiness).
+    pub fn grpc_addr(&self) -> Option<String> {
+        self.startup
+            .iter()
+            .find(|l| l["message"] == "gRPC API listening")
+            .and_then(|l| l["grpc_addr"].as_str().map(String::from))
+    }
+
     /// Sends `signal` (`TERM`, `KILL`…) to the process.
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
