@@ -139,14 +139,31 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
     let seen = seen.expect("the status reported the paused, full log while the load ran");
     assert!(seen["paused_records"].as_u64().unwrap() > 0, "{seen}");
 
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The writer drains what is queued; then every answered request's
+    // record is counted once: written, paused or dropped (queue full).
+    let counted = |m: &str| {
+        ["written", "dropped"]
+            .iter()
+            .map(|s| metric(m, &format!("oasis_decision_log_records{{state=\"{s}\"}}")))
+            .sum::<f64>()
+            + metric(m, "oasis_decision_log_budget{state=\"paused_records\"}")
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if counted(&metrics) >= ok as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted(&metrics), ok as f64, "{metrics}");
     let paused = metric(
         &metrics,
         "oasis_decision_log_budget{state=\"paused_records\"}",
@@ -158,13 +175,11 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
         !metrics.contains("oasis_decision_log_records{state=\"failed\"}"),
         "a full disk pauses, it does not fail records: {metrics}"
     );
-    // Every record is counted once: written, paused or dropped (queue).
-    let dropped = if metrics.contains("oasis_decision_log_records{state=\"dropped\"}") {
-        metric(&metrics, "oasis_decision_log_records{state=\"dropped\"}")
-    } else {
-        0.0
-    };
-    assert_eq!(written + paused + dropped, ok as f64, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "oasis_decision_log_paused"),
+        1.0,
+        "{metrics}"
+    );
     server.signal("TERM");
     let (_, lines) = server.wait();
     let _ = lines;

@@ -86,7 +86,7 @@ pub(crate) struct OutcomeSet {
 }
 
 /// An input file by name and size.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct InputFile {
     pub(crate) name: String,
     pub(crate) bytes: u64,
