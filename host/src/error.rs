@@ -174,6 +174,18 @@ pub enum CallError {
         /// The wall-clock ceiling.
         ceiling: Duration,
     },
+    /// The call used all the fuel it was given
+    /// ([`RuntimeConfig::fuel_limit`](crate::RuntimeConfig::fuel_limit):
+    /// offline replay bounds calls by instructions, not by time). Of kind
+    /// [`CallErrorKind::Timeout`]: it ran too long, by a count that does not
+    /// depend on the machine.
+    #[error(
+        "the policy used its whole budget of {budget} fuel (about one unit per wasm instruction) without finishing"
+    )]
+    OutOfFuel {
+        /// The fuel the call was given.
+        budget: u64,
+    },
     /// Memory growth beyond the limit was refused.
     #[error(
         "the policy exceeded its memory limit of {limit_bytes} bytes (it asked for {requested_bytes})"
@@ -227,7 +239,7 @@ impl CallError {
     /// The error's category.
     pub fn kind(&self) -> CallErrorKind {
         match self {
-            CallError::Timeout { .. } => CallErrorKind::Timeout,
+            CallError::Timeout { .. } | CallError::OutOfFuel { .. } => CallErrorKind::Timeout,
             CallError::MemoryLimit { .. } => CallErrorKind::MemoryLimit,
             CallError::Trap { .. } => CallErrorKind::Trap,
             CallError::InvalidOutput(_) => CallErrorKind::InvalidOutput,

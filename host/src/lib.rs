@@ -67,6 +67,7 @@ pub mod decision_log;
 pub mod delivery;
 pub mod divergence;
 pub mod error;
+pub mod exact;
 pub mod limits;
 pub mod metadata;
 pub mod ope;

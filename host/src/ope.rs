@@ -80,7 +80,9 @@
 //! deterministic candidate, whose value cannot be estimated from those logs
 //! at all; randomise the logging policy (explore) to evaluate candidates
 //! offline. The result is also `NoSupport` when no logged decision is one
-//! the candidate could take (all weights 0).
+//! the candidate could take (all weights 0), and when there are fewer valid
+//! decisions than [`Estimator::with_min_support`] (0 by default); the
+//! [`NoSupportReason`] says which.
 //!
 //! # Confidence intervals
 //!
@@ -107,6 +109,12 @@
 //! needs, so memory is proportional to requests, not decisions. The
 //! bootstrap draws `B ×` requests random indices.
 //!
+//! Accumulators of parts of the data merge ([`Accumulator::merge`]) and
+//! travel as JSON (floats by their bits): requests are sorted by a total
+//! order (their key, then every sum) before anything is summed or
+//! resampled, so the estimates and intervals of merged parts equal those of
+//! one accumulator fed everything, bit for bit.
+//!
 //! ```
 //! use oasis::ope::{Decision, Estimate, Estimator};
 //! // An exploring logger (p = 0.5) and a candidate that always promotes.
@@ -129,7 +137,7 @@
 use oasis_contract::reason::PROMOTED;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One logged promotion decision, seen by both policies.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -202,17 +210,36 @@ pub enum OpeError {
     /// The unsupported share threshold must be in `[0, 1]`.
     #[error("the unsupported share threshold must be in [0, 1], not {0}")]
     MaxUnsupported(f64),
+    /// Accumulators of different settings cannot be merged.
+    #[error("cannot merge estimates of different settings: {0:?} and {1:?}")]
+    Settings(Box<Estimator>, Box<Estimator>),
 }
 
 /// The estimators' settings. [`Default`]: clip 10, 1000 bootstrap
-/// resamples, seed 0, 95% intervals, no unsupported decision allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// resamples, seed 0, 95% intervals, no unsupported decision allowed, no
+/// least number of decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimator {
+    #[serde(deserialize_with = "exact_f64")]
     clip: f64,
     bootstrap: usize,
     seed: u64,
+    #[serde(deserialize_with = "exact_f64")]
     level: f64,
+    #[serde(deserialize_with = "exact_f64")]
     max_unsupported: f64,
+    #[serde(default)]
+    min_support: u64,
+}
+
+/// One JSON number read with Rust's correctly rounded parser (serde_json's
+/// default one is not: a setting read back one ULP off would make two
+/// shards' settings differ).
+fn exact_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    let text = raw.get().trim();
+    text.parse::<f64>()
+        .map_err(|e| serde::de::Error::custom(format_args!("{text:.40}: {e}")))
 }
 
 impl Default for Estimator {
@@ -223,6 +250,7 @@ impl Default for Estimator {
             seed: 0,
             level: 0.95,
             max_unsupported: 0.0,
+            min_support: 0,
         }
     }
 }
@@ -285,6 +313,19 @@ impl Estimator {
         Ok(self)
     }
 
+    /// Sets the least number of valid decisions for which a value is
+    /// reported: fewer give [`Estimate::NoSupport`] with
+    /// [`NoSupportReason::BelowMinSupport`] (0, the default: no minimum).
+    pub fn with_min_support(mut self, decisions: u64) -> Self {
+        self.min_support = decisions;
+        self
+    }
+
+    /// The least number of valid decisions that still gives a value.
+    pub fn min_support(&self) -> u64 {
+        self.min_support
+    }
+
     /// The clipping threshold.
     pub fn clip(&self) -> f64 {
         self.clip
@@ -315,7 +356,7 @@ impl Estimator {
         Accumulator {
             estimator: *self,
             requests: Vec::new(),
-            totals: Totals::default(),
+            malformed: 0,
         }
     }
 
@@ -330,8 +371,9 @@ impl Estimator {
     }
 }
 
-/// Per request sums: all the bootstrap needs.
-#[derive(Debug, Clone, Copy, Default)]
+/// Per request sums: all the bootstrap needs. Serialized as one array of
+/// integers, the floats by their bits (exact, whatever the JSON parser).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct RequestSums {
     /// Orders the requests before the bootstrap, so that the intervals do
     /// not depend on the order in which requests were added.
@@ -346,6 +388,51 @@ struct RequestSums {
     r: f64,
     max_w: f64,
     unsupported: u32,
+}
+
+impl RequestSums {
+    /// Every field, floats by their bits: a total order on requests.
+    fn wire(&self) -> [u64; 9] {
+        [
+            self.key,
+            self.wr.to_bits(),
+            self.w.to_bits(),
+            self.clipped_wr.to_bits(),
+            u64::from(self.n),
+            self.w2.to_bits(),
+            self.r.to_bits(),
+            self.max_w.to_bits(),
+            u64::from(self.unsupported),
+        ]
+    }
+
+    fn from_wire(w: [u64; 9]) -> Option<Self> {
+        Some(RequestSums {
+            key: w[0],
+            wr: f64::from_bits(w[1]),
+            w: f64::from_bits(w[2]),
+            clipped_wr: f64::from_bits(w[3]),
+            n: u32::try_from(w[4]).ok()?,
+            w2: f64::from_bits(w[5]),
+            r: f64::from_bits(w[6]),
+            max_w: f64::from_bits(w[7]),
+            unsupported: u32::try_from(w[8]).ok()?,
+        })
+    }
+}
+
+impl Serialize for RequestSums {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.wire().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestSums {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = <[u64; 9]>::deserialize(d)?;
+        RequestSums::from_wire(w)
+            .ok_or_else(|| serde::de::Error::custom("request sums: a count beyond 32 bits"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -364,11 +451,18 @@ struct Totals {
 /// Collects decisions request by request, keeping only per-request sums
 /// (memory proportional to requests); [`Accumulator::finish`] gives the
 /// [`Estimate`].
-#[derive(Debug, Clone)]
+///
+/// Accumulators of parts of the data (shards of a log) merge
+/// ([`Accumulator::merge`]) into the accumulator of the whole, and their
+/// JSON form (`Serialize`, `Deserialize`) carries every per-request sum
+/// exactly: the estimates and intervals of merged parts equal those of one
+/// accumulator fed everything, bit for bit, whatever the order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accumulator {
     estimator: Estimator,
     requests: Vec<RequestSums>,
-    totals: Totals,
+    /// Malformed decisions (left out).
+    malformed: u64,
 }
 
 impl Accumulator {
@@ -391,11 +485,10 @@ impl Accumulator {
         };
         for d in decisions {
             let Some((logged, candidate, unsupported)) = d.probabilities() else {
-                self.totals.malformed += 1;
+                self.malformed += 1;
                 continue;
             };
             let w = candidate / logged;
-            self.totals.decisions += 1;
             sums.wr += w * d.reward;
             sums.w += w;
             sums.clipped_wr += w.min(clip) * d.reward;
@@ -412,7 +505,7 @@ impl Accumulator {
 
     /// Valid decisions added so far.
     pub fn decisions(&self) -> u64 {
-        self.totals.decisions
+        self.requests.iter().map(|r| u64::from(r.n)).sum()
     }
 
     /// Requests with at least one valid decision added so far.
@@ -422,17 +515,40 @@ impl Accumulator {
 
     /// Malformed decisions (left out) so far.
     pub fn malformed(&self) -> u64 {
-        self.totals.malformed
+        self.malformed
+    }
+
+    /// The settings.
+    pub fn estimator(&self) -> &Estimator {
+        &self.estimator
+    }
+
+    /// Adds everything `other` collected: the result is that of one
+    /// accumulator fed both's requests.
+    ///
+    /// # Errors
+    /// [`OpeError::Settings`] when the two were made with different
+    /// settings.
+    pub fn merge(&mut self, other: Accumulator) -> Result<(), OpeError> {
+        if self.estimator != other.estimator {
+            return Err(OpeError::Settings(
+                Box::new(self.estimator),
+                Box::new(other.estimator),
+            ));
+        }
+        self.malformed += other.malformed;
+        self.requests.extend(other.requests);
+        Ok(())
     }
 
     /// The estimates, intervals and diagnostics.
     pub fn finish(mut self) -> Estimate {
-        self.requests
-            .sort_by(|a, b| a.key.cmp(&b.key).then(a.wr.total_cmp(&b.wr)));
-        // The same totals, summed in key order: the result does not depend
-        // on the order in which requests were added.
+        // A total order (every field): the result does not depend on the
+        // order in which requests were added, nor on how they were split.
+        self.requests.sort_by_key(RequestSums::wire);
+        // The same totals, summed in that order.
         let mut t = Totals {
-            malformed: self.totals.malformed,
+            malformed: self.malformed,
             ..Totals::default()
         };
         for x in &self.requests {
@@ -454,8 +570,22 @@ impl Accumulator {
         let n = t.decisions as f64;
         let unsupported_share = t.unsupported as f64 / n;
         let logged_value = t.r / n;
-        if unsupported_share > e.max_unsupported || t.w <= 0.0 {
+        let reason = if t.decisions < e.min_support {
+            Some(NoSupportReason::BelowMinSupport {
+                min_support: e.min_support,
+            })
+        } else if unsupported_share > e.max_unsupported {
+            Some(NoSupportReason::Unsupported {
+                max_unsupported: e.max_unsupported,
+            })
+        } else if t.w <= 0.0 {
+            Some(NoSupportReason::NoWeight)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             return Estimate::NoSupport(NoSupport {
+                reason,
                 unsupported_share,
                 decisions: t.decisions,
                 requests: self.requests.len() as u64,
@@ -585,9 +715,12 @@ impl Estimate {
 }
 
 /// Why no value is reported: the candidate goes where the logging policy
-/// never went (see the [module docs](self)).
+/// never went (see the [module docs](self)), or there are too few
+/// decisions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NoSupport {
+    /// Why.
+    pub reason: NoSupportReason,
     /// Share of decisions on which the candidate may take an action the
     /// logging policy never takes there.
     pub unsupported_share: f64,
@@ -599,6 +732,25 @@ pub struct NoSupport {
     pub malformed: u64,
     /// The logging policy's value (mean reward per decision), for reference.
     pub logged_value: f64,
+}
+
+/// Why an estimate is [`Estimate::NoSupport`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NoSupportReason {
+    /// Fewer valid decisions than [`Estimator::with_min_support`].
+    BelowMinSupport {
+        /// The least number of decisions.
+        min_support: u64,
+    },
+    /// The share of unsupported decisions is above
+    /// [`Estimator::with_max_unsupported`].
+    Unsupported {
+        /// The largest share allowed.
+        max_unsupported: f64,
+    },
+    /// No logged decision is one the candidate could take (all weights 0).
+    NoWeight,
 }
 
 /// The off-policy estimates of the candidate's value (mean reward per
@@ -920,6 +1072,62 @@ mod tests {
         let json = serde_json::to_value(Estimate::Value(v)).unwrap();
         assert_eq!(json["kind"], "value");
         assert!(json["snips_ci"]["low"].is_f64() && json["ess"].is_f64());
+    }
+
+    /// Four shards, each accumulated apart (in another order), merged, and
+    /// sent through JSON: the same estimates and intervals, bit for bit.
+    #[test]
+    fn merged_shards_equal_one_accumulator() {
+        let requests = simulate(9, 400);
+        let e = Estimator::default().with_seed(11);
+        let mut whole = e.accumulator();
+        for (i, r) in requests.iter().enumerate() {
+            whole.add_keyed_request(i as u64 * 7919 % 1009, r.iter().copied());
+        }
+        let whole = whole.finish();
+        let mut merged: Option<Accumulator> = None;
+        for shard in 0..4u64 {
+            let mut acc = e.accumulator();
+            for (i, r) in requests.iter().enumerate().rev() {
+                if i as u64 % 4 == shard {
+                    acc.add_keyed_request(i as u64 * 7919 % 1009, r.iter().copied());
+                }
+            }
+            let json = serde_json::to_string(&acc).unwrap();
+            let acc: Accumulator = serde_json::from_str(&json).unwrap();
+            match merged.as_mut() {
+                None => merged = Some(acc),
+                Some(m) => m.merge(acc).unwrap(),
+            }
+        }
+        let merged = merged.unwrap();
+        assert_eq!(merged.decisions(), 2000);
+        assert_eq!(merged.finish(), whole);
+        // Other settings do not merge.
+        let mut a = e.accumulator();
+        let b = e.with_seed(12).accumulator();
+        assert!(matches!(a.merge(b), Err(OpeError::Settings(..))));
+    }
+
+    #[test]
+    fn below_the_least_number_of_decisions_there_is_no_value() {
+        let requests = simulate(2, 10);
+        let e = Estimator::default().with_min_support(51);
+        assert_eq!(e.min_support(), 51);
+        match e.estimate(&requests) {
+            Estimate::NoSupport(n) => {
+                assert_eq!(
+                    n.reason,
+                    NoSupportReason::BelowMinSupport { min_support: 51 }
+                );
+                assert_eq!(n.decisions, 50);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            e.with_min_support(50).estimate(&requests),
+            Estimate::Value(_)
+        ));
     }
 
     #[test]

@@ -422,7 +422,8 @@ impl Policy {
                     wasmtime::bail!("a request of one contract version for a policy of another")
                 }
             };
-            let fuel = store.get_fuel().ok().map(|left| FUEL_BUDGET - left);
+            let budget = template.fuel_budget();
+            let fuel = store.get_fuel().ok().map(|left| budget - left);
             Ok((out, store.data().limiter.peak, fuel))
         });
         let checked = ran.and_then(|(decisions, peak, fuel)| {
@@ -659,10 +660,8 @@ impl Template {
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(self.limits.transfer_bytes());
         // Check the call's clocks every tick (see `CallClock`).
-        store
-            .data_mut()
-            .clock
-            .arm(self.limits.deadline, self.limits.wall_ceiling());
+        let (deadline, ceiling) = self.clocks();
+        store.data_mut().clock.arm(deadline, ceiling);
         store.epoch_deadline_callback(|mut ctx| {
             Ok(if ctx.data_mut().clock.check() {
                 wasmtime::UpdateDeadline::Continue(1)
@@ -673,10 +672,27 @@ impl Template {
         store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
             store
-                .set_fuel(FUEL_BUDGET)
+                .set_fuel(self.fuel_budget())
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
         Ok(store)
+    }
+
+    /// The fuel a call starts with: the runtime's bound, or effectively
+    /// unbounded when only measured.
+    fn fuel_budget(&self) -> u64 {
+        self.runtime.fuel_limit().unwrap_or(FUEL_BUDGET)
+    }
+
+    /// The CPU deadline and wall-clock ceiling a call is armed with: the
+    /// limits', or neither when fuel bounds calls
+    /// ([`RuntimeConfig::fuel_limit`](crate::RuntimeConfig::fuel_limit)).
+    fn clocks(&self) -> (Duration, Duration) {
+        if self.runtime.fuel_limit().is_some() {
+            (Duration::MAX, Duration::MAX)
+        } else {
+            (self.limits.deadline, self.limits.wall_ceiling())
+        }
     }
 
     /// Runs `f` on a fresh instance in a fresh [`store`](Self::store) and
@@ -721,14 +737,12 @@ impl Template {
             return self.fresh(label, timestamp_ms, seed);
         };
         warm.store.data_mut().begin_call(timestamp_ms, seed);
-        warm.store
-            .data_mut()
-            .clock
-            .arm(self.limits.deadline, self.limits.wall_ceiling());
+        let (deadline, ceiling) = self.clocks();
+        warm.store.data_mut().clock.arm(deadline, ceiling);
         warm.store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
             warm.store
-                .set_fuel(FUEL_BUDGET)
+                .set_fuel(self.fuel_budget())
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
         Ok(warm)
@@ -786,6 +800,11 @@ impl Template {
                     deadline: self.limits.deadline,
                     clock: store.data().clock.hit.unwrap_or(DeadlineClock::Cpu),
                     ceiling: self.limits.wall_ceiling(),
+                };
+            }
+            Some(wasmtime::Trap::OutOfFuel) => {
+                return CallError::OutOfFuel {
+                    budget: self.fuel_budget(),
                 };
             }
             Some(wasmtime::Trap::StackOverflow) => format!(

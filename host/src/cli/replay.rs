@@ -5,6 +5,8 @@
 //! oasis replay --logs decisions/ --policies deploy/policies \
 //!              --candidate new.wasm=s.toml --candidate deploy/policies/x.toml \
 //!              [--outcomes outcomes/]                                   # candidates
+//! oasis replay --logs shard-3/ … --partial part-3.json                  # one shard
+//! oasis replay merge part-*.json                                        # the report
 //! ```
 //!
 //! The engine is the library's ([`oasis::replay`]); this command parses the
@@ -17,18 +19,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use oasis::replay::{self, CandidateSource, CandidateSpec, Config, Progress};
+use oasis::ope::Estimator;
+use oasis::replay::{self, CandidateSource, CandidateSpec, Config, Progress, Report};
 
 /// Arguments of `oasis replay`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// Merge partial results instead of replaying.
+    #[command(subcommand)]
+    pub merge: Option<Merge>,
     /// Decision logs: files, directories or glob patterns.
     #[arg(long, required = true, num_args = 1..)]
     pub logs: Vec<PathBuf>,
     /// The policy directory the logs were served from: its manifests give
     /// the settings, its modules and `versions/` the logged versions.
-    #[arg(long)]
-    pub policies: PathBuf,
+    #[arg(long, required = true)]
+    pub policies: Option<PathBuf>,
     /// A policy to evaluate on the logged requests instead of checking
     /// determinism; repeat for several. SPEC is a manifest (`x.toml`: its
     /// module and settings, as `oasis serve` loads them), a component
@@ -41,9 +48,37 @@ pub struct Args {
     #[arg(long, requires = "candidates")]
     pub settings: Option<PathBuf>,
     /// Outcome events (files, directories, globs): estimate each
-    /// candidate's value off-policy from the logged propensities.
+    /// candidate's value off-policy from the logged propensities, per
+    /// route and logged arm, and over those with support.
     #[arg(long, num_args = 1.., requires = "candidates")]
     pub outcomes: Vec<PathBuf>,
+    /// Seed of the bootstrap intervals (the same logs and seed give the
+    /// same intervals, in one process or merged from shards).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Bootstrap resamples of the intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Least number of campaign-track decisions a route/arm needs for an
+    /// estimate; fewer are reported as "no support" with their count.
+    #[arg(long, default_value_t = 0, value_name = "DECISIONS")]
+    pub min_support: u64,
+    /// Largest share (0 to 1) of a route/arm's decisions that the logging
+    /// policy never explored (the candidate may do what it never did) for
+    /// which an estimate is still given; above it, "no support".
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub max_unsupported: f64,
+    /// Fuel (about one wasm instruction a unit) each policy call gets.
+    /// Replay bounds calls by this count, not by time (`--deadline-ms` does
+    /// not apply), so its figures do not depend on the machine's load; a
+    /// call that uses it all fails the replay.
+    #[arg(long, default_value_t = replay::DEFAULT_FUEL)]
+    pub fuel: u64,
+    /// Write this shard's mergeable partial result to OUT (JSON, zstd when
+    /// OUT ends in .zst) instead of printing a report; `oasis replay merge`
+    /// gives the report of all shards.
+    #[arg(long, value_name = "OUT", conflicts_with_all = ["html", "measure_scaling"])]
+    pub partial: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -68,15 +103,58 @@ pub struct Args {
     pub limits: super::LimitArgs,
 }
 
+/// `oasis replay merge`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Merge {
+    /// Merge partial results (`oasis replay --partial OUT` of each shard)
+    /// into the report of one replay of all their logs: the same counts,
+    /// estimates and intervals as a single run. Partials of other
+    /// candidates, options, seed, outcomes or oasis versions are refused.
+    Merge(MergeArgs),
+}
+
+/// Arguments of `oasis replay merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The partial results.
+    #[arg(required = true, value_name = "PARTIAL")]
+    pub partials: Vec<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the self-contained HTML report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Differences, errors and campaigns listed at most in the tables.
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+}
+
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Merge::Merge(m)) = args.merge {
+        let report = replay::merge(&m.partials)?;
+        return print(&report, m.json, m.html.as_deref(), m.show);
+    }
+    let estimator = Estimator::default()
+        .with_seed(args.seed)
+        .with_bootstrap(args.bootstrap)
+        .context("--bootstrap")?
+        .with_max_unsupported(args.max_unsupported)
+        .context("--max-unsupported")?
+        .with_min_support(args.min_support);
+    if args.fuel == 0 {
+        bail!("--fuel must be at least 1");
+    }
     let config = Config {
         candidates: candidates(&args)?,
         logs: args.logs,
-        policies: args.policies,
+        policies: args.policies.context("--policies is required")?,
         outcomes: args.outcomes,
         limits: args.limits.limits(),
         threads: args.threads,
         measure_scaling: args.measure_scaling,
+        estimator,
+        fuel: args.fuel,
     };
     // Progress on long runs, on stderr (stdout stays the report).
     let mut progress = |p: &Progress| {
@@ -89,16 +167,37 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    if let Some(out) = &args.partial {
+        let partial = replay::partial(&config, &mut progress)?;
+        partial.write(out)?;
+        eprintln!(
+            "partial result of {} records written to {}; `oasis replay merge` gives the report",
+            partial.records(),
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = replay::run(&config, &mut progress)?;
-    if let Some(path) = &args.html {
-        std::fs::write(path, replay::html::render(&report)?)
+    print(&report, args.json, args.html.as_deref(), args.show)
+}
+
+/// Prints `report` (tables or JSON, and the HTML page to a file); exit 1
+/// when it found a problem.
+fn print(
+    report: &Report,
+    json: bool,
+    html: Option<&std::path::Path>,
+    show: usize,
+) -> anyhow::Result<ExitCode> {
+    if let Some(path) = html {
+        std::fs::write(path, replay::html::render(report)?)
             .with_context(|| format!("cannot write the report {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", replay::text::render(&report, args.show));
+        print!("{}", replay::text::render(report, show));
     }
     Ok(if report.failed() {
         ExitCode::from(super::exit::CHECK_FAILED)

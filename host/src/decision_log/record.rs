@@ -85,6 +85,9 @@ pub struct ReplayRecord<'a> {
     /// The request's `context.request_id`.
     #[serde(borrow)]
     pub request_id: std::borrow::Cow<'a, str>,
+    /// The route that served it; empty when absent.
+    #[serde(borrow, default)]
+    pub route: std::borrow::Cow<'a, str>,
     /// How it was served (`fallback`: by the baseline after the policy
     /// failed); empty when absent.
     #[serde(borrow, default)]

@@ -48,10 +48,12 @@
 //! pauses: records are counted as paused, not written, and room is looked
 //! for again every second. The newest file of each kind is never deleted
 //! (it may be the one being written). The directory may exceed the budget
-//! by at most the other kind's open file. A full disk (ENOSPC) is an I/O
-//! error like any other (records counted as failed, a new file tried every
-//! second) and is reported ([`BudgetStats::disk_full`]); like the budget,
-//! it never reaches a response: only the writer thread touches the disk.
+//! by at most the other kind's open file. A full disk (ENOSPC, a quota:
+//! EDQUOT, or a file-size limit: EFBIG) pauses the log the same way until
+//! a file can be written again (records counted as paused, a new file tried
+//! every second) and is reported ([`BudgetStats::disk_full`]); like the
+//! budget, it never reaches a response: only the writer thread touches the
+//! disk.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -793,6 +795,8 @@ struct FileSink {
     budget: Option<DiskBudget>,
     /// Paused by the budget.
     paused: bool,
+    /// Paused by a full disk (until a write succeeds).
+    full: bool,
     counters: Arc<Counters>,
 }
 
@@ -825,6 +829,7 @@ impl FileSink {
             failing: false,
             budget: config.budget,
             paused: false,
+            full: false,
             counters: counters.clone(),
         })
     }
@@ -907,7 +912,7 @@ impl FileSink {
             self.close();
         }
         if self.current.is_none() {
-            let lost = if self.paused {
+            let lost = if self.paused || self.full {
                 Wrote::Paused
             } else {
                 Wrote::Failed
@@ -931,10 +936,7 @@ impl FileSink {
             }
             match self.open() {
                 Ok(f) => self.current = Some(f),
-                Err((path, e)) => {
-                    self.fail(&path, e);
-                    return Wrote::Failed;
-                }
+                Err((path, e)) => return self.fail(&path, e),
             }
         }
         let Some(f) = self.current.as_mut() else {
@@ -944,12 +946,14 @@ impl FileSink {
             let f = self.current.take().expect("current file");
             let path = f.path.clone();
             f.discard();
-            self.fail(&path, e);
-            return Wrote::Failed;
+            return self.fail(&path, e);
         }
         if std::mem::take(&mut self.failing) {
             self.counters.disk_full.store(false, Ordering::Relaxed);
             tracing::info!(path = %f.path.display(), "decision log: writing again");
+        }
+        if std::mem::take(&mut self.full) {
+            self.paused_flag().store(self.paused, Ordering::Relaxed);
         }
         Wrote::Yes
     }
@@ -961,7 +965,7 @@ impl FileSink {
             let f = self.current.take().expect("current file");
             let path = f.path.clone();
             f.discard();
-            self.fail(&path, e);
+            let _ = self.fail(&path, e);
         }
     }
 
@@ -987,7 +991,9 @@ impl FileSink {
             Ok(bytes) => {
                 tracing::debug!(path = %path.display(), records, bytes, "decision log file closed")
             }
-            Err(e) => self.fail(&path, e),
+            Err(e) => {
+                let _ = self.fail(&path, e);
+            }
         }
     }
 
@@ -1032,17 +1038,33 @@ impl FileSink {
         }
     }
 
-    fn fail(&mut self, path: &Path, e: io::Error) {
+    /// Counts a failed write: a full disk (no space, a quota, a file-size
+    /// limit) pauses the log until a write succeeds again; any other error
+    /// fails the record. Either way a new file is tried in a second. What
+    /// the record that met the error counts as is returned.
+    fn fail(&mut self, path: &Path, e: io::Error) -> Wrote {
         self.retry_at = Some(Instant::now() + RETRY_AFTER);
-        if e.raw_os_error() == Some(libc::ENOSPC) {
+        let full = matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+        );
+        if full {
             self.counters.disk_full.store(true, Ordering::Relaxed);
+            self.full = true;
+            self.paused_flag().store(true, Ordering::Relaxed);
         }
         if !std::mem::replace(&mut self.failing, true) {
-            tracing::warn!(path = %path.display(), error = %e,
-                "decision log: cannot write; records are lost until a new file can be written (retried every second)");
+            if full {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "decision log paused: the disk is full; records are counted, not written, until a new file can be written (retried every second)");
+            } else {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "decision log: cannot write; records are lost until a new file can be written (retried every second)");
+            }
         } else {
             tracing::debug!(path = %path.display(), error = %e, "decision log: still failing");
         }
+        if full { Wrote::Paused } else { Wrote::Failed }
     }
 }
 

@@ -381,16 +381,26 @@ fn holders(html: &mut String, sides: &[(String, &Value)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ope::Estimator;
     use crate::replay::job::Outcome;
+    use crate::replay::report::{Run, Tally};
 
     #[test]
     fn a_determinism_page_escapes_what_it_quotes() {
-        let mut r = Report::new(&[]);
+        let mut r = Tally::new(&[], Estimator::default());
         r.add(Outcome::Determinism {
             request_id: "<id>".into(),
             detail: Some("scores differ".into()),
         });
-        r.finish();
+        let r = Report::finish(
+            r,
+            Run {
+                shards: 1,
+                threads: 1,
+                elapsed_s: 1.0,
+                fuel_per_call: 1,
+            },
+        );
         let page = render(&r).unwrap();
         assert!(page.contains("<h2>Determinism</h2><p>0 identical, 1 different.</p>"));
         assert!(page.contains("&lt;id&gt;: scores differ"), "{page}");

@@ -1,9 +1,8 @@
 //! One replay pass ([`Job::run`]): a reader thread splits the logs into
 //! lines, workers parse and replay them ([`Job::replay_line`]), and the
-//! calling thread sums their [`Outcome`]s into the [`Report`].
+//! calling thread sums their [`Outcome`]s into the [`Tally`].
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -12,12 +11,12 @@ use oasis_contract::ReasonBits;
 use oasis_contract::reason::PROMOTED;
 
 use super::policies::{Candidate, LoggedVersions};
-use super::report::{OutcomeCounts, Report, histogram};
+use super::report::{OutcomeCounts, Tally, histogram};
 use super::{ReplayError, chain};
 use crate::decision_log::outcomes::Outcomes;
 use crate::decision_log::{DecisionRecord, Records, ReplayRecord};
 use crate::divergence::{DecisionColumns, Divergence, compare};
-use crate::ope::Decision;
+use crate::ope::{Decision, Estimator};
 use crate::request::{self, Validate};
 
 /// How far a pass is, told every [`PROGRESS_EVERY`] on long runs.
@@ -37,6 +36,30 @@ pub(crate) struct Job<'a> {
     pub(crate) versions: &'a LoggedVersions,
     pub(crate) candidates: &'a [Candidate],
     pub(crate) outcomes: Option<&'a Outcomes>,
+    pub(crate) estimator: Estimator,
+}
+
+/// A pass's tally and how long it took.
+pub(crate) struct Pass {
+    pub(crate) tally: Tally,
+    pub(crate) threads: usize,
+    pub(crate) elapsed_s: f64,
+}
+
+impl Pass {
+    pub(crate) fn records_per_s(&self) -> f64 {
+        self.tally.records as f64 / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// The key that orders a request in the off-policy bootstrap: the first 8
+/// bytes of the SHA-256 of its id. Stable across builds and machines (the
+/// standard library's hasher is not promised to be), so shards replayed
+/// apart order their requests as one process does.
+pub(crate) fn request_key(request_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(request_id.as_bytes());
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 impl Job<'_> {
@@ -47,13 +70,13 @@ impl Job<'_> {
         logs: &[PathBuf],
         threads: usize,
         progress: &mut dyn FnMut(&Progress),
-    ) -> Result<Report, ReplayError> {
+    ) -> Result<Pass, ReplayError> {
         let mut records = Records::open(logs).map_err(ReplayError::Logs)?;
         let (work_tx, work_rx) = mpsc::sync_channel::<Vec<u8>>(threads * 8);
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<Outcome>();
         let started = Instant::now();
-        let mut report = std::thread::scope(|scope| -> Result<Report, ReplayError> {
+        let tally = std::thread::scope(|scope| -> Result<Tally, ReplayError> {
             for _ in 0..threads {
                 let (rx, tx) = (&work_rx, done_tx.clone());
                 scope.spawn(move || {
@@ -78,7 +101,7 @@ impl Job<'_> {
                 }
                 Ok((records.skipped(), records.truncated()))
             });
-            let mut report = Report::new(self.candidates);
+            let mut report = Tally::new(self.candidates, self.estimator);
             report.outcomes = self.outcomes.map(|o| OutcomeCounts {
                 events: o.events(),
                 skipped: o.skipped(),
@@ -102,10 +125,11 @@ impl Job<'_> {
             report.truncated_files = truncated;
             Ok(report)
         })?;
-        report.threads = threads;
-        report.elapsed_s = started.elapsed().as_secs_f64();
-        report.records_per_s = report.records as f64 / report.elapsed_s.max(1e-9);
-        Ok(report)
+        Ok(Pass {
+            tally,
+            threads,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        })
     }
 
     /// One log line: parsed, then replayed.
@@ -286,10 +310,10 @@ impl Job<'_> {
                 ope,
             });
         }
-        let mut hasher = std::hash::DefaultHasher::new();
-        r.request_id.hash(&mut hasher);
         Outcome::Candidates {
-            key: hasher.finish(),
+            key: request_key(&r.request_id),
+            route: r.route.to_string(),
+            arm: r.arm.to_string(),
             logged_scores: histogram(&logged.scores),
             rows,
             each,
@@ -311,6 +335,10 @@ pub(crate) enum Outcome {
     Candidates {
         /// Orders the request in the off-policy bootstrap.
         key: u64,
+        /// The route that served it.
+        route: String,
+        /// The arm whose decisions were logged.
+        arm: String,
         /// The logged scores' histogram.
         logged_scores: Vec<u64>,
         /// Tracks promoted by the log or by any candidate.

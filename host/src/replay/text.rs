@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use super::report::{Report, Side};
-use crate::ope::Estimate;
+use crate::ope::{Estimate, NoSupportReason};
 
 /// The report as text, listing at most `show` differences, errors and
 /// campaigns.
@@ -27,11 +27,19 @@ fn write(report: &Report, show: usize, out: &mut String) -> fmt::Result {
         report.errors,
         report.skipped_lines
     )?;
-    writeln!(
-        out,
-        "{:.1} s on {} threads: {:.0} records/s",
-        report.elapsed_s, report.threads, report.records_per_s
-    )?;
+    if report.shards > 1 {
+        writeln!(
+            out,
+            "merged from {} partial results: {:.1} s of replay in all, {:.0} records/s per shard",
+            report.shards, report.elapsed_s, report.records_per_s
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{:.1} s on {} threads: {:.0} records/s",
+            report.elapsed_s, report.threads, report.records_per_s
+        )?;
+    }
     if let Some(s) = &report.scaling {
         writeln!(
             out,
@@ -56,12 +64,38 @@ fn write(report: &Report, show: usize, out: &mut String) -> fmt::Result {
                 o.fallback_excluded
             )?;
         }
+        if let Some(e) = &report.estimator {
+            writeln!(
+                out,
+                "estimates: seed {}, {} bootstrap resamples, clip {}, --min-support {} decisions, --max-unsupported {}",
+                e.seed(),
+                e.bootstrap(),
+                e.clip(),
+                e.min_support(),
+                e.max_unsupported()
+            )?;
+        }
         if report.no_outcome_matched() {
             writeln!(
                 out,
                 "no outcome event names a replayed request (outcomes of another log?): no estimate"
             )?;
         }
+    }
+    if report.routes.len() > 1 {
+        let routes: Vec<String> = report
+            .routes
+            .iter()
+            .map(|r| {
+                let fallback = if r.fallback > 0 {
+                    format!(" ({} fallback)", r.fallback)
+                } else {
+                    String::new()
+                };
+                format!("{}/{} {}{fallback}", shown(&r.route), r.arm, r.records)
+            })
+            .collect();
+        writeln!(out, "records per route/arm: {}", routes.join(", "))?;
     }
     if report.candidates.is_empty() {
         writeln!(
@@ -85,6 +119,41 @@ fn write(report: &Report, show: usize, out: &mut String) -> fmt::Result {
         writeln!(out, "  error: {id}: {}", crate::visible(e))?;
     }
     Ok(())
+}
+
+/// A route as shown: `(none)` when the record had none.
+fn shown(route: &str) -> &str {
+    if route.is_empty() { "(none)" } else { route }
+}
+
+/// One estimate, as a line's end.
+fn estimate(e: &Estimate) -> String {
+    match e {
+        Estimate::Value(e) => format!(
+            "{:.4} [{:.4}, {:.4}] (mean reward per campaign-track decision, self-normalised IPS, {:.0}% bootstrap), IPS {:.4}, clipped IPS {:.4}; logged policy {:.4}; ESS {:.0} of {} decisions",
+            e.snips,
+            e.snips_ci.low,
+            e.snips_ci.high,
+            e.level * 100.0,
+            e.ips,
+            e.clipped_ips,
+            e.logged_value,
+            e.ess,
+            e.decisions
+        ),
+        Estimate::NoSupport(n) => match n.reason {
+            NoSupportReason::BelowMinSupport { min_support } => format!(
+                "no support: {} decisions, fewer than --min-support {min_support}",
+                n.decisions
+            ),
+            NoSupportReason::Unsupported { .. } | NoSupportReason::NoWeight => format!(
+                "no support: the logged policy never took the candidate's action on {:.1}% of {} decisions (it did not explore there)",
+                n.unsupported_share * 100.0,
+                n.decisions
+            ),
+        },
+        Estimate::NoData { .. } => "no decisions to estimate from".to_string(),
+    }
 }
 
 /// Each candidate, then the per-campaign and per-holder tables.
@@ -116,30 +185,43 @@ fn candidates(report: &Report, show: usize, out: &mut String) -> fmt::Result {
             s.errors,
             s.samples + s.errors
         )?;
-        match &c.estimate {
-            Some(Estimate::Value(e)) => writeln!(
-                out,
-                "  value (mean reward per campaign-track decision): {:.4} [{:.4}, {:.4}] (self-normalised IPS, {:.0}% bootstrap), IPS {:.4}, clipped IPS {:.4}; logged policy {:.4}; ESS {:.0} of {} decisions",
-                e.snips,
-                e.snips_ci.low,
-                e.snips_ci.high,
-                e.level * 100.0,
-                e.ips,
-                e.clipped_ips,
-                e.logged_value,
-                e.ess,
-                e.decisions
-            )?,
-            Some(Estimate::NoSupport(n)) => writeln!(
-                out,
-                "  value: no support: the logged policy never took the candidate's action on {:.1}% of {} decisions (it did not explore there)",
-                n.unsupported_share * 100.0,
-                n.decisions
-            )?,
-            Some(Estimate::NoData { .. }) => {
-                writeln!(out, "  value: no decisions to estimate from")?
+        if let Some(e) = &c.estimate {
+            let scope = if c.estimates.len() > 1 {
+                let pooled: Vec<String> = c
+                    .estimates
+                    .iter()
+                    .filter(|g| g.pooled)
+                    .map(|g| format!("{}/{}", shown(&g.route), g.arm))
+                    .collect();
+                if pooled.is_empty() {
+                    " (all routes)".to_string()
+                } else {
+                    format!(" (over {})", pooled.join(", "))
+                }
+            } else {
+                String::new()
+            };
+            writeln!(out, "  value{scope}: {}", estimate(e))?;
+        }
+        if c.estimates.len() > 1 {
+            for g in &c.estimates {
+                writeln!(
+                    out,
+                    "    {}/{}: {}",
+                    shown(&g.route),
+                    g.arm,
+                    estimate(&g.estimate)
+                )?;
             }
-            None => {}
+        }
+        let failed: u64 = c.errors.values().sum();
+        if failed > 0 {
+            let kinds: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(
+                out,
+                "  FAILED on {failed} requests ({}): they are left out of its figures, so the replay fails",
+                kinds.join(", ")
+            )?;
         }
     }
     let Some(logged) = &report.logged else {
@@ -229,11 +311,13 @@ fn candidates(report: &Report, show: usize, out: &mut String) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ope::Estimator;
     use crate::replay::job::Outcome;
+    use crate::replay::report::{Run, Tally};
 
     #[test]
     fn determinism_lists_the_differences_up_to_show() {
-        let mut r = Report::new(&[]);
+        let mut r = Tally::new(&[], Estimator::default());
         r.add(Outcome::Determinism {
             request_id: "a".into(),
             detail: None,
@@ -248,7 +332,15 @@ mod tests {
             request_id: "d".into(),
             error: "bad\nline".into(),
         });
-        r.finish();
+        let r = Report::finish(
+            r,
+            Run {
+                shards: 1,
+                threads: 1,
+                elapsed_s: 1.0,
+                fuel_per_call: 1,
+            },
+        );
         let text = render(&r, 1);
         assert!(text.starts_with("records 4  replayed 3"), "{text}");
         assert!(

@@ -206,7 +206,7 @@ pub(crate) fn precompile(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if config.measure_fuel {
+    if config.measure_fuel || config.fuel_limit.is_some() {
         cmd.arg("--fuel");
     }
     let mut child = cmd.spawn().map_err(|e| {

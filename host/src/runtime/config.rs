@@ -14,6 +14,14 @@ pub struct RuntimeConfig {
     /// Count wasm instructions with fuel (for `oasis run` reports). Costs
     /// speed, so the server leaves it off.
     pub measure_fuel: bool,
+    /// Bound every call by this much fuel (about one unit per wasm
+    /// instruction) **instead of** by time: the CPU deadline and the
+    /// wall-clock ceiling are not armed, so whether a call finishes depends
+    /// only on the policy and its input, never on how busy the machine is.
+    /// A call that uses it all fails with
+    /// [`CallError::OutOfFuel`](crate::CallError::OutOfFuel). Offline
+    /// replay runs this way; `None` (the server): time bounds calls.
+    pub fuel_limit: Option<u64>,
     /// Instances that may exist at once across all policies.
     pub max_instances: u32,
     /// Ceilings on compiling a component (cache hits are not compiles).
@@ -36,6 +44,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cache_dir: default_cache_dir(),
             measure_fuel: false,
+            fuel_limit: None,
             max_instances: 256,
             compile: CompileLimits::default(),
             compile_worker: None,

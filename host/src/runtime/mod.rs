@@ -163,7 +163,7 @@ impl Runtime {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK)
-            .consume_fuel(config.measure_fuel)
+            .consume_fuel(config.measure_fuel || config.fuel_limit.is_some())
             // Component-model async is unused; disabling it roughly halves
             // the per-call overhead.
             .concurrency_support(false);
@@ -228,7 +228,13 @@ impl Runtime {
 
     /// Whether calls count fuel (instructions).
     pub fn measures_fuel(&self) -> bool {
-        self.inner.config.measure_fuel
+        self.inner.config.measure_fuel || self.inner.config.fuel_limit.is_some()
+    }
+
+    /// The fuel that bounds every call instead of time, when it does
+    /// ([`RuntimeConfig::fuel_limit`]).
+    pub fn fuel_limit(&self) -> Option<u64> {
+        self.inner.config.fuel_limit
     }
 
     /// The compile cache directory, if any.

@@ -25,6 +25,17 @@ impl ServeProcess {
     /// Starts `oasis serve --policies dir` on a free loopback port with JSON
     /// logs, `extra` arguments and `env`, and waits until it is ready.
     pub fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, extra, env, |_| {})
+    }
+
+    /// [`ServeProcess::start`], with the command `tune`d before it is
+    /// spawned (resource limits, signal dispositions).
+    pub fn start_with(
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        tune: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oasis"));
         cmd.args([
             "serve",
@@ -45,6 +56,7 @@ impl ServeProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        tune(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let (tx, logs) = mpsc::channel::<Value>();
         let stderr = child.stderr.take().unwrap();

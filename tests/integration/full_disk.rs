@@ -1,0 +1,193 @@
+//! A disk that fills up under the decision log: `oasis serve` runs as a
+//! child whose files may not grow past a few hundred KB (`RLIMIT_FSIZE`,
+//! with SIGXFSZ ignored, so a write past it fails with EFBIG as a full disk
+//! fails with ENOSPC). Under concurrent load no score response fails, and
+//! the log's pause is reported in the status and counted in the metrics.
+
+use std::os::unix::process::CommandExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use oasis_test_components::{BASELINE, GUARDED_BOOST};
+use serde_json::Value;
+
+use crate::harness::example_body;
+use crate::harness::process::ServeProcess;
+use crate::harness::server::{atomic_write, install, metric};
+
+/// Largest file the server may write: about three decision records of the
+/// example request.
+const FILE_LIMIT: u64 = 300 << 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
+    let policies = tempfile::tempdir().unwrap();
+    install(policies.path(), "base", BASELINE, "");
+    install(policies.path(), "p", GUARDED_BOOST, "");
+    atomic_write(
+        &policies.path().join("routes.toml"),
+        b"[routes.radio]\npolicy = \"p\"\nbaseline = \"base\"\n",
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let extra = [
+        "--decision-log",
+        logs.path().to_str().unwrap(),
+        "--decision-log-max-mb",
+        "1",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    // Once without the limit: the compile cache holds the policies, so the
+    // limited server compiles nothing (a compiled component is larger than
+    // the limit).
+    let warm = ServeProcess::start(policies.path(), &extra, &[]);
+    warm.signal("TERM");
+    let (status, _) = warm.wait();
+    assert!(status.success());
+    for f in std::fs::read_dir(logs.path()).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+
+    let server = ServeProcess::start_with(policies.path(), &extra, &[], |cmd| {
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (setrlimit, signal) on this process's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: FILE_LIMIT,
+                    rlim_max: FILE_LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let url = server.url.clone();
+    let client = reqwest::Client::new();
+    let body = {
+        let mut v: Value = serde_json::from_slice(&example_body()).unwrap();
+        v["route"] = "radio".into();
+        v
+    };
+
+    // The status, read while the load runs: did it ever report the pause?
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (client, url, done) = (client.clone(), url.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen = None;
+            while !done.load(Ordering::Relaxed) {
+                let v: Value = client
+                    .get(format!("{url}/v1/policies"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let log = &v["decision_log"];
+                if log["paused"] == true && log["disk_full"] == true {
+                    seen = Some(log.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        })
+    };
+    // pzn-client-like load: 8 concurrent clients for about 3 seconds
+    // (the log retries a new file every second).
+    let failed = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            let (failed, ok) = (failed.clone(), ok.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while tokio::time::Instant::now() < until {
+                    let mut b = body.clone();
+                    b["context"]["request_id"] = format!("c{c}-{i}").into();
+                    i += 1;
+                    let r = client
+                        .post(format!("{url}/v1/score"))
+                        .header("content-type", "application/json")
+                        .body(serde_json::to_vec(&b).unwrap())
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let seen = watcher.await.unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{ok} answered");
+    assert!(ok > 20, "{ok} answered");
+    let seen = seen.expect("the status reported the paused, full log while the load ran");
+    assert!(seen["paused_records"].as_u64().unwrap() > 0, "{seen}");
+
+    // The writer drains what is queued; then every answered request's
+    // record is counted once: written, paused or dropped (queue full).
+    let counted = |m: &str| {
+        ["written", "dropped"]
+            .iter()
+            .map(|s| metric(m, &format!("oasis_decision_log_records{{state=\"{s}\"}}")))
+            .sum::<f64>()
+            + metric(m, "oasis_decision_log_budget{state=\"paused_records\"}")
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if counted(&metrics) >= ok as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted(&metrics), ok as f64, "{metrics}");
+    let paused = metric(
+        &metrics,
+        "oasis_decision_log_budget{state=\"paused_records\"}",
+    );
+    let written = metric(&metrics, "oasis_decision_log_records{state=\"written\"}");
+    assert!(paused > 0.0, "{metrics}");
+    assert!(written > 0.0, "files are written between pauses: {metrics}");
+    assert!(
+        !metrics.contains("oasis_decision_log_records{state=\"failed\"}"),
+        "a full disk pauses, it does not fail records: {metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "oasis_decision_log_paused"),
+        1.0,
+        "{metrics}"
+    );
+    server.signal("TERM");
+    let (_, lines) = server.wait();
+    let _ = lines;
+    // No file grew past the limit (the limit held), and some were written.
+    let files: Vec<u64> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .collect();
+    assert!(!files.is_empty());
+    assert!(files.iter().all(|&n| n <= FILE_LIMIT), "{files:?}");
+}
