@@ -410,40 +410,24 @@ mod tests {
         assert_eq!(c1.counts.requests, 3);
     }
 
+    /// `book` sees one request at `at_ms` offering campaign `id` alone.
+    fn seen(book: &CampaignBook, at_ms: i64, id: &str) {
+        let mut body = Vec::new();
+        request(&mut body, at_ms, &[(id, Some(1.0))]);
+        let req = crate::request::parse(&body).unwrap().validate(100).unwrap();
+        let none = decisions(&[WitReason::empty(), WitReason::empty()]);
+        book.observe("radio", &req, &none, false, false);
+    }
+
     #[test]
     fn a_full_book_drops_the_least_recently_seen_tenth() {
         let book = CampaignBook::new(20);
-        let mut body = Vec::new();
         for i in 0..20 {
-            request(&mut body, NOW + i, &[(&format!("c{i:02}"), Some(1.0))]);
-            let req = crate::request::parse(&body).unwrap().validate(100).unwrap();
-            book.observe(
-                "radio",
-                &req,
-                &decisions(&[WitReason::empty(), WitReason::empty()]),
-                false,
-                false,
-            );
+            seen(&book, NOW + i, &format!("c{i:02}"));
         }
         // c00 is seen again: c01 and c02 are now the oldest.
-        request(&mut body, NOW + 20, &[("c00", Some(1.0))]);
-        let req = crate::request::parse(&body).unwrap().validate(100).unwrap();
-        book.observe(
-            "radio",
-            &req,
-            &decisions(&[WitReason::empty(), WitReason::empty()]),
-            false,
-            false,
-        );
-        request(&mut body, NOW + 21, &[("new", Some(1.0))]);
-        let req = crate::request::parse(&body).unwrap().validate(100).unwrap();
-        book.observe(
-            "radio",
-            &req,
-            &decisions(&[WitReason::empty(), WitReason::empty()]),
-            false,
-            false,
-        );
+        seen(&book, NOW + 20, "c00");
+        seen(&book, NOW + 21, "new");
         let list = book.list(100);
         let ids: Vec<&str> = list.campaigns.iter().map(|c| c.campaign.as_str()).collect();
         assert_eq!(list.tracked, 19);
