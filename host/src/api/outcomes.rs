@@ -73,14 +73,8 @@ pub async fn record(
         Ok(events) => events,
         Err(e) => return e.into_response(),
     };
-    let mut lines = Vec::with_capacity(body.len());
-    for e in &events {
-        // Strings are escaped: one event, one line.
-        serde_json::to_writer(&mut lines, e).expect("an event encodes");
-        lines.push(b'\n');
-    }
     let n = events.len() as u64;
-    match logging.log.log_outcomes(lines, n) {
+    match logging.log.log_outcomes(events) {
         Ok(()) => (StatusCode::ACCEPTED, Json(OutcomesAccepted { accepted: n })).into_response(),
         Err(why) => {
             tracing::warn!(events = n, error = %why, "outcome events refused");
