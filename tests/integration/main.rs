@@ -16,6 +16,7 @@ mod instance_reuse;
 mod layers;
 mod memory_bound;
 mod openapi;
+mod parquet_log;
 mod policies;
 mod python;
 mod request_fuzz;

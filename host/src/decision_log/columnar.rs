@@ -2,7 +2,7 @@
 //! logged decision, in the layout the data team's tools read fastest.
 //!
 //! A row holds what a [JSON line](super::record) holds, but as typed
-//! columns rather than the request's text: the record's own fields (`at`,
+//! columns rather than the request's text: the record's own fields (`logged_at`,
 //! `request_id`, `route`, `variant`, `arm`, `shadow`, the policy version,
 //! `settings_sha256`, the fallback, timings and resources), the request's
 //! context as scalar columns, and everything per candidate as **list
@@ -552,7 +552,7 @@ impl DecisionRows {
         self.rows = 0;
         self.bytes = 0;
         let columns: Vec<(&'static str, ArrayRef)> = vec![
-            ("at", Arc::new(self.at.finish())),
+            ("logged_at", Arc::new(self.at.finish())),
             ("request_id", Arc::new(self.request_id.finish())),
             ("route", Arc::new(self.route.finish())),
             ("variant", Arc::new(self.variant.finish())),
@@ -739,7 +739,7 @@ impl OutcomeRows {
             ("candidate_id", Arc::new(self.candidate_id.finish())),
             ("event", Arc::new(self.event.finish())),
             ("value", Arc::new(self.value.finish())),
-            ("at", Arc::new(self.at.finish())),
+            ("event_at", Arc::new(self.at.finish())),
             ("event_id", Arc::new(self.event_id.finish())),
             ("listener_id", Arc::new(self.listener_id.finish())),
             ("session_id", Arc::new(self.session_id.finish())),
@@ -966,7 +966,7 @@ impl<'b> ParquetRows<'b> {
         let list_strs = |n| nested(b, n, "List<List<Utf8>>", |a| a.as_string_opt::<i32>());
         Ok(ParquetRows {
             rows: b.num_rows(),
-            at: primitive::<Ts>(b, "at", "Timestamp(ms)")?,
+            at: primitive::<Ts>(b, "logged_at", "Timestamp(ms)")?,
             request_id: strings(b, "request_id")?,
             route: strings(b, "route")?,
             variant: strings(b, "variant")?,
@@ -1400,7 +1400,7 @@ pub fn outcome_events(b: &RecordBatch) -> Result<(Vec<OutcomeEvent>, u64), Schem
     let candidate_id = strings(b, "candidate_id")?;
     let event = strings(b, "event")?;
     let value = primitive::<Float64Type>(b, "value", "Float64")?;
-    let at = primitive::<TimestampMillisecondType>(b, "at", "Timestamp(ms)")?;
+    let at = primitive::<TimestampMillisecondType>(b, "event_at", "Timestamp(ms)")?;
     let event_id = strings(b, "event_id")?;
     let listener_id = strings(b, "listener_id")?;
     let session_id = strings(b, "session_id")?;
@@ -1737,7 +1737,7 @@ pub(super) mod tests {
             Arc::new(StringArray::from(vec!["r"])) as ArrayRef,
         )]);
         let e = ParquetRows::new(&b).err().unwrap();
-        assert!(e.to_string().contains("`at`"), "{e}");
+        assert!(e.to_string().contains("`logged_at`"), "{e}");
     }
 
     #[test]

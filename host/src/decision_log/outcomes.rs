@@ -5,7 +5,7 @@
 //!
 //! JSON lines, one event per line, plain or zstd-compressed (`.zst`), or
 //! Parquet (`.parquet`, the columns of [`super::columnar::OutcomeRows`]:
-//! these fields, `at` as a timestamp), which `oasis serve` writes by
+//! these fields, `at_ms` as the timestamp `event_at`), which `oasis serve` writes by
 //! default:
 //!
 //! ```text
