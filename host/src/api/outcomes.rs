@@ -10,7 +10,8 @@
 //! as JSON lines or as one JSON array. A batch is all or nothing: every
 //! event is checked first (a 400 or 422 names the first bad one, as
 //! `events[i].field`), then the batch is queued whole for the decision
-//! log's writer thread, which appends it to `outcomes-<UTC start>-<seq>.jsonl`
+//! log's writer thread, which appends it to `outcomes-<UTC start>-<seq>.parquet`
+//! (`.jsonl` with `--decision-log-format jsonl`)
 //! in the log directory (or stdout). `oasis replay --outcomes DIR` reads
 //! those files, joined to the decisions on `(request_id, candidate_id)`.
 //!
