@@ -146,8 +146,7 @@ pub struct DecisionLogConfig {
 }
 
 /// The format of the decision and outcome files.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogFormat {
     /// Parquet with zstd pages, one row per record ([`super::columnar`]):
     /// ~10× smaller than JSON lines, read directly by DuckDB, pandas,
