@@ -263,21 +263,16 @@ async fn parquet_logs_hold_the_json_decisions_replay_the_same_and_read_in_duckdb
 
     // The data team's tools: pandas/pyarrow and DuckDB give the JSON form's
     // decisions, and the README's queries run on the files.
-    let out = Command::new(format!("{ROOT}/scripts/setup-python"))
-        .output()
-        .expect("scripts/setup-python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // One set-up per test binary, shared with the Python policies' tests
+    // (two at once would both recreate `.venv`).
+    let venv = crate::python::venv();
     let queries = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         queries.path(),
         serde_json::to_vec(&readme_queries()).unwrap(),
     )
     .unwrap();
-    let out = Command::new(format!("{ROOT}/.venv/bin/python"))
+    let out = Command::new(venv.join("bin/python"))
         .arg(format!("{ROOT}/tests/integration/read_decision_log.py"))
         .args([parquet.path(), jsonl.path(), queries.path()])
         .output()

@@ -28,7 +28,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Runs `scripts/setup-python` once per test binary (it is quick when the venv is current).
-fn venv() -> &'static Path {
+pub(crate) fn venv() -> &'static Path {
     static SETUP: OnceLock<PathBuf> = OnceLock::new();
     SETUP.get_or_init(|| {
         let out = Command::new(format!("{ROOT}/scripts/setup-python"))
