@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use axum::http::Method;
-use oasis::decision_log::{DecisionLogConfig, DecisionRecord, Records};
+use oasis::decision_log::{DecisionLogConfig, DecisionRecord, LogFormat, Records};
 use oasis::server::DecisionLogSettings;
 use oasis_test_components::{BASELINE, EPSILON_GREEDY, GUARDED_BOOST, PID_PACING};
 use serde_json::Value;
@@ -38,6 +38,9 @@ fn logging(
         c.decision_log = Some(DecisionLogSettings {
             config: DecisionLogConfig {
                 dir: Some(dir),
+                // These tests read and tamper with the lines; the Parquet
+                // form is tested in `parquet_log`.
+                format: LogFormat::Jsonl,
                 pseudonymise_key: key,
                 ..Default::default()
             },

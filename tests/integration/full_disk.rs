@@ -3,6 +3,10 @@
 //! with SIGXFSZ ignored, so a write past it fails with EFBIG as a full disk
 //! fails with ENOSPC). Under concurrent load no score response fails, and
 //! the log's pause is reported in the status and counted in the metrics.
+//! Both formats: JSON lines lose nothing (a record is written whole or
+//! paused); a Parquet file that cannot be finished loses its rows, which
+//! are counted as failed (its footer, written last, is what makes it
+//! readable).
 
 use std::os::unix::process::CommandExt as _;
 use std::sync::Arc;
@@ -21,7 +25,17 @@ use crate::harness::server::{atomic_write, install, metric};
 const FILE_LIMIT: u64 = 300 << 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
+async fn a_full_disk_pauses_the_json_lines_log_and_fails_no_response() {
+    full_disk("jsonl").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_pauses_the_parquet_log_and_fails_no_response() {
+    full_disk("parquet").await;
+}
+
+async fn full_disk(format: &str) {
+    let parquet = format == "parquet";
     let policies = tempfile::tempdir().unwrap();
     install(policies.path(), "base", BASELINE, "");
     install(policies.path(), "p", GUARDED_BOOST, "");
@@ -36,6 +50,12 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
         logs.path().to_str().unwrap(),
         "--decision-log-max-mb",
         "1",
+        "--decision-log-format",
+        format,
+        // A Parquet file reaches the disk when it is closed (its row group
+        // is encoded in memory until then): close one every two seconds.
+        "--decision-log-max-age-s",
+        "2",
         "--state-dir",
         state.path().to_str().unwrap(),
     ];
@@ -80,7 +100,7 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
     let watcher = {
         let (client, url, done) = (client.clone(), url.clone(), done.clone());
         tokio::spawn(async move {
-            let mut seen = None;
+            let (mut seen, mut last) = (None, Value::Null);
             while !done.load(Ordering::Relaxed) {
                 let v: Value = client
                     .get(format!("{url}/v1/policies"))
@@ -94,16 +114,19 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
                 if log["paused"] == true && log["disk_full"] == true {
                     seen = Some(log.clone());
                 }
+                last = log.clone();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            seen
+            (seen, last)
         })
     };
-    // pzn-client-like load: 8 concurrent clients for about 3 seconds
-    // (the log retries a new file every second).
+    // pzn-client-like load: 8 concurrent clients for a few seconds (the
+    // log retries a new file every second).
     let failed = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    // (Parquet: long enough for files of two seconds to be closed.)
+    let secs = if parquet { 6 } else { 3 };
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
     let clients: Vec<_> = (0..8)
         .map(|c| {
             let (client, url, body) = (client.clone(), url.clone(), body.clone());
@@ -113,6 +136,19 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
                 while tokio::time::Instant::now() < until {
                     let mut b = body.clone();
                     b["context"]["request_id"] = format!("c{c}-{i}").into();
+                    // Relevance differs from request to request, as real
+                    // traffic's does: a Parquet file of one request repeated
+                    // compresses to a few hundred bytes a record.
+                    for (k, cand) in b["candidates"]
+                        .as_array_mut()
+                        .unwrap()
+                        .iter_mut()
+                        .enumerate()
+                    {
+                        let h = (c * 1_000_003 + i * 7919 + k as u64)
+                            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        cand["relevance"] = ((h >> 11) as f64 / (1u64 << 53) as f64).into();
+                    }
                     i += 1;
                     let r = client
                         .post(format!("{url}/v1/score"))
@@ -132,17 +168,30 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
         c.await.unwrap();
     }
     done.store(true, Ordering::Relaxed);
-    let seen = watcher.await.unwrap();
+    let (seen, last) = watcher.await.unwrap();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "{ok} answered");
     assert!(ok > 20, "{ok} answered");
-    let seen = seen.expect("the status reported the paused, full log while the load ran");
+    let Some(seen) = seen else {
+        let files: Vec<_> = std::fs::read_dir(logs.path())
+            .unwrap()
+            .map(|f| {
+                let f = f.unwrap();
+                (f.file_name(), f.metadata().unwrap().len())
+            })
+            .collect();
+        panic!(
+            "the status never reported the paused, full log while the load ran \
+             ({ok} answered); last status {last}, files {files:?}"
+        );
+    };
     assert!(seen["paused_records"].as_u64().unwrap() > 0, "{seen}");
 
     // The writer drains what is queued; then every answered request's
-    // record is counted once: written, paused or dropped (queue full).
+    // record is counted once: written, paused or dropped (queue full), or
+    // (Parquet) failed with the file it was in.
     let counted = |m: &str| {
-        ["written", "dropped"]
+        ["written", "dropped", "failed"]
             .iter()
             .map(|s| metric(m, &format!("oasis_decision_log_records{{state=\"{s}\"}}")))
             .sum::<f64>()
@@ -170,11 +219,19 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
     );
     let written = metric(&metrics, "oasis_decision_log_records{state=\"written\"}");
     assert!(paused > 0.0, "{metrics}");
-    assert!(written > 0.0, "files are written between pauses: {metrics}");
-    assert!(
-        !metrics.contains("oasis_decision_log_records{state=\"failed\"}"),
-        "a full disk pauses, it does not fail records: {metrics}"
-    );
+    if parquet {
+        // Every file opened at a retry holds two seconds of load, more than
+        // the limit: it is never finished, and its rows are counted as
+        // failed, not as written.
+        let failed = metric(&metrics, "oasis_decision_log_records{state=\"failed\"}");
+        assert!(failed > 0.0, "{metrics}");
+    } else {
+        assert!(written > 0.0, "files are written between pauses: {metrics}");
+        assert!(
+            !metrics.contains("oasis_decision_log_records{state=\"failed\"}"),
+            "a full disk pauses, it does not fail records: {metrics}"
+        );
+    }
     assert_eq!(
         metric(&metrics, "oasis_decision_log_paused"),
         1.0,
@@ -183,11 +240,12 @@ async fn a_full_disk_pauses_the_decision_log_and_fails_no_response() {
     server.signal("TERM");
     let (_, lines) = server.wait();
     let _ = lines;
-    // No file grew past the limit (the limit held), and some were written.
+    // No file grew past the limit (the limit held), and some were written
+    // (JSON lines; an unfinished Parquet file is removed).
     let files: Vec<u64> = std::fs::read_dir(logs.path())
         .unwrap()
         .map(|f| f.unwrap().metadata().unwrap().len())
         .collect();
-    assert!(!files.is_empty());
+    assert!(parquet || !files.is_empty());
     assert!(files.iter().all(|&n| n <= FILE_LIMIT), "{files:?}");
 }

@@ -17,6 +17,7 @@ mod instance_reuse;
 mod layers;
 mod memory_bound;
 mod openapi;
+mod parquet_log;
 mod policies;
 mod python;
 mod python_client;

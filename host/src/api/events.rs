@@ -151,16 +151,10 @@ pub async fn record(
         }
     }
     if let Some(logging) = &state.scorer.decision_log() {
-        let mut lines = Vec::with_capacity(body.len());
-        for e in &events {
-            // Strings are escaped: one event, one line.
-            serde_json::to_writer(&mut lines, e).expect("an event encodes");
-            lines.push(b'\n');
-        }
         // The state already has the batch: a full log queue loses these
-        // lines from the outcome files (counted as refused in
+        // events from the outcome files (counted as refused in
         // `oasis_outcome_events`) rather than fail a batch that counted.
-        match logging.log.log_outcomes(lines, answer.accepted) {
+        match logging.log.log_outcomes(events) {
             Ok(()) => answer.logged = answer.accepted,
             Err(why) => {
                 tracing::warn!(events = answer.accepted, error = %why, "events not appended to the outcome files")

@@ -10,7 +10,8 @@
 //! as JSON lines or as one JSON array. A batch is all or nothing: every
 //! event is checked first (a 400 or 422 names the first bad one, as
 //! `events[i].field`), then the batch is queued whole for the decision
-//! log's writer thread, which appends it to `outcomes-<UTC start>-<seq>.jsonl`
+//! log's writer thread, which appends it to `outcomes-<UTC start>-<seq>.parquet`
+//! (`.jsonl` with `--decision-log-format jsonl`)
 //! in the log directory (or stdout). `oasis replay --outcomes DIR` reads
 //! those files, joined to the decisions on `(request_id, candidate_id)`.
 //!
@@ -79,14 +80,8 @@ pub async fn record(
         Ok(events) => events,
         Err(e) => return e.into_response(),
     };
-    let mut lines = Vec::with_capacity(body.len());
-    for e in &events {
-        // Strings are escaped: one event, one line.
-        serde_json::to_writer(&mut lines, e).expect("an event encodes");
-        lines.push(b'\n');
-    }
     let n = events.len() as u64;
-    match logging.log.log_outcomes(lines, n) {
+    match logging.log.log_outcomes(events) {
         Ok(()) => (StatusCode::ACCEPTED, Json(OutcomesAccepted { accepted: n })).into_response(),
         Err(why) => {
             tracing::warn!(events = n, error = %why, "outcome events refused");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use oasis::api::auth::AdminTokens;
 use oasis::api::listener::ConnectionLimits;
-use oasis::decision_log::{DecisionLogConfig, DiskBudget, WhenFull};
+use oasis::decision_log::{DecisionLogConfig, DiskBudget, LogFormat, WhenFull};
 use oasis::delivery::{StateBackend, StateConfig};
 use oasis::server::{AdminConfig, DecisionLogSettings, Server, ServerConfig};
 
@@ -85,14 +85,19 @@ pub struct Args {
     /// Largest module the admin API accepts, bytes.
     #[arg(long, default_value_t = oasis::control::manager::DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: usize,
-    /// Log decisions (one JSON line per scored request) into this directory,
-    /// rotating files by size and age; `-` logs to stdout.
+    /// Log decisions (one row per scored request) into this directory,
+    /// rotating files by size and age; `-` logs JSON lines to stdout.
     #[arg(long)]
     pub decision_log: Option<PathBuf>,
+    /// Format of the decision and outcome files: Parquet (zstd pages, what
+    /// DuckDB, pandas and Spark read) or JSON lines.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Parquet)]
+    pub decision_log_format: LogFormatArg,
     /// Share of requests logged on routes that set none (`[routes.x.log]`).
     #[arg(long, default_value_t = 1.0)]
     pub decision_log_sample: f64,
-    /// Compress decision log files with zstd.
+    /// Compress JSON-lines decision log files with zstd (Parquet files
+    /// always have zstd pages).
     #[arg(long)]
     pub decision_log_compress: bool,
     /// Rotate decision log files at this size, MiB.
@@ -201,6 +206,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => Some(DecisionLogSettings {
             config: DecisionLogConfig {
                 dir: (dir.as_os_str() != "-").then(|| dir.clone()),
+                format: match args.decision_log_format {
+                    LogFormatArg::Parquet => LogFormat::Parquet,
+                    LogFormatArg::Jsonl => LogFormat::Jsonl,
+                },
                 compress: args.decision_log_compress,
                 max_file_bytes: args
                     .decision_log_max_mb
@@ -321,6 +330,15 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// `--decision-log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Parquet files (`.parquet`), one row per record.
+    Parquet,
+    /// JSON lines (`.jsonl`, `.jsonl.zst` with --decision-log-compress).
+    Jsonl,
 }
 
 /// `--decision-log-when-full`.

@@ -48,6 +48,7 @@
 //! ```
 
 mod body;
+pub mod columnar;
 pub mod outcomes;
 pub mod reader;
 pub mod record;
@@ -60,7 +61,8 @@ pub use record::{
 };
 pub use writer::{
     BudgetStats, DecisionLog, DecisionLogConfig, DecisionLogError, DecisionLogStats, DiskBudget,
-    OutcomeStats, OutcomesRefused, PendingFallback, PendingRecord, WhenFull, WriterHandle, now_ms,
+    LogFormat, OutcomeStats, OutcomesRefused, PendingFallback, PendingRecord, WhenFull,
+    WriterHandle, now_ms,
 };
 
 #[cfg(test)]
@@ -180,9 +182,11 @@ mod tests {
         }
     }
 
+    /// A JSON-lines log in `dir` (the tests below read its lines).
     fn config(dir: &Path) -> DecisionLogConfig {
         DecisionLogConfig {
             dir: Some(dir.to_owned()),
+            format: LogFormat::Jsonl,
             ..Default::default()
         }
     }
@@ -610,5 +614,194 @@ mod tests {
         assert_eq!(files.len(), 2, "{files:?}");
         let (all, _) = read_all(&files);
         assert_eq!(all.len(), 5);
+    }
+
+    /// A Parquet log in `dir`.
+    fn parquet(dir: &Path) -> DecisionLogConfig {
+        DecisionLogConfig {
+            dir: Some(dir.to_owned()),
+            format: LogFormat::Parquet,
+            ..Default::default()
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What a Parquet row reads back as, for the fields other than the
+    /// request (which is rebuilt: compared batch to batch).
+    fn check_parquet_record(r: &DecisionRecord, p: &PendingRecord) {
+        assert_eq!(
+            (
+                r.request_id.as_str(),
+                r.at_ms,
+                r.shadow,
+                &*r.variant,
+                &*r.arm
+            ),
+            (
+                p.request_id.as_str(),
+                p.at_ms,
+                p.shadow,
+                &*p.variant,
+                &*p.arm
+            )
+        );
+        assert_eq!(r.decisions, p.decisions);
+        assert_eq!(r.state.as_ref(), p.state.as_deref());
+        assert_eq!((r.timing, r.usage), (p.timing, p.usage));
+        let rebuilt = crate::request::parse(r.request.get().as_bytes()).unwrap();
+        let sent = crate::request::parse(&p.request).unwrap();
+        assert_eq!(
+            columnar::tests::batch_of(rebuilt, None),
+            columnar::tests::batch_of(sent, None),
+            "{}",
+            r.request_id
+        );
+    }
+
+    #[test]
+    fn a_parquet_file_appears_under_its_name_only_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, writer) = DecisionLog::start(parquet(dir.path())).unwrap();
+        for i in 0..30 {
+            log.log(columnar::tests::pending(i, 20));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while log.written() < 30 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(log.written(), 30);
+        let open = names(dir.path());
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert!(open[0].ends_with(".parquet.tmp"), "{open:?}");
+        assert!(
+            files(&[dir.path().to_owned()]).unwrap().is_empty(),
+            "readers ignore it"
+        );
+        let stats = writer.shutdown();
+        assert_eq!((stats.written, stats.failed), (30, 0));
+        let closed = names(dir.path());
+        assert_eq!(closed, [open[0].trim_end_matches(".tmp")], "renamed");
+        assert!(closed[0].starts_with("decisions-"));
+        let (all, records) = read_all(&[dir.path().to_owned()]);
+        assert_eq!(records.skipped(), 0);
+        assert_eq!(all.len(), 30);
+        for (i, r) in all.iter().enumerate() {
+            check_parquet_record(r, &columnar::tests::pending(i, 20));
+        }
+    }
+
+    #[test]
+    fn parquet_rotation_by_size_keeps_every_record_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, writer) = DecisionLog::start(DecisionLogConfig {
+            max_file_bytes: 30_000,
+            ..parquet(dir.path())
+        })
+        .unwrap();
+        for i in 0..400 {
+            log.log(columnar::tests::pending(i, 30));
+        }
+        assert_eq!(writer.shutdown().written, 400);
+        let files = files(&[dir.path().to_owned()]).unwrap();
+        assert!(files.len() >= 3, "{files:?}");
+        assert!(names(dir.path()).iter().all(|n| n.ends_with(".parquet")));
+        let (all, _) = read_all(&[dir.path().to_owned()]);
+        let ids: Vec<String> = all.iter().map(|r| r.request_id.clone()).collect();
+        let want: Vec<String> = (0..400).map(|i| format!("r{i}")).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn a_cut_parquet_file_is_an_error_naming_it_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [3, 2] {
+            let (log, writer) = DecisionLog::start(parquet(dir.path())).unwrap();
+            for i in 0..n {
+                log.log(columnar::tests::pending(i, 5));
+            }
+            writer.shutdown();
+        }
+        let files = files(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(files.len(), 2);
+        let bytes = std::fs::read(&files[0]).unwrap();
+        std::fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
+        let mut records = Records::new(files.clone());
+        let e = records.next().unwrap().unwrap_err();
+        let name = files[0].file_name().unwrap().to_str().unwrap();
+        assert!(e.to_string().contains(name), "{e}");
+        assert!(matches!(e, ReadError::Parquet { .. }), "{e:?}");
+        assert_eq!(
+            records.map(Result::unwrap).count(),
+            2,
+            "the next file is read"
+        );
+    }
+
+    #[test]
+    fn a_directory_may_mix_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_with = |format| {
+            let (log, writer) = DecisionLog::start(DecisionLogConfig {
+                format,
+                ..parquet(dir.path())
+            })
+            .unwrap();
+            for i in 0..4 {
+                log.log(columnar::tests::pending(i, 5));
+            }
+            writer.shutdown();
+        };
+        log_with(LogFormat::Jsonl);
+        log_with(LogFormat::Parquet);
+        let names = names(dir.path());
+        assert!(
+            names[0].ends_with(".jsonl") && names[1].ends_with(".parquet"),
+            "{names:?}"
+        );
+        let (all, _) = read_all(&[dir.path().to_owned()]);
+        assert_eq!(all.len(), 8);
+        for (i, r) in all.iter().enumerate() {
+            check_parquet_record(r, &columnar::tests::pending(i % 4, 5));
+        }
+    }
+
+    #[test]
+    fn parquet_outcomes_are_read_with_exact_values() {
+        use outcomes::{DeliveryFields, EventKind, OutcomeEvent, Outcomes};
+        let dir = tempfile::tempdir().unwrap();
+        let (log, writer) = DecisionLog::start(parquet(dir.path())).unwrap();
+        let event = |i: usize, id: &str| OutcomeEvent {
+            request_id: format!("r{}", i % 3),
+            candidate_id: "t".into(),
+            event: EventKind::Stream,
+            value: Some(0.1 * i as f64 + 0.2),
+            at_ms: Some(1_790_000_000_000),
+            delivery: DeliveryFields {
+                event_id: Some(id.into()),
+                ..Default::default()
+            },
+        };
+        let batch: Vec<OutcomeEvent> = (0..6).map(|i| event(i, &format!("e{i}"))).collect();
+        log.log_outcomes(batch.clone()).unwrap();
+        // A retried batch: the same ids, counted once.
+        log.log_outcomes(batch.clone()).unwrap();
+        writer.shutdown();
+        assert!(
+            names(dir.path())
+                .iter()
+                .all(|n| n.starts_with("outcomes-") && n.ends_with(".parquet"))
+        );
+        let o = Outcomes::load(&[dir.path().to_owned()]).unwrap();
+        assert_eq!((o.events(), o.duplicates()), (6, 6));
+        let want: f64 = [0, 3].iter().map(|&i| 0.1 * i as f64 + 0.2).sum();
+        assert_eq!(o.reward("r0", "t").to_bits(), want.to_bits());
     }
 }

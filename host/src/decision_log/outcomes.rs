@@ -3,7 +3,10 @@
 //!
 //! # Format
 //!
-//! JSON lines, one event per line, plain or zstd-compressed (`.zst`):
+//! JSON lines, one event per line, plain or zstd-compressed (`.zst`), or
+//! Parquet (`.parquet`, the columns of [`super::columnar::OutcomeRows`]:
+//! these fields, `at_ms` as the timestamp `event_at`), which `oasis serve` writes by
+//! default:
 //!
 //! ```text
 //! {"request_id": "r-1", "candidate_id": "spotify:track:9c17", "event": "stream", "value": 1.0, "at_ms": 1781524800000}
@@ -33,8 +36,8 @@
 //!
 //! # Reading
 //!
-//! [`Outcomes::load`] takes files, directories (their `*.jsonl` and
-//! `*.jsonl.zst` files, sorted by name) and glob patterns, like the decision
+//! [`Outcomes::load`] takes files, directories (their `*.parquet`, `*.jsonl`
+//! and `*.jsonl.zst` files, sorted by name) and glob patterns, like the decision
 //! log reader ([`super::files`]), and streams them line by line. As there,
 //! damage is expected and counted, not fatal: a line that is not an event
 //! (torn, garbage, unknown event kind, over [`MAX_LINE_BYTES`]) is skipped
@@ -276,6 +279,9 @@ impl Outcomes {
             path: path.to_owned(),
             source,
         };
+        if reader::is_parquet(path) {
+            return self.read_parquet(path);
+        }
         let (mut reader, zstd) = reader::open_lines(path).map_err(io_err)?;
         let mut line = Vec::new();
         loop {
@@ -296,6 +302,30 @@ impl Outcomes {
         }
     }
 
+    /// Reads a Parquet outcome file (its values exact, as written).
+    fn read_parquet(&mut self, path: &Path) -> Result<(), OutcomeError> {
+        for batch in reader::open_parquet(path, "outcomes")? {
+            let batch = batch.map_err(|e| ReadError::Parquet {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
+            let (events, skipped) =
+                super::columnar::outcome_events(&batch).map_err(|source| ReadError::Schema {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            self.skipped += skipped;
+            for e in &events {
+                if e.reward().is_finite() {
+                    self.add(e);
+                } else {
+                    self.skipped += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn parse_line(&mut self, line: &[u8], path: &Path) {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
@@ -312,8 +342,8 @@ impl Outcomes {
     }
 }
 
-/// The outcome files named by `inputs`: a directory gives its `*.jsonl`
-/// and `*.jsonl.zst` files sorted by name, except decision log files
+/// The outcome files named by `inputs`: a directory gives its `*.parquet`,
+/// `*.jsonl` and `*.jsonl.zst` files sorted by name, except decision log files
 /// (`decisions-*`), so a decision log directory that also holds the
 /// `outcomes-*` files `oasis serve` writes can be given as both; files and glob patterns are
 /// resolved as by [`super::files`].
@@ -333,7 +363,9 @@ pub fn outcome_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, OutcomeError> {
                 let entry = entry.map_err(err)?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if (name.ends_with(".jsonl") || name.ends_with(".jsonl.zst"))
+                if (name.ends_with(".parquet")
+                    || name.ends_with(".jsonl")
+                    || name.ends_with(".jsonl.zst"))
                     && !reader::is_log_file_name(&name)
                     && entry.file_type().map_err(err)?.is_file()
                 {

@@ -1,9 +1,12 @@
 //! The streaming reader: decision log files in, [`DecisionRecord`]s out.
 //!
 //! Replay reads logs of any size, so nothing here holds more than one line
-//! (at most [`MAX_LINE_BYTES`]) and one file's read buffers at a time: the
+//! (at most [`MAX_LINE_BYTES`]) or one Parquet batch
+//! ([`PARQUET_BATCH_ROWS`] rows) and one file's read buffers at a time: the
 //! files are opened one after the other, plain files through a `BufRead`,
-//! `.zst` files through zstd's streaming decoder.
+//! `.zst` files through zstd's streaming decoder, `.parquet` files through
+//! the Parquet reader. The reader is picked by extension, so a directory
+//! may mix formats (a server restarted with another `--decision-log-format`).
 //!
 //! Logs outlive crashes, so damage at the end of a file is expected, not an
 //! error:
@@ -14,6 +17,11 @@
 //!   finishing it) yields every line the decoder could recover, then ends;
 //!   it is counted ([`Records::truncated`]) and its cut last line skipped.
 //!
+//! A Parquet file is complete or absent (the writer renames it into place
+//! once closed); one that does not read (cut, corrupt, another program's,
+//! a newer schema version) is a [`ReadError`] naming it, and a row whose
+//! values do not fit together is skipped and counted like a bad line.
+//!
 //! A file that cannot be opened or read (missing, permissions, corrupt zstd
 //! data) is a [`ReadError`] naming it; the iterator then goes on with the
 //! next file, and the caller decides whether to stop.
@@ -22,7 +30,14 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use super::columnar::{self, ParquetRows, SchemaError};
 use super::record::DecisionRecord;
+
+/// Rows per batch read from a Parquet file.
+pub const PARQUET_BATCH_ROWS: usize = 16;
 
 /// Longest line read as a record; a longer one is skipped (and counted)
 /// without being held in memory. Far above any record of a request within
@@ -61,17 +76,77 @@ pub enum ReadError {
         /// The input.
         pattern: String,
     },
+    /// A Parquet file does not read (cut, corrupt, not Parquet).
+    #[error("{}: not a readable Parquet file: {source}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet reader said.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// A Parquet file is not a decision log file this build reads.
+    #[error("{}: {source}", path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: SchemaError,
+    },
 }
 
-/// Whether `name` is a decision log file's name
-/// (`decisions-*.jsonl` or `decisions-*.jsonl.zst`).
+/// Opens a Parquet log file of `kind` (`decisions` or `outcomes`),
+/// checking its schema version.
+pub(crate) fn open_parquet(
+    path: &Path,
+    kind: &'static str,
+) -> Result<ParquetRecordBatchReader, ReadError> {
+    let file = File::open(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parquet = |source| ReadError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+    let schema_err = |source| ReadError::Schema {
+        path: path.to_owned(),
+        source,
+    };
+    columnar::check_metadata(
+        builder.metadata().file_metadata().key_value_metadata(),
+        kind,
+    )
+    .map_err(schema_err)?;
+    if kind == "decisions" {
+        // Every column replay needs, of the right type, before any row.
+        ParquetRows::new(&RecordBatch::new_empty(builder.schema().clone())).map_err(schema_err)?;
+    }
+    builder
+        .with_batch_size(PARQUET_BATCH_ROWS)
+        .build()
+        .map_err(parquet)
+}
+
+/// Whether `path` is read as Parquet (by its extension).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "parquet")
+}
+
+/// Whether `name` is a decision log file's name (`decisions-*.parquet`,
+/// `decisions-*.jsonl` or `decisions-*.jsonl.zst`; not a `.parquet.tmp`
+/// file being written).
 pub fn is_log_file_name(name: &str) -> bool {
-    name.starts_with("decisions-") && (name.ends_with(".jsonl") || name.ends_with(".jsonl.zst"))
+    name.starts_with("decisions-")
+        && (name.ends_with(".parquet") || name.ends_with(".jsonl") || name.ends_with(".jsonl.zst"))
 }
 
 /// The log files named by `inputs`, in reading order: each input is a file
-/// (taken whatever its name), a directory (its `decisions-*.jsonl[.zst]`
-/// files, sorted by name, which is writing order), or a glob pattern
+/// (taken whatever its name), a directory (its `decisions-*.parquet` and
+/// `decisions-*.jsonl[.zst]` files, sorted by name, which is writing
+/// order), or a glob pattern
 /// (matches sorted by name; directories among them are expanded as above).
 ///
 /// # Errors
@@ -154,10 +229,30 @@ pub struct Records {
 /// The file being read.
 struct Current {
     path: PathBuf,
-    reader: Box<dyn BufRead + Send>,
+    source: Source,
     zstd: bool,
     /// Lines read so far, for messages.
     line_no: u64,
+}
+
+/// How the current file is read.
+enum Source {
+    Lines(Box<dyn BufRead + Send>),
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        /// The batch being iterated as records, and the next row.
+        batch: Option<(RecordBatch, usize)>,
+    },
+}
+
+/// A record as read for a reader that parses on other threads
+/// ([`Records::next_raw`]).
+#[derive(Debug)]
+pub enum Raw {
+    /// One JSON line ([`ReplayRecord::from_line`](super::ReplayRecord::from_line)).
+    Line(Vec<u8>),
+    /// Rows of a Parquet file ([`ParquetRows`]).
+    Rows(RecordBatch),
 }
 
 impl std::fmt::Debug for Records {
@@ -228,10 +323,12 @@ impl Records {
 }
 
 impl Records {
-    /// Reads the next line into `self.line`: `Some(Ok(()))` when there is
-    /// one (possibly torn: the last one of a cut zstd frame), `None` at the
-    /// end of the last file. Over-long lines are skipped and counted here.
-    fn next_line(&mut self) -> Option<Result<(), ReadError>> {
+    /// Reads the next line into `self.line`: `Some(Ok(Next::Line))` when
+    /// there is one (possibly torn: the last one of a cut zstd frame),
+    /// `Some(Ok(Next::Parquet))` when the current file is Parquet (read it
+    /// with [`next_batch`](Self::next_batch)), `None` at the end of the
+    /// last file. Over-long lines are skipped and counted here.
+    fn next_line(&mut self) -> Option<Result<Next, ReadError>> {
         loop {
             let current = match &mut self.current {
                 Some(c) => c,
@@ -239,14 +336,18 @@ impl Records {
                     let path = self.files.next()?;
                     match open(&path) {
                         Ok(c) => self.current.insert(c),
-                        Err(source) => return Some(Err(ReadError::Io { path, source })),
+                        Err(e) => return Some(Err(e)),
                     }
                 }
             };
+            let reader = match &mut current.source {
+                Source::Lines(r) => r,
+                Source::Parquet { .. } => return Some(Ok(Next::Parquet)),
+            };
             current.line_no += 1;
-            match read_line(&mut current.reader, &mut self.line, self.max_line) {
+            match read_line(reader, &mut self.line, self.max_line) {
                 Ok(Line::End) => self.current = None,
-                Ok(Line::Read) => return Some(Ok(())),
+                Ok(Line::Read) => return Some(Ok(Next::Line)),
                 Ok(Line::TooLong) => {
                     self.skipped += 1;
                     tracing::warn!(path = %current.path.display(), line = current.line_no,
@@ -261,7 +362,7 @@ impl Records {
                         "decision log file ends inside its zstd frame (its writer did not finish it); read up to the cut");
                     self.current = None;
                     if !self.line.is_empty() {
-                        return Some(Ok(()));
+                        return Some(Ok(Next::Line));
                     }
                 }
                 Err(source) => {
@@ -273,25 +374,100 @@ impl Records {
         }
     }
 
-    /// The next line as bytes, unparsed, for a reader that parses records
-    /// on other threads ([`DecisionRecord::from_line`], which is what this
-    /// iterator uses). Blank lines are skipped; a line that does not parse
-    /// is the caller's to count ([`Records::skipped`] counts only over-long
-    /// lines in this mode).
-    pub fn next_raw(&mut self) -> Option<Result<Vec<u8>, ReadError>> {
+    /// The next batch of the current Parquet file, or `None` at its end
+    /// (the next file is then opened by `next_line`).
+    fn next_batch(&mut self) -> Option<Result<RecordBatch, ReadError>> {
+        let current = self.current.as_mut()?;
+        let Source::Parquet { reader, .. } = &mut current.source else {
+            return None;
+        };
+        match reader.next() {
+            Some(Ok(b)) => Some(Ok(b)),
+            Some(Err(e)) => {
+                let path = current.path.clone();
+                self.current = None;
+                Some(Err(ReadError::Parquet {
+                    path,
+                    source: e.into(),
+                }))
+            }
+            None => {
+                self.current = None;
+                None
+            }
+        }
+    }
+
+    /// The next record unparsed, for a reader that parses records on other
+    /// threads: a JSON line ([`DecisionRecord::from_line`], which is what
+    /// this iterator uses) or a batch of Parquet rows
+    /// ([`ParquetRows`]). Blank lines are skipped; a line or row that
+    /// does not parse is the caller's to count ([`Records::skipped`] counts
+    /// only over-long lines in this mode).
+    pub fn next_raw(&mut self) -> Option<Result<Raw, ReadError>> {
         loop {
             match self.next_line()? {
                 Err(e) => return Some(Err(e)),
-                Ok(()) if self.line.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(()) => {
+                Ok(Next::Parquet) => match self.next_batch() {
+                    Some(Ok(b)) if b.num_rows() == 0 => continue,
+                    Some(b) => return Some(b.map(Raw::Rows)),
+                    None => continue,
+                },
+                Ok(Next::Line) if self.line.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Next::Line) => {
                     // The next line is likely as long: give the buffer its
                     // capacity now rather than growing it by doubling.
                     let next = Vec::with_capacity(self.line.len().min(LINE_BUFFER_KEEP));
-                    return Some(Ok(std::mem::replace(&mut self.line, next)));
+                    return Some(Ok(Raw::Line(std::mem::replace(&mut self.line, next))));
                 }
             }
         }
     }
+
+    /// The next row of the current Parquet file as a record (`None` at its
+    /// end); a row that does not read is skipped and counted.
+    fn next_parquet_record(&mut self) -> Option<Result<DecisionRecord, ReadError>> {
+        loop {
+            let current = self.current.as_mut()?;
+            let Source::Parquet { batch, .. } = &mut current.source else {
+                return None;
+            };
+            if let Some((b, row)) = batch
+                && *row < b.num_rows()
+            {
+                let at = *row;
+                *row += 1;
+                let record = ParquetRows::new(b).and_then(|c| c.decision_record(at));
+                match record {
+                    Ok(r) => return Some(Ok(r)),
+                    Err(e) => {
+                        self.skipped += 1;
+                        tracing::debug!(path = %current.path.display(), row = at, error = %e,
+                            "decision log row skipped: not a record");
+                        continue;
+                    }
+                }
+            }
+            match self.next_batch()? {
+                Ok(b) => {
+                    if let Some(Source::Parquet { batch, .. }) =
+                        self.current.as_mut().map(|c| &mut c.source)
+                    {
+                        *batch = Some((b, 0));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// What [`Records::next_line`] found.
+enum Next {
+    /// A line, in `Records::line`.
+    Line,
+    /// The current file is Parquet.
+    Parquet,
 }
 
 impl Iterator for Records {
@@ -301,7 +477,12 @@ impl Iterator for Records {
         loop {
             match self.next_line()? {
                 Err(e) => return Some(Err(e)),
-                Ok(()) => {
+                Ok(Next::Parquet) => {
+                    if let Some(r) = self.next_parquet_record() {
+                        return Some(r);
+                    }
+                }
+                Ok(Next::Line) => {
                     if let Some(r) = self.parse_line() {
                         return Some(Ok(r));
                     }
@@ -327,13 +508,29 @@ pub(crate) fn open_lines(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, bo
     Ok((reader, zstd))
 }
 
-/// Opens `path` for reading.
-fn open(path: &Path) -> io::Result<Current> {
-    let (reader, zstd) = open_lines(path)?;
+/// Opens `path` for reading, as Parquet or as lines by its extension.
+fn open(path: &Path) -> Result<Current, ReadError> {
+    let source = if is_parquet(path) {
+        Source::Parquet {
+            reader: open_parquet(path, "decisions")?,
+            batch: None,
+        }
+    } else {
+        let (reader, zstd) = open_lines(path).map_err(|source| ReadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        return Ok(Current {
+            path: path.to_owned(),
+            source: Source::Lines(reader),
+            zstd,
+            line_no: 0,
+        });
+    };
     Ok(Current {
         path: path.to_owned(),
-        reader,
-        zstd,
+        source,
+        zstd: false,
         line_no: 0,
     })
 }
@@ -421,6 +618,12 @@ mod tests {
         assert!(is_log_file_name("decisions-20261126T012233Z-000000.jsonl"));
         assert!(is_log_file_name(
             "decisions-20261126T012233Z-000001.jsonl.zst"
+        ));
+        assert!(is_log_file_name(
+            "decisions-20261126T012233Z-000002.parquet"
+        ));
+        assert!(!is_log_file_name(
+            "decisions-20261126T012233Z-000003.parquet.tmp"
         ));
         assert!(!is_log_file_name("decisions-x.json"));
         assert!(!is_log_file_name(".decisions-probe123"));

@@ -13,7 +13,9 @@ use oasis_contract::reason::PROMOTED;
 use super::policies::{Candidate, LoggedVersions};
 use super::report::{OutcomeCounts, Tally, histogram};
 use super::{ReplayError, chain};
+use crate::decision_log::columnar::{FeatureBuffer, ParquetRows};
 use crate::decision_log::outcomes::Outcomes;
+use crate::decision_log::reader::Raw;
 use crate::decision_log::{DecisionRecord, Records, ReplayRecord};
 use crate::divergence::{DecisionColumns, Divergence, compare};
 use crate::ope::{Decision, Estimator};
@@ -72,7 +74,7 @@ impl Job<'_> {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Pass, ReplayError> {
         let mut records = Records::open(logs).map_err(ReplayError::Logs)?;
-        let (work_tx, work_rx) = mpsc::sync_channel::<Vec<u8>>(threads * 8);
+        let (work_tx, work_rx) = mpsc::sync_channel::<Raw>(threads * 8);
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<Outcome>();
         let started = Instant::now();
@@ -80,10 +82,17 @@ impl Job<'_> {
             for _ in 0..threads {
                 let (rx, tx) = (&work_rx, done_tx.clone());
                 scope.spawn(move || {
+                    let mut features = FeatureBuffer::default();
                     loop {
                         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(line) = next else { break };
-                        if tx.send(self.replay_line(&line)).is_err() {
+                        let sent = match next {
+                            Err(_) => break,
+                            Ok(Raw::Line(line)) => tx.send(self.replay_line(&line)).is_ok(),
+                            Ok(Raw::Rows(batch)) => {
+                                self.replay_rows(&batch, &mut features, &mut |o| tx.send(o).is_ok())
+                            }
+                        };
+                        if !sent {
                             break;
                         }
                     }
@@ -130,6 +139,40 @@ impl Job<'_> {
             threads,
             elapsed_s: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Parquet rows: each request rebuilt from its columns (no parse),
+    /// then replayed; `send` takes each outcome and says whether to go on.
+    fn replay_rows(
+        &self,
+        batch: &arrow_array::RecordBatch,
+        features: &mut FeatureBuffer,
+        send: &mut dyn FnMut(Outcome) -> bool,
+    ) -> bool {
+        let columns = match ParquetRows::new(batch) {
+            Ok(c) => c,
+            // The reader checked the file's columns: not expected.
+            Err(_) => {
+                return (0..batch.num_rows()).all(|_| send(Outcome::Unreadable));
+            }
+        };
+        for row in 0..columns.len() {
+            columns.load_features(row, features);
+            let outcome = match columns.replay_record(row, features) {
+                Ok(mut record) => {
+                    let request = record.request.take().expect("a rebuilt request");
+                    self.replay_one(&record, request)
+                }
+                Err(e) => Outcome::Error {
+                    request_id: columns.request_id(row).to_string(),
+                    error: format!("logged row does not read: {e}"),
+                },
+            };
+            if !send(outcome) {
+                return false;
+            }
+        }
+        true
     }
 
     /// One log line: parsed, then replayed.

@@ -1,9 +1,11 @@
 //! End-to-end check of off-policy evaluation (`oasis::ope`) on pzn-client's
 //! traffic model: a seeded simulator with a known reward model logs traffic
-//! under an exploring policy (epsilon-greedy, epsilon 0.3), and the
-//! self-normalised IPS estimates of several candidate policies are compared
-//! with their true values, computed exactly from the candidates' own
-//! propensities on the same requests.
+//! under an exploring policy (epsilon-greedy, epsilon 0.3) through the
+//! decision log, in its Parquet format, and reads the log back as replay
+//! does (each request rebuilt from its columns); the self-normalised IPS
+//! estimates of several candidate policies, scored on the rebuilt requests,
+//! are compared with their true values, computed exactly from the
+//! candidates' own propensities on the same requests.
 //!
 //! ```text
 //! cargo test -p pzn-client simulate -- --nocapture
@@ -15,6 +17,14 @@
 mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    use oasis::decision_log::columnar::{FeatureBuffer, ParquetRows};
+    use oasis::decision_log::reader::Raw;
+    use oasis::decision_log::{
+        DecisionColumnsRecord, DecisionLog, DecisionLogConfig, LogFormat, PendingRecord, Records,
+        TimingRecord,
+    };
+    use oasis::metadata::PolicyRef;
 
     use oasis::ope::{Decision, Estimate, Estimator};
     use oasis::{Limits, Policy, Runtime};
@@ -102,6 +112,12 @@ mod tests {
             2024,
         ));
 
+        let logged_by = Arc::new(PolicyRef {
+            name: "epsilon-greedy".into(),
+            version: "1.0.0".into(),
+            digest: "sha256:simulated".into(),
+            settings_sha256: None,
+        });
         let loaded = started.elapsed();
         let mut rows = vec![Row::default(); CANDIDATES.len()];
         let mut logged_values = Vec::new();
@@ -117,42 +133,104 @@ mod tests {
             let mut expected = vec![0.0_f64; CANDIDATES.len()];
             let mut decisions = 0_u64;
             let mut logged_reward = 0.0;
+            // Served: the logger decides, the decision log (Parquet) keeps it.
+            use oasis::request::Validate;
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let (log, writer) = DecisionLog::start(DecisionLogConfig {
+                dir: Some(dir.path().to_owned()),
+                format: LogFormat::Parquet,
+                queue: REQUESTS,
+                ..Default::default()
+            })
+            .expect("the decision log starts");
+            let mut sent = Vec::with_capacity(REQUESTS);
             for _ in 0..REQUESTS {
                 let req = generator.next_request();
                 let body = serde_json::to_vec(&req).expect("requests serialize");
-                use oasis::request::Validate;
                 let parsed = oasis::request::parse(&body).expect("generated requests parse");
                 let valid = parsed
                     .validate(logger.limits().max_candidates)
                     .expect("generated requests are valid");
-                let logged = decide(&logger, &valid);
-                let scored: Vec<Vec<(bool, f64)>> =
-                    candidates.iter().map(|p| decide(p, &valid)).collect();
-                let mut per_candidate = vec![Vec::new(); CANDIDATES.len()];
-                for (i, c) in req.candidates.iter().enumerate() {
-                    if c.campaign.is_none() {
-                        continue; // only campaign tracks are promotion decisions
+                let d = logger.score(&valid).expect("the policy scores").decisions;
+                log.log(PendingRecord {
+                    at_ms: 0,
+                    request_id: valid.context.request_id.to_string(),
+                    route: "explore".into(),
+                    variant: "stable".into(),
+                    arm: "stable".into(),
+                    shadow: false,
+                    policy: Arc::clone(&logged_by),
+                    settings_sha256: "".into(),
+                    fallback: None,
+                    request: body.clone().into(),
+                    state: None,
+                    decisions: DecisionColumnsRecord::from_wit(&d),
+                    timing: TimingRecord::default(),
+                    usage: None,
+                });
+                sent.push(req);
+            }
+            let stats = writer.shutdown();
+            assert_eq!((stats.written, stats.dropped), (REQUESTS as u64, 0));
+            // Read back as replay does: batches of rows, each request
+            // rebuilt from its columns.
+            let mut records = Records::open(&[dir.path().to_owned()]).expect("the log reads");
+            let mut read = 0;
+            let mut features = FeatureBuffer::default();
+            while let Some(raw) = records.next_raw() {
+                let Raw::Rows(batch) = raw.expect("the log reads") else {
+                    panic!("the log is Parquet");
+                };
+                let rows = ParquetRows::new(&batch).expect("a decision batch");
+                for row in 0..rows.len() {
+                    rows.load_features(row, &mut features);
+                    let mut record = rows.replay_record(row, &features).expect("a record");
+                    let req = &sent[read];
+                    read += 1;
+                    assert_eq!(record.request_id, req.context.request_id, "in order");
+                    let valid = record
+                        .request
+                        .take()
+                        .expect("a request")
+                        .validate(logger.limits().max_candidates)
+                        .expect("logged requests are valid");
+                    let logged: Vec<(bool, f64)> = record
+                        .decisions
+                        .reasons
+                        .iter()
+                        .zip(&record.decisions.propensity)
+                        .map(|(r, &p)| (r & PROMOTED != 0, p))
+                        .collect();
+                    let scored: Vec<Vec<(bool, f64)>> =
+                        candidates.iter().map(|p| decide(p, &valid)).collect();
+                    let mut per_candidate = vec![Vec::new(); CANDIDATES.len()];
+                    for (i, c) in req.candidates.iter().enumerate() {
+                        if c.campaign.is_none() {
+                            continue; // only campaign tracks are promotion decisions
+                        }
+                        decisions += 1;
+                        let (promoted, propensity) = logged[i];
+                        let reward =
+                            rewards.random_bool(reward_probability(c, promoted)) as u8 as f64;
+                        logged_reward += reward;
+                        let (p1, p0) = (reward_probability(c, true), reward_probability(c, false));
+                        for (k, s) in scored.iter().enumerate() {
+                            let q = s[i].1;
+                            expected[k] += q * p1 + (1.0 - q) * p0;
+                            per_candidate[k].push(Decision {
+                                promoted,
+                                propensity,
+                                candidate_promote: q,
+                                reward,
+                            });
+                        }
                     }
-                    decisions += 1;
-                    let (promoted, propensity) = logged[i];
-                    let reward = rewards.random_bool(reward_probability(c, promoted)) as u8 as f64;
-                    logged_reward += reward;
-                    let (p1, p0) = (reward_probability(c, true), reward_probability(c, false));
-                    for (k, s) in scored.iter().enumerate() {
-                        let q = s[i].1;
-                        expected[k] += q * p1 + (1.0 - q) * p0;
-                        per_candidate[k].push(Decision {
-                            promoted,
-                            propensity,
-                            candidate_promote: q,
-                            reward,
-                        });
+                    for (k, d) in per_candidate.into_iter().enumerate() {
+                        logs[k].push(d);
                     }
-                }
-                for (k, d) in per_candidate.into_iter().enumerate() {
-                    logs[k].push(d);
                 }
             }
+            assert_eq!(read, REQUESTS, "every logged request read back");
             decisions_per_seed.push(decisions as f64 / REQUESTS as f64);
             logged_values.push(logged_reward / decisions as f64);
             let mut truths = Vec::new();
