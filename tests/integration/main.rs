@@ -18,6 +18,7 @@ mod memory_bound;
 mod openapi;
 mod policies;
 mod python;
+mod registry;
 mod request_fuzz;
 mod rollout;
 mod server_api;

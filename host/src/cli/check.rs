@@ -100,7 +100,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let mut manifest = match Manifest::parse(path, &text) {
+        let manifest = match Manifest::parse(path, &text) {
             Ok(m) => m,
             Err(e) => {
                 problems.push(manifest_problem(&file, &text, &e.to_string()));
@@ -108,17 +108,27 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         keys.insert(manifest.key.clone());
+        let mut module = match manifest.module.local_path() {
+            Ok(p) => p.to_path_buf(),
+            Err(message) => {
+                // A registry module is checked where it is pulled (`oasis
+                // pull`, then `oasis check` on the file), not offline here.
+                problems.push(Finding {
+                    file,
+                    line: line_of(&text, "module"),
+                    field: Some("module".into()),
+                    message,
+                });
+                continue;
+            }
+        };
         if let Some(dir) = &args.modules
-            && let Some(name) = manifest.module.file_name()
+            && let Some(name) = module.file_name()
         {
-            manifest.module = dir.join(name);
+            module = dir.join(name);
         }
-        match oasis::Policy::load_file(
-            &runtime,
-            &manifest.module,
-            &manifest.settings_json,
-            manifest.limits,
-        ) {
+        match oasis::Policy::load_file(&runtime, &module, &manifest.settings_json, manifest.limits)
+        {
             Ok(policy) => {
                 let id = policy.identity();
                 loaded.push(Loaded {
@@ -137,11 +147,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 file,
                 line: line_of(&text, "module"),
                 field: Some("module".into()),
-                message: format!(
-                    "{}: {}",
-                    manifest.module.display(),
-                    oasis::visible(&e.to_string())
-                ),
+                message: format!("{}: {}", module.display(), oasis::visible(&e.to_string())),
             }),
         }
     }

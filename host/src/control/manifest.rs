@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! # policies/guarded-boost.toml
-//! module = "guarded_boost.wasm"   # relative to this file
+//! module = "guarded_boost.wasm"   # relative to this file; or from a registry:
+//!                                 # "oci://registry/repo:tag" (polled) or "…@sha256:…"
 //! fallback = "baseline"           # another policy of the directory; host passthrough if absent
 //!
 //! [limits]                        # all optional; defaults shown
@@ -30,6 +31,7 @@ use serde::Deserialize;
 
 use oasis_contract::is_key;
 
+use crate::control::source::ModuleRef;
 use crate::limits::{Concurrency, Limits};
 
 /// A parsed, validated manifest.
@@ -39,8 +41,9 @@ pub struct Manifest {
     pub key: String,
     /// The manifest file.
     pub path: PathBuf,
-    /// The component file (resolved against the manifest's directory).
-    pub module: PathBuf,
+    /// The component: a file (resolved against the manifest's directory)
+    /// or a registry reference (`oci://…`).
+    pub module: ModuleRef,
     /// Key of the fallback policy, if any.
     pub fallback: Option<String>,
     /// Runtime limits.
@@ -54,7 +57,7 @@ pub struct Manifest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
-    module: PathBuf,
+    module: String,
     #[serde(default)]
     fallback: Option<String>,
     #[serde(default)]
@@ -186,11 +189,13 @@ impl Manifest {
             .validate()
             .map_err(|m| invalid(format!("[limits] {m}")))?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        let module =
+            ModuleRef::parse(&raw.module, dir).map_err(|m| invalid(format!("module: {m}")))?;
         let settings = raw.settings.unwrap_or_default();
         Ok(Manifest {
             key,
             path: path.to_path_buf(),
-            module: dir.join(raw.module),
+            module,
             fallback: raw.fallback,
             limits,
             concurrency,
@@ -424,7 +429,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.key, "guarded-boost");
-        assert_eq!(m.module, PathBuf::from("/srv/policies/gb.wasm"));
+        assert_eq!(
+            m.module,
+            ModuleRef::File(PathBuf::from("/srv/policies/gb.wasm"))
+        );
         assert_eq!(m.fallback.as_deref(), Some("baseline"));
         assert_eq!(m.limits.deadline, Duration::from_millis(30));
         assert_eq!(m.limits.memory_bytes, 64 << 20);
@@ -482,6 +490,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("its own fallback"), "{e}");
+        let e = parse("x.toml", "module = \"oci://x:v1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("module: `oci://x:v1` names no registry"), "{e}");
+        let m = parse("x.toml", "module = \"oci://127.0.0.1:5000/p/x:v1\"").unwrap();
+        assert_eq!(m.module.to_string(), "oci://127.0.0.1:5000/p/x:v1");
         let e = parse("x.toml", "settings = 3").unwrap_err().to_string();
         assert!(
             e.contains("missing field `module`") || e.contains("invalid type"),
