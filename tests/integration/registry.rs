@@ -541,7 +541,7 @@ async fn a_digest_mismatch_is_refused() {
     std::fs::write(&blob, &bytes).unwrap();
     push(&reg, GUARDED_BOOST, &tag, &[]);
 
-    let p = wait_for(&server, "refused", |p| p["oci"][0]["kind"] == "refused").await;
+    let p = wait_for(&server, "refused", |p| p["oci"][0]["kind"] == "invalid").await;
     let oci = &p["oci"][0];
     assert_eq!(oci["status"], "failing");
     assert!(

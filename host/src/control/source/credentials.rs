@@ -276,7 +276,7 @@ mod tests {
             e.contains("/x/config.json") && e.contains("auths.\"h\".auth is not base64"),
             "{e}"
         );
-        let e = Credentials::parse(Path::new("/x/config.json"), b"[]")
+        let e = Credentials::parse(Path::new("/x/config.json"), br#"{"auths": 3}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a docker config.json"), "{e}");

@@ -249,12 +249,12 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// `unreachable`, `registry` or `refused`.
+    /// `unreachable`, `registry` or `invalid` (what it served is refused).
     pub fn kind(&self) -> &'static str {
         match self {
             RegistryError::Unreachable { .. } => "unreachable",
             RegistryError::Registry { .. } => "registry",
-            RegistryError::Refused { .. } => "refused",
+            RegistryError::Refused { .. } => "invalid",
         }
     }
 
@@ -553,7 +553,8 @@ pub struct OciStatus {
     /// was pulled before, retried with backoff).
     pub status: &'static str,
     /// With `failing`: `unreachable`, `registry` (an error answer) or
-    /// `refused` (a digest mismatch, not a wasm artifact, too large).
+    /// `invalid` (what it served is refused: a digest mismatch, not a wasm
+    /// artifact, too large).
     pub kind: Option<&'static str>,
     /// The last error.
     pub error: Option<String>,
