@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub module_grace: Duration,
     /// Where delivery state is kept (embedded by default).
     pub state: crate::delivery::StateConfig,
+    /// How `oci://` modules are pulled: plain-HTTP registries,
+    /// credentials, poll interval, backoff.
+    pub registry: crate::control::source::oci::RegistryConfig,
 }
 
 /// Decision logging of a server.
@@ -108,6 +111,7 @@ impl Default for ServerConfig {
             promotion_stall: promotion::PromotionStall::default(),
             module_grace: Duration::from_secs(60),
             state: crate::delivery::StateConfig::default(),
+            registry: Default::default(),
         }
     }
 }
@@ -345,7 +349,8 @@ impl Parts {
                 rescan: cfg.rescan,
                 module_grace: cfg.module_grace,
             },
-        );
+        )
+        .with_registry(cfg.registry.clone());
         let delivery = crate::delivery::Delivery::open(&cfg.state, &cfg.policies)?;
         match &delivery {
             Some(d) => tracing::info!(store = d.health().kind, "delivery state on"),

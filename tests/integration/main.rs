@@ -21,6 +21,7 @@ mod parquet_log;
 mod policies;
 mod python;
 mod python_client;
+mod registry;
 mod replay;
 mod request_fuzz;
 mod rollout;

@@ -119,7 +119,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 contract: i.contract,
                 settings_sha256: a.policy.settings_sha256(),
                 settings: a.policy.effective_settings(),
-                module: a.manifest.module.display().to_string(),
+                module: a.manifest.module.to_string(),
                 manifest: a.manifest.path.display().to_string(),
                 loaded_at: unix_ms::rfc3339(&a.loaded_at),
                 fallback: a.manifest.fallback.as_deref(),
@@ -168,6 +168,7 @@ pub async fn list(State(state): State<AppState>) -> Response {
         "routes": snapshot.routes,
         "default_route": snapshot.default_route,
         "routes_failure": snapshot.routes_failure,
+        "oci": snapshot.oci,
         "state": state.scorer.delivery().as_ref().map(|d| StateStatus::of(&d.health())),
         "decision_log": state.scorer.decision_log().as_ref().map(|l| l.log.budget_stats()),
     }))
@@ -253,6 +254,32 @@ pub async fn healthz() -> &'static str {
         (status = 503, description = "Still loading the initial policy set", body = String, content_type = "text/plain", example = "loading policies\n")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.scorer.registry().is_ready() {
+        // A registry that fails does not make the server unready either:
+        // it serves what it pulled before (or what the version store kept).
+        let snapshot = state.scorer.registry().snapshot();
+        let failing: Vec<String> = snapshot
+            .oci
+            .iter()
+            .filter(|o| o.status == "failing")
+            .map(|o| {
+                format!(
+                    "{} ({}; serving {})",
+                    o.error.as_deref().unwrap_or(&o.reference),
+                    o.failures,
+                    o.serving_from.unwrap_or("nothing")
+                )
+            })
+            .collect();
+        if !failing.is_empty() {
+            return (
+                StatusCode::OK,
+                format!(
+                    "ready; registry failing, retried with backoff: {}\n",
+                    failing.join("; ")
+                ),
+            )
+                .into_response();
+        }
         // A degraded state store does not make the server unready: it
         // scores with last-known values. It is reported, for operators.
         match state
@@ -535,6 +562,9 @@ pub struct PolicyList {
     pub default_route: Option<String>,
     /// Error of the last `routes.toml` load, if it failed (previous routes kept).
     pub routes_failure: Option<Failure>,
+    /// The registry references (`oci://…`) the manifests name: polled,
+    /// pulled, failing (empty without them).
+    pub oci: Vec<crate::control::source::oci::OciStatus>,
     /// The delivery state store (absent with `--state off`).
     pub state: Option<crate::api::status::StateStatus>,
     /// The decision log's disk budget: paused or not, files deleted,

@@ -121,7 +121,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             field: p.key,
             message: p.message,
         }));
-        let Some(mut manifest) = manifest else {
+        let Some(manifest) = manifest else {
             continue;
         };
         keys.insert(manifest.key.clone());
@@ -139,13 +139,28 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 ),
             });
         }
+        let mut module = match manifest.module.local_path() {
+            Ok(p) => Some(p.to_path_buf()),
+            Err(message) => {
+                // A registry module is checked where it is pulled (`oasis
+                // pull`, then `oasis check` on the file), not offline here.
+                problems.push(Finding {
+                    file: file.clone(),
+                    line: line_of_key(&text, &["module"]),
+                    field: Some("module".into()),
+                    message,
+                });
+                None
+            }
+        };
         if let Some(dir) = &args.modules
-            && let Some(name) = manifest.module.file_name()
+            && let Some(name) = module.as_ref().and_then(|m| m.file_name())
         {
-            manifest.module = dir.join(name);
+            module = Some(dir.join(name));
         }
         // Listed as loaded only when nothing is wrong with it.
-        if let Some(l) = load(&runtime, &manifest, &file, &text, &mut problems)
+        if let Some(module) = &module
+            && let Some(l) = load(&runtime, &manifest, module, &file, &text, &mut problems)
             && problems.len() == before
         {
             loaded.push(l);
@@ -225,19 +240,20 @@ fn manifest_problem(file: &str, _text: &str, message: &str) -> Finding {
 fn load(
     runtime: &Runtime,
     manifest: &Manifest,
+    module: &Path,
     file: &str,
     text: &str,
     problems: &mut Vec<Finding>,
 ) -> Option<Loaded> {
-    let wasm = match std::fs::read(&manifest.module) {
+    let wasm = match std::fs::read(module) {
         Ok(w) => w,
         Err(e) => {
-            problems.push(module_problem(file, text, manifest, &e.to_string()));
+            problems.push(module_problem(file, text, module, &e.to_string()));
             return None;
         }
     };
     // A long compile's progress lines name the file.
-    let _load = tracing::info_span!("load", module = %manifest.module.display()).entered();
+    let _load = tracing::info_span!("load", module = %module.display()).entered();
     let mut settings: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&manifest.settings_json).unwrap_or_default();
     let mut refused = 0;
@@ -269,7 +285,7 @@ fn load(
             }
             Err(_) if refused > 0 => return None,
             Err(e) => {
-                problems.push(module_problem(file, text, manifest, &e.to_string()));
+                problems.push(module_problem(file, text, module, &e.to_string()));
                 return None;
             }
         }
@@ -277,12 +293,12 @@ fn load(
 }
 
 /// A module that does not load, at the manifest's `module` line.
-fn module_problem(file: &str, text: &str, manifest: &Manifest, message: &str) -> Finding {
+fn module_problem(file: &str, text: &str, module: &Path, message: &str) -> Finding {
     Finding {
         file: file.to_string(),
         line: line_of_key(text, &["module"]),
         field: Some("module".into()),
-        message: format!("{}: {}", manifest.module.display(), oasis::visible(message)),
+        message: format!("{}: {}", module.display(), oasis::visible(message)),
     }
 }
 

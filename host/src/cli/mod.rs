@@ -3,6 +3,7 @@
 pub mod check;
 pub mod inspect;
 pub mod new;
+pub mod registry;
 pub mod replay;
 pub mod rollout;
 pub mod run;
@@ -48,6 +49,12 @@ pub enum Command {
     /// Scaffold a policy: a Rust crate, or a Python package with `--lang
     /// python` (settings, unit tests, a golden fixture).
     New(new::Args),
+    /// Publish a policy module to an OCI registry (a wasm artifact with the
+    /// policy's name, version, contract and settings hash as annotations).
+    Push(registry::PushArgs),
+    /// Fetch a policy module from an OCI registry, verified against its
+    /// digest.
+    Pull(registry::PullArgs),
     /// Validate a policy directory or manifest offline, as reload would
     /// load it; every problem listed, exit 1 if any.
     Check(check::Args),
@@ -121,6 +128,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Push(a) => registry::push(a),
+        Command::Pull(a) => registry::pull(a),
         Command::CompileWorker(a) => {
             let config = oasis::RuntimeConfig {
                 max_instances: a.max_instances,
@@ -281,8 +290,13 @@ impl PolicyArg {
     pub fn resolve(path: &Path) -> anyhow::Result<PolicyArg> {
         if path.extension().is_some_and(|e| e == "toml") {
             let m = oasis::control::manifest::Manifest::load(path)?;
+            let module = m
+                .module
+                .local_path()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .to_path_buf();
             return Ok(PolicyArg {
-                module: m.module,
+                module,
                 settings: Some(m.settings_json),
                 limits: Some(m.limits),
             });

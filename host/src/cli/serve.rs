@@ -163,6 +163,16 @@ pub struct Args {
     /// answering in organic order with nothing promoted (the default).
     #[arg(long)]
     pub promote_on_unknown_counts: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
+    /// How often a tag named by a manifest (`module = "oci://…:tag"`) is
+    /// polled, milliseconds.
+    #[arg(long, default_value_t = oasis::control::source::oci::RegistryConfig::default().poll.as_millis() as u64)]
+    pub registry_poll_ms: u64,
+    /// Longest wait between two registry attempts after failures,
+    /// milliseconds (the wait doubles from min(poll, 1 s)).
+    #[arg(long, default_value_t = oasis::control::source::oci::RegistryConfig::default().backoff_max.as_millis() as u64)]
+    pub registry_backoff_max_ms: u64,
 }
 
 /// Where delivery state is kept (`--state`).
@@ -260,6 +270,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             write_budget: Duration::from_millis(args.state_write_budget_ms.max(1)),
             promote_on_unknown_counts: args.promote_on_unknown_counts,
             ..StateConfig::default()
+        },
+        registry: oasis::control::source::oci::RegistryConfig {
+            poll: Duration::from_millis(args.registry_poll_ms.max(1)),
+            backoff_max: Duration::from_millis(args.registry_backoff_max_ms.max(1)),
+            ..args.registry.config()?
         },
         promotion_stall: oasis::telemetry::promotion::PromotionStall {
             candidates: args.stall_candidates,

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! # policies/guarded-boost.toml
-//! module = "guarded_boost.wasm"   # relative to this file
+//! module = "guarded_boost.wasm"   # relative to this file; or from a registry:
+//!                                 # "oci://registry/repo:tag" (polled) or "…@sha256:…"
 //! fallback = "baseline"           # another policy of the directory; host passthrough if absent
 //!
 //! [limits]                        # all optional; defaults shown
@@ -30,6 +31,7 @@ use serde::Deserialize;
 
 use oasis_contract::is_key;
 
+use crate::control::source::ModuleRef;
 use crate::limits::{Concurrency, Limits};
 
 /// A parsed, validated manifest.
@@ -39,8 +41,9 @@ pub struct Manifest {
     pub key: String,
     /// The manifest file.
     pub path: PathBuf,
-    /// The component file (resolved against the manifest's directory).
-    pub module: PathBuf,
+    /// The component: a file (resolved against the manifest's directory)
+    /// or a registry reference (`oci://…`).
+    pub module: ModuleRef,
     /// Key of the fallback policy, if any.
     pub fallback: Option<String>,
     /// Runtime limits.
@@ -212,7 +215,8 @@ impl Manifest {
             T::deserialize(ValueDeserializer::from(v.clone()))
                 .map_err(|e| (e.span().unwrap_or(v.span()).start, e.message().to_string()))
         }
-        let mut module: Option<PathBuf> = None;
+        let mut module: Option<ModuleRef> = None;
+        let dir = path.parent().unwrap_or(Path::new("."));
         let mut fallback: Option<String> = None;
         let mut limits = RawLimits::default();
         let mut settings = toml::Table::new();
@@ -227,8 +231,11 @@ impl Manifest {
                 })
             };
             match name {
-                "module" => match value::<PathBuf>(v) {
-                    Ok(m) => module = Some(m),
+                "module" => match value::<String>(v) {
+                    Ok(m) => match ModuleRef::parse(&m, dir) {
+                        Ok(m) => module = Some(m),
+                        Err(m) => problem(v.span().start, key(name), m),
+                    },
                     Err((at, m)) => problem(at, key(name), m),
                 },
                 "fallback" => match value::<String>(v) {
@@ -348,12 +355,11 @@ impl Manifest {
                 "{}".into()
             }
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
         let manifest = match (key_of, module) {
             (Some(k), Some(module)) => Some(Manifest {
                 key: k.to_string(),
                 path: path.to_path_buf(),
-                module: dir.join(module),
+                module,
                 fallback,
                 limits,
                 concurrency,
@@ -660,7 +666,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.key, "guarded-boost");
-        assert_eq!(m.module, PathBuf::from("/srv/policies/gb.wasm"));
+        assert_eq!(
+            m.module,
+            ModuleRef::File(PathBuf::from("/srv/policies/gb.wasm"))
+        );
         assert_eq!(m.fallback.as_deref(), Some("baseline"));
         assert_eq!(m.limits.deadline, Duration::from_millis(30));
         assert_eq!(m.limits.memory_bytes, 64 << 20);
@@ -718,6 +727,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("its own fallback"), "{e}");
+        let e = parse("x.toml", "module = \"oci://x:v1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("module: `oci://x:v1` names no registry"), "{e}");
+        let m = parse("x.toml", "module = \"oci://127.0.0.1:5000/p/x:v1\"").unwrap();
+        assert_eq!(m.module.to_string(), "oci://127.0.0.1:5000/p/x:v1");
         let e = parse("x.toml", "settings = 3").unwrap_err().to_string();
         assert!(
             e.contains("missing field `module`") || e.contains("invalid type"),

@@ -20,6 +20,7 @@
 //! | `manager`  | the one writer of rollout state and versions, audited          |
 //! | `audit`    | the append-only audit log                                      |
 //! | `persist`  | atomic files and the directory lock                            |
+//! | `source`   | where modules come from: files, or an OCI registry (polled)    |
 //!
 //! Rules: control returns domain errors
 //! ([`ChangeError`](manager::ChangeError),
@@ -34,4 +35,5 @@ pub mod persist;
 pub mod registry;
 pub mod reload;
 pub mod rollout;
+pub mod source;
 pub mod versions;

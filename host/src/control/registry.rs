@@ -143,6 +143,9 @@ pub struct Snapshot {
     pub rollout: RolloutFile,
     /// Error of the last rollout.json load, if it failed (previous state kept).
     pub rollout_failure: Option<Failure>,
+    /// The registry references the manifests name, with their pulls and
+    /// failures (empty without `oci://` modules).
+    pub oci: Vec<crate::control::source::oci::OciStatus>,
     /// Every route's arms, resolved at publication (configured routes and
     /// each policy's own-name route).
     pub plans: BTreeMap<String, Arc<RoutePlan>>,

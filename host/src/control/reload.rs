@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::control::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
 use crate::control::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot, Waiting};
 use crate::control::rollout::{ReadRollout, RolloutFile, read_rollout};
+use crate::control::source::oci::{OciSource, RegistryClient, RegistryConfig};
+use crate::control::source::{DirSource, Fetched, ModuleRef, SourceError, Sources};
 use crate::control::versions::{VersionRecord, VersionStore};
 use crate::error::{CallErrorKind, LoadError};
 use crate::policy::Policy;
@@ -59,6 +61,8 @@ pub struct Reloader {
     store: VersionStore,
     /// Default route, debounce, rescan, module grace.
     settings: ReloadSettings,
+    /// Where modules come from: files, or registries.
+    sources: Sources,
 }
 
 impl Reloader {
@@ -72,7 +76,16 @@ impl Reloader {
         store: VersionStore,
         settings: ReloadSettings,
     ) -> Self {
+        let oci = OciSource::new(
+            RegistryClient::new(RegistryConfig::default()),
+            store.clone(),
+            &dir,
+        );
         Reloader {
+            sources: Sources {
+                dir: Arc::new(DirSource),
+                oci: Arc::new(oci),
+            },
             dir,
             runtime,
             registry,
@@ -80,6 +93,22 @@ impl Reloader {
             store,
             settings,
         }
+    }
+
+    /// Pulls `oci://` modules with `config` (plain-HTTP registries,
+    /// credentials, poll interval, backoff) instead of the defaults.
+    pub fn with_registry(mut self, config: RegistryConfig) -> Self {
+        self.sources.oci = Arc::new(OciSource::new(
+            RegistryClient::new(config),
+            self.store.clone(),
+            &self.dir,
+        ));
+        self
+    }
+
+    /// Where modules come from.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     /// The policy directory.
@@ -104,6 +133,12 @@ impl Reloader {
         // for to the end (the ceiling); later passes wait only briefly
         // (`CompileWorker::load_wait`) and let a long compile outlive them.
         if self.reconcile().await {
+            self.reconcile().await;
+        }
+        // Registry modules: ask the registry once before "ready" (a
+        // registry that does not answer leaves what earlier runs kept).
+        if self.sources.oci.has_pending() {
+            self.sources.oci.poll_pending().await;
             self.reconcile().await;
         }
         self.runtime.initial_load_done();
@@ -134,6 +169,11 @@ impl Reloader {
         self.runtime.on_compiled(move || {
             let _ = compiled.try_send(());
         });
+        // So does a pull, a registry failure or a recovery.
+        let pulled = tx.clone();
+        let poller = tokio::spawn(self.sources.oci.clone().run(shutdown.clone(), move || {
+            let _ = pulled.try_send(());
+        }));
         let watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 // Any event means "look again"; a full channel already says so.
@@ -174,6 +214,7 @@ impl Reloader {
             }
         }
         drop(watcher);
+        let _ = poller.await;
     }
 
     /// Debounce: waits until no event arrived for `debounce`, or at most
@@ -221,7 +262,7 @@ impl Reloader {
             .iter()
             .filter_map(|path| {
                 let key = path.file_stem().and_then(|s| s.to_str())?.to_string();
-                Some((key, Files::read(path)))
+                Some((key.clone(), Files::read(path, &key, &self.sources)))
             })
             .collect();
         let loads = self.load_changed(&next, &files);
@@ -242,6 +283,7 @@ impl Reloader {
         }
         let sweep = sweep_missing(&mut next, &seen);
         changed |= self.reconcile_versions(&mut next);
+        changed |= self.reconcile_oci(&mut next, &files);
         if changed || sweep.changed {
             next.plan_routes();
             let active = next
@@ -253,6 +295,29 @@ impl Reloader {
             self.registry.publish(next);
         }
         sweep.followup
+    }
+
+    /// Keeps polling only the registry references the manifests name, and
+    /// puts the registry source's status into `next`. Returns whether it
+    /// changed.
+    fn reconcile_oci(&self, next: &mut Snapshot, files: &[(String, Files)]) -> bool {
+        let wanted: BTreeSet<String> = files
+            .iter()
+            .filter_map(|(_, f)| match &f.parsed {
+                Ok((m, _)) => match &m.module {
+                    ModuleRef::Oci(r) => Some(r.without_scheme().to_string()),
+                    ModuleRef::File(_) => None,
+                },
+                Err(_) => None,
+            })
+            .collect();
+        self.sources.oci.retain(&wanted);
+        let status = self.sources.oci.status();
+        if status == next.oci {
+            return false;
+        }
+        next.oci = status;
+        true
     }
 
     /// Reads `routes.toml` into `next`. Returns whether anything changed.
@@ -586,38 +651,36 @@ impl Reloader {
             Err(e @ ManifestError::Io { .. }) => return Err(LoadFailure::retry(e.to_string())),
             Err(e) => return Err(LoadFailure::fatal(e.to_string())),
         };
-        let module = module.as_ref().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                // Deploying the manifest before its module is a normal order:
-                // the module's arrival changes the files and loads it.
+        let fetched = module.as_ref().map_err(|e| match e {
+            // Deploying the manifest before its module is a normal order:
+            // the module's arrival changes the files and loads it. So is a
+            // registry module before its first pull.
+            SourceError::Missing { .. } | SourceError::NotPulled { pending: true, .. } => {
                 LoadFailure {
-                    error: format!(
-                        "waiting for module {} (named by {})",
-                        manifest.module.display(),
-                        manifest.path.display()
-                    ),
+                    error: format!("{e} (named by {})", manifest.path.display()),
                     retry: false,
                     waiting: true,
                     compiling: false,
                 }
-            } else {
-                LoadFailure::retry(format!("cannot read {}: {e}", manifest.module.display()))
             }
+            SourceError::Io { .. } => LoadFailure::retry(e.to_string()),
+            // Tried again when the registry source has something new.
+            SourceError::NotPulled { .. } => LoadFailure::fatal(e.to_string()),
         })?;
-        let active = self.activate(manifest, module).map_err(|f| LoadFailure {
-            error: format!("{}: {}", manifest.module.display(), f.error),
-            ..f
-        })?;
-        let record = version_record(
-            &active,
-            format!("directory:{}", manifest.module.display()),
-            "directory",
-        );
+        let active = self
+            .activate(manifest, &fetched.bytes)
+            .map_err(|f| LoadFailure {
+                error: format!("{}: {}", fetched.origin, f.error),
+                ..f
+            })?;
+        let record = version_record(&active, fetched.origin.clone(), fetched.by);
         let pinned = pinned_versions(&self.registry.snapshot().rollout, &manifest.key);
-        if let Err(e) = self.store.put(&record, module, &pinned) {
+        if let Err(e) = self.store.put(&record, &fetched.bytes, &pinned) {
             // The store serves rollbacks and canaries; serving goes on without it.
             tracing::warn!(policy = %manifest.key, error = %e, "cannot record the version in the store");
         }
+        self.sources
+            .accepted(&manifest.key, &manifest.module, &record.digest);
         Ok(active)
     }
 
@@ -662,7 +725,7 @@ impl Reloader {
         let _load = tracing::info_span!(
             "load",
             policy = %manifest.key,
-            module = %manifest.module.display()
+            module = %manifest.module
         )
         .entered();
         let policy = Policy::load(
@@ -830,18 +893,18 @@ impl LoadFailure {
 /// A manifest and its module, read once: the fingerprint and the load see
 /// the same bytes, and the manifest is parsed once per pass.
 struct Files {
-    /// The parsed manifest and its module's bytes.
-    parsed: Result<(Manifest, std::io::Result<Vec<u8>>), ManifestError>,
+    /// The parsed manifest and its module's bytes, from its source.
+    parsed: Result<(Manifest, Result<Fetched, SourceError>), ManifestError>,
     /// SHA-256 over both files' contents, computed once at read.
     fingerprint: [u8; 32],
 }
 
 impl Files {
-    fn read(manifest_path: &Path) -> Self {
+    fn read(manifest_path: &Path, key: &str, sources: &Sources) -> Self {
         let raw = std::fs::read(manifest_path);
         let parsed = match &raw {
             Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
-                let module = std::fs::read(&m.module);
+                let module = sources.fetch(key, &m.module);
                 (m, module)
             }),
             Err(e) => Err(ManifestError::Io {
@@ -853,8 +916,12 @@ impl Files {
         let manifest = raw.as_deref().unwrap_or_default();
         h.update((manifest.len() as u64).to_le_bytes());
         h.update(manifest);
-        if let Ok((_, Ok(module))) = &parsed {
-            h.update(module);
+        match &parsed {
+            Ok((_, Ok(module))) => h.update(&module.bytes),
+            // A registry module not pulled yet: its reason is part of what
+            // was tried (the first pull's failure is reported once).
+            Ok((_, Err(e @ SourceError::NotPulled { .. }))) => h.update(e.to_string()),
+            _ => {}
         }
         let fingerprint = h.finalize().into();
         Files {
@@ -900,7 +967,7 @@ fn log_activation(
     use crate::cache::short;
     let id = active.policy.identity();
     let settings = short(active.policy.settings_sha256());
-    let file = active.manifest.module.display();
+    let file = &active.manifest.module;
     let pinned_elsewhere: Vec<String> = pins
         .iter()
         .filter(|(_, digest)| *digest != id.digest)

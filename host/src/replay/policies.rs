@@ -90,9 +90,17 @@ fn load_candidate(
     let (name, module, settings, limits) = match &spec.source {
         CandidateSource::Manifest(path) => {
             let manifest = Manifest::load(path)?;
+            let module = manifest
+                .module
+                .local_path()
+                .map_err(|message| ManifestError::Invalid {
+                    path: path.display().to_string(),
+                    message,
+                })?
+                .to_path_buf();
             (
                 manifest.key,
-                manifest.module,
+                module,
                 manifest.settings_json,
                 manifest.limits,
             )

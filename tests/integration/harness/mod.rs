@@ -2,6 +2,7 @@
 //! [`server`] holds the server harnesses and their helpers.
 
 pub mod process;
+pub mod registry;
 pub mod server;
 
 use std::sync::OnceLock;

@@ -1,0 +1,213 @@
+//! `oasis push` and `oasis pull`: policy modules to and from an OCI
+//! registry, as wasm artifacts (config `application/vnd.wasm.config.v0+json`,
+//! one `application/wasm` layer) with the policy's name, version, contract
+//! and settings hash as annotations. The flags that reach a registry
+//! ([`RegistryArgs`]) are shared with `oasis serve`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use oasis::control::source::credentials::Credentials;
+use oasis::control::source::oci::{OciRef, RegistryClient, RegistryConfig, annotation};
+
+/// How to reach registries (`oasis serve`, `push`, `pull`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Speak plain HTTP, without TLS, to this registry (`host:port`);
+    /// repeatable. Every other registry is spoken to over HTTPS.
+    #[arg(long = "registry-plain-http", value_name = "HOST")]
+    pub plain_http: Vec<String>,
+    /// Registry credentials: a docker config.json (`auths`) [default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, if present].
+    #[arg(long = "registry-auth", value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The registry configuration these flags give (defaults elsewhere).
+    pub fn config(&self) -> anyhow::Result<RegistryConfig> {
+        let credentials = Credentials::load(self.auth.as_deref())?;
+        if let Some(file) = &credentials.file {
+            tracing::debug!(file = %file.display(), registries = ?credentials.hosts().collect::<Vec<_>>(), "registry credentials");
+        }
+        Ok(RegistryConfig {
+            plain_http: self.plain_http.iter().cloned().collect::<BTreeSet<_>>(),
+            credentials,
+            ..Default::default()
+        })
+    }
+}
+
+fn parse_ref(text: &str) -> anyhow::Result<OciRef> {
+    OciRef::parse(text).map_err(anyhow::Error::msg)
+}
+
+/// Arguments of `oasis push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The component (.wasm).
+    pub module: PathBuf,
+    /// Where: REGISTRY/REPOSITORY:TAG (`oci://` optional).
+    pub reference: String,
+    /// A manifest: the module is validated with its settings and limits,
+    /// and the settings' hash is annotated.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: super::LimitArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `oasis pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// What: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:…
+    /// (`oci://` optional).
+    pub reference: String,
+    /// Where to write the component; `-` for stdout [default: the
+    /// repository's last segment, `.wasm`, in the current directory].
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `oasis push`: validates the module as `oasis inspect` does (with the
+/// manifest's settings and limits when given), then publishes it.
+pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let r = parse_ref(&args.reference)?;
+    let wasm = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let runtime = oasis::Runtime::new(oasis::RuntimeConfig {
+        max_instances: super::CLI_INSTANCES,
+        ..Default::default()
+    })?;
+    let load_failed = |e: oasis::LoadError| {
+        anyhow::Error::from(e).context(super::LoadFailed(format!(
+            "{} does not load; not pushed",
+            args.module.display()
+        )))
+    };
+    let (info, settings_sha256) = match &args.manifest {
+        Some(path) => {
+            let m = oasis::control::manifest::Manifest::load(path)?;
+            let policy = oasis::Policy::load(&runtime, &wasm, &m.settings_json, m.limits)
+                .map_err(load_failed)?;
+            (
+                policy.info().clone(),
+                Some(policy.settings_sha256().to_string()),
+            )
+        }
+        None => (
+            oasis::Policy::describe(&runtime, &wasm, args.limits.limits()).map_err(load_failed)?,
+            None,
+        ),
+    };
+    let mut annotations = BTreeMap::from([
+        (annotation::NAME.to_string(), info.name.clone()),
+        (annotation::VERSION.to_string(), info.version.clone()),
+        (
+            annotation::CONTRACT.to_string(),
+            format!("oasis:policy@{}", info.contract),
+        ),
+        (annotation::OCI_TITLE.to_string(), info.name.clone()),
+        (annotation::OCI_VERSION.to_string(), info.version.clone()),
+    ]);
+    if let Some(h) = &settings_sha256 {
+        annotations.insert(annotation::SETTINGS_SHA256.to_string(), h.clone());
+    }
+    let client = RegistryClient::new(args.registry.config()?);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let pushed = rt.block_on(client.push(&r, &wasm, annotations.clone()))?;
+    let pinned = format!(
+        "oci://{}/{}@{}",
+        r.registry(),
+        r.repository(),
+        pushed.manifest_digest
+    );
+    if args.json {
+        let v = serde_json::json!({
+            "reference": r.to_string(),
+            "pinned": pinned,
+            "manifest_digest": pushed.manifest_digest,
+            "digest": pushed.module_digest,
+            "annotations": annotations,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "pushed {} {} ({}) to {r}",
+            info.name, info.version, pushed.module_digest
+        );
+        println!("manifest: {}", pushed.manifest_digest);
+        println!("in a manifest, followed: module = \"{r}\"");
+        println!("           or pinned:    module = \"{pinned}\"");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `oasis pull`: fetches and verifies a module, and writes it.
+pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
+    let r = parse_ref(&args.reference)?;
+    let client = RegistryClient::new(args.registry.config()?);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let pulled = rt.block_on(client.pull(&r, None))?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        let last = r.repository().rsplit('/').next().unwrap_or("module");
+        PathBuf::from(format!("{last}.wasm"))
+    });
+    let to_stdout = output.as_os_str() == "-";
+    if to_stdout {
+        use std::io::Write as _;
+        std::io::stdout()
+            .write_all(&pulled.bytes)
+            .context("writing the module to stdout")?;
+    } else {
+        let tmp = output.with_extension("wasm.part");
+        std::fs::write(&tmp, &pulled.bytes)
+            .and_then(|()| std::fs::rename(&tmp, &output))
+            .with_context(|| format!("cannot write {}", output.display()))?;
+    }
+    let a = |k: &str| pulled.annotations.get(k).cloned().unwrap_or_default();
+    let v = serde_json::json!({
+        "reference": r.to_string(),
+        "file": (!to_stdout).then(|| output.display().to_string()),
+        "manifest_digest": pulled.manifest_digest,
+        "digest": pulled.module_digest,
+        "size_bytes": pulled.bytes.len(),
+        "annotations": pulled.annotations,
+    });
+    // With the module on stdout, what was pulled goes to stderr.
+    let say = |line: String| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    if args.json {
+        say(serde_json::to_string_pretty(&v)?);
+    } else {
+        say(format!(
+            "pulled {} {} ({}, {} bytes) from {r}",
+            a(annotation::NAME),
+            a(annotation::VERSION),
+            pulled.module_digest,
+            pulled.bytes.len()
+        ));
+        say(format!("manifest: {}", pulled.manifest_digest));
+        if !to_stdout {
+            say(format!("written to {}", output.display()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
