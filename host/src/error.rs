@@ -224,11 +224,16 @@ pub enum DeadlineClock {
     Wall,
 }
 
+/// Where a deadline is raised, named in every timeout message: the limit's
+/// name is the same in a manifest and on the command line.
+const RAISE_DEADLINE: &str =
+    "raise it with `deadline_ms` in the manifest's [limits] or --deadline-ms";
+
 fn timeout_text(deadline: Duration, clock: DeadlineClock, ceiling: Duration) -> String {
     match clock {
-        DeadlineClock::Cpu => {
-            format!("the policy exceeded its deadline of {deadline:?} of CPU time")
-        }
+        DeadlineClock::Cpu => format!(
+            "the policy exceeded its deadline of {deadline:?} of CPU time ({RAISE_DEADLINE})"
+        ),
         DeadlineClock::Wall => format!(
             "the call reached its wall-clock ceiling of {ceiling:?} before using its {deadline:?} of CPU time (the host is busy)"
         ),

@@ -34,9 +34,24 @@ pub struct Limits {
     /// The deadline and fuel are reset per call; the memory limit applies to
     /// the instance, whose memory only grows.
     pub reuse_instance_calls: u32,
+    /// Whether [`Limits::deadline`] was chosen (a manifest's `[limits]
+    /// deadline_ms`, `--deadline-ms`) rather than left at the default. A
+    /// default deadline gives way to the language's at load: a Python
+    /// component (componentize-py, CPython inside) gets
+    /// [`Limits::PYTHON_DEFAULT_DEADLINE`] ([`Limits::for_language`]).
+    pub deadline_explicit: bool,
 }
 
 impl Limits {
+    /// The default deadline of a Python component whose deadline was not
+    /// chosen. A fresh Python instance costs ~2-3 ms before the policy runs
+    /// and a call at 1000 candidates 5-8 ms of CPU (BENCHMARKS.md), with
+    /// a p99 several times the median on a busy machine: the Rust default
+    /// (20 ms) failed 2 of 7 `oasis run`s and 1.2% of served calls (issue
+    /// 20). 100 ms of CPU time is met with a wide margin and still ends a
+    /// looping policy quickly.
+    pub const PYTHON_DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
+
     /// Hard ceiling of any policy's memory (the pooling allocator's slot size).
     pub const MAX_MEMORY_BYTES: usize = 256 << 20;
     /// Hard ceiling of any deadline.
@@ -70,6 +85,29 @@ impl Limits {
     /// get its CPU time in, rather than holding its instance indefinitely.
     pub fn wall_ceiling(&self) -> Duration {
         (self.deadline * Self::WALL_CEILING_FACTOR).max(self.deadline + Self::MIN_WALL_MARGIN)
+    }
+
+    /// These limits for a component of the given kind: a Python component
+    /// whose deadline is the unchosen default gets
+    /// [`Limits::PYTHON_DEFAULT_DEADLINE`]; anything else is unchanged.
+    ///
+    /// # Examples
+    /// ```
+    /// use oasis::Limits;
+    /// let python = Limits::default().for_language(true);
+    /// assert_eq!(python.deadline, Limits::PYTHON_DEFAULT_DEADLINE);
+    /// let chosen = Limits { deadline: std::time::Duration::from_millis(30), deadline_explicit: true, ..Limits::default() };
+    /// assert_eq!(chosen.for_language(true).deadline.as_millis(), 30);
+    /// ```
+    pub fn for_language(self, python: bool) -> Self {
+        if python && !self.deadline_explicit && self.deadline == Limits::default().deadline {
+            Limits {
+                deadline: Self::PYTHON_DEFAULT_DEADLINE,
+                ..self
+            }
+        } else {
+            self
+        }
     }
 
     /// Whether calls share instances ([`Limits::reuse_instance_calls`] > 1).
@@ -187,6 +225,7 @@ impl Default for Limits {
             max_candidates: 2000,
             module_bytes: 32 << 20,
             reuse_instance_calls: 0,
+            deadline_explicit: false,
         }
     }
 }

@@ -522,7 +522,8 @@ impl Template {
     ) -> Result<Self, LoadError> {
         let hex = digest.trim_start_matches("sha256:");
         let ceilings = runtime.compile_limits();
-        let functions = count_functions(wasm).map_err(LoadError::Compile)?;
+        let ComponentScan { functions, python } = scan(wasm).map_err(LoadError::Compile)?;
+        let limits = limits.for_language(python);
         if functions > ceilings.max_functions {
             return Err(LoadError::TooManyFunctions {
                 functions,
@@ -825,19 +826,53 @@ impl Template {
 }
 
 /// Where a call failed.
-/// Core functions defined across the modules of a component (nested ones
-/// included): the sum of the code sections' counts. Reads section headers
-/// and skips bodies; compiles nothing.
-fn count_functions(wasm: &[u8]) -> Result<u64, String> {
-    let mut functions = 0u64;
+/// What loading needs to know of a component before compiling it.
+struct ComponentScan {
+    /// Core functions defined across the modules of a component (nested
+    /// ones included): the sum of the code sections' counts.
+    functions: u64,
+    /// Built by componentize-py (CPython inside): a `producers` section
+    /// names it as a tool (`processed-by`). Such a component gets the Python
+    /// default deadline ([`Limits::for_language`]).
+    python: bool,
+}
+
+/// Scans `wasm`: reads section headers and the `producers` custom sections,
+/// skips function bodies, compiles nothing.
+fn scan(wasm: &[u8]) -> Result<ComponentScan, String> {
+    let mut out = ComponentScan {
+        functions: 0,
+        python: false,
+    };
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        if let wasmparser::Payload::CodeSectionStart { count, .. } =
-            payload.map_err(|e| e.to_string())?
-        {
-            functions += u64::from(count);
+        match payload.map_err(|e| e.to_string())? {
+            wasmparser::Payload::CodeSectionStart { count, .. } => {
+                out.functions += u64::from(count);
+            }
+            wasmparser::Payload::CustomSection(section) if section.name() == "producers" => {
+                out.python |= names_componentize_py(section.data());
+            }
+            _ => {}
         }
     }
-    Ok(functions)
+    Ok(out)
+}
+
+/// Whether a `producers` section lists componentize-py as a tool. An
+/// unreadable section is ignored (the name is only a hint for a default).
+fn names_componentize_py(data: &[u8]) -> bool {
+    let Ok(reader) =
+        wasmparser::ProducersSectionReader::new(wasmparser::BinaryReader::new(data, 0))
+    else {
+        return false;
+    };
+    reader.into_iter().flatten().any(|field| {
+        field
+            .values
+            .into_iter()
+            .flatten()
+            .any(|v| v.name == "componentize-py")
+    })
 }
 
 /// Loads `wasm` from the compile cache, else compiles it (and caches it) on

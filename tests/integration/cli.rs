@@ -151,6 +151,11 @@ fn run_reports_a_policy_timeout() {
     let (ok, _, stderr) = run_attack("loop", &["--deadline-ms", "30"]);
     assert!(!ok);
     assert!(stderr.contains("exceeded its deadline of 30ms"), "{stderr}");
+    // The message says where the limit is raised.
+    assert!(
+        stderr.contains("`deadline_ms` in the manifest's [limits] or --deadline-ms"),
+        "{stderr}"
+    );
 }
 
 #[test]

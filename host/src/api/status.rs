@@ -123,7 +123,7 @@ fn status_of<'a>(snapshot: &'a Snapshot, key: &'a str, e: &'a PolicyEntry) -> Po
                 manifest: a.manifest.path.display().to_string(),
                 loaded_at: unix_ms::rfc3339(&a.loaded_at),
                 fallback: a.manifest.fallback.as_deref(),
-                deadline_ms: a.manifest.limits.deadline.as_millis(),
+                deadline_ms: a.policy.limits().deadline.as_millis(),
                 memory_mb: a.manifest.limits.memory_bytes >> 20,
                 max_candidates: a.manifest.limits.max_candidates,
                 max_concurrency: a.manifest.concurrency.max,

@@ -40,7 +40,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             // Show what it says about itself, if it gets that far.
             let wasm = std::fs::read(&target.module)
                 .with_context(|| format!("cannot read {}", target.module.display()))?;
-            let limits = target.limits.unwrap_or_else(|| args.limits.limits());
+            let limits = target
+                .limits
+                .map_or_else(|| args.limits.limits(), |l| args.limits.over(l));
             match oasis::Policy::describe(&runtime, &wasm, limits) {
                 Ok(info) => (info, Some(failure)),
                 Err(_) => return Err(failure),

@@ -155,9 +155,10 @@ pub const CLI_INSTANCES: u32 = 4;
 /// Limits flags shared by the commands that load a policy.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// CPU deadline per call, milliseconds.
-    #[arg(long, default_value_t = oasis::Limits::default().deadline.as_millis() as u64)]
-    pub deadline_ms: u64,
+    /// CPU deadline per call, milliseconds. Default: 20, or 100 for a Python
+    /// component; given, it wins over a manifest's `deadline_ms`.
+    #[arg(long)]
+    pub deadline_ms: Option<u64>,
     /// Memory limit per instance, MiB.
     #[arg(long, default_value_t = oasis::Limits::default().memory_bytes >> 20)]
     pub memory_mb: usize,
@@ -170,14 +171,33 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
+    /// The limits the flags make (an unset `--deadline-ms` is the
+    /// unchosen default: see [`oasis::Limits::for_language`]).
     pub fn limits(&self) -> oasis::Limits {
+        let defaults = oasis::Limits::default();
         oasis::Limits {
-            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            deadline: self
+                .deadline_ms
+                .map_or(defaults.deadline, std::time::Duration::from_millis),
             memory_bytes: self.memory_mb.saturating_mul(1 << 20),
             max_candidates: self.max_candidates,
             module_bytes: self.max_module_mb.saturating_mul(1 << 20),
             // One-off CLI runs use a fresh instance per call; a manifest may opt in.
             reuse_instance_calls: 0,
+            deadline_explicit: self.deadline_ms.is_some(),
+        }
+    }
+
+    /// `base` (a manifest's limits) with an explicit `--deadline-ms` over
+    /// its deadline.
+    pub fn over(&self, base: oasis::Limits) -> oasis::Limits {
+        match self.deadline_ms {
+            Some(ms) => oasis::Limits {
+                deadline: std::time::Duration::from_millis(ms),
+                deadline_explicit: true,
+                ..base
+            },
+            None => base,
         }
     }
 }
@@ -268,6 +288,22 @@ pub fn read_settings(arg: Option<&Path>) -> anyhow::Result<String> {
     }
 }
 
+/// The limits of a policy manifest given as `--settings` (`None` for any
+/// other settings value).
+fn manifest_limits(path: &Path) -> anyhow::Result<Option<oasis::Limits>> {
+    if path.extension().is_none_or(|e| e != "toml") {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read settings file {}", path.display()))?;
+    if !looks_like_manifest(&text) {
+        return Ok(None);
+    }
+    Ok(Some(
+        oasis::control::manifest::Manifest::parse(path, &text)?.limits,
+    ))
+}
+
 /// Whether TOML text is a policy manifest (it names its module).
 fn looks_like_manifest(text: &str) -> bool {
     toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("module"))
@@ -308,8 +344,10 @@ impl PolicyArg {
         })
     }
 
-    /// Loads it: `--settings` (when given) over the manifest's settings,
-    /// the manifest's limits over the flags'.
+    /// Loads it: `--settings` (when given) over the manifest's settings;
+    /// the limits of the manifest given as the policy, else of one given as
+    /// `--settings`, over the flags' (an explicit `--deadline-ms` wins over
+    /// both).
     pub fn load(
         &self,
         runtime: &oasis::Runtime,
@@ -321,12 +359,15 @@ impl PolicyArg {
             (None, Some(manifest)) => manifest.clone(),
             (None, None) => "{}".into(),
         };
-        load_policy(
-            runtime,
-            &self.module,
-            &settings,
-            self.limits.unwrap_or_else(|| limits.limits()),
-        )
+        let manifest_limits = match self.limits {
+            Some(l) => Some(l),
+            None => settings_flag.map(manifest_limits).transpose()?.flatten(),
+        };
+        let limits = match manifest_limits {
+            Some(l) => limits.over(l),
+            None => limits.limits(),
+        };
+        load_policy(runtime, &self.module, &settings, limits)
     }
 }
 

@@ -71,7 +71,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     })?;
     let target = super::PolicyArg::resolve(&args.policy)?;
-    let limits = target.limits.unwrap_or_else(|| args.limits.limits());
+    let limits = target
+        .limits
+        .map_or_else(|| args.limits.limits(), |l| args.limits.over(l));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
         .with_context(|| format!("cannot read fixture directory {}", args.fixtures.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -65,6 +65,9 @@ struct RawLimits {
     queue_timeout_ms: u64,
     max_queue: usize,
     reuse_instance_calls: u32,
+    /// Whether the text set `deadline_ms` ([`Limits::deadline_explicit`]).
+    #[serde(skip)]
+    deadline_explicit: bool,
 }
 
 impl Default for RawLimits {
@@ -80,6 +83,7 @@ impl Default for RawLimits {
             queue_timeout_ms: c.queue_timeout.as_millis() as u64,
             max_queue: c.queue,
             reuse_instance_calls: l.reuse_instance_calls,
+            deadline_explicit: false,
         }
     }
 }
@@ -254,7 +258,12 @@ impl Manifest {
                             one.insert(lk.clone(), lv.clone());
                             let one = toml::Spanned::new(v.span(), DeValue::Table(one));
                             match value::<RawLimits>(&one) {
-                                Ok(l) => limits.set(lk.get_ref(), l),
+                                Ok(mut l) => {
+                                    // Written in the text, so chosen (a refused
+                                    // value is reset to the unchosen default).
+                                    l.deadline_explicit = true;
+                                    limits.set(lk.get_ref(), l)
+                                }
                                 Err((_, m)) => problem(
                                     lk.span().start,
                                     Some(format!("[limits] {}", lk.get_ref())),
@@ -377,7 +386,10 @@ impl RawLimits {
     /// Takes the value of limit `name` from `from`.
     fn set(&mut self, name: &str, from: RawLimits) {
         match name {
-            "deadline_ms" => self.deadline_ms = from.deadline_ms,
+            "deadline_ms" => {
+                self.deadline_ms = from.deadline_ms;
+                self.deadline_explicit = from.deadline_explicit;
+            }
             "memory_mb" => self.memory_mb = from.memory_mb,
             "max_candidates" => self.max_candidates = from.max_candidates,
             "max_module_mb" => self.max_module_mb = from.max_module_mb,
@@ -403,6 +415,7 @@ impl RawLimits {
                 max_candidates: self.max_candidates,
                 module_bytes: self.max_module_mb.saturating_mul(1 << 20),
                 reuse_instance_calls: self.reuse_instance_calls,
+                deadline_explicit: self.deadline_explicit,
             },
             Concurrency {
                 max: self.max_concurrency,
