@@ -831,13 +831,13 @@ struct ComponentScan {
     /// Core functions defined across the modules of a component (nested
     /// ones included): the sum of the code sections' counts.
     functions: u64,
-    /// Built by componentize-py (CPython inside): a `producers` section
-    /// names it as a tool (`processed-by`). Such a component gets the Python
+    /// Built by componentize-py (CPython inside): its custom sections name
+    /// componentize-py's modules. Such a component gets the Python
     /// default deadline ([`Limits::for_language`]).
     python: bool,
 }
 
-/// Scans `wasm`: reads section headers and the `producers` custom sections,
+/// Scans `wasm`: reads section headers and the name/producers custom sections,
 /// skips function bodies, compiles nothing.
 fn scan(wasm: &[u8]) -> Result<ComponentScan, String> {
     let mut out = ComponentScan {
@@ -849,7 +849,9 @@ fn scan(wasm: &[u8]) -> Result<ComponentScan, String> {
             wasmparser::Payload::CodeSectionStart { count, .. } => {
                 out.functions += u64::from(count);
             }
-            wasmparser::Payload::CustomSection(section) if section.name() == "producers" => {
+            wasmparser::Payload::CustomSection(section)
+                if matches!(section.name(), "producers" | "component-name" | "name") =>
+            {
                 out.python |= names_componentize_py(section.data());
             }
             _ => {}
@@ -858,22 +860,17 @@ fn scan(wasm: &[u8]) -> Result<ComponentScan, String> {
     Ok(out)
 }
 
-/// Whether a `producers` section lists componentize-py as a tool. An
-/// unreadable section is ignored (the name is only a hint for a default).
+/// Whether a `producers` or name section mentions componentize-py: its
+/// components name their core modules `libcomponentize_py_runtime.so` and
+/// `libcomponentize_py_bindings.so` (componentize-py 0.25 writes no
+/// `producers` entry of its own). Only a hint for a default deadline.
 fn names_componentize_py(data: &[u8]) -> bool {
-    let Ok(reader) =
-        wasmparser::ProducersSectionReader::new(wasmparser::BinaryReader::new(data, 0))
-    else {
-        return false;
-    };
-    reader.into_iter().flatten().any(|field| {
-        field
-            .values
-            .into_iter()
-            .flatten()
-            .any(|v| v.name == "componentize-py")
-    })
+    data.windows(COMPONENTIZE_PY.len())
+        .any(|w| w == COMPONENTIZE_PY || w == b"componentize-py")
 }
+
+/// The mark of a componentize-py component ([`names_componentize_py`]).
+const COMPONENTIZE_PY: &[u8] = b"componentize_py";
 
 /// Loads `wasm` from the compile cache, else compiles it (and caches it) on
 /// a thread of its own, waiting at most `timeout`. Cranelift cannot be interrupted: past the ceiling the

@@ -20,8 +20,13 @@ fn oasis_code(args: &[&str], stdin: Option<&[u8]>) -> (Option<i32>, String, Stri
     {
         args.extend(["--deadline-ms", "2000"]);
     }
+    oasis_as_given(&args, stdin)
+}
+
+/// `oasis args` exactly as given (no added deadline).
+fn oasis_as_given(args: &[&str], stdin: Option<&[u8]>) -> (Option<i32>, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
-        .args(&args)
+        .args(args)
         .env(
             "OASIS_CACHE_DIR",
             std::env::temp_dir().join("oasis-cli-test-cache"),
@@ -156,6 +161,40 @@ fn run_reports_a_policy_timeout() {
         stderr.contains("`deadline_ms` in the manifest's [limits] or --deadline-ms"),
         "{stderr}"
     );
+}
+
+/// `oasis run --settings manifest.toml` runs under the manifest's limits, as
+/// the server would; an explicit `--deadline-ms` still wins.
+#[test]
+fn run_takes_the_limits_of_a_manifest_given_as_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("adv.toml");
+    std::fs::write(
+        &manifest,
+        format!("module = \"{ADVERSARIAL}\"\n[settings]\nattack = \"loop\"\n[limits]\ndeadline_ms = 35\n"),
+    )
+    .unwrap();
+    let req = dir.path().join("r.json");
+    std::fs::write(&req, crate::harness::small_body(true)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            ADVERSARIAL,
+            "--request",
+            req.to_str().unwrap(),
+            "--settings",
+            manifest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = oasis_as_given(&args, None);
+        (code == Some(0), out, err)
+    };
+    let (ok, _, stderr) = run(&[]);
+    assert!(!ok);
+    assert!(stderr.contains("exceeded its deadline of 35ms"), "{stderr}");
+    let (ok, _, stderr) = run(&["--deadline-ms", "45"]);
+    assert!(!ok);
+    assert!(stderr.contains("exceeded its deadline of 45ms"), "{stderr}");
 }
 
 #[test]

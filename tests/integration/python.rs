@@ -310,3 +310,31 @@ fn oasis_new_python_scaffolds_a_package_that_passes_out_of_the_box() {
     assert_eq!(d.scores.len(), req.candidates.len());
     assert!(d.eligible.iter().any(|&e| e));
 }
+
+/// A Python component whose deadline nobody chose gets the Python default
+/// (a fresh CPython instance costs milliseconds before the policy runs);
+/// a chosen deadline is kept, and a Rust component keeps the general default.
+#[test]
+fn a_python_component_gets_the_python_default_deadline_unless_one_was_chosen() {
+    let py = build("policies-python/guarded_boost");
+    let with = |path: &str, limits: Limits| {
+        Policy::load_file(runtime(), path.as_ref(), "", limits)
+            .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+            .limits()
+            .deadline
+    };
+    assert_eq!(
+        with(&py, Limits::default()),
+        Limits::PYTHON_DEFAULT_DEADLINE
+    );
+    let chosen = Limits {
+        deadline: Limits::default().deadline,
+        deadline_explicit: true,
+        ..Limits::default()
+    };
+    assert_eq!(with(&py, chosen.clone()), Limits::default().deadline);
+    assert_eq!(
+        with(GUARDED_BOOST, Limits::default()),
+        Limits::default().deadline
+    );
+}
