@@ -285,6 +285,22 @@ fn oasis_new_python_scaffolds_a_package_that_passes_out_of_the_box() {
     }
     let dir = dir.to_str().unwrap();
     pytest(dir);
+    // The fixture natively, through `oasis test` on the source (as printed).
+    assert!(
+        said.contains(&format!("oasis test {dir} {dir}/fixtures")),
+        "{said}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+        .args(["test", dir, &format!("{dir}/fixtures")])
+        .env("OASIS_PYTHON", venv().join("bin/python"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed, 0 failed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let component = build(dir);
     let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
         .args(["test", &component, &format!("{dir}/fixtures")])
@@ -337,4 +353,79 @@ fn a_python_component_gets_the_python_default_deadline_unless_one_was_chosen() {
         with(GUARDED_BOOST, Limits::default()),
         Limits::default().deadline
     );
+}
+
+/// `oasis test` and `oasis run` on a Python policy's source directory score
+/// natively under CPython (no component build): the same fixtures pass, the
+/// same request gets the component's decisions, and a fixture that no longer
+/// matches fails with the same report as for a component.
+#[test]
+fn oasis_test_and_run_take_a_python_source_directory_natively() {
+    let dir = format!("{ROOT}/policies-python/guarded_boost");
+    let fixtures = format!("{ROOT}/policies/guarded-boost/fixtures");
+    let oasis = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(args)
+            .env("OASIS_PYTHON", venv().join("bin/python"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = oasis(&["test", &dir, &fixtures]);
+    assert_eq!(code, Some(0), "{text}{err}");
+    assert!(text.contains(" passed, 0 failed"), "{text}");
+
+    // A fixture the policy no longer meets fails, by field.
+    let changed = tempfile::tempdir().unwrap();
+    let first = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .min()
+        .unwrap();
+    let mut fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    let score = fx["expected"][0]["score"].as_f64().unwrap();
+    fx["expected"][0]["score"] = (score + 0.25).into();
+    std::fs::write(changed.path().join("changed.json"), fx.to_string()).unwrap();
+    let (code, text, _) = oasis(&["test", &dir, changed.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("score"), "{text}");
+
+    // `oasis run` natively gives the component's scores.
+    let request = format!("{ROOT}/examples/request.json");
+    let (code, native, err) = oasis(&["run", &dir, "--request", &request, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let native: serde_json::Value = serde_json::from_str(&native).unwrap();
+    assert_eq!(native["resources"]["native"], true);
+    let component = build("policies-python/guarded_boost");
+    let (code, built, err) = oasis(&[
+        "run",
+        &component,
+        "--request",
+        &request,
+        "--json",
+        "--deadline-ms",
+        "5000",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let built: serde_json::Value = serde_json::from_str(&built).unwrap();
+    assert_eq!(native["scores"], built["scores"]);
+    assert_eq!(native["policy"]["name"], built["policy"]["name"]);
+
+    // Settings the policy refuses are named, as for a component.
+    let (code, _, err) = oasis(&[
+        "run",
+        &dir,
+        "--request",
+        &request,
+        "--settings",
+        r#"{"theta": "high"}"#,
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("invalid-settings"), "{err}");
 }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod inspect;
+pub mod native;
 pub mod new;
 pub mod registry;
 pub mod replay;

@@ -240,6 +240,11 @@ fn execute_python(name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<
         dir.display()
     );
     println!(
+        "  oasis test {} {}/fixtures        # the fixtures natively, as oasis test compares them",
+        dir.display(),
+        dir.display()
+    );
+    println!(
         "  {root}/scripts/build-python-policy {} -o {ident}.wasm",
         dir.display()
     );

@@ -55,6 +55,9 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    if super::native::is_python_source(&args.policy) {
+        return execute_native(&args);
+    }
     let runtime = oasis::Runtime::new(RuntimeConfig {
         measure_fuel: args.fuel,
         max_instances: super::CLI_INSTANCES,
@@ -73,20 +76,96 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let outcome = policy.score(&req).map_err(|e| {
         anyhow::Error::from(e).context(super::PolicyFailed("the policy failed".into()))
     })?;
-    let d = &outcome.decisions;
+    let u = &outcome.usage;
+    let shown = Shown {
+        identity: policy.identity().clone(),
+        settings_sha256: policy.settings_sha256(),
+        decisions: &outcome.decisions,
+        server_us: started.elapsed().as_micros() as u64,
+        policy_us: u.wall_us,
+        resources: serde_json::json!({
+            "load_ms": (load_ms * 1000.0).round() / 1000.0,
+            "call": u,
+        }),
+        resources_line: format!(
+            "load {load_ms:.1} ms, call {:.3} ms, memory peak {:.1} MiB{}",
+            u.wall_us as f64 / 1000.0,
+            u.peak_memory_bytes as f64 / (1 << 20) as f64,
+            u.fuel.map_or(String::new(), |f| format!(", fuel {f}"))
+        ),
+    };
+    show(&args, &req, &shown)
+}
+
+/// `oasis run` on a Python policy's source: scored under CPython
+/// ([`super::native`]), shown as a component's answer is.
+fn execute_native(args: &Args) -> anyhow::Result<ExitCode> {
+    let loaded = Instant::now();
+    let mut python = super::native::NativePython::start(&args.policy)?;
+    let load_ms = loaded.elapsed().as_secs_f64() * 1e3;
+    let settings = super::read_settings(args.settings.as_deref())?;
+    let body = read_request(&args.request)?;
+    let started = Instant::now();
+    let req = request::parse(&body)
+        .and_then(|r| r.validate(args.limits.limits().max_candidates))
+        .with_context(|| format!("in {}", args.request.display()))?;
+    let outcome = python.score(&settings, &body)?;
+    let wall_us = started.elapsed().as_micros() as u64;
+    let settings_sha256 = oasis::cache::sha256_hex(settings.as_bytes());
+    let shown = Shown {
+        identity: std::sync::Arc::new(oasis::PolicyRef {
+            name: python.name.as_str().into(),
+            version: python.version.clone(),
+            digest: "source".into(),
+            settings_sha256: Some(settings_sha256.as_str().into()),
+        }),
+        settings_sha256: &settings_sha256,
+        decisions: &outcome.decisions,
+        server_us: wall_us,
+        policy_us: wall_us,
+        resources: serde_json::json!({
+            "load_ms": (load_ms * 1000.0).round() / 1000.0,
+            "native": true,
+            "cpu_ms": (outcome.cpu_ms * 1000.0).round() / 1000.0,
+        }),
+        resources_line: format!(
+            "native CPython (not the component: build it to see its sandbox and memory): \
+             start {load_ms:.1} ms, call {:.3} ms of CPU",
+            outcome.cpu_ms
+        ),
+    };
+    show(args, &req, &shown)
+}
+
+/// What `oasis run` prints, however the request was scored.
+struct Shown<'a> {
+    identity: std::sync::Arc<oasis::PolicyRef>,
+    settings_sha256: &'a str,
+    decisions: &'a oasis::bindings::WitDecisions,
+    server_us: u64,
+    policy_us: u64,
+    /// The `resources` object of `--json` (candidates and promoted added).
+    resources: serde_json::Value,
+    /// The summary's `resources` line.
+    resources_line: String,
+}
+
+/// Prints the summary, or the response as JSON.
+fn show(args: &Args, req: &oasis::ValidRequest<'_>, s: &Shown<'_>) -> anyhow::Result<ExitCode> {
+    let d = s.decisions;
     let resp = ScoreResponse {
         request_id: &req.context.request_id,
         route: None,
-        policy: policy.identity(),
+        policy: &s.identity,
         variant: Variant::Stable,
         arm: None,
         fallback: None,
-        scores: response::scored(&req, d),
-        debug: (args.debug || req.debug).then(|| response::debug_entries(&req, d)),
+        scores: response::scored(req, d),
+        debug: (args.debug || req.debug).then(|| response::debug_entries(req, d)),
         delivery_state: None,
         timing: Timing {
-            server_us: started.elapsed().as_micros() as u64,
-            policy_us: outcome.usage.wall_us,
+            server_us: s.server_us,
+            policy_us: s.policy_us,
         },
     };
     let promoted = d
@@ -96,24 +175,22 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .count();
     if args.json {
         let mut out = serde_json::to_value(&resp)?;
-        out["resources"] = serde_json::json!({
-            "load_ms": (load_ms * 1000.0).round() / 1000.0,
-            "call": outcome.usage,
-            "candidates": req.candidates.len(),
-            "promoted": promoted,
-        });
+        let mut resources = s.resources.clone();
+        resources["candidates"] = req.candidates.len().into();
+        resources["promoted"] = promoted.into();
+        out["resources"] = resources;
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
 
     // The summary: who decided, what was promoted and why, what it cost.
-    let id = policy.identity();
+    let id = &s.identity;
     println!(
         "policy     {} {} ({}, settings {})",
         id.name,
         id.version,
         short(&id.digest),
-        short(policy.settings_sha256())
+        short(s.settings_sha256)
     );
     let in_campaigns = req.campaign_index().iter().filter(|&&c| c >= 0).count();
     println!(
@@ -158,13 +235,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     println!("reasons    {}", histogram.join(", "));
-    let u = &outcome.usage;
-    println!(
-        "resources  load {load_ms:.1} ms, call {:.3} ms, memory peak {:.1} MiB{}",
-        u.wall_us as f64 / 1000.0,
-        u.peak_memory_bytes as f64 / (1 << 20) as f64,
-        u.fuel.map_or(String::new(), |f| format!(", fuel {f}"))
-    );
+    println!("resources  {}", s.resources_line);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,8 @@
 //!
 //! The file format, its comparison and its blessing are
 //! [`oasis_wire::fixture`]'s, shared with the SDK's native `check_fixture`;
-//! this command runs the request through the built component and reports.
+//! this command runs the request through the built component (or a Python
+//! policy's source natively: [`super::native`]) and reports.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +23,10 @@ use serde::Serialize;
 /// Arguments of `oasis test`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy: a component (.wasm), or a manifest (.toml) naming one
-    /// (its limits apply; each fixture brings its own settings).
+    /// The policy: a component (.wasm), a manifest (.toml) naming one (its
+    /// limits apply; each fixture brings its own settings), or a Python
+    /// policy's source directory (run natively under CPython: the inner
+    /// loop, no build).
     pub policy: PathBuf,
     /// Directory of fixture files (*.json).
     pub fixtures: PathBuf,
@@ -66,14 +69,22 @@ struct Outcome {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(oasis::RuntimeConfig {
-        max_instances: super::CLI_INSTANCES,
-        ..Default::default()
-    })?;
-    let target = super::PolicyArg::resolve(&args.policy)?;
-    let limits = target
-        .limits
-        .map_or_else(|| args.limits.limits(), |l| args.limits.over(l));
+    let mut scorer = if super::native::is_python_source(&args.policy) {
+        Scorer::Native(super::native::NativePython::start(&args.policy)?)
+    } else {
+        let target = super::PolicyArg::resolve(&args.policy)?;
+        let limits = target
+            .limits
+            .map_or_else(|| args.limits.limits(), |l| args.limits.over(l));
+        Scorer::Component {
+            runtime: Runtime::new(oasis::RuntimeConfig {
+                max_instances: super::CLI_INSTANCES,
+                ..Default::default()
+            })?,
+            module: target.module,
+            limits,
+        }
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
         .with_context(|| format!("cannot read fixture directory {}", args.fixtures.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -106,7 +117,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let outcome = match run_fixture(&runtime, &target.module, file, args.bless, limits) {
+        let outcome = match run_fixture(&mut scorer, file, args.bless) {
             Ok(diffs) if diffs.is_empty() => Outcome {
                 name,
                 result: if args.bless { "blessed" } else { "passed" },
@@ -147,14 +158,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "policy": target.module,
+                "policy": args.policy,
                 "fixtures": files.len(),
                 "passed": files.len() - failed,
                 "failed": failed,
                 "results": outcomes,
             }))?
         ),
-        Format::Junit => print!("{}", junit(&target.module, &outcomes)),
+        Format::Junit => print!("{}", junit(&args.policy, &outcomes)),
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -230,22 +241,45 @@ fn junit(policy: &Path, outcomes: &[Outcome]) -> String {
     out + "</testsuite>\n"
 }
 
+/// What runs the fixtures: the built component, or a Python policy's
+/// source under CPython (`super::native`).
+enum Scorer {
+    /// A component (or a manifest's), loaded per fixture with its settings.
+    Component {
+        runtime: Runtime,
+        module: PathBuf,
+        limits: oasis::Limits,
+    },
+    /// A Python package's source, natively.
+    Native(super::native::NativePython),
+}
+
 /// Runs one fixture; returns the differences (empty when it passes).
-fn run_fixture(
-    runtime: &Runtime,
-    policy: &Path,
-    file: &Path,
-    bless: bool,
-    limits: oasis::Limits,
-) -> anyhow::Result<Vec<String>> {
+fn run_fixture(scorer: &mut Scorer, file: &Path, bless: bool) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(file)?;
     let fixture = Fixture::from_json(&text)?;
-    let policy = super::load_policy(runtime, policy, &fixture.settings_json(), limits)?;
     let body = serde_json::to_vec(&fixture.request)?;
-    let req = request::parse(&body)
-        .and_then(|r| r.validate(policy.limits().max_candidates))
-        .context("fixture request")?;
-    let d = policy.score(&req).context("the policy failed")?.decisions;
+    let (req, d) = match scorer {
+        Scorer::Component {
+            runtime,
+            module,
+            limits,
+        } => {
+            let policy = super::load_policy(runtime, module, &fixture.settings_json(), *limits)?;
+            let req = request::parse(&body)
+                .and_then(|r| r.validate(policy.limits().max_candidates))
+                .context("fixture request")?;
+            let d = policy.score(&req).context("the policy failed")?.decisions;
+            (req, d)
+        }
+        Scorer::Native(python) => {
+            let req = request::parse(&body)
+                .and_then(|r| r.validate(oasis::Limits::default().max_candidates))
+                .context("fixture request")?;
+            let d = python.score(&fixture.settings_json(), &body)?.decisions;
+            (req, d)
+        }
+    };
     let mut output = Output {
         candidates: req
             .candidates
