@@ -99,10 +99,12 @@ async fn a_one_percent_canary_over_three_replicas_is_rolled_back_by_the_shared_w
     }
     // 2,500 listeners per replica, each a 1% chance of the canary: about 25
     // canary requests each, 75 together.
-    let mut assigned = Vec::new();
-    for (i, r) in replicas.iter().enumerate() {
-        assigned.push(canary_assigned(&traffic(r, &format!("r{i}"), 2_500).await));
-    }
+    // The load balancer's share: the replicas serve at once.
+    let assigned: Vec<usize> =
+        futures::future::join_all(replicas.iter().enumerate().map(|(i, r)| async move {
+            canary_assigned(&traffic(r, &format!("r{i}"), 2_500).await)
+        }))
+        .await;
     let total: usize = assigned.iter().sum();
     println!("canary requests per replica {assigned:?}, fleet {total}");
     // The control: no replica alone reached min_samples (50), so none could
@@ -122,7 +124,7 @@ async fn a_one_percent_canary_over_three_replicas_is_rolled_back_by_the_shared_w
         );
         let reason = rb["reason"].as_str().unwrap();
         assert!(
-            reason.starts_with("error rate ")
+            reason.starts_with("guardrail: error rate ")
                 && reason.contains("over the fleet's last ")
                 && reason.contains("(every replica) exceeds 10.0%"),
             "{reason}"

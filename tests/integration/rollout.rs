@@ -507,7 +507,8 @@ async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_f
 }
 
 /// The business guardrail: `baseline` (relevance order, nothing promoted)
-/// as a canary of guarded-boost, which promotes, is rolled back by the
+/// as a canary of guarded-boost, which promotes campaign candidates of the
+/// bundled example request, is rolled back by the
 /// default `min_promoted_ratio` (0.1) although it never fails, and the
 /// reason names the metric, both rates and the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -528,7 +529,7 @@ async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail
 
     let mut canary_answers = 0;
     for i in 0..400u64 {
-        let (status, v) = s.score(body(&format!("biz-{i}"), i)).await;
+        let (status, v) = s.score(example(&format!("biz-{i}"))).await;
         assert_eq!(status, 200, "{v}");
         match v["variant"].as_str() {
             Some("canary") => canary_answers += 1,
@@ -552,7 +553,7 @@ async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail
     let reason = rb["reason"].as_str().unwrap();
     assert!(
         reason.starts_with(
-            "promoted rate 0.00% is below min_promoted_ratio 0.1 of the stable arm's "
+            "guardrail: promoted rate 0.00% is below min_promoted_ratio 0.1 of the stable arm's "
         ) && reason.contains(" over the last ")
             && reason.contains(" canary requests and "),
         "{reason}"
@@ -564,15 +565,15 @@ async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail
         ),
         1.0
     );
+    s.shutdown().await;
+
     // An explicit bound of 0 lets the same canary run (an operator's choice).
-    atomic_write(
-        &s.dir.path().join("routes.toml"),
-        b"[routes.radio]\npolicy = \"p\"\nbaseline = \"base\"\n[routes.radio.guardrails]\nwindow = 100\nmin_samples = 20\nmin_promoted_ratio = 0.0\n",
-    );
-    wait_route(&s.client, &s.url, |r| {
-        r["guardrails"]["min_promoted_ratio"] == 0.0
-    })
+    let s = TestServer::start_with(
+        |d| radio(d, &format!("{guardrails}min_promoted_ratio = 0.0\n")),
+        with_admin,
+    )
     .await;
+    let nothing = upload(&s.client, &s.url, "p", BASELINE).await;
     let (status, _) = op(
         &s,
         "/admin/v1/routes/radio/canary",
@@ -581,7 +582,7 @@ async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail
     .await;
     assert_eq!(status, 200);
     for i in 0..200u64 {
-        let (status, _) = s.score(body(&format!("biz2-{i}"), i)).await;
+        let (status, _) = s.score(example(&format!("biz2-{i}"))).await;
         assert_eq!(status, 200);
     }
     let r = route(&s.client, &s.url).await;
