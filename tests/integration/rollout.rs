@@ -1412,8 +1412,9 @@ fn example(listener: &str) -> Vec<u8> {
 /// Every series of an exposition whose value is 0, but for the gauges of a
 /// state (0 is news: not stalled, nothing queued) and histogram buckets.
 fn zero_counters(text: &str) -> Vec<&str> {
-    const STATES: [&str; 8] = [
+    const STATES: [&str; 9] = [
         "oasis_instances_in_use",
+        "oasis_fleet_windows_degraded",
         "oasis_queue_depth",
         "oasis_policy_promotion_stalled",
         "oasis_state_degraded",
