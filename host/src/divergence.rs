@@ -639,6 +639,30 @@ impl LatencyHistogram {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
+    /// The buckets holding samples: (index, count). With
+    /// [`add_bucket`](Self::add_bucket), how a histogram travels as counters
+    /// (the fleet's shared guardrail windows).
+    pub(crate) fn nonzero_buckets(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i, *c))
+    }
+
+    /// Adds `count` samples to bucket `i` (ignored past the last bucket),
+    /// each taken as the bucket's largest value.
+    pub(crate) fn add_bucket(&mut self, i: usize, count: u64) {
+        if i >= BUCKETS || count == 0 {
+            return;
+        }
+        let top = bucket_bounds(i).1 - 1;
+        self.counts[i] += count;
+        self.count += count;
+        self.sum_ns += u128::from(top) * u128::from(count);
+        self.max_ns = self.max_ns.max(top);
+    }
+
     pub(crate) const fn new() -> Self {
         Self {
             counts: [0; BUCKETS],

@@ -74,6 +74,10 @@ pub struct ServerConfig {
     /// How `oci://` modules are pulled: plain-HTTP registries,
     /// credentials, poll interval, backoff.
     pub registry: crate::control::source::oci::RegistryConfig,
+    /// The Redis server (URL) whose shared counters make canary guardrail
+    /// windows fleet-wide (`--fleet-windows`); each replica's own when
+    /// `None`.
+    pub fleet_windows: Option<String>,
 }
 
 /// Decision logging of a server.
@@ -112,6 +116,7 @@ impl Default for ServerConfig {
             module_grace: Duration::from_secs(60),
             state: crate::delivery::StateConfig::default(),
             registry: Default::default(),
+            fleet_windows: None,
         }
     }
 }
@@ -134,6 +139,9 @@ pub enum ServerError {
         /// Why.
         message: String,
     },
+    /// The fleet windows' Redis URL is invalid.
+    #[error(transparent)]
+    FleetWindows(#[from] crate::serving::fleet_window::FleetWindowError),
     /// The delivery state store could not be opened.
     #[error("delivery state: {0}")]
     State(#[from] crate::delivery::OpenError),
@@ -215,6 +223,9 @@ impl Server {
         let token = CancellationToken::new();
         if let Some(rx) = state.scorer.rollbacks().take_receiver() {
             tokio::spawn(manager.clone().run_rollbacks(rx));
+        }
+        if let Some(fleet) = state.scorer.fleet_windows() {
+            tokio::spawn(fleet.clone().run(state.scorer.clone(), token.clone()));
         }
 
         let addr = listener.local_addr()?;
@@ -364,6 +375,15 @@ impl Parts {
         )
         .with_store(store)
         .with_delivery(delivery);
+        if let Some(url) = &cfg.fleet_windows {
+            let fleet = crate::serving::fleet_window::FleetWindows::connect(
+                url,
+                crate::serving::fleet_window::DEFAULT_PREFIX,
+                metrics.clone(),
+            )?;
+            tracing::info!(%url, "fleet-wide guardrail windows on");
+            scorer = scorer.with_fleet_windows(fleet);
+        }
         let mut log_writer = None;
         if let Some(d) = &cfg.decision_log {
             let sink = d

@@ -24,16 +24,16 @@ use crate::harness::server::{
     Harness, Replica, TestServer, atomic_copy, atomic_write, digest, install, metric,
 };
 
-const TOKEN: &str = "rollout-test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "rollout-test-token-0123456789abcdef";
 
-fn with_admin(c: &mut ServerConfig) {
+pub(crate) fn with_admin(c: &mut ServerConfig) {
     c.admin = Some(AdminConfig {
         tokens: Arc::new(AdminTokens::from_env_value(TOKEN).unwrap()),
         max_upload_bytes: 32 << 20,
     });
 }
 
-fn radio(dir: &Path, guardrails: &str) {
+pub(crate) fn radio(dir: &Path, guardrails: &str) {
     install(dir, "base", BASELINE, "");
     install(dir, "p", GUARDED_BOOST, "");
     atomic_write(
@@ -43,7 +43,7 @@ fn radio(dir: &Path, guardrails: &str) {
 }
 
 /// A small scoring request on `radio` from `listener` with `seed`.
-fn body(listener: &str, seed: u64) -> Vec<u8> {
+pub(crate) fn body(listener: &str, seed: u64) -> Vec<u8> {
     let mut v: Value = serde_json::from_slice(&crate::harness::small_body(false)).unwrap();
     v["route"] = "radio".into();
     v["context"]["listener_id"] = listener.into();
@@ -53,7 +53,7 @@ fn body(listener: &str, seed: u64) -> Vec<u8> {
 }
 
 /// An admin call: (status, JSON answer).
-async fn admin(
+pub(crate) async fn admin(
     client: &reqwest::Client,
     url: &str,
     path: &str,
@@ -82,7 +82,7 @@ async fn op(s: &TestServer, path: &str, body: Option<Value>) -> (u16, Value) {
 }
 
 /// Uploads `module` as a version of `key`; returns its digest.
-async fn upload(client: &reqwest::Client, url: &str, key: &str, module: &str) -> String {
+pub(crate) async fn upload(client: &reqwest::Client, url: &str, key: &str, module: &str) -> String {
     let r = client
         .post(format!("{url}/admin/v1/policies/{key}/versions"))
         .bearer_auth(TOKEN)
@@ -111,7 +111,11 @@ async fn route(client: &reqwest::Client, url: &str) -> Value {
 }
 
 /// Polls the route's status until `f` holds (10 s at most).
-async fn wait_route(client: &reqwest::Client, url: &str, f: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_route(
+    client: &reqwest::Client,
+    url: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = route(client, url).await;
@@ -499,6 +503,94 @@ async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_f
         (last["action"].as_str(), last["who"].as_str()),
         (Some("rollback.automatic"), Some("oasis-guardrails"))
     );
+    s.shutdown().await;
+}
+
+/// The business guardrail: `baseline` (relevance order, nothing promoted)
+/// as a canary of guarded-boost, which promotes campaign candidates of the
+/// bundled example request, is rolled back by the
+/// default `min_promoted_ratio` (0.1) although it never fails, and the
+/// reason names the metric, both rates and the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail() {
+    // No business key set: the default applies.
+    let guardrails = "[routes.radio.guardrails]\nwindow = 100\nmin_samples = 20\n";
+    let s = TestServer::start_with(|d| radio(d, guardrails), with_admin).await;
+    let nothing = upload(&s.client, &s.url, "p", BASELINE).await;
+    let (status, _) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": nothing, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = route(&s.client, &s.url).await;
+    assert_eq!(r["guardrails"]["min_promoted_ratio"], 0.1, "{r}");
+
+    let mut canary_answers = 0;
+    for i in 0..400u64 {
+        let (status, v) = s.score(example(&format!("biz-{i}"))).await;
+        assert_eq!(status, 200, "{v}");
+        match v["variant"].as_str() {
+            Some("canary") => canary_answers += 1,
+            Some("stable") => {}
+            other => panic!("a canary that never fails, served {other:?}: {v}"),
+        }
+    }
+    assert!(
+        canary_answers >= 20,
+        "the canary was judged: {canary_answers}"
+    );
+    let r = wait_route(&s.client, &s.url, |r| {
+        r["canary"].is_null() && !r["last_rollback"].is_null()
+    })
+    .await;
+    let rb = &r["last_rollback"];
+    assert_eq!(
+        (rb["automatic"].as_bool(), rb["digest"].as_str()),
+        (Some(true), Some(nothing.as_str()))
+    );
+    let reason = rb["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "guardrail: promoted rate 0.00% is below min_promoted_ratio 0.1 of the stable arm's "
+        ) && reason.contains(" over the last ")
+            && reason.contains(" canary requests and "),
+        "{reason}"
+    );
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            "oasis_rollbacks_total{route=\"radio\",by=\"guardrail\"}"
+        ),
+        1.0
+    );
+    s.shutdown().await;
+
+    // An explicit bound of 0 lets the same canary run (an operator's choice).
+    let s = TestServer::start_with(
+        |d| radio(d, &format!("{guardrails}min_promoted_ratio = 0.0\n")),
+        with_admin,
+    )
+    .await;
+    let nothing = upload(&s.client, &s.url, "p", BASELINE).await;
+    let (status, _) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": nothing, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for i in 0..200u64 {
+        let (status, _) = s.score(example(&format!("biz2-{i}"))).await;
+        assert_eq!(status, 200);
+    }
+    let r = route(&s.client, &s.url).await;
+    let w = &r["canary"]["window"];
+    assert!(w["samples"].as_u64() >= Some(20), "{r}");
+    assert_eq!(w["promoted_rate"], 0.0, "{w}");
+    assert!(w["stable_promoted_rate"].as_f64() > Some(0.0), "{w}");
+    assert_eq!(w["tripped"], false, "{w}");
     s.shutdown().await;
 }
 
@@ -896,6 +988,18 @@ async fn rollout_status_shows_the_guardrails_and_the_audit_the_canary_share() {
             "over the canary's last 100 requests, judged from 10 on"
         )),
         "{out}"
+    );
+    assert!(
+        out.contains("judged from 10 on; promoted rate at least 0.1x the stable arm's"),
+        "the business bound: {out}"
+    );
+    let business = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("business promoted "))
+        .unwrap_or_else(|| panic!("no business line: {out}"));
+    assert!(
+        business.contains(" vs stable ") && business.contains(", eligible "),
+        "{business}"
     );
     let window = out
         .lines()
@@ -1308,8 +1412,9 @@ fn example(listener: &str) -> Vec<u8> {
 /// Every series of an exposition whose value is 0, but for the gauges of a
 /// state (0 is news: not stalled, nothing queued) and histogram buckets.
 fn zero_counters(text: &str) -> Vec<&str> {
-    const STATES: [&str; 8] = [
+    const STATES: [&str; 9] = [
         "oasis_instances_in_use",
+        "oasis_fleet_windows_degraded",
         "oasis_queue_depth",
         "oasis_policy_promotion_stalled",
         "oasis_state_degraded",

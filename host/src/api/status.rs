@@ -397,8 +397,12 @@ pub struct CanaryStatus<'a> {
     pub percent: f64,
     /// When it started, RFC 3339.
     pub since: Option<String>,
-    /// Its guardrail window.
+    /// Its guardrail window (this replica's requests): error rate, p99,
+    /// and the promoted and eligible rates beside the stable arm's.
     pub window: Option<WindowSummary>,
+    /// The same window over every replica's requests, as last judged
+    /// (`--fleet-windows`; `null` otherwise).
+    pub fleet_window: Option<WindowSummary>,
 }
 
 /// A route's shadow.
@@ -452,6 +456,10 @@ fn route_status<'a>(
             window: runtime
                 .as_ref()
                 .and_then(|r| lock(&r.canary).summary())
+                .filter(|w| w.digest == c.policy.identity().digest),
+            fleet_window: runtime
+                .as_ref()
+                .and_then(|r| lock(&r.fleet).clone())
                 .filter(|w| w.digest == c.policy.identity().digest),
         }),
         baseline: plan.baseline.as_ref().map(id),

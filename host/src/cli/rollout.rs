@@ -465,9 +465,63 @@ fn guardrails(g: &Value) -> String {
         .map_or("no p99 limit".to_string(), |ms| {
             format!("p99 at most {ms} ms")
         });
+    let mut business = Vec::new();
+    for metric in ["promoted", "eligible"] {
+        let lo = g[format!("min_{metric}_ratio")].as_f64();
+        let hi = g[format!("max_{metric}_ratio")].as_f64();
+        match (lo, hi) {
+            (Some(lo), Some(hi)) => {
+                business.push(format!("{metric} rate {lo}x to {hi}x the stable arm's"))
+            }
+            (Some(lo), None) => {
+                business.push(format!("{metric} rate at least {lo}x the stable arm's"))
+            }
+            (None, Some(hi)) => {
+                business.push(format!("{metric} rate at most {hi}x the stable arm's"))
+            }
+            (None, None) => {}
+        }
+    }
+    let business = if business.is_empty() {
+        "; no business limit".to_string()
+    } else {
+        format!("; {}", business.join(", "))
+    };
     format!(
-        "{error_rate}, {p99}, over the canary's last {} requests, judged from {} on",
+        "{error_rate}, {p99}, over the canary's last {} requests, judged from {} on{business}",
         g["window"], g["min_samples"]
+    )
+}
+
+/// The canary's promoted and eligible rates against the stable arm's over
+/// the window `w`, with the bounds of `g`.
+fn business_window(w: &Value, g: &Value) -> String {
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |r| format!("{:.2}%", r * 100.0))
+    };
+    let bounds = |metric: &str| {
+        let stable = w[format!("stable_{metric}_rate")].as_f64();
+        let lo = g[format!("min_{metric}_ratio")].as_f64();
+        let hi = g[format!("max_{metric}_ratio")].as_f64();
+        match (stable, lo, hi) {
+            (Some(s), Some(lo), Some(hi)) => {
+                format!(" (bounds {:.2}% to {:.2}%)", lo * s * 100.0, hi * s * 100.0)
+            }
+            (Some(s), Some(lo), None) => format!(" (at least {:.2}%)", lo * s * 100.0),
+            (Some(s), None, Some(hi)) => format!(" (at most {:.2}%)", hi * s * 100.0),
+            _ => String::new(),
+        }
+    };
+    format!(
+        "business promoted {} vs stable {}{}, eligible {} vs stable {}{}, over {} stable requests",
+        pct(&w["promoted_rate"]),
+        pct(&w["stable_promoted_rate"]),
+        bounds("promoted"),
+        pct(&w["eligible_rate"]),
+        pct(&w["stable_eligible_rate"]),
+        bounds("eligible"),
+        w["stable_samples"].as_u64().unwrap_or(0)
     )
 }
 
@@ -537,6 +591,12 @@ fn print_route(r: &Value) {
         let w = &c["window"];
         if !w.is_null() {
             println!("            {}", canary_window(w, g));
+            println!("            {}", business_window(w, g));
+        }
+        let f = &c["fleet_window"];
+        if !f.is_null() {
+            println!("            fleet {}", canary_window(f, g));
+            println!("            fleet {}", business_window(f, g));
         }
     }
     println!("  guardrails {}", guardrails(g));

@@ -163,6 +163,12 @@ pub struct Args {
     /// answering in organic order with nothing promoted (the default).
     #[arg(long)]
     pub promote_on_unknown_counts: bool,
+    /// Count canary guardrail windows across replicas in this Redis
+    /// (`redis://host:port`): a small canary spread over many replicas is
+    /// judged on the fleet's requests. Redis unreachable: each replica
+    /// judges its own (gauge `oasis_fleet_windows_degraded`).
+    #[arg(long, value_name = "REDIS_URL")]
+    pub fleet_windows: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
     /// How often a tag named by a manifest (`module = "oci://…:tag"`) is
@@ -276,6 +282,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             backoff_max: Duration::from_millis(args.registry_backoff_max_ms.max(1)),
             ..args.registry.config()?
         },
+        fleet_windows: args.fleet_windows,
         promotion_stall: oasis::telemetry::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),

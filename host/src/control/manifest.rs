@@ -547,7 +547,25 @@ pub struct Guardrails {
     pub max_error_rate: Option<f64>,
     /// Largest p99 of the canary's policy latency, milliseconds.
     pub max_p99_ms: Option<f64>,
+    /// Business guardrail: the canary's promoted rate (promoted candidates
+    /// per candidate it scored) must be at least this share of the stable
+    /// arm's on the route over the window. Judged only while the stable arm
+    /// promotes at all. Default 0.1: a canary that promotes nothing is
+    /// rolled back, never promoted by accident.
+    pub min_promoted_ratio: Option<f64>,
+    /// The canary's promoted rate must be at most this multiple of the
+    /// stable arm's (a canary that promotes everything).
+    pub max_promoted_ratio: Option<f64>,
+    /// The canary's eligible rate (eligible candidates per candidate) must
+    /// be at least this share of the stable arm's.
+    pub min_eligible_ratio: Option<f64>,
+    /// The canary's eligible rate must be at most this multiple of the
+    /// stable arm's.
+    pub max_eligible_ratio: Option<f64>,
 }
+
+/// The default of [`Guardrails::min_promoted_ratio`].
+pub const DEFAULT_MIN_PROMOTED_RATIO: f64 = 0.1;
 
 impl Default for Guardrails {
     fn default() -> Self {
@@ -556,6 +574,10 @@ impl Default for Guardrails {
             min_samples: 50,
             max_error_rate: Some(0.05),
             max_p99_ms: None,
+            min_promoted_ratio: Some(DEFAULT_MIN_PROMOTED_RATIO),
+            max_promoted_ratio: None,
+            min_eligible_ratio: None,
+            max_eligible_ratio: None,
         }
     }
 }
@@ -590,9 +612,42 @@ impl Guardrails {
         {
             return Err(format!("guardrails.max_p99_ms must be positive, got {ms}"));
         }
+        for (metric, min, max) in [
+            ("promoted", self.min_promoted_ratio, self.max_promoted_ratio),
+            ("eligible", self.min_eligible_ratio, self.max_eligible_ratio),
+        ] {
+            for (key, v) in [("min", min), ("max", max)] {
+                if let Some(r) = v
+                    && !(r.is_finite() && (0.0..=MAX_RATIO).contains(&r))
+                {
+                    return Err(format!(
+                        "guardrails.{key}_{metric}_ratio must be in [0, {MAX_RATIO}] \
+                         (a ratio of the canary's {metric} rate to the stable arm's), got {r}"
+                    ));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (min, max)
+                && lo > hi
+            {
+                return Err(format!(
+                    "guardrails.min_{metric}_ratio ({lo}) must not exceed \
+                     guardrails.max_{metric}_ratio ({hi})"
+                ));
+            }
+        }
+        if self.max_promoted_ratio == Some(0.0) || self.max_eligible_ratio == Some(0.0) {
+            return Err(
+                "guardrails.max_*_ratio 0 would roll back every canary that promotes or \
+                 marks anything; leave the key out for no upper bound"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
+
+/// Largest accepted `*_ratio` guardrail.
+pub const MAX_RATIO: f64 = 1000.0;
 
 /// File name of the routes file inside the policy directory.
 pub const ROUTES_FILE: &str = "routes.toml";

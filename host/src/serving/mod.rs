@@ -23,6 +23,7 @@
 //! | `shadow`      | shadow calls beside the served arm, off the response path      |
 //! | `shadow_pool` | the threads shadows run on, at the lowest CPU priority         |
 //! | `guardrail`   | a canary's sliding window and its limits                       |
+//! | `fleet_window`| the same window summed over replicas in shared Redis counters  |
 //! | `route_stats` | per-route state that outlives registry snapshots               |
 //! | `campaigns`   | per-campaign delivery against target and what was done with it |
 //! | `logging`     | which requests are logged, handed to the decision log           |
@@ -37,6 +38,7 @@ pub mod campaigns;
 pub mod chain;
 pub mod encode;
 mod error;
+pub mod fleet_window;
 pub mod guardrail;
 mod intake;
 pub mod logging;

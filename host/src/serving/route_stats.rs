@@ -20,7 +20,7 @@ use crate::control::registry::ArmKind;
 use crate::divergence::{
     DivergenceStats, DivergenceSummary, LatencyHistogram, LatencySummary, WindowedDivergence,
 };
-use crate::serving::guardrail::CanaryWindow;
+use crate::serving::guardrail::{CanaryWindow, WindowSummary};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::metrics::arm::ArmLabels;
 
@@ -36,6 +36,9 @@ pub type ShadowWindows = BTreeMap<String, BTreeMap<ArmKind, WindowedDivergence>>
 pub struct RouteRuntime {
     /// The canary's guardrail window.
     pub canary: Mutex<CanaryWindow>,
+    /// The canary's fleet-wide window as last judged (with
+    /// `--fleet-windows`).
+    pub fleet: Mutex<Option<WindowSummary>>,
     /// Divergence of each shadow (by its reference) from each served arm,
     /// since the route's last rollout change.
     pub shadows: Mutex<ShadowWindows>,

@@ -30,6 +30,8 @@ use crate::request::{ScoreRequest, ValidRequest, Validate};
 use crate::sandbox::visible;
 use crate::serving::campaigns::CampaignBook;
 use crate::serving::chain;
+use crate::serving::fleet_window::{FleetArm, FleetWindows};
+use crate::serving::guardrail::Sample;
 use crate::serving::logging::DecisionLogging;
 use crate::serving::resources::Resources;
 use crate::serving::route_stats::{Observed, RouteStats, lock};
@@ -61,6 +63,8 @@ struct Inner {
     delivery: Option<Delivery>,
     /// What served requests showed of each campaign.
     campaigns: Arc<CampaignBook>,
+    /// The fleet's shared guardrail windows, when `--fleet-windows` is set.
+    fleet: Option<FleetWindows>,
 }
 
 /// A request let in: holds its `--max-inflight` slot until dropped.
@@ -104,6 +108,7 @@ impl Scorer {
                 store: None,
                 delivery: None,
                 campaigns: Arc::new(CampaignBook::default()),
+                fleet: None,
             }),
         }
     }
@@ -129,6 +134,17 @@ impl Scorer {
     /// The same scorer, listing stored versions from `store`.
     pub fn with_store(self, store: VersionStore) -> Self {
         self.map(|i| i.store = Some(store))
+    }
+
+    /// The same scorer, also counting canary windows in the fleet's shared
+    /// counters `fleet`.
+    pub fn with_fleet_windows(self, fleet: FleetWindows) -> Self {
+        self.map(|i| i.fleet = Some(fleet))
+    }
+
+    /// The fleet's shared guardrail windows, when on.
+    pub fn fleet_windows(&self) -> Option<&FleetWindows> {
+        self.inner.fleet.as_ref()
     }
 
     /// Loaded policies and routes.
@@ -385,18 +401,52 @@ impl Scorer {
         }
     }
 
-    /// Feeds the first call of a canary to the route's guardrails; on a
-    /// breach, asks the control plane (off the request path) to roll the
-    /// canary back.
+    /// Feeds the first call of a canary to the route's guardrails, and a
+    /// stable request served beside a canary to the stable arm's window the
+    /// business guardrail compares with (locally, and to the fleet's shared
+    /// counters when on); on a local breach, asks the control plane (off the
+    /// request path) to roll the canary back.
     fn guard_canary(&self, plan: &RoutePlan, served: &Served) {
-        let (Some((ArmKind::Canary, ok, us)), Some(g), Some((canary, _))) =
+        let (Some((first, ok, us)), Some(g), Some((canary, _))) =
             (served.first, &plan.guardrails, &plan.canary)
         else {
             return;
         };
+        let arm = match first {
+            ArmKind::Canary => FleetArm::Canary,
+            ArmKind::Stable => FleetArm::Stable,
+            _ => return,
+        };
+        // A failed call scored nothing (the answer is a fallback's).
+        let sample = if ok {
+            Sample {
+                ok,
+                latency_us: us,
+                candidates: served.decisions.scores.len() as u64,
+                promoted: if served.counts_unknown {
+                    0
+                } else {
+                    served.promoted
+                },
+                eligible: served.eligible,
+            }
+        } else {
+            Sample {
+                ok,
+                latency_us: us,
+                ..Sample::default()
+            }
+        };
         let digest = &canary.policy.identity().digest;
+        if let Some(fleet) = &self.inner.fleet {
+            fleet.record(&plan.route, digest, arm, &sample, g);
+        }
         let runtime = self.inner.res.route_stats.get(&plan.route);
-        let breach = lock(&runtime.canary).record(digest, ok, us, g);
+        if arm == FleetArm::Stable {
+            lock(&runtime.canary).record_stable(digest, sample, g);
+            return;
+        }
+        let breach = lock(&runtime.canary).record(digest, sample, g);
         if let Some(reason) = breach {
             tracing::error!(route = %plan.route, %digest, %reason, "canary guardrail breached; rolling it back");
             self.inner.rollbacks.request(&plan.route, digest, reason);

@@ -32,6 +32,9 @@ pub struct ControlMetrics {
     pub rollbacks: Family<RollbackLabels, Counter>,
     /// Policies with an active version.
     pub policies_active: Gauge,
+    /// 1 while the fleet's shared guardrail windows cannot be reached
+    /// (canaries are judged on this replica's requests alone).
+    pub fleet_windows_degraded: Gauge,
 }
 
 impl ControlMetrics {
@@ -41,6 +44,7 @@ impl ControlMetrics {
             reloads: Family::default(),
             rollbacks: Family::default(),
             policies_active: Gauge::default(),
+            fleet_windows_degraded: Gauge::default(),
         };
         registry.register(
             "rollbacks",
@@ -56,6 +60,11 @@ impl ControlMetrics {
             "policies_active",
             "Policies with an active version",
             m.policies_active.clone(),
+        );
+        registry.register(
+            "fleet_windows_degraded",
+            "1 while the fleet's shared guardrail windows (--fleet-windows) cannot be reached: canaries judged on this replica's requests alone",
+            m.fleet_windows_degraded.clone(),
         );
         m
     }
