@@ -173,6 +173,35 @@ pub struct Args {
     /// milliseconds (the wait doubles from min(poll, 1 s)).
     #[arg(long, default_value_t = oasis::control::source::oci::RegistryConfig::default().backoff_max.as_millis() as u64)]
     pub registry_backoff_max_ms: u64,
+    /// Where rollout state (document, revision, audit, heartbeats) is
+    /// committed: `dir` (the policy directory, the default) or
+    /// `redis://host:port[/db]` (replicas with no shared disk).
+    #[arg(long, default_value = "dir", value_name = "dir|redis://…")]
+    pub control_store: String,
+    /// Prefix of the control store's Redis keys.
+    #[arg(long, default_value = oasis::control::store::DEFAULT_PREFIX)]
+    pub control_store_prefix: String,
+    /// This replica's name in heartbeats and `oasis fleet status`
+    /// (default: hostname:port).
+    #[arg(long)]
+    pub replica_id: Option<String>,
+}
+
+/// `--control-store`: the directory, or a Redis URL.
+fn control_store(
+    value: &str,
+    prefix: &str,
+) -> anyhow::Result<Option<oasis::control::store::RedisControlConfig>> {
+    if value == "dir" {
+        return Ok(None);
+    }
+    if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+        anyhow::bail!("--control-store must be `dir` or a redis://host:port URL, got {value:?}");
+    }
+    Ok(Some(oasis::control::store::RedisControlConfig {
+        prefix: prefix.to_string(),
+        ..oasis::control::store::RedisControlConfig::new(value)
+    }))
 }
 
 /// Where delivery state is kept (`--state`).
@@ -276,6 +305,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             backoff_max: Duration::from_millis(args.registry_backoff_max_ms.max(1)),
             ..args.registry.config()?
         },
+        control_store: control_store(&args.control_store, &args.control_store_prefix)?,
+        replica_id: args.replica_id,
         promotion_stall: oasis::telemetry::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),
