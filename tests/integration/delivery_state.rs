@@ -323,7 +323,7 @@ async fn delivery_state_survives_a_restart() {
 
 /// A real redis-server (the state crate's test helper).
 #[path = "../../state/tests/support/mod.rs"]
-mod redis_support;
+pub(crate) mod redis_support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_redis_under_load_never_produces_an_error_response() {

@@ -1308,7 +1308,7 @@ fn example(listener: &str) -> Vec<u8> {
 /// Every series of an exposition whose value is 0, but for the gauges of a
 /// state (0 is news: not stalled, nothing queued) and histogram buckets.
 fn zero_counters(text: &str) -> Vec<&str> {
-    const STATES: [&str; 8] = [
+    const STATES: [&str; 10] = [
         "oasis_instances_in_use",
         "oasis_queue_depth",
         "oasis_policy_promotion_stalled",
@@ -1317,6 +1317,8 @@ fn zero_counters(text: &str) -> Vec<&str> {
         "oasis_decision_log_paused",
         "oasis_shadow_",
         "oasis_policies_",
+        "oasis_generation_",
+        "oasis_rollout_revision",
     ];
     text.lines()
         .filter(|l| !l.starts_with('#'))

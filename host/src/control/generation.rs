@@ -11,8 +11,19 @@
 
 use sha2::{Digest, Sha256};
 
+use serde::{Deserialize, Serialize};
+
 use crate::control::registry::Snapshot;
-use crate::control::store::Refusal;
+
+/// One thing a replica refuses to serve, with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Refusal {
+    /// The policy key, or `key@sha256:…` for a stored version, or the
+    /// `oci://` reference of a registry that fails.
+    pub what: String,
+    /// Why (the load error, or the registry's error).
+    pub reason: String,
+}
 
 /// The generation `snapshot` serves: `g<revision>-<12 hex>`.
 pub fn generation(snapshot: &Snapshot) -> String {

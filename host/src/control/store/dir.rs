@@ -207,7 +207,7 @@ mod tests {
             replica: "host:1/x".into(),
             generation: "g1-abc".into(),
             revision: 1,
-            state: "applied".into(),
+            state: crate::control::store::ReplicaState::Applied,
             refusals: vec![],
             registry_failures: vec![],
             at_ms: 5,

@@ -29,6 +29,7 @@ use crate::control::persist::write_atomic;
 use crate::control::reload::Reloader;
 use crate::control::rollout::{LAST_GOOD_FILE, ROLLOUT_FILE, RolloutFile, read_rollout};
 
+pub use crate::control::generation::Refusal;
 pub use dir::{DirStore, REPLICAS_DIR};
 pub use redis::{DEFAULT_PREFIX, RedisControlConfig, RedisStore};
 
@@ -71,14 +72,14 @@ pub struct Versioned {
     pub doc: RolloutFile,
 }
 
-/// One thing a replica refuses to serve, with the reason.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Refusal {
-    /// The policy key, or `key@sha256:…` for a stored version, or the
-    /// `oci://` reference of a registry that fails.
-    pub what: String,
-    /// Why (the load error, or the registry's error).
-    pub reason: String,
+/// What a replica made of the desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Everything desired loaded.
+    Applied,
+    /// Something did not load there (see `refusals`).
+    Refused,
 }
 
 /// A replica's heartbeat: what it serves, and what it refused.
@@ -90,8 +91,8 @@ pub struct ReplicaStatus {
     pub generation: String,
     /// The rollout revision it serves.
     pub revision: u64,
-    /// `applied` (everything desired loaded) or `refused` (see `refusals`).
-    pub state: String,
+    /// Whether everything desired loaded.
+    pub state: ReplicaState,
     /// What it refused, with reasons.
     #[serde(default)]
     pub refusals: Vec<Refusal>,
@@ -280,11 +281,10 @@ pub fn status_of(replica: &str, snapshot: &crate::control::registry::Snapshot) -
         generation: generation::generation(snapshot),
         revision: snapshot.rollout.revision,
         state: if refusals.is_empty() {
-            "applied"
+            ReplicaState::Applied
         } else {
-            "refused"
-        }
-        .into(),
+            ReplicaState::Refused
+        },
         refusals,
         registry_failures: generation::registry_failures(snapshot),
         at_ms: crate::control::audit::now_ms(),
