@@ -436,17 +436,20 @@ impl RolloutManager {
             }
         };
         let entry = applied.entry;
+        let mut doc = applied.doc;
+        doc.revision = revision;
         if self.store.shared() {
-            // The local copy a restart comes back on, and the local audit
-            // trail; the store holds the committed ones.
-            let mut doc = applied.doc;
-            doc.revision = revision;
-            let (dir, audit, line) = (self.dir(), self.audit.clone(), entry.clone());
+            // The local copy a restart comes back on; the store holds the
+            // committed one.
+            let (dir, committed) = (
+                self.dir(),
+                Versioned {
+                    revision,
+                    doc: doc.clone(),
+                },
+            );
             let local = tokio::task::spawn_blocking(move || {
-                if let Err(e) = audit.append(&line) {
-                    tracing::warn!(error = %e, "could not append the committed change to the local audit log");
-                }
-                crate::control::store::mirror(&dir, &Versioned { revision, doc })
+                crate::control::store::mirror(&dir, &committed)
             })
             .await
             .map_err(internal)?;
@@ -461,6 +464,18 @@ impl RolloutManager {
             _ => {}
         }
         self.reloader.reconcile().await;
+        if self.store.shared() {
+            // Off the path to serving: the local audit trail and the last
+            // good copy.
+            let (dir, audit, line) = (self.dir(), self.audit.clone(), entry.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = audit.append(&line) {
+                    tracing::warn!(error = %e, "could not append the committed change to the local audit log");
+                }
+                crate::control::store::keep_last_good(&dir, &doc);
+            })
+            .await;
+        }
         Ok(Committed {
             rollout: applied.after,
             revision,

@@ -154,6 +154,7 @@ pub async fn sync_once(store: &dyn ControlStore, reloader: &Reloader) -> Result<
         return Ok(false);
     }
     let dir = reloader.dir().to_path_buf();
+    let doc = committed.doc.clone();
     let copied = tokio::task::spawn_blocking(move || mirror(&dir, &committed))
         .await
         .map_err(|e| StoreError::Invalid {
@@ -162,12 +163,26 @@ pub async fn sync_once(store: &dyn ControlStore, reloader: &Reloader) -> Result<
         })??;
     if copied {
         reloader.reconcile().await;
+        // Off the path to serving: the copy a corrupt file falls back on.
+        let dir = reloader.dir().to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || keep_last_good(&dir, &doc)).await;
     }
     Ok(copied)
 }
 
-/// Writes `committed` as `dir`'s `rollout.json` (and its last good copy)
-/// unless the file already holds that revision. Returns whether it wrote.
+/// Writes `doc` as `dir`'s last good rollout state (logged if it fails).
+pub fn keep_last_good(dir: &std::path::Path, doc: &RolloutFile) {
+    let written = serde_json::to_vec_pretty(doc)
+        .map_err(std::io::Error::other)
+        .and_then(|json| write_atomic(&dir.join(LAST_GOOD_FILE), &json));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, file = LAST_GOOD_FILE, "could not refresh the last good copy of the rollout state");
+    }
+}
+
+/// Writes `committed` as `dir`'s `rollout.json` unless the file already
+/// holds it (its last good copy: [`keep_last_good`], once it serves).
+/// Returns whether it wrote.
 pub fn mirror(dir: &std::path::Path, committed: &Versioned) -> Result<bool, StoreError> {
     let local = read_rollout(dir).ok().map(|r| r.state);
     if local.as_ref() == Some(&committed.doc) {
@@ -183,7 +198,6 @@ pub fn mirror(dir: &std::path::Path, committed: &Versioned) -> Result<bool, Stor
         message: format!("cannot write {}: {e}", dir.join(ROLLOUT_FILE).display()),
     };
     write_atomic(&dir.join(ROLLOUT_FILE), &json).map_err(io)?;
-    write_atomic(&dir.join(LAST_GOOD_FILE), &json).map_err(io)?;
     tracing::info!(
         from = local,
         to = committed.revision,
