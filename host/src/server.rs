@@ -78,6 +78,11 @@ pub struct ServerConfig {
     /// windows fleet-wide (`--fleet-windows`); each replica's own when
     /// `None`.
     pub fleet_windows: Option<String>,
+    /// Where rollout state is committed: the policy directory (`None`), or
+    /// Redis.
+    pub control_store: Option<crate::control::store::RedisControlConfig>,
+    /// This replica's name in heartbeats (default `hostname:port`).
+    pub replica_id: Option<String>,
 }
 
 /// Decision logging of a server.
@@ -117,7 +122,28 @@ impl Default for ServerConfig {
             state: crate::delivery::StateConfig::default(),
             registry: Default::default(),
             fleet_windows: None,
+            control_store: None,
+            replica_id: None,
         }
+    }
+}
+
+/// How often a replica writes its heartbeat to the control store.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The safety-net poll of a shared control store (besides pub/sub).
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// This machine's host name (`localhost` if it has none).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of its length; gethostname writes
+    // at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
+        _ => "localhost".into(),
     }
 }
 
@@ -156,6 +182,9 @@ pub enum ServerError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] crate::control::audit::AuditError),
+    /// The control store is misconfigured.
+    #[error(transparent)]
+    ControlStore(#[from] crate::control::store::StoreError),
     /// Serving failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
@@ -283,6 +312,16 @@ impl Server {
         ));
         tracing::info!(%addr, "listening");
 
+        // A replica following a shared store starts on its committed state
+        // when the store answers, else on its own last copy.
+        if manager.store().shared() {
+            match crate::control::store::sync_once(manager.store().as_ref(), &reloader).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "control store unreachable at start; serving the last committed state this replica copied (rollout.json)")
+                }
+            }
+        }
         tokio::select! {
             _ = token.cancelled() => {}
             _ = reloader.load_initial() => {
@@ -297,13 +336,38 @@ impl Server {
                 );
             }
         }
-        let watcher = tokio::spawn(reloader.watch(token.clone()));
+        let watcher = tokio::spawn(reloader.clone().watch(token.clone()));
+        let replica = cfg
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+        tracing::info!(%replica, store = manager.store().kind(), "control store");
+        let heartbeat = tokio::spawn(crate::control::store::heartbeat(
+            manager.store().clone(),
+            registry.clone(),
+            manager.metrics().clone(),
+            replica,
+            HEARTBEAT,
+            token.clone(),
+        ));
+        let follower = manager.store().shared().then(|| {
+            tokio::spawn(crate::control::store::follow(
+                manager.store().clone(),
+                reloader.clone(),
+                FOLLOW_POLL,
+                token.clone(),
+            ))
+        });
 
         let served = server
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         token.cancel();
         let _ = watcher.await;
+        let _ = heartbeat.await;
+        if let Some(f) = follower {
+            let _ = f.await;
+        }
         if let Some(Ok(Err(e))) = match grpc {
             Some(g) => Some(g.await),
             None => None,
@@ -406,13 +470,19 @@ impl Parts {
             log_writer = Some(writer);
         }
         let audit = AuditLog::open(cfg.policies.join(AUDIT_FILE))?;
-        let manager = Arc::new(
-            RolloutManager::new(reloader.clone(), audit, metrics).with_max_upload_bytes(
+        let mut manager = RolloutManager::new(reloader.clone(), audit, metrics)
+            .with_max_upload_bytes(
                 cfg.admin
                     .as_ref()
                     .map_or(DEFAULT_MAX_UPLOAD_BYTES, |a| a.max_upload_bytes),
-            ),
-        );
+            );
+        if let Some(redis) = &cfg.control_store {
+            tracing::info!(url = %redis.url, prefix = %redis.prefix, "rollout state in Redis");
+            manager = manager.with_store(Arc::new(crate::control::store::RedisStore::new(
+                redis.clone(),
+            )?));
+        }
+        let manager = Arc::new(manager);
         Ok(Parts {
             registry,
             reloader,

@@ -10,6 +10,7 @@ mod dashboard;
 mod decision_log;
 mod delivery_state;
 mod docs;
+mod fleet;
 mod fleet_guardrails;
 mod full_disk;
 mod grpc;

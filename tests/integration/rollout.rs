@@ -1412,7 +1412,7 @@ fn example(listener: &str) -> Vec<u8> {
 /// Every series of an exposition whose value is 0, but for the gauges of a
 /// state (0 is news: not stalled, nothing queued) and histogram buckets.
 fn zero_counters(text: &str) -> Vec<&str> {
-    const STATES: [&str; 9] = [
+    const STATES: &[&str] = &[
         "oasis_instances_in_use",
         "oasis_fleet_windows_degraded",
         "oasis_queue_depth",
@@ -1422,6 +1422,8 @@ fn zero_counters(text: &str) -> Vec<&str> {
         "oasis_decision_log_paused",
         "oasis_shadow_",
         "oasis_policies_",
+        "oasis_generation_",
+        "oasis_rollout_revision",
     ];
     text.lines()
         .filter(|l| !l.starts_with('#'))

@@ -11,6 +11,13 @@
 //! | POST | `/admin/v1/routes/{route}/kill` | `{"on": bool}`: serve the baseline, or stop doing so |
 //! | POST | `/admin/v1/routes/{route}/shadows` | `{"policy": "key[@digest]", "on": bool}` |
 //! | GET | `/admin/v1/audit?limit=N` | the last N audit entries, oldest first |
+//! | GET | `/admin/v1/fleet` | every replica's generation, revision, age and refusals (from the control store) |
+//!
+//! A change made with `If-Match: "<revision>"` is made only if the rollout
+//! is still at that revision, else refused with 409 `conflict` naming the
+//! current one; every change answers with the new `revision` (and `ETag`).
+//! With a Redis control store that cannot be reached, changes are refused
+//! with 503 `control_store_unavailable` (serving goes on).
 //!
 //! Reads (`/v1/routes`, `/v1/policies/{key}/versions`) are on the public
 //! API. Every change answers with the route's rollout state after it, and is
@@ -20,7 +27,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -45,6 +52,7 @@ pub fn router(manager: Arc<RolloutManager>, tokens: Arc<AdminTokens>) -> Router 
         .route("/admin/v1/routes/{route}/kill", post(kill))
         .route("/admin/v1/routes/{route}/shadows", post(shadow))
         .route("/admin/v1/audit", get(audit))
+        .route("/admin/v1/fleet", get(fleet))
         .layer(axum::middleware::from_fn_with_state(tokens, require_admin))
         .with_state(manager)
 }
@@ -102,6 +110,7 @@ pub struct CanaryBody {
 async fn canary(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     Path(route): Path<String>,
     Body(b): Body<CanaryBody>,
 ) -> Response {
@@ -113,6 +122,7 @@ async fn canary(
             percent: b.percent,
         },
         &actor,
+        &headers,
     )
     .await
 }
@@ -128,9 +138,10 @@ async fn canary(
 async fn promote(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     Path(route): Path<String>,
 ) -> Response {
-    apply(&m, &route, Change::Promote, &actor).await
+    apply(&m, &route, Change::Promote, &actor, &headers).await
 }
 
 #[utoipa::path(post, path = "/admin/v1/routes/{route}/unpin", operation_id = "unpin_stable", tag = "admin", summary = "Drop the pinned stable version: the route serves the directory's version again",
@@ -144,9 +155,10 @@ async fn promote(
 async fn unpin(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     Path(route): Path<String>,
 ) -> Response {
-    apply(&m, &route, Change::Unpin, &actor).await
+    apply(&m, &route, Change::Unpin, &actor, &headers).await
 }
 
 /// Body of a rollback.
@@ -172,6 +184,7 @@ pub struct RollbackBody {
 async fn rollback(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     Path(route): Path<String>,
     body: Result<Option<Json<ObjectOnly<RollbackBody>>>, JsonRejection>,
 ) -> Response {
@@ -179,7 +192,7 @@ async fn rollback(
         Ok(b) => b.and_then(|Json(ObjectOnly(b))| b.reason),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    apply(&m, &route, Change::Rollback { reason }, &actor).await
+    apply(&m, &route, Change::Rollback { reason }, &actor, &headers).await
 }
 
 /// Body of a kill switch change.
@@ -208,6 +221,7 @@ pub struct KillBody {
 async fn kill(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     Path(route): Path<String>,
     Body(b): Body<KillBody>,
 ) -> Response {
@@ -219,6 +233,7 @@ async fn kill(
             reason: b.reason,
         },
         &actor,
+        &headers,
     )
     .await
 }
@@ -248,6 +263,7 @@ pub struct ShadowBody {
 async fn shadow(
     State(m): State<Arc<RolloutManager>>,
     Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
     Path(route): Path<String>,
     Body(b): Body<ShadowBody>,
 ) -> Response {
@@ -259,15 +275,106 @@ async fn shadow(
             on: b.on,
         },
         &actor,
+        &headers,
     )
     .await
 }
 
-async fn apply(m: &Arc<RolloutManager>, route: &str, change: Change, actor: &Actor) -> Response {
-    match m.change(route, change, &actor.name).await {
-        Ok(state) => Json(serde_json::json!({ "route": route, "rollout": state })).into_response(),
+async fn apply(
+    m: &Arc<RolloutManager>,
+    route: &str,
+    change: Change,
+    actor: &Actor,
+    headers: &HeaderMap,
+) -> Response {
+    let expected = match if_match(headers) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    match m.change_if(route, change, &actor.name, expected).await {
+        Ok(c) => {
+            let mut r = Json(serde_json::json!({
+                "route": route,
+                "rollout": c.rollout,
+                "revision": c.revision,
+            }))
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", c.revision)) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+            r
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// The revision an `If-Match` header expects: `"12"`, `W/"12"` or `12`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or_default().trim();
+    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    bare.parse().map(Some).map_err(|_| {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "If-Match: {:?} is not a rollout revision; send the number a change or GET /v1/routes answered, e.g. If-Match: \"12\"",
+                crate::sandbox::visible(text)
+            ),
+        )
+        .with_field("If-Match")
+    })
+}
+
+#[utoipa::path(get, path = "/admin/v1/fleet", operation_id = "fleet_status", tag = "admin", summary = "Every replica's generation, revision, age and refusals (from the control store's heartbeats)",
+    responses(
+        (status = 200, description = "The fleet", body = crate::api::admin::FleetStatus),
+        (status = 503, description = "The control store cannot be reached (`control_store_unavailable`)", body = crate::api::error::ApiErrorBody),
+    ))]
+async fn fleet(State(m): State<Arc<RolloutManager>>) -> Response {
+    let store = m.store();
+    let unavailable = |e: crate::control::store::StoreError| {
+        ApiError::new(ErrorKind::ControlStoreUnavailable, e.to_string())
+            .retry_after(1)
+            .into_response()
+    };
+    let revision = match store.load().await {
+        Ok(v) => v.revision,
+        Err(e) => return unavailable(e),
+    };
+    let replicas = match store.list_status().await {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let now = crate::control::audit::now_ms();
+    let replicas: Vec<_> = replicas
+        .into_iter()
+        .map(|r| {
+            let age_ms = now.saturating_sub(r.at_ms);
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["age_ms"] = age_ms.into();
+            v
+        })
+        .collect();
+    Json(serde_json::json!({
+        "store": store.kind(),
+        "revision": revision,
+        "replicas": replicas,
+    }))
+    .into_response()
+}
+
+/// `GET /admin/v1/fleet`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: read by utoipa, never built")]
+pub struct FleetStatus {
+    /// `dir` or `redis`.
+    pub store: String,
+    /// The committed rollout revision.
+    pub revision: u64,
+    /// Each replica's last heartbeat (with `age_ms`: how old it is).
+    pub replicas: Vec<crate::control::store::ReplicaStatus>,
 }
 
 /// Query of the audit endpoint.
@@ -346,6 +453,8 @@ pub struct RolloutChange {
     pub route: String,
     /// Its rollout state after the change (effective from the next request).
     pub rollout: crate::control::rollout::RouteRollout,
+    /// The revision the change committed (also the `ETag`).
+    pub revision: u64,
 }
 
 /// `GET /admin/v1/audit`: the most recent audit entries.

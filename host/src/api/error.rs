@@ -101,6 +101,12 @@ error_kinds! {
     /// A rollout change that does not apply to the route's state (409), or
     /// a value out of range (422).
     Refused = ("refused", CONFLICT, FailedPrecondition),
+    /// A rollout change made on a revision that is no longer the committed
+    /// one (`If-Match`); the message names the current revision.
+    Conflict = ("conflict", CONFLICT, Aborted),
+    /// The control store (Redis) cannot be reached: rollout changes are
+    /// refused, serving goes on; retry after `Retry-After`.
+    ControlStoreUnavailable = ("control_store_unavailable", SERVICE_UNAVAILABLE, Unavailable),
     /// A shadow reference that is not `key` or `key@sha256:…`.
     InvalidShadow = ("invalid_shadow", UNPROCESSABLE_ENTITY, InvalidArgument),
     /// An uploaded module that does not load.
@@ -366,6 +372,10 @@ impl From<ChangeError> for ApiError {
                 ApiError::new(ErrorKind::Refused, message).with_status(status)
             }
             ChangeError::InvalidModule(_) => ApiError::new(ErrorKind::InvalidModule, message),
+            ChangeError::Conflict { .. } => ApiError::new(ErrorKind::Conflict, message),
+            ChangeError::StoreUnavailable(_) => {
+                ApiError::new(ErrorKind::ControlStoreUnavailable, message).retry_after(1)
+            }
             ChangeError::Internal(_) => ApiError::new(ErrorKind::Internal, message),
         }
     }

@@ -73,6 +73,7 @@ pub const ADMIN_SECURITY: &str = "admin_token";
         admin::kill,
         admin::shadow,
         admin::audit,
+        admin::fleet,
     ),
     modifiers(&AdminAuth),
     tags(

@@ -250,9 +250,25 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: ready once the initial policy set is loaded.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "status", summary = "Readiness: the initial policy set is loaded",
-    responses((status = 200, description = "Ready", body = String, content_type = "text/plain", example = "ready\n"),
+    responses((status = 200, description = "Ready; the `oasis-generation` header and the second line name the generation this replica serves (`g<revision>-<12 hex>`)", body = String, content_type = "text/plain", example = "ready\ngeneration g12-3f2a9c0d1e4b\n"),
         (status = 503, description = "Still loading the initial policy set", body = String, content_type = "text/plain", example = "loading policies\n")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (status, mut text) = readiness(&state);
+    if status != StatusCode::OK {
+        return (status, text).into_response();
+    }
+    // What this replica serves, for operators and the fleet view.
+    let generation = crate::control::generation::generation(&state.scorer.registry().snapshot());
+    text.push_str(&format!("generation {generation}\n"));
+    let mut response = (status, text).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&generation) {
+        response.headers_mut().insert("oasis-generation", v);
+    }
+    response
+}
+
+/// `/readyz`'s status and first line.
+fn readiness(state: &AppState) -> (StatusCode, String) {
     if state.scorer.registry().is_ready() {
         // A registry that fails does not make the server unready either:
         // it serves what it pulled before (or what the version store kept).
@@ -277,8 +293,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                     "ready; registry failing, retried with backoff: {}\n",
                     failing.join("; ")
                 ),
-            )
-                .into_response();
+            );
         }
         // A degraded state store does not make the server unready: it
         // scores with last-known values. It is reported, for operators.
@@ -296,12 +311,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                     s.error.unwrap_or_default(),
                     s.queued_events
                 ),
-            )
-                .into_response(),
-            _ => (StatusCode::OK, "ready\n").into_response(),
+            ),
+            _ => (StatusCode::OK, "ready\n".into()),
         }
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading policies\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "loading policies\n".into())
     }
 }
 
@@ -515,6 +529,8 @@ pub async fn routes(State(state): State<AppState>) -> Response {
         .collect();
     Json(serde_json::json!({
         "routes": routes,
+        "revision": snapshot.rollout.revision,
+        "generation": crate::control::generation::generation(&snapshot),
         "default_route": snapshot.default_route,
         "rollout_failure": snapshot.rollout_failure,
     }))
@@ -586,6 +602,10 @@ pub struct PolicyList {
 pub struct RouteList {
     /// Configured routes and each policy's own-name route.
     pub routes: Vec<RouteStatus<'static>>,
+    /// The rollout revision this replica serves.
+    pub revision: u64,
+    /// The generation this replica serves (`g<revision>-<12 hex>`).
+    pub generation: String,
     /// Route used when a request names none.
     pub default_route: Option<String>,
     /// Error of the last `rollout.json` load, if it failed (previous state kept).

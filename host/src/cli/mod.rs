@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
 pub mod check;
+pub mod fleet;
 pub mod inspect;
 pub mod native;
 pub mod new;
@@ -45,6 +46,8 @@ pub enum Command {
     /// Operate rollouts through the admin API: status, upload, canary,
     /// promote, unpin, rollback, kill, revive, shadow, audit.
     Rollout(rollout::Args),
+    /// The fleet: each replica's generation, age and refusals.
+    Fleet(fleet::Args),
     /// Replay decision logs: check determinism, or a candidate's divergence.
     Replay(replay::Args),
     /// Scaffold a policy: a Rust crate, or a Python package with `--lang
@@ -117,6 +120,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::execute(a),
         Command::Serve(a) => serve::execute(a),
         Command::Rollout(a) => rollout::execute(a),
+        Command::Fleet(a) => fleet::execute(a),
         Command::Replay(a) => replay::execute(a),
         Command::New(a) => new::execute(a),
         Command::Check(a) => check::execute(a),

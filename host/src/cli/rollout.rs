@@ -38,6 +38,12 @@ pub struct Args {
     /// Print the server's JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Make the change only if the rollout is still at this revision (as
+    /// `status` or the last change printed it): sent as `If-Match`; another
+    /// operator's change in between is refused with a conflict naming the
+    /// current revision.
+    #[arg(long, global = true)]
+    pub if_revision: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -304,6 +310,7 @@ struct Client {
     base: String,
     token: Option<String>,
     actor: Option<String>,
+    if_revision: Option<u64>,
 }
 
 impl Client {
@@ -319,6 +326,7 @@ impl Client {
             base,
             token,
             actor: args.actor.clone(),
+            if_revision: args.if_revision,
         })
     }
 
@@ -331,7 +339,10 @@ impl Client {
         if self.token.is_none() {
             bail!("no admin token: pass --token-file or set OASIS_ADMIN_TOKEN");
         }
-        let req = self.http.post(format!("{}{path}", self.base));
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(r) = self.if_revision {
+            req = req.header("if-match", format!("\"{r}\""));
+        }
         let req = match body {
             Body::Empty => req,
             Body::Json(v) => req.json(&v),
@@ -363,7 +374,7 @@ impl Client {
 
 /// The token of a token file: the second field of the first line that is
 /// not blank or a comment, or the whole line if it has one field.
-fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read token file {}", path.display()))?;
     let line = text

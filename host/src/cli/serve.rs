@@ -166,8 +166,10 @@ pub struct Args {
     /// Count canary guardrail windows across replicas in this Redis
     /// (`redis://host:port`): a small canary spread over many replicas is
     /// judged on the fleet's requests. Redis unreachable: each replica
-    /// judges its own (gauge `oasis_fleet_windows_degraded`).
-    #[arg(long, value_name = "REDIS_URL")]
+    /// judges its own (gauge `oasis_fleet_windows_degraded`). Default: the
+    /// control store's Redis when `--control-store` is one; `off` keeps
+    /// each replica's windows its own.
+    #[arg(long, value_name = "REDIS_URL|off")]
     pub fleet_windows: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
@@ -179,6 +181,35 @@ pub struct Args {
     /// milliseconds (the wait doubles from min(poll, 1 s)).
     #[arg(long, default_value_t = oasis::control::source::oci::RegistryConfig::default().backoff_max.as_millis() as u64)]
     pub registry_backoff_max_ms: u64,
+    /// Where rollout state (document, revision, audit, heartbeats) is
+    /// committed: `dir` (the policy directory, the default) or
+    /// `redis://host:port[/db]` (replicas with no shared disk).
+    #[arg(long, default_value = "dir", value_name = "dir|redis://…")]
+    pub control_store: String,
+    /// Prefix of the control store's Redis keys.
+    #[arg(long, default_value = oasis::control::store::DEFAULT_PREFIX)]
+    pub control_store_prefix: String,
+    /// This replica's name in heartbeats and `oasis fleet status`
+    /// (default: hostname:port).
+    #[arg(long)]
+    pub replica_id: Option<String>,
+}
+
+/// `--control-store`: the directory, or a Redis URL.
+fn control_store(
+    value: &str,
+    prefix: &str,
+) -> anyhow::Result<Option<oasis::control::store::RedisControlConfig>> {
+    if value == "dir" {
+        return Ok(None);
+    }
+    if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+        anyhow::bail!("--control-store must be `dir` or a redis://host:port URL, got {value:?}");
+    }
+    Ok(Some(oasis::control::store::RedisControlConfig {
+        prefix: prefix.to_string(),
+        ..oasis::control::store::RedisControlConfig::new(value)
+    }))
 }
 
 /// Where delivery state is kept (`--state`).
@@ -282,7 +313,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             backoff_max: Duration::from_millis(args.registry_backoff_max_ms.max(1)),
             ..args.registry.config()?
         },
-        fleet_windows: args.fleet_windows,
+        // The shared windows live in the control store's Redis unless told
+        // otherwise: a fleet that shares rollout state judges canaries on
+        // the fleet's requests.
+        fleet_windows: match args.fleet_windows.as_deref() {
+            Some("off") => None,
+            Some(url) => Some(url.to_string()),
+            None => control_store(&args.control_store, &args.control_store_prefix)?
+                .is_some()
+                .then(|| args.control_store.clone()),
+        },
+        control_store: control_store(&args.control_store, &args.control_store_prefix)?,
+        replica_id: args.replica_id,
         promotion_stall: oasis::telemetry::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),

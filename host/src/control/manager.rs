@@ -3,12 +3,16 @@
 //! Every change — an operator's through the admin API, or the host's own
 //! automatic rollback — goes through [`RolloutManager::change`]:
 //!
-//! 1. take the policy directory's lock (replicas on one directory queue up);
-//! 2. read `rollout.json` fresh from disk (another replica may have changed it);
-//! 3. check and apply the change ([`RouteRollout`]'s operations);
-//! 4. write `rollout.json` atomically, append the audit entry;
-//! 5. reconcile, so the change serves from the next request on; other
-//!    replicas pick it up from the watcher within a debounce.
+//! 1. load the committed document and its revision from the control store
+//!    ([`ControlStore`]: the directory, or Redis);
+//! 2. check and apply the change ([`RouteRollout`]'s operations);
+//! 3. commit it with its audit entry if the store is still at that revision
+//!    (compare-and-set; on a conflict, apply again from 1, at most
+//!    [`MAX_ATTEMPTS`] times, unless the caller gave the revision it expects:
+//!    then the conflict is the answer);
+//! 4. with a shared store, copy the committed document into the local
+//!    directory; reconcile, so the change serves from the next request on;
+//!    other replicas follow the store (watcher, pub/sub, poll).
 //!
 //! Uploads are loaded through the same pipeline as files (compile, link,
 //! metadata, settings, smoke call) with the policy's manifest, and stored
@@ -23,12 +27,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::control::audit::{AuditEntry, AuditLog, now_ms};
-use crate::control::persist::{DirLock, write_atomic};
+use crate::control::persist::DirLock;
 use crate::control::reload::{Reloader, pinned_versions, version_record};
 use crate::control::rollout::{
-    LAST_GOOD_FILE, ROLLOUT_FILE, RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest,
-    read_rollout,
+    RolloutError, RolloutFile, RouteRollout, VersionRef, is_digest, read_rollout,
 };
+use crate::control::store::{ControlStore, DirStore, StoreError, Versioned};
 use crate::control::versions::{ResolveError, VersionRecord, VersionStore};
 
 /// The full digest of the stored version of `policy` that `version` (a
@@ -107,9 +111,53 @@ pub enum ChangeError {
     /// The uploaded module does not load.
     #[error("{0}")]
     InvalidModule(String),
+    /// The change was made on a revision that is no longer the committed
+    /// one: the caller's `If-Match`, or another change won every retry.
+    #[error("the rollout is at revision {current}, not {expected}: read it again and retry")]
+    Conflict {
+        /// The revision the change was made on.
+        expected: u64,
+        /// The committed revision now.
+        current: u64,
+    },
+    /// The control store cannot be reached: no change is made (serving
+    /// goes on with the last applied state).
+    #[error(
+        "rollout changes are refused: the control store is unavailable ({0}); serving goes on with the last applied state"
+    )]
+    StoreUnavailable(String),
     /// The state could not be read or written.
     #[error("{0}")]
     Internal(String),
+}
+
+/// A store failure as a change's error.
+fn store_error(e: StoreError) -> ChangeError {
+    match e {
+        StoreError::Conflict { expected, current } => ChangeError::Conflict { expected, current },
+        e @ StoreError::Unavailable { .. } => ChangeError::StoreUnavailable(e.to_string()),
+        e @ StoreError::Invalid { .. } => ChangeError::Internal(e.to_string()),
+    }
+}
+
+/// Attempts of a change without an expected revision when other changes
+/// commit first.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// A committed change: the route's state after it, and the revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The route's rollout state after the change.
+    pub rollout: RouteRollout,
+    /// The revision the change committed.
+    pub revision: u64,
+}
+
+/// A change applied to a document, not committed yet.
+struct Applied {
+    doc: RolloutFile,
+    after: RouteRollout,
+    entry: AuditEntry,
 }
 
 /// `s`, cut to at most `max` characters (with `…` when cut), for echoing a
@@ -246,7 +294,8 @@ impl Change {
 /// The one writer of rollout state and of the version store.
 pub struct RolloutManager {
     reloader: Reloader,
-    audit: AuditLog,
+    audit: Arc<AuditLog>,
+    store: Arc<dyn ControlStore>,
     metrics: Arc<Metrics>,
     /// Largest module [`RolloutManager::upload`] is given by the admin API.
     pub max_upload_bytes: usize,
@@ -254,13 +303,28 @@ pub struct RolloutManager {
 
 impl RolloutManager {
     /// The manager of `reloader`'s policy directory, auditing to `audit`.
+    /// Its control store is the directory ([`DirStore`]) until
+    /// [`RolloutManager::with_store`].
     pub fn new(reloader: Reloader, audit: AuditLog, metrics: Arc<Metrics>) -> Self {
+        let audit = Arc::new(audit);
         RolloutManager {
+            store: Arc::new(DirStore::new(reloader.dir(), audit.clone())),
             reloader,
             audit,
             metrics,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
         }
+    }
+
+    /// The same manager, committing through `store`.
+    pub fn with_store(mut self, store: Arc<dyn ControlStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The control store.
+    pub fn store(&self) -> &Arc<dyn ControlStore> {
+        &self.store
     }
 
     /// The same manager, accepting uploads of up to `bytes`.
@@ -272,6 +336,11 @@ impl RolloutManager {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The reloader (registry, store, directory).
@@ -296,21 +365,132 @@ impl RolloutManager {
         change: Change,
         who: &str,
     ) -> Result<RouteRollout, ChangeError> {
-        let this = self.clone();
-        let (route, who) = (route.to_string(), who.to_string());
-        let after = tokio::task::spawn_blocking(move || this.change_blocking(&route, change, &who))
-            .await
-            .map_err(internal)??;
-        self.reloader.reconcile().await;
-        Ok(after)
+        Ok(self.change_if(route, change, who, None).await?.rollout)
     }
 
-    fn change_blocking(
-        &self,
+    /// [`RolloutManager::change`], made only if the committed revision is
+    /// `expected` (an operator's `If-Match`); without one, a change that
+    /// another replica's change overtook is applied again on the new state
+    /// (at most [`MAX_ATTEMPTS`] times).
+    ///
+    /// # Errors
+    /// As [`RolloutManager::change`], and [`ChangeError::Conflict`] naming
+    /// the committed revision, [`ChangeError::StoreUnavailable`] when the
+    /// control store cannot be reached.
+    pub async fn change_if(
+        self: &Arc<Self>,
         route: &str,
         change: Change,
         who: &str,
-    ) -> Result<RouteRollout, ChangeError> {
+        expected: Option<u64>,
+    ) -> Result<Committed, ChangeError> {
+        let mut attempt = 0;
+        let (applied, revision) = loop {
+            attempt += 1;
+            let mut loaded = self.store.load().await.map_err(store_error)?;
+            if loaded.revision == 0 && self.store.shared() {
+                // A store that holds nothing (a new Redis, or one restarted
+                // without persistence) while this replica applied committed
+                // state: the change starts from that state, not from empty.
+                let dir = self.dir();
+                if let Ok(Ok(local)) = tokio::task::spawn_blocking(move || read_rollout(&dir)).await
+                    && local.state.revision > 0
+                {
+                    tracing::warn!(
+                        local = local.state.revision,
+                        "the control store holds no rollout state; this change starts from the state this replica last applied"
+                    );
+                    loaded.doc = local.state;
+                }
+            }
+            if let Some(e) = expected
+                && e != loaded.revision
+            {
+                return Err(ChangeError::Conflict {
+                    expected: e,
+                    current: loaded.revision,
+                });
+            }
+            let this = self.clone();
+            let (r, c, w) = (route.to_string(), change.clone(), who.to_string());
+            let applied = tokio::task::spawn_blocking(move || this.apply(&r, &c, &w, loaded.doc))
+                .await
+                .map_err(internal)??;
+            match self
+                .store
+                .commit(loaded.revision, &applied.doc, &applied.entry)
+                .await
+            {
+                Ok(revision) => break (applied, revision),
+                Err(StoreError::Conflict { current, .. })
+                    if expected.is_none() && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(%route, current, attempt, "another change committed first; applying again");
+                }
+                Err(e) => {
+                    if let StoreError::Unavailable { .. } = &e {
+                        tracing::warn!(%route, error = %e, "rollout change refused: the control store is unavailable");
+                    }
+                    return Err(store_error(e));
+                }
+            }
+        };
+        let entry = applied.entry;
+        let mut doc = applied.doc;
+        doc.revision = revision;
+        if self.store.shared() {
+            // The local copy a restart comes back on; the store holds the
+            // committed one.
+            let (dir, committed) = (
+                self.dir(),
+                Versioned {
+                    revision,
+                    doc: doc.clone(),
+                },
+            );
+            let local = tokio::task::spawn_blocking(move || {
+                crate::control::store::mirror(&dir, &committed)
+            })
+            .await
+            .map_err(internal)?;
+            if let Err(e) = local {
+                tracing::warn!(error = %e, "could not copy the committed rollout state into the policy directory");
+            }
+        }
+        tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, revision, "rollout changed");
+        match change {
+            Change::Rollback { .. } => self.metrics.control.rollback(route, false),
+            Change::GuardrailRollback { .. } => self.metrics.control.rollback(route, true),
+            _ => {}
+        }
+        self.reloader.reconcile().await;
+        if self.store.shared() {
+            // Off the path to serving: the local audit trail and the last
+            // good copy.
+            let (dir, audit, line) = (self.dir(), self.audit.clone(), entry.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = audit.append(&line) {
+                    tracing::warn!(error = %e, "could not append the committed change to the local audit log");
+                }
+                crate::control::store::keep_last_good(&dir, &doc);
+            })
+            .await;
+        }
+        Ok(Committed {
+            rollout: applied.after,
+            revision,
+        })
+    }
+
+    /// Applies `change` to `route` in `doc` (the committed document), with
+    /// its audit entry. Blocking: resolves versions in the version store.
+    fn apply(
+        &self,
+        route: &str,
+        change: &Change,
+        who: &str,
+        doc: RolloutFile,
+    ) -> Result<Applied, ChangeError> {
         let snapshot = self.reloader.registry().snapshot();
         let plan = snapshot
             .plans
@@ -320,16 +500,7 @@ impl RolloutManager {
                 known: snapshot.plans.keys().cloned().collect(),
             })?;
         let policy = plan.policy.clone();
-        let dir = self.dir();
-        let _lock = DirLock::acquire(&dir).map_err(internal)?;
-        // The bytes to restore if the change cannot be audited (`None`: no
-        // file yet).
-        let previous = std::fs::read(dir.join(ROLLOUT_FILE)).ok();
-        let read = read_rollout(&dir).map_err(internal)?;
-        if let Some(fault) = &read.fault {
-            tracing::warn!(%fault, %route, "changing the last good rollout state; this change replaces the corrupt file");
-        }
-        let mut file = read.state;
+        let mut file = doc;
         let state = file
             .routes
             .entry(route.to_string())
@@ -434,64 +605,21 @@ impl RolloutManager {
             }
             _ => None,
         };
-        self.commit(
-            &dir,
-            previous.as_deref(),
-            &file,
-            AuditEntry {
-                route: Some(route.to_string()),
-                policy: Some(policy),
-                digest,
-                before: serde_json::to_value(&before).unwrap_or_default(),
-                after: serde_json::to_value(&after).unwrap_or_default(),
-                reason,
-                percent,
-                ..AuditEntry::now(who, change.action())
-            },
-        )?;
-        match change {
-            Change::Rollback { .. } => self.metrics.control.rollback(route, false),
-            Change::GuardrailRollback { .. } => self.metrics.control.rollback(route, true),
-            _ => {}
-        }
-        Ok(after)
-    }
-
-    /// Commits a change: its state and its audit entry, together or not at
-    /// all. The entry is encoded (and size-checked) first; then the state is
-    /// written; if the entry cannot be appended, the state is put back as it
-    /// was (`previous`, or no file) and the change is refused. A change is
-    /// acknowledged only once both are on disk.
-    fn commit(
-        &self,
-        dir: &std::path::Path,
-        previous: Option<&[u8]>,
-        file: &RolloutFile,
-        entry: AuditEntry,
-    ) -> Result<(), ChangeError> {
-        let line = AuditLog::encode(&entry).map_err(internal)?;
-        let json = serde_json::to_vec_pretty(file).map_err(internal)?;
-        let path = dir.join(ROLLOUT_FILE);
-        write_atomic(&path, &json).map_err(internal)?;
-        if let Err(e) = self.audit.append_encoded(&line) {
-            let undone = match previous {
-                Some(bytes) => write_atomic(&path, bytes),
-                None => std::fs::remove_file(&path),
-            };
-            if let Err(u) = undone {
-                tracing::error!(path = %path.display(), error = %u, "could not restore the rollout state after a failed audit write; it holds a change that was refused");
-            }
-            tracing::error!(who = %entry.who, action = %entry.action, route = ?entry.route, error = %e, "rollout change refused: its audit entry could not be written");
-            return Err(ChangeError::Internal(format!(
-                "the change was not made: its audit entry could not be written ({e})"
-            )));
-        }
-        // The copy a restart falls back on if the file is ever corrupt.
-        if let Err(e) = write_atomic(&dir.join(LAST_GOOD_FILE), &json) {
-            tracing::warn!(error = %e, file = LAST_GOOD_FILE, "could not refresh the last good copy of the rollout state");
-        }
-        tracing::info!(who = %entry.who, action = %entry.action, route = ?entry.route, digest = ?entry.digest, "rollout changed");
-        Ok(())
+        let entry = AuditEntry {
+            route: Some(route.to_string()),
+            policy: Some(policy),
+            digest,
+            before: serde_json::to_value(&before).unwrap_or_default(),
+            after: serde_json::to_value(&after).unwrap_or_default(),
+            reason,
+            percent,
+            ..AuditEntry::now(who, change.action())
+        };
+        Ok(Applied {
+            doc: file,
+            after,
+            entry,
+        })
     }
 
     /// Loads `wasm` as a new version of policy `key` (with its manifest's

@@ -21,6 +21,8 @@
 //! | `audit`    | the append-only audit log                                      |
 //! | `persist`  | atomic files and the directory lock                            |
 //! | `source`   | where modules come from: files, or an OCI registry (polled)    |
+//! | `store`    | the control store: rollout document, revision, audit, heartbeats (directory or Redis) |
+//! | `generation` | what a replica serves, as one comparable name, and its refusals |
 //!
 //! Rules: control returns domain errors
 //! ([`ChangeError`](manager::ChangeError),
@@ -29,6 +31,7 @@
 //! registry snapshot and the rollback queue, [`manager::RollbackRequests`]).
 
 pub mod audit;
+pub mod generation;
 pub mod manager;
 pub mod manifest;
 pub mod persist;
@@ -36,4 +39,5 @@ pub mod registry;
 pub mod reload;
 pub mod rollout;
 pub mod source;
+pub mod store;
 pub mod versions;

@@ -98,9 +98,17 @@ fn read_state(path: &std::path::Path) -> Result<Option<RolloutFile>, String> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutFile {
+    /// The committed revision: bumped by every change (compare-and-set in
+    /// the control store); 0 before the first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
     /// Per route.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteRollout>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The rollout state of one route.

@@ -43,10 +43,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::manifest::Guardrails;
 use crate::divergence::LatencyHistogram;
-use crate::serving::Scorer;
 use crate::serving::guardrail::{ArmTotals, Sample, WindowSummary, judge};
 use crate::serving::route_stats::lock;
 use crate::telemetry::metrics::Metrics;
+
+/// What judging on the fleet's counts needs of the serving layer: where
+/// route summaries go and where rollbacks are asked for. The scorer
+/// implements it (`serving::scorer`); this module does not import the
+/// scorer, which imports it (no cycle between the two files).
+pub trait FleetHost: Send + Sync + 'static {
+    /// The per-route statistics the fleet's view is shown in.
+    fn route_stats(&self) -> &crate::serving::route_stats::RouteStats;
+    /// The queue of rollbacks the control layer applies.
+    fn rollbacks(&self) -> &crate::control::manager::RollbackRequests;
+}
 
 /// How often a replica adds its counts to the shared buckets and judges.
 pub const FLUSH: Duration = Duration::from_millis(200);
@@ -214,7 +224,7 @@ impl FleetWindows {
     /// Flushes and judges every [`FLUSH`] until `token` is cancelled;
     /// breaches go to `scorer`'s rollback queue, summaries to its route
     /// statistics.
-    pub async fn run(self, scorer: Scorer, token: CancellationToken) {
+    pub async fn run<S: FleetHost>(self, scorer: S, token: CancellationToken) {
         let mut tick = tokio::time::interval(FLUSH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -315,7 +325,7 @@ impl FleetWindows {
 
     /// Judges every canary this replica served in the last [`TTL_S`] on the
     /// fleet's counts.
-    async fn judge(&self, scorer: &Scorer) -> Result<(), redis::RedisError> {
+    async fn judge<S: FleetHost>(&self, scorer: &S) -> Result<(), redis::RedisError> {
         let canaries: Vec<(String, String, Guardrails, bool)> = {
             let mut watched = lock(&self.shared.watched);
             watched.retain(|_, w| w.seen.elapsed() < Duration::from_secs(TTL_S));

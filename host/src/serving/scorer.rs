@@ -495,3 +495,13 @@ mod tests {
         assert!(check_not_ahead(now * 1000, now).is_err(), "microseconds");
     }
 }
+
+impl crate::serving::fleet_window::FleetHost for Scorer {
+    fn route_stats(&self) -> &RouteStats {
+        Scorer::route_stats(self)
+    }
+
+    fn rollbacks(&self) -> &RollbackRequests {
+        Scorer::rollbacks(self)
+    }
+}

@@ -24,6 +24,13 @@ pub struct RollbackLabels {
     pub by: &'static str,
 }
 
+/// Labels of the generation info metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GenerationLabels {
+    /// `g<revision>-<12 hex>`.
+    pub generation: String,
+}
+
 /// Control plane metrics.
 pub struct ControlMetrics {
     /// Reload attempts.
@@ -35,6 +42,14 @@ pub struct ControlMetrics {
     /// 1 while the fleet's shared guardrail windows cannot be reached
     /// (canaries are judged on this replica's requests alone).
     pub fleet_windows_degraded: Gauge,
+    /// The rollout revision this replica serves.
+    pub rollout_revision: Gauge,
+    /// Things this replica refuses to serve (modules that do not load).
+    pub generation_refusals: Gauge,
+    /// 1 for the generation this replica serves.
+    pub generation: Family<GenerationLabels, Gauge>,
+    /// The generation last set, to clear when it changes.
+    current: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ControlMetrics {
@@ -45,7 +60,26 @@ impl ControlMetrics {
             rollbacks: Family::default(),
             policies_active: Gauge::default(),
             fleet_windows_degraded: Gauge::default(),
+            rollout_revision: Gauge::default(),
+            generation_refusals: Gauge::default(),
+            generation: Family::default(),
+            current: Default::default(),
         };
+        registry.register(
+            "rollout_revision",
+            "The rollout revision this replica serves",
+            m.rollout_revision.clone(),
+        );
+        registry.register(
+            "generation_refusals",
+            "Policies and versions this replica refuses to serve (they do not load here)",
+            m.generation_refusals.clone(),
+        );
+        registry.register(
+            "generation_info",
+            "1 for the generation this replica serves (label generation)",
+            m.generation.clone(),
+        );
         registry.register(
             "rollbacks",
             "Canary rollbacks, by route and who rolled back (guardrail or operator)",
@@ -67,6 +101,27 @@ impl ControlMetrics {
             m.fleet_windows_degraded.clone(),
         );
         m
+    }
+
+    /// Sets what this replica serves: its revision, generation and number
+    /// of refusals.
+    pub fn serving(&self, revision: u64, generation: &str, refusals: usize) {
+        self.rollout_revision.set(revision as i64);
+        self.generation_refusals.set(refusals as i64);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_deref() == Some(generation) {
+            return;
+        }
+        if let Some(old) = current.take() {
+            self.generation
+                .remove(&GenerationLabels { generation: old });
+        }
+        self.generation
+            .get_or_create(&GenerationLabels {
+                generation: generation.to_string(),
+            })
+            .set(1);
+        *current = Some(generation.to_string());
     }
 
     /// Counts a rollback of `route`'s canary.
