@@ -173,6 +173,12 @@ pub struct Args {
     /// milliseconds (the wait doubles from min(poll, 1 s)).
     #[arg(long, default_value_t = oasis::control::source::oci::RegistryConfig::default().backoff_max.as_millis() as u64)]
     pub registry_backoff_max_ms: u64,
+    /// Require of every registry module a cosign signature of its digest by
+    /// this public key (PEM, P-256; `cosign.pub`); repeatable: one valid
+    /// signature by any of the keys suffices. An unsigned or wrongly signed
+    /// module is refused; the last good version keeps serving.
+    #[arg(long = "verify-key", value_name = "PUB.pem")]
+    pub verify_keys: Vec<PathBuf>,
 }
 
 /// Where delivery state is kept (`--state`).
@@ -274,6 +280,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         registry: oasis::control::source::oci::RegistryConfig {
             poll: Duration::from_millis(args.registry_poll_ms.max(1)),
             backoff_max: Duration::from_millis(args.registry_backoff_max_ms.max(1)),
+            verify_keys: super::registry::load_verify_keys(&args.verify_keys)?,
             ..args.registry.config()?
         },
         promotion_stall: oasis::telemetry::promotion::PromotionStall {

@@ -665,7 +665,9 @@ impl Reloader {
             }
             SourceError::Io { .. } => LoadFailure::retry(e.to_string()),
             // Tried again when the registry source has something new.
-            SourceError::NotPulled { .. } => LoadFailure::fatal(e.to_string()),
+            SourceError::NotPulled { .. } | SourceError::Unverified { .. } => {
+                LoadFailure::fatal(e.to_string())
+            }
         })?;
         let active = self
             .activate(manifest, &fetched.bytes)
@@ -904,7 +906,7 @@ impl Files {
         let raw = std::fs::read(manifest_path);
         let parsed = match &raw {
             Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
-                let module = sources.fetch(key, &m.module);
+                let module = sources.fetch_for(&m);
                 (m, module)
             }),
             Err(e) => Err(ManifestError::Io {
@@ -920,7 +922,9 @@ impl Files {
             Ok((_, Ok(module))) => h.update(&module.bytes),
             // A registry module not pulled yet: its reason is part of what
             // was tried (the first pull's failure is reported once).
-            Ok((_, Err(e @ SourceError::NotPulled { .. }))) => h.update(e.to_string()),
+            Ok((_, Err(e @ (SourceError::NotPulled { .. } | SourceError::Unverified { .. })))) => {
+                h.update(e.to_string())
+            }
             _ => {}
         }
         let fingerprint = h.finalize().into();
