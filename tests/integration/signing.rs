@@ -291,7 +291,7 @@ async fn only_modules_signed_by_a_configured_key_load_and_pull() {
     ] {
         let (res, file) = pull(repo);
         let err = String::from_utf8_lossy(&res.stderr);
-        assert_eq!(res.status.code(), Some(1), "{repo}: {err}");
+        assert_eq!(res.status.code(), Some(2), "{repo}: {err}");
         assert!(err.contains(says), "{repo}: {err}");
         assert!(!file.exists(), "{repo} was written");
     }

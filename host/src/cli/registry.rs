@@ -90,7 +90,7 @@ pub struct PullArgs {
     pub output: Option<PathBuf>,
     /// Require a cosign signature of the module's digest by this public key
     /// (PEM, P-256); repeatable (any one suffices). Unsigned or wrongly
-    /// signed: nothing is written, exit 1.
+    /// signed: nothing is written, exit 2.
     #[arg(long = "verify-key", value_name = "PUB.pem")]
     pub verify_keys: Vec<PathBuf>,
     #[command(flatten)]

@@ -262,7 +262,7 @@ impl Reloader {
             .iter()
             .filter_map(|path| {
                 let key = path.file_stem().and_then(|s| s.to_str())?.to_string();
-                Some((key.clone(), Files::read(path, &key, &self.sources)))
+                Some((key.clone(), Files::read(path, &self.sources)))
             })
             .collect();
         let loads = self.load_changed(&next, &files);
@@ -902,7 +902,7 @@ struct Files {
 }
 
 impl Files {
-    fn read(manifest_path: &Path, key: &str, sources: &Sources) -> Self {
+    fn read(manifest_path: &Path, sources: &Sources) -> Self {
         let raw = std::fs::read(manifest_path);
         let parsed = match &raw {
             Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
