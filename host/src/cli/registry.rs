@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use oasis::control::source::credentials::Credentials;
 use oasis::control::source::oci::{OciRef, RegistryClient, RegistryConfig, annotation};
+use oasis::control::source::signing::{self, PrivateKey, PublicKey};
 
 /// How to reach registries (`oasis serve`, `push`, `pull`).
 #[derive(Debug, Clone, clap::Args)]
@@ -40,6 +41,14 @@ impl RegistryArgs {
     }
 }
 
+/// The public keys of `--verify-key`.
+pub fn load_verify_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
+    paths
+        .iter()
+        .map(|p| PublicKey::load(p).context("--verify-key"))
+        .collect()
+}
+
 fn parse_ref(text: &str) -> anyhow::Result<OciRef> {
     OciRef::parse(text).map_err(anyhow::Error::msg)
 }
@@ -55,6 +64,11 @@ pub struct PushArgs {
     /// and the settings' hash is annotated.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// Sign the pushed artifact with this private key (unencrypted PEM
+    /// PKCS#8, P-256), as `cosign sign --key` does: the signature goes to
+    /// the `sha256-<hex>.sig` tag of the same repository.
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -74,6 +88,11 @@ pub struct PullArgs {
     /// repository's last segment, `.wasm`, in the current directory].
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Require a cosign signature of the module's digest by this public key
+    /// (PEM, P-256); repeatable (any one suffices). Unsigned or wrongly
+    /// signed: nothing is written, exit 2.
+    #[arg(long = "verify-key", value_name = "PUB.pem")]
+    pub verify_keys: Vec<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Print JSON instead of text.
@@ -85,6 +104,11 @@ pub struct PullArgs {
 /// manifest's settings and limits when given), then publishes it.
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let r = parse_ref(&args.reference)?;
+    // A bad key is found before anything is pushed.
+    let sign_key = match &args.sign_key {
+        Some(p) => Some(PrivateKey::load(p).context("--sign-key")?),
+        None => None,
+    };
     let wasm = std::fs::read(&args.module)
         .with_context(|| format!("cannot read {}", args.module.display()))?;
     let runtime = oasis::Runtime::new(oasis::RuntimeConfig {
@@ -128,6 +152,13 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let client = RegistryClient::new(args.registry.config()?);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let pushed = rt.block_on(client.push(&r, &wasm, annotations.clone()))?;
+    let signature_tag = match &sign_key {
+        Some(key) => Some(
+            rt.block_on(client.push_signature(&r, &pushed.manifest_digest, key))
+                .context("the module was pushed, but its signature was not")?,
+        ),
+        None => None,
+    };
     let pinned = format!(
         "oci://{}/{}@{}",
         r.registry(),
@@ -141,6 +172,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             "manifest_digest": pushed.manifest_digest,
             "digest": pushed.module_digest,
             "annotations": annotations,
+            "signature": signature_tag.as_ref().map(|t| format!("{}/{}:{t}", r.registry(), r.repository())),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -149,6 +181,9 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             info.name, info.version, pushed.module_digest
         );
         println!("manifest: {}", pushed.manifest_digest);
+        if let Some(t) = &signature_tag {
+            println!("signed: {}/{}:{t}", r.registry(), r.repository());
+        }
         println!("in a manifest, followed: module = \"{r}\"");
         println!("           or pinned:    module = \"{pinned}\"");
     }
@@ -160,7 +195,17 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let r = parse_ref(&args.reference)?;
     let client = RegistryClient::new(args.registry.config()?);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let keys = load_verify_keys(&args.verify_keys)?;
     let pulled = rt.block_on(client.pull(&r, None))?;
+    let verified_by = if keys.is_empty() {
+        None
+    } else {
+        let layers = rt.block_on(client.signatures(&r, &pulled.manifest_digest))?;
+        Some(
+            signing::verify(&layers, &pulled.manifest_digest, &keys)
+                .map_err(|e| anyhow::anyhow!("{r}: refused: {e}; nothing written"))?,
+        )
+    };
     let output = args.output.clone().unwrap_or_else(|| {
         let last = r.repository().rsplit('/').next().unwrap_or("module");
         PathBuf::from(format!("{last}.wasm"))
@@ -185,6 +230,7 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         "digest": pulled.module_digest,
         "size_bytes": pulled.bytes.len(),
         "annotations": pulled.annotations,
+        "verified_by": verified_by.as_ref().map(|p| p.display().to_string()),
     });
     // With the module on stdout, what was pulled goes to stderr.
     let say = |line: String| {
@@ -205,6 +251,9 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
             pulled.bytes.len()
         ));
         say(format!("manifest: {}", pulled.manifest_digest));
+        if let Some(k) = &verified_by {
+            say(format!("signature verified with {}", k.display()));
+        }
         if !to_stdout {
             say(format!("written to {}", output.display()));
         }

@@ -193,6 +193,12 @@ pub struct Args {
     /// (default: hostname:port).
     #[arg(long)]
     pub replica_id: Option<String>,
+    /// Require of every registry module a cosign signature of its digest by
+    /// this public key (PEM, P-256; `cosign.pub`); repeatable: one valid
+    /// signature by any of the keys suffices. An unsigned or wrongly signed
+    /// module is refused; the last good version keeps serving.
+    #[arg(long = "verify-key", value_name = "PUB.pem")]
+    pub verify_keys: Vec<PathBuf>,
 }
 
 /// `--control-store`: the directory, or a Redis URL.
@@ -311,6 +317,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         registry: oasis::control::source::oci::RegistryConfig {
             poll: Duration::from_millis(args.registry_poll_ms.max(1)),
             backoff_max: Duration::from_millis(args.registry_backoff_max_ms.max(1)),
+            verify_keys: super::registry::load_verify_keys(&args.verify_keys)?,
             ..args.registry.config()?
         },
         // The shared windows live in the control store's Redis unless told

@@ -52,6 +52,10 @@ pub struct Manifest {
     pub concurrency: Concurrency,
     /// Settings as JSON, for the policy.
     pub settings_json: String,
+    /// A public key (PEM, P-256) whose cosign signature a registry module
+    /// must carry (`verify_key`, relative to the manifest), besides the
+    /// keys of `oasis serve --verify-key`.
+    pub verify_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -160,7 +164,7 @@ impl std::fmt::Display for ManifestProblem {
 }
 
 /// The top-level keys of a manifest.
-const KEYS: [&str; 4] = ["module", "fallback", "limits", "settings"];
+const KEYS: [&str; 5] = ["module", "fallback", "limits", "settings", "verify_key"];
 
 impl Manifest {
     /// Reads and validates the manifest at `path`.
@@ -222,6 +226,7 @@ impl Manifest {
         let mut module: Option<ModuleRef> = None;
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut fallback: Option<String> = None;
+        let mut verify_key: Option<PathBuf> = None;
         let mut limits = RawLimits::default();
         let mut settings = toml::Table::new();
         let key = |name: &str| Some(name.to_string());
@@ -244,6 +249,10 @@ impl Manifest {
                 },
                 "fallback" => match value::<String>(v) {
                     Ok(f) => fallback = Some(f),
+                    Err((at, m)) => problem(at, key(name), m),
+                },
+                "verify_key" => match value::<String>(v) {
+                    Ok(f) => verify_key = Some(dir.join(f)),
                     Err((at, m)) => problem(at, key(name), m),
                 },
                 "settings" => match value::<toml::Table>(v) {
@@ -307,6 +316,24 @@ impl Manifest {
                 key: key("module"),
                 message: "missing: the component file, relative to this manifest".into(),
             });
+        }
+        if let Some(path) = &verify_key {
+            let message = match &module {
+                Some(ModuleRef::File(_)) => Some(
+                    "applies to registry modules (`module = \"oci://…\"`); a file module is not signed"
+                        .to_string(),
+                ),
+                _ => crate::control::source::signing::PublicKey::load(path)
+                    .err()
+                    .map(|e| e.to_string()),
+            };
+            if let Some(message) = message {
+                problems.push(ManifestProblem {
+                    line: at(&["verify_key"]),
+                    key: key("verify_key"),
+                    message,
+                });
+            }
         }
         if let Some(f) = &fallback {
             let message = if Some(f.as_str()) == key_of {
@@ -373,6 +400,7 @@ impl Manifest {
                 limits,
                 concurrency,
                 settings_json,
+                verify_key,
             }),
             _ => None,
         };
@@ -825,7 +853,7 @@ mod tests {
             p,
             [
                 "line 2: fallback: a policy cannot be its own fallback",
-                "line 3: extra: unknown field `extra`, expected one of `module`, `fallback`, `limits`, `settings`",
+                "line 3: extra: unknown field `extra`, expected one of `module`, `fallback`, `limits`, `settings`, `verify_key`",
                 "line 6: [limits] deadline_ms: must be in 1..=5000, got 0",
                 "line 7: [limits] memory_mb: invalid type: string \"64\", expected usize",
                 "line 8: [limits] max_queue: must be at most 100000, got 1000000",

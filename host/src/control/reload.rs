@@ -262,7 +262,7 @@ impl Reloader {
             .iter()
             .filter_map(|path| {
                 let key = path.file_stem().and_then(|s| s.to_str())?.to_string();
-                Some((key.clone(), Files::read(path, &key, &self.sources)))
+                Some((key.clone(), Files::read(path, &self.sources)))
             })
             .collect();
         let loads = self.load_changed(&next, &files);
@@ -665,7 +665,9 @@ impl Reloader {
             }
             SourceError::Io { .. } => LoadFailure::retry(e.to_string()),
             // Tried again when the registry source has something new.
-            SourceError::NotPulled { .. } => LoadFailure::fatal(e.to_string()),
+            SourceError::NotPulled { .. } | SourceError::Unverified { .. } => {
+                LoadFailure::fatal(e.to_string())
+            }
         })?;
         let active = self
             .activate(manifest, &fetched.bytes)
@@ -900,11 +902,11 @@ struct Files {
 }
 
 impl Files {
-    fn read(manifest_path: &Path, key: &str, sources: &Sources) -> Self {
+    fn read(manifest_path: &Path, sources: &Sources) -> Self {
         let raw = std::fs::read(manifest_path);
         let parsed = match &raw {
             Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
-                let module = sources.fetch(key, &m.module);
+                let module = sources.fetch_for(&m);
                 (m, module)
             }),
             Err(e) => Err(ManifestError::Io {
@@ -920,7 +922,9 @@ impl Files {
             Ok((_, Ok(module))) => h.update(&module.bytes),
             // A registry module not pulled yet: its reason is part of what
             // was tried (the first pull's failure is reported once).
-            Ok((_, Err(e @ SourceError::NotPulled { .. }))) => h.update(e.to_string()),
+            Ok((_, Err(e @ (SourceError::NotPulled { .. } | SourceError::Unverified { .. })))) => {
+                h.update(e.to_string())
+            }
             _ => {}
         }
         let fingerprint = h.finalize().into();

@@ -22,10 +22,12 @@
 //! | `dir`         | modules as files beside their manifests                     |
 //! | `oci`         | references, the registry client, pulls, polling, push/pull  |
 //! | `credentials` | registry credentials from a docker `config.json`            |
+//! | `signing`     | cosign-compatible signatures: sign, store, verify            |
 
 pub mod credentials;
 pub mod dir;
 pub mod oci;
+pub mod signing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -131,6 +133,17 @@ pub enum SourceError {
         /// failure).
         pending: bool,
     },
+    /// A registry module whose signatures do not satisfy the configured
+    /// keys (`--verify-key`, the manifest's `verify_key`): refused.
+    #[error("{reference}@{digest}: refused: {reason}")]
+    Unverified {
+        /// The reference.
+        reference: String,
+        /// The manifest digest that was checked.
+        digest: String,
+        /// Why: unsigned, not signed by a configured key, unreadable.
+        reason: String,
+    },
 }
 
 /// Where a kind of module reference is read from.
@@ -179,6 +192,34 @@ impl Sources {
     /// That source's [`SourceError`].
     pub fn fetch(&self, key: &str, reference: &ModuleRef) -> Result<Fetched, SourceError> {
         self.for_ref(reference).fetch(key, reference)
+    }
+
+    /// The module of manifest `m`, as [`Sources::fetch`], with its
+    /// `verify_key` required of a registry module (besides `--verify-key`).
+    ///
+    /// # Errors
+    /// That source's [`SourceError`]; [`SourceError::Unverified`] when the
+    /// key cannot be read.
+    pub fn fetch_for(
+        &self,
+        m: &crate::control::manifest::Manifest,
+    ) -> Result<Fetched, SourceError> {
+        let ModuleRef::Oci(r) = &m.module else {
+            return self.fetch(&m.key, &m.module);
+        };
+        let extra = match &m.verify_key {
+            Some(path) => {
+                Some(
+                    signing::PublicKey::load(path).map_err(|e| SourceError::Unverified {
+                        reference: r.to_string(),
+                        digest: "-".into(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        self.oci.fetch_with(&m.key, r, extra.as_ref())
     }
 
     /// [`PolicySource::accepted`] to the source of `reference`.

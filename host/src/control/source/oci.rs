@@ -42,6 +42,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{Credential, Credentials};
+use super::signing::{
+    self, PrivateKey, PublicKey, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SignatureLayer,
+};
 use super::{Fetched, ModuleRef, PolicySource, SourceError};
 use crate::control::persist::write_atomic;
 use crate::control::versions::{VERSIONS_DIR, VersionStore};
@@ -189,6 +192,10 @@ pub struct RegistryConfig {
     pub connect_timeout: Duration,
     /// Read timeout of one request.
     pub read_timeout: Duration,
+    /// Public keys one of which must have signed every registry module
+    /// (`--verify-key`); empty: signatures are not required (a manifest's
+    /// `verify_key` may still require one).
+    pub verify_keys: Vec<PublicKey>,
 }
 
 impl Default for RegistryConfig {
@@ -201,6 +208,7 @@ impl Default for RegistryConfig {
             max_module_bytes: 256 << 20,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(30),
+            verify_keys: Vec::new(),
         }
     }
 }
@@ -542,6 +550,161 @@ impl RegistryClient {
     }
 }
 
+impl RegistryClient {
+    /// The signature layers cosign keeps for manifest `digest` of `r`'s
+    /// repository (tag `sha256-<hex>.sig`): each payload (verified against
+    /// its layer digest) with its signature annotation. No such tag: none.
+    ///
+    /// # Errors
+    /// [`RegistryError`]: unreachable, an error answer other than "not
+    /// found", or a malformed signature manifest.
+    pub async fn signatures(
+        &self,
+        r: &OciRef,
+        digest: &str,
+    ) -> Result<Vec<SignatureLayer>, RegistryError> {
+        let target = Reference::with_tag(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            signing::signature_tag(digest),
+        );
+        let auth = self.auth(r);
+        let manifest = match self.client.pull_manifest(&target, &auth).await {
+            Ok((m, _)) => m,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(RegistryError::of(r, e)),
+        };
+        let OciManifest::Image(manifest) = manifest else {
+            return Err(RegistryError::refused(
+                r,
+                format!(
+                    "the signature tag {} holds an image index",
+                    signing::signature_tag(digest)
+                ),
+            ));
+        };
+        let mut out = Vec::new();
+        for layer in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE)
+        {
+            if layer.size > 1 << 20 {
+                return Err(RegistryError::refused(
+                    r,
+                    format!("a signature payload of {} bytes", layer.size),
+                ));
+            }
+            let mut payload = Vec::new();
+            self.client
+                .pull_blob(&target, layer, &mut payload)
+                .await
+                .map_err(|e| RegistryError::of(r, e))?;
+            if crate::cache::digest(&payload) != layer.digest {
+                return Err(RegistryError::refused(
+                    r,
+                    format!("digest mismatch of signature payload {}", layer.digest),
+                ));
+            }
+            out.push(SignatureLayer {
+                payload,
+                signature: layer
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(SIGNATURE_ANNOTATION).cloned()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Signs manifest `digest` of `r`'s repository with `key` as `cosign
+    /// sign --key` does, and pushes the signature to its `.sig` tag
+    /// (replacing the signatures stored there). Returns the tag.
+    ///
+    /// # Errors
+    /// [`RegistryError`].
+    pub async fn push_signature(
+        &self,
+        r: &OciRef,
+        digest: &str,
+        key: &PrivateKey,
+    ) -> Result<String, RegistryError> {
+        let payload = signing::payload(&format!("{}/{}", r.registry(), r.repository()), digest);
+        let signature = key.sign(&payload);
+        self.push_signature_layer(r, digest, payload, signature)
+            .await
+    }
+
+    /// Pushes one signature layer (`payload`, base64 `signature`) to the
+    /// `.sig` tag of manifest `digest`, as cosign lays it out (what
+    /// [`push_signature`](Self::push_signature) signs and writes). Returns
+    /// the tag.
+    ///
+    /// # Errors
+    /// [`RegistryError`].
+    pub async fn push_signature_layer(
+        &self,
+        r: &OciRef,
+        digest: &str,
+        payload: Vec<u8>,
+        signature: String,
+    ) -> Result<String, RegistryError> {
+        let tag = signing::signature_tag(digest);
+        let target = Reference::with_tag(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            tag.clone(),
+        );
+        let payload_digest = crate::cache::digest(&payload);
+        let layer = ImageLayer::new(
+            payload,
+            SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+            Some(BTreeMap::from([(
+                SIGNATURE_ANNOTATION.to_string(),
+                signature,
+            )])),
+        );
+        // The config cosign writes: an image config whose one layer is
+        // the payload.
+        let config = serde_json::json!({
+            "architecture": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+        });
+        let config = Config::oci_v1(
+            serde_json::to_vec(&config).map_err(|e| RegistryError::refused(r, e.to_string()))?,
+            None,
+        );
+        let layers = [layer];
+        let mut manifest = OciImageManifest::build(&layers, &config, None);
+        manifest.media_type = Some(OCI_IMAGE_MEDIA_TYPE.to_string());
+        self.client
+            .push(&target, &layers, config, &self.auth(r), Some(manifest))
+            .await
+            .map_err(|e| RegistryError::of(r, e))?;
+        Ok(tag)
+    }
+}
+
+/// Whether a manifest request failed because there is no such manifest.
+fn is_not_found(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        }),
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        _ => false,
+    }
+}
+
 /// What the registry source reports about one reference (`/v1/policies`
 /// `oci`, `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -583,6 +746,10 @@ fn rfc3339(t: &SystemTime) -> String {
 struct RefState {
     reference: OciRef,
     pulled: Option<Arc<Pulled>>,
+    /// The signature layers of `pulled`'s manifest digest, when signatures
+    /// are wanted (fetched again at each poll, so a signature added or
+    /// fixed after the push is seen); `Err`: they could not be read.
+    signatures: Option<Result<Vec<SignatureLayer>, String>>,
     /// Polled at least once in this run.
     attempted: bool,
     failures: u32,
@@ -616,6 +783,9 @@ pub struct OciSource {
     index_path: PathBuf,
     state: Mutex<State>,
     wake: tokio::sync::Notify,
+    /// A manifest asked for a signature (`verify_key`): signatures are
+    /// fetched even without `--verify-key`.
+    wants_signatures: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -650,6 +820,7 @@ impl OciSource {
                 index,
             }),
             wake: tokio::sync::Notify::new(),
+            wants_signatures: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -661,6 +832,15 @@ impl OciSource {
     /// longer polled).
     pub fn retain(&self, wanted: &BTreeSet<String>) {
         self.lock().refs.retain(|k, _| wanted.contains(k));
+    }
+
+    /// Whether signatures are read: `--verify-key` given, or a manifest's
+    /// `verify_key` seen.
+    fn wants_signatures(&self) -> bool {
+        !self.client.config().verify_keys.is_empty()
+            || self
+                .wants_signatures
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a reference was never polled in this run.
@@ -782,6 +962,23 @@ impl OciSource {
             self.client.pull(r, Some(&digest)).await.map(Some)
         }
         .await;
+        // The signatures of what serves now (a new pull, or the current
+        // one: a signature may be added or fixed after the push).
+        let wants = self.wants_signatures();
+        let signed_digest = match &result {
+            Ok(Some(p)) => Some(p.manifest_digest.clone()),
+            Ok(None) => current.clone(),
+            Err(_) => None,
+        };
+        let signatures = match signed_digest.filter(|_| wants) {
+            Some(d) => Some(
+                self.client
+                    .signatures(r, &d)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        };
         let mut st = self.lock();
         let config = self.client.config();
         let Some(s) = st.refs.get_mut(&r.text) else {
@@ -789,6 +986,25 @@ impl OciSource {
         };
         let first = !s.attempted;
         s.attempted = true;
+        let mut signatures_changed = false;
+        match (&result, signatures) {
+            (Ok(Some(_)), sigs) => {
+                signatures_changed = true;
+                s.signatures = sigs;
+            }
+            (Ok(None), Some(Err(e))) if s.signatures.is_some() => {
+                // Keep what was read before: a transient failure must not
+                // unverify a module that serves.
+                tracing::warn!(reference = %r, error = %e, "cannot read the module's signatures; keeping those read before");
+            }
+            (Ok(None), Some(sigs)) => {
+                if s.signatures.as_ref() != Some(&sigs) {
+                    signatures_changed = true;
+                    s.signatures = Some(sigs);
+                }
+            }
+            _ => {}
+        }
         match result {
             Ok(pulled) => {
                 let recovered = s.error.take().is_some();
@@ -799,8 +1015,13 @@ impl OciSource {
                 s.failing_since = None;
                 s.next_attempt = Instant::now()
                     + if r.digest().is_some() {
-                        // Nothing to poll: a pinned digest never changes.
-                        Duration::from_secs(365 * 24 * 3600)
+                        // Nothing to poll: a pinned digest never changes
+                        // (its signatures may: polled when wanted).
+                        if wants {
+                            config.poll
+                        } else {
+                            Duration::from_secs(365 * 24 * 3600)
+                        }
                     } else {
                         config.poll
                     };
@@ -814,7 +1035,7 @@ impl OciSource {
                     );
                     s.pulled = Some(Arc::new(p));
                 }
-                new || recovered || first
+                new || recovered || first || signatures_changed
             }
             Err(e) => {
                 s.failures += 1;
@@ -838,25 +1059,33 @@ impl OciSource {
     }
 }
 
-impl PolicySource for OciSource {
-    fn kind(&self) -> &'static str {
-        "oci"
-    }
-
-    fn fetch(&self, key: &str, reference: &ModuleRef) -> Result<Fetched, SourceError> {
-        let ModuleRef::Oci(r) = reference else {
-            return Err(SourceError::NotPulled {
-                reference: reference.to_string(),
-                reason: "not a registry reference".into(),
-                pending: false,
-            });
-        };
+impl OciSource {
+    /// [`PolicySource::fetch`] of `r` for policy `key`, requiring a valid
+    /// signature by one of `--verify-key` and `extra_key` (a manifest's
+    /// `verify_key`) when any is given. What the version store kept from an
+    /// earlier run was verified when it was accepted and is not checked
+    /// again (its signatures are read when the registry answers).
+    ///
+    /// # Errors
+    /// [`SourceError`]: not pulled, or [`SourceError::Unverified`].
+    pub fn fetch_with(
+        &self,
+        key: &str,
+        r: &OciRef,
+        extra_key: Option<&PublicKey>,
+    ) -> Result<Fetched, SourceError> {
+        if extra_key.is_some() {
+            self.wants_signatures
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut st = self.lock();
+
         let s = st.refs.entry(r.text.clone()).or_insert_with(|| {
             self.wake.notify_one();
             RefState {
                 reference: r.clone(),
                 pulled: None,
+                signatures: None,
                 attempted: false,
                 failures: 0,
                 error: None,
@@ -865,6 +1094,44 @@ impl PolicySource for OciSource {
             }
         });
         if let Some(p) = &s.pulled {
+            let keys: Vec<&PublicKey> = self
+                .client
+                .config()
+                .verify_keys
+                .iter()
+                .chain(extra_key)
+                .collect();
+            if !keys.is_empty() {
+                let keys: Vec<PublicKey> = keys.into_iter().cloned().collect();
+                let refused = |reason: String| SourceError::Unverified {
+                    reference: r.to_string(),
+                    digest: p.manifest_digest.clone(),
+                    reason,
+                };
+                match &s.signatures {
+                    None => {
+                        // Wanted from now on (a manifest's `verify_key`):
+                        // read at the next poll, made due now.
+                        self.wants_signatures
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        s.next_attempt = Instant::now();
+                        self.wake.notify_one();
+                        return Err(SourceError::NotPulled {
+                            reference: r.to_string(),
+                            reason: "its signatures are not read yet".into(),
+                            pending: true,
+                        });
+                    }
+                    Some(Err(e)) => {
+                        return Err(refused(format!("cannot read its signatures: {e}")));
+                    }
+                    Some(Ok(layers)) => {
+                        if let Err(e) = signing::verify(layers, &p.manifest_digest, &keys) {
+                            return Err(refused(e.to_string()));
+                        }
+                    }
+                }
+            }
             return Ok(Fetched {
                 bytes: p.bytes.clone(),
                 origin: format!("oci:{}@{}", r.text, p.manifest_digest),
@@ -894,7 +1161,23 @@ impl PolicySource for OciSource {
             pending,
         })
     }
+}
 
+impl PolicySource for OciSource {
+    fn kind(&self) -> &'static str {
+        "oci"
+    }
+
+    fn fetch(&self, key: &str, reference: &ModuleRef) -> Result<Fetched, SourceError> {
+        let ModuleRef::Oci(r) = reference else {
+            return Err(SourceError::NotPulled {
+                reference: reference.to_string(),
+                reason: "not a registry reference".into(),
+                pending: false,
+            });
+        };
+        self.fetch_with(key, r, None)
+    }
     fn accepted(&self, key: &str, reference: &ModuleRef, digest: &str) {
         let ModuleRef::Oci(r) = reference else {
             return;
