@@ -163,6 +163,7 @@ fn every_flag_port_and_path_of_the_deployment_exists_in_oasis_serve() {
         "--admin-token-file",
         "--state",
         "--redis-url",
+        "--control-store",
     ] {
         assert!(
             flag(&args, required).is_some(),
@@ -171,6 +172,12 @@ fn every_flag_port_and_path_of_the_deployment_exists_in_oasis_serve() {
     }
     assert_eq!(flag(&args, "--state"), Some("redis"));
     assert!(flag(&args, "--redis-url").unwrap().starts_with("redis://"));
+    // A fleet with no shared disk: rollout state in Redis.
+    assert!(
+        flag(&args, "--control-store")
+            .unwrap()
+            .starts_with("redis://")
+    );
 
     // Ports: each listen flag is a named container port, and back.
     let ports: BTreeMap<String, u64> = c["ports"]
@@ -375,7 +382,8 @@ async fn the_deployments_arguments_start_a_server_whose_probe_paths_answer_200()
         let v = match f.as_str() {
             "--admin-listen" | "--grpc-listen" => Some("127.0.0.1:0".to_string()),
             "--admin-token-file" => Some(tokens.display().to_string()),
-            "--redis-url" => Some(redis.url()),
+            "--redis-url" | "--control-store" => Some(redis.url()),
+            "--replica-id" => Some("oasis-test-pod".to_string()),
             _ => v.clone(),
         };
         extra.push(match v {

@@ -906,7 +906,7 @@ impl Files {
         let raw = std::fs::read(manifest_path);
         let parsed = match &raw {
             Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
-                let module = sources.fetch_for(&m);
+                let module = sources.fetch_for(&m.key, &m.module, m.verify_key.as_deref());
                 (m, module)
             }),
             Err(e) => Err(ManifestError::Io {

@@ -194,20 +194,24 @@ impl Sources {
         self.for_ref(reference).fetch(key, reference)
     }
 
-    /// The module of manifest `m`, as [`Sources::fetch`], with its
-    /// `verify_key` required of a registry module (besides `--verify-key`).
+    /// The module of a manifest (its key, `module` and `verify_key`), as
+    /// [`Sources::fetch`], with the `verify_key` required of a registry
+    /// module (besides `--verify-key`). Takes the manifest's fields rather
+    /// than the manifest: the manifest module imports this one.
     ///
     /// # Errors
     /// That source's [`SourceError`]; [`SourceError::Unverified`] when the
     /// key cannot be read.
     pub fn fetch_for(
         &self,
-        m: &crate::control::manifest::Manifest,
+        key: &str,
+        module: &ModuleRef,
+        verify_key: Option<&Path>,
     ) -> Result<Fetched, SourceError> {
-        let ModuleRef::Oci(r) = &m.module else {
-            return self.fetch(&m.key, &m.module);
+        let ModuleRef::Oci(r) = module else {
+            return self.fetch(key, module);
         };
-        let extra = match &m.verify_key {
+        let extra = match verify_key {
             Some(path) => {
                 Some(
                     signing::PublicKey::load(path).map_err(|e| SourceError::Unverified {
@@ -219,7 +223,7 @@ impl Sources {
             }
             None => None,
         };
-        self.oci.fetch_with(&m.key, r, extra.as_ref())
+        self.oci.fetch_with(key, r, extra.as_ref())
     }
 
     /// [`PolicySource::accepted`] to the source of `reference`.
