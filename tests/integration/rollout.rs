@@ -130,6 +130,21 @@ pub(crate) async fn wait_route(
     }
 }
 
+/// Waits until the route's canary is gone by an automatic rollback of
+/// `digest`; returns the route's `last_rollback`.
+async fn automatic_rollback(s: &TestServer, digest: &str) -> Value {
+    let r = wait_route(&s.client, &s.url, |r| {
+        r["canary"].is_null() && !r["last_rollback"].is_null()
+    })
+    .await;
+    let rb = r["last_rollback"].clone();
+    assert_eq!(
+        (rb["automatic"].as_bool(), rb["digest"].as_str()),
+        (Some(true), Some(digest))
+    );
+    rb
+}
+
 async fn audit_actions(s: &TestServer) -> Vec<String> {
     let (status, v) = op(&s, "/admin/v1/audit?limit=100", None).await;
     assert_eq!(status, 200, "{v}");
@@ -472,15 +487,7 @@ async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_f
         "canary faults were absorbed by stable"
     );
 
-    let r = wait_route(&s.client, &s.url, |r| {
-        r["canary"].is_null() && !r["last_rollback"].is_null()
-    })
-    .await;
-    let rb = &r["last_rollback"];
-    assert_eq!(
-        (rb["automatic"].as_bool(), rb["digest"].as_str()),
-        (Some(true), Some(flaky.as_str()))
-    );
+    let rb = automatic_rollback(&s, &flaky).await;
     assert!(
         rb["reason"].as_str().unwrap().contains("error rate"),
         "{rb}"
@@ -541,15 +548,7 @@ async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail
         canary_answers >= 20,
         "the canary was judged: {canary_answers}"
     );
-    let r = wait_route(&s.client, &s.url, |r| {
-        r["canary"].is_null() && !r["last_rollback"].is_null()
-    })
-    .await;
-    let rb = &r["last_rollback"];
-    assert_eq!(
-        (rb["automatic"].as_bool(), rb["digest"].as_str()),
-        (Some(true), Some(nothing.as_str()))
-    );
+    let rb = automatic_rollback(&s, &nothing).await;
     let reason = rb["reason"].as_str().unwrap();
     assert!(
         reason.starts_with(
