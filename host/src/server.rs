@@ -83,6 +83,10 @@ pub struct ServerConfig {
     pub control_store: Option<crate::control::store::RedisControlConfig>,
     /// This replica's name in heartbeats (default `hostname:port`).
     pub replica_id: Option<String>,
+    /// A policy-set bundle to follow into the policy directory
+    /// (`--bundle oci://…`), polled like `oci://` modules
+    /// ([`crate::control::bundle`]).
+    pub bundle: Option<crate::control::source::oci::OciRef>,
 }
 
 /// Decision logging of a server.
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             fleet_windows: None,
             control_store: None,
             replica_id: None,
+            bundle: None,
         }
     }
 }
@@ -242,6 +247,10 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let cfg = self.config;
+        let bundle = match &cfg.bundle {
+            Some(r) => Some(install_bundle(&cfg, r).await?),
+            None => None,
+        };
         let Parts {
             registry,
             reloader,
@@ -250,6 +259,9 @@ impl Server {
             log_writer,
         } = Parts::build(&cfg)?;
         let token = CancellationToken::new();
+        if let Some(follower) = bundle {
+            tokio::spawn(follower.run(token.clone()));
+        }
         if let Some(rx) = state.scorer.rollbacks().take_receiver() {
             tokio::spawn(manager.clone().run_rollbacks(rx));
         }
@@ -491,4 +503,33 @@ impl Parts {
             log_writer,
         })
     }
+}
+
+/// The follower of `--bundle`, after one bounded attempt to install the
+/// bundle before the initial load (a fresh replica starts on the bundle;
+/// with the registry down it starts on what the directory holds, the last
+/// installed bundle, and the follower keeps trying).
+async fn install_bundle(
+    cfg: &ServerConfig,
+    reference: &crate::control::source::oci::OciRef,
+) -> Result<crate::control::bundle::BundleFollower, ServerError> {
+    std::fs::create_dir_all(&cfg.policies)?;
+    let follower = crate::control::bundle::BundleFollower::new(
+        cfg.registry.clone(),
+        reference.clone(),
+        cfg.policies.clone(),
+    );
+    match tokio::time::timeout(Duration::from_secs(10), follower.poll()).await {
+        Ok(Ok(Some(i))) => {
+            tracing::info!(reference = %i.reference, digest = %i.digest, files = i.files.len(), "policy bundle installed");
+        }
+        Ok(Ok(None)) => tracing::info!(%reference, "policy bundle already installed"),
+        Ok(Err(e)) => {
+            tracing::warn!(%reference, error = %e, "policy bundle not installed at start; serving the directory's set")
+        }
+        Err(_) => {
+            tracing::warn!(%reference, "policy bundle: the registry did not answer within 10 s; serving the directory's set")
+        }
+    }
+    Ok(follower)
 }

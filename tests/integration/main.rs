@@ -3,6 +3,7 @@
 //! the runtime, the CLI and the server.
 
 mod adversarial;
+mod bundle;
 mod cache;
 mod cli;
 mod compile_bounds;

@@ -59,6 +59,13 @@ pub enum Command {
     /// Fetch a policy module from an OCI registry, verified against its
     /// digest.
     Pull(registry::PullArgs),
+    /// Publish a whole policy directory (manifests, routes.toml, modules)
+    /// as one bundle, checked as a set first; `oasis serve --bundle`
+    /// follows it.
+    PushBundle(registry::PushBundleArgs),
+    /// Fetch a policy bundle, verified, checked and installed into a
+    /// directory.
+    PullBundle(registry::PullBundleArgs),
     /// Validate a policy directory or manifest offline, as reload would
     /// load it; every problem listed, exit 1 if any.
     Check(check::Args),
@@ -135,6 +142,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Push(a) => registry::push(a),
         Command::Pull(a) => registry::pull(a),
+        Command::PushBundle(a) => registry::push_bundle(a),
+        Command::PullBundle(a) => registry::pull_bundle(a),
         Command::CompileWorker(a) => {
             let config = oasis::RuntimeConfig {
                 max_instances: a.max_instances,

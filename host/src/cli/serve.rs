@@ -199,6 +199,13 @@ pub struct Args {
     /// module is refused; the last good version keeps serving.
     #[arg(long = "verify-key", value_name = "PUB.pem")]
     pub verify_keys: Vec<PathBuf>,
+    /// Follow a policy-set bundle (`oasis push-bundle`): the tag is polled
+    /// like `oci://` modules (--registry-poll-ms, backoff), and each new
+    /// bundle is pulled, verified, checked as a set and installed into
+    /// --policies (which is created if missing); a bundle that is not a
+    /// valid set is refused and the directory keeps its set.
+    #[arg(long, value_name = "oci://REGISTRY/REPOSITORY:TAG")]
+    pub bundle: Option<String>,
 }
 
 /// `--control-store`: the directory, or a Redis URL.
@@ -332,6 +339,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         },
         control_store: control_store(&args.control_store, &args.control_store_prefix)?,
         replica_id: args.replica_id,
+        bundle: args
+            .bundle
+            .as_deref()
+            .map(|b| oasis::control::source::oci::OciRef::parse(b).map_err(anyhow::Error::msg))
+            .transpose()
+            .context("--bundle")?,
         promotion_stall: oasis::telemetry::promotion::PromotionStall {
             candidates: args.stall_candidates,
             after: std::time::Duration::from_secs(args.stall_after_s),

@@ -23,6 +23,7 @@
 //! | `source`   | where modules come from: files, or an OCI registry (polled)    |
 //! | `store`    | the control store: rollout document, revision, audit, heartbeats (directory or Redis) |
 //! | `generation` | what a replica serves, as one comparable name, and its refusals |
+//! | `bundle`   | policy-set bundles: a whole directory as one OCI artifact, followed |
 //!
 //! Rules: control returns domain errors
 //! ([`ChangeError`](manager::ChangeError),
@@ -31,6 +32,7 @@
 //! registry snapshot and the rollback queue, [`manager::RollbackRequests`]).
 
 pub mod audit;
+pub mod bundle;
 pub mod generation;
 pub mod manager;
 pub mod manifest;

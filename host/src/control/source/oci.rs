@@ -85,7 +85,7 @@ pub mod annotation {
 pub struct OciRef {
     /// As written, without the scheme.
     text: String,
-    reference: Reference,
+    pub(crate) reference: Reference,
 }
 
 impl PartialEq for OciRef {
@@ -266,7 +266,7 @@ impl RegistryError {
         }
     }
 
-    fn of(reference: &OciRef, e: OciDistributionError) -> Self {
+    pub(crate) fn of(reference: &OciRef, e: OciDistributionError) -> Self {
         let reference = reference.to_string();
         let message = chain(&e);
         match &e {
@@ -292,7 +292,7 @@ impl RegistryError {
         }
     }
 
-    fn refused(reference: &OciRef, message: String) -> Self {
+    pub(crate) fn refused(reference: &OciRef, message: String) -> Self {
         RegistryError::Refused {
             reference: reference.to_string(),
             message,
@@ -343,7 +343,7 @@ pub struct Pushed {
 /// A registry client: resolve, pull and push wasm artifacts.
 #[derive(Clone)]
 pub struct RegistryClient {
-    client: oci_client::Client,
+    pub(crate) client: oci_client::Client,
     config: RegistryConfig,
 }
 
@@ -374,7 +374,7 @@ impl RegistryClient {
         &self.config
     }
 
-    fn auth(&self, r: &OciRef) -> RegistryAuth {
+    pub(crate) fn auth(&self, r: &OciRef) -> RegistryAuth {
         match self.config.credentials.for_host(r.registry()) {
             Some(Credential::Basic { user, password }) => {
                 RegistryAuth::Basic(user.clone(), password.clone())
