@@ -428,6 +428,24 @@ async fn two_operators_changing_one_route_at_once_one_wins_the_other_gets_a_conf
         stderr.contains("409 conflict") && stderr.contains(&format!("revision {}", rev + 1)),
         "{stderr}"
     );
+    // The fleet's audit is the store's: replica 2, which made no change,
+    // lists the changes made through replicas 0 and 1 (and not the loser's).
+    let audit: Value = client
+        .get(format!("{}/admin/v1/audit?limit=10", fleet.urls[2]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert_eq!(
+        entries[1]["percent"].as_f64(),
+        percent.as_f64(),
+        "the winner's change, last: {audit}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     traffic.finish("radio").await;
     fleet.shutdown().await;

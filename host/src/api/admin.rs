@@ -391,9 +391,27 @@ pub struct AuditQuery {
         (status = 200, description = "Audit entries", body = crate::api::admin::AuditPage),
         (status = 400, description = "Bad query string (axum's plain-text rejection)", body = String, content_type = "text/plain"),
         (status = 500, description = "The audit log could not be read (`internal`)", body = crate::api::error::ApiErrorBody),
+        (status = 503, description = "The control store (Redis) that keeps the fleet's audit cannot be reached (`control_store_unavailable`)", body = crate::api::error::ApiErrorBody),
     ))]
 async fn audit(State(m): State<Arc<RolloutManager>>, Query(q): Query<AuditQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(10_000);
+    // A shared store (Redis) keeps the fleet's audit: every replica's
+    // changes, whichever replica is asked.
+    match m.store().recent_audit(limit).await {
+        Ok(Some(recent)) => {
+            return Json(serde_json::json!({
+                "entries": recent.entries,
+                "skipped_lines": recent.skipped,
+            }))
+            .into_response();
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return ApiError::new(ErrorKind::ControlStoreUnavailable, e.to_string())
+                .retry_after(1)
+                .into_response();
+        }
+    }
     let m2 = m.clone();
     match tokio::task::spawn_blocking(move || m2.audit().read_recent(limit)).await {
         Ok(Ok(recent)) => Json(serde_json::json!({

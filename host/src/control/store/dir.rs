@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlStore, ReplicaStatus, StoreError, Versioned};
-use crate::control::audit::{AuditEntry, AuditLog};
+use crate::control::audit::{AuditEntry, AuditLog, Recent};
 use crate::control::persist::{DirLock, write_atomic};
 use crate::control::rollout::{LAST_GOOD_FILE, ROLLOUT_FILE, RolloutFile, read_rollout};
 
@@ -152,6 +152,10 @@ impl ControlStore for DirStore {
             write_atomic(&dir.join(name), &json).map_err(invalid)
         })
         .await
+    }
+
+    async fn recent_audit(&self, _limit: usize) -> Result<Option<Recent>, StoreError> {
+        Ok(None)
     }
 
     async fn list_status(&self) -> Result<Vec<ReplicaStatus>, StoreError> {

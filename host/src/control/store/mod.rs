@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::audit::AuditEntry;
+use crate::control::audit::{AuditEntry, Recent};
 use crate::control::persist::write_atomic;
 use crate::control::reload::Reloader;
 use crate::control::rollout::{LAST_GOOD_FILE, ROLLOUT_FILE, RolloutFile, read_rollout};
@@ -137,6 +137,15 @@ pub trait ControlStore: Send + Sync {
 
     /// Every replica's last heartbeat, by replica id.
     async fn list_status(&self) -> Result<Vec<ReplicaStatus>, StoreError>;
+
+    /// The fleet's most recent audit entries (at most `limit`, oldest
+    /// first) when the store keeps them for every replica; `None` when each
+    /// replica's own log is the record (the directory store: replicas on
+    /// one directory share that log).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be read.
+    async fn recent_audit(&self, limit: usize) -> Result<Option<Recent>, StoreError>;
 
     /// Wakes `changed` whenever a change may have been committed, until
     /// `shutdown` (stores the directory watcher already covers return at

@@ -25,7 +25,7 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlStore, ReplicaStatus, StoreError, Versioned};
-use crate::control::audit::AuditEntry;
+use crate::control::audit::{AuditEntry, Recent};
 use crate::control::rollout::RolloutFile;
 
 const STORE: &str = "redis";
@@ -218,6 +218,31 @@ impl ControlStore for RedisStore {
                 .query_async::<()>(&mut conn),
         )
         .await
+    }
+
+    async fn recent_audit(&self, limit: usize) -> Result<Option<Recent>, StoreError> {
+        let mut conn = self.conn.clone();
+        let start = -(limit.clamp(1, AUDIT_KEEP as usize) as i64);
+        let lines: Vec<String> = self
+            .timed(
+                ::redis::cmd("LRANGE")
+                    .arg(self.key("audit"))
+                    .arg(start)
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut recent = Recent {
+            entries: Vec::with_capacity(lines.len()),
+            skipped: 0,
+        };
+        for line in &lines {
+            match serde_json::from_str::<AuditEntry>(line) {
+                Ok(e) => recent.entries.push(e),
+                Err(_) => recent.skipped += 1,
+            }
+        }
+        Ok(Some(recent))
     }
 
     async fn list_status(&self) -> Result<Vec<ReplicaStatus>, StoreError> {
