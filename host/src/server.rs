@@ -260,7 +260,7 @@ impl Server {
         } = Parts::build(&cfg)?;
         let token = CancellationToken::new();
         if let Some(follower) = bundle {
-            tokio::spawn(follower.run(token.clone()));
+            tokio::spawn(follower.reporting_to(reloader.clone()).run(token.clone()));
         }
         if let Some(rx) = state.scorer.rollbacks().take_receiver() {
             tokio::spawn(manager.clone().run_rollbacks(rx));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use oasis::control::bundle::{self, BundleFile};
 use oasis::control::source::oci::{OciRef, RegistryClient, RegistryConfig};
 use oasis_test_components::{BASELINE, GUARDED_BOOST};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::process::ServeProcess;
 use crate::harness::registry::DockerRegistry;
@@ -81,6 +81,27 @@ async fn serving(server: &ServeProcess) -> Option<String> {
         .find(|p| p["key"] == "promo")?["active"]["digest"]
         .as_str()
         .map(String::from)
+}
+
+/// The bundle's entry in `/v1/policies` `oci` (null before its first poll).
+async fn bundle_status(server: &ServeProcess) -> Value {
+    let v: Value = reqwest::get(format!("{}/v1/policies", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["oci"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e["reference"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("(bundle)"))
+        })
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 async fn wait_serving(server: &ServeProcess, want: &str) {
@@ -180,6 +201,27 @@ async fn a_bundle_is_followed_a_bad_one_refused_and_a_restart_without_the_regist
     }
     assert_eq!(serving(&server).await, Some(digest(GUARDED_BOOST)));
     assert!(dir.join("promo.wasm").exists());
+    // Reported where registry failures are: `/v1/policies` `oci`, `/readyz`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let entry = loop {
+        let entry = bundle_status(&server).await;
+        if entry["status"] == "failing" {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "not reported: {entry}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["kind"], "invalid", "{entry}");
+    assert_eq!(entry["manifest_digest"], second["digest"], "{entry}");
+    let ready = reqwest::get(format!("{}/readyz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = ready.text().await.unwrap();
+    assert!(
+        text.contains("registry failing") && text.contains("gone.wasm"),
+        "{text}"
+    );
     let record: Value =
         serde_json::from_slice(&std::fs::read(dir.join(bundle::STATE_FILE)).unwrap()).unwrap();
     assert_eq!(record["digest"], second["digest"]);
@@ -214,6 +256,20 @@ async fn a_bundle_is_followed_a_bad_one_refused_and_a_restart_without_the_regist
     reg.kill();
     let server = serve(&dir, &reg, &reference);
     assert_eq!(serving(&server).await, Some(digest(GUARDED_BOOST)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let entry = bundle_status(&server).await;
+        if entry["status"] == "failing" {
+            assert_eq!(
+                (&entry["kind"], &entry["serving_from"]),
+                (&json!("unreachable"), &json!("store")),
+                "{entry}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported: {entry}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let traffic = Traffic::start(&server.url, &["radio"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     traffic.finish("radio").await;

@@ -35,8 +35,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::manifest::{Manifest, ROUTES_FILE, RoutesFile};
 use crate::control::persist::write_atomic;
+use crate::control::reload::Reloader;
 use crate::control::source::ModuleRef;
-use crate::control::source::oci::{OciRef, RegistryClient, RegistryConfig, RegistryError};
+use crate::control::source::oci::{
+    OciRef, OciStatus, RegistryClient, RegistryConfig, RegistryError,
+};
 
 /// Media type of a bundle's config (the file list).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oasis.bundle.config.v1+json";
@@ -463,11 +466,23 @@ pub fn install(dir: &Path, reference: &str, bundle: &Published) -> Result<Instal
 }
 
 /// Follows a bundle tag into a policy directory (`oasis serve --bundle`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BundleFollower {
     client: RegistryClient,
     reference: OciRef,
     dir: PathBuf,
+    /// Where its status is reported, and what reconciles after a change
+    /// of it ([`BundleFollower::reporting_to`]).
+    reloader: Option<Reloader>,
+}
+
+impl std::fmt::Debug for BundleFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleFollower")
+            .field("reference", &self.reference.to_string())
+            .field("dir", &self.dir)
+            .finish()
+    }
 }
 
 impl BundleFollower {
@@ -477,6 +492,48 @@ impl BundleFollower {
             client: RegistryClient::new(config),
             reference,
             dir,
+            reloader: None,
+        }
+    }
+
+    /// Reports the bundle's status through `reloader`'s registry source
+    /// (`/v1/policies` `oci`, `/readyz`, heartbeats), reconciling when it
+    /// changes.
+    pub fn reporting_to(mut self, reloader: Reloader) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// Publishes the status after a poll.
+    async fn report(&self, failures: u32, since: Option<SystemTime>, error: Option<&BundleError>) {
+        let Some(reloader) = &self.reloader else {
+            return;
+        };
+        let installed = installed(&self.dir);
+        let status = OciStatus {
+            reference: format!("{} (bundle)", self.reference),
+            status: if error.is_some() { "failing" } else { "ok" },
+            kind: error.map(|e| match e {
+                BundleError::Registry(r) => r.kind(),
+                BundleError::Invalid(_) => "invalid",
+                BundleError::Io { .. } => "io",
+            }),
+            error: error.map(ToString::to_string),
+            failures,
+            failing_since: since.as_ref().map(crate::control::source::oci::rfc3339),
+            serving_from: installed.as_ref().map(|_| {
+                if error.is_some_and(|e| matches!(e, BundleError::Registry(_))) {
+                    "store"
+                } else {
+                    "registry"
+                }
+            }),
+            manifest_digest: installed.as_ref().map(|i| i.digest.clone()),
+            module_digest: None,
+            pulled_at: installed.map(|i| i.installed_at),
+        };
+        if reloader.sources().oci.set_bundle_status(status) {
+            reloader.reconcile().await;
         }
     }
 
@@ -508,9 +565,11 @@ impl BundleFollower {
     pub async fn run(self, shutdown: CancellationToken) {
         let config = self.client.config().clone();
         let mut failures = 0u32;
+        let mut since: Option<SystemTime> = None;
         let mut last_error: Option<String> = None;
         loop {
-            let wait = match self.poll().await {
+            let result = self.poll().await;
+            let wait = match &result {
                 Ok(installed) => {
                     if let Some(i) = installed {
                         tracing::info!(reference = %i.reference, digest = %i.digest, files = i.files.len(), "policy bundle installed");
@@ -519,11 +578,13 @@ impl BundleFollower {
                         tracing::info!(reference = %self.reference, "policy bundle reachable again");
                     }
                     failures = 0;
+                    since = None;
                     last_error = None;
                     config.poll
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    since.get_or_insert_with(SystemTime::now);
                     let text = e.to_string();
                     if last_error.as_deref() != Some(&text) {
                         tracing::warn!(reference = %self.reference, error = %text, "policy bundle not installed; the directory keeps its set");
@@ -532,6 +593,7 @@ impl BundleFollower {
                     config.backoff(failures)
                 }
             };
+            self.report(failures, since, result.as_ref().err()).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}

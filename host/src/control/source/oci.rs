@@ -738,7 +738,7 @@ pub struct OciStatus {
 }
 
 /// RFC 3339, UTC, milliseconds (as the rest of the status API).
-fn rfc3339(t: &SystemTime) -> String {
+pub(crate) fn rfc3339(t: &SystemTime) -> String {
     humantime::format_rfc3339_millis(*t).to_string()
 }
 
@@ -786,6 +786,9 @@ pub struct OciSource {
     /// A manifest asked for a signature (`verify_key`): signatures are
     /// fetched even without `--verify-key`.
     wants_signatures: std::sync::atomic::AtomicBool,
+    /// The status of the policy-set bundle followed (`--bundle`), reported
+    /// beside the modules' ([`OciSource::set_bundle_status`]).
+    bundle: Mutex<Option<OciStatus>>,
 }
 
 struct State {
@@ -821,6 +824,7 @@ impl OciSource {
             }),
             wake: tokio::sync::Notify::new(),
             wants_signatures: std::sync::atomic::AtomicBool::new(false),
+            bundle: Mutex::new(None),
         }
     }
 
@@ -848,8 +852,23 @@ impl OciSource {
         self.lock().refs.values().any(|r| !r.attempted)
     }
 
-    /// The status of every reference, by reference.
+    /// Reports the followed bundle's status with the modules' (in
+    /// `/v1/policies` `oci`, `/readyz` and heartbeats). Returns whether it
+    /// changed.
+    pub fn set_bundle_status(&self, status: OciStatus) -> bool {
+        let mut b = self.bundle.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = b.as_ref() != Some(&status);
+        *b = Some(status);
+        changed
+    }
+
+    /// The status of every reference, by reference (the bundle's last).
     pub fn status(&self) -> Vec<OciStatus> {
+        let bundle = self
+            .bundle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let st = self.lock();
         st.refs
             .values()
@@ -882,6 +901,7 @@ impl OciSource {
                     pulled_at: r.pulled.as_ref().map(|p| rfc3339(&p.pulled_at)),
                 }
             })
+            .chain(bundle)
             .collect()
     }
 
