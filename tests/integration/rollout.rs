@@ -130,6 +130,22 @@ pub(crate) async fn wait_route(
     }
 }
 
+/// A server on route `radio` (guarded-boost stable) with the route's
+/// `guardrails`, `module` uploaded and made the canary of half the
+/// listeners; returns the server and the canary's digest.
+async fn canary_at_half(guardrails: &str, module: &str) -> (TestServer, String) {
+    let s = TestServer::start_with(|d| radio(d, guardrails), with_admin).await;
+    let version = upload(&s.client, &s.url, "p", module).await;
+    let (status, v) = op(
+        &s,
+        "/admin/v1/routes/radio/canary",
+        Some(json!({"version": version, "percent": 50})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    (s, version)
+}
+
 /// Waits until the route's canary is gone by an automatic rollback of
 /// `digest`; returns the route's `last_rollback`.
 async fn automatic_rollback(s: &TestServer, digest: &str) -> Value {
@@ -447,15 +463,7 @@ async fn the_kill_switch_serves_the_baseline_until_revived() {
 async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_failed_request() {
     let guardrails =
         "[routes.radio.guardrails]\nwindow = 60\nmin_samples = 30\nmax_error_rate = 0.1\n";
-    let s = TestServer::start_with(|d| radio(d, guardrails), with_admin).await;
-    let flaky = upload(&s.client, &s.url, "p", FLAKY).await;
-    let (status, _) = op(
-        &s,
-        "/admin/v1/routes/radio/canary",
-        Some(json!({"version": flaky, "percent": 50})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (s, flaky) = canary_at_half(guardrails, FLAKY).await;
 
     // 4 clients, 100 requests each, distinct listeners and seeds: the canary
     // fails on 30% of its requests, and every request still gets a 200.
@@ -522,15 +530,7 @@ async fn a_faulty_canary_is_rolled_back_by_its_guardrails_under_load_without_a_f
 async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail() {
     // No business key set: the default applies.
     let guardrails = "[routes.radio.guardrails]\nwindow = 100\nmin_samples = 20\n";
-    let s = TestServer::start_with(|d| radio(d, guardrails), with_admin).await;
-    let nothing = upload(&s.client, &s.url, "p", BASELINE).await;
-    let (status, _) = op(
-        &s,
-        "/admin/v1/routes/radio/canary",
-        Some(json!({"version": nothing, "percent": 50})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (s, nothing) = canary_at_half(guardrails, BASELINE).await;
     let r = route(&s.client, &s.url).await;
     assert_eq!(r["guardrails"]["min_promoted_ratio"], 0.1, "{r}");
 
@@ -567,19 +567,7 @@ async fn a_canary_that_promotes_nothing_is_rolled_back_by_the_business_guardrail
     s.shutdown().await;
 
     // An explicit bound of 0 lets the same canary run (an operator's choice).
-    let s = TestServer::start_with(
-        |d| radio(d, &format!("{guardrails}min_promoted_ratio = 0.0\n")),
-        with_admin,
-    )
-    .await;
-    let nothing = upload(&s.client, &s.url, "p", BASELINE).await;
-    let (status, _) = op(
-        &s,
-        "/admin/v1/routes/radio/canary",
-        Some(json!({"version": nothing, "percent": 50})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (s, _) = canary_at_half(&format!("{guardrails}min_promoted_ratio = 0.0\n"), BASELINE).await;
     for i in 0..200u64 {
         let (status, _) = s.score(example(&format!("biz2-{i}"))).await;
         assert_eq!(status, 200);
