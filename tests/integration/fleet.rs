@@ -12,7 +12,7 @@ use oasis::api::auth::AdminTokens;
 use oasis::control::source::oci::RegistryConfig;
 use oasis::control::store::RedisControlConfig;
 use oasis::server::{AdminConfig, ServerConfig};
-use oasis_test_components::{BASELINE, GUARDED_BOOST, NOT_A_POLICY};
+use oasis_test_components::{BASELINE, GUARDED_BOOST, NOT_A_POLICY, PID_PACING};
 use serde_json::{Value, json};
 
 use crate::delivery_state::redis_support::RedisServer;
@@ -659,4 +659,73 @@ async fn a_replica_killed_in_a_change_comes_back_on_the_committed_generation_eve
     traffic.finish("radio").await;
     drop(a);
     drop(b);
+}
+
+/// The versions index is the store's: a module uploaded through one replica
+/// (never pulled by the others) can be made the canary through another, and
+/// every replica brings it from the store and serves it; with Redis down an
+/// upload is refused (503) rather than kept on one replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_uploaded_through_one_replica_is_canaried_through_another_and_served_by_all() {
+    let redis = RedisServer::start();
+    let reg = DockerRegistry::start();
+    let tag = format!("{}/oasis/promo:stable", reg.host());
+    let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
+    let client = &fleet.client;
+    let upload = |url: &str| {
+        client
+            .post(format!("{url}/admin/v1/policies/promo/versions"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(PID_PACING).unwrap())
+            .send()
+    };
+    let r = upload(&fleet.urls[0]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let v3 = digest(PID_PACING);
+    let traffic = Traffic::start(&fleet.urls[2], &["radio"]);
+
+    // Through replica 1, which never saw the upload.
+    let (status, v, _) = change(
+        client,
+        &fleet.urls[1],
+        CANARY,
+        json!({"version": v3, "percent": 100.0}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    for u in &fleet.urls {
+        wait!(&format!("{u} serving the uploaded canary"), {
+            let r = get(client, &format!("{u}/v1/routes/radio")).await;
+            r["canary"]["version"]["digest"] == json!(v3)
+        });
+    }
+    // Every replica answers from it (a 100% canary).
+    for u in &fleet.urls {
+        let r: Value = client
+            .post(format!("{u}/v1/score"))
+            .body(routed("radio", &crate::harness::example_body()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (r["variant"].as_str(), r["policy"]["digest"].as_str()),
+            (Some("canary"), Some(v3.as_str())),
+            "{u}: {r}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    traffic.finish("radio").await;
+
+    // Redis down: an upload is refused, not kept on one replica.
+    drop(redis);
+    let r = upload(&fleet.urls[2]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["kind"], "control_store_unavailable", "{v}");
+    fleet.shutdown().await;
 }

@@ -384,6 +384,9 @@ impl RolloutManager {
         who: &str,
         expected: Option<u64>,
     ) -> Result<Committed, ChangeError> {
+        if let Change::Canary { version, .. } = &change {
+            self.bring_version(route, version).await?;
+        }
         let mut attempt = 0;
         let (applied, revision) = loop {
             attempt += 1;
@@ -637,9 +640,44 @@ impl RolloutManager {
     ) -> Result<VersionRecord, ChangeError> {
         let this = self.clone();
         let (key, who) = (key.to_string(), who.to_string());
-        tokio::task::spawn_blocking(move || this.upload_blocking(&key, &wasm, &who))
+        let (stored, wasm) = tokio::task::spawn_blocking(move || {
+            this.upload_blocking(&key, &wasm, &who).map(|r| (r, wasm))
+        })
+        .await
+        .map_err(internal)??;
+        // Shared with the fleet (a Redis store), so that a change made
+        // through any replica can canary it and every replica can serve it.
+        self.store
+            .put_version(&stored, &wasm)
             .await
-            .map_err(internal)?
+            .map_err(store_error)?;
+        Ok(stored)
+    }
+
+    /// Brings `version` of the route's policy from a shared control store
+    /// when this replica does not hold it (it was uploaded through another
+    /// replica). Anything else is left to [`RolloutManager::apply`], which
+    /// names what is wrong.
+    async fn bring_version(&self, route: &str, version: &str) -> Result<(), ChangeError> {
+        if !self.store.shared() || !is_digest(version) {
+            return Ok(());
+        }
+        let snapshot = self.reloader.registry().snapshot();
+        let Some(plan) = snapshot.plans.get(route) else {
+            return Ok(());
+        };
+        let mut pinned = pinned_versions(&snapshot.rollout, &plan.policy);
+        pinned.insert(version.to_string());
+        crate::control::store::bring_version(
+            self.store.as_ref(),
+            &self.reloader,
+            &plan.policy,
+            version,
+            pinned,
+        )
+        .await
+        .map(drop)
+        .map_err(store_error)
     }
 
     fn upload_blocking(

@@ -11,6 +11,7 @@ use super::{ControlStore, ReplicaStatus, StoreError, Versioned};
 use crate::control::audit::{AuditEntry, AuditLog, Recent};
 use crate::control::persist::{DirLock, write_atomic};
 use crate::control::rollout::{LAST_GOOD_FILE, ROLLOUT_FILE, RolloutFile, read_rollout};
+use crate::control::versions::VersionRecord;
 
 const STORE: &str = "dir";
 
@@ -152,6 +153,18 @@ impl ControlStore for DirStore {
             write_atomic(&dir.join(name), &json).map_err(invalid)
         })
         .await
+    }
+
+    async fn put_version(&self, _record: &VersionRecord, _wasm: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn get_version(
+        &self,
+        _key: &str,
+        _digest: &str,
+    ) -> Result<Option<(VersionRecord, Vec<u8>)>, StoreError> {
+        Ok(None)
     }
 
     async fn recent_audit(&self, _limit: usize) -> Result<Option<Recent>, StoreError> {

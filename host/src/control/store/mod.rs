@@ -18,6 +18,7 @@
 mod dir;
 mod redis;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::control::audit::{AuditEntry, Recent};
 use crate::control::persist::write_atomic;
 use crate::control::reload::Reloader;
 use crate::control::rollout::{LAST_GOOD_FILE, ROLLOUT_FILE, RolloutFile, read_rollout};
+use crate::control::versions::VersionRecord;
 
 pub use crate::control::generation::Refusal;
 pub use dir::{DirStore, REPLICAS_DIR};
@@ -138,6 +140,28 @@ pub trait ControlStore: Send + Sync {
     /// Every replica's last heartbeat, by replica id.
     async fn list_status(&self) -> Result<Vec<ReplicaStatus>, StoreError>;
 
+    /// Shares a stored version (its record and module) with the fleet, so
+    /// that a replica that never loaded it can canary or pin it. The
+    /// directory store shares its version store by being one directory
+    /// (nothing to do).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be written.
+    async fn put_version(&self, record: &VersionRecord, wasm: &[u8]) -> Result<(), StoreError>;
+
+    /// A version shared with [`ControlStore::put_version`] (`digest` in
+    /// full), its module verified against the digest; `None` when the store
+    /// does not hold it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], or [`StoreError::Invalid`] for a module
+    /// whose bytes do not match its digest.
+    async fn get_version(
+        &self,
+        key: &str,
+        digest: &str,
+    ) -> Result<Option<(VersionRecord, Vec<u8>)>, StoreError>;
+
     /// The fleet's most recent audit entries (at most `limit`, oldest
     /// first) when the store keeps them for every replica; `None` when each
     /// replica's own log is the record (the directory store: replicas on
@@ -162,6 +186,9 @@ pub async fn sync_once(store: &dyn ControlStore, reloader: &Reloader) -> Result<
         // Nothing committed: no replica invents state, the local file stays.
         return Ok(false);
     }
+    if store.shared() {
+        fetch_versions(store, reloader, &committed.doc).await?;
+    }
     let dir = reloader.dir().to_path_buf();
     let doc = committed.doc.clone();
     let copied = tokio::task::spawn_blocking(move || mirror(&dir, &committed))
@@ -177,6 +204,71 @@ pub async fn sync_once(store: &dyn ControlStore, reloader: &Reloader) -> Result<
         let _ = tokio::task::spawn_blocking(move || keep_last_good(&dir, &doc)).await;
     }
     Ok(copied)
+}
+
+/// Brings every version `doc` names (pinned, canary, history, shadows) that
+/// the local version store lacks from `store` ([`bring_version`]), so that
+/// the reconcile after following `doc` finds them. Returns how many it
+/// brought; a version the store does not hold either is left to the
+/// reconcile, which reports it.
+///
+/// # Errors
+/// [`StoreError`] when the store cannot be read or a local write fails.
+pub async fn fetch_versions(
+    store: &dyn ControlStore,
+    reloader: &Reloader,
+    doc: &RolloutFile,
+) -> Result<usize, StoreError> {
+    let mut wanted = BTreeSet::new();
+    for r in doc.routes.values() {
+        wanted.extend(
+            r.own_versions(true)
+                .map(|d| (r.policy.clone(), d.to_string())),
+        );
+        wanted.extend(r.shadow_versions());
+    }
+    let mut brought = 0;
+    for (key, digest) in wanted {
+        let pinned = crate::control::reload::pinned_versions(doc, &key);
+        if bring_version(store, reloader, &key, &digest, pinned).await? {
+            brought += 1;
+        }
+    }
+    Ok(brought)
+}
+
+/// Puts version `key@digest` from `store` into `reloader`'s version store
+/// unless it is there already (sparing `pinned` when pruning). Returns
+/// whether it brought it (`false`: already local, or not in `store`).
+///
+/// # Errors
+/// [`StoreError`] when the store cannot be read or the local write fails.
+pub async fn bring_version(
+    store: &dyn ControlStore,
+    reloader: &Reloader,
+    key: &str,
+    digest: &str,
+    pinned: BTreeSet<String>,
+) -> Result<bool, StoreError> {
+    if reloader.store().contains(key, digest) {
+        return Ok(false);
+    }
+    let Some((record, wasm)) = store.get_version(key, digest).await? else {
+        return Ok(false);
+    };
+    let versions = reloader.store().clone();
+    tokio::task::spawn_blocking(move || versions.put(&record, &wasm, &pinned))
+        .await
+        .map_err(|e| StoreError::Invalid {
+            store: "dir",
+            message: e.to_string(),
+        })?
+        .map_err(|e| StoreError::Invalid {
+            store: "dir",
+            message: format!("cannot store version {key}@{digest}: {e}"),
+        })?;
+    tracing::info!(policy = %key, %digest, "version brought from the control store");
+    Ok(true)
 }
 
 /// Writes `doc` as `dir`'s last good rollout state (logged if it fails).

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ControlStore, ReplicaStatus, StoreError, Versioned};
 use crate::control::audit::{AuditEntry, Recent};
 use crate::control::rollout::RolloutFile;
+use crate::control::versions::VersionRecord;
 
 const STORE: &str = "redis";
 
@@ -218,6 +219,61 @@ impl ControlStore for RedisStore {
                 .query_async::<()>(&mut conn),
         )
         .await
+    }
+
+    async fn put_version(&self, record: &VersionRecord, wasm: &[u8]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(record).map_err(invalid)?;
+        // The module under its digest (content-addressed: written once),
+        // then the record that names it.
+        let () = self
+            .timed(
+                ::redis::pipe()
+                    .cmd("SET")
+                    .arg(self.key(&format!("module:{}", record.digest)))
+                    .arg(wasm)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("HSET")
+                    .arg(self.key("versions"))
+                    .arg(format!("{}@{}", record.policy, record.digest))
+                    .arg(json)
+                    .ignore()
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_version(
+        &self,
+        key: &str,
+        digest: &str,
+    ) -> Result<Option<(VersionRecord, Vec<u8>)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (record, wasm): (Option<String>, Option<Vec<u8>>) = self
+            .timed(
+                ::redis::pipe()
+                    .cmd("HGET")
+                    .arg(self.key("versions"))
+                    .arg(format!("{key}@{digest}"))
+                    .cmd("GET")
+                    .arg(self.key(&format!("module:{digest}")))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let (Some(record), Some(wasm)) = (record, wasm) else {
+            return Ok(None);
+        };
+        let record: VersionRecord = serde_json::from_str(&record).map_err(invalid)?;
+        let actual = crate::cache::digest(&wasm);
+        if actual != digest || record.digest != digest {
+            return Err(StoreError::Invalid {
+                store: STORE,
+                message: format!("version {key}@{digest}: the stored module is {actual}"),
+            });
+        }
+        Ok(Some((record, wasm)))
     }
 
     async fn recent_audit(&self, limit: usize) -> Result<Option<Recent>, StoreError> {
