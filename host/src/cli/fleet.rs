@@ -46,12 +46,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or(super::rollout::DEFAULT_URL)
         .trim_end_matches('/')
         .to_string();
-    let token = match &args.token_file {
-        Some(path) => Some(super::rollout::read_token(path)?),
-        None => std::env::var("OASIS_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-    };
+    let token = super::rollout::admin_token(args.token_file.as_deref())?;
     let token = token.context("no admin token: pass --token-file or set OASIS_ADMIN_TOKEN")?;
     let Command::Status = args.command;
     let resp = reqwest::Client::new()

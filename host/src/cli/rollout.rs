@@ -315,12 +315,7 @@ struct Client {
 
 impl Client {
     fn new(args: &Args, base: String) -> anyhow::Result<Self> {
-        let token = match &args.token_file {
-            Some(path) => Some(read_token(path)?),
-            None => std::env::var("OASIS_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-        };
+        let token = admin_token(args.token_file.as_deref())?;
         Ok(Client {
             http: reqwest::Client::new(),
             base,
@@ -369,6 +364,17 @@ impl Client {
         let text = resp.text().await.context("reading the response")?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((value, status))
+    }
+}
+
+/// The admin token: from `token_file` when given ([`read_token`]), else
+/// `$OASIS_ADMIN_TOKEN` (unset or empty: none). Shared with `oasis fleet`.
+pub(crate) fn admin_token(token_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    match token_file {
+        Some(path) => read_token(path).map(Some),
+        None => Ok(std::env::var("OASIS_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())),
     }
 }
 
