@@ -108,6 +108,24 @@ impl Fleet {
         fleet
     }
 
+    /// Three replicas on a new Redis and registry (tag `oasis/promo:stable`):
+    /// the store, the registry, the tag and the fleet.
+    async fn three() -> (RedisServer, DockerRegistry, String, Fleet) {
+        let redis = RedisServer::start();
+        let reg = DockerRegistry::start();
+        let tag = format!("{}/oasis/promo:stable", reg.host());
+        let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
+        (redis, reg, tag, fleet)
+    }
+
+    /// Scoring traffic on routes `radio` and `base` of every replica.
+    fn traffic(&self) -> Vec<Traffic> {
+        self.urls
+            .iter()
+            .map(|u| Traffic::start(u, &["radio", "base"]))
+            .collect()
+    }
+
     async fn shutdown(self) {
         for r in self.replicas {
             r.shutdown().await;
@@ -194,11 +212,7 @@ async fn three_replicas_with_no_shared_directory_converge_within_a_second() {
     let tag = format!("{}/oasis/promo:stable", reg.host());
     // A new version pushed to the tag is served by all three (in `start`).
     let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
-    let traffic: Vec<Traffic> = fleet
-        .urls
-        .iter()
-        .map(|u| Traffic::start(u, &["radio", "base"]))
-        .collect();
+    let traffic = fleet.traffic();
     let client = &fleet.client;
 
     // 50 changes, each through the next replica; each timed from the
@@ -288,16 +302,9 @@ async fn three_replicas_with_no_shared_directory_converge_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_refuses_changes_and_serving_goes_on_with_the_last_generation() {
-    let mut redis = RedisServer::start();
-    let reg = DockerRegistry::start();
-    let tag = format!("{}/oasis/promo:stable", reg.host());
-    let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
+    let (mut redis, _reg, _tag, fleet) = Fleet::three().await;
     let client = &fleet.client;
-    let traffic: Vec<Traffic> = fleet
-        .urls
-        .iter()
-        .map(|u| Traffic::start(u, &["radio", "base"]))
-        .collect();
+    let traffic = fleet.traffic();
     let (status, v, _) = change(client, &fleet.urls[0], CANARY, canary(5.0), None).await;
     assert_eq!(status, 200, "{v}");
     let committed = v["revision"].as_u64().unwrap();
@@ -363,10 +370,7 @@ async fn redis_down_refuses_changes_and_serving_goes_on_with_the_last_generation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_changing_one_route_at_once_one_wins_the_other_gets_a_conflict() {
-    let redis = RedisServer::start();
-    let reg = DockerRegistry::start();
-    let tag = format!("{}/oasis/promo:stable", reg.host());
-    let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
+    let (_redis, _reg, _tag, fleet) = Fleet::three().await;
     let client = &fleet.client;
     let traffic = Traffic::start(&fleet.urls[2], &["radio"]);
     let (status, v, _) = change(client, &fleet.urls[0], CANARY, canary(1.0), None).await;
@@ -454,16 +458,9 @@ async fn two_operators_changing_one_route_at_once_one_wins_the_other_gets_a_conf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_moved_to_a_module_that_does_not_load_is_refused_on_every_replica_and_shown_in_fleet_status()
  {
-    let redis = RedisServer::start();
-    let reg = DockerRegistry::start();
-    let tag = format!("{}/oasis/promo:stable", reg.host());
-    let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
+    let (_redis, reg, tag, fleet) = Fleet::three().await;
     let client = &fleet.client;
-    let traffic: Vec<Traffic> = fleet
-        .urls
-        .iter()
-        .map(|u| Traffic::start(u, &["radio", "base"]))
-        .collect();
+    let traffic = fleet.traffic();
     push_raw(&reg, &tag, &std::fs::read(NOT_A_POLICY).unwrap()).await;
     wait!("every replica reporting the refusal", {
         let (_, v) = fleet_status(client, &fleet.urls[0]).await;
@@ -667,10 +664,7 @@ async fn a_replica_killed_in_a_change_comes_back_on_the_committed_generation_eve
 /// upload is refused (503) rather than kept on one replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_uploaded_through_one_replica_is_canaried_through_another_and_served_by_all() {
-    let redis = RedisServer::start();
-    let reg = DockerRegistry::start();
-    let tag = format!("{}/oasis/promo:stable", reg.host());
-    let fleet = Fleet::start(&redis, &reg, &tag, 3).await;
+    let (redis, _reg, _tag, fleet) = Fleet::three().await;
     let client = &fleet.client;
     let upload = |url: &str| {
         client
