@@ -161,11 +161,12 @@ impl Runtime {
             // With the PAGEMAP_SCAN ioctl (Linux 6.7+; off elsewhere) the
             // reset of a slot rewrites only the pages the call dirtied
             // instead of memset-ing the whole kept-resident prefix: the
-            // memset was ~5% of the server's CPU under load (issue 21), and
-            // a fresh instance + empty call went from 29.4 to 15.5 us
-            // (BENCHMARKS.md "Fresh instance"). Memory is still reset to its
+            // memset was ~5% of the server's CPU under load (issue 21). A
+            // one-off measurement gave a fresh instance + empty call 29.4 ->
+            // 15.5 us (not yet in BENCHMARKS.md: re-measure with
+            // `scripts/bench`, issue 21). Memory is still reset to its
             // initial image between calls: isolation is unchanged
-            // (adversarial::a_fresh_instance_sees_nothing_*).
+            // (instance_reuse::by_default_no_state_of_one_request_reaches_another).
             .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut cfg = Config::new();
