@@ -187,10 +187,23 @@ impl FleetWindows {
     /// Adds one request's sample `s` of `arm` while canary `digest` runs on
     /// `route` under guardrails `g`. No I/O: the next flush sends it.
     pub fn record(&self, route: &str, digest: &str, arm: FleetArm, s: &Sample, g: &Guardrails) {
-        let key = (route.to_string(), digest.to_string(), arm);
+        // On the request path: the maps hold a few entries (the canaries
+        // running now), so they are searched by borrowed keys and a key is
+        // allocated only for a canary's first request.
         {
             let mut pending = lock(&self.shared.pending);
-            let p = pending.entry(key).or_default();
+            let found =
+                |(r, d, a): &(String, String, FleetArm)| r == route && d == digest && *a == arm;
+            if !pending.keys().any(found) {
+                pending.insert(
+                    (route.to_string(), digest.to_string(), arm),
+                    Pending::default(),
+                );
+            }
+            let p = pending
+                .iter_mut()
+                .find_map(|(k, p)| found(k).then_some(p))
+                .expect("inserted above");
             p.totals.add(s);
             if arm == FleetArm::Canary && s.ok {
                 p.latency
@@ -200,7 +213,10 @@ impl FleetWindows {
         }
         if arm == FleetArm::Canary {
             let mut watched = lock(&self.shared.watched);
-            match watched.get_mut(&(route.to_string(), digest.to_string())) {
+            match watched
+                .iter_mut()
+                .find_map(|((r, d), w)| (r == route && d == digest).then_some(w))
+            {
                 Some(w) => {
                     w.seen = Instant::now();
                     if w.guardrails != *g {
