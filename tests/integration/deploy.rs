@@ -397,6 +397,16 @@ async fn the_deployments_arguments_start_a_server_whose_probe_paths_answer_200()
         &extra,
         &[("DOCKER_CONFIG", "/nonexistent/oasis-test")],
     );
+    // With the control store in Redis, canary windows are the fleet's by
+    // default (no --fleet-windows given).
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l["message"] == "fleet-wide guardrail windows on" && l["url"] == redis.url()),
+        "{:#?}",
+        server.startup
+    );
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let path = c[probe]["httpGet"]["path"].as_str().unwrap();
         let url = format!("{}{path}", server.url);
