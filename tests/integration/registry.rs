@@ -466,9 +466,28 @@ async fn registry_going_down_keeps_serving_reports_and_retries_with_backoff() {
         policy(p, "promo")["active"]["digest"] == v2 && p["oci"][0]["status"] == "ok"
     })
     .await;
+    // A request sent now is decided by v2. (The traffic's last request may
+    // have been sent before the swap and still be answered by v1: in-flight
+    // requests finish on the version they started with.)
+    let after: Value = reqwest::Client::new()
+        .post(format!("{}/v1/score", server.url))
+        .body(routed("promo", &example_body()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["policy"]["digest"], v2.as_str(), "{after}");
     let served = traffic.finish("promo").await;
     assert!(served.iter().all(|d| *d == v1 || *d == v2), "{served:?}");
-    assert_eq!(served.last(), Some(&v2));
+    // The traffic is sequential, so the switch is one-way: once v2 answered,
+    // every later request started after the swap.
+    let first_v2 = served.iter().position(|d| *d == v2);
+    assert!(
+        first_v2.is_none_or(|i| served[i..].iter().all(|d| *d == v2)),
+        "v1 answered after v2 had: {served:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
