@@ -26,33 +26,53 @@ pub struct Tactic {
     pub keep_resident: usize,
     /// `Config::concurrency_support`.
     pub concurrency_support: bool,
+    /// `PoolingAllocationConfig::pagemap_scan`: a slot's reset rewrites
+    /// only the pages the instance dirtied (Linux 6.7+).
+    pub pagemap_scan: bool,
+    /// `Config::memory_init_cow`: memory images mapped copy-on-write
+    /// instead of data segments copied at instantiation.
+    pub memory_init_cow: bool,
 }
 
-/// The host's configuration (runtime.rs) and one change at a time.
-pub const TACTICS: [Tactic; 4] = [
+/// The host's configuration (host/src/runtime/mod.rs).
+pub const HOST: Tactic = Tactic {
+    label: "host: pooling, keep resident 4 MiB, pagemap_scan, concurrency_support(false)",
+    pooling: true,
+    keep_resident: 4 << 20,
+    concurrency_support: false,
+    pagemap_scan: true,
+    memory_init_cow: true,
+};
+
+/// The host's configuration and one change at a time.
+pub const TACTICS: [Tactic; 6] = [
+    HOST,
     Tactic {
-        label: "host: pooling, keep resident 4 MiB, concurrency_support(false)",
-        pooling: true,
-        keep_resident: 4 << 20,
-        concurrency_support: false,
+        label: "pagemap_scan off (the kept-resident prefix memset on every reset)",
+        pagemap_scan: false,
+        ..HOST
     },
     Tactic {
         label: "concurrency_support(true)",
-        pooling: true,
-        keep_resident: 4 << 20,
         concurrency_support: true,
+        ..HOST
     },
     Tactic {
         label: "keep resident 0 (pool slots decommitted after each instance)",
-        pooling: true,
         keep_resident: 0,
-        concurrency_support: false,
+        ..HOST
+    },
+    Tactic {
+        label: "memory_init_cow off (data segments copied)",
+        memory_init_cow: false,
+        ..HOST
     },
     Tactic {
         label: "no pooling (on-demand allocator)",
         pooling: false,
         keep_resident: 0,
-        concurrency_support: false,
+        pagemap_scan: false,
+        ..HOST
     },
 ];
 
@@ -104,12 +124,18 @@ impl Harness {
                     64 << 10
                 } else {
                     0
+                })
+                .pagemap_scan(if tactic.pagemap_scan {
+                    wasmtime::Enabled::Auto
+                } else {
+                    wasmtime::Enabled::No
                 });
             cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         cfg.epoch_interruption(true)
             .max_wasm_stack(oasis::runtime::MAX_WASM_STACK)
-            .concurrency_support(tactic.concurrency_support);
+            .concurrency_support(tactic.concurrency_support)
+            .memory_init_cow(tactic.memory_init_cow);
         let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -146,6 +172,60 @@ impl Harness {
             .map_err(|e| anyhow::anyhow!("{e:#}"))?
             .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
         Ok(out.scores.len())
+    }
+}
+
+impl Harness {
+    /// One call on a fresh instance, phase by phase
+    /// ([`crate::instantiation`]). The context mirrors the host's
+    /// (`host/src/sandbox.rs`): captured stdout/stderr, seeded random,
+    /// frozen clocks, no network.
+    pub fn phases(
+        &self,
+        settings: &str,
+        req: &WitRequest,
+    ) -> anyhow::Result<crate::instantiation::Phases> {
+        use crate::instantiation::timed;
+        let (state, context) = timed(|| {
+            let seed = [7u8; 32].to_vec();
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(1024);
+            State {
+                wasi: WasiCtx::builder()
+                    .stdout(wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 << 10))
+                    .stderr(wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 << 10))
+                    .secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
+                    .insecure_random(wasmtime_wasi::Deterministic::new(seed))
+                    .insecure_random_seed(7)
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false)
+                    .build(),
+                table,
+            }
+        });
+        let (mut store, store_t) = timed(|| {
+            let mut store = Store::new(&self.engine, state);
+            store.set_epoch_deadline(1_000_000);
+            store
+        });
+        let (instance, instantiate) = timed(|| self.pre.instantiate(&mut store));
+        let instance = instance.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let (out, call) = timed(|| {
+            instance
+                .oasis_policy_policy()
+                .call_score(&mut store, settings, req)
+        });
+        out.map_err(|e| anyhow::anyhow!("{e:#}"))?
+            .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
+        let ((), drop_t) = timed(|| drop(store));
+        Ok(crate::instantiation::Phases {
+            context,
+            store: store_t,
+            instantiate,
+            call,
+            drop: drop_t,
+        })
     }
 }
 

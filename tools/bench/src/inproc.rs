@@ -292,6 +292,65 @@ pub fn grpc_response(
     oasis::serving::encode::proto_of(req, route, &served, 0)
 }
 
+/// The fresh-instance breakdown ([`crate::instantiation`]) of the baseline
+/// and guarded-boost components, and of `python` (`LABEL=PATH` each), under
+/// the host's configuration and, unless `host_only`, each tactic.
+pub fn instantiation(
+    root: &Path,
+    wasm_dir: &Path,
+    python: &[String],
+    host_only: bool,
+) -> anyhow::Result<String> {
+    use crate::instantiation::{Subject, report};
+    let empty_body = body(root, 0, FEATURES)?;
+    let empty = request::parse(&empty_body)?.validate(2000)?;
+    // An empty slate that still carries every feature column (empty), so
+    // that a policy requiring one (guarded-boost's `p_skip`) accepts it.
+    let one_body = body(root, 1, FEATURES)?;
+    let names = declared_all_names(&request::parse(&one_body)?.validate(2000)?);
+    let empty = oasis::columnar::batch(&empty, &names, &[]);
+    let gb_settings = manifest_settings(root, "guarded-boost")?;
+    let (base, gb) = (
+        component(wasm_dir, "baseline"),
+        component(wasm_dir, "guarded-boost"),
+    );
+    let mut subjects = vec![
+        Subject {
+            label: "baseline (Rust)",
+            path: &base,
+            settings: "{}",
+            per_round: 400,
+        },
+        Subject {
+            label: "guarded-boost (Rust)",
+            path: &gb,
+            settings: &gb_settings,
+            per_round: 400,
+        },
+    ];
+    let python: Vec<(String, std::path::PathBuf)> = python
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((label, path)) => Ok((format!("{label} (Python)"), path.into())),
+            None => Err(anyhow::anyhow!("--python takes LABEL=PATH, not {p:?}")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for (label, path) in &python {
+        subjects.push(Subject {
+            label,
+            path,
+            settings: "{}",
+            per_round: 20,
+        });
+    }
+    let tactics: &[crate::engine::Tactic] = if host_only {
+        std::slice::from_ref(&crate::engine::HOST)
+    } else {
+        &crate::engine::TACTICS
+    };
+    report(&subjects, tactics, &empty)
+}
+
 /// Tactics measured in process, as Markdown table rows plus notes.
 fn tactics(root: &Path, wasm_dir: &Path, bodies: &[(usize, Vec<u8>)]) -> anyhow::Result<String> {
     use crate::engine::{Harness, TACTICS, time_call};

@@ -24,6 +24,7 @@
 
 mod engine;
 mod inproc;
+mod instantiation;
 mod native;
 mod server;
 mod serving;
@@ -76,6 +77,26 @@ enum Cmd {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Where the time of a fresh instance goes, phase by phase (context,
+    /// store, instantiate, empty call, drop), under the host's engine
+    /// configuration and each tactic, for the baseline and guarded-boost
+    /// Rust components and any Python components given; plus each
+    /// component's structure (modules, memories, data, tables).
+    Instantiation {
+        /// Repository root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Directory of the built example components (`scripts/build-policies`).
+        #[arg(long)]
+        wasm_dir: PathBuf,
+        /// Python components to add (`scripts/build-python-policy`), as
+        /// LABEL=PATH.
+        #[arg(long)]
+        python: Vec<String>,
+        /// Only the host's configuration (no tactics).
+        #[arg(long)]
+        host_only: bool,
+    },
     /// Serves the bundled routes with the policies called natively (the
     /// serving ceiling) until killed.
     NativeServer {
@@ -93,6 +114,23 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
+        Cmd::Instantiation {
+            root,
+            wasm_dir,
+            python,
+            host_only,
+        } => {
+            let load = serving::loadavg();
+            print!(
+                "{}",
+                inproc::instantiation(&root, &wasm_dir, &python, host_only)?
+            );
+            println!(
+                "\nLoad average (1, 5, 15 min) at start {load}, at the end {}.",
+                serving::loadavg()
+            );
+            Ok(())
+        }
         Cmd::NativeServer {
             root,
             listen,
