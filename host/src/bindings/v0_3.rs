@@ -43,12 +43,25 @@ pub const VERSION: &str = "0.3.0";
 /// The name under which a 0.3.0 component exports its policy interface.
 pub const POLICY_EXPORT: &str = "oasis:policy/policy@0.3.0";
 
-/// `values` as a packed little-endian buffer of `L` (one allocation; a copy
-/// of the column on a little-endian host).
-fn encode<T: Copy, L: IntoBytes + FromBytes + KnownLayout + Immutable + Unaligned>(
-    values: &[T],
-    to_le: impl Fn(T) -> L,
-) -> Vec<u8> {
+/// `values` as a packed little-endian buffer: a copy of the column's bytes
+/// on a little-endian host (`memcpy`), each value through `to_le` on a
+/// big-endian one.
+fn encode<T, L>(values: &[T], to_le: impl Fn(T) -> L) -> Vec<u8>
+where
+    T: IntoBytes + Immutable + Copy,
+    L: IntoBytes + FromBytes + KnownLayout + Immutable + Unaligned,
+{
+    if cfg!(target_endian = "little") {
+        return values.as_bytes().to_vec();
+    }
+    encode_each(values, to_le)
+}
+
+/// [`encode`] value by value (the big-endian path; tested on any host).
+fn encode_each<T: Copy, L>(values: &[T], to_le: impl Fn(T) -> L) -> Vec<u8>
+where
+    L: IntoBytes + FromBytes + KnownLayout + Immutable + Unaligned,
+{
     let mut out = vec![0u8; values.len() * size_of::<L>()];
     let dst = <[L]>::mut_from_bytes(&mut out[..]).expect("the buffer is `len * width` bytes");
     for (d, v) in dst.iter_mut().zip(values) {
@@ -72,15 +85,20 @@ pub fn encode_s32(values: &[i32]) -> Vec<u8> {
     encode(values, I32::new)
 }
 
-/// The column `field` of a 0.3.0 answer, `count` entries of `L` read
-/// through `from_le`; an error naming the field when the buffer is not
-/// `count * width` bytes.
-fn decode<L: FromBytes + KnownLayout + Immutable + Unaligned, T>(
+/// The column `field` of a 0.3.0 answer: `count` values of `T`, copied
+/// from the buffer's bytes on a little-endian host (`memcpy`), read through
+/// `from_le` on a big-endian one; an error naming the field when the
+/// buffer is not `count * width` bytes.
+fn decode<T, L>(
     field: &str,
     bytes: &[u8],
     count: usize,
     from_le: impl Fn(&L) -> T,
-) -> Result<Vec<T>, String> {
+) -> Result<Vec<T>, String>
+where
+    T: FromBytes + IntoBytes + Copy,
+    L: FromBytes + KnownLayout + Immutable + Unaligned,
+{
     let width = size_of::<L>();
     if bytes.len() != count * width {
         return Err(format!(
@@ -89,7 +107,20 @@ fn decode<L: FromBytes + KnownLayout + Immutable + Unaligned, T>(
             count * width
         ));
     }
-    let values = <[L]>::ref_from_bytes(bytes).map_err(|e| format!("`{field}`: {e}"))?;
+    if cfg!(target_endian = "little") && size_of::<T>() == width {
+        let mut out = vec![T::new_zeroed(); count];
+        out.as_mut_bytes().copy_from_slice(bytes);
+        return Ok(out);
+    }
+    decode_each(bytes, from_le).map_err(|e| format!("`{field}`: {e}"))
+}
+
+/// [`decode`] value by value (the big-endian path; tested on any host).
+fn decode_each<T, L>(bytes: &[u8], from_le: impl Fn(&L) -> T) -> Result<Vec<T>, String>
+where
+    L: FromBytes + KnownLayout + Immutable + Unaligned,
+{
+    let values = <[L]>::ref_from_bytes(bytes).map_err(|e| e.to_string())?;
     Ok(values.iter().map(from_le).collect())
 }
 
@@ -219,7 +250,7 @@ fn surface_up(s: WitSurface) -> v3::Surface {
 /// reason.
 pub fn decisions(d: v3::Decisions, count: usize) -> Result<WitDecisions, String> {
     let scores = decode("scores", &d.scores, count, |v: &F64| v.get())?;
-    let eligible = decode("eligible", &d.eligible, count, |v: &u8| *v != 0)?;
+    let eligible = decode("eligible", &d.eligible, count, |v: &u8| *v)?;
     let bits = decode("reasons", &d.reasons, count, |v: &U16| v.get())?;
     let propensity = decode("propensity", &d.propensity, count, |v: &F64| v.get())?;
     if let Some((i, b)) = bits
@@ -234,7 +265,7 @@ pub fn decisions(d: v3::Decisions, count: usize) -> Result<WitDecisions, String>
     }
     Ok(WitDecisions {
         scores,
-        eligible,
+        eligible: eligible.into_iter().map(|b| b != 0).collect(),
         reasons: bits.into_iter().map(super::wit_reason).collect(),
         propensity,
         debug: d
@@ -308,6 +339,21 @@ mod tests {
         // NaN keeps its bits.
         let nan = f64::from_bits(0x7ff8_0000_0000_0001);
         assert_eq!(encode_f64(&[nan]), nan.to_le_bytes());
+        // The value-by-value path (big-endian hosts) writes the same bytes
+        // and reads them back.
+        let f = [1.5, -0.0, nan, f64::MAX];
+        assert_eq!(encode_each(&f, F64::new), encode_f64(&f));
+        assert_eq!(encode_each(&[-7i32, 9], I32::new), encode_s32(&[-7, 9]));
+        assert_eq!(
+            encode_each(&[3u32, 1 << 31], U32::new),
+            encode_u32(&[3, 1 << 31])
+        );
+        let back: Vec<u64> = decode_each(&encode_f64(&f), |v: &F64| v.get().to_bits()).unwrap();
+        assert_eq!(back, f.map(f64::to_bits));
+        let fast = decode("scores", &encode_f64(&f), 4, |v: &F64| v.get()).unwrap();
+        assert_eq!(fast.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), back);
+        let bits: Vec<u16> = decode_each(&[1, 0, 0, 0x10], |v: &U16| v.get()).unwrap();
+        assert_eq!(bits, [1, 0x1000]);
     }
 
     fn answer(
