@@ -13,6 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SDK = ROOT / "guest-sdk-python"
 WIT = ROOT / "wit"
+# The contract the Python SDK builds against: 0.3.0, whose numeric columns
+# are byte buffers that componentize-py lifts in one copy (see wit/0.3.0/).
+CONTRACT_WIT = WIT / "0.3.0"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -70,7 +73,7 @@ def main() -> int:
         )
         partial = Path(tmp) / "out.wasm"
         cmd = [
-            str(cpy), "-d", str(WIT), "-w", "scoring-policy", "componentize", "oasis_app",
+            str(cpy), "-d", str(CONTRACT_WIT), "-w", "scoring-policy", "componentize", "oasis_app",
             "-p", tmp, "-p", str(SDK), "-p", str(policy_dir), "-o", str(partial),
         ]
         print(f"build-python-policy: componentize-py for {target} ...", file=sys.stderr)

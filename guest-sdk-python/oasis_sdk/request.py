@@ -1,8 +1,11 @@
 """The request a policy scores: context, columnar candidates, campaigns and
 the rights holders' 7-day exposure.
 
-The view keeps the columns exactly as they arrive (the lists componentize-py
-lifts, or the test builder's lists): nothing is converted per element. Read
+The view keeps the columns exactly as they arrive (in a component,
+``memoryview``s over contract 0.3.0's byte buffers, see
+``oasis_sdk.component``; under the test harness, the builder's lists): nothing
+is converted per element. Both are sequences that index, slice, iterate and
+``len`` alike. Read
 columns directly (``req.relevance[i]``, ``req.campaign[i]``), resolve a
 feature column once per request with ``req.feature(name)`` (one C-level
 slice of the row-major matrix), and gate campaign tracks with
@@ -93,7 +96,7 @@ def delivery_error(campaign) -> float:
 class Request:
     """A view of one scoring request.
 
-    Columns (lists aligned by candidate index): ``relevance``, ``campaign``
+    Columns (sequences aligned by candidate index): ``relevance``, ``campaign``
     (index into ``campaigns`` or -1), ``artist``, ``rights_holder``,
     ``impressions_24h``, ``session_promoted``. Context: ``surface`` (int, see
     ``oasis_sdk.surface``), ``market`` (packed), ``timestamp_ms``, ``seed``,

@@ -10,6 +10,9 @@
 //! cargo bench -p oasis-host --bench python_cost
 //! ```
 //!
+//! With `OASIS_BENCH_AB=before.wasm,after.wasm` it measures only those
+//! two, interleaved on fresh instances (p50 and p99; see [`ab`]).
+//!
 //! It builds the Python examples with `scripts/build-python-policy` (which
 //! needs the virtual environment `scripts/setup-python` makes). A measurement, not
 //! a test: nothing here asserts a speed.
@@ -74,7 +77,62 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
 /// Instance reuse for the reuse-mode rows (`[limits] reuse_instance_calls`).
 const REUSE: u32 = 1000;
 
+/// Fresh-instance calls of two components interleaved (A, B, A, B, ...),
+/// so that both see the same machine load: p50 and p99 of `runs` calls
+/// each at 1, 300 and 1000 candidates. For a before/after of one policy
+/// built two ways: `OASIS_BENCH_AB=before.wasm,after.wasm`.
+fn ab(a: &str, b: &str, runs: usize) {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        measure_fuel: false,
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let limits = Limits {
+        deadline: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let pa = Policy::load_file(&rt, a.as_ref(), "{}", limits).unwrap();
+    let pb = Policy::load_file(&rt, b.as_ref(), "{}", limits).unwrap();
+    let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+    println!("| component | contract | candidates | p50 | p99 | calls |");
+    println!("|---|---|---|---|---|---|");
+    for n in [1usize, 300, 1000] {
+        let body = example(n);
+        let req = request::parse(&body).unwrap().validate(10_000).unwrap();
+        let (ba, bb) = (pa.batch(&req), pb.batch(&req));
+        let mut times = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+        for i in 0..runs + 3 {
+            for (k, (p, batch)) in [(&pa, &ba), (&pb, &bb)].into_iter().enumerate() {
+                let s = Instant::now();
+                p.call(batch).unwrap();
+                if i >= 3 {
+                    times[k].push(s.elapsed());
+                }
+            }
+        }
+        for (k, (path, p)) in [(a, &pa), (b, &pb)].into_iter().enumerate() {
+            let t = &mut times[k];
+            t.sort();
+            println!(
+                "| {path} | {} | {n} | {} | {} | {runs} |",
+                p.info().contract,
+                ms(t[runs / 2]),
+                ms(t[runs * 99 / 100]),
+            );
+        }
+    }
+}
+
 fn main() {
+    if let Ok(pair) = std::env::var("OASIS_BENCH_AB") {
+        let (a, b) = pair
+            .split_once(',')
+            .expect("OASIS_BENCH_AB=before.wasm,after.wasm");
+        return ab(a, b, 301);
+    }
     let py_gb = build("policies-python/guarded_boost");
     let py_bandit = build("policies-python/softmax_bandit");
     let mut policies = vec![

@@ -69,7 +69,7 @@ pub enum LoadError {
     /// import the host does not provide. Deterministic: the same bytes fail
     /// the same way, so a reload does not retry it until the file changes.
     #[error(
-        "wrong contract: expected a component implementing oasis:policy/scoring-policy@{version} (exporting `oasis:policy/policy@{version}` with the contract's types, importing only WASI p2 and `oasis:policy/log@{version}`; this host serves contracts 0.1.0 and {current}); found exports [{exports}], imports [{imports}]: {error}",
+        "wrong contract: expected a component implementing oasis:policy/scoring-policy@{version} (exporting `oasis:policy/policy@{version}` with the contract's types, importing only WASI p2 and `oasis:policy/log@{version}`; this host serves contracts 0.1.0, {current} and 0.3.0); found exports [{exports}], imports [{imports}]: {error}",
         current = crate::bindings::CONTRACT_VERSION
     )]
     WrongContract {

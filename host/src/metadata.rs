@@ -49,7 +49,7 @@ pub struct PolicyInfo {
     /// Component size in bytes.
     pub size_bytes: usize,
     /// Version of the contract the component was built against
-    /// (`oasis:policy@…`): the host serves 0.1.0 and 0.2.0 side by side.
+    /// (`oasis:policy@…`): the host serves 0.1.0, 0.2.0 and 0.3.0 side by side.
     pub contract: &'static str,
 }
 

@@ -37,7 +37,7 @@ use wasmtime::Store;
 use crate::bindings::{
     CONTRACT_VERSION, ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign,
     WitCandidates, WitContext, WitHolders, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
-    v0_1,
+    v0_1, v0_3,
 };
 use crate::error::{CallError, DeadlineClock, LoadError};
 use crate::limits::Limits;
@@ -88,18 +88,21 @@ struct Warm {
 }
 
 /// A component pre-instantiated against the contract version it was built
-/// for (see [`crate::bindings::v0_1`]).
+/// for (see [`crate::bindings::v0_1`] and [`crate::bindings::v0_3`]).
 enum Pre {
     /// The current contract ([`CONTRACT_VERSION`]).
     Current(ScoringPolicyPre<CallState>),
     /// The frozen 0.1.0 contract.
     V0_1(v0_1::ScoringPolicyPre<CallState>),
+    /// The 0.3.0 contract (columns as byte buffers).
+    V0_3(v0_3::ScoringPolicyPre<CallState>),
 }
 
 /// A fresh instance of a [`Pre`].
 enum Instance {
     Current(ScoringPolicy),
     V0_1(v0_1::ScoringPolicy),
+    V0_3(v0_3::ScoringPolicy),
 }
 
 /// The columnar request one policy receives ([`Policy::batch`]), in the
@@ -111,6 +114,9 @@ pub struct Batch(BatchKind);
 enum BatchKind {
     Current(WitRequest),
     V0_1(v0_1::oasis::policy::types::Request),
+    /// 0.3.0 carries the campaign column as bytes; the output check reads
+    /// it as numbers.
+    V0_3(v0_3::oasis::policy::types::Request, Vec<i32>),
 }
 
 impl Batch {
@@ -132,6 +138,13 @@ impl Batch {
                 &r.candidates.campaign,
                 r.campaigns.len(),
             ),
+            BatchKind::V0_3(r, campaign) => (
+                r.context.timestamp_ms,
+                r.context.seed,
+                r.candidates.count as usize,
+                campaign,
+                r.campaigns.len(),
+            ),
         }
     }
 
@@ -140,7 +153,7 @@ impl Batch {
     pub fn current(&self) -> Option<&WitRequest> {
         match &self.0 {
             BatchKind::Current(r) => Some(r),
-            BatchKind::V0_1(_) => None,
+            BatchKind::V0_1(_) | BatchKind::V0_3(..) => None,
         }
     }
 }
@@ -357,11 +370,16 @@ impl Policy {
     }
 
     /// `request` in the policy's contract version (a move, no copy of the
-    /// columns, for 0.1.0).
+    /// columns, for 0.1.0; one copy of each numeric column, as bytes, for
+    /// 0.3.0).
     fn versioned(&self, request: WitRequest) -> Batch {
         Batch(match self.template.pre {
             Pre::Current(_) => BatchKind::Current(request),
             Pre::V0_1(_) => BatchKind::V0_1(v0_1::request(request)),
+            Pre::V0_3(_) => {
+                let (request, campaign) = v0_3::request(request);
+                BatchKind::V0_3(request, campaign)
+            }
         })
     }
 
@@ -409,15 +427,24 @@ impl Policy {
             .set_hostcall_fuel(template.limits.transfer_bytes_for(count));
         let ran = template.run(&mut warm, |instance, store| {
             let settings = &self.settings_json;
+            let policy = |e: WitPolicyError| CallError::Policy(policy_error_text(&e));
             let out = match (instance, &batch.0) {
                 (Instance::Current(i), BatchKind::Current(r)) => i
                     .oasis_policy_policy()
-                    .call_score(&mut *store, settings, r)?,
+                    .call_score(&mut *store, settings, r)?
+                    .map_err(policy),
                 (Instance::V0_1(i), BatchKind::V0_1(r)) => i
                     .oasis_policy_policy()
                     .call_score(&mut *store, settings, r)?
                     .map(v0_1::decisions)
-                    .map_err(v0_1::policy_error),
+                    .map_err(|e| policy(v0_1::policy_error(e))),
+                // A buffer of the wrong length is invalid output, like a
+                // column of the wrong length in the typed contracts.
+                (Instance::V0_3(i), BatchKind::V0_3(r, _)) => i
+                    .oasis_policy_policy()
+                    .call_score(&mut *store, settings, r)?
+                    .map_err(|e| policy(v0_3::policy_error(e)))
+                    .and_then(|d| v0_3::decisions(d, count).map_err(CallError::InvalidOutput)),
                 _ => {
                     wasmtime::bail!("a request of one contract version for a policy of another")
                 }
@@ -427,7 +454,7 @@ impl Policy {
             Ok((out, store.data().limiter.peak, fuel))
         });
         let checked = ran.and_then(|(decisions, peak, fuel)| {
-            let decisions = decisions.map_err(|e| CallError::Policy(policy_error_text(&e)))?;
+            let decisions = decisions?;
             crate::output::validate(&decisions, count, campaign, campaigns)?;
             Ok((decisions, peak, fuel))
         });
@@ -532,14 +559,19 @@ impl Template {
         }
         let component = compile_within(runtime, wasm, hex, ceilings.timeout)?;
         // The policy export's name carries the contract version it was built
-        // against; anything but 0.1.0 is linked against the current one (and
-        // refused with its exports listed when it does not match).
-        let v0_1 = component
-            .component_type()
-            .exports(runtime.engine())
-            .any(|(name, _)| name == v0_1::POLICY_EXPORT);
+        // against; anything but 0.1.0 and 0.3.0 is linked against the current
+        // one (and refused with its exports listed when it does not match).
+        let exports = |export: &str| {
+            component
+                .component_type()
+                .exports(runtime.engine())
+                .any(|(name, _)| name == export)
+        };
+        let (v0_1, v0_3) = (exports(v0_1::POLICY_EXPORT), exports(v0_3::POLICY_EXPORT));
         let version = if v0_1 {
             v0_1::VERSION
+        } else if v0_3 {
+            v0_3::VERSION
         } else {
             CONTRACT_VERSION
         };
@@ -550,6 +582,8 @@ impl Template {
             .map_err(wrong)?;
         let pre = if v0_1 {
             Pre::V0_1(v0_1::ScoringPolicyPre::new(instance_pre).map_err(wrong)?)
+        } else if v0_3 {
+            Pre::V0_3(v0_3::ScoringPolicyPre::new(instance_pre).map_err(wrong)?)
         } else {
             Pre::Current(ScoringPolicyPre::new(instance_pre).map_err(wrong)?)
         };
@@ -566,6 +600,7 @@ impl Template {
         match self.pre {
             Pre::Current(_) => CONTRACT_VERSION,
             Pre::V0_1(_) => v0_1::VERSION,
+            Pre::V0_3(_) => v0_3::VERSION,
         }
     }
 
@@ -580,6 +615,10 @@ impl Template {
                 .oasis_policy_policy()
                 .call_describe(&mut *store)
                 .map(v0_1::metadata),
+            Instance::V0_3(i) => i
+                .oasis_policy_policy()
+                .call_describe(&mut *store)
+                .map(v0_3::metadata),
         })
     }
 
@@ -598,6 +637,10 @@ impl Template {
                 .oasis_policy_policy()
                 .call_validate_settings(&mut *store, settings_json)
                 .map(|r| r.map_err(v0_1::policy_error)),
+            Instance::V0_3(i) => i
+                .oasis_policy_policy()
+                .call_validate_settings(&mut *store, settings_json)
+                .map(|r| r.map_err(v0_3::policy_error)),
         })?;
         Ok(verdict.map_err(|e| policy_error_text(&e)))
     }
@@ -617,6 +660,7 @@ impl Template {
         let instance_pre = match &self.pre {
             Pre::Current(p) => p.instance_pre(),
             Pre::V0_1(p) => p.instance_pre(),
+            Pre::V0_3(p) => p.instance_pre(),
         };
         let instance = match instance_pre.instantiate(&mut store) {
             Ok(instance) => instance,
@@ -634,6 +678,9 @@ impl Template {
                 .and_then(|indices| indices.load(&mut store, &instance))
                 .map(drop),
             Pre::V0_1(_) => v0_1::ScoringPolicyIndices::new(instance_pre)
+                .and_then(|indices| indices.load(&mut store, &instance))
+                .map(drop),
+            Pre::V0_3(_) => v0_3::ScoringPolicyIndices::new(instance_pre)
                 .and_then(|indices| indices.load(&mut store, &instance))
                 .map(drop),
         };
@@ -716,6 +763,7 @@ impl Template {
         let instance = match &self.pre {
             Pre::Current(p) => p.instantiate(&mut store).map(Instance::Current),
             Pre::V0_1(p) => p.instantiate(&mut store).map(Instance::V0_1),
+            Pre::V0_3(p) => p.instantiate(&mut store).map(Instance::V0_3),
         };
         match instance {
             Ok(instance) => Ok(Warm {

@@ -297,6 +297,35 @@ impl crate::bindings::v0_1::oasis::policy::log::Host for CallState {
 
 impl crate::bindings::v0_1::oasis::policy::types::Host for CallState {}
 
+/// The 0.3.0 log import: the same interface again, under 0.3.0.
+impl crate::bindings::v0_3::oasis::policy::log::Host for CallState {
+    fn log(
+        &mut self,
+        level: crate::bindings::v0_3::oasis::policy::log::Level,
+        message: String,
+        fields: Vec<crate::bindings::v0_3::oasis::policy::log::Field>,
+    ) {
+        use crate::bindings::v0_3::oasis::policy::log::Level;
+        let level = match level {
+            Level::Trace => WitLogLevel::Trace,
+            Level::Debug => WitLogLevel::Debug,
+            Level::Info => WitLogLevel::Info,
+            Level::Warn => WitLogLevel::Warn,
+            Level::Error => WitLogLevel::Error,
+        };
+        let fields = fields
+            .into_iter()
+            .map(|f| crate::bindings::oasis::policy::log::Field {
+                key: f.key,
+                value: f.value,
+            })
+            .collect();
+        crate::bindings::oasis::policy::log::Host::log(self, level, message, fields);
+    }
+}
+
+impl crate::bindings::v0_3::oasis::policy::types::Host for CallState {}
+
 /// The time budget of one call: the policy's own CPU time (its thread's CPU
 /// clock) against the deadline, wall-clock time against a ceiling. Armed on
 /// the thread that runs the call, checked from the store's epoch-deadline

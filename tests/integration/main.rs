@@ -7,6 +7,7 @@ mod bundle;
 mod cache;
 mod cli;
 mod compile_bounds;
+mod contract_0_3;
 mod dashboard;
 mod decision_log;
 mod delivery_state;

@@ -53,8 +53,8 @@ pub struct ActiveStatus<'a> {
     pub version: &'a str,
     /// `sha256:…` of the component.
     pub digest: &'a str,
-    /// The contract version the component was built against (`0.1.0` or
-    /// `0.2.0`).
+    /// The contract version the component was built against (`0.1.0`,
+    /// `0.2.0` or `0.3.0`).
     pub contract: &'a str,
     /// `sha256` (hex) of the settings it was loaded with.
     pub settings_sha256: &'a str,

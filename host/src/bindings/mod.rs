@@ -5,7 +5,9 @@
 //! Components built against the frozen 0.1.0 contract (`wit/0.1.0/`) are
 //! served side by side: [`v0_1`] has their bindings and the two conversions
 //! (a request down to 0.1.0, decisions up to 0.2.0) that let the rest of the
-//! host ignore which contract a policy was built against.
+//! host ignore which contract a policy was built against. So does [`v0_3`]
+//! for 0.3.0 (`wit/0.3.0/`): 0.2.0 with the numeric columns as byte buffers,
+//! which the Python SDK builds against.
 //!
 //! This module is public on purpose: a [`CallOutcome`](crate::CallOutcome)
 //! carries the policy's [`WitDecisions`] as they crossed the boundary, and
@@ -26,6 +28,7 @@ mod generated {
 pub use generated::*;
 
 pub mod v0_1;
+pub mod v0_3;
 
 use oasis_contract::Surface;
 

@@ -196,6 +196,12 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| RuntimeError(format!("linking the 0.1.0 log import: {e:#}")))?;
+        // And those built against 0.3.0 (columns as bytes, bindings::v0_3).
+        crate::bindings::v0_3::ScoringPolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(format!("linking the 0.3.0 log import: {e:#}")))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {
