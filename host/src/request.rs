@@ -18,6 +18,8 @@ use foldhash::{HashMapExt, HashSetExt};
 
 use crate::bindings::{WitCampaign, wit_surface_set};
 
+#[cfg(test)]
+mod agreement;
 pub mod json;
 pub mod packed;
 
