@@ -22,7 +22,7 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
         count: n as u32,
         relevance: Vec::with_capacity(n),
         feature_names: columns.to_vec(),
-        features: vec![f64::NAN; n * width],
+        features: Vec::new(),
         campaign: req.campaign_index().to_vec(),
         artist: req.artist_keys().to_vec(),
         rights_holder: req.holder_keys().to_vec(),
@@ -30,11 +30,23 @@ pub fn batch(req: &ValidRequest, columns: &[String], context_features: &[String]
         session_promoted: req.session_promoted().to_vec(),
     };
 
+    // Decoded straight into columns (JSON fast path): a copy of the matrix,
+    // or a gather of the columns this policy declared. The candidates then
+    // carry no features of their own.
+    let from_columns = req.feature_columns().and_then(|m| m.select(columns, n));
+    debug_assert!(
+        req.feature_columns().is_none() || from_columns.is_some(),
+        "a request decoded into columns is batched only for the policies it was decoded for"
+    );
+    k.features = from_columns.unwrap_or_else(|| vec![f64::NAN; n * width]);
     // Packed rows (gRPC) share their names: each column's position among
     // them is looked up once per request, not once per candidate.
     let mut packed: Option<(&[String], Vec<Option<usize>>)> = None;
     for (i, c) in req.candidates.iter().enumerate() {
         k.relevance.push(c.relevance);
+        if c.features.is_empty() {
+            continue;
+        }
         let row = &mut k.features[i * width..(i + 1) * width];
         match &c.features {
             Features::Named(pairs) => {

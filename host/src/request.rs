@@ -12,10 +12,15 @@
 //! Errors name the field: `candidates[3].relevance: must be finite`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use foldhash::{HashMapExt, HashSetExt};
 
 use crate::bindings::{WitCampaign, wit_surface_set};
 
+#[cfg(test)]
+mod agreement;
+pub mod json;
 pub mod packed;
 
 pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
@@ -108,7 +113,7 @@ impl<'a> Validate<'a> for ScoreRequest<'a> {
                 ),
             ));
         }
-        let mut ids = HashSet::with_capacity(self.candidates.len());
+        let mut ids = foldhash::HashSet::with_capacity(self.candidates.len());
         let mut table = CampaignTable::default();
         let mut campaign_index = Vec::with_capacity(self.candidates.len());
         let n = self.candidates.len();
@@ -184,6 +189,7 @@ impl<'a> Validate<'a> for ScoreRequest<'a> {
             impressions_24h,
             session_promoted,
             counts_missing,
+            columns: None,
         })
     }
 }
@@ -225,7 +231,7 @@ fn check_context<'a>(
 #[derive(Default)]
 struct CampaignTable<'r, 'a> {
     /// Campaign id -> (its first copy, its index in `campaigns`).
-    seen: HashMap<&'r str, (&'r RequestCampaign<'a>, i32)>,
+    seen: foldhash::HashMap<&'r str, (&'r RequestCampaign<'a>, i32)>,
     campaigns: Vec<WitCampaign>,
     sent: Vec<Sent>,
     first: Vec<usize>,
@@ -322,6 +328,55 @@ pub struct ValidRequest<'a> {
     session_promoted: Vec<u32>,
     /// Whether some candidate did not send its counts.
     counts_missing: bool,
+    /// The candidates' features already laid out as columns (the JSON fast
+    /// path, [`json`]), whose candidates then carry no features of their own.
+    columns: Option<FeatureColumns>,
+}
+
+/// Candidate features decoded straight into columns: the values of `names`
+/// (the declared columns of every policy that may see the request), one row
+/// per candidate, NaN where a candidate has no value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureColumns {
+    names: Vec<String>,
+    values: Vec<f64>,
+}
+
+impl FeatureColumns {
+    /// The column names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Row-major values: `names().len()` per candidate.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// The values of `columns` (each one of [`FeatureColumns::names`]),
+    /// row-major for `n` candidates: the matrix itself when the names are
+    /// the same, else gathered column by column. `None` when a column is
+    /// not among the names.
+    pub fn select(&self, columns: &[String], n: usize) -> Option<Vec<f64>> {
+        if columns == self.names.as_slice() {
+            return Some(self.values.clone());
+        }
+        let at = columns
+            .iter()
+            .map(|c| self.names.iter().position(|n| n == c))
+            .collect::<Option<Vec<usize>>>()?;
+        let (w, width) = (self.names.len(), columns.len());
+        let mut out = vec![f64::NAN; n * width];
+        for (row, src) in out
+            .chunks_exact_mut(width.max(1))
+            .zip(self.values.chunks(w.max(1)))
+        {
+            for (v, &p) in row.iter_mut().zip(&at) {
+                *v = src[p];
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Which delivery state a request sent for one campaign.
@@ -336,21 +391,21 @@ pub struct Sent {
 /// Ids interned as small integer keys in order of first appearance. An
 /// empty id (unknown artist or holder) gets a key of its own, so that
 /// unknown tracks are never grouped together by diversity or fairness rules.
-struct Keys<'k> {
-    keys: HashMap<&'k str, u32>,
+pub(crate) struct Keys<'k> {
+    keys: foldhash::HashMap<&'k str, u32>,
     /// Per key, the first candidate index with it.
     first: Vec<usize>,
 }
 
 impl<'k> Keys<'k> {
-    fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Keys {
-            keys: HashMap::with_capacity(n),
+            keys: foldhash::HashMap::with_capacity(n),
             first: Vec::with_capacity(n),
         }
     }
 
-    fn intern(&mut self, id: &'k str, candidate: usize) -> u32 {
+    pub(crate) fn intern(&mut self, id: &'k str, candidate: usize) -> u32 {
         let next = self.first.len() as u32;
         if !id.is_empty() {
             let key = *self.keys.entry(id).or_insert(next);
@@ -452,6 +507,13 @@ impl<'a> ValidRequest<'a> {
     /// Whether some candidate did not send its delivery counts.
     pub fn counts_missing(&self) -> bool {
         self.counts_missing
+    }
+
+    /// The candidates' features as columns, when they were decoded so (the
+    /// JSON fast path): then [`RequestCandidate::features`] are empty and
+    /// [`crate::columnar::batch`] reads these instead.
+    pub fn feature_columns(&self) -> Option<&FeatureColumns> {
+        self.columns.as_ref()
     }
 
     /// Mutable access to the state the host may fill in

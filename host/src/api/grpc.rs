@@ -3,9 +3,11 @@
 //! their own listener (`oasis serve --grpc-listen`).
 //!
 //! ```text
-//! protobuf ─► admit ─► request::packed::from_proto ─► Scorer::score ─► encode::proto
-//!                      (borrows the message's strings    (the same serving  └► Scorer::after
-//!                       and packed feature rows)          as HTTP's)
+//! protobuf ─► admit ─► Scorer::score_proto ───────────────► encode::proto
+//!                      (request::packed::direct: checked on   └► Scorer::after
+//!                       the message's columns, rows borrowed;
+//!                       else from_proto + validate; then the
+//!                       same serving as HTTP's)
 //! ```
 //!
 //! Errors are the HTTP API's [`ApiError`]s as gRPC statuses ([`status`]):
@@ -27,7 +29,6 @@ use tracing::Instrument;
 
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
-use crate::request;
 use crate::serving::{self, Received, Transport, encode};
 use crate::telemetry::trace::{self, HeaderCarrier};
 
@@ -73,12 +74,8 @@ async fn score_in_span(
         .in_scope(|| scorer.admit())
         .map_err(|e| refuse(state, e.into()))?;
     let msg = request.into_inner();
-    let req = tracing::debug_span!("decode")
-        .in_scope(|| request::packed::from_proto(&msg))
-        .map_err(|e| refuse(state, e.into()))?;
-    serving::identify(&req);
     let scored = scorer
-        .score(req, started)
+        .score_proto(&msg, started)
         .await
         .map_err(|e| refuse(state, e.into()))?;
     let resp = tracing::debug_span!("encode").in_scope(|| encode::proto(&scored));

@@ -1,9 +1,10 @@
 //! `POST /v1/score`: the hot path's HTTP front end.
 //!
 //! ```text
-//! body ─► admit ─► parse (borrowing) ─► Scorer::score ─► encode::json ─► 200
-//!                                       (serving: resolve, validate, fill,    └► Scorer::after
-//!                                        chain, write-back, guardrail)          (log, shadows, metrics)
+//! body ─► admit ─► Scorer::score_json ─────────────────► encode::json ─► 200
+//!                  (resolve the route, decode straight      └► Scorer::after
+//!                   into its columns, else parse + validate;  (log, shadows, metrics)
+//!                   fill, chain, write-back, guardrail)
 //! ```
 //!
 //! The caller always gets scores for a well-formed request: a policy fault
@@ -27,7 +28,7 @@ use tracing::Instrument;
 use crate::api::content;
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
-use crate::request::{self, ScoreRequest};
+use crate::request::ScoreRequest;
 use crate::response::ScoreResponse;
 use crate::serving::{self, Received, Transport, encode};
 use crate::telemetry::trace::{self, CallerContext};
@@ -95,12 +96,7 @@ async fn score_in_span(
         Ok(slot) => slot,
         Err(e) => return refuse(state, e.into()),
     };
-    let req = match tracing::debug_span!("decode").in_scope(|| request::parse(&body)) {
-        Ok(r) => r,
-        Err(e) => return refuse(state, e.into()),
-    };
-    serving::identify(&req);
-    let scored = match scorer.score(req, started).await {
+    let scored = match scorer.score_json(&body, started).await {
         Ok(s) => s,
         Err(e) => return refuse(state, e.into()),
     };

@@ -8,14 +8,25 @@
 //! Field paths are the JSON API's (`candidates[3].relevance`), so an invalid
 //! request names the same field through both; a column whose length is wrong
 //! is named by its proto field (`candidates.relevance`).
+//!
+//! [`validate`] is what the server calls (issue 21): it checks the message
+//! where it is columnar (ids and relevance as columns, the feature names
+//! once and the feature matrix as one slice, each campaign of the message
+//! once, each distinct artist and holder once) and packs the
+//! [`ValidRequest`] directly, the feature rows borrowed from the message.
+//! Anything it does not accept goes through [`from_proto`] and
+//! [`Validate::validate`](super::Validate::validate), so an invalid message
+//! gets exactly the error it always got.
 
 use std::borrow::Cow;
 
+use foldhash::HashSetExt;
 use oasis_proto::v1;
 
 use super::{
-    Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
-    RequestHolder, ScoreRequest, Surface,
+    Features, Keys, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
+    RequestHolder, ScoreRequest, Sent, Surface, ValidRequest, Validate, check_campaign,
+    check_context, check_feature_name, check_id, holder_exposure,
 };
 
 fn malformed(path: impl Into<String>, message: impl Into<String>) -> RequestError {
@@ -85,23 +96,218 @@ pub fn from_proto(msg: &v1::ScoreRequest) -> Result<ScoreRequest<'_>, RequestErr
         .map(|(j, c)| campaign(j, c))
         .collect::<Result<Vec<_>, RequestError>>()?;
     Ok(ScoreRequest {
-        route: (!msg.route.is_empty()).then(|| Cow::Borrowed(msg.route.as_str())),
+        route: route(msg),
         context,
         candidates: candidates(msg.candidates.as_ref(), &campaigns)?,
-        rights_holders: (!msg.rights_holders.is_empty()).then(|| {
-            msg.rights_holders
-                .iter()
-                .map(|(id, h)| {
-                    (
-                        Cow::Borrowed(id.as_str()),
-                        RequestHolder {
-                            exposure_share_7d: h.exposure_share_7d,
-                        },
-                    )
-                })
-                .collect()
-        }),
+        rights_holders: rights_holders(msg),
         debug: msg.debug,
+    })
+}
+
+/// The message's route, `None` for the default.
+pub fn route(msg: &v1::ScoreRequest) -> Option<Cow<'_, str>> {
+    (!msg.route.is_empty()).then(|| Cow::Borrowed(msg.route.as_str()))
+}
+
+fn rights_holders(
+    msg: &v1::ScoreRequest,
+) -> Option<std::collections::HashMap<Cow<'_, str>, RequestHolder>> {
+    (!msg.rights_holders.is_empty()).then(|| {
+        msg.rights_holders
+            .iter()
+            .map(|(id, h)| {
+                (
+                    Cow::Borrowed(id.as_str()),
+                    RequestHolder {
+                        exposure_share_7d: h.exposure_share_7d,
+                    },
+                )
+            })
+            .collect()
+    })
+}
+
+/// Decodes and validates a gRPC request: [`from_proto`] then
+/// [`Validate::validate`], but checked on the message's columns and packed
+/// straight into the [`ValidRequest`] (the feature rows borrowed). Gives
+/// exactly what the two steps give, errors included: a message the direct
+/// path does not accept is handed to them.
+///
+/// # Errors
+/// As [`from_proto`] and [`Validate::validate`].
+pub fn validate(
+    msg: &v1::ScoreRequest,
+    max_candidates: usize,
+) -> Result<ValidRequest<'_>, RequestError> {
+    match direct(msg, max_candidates) {
+        Some(valid) => Ok(valid),
+        None => from_proto(msg)?.validate(max_candidates),
+    }
+}
+
+/// The direct path of [`validate`]: `None` on anything the two steps might
+/// refuse (they then name the error).
+pub fn direct(msg: &v1::ScoreRequest, max_candidates: usize) -> Option<ValidRequest<'_>> {
+    let context = context(msg.context.as_ref()?).ok()?;
+    let market = check_context(&context, &mut None).ok()?;
+    let k = msg.candidates.as_ref().unwrap_or(&EMPTY);
+    let n = k.ids.len();
+    if n > max_candidates {
+        return None;
+    }
+    let relevance = column(&k.relevance, n, "").ok()?;
+    if relevance.is_none() && n > 0 {
+        return None;
+    }
+    let relevance = relevance.unwrap_or_default();
+    let artists = column(&k.artists, n, "").ok()?;
+    let holders = column(&k.rights_holders, n, "").ok()?;
+    let impressions = column(&k.impressions_24h, n, "").ok()?;
+    let promoted = column(&k.session_promoted, n, "").ok()?;
+    let campaign = column(&k.campaign, n, "").ok()?;
+    let width = k.feature_names.len();
+    if width > MAX_FEATURES || k.features.len() != n * width {
+        return None;
+    }
+    let no_field = String::new;
+    // Features: the names once, the values as one slice (NaN = missing).
+    for name in &k.feature_names {
+        check_feature_name(&no_field, name).ok()?;
+    }
+    if !k
+        .features
+        .iter()
+        .all(|v| v.is_nan() || oasis_contract::within_magnitude(*v))
+    {
+        return None;
+    }
+    // Ids unique and well-formed; relevance in range.
+    let mut ids = foldhash::HashSet::with_capacity(n);
+    for (id, r) in k.ids.iter().zip(relevance) {
+        check_id(no_field, id, true).ok()?;
+        if !ids.insert(id.as_str()) || !oasis_contract::valid_relevance(*r) {
+            return None;
+        }
+    }
+    drop(ids);
+    // Artists and holders interned; each distinct id checked once.
+    let mut artist_keys = Keys::with_capacity(n);
+    let mut holder_keys = Keys::with_capacity(64);
+    let mut artist = Vec::with_capacity(n);
+    let mut holder = Vec::with_capacity(n);
+    for i in 0..n {
+        for (column, keys, out) in [
+            (artists, &mut artist_keys, &mut artist),
+            (holders, &mut holder_keys, &mut holder),
+        ] {
+            let id = column.map_or("", |c| c[i].as_str());
+            let known = keys.first.len();
+            let key = keys.intern(id, i);
+            if keys.first.len() > known {
+                check_id(no_field, id, false).ok()?;
+            }
+            out.push(key);
+        }
+    }
+    // Campaigns: each of the message's checked and packed once, keyed in
+    // order of first use; two of the message's with one id are left to the
+    // general path (which compares copies).
+    let message_campaigns = msg
+        .campaigns
+        .iter()
+        .enumerate()
+        .map(|(j, c)| self::campaign(j, c))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let mut key_of = vec![-1i32; message_campaigns.len()];
+    let mut campaigns = Vec::new();
+    let mut campaign_sent = Vec::new();
+    let mut campaign_first = Vec::new();
+    let mut keyed_ids: Vec<&str> = Vec::new();
+    let mut campaign_index = Vec::with_capacity(n);
+    for i in 0..n {
+        let j = campaign.map_or(-1, |c| c[i]);
+        if j == -1 {
+            campaign_index.push(-1);
+            continue;
+        }
+        let camp = usize::try_from(j)
+            .ok()
+            .and_then(|j| message_campaigns.get(j))?;
+        let j = j as usize;
+        if key_of[j] == -1 {
+            if keyed_ids.contains(&&*camp.id) {
+                return None;
+            }
+            keyed_ids.push(&camp.id);
+            let key = campaigns.len() as u32;
+            campaigns.push(check_campaign("", camp, key, context.timestamp_ms).ok()?);
+            campaign_sent.push(Sent {
+                delivered: camp.delivered.is_some(),
+                pacing: camp.pacing_integral.is_some()
+                    || camp.pacing_last_error.is_some()
+                    || camp.pacing_updated_ms.is_some(),
+            });
+            campaign_first.push(i);
+            key_of[j] = key as i32;
+        }
+        campaign_index.push(key_of[j]);
+    }
+    let rights_holders = rights_holders(msg);
+    let (exposure_share_7d, holders_sent) = holder_exposure(&rights_holders, &holder_keys).ok()?;
+    let holder_first = std::mem::take(&mut holder_keys.first);
+    drop((artist_keys, holder_keys));
+    let counts_missing = n > 0 && (impressions.is_none() || promoted.is_none());
+    let candidates = (0..n)
+        .map(|i| RequestCandidate {
+            id: Cow::Borrowed(&k.ids[i]),
+            relevance: relevance[i],
+            artist: Cow::Borrowed(artists.map_or("", |a| &a[i])),
+            rights_holder: Cow::Borrowed(holders.map_or("", |h| &h[i])),
+            impressions_24h: impressions.map(|c| c[i]),
+            session_promoted: promoted.map(|c| c[i]),
+            campaign: match campaign.map_or(-1, |c| c[i]) {
+                -1 => None,
+                j => Some(message_campaigns[j as usize].clone()),
+            },
+            features: Features::Row {
+                names: &k.feature_names,
+                values: &k.features[i * width..(i + 1) * width],
+            },
+        })
+        .collect();
+    let request = ScoreRequest {
+        route: route(msg),
+        context,
+        candidates,
+        rights_holders,
+        debug: msg.debug,
+    };
+    let seed = request.seed();
+    let slate_size = request
+        .context
+        .slate_size
+        .map_or(n, |s| (s as usize).min(n))
+        .try_into()
+        .unwrap_or(u32::MAX);
+    Some(ValidRequest {
+        request,
+        market,
+        seed,
+        slate_size,
+        campaigns,
+        campaign_sent,
+        campaign_first,
+        campaign_index,
+        artist,
+        holder,
+        holder_first,
+        exposure_share_7d,
+        holders_sent,
+        impressions_24h: impressions.map_or_else(|| vec![0; n], <[u32]>::to_vec),
+        session_promoted: promoted.map_or_else(|| vec![0; n], <[u32]>::to_vec),
+        counts_missing,
+        columns: None,
     })
 }
 
@@ -164,23 +370,25 @@ fn campaign(j: usize, c: &v1::Campaign) -> Result<RequestCampaign<'_>, RequestEr
     })
 }
 
+/// The columns of a message without candidates.
+static EMPTY: v1::Candidates = v1::Candidates {
+    ids: Vec::new(),
+    relevance: Vec::new(),
+    artists: Vec::new(),
+    rights_holders: Vec::new(),
+    impressions_24h: Vec::new(),
+    session_promoted: Vec::new(),
+    campaign: Vec::new(),
+    feature_names: Vec::new(),
+    features: Vec::new(),
+};
+
 /// The candidate columns as rows: every column checked for length, feature
 /// rows borrowed, campaign indexes resolved into `campaigns`.
 fn candidates<'m>(
     k: Option<&'m v1::Candidates>,
     campaigns: &[RequestCampaign<'m>],
 ) -> Result<Vec<RequestCandidate<'m>>, RequestError> {
-    static EMPTY: v1::Candidates = v1::Candidates {
-        ids: Vec::new(),
-        relevance: Vec::new(),
-        artists: Vec::new(),
-        rights_holders: Vec::new(),
-        impressions_24h: Vec::new(),
-        session_promoted: Vec::new(),
-        campaign: Vec::new(),
-        feature_names: Vec::new(),
-        features: Vec::new(),
-    };
     let k = k.unwrap_or(&EMPTY);
     let n = k.ids.len();
     let relevance = column(&k.relevance, n, "candidates.relevance")?;

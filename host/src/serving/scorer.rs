@@ -23,10 +23,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::control::manager::RollbackRequests;
-use crate::control::registry::{ArmKind, Registry, RoutePlan};
+use crate::control::registry::{ActivePolicy, ArmKind, Registry, RoutePlan};
 use crate::control::versions::VersionStore;
 use crate::delivery::{Delivery, Fill};
-use crate::request::{ScoreRequest, ValidRequest, Validate};
+use crate::request::{self, ScoreRequest, ValidRequest, Validate};
 use crate::sandbox::visible;
 use crate::serving::campaigns::CampaignBook;
 use crate::serving::chain;
@@ -229,14 +229,85 @@ impl Scorer {
         req: ScoreRequest<'a>,
         started: Instant,
     ) -> Result<Scored<'a>, ServeError> {
+        let (route, plan, main) = self.resolve(req.route.as_deref())?;
+        let max = main.policy.limits().max_candidates;
+        let req = tracing::debug_span!("validate").in_scope(|| req.validate(max))?;
+        self.score_valid(req, route, plan, started).await
+    }
+
+    /// [`Scorer::score`] for a JSON body: decoded straight into the
+    /// validated, columnar form against the route's declared columns
+    /// ([`request::json`]) when the fast path takes it, else parsed and
+    /// scored as [`Scorer::score`] does, with the same errors. Records the
+    /// request id on the span ([`crate::serving::identify`]).
+    ///
+    /// # Errors
+    /// As [`request::parse`] and [`Scorer::score`].
+    pub async fn score_json<'a>(
+        &self,
+        body: &'a [u8],
+        started: Instant,
+    ) -> Result<Scored<'a>, ServeError> {
+        let fast = tracing::debug_span!("decode").in_scope(|| {
+            let route = request::json::route_hint(body).ok()?;
+            let (route, plan, main) = self.resolve(route.as_deref()).ok()?;
+            let columns = declared_columns(&plan);
+            let max = main.policy.limits().max_candidates;
+            let req = request::json::decode(body, &columns, max).ok()?;
+            Some((req, route, plan))
+        });
+        if let Some((req, route, plan)) = fast {
+            crate::serving::identify(&req);
+            return self.score_valid(req, route, plan, started).await;
+        }
+        let req = tracing::debug_span!("decode").in_scope(|| request::parse(body))?;
+        crate::serving::identify(&req);
+        self.score(req, started).await
+    }
+
+    /// [`Scorer::score`] for a gRPC message: checked on its columns and
+    /// packed straight into the validated form ([`request::packed::validate`])
+    /// when the direct path takes it, else converted and scored as
+    /// [`Scorer::score`] does, with the same errors. Records the request id
+    /// on the span.
+    ///
+    /// # Errors
+    /// As [`request::packed::from_proto`] and [`Scorer::score`].
+    pub async fn score_proto<'a>(
+        &self,
+        msg: &'a oasis_proto::v1::ScoreRequest,
+        started: Instant,
+    ) -> Result<Scored<'a>, ServeError> {
+        let fast = tracing::debug_span!("decode").in_scope(|| {
+            let route = request::packed::route(msg);
+            let (route, plan, main) = self.resolve(route.as_deref()).ok()?;
+            let max = main.policy.limits().max_candidates;
+            let req = request::packed::direct(msg, max)?;
+            Some((req, route, plan))
+        });
+        if let Some((req, route, plan)) = fast {
+            crate::serving::identify(&req);
+            return self.score_valid(req, route, plan, started).await;
+        }
+        let req = tracing::debug_span!("decode").in_scope(|| request::packed::from_proto(msg))?;
+        crate::serving::identify(&req);
+        self.score(req, started).await
+    }
+
+    /// The route's plan and the arm whose contract the request is
+    /// validated against; records them on the span.
+    fn resolve(
+        &self,
+        route: Option<&str>,
+    ) -> Result<(String, Arc<RoutePlan>, Arc<ActivePolicy>), ServeError> {
         let inner = &*self.inner;
         if !inner.registry.is_ready() {
             return Err(ServeError::NotReady);
         }
         let snapshot = inner.registry.snapshot();
-        let (route, plan) = snapshot.resolve(req.route.as_deref())?;
+        let (route, plan) = snapshot.resolve(route)?;
         // The route's contract is its stable version's (or, killed, its baseline's).
-        let Some(main) = plan.stable.as_ref().or(plan.baseline.as_ref()) else {
+        let Some(main) = plan.stable.as_ref().or(plan.baseline.as_ref()).cloned() else {
             return Err(crate::control::registry::ResolveError::Unavailable {
                 route,
                 policy: plan.policy.clone(),
@@ -248,8 +319,19 @@ impl Scorer {
         span.record("route", route.as_str());
         span.record("policy", main.key());
         span.record("version", main.policy.identity().version.as_str());
-        let max = main.policy.limits().max_candidates;
-        let mut req = tracing::debug_span!("validate").in_scope(|| req.validate(max))?;
+        Ok((route, plan, main))
+    }
+
+    /// Scores a validated request on its resolved route: fill, chain,
+    /// write-back, guardrail.
+    async fn score_valid<'a>(
+        &self,
+        mut req: ValidRequest<'a>,
+        route: String,
+        plan: Arc<RoutePlan>,
+        started: Instant,
+    ) -> Result<Scored<'a>, ServeError> {
+        let inner = &*self.inner;
         // A request dated far ahead would move the store's clocks (one
         // pacing step ten years ahead freezes the campaign's pacing).
         if inner.delivery.is_some() {
@@ -452,6 +534,26 @@ impl Scorer {
             self.inner.rollbacks.request(&plan.route, digest, reason);
         }
     }
+}
+
+/// The union of the candidate feature columns of every policy that may see
+/// a request on `plan` (its arms and its shadows), in order of first
+/// appearance: what the JSON fast path decodes into columns.
+fn declared_columns(plan: &RoutePlan) -> Vec<&str> {
+    let arms = [&plan.stable, &plan.baseline]
+        .into_iter()
+        .flatten()
+        .chain(plan.canary.iter().map(|(c, _)| c))
+        .chain(plan.shadows.iter().map(|(_, s)| s));
+    let mut out: Vec<&str> = Vec::new();
+    for arm in arms {
+        for c in arm.policy.columns() {
+            if !out.contains(&c.as_str()) {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Refuses a request time more than [`oasis_state::MAX_AHEAD_MS`] ahead of

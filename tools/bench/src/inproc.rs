@@ -199,28 +199,45 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
         .find(|(n, ..)| *n == "guarded-boost")
         .expect("guarded-boost");
     eprintln!("in-process: end to end");
+    // The server's decoders: JSON straight into the route's declared
+    // columns (here guarded-boost's), gRPC checked on the message's columns.
+    let columns: Vec<&str> = gp.columns().iter().map(String::as_str).collect();
+    fn json_decode<'b>(body: &'b [u8], columns: &[&str]) -> oasis::ValidRequest<'b> {
+        request::json::decode_or_parse(body, columns, 2000).unwrap()
+    }
+    let mut general = String::from(
+        "\nDecoding straight into the batch (issue 21), guarded-boost, same run: the general path \
+         (JSON `request::parse` + `validate`; gRPC `packed::from_proto` + `validate`, what the server \
+         ran before and still runs for any request the fast path refuses) vs the server's path now.\n\n\
+         | candidates | transport | decode + validate, general | decode + validate, now | end to end, general | end to end, now |\n\
+         |---:|---|---:|---:|---:|---:|\n",
+    );
     for (n, body) in bodies.iter().filter(|(n, _)| *n >= 300) {
         let req = request::parse(body)?.validate(2000)?;
+        assert!(
+            request::json::decode(body, &columns, 2000).is_ok(),
+            "the JSON fast path takes the benchmark's body"
+        );
         let call_us = time(|| {
             gp.score(&req).expect("call");
         });
-        let json_decode = time(|| {
-            request::parse(body).unwrap().validate(2000).unwrap();
+        let json_decode_us = time(|| {
+            json_decode(body, &columns);
         });
         let json_total = time(|| {
-            let req = request::parse(body).unwrap().validate(2000).unwrap();
+            let req = json_decode(body, &columns);
             let out = gp.score(&req).unwrap();
             json_response(&req, gp.identity(), out.decisions);
         });
         let json_native = time(|| {
-            let req = request::parse(body).unwrap().validate(2000).unwrap();
+            let req = json_decode(body, &columns);
             let d = gn.call(&gn.batch(&req)).unwrap();
             json_response(&req, gp.identity(), d);
         });
         out.e2e.push(E2eRow {
             transport: "JSON",
             n: *n,
-            decode_us: json_decode,
+            decode_us: json_decode_us,
             call_us,
             total_us: json_total,
             native_total_us: json_native,
@@ -230,12 +247,38 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
             .encode_to_vec();
         let grpc_decode = time(|| {
             let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
+            request::packed::validate(&msg, 2000).unwrap();
+        });
+        let grpc_total = time(|| {
+            let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
+            let req = request::packed::validate(&msg, 2000).unwrap();
+            let out = gp.score(&req).unwrap();
+            grpc_response(&req, gp.identity(), out.decisions).encode_to_vec();
+        });
+        let grpc_native = time(|| {
+            let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
+            let req = request::packed::validate(&msg, 2000).unwrap();
+            let d = gn.call(&gn.batch(&req)).unwrap();
+            grpc_response(&req, gp.identity(), d).encode_to_vec();
+        });
+        // The general paths the fast ones replace (and fall back to), in
+        // the same run: what decoding cost before issue 21.
+        let json_general = time(|| {
+            request::parse(body).unwrap().validate(2000).unwrap();
+        });
+        let json_general_total = time(|| {
+            let req = request::parse(body).unwrap().validate(2000).unwrap();
+            let out = gp.score(&req).unwrap();
+            json_response(&req, gp.identity(), out.decisions);
+        });
+        let grpc_general = time(|| {
+            let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
             request::packed::from_proto(&msg)
                 .unwrap()
                 .validate(2000)
                 .unwrap();
         });
-        let grpc_total = time(|| {
+        let grpc_general_total = time(|| {
             let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
             let req = request::packed::from_proto(&msg)
                 .unwrap()
@@ -244,15 +287,11 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
             let out = gp.score(&req).unwrap();
             grpc_response(&req, gp.identity(), out.decisions).encode_to_vec();
         });
-        let grpc_native = time(|| {
-            let msg = oasis_proto::v1::ScoreRequest::decode(&encoded[..]).unwrap();
-            let req = request::packed::from_proto(&msg)
-                .unwrap()
-                .validate(2000)
-                .unwrap();
-            let d = gn.call(&gn.batch(&req)).unwrap();
-            grpc_response(&req, gp.identity(), d).encode_to_vec();
-        });
+        let _ = writeln!(
+            general,
+            "| {n} | JSON | {json_general:.1} us | {json_decode_us:.1} us | {json_general_total:.1} us | {json_total:.1} us |\n\
+             | {n} | gRPC | {grpc_general:.1} us | {grpc_decode:.1} us | {grpc_general_total:.1} us | {grpc_total:.1} us |"
+        );
         out.e2e.push(E2eRow {
             transport: "gRPC",
             n: *n,
@@ -265,6 +304,7 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
 
     eprintln!("in-process: tactics");
     out.tactics = tactics(root, wasm_dir, &bodies)?;
+    out.tactics.push_str(&general);
     Ok(out)
 }
 
