@@ -267,64 +267,43 @@ impl crate::bindings::oasis::policy::log::Host for CallState {
 
 impl crate::bindings::oasis::policy::types::Host for CallState {}
 
-/// The 0.1.0 log import is the same interface under the older package
-/// version: one implementation serves both.
-impl crate::bindings::v0_1::oasis::policy::log::Host for CallState {
-    fn log(
-        &mut self,
-        level: crate::bindings::v0_1::oasis::policy::log::Level,
-        message: String,
-        fields: Vec<crate::bindings::v0_1::oasis::policy::log::Field>,
-    ) {
-        use crate::bindings::v0_1::oasis::policy::log::Level;
-        let level = match level {
-            Level::Trace => WitLogLevel::Trace,
-            Level::Debug => WitLogLevel::Debug,
-            Level::Info => WitLogLevel::Info,
-            Level::Warn => WitLogLevel::Warn,
-            Level::Error => WitLogLevel::Error,
-        };
-        let fields = fields
-            .into_iter()
-            .map(|f| crate::bindings::oasis::policy::log::Field {
-                key: f.key,
-                value: f.value,
-            })
-            .collect();
-        crate::bindings::oasis::policy::log::Host::log(self, level, message, fields);
-    }
+/// The log import of another contract version (`v0_1`, `v0_3`): the same
+/// interface under that package version, forwarded to the current one, so
+/// one implementation serves every version.
+macro_rules! forward_log {
+    ($version:ident) => {
+        impl crate::bindings::$version::oasis::policy::log::Host for CallState {
+            fn log(
+                &mut self,
+                level: crate::bindings::$version::oasis::policy::log::Level,
+                message: String,
+                fields: Vec<crate::bindings::$version::oasis::policy::log::Field>,
+            ) {
+                use crate::bindings::$version::oasis::policy::log::Level;
+                let level = match level {
+                    Level::Trace => WitLogLevel::Trace,
+                    Level::Debug => WitLogLevel::Debug,
+                    Level::Info => WitLogLevel::Info,
+                    Level::Warn => WitLogLevel::Warn,
+                    Level::Error => WitLogLevel::Error,
+                };
+                let fields = fields
+                    .into_iter()
+                    .map(|f| crate::bindings::oasis::policy::log::Field {
+                        key: f.key,
+                        value: f.value,
+                    })
+                    .collect();
+                crate::bindings::oasis::policy::log::Host::log(self, level, message, fields);
+            }
+        }
+
+        impl crate::bindings::$version::oasis::policy::types::Host for CallState {}
+    };
 }
 
-impl crate::bindings::v0_1::oasis::policy::types::Host for CallState {}
-
-/// The 0.3.0 log import: the same interface again, under 0.3.0.
-impl crate::bindings::v0_3::oasis::policy::log::Host for CallState {
-    fn log(
-        &mut self,
-        level: crate::bindings::v0_3::oasis::policy::log::Level,
-        message: String,
-        fields: Vec<crate::bindings::v0_3::oasis::policy::log::Field>,
-    ) {
-        use crate::bindings::v0_3::oasis::policy::log::Level;
-        let level = match level {
-            Level::Trace => WitLogLevel::Trace,
-            Level::Debug => WitLogLevel::Debug,
-            Level::Info => WitLogLevel::Info,
-            Level::Warn => WitLogLevel::Warn,
-            Level::Error => WitLogLevel::Error,
-        };
-        let fields = fields
-            .into_iter()
-            .map(|f| crate::bindings::oasis::policy::log::Field {
-                key: f.key,
-                value: f.value,
-            })
-            .collect();
-        crate::bindings::oasis::policy::log::Host::log(self, level, message, fields);
-    }
-}
-
-impl crate::bindings::v0_3::oasis::policy::types::Host for CallState {}
+forward_log!(v0_1);
+forward_log!(v0_3);
 
 /// The time budget of one call: the policy's own CPU time (its thread's CPU
 /// clock) against the deadline, wall-clock time against a ceiling. Armed on
