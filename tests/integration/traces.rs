@@ -207,7 +207,6 @@ async fn a_served_request_is_a_trace_of_its_stages_under_the_callers_span() {
         "score",
         "admission",
         "decode",
-        "validate",
         "state_fill",
         "policy_call",
         "write_back",
@@ -235,6 +234,10 @@ async fn a_served_request_is_a_trace_of_its_stages_under_the_callers_span() {
     assert_eq!(attr(call, "outcome"), Some("ok"));
     assert!(attr(call, "digest").is_some_and(|d| d.starts_with("sha256:")));
     assert_eq!(attr(named["score"], "transport"), Some("http"));
+    // The example request is decoded and validated in one pass (no
+    // separate `validate` span: that one is the general path's).
+    assert_eq!(attr(named["decode"], "path"), Some("one-pass"));
+    assert!(!named.contains_key("validate"), "{named:?}");
     assert_eq!(attr(named["score"], "route"), Some("guarded-boost"));
 
     // gRPC, with the caller's span in the metadata.
@@ -252,4 +255,5 @@ async fn a_served_request_is_a_trace_of_its_stages_under_the_callers_span() {
     let spans = receiver.trace(&trace_id, &stages).await;
     let named = check_tree(&spans, &parent);
     assert_eq!(attr(named["score"], "transport"), Some("grpc"));
+    assert_eq!(attr(named["decode"], "path"), Some("one-pass"));
 }

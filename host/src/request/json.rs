@@ -16,11 +16,12 @@
 //!
 //! The route must be known before the candidates are read, since it decides
 //! the columns: [`route_hint`] reads the top-level keys up to `candidates`
-//! (the context is small; the candidates are not scanned), and the caller
-//! resolves the route and passes the union of the declared columns of every
-//! policy that may see the request (its arms and shadows). A `route` key
-//! *after* `candidates` makes the fast path refuse, as does anything else it
-//! does not accept.
+//! (the context is small; the candidates are not scanned) or, when the route
+//! comes after them (a client that sorts its keys), skims the candidates
+//! once to find it; the caller resolves the route and passes the union of
+//! the declared columns of every policy that may see the request (its arms
+//! and shadows). Anything the fast path does not accept goes to the general
+//! path.
 //!
 //! The contract: the fast path accepts a body only if the general path
 //! accepts it, with the same result; on *any* refusal ([`Refused`]) the
@@ -45,17 +46,18 @@ use super::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused;
 
-/// The `route` named before `candidates` at the top level of `body`:
-/// `Ok(None)` when there is none before them, `Err` when the body does not
-/// even start like a request (the general path will say why).
+/// The `route` named at the top level of `body` (`Ok(None)` when there is
+/// none). It stops at `candidates` when the route came before them; a route
+/// after them (as a client that sorts its keys sends it) costs one skim of
+/// the candidates, far less than the general path.
 ///
 /// # Errors
 /// [`Refused`] when the top level is not an object with a `candidates` key,
-/// or the route is not a string.
+/// or the route is not a string (the general path will say why).
 pub fn route_hint(body: &[u8]) -> Result<Option<Cow<'_, str>>, Refused> {
     let mut found = None;
     let mut de = serde_json::Deserializer::from_slice(body);
-    // The visitor stops at `candidates` with an error of its own; what it
+    // The visitor may stop at `candidates` with an error of its own; what it
     // found is in `found`.
     let _ = de.deserialize_map(HintVisitor { found: &mut found });
     found.ok_or(Refused)
@@ -74,17 +76,31 @@ impl<'de: 'a, 'a> Visitor<'de> for HintVisitor<'_, 'a> {
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         let mut route = None;
+        let (mut route_seen, mut candidates_seen) = (false, false);
         while let Some(CowStr(key)) = map.next_key::<CowStr<'a>>()? {
             match &*key {
-                "route" => route = map.next_value::<Option<CowStr<'a>>>()?.map(|r| r.0),
-                "candidates" => {
+                "route" => {
+                    route = map.next_value::<Option<CowStr<'a>>>()?.map(|r| r.0);
+                    route_seen = true;
+                    if candidates_seen {
+                        break;
+                    }
+                }
+                "candidates" if route_seen => {
                     *self.found = Some(route);
                     return Err(de::Error::custom("stop at candidates"));
+                }
+                "candidates" => {
+                    candidates_seen = true;
+                    map.next_value::<IgnoredAny>()?;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
+        }
+        if candidates_seen {
+            *self.found = Some(route);
         }
         Ok(())
     }
@@ -189,8 +205,10 @@ impl<'de> Visitor<'de> for RequestVisitor<'_, '_> {
         let mut debug: Option<bool> = None;
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
             match &*key {
-                // The route decided the columns: it must come first.
-                "route" if route.is_none() && candidates.is_none() => {
+                // The route decided the columns ([`route_hint`] found it on
+                // the same body, before or after the candidates); a second
+                // `route` key is refused (the general path names it).
+                "route" if route.is_none() => {
                     route = Some(map.next_value::<Option<CowStr<'de>>>()?.map(|r| r.0));
                 }
                 "context" if context.is_none() => context = Some(map.next_value()?),

@@ -230,6 +230,7 @@ impl Scorer {
         started: Instant,
     ) -> Result<Scored<'a>, ServeError> {
         let (route, plan, main) = self.resolve(req.route.as_deref())?;
+        Self::record_route(&route, &main);
         let max = main.policy.limits().max_candidates;
         let req = tracing::debug_span!("validate").in_scope(|| req.validate(max))?;
         self.score_valid(req, route, plan, started).await
@@ -248,19 +249,21 @@ impl Scorer {
         body: &'a [u8],
         started: Instant,
     ) -> Result<Scored<'a>, ServeError> {
-        let fast = tracing::debug_span!("decode").in_scope(|| {
+        let fast = tracing::debug_span!("decode", path = "one-pass").in_scope(|| {
             let route = request::json::route_hint(body).ok()?;
             let (route, plan, main) = self.resolve(route.as_deref()).ok()?;
             let columns = declared_columns(&plan);
             let max = main.policy.limits().max_candidates;
             let req = request::json::decode(body, &columns, max).ok()?;
-            Some((req, route, plan))
+            Some((req, route, plan, main))
         });
-        if let Some((req, route, plan)) = fast {
+        if let Some((req, route, plan, main)) = fast {
+            Self::record_route(&route, &main);
             crate::serving::identify(&req);
             return self.score_valid(req, route, plan, started).await;
         }
-        let req = tracing::debug_span!("decode").in_scope(|| request::parse(body))?;
+        let req =
+            tracing::debug_span!("decode", path = "general").in_scope(|| request::parse(body))?;
         crate::serving::identify(&req);
         self.score(req, started).await
     }
@@ -278,18 +281,20 @@ impl Scorer {
         msg: &'a oasis_proto::v1::ScoreRequest,
         started: Instant,
     ) -> Result<Scored<'a>, ServeError> {
-        let fast = tracing::debug_span!("decode").in_scope(|| {
+        let fast = tracing::debug_span!("decode", path = "one-pass").in_scope(|| {
             let route = request::packed::route(msg);
             let (route, plan, main) = self.resolve(route.as_deref()).ok()?;
             let max = main.policy.limits().max_candidates;
             let req = request::packed::direct(msg, max)?;
-            Some((req, route, plan))
+            Some((req, route, plan, main))
         });
-        if let Some((req, route, plan)) = fast {
+        if let Some((req, route, plan, main)) = fast {
+            Self::record_route(&route, &main);
             crate::serving::identify(&req);
             return self.score_valid(req, route, plan, started).await;
         }
-        let req = tracing::debug_span!("decode").in_scope(|| request::packed::from_proto(msg))?;
+        let req = tracing::debug_span!("decode", path = "general")
+            .in_scope(|| request::packed::from_proto(msg))?;
         crate::serving::identify(&req);
         self.score(req, started).await
     }
@@ -315,11 +320,16 @@ impl Scorer {
             }
             .into());
         };
+        Ok((route, plan, main))
+    }
+
+    /// Records the resolved route, its policy and version on the request's
+    /// span (the current one, which must not be a stage's).
+    fn record_route(route: &str, main: &ActivePolicy) {
         let span = tracing::Span::current();
-        span.record("route", route.as_str());
+        span.record("route", route);
         span.record("policy", main.key());
         span.record("version", main.policy.identity().version.as_str());
-        Ok((route, plan, main))
     }
 
     /// Scores a validated request on its resolved route: fill, chain,
