@@ -80,7 +80,11 @@ def main() -> int:
         r = subprocess.run(cmd, stdout=sys.stderr)
         if r.returncode != 0:
             return r.returncode
-        shutil.move(str(partial), out)
+        # Into place atomically (a server watching `out` must never load a
+        # half-copied component): copied beside it, then renamed over it.
+        staged = out.with_name(f".{out.name}.partial")
+        shutil.copyfile(partial, staged)
+        os.replace(staged, out)
     stamp.write_text(digest + "\n")
     print(out)
     return 0

@@ -121,7 +121,7 @@ fn load(engine: &Engine, path: &Path) -> Option<Component> {
 }
 
 /// Creates `dir` (mode 0700) if needed and checks it can be trusted.
-fn trusted_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn trusted_dir(dir: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -136,8 +136,13 @@ fn trusted_dir(dir: &Path) -> Result<(), String> {
     trusted(&std::fs::metadata(dir).map_err(|e| e.to_string())?)
 }
 
+/// Checks an existing `dir` can be trusted (creates nothing).
+pub(crate) fn trusted_dir_exists(dir: &Path) -> Result<(), String> {
+    trusted(&std::fs::metadata(dir).map_err(|e| e.to_string())?)
+}
+
 /// Owned by this user and writable by no one else.
-fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
+pub(crate) fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

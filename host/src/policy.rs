@@ -972,21 +972,20 @@ fn compile_within(
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let mut progress =
         crate::runtime::CompileProgress::start(hex, wasm.len(), runtime.config().compile_progress);
-    let (engine, wasm, hex) = (runtime.engine().clone(), wasm.to_vec(), hex.to_string());
-    let dir = runtime.cache_dir().map(Path::to_path_buf);
+    let (rt, wasm, hex) = (runtime.clone(), wasm.to_vec(), hex.to_string());
     let started = Instant::now();
     std::thread::Builder::new()
         .name("oasis-compile".into())
         .spawn(move || {
-            let compiled = crate::cache::compile(&engine, &wasm, &hex, dir.as_deref());
-            let _ = tx.send(compiled);
+            let compiled = crate::cache::compile(rt.engine(), &wasm, &hex, rt.cache_dir());
+            let _ = tx.send((compiled, rt.flush_function_cache()));
         })
         .map_err(|e| LoadError::Compile(format!("cannot start a compile thread: {e}")))?;
     loop {
         let left = timeout.saturating_sub(started.elapsed());
         match rx.recv_timeout(left.min(progress.until_next())) {
-            Ok(compiled) => {
-                progress.done(compiled.is_ok());
+            Ok((compiled, reused)) => {
+                progress.done(compiled.is_ok(), reused);
                 return compiled.map_err(|e| LoadError::Compile(format!("{e:#}")));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => progress.tick(),

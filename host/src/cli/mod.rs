@@ -117,6 +117,10 @@ pub struct CompileWorkerArgs {
     /// The parent counts fuel (part of the engine's configuration).
     #[arg(long)]
     fuel: bool,
+    /// The parent's compile cache directory: the child reads and extends
+    /// its function cache (`functions/`); the parent stores the artifact.
+    #[arg(long)]
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the parsed command.
@@ -148,7 +152,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = oasis::RuntimeConfig {
                 max_instances: a.max_instances,
                 measure_fuel: a.fuel,
-                cache_dir: None,
+                cache_dir: a.cache_dir,
                 ..Default::default()
             };
             match oasis::runtime::serve_compile_worker(a.memory_bytes, config) {

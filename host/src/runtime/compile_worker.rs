@@ -209,6 +209,9 @@ pub(crate) fn precompile(
     if config.measure_fuel || config.fuel_limit.is_some() {
         cmd.arg("--fuel");
     }
+    if let Some(dir) = &config.cache_dir {
+        cmd.arg("--cache-dir").arg(dir);
+    }
     let mut child = cmd.spawn().map_err(|e| {
         WorkerError::Failed(format!(
             "cannot start the compile worker {}: {e}",
@@ -237,7 +240,7 @@ pub(crate) fn precompile(
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                progress.done(false);
+                progress.done(false, None);
                 return Err(WorkerError::Timeout {
                     waited: started.elapsed(),
                 });
@@ -257,7 +260,7 @@ pub(crate) fn precompile(
     let artifact = reader.join().ok().and_then(Result::ok).unwrap_or_default();
     let message = errors.join().unwrap_or_default();
     let ok = status.success() && !artifact.is_empty();
-    progress.done(ok);
+    progress.done(ok, reuse_of(&message));
     if ok {
         return Ok(artifact);
     }
@@ -283,6 +286,18 @@ pub(crate) fn precompile(
             message.to_string()
         },
     ))
+}
+
+/// The child's report of what the function cache gave (its stderr on
+/// success: `functions: H from the cache, M compiled`).
+fn reuse_of(message: &str) -> Option<super::function_cache::FunctionCacheStats> {
+    let rest = message.trim().strip_prefix("functions: ")?;
+    let (hits, rest) = rest.split_once(" from the cache, ")?;
+    let misses = rest.strip_suffix(" compiled")?;
+    Some(super::function_cache::FunctionCacheStats {
+        hits: hits.parse().ok()?,
+        misses: misses.parse().ok()?,
+    })
 }
 
 /// Caps this process's data segment (heap and private writable mappings)

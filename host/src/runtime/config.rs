@@ -34,7 +34,17 @@ pub struct RuntimeConfig {
     /// compiles for 10-30 s, which must not look like a hang.
     /// `$OASIS_COMPILE_PROGRESS_MS`, else [`DEFAULT_COMPILE_PROGRESS`].
     pub compile_progress: Duration,
+    /// Bytes at the start of each linear-memory slot of the instance pool
+    /// kept resident between instances ([`DEFAULT_MEMORY_KEEP_RESIDENT`]).
+    /// Within it a reset rewrites only the pages the last call dirtied, and
+    /// the next instance finds its pages mapped; beyond it pages are
+    /// returned to the kernel and fault in again on first touch. What stays
+    /// resident is only what calls touched.
+    pub memory_keep_resident: usize,
 }
+
+/// Default of [`RuntimeConfig::memory_keep_resident`].
+pub const DEFAULT_MEMORY_KEEP_RESIDENT: usize = 4 << 20;
 
 /// Default interval of a compile's "still compiling" lines.
 pub const DEFAULT_COMPILE_PROGRESS: Duration = Duration::from_secs(5);
@@ -49,6 +59,7 @@ impl Default for RuntimeConfig {
             compile: CompileLimits::default(),
             compile_worker: None,
             compile_progress: default_compile_progress(),
+            memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,
         }
     }
 }

@@ -25,8 +25,12 @@ use crate::sandbox::CallState;
 
 pub mod compile_worker;
 mod config;
+pub mod function_cache;
 
-pub use config::{CompileLimits, DEFAULT_COMPILE_PROGRESS, RuntimeConfig, default_cache_dir};
+pub use config::{
+    CompileLimits, DEFAULT_COMPILE_PROGRESS, DEFAULT_MEMORY_KEEP_RESIDENT, RuntimeConfig,
+    default_cache_dir,
+};
 
 /// The log lines of one compile (a cache miss): `compiling` when it starts,
 /// `still compiling (N s)` every [`RuntimeConfig::compile_progress`], and
@@ -80,10 +84,21 @@ impl CompileProgress {
         }
     }
 
-    /// Logs the end: `compiled in N ms`, or that it failed.
-    pub(crate) fn done(&self, ok: bool) {
+    /// Logs the end: `compiled in N ms` (with how many functions came from
+    /// the function cache, when there is one), or that it failed.
+    pub(crate) fn done(&self, ok: bool, reused: Option<function_cache::FunctionCacheStats>) {
         let elapsed_ms = self.started.elapsed().as_millis() as u64;
-        if ok {
+        if let (true, Some(r)) = (ok, reused) {
+            tracing::info!(
+                digest = %self.digest,
+                elapsed_ms,
+                functions_cached = r.hits,
+                functions_compiled = r.misses,
+                "compiled in {elapsed_ms} ms ({} of {} functions from the function cache)",
+                r.hits,
+                r.hits + r.misses
+            );
+        } else if ok {
             tracing::info!(digest = %self.digest, elapsed_ms, "compiled in {elapsed_ms} ms");
         } else {
             tracing::info!(digest = %self.digest, elapsed_ms, "compile failed after {elapsed_ms} ms");
@@ -118,6 +133,8 @@ struct Inner {
     config: RuntimeConfig,
     /// Compiles in the worker, by digest (see `compile_worker`).
     compiles: Arc<compile_worker::Jobs>,
+    /// Cranelift's per-function cache, with a cache directory.
+    functions: Option<Arc<function_cache::FunctionCache>>,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -156,7 +173,7 @@ impl Runtime {
             .max_memory_size(Limits::MAX_MEMORY_BYTES)
             // Keep the first pages of each slot resident between instances:
             // halves the fresh-instance cost (docs/performance.md: design figures).
-            .linear_memory_keep_resident(4 << 20)
+            .linear_memory_keep_resident(config.memory_keep_resident)
             .table_keep_resident(64 << 10)
             // With the PAGEMAP_SCAN ioctl (Linux 6.7+; off elsewhere) the
             // reset of a slot rewrites only the pages the call dirtied
@@ -177,6 +194,17 @@ impl Runtime {
             // Component-model async is unused; disabling it roughly halves
             // the per-call overhead.
             .concurrency_support(false);
+        // Functions compiled before are reused by content, across components
+        // and processes (function_cache: a one-line edit of a Python policy
+        // no longer recompiles CPython).
+        let functions = config
+            .cache_dir
+            .as_ref()
+            .map(|dir| Arc::new(function_cache::FunctionCache::new(dir.join("functions"))));
+        if let Some(store) = &functions {
+            cfg.enable_incremental_compilation(store.clone())
+                .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        }
         let engine = Engine::new(&cfg).map_err(|e| RuntimeError(format!("{e:#}")))?;
 
         let mut linker = Linker::<CallState>::new(&engine);
@@ -227,6 +255,7 @@ impl Runtime {
                 linker,
                 config,
                 compiles: Default::default(),
+                functions,
                 stop_ticker,
                 ticker: Some(ticker),
             }),
@@ -256,6 +285,12 @@ impl Runtime {
     /// The compile cache directory, if any.
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.inner.config.cache_dir.as_deref()
+    }
+
+    /// Saves the functions compiled since the last call to the function
+    /// cache (after a compile); what the compile reused and compiled.
+    pub fn flush_function_cache(&self) -> Option<function_cache::FunctionCacheStats> {
+        self.inner.functions.as_ref().map(|f| f.flush())
     }
 
     /// The configuration it was built with.
@@ -351,6 +386,13 @@ pub fn serve_compile_worker(memory_bytes: u64, config: RuntimeConfig) -> Result<
         .engine()
         .precompile_component(&wasm)
         .map_err(|e| format!("{e:#}"))?;
+    if let Some(stats) = runtime.flush_function_cache() {
+        // The parent logs this line with its own ("compiled in N ms").
+        eprintln!(
+            "functions: {} from the cache, {} compiled",
+            stats.hits, stats.misses
+        );
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(&artifact)
         .and_then(|()| out.flush())

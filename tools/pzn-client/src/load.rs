@@ -77,6 +77,9 @@ pub struct Stats {
     pub server_us: u64,
     /// Sum of the server's `timing.policy_us`.
     pub policy_us: u64,
+    /// The server's `timing.policy_us` of every scored response (the policy
+    /// call as the server timed it: instance, call and checks).
+    pub policy_latency_us: Histogram<u64>,
     /// The first few distinct error bodies and transport errors.
     pub errors: Vec<String>,
     /// Outcome events posted and accepted (`--outcomes`).
@@ -103,6 +106,7 @@ impl Stats {
             candidates: 0,
             server_us: 0,
             policy_us: 0,
+            policy_latency_us: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             errors: Vec::new(),
             outcome_events: 0,
             outcome_posts_failed: 0,
@@ -130,6 +134,7 @@ impl Stats {
         self.candidates += o.candidates;
         self.server_us += o.server_us;
         self.policy_us += o.policy_us;
+        let _ = self.policy_latency_us.add(&o.policy_latency_us);
         self.outcome_events += o.outcome_events;
         self.outcome_posts_failed += o.outcome_posts_failed;
         for e in o.errors {
@@ -181,6 +186,11 @@ impl Stats {
             "eligible_per_response": self.per_scored(self.eligible),
             "server_us_mean": self.per_scored(self.server_us),
             "policy_us_mean": self.per_scored(self.policy_us),
+            "policy_us": {
+                "p50": self.policy_latency_us.value_at_quantile(0.5),
+                "p99": self.policy_latency_us.value_at_quantile(0.99),
+                "max": self.policy_latency_us.max(),
+            },
             "latency_ms": {
                 "p50": self.latency_ms(0.5),
                 "p90": self.latency_ms(0.9),
@@ -253,6 +263,13 @@ impl Stats {
             "server says  {:.0} us in server, {:.0} us in policy (mean)",
             self.per_scored(self.server_us),
             self.per_scored(self.policy_us)
+        );
+        let _ = writeln!(
+            s,
+            "policy us    p50 {}  p99 {}  max {}",
+            self.policy_latency_us.value_at_quantile(0.5),
+            self.policy_latency_us.value_at_quantile(0.99),
+            self.policy_latency_us.max()
         );
         for (p, n) in &self.policies {
             let _ = writeln!(s, "policy       {p}: {n}");
@@ -355,6 +372,8 @@ impl Stats {
             .count() as u64;
         self.server_us += r.timing.server_us;
         self.policy_us += r.timing.policy_us;
+        self.policy_latency_us
+            .saturating_record(r.timing.policy_us.clamp(1, 120_000_000));
         Some(
             r.scores
                 .into_iter()
@@ -421,6 +440,8 @@ impl Stats {
         if let Some(t) = r.timing {
             self.server_us += t.server_us;
             self.policy_us += t.policy_us;
+            self.policy_latency_us
+                .saturating_record(t.policy_us.clamp(1, 120_000_000));
         }
     }
 
