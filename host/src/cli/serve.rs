@@ -50,6 +50,12 @@ pub struct Args {
     /// Policy instances that may exist at once, across all policies.
     #[arg(long, default_value_t = oasis::RuntimeConfig::default().max_instances)]
     pub max_instances: u32,
+    /// MiB at the start of each instance's linear-memory slot kept resident
+    /// between instances: pages a call touched there are reset in place and
+    /// found mapped by the next instance (beyond it they fault in again). Only
+    /// touched pages stay resident; a Python policy touches several MiB.
+    #[arg(long, default_value_t = oasis::runtime::DEFAULT_MEMORY_KEEP_RESIDENT >> 20)]
+    pub instance_memory_resident_mb: usize,
     /// Components defining more functions are refused before compiling.
     #[arg(long, default_value_t = oasis::CompileLimits::default().max_functions)]
     pub max_functions: u64,
@@ -352,6 +358,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
+    config.runtime.memory_keep_resident = args.instance_memory_resident_mb << 20;
     config.runtime.compile = oasis::CompileLimits {
         max_functions: args.max_functions,
         timeout: Duration::from_millis(args.max_compile_ms.max(1)),

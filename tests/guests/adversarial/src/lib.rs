@@ -7,6 +7,7 @@
 
 use oasis_sdk::{Decisions, Metadata, Policy, PolicyError, Request};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The misbehaving policy.
 pub struct Adversarial;
@@ -20,6 +21,11 @@ pub enum Attack {
     None,
     /// Spin forever.
     Loop,
+    /// Write a mark into 600 disjoint 4 KiB pages (every other one) of a
+    /// zero-initialised static, after counting the pages that already hold
+    /// it: debug value `stale_pages` (0 unless a previous instance's memory
+    /// leaked into this one).
+    Scatter,
     /// Allocate until memory runs out.
     MemoryBomb,
     /// Recurse without bound.
@@ -78,6 +84,14 @@ pub struct Settings {
     /// Size of the message for `log-bytes` and `error-bytes`.
     pub bytes: u64,
 }
+
+/// Pages `Attack::Scatter` marks, every other 4 KiB page of [`SCATTER`].
+const SCATTER_PAGES: usize = 600;
+const SCATTER_STRIDE: usize = 8192;
+const SCATTER_MARK: u8 = 0xA5;
+/// Zero-initialised (`.bss`): a fresh instance must find it all zero.
+static SCATTER: [AtomicU8; SCATTER_PAGES * SCATTER_STRIDE] =
+    [const { AtomicU8::new(0) }; SCATTER_PAGES * SCATTER_STRIDE];
 
 #[inline(never)]
 #[allow(unconditional_recursion, reason = "the point of the recursion attack")]
@@ -179,6 +193,16 @@ impl Policy for Adversarial {
             }
             Attack::ErrorBytes => {
                 return Err(PolicyError::Internal("e".repeat(s.bytes as usize)));
+            }
+            Attack::Scatter => {
+                let mut stale = 0u32;
+                for page in SCATTER.chunks(SCATTER_STRIDE) {
+                    if page[0].load(Ordering::Relaxed) == SCATTER_MARK {
+                        stale += 1;
+                    }
+                    page[0].store(SCATTER_MARK, Ordering::Relaxed);
+                }
+                out.debug("stale_pages", None, stale as f64);
             }
             Attack::Spin => {
                 let mut x = 0u64;
