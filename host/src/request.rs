@@ -545,6 +545,20 @@ impl<'a> std::ops::Deref for ValidRequest<'a> {
 
 /// Checks an id the contract bounds: not empty when `required`, no control
 /// characters, at most [`MAX_ID_BYTES`]; the error names `field()`.
+/// Whether `v` holds a control character (Unicode category Cc: U+0000 to
+/// U+001F and U+007F to U+009F), looked for in the UTF-8 bytes: the first
+/// two ranges are single bytes, the third is `0xC2` followed by `0x80..=0x9F`
+/// (`0xC2` is never a continuation byte). Replaces `chars().any(is_control)`,
+/// which decoded every character of every id (~4% of a Parquet replay).
+fn has_control(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c < 0x20
+            || c == 0x7f
+            || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    })
+}
+
 pub(crate) fn check_id(
     field: impl Fn() -> String,
     v: &str,
@@ -553,7 +567,7 @@ pub(crate) fn check_id(
     if required && v.is_empty() {
         return Err(RequestError::invalid(field(), "must not be empty"));
     }
-    if v.chars().any(char::is_control) {
+    if has_control(v) {
         return Err(RequestError::invalid(
             field(),
             "must not contain control characters",
@@ -703,6 +717,23 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
+
+    #[test]
+    fn control_characters_are_found_in_the_bytes_as_char_is_control_finds_them() {
+        // Every code point around the three Cc ranges, alone and inside an
+        // id, with multi-byte neighbours (0xC2 leads U+0080..U+00BF).
+        let points = (0u32..0x250).chain([0x2028, 0x1F3B5, 0xFEFF]);
+        for c in points.filter_map(char::from_u32) {
+            for v in [
+                c.to_string(),
+                format!("a{c}b"),
+                format!("é{c}¡"),
+                format!("\u{a0}{c}"),
+            ] {
+                assert_eq!(has_control(&v), v.chars().any(char::is_control), "{v:?}");
+            }
+        }
+    }
 
     const GOOD: &str = r#"{
         "context": {"request_id": "r1", "listener_id": "u1", "session_id": "s1",
