@@ -37,7 +37,7 @@ use super::columnar::{self, ParquetRows, SchemaError};
 use super::record::DecisionRecord;
 
 /// Rows per batch read from a Parquet file.
-pub const PARQUET_BATCH_ROWS: usize = 16;
+pub const PARQUET_BATCH_ROWS: usize = 64;
 
 /// Longest line read as a record; a longer one is skipped (and counted)
 /// without being held in memory. Far above any record of a request within
