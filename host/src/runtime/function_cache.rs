@@ -301,6 +301,17 @@ mod tests {
         (tmp, d)
     }
 
+    /// Writes one pack holding `key` into the empty `d`; its path.
+    fn one_pack(d: &Path) -> PathBuf {
+        let a = FunctionCache::new(d.to_path_buf());
+        a.insert(b"key", b"machine code".to_vec());
+        a.flush();
+        let mut packs = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path());
+        let pack = packs.next().unwrap();
+        assert!(packs.next().is_none(), "one pack");
+        pack
+    }
+
     #[test]
     fn entries_outlive_the_store_through_a_pack() {
         let (_tmp, d) = dir();
@@ -319,15 +330,7 @@ mod tests {
     #[test]
     fn a_corrupt_or_torn_pack_is_removed_not_used() {
         let (_tmp, d) = dir();
-        let a = FunctionCache::new(d.clone());
-        a.insert(b"key", b"machine code".to_vec());
-        a.flush();
-        let pack = std::fs::read_dir(&d)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let pack = one_pack(&d);
         let mut bytes = std::fs::read(&pack).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -336,14 +339,7 @@ mod tests {
         assert!(b.get(b"key").is_none(), "a flipped bit must not be used");
         assert!(!pack.exists(), "the corrupt pack is removed");
         // Torn: the file cut short.
-        a.insert(b"key", b"machine code".to_vec());
-        a.flush();
-        let pack = std::fs::read_dir(&d)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let pack = one_pack(&d);
         let bytes = std::fs::read(&pack).unwrap();
         std::fs::write(&pack, &bytes[..bytes.len() - 3]).unwrap();
         assert!(FunctionCache::new(d).get(b"key").is_none());
@@ -354,15 +350,7 @@ mod tests {
     fn a_pack_writable_by_others_is_not_trusted() {
         use std::os::unix::fs::PermissionsExt;
         let (_tmp, d) = dir();
-        let a = FunctionCache::new(d.clone());
-        a.insert(b"key", b"machine code".to_vec());
-        a.flush();
-        let pack = std::fs::read_dir(&d)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let pack = one_pack(&d);
         std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(FunctionCache::new(d).get(b"key").is_none());
     }
