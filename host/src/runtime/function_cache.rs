@@ -33,13 +33,16 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 
 /// Bytes of packs kept; the least recently used beyond it are removed when
 /// a pack is written. A Python component's functions take ~30-60 MB.
 pub const MAX_PACK_BYTES: u64 = 256 << 20;
+
+// Packs are read whole into the compile worker, whose memory is capped.
+const _: () = assert!(MAX_PACK_BYTES <= super::compile_worker::DEFAULT_MEMORY_BYTES / 4);
 
 const MAGIC: &[u8; 8] = b"OASISFN1";
 
@@ -56,9 +59,10 @@ type Entries = HashMap<Vec<u8>, (usize, std::ops::Range<usize>)>;
 /// The store Cranelift reads and writes during a compile; see the module docs.
 pub struct FunctionCache {
     dir: PathBuf,
-    /// Every pack, and where each key's value lies. Read on first use; the
-    /// values are served from the packs' bytes (read once, not copied).
-    loaded: OnceLock<(Vec<Pack>, Entries)>,
+    /// Every pack, and where each key's value lies: read on the first
+    /// lookup after [`new`](Self::new) or a [`flush`](Self::flush) (so a
+    /// compile sees the packs of every earlier one, this process's too).
+    loaded: RwLock<Option<Arc<(Vec<Pack>, Entries)>>>,
     /// Entries compiled since the last [`flush`](Self::flush).
     fresh: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     hits: AtomicU64,
@@ -88,7 +92,7 @@ impl FunctionCache {
     pub fn new(dir: PathBuf) -> Self {
         FunctionCache {
             dir,
-            loaded: OnceLock::new(),
+            loaded: RwLock::new(None),
             fresh: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -103,24 +107,36 @@ impl FunctionCache {
         }
     }
 
-    fn loaded(&self) -> &(Vec<Pack>, Entries) {
-        self.loaded.get_or_init(|| read_packs(&self.dir))
+    fn loaded(&self) -> Arc<(Vec<Pack>, Entries)> {
+        if let Some(l) = &*self.loaded.read().unwrap_or_else(|e| e.into_inner()) {
+            return l.clone();
+        }
+        let mut w = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+        w.get_or_insert_with(|| Arc::new(read_packs(&self.dir)))
+            .clone()
     }
 
     /// Writes the entries compiled since the last flush as one pack,
     /// refreshes the packs that were used, evicts the oldest beyond
     /// [`MAX_PACK_BYTES`], and resets the counters. A failure is logged:
-    /// the cache is an optimisation and never fails a compile.
+    /// the cache is an optimisation and never fails a compile. The counters
+    /// are the store's, not one compile's: two compiles at once on one
+    /// runtime (in-process compiles; the server's worker runs one per
+    /// process) report their sum.
     pub fn flush(&self) -> FunctionCacheStats {
         let stats = self.stats();
         self.hits.store(0, Ordering::Relaxed);
         self.misses.store(0, Ordering::Relaxed);
         let fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some((packs, _)) = self.loaded.get() {
-            for p in packs
-                .iter()
-                .filter(|p| p.used.swap(false, Ordering::Relaxed))
-            {
+        // Read again at the next lookup: the pack written below, and any
+        // other process's, join what the next compile can reuse.
+        let loaded = self
+            .loaded
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(l) = loaded {
+            for p in l.0.iter().filter(|p| p.used.load(Ordering::Relaxed)) {
                 touch(&p.path);
             }
         }
@@ -141,13 +157,16 @@ impl FunctionCache {
 
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        let (packs, entries) = self.loaded();
+        let loaded = self.loaded();
+        let (packs, entries) = &*loaded;
         match entries.get(key) {
             Some((pack, range)) => {
                 let pack = &packs[*pack];
                 pack.used.store(true, Ordering::Relaxed);
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(Cow::Borrowed(&pack.bytes[range.clone()]))
+                // Copied out (a few KiB a function): a flush may drop the
+                // packs while Cranelift still holds the value.
+                Some(Cow::Owned(pack.bytes[range.clone()].to_vec()))
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -325,6 +344,17 @@ mod tests {
         assert_eq!(b.get(b"k2").map(|v| v.len()), Some(1000));
         assert!(b.get(b"k3").is_none());
         assert_eq!(b.stats(), FunctionCacheStats { hits: 2, misses: 1 });
+    }
+
+    #[test]
+    fn a_store_finds_what_it_flushed_on_its_next_compile() {
+        let (_tmp, d) = dir();
+        let a = FunctionCache::new(d.clone());
+        assert!(a.get(b"k").is_none(), "empty at first");
+        a.insert(b"k", b"compiled once".to_vec());
+        a.flush();
+        assert_eq!(a.get(b"k").as_deref(), Some(&b"compiled once"[..]));
+        assert_eq!(a.flush(), FunctionCacheStats { hits: 1, misses: 0 });
     }
 
     #[test]
