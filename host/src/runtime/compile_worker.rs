@@ -288,15 +288,18 @@ pub(crate) fn precompile(
     ))
 }
 
-/// The child's report of what the function cache gave (its stderr on
-/// success: `functions: H from the cache, M compiled`).
+/// The child's report of what the function cache gave: the line
+/// `functions: H from the cache, M compiled` of its stderr, which may hold
+/// other lines too (a warning about a pack it could not use).
 fn reuse_of(message: &str) -> Option<super::function_cache::FunctionCacheStats> {
-    let rest = message.trim().strip_prefix("functions: ")?;
-    let (hits, rest) = rest.split_once(" from the cache, ")?;
-    let misses = rest.strip_suffix(" compiled")?;
-    Some(super::function_cache::FunctionCacheStats {
-        hits: hits.parse().ok()?,
-        misses: misses.parse().ok()?,
+    message.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("functions: ")?;
+        let (hits, rest) = rest.split_once(" from the cache, ")?;
+        let misses = rest.strip_suffix(" compiled")?;
+        Some(super::function_cache::FunctionCacheStats {
+            hits: hits.parse().ok()?,
+            misses: misses.parse().ok()?,
+        })
     })
 }
 
@@ -325,5 +328,28 @@ pub(super) fn limit_data(bytes: u64) -> Result<(), String> {
             "cannot cap the compile's memory: {}",
             std::io::Error::last_os_error()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reuse_of;
+    use crate::runtime::function_cache::FunctionCacheStats;
+
+    #[test]
+    fn the_reuse_line_is_found_among_other_stderr_lines() {
+        let stats = FunctionCacheStats {
+            hits: 21019,
+            misses: 1303,
+        };
+        assert_eq!(
+            reuse_of("functions: 21019 from the cache, 1303 compiled\n"),
+            Some(stats)
+        );
+        let noisy = "WARN function cache pack not used; removed\n\
+                     functions: 21019 from the cache, 1303 compiled\n";
+        assert_eq!(reuse_of(noisy), Some(stats));
+        assert_eq!(reuse_of("error: out of memory"), None);
+        assert_eq!(reuse_of("functions: many from the cache, 3 compiled"), None);
     }
 }
