@@ -11,9 +11,7 @@
 //! ```
 //!
 //! With `OASIS_BENCH_AB=before.wasm,after.wasm` it measures only those
-//! two, interleaved on fresh instances (p50 and p99; see [`ab`]); with
-//! `OASIS_BENCH_KEEP_RESIDENT=4,32` (MiB) one component (`OASIS_BENCH_WASM`,
-//! else the guarded_boost example) on two pool settings.
+//! two, interleaved on fresh instances (p50 and p99; see [`ab`]).
 //!
 //! It builds the Python examples with `scripts/build-python-policy` (which
 //! needs the virtual environment `scripts/setup-python` makes). A measurement, not
@@ -83,38 +81,21 @@ const REUSE: u32 = 1000;
 /// so that both see the same machine load: p50 and p99 of `runs` calls
 /// each at 1, 300 and 1000 candidates. For a before/after of one policy
 /// built two ways: `OASIS_BENCH_AB=before.wasm,after.wasm`.
-///
-/// With `OASIS_BENCH_KEEP_RESIDENT=MiB,MiB` instead, A and B are one
-/// component on two runtimes that differ only in
-/// [`RuntimeConfig::memory_keep_resident`].
-fn ab(a: &str, b: &str, keep: Option<(usize, usize)>, runs: usize) {
+fn ab(a: &str, b: &str, runs: usize) {
     let cache = tempfile::tempdir().unwrap();
-    let rt = |keep_mib: Option<usize>| {
-        Runtime::new(RuntimeConfig {
-            cache_dir: Some(cache.path().to_path_buf()),
-            measure_fuel: false,
-            max_instances: 8,
-            memory_keep_resident: keep_mib
-                .map_or(oasis::runtime::DEFAULT_MEMORY_KEEP_RESIDENT, |m| m << 20),
-            ..RuntimeConfig::default()
-        })
-        .unwrap()
-    };
-    let (rta, rtb) = (rt(keep.map(|k| k.0)), rt(keep.map(|k| k.1)));
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        measure_fuel: false,
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     let limits = Limits {
         deadline: Duration::from_secs(5),
         ..Limits::default()
     };
-    let pa = Policy::load_file(&rta, a.as_ref(), "{}", limits).unwrap();
-    let pb = Policy::load_file(&rtb, b.as_ref(), "{}", limits).unwrap();
-    let (a, b) = match keep {
-        Some((ka, kb)) => (
-            format!("{a} (keep resident {ka} MiB)"),
-            format!("{b} (keep resident {kb} MiB)"),
-        ),
-        None => (a.to_string(), b.to_string()),
-    };
-    let (a, b) = (a.as_str(), b.as_str());
+    let pa = Policy::load_file(&rt, a.as_ref(), "{}", limits).unwrap();
+    let pb = Policy::load_file(&rt, b.as_ref(), "{}", limits).unwrap();
     let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
     println!("| component | contract | candidates | p50 | p99 | calls |");
     println!("|---|---|---|---|---|---|");
@@ -150,16 +131,7 @@ fn main() {
         let (a, b) = pair
             .split_once(',')
             .expect("OASIS_BENCH_AB=before.wasm,after.wasm");
-        return ab(a, b, None, 301);
-    }
-    if let Ok(keep) = std::env::var("OASIS_BENCH_KEEP_RESIDENT") {
-        let wasm = std::env::var("OASIS_BENCH_WASM")
-            .unwrap_or_else(|_| build("policies-python/guarded_boost"));
-        let (a, b) = keep
-            .split_once(',')
-            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-            .expect("OASIS_BENCH_KEEP_RESIDENT=MiB,MiB");
-        return ab(&wasm, &wasm, Some((a, b)), 301);
+        return ab(a, b, 301);
     }
     let py_gb = build("policies-python/guarded_boost");
     let py_bandit = build("policies-python/softmax_bandit");

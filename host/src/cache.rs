@@ -133,7 +133,7 @@ pub(crate) fn trusted_dir(dir: &Path) -> Result<(), String> {
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
-    trusted(&std::fs::metadata(dir).map_err(|e| e.to_string())?)
+    trusted_dir_exists(dir)
 }
 
 /// Checks an existing `dir` can be trusted (creates nothing).
