@@ -86,7 +86,7 @@ def main():
     # pyarrow + pandas: one DataFrame of every file.
     for f in files:
         meta = pq.read_metadata(f).metadata or {}
-        if meta.get(b"oasis.decision_log.schema_version") != b"1":
+        if meta.get(b"oasis.decision_log.schema_version") != b"2":
             fail(f"{f}: schema version {meta.get(b'oasis.decision_log.schema_version')}")
     frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
     matched = 0

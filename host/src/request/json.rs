@@ -38,7 +38,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::{
     FeatureColumns, Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext,
-    RequestError, RequestHolder, ScoreRequest, ValidRequest, Validate,
+    RequestError, RequestHolder, ScoreRequest, ValidRequest, Validate, has_control,
 };
 
 /// The fast path did not take the body; the general path decides (and
@@ -404,30 +404,4 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
 /// 1-64 bytes, no control characters.
 fn valid_feature_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= oasis_contract::MAX_NAME_BYTES && !has_control(name)
-}
-
-/// `s.chars().any(char::is_control)` on the bytes: the control characters
-/// (general category Cc) are U+0000–U+001F, U+007F and U+0080–U+009F, the
-/// last encoded in UTF-8 as `C2 80`–`C2 9F`.
-pub(crate) fn has_control(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.iter().enumerate().any(|(i, &x)| {
-        x < 0x20 || x == 0x7f || (x == 0xc2 && b.get(i + 1).is_some_and(|&y| y <= 0x9f))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn has_control_is_char_is_control() {
-        let mut buf = [0u8; 4];
-        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
-            let s = c.encode_utf8(&mut buf);
-            assert_eq!(has_control(s), c.is_control(), "{c:?}");
-            let framed = format!("a{s}b");
-            assert_eq!(has_control(&framed), c.is_control(), "{c:?}");
-        }
-    }
 }

@@ -554,6 +554,12 @@ mod tests {
         let j = k.feature_names.iter().position(|n| n == "pop").unwrap();
         k.features[k.feature_names.len() + j] = 2e9;
         assert_eq!(invalid(&m), "candidates[1].features.pop");
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, -1.5e9] {
+            let mut m = proto(GOOD);
+            let k = m.candidates.as_mut().unwrap();
+            k.features[2 * k.feature_names.len() + j] = bad;
+            assert_eq!(invalid(&m), "candidates[2].features.pop", "{bad}");
+        }
         let mut m = proto(GOOD);
         m.candidates.as_mut().unwrap().feature_names[0] = String::new();
         assert_eq!(invalid(&m), "candidates[0].features");
