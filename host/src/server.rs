@@ -87,6 +87,8 @@ pub struct ServerConfig {
     /// (`--bundle oci://…`), polled like `oci://` modules
     /// ([`crate::control::bundle`]).
     pub bundle: Option<crate::control::source::oci::OciRef>,
+    /// The CPU slots policy calls run in ([`crate::serving::cpu`]).
+    pub cpu_slots: crate::serving::cpu::CpuSlotConfig,
 }
 
 /// Decision logging of a server.
@@ -129,6 +131,7 @@ impl Default for ServerConfig {
             control_store: None,
             replica_id: None,
             bundle: None,
+            cpu_slots: crate::serving::cpu::CpuSlotConfig::default(),
         }
     }
 }
@@ -450,7 +453,13 @@ impl Parts {
             cfg.max_inflight,
         )
         .with_store(store)
-        .with_delivery(delivery);
+        .with_delivery(delivery)
+        .with_cpu_slots(cfg.cpu_slots);
+        tracing::info!(
+            slots = cfg.cpu_slots.slots,
+            slice_ms = cfg.cpu_slots.slice.as_millis() as u64,
+            "policy calls run in CPU slots (0 = off)"
+        );
         if let Some(url) = &cfg.fleet_windows {
             let fleet = crate::serving::fleet_window::FleetWindows::connect(
                 url,

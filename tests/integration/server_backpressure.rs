@@ -119,3 +119,55 @@ async fn requests_beyond_max_inflight_are_refused() {
     assert_eq!(s.get("/healthz").await.status, 200);
     s.shutdown().await;
 }
+
+/// CPU slots (`serving::cpu`): with one slot, a call that spins keeps it for
+/// one slice, not for its deadline: a request to another route is answered
+/// while the spinner still runs, and the demotion is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spinning_call_gives_its_cpu_slot_up_after_one_slice() {
+    let s = TestServer::start_with(
+        |d| {
+            install(
+                d,
+                "slow",
+                ADVERSARIAL,
+                "[limits]\ndeadline_ms = 1500\n[settings]\nattack = \"loop\"\n",
+            );
+            install(d, "quick", ADVERSARIAL, "");
+        },
+        |c| {
+            c.cpu_slots = oasis::serving::cpu::CpuSlotConfig {
+                slots: 1,
+                slice: Duration::from_millis(20),
+            }
+        },
+    )
+    .await;
+    let slow = s.spawn_score(attack_body("slow"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, v) = s.score(attack_body("quick")).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["variant"], "stable", "{v}");
+    // Without the slice the quick call would wait for the spinner's 1.5 s
+    // of CPU to run out.
+    assert!(!slow.is_finished(), "the spinner still runs");
+    assert!(
+        took < Duration::from_millis(1000),
+        "the quick call waited {took:?} behind a spinning call"
+    );
+    // Counted against the spinner's version, and no other.
+    let metrics = s.metrics().await;
+    let demoted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("oasis_policy_calls_demoted_total{"))
+        .collect();
+    assert_eq!(demoted.len(), 1, "{metrics}");
+    assert!(demoted[0].contains(r#"policy="slow""#), "{metrics}");
+    let n: f64 = demoted[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{metrics}");
+    let (status, _, v) = slow.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    s.shutdown().await;
+}

@@ -50,6 +50,17 @@ pub struct Args {
     /// Policy instances that may exist at once, across all policies.
     #[arg(long, default_value_t = oasis::RuntimeConfig::default().max_instances)]
     pub max_instances: u32,
+    /// Policy calls that execute at once (CPU slots); a call waits for a
+    /// slot, then runs undisturbed. Default: one per core. 0: no gate (the
+    /// kernel time-slices every call in flight, and each call's time, the
+    /// time its deadline measures, stretches with the load).
+    #[arg(long)]
+    pub cpu_slots: Option<usize>,
+    /// How long a call keeps its CPU slot, ms: past it the slot goes to the
+    /// next call and the long call goes on time-sliced, so a policy that
+    /// spins to its deadline delays the others by this much at most.
+    #[arg(long, default_value_t = oasis::serving::cpu::CpuSlotConfig::DEFAULT_SLICE.as_millis() as u64)]
+    pub cpu_slice_ms: u64,
     /// MiB at the start of each instance's linear-memory slot kept resident
     /// between instances: pages a call touched there are reset in place and
     /// found mapped by the next instance (beyond it they fault in again). Only
@@ -358,6 +369,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
+    config.cpu_slots = oasis::serving::cpu::CpuSlotConfig {
+        slots: args
+            .cpu_slots
+            .unwrap_or(oasis::serving::cpu::CpuSlotConfig::for_this_machine().slots),
+        slice: Duration::from_millis(args.cpu_slice_ms.max(1)),
+    };
     config.runtime.memory_keep_resident = args.instance_memory_resident_mb << 20;
     config.runtime.compile = oasis::CompileLimits {
         max_functions: args.max_functions,

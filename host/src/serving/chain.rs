@@ -26,6 +26,7 @@ use crate::policy::CallOutcome;
 use crate::request::ValidRequest;
 use crate::response::Variant;
 use crate::sandbox::visible;
+use crate::serving::cpu::CpuSlot;
 use crate::serving::resources::Resources;
 use crate::serving::served::Served;
 use crate::serving::{ServeError, arm};
@@ -182,12 +183,15 @@ async fn call(
     req: &ValidRequest<'_>,
 ) -> Result<(Result<CallOutcome, CallError>, u64), ServeError> {
     let span = arm::span(arm, kind.as_str());
-    let permits = acquire(res, arm).instrument(span.clone()).await?;
+    let (permits, slot) = acquire(res, arm).instrument(span.clone()).await?;
     let in_use = GaugeGuard::new(&res.metrics.requests.instances_in_use);
-    let (result, elapsed) = arm::invoke(arm, req, (permits, in_use))
-        .instrument(span.clone())
-        .await
-        .map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;
+    let invoke = arm::invoke(arm, req, (permits, in_use)).instrument(span.clone());
+    let invoked = match (&res.cpu, slot) {
+        (Some(cpu), Some(slot)) => cpu.run(slot, invoke, || arm.metrics.demoted()).await,
+        _ => invoke.await,
+    };
+    let (result, elapsed) =
+        invoked.map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;
     arm::record(&span, &result);
     arm.metrics.called(elapsed.as_secs_f64());
     Ok((result, elapsed.as_micros() as u64))
@@ -218,8 +222,12 @@ struct Permits {
 }
 
 /// Takes a queue slot (refusing at once when the queue is full), then waits
-/// up to the policy's queue deadline for a policy slot and a global slot.
-async fn acquire(res: &Resources, arm: &ActivePolicy) -> Result<Permits, ServeError> {
+/// up to the policy's queue deadline for a policy slot, a global slot and a
+/// CPU slot (when the gate is on).
+async fn acquire(
+    res: &Resources,
+    arm: &ActivePolicy,
+) -> Result<(Permits, Option<CpuSlot>), ServeError> {
     let overloaded = || ServeError::Overloaded {
         policy: arm.key().to_string(),
     };
@@ -232,14 +240,29 @@ async fn acquire(res: &Resources, arm: &ActivePolicy) -> Result<Permits, ServeEr
     let wait = async {
         let own = arm.permits.clone().acquire_owned().await;
         let global = res.instances.clone().acquire_owned().await;
-        (own, global)
+        let cpu = match &res.cpu {
+            Some(cpu) => {
+                let started = std::time::Instant::now();
+                let slot = cpu.acquire().await;
+                res.metrics
+                    .requests
+                    .cpu_slot_wait
+                    .observe(started.elapsed().as_secs_f64());
+                Some(slot)
+            }
+            None => None,
+        };
+        (own, global, cpu)
     };
     match tokio::time::timeout(arm.manifest.concurrency.queue_timeout, wait).await {
-        Ok((Ok(own), Ok(global))) => Ok(Permits {
-            _queue: queue,
-            _own: own,
-            _global: global,
-        }),
+        Ok((Ok(own), Ok(global), cpu)) => Ok((
+            Permits {
+                _queue: queue,
+                _own: own,
+                _global: global,
+            },
+            cpu,
+        )),
         _ => Err(overloaded()),
     }
 }

@@ -19,6 +19,7 @@
 //! | `served`      | [`Served`](served::Served): who answered, what failed before   |
 //! | `resources`   | slots, statistics, metrics and log the chain and shadows use   |
 //! | `arm`         | one policy call on a blocking thread, in the request's span     |
+//! | `cpu`         | CPU slots: calls run to completion, one per core, a slice each |
 //! | `encode`      | the JSON body and the protobuf message of a [`Scored`]         |
 //! | `shadow`      | shadow calls beside the served arm, off the response path      |
 //! | `shadow_pool` | the threads shadows run on, at the lowest CPU priority         |
@@ -36,6 +37,7 @@
 pub mod arm;
 pub mod campaigns;
 pub mod chain;
+pub mod cpu;
 pub mod encode;
 mod error;
 pub mod fleet_window;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::serving::cpu::{CpuSlotConfig, CpuSlots};
 use crate::serving::logging::DecisionLogging;
 use crate::serving::route_stats::RouteStats;
 use crate::serving::shadow_pool::ShadowPool;
@@ -44,6 +45,8 @@ pub struct Resources {
     pub route_stats: Arc<RouteStats>,
     /// The decision log, when decisions are logged.
     pub decision_log: Option<DecisionLogging>,
+    /// The CPU slots policy calls run in; `None`: off.
+    pub cpu: Option<CpuSlots>,
 }
 
 impl Resources {
@@ -61,6 +64,7 @@ impl Resources {
             shadow_slots: default_max_shadow_calls(),
             shadow_pool: Arc::new(ShadowPool::new(default_max_shadow_calls())),
             decision_log: None,
+            cpu: CpuSlots::new(CpuSlotConfig::default()),
         }
     }
 }

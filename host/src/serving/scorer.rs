@@ -126,6 +126,12 @@ impl Scorer {
         self.map(|i| i.res.decision_log = Some(log))
     }
 
+    /// The same scorer, running policy calls in the CPU slots of `config`
+    /// ([`crate::serving::cpu`]; one per core by default).
+    pub fn with_cpu_slots(self, config: crate::serving::cpu::CpuSlotConfig) -> Self {
+        self.map(|i| i.res.cpu = crate::serving::cpu::CpuSlots::new(config))
+    }
+
     /// The same scorer, keeping delivery state in `delivery`.
     pub fn with_delivery(self, delivery: Option<Delivery>) -> Self {
         self.map(|i| i.delivery = delivery)

@@ -140,6 +140,9 @@ pub struct PolicyFamilies {
     pub promotion_stalled: Family<PolicyLabels, Gauge>,
     /// Requests waiting for a free instance, by policy.
     pub queue_depth: Family<QueueLabels, Gauge>,
+    /// Calls that ran past their CPU slice and gave their slot up
+    /// (`serving::cpu`), by policy version.
+    pub demoted: Family<PolicyLabels, Counter>,
     /// When a version counts as stalled.
     pub promotion_stall: PromotionStall,
 }
@@ -157,6 +160,7 @@ impl PolicyFamilies {
             reasons: Family::default(),
             promotion_stalled: Family::default(),
             queue_depth: Family::default(),
+            demoted: Family::default(),
             promotion_stall: PromotionStall::default(),
         };
         registry.register(
@@ -200,6 +204,11 @@ impl PolicyFamilies {
             f.latency.clone(),
         );
         registry.register(
+            "policy_calls_demoted",
+            "Policy calls that ran past their CPU slice and gave their CPU slot to the next call",
+            f.demoted.clone(),
+        );
+        registry.register(
             "queue_depth",
             "Requests waiting for a free policy instance",
             f.queue_depth.clone(),
@@ -241,6 +250,7 @@ impl PolicyFamilies {
                 errors: self.errors.clone(),
                 fallbacks: self.fallbacks.clone(),
                 reasons: self.reasons.clone(),
+                demoted: self.demoted.clone(),
                 labels,
             }),
         }
@@ -257,6 +267,7 @@ struct Lazy {
     errors: Family<ErrorLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     reasons: Family<PolicyReasonLabels, Counter>,
+    demoted: Family<PolicyLabels, Counter>,
     labels: PolicyLabels,
 }
 
@@ -362,6 +373,11 @@ impl PolicyMetrics {
         promoted_c.inc_by(promoted);
         self.promotion.record(campaign, promoted);
         (eligible, promoted)
+    }
+
+    /// Counts a call that ran past its CPU slice (`serving::cpu`).
+    pub fn demoted(&self) {
+        self.lazy.demoted.get_or_create(&self.lazy.labels).inc();
     }
 
     /// Records one call's latency, seconds.

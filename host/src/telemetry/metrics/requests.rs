@@ -41,6 +41,8 @@ pub struct RequestMetrics {
     pub latency: Histogram,
     /// Policy instances running now.
     pub instances_in_use: Gauge,
+    /// Time a call waited for a CPU slot (`serving::cpu`), seconds.
+    pub cpu_slot_wait: Histogram,
 }
 
 impl RequestMetrics {
@@ -51,6 +53,7 @@ impl RequestMetrics {
             rejected: Family::default(),
             latency: latency_histogram(),
             instances_in_use: Gauge::default(),
+            cpu_slot_wait: latency_histogram(),
         };
         registry.register(
             "requests",
@@ -71,6 +74,11 @@ impl RequestMetrics {
             "instances_in_use",
             "Policy instances running now",
             m.instances_in_use.clone(),
+        );
+        registry.register(
+            "cpu_slot_wait_seconds",
+            "Time a policy call waited for a CPU slot (one per core) before it ran",
+            m.cpu_slot_wait.clone(),
         );
         m
     }
