@@ -107,10 +107,40 @@ impl oasis::bindings::oasis::policy::log::Host for State {
 
 impl oasis::bindings::oasis::policy::types::Host for State {}
 
+impl oasis::bindings::v0_3::oasis::policy::log::Host for State {
+    fn log(
+        &mut self,
+        _: oasis::bindings::v0_3::oasis::policy::log::Level,
+        _: String,
+        _: Vec<oasis::bindings::v0_3::oasis::policy::log::Field>,
+    ) {
+    }
+}
+
+impl oasis::bindings::v0_3::oasis::policy::types::Host for State {}
+
+/// The pre-linked component, on the contract version it exports.
+enum Pre {
+    /// `oasis:policy@0.2.0` (the Rust SDK's).
+    V2(ScoringPolicyPre<State>),
+    /// `oasis:policy@0.3.0` (byte columns: the Python SDK's).
+    V3(oasis::bindings::v0_3::ScoringPolicyPre<State>),
+}
+
+/// A request in the form the component's contract version takes (the
+/// 0.3.0 form is encoded once, outside the timed call, as the host does
+/// before it instantiates).
+pub enum Request<'r> {
+    /// 0.2.0: the typed request.
+    V2(&'r WitRequest),
+    /// 0.3.0: byte columns.
+    V3(oasis::bindings::v0_3::oasis::policy::types::Request),
+}
+
 /// A component ready to instantiate under one tactic.
 pub struct Harness {
     engine: Engine,
-    pre: ScoringPolicyPre<State>,
+    pre: Pre,
 }
 
 impl Harness {
@@ -146,15 +176,32 @@ impl Harness {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         oasis::bindings::ScoringPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        oasis::bindings::v0_3::ScoringPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let component =
             Component::from_file(&engine, component).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let pre = ScoringPolicyPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| anyhow::anyhow!("{e:#}"))?,
-        )
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let pre = match ScoringPolicyPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::V2(pre),
+            Err(v2) => Pre::V3(
+                oasis::bindings::v0_3::ScoringPolicyPre::new(instance_pre).map_err(|v3| {
+                    anyhow::anyhow!(
+                        "exports neither oasis:policy@0.2.0 ({v2:#}) nor 0.3.0 ({v3:#})"
+                    )
+                })?,
+            ),
+        };
         Ok(Harness { engine, pre })
+    }
+
+    /// `req` in the form this component's contract version takes.
+    pub fn request<'r>(&self, req: &'r WitRequest) -> Request<'r> {
+        match self.pre {
+            Pre::V2(_) => Request::V2(req),
+            Pre::V3(_) => Request::V3(oasis::bindings::v0_3::request(req.clone()).0),
+        }
     }
 
     /// One call on a fresh instance; the number of scores returned.
@@ -167,16 +214,39 @@ impl Harness {
             },
         );
         store.set_epoch_deadline(1_000_000);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let out = instance
-            .oasis_policy_policy()
-            .call_score(&mut store, settings, req)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?
-            .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
-        Ok(out.scores.len())
+        let req = self.request(req);
+        self.instantiate_and_call(&mut store, settings, &req)
+    }
+
+    /// Instantiates in `store` and calls once: the number of scores.
+    fn instantiate_and_call(
+        &self,
+        store: &mut Store<State>,
+        settings: &str,
+        req: &Request<'_>,
+    ) -> anyhow::Result<usize> {
+        let e = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
+        match (&self.pre, req) {
+            (Pre::V2(pre), Request::V2(req)) => {
+                let instance = pre.instantiate(&mut *store).map_err(e)?;
+                let out = instance
+                    .oasis_policy_policy()
+                    .call_score(&mut *store, settings, req)
+                    .map_err(e)?
+                    .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
+                Ok(out.scores.len())
+            }
+            (Pre::V3(pre), Request::V3(req)) => {
+                let instance = pre.instantiate(&mut *store).map_err(e)?;
+                let out = instance
+                    .oasis_policy_policy()
+                    .call_score(&mut *store, settings, req)
+                    .map_err(e)?
+                    .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
+                Ok(out.scores.len() / 8)
+            }
+            _ => anyhow::bail!("a request of another contract version"),
+        }
     }
 }
 
@@ -214,15 +284,36 @@ impl Harness {
             store.set_epoch_deadline(1_000_000);
             store
         });
-        let (instance, instantiate) = timed(|| self.pre.instantiate(&mut store));
-        let instance = instance.map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let (out, call) = timed(|| {
-            instance
-                .oasis_policy_policy()
-                .call_score(&mut store, settings, req)
-        });
-        out.map_err(|e| anyhow::anyhow!("{e:#}"))?
-            .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
+        let e = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
+        let policy_error = |e| anyhow::anyhow!("policy error: {e:?}");
+        let req = self.request(req);
+        let (instantiate, call) = match (&self.pre, &req) {
+            (Pre::V2(pre), Request::V2(req)) => {
+                let (instance, instantiate) = timed(|| pre.instantiate(&mut store));
+                let instance = instance.map_err(e)?;
+                let (out, call) = timed(|| {
+                    instance
+                        .oasis_policy_policy()
+                        .call_score(&mut store, settings, req)
+                });
+                out.map_err(e)?
+                    .map_err(|x| policy_error(format!("{x:?}")))?;
+                (instantiate, call)
+            }
+            (Pre::V3(pre), Request::V3(req)) => {
+                let (instance, instantiate) = timed(|| pre.instantiate(&mut store));
+                let instance = instance.map_err(e)?;
+                let (out, call) = timed(|| {
+                    instance
+                        .oasis_policy_policy()
+                        .call_score(&mut store, settings, req)
+                });
+                out.map_err(e)?
+                    .map_err(|x| policy_error(format!("{x:?}")))?;
+                (instantiate, call)
+            }
+            _ => anyhow::bail!("a request of another contract version"),
+        };
         let ((), drop_t) = timed(|| drop(store));
         Ok(crate::instantiation::Phases {
             context,
