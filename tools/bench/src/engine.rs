@@ -215,38 +215,44 @@ impl Harness {
         );
         store.set_epoch_deadline(1_000_000);
         let req = self.request(req);
-        self.instantiate_and_call(&mut store, settings, &req)
+        Ok(self.instantiate_and_call(&mut store, settings, &req)?.2)
     }
 
-    /// Instantiates in `store` and calls once: the number of scores.
+    /// Instantiates in `store` and calls once: the time of each step and
+    /// the number of scores.
     fn instantiate_and_call(
         &self,
         store: &mut Store<State>,
         settings: &str,
         req: &Request<'_>,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(Duration, Duration, usize)> {
+        use crate::instantiation::timed;
         let e = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
-        match (&self.pre, req) {
-            (Pre::V2(pre), Request::V2(req)) => {
-                let instance = pre.instantiate(&mut *store).map_err(e)?;
-                let out = instance
-                    .oasis_policy_policy()
-                    .call_score(&mut *store, settings, req)
+        // The two versions' generated types differ, their steps do not.
+        macro_rules! steps {
+            ($pre:expr, $req:expr) => {{
+                let (instance, instantiate) = timed(|| $pre.instantiate(&mut *store));
+                let instance = instance.map_err(e)?;
+                let (out, call) = timed(|| {
+                    instance
+                        .oasis_policy_policy()
+                        .call_score(&mut *store, settings, $req)
+                });
+                let out = out
                     .map_err(e)?
-                    .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
-                Ok(out.scores.len())
-            }
+                    .map_err(|x| anyhow::anyhow!("policy error: {x:?}"))?;
+                (instantiate, call, out.scores.len())
+            }};
+        }
+        Ok(match (&self.pre, req) {
+            (Pre::V2(pre), Request::V2(req)) => steps!(pre, req),
+            // 0.3.0 scores are little-endian f64 bytes.
             (Pre::V3(pre), Request::V3(req)) => {
-                let instance = pre.instantiate(&mut *store).map_err(e)?;
-                let out = instance
-                    .oasis_policy_policy()
-                    .call_score(&mut *store, settings, req)
-                    .map_err(e)?
-                    .map_err(|e| anyhow::anyhow!("policy error: {e:?}"))?;
-                Ok(out.scores.len() / 8)
+                let (i, c, bytes) = steps!(pre, req);
+                (i, c, bytes / 8)
             }
             _ => anyhow::bail!("a request of another contract version"),
-        }
+        })
     }
 }
 
@@ -284,36 +290,8 @@ impl Harness {
             store.set_epoch_deadline(1_000_000);
             store
         });
-        let e = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
-        let policy_error = |e| anyhow::anyhow!("policy error: {e:?}");
         let req = self.request(req);
-        let (instantiate, call) = match (&self.pre, &req) {
-            (Pre::V2(pre), Request::V2(req)) => {
-                let (instance, instantiate) = timed(|| pre.instantiate(&mut store));
-                let instance = instance.map_err(e)?;
-                let (out, call) = timed(|| {
-                    instance
-                        .oasis_policy_policy()
-                        .call_score(&mut store, settings, req)
-                });
-                out.map_err(e)?
-                    .map_err(|x| policy_error(format!("{x:?}")))?;
-                (instantiate, call)
-            }
-            (Pre::V3(pre), Request::V3(req)) => {
-                let (instance, instantiate) = timed(|| pre.instantiate(&mut store));
-                let instance = instance.map_err(e)?;
-                let (out, call) = timed(|| {
-                    instance
-                        .oasis_policy_policy()
-                        .call_score(&mut store, settings, req)
-                });
-                out.map_err(e)?
-                    .map_err(|x| policy_error(format!("{x:?}")))?;
-                (instantiate, call)
-            }
-            _ => anyhow::bail!("a request of another contract version"),
-        };
+        let (instantiate, call, _) = self.instantiate_and_call(&mut store, settings, &req)?;
         let ((), drop_t) = timed(|| drop(store));
         Ok(crate::instantiation::Phases {
             context,
