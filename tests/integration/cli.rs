@@ -1331,3 +1331,52 @@ fn a_second_server_on_one_directory_is_told_the_ways_out() {
         assert!(err.contains(way), "{way} missing from:\n{err}");
     }
 }
+
+/// `oasis serve` refuses out-of-range numeric flags before it starts,
+/// naming the flag, instead of overflowing or panicking on them.
+#[test]
+fn serve_refuses_out_of_range_cpu_and_memory_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value, expected) in [
+        (
+            "--instance-memory-resident-mb",
+            "18446744073709551615",
+            "--instance-memory-resident-mb 18446744073709551615 is more than an instance's memory can be (256 MiB)",
+        ),
+        (
+            "--instance-memory-resident-mb",
+            "257",
+            "--instance-memory-resident-mb 257 is more than",
+        ),
+        (
+            "--cpu-slots",
+            "100000",
+            "--cpu-slots 100000 is more than 4096",
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .args(["serve", "--policies"])
+            .arg(tmp.path())
+            .args(["--listen", "127.0.0.1:0", "--state", "off", flag, value])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that accepted the value would run on: stop it and fail.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let started = child.try_wait().unwrap().is_none();
+        if started {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !started && !out.status.success(),
+            "{flag} {value} was accepted: {err}"
+        );
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+    }
+}

@@ -369,12 +369,26 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     config.runtime.max_instances = args.max_instances;
+    let cpu_slots = args
+        .cpu_slots
+        .unwrap_or(oasis::serving::cpu::CpuSlotConfig::for_this_machine().slots);
+    if cpu_slots > oasis::serving::cpu::CpuSlotConfig::MAX_SLOTS {
+        anyhow::bail!(
+            "--cpu-slots {cpu_slots} is more than {} (one per core is the point; 0 turns the slots off)",
+            oasis::serving::cpu::CpuSlotConfig::MAX_SLOTS
+        );
+    }
     config.cpu_slots = oasis::serving::cpu::CpuSlotConfig {
-        slots: args
-            .cpu_slots
-            .unwrap_or(oasis::serving::cpu::CpuSlotConfig::for_this_machine().slots),
+        slots: cpu_slots,
         slice: Duration::from_millis(args.cpu_slice_ms.max(1)),
     };
+    let max_memory_mb = oasis::Limits::MAX_MEMORY_BYTES >> 20;
+    if args.instance_memory_resident_mb > max_memory_mb {
+        anyhow::bail!(
+            "--instance-memory-resident-mb {} is more than an instance's memory can be ({max_memory_mb} MiB)",
+            args.instance_memory_resident_mb
+        );
+    }
     config.runtime.memory_keep_resident = args.instance_memory_resident_mb << 20;
     config.runtime.compile = oasis::CompileLimits {
         max_functions: args.max_functions,

@@ -47,6 +47,8 @@ pub struct CpuSlotConfig {
 impl CpuSlotConfig {
     /// The default slice.
     pub const DEFAULT_SLICE: Duration = Duration::from_millis(5);
+    /// The most slots `oasis serve` accepts (far above any core count).
+    pub const MAX_SLOTS: usize = 4096;
 
     /// One slot per core of this machine, the default slice.
     pub fn for_this_machine() -> Self {
