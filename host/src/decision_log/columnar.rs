@@ -1759,7 +1759,7 @@ pub(super) mod tests {
                     impressions_24h: vec![(0, i as u32 + 1)],
                     session_promoted: vec![(1, 2)],
                     exposure_share_7d: vec![(0, 14.0 * 0.1)],
-                    counts_unknown: i % 2 == 0,
+                    counts_unknown: i.is_multiple_of(2),
                 })
             }),
             decisions: DecisionColumnsRecord {

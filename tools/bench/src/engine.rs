@@ -134,7 +134,7 @@ pub enum Request<'r> {
     /// 0.2.0: the typed request.
     V2(&'r WitRequest),
     /// 0.3.0: byte columns.
-    V3(oasis::bindings::v0_3::oasis::policy::types::Request),
+    V3(Box<oasis::bindings::v0_3::oasis::policy::types::Request>),
 }
 
 /// A component ready to instantiate under one tactic.
@@ -200,7 +200,7 @@ impl Harness {
     pub fn request<'r>(&self, req: &'r WitRequest) -> Request<'r> {
         match self.pre {
             Pre::V2(_) => Request::V2(req),
-            Pre::V3(_) => Request::V3(oasis::bindings::v0_3::request(req.clone()).0),
+            Pre::V3(_) => Request::V3(Box::new(oasis::bindings::v0_3::request(req.clone()).0)),
         }
     }
 
@@ -248,7 +248,7 @@ impl Harness {
             (Pre::V2(pre), Request::V2(req)) => steps!(pre, req),
             // 0.3.0 scores are little-endian f64 bytes.
             (Pre::V3(pre), Request::V3(req)) => {
-                let (i, c, bytes) = steps!(pre, req);
+                let (i, c, bytes) = steps!(pre, &**req);
                 (i, c, bytes / 8)
             }
             _ => anyhow::bail!("a request of another contract version"),
