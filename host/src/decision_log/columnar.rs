@@ -1121,7 +1121,9 @@ impl<'b> CampaignColumns<'b> {
                     t.next.set(next + 1);
                     next
                 } else {
-                    (table.start..next)
+                    // A campaign seen before (or a file not in first-
+                    // appearance order: anywhere in the table).
+                    (table.start..table.end)
                         .find(|&j| ids.values.value(j) == id)
                         .ok_or_else(|| {
                             format!(

@@ -24,6 +24,9 @@
 //! therefore holds a slot for a slice, never for its whole deadline, and its
 //! deadline still stops it.
 //!
+//! A request dropped mid-call (its client gone) releases its slot at once;
+//! its call runs on to the end outside the slots, as a demoted one does.
+//!
 //! The transports' own work (reading, parsing, validating, encoding) runs on
 //! the async workers outside the slots; shadows run on their own low-priority
 //! threads (`shadow_pool`) outside them too.
