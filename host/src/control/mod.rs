@@ -15,6 +15,7 @@
 //! | `manifest` | per-policy TOML manifests and `routes.toml`                    |
 //! | `registry` | the atomically swapped snapshot of policies, routes and plans  |
 //! | `reload`   | reconciling the directory into the registry                    |
+//! | `module_digests` | module files unchanged since their last read (not read again) |
 //! | `rollout`  | rollout state (`rollout.json`): pins, canary, shadows, kill    |
 //! | `versions` | the version store (every loaded version, by digest)            |
 //! | `manager`  | the one writer of rollout state and versions, audited          |
@@ -36,6 +37,7 @@ pub mod bundle;
 pub mod generation;
 pub mod manager;
 pub mod manifest;
+pub(crate) mod module_digests;
 pub mod persist;
 pub mod registry;
 pub mod reload;

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::manifest::{Manifest, ManifestError, ROUTES_FILE, RoutesFile};
+use crate::control::module_digests::{ModuleDigests, Stat};
 use crate::control::registry::{ActivePolicy, Failure, PolicyEntry, Registry, Snapshot, Waiting};
 use crate::control::rollout::{ReadRollout, RolloutFile, read_rollout};
 use crate::control::source::oci::{OciSource, RegistryClient, RegistryConfig};
@@ -63,6 +64,8 @@ pub struct Reloader {
     settings: ReloadSettings,
     /// Where modules come from: files, or registries.
     sources: Sources,
+    /// Module files unchanged since a pass read them, not read again.
+    digests: Arc<ModuleDigests>,
 }
 
 impl Reloader {
@@ -92,6 +95,7 @@ impl Reloader {
             metrics,
             store,
             settings,
+            digests: Arc::new(ModuleDigests::default()),
         }
     }
 
@@ -264,7 +268,7 @@ impl Reloader {
             .iter()
             .filter_map(|path| {
                 let key = path.file_stem().and_then(|s| s.to_str())?.to_string();
-                Some((key.clone(), Files::read(path, &self.sources)))
+                Some((key.clone(), Files::read(path, &self.sources, &self.digests)))
             })
             .collect();
         let loads = self.load_changed(&next, &files);
@@ -653,6 +657,20 @@ impl Reloader {
             Err(e @ ManifestError::Io { .. }) => return Err(LoadFailure::retry(e.to_string())),
             Err(e) => return Err(LoadFailure::fatal(e.to_string())),
         };
+        // Not read this pass (unchanged since the digests read it), but
+        // loaded again (a retry): read it now.
+        let read_now;
+        let module = match module {
+            Module::Read(m) => m,
+            Module::Unchanged => {
+                read_now = self.sources.fetch_for(
+                    &manifest.key,
+                    &manifest.module,
+                    manifest.verify_key.as_deref(),
+                );
+                &read_now
+            }
+        };
         let fetched = module.as_ref().map_err(|e| match e {
             // Deploying the manifest before its module is a normal order:
             // the module's arrival changes the files and loads it. So is a
@@ -897,18 +915,52 @@ impl LoadFailure {
 /// A manifest and its module, read once: the fingerprint and the load see
 /// the same bytes, and the manifest is parsed once per pass.
 struct Files {
-    /// The parsed manifest and its module's bytes, from its source.
-    parsed: Result<(Manifest, Result<Fetched, SourceError>), ManifestError>,
+    /// The parsed manifest and its module, from its source.
+    parsed: Result<(Manifest, Module), ManifestError>,
     /// SHA-256 over both files' contents, computed once at read.
     fingerprint: [u8; 32],
 }
 
+/// A manifest's module in one pass.
+enum Module {
+    /// Read from its source (or why not).
+    Read(Result<Fetched, SourceError>),
+    /// A module file the digests know as unchanged since they read it
+    /// ([`ModuleDigests`]): not read, since nothing will load it unless its
+    /// fingerprint changed; [`Reloader::load`] reads it if something does.
+    Unchanged,
+}
+
 impl Files {
-    fn read(manifest_path: &Path, sources: &Sources) -> Self {
+    fn read(manifest_path: &Path, sources: &Sources, digests: &ModuleDigests) -> Self {
         let raw = std::fs::read(manifest_path);
+        let mut module_digest = None;
         let parsed = match &raw {
             Ok(text) => Manifest::parse(manifest_path, &String::from_utf8_lossy(text)).map(|m| {
-                let module = sources.fetch_for(&m.key, &m.module, m.verify_key.as_deref());
+                let fetch = || sources.fetch_for(&m.key, &m.module, m.verify_key.as_deref());
+                let module = match &m.module {
+                    ModuleRef::File(path) => match digests.unchanged(path) {
+                        Some(digest) => {
+                            module_digest = Some(digest);
+                            Module::Unchanged
+                        }
+                        None => {
+                            let before = Stat::of(path);
+                            let fetched = fetch();
+                            if let Ok(f) = &fetched {
+                                module_digest = Some(digests.read(path, before, &f.bytes));
+                            }
+                            Module::Read(fetched)
+                        }
+                    },
+                    ModuleRef::Oci(_) => {
+                        let fetched = fetch();
+                        if let Ok(f) = &fetched {
+                            module_digest = Some(Sha256::digest(&f.bytes).into());
+                        }
+                        Module::Read(fetched)
+                    }
+                };
                 (m, module)
             }),
             Err(e) => Err(ManifestError::Io {
@@ -920,13 +972,19 @@ impl Files {
         let manifest = raw.as_deref().unwrap_or_default();
         h.update((manifest.len() as u64).to_le_bytes());
         h.update(manifest);
-        match &parsed {
-            Ok((_, Ok(module))) => h.update(&module.bytes),
+        match (&parsed, module_digest) {
+            (_, Some(digest)) => h.update(digest),
             // A registry module not pulled yet: its reason is part of what
             // was tried (the first pull's failure is reported once).
-            Ok((_, Err(e @ (SourceError::NotPulled { .. } | SourceError::Unverified { .. })))) => {
-                h.update(e.to_string())
-            }
+            (
+                Ok((
+                    _,
+                    Module::Read(Err(
+                        e @ (SourceError::NotPulled { .. } | SourceError::Unverified { .. }),
+                    )),
+                )),
+                None,
+            ) => h.update(e.to_string()),
             _ => {}
         }
         let fingerprint = h.finalize().into();
