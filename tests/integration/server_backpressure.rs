@@ -167,6 +167,11 @@ async fn a_spinning_call_gives_its_cpu_slot_up_after_one_slice() {
     assert!(demoted[0].contains(r#"policy="slow""#), "{metrics}");
     let n: f64 = demoted[0].rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 1.0, "{metrics}");
+    // Both calls waited for a slot (the quick one behind the spinner).
+    assert!(
+        metric(&metrics, "oasis_cpu_slot_wait_seconds_count") >= 2.0,
+        "{metrics}"
+    );
     let (status, _, v) = slow.await.unwrap();
     assert_eq!(status, 200, "{v}");
     s.shutdown().await;

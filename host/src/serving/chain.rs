@@ -186,9 +186,9 @@ async fn call(
     let (permits, slot) = acquire(res, arm).instrument(span.clone()).await?;
     let in_use = GaugeGuard::new(&res.metrics.requests.instances_in_use);
     let invoke = arm::invoke(arm, req, (permits, in_use)).instrument(span.clone());
-    let invoked = match (&res.cpu, slot) {
-        (Some(cpu), Some(slot)) => cpu.run(slot, invoke, || arm.metrics.demoted()).await,
-        _ => invoke.await,
+    let invoked = match slot {
+        Some(slot) => slot.run(invoke, || arm.metrics.demoted()).await,
+        None => invoke.await,
     };
     let (result, elapsed) =
         invoked.map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;

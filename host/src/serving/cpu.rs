@@ -75,9 +75,12 @@ pub struct CpuSlots {
     slice: Duration,
 }
 
-/// A slot held by one call.
+/// A slot held by one call, for one slice ([`CpuSlot::run`]).
 #[derive(Debug)]
-pub struct CpuSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct CpuSlot {
+    permit: OwnedSemaphorePermit,
+    slice: Duration,
+}
 
 impl CpuSlots {
     /// The gate of `config`; `None` when it is off (0 slots).
@@ -90,37 +93,35 @@ impl CpuSlots {
 
     /// Waits for a slot (first come, first served).
     pub async fn acquire(&self) -> CpuSlot {
-        // The semaphore is never closed.
-        CpuSlot(
-            self.slots
+        CpuSlot {
+            permit: self
+                .slots
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the CPU slot semaphore is never closed"),
-        )
+            slice: self.slice,
+        }
     }
 
     /// Slots free now.
     pub fn available(&self) -> usize {
         self.slots.available_permits()
     }
+}
 
-    /// Runs `call` holding `slot` for one slice at most: if the call is not
-    /// done by then, the slot is released, `demoted` is called, and the call
-    /// goes on without it.
-    pub async fn run<F: Future>(
-        &self,
-        slot: CpuSlot,
-        call: F,
-        demoted: impl FnOnce(),
-    ) -> F::Output {
+impl CpuSlot {
+    /// Runs `call` holding this slot for one slice at most: if the call is
+    /// not done by then, the slot is released, `demoted` is called, and the
+    /// call goes on without it.
+    pub async fn run<F: Future>(self, call: F, demoted: impl FnOnce()) -> F::Output {
         let mut call = std::pin::pin!(call);
         tokio::select! {
             biased;
             out = &mut call => return out,
             () = tokio::time::sleep(self.slice) => {}
         }
-        drop(slot);
+        drop(self.permit);
         demoted();
         call.await
     }
@@ -167,9 +168,7 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(20));
                     running.fetch_sub(1, Ordering::SeqCst);
                 });
-                gate.run(slot, call, || panic!("not demoted"))
-                    .await
-                    .unwrap();
+                slot.run(call, || panic!("not demoted")).await.unwrap();
             }));
         }
         for t in tasks {
@@ -190,7 +189,7 @@ mod tests {
             let slot = gate.acquire().await;
             tokio::spawn(async move {
                 let call = tokio::time::sleep(Duration::from_secs(2));
-                gate.run(slot, call, || {
+                slot.run(call, || {
                     demoted.fetch_add(1, Ordering::SeqCst);
                 })
                 .await;
@@ -204,7 +203,7 @@ mod tests {
             "waited {waited:?} for a slot held by a call past its slice"
         );
         assert_eq!(demoted.load(Ordering::SeqCst), 1);
-        let quick = gate.run(slot, async { 7 }, || panic!("not demoted")).await;
+        let quick = slot.run(async { 7 }, || panic!("not demoted")).await;
         assert_eq!(quick, 7);
         long.abort();
     }
