@@ -1039,7 +1039,7 @@ struct CampaignTableRow {
     starts: [usize; 11],
     /// Version 2: the next table entry not yet matched (entries are in order
     /// of first appearance, so a new campaign is usually this one).
-    next: std::cell::Cell<usize>,
+    next: usize,
 }
 
 impl<'b> CampaignColumns<'b> {
@@ -1100,7 +1100,7 @@ impl<'b> CampaignColumns<'b> {
             ));
         }
         Ok(CampaignTableRow {
-            next: std::cell::Cell::new(table.as_ref().map_or(0, |t| t.start)),
+            next: table.as_ref().map_or(0, |t| t.start),
             table,
             starts: spans.map(|s| s.start),
         })
@@ -1109,16 +1109,16 @@ impl<'b> CampaignColumns<'b> {
     /// Candidate `i`'s campaign `id`, rebuilt from its entry.
     fn campaign<'a>(
         &'a self,
-        t: &CampaignTableRow,
+        t: &mut CampaignTableRow,
         i: usize,
         id: &'a str,
     ) -> Result<RequestCampaign<'a>, String> {
         // The entry's offset from the row's start in every column.
         let at = match (&t.table, &self.ids) {
             (Some(table), Some(ids)) => {
-                let next = t.next.get();
+                let next = t.next;
                 let j = if next < table.end && ids.values.value(next) == id {
-                    t.next.set(next + 1);
+                    t.next = next + 1;
                     next
                 } else {
                     // A campaign seen before (or a file not in first-
@@ -1391,12 +1391,12 @@ impl<'b> ParquetRows<'b> {
             return Err(err("the feature buffer was loaded for another row".into()));
         }
         let start = |k: usize| spans[k].1.start;
-        let table = self.campaigns.table(row, n).map_err(err)?;
+        let mut table = self.campaigns.table(row, n).map_err(err)?;
         let mut candidates = Vec::with_capacity(n);
         for i in 0..n {
             let campaign = match opt_str(self.campaign_id.values, start(5) + i) {
                 None => None,
-                Some(id) => Some(self.campaigns.campaign(&table, i, id).map_err(err)?),
+                Some(id) => Some(self.campaigns.campaign(&mut table, i, id).map_err(err)?),
             };
             candidates.push(RequestCandidate {
                 id: Cow::Borrowed(self.candidate_id.values.value(ids.start + i)),
