@@ -861,13 +861,14 @@ fn str_list<'b>(
 /// The per-candidate string columns [`read_schema`] asks to read as
 /// string views: the strings stay in the decoded pages (or the dictionary)
 /// instead of being copied into one buffer per column, which halved their
-/// decode (candidate ids 11.4 -> 5.1 µs a 300-candidate row).
-pub(crate) const VIEW_COLUMNS: [&str; 3] = ["candidate_id", "artist", "rights_holder"];
+/// decode (candidate ids 9.2 -> 5.7 µs a 300-candidate row,
+/// `oasis-bench parquet-decode`).
+pub const VIEW_COLUMNS: [&str; 3] = ["candidate_id", "artist", "rights_holder"];
 
 /// The schema to read a decision file with: the file's own, with the items
 /// of [`VIEW_COLUMNS`] as `Utf8View`; `None` when the file's are not
 /// `List<Utf8>` (then the reader's check names the column).
-pub(crate) fn read_schema(file: &Schema) -> Option<SchemaRef> {
+pub fn read_schema(file: &Schema) -> Option<SchemaRef> {
     use arrow_schema::DataType;
     let fields = file
         .fields()
@@ -983,7 +984,7 @@ fn opt<T: arrow_array::ArrowPrimitiveType>(a: &PrimitiveArray<T>, i: usize) -> O
 /// in order of first appearance), matched to candidates by `campaign_id`;
 /// version 1 repeated them per candidate (`campaign_*`), and is still read.
 /// (Most candidates are organic: the per-candidate columns were eleven lists
-/// of nulls, ~17 µs of a 64 µs row decode at 300 candidates.)
+/// of nulls, ~17 µs of a 65 µs row decode at 300 candidates.)
 struct CampaignColumns<'b> {
     /// Version 2: the table's ids. `None`: version 1, per candidate.
     ids: Option<List<'b, StringArray>>,

@@ -26,6 +26,7 @@ mod engine;
 mod inproc;
 mod instantiation;
 mod native;
+mod parquet_decode;
 mod server;
 mod serving;
 mod stats;
@@ -97,6 +98,16 @@ enum Cmd {
         #[arg(long)]
         host_only: bool,
     },
+    /// Decode time of a decision log's Parquet file, column by column and
+    /// all at once as replay reads it (string views for the big string
+    /// columns): microseconds a row, best of `rounds`.
+    ParquetDecode {
+        /// A `decisions-*.parquet` file.
+        file: PathBuf,
+        /// Rounds per measurement (the best is kept).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Serves the bundled routes with the policies called natively (the
     /// serving ceiling) until killed.
     NativeServer {
@@ -129,6 +140,10 @@ fn main() -> anyhow::Result<()> {
                 "\nLoad average (1, 5, 15 min) at start {load}, at the end {}.",
                 serving::loadavg()
             );
+            Ok(())
+        }
+        Cmd::ParquetDecode { file, rounds } => {
+            print!("{}", parquet_decode::report(&file, rounds.max(1))?);
             Ok(())
         }
         Cmd::NativeServer {
