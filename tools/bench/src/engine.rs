@@ -204,7 +204,10 @@ impl Harness {
         }
     }
 
-    /// One call on a fresh instance; the number of scores returned.
+    /// One call on a fresh instance; the number of scores returned. For a
+    /// 0.3.0 component the request is encoded into byte columns here, so
+    /// [`time_call`] counts that encoding (the host does it per call too);
+    /// [`Harness::phases`] leaves it out of every phase.
     pub fn call(&self, settings: &str, req: &WitRequest) -> anyhow::Result<usize> {
         let mut store = Store::new(
             &self.engine,
