@@ -128,7 +128,7 @@ pub struct RequestCandidate<'a> {
     pub session_promoted: Option<u32>,
     /// The track's promotion campaign, if it is in one.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub campaign: Option<RequestCampaign<'a>>,
+    pub campaign: Option<Box<RequestCampaign<'a>>>,
     /// Numeric features by name (p_skip, p_complete, popularity...).
     #[serde(default, borrow)]
     #[cfg_attr(feature = "schema", schema(value_type = FeatureMap))]

@@ -70,8 +70,10 @@ use super::record::{
 };
 use super::writer::PendingRecord;
 use crate::delivery::Fill;
+use crate::request::columns::{self, CandidateColumns, Columnar};
 use crate::request::{
     Features, RequestCampaign, RequestCandidate, RequestContext, RequestHolder, ScoreRequest,
+    ValidRequest,
 };
 
 /// The version of the Parquet layout written by this build.
@@ -904,9 +906,9 @@ enum Strs<'b> {
     View(&'b arrow_array::StringViewArray),
 }
 
-impl Strs<'_> {
-    fn value(&self, i: usize) -> &str {
-        match self {
+impl<'b> Strs<'b> {
+    fn value(&self, i: usize) -> &'b str {
+        match *self {
             Strs::Plain(a) => a.value(i),
             Strs::View(a) => a.value(i),
         }
@@ -1114,8 +1116,14 @@ impl<'b> CampaignColumns<'b> {
         i: usize,
         id: &'a str,
     ) -> Result<RequestCampaign<'a>, String> {
-        // The entry's offset from the row's start in every column.
-        let at = match (&t.table, &self.ids) {
+        let at = self.entry_of(t, i, id)?;
+        self.entry(t, at, id)
+    }
+
+    /// The position, from the row's first entry, of candidate `i`'s
+    /// campaign `id`: version 2, its entry in the table; version 1, `i`.
+    fn entry_of(&self, t: &mut CampaignTableRow, i: usize, id: &str) -> Result<usize, String> {
+        Ok(match (&t.table, &self.ids) {
             (Some(table), Some(ids)) => {
                 let next = t.next;
                 let j = if next < table.end && ids.values.value(next) == id {
@@ -1135,7 +1143,16 @@ impl<'b> CampaignColumns<'b> {
                 j - table.start
             }
             _ => i,
-        };
+        })
+    }
+
+    /// The campaign `id` of the row's entry `at` (from its first).
+    fn entry<'a>(
+        &'a self,
+        t: &CampaignTableRow,
+        at: usize,
+        id: &'a str,
+    ) -> Result<RequestCampaign<'a>, String> {
         let s = |k: usize| t.starts[k] + at;
         let strings = |(rows, values): &(List<'a, ListArray>, &'a StringArray), k: usize| {
             let j = s(k);
@@ -1367,9 +1384,6 @@ impl<'b> ParquetRows<'b> {
         buf: &'a FeatureBuffer,
     ) -> Result<ScoreRequest<'a>, SchemaError> {
         let err = |m: String| Self::row_error(row, m);
-        let surface = |name: &str| {
-            Surface::from_name(name).ok_or_else(|| err(format!("unknown surface {name:?}")))
-        };
         let ids = self.candidate_id.span(row);
         let n = ids.len();
         let width = buf.names.len();
@@ -1397,7 +1411,9 @@ impl<'b> ParquetRows<'b> {
         for i in 0..n {
             let campaign = match opt_str(self.campaign_id.values, start(5) + i) {
                 None => None,
-                Some(id) => Some(self.campaigns.campaign(&mut table, i, id).map_err(err)?),
+                Some(id) => Some(Box::new(
+                    self.campaigns.campaign(&mut table, i, id).map_err(err)?,
+                )),
             };
             candidates.push(RequestCandidate {
                 id: Cow::Borrowed(self.candidate_id.values.value(ids.start + i)),
@@ -1417,6 +1433,21 @@ impl<'b> ParquetRows<'b> {
                 },
             });
         }
+        Ok(ScoreRequest {
+            route: opt_str(self.request_route, row).map(Cow::Borrowed),
+            context: self.context(row)?,
+            candidates,
+            rights_holders: self.rights_holders(row)?,
+            debug: !self.debug.is_null(row) && self.debug.value(row),
+        })
+    }
+
+    /// `row`'s request context.
+    fn context(&self, row: usize) -> Result<RequestContext<'_>, SchemaError> {
+        let err = |m: String| Self::row_error(row, m);
+        let surface = self.surface.value(row);
+        let surface = Surface::from_name(surface)
+            .ok_or_else(|| err(format!("unknown surface {surface:?}")))?;
         let cf_names = self.context_feature_names.span(row);
         let cf_values = self.context_features.span(row);
         if cf_names.len() != cf_values.len() {
@@ -1435,48 +1466,122 @@ impl<'b> ParquetRows<'b> {
                 )
             })
             .collect();
-        let rights_holders = if self.holder_ids.list.is_null(row) {
-            None
-        } else {
-            let ids = self.holder_ids.span(row);
-            let shares = self.holder_exposure_share_7d.span(row);
-            if ids.len() != shares.len() {
-                return Err(err(format!(
+        Ok(RequestContext {
+            request_id: Cow::Borrowed(self.request_id.value(row)),
+            listener_id: Cow::Borrowed(self.listener_id.value(row)),
+            session_id: Cow::Borrowed(self.session_id.value(row)),
+            surface,
+            market: Cow::Borrowed(self.market.value(row)),
+            timestamp_ms: self.timestamp_ms.value(row),
+            seed: opt(self.seed, row),
+            features: Features::Named(context_features),
+            slate_size: opt(self.slate_size, row),
+        })
+    }
+
+    /// `row`'s rights-holder table, when the request sent one.
+    #[allow(clippy::type_complexity)]
+    fn rights_holders(
+        &self,
+        row: usize,
+    ) -> Result<Option<HashMap<Cow<'_, str>, RequestHolder>>, SchemaError> {
+        if self.holder_ids.list.is_null(row) {
+            return Ok(None);
+        }
+        let ids = self.holder_ids.span(row);
+        let shares = self.holder_exposure_share_7d.span(row);
+        if ids.len() != shares.len() {
+            return Err(Self::row_error(
+                row,
+                format!(
                     "holder_exposure_share_7d has {} values for {} holders",
                     shares.len(),
                     ids.len()
-                )));
-            }
-            Some(
-                ids.zip(shares)
-                    .map(|(j, k)| {
-                        (
-                            Cow::Borrowed(self.holder_ids.values.value(j)),
-                            RequestHolder {
-                                exposure_share_7d: self.holder_exposure_share_7d.values.value(k),
-                            },
-                        )
-                    })
-                    .collect::<HashMap<_, _>>(),
-            )
+                ),
+            ));
+        }
+        Ok(Some(
+            ids.zip(shares)
+                .map(|(j, k)| {
+                    (
+                        Cow::Borrowed(self.holder_ids.values.value(j)),
+                        RequestHolder {
+                            exposure_share_7d: self.holder_exposure_share_7d.values.value(k),
+                        },
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// `row`'s request checked on its columns and packed straight into a
+    /// [`ValidRequest`] ([`crate::request::columns`]: each campaign of the
+    /// row's table, each artist and holder checked once, the features as one
+    /// matrix), with the features of `buf`, loaded by
+    /// [`load_features`](Self::load_features) for this row. `None` when that
+    /// path does not take the row (a version-1 file, lists of different
+    /// lengths, anything invalid): [`request`](Self::request) and
+    /// [`Validate::validate`](crate::request::Validate::validate) then say
+    /// what is wrong, exactly as they always did.
+    pub fn valid_request<'a>(
+        &'a self,
+        row: usize,
+        buf: &'a FeatureBuffer,
+        max_candidates: usize,
+    ) -> Option<ValidRequest<'a>> {
+        let ids = self.candidate_id.span(row);
+        let n = ids.len();
+        let spans = [
+            self.relevance.span(row),
+            self.artist.span(row),
+            self.rights_holder.span(row),
+            self.impressions_24h.span(row),
+            self.session_promoted.span(row),
+            self.campaign_id.span(row),
+            self.features.0.span(row),
+        ];
+        if spans.iter().any(|s| s.len() != n) || buf.values.len() != n * buf.names.len() {
+            return None;
+        }
+        let mut table = self.campaigns.table(row, n).ok()?;
+        let (Some(entries), Some(table_ids)) = (table.table.clone(), &self.campaigns.ids) else {
+            return None;
         };
-        Ok(ScoreRequest {
-            route: opt_str(self.request_route, row).map(Cow::Borrowed),
-            context: RequestContext {
-                request_id: Cow::Borrowed(self.request_id.value(row)),
-                listener_id: Cow::Borrowed(self.listener_id.value(row)),
-                session_id: Cow::Borrowed(self.session_id.value(row)),
-                surface: surface(self.surface.value(row))?,
-                market: Cow::Borrowed(self.market.value(row)),
-                timestamp_ms: self.timestamp_ms.value(row),
-                seed: opt(self.seed, row),
-                features: Features::Named(context_features),
-                slate_size: opt(self.slate_size, row),
+        let campaigns = (0..entries.len())
+            .map(|at| {
+                let id = table_ids.values.value(entries.start + at);
+                self.campaigns.entry(&table, at, id).ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let campaign_ids = spans[5].start;
+        let mut campaign = Vec::with_capacity(n);
+        for i in 0..n {
+            campaign.push(match opt_str(self.campaign_id.values, campaign_ids + i) {
+                None => -1,
+                Some(id) => self.campaigns.entry_of(&mut table, i, id).ok()? as i64,
+            });
+        }
+        let candidates = RowCandidates {
+            ids: (self.candidate_id.values, ids.start),
+            relevance: &self.relevance.values.values()[spans[0].clone()],
+            artist: (self.artist.values, spans[1].start),
+            rights_holder: (self.rights_holder.values, spans[2].start),
+            impressions_24h: (self.impressions_24h.values, spans[3].start),
+            session_promoted: (self.session_promoted.values, spans[4].start),
+            campaign,
+            buf,
+        };
+        columns::validate(
+            Columnar {
+                route: opt_str(self.request_route, row).map(Cow::Borrowed),
+                context: self.context(row).ok()?,
+                candidates,
+                campaigns,
+                rights_holders: self.rights_holders(row).ok()?,
+                debug: !self.debug.is_null(row) && self.debug.value(row),
             },
-            candidates,
-            rights_holders,
-            debug: !self.debug.is_null(row) && self.debug.value(row),
-        })
+            max_candidates,
+        )
     }
 
     /// `row`'s decision columns.
@@ -1526,6 +1631,19 @@ impl<'b> ParquetRows<'b> {
         row: usize,
         buf: &'a FeatureBuffer,
     ) -> Result<ReplayRecord<'a>, SchemaError> {
+        let request = self.request(row, buf)?;
+        let mut record = self.replay_fields(row)?;
+        record.request = Some(request);
+        Ok(record)
+    }
+
+    /// `row` as replay reads it, without its request (`request` is `None`):
+    /// for a row whose request comes from
+    /// [`valid_request`](Self::valid_request).
+    ///
+    /// # Errors
+    /// As [`state`](Self::state).
+    pub fn replay_fields(&self, row: usize) -> Result<ReplayRecord<'_>, SchemaError> {
         Ok(ReplayRecord {
             request_id: Cow::Borrowed(self.request_id.value(row)),
             route: Cow::Borrowed(self.route.value(row)),
@@ -1534,7 +1652,7 @@ impl<'b> ParquetRows<'b> {
             shadow: self.shadow.value(row),
             policy: self.policy_ref(row),
             settings_sha256: Cow::Borrowed(self.settings_sha256.value(row)),
-            request: Some(self.request(row, buf)?),
+            request: None,
             state: self.state(row)?,
             decisions: self.decisions(row),
         })
@@ -1592,6 +1710,50 @@ impl<'b> ParquetRows<'b> {
                 fuel: opt(self.usage_fuel, row),
             }),
         })
+    }
+}
+
+/// One row's candidate columns, as [`columns::validate`] reads them: each
+/// a column of the batch and where the row's entries start in it.
+struct RowCandidates<'a> {
+    ids: (Strs<'a>, usize),
+    relevance: &'a [f64],
+    artist: (Strs<'a>, usize),
+    rights_holder: (Strs<'a>, usize),
+    impressions_24h: (&'a UInt32Array, usize),
+    session_promoted: (&'a UInt32Array, usize),
+    /// Per candidate, its campaign's entry in the row's table (-1 none).
+    campaign: Vec<i64>,
+    buf: &'a FeatureBuffer,
+}
+
+impl<'a> CandidateColumns<'a> for RowCandidates<'a> {
+    fn len(&self) -> usize {
+        self.relevance.len()
+    }
+    fn id(&self, i: usize) -> &'a str {
+        self.ids.0.value(self.ids.1 + i)
+    }
+    fn relevance(&self, i: usize) -> f64 {
+        self.relevance[i]
+    }
+    fn artist(&self, i: usize) -> &'a str {
+        self.artist.0.value(self.artist.1 + i)
+    }
+    fn rights_holder(&self, i: usize) -> &'a str {
+        self.rights_holder.0.value(self.rights_holder.1 + i)
+    }
+    fn impressions_24h(&self, i: usize) -> Option<u32> {
+        opt(self.impressions_24h.0, self.impressions_24h.1 + i)
+    }
+    fn session_promoted(&self, i: usize) -> Option<u32> {
+        opt(self.session_promoted.0, self.session_promoted.1 + i)
+    }
+    fn campaign(&self, i: usize) -> i64 {
+        self.campaign[i]
+    }
+    fn features(&self) -> (&'a [String], &'a [f64]) {
+        (&self.buf.names, &self.buf.values)
     }
 }
 
@@ -1786,18 +1948,40 @@ pub(super) mod tests {
     /// The batch a policy reading every feature would get from `req`
     /// (Debug text: every f64 printed in its round-trip form).
     pub(in crate::decision_log) fn batch_of(req: ScoreRequest<'_>, state: Option<&Fill>) -> String {
-        let (names, _) = req.feature_matrix();
-        let context: Vec<String> = req
+        valid_batch(req.validate(10_000).expect("a valid request"), state)
+    }
+
+    /// The batch of [`batch_of`] from a request already validated, with
+    /// what validation packed beside it (keys, first candidates, counts).
+    fn valid_batch(mut valid: ValidRequest<'_>, state: Option<&Fill>) -> String {
+        let (names, _) = valid.feature_matrix();
+        let context: Vec<String> = valid
             .context
             .features
             .iter()
             .map(|(n, _)| n.to_string())
             .collect();
-        let mut valid = req.validate(10_000).expect("a valid request");
         if let Some(f) = state {
             f.apply(&mut valid);
         }
-        format!("{:?}", crate::columnar::batch(&valid, &names, &context))
+        let holders: Vec<&str> = (0..valid.holder_count())
+            .map(|k| valid.holder_id(k as u32))
+            .collect();
+        let campaigns: Vec<&str> = (0..valid.campaigns().len())
+            .map(|k| valid.campaign_id(k))
+            .collect();
+        format!(
+            "{:?}\n{:?} {:?} {:?} {:?} {:?} {:?} {:?} {}",
+            crate::columnar::batch(&valid, &names, &context),
+            valid.artist_keys(),
+            valid.holder_keys(),
+            holders,
+            campaigns,
+            valid.campaign_sent(),
+            valid.holders_sent(),
+            valid.slate_size(),
+            valid.counts_missing(),
+        )
     }
 
     fn parquet_bytes(batch: &RecordBatch) -> Bytes {
@@ -1840,10 +2024,20 @@ pub(super) mod tests {
                 let mut back = cols.replay_record(row, &buf).unwrap();
                 let request = back.request.take().unwrap();
                 let original = crate::request::parse(&r.request).unwrap();
+                let expected = batch_of(original, r.state.as_deref());
                 assert_eq!(
                     batch_of(request, back.state.as_ref()),
-                    batch_of(original, r.state.as_deref()),
+                    expected,
                     "record {i}"
+                );
+                // Checked on the columns: the same batch and packing.
+                let direct = cols
+                    .valid_request(row, &buf, 10_000)
+                    .expect("the direct path");
+                assert_eq!(
+                    valid_batch(direct, back.state.as_ref()),
+                    expected,
+                    "record {i}, direct"
                 );
                 assert_eq!(back.state.as_ref(), r.state.as_deref(), "state exact");
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -1975,6 +2169,89 @@ pub(super) mod tests {
         assert!(
             e.to_string()
                 .contains("relevance has 1 entries for 4 candidates"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rows_the_column_check_refuses_get_the_general_path_s_error() {
+        let r = pending(0, 13);
+        let req = crate::request::parse(&r.request).unwrap();
+        let mut rows = DecisionRows::default();
+        rows.append(&r, &req, None);
+        let b = rows.finish();
+        // (column, its list of strings for the row, the error validation gives)
+        let strings = |values: Vec<String>| {
+            let mut l = Strings::default();
+            for v in values {
+                l.values().append_value(v);
+            }
+            l.append(true);
+            Arc::new(l.finish()) as ArrayRef
+        };
+        let ids: Vec<String> = (0..13).map(|c| format!("t{c}")).collect();
+        let mut twice = ids.clone();
+        twice[7] = "t3".into();
+        let mut control = ids.clone();
+        control[5] = "t\u{85}5".into();
+        let mut artists: Vec<String> = (0..13).map(|c| format!("a{}", c % 7)).collect();
+        artists[9] = "a\n9".into();
+        let mut long = ids.clone();
+        long[2] = "x".repeat(crate::request::MAX_ID_BYTES + 1);
+        for (column, values, error) in [
+            (
+                "candidate_id",
+                twice,
+                "`candidates[7].id` \"t3\" appears twice",
+            ),
+            (
+                "candidate_id",
+                control,
+                "`candidates[5].id` must not contain control characters",
+            ),
+            (
+                "artist",
+                artists,
+                "`candidates[9].artist` must not contain control characters",
+            ),
+            ("candidate_id", long, "`candidates[2].id` is longer than"),
+        ] {
+            let b = replaced(&b, column, strings(values));
+            let cols = ParquetRows::new(&b).unwrap();
+            let mut buf = FeatureBuffer::default();
+            cols.load_features(0, &mut buf);
+            assert!(
+                cols.valid_request(0, &buf, 10_000).is_none(),
+                "{column}: {error}"
+            );
+            let e = cols.request(0, &buf).unwrap().validate(10_000).unwrap_err();
+            assert!(e.to_string().contains(error), "{e} ({error})");
+        }
+        // More candidates than the limit, a feature out of range.
+        let cols = ParquetRows::new(&b).unwrap();
+        let mut buf = FeatureBuffer::default();
+        cols.load_features(0, &mut buf);
+        assert!(cols.valid_request(0, &buf, 12).is_none());
+        assert!(cols.valid_request(0, &buf, 13).is_some());
+        let at = buf.values.iter().position(|v| !v.is_nan()).unwrap();
+        buf.values[at] = 2e9;
+        assert!(cols.valid_request(0, &buf, 13).is_none());
+        // A campaign window that ends before it starts (checked once per
+        // campaign of the table, not per candidate).
+        let mut l = ListBuilder::new(Int64Builder::new());
+        for _ in 0..6 {
+            l.values().append_value(2_000_000_000_000);
+        }
+        l.append(true);
+        let b = replaced(&b, "campaigns_start_ms", Arc::new(l.finish()));
+        let cols = ParquetRows::new(&b).unwrap();
+        let mut buf = FeatureBuffer::default();
+        cols.load_features(0, &mut buf);
+        assert!(cols.valid_request(0, &buf, 13).is_none());
+        let e = cols.request(0, &buf).unwrap().validate(13).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`candidates[0].campaign.end_ms` must be after start_ms"),
             "{e}"
         );
     }

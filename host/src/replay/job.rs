@@ -13,7 +13,7 @@ use oasis_contract::reason::PROMOTED;
 use super::policies::{Candidate, LoggedVersions};
 use super::report::{OutcomeCounts, Tally, histogram};
 use super::{ReplayError, chain};
-use crate::decision_log::columnar::{FeatureBuffer, ParquetRows};
+use crate::decision_log::columnar::{FeatureBuffer, ParquetRows, SchemaError};
 use crate::decision_log::outcomes::Outcomes;
 use crate::decision_log::reader::Raw;
 use crate::decision_log::{DecisionRecord, Records, ReplayRecord};
@@ -166,14 +166,24 @@ impl Job<'_> {
         let mut outcomes = Vec::with_capacity(columns.len());
         for row in 0..columns.len() {
             columns.load_features(row, features);
-            let outcome = match columns.replay_record(row, features) {
-                Ok(mut record) => {
-                    let request = record.request.take().expect("a rebuilt request");
-                    self.replay_one(&record, request)
-                }
-                Err(e) => Outcome::Error {
-                    request_id: columns.request_id(row).to_string(),
-                    error: format!("logged row does not read: {e}"),
+            let error = |e: SchemaError| Outcome::Error {
+                request_id: columns.request_id(row).to_string(),
+                error: format!("logged row does not read: {e}"),
+            };
+            // Checked on the columns and packed directly; a row that path
+            // does not take is rebuilt and validated, which names its error.
+            let outcome = match columns.valid_request(row, features, crate::Limits::MAX_CANDIDATES)
+            {
+                Some(valid) => match columns.replay_fields(row) {
+                    Ok(record) => self.replay_valid(&record, valid),
+                    Err(e) => error(e),
+                },
+                None => match columns.replay_record(row, features) {
+                    Ok(mut record) => {
+                        let request = record.request.take().expect("a rebuilt request");
+                        self.replay_one(&record, request)
+                    }
+                    Err(e) => error(e),
                 },
             };
             outcomes.push(outcome);
@@ -205,13 +215,20 @@ impl Job<'_> {
     /// One record: its logged version again (determinism), or the
     /// candidates against it.
     fn replay_one(&self, r: &ReplayRecord<'_>, parsed: request::ScoreRequest<'_>) -> Outcome {
+        match parsed.validate(crate::Limits::MAX_CANDIDATES) {
+            Ok(req) => self.replay_valid(r, req),
+            Err(e) => Outcome::Error {
+                request_id: r.request_id.to_string(),
+                error: format!("logged request is not valid: {e}"),
+            },
+        }
+    }
+
+    /// One record whose request passed validation.
+    fn replay_valid(&self, r: &ReplayRecord<'_>, mut req: crate::ValidRequest<'_>) -> Outcome {
         let error = |e: String| Outcome::Error {
             request_id: r.request_id.to_string(),
             error: e,
-        };
-        let mut req = match parsed.validate(crate::Limits::MAX_CANDIDATES) {
-            Ok(v) => v,
-            Err(e) => return error(format!("logged request is not valid: {e}")),
         };
         // The delivery state the server filled in, as logged: the batch is
         // rebuilt exactly, and replay never reads or writes a store.

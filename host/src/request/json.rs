@@ -316,7 +316,7 @@ impl<'de> Visitor<'de> for CandidateSeed<'_, '_> {
         let mut rights_holder: Option<Cow<'de, str>> = None;
         let mut impressions_24h: Option<Option<u32>> = None;
         let mut session_promoted: Option<Option<u32>> = None;
-        let mut campaign: Option<Option<RequestCampaign<'de>>> = None;
+        let mut campaign: Option<Option<Box<RequestCampaign<'de>>>> = None;
         let mut features = false;
         let row = self.row;
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {

@@ -20,13 +20,12 @@
 
 use std::borrow::Cow;
 
-use foldhash::HashSetExt;
 use oasis_proto::v1;
 
+use super::columns::{self, CandidateColumns, Columnar};
 use super::{
-    Features, Keys, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
-    RequestHolder, ScoreRequest, Sent, Surface, ValidRequest, Validate, check_campaign,
-    check_context, check_feature_name, check_id, holder_exposure,
+    Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext, RequestError,
+    RequestHolder, ScoreRequest, Surface, ValidRequest, Validate,
 };
 
 fn malformed(path: impl Into<String>, message: impl Into<String>) -> RequestError {
@@ -146,169 +145,88 @@ pub fn validate(
 }
 
 /// The direct path of [`validate`]: `None` on anything the two steps might
-/// refuse (they then name the error).
+/// refuse (they then name the error). The checks are
+/// [`columns::validate`](super::columns::validate)'s, shared with replay's
+/// Parquet rows.
 pub fn direct(msg: &v1::ScoreRequest, max_candidates: usize) -> Option<ValidRequest<'_>> {
     let context = context(msg.context.as_ref()?).ok()?;
-    let market = check_context(&context, &mut None).ok()?;
     let k = msg.candidates.as_ref().unwrap_or(&EMPTY);
     let n = k.ids.len();
-    if n > max_candidates {
-        return None;
-    }
     let relevance = column(&k.relevance, n, "").ok()?;
     if relevance.is_none() && n > 0 {
         return None;
     }
-    let relevance = relevance.unwrap_or_default();
-    let artists = column(&k.artists, n, "").ok()?;
-    let holders = column(&k.rights_holders, n, "").ok()?;
-    let impressions = column(&k.impressions_24h, n, "").ok()?;
-    let promoted = column(&k.session_promoted, n, "").ok()?;
-    let campaign = column(&k.campaign, n, "").ok()?;
-    let width = k.feature_names.len();
-    if width > MAX_FEATURES || k.features.len() != n * width {
-        return None;
-    }
-    let no_field = String::new;
-    // Features: the names once, the values as one slice (NaN = missing).
-    for name in &k.feature_names {
-        check_feature_name(&no_field, name).ok()?;
-    }
-    if !k
-        .features
-        .iter()
-        .all(|v| v.is_nan() || oasis_contract::within_magnitude(*v))
-    {
-        return None;
-    }
-    // Ids unique and well-formed; relevance in range.
-    let mut ids = foldhash::HashSet::with_capacity(n);
-    for (id, r) in k.ids.iter().zip(relevance) {
-        check_id(no_field, id, true).ok()?;
-        if !ids.insert(id.as_str()) || !oasis_contract::valid_relevance(*r) {
-            return None;
-        }
-    }
-    drop(ids);
-    // Artists and holders interned; each distinct id checked once.
-    let mut artist_keys = Keys::with_capacity(n);
-    let mut holder_keys = Keys::with_capacity(64);
-    let mut artist = Vec::with_capacity(n);
-    let mut holder = Vec::with_capacity(n);
-    for i in 0..n {
-        for (column, keys, out) in [
-            (artists, &mut artist_keys, &mut artist),
-            (holders, &mut holder_keys, &mut holder),
-        ] {
-            let id = column.map_or("", |c| c[i].as_str());
-            let known = keys.first.len();
-            let key = keys.intern(id, i);
-            if keys.first.len() > known {
-                check_id(no_field, id, false).ok()?;
-            }
-            out.push(key);
-        }
-    }
-    // Campaigns: each of the message's checked and packed once, keyed in
-    // order of first use; two of the message's with one id are left to the
-    // general path (which compares copies).
-    let message_campaigns = msg
+    let candidates = MessageColumns {
+        k,
+        relevance: relevance.unwrap_or_default(),
+        artists: column(&k.artists, n, "").ok()?,
+        holders: column(&k.rights_holders, n, "").ok()?,
+        impressions: column(&k.impressions_24h, n, "").ok()?,
+        promoted: column(&k.session_promoted, n, "").ok()?,
+        campaign: column(&k.campaign, n, "").ok()?,
+    };
+    // Every campaign of the message converts (an unknown surface in one no
+    // candidate uses is still an error of the message).
+    let campaigns = msg
         .campaigns
         .iter()
         .enumerate()
         .map(|(j, c)| self::campaign(j, c))
         .collect::<Result<Vec<_>, _>>()
         .ok()?;
-    let mut key_of = vec![-1i32; message_campaigns.len()];
-    let mut campaigns = Vec::new();
-    let mut campaign_sent = Vec::new();
-    let mut campaign_first = Vec::new();
-    let mut keyed_ids: Vec<&str> = Vec::new();
-    let mut campaign_index = Vec::with_capacity(n);
-    for i in 0..n {
-        let j = campaign.map_or(-1, |c| c[i]);
-        if j == -1 {
-            campaign_index.push(-1);
-            continue;
-        }
-        let camp = usize::try_from(j)
-            .ok()
-            .and_then(|j| message_campaigns.get(j))?;
-        let j = j as usize;
-        if key_of[j] == -1 {
-            if keyed_ids.contains(&&*camp.id) {
-                return None;
-            }
-            keyed_ids.push(&camp.id);
-            let key = campaigns.len() as u32;
-            campaigns.push(check_campaign("", camp, key, context.timestamp_ms).ok()?);
-            campaign_sent.push(Sent {
-                delivered: camp.delivered.is_some(),
-                pacing: camp.pacing_integral.is_some()
-                    || camp.pacing_last_error.is_some()
-                    || camp.pacing_updated_ms.is_some(),
-            });
-            campaign_first.push(i);
-            key_of[j] = key as i32;
-        }
-        campaign_index.push(key_of[j]);
+    columns::validate(
+        Columnar {
+            route: route(msg),
+            context,
+            candidates,
+            campaigns,
+            rights_holders: rights_holders(msg),
+            debug: msg.debug,
+        },
+        max_candidates,
+    )
+}
+
+/// The message's candidate columns, each checked for length (an absent
+/// optional column gives every candidate the default).
+struct MessageColumns<'m> {
+    k: &'m v1::Candidates,
+    relevance: &'m [f64],
+    artists: Option<&'m [String]>,
+    holders: Option<&'m [String]>,
+    impressions: Option<&'m [u32]>,
+    promoted: Option<&'m [u32]>,
+    campaign: Option<&'m [i32]>,
+}
+
+impl<'m> CandidateColumns<'m> for MessageColumns<'m> {
+    fn len(&self) -> usize {
+        self.k.ids.len()
     }
-    let rights_holders = rights_holders(msg);
-    let (exposure_share_7d, holders_sent) = holder_exposure(&rights_holders, &holder_keys).ok()?;
-    let holder_first = std::mem::take(&mut holder_keys.first);
-    drop((artist_keys, holder_keys));
-    let counts_missing = n > 0 && (impressions.is_none() || promoted.is_none());
-    let candidates = (0..n)
-        .map(|i| RequestCandidate {
-            id: Cow::Borrowed(&k.ids[i]),
-            relevance: relevance[i],
-            artist: Cow::Borrowed(artists.map_or("", |a| &a[i])),
-            rights_holder: Cow::Borrowed(holders.map_or("", |h| &h[i])),
-            impressions_24h: impressions.map(|c| c[i]),
-            session_promoted: promoted.map(|c| c[i]),
-            campaign: match campaign.map_or(-1, |c| c[i]) {
-                -1 => None,
-                j => Some(message_campaigns[j as usize].clone()),
-            },
-            features: Features::Row {
-                names: &k.feature_names,
-                values: &k.features[i * width..(i + 1) * width],
-            },
-        })
-        .collect();
-    let request = ScoreRequest {
-        route: route(msg),
-        context,
-        candidates,
-        rights_holders,
-        debug: msg.debug,
-    };
-    let seed = request.seed();
-    let slate_size = request
-        .context
-        .slate_size
-        .map_or(n, |s| (s as usize).min(n))
-        .try_into()
-        .unwrap_or(u32::MAX);
-    Some(ValidRequest {
-        request,
-        market,
-        seed,
-        slate_size,
-        campaigns,
-        campaign_sent,
-        campaign_first,
-        campaign_index,
-        artist,
-        holder,
-        holder_first,
-        exposure_share_7d,
-        holders_sent,
-        impressions_24h: impressions.map_or_else(|| vec![0; n], <[u32]>::to_vec),
-        session_promoted: promoted.map_or_else(|| vec![0; n], <[u32]>::to_vec),
-        counts_missing,
-        columns: None,
-    })
+    fn id(&self, i: usize) -> &'m str {
+        &self.k.ids[i]
+    }
+    fn relevance(&self, i: usize) -> f64 {
+        self.relevance[i]
+    }
+    fn artist(&self, i: usize) -> &'m str {
+        self.artists.map_or("", |a| &a[i])
+    }
+    fn rights_holder(&self, i: usize) -> &'m str {
+        self.holders.map_or("", |h| &h[i])
+    }
+    fn impressions_24h(&self, i: usize) -> Option<u32> {
+        self.impressions.map(|c| c[i])
+    }
+    fn session_promoted(&self, i: usize) -> Option<u32> {
+        self.promoted.map(|c| c[i])
+    }
+    fn campaign(&self, i: usize) -> i64 {
+        self.campaign.map_or(-1, |c| i64::from(c[i]))
+    }
+    fn features(&self) -> (&'m [String], &'m [f64]) {
+        (&self.k.feature_names, &self.k.features)
+    }
 }
 
 /// The listening context, strings borrowed.
@@ -423,7 +341,9 @@ fn candidates<'m>(
     for i in 0..n {
         let camp = match campaign.map_or(-1, |c| c[i]) {
             -1 => None,
-            j if j >= 0 && (j as usize) < campaigns.len() => Some(campaigns[j as usize].clone()),
+            j if j >= 0 && (j as usize) < campaigns.len() => {
+                Some(Box::new(campaigns[j as usize].clone()))
+            }
             j => {
                 return Err(malformed(
                     format!("candidates[{i}].campaign"),
