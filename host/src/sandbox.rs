@@ -43,8 +43,9 @@ pub struct CallState {
     seed: u64,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    stdout: BoundedPipe,
-    stderr: BoundedPipe,
+    /// The policy's stdout and stderr, created with the WASI context (a
+    /// policy that makes no WASI call writes neither).
+    stdio: Option<(BoundedPipe, BoundedPipe)>,
     policy: Arc<str>,
     log_lines: usize,
     pub(crate) logs_dropped: usize,
@@ -62,8 +63,6 @@ impl CallState {
     /// A sandbox for one call of `policy` with `memory_limit` bytes, the
     /// clock frozen at `timestamp_ms` and randomness seeded with `seed`.
     pub(crate) fn new(policy: Arc<str>, memory_limit: usize, timestamp_ms: i64, seed: u64) -> Self {
-        let stdout = BoundedPipe::new(STDIO_CAPACITY);
-        let stderr = BoundedPipe::new(STDIO_CAPACITY);
         let mut table = ResourceTable::new();
         // Each WASI handle is a host allocation outside the memory limit.
         table.set_max_capacity(MAX_HANDLES);
@@ -73,8 +72,7 @@ impl CallState {
             seed,
             table,
             limiter: MemoryLimiter::new(memory_limit),
-            stdout,
-            stderr,
+            stdio: None,
             policy,
             log_lines: 0,
             logs_dropped: 0,
@@ -103,17 +101,21 @@ impl CallState {
     /// Forwards captured stdout/stderr to the host log and returns stderr's
     /// text (where a Rust panic message lands): what this call added.
     pub(crate) fn drain_stdio(&mut self) -> String {
-        let (out, dropped) = self.stdout.contents();
+        if self.logs_dropped > 0 {
+            tracing::warn!(policy = %self.policy, dropped = self.logs_dropped, limit = MAX_LOG_LINES, "policy log lines dropped");
+        }
+        // No WASI call ever made: nothing was written.
+        let Some((stdout, stderr)) = &self.stdio else {
+            return String::new();
+        };
+        let (out, dropped) = stdout.contents();
         let out = out.get(self.stdout_seen..).unwrap_or_default();
         self.stdout_seen += out.len();
         if !out.is_empty() {
             let stdout = String::from_utf8_lossy(out);
             tracing::info!(policy = %self.policy, stdout = %visible(&stdout), dropped_bytes = dropped, "policy stdout");
         }
-        if self.logs_dropped > 0 {
-            tracing::warn!(policy = %self.policy, dropped = self.logs_dropped, limit = MAX_LOG_LINES, "policy log lines dropped");
-        }
-        let (err, dropped) = self.stderr.contents();
+        let (err, dropped) = stderr.contents();
         let err = err.get(self.stderr_seen..).unwrap_or_default();
         self.stderr_seen += err.len();
         let err = String::from_utf8_lossy(err).into_owned();
@@ -221,7 +223,13 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        // The pipes outlive the context: a reused instance keeps them.
+        let (stdout, stderr) = self.stdio.get_or_insert_with(|| {
+            (
+                BoundedPipe::new(STDIO_CAPACITY),
+                BoundedPipe::new(STDIO_CAPACITY),
+            )
+        });
         let (timestamp_ms, seed) = (self.timestamp_ms, self.seed);
         WasiCtxView {
             ctx: self
