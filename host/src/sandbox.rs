@@ -33,9 +33,9 @@ pub const MAX_HANDLES: usize = 1024;
 /// Store data of one call.
 pub struct CallState {
     /// Built on the policy's first WASI call ([`WasiView::ctx`]): most
-    /// calls of a Rust policy make none, and building it (two pipes, two
-    /// seeded generators, two clocks, each boxed) was ~1.3 µs of every
-    /// fresh instance.
+    /// calls of a Rust policy make none, and building it (the pipes' ends,
+    /// two seeded generators, two clocks, each boxed) was ~1.3 µs of every
+    /// fresh instance. Rebuilt after [`CallState::begin_call`].
     wasi: Option<WasiCtx>,
     /// What the WASI context is built with: this call's frozen clock and
     /// its randomness seed.

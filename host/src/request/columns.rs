@@ -99,25 +99,36 @@ pub(crate) fn validate<'a, C: CandidateColumns<'a>>(
     if out_of_range {
         return None;
     }
-    // Ids unique and well-formed; relevance in range.
+    // One pass over the candidates: each value read once (the ids' bytes
+    // are the replay's first touch of them), checked, and the candidate
+    // built. Ids unique and well-formed, relevance in range; artists and
+    // holders interned, each distinct id checked once; campaigns checked and
+    // packed once, keyed in order of first use.
     let mut ids = foldhash::HashSet::with_capacity(n);
-    for i in 0..n {
-        let id = k.id(i);
-        check_id(no_field, id, true).ok()?;
-        if !ids.insert(id) || !oasis_contract::valid_relevance(k.relevance(i)) {
-            return None;
-        }
-    }
-    drop(ids);
-    // Artists and holders interned; each distinct id checked once.
     let mut artist_keys = Keys::with_capacity(n);
     let mut holder_keys = Keys::with_capacity(64);
     let mut artist = Vec::with_capacity(n);
     let mut holder = Vec::with_capacity(n);
+    let mut key_of = vec![-1i32; table.len()];
+    let mut campaigns = Vec::new();
+    let mut campaign_sent = Vec::new();
+    let mut campaign_first = Vec::new();
+    let mut keyed_ids: Vec<&str> = Vec::new();
+    let mut campaign_index = Vec::with_capacity(n);
+    let mut counts_missing = false;
+    let mut impressions_24h = Vec::with_capacity(n);
+    let mut session_promoted = Vec::with_capacity(n);
+    let mut candidates = Vec::with_capacity(n);
     for i in 0..n {
+        let (id, relevance) = (k.id(i), k.relevance(i));
+        check_id(no_field, id, true).ok()?;
+        if !ids.insert(id) || !oasis_contract::valid_relevance(relevance) {
+            return None;
+        }
+        let (artist_id, holder_id) = (k.artist(i), k.rights_holder(i));
         for (id, keys, out) in [
-            (k.artist(i), &mut artist_keys, &mut artist),
-            (k.rights_holder(i), &mut holder_keys, &mut holder),
+            (artist_id, &mut artist_keys, &mut artist),
+            (holder_id, &mut holder_keys, &mut holder),
         ] {
             let known = keys.first.len();
             let key = keys.intern(id, i);
@@ -126,70 +137,56 @@ pub(crate) fn validate<'a, C: CandidateColumns<'a>>(
             }
             out.push(key);
         }
-    }
-    // Campaigns: each checked and packed once, keyed in order of first use.
-    let mut key_of = vec![-1i32; table.len()];
-    let mut campaigns = Vec::new();
-    let mut campaign_sent = Vec::new();
-    let mut campaign_first = Vec::new();
-    let mut keyed_ids: Vec<&str> = Vec::new();
-    let mut campaign_index = Vec::with_capacity(n);
-    for i in 0..n {
-        let j = k.campaign(i);
-        if j == -1 {
-            campaign_index.push(-1);
-            continue;
-        }
-        let j = usize::try_from(j).ok().filter(|&j| j < table.len())?;
-        if key_of[j] == -1 {
-            let camp = &table[j];
-            if keyed_ids.contains(&&*camp.id) {
-                return None;
+        let campaign = match k.campaign(i) {
+            -1 => {
+                campaign_index.push(-1);
+                None
             }
-            keyed_ids.push(&camp.id);
-            let key = campaigns.len() as u32;
-            campaigns.push(check_campaign("", camp, key, context.timestamp_ms).ok()?);
-            campaign_sent.push(Sent {
-                delivered: camp.delivered.is_some(),
-                pacing: camp.pacing_integral.is_some()
-                    || camp.pacing_last_error.is_some()
-                    || camp.pacing_updated_ms.is_some(),
-            });
-            campaign_first.push(i);
-            key_of[j] = key as i32;
-        }
-        campaign_index.push(key_of[j]);
-    }
-    drop(keyed_ids);
-    let (exposure_share_7d, holders_sent) = holder_exposure(&rights_holders, &holder_keys).ok()?;
-    let holder_first = std::mem::take(&mut holder_keys.first);
-    drop((artist_keys, holder_keys));
-    let mut counts_missing = false;
-    let mut impressions_24h = Vec::with_capacity(n);
-    let mut session_promoted = Vec::with_capacity(n);
-    let mut candidates = Vec::with_capacity(n);
-    for i in 0..n {
+            j => {
+                let j = usize::try_from(j).ok().filter(|&j| j < table.len())?;
+                let camp = &table[j];
+                if key_of[j] == -1 {
+                    if keyed_ids.contains(&&*camp.id) {
+                        return None;
+                    }
+                    keyed_ids.push(&camp.id);
+                    let key = campaigns.len() as u32;
+                    campaigns.push(check_campaign("", camp, key, context.timestamp_ms).ok()?);
+                    campaign_sent.push(Sent {
+                        delivered: camp.delivered.is_some(),
+                        pacing: camp.pacing_integral.is_some()
+                            || camp.pacing_last_error.is_some()
+                            || camp.pacing_updated_ms.is_some(),
+                    });
+                    campaign_first.push(i);
+                    key_of[j] = key as i32;
+                }
+                campaign_index.push(key_of[j]);
+                Some(Box::new(camp.clone()))
+            }
+        };
         let (impressions, promoted) = (k.impressions_24h(i), k.session_promoted(i));
         counts_missing |= impressions.is_none() || promoted.is_none();
         impressions_24h.push(impressions.unwrap_or(0));
         session_promoted.push(promoted.unwrap_or(0));
         candidates.push(RequestCandidate {
-            id: Cow::Borrowed(k.id(i)),
-            relevance: k.relevance(i),
-            artist: Cow::Borrowed(k.artist(i)),
-            rights_holder: Cow::Borrowed(k.rights_holder(i)),
+            id: Cow::Borrowed(id),
+            relevance,
+            artist: Cow::Borrowed(artist_id),
+            rights_holder: Cow::Borrowed(holder_id),
             impressions_24h: impressions,
             session_promoted: promoted,
-            campaign: match k.campaign(i) {
-                -1 => None,
-                j => Some(Box::new(table[j as usize].clone())),
-            },
+            campaign,
             features: Features::Row {
                 names,
                 values: &values[i * width..(i + 1) * width],
             },
         });
     }
+    drop((ids, keyed_ids));
+    let (exposure_share_7d, holders_sent) = holder_exposure(&rights_holders, &holder_keys).ok()?;
+    let holder_first = std::mem::take(&mut holder_keys.first);
+    drop((artist_keys, holder_keys));
     let request = ScoreRequest {
         route,
         context,
