@@ -1192,6 +1192,18 @@ impl<'b> CampaignColumns<'b> {
     }
 }
 
+/// The per-candidate lists beside `candidate_id`, in the order of
+/// [`ParquetRows::candidate_spans`].
+const CANDIDATE_LISTS: [&str; 7] = [
+    "relevance",
+    "artist",
+    "rights_holder",
+    "impressions_24h",
+    "session_promoted",
+    "campaign_id",
+    "features",
+];
+
 /// The typed columns of one decision batch, looked up once per batch.
 pub struct ParquetRows<'b> {
     rows: usize,
@@ -1371,6 +1383,38 @@ impl<'b> ParquetRows<'b> {
         }
     }
 
+    /// `row`'s candidate ids and, in [`CANDIDATE_LISTS`] order, the spans of
+    /// its other per-candidate lists, each checked to have one entry per
+    /// candidate, and `buf` checked to hold this row's features.
+    fn candidate_spans(
+        &self,
+        row: usize,
+        buf: &FeatureBuffer,
+    ) -> Result<(std::ops::Range<usize>, [std::ops::Range<usize>; 7]), String> {
+        let ids = self.candidate_id.span(row);
+        let n = ids.len();
+        let spans = [
+            self.relevance.span(row),
+            self.artist.span(row),
+            self.rights_holder.span(row),
+            self.impressions_24h.span(row),
+            self.session_promoted.span(row),
+            self.campaign_id.span(row),
+            self.features.0.span(row),
+        ];
+        if let Some(k) = spans.iter().position(|s| s.len() != n) {
+            return Err(format!(
+                "{} has {} entries for {n} candidates",
+                CANDIDATE_LISTS[k],
+                spans[k].len()
+            ));
+        }
+        if buf.values.len() != n * buf.names.len() {
+            return Err("the feature buffer was loaded for another row".into());
+        }
+        Ok((ids, spans))
+    }
+
     /// `row`'s request, rebuilt from its columns (strings borrowed from the
     /// batch, candidate features from `buf`, loaded by
     /// [`load_features`](Self::load_features) for this row).
@@ -1384,28 +1428,10 @@ impl<'b> ParquetRows<'b> {
         buf: &'a FeatureBuffer,
     ) -> Result<ScoreRequest<'a>, SchemaError> {
         let err = |m: String| Self::row_error(row, m);
-        let ids = self.candidate_id.span(row);
+        let (ids, spans) = self.candidate_spans(row, buf).map_err(err)?;
         let n = ids.len();
         let width = buf.names.len();
-        let spans = [
-            ("relevance", self.relevance.span(row)),
-            ("artist", self.artist.span(row)),
-            ("rights_holder", self.rights_holder.span(row)),
-            ("impressions_24h", self.impressions_24h.span(row)),
-            ("session_promoted", self.session_promoted.span(row)),
-            ("campaign_id", self.campaign_id.span(row)),
-            ("features", self.features.0.span(row)),
-        ];
-        if let Some((name, s)) = spans.iter().find(|(_, s)| s.len() != n) {
-            return Err(err(format!(
-                "{name} has {} entries for {n} candidates",
-                s.len()
-            )));
-        }
-        if buf.values.len() != n * width {
-            return Err(err("the feature buffer was loaded for another row".into()));
-        }
-        let start = |k: usize| spans[k].1.start;
+        let start = |k: usize| spans[k].start;
         let mut table = self.campaigns.table(row, n).map_err(err)?;
         let mut candidates = Vec::with_capacity(n);
         for i in 0..n {
@@ -1529,20 +1555,8 @@ impl<'b> ParquetRows<'b> {
         buf: &'a FeatureBuffer,
         max_candidates: usize,
     ) -> Option<ValidRequest<'a>> {
-        let ids = self.candidate_id.span(row);
+        let (ids, spans) = self.candidate_spans(row, buf).ok()?;
         let n = ids.len();
-        let spans = [
-            self.relevance.span(row),
-            self.artist.span(row),
-            self.rights_holder.span(row),
-            self.impressions_24h.span(row),
-            self.session_promoted.span(row),
-            self.campaign_id.span(row),
-            self.features.0.span(row),
-        ];
-        if spans.iter().any(|s| s.len() != n) || buf.values.len() != n * buf.names.len() {
-            return None;
-        }
         let mut table = self.campaigns.table(row, n).ok()?;
         let (Some(entries), Some(table_ids)) = (table.table.clone(), &self.campaigns.ids) else {
             return None;
