@@ -382,10 +382,14 @@ impl Request {
                 k.features.len()
             ));
         }
-        if let Some(i) = k
-            .campaign
-            .iter()
-            .position(|&c| c < -1 || c >= self.campaigns.len() as i32)
+        // The scans fold every entry without an early exit (vectorisable,
+        // no branch per candidate); only a request that fails looks for the
+        // first bad entry. `c + 1` as u32 is above the campaign count
+        // exactly when `c < -1 || c >= count`.
+        let campaigns = u32::try_from(self.campaigns.len()).unwrap_or(u32::MAX);
+        let past = |c: i32| (c as u32).wrapping_add(1) > campaigns;
+        if k.campaign.iter().fold(false, |bad, &c| bad | past(c))
+            && let Some(i) = k.campaign.iter().position(|&c| past(c))
         {
             return bad(format!(
                 "candidate {i} refers to campaign {} of {}",
@@ -401,7 +405,11 @@ impl Request {
                 h.count
             ));
         }
-        if let Some(i) = k.rights_holder.iter().position(|&r| r >= h.count) {
+        if k.rights_holder
+            .iter()
+            .fold(false, |bad, &r| bad | (r >= h.count))
+            && let Some(i) = k.rights_holder.iter().position(|&r| r >= h.count)
+        {
             return bad(format!(
                 "candidate {i} refers to rights holder {} of {}",
                 k.rights_holder[i], h.count
@@ -621,6 +629,31 @@ mod tests {
                 | Reason::NOT_ELIGIBLE_SURFACE
                 | Reason::NOT_ELIGIBLE_MARKET)
         );
+    }
+
+    #[test]
+    fn a_campaign_index_outside_the_table_is_named_with_its_candidate() {
+        let req = RequestBuilder::new()
+            .campaign(CampaignSpec::new(1))
+            .campaign(CampaignSpec::new(1))
+            .candidate(CandidateSpec::new(0.5))
+            .candidate(CandidateSpec::new(0.5).campaign(1))
+            .candidate(CandidateSpec::new(0.5).campaign(0))
+            .build();
+        req.check_shape().unwrap();
+        // -1 (organic) and 0..count are in range; -2, count and beyond,
+        // and i32::MIN/MAX are not, wherever they stand.
+        for bad in [-2, 2, 3, i32::MAX, i32::MIN] {
+            for at in 0..3 {
+                let mut r = req.clone();
+                r.candidates.campaign[at] = bad;
+                let err = r.check_shape().unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("candidate {at} refers to campaign {bad} of 2")),
+                    "{bad} at {at}: {err}"
+                );
+            }
+        }
     }
 
     #[test]

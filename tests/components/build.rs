@@ -21,6 +21,8 @@ fn main() {
         "contract",
         "wit",
         "tests/guests",
+        // The guests' link settings (their initial heap).
+        ".cargo/config.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -546,6 +546,24 @@ fn new_scaffolds_a_policy_whose_tests_and_fixture_pass_out_of_the_box() {
     ]);
     assert!(ok, "{out}\n{err}");
     assert_eq!(std::fs::read_to_string(&fixture).unwrap(), written);
+    // Its build script gives the component 1 MiB of heap in its initial
+    // memory, as the example policies have (the linker's default: ~1.1 MiB
+    // in all).
+    let (ok, out, err) = oasis(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "--request",
+        &example(),
+        "--json",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["resources"]["call"]["peak_memory_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 2 << 20),
+        "{out}"
+    );
     // The manifest it suggests loads with its module.
     let (ok, out, err) = oasis(&["inspect", wasm.to_str().unwrap()]);
     assert!(ok && out.contains("name:        my-boost"), "{out}\n{err}");

@@ -155,3 +155,59 @@ fn epsilon_greedy_is_replayable_with_exact_propensities() {
     let d3 = score_body(&p, body.as_bytes()).unwrap().decisions;
     assert_eq!(d1.propensity, d3.propensity);
 }
+
+/// The example request's candidates cycled to `n` (ids made unique), each
+/// with its own features plus synthetic ones up to 30.
+fn large_body(n: usize) -> Vec<u8> {
+    let mut req = example();
+    let base = req["candidates"].as_array().unwrap().clone();
+    let candidates: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut c = base[i % base.len()].clone();
+            c["id"] = format!("spotify:track:{i:016x}").into();
+            if c.get("features").is_none() {
+                c["features"] = serde_json::json!({});
+            }
+            let features = c["features"].as_object_mut().unwrap();
+            for f in features.len()..30 {
+                features.insert(format!("f{f:02}"), (i as f64 * 0.001).into());
+            }
+            c
+        })
+        .collect();
+    req["candidates"] = candidates.into();
+    serde_json::to_vec(&req).unwrap()
+}
+
+/// The policies are built with 1 MiB of heap in their initial memory
+/// (`.cargo/config.toml`): a growth during a call costs the host two
+/// `mprotect`s of the pooled slot, so a request of 1000 candidates x 30
+/// features must fit without one. The peak a call reports is the memory's
+/// size at instantiation unless the call grew it: the large call's peak is
+/// the small one's.
+#[test]
+fn a_large_request_grows_no_example_policy_s_memory() {
+    let body = large_body(1000);
+    for path in [
+        BASELINE,
+        EPSILON_GREEDY,
+        EXPOSURE_FAIRNESS,
+        FREQ_CAP_DIVERSITY,
+        GUARDED_BOOST,
+        PID_PACING,
+    ] {
+        let policy = load(path, "{}").unwrap();
+        let small = score_body(&policy, &example_body()).unwrap();
+        let out = score_body(&policy, &body).unwrap();
+        assert_eq!(out.decisions.scores.len(), 1000, "{path}");
+        assert!(
+            small.usage.peak_memory_bytes > (2 << 20),
+            "{path}: initial memory {} bytes: no heap reserved",
+            small.usage.peak_memory_bytes
+        );
+        assert_eq!(
+            out.usage.peak_memory_bytes, small.usage.peak_memory_bytes,
+            "{path}: the call of 1000 candidates grew linear memory"
+        );
+    }
+}

@@ -225,6 +225,12 @@ impl Runtime {
             // Component-model async is unused; disabling it roughly halves
             // the per-call overhead.
             .concurrency_support(false);
+        // For profiling only: `OASIS_PERFMAP=1` makes wasmtime write
+        // /tmp/perf-<pid>.map, so `perf report` names the policies' compiled
+        // functions instead of `[unknown]` (docs/performance.md, "Profiling").
+        if std::env::var_os("OASIS_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Functions compiled before are reused by content, across components
         // and processes (function_cache: a one-line edit of a Python policy
         // no longer recompiles CPython).
