@@ -23,6 +23,7 @@ mod agreement;
 pub(crate) mod columns;
 pub mod json;
 pub mod packed;
+pub mod proto_view;
 
 pub use oasis_contract::{MAX_FEATURES, MAX_ID_BYTES, MAX_MAGNITUDE, Surface, market_code};
 pub use oasis_wire::request::{

@@ -3,11 +3,12 @@
 //! their own listener (`oasis serve --grpc-listen`).
 //!
 //! ```text
-//! protobuf ─► admit ─► Scorer::score_proto ───────────────► encode::proto
-//!                      (request::packed::direct: checked on   └► Scorer::after
-//!                       the message's columns, rows borrowed;
-//!                       else from_proto + validate; then the
-//!                       same serving as HTTP's)
+//! bytes ─► admit ─► Scorer::score_proto ──────────────────► encode::proto
+//! (grpc_service)    (request::proto_view: read in place;      └► Scorer::after
+//!                    packed::direct_view: checked on the
+//!                    columns, strings borrowed; else prost,
+//!                    from_proto + validate; then the same
+//!                    serving as HTTP's)
 //! ```
 //!
 //! Errors are the HTTP API's [`ApiError`]s as gRPC statuses ([`status`]):
@@ -18,8 +19,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use oasis_proto::v1;
-use oasis_proto::v1::scoring_server::{Scoring, ScoringServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
@@ -28,6 +29,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tracing::Instrument;
 
 use crate::api::error::ApiError;
+use crate::api::grpc_service::{Score, ScoringServer};
 use crate::api::state::AppState;
 use crate::serving::{self, Received, Transport, encode};
 use crate::telemetry::trace::{self, HeaderCarrier};
@@ -45,14 +47,10 @@ impl ScoringService {
     }
 }
 
-#[tonic::async_trait]
-impl Scoring for ScoringService {
-    async fn score(
-        &self,
-        request: Request<v1::ScoreRequest>,
-    ) -> Result<Response<v1::ScoreResponse>, Status> {
-        // tonic has decoded the message by now; the clock starts here, as
-        // the HTTP API's starts once the body is read.
+impl Score for ScoringService {
+    async fn score(&self, request: Request<Bytes>) -> Result<Response<v1::ScoreResponse>, Status> {
+        // tonic has read the message's bytes; the clock starts here, as the
+        // HTTP API's starts once the body is read (decoding is timed).
         let started = Instant::now();
         let span = serving::span(Transport::Grpc);
         trace::adopt_caller(&span, &HeaderCarrier(request.metadata().as_ref()));
@@ -65,7 +63,7 @@ impl Scoring for ScoringService {
 /// admit → decode → score → encode → after, inside the request's span.
 async fn score_in_span(
     state: &AppState,
-    request: Request<v1::ScoreRequest>,
+    request: Request<Bytes>,
     started: Instant,
 ) -> Result<Response<v1::ScoreResponse>, Status> {
     let scorer = &state.scorer;
@@ -73,7 +71,8 @@ async fn score_in_span(
     let _slot = tracing::debug_span!("admission")
         .in_scope(|| scorer.admit())
         .map_err(|e| refuse(state, e.into()))?;
-    let msg = request.into_inner();
+    let bytes = request.into_inner();
+    let msg = crate::request::proto_view::ProtoMessage::new(&bytes);
     let scored = scorer
         .score_proto(&msg, started)
         .await
@@ -180,9 +179,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let max = state.max_body_bytes;
-    let scoring = ScoringServer::new(ScoringService::new(state))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
+    let scoring = ScoringServer::new(ScoringService::new(state)).max_decoding_message_size(max);
     // Small responses must not wait for Nagle's algorithm (tonic sets
     // TCP_NODELAY only on listeners it binds itself).
     use tokio_stream::StreamExt;

@@ -35,6 +35,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod grpc_service;
 pub mod listener;
 pub mod openapi;
 pub mod outcomes;

@@ -4,10 +4,12 @@
 //! columnar batch; for invalid ones, a refusal by the fast path and the
 //! general path's error unchanged.
 
+use oasis_proto::prost::Message;
 use oasis_proto::v1;
 
 use super::json::{self, Refused};
 use super::packed;
+use super::proto_view::ProtoMessage;
 use super::{RequestError, ValidRequest, Validate, parse};
 
 /// Everything a later step reads of a validated request, features as the
@@ -236,6 +238,12 @@ fn grpc_agrees(msg: &v1::ScoreRequest) {
     let direct = packed::direct(msg, 100).expect("the direct path takes it");
     let general = packed::from_proto(msg).unwrap().validate(100).unwrap();
     assert_eq!(view(&direct, &cols, &ctx), view(&general, &cols, &ctx));
+    // The server's path: the bytes read in place.
+    let bytes = msg.encode_to_vec();
+    let msg = ProtoMessage::new(&bytes);
+    let in_place = packed::direct_view(msg.view().expect("read in place"), 100)
+        .expect("the direct path takes it");
+    assert_eq!(view(&in_place, &cols, &ctx), view(&general, &cols, &ctx));
 }
 
 #[test]
@@ -272,6 +280,10 @@ fn the_example_request_agrees_through_both() {
     let direct = packed::direct(&msg, 2000).unwrap();
     let general = packed::from_proto(&msg).unwrap().validate(2000).unwrap();
     assert!(view(&direct, &cols, &ctx) == view(&general, &cols, &ctx));
+    let bytes = msg.encode_to_vec();
+    let msg = ProtoMessage::new(&bytes);
+    let in_place = packed::direct_view(msg.view().unwrap(), 2000).unwrap();
+    assert!(view(&in_place, &cols, &ctx) == view(&general, &cols, &ctx));
 }
 
 #[test]
@@ -482,6 +494,17 @@ fn invalid_grpc_is_refused_with_the_general_error() {
             Ok(r) => r.validate(100).expect_err(what),
         };
         assert_eq!(packed::validate(&m, 100).unwrap_err(), general, "{what}");
+        let bytes = m.encode_to_vec();
+        let msg = ProtoMessage::new(&bytes);
+        assert!(
+            packed::direct_view(msg.view().expect("read in place"), 100).is_none(),
+            "{what}"
+        );
+        assert_eq!(
+            packed::validate_message(&msg, 100).unwrap_err(),
+            general,
+            "{what}"
+        );
     }
     assert!(packed::direct(&base, 1).is_none(), "over the route's limit");
     assert_eq!(

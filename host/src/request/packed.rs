@@ -144,30 +144,146 @@ pub fn validate(
     }
 }
 
+/// Decodes and validates a gRPC request from its bytes, as the server does:
+/// read in place and checked on its columns ([`direct_view`]), else
+/// decoded by prost, converted and validated ([`from_proto`],
+/// [`Validate::validate`]), which names the error.
+///
+/// # Errors
+/// As [`ProtoMessage::message`](super::proto_view::ProtoMessage::message),
+/// [`from_proto`] and [`Validate::validate`].
+///
+/// # Examples
+/// ```
+/// use oasis::request::{packed, proto_view::ProtoMessage};
+/// use oasis_proto::prost::Message;
+/// let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/request.json")).unwrap();
+/// let bytes = oasis_proto::json::request(&body).unwrap().encode_to_vec();
+/// let msg = ProtoMessage::new(&bytes);
+/// let req = packed::validate_message(&msg, 2000).unwrap();
+/// assert!(msg.view().is_some(), "read in place");
+/// assert_eq!(req.request.candidates.len(), 10);
+/// ```
+pub fn validate_message<'a>(
+    msg: &'a super::proto_view::ProtoMessage<'_>,
+    max_candidates: usize,
+) -> Result<ValidRequest<'a>, RequestError> {
+    if let Some(valid) = msg.view().and_then(|v| direct_view(v, max_candidates)) {
+        return Ok(valid);
+    }
+    from_proto(msg.message()?)?.validate(max_candidates)
+}
+
 /// The direct path of [`validate`]: `None` on anything the two steps might
 /// refuse (they then name the error). The checks are
 /// [`columns::validate`](super::columns::validate)'s, shared with replay's
 /// Parquet rows.
 pub fn direct(msg: &v1::ScoreRequest, max_candidates: usize) -> Option<ValidRequest<'_>> {
-    let context = context(msg.context.as_ref()?).ok()?;
     let k = msg.candidates.as_ref().unwrap_or(&EMPTY);
-    let n = k.ids.len();
-    let relevance = column(&k.relevance, n, "").ok()?;
+    direct_parts(
+        Parts {
+            route: route(msg),
+            context: msg.context.as_ref()?,
+            ids: &k.ids,
+            relevance: &k.relevance,
+            artists: &k.artists,
+            holders: &k.rights_holders,
+            impressions: &k.impressions_24h,
+            promoted: &k.session_promoted,
+            campaign: &k.campaign,
+            feature_names: &k.feature_names,
+            features: &k.features,
+            campaigns: &msg.campaigns,
+            rights_holders: rights_holders(msg),
+            debug: msg.debug,
+        },
+        max_candidates,
+    )
+}
+
+/// [`direct`] on a message read in place ([`super::proto_view`]): the
+/// server's path. The view's strings are borrowed from the message bytes.
+pub fn direct_view<'v>(
+    view: &'v super::proto_view::MessageView<'_>,
+    max_candidates: usize,
+) -> Option<ValidRequest<'v>> {
+    let k = &view.candidates;
+    direct_parts(
+        Parts {
+            route: (!view.route.is_empty()).then_some(Cow::Borrowed(view.route)),
+            context: view.context.as_ref()?,
+            ids: &k.ids,
+            relevance: &k.relevance,
+            artists: &k.artists,
+            holders: &k.rights_holders,
+            impressions: &k.impressions_24h,
+            promoted: &k.session_promoted,
+            campaign: &k.campaign,
+            feature_names: &k.feature_names,
+            features: &k.features,
+            campaigns: &view.campaigns,
+            rights_holders: (!view.rights_holders.is_empty()).then(|| {
+                view.rights_holders
+                    .iter()
+                    .map(|(id, h)| {
+                        (
+                            Cow::Borrowed(*id),
+                            RequestHolder {
+                                exposure_share_7d: h.exposure_share_7d,
+                            },
+                        )
+                    })
+                    .collect()
+            }),
+            debug: view.debug,
+        },
+        max_candidates,
+    )
+}
+
+/// The fields of a `ScoreRequest`, however it was read; strings `S` are
+/// owned by prost's message or borrowed by the view.
+struct Parts<'m, S> {
+    route: Option<Cow<'m, str>>,
+    context: &'m v1::Context,
+    ids: &'m [S],
+    relevance: &'m [f64],
+    artists: &'m [S],
+    holders: &'m [S],
+    impressions: &'m [u32],
+    promoted: &'m [u32],
+    campaign: &'m [i32],
+    feature_names: &'m [String],
+    features: &'m [f64],
+    campaigns: &'m [v1::Campaign],
+    rights_holders: Option<std::collections::HashMap<Cow<'m, str>, RequestHolder>>,
+    debug: bool,
+}
+
+fn direct_parts<'m, S: AsRef<str>>(
+    p: Parts<'m, S>,
+    max_candidates: usize,
+) -> Option<ValidRequest<'m>> {
+    let context = context(p.context).ok()?;
+    let n = p.ids.len();
+    let relevance = column(p.relevance, n, "").ok()?;
     if relevance.is_none() && n > 0 {
         return None;
     }
     let candidates = MessageColumns {
-        k,
+        ids: p.ids,
         relevance: relevance.unwrap_or_default(),
-        artists: column(&k.artists, n, "").ok()?,
-        holders: column(&k.rights_holders, n, "").ok()?,
-        impressions: column(&k.impressions_24h, n, "").ok()?,
-        promoted: column(&k.session_promoted, n, "").ok()?,
-        campaign: column(&k.campaign, n, "").ok()?,
+        artists: column(p.artists, n, "").ok()?,
+        holders: column(p.holders, n, "").ok()?,
+        impressions: column(p.impressions, n, "").ok()?,
+        promoted: column(p.promoted, n, "").ok()?,
+        campaign: column(p.campaign, n, "").ok()?,
+        feature_names: p.feature_names,
+        features: p.features,
     };
     // Every campaign of the message converts (an unknown surface in one no
     // candidate uses is still an error of the message).
-    let campaigns = msg
+    let campaigns = p
         .campaigns
         .iter()
         .enumerate()
@@ -176,12 +292,12 @@ pub fn direct(msg: &v1::ScoreRequest, max_candidates: usize) -> Option<ValidRequ
         .ok()?;
     columns::validate(
         Columnar {
-            route: route(msg),
+            route: p.route,
             context,
             candidates,
             campaigns,
-            rights_holders: rights_holders(msg),
-            debug: msg.debug,
+            rights_holders: p.rights_holders,
+            debug: p.debug,
         },
         max_candidates,
     )
@@ -189,31 +305,33 @@ pub fn direct(msg: &v1::ScoreRequest, max_candidates: usize) -> Option<ValidRequ
 
 /// The message's candidate columns, each checked for length (an absent
 /// optional column gives every candidate the default).
-struct MessageColumns<'m> {
-    k: &'m v1::Candidates,
+struct MessageColumns<'m, S> {
+    ids: &'m [S],
     relevance: &'m [f64],
-    artists: Option<&'m [String]>,
-    holders: Option<&'m [String]>,
+    artists: Option<&'m [S]>,
+    holders: Option<&'m [S]>,
     impressions: Option<&'m [u32]>,
     promoted: Option<&'m [u32]>,
     campaign: Option<&'m [i32]>,
+    feature_names: &'m [String],
+    features: &'m [f64],
 }
 
-impl<'m> CandidateColumns<'m> for MessageColumns<'m> {
+impl<'m, S: AsRef<str>> CandidateColumns<'m> for MessageColumns<'m, S> {
     fn len(&self) -> usize {
-        self.k.ids.len()
+        self.ids.len()
     }
     fn id(&self, i: usize) -> &'m str {
-        &self.k.ids[i]
+        self.ids[i].as_ref()
     }
     fn relevance(&self, i: usize) -> f64 {
         self.relevance[i]
     }
     fn artist(&self, i: usize) -> &'m str {
-        self.artists.map_or("", |a| &a[i])
+        self.artists.map_or("", |a| a[i].as_ref())
     }
     fn rights_holder(&self, i: usize) -> &'m str {
-        self.holders.map_or("", |h| &h[i])
+        self.holders.map_or("", |h| h[i].as_ref())
     }
     fn impressions_24h(&self, i: usize) -> Option<u32> {
         self.impressions.map(|c| c[i])
@@ -225,7 +343,7 @@ impl<'m> CandidateColumns<'m> for MessageColumns<'m> {
         self.campaign.map_or(-1, |c| i64::from(c[i]))
     }
     fn features(&self) -> (&'m [String], &'m [f64]) {
-        (&self.k.feature_names, &self.k.features)
+        (self.feature_names, self.features)
     }
 }
 

@@ -274,24 +274,27 @@ impl Scorer {
         self.score(req, started).await
     }
 
-    /// [`Scorer::score`] for a gRPC message: checked on its columns and
-    /// packed straight into the validated form ([`request::packed::validate`])
-    /// when the direct path takes it, else converted and scored as
+    /// [`Scorer::score`] for a gRPC message's bytes: read in place
+    /// ([`request::proto_view`]), checked on its columns and packed straight
+    /// into the validated form ([`request::packed::direct_view`]) when the
+    /// direct path takes it, else decoded by prost, converted and scored as
     /// [`Scorer::score`] does, with the same errors. Records the request id
     /// on the span.
     ///
     /// # Errors
-    /// As [`request::packed::from_proto`] and [`Scorer::score`].
+    /// As [`request::proto_view::ProtoMessage::message`],
+    /// [`request::packed::from_proto`] and [`Scorer::score`].
     pub async fn score_proto<'a>(
         &self,
-        msg: &'a oasis_proto::v1::ScoreRequest,
+        msg: &'a request::proto_view::ProtoMessage<'_>,
         started: Instant,
     ) -> Result<Scored<'a>, ServeError> {
         let fast = tracing::debug_span!("decode", path = "one-pass").in_scope(|| {
-            let route = request::packed::route(msg);
-            let (route, plan, main) = self.resolve(route.as_deref()).ok()?;
+            let view = msg.view()?;
+            let route = (!view.route.is_empty()).then_some(view.route);
+            let (route, plan, main) = self.resolve(route).ok()?;
             let max = main.policy.limits().max_candidates;
-            let req = request::packed::direct(msg, max)?;
+            let req = request::packed::direct_view(view, max)?;
             Some((req, route, plan, main))
         });
         if let Some((req, route, plan, main)) = fast {
@@ -300,7 +303,7 @@ impl Scorer {
             return self.score_valid(req, route, plan, started).await;
         }
         let req = tracing::debug_span!("decode", path = "general")
-            .in_scope(|| request::packed::from_proto(msg))?;
+            .in_scope(|| request::packed::from_proto(msg.message()?))?;
         crate::serving::identify(&req);
         self.score(req, started).await
     }

@@ -291,11 +291,10 @@ fn report(
     );
     let _ = writeln!(
         s,
-        "In process: decode (JSON parse / protobuf decode + conversion) → validate → columnar \
+        "In process: decode (JSON parse / protobuf read in place) → validate → columnar \
          batch → call → encoded response, the server's own functions. Server-reported: mean \
          `timing.server_us` of `oasis serve`, one request at a time (pzn-client requests, 6 \
-         features; the gRPC clock starts after tonic's decode, the JSON one after the body is \
-         read, before parsing).\n"
+         features; both clocks start once the request's bytes are read, before decoding).\n"
     );
     let _ = writeln!(
         s,
