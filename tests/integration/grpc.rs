@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oasis::server::{Server, ServerConfig};
+use oasis_proto::prost::Message;
 use oasis_proto::v1;
 use oasis_proto::v1::scoring_client::ScoringClient;
 use oasis_test_components::{
@@ -246,6 +247,47 @@ async fn the_same_request_gives_the_same_decisions_through_http_and_grpc() {
 
 /// (code, kind, field) of a gRPC error, checking the details agree with the
 /// metadata.
+/// `Score` with `bytes` as the request message, as they are.
+async fn raw_score(channel: &Channel, bytes: Vec<u8>) -> Result<v1::ScoreResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/oasis.v1.Scoring/Score");
+    grpc.unary(tonic::Request::new(bytes), path, RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Requests as raw bytes, responses by prost.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = v1::ScoreResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<v1::ScoreResponse>;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        Default::default()
+    }
+}
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
 fn error(status: &tonic::Status) -> (Code, String, Option<String>, Option<String>) {
     let info = status.get_details_error_info().expect("ErrorInfo detail");
     assert_eq!(info.domain, "oasis");
@@ -361,6 +403,27 @@ async fn each_error_class_maps_to_its_status_code_with_the_http_fields() {
     msg.candidates.as_mut().unwrap().relevance.pop();
     let e = s.grpc_score(msg).await.unwrap_err();
     assert_eq!(error(&e).2.as_deref(), Some("candidates.relevance"));
+    // Bytes that are not the message at all (field 1 whose length never
+    // ends): refused by the service, which reads the bytes itself.
+    let e = raw_score(&s.channel, vec![0x0a, 0xff]).await.unwrap_err();
+    let (code, kind, ..) = error(&e);
+    assert_eq!(
+        (code, kind.as_str()),
+        (Code::InvalidArgument, "malformed_request")
+    );
+    assert!(
+        e.message().contains("not a valid oasis.v1.ScoreRequest"),
+        "{e:?}"
+    );
+    // A valid message the in-place reader leaves to prost (an unknown
+    // group field): served all the same.
+    let mut bytes = proto(&good).encode_to_vec();
+    bytes.extend_from_slice(&[0xe3, 0x03, 0xe4, 0x03]);
+    let served = raw_score(&s.channel, bytes).await.unwrap();
+    assert_eq!(
+        served.scores.unwrap().ids.len(),
+        proto(&good).candidates.unwrap().ids.len()
+    );
 
     // 404 unknown_route, with the valid names.
     let e = s
