@@ -162,7 +162,7 @@ pub fn validate(
 /// let msg = ProtoMessage::new(&bytes);
 /// let req = packed::validate_message(&msg, 2000).unwrap();
 /// assert!(msg.view().is_some(), "read in place");
-/// assert_eq!(req.request.candidates.len(), 10);
+/// assert_eq!(req.request().candidates.len(), 300);
 /// ```
 pub fn validate_message<'a>(
     msg: &'a super::proto_view::ProtoMessage<'_>,
