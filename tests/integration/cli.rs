@@ -1371,6 +1371,11 @@ fn serve_refuses_out_of_range_cpu_and_memory_flags() {
             "100000",
             "--cpu-slots 100000 is more than 4096",
         ),
+        (
+            "--inline-calls-under-us",
+            "5001",
+            "--inline-calls-under-us 5001 is longer than the CPU slice (5 ms)",
+        ),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_oasis"))
             .args(["serve", "--policies"])

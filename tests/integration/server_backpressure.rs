@@ -4,9 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use oasis_test_components::ADVERSARIAL;
+use oasis_test_components::{ADVERSARIAL, BASELINE};
 
-use crate::harness::server::{Harness, TestServer, attack_body, install, metric};
+use crate::harness::server::{
+    Harness, TestServer, attack_body, install, metric, routed, version_labels,
+};
+use crate::harness::small_body;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn saturation_queues_briefly_then_503_with_retry_after() {
@@ -139,6 +142,7 @@ async fn a_spinning_call_gives_its_cpu_slot_up_after_one_slice() {
             c.cpu_slots = oasis::serving::cpu::CpuSlotConfig {
                 slots: 1,
                 slice: Duration::from_millis(20),
+                inline_under: oasis::serving::cpu::CpuSlotConfig::DEFAULT_INLINE_UNDER,
             }
         },
     )
@@ -175,4 +179,67 @@ async fn a_spinning_call_gives_its_cpu_slot_up_after_one_slice() {
     let (status, _, v) = slow.await.unwrap();
     assert_eq!(status, 200, "{v}");
     s.shutdown().await;
+}
+
+/// A policy whose calls have been quick runs them inline on the request's
+/// thread (no blocking-pool hop); one call that is not (here: spinning to its
+/// deadline) sends the next ones back to the pool until a streak is rebuilt.
+/// Quick means within 50 ms here: far above a test build's call, far below
+/// the spin's 300 ms deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quick_calls_run_inline_until_one_is_slow() {
+    use oasis::serving::arm::INLINE_AFTER;
+    let s = crate::harness::server::TestApp::start_with(
+        |d| {
+            install(d, "baseline", BASELINE, "");
+            install(
+                d,
+                "spin",
+                ADVERSARIAL,
+                "fallback = \"baseline\"\n[limits]\ndeadline_ms = 300\n[settings]\nattack = \"loop\"\n",
+            );
+        },
+        |c| c.cpu_slots.inline_under = Duration::from_millis(50),
+    )
+    .await;
+    let quick = || routed("spin", &small_body(false));
+    let labels = version_labels(&s.policies().await, "spin");
+    let inline = |m: &str| metric(m, &format!("oasis_policy_calls_inline_total{{{labels}}}"));
+    let served = |v: &serde_json::Value| v["variant"].as_str().map(String::from);
+    for _ in 0..INLINE_AFTER {
+        let (status, v) = s.score(quick()).await;
+        assert_eq!(
+            (status, served(&v).as_deref()),
+            (200, Some("stable")),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        inline(&s.metrics().await),
+        0.0,
+        "the first calls go to the pool"
+    );
+    let (status, _) = s.score(quick()).await;
+    assert_eq!(status, 200);
+    assert_eq!(inline(&s.metrics().await), 1.0, "after a streak: inline");
+    // The spin runs inline too (nothing tells it apart beforehand), is
+    // stopped by its deadline and falls back.
+    let (status, v) = s.score(attack_body("spin")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["fallback"]["error_kind"], "timeout", "{v}");
+    assert_eq!(inline(&s.metrics().await), 2.0);
+    // The next calls are back on the pool.
+    for _ in 0..3 {
+        let (status, v) = s.score(quick()).await;
+        assert_eq!(
+            (status, served(&v).as_deref()),
+            (200, Some("stable")),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        inline(&s.metrics().await),
+        2.0,
+        "a slow call ends the streak"
+    );
 }

@@ -61,6 +61,12 @@ pub struct Args {
     /// spins to its deadline delays the others by this much at most.
     #[arg(long, default_value_t = oasis::serving::cpu::CpuSlotConfig::DEFAULT_SLICE.as_millis() as u64)]
     pub cpu_slice_ms: u64,
+    /// A policy whose last 64 calls in a row each succeeded within this many
+    /// µs has its calls run inline on the request's thread, without the
+    /// hop to the blocking pool (a call that does not sends the next ones
+    /// back to the pool). 0: never inline.
+    #[arg(long, default_value_t = oasis::serving::cpu::CpuSlotConfig::DEFAULT_INLINE_UNDER.as_micros() as u64)]
+    pub inline_calls_under_us: u64,
     /// MiB at the start of each instance's linear-memory slot kept resident
     /// between instances: pages a call touched there are reset in place and
     /// found mapped by the next instance (beyond it they fault in again). Only
@@ -378,9 +384,19 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             oasis::serving::cpu::CpuSlotConfig::MAX_SLOTS
         );
     }
+    let slice = Duration::from_millis(args.cpu_slice_ms.max(1));
+    let inline_under = Duration::from_micros(args.inline_calls_under_us);
+    if inline_under > slice {
+        anyhow::bail!(
+            "--inline-calls-under-us {} is longer than the CPU slice ({} ms): an inline call cannot give its slot up, so only calls shorter than a slice may run inline",
+            args.inline_calls_under_us,
+            slice.as_millis()
+        );
+    }
     config.cpu_slots = oasis::serving::cpu::CpuSlotConfig {
         slots: cpu_slots,
         slice: Duration::from_millis(args.cpu_slice_ms.max(1)),
+        inline_under: Duration::from_micros(args.inline_calls_under_us),
     };
     let max_memory_mb = oasis::Limits::MAX_MEMORY_BYTES >> 20;
     if args.instance_memory_resident_mb > max_memory_mb {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -36,6 +36,10 @@ pub struct ActivePolicy {
     pub loaded_at: SystemTime,
     /// Metric handles.
     pub metrics: PolicyMetrics,
+    /// How many of this version's latest served calls in a row were quick
+    /// (the serving layer runs the next call inline once enough were:
+    /// `serving::arm::runs_inline`).
+    pub quick_calls: AtomicU32,
 }
 
 impl ActivePolicy {

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -781,6 +782,7 @@ impl Reloader {
                 .for_policy(&manifest.key, policy.identity()),
             policy,
             manifest: manifest.clone(),
+            quick_calls: AtomicU32::new(0),
         })
     }
 }

@@ -1,11 +1,27 @@
 //! One policy call: the columnar batch built on the request's task, the
-//! call itself on a blocking thread inside the request's span.
+//! call itself on a blocking thread inside the request's span — or, for a
+//! policy whose calls have been quick, inline on the request's own thread.
 //!
 //! The chain and the shadows both call a policy through here, so a call
 //! always carries its span onto the blocking thread, is timed the same way,
 //! and keeps its permits (queue slot, instance slots) until it returns.
+//!
+//! **Inline calls.** Handing a call to tokio's blocking pool and back costs
+//! a mutex, a wake-up and a park per request: ~7–8% of `oasis serve`'s CPU
+//! under gRPC load (BENCHMARKS.md, session 15), more than a quick policy's
+//! whole call. Blocking an async worker is only safe for short calls,
+//! though: a policy that spins would hold the worker (and every connection
+//! on it) until its deadline. So a call runs inline only once its policy
+//! version's last [`INLINE_AFTER`] served calls in a row each returned
+//! successfully within `--inline-calls-under-us` (500 µs by default,
+//! [`CpuSlotConfig::inline_under`](crate::serving::cpu::CpuSlotConfig::inline_under);
+//! 0 turns inline calls off); one call that does not resets the
+//! count, and the next calls go back to the blocking pool (where the CPU
+//! slot's slice can demote them) until the streak is rebuilt. At worst one
+//! call in `INLINE_AFTER + 1` blocks a worker for its deadline.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::control::registry::ActivePolicy;
@@ -96,9 +112,78 @@ pub fn spawn_on<P, F>(
     });
 }
 
+/// Quick calls in a row before a policy's calls run inline.
+pub const INLINE_AFTER: u32 = 64;
+
+/// Whether `arm`'s next call may run inline, calls of at most `quick`
+/// counting as quick ([module docs](self)).
+pub fn runs_inline(arm: &ActivePolicy, quick: Duration) -> bool {
+    !quick.is_zero() && inline(&arm.quick_calls)
+}
+
+fn inline(streak: &AtomicU32) -> bool {
+    streak.load(Ordering::Relaxed) >= INLINE_AFTER
+}
+
+/// Counts a served call of `arm` towards (or resets) its quick streak.
+pub fn note(arm: &ActivePolicy, invoked: &Invoked, quick: Duration) {
+    let (result, elapsed) = invoked;
+    note_call(&arm.quick_calls, result.is_ok(), *elapsed, quick);
+}
+
+fn note_call(streak: &AtomicU32, ok: bool, elapsed: Duration, quick: Duration) {
+    if ok && elapsed <= quick {
+        // Saturating: the count only has to reach INLINE_AFTER.
+        if streak.load(Ordering::Relaxed) < INLINE_AFTER {
+            streak.fetch_add(1, Ordering::Relaxed);
+        }
+    } else {
+        streak.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Calls `arm` on `req` here, on the caller's thread (in the current
+/// span): for calls [`runs_inline`] allows.
+pub fn invoke_inline(arm: &ActivePolicy, req: &ValidRequest<'_>) -> Invoked {
+    call(arm, &arm.policy.batch(req))
+}
+
 /// The call, timed.
 fn call(arm: &ActivePolicy, batch: &Batch) -> Invoked {
     let started = Instant::now();
     let result = arm.policy.call(batch);
     (result, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_run_inline_only_after_a_streak_of_quick_successes() {
+        let streak = AtomicU32::new(0);
+        let limit = Duration::from_micros(500);
+        let quick = limit / 2;
+        for _ in 0..INLINE_AFTER - 1 {
+            note_call(&streak, true, quick, limit);
+            assert!(!inline(&streak));
+        }
+        note_call(&streak, true, limit, limit);
+        assert!(inline(&streak), "the 64th quick call in a row");
+        for _ in 0..1000 {
+            note_call(&streak, true, quick, limit);
+        }
+        assert_eq!(streak.load(Ordering::Relaxed), INLINE_AFTER, "saturates");
+        // One slow call, or one failed quick one, sends the next calls back
+        // to the blocking pool until the streak is rebuilt.
+        note_call(&streak, true, limit + Duration::from_nanos(1), limit);
+        assert!(!inline(&streak));
+        for _ in 0..INLINE_AFTER {
+            note_call(&streak, true, quick, limit);
+        }
+        assert!(inline(&streak));
+        note_call(&streak, false, quick, limit);
+        assert!(!inline(&streak));
+        assert_eq!(streak.load(Ordering::Relaxed), 0);
+    }
 }

@@ -185,13 +185,23 @@ async fn call(
     let span = arm::span(arm, kind.as_str());
     let (permits, slot) = acquire(res, arm).instrument(span.clone()).await?;
     let in_use = GaugeGuard::new(&res.metrics.requests.instances_in_use);
-    let invoke = arm::invoke(arm, req, (permits, in_use)).instrument(span.clone());
-    let invoked = match slot {
-        Some(slot) => slot.run(invoke, || arm.metrics.demoted()).await,
-        None => invoke.await,
+    let invoked = if arm::runs_inline(arm, res.inline_under) {
+        // A policy whose calls have been quick: on this thread, holding
+        // the permits and the CPU slot until it returns (arm's docs).
+        let invoked = span.in_scope(|| arm::invoke_inline(arm, req));
+        drop((permits, in_use, slot));
+        arm.metrics.ran_inline();
+        invoked
+    } else {
+        let invoke = arm::invoke(arm, req, (permits, in_use)).instrument(span.clone());
+        let invoked = match slot {
+            Some(slot) => slot.run(invoke, || arm.metrics.demoted()).await,
+            None => invoke.await,
+        };
+        invoked.map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?
     };
-    let (result, elapsed) =
-        invoked.map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?;
+    arm::note(arm, &invoked, res.inline_under);
+    let (result, elapsed) = invoked;
     arm::record(&span, &result);
     arm.metrics.called(elapsed.as_secs_f64());
     Ok((result, elapsed.as_micros() as u64))

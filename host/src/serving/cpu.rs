@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How many calls may execute at once, and for how long each keeps its slot.
+/// How many calls may execute at once, for how long each keeps its slot,
+/// and which calls run inline on the request's thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuSlotConfig {
     /// Calls executing at once; 0 turns the gate off (every call starts at
@@ -45,11 +46,18 @@ pub struct CpuSlotConfig {
     pub slots: usize,
     /// How long a call keeps its slot before it is demoted.
     pub slice: Duration,
+    /// A policy's calls run inline, without the blocking pool's thread hop,
+    /// once its last [`INLINE_AFTER`](crate::serving::arm::INLINE_AFTER)
+    /// calls in a row each succeeded within this
+    /// ([`crate::serving::arm`]); zero: never.
+    pub inline_under: Duration,
 }
 
 impl CpuSlotConfig {
     /// The default slice.
     pub const DEFAULT_SLICE: Duration = Duration::from_millis(5);
+    /// The default [`inline_under`](Self::inline_under).
+    pub const DEFAULT_INLINE_UNDER: Duration = Duration::from_micros(500);
     /// The most slots `oasis serve` accepts (far above any core count).
     pub const MAX_SLOTS: usize = 4096;
 
@@ -58,6 +66,7 @@ impl CpuSlotConfig {
         CpuSlotConfig {
             slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
             slice: Self::DEFAULT_SLICE,
+            inline_under: Self::DEFAULT_INLINE_UNDER,
         }
     }
 }
@@ -137,6 +146,7 @@ mod tests {
         CpuSlots::new(CpuSlotConfig {
             slots,
             slice: Duration::from_millis(slice_ms),
+            inline_under: Duration::ZERO,
         })
         .unwrap()
     }
@@ -146,7 +156,8 @@ mod tests {
         assert!(
             CpuSlots::new(CpuSlotConfig {
                 slots: 0,
-                slice: Duration::from_millis(5)
+                slice: Duration::from_millis(5),
+                inline_under: Duration::ZERO,
             })
             .is_none()
         );

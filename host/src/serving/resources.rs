@@ -47,6 +47,9 @@ pub struct Resources {
     pub decision_log: Option<DecisionLogging>,
     /// The CPU slots policy calls run in; `None`: off.
     pub cpu: Option<CpuSlots>,
+    /// Calls of a policy whose calls have each taken at most this run
+    /// inline ([`crate::serving::arm`]); zero: never.
+    pub inline_under: std::time::Duration,
 }
 
 impl Resources {
@@ -65,6 +68,7 @@ impl Resources {
             shadow_pool: Arc::new(ShadowPool::new(default_max_shadow_calls())),
             decision_log: None,
             cpu: CpuSlots::new(CpuSlotConfig::default()),
+            inline_under: CpuSlotConfig::default().inline_under,
         }
     }
 }

@@ -127,9 +127,13 @@ impl Scorer {
     }
 
     /// The same scorer, running policy calls in the CPU slots of `config`
-    /// ([`crate::serving::cpu`]; one per core by default).
+    /// ([`crate::serving::cpu`]; one per core by default), quick ones inline
+    /// ([`crate::serving::arm`]).
     pub fn with_cpu_slots(self, config: crate::serving::cpu::CpuSlotConfig) -> Self {
-        self.map(|i| i.res.cpu = crate::serving::cpu::CpuSlots::new(config))
+        self.map(|i| {
+            i.res.cpu = crate::serving::cpu::CpuSlots::new(config);
+            i.res.inline_under = config.inline_under;
+        })
     }
 
     /// The same scorer, keeping delivery state in `delivery`.

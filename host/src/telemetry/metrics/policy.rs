@@ -143,6 +143,9 @@ pub struct PolicyFamilies {
     /// Calls that ran past their CPU slice and gave their slot up
     /// (`serving::cpu`), by policy version.
     pub demoted: Family<PolicyLabels, Counter>,
+    /// Calls run inline on the request's thread (`serving::arm`), by
+    /// policy version.
+    pub inline: Family<PolicyLabels, Counter>,
     /// When a version counts as stalled.
     pub promotion_stall: PromotionStall,
 }
@@ -161,6 +164,7 @@ impl PolicyFamilies {
             promotion_stalled: Family::default(),
             queue_depth: Family::default(),
             demoted: Family::default(),
+            inline: Family::default(),
             promotion_stall: PromotionStall::default(),
         };
         registry.register(
@@ -209,6 +213,11 @@ impl PolicyFamilies {
             f.demoted.clone(),
         );
         registry.register(
+            "policy_calls_inline",
+            "Policy calls run inline on the request's thread (the version's calls had been quick), by policy version",
+            f.inline.clone(),
+        );
+        registry.register(
             "queue_depth",
             "Requests waiting for a free policy instance",
             f.queue_depth.clone(),
@@ -237,6 +246,7 @@ impl PolicyFamilies {
                 format!("{key}@{}", id.version),
             )),
             latency: OnceLock::new(),
+            inline: OnceLock::new(),
             errors: Default::default(),
             fallbacks: Default::default(),
             queue_depth: self.queue_depth.get_or_create_owned(&QueueLabels {
@@ -251,6 +261,7 @@ impl PolicyFamilies {
                 fallbacks: self.fallbacks.clone(),
                 reasons: self.reasons.clone(),
                 demoted: self.demoted.clone(),
+                inline: self.inline.clone(),
                 labels,
             }),
         }
@@ -268,6 +279,7 @@ struct Lazy {
     fallbacks: Family<FallbackLabels, Counter>,
     reasons: Family<PolicyReasonLabels, Counter>,
     demoted: Family<PolicyLabels, Counter>,
+    inline: Family<PolicyLabels, Counter>,
     labels: PolicyLabels,
 }
 
@@ -323,6 +335,8 @@ impl Lazy {
 pub struct PolicyMetrics {
     /// Call latency (created on the first call).
     latency: OnceLock<Histogram>,
+    /// Calls run inline (created on the first).
+    inline: OnceLock<Counter>,
     errors: [OnceLock<Counter>; 6],
     fallbacks: [[OnceLock<Counter>; 2]; 6],
     /// Requests waiting for an instance of this policy.
@@ -378,6 +392,13 @@ impl PolicyMetrics {
     /// Counts a call that ran past its CPU slice (`serving::cpu`).
     pub fn demoted(&self) {
         self.lazy.demoted.get_or_create(&self.lazy.labels).inc();
+    }
+
+    /// Counts a call run inline (`serving::arm`).
+    pub fn ran_inline(&self) {
+        self.inline
+            .get_or_init(|| self.lazy.inline.get_or_create_owned(&self.lazy.labels))
+            .inc();
     }
 
     /// Records one call's latency, seconds.
