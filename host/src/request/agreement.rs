@@ -377,6 +377,22 @@ fn invalid_json_is_refused_with_the_general_error() {
         let served = json::decode_or_parse(body.as_bytes(), &COLS, 100).unwrap_err();
         assert_eq!(served, general, "{what}");
     }
+    // Bytes that are not UTF-8 in a string (the fast path checks the body
+    // as UTF-8 once, then parses it as text): the general path's error.
+    let body = GOOD
+        .replace(r#""artist": "a1""#, r#""artist": "a?""#)
+        .into_bytes();
+    let at = body.iter().position(|&b| b == b'?').unwrap();
+    for bad in [[0xffu8].as_slice(), &[0xc3], &[0xed, 0xa0, 0x80]] {
+        let body = [&body[..at], bad, &body[at + 1..]].concat();
+        assert_eq!(json::decode(&body, &COLS, 100).err(), Some(Refused));
+        let general = parse(&body).unwrap_err();
+        assert!(general.to_string().contains("invalid unicode"), "{general}");
+        assert_eq!(
+            json::decode_or_parse(&body, &COLS, 100).unwrap_err(),
+            general
+        );
+    }
     // More candidates than the route allows.
     assert_eq!(json::decode(GOOD.as_bytes(), &COLS, 1).err(), Some(Refused));
     assert_eq!(

@@ -120,7 +120,13 @@ pub fn decode<'a>(
     max_candidates: usize,
 ) -> Result<ValidRequest<'a>, Refused> {
     let mut values = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // The body checked as UTF-8 once, in one pass, and parsed as a `str`:
+    // serde_json then takes its strings as they are, where from bytes it
+    // validates each one again (~11% of `oasis serve`'s CPU under HTTP load,
+    // BENCHMARKS.md session 15). A body that is not UTF-8 is the general
+    // path's to name.
+    let text = std::str::from_utf8(body).map_err(|_| Refused)?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let req = de
         .deserialize_map(RequestVisitor {
             columns,
