@@ -333,6 +333,20 @@ fn invalid_json_is_refused_with_the_general_error() {
         {"id": "t2", "relevance": 0.4, "features": {"pop": 1}}
       ]}"#;
     json_agrees(GOOD);
+    // Undeclared features at the edges of the magnitude are accepted, as
+    // the general path accepts them (converted or not).
+    for edge in [
+        "999999999.99",
+        "-999999999",
+        "1000000000",
+        "1e9",
+        "-1E9",
+        "0.5e-300",
+        "null",
+        "0",
+    ] {
+        json_agrees(&GOOD.replace(r#""other": 3"#, &format!(r#""other": {edge}"#)));
+    }
     let long = "x".repeat(crate::request::MAX_ID_BYTES + 1);
     let many: Vec<String> = (0..=crate::request::MAX_FEATURES)
         .map(|i| format!(r#""g{i}": 1"#))
@@ -344,6 +358,11 @@ fn invalid_json_is_refused_with_the_general_error() {
         ("duplicate id", GOOD.replace(r#""id": "t2""#, r#""id": "t1""#)),
         ("undeclared feature too large", GOOD.replace(r#""other": 3"#, r#""other": 2e9"#)),
         ("undeclared feature a string", GOOD.replace(r#""other": 3"#, r#""other": "x""#)),
+        ("undeclared feature a bool", GOOD.replace(r#""other": 3"#, r#""other": true"#)),
+        ("undeclared feature an object", GOOD.replace(r#""other": 3"#, r#""other": {"a": 1}"#)),
+        ("undeclared feature 10 digits", GOOD.replace(r#""other": 3"#, r#""other": -1000000000.5"#)),
+        ("undeclared feature by its exponent", GOOD.replace(r#""other": 3"#, r#""other": 0.2e10"#)),
+        ("undeclared feature beyond f64", GOOD.replace(r#""other": 3"#, r#""other": 1e400"#)),
         ("declared feature infinite-ish", GOOD.replace(r#""p_skip": 0.2"#, r#""p_skip": -1e300"#)),
         ("empty feature name", GOOD.replace(r#""other": 3"#, r#""": 3"#)),
         ("control character in a feature name", GOOD.replace(r#""other": 3"#, r#""o\u0001": 3"#)),
