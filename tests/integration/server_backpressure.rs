@@ -205,22 +205,24 @@ async fn quick_calls_run_inline_until_one_is_slow() {
     let quick = || routed("spin", &small_body(false));
     let labels = version_labels(&s.policies().await, "spin");
     let inline = |m: &str| metric(m, &format!("oasis_policy_calls_inline_total{{{labels}}}"));
-    let served = |v: &serde_json::Value| v["variant"].as_str().map(String::from);
-    for _ in 0..INLINE_AFTER {
-        let (status, v) = s.score(quick()).await;
-        assert_eq!(
-            (status, served(&v).as_deref()),
-            (200, Some("stable")),
-            "{v}"
-        );
-    }
+    // `n` quick requests, each served by the policy itself.
+    let serve_quick = async |n: u32| {
+        for _ in 0..n {
+            let (status, v) = s.score(quick()).await;
+            assert_eq!(
+                (status, v["variant"].as_str()),
+                (200, Some("stable")),
+                "{v}"
+            );
+        }
+    };
+    serve_quick(INLINE_AFTER).await;
     assert_eq!(
         inline(&s.metrics().await),
         0.0,
         "the first calls go to the pool"
     );
-    let (status, _) = s.score(quick()).await;
-    assert_eq!(status, 200);
+    serve_quick(1).await;
     assert_eq!(inline(&s.metrics().await), 1.0, "after a streak: inline");
     // The spin runs inline too (nothing tells it apart beforehand), is
     // stopped by its deadline and falls back.
@@ -229,14 +231,7 @@ async fn quick_calls_run_inline_until_one_is_slow() {
     assert_eq!(v["fallback"]["error_kind"], "timeout", "{v}");
     assert_eq!(inline(&s.metrics().await), 2.0);
     // The next calls are back on the pool.
-    for _ in 0..3 {
-        let (status, v) = s.score(quick()).await;
-        assert_eq!(
-            (status, served(&v).as_deref()),
-            (200, Some("stable")),
-            "{v}"
-        );
-    }
+    serve_quick(3).await;
     assert_eq!(
         inline(&s.metrics().await),
         2.0,

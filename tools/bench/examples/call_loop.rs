@@ -1,0 +1,75 @@
+//! A policy call in a loop: the fresh-instance call cost of built policy
+//! components, for quick A/B comparisons of guest builds (BENCHMARKS.md,
+//! session 15, "A heap that does not grow").
+//!
+//! ```text
+//! cargo run --release -p oasis-bench --example call_loop -- baseline.wasm guarded_boost.wasm
+//! WD=/tmp/other-build NS=0,300,1000 cargo run --release -p oasis-bench --example call_loop -- baseline.wasm
+//! ```
+//!
+//! For each candidate count in `NS` (default `0,1000`: the bundled example
+//! request's candidates cycled, ids made unique, their own 6 features) and
+//! each component named on the command line (looked up in `WD`, default
+//! `target/guests/wasm32-wasip2/policy`), prints the best mean of 7 rounds
+//! of 2,000 calls (`oasis::Policy::call`: fresh instance, call, checks).
+//! Run it from the repository root.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use oasis::request::{self, Validate};
+use oasis::{Limits, Policy, Runtime, RuntimeConfig};
+
+fn main() -> anyhow::Result<()> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..RuntimeConfig::default()
+    })?;
+    let dir = PathBuf::from(
+        std::env::var("WD").unwrap_or_else(|_| "target/guests/wasm32-wasip2/policy".into()),
+    );
+    let mut request: serde_json::Value =
+        serde_json::from_slice(&std::fs::read("examples/request.json")?)?;
+    let base = request["candidates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    anyhow::ensure!(!base.is_empty(), "examples/request.json has no candidates");
+    let sizes = std::env::var("NS").unwrap_or_else(|_| "0,1000".into());
+    for n in sizes.split(',') {
+        let n: usize = n.trim().parse()?;
+        let candidates: Vec<_> = (0..n)
+            .map(|i| {
+                let mut c = base[i % base.len()].clone();
+                c["id"] = format!("spotify:track:{i:016x}").into();
+                c
+            })
+            .collect();
+        request["candidates"] = candidates.into();
+        let body = serde_json::to_vec(&request)?;
+        let req = request::parse(&body)?.validate(2000)?;
+        for name in std::env::args().skip(1) {
+            // A generous deadline: a busy machine must not turn a
+            // measurement into a timeout.
+            let limits = Limits {
+                deadline: Duration::from_secs(2),
+                ..Limits::default()
+            };
+            let policy = Policy::load_file(&runtime, &dir.join(&name), "{}", limits)
+                .map_err(|e| anyhow::anyhow!("loading {name}: {e}"))?;
+            let batch = policy.batch(&req);
+            let mut best = f64::MAX;
+            for _ in 0..7 {
+                let started = Instant::now();
+                for _ in 0..2000 {
+                    policy
+                        .call(&batch)
+                        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                }
+                best = best.min(started.elapsed().as_secs_f64() / 2000.0 * 1e6);
+            }
+            println!("{name} n={n} {best:.2} us");
+        }
+    }
+    Ok(())
+}
