@@ -210,7 +210,7 @@ pub fn direct_view<'v>(
     let k = &view.candidates;
     direct_parts(
         Parts {
-            route: (!view.route.is_empty()).then_some(Cow::Borrowed(view.route)),
+            route: view.route().map(Cow::Borrowed),
             context: view.context.as_ref()?,
             ids: &k.ids,
             relevance: &k.relevance,

@@ -213,6 +213,11 @@ fn string<'b>(value: Value<'b>) -> Option<&'b str> {
 }
 
 impl<'b> MessageView<'b> {
+    /// The route, `None` for the default (an empty string on the wire).
+    pub fn route(&self) -> Option<&'b str> {
+        (!self.route.is_empty()).then_some(self.route)
+    }
+
     /// Reads a `ScoreRequest`; `None` on anything the reader does not take
     /// (see the module docs).
     pub fn read(mut buf: &'b [u8]) -> Option<Self> {

@@ -295,8 +295,7 @@ impl Scorer {
     ) -> Result<Scored<'a>, ServeError> {
         let fast = tracing::debug_span!("decode", path = "one-pass").in_scope(|| {
             let view = msg.view()?;
-            let route = (!view.route.is_empty()).then_some(view.route);
-            let (route, plan, main) = self.resolve(route).ok()?;
+            let (route, plan, main) = self.resolve(view.route()).ok()?;
             let max = main.policy.limits().max_candidates;
             let req = request::packed::direct_view(view, max)?;
             Some((req, route, plan, main))
