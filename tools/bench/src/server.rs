@@ -1,6 +1,8 @@
 //! The native baseline server: the serving ceiling. The same front ends as
-//! `oasis serve` (HTTP/JSON with axum, gRPC with tonic), the host's own
-//! request parsing and validation (`oasis::request`, `request::packed`),
+//! `oasis serve` (HTTP/JSON with axum, gRPC with tonic taking the message's
+//! bytes), the host's own decoders as the server runs them (JSON straight
+//! into the route's columns, gRPC read in place, each falling back to the
+//! general parse and validation),
 //! its columnar batch and its response encoding, the same routes as the
 //! bundled deployment (`examples/policies/routes.toml`), but the policy
 //! called natively, inline, instead of as a component on a fresh instance.
@@ -20,7 +22,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use oasis::PolicyRef;
-use oasis::request::{self, ValidRequest, Validate};
+use oasis::request::proto_view::ProtoMessage;
+use oasis::request::{self, RequestError, ValidRequest, Validate};
 use oasis_proto::v1;
 
 use crate::native::{Native, POLICIES, manifest_settings};
@@ -83,10 +86,10 @@ impl Routes {
         Ok((n, r))
     }
 
-    /// Validates and scores a parsed request natively.
-    fn score<'a>(
+    /// Scores a validated request natively on the policy of its route.
+    fn call<'a>(
         &self,
-        req: request::ScoreRequest<'a>,
+        req: ValidRequest<'a>,
     ) -> Result<
         (
             ValidRequest<'a>,
@@ -98,23 +101,41 @@ impl Routes {
         let (native, r) = self
             .resolve(req.route.as_deref())
             .map_err(|e| (StatusCode::NOT_FOUND, e))?;
-        let req = req
-            .validate(2000)
-            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         let d = native
             .call(&native.batch(&req))
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
         Ok((req, r, d))
     }
+
+    /// A JSON body decoded as `oasis serve` decodes it: the route from the
+    /// body's hint, then straight into the route's declared columns
+    /// (`request::json::decode_or_parse`); a body the hint does not take
+    /// goes through the general parse.
+    fn decode_json<'a>(&self, body: &'a [u8]) -> Result<ValidRequest<'a>, (StatusCode, String)> {
+        let refused = |e: RequestError| {
+            let status = match e {
+                RequestError::Malformed { .. } => StatusCode::BAD_REQUEST,
+                RequestError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (status, e.to_string())
+        };
+        let Ok(route) = request::json::route_hint(body) else {
+            return request::parse(body)
+                .and_then(|r| r.validate(2000))
+                .map_err(refused);
+        };
+        let (native, _) = self
+            .resolve(route.as_deref())
+            .map_err(|e| (StatusCode::NOT_FOUND, e))?;
+        let columns: Vec<&str> = native.columns.iter().map(String::as_str).collect();
+        request::json::decode_or_parse(body, &columns, 2000).map_err(refused)
+    }
 }
 
 async fn score_http(State(routes): State<Arc<Routes>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let req = match request::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    match routes.score(req) {
+    let scored = routes.decode_json(&body).and_then(|req| routes.call(req));
+    match scored {
         Ok((req, r, d)) => {
             let served = oasis::serving::served::Served::stable(r.clone(), d);
             let route = req.route.as_deref().unwrap_or_default();
@@ -128,22 +149,24 @@ async fn score_http(State(routes): State<Arc<Routes>>, body: Bytes) -> Response 
     }
 }
 
+/// The gRPC service as `oasis serve` runs it: the message's bytes
+/// (`oasis::api::grpc_service`), read in place and checked on their
+/// columns (`request::packed::validate_message`).
 #[derive(Clone)]
 struct Grpc(Arc<Routes>);
 
-#[tonic::async_trait]
-impl v1::scoring_server::Scoring for Grpc {
+impl oasis::api::grpc_service::Score for Grpc {
     async fn score(
         &self,
-        request: tonic::Request<v1::ScoreRequest>,
+        request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<v1::ScoreResponse>, tonic::Status> {
         let started = Instant::now();
-        let msg = request.into_inner();
-        let req = request::packed::from_proto(&msg)
+        let bytes = request.into_inner();
+        let msg = ProtoMessage::new(&bytes);
+        let req = request::packed::validate_message(&msg, 2000)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        let (req, r, d) = self.0.score(req).map_err(|(s, e)| match s {
+        let (req, r, d) = self.0.call(req).map_err(|(s, e)| match s {
             StatusCode::NOT_FOUND => tonic::Status::not_found(e),
-            StatusCode::UNPROCESSABLE_ENTITY => tonic::Status::invalid_argument(e),
             _ => tonic::Status::internal(e),
         })?;
         let mut resp = crate::inproc::grpc_response(&req, r, d);
@@ -180,9 +203,8 @@ pub async fn serve(root: &Path, http: SocketAddr, grpc: SocketAddr) -> anyhow::R
         s.set_nodelay(true)?;
         Ok::<_, std::io::Error>(s)
     });
-    let svc = v1::scoring_server::ScoringServer::new(Grpc(routes))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(usize::MAX);
+    let svc = oasis::api::grpc_service::ScoringServer::new(Grpc(routes))
+        .max_decoding_message_size(64 << 20);
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
