@@ -121,7 +121,9 @@ enum Value<'b> {
 }
 
 /// A base-128 varint, as prost reads it (at most 10 bytes, the tenth 0 or
-/// 1); `None` past the end.
+/// 1); `None` past the end. Written here rather than calling
+/// `prost::encoding::decode_varint`: that module is prost's generated code's
+/// (`#[doc(hidden)]`, outside its semver promise).
 fn varint(buf: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for i in 0..10 {
