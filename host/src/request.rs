@@ -22,6 +22,7 @@ use crate::bindings::{WitCampaign, wit_surface_set};
 mod agreement;
 pub(crate) mod columns;
 pub mod json;
+mod json_text;
 pub mod packed;
 pub mod proto_view;
 

@@ -77,8 +77,10 @@ impl Gen {
     }
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "p_skip",
+    // An escaped name ("escaped"): unescaped by the fast path.
+    r"esc\u0061ped",
     "pop",
     "p_save",
     "release_age_days",
@@ -99,7 +101,7 @@ fn generated(seed: u64, duplicate_names: bool) -> String {
     let with_counts = g.below(2) == 0;
     for i in 0..n {
         let mut fields = vec![
-            format!(r#""id": "t{i}\u00e9-{seed}""#),
+            format!(r#""id": "t{i}é-{seed}""#),
             format!(r#""relevance": {}"#, g.below(1000) as f64 / 7.0),
         ];
         if g.below(4) > 0 {
@@ -181,7 +183,7 @@ fn generated(seed: u64, duplicate_names: bool) -> String {
     format!("{{{}}}", top.join(",\n"))
 }
 
-const COLS: [&str; 4] = ["pop", "p_skip", "absent", "f\u{e9}"];
+const COLS: [&str; 5] = ["pop", "p_skip", "absent", "f\u{e9}", "escaped"];
 
 fn json_agrees(body: &str) {
     json_agrees_at(body, 100);
@@ -311,6 +313,58 @@ fn bodies_the_fast_path_leaves_to_the_general_one_are_still_served() {
         );
         assert!(json::decode_or_parse(twice.as_bytes(), &COLS, 100).is_err());
     }
+}
+
+/// Valid bodies the fast path does not read itself: served by the general
+/// path, with its result.
+#[test]
+fn valid_bodies_outside_the_fast_path_get_the_general_result() {
+    // A body with two candidates in campaign c1.
+    let (seed, good) = (1..)
+        .map(|seed| (seed, generated(seed, false)))
+        .find(|(_, b)| b.matches(r#"{"id": "c1""#).count() >= 2)
+        .unwrap();
+    let id = format!(r#""id": "t0é-{seed}""#);
+    assert!(good.contains(&id), "{good}");
+    let cases = [
+        // An escape in a string the fast path borrows.
+        good.replacen(&id, &id.replace('é', r"\u00e9"), 1),
+        // One campaign written two ways (equal values, different text).
+        good.replace(
+            r#""campaign": {"id": "c1", "start_ms": 0,"#,
+            r#""campaign": {"start_ms": 0, "id": "c1","#,
+        )
+        .replacen(
+            r#""campaign": {"start_ms": 0, "id": "c1","#,
+            r#""campaign": {"id": "c1", "start_ms": 0,"#,
+            1,
+        ),
+    ];
+    let cols = strings(&COLS);
+    let ctx = strings(&["local_hour", "skip_rate", "absent"]);
+    for body in &cases {
+        assert_ne!(body, &good);
+        let general = parse(body.as_bytes()).unwrap().validate(100).unwrap();
+        let served = json::decode_or_parse(body.as_bytes(), &COLS, 100).unwrap();
+        assert_eq!(
+            view(&served, &cols, &ctx),
+            view(&general, &cols, &ctx),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        json::decode(cases[0].as_bytes(), &COLS, 100).err(),
+        Some(Refused)
+    );
+    // Numbers the fast path has serde_json convert (20 digits, a long
+    // exponent): taken, with the general path's values.
+    let long = good.replacen(
+        r#""features": {"#,
+        r#""features": {"pop": 0.12345678901234567890e00001, "g": -12345678.9012345678901, "#,
+        1,
+    );
+    assert_ne!(long, good);
+    json_agrees(&long);
 }
 
 /// The general path's error for `body`.

@@ -7,12 +7,17 @@
 //! each candidate's pairs: at 1000 candidates × 30 features most of the
 //! request's server time. Here each candidate's `features` object is read
 //! straight into a row of a matrix of the *declared* columns
-//! ([`FeatureColumns`]): a name is compared with the few declared names and
-//! its value written in place; every other feature is checked (name, number
-//! or null, magnitude) and dropped, nothing allocated. Strings are borrowed
-//! from the body as before (serde_json stays the parser; the context,
-//! campaigns and rights holders keep their derived deserializers: they are
-//! not where the time goes).
+//! ([`FeatureColumns`]): a name is compared with the name at the same
+//! position in the previous candidate (or, the first time, with the few
+//! declared names) and its value written in place; every other feature is
+//! checked (name, number or null, magnitude) and dropped, nothing
+//! allocated. The candidates are read as columns and checked as gRPC's are
+//! ([`super::columns::validate`]): each distinct artist, holder and campaign
+//! once. The text is read by [`super::json_text`], a strict reader of its
+//! own: serde_json's visitor per feature pair was three quarters of the
+//! time. Strings are borrowed from the body; the context, each distinct
+//! campaign and the rights holders keep serde_json and their derived
+//! deserializers (they are not where the time goes).
 //!
 //! The route must be known before the candidates are read, since it decides
 //! the columns: [`route_hint`] reads the top-level keys up to `candidates`
@@ -34,11 +39,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use super::columns::{self, CandidateColumns, Columnar};
+use super::json_text::{Key, Read, Reader};
 use super::{
-    FeatureColumns, Features, MAX_FEATURES, RequestCampaign, RequestCandidate, RequestContext,
-    RequestError, RequestHolder, ScoreRequest, ValidRequest, Validate, has_control,
+    FeatureColumns, MAX_FEATURES, RequestCampaign, RequestContext, RequestError, RequestHolder,
+    ValidRequest, Validate, has_control,
 };
 
 /// The fast path did not take the body; the general path decides (and
@@ -119,23 +126,68 @@ pub fn decode<'a>(
     columns: &[&str],
     max_candidates: usize,
 ) -> Result<ValidRequest<'a>, Refused> {
-    let mut values = Vec::new();
-    // The body checked as UTF-8 once, in one pass, and parsed as a `str`:
-    // serde_json then takes its strings as they are, where from bytes it
-    // validates each one again (~11% of `oasis serve`'s CPU under HTTP load,
-    // BENCHMARKS.md session 15). A body that is not UTF-8 is the general
-    // path's to name.
+    // The body checked as UTF-8 once, in one pass: every string is then
+    // borrowed as it is. A body that is not UTF-8 is the general path's to
+    // name.
     let text = std::str::from_utf8(body).map_err(|_| Refused)?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let req = de
-        .deserialize_map(RequestVisitor {
-            columns,
-            max_candidates,
-            values: &mut values,
-        })
-        .map_err(|_| Refused)?;
-    de.end().map_err(|_| Refused)?;
-    let mut valid = req.validate(max_candidates).map_err(|_| Refused)?;
+    let mut r = Reader::new(text);
+    let mut route: Option<Option<Cow<'a, str>>> = None;
+    let mut context: Option<RequestContext<'a>> = None;
+    let mut rows: Option<Rows<'a>> = None;
+    let mut rights_holders: Option<Option<HashMap<Cow<'a, str>, RequestHolder>>> = None;
+    let mut debug: Option<bool> = None;
+    if r.open(b'{')? {
+        loop {
+            match r.key()? {
+                // The route decided the columns ([`route_hint`] found it on
+                // the same body, before or after the candidates); a second
+                // `route` key is refused (the general path names it).
+                "route" if route.is_none() => {
+                    route = Some(if r.null()? {
+                        None
+                    } else {
+                        Some(Cow::Borrowed(r.plain()?))
+                    });
+                }
+                "context" if context.is_none() => {
+                    context = Some(serde_json::from_str(r.object()?).map_err(|_| Refused)?);
+                }
+                "candidates" if rows.is_none() => {
+                    rows = Some(candidates(&mut r, columns, max_candidates)?);
+                }
+                "rights_holders" if rights_holders.is_none() => {
+                    rights_holders = Some(if r.null()? {
+                        None
+                    } else {
+                        Some(serde_json::from_str(r.object()?).map_err(|_| Refused)?)
+                    });
+                }
+                "debug" if debug.is_none() => debug = Some(r.boolean()?),
+                _ => return Err(Refused),
+            }
+            if !r.more(b'}')? {
+                break;
+            }
+        }
+    }
+    r.end()?;
+    let (Some(context), Some(mut rows)) = (context, rows) else {
+        return Err(Refused);
+    };
+    let values = std::mem::take(&mut rows.values);
+    let campaigns = std::mem::take(&mut rows.campaigns);
+    let mut valid = columns::validate(
+        Columnar {
+            route: route.flatten(),
+            context,
+            candidates: rows,
+            campaigns,
+            rights_holders: rights_holders.flatten(),
+            debug: debug.unwrap_or(false),
+        },
+        max_candidates,
+    )
+    .ok_or(Refused)?;
     valid.columns = Some(FeatureColumns {
         names: columns.iter().map(|c| c.to_string()).collect(),
         values,
@@ -185,229 +237,244 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for CowStr<'a> {
     }
 }
 
-fn refuse<E: de::Error>(why: &str) -> E {
-    E::custom(why)
+/// The candidates as columns, read in one pass; the feature matrix holds
+/// the declared columns only, and the candidates' campaigns are a table
+/// (one entry per distinct campaign text) with an index per candidate.
+struct Rows<'a> {
+    ids: Vec<&'a str>,
+    relevance: Vec<f64>,
+    artists: Vec<&'a str>,
+    holders: Vec<&'a str>,
+    impressions: Vec<Option<u32>>,
+    promoted: Vec<Option<u32>>,
+    campaign: Vec<i64>,
+    values: Vec<f64>,
+    campaigns: Vec<RequestCampaign<'a>>,
 }
 
-/// The top-level object.
-struct RequestVisitor<'c, 'v> {
-    columns: &'c [&'c str],
-    max_candidates: usize,
-    values: &'v mut Vec<f64>,
-}
-
-impl<'de> Visitor<'de> for RequestVisitor<'_, '_> {
-    type Value = ScoreRequest<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a scoring request")
+impl<'a> CandidateColumns<'a> for Rows<'a> {
+    fn len(&self) -> usize {
+        self.ids.len()
     }
+    fn id(&self, i: usize) -> &'a str {
+        self.ids[i]
+    }
+    fn relevance(&self, i: usize) -> f64 {
+        self.relevance[i]
+    }
+    fn artist(&self, i: usize) -> &'a str {
+        self.artists[i]
+    }
+    fn rights_holder(&self, i: usize) -> &'a str {
+        self.holders[i]
+    }
+    fn impressions_24h(&self, i: usize) -> Option<u32> {
+        self.impressions[i]
+    }
+    fn session_promoted(&self, i: usize) -> Option<u32> {
+        self.promoted[i]
+    }
+    fn campaign(&self, i: usize) -> i64 {
+        self.campaign[i]
+    }
+    /// None here: the matrix goes to [`ValidRequest::feature_columns`]
+    /// (checked as it was read), not to each candidate.
+    fn features(&self) -> (&'a [String], &'a [f64]) {
+        (&[], &[])
+    }
+}
 
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut route: Option<Option<Cow<'de, str>>> = None;
-        let mut context: Option<RequestContext<'de>> = None;
-        let mut candidates: Option<Vec<RequestCandidate<'de>>> = None;
-        let mut rights_holders: Option<Option<HashMap<Cow<'de, str>, RequestHolder>>> = None;
-        let mut debug: Option<bool> = None;
-        while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
-            match &*key {
-                // The route decided the columns ([`route_hint`] found it on
-                // the same body, before or after the candidates); a second
-                // `route` key is refused (the general path names it).
-                "route" if route.is_none() => {
-                    route = Some(map.next_value::<Option<CowStr<'de>>>()?.map(|r| r.0));
+/// A candidate field, once each.
+const ID: u8 = 1;
+const RELEVANCE: u8 = 2;
+const ARTIST: u8 = 4;
+const HOLDER: u8 = 8;
+const IMPRESSIONS: u8 = 16;
+const PROMOTED: u8 = 32;
+const CAMPAIGN: u8 = 64;
+const FEATURES: u8 = 128;
+
+/// A feature name not among the columns.
+const UNDECLARED: usize = usize::MAX;
+
+/// The `candidates` array.
+fn candidates<'a>(r: &mut Reader<'a>, columns: &[&str], max: usize) -> Read<Rows<'a>> {
+    let width = columns.len();
+    let mut k = Rows {
+        ids: Vec::with_capacity(256),
+        relevance: Vec::with_capacity(256),
+        artists: Vec::with_capacity(256),
+        holders: Vec::with_capacity(256),
+        impressions: Vec::with_capacity(256),
+        promoted: Vec::with_capacity(256),
+        campaign: Vec::with_capacity(256),
+        values: Vec::with_capacity(256 * width),
+        campaigns: Vec::new(),
+    };
+    // Each distinct campaign text is parsed once: the last one used, then
+    // the others by their text.
+    let mut last_campaign: Option<(&'a str, i64)> = None;
+    let mut campaign_of: foldhash::HashMap<&'a str, i64> = Default::default();
+    // The name seen at each position of the previous `features` object and
+    // its column: clients write every candidate's features in one order, so
+    // a name is usually one comparison away from its column.
+    let mut names: Vec<(Key<'a>, usize)> = Vec::new();
+    if !r.open(b'[')? {
+        return Ok(k);
+    }
+    loop {
+        // More than the route allows: validation refuses it (and a huge
+        // array is not read to the end here).
+        if k.ids.len() == max {
+            return Err(Refused);
+        }
+        let row = k.values.len();
+        k.values.resize(row + width, f64::NAN);
+        let mut seen = 0u8;
+        let mut once = |field: u8| {
+            let first = seen & field == 0;
+            seen |= field;
+            if first { Ok(()) } else { Err(Refused) }
+        };
+        let (mut artist, mut holder, mut campaign) = ("", "", -1);
+        let (mut impressions, mut promoted) = (None, None);
+        if r.open(b'{')? {
+            loop {
+                match r.key()? {
+                    "id" => {
+                        once(ID)?;
+                        k.ids.push(r.plain()?);
+                    }
+                    "relevance" => {
+                        once(RELEVANCE)?;
+                        k.relevance.push(r.number()?);
+                    }
+                    "artist" => {
+                        once(ARTIST)?;
+                        artist = r.plain()?;
+                    }
+                    "rights_holder" => {
+                        once(HOLDER)?;
+                        holder = r.plain()?;
+                    }
+                    "impressions_24h" => {
+                        once(IMPRESSIONS)?;
+                        impressions = if r.null()? { None } else { Some(r.count()?) };
+                    }
+                    "session_promoted" => {
+                        once(PROMOTED)?;
+                        promoted = if r.null()? { None } else { Some(r.count()?) };
+                    }
+                    "campaign" => {
+                        once(CAMPAIGN)?;
+                        if !r.null()? {
+                            let text = r.object()?;
+                            campaign = match last_campaign {
+                                Some((t, j)) if t == text => j,
+                                _ => match campaign_of.get(text) {
+                                    Some(&j) => j,
+                                    None => {
+                                        let j = k.campaigns.len() as i64;
+                                        k.campaigns
+                                            .push(serde_json::from_str(text).map_err(|_| Refused)?);
+                                        campaign_of.insert(text, j);
+                                        j
+                                    }
+                                },
+                            };
+                            last_campaign = Some((text, campaign));
+                        }
+                    }
+                    "features" => {
+                        once(FEATURES)?;
+                        features(r, columns, &mut k.values[row..], &mut names)?;
+                    }
+                    _ => return Err(Refused),
                 }
-                "context" if context.is_none() => context = Some(map.next_value()?),
-                "candidates" if candidates.is_none() => {
-                    candidates = Some(map.next_value_seed(CandidatesSeed {
-                        columns: self.columns,
-                        max_candidates: self.max_candidates,
-                        values: &mut *self.values,
-                    })?);
+                if !r.more(b'}')? {
+                    break;
                 }
-                "rights_holders" if rights_holders.is_none() => {
-                    rights_holders = Some(map.next_value()?);
-                }
-                "debug" if debug.is_none() => debug = Some(map.next_value()?),
-                _ => return Err(refuse("unknown, repeated or late field")),
             }
         }
-        Ok(ScoreRequest {
-            route: route.flatten(),
-            context: context.ok_or_else(|| refuse("no context"))?,
-            candidates: candidates.ok_or_else(|| refuse("no candidates"))?,
-            rights_holders: rights_holders.flatten(),
-            debug: debug.unwrap_or(false),
-        })
-    }
-}
-
-/// The `candidates` array: rows, and the feature matrix grown by one row
-/// per candidate.
-struct CandidatesSeed<'c, 'v> {
-    columns: &'c [&'c str],
-    max_candidates: usize,
-    values: &'v mut Vec<f64>,
-}
-
-impl<'de> DeserializeSeed<'de> for CandidatesSeed<'_, '_> {
-    type Value = Vec<RequestCandidate<'de>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CandidatesSeed<'_, '_> {
-    type Value = Vec<RequestCandidate<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of candidates")
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-        let width = self.columns.len();
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(256).min(self.max_candidates));
-        loop {
-            // More than the route allows: validation refuses it (and a huge
-            // array is not read to the end here).
-            if out.len() == self.max_candidates {
-                return match seq.next_element::<IgnoredAny>()? {
-                    None => Ok(out),
-                    Some(_) => Err(refuse("too many candidates")),
-                };
-            }
-            let start = self.values.len();
-            self.values.resize(start + width, f64::NAN);
-            let seed = CandidateSeed {
-                columns: self.columns,
-                row: &mut self.values[start..],
-            };
-            match seq.next_element_seed(seed)? {
-                Some(c) => out.push(c),
-                None => {
-                    self.values.truncate(start);
-                    return Ok(out);
-                }
-            }
+        // An id and a relevance are required (the general path names the
+        // one missing).
+        if seen & (ID | RELEVANCE) != ID | RELEVANCE {
+            return Err(Refused);
         }
-    }
-}
-
-/// One candidate object, its features written into `row`.
-struct CandidateSeed<'c, 'r> {
-    columns: &'c [&'c str],
-    row: &'r mut [f64],
-}
-
-impl<'de> DeserializeSeed<'de> for CandidateSeed<'_, '_> {
-    type Value = RequestCandidate<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CandidateSeed<'_, '_> {
-    type Value = RequestCandidate<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a candidate")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut id: Option<Cow<'de, str>> = None;
-        let mut relevance: Option<f64> = None;
-        let mut artist: Option<Cow<'de, str>> = None;
-        let mut rights_holder: Option<Cow<'de, str>> = None;
-        let mut impressions_24h: Option<Option<u32>> = None;
-        let mut session_promoted: Option<Option<u32>> = None;
-        let mut campaign: Option<Option<Box<RequestCampaign<'de>>>> = None;
-        let mut features = false;
-        let row = self.row;
-        while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
-            match &*key {
-                "id" if id.is_none() => id = Some(map.next_value::<CowStr<'de>>()?.0),
-                "relevance" if relevance.is_none() => relevance = Some(map.next_value()?),
-                "artist" if artist.is_none() => artist = Some(map.next_value::<CowStr<'de>>()?.0),
-                "rights_holder" if rights_holder.is_none() => {
-                    rights_holder = Some(map.next_value::<CowStr<'de>>()?.0);
-                }
-                "impressions_24h" if impressions_24h.is_none() => {
-                    impressions_24h = Some(map.next_value()?);
-                }
-                "session_promoted" if session_promoted.is_none() => {
-                    session_promoted = Some(map.next_value()?);
-                }
-                "campaign" if campaign.is_none() => campaign = Some(map.next_value()?),
-                "features" if !features => {
-                    features = true;
-                    map.next_value_seed(FeaturesSeed {
-                        columns: self.columns,
-                        row: &mut *row,
-                    })?;
-                }
-                _ => return Err(refuse("unknown or repeated candidate field")),
-            }
+        k.artists.push(artist);
+        k.holders.push(holder);
+        k.impressions.push(impressions);
+        k.promoted.push(promoted);
+        k.campaign.push(campaign);
+        if !r.more(b']')? {
+            return Ok(k);
         }
-        Ok(RequestCandidate {
-            id: id.ok_or_else(|| refuse("no id"))?,
-            relevance: relevance.ok_or_else(|| refuse("no relevance"))?,
-            artist: artist.unwrap_or_default(),
-            rights_holder: rights_holder.unwrap_or_default(),
-            impressions_24h: impressions_24h.flatten(),
-            session_promoted: session_promoted.flatten(),
-            campaign: campaign.flatten(),
-            features: Features::Named(Vec::new()),
-        })
     }
 }
 
 /// One `features` object: declared columns written into `row` (a later
 /// value of a name replaces an earlier one, `null` writes nothing: the
-/// batch's own rule), the others checked and dropped.
-struct FeaturesSeed<'c, 'r> {
-    columns: &'c [&'c str],
-    row: &'r mut [f64],
-}
-
-impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
+/// batch's own rule), the others checked (name, number or null, magnitude)
+/// and dropped, nothing allocated.
+fn features<'a>(
+    r: &mut Reader<'a>,
+    columns: &[&str],
+    row: &mut [f64],
+    names: &mut Vec<(Key<'a>, usize)>,
+) -> Read<()> {
+    if !r.open(b'{')? {
+        return Ok(());
     }
-}
-
-impl<'de> Visitor<'de> for FeaturesSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of feature name to number (or null)")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        let mut count = 0;
-        while let Some(CowStr(name)) = map.next_key::<CowStr<'de>>()? {
-            let value: Option<f64> = map.next_value()?;
-            count += 1;
-            if count > MAX_FEATURES || !valid_feature_name(&name) {
-                return Err(refuse("feature count or name"));
+    let mut at = 0;
+    loop {
+        if at == MAX_FEATURES {
+            return Err(Refused);
+        }
+        let j = match names.get(at) {
+            // The name this position had before: already checked.
+            Some((key, j)) if r.known_key(key) => *j,
+            _ => {
+                let name = r.string()?;
+                r.expect(b':')?;
+                if name.escaped {
+                    column(columns, &Reader::unescape(name)?)?
+                } else {
+                    let j = column(columns, name.raw)?;
+                    let key = (Key::new(name.raw), j);
+                    if at < names.len() {
+                        names[at] = key;
+                    } else if at == names.len() {
+                        names.push(key);
+                    }
+                    j
+                }
             }
-            let Some(v) = value else { continue };
+        };
+        if !r.null()? {
+            let v = r.number()?;
             if !oasis_contract::within_magnitude(v) {
-                return Err(refuse("feature value"));
+                return Err(Refused);
             }
-            if let Some(j) = self.columns.iter().position(|c| *c == name) {
-                self.row[j] = v;
+            if let Some(cell) = row.get_mut(j) {
+                *cell = v;
             }
         }
-        Ok(())
+        at += 1;
+        if !r.more(b'}')? {
+            return Ok(());
+        }
     }
 }
 
-/// What validation requires of a feature name (`check_feature_name`):
-/// 1-64 bytes, no control characters.
-fn valid_feature_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= oasis_contract::MAX_NAME_BYTES && !has_control(name)
+/// The column of a feature `name` ([`UNDECLARED`] when it is none), once
+/// the name is checked as validation checks it: 1-64 bytes, no control
+/// characters.
+fn column(columns: &[&str], name: &str) -> Read<usize> {
+    if name.is_empty() || name.len() > oasis_contract::MAX_NAME_BYTES || has_control(name) {
+        return Err(Refused);
+    }
+    Ok(columns
+        .iter()
+        .position(|c| *c == name)
+        .unwrap_or(UNDECLARED))
 }

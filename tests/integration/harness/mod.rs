@@ -14,7 +14,10 @@ use oasis::{CallError, CallOutcome, Limits, Policy, Runtime, RuntimeConfig};
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        let cache = std::env::temp_dir().join(format!("oasis-test-cache-{}", std::process::id()));
+        // One directory shared by every run, as the CLI and server harnesses
+        // do: entries are written atomically and keyed by content, and a
+        // directory per process would pile up in /tmp run after run.
+        let cache = std::env::temp_dir().join("oasis-test-cache");
         Runtime::new(RuntimeConfig {
             cache_dir: Some(cache),
             measure_fuel: false,
