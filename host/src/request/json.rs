@@ -294,8 +294,26 @@ const PROMOTED: u8 = 32;
 const CAMPAIGN: u8 = 64;
 const FEATURES: u8 = 128;
 
+/// The candidate field named `key` (one of the constants above).
+fn field_of(key: &str) -> Read<u8> {
+    Ok(match key {
+        "id" => ID,
+        "relevance" => RELEVANCE,
+        "artist" => ARTIST,
+        "rights_holder" => HOLDER,
+        "impressions_24h" => IMPRESSIONS,
+        "session_promoted" => PROMOTED,
+        "campaign" => CAMPAIGN,
+        "features" => FEATURES,
+        _ => return Err(Refused),
+    })
+}
+
 /// A feature name not among the columns.
 const UNDECLARED: usize = usize::MAX;
+
+/// [`oasis_contract::MAX_MAGNITUDE`] as an integer.
+const MAX_MAGNITUDE: u64 = oasis_contract::MAX_MAGNITUDE as u64;
 
 /// The `candidates` array.
 fn candidates<'a>(r: &mut Reader<'a>, columns: &[&str], max: usize) -> Read<Rows<'a>> {
@@ -319,6 +337,8 @@ fn candidates<'a>(r: &mut Reader<'a>, columns: &[&str], max: usize) -> Read<Rows
     // its column: clients write every candidate's features in one order, so
     // a name is usually one comparison away from its column.
     let mut names: Vec<(Key<'a>, usize)> = Vec::new();
+    // The same for the candidates' own fields.
+    let mut fields: Vec<(Key<'a>, u8)> = Vec::new();
     if !r.open(b'[')? {
         return Ok(k);
     }
@@ -339,33 +359,50 @@ fn candidates<'a>(r: &mut Reader<'a>, columns: &[&str], max: usize) -> Read<Rows
         let (mut artist, mut holder, mut campaign) = ("", "", -1);
         let (mut impressions, mut promoted) = (None, None);
         if r.open(b'{')? {
+            let mut at = 0;
             loop {
-                match r.key()? {
-                    "id" => {
+                // The field at this position in the previous candidate, or
+                // the key read and named.
+                let field = match fields.get(at) {
+                    Some((key, field)) if r.known_key(key) => *field,
+                    _ => {
+                        let raw = r.key()?;
+                        let field = field_of(raw)?;
+                        if at < fields.len() {
+                            fields[at] = (Key::new(raw), field);
+                        } else if at == fields.len() {
+                            fields.push((Key::new(raw), field));
+                        }
+                        field
+                    }
+                };
+                at += 1;
+                match field {
+                    ID => {
                         once(ID)?;
                         k.ids.push(r.plain()?);
                     }
-                    "relevance" => {
+                    RELEVANCE => {
                         once(RELEVANCE)?;
                         k.relevance.push(r.number()?);
                     }
-                    "artist" => {
+                    ARTIST => {
                         once(ARTIST)?;
                         artist = r.plain()?;
                     }
-                    "rights_holder" => {
+                    HOLDER => {
                         once(HOLDER)?;
                         holder = r.plain()?;
                     }
-                    "impressions_24h" => {
+                    IMPRESSIONS => {
                         once(IMPRESSIONS)?;
                         impressions = if r.null()? { None } else { Some(r.count()?) };
                     }
-                    "session_promoted" => {
+                    PROMOTED => {
                         once(PROMOTED)?;
                         promoted = if r.null()? { None } else { Some(r.count()?) };
                     }
-                    "campaign" => {
+                    CAMPAIGN => {
                         once(CAMPAIGN)?;
                         if !r.null()? {
                             let text = r.object()?;
@@ -385,7 +422,7 @@ fn candidates<'a>(r: &mut Reader<'a>, columns: &[&str], max: usize) -> Read<Rows
                             last_campaign = Some((text, campaign));
                         }
                     }
-                    "features" => {
+                    FEATURES => {
                         once(FEATURES)?;
                         features(r, columns, &mut k.values[row..], &mut names)?;
                     }
@@ -450,14 +487,15 @@ fn features<'a>(
                 }
             }
         };
-        if !r.null()? {
+        if r.null()? {
+        } else if let Some(cell) = row.get_mut(j) {
             let v = r.number()?;
             if !oasis_contract::within_magnitude(v) {
                 return Err(Refused);
             }
-            if let Some(cell) = row.get_mut(j) {
-                *cell = v;
-            }
+            *cell = v;
+        } else if !r.number_within(MAX_MAGNITUDE)? {
+            return Err(Refused);
         }
         at += 1;
         if !r.more(b'}')? {

@@ -54,9 +54,15 @@ impl<'a> Reader<'a> {
     }
 
     /// The next byte after whitespace, not taken.
-    #[inline]
+    #[inline(always)]
     pub fn peek(&mut self) -> Option<u8> {
         let b = self.bytes();
+        // Compact JSON: no whitespace, one comparison.
+        match b.get(self.pos) {
+            Some(&c) if c > b' ' => return Some(c),
+            None => return None,
+            _ => {}
+        }
         while let Some(&c) = b.get(self.pos) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(c);
@@ -150,8 +156,9 @@ impl<'a> Reader<'a> {
         if s.escaped { Err(Refused) } else { Ok(s.raw) }
     }
 
-    /// Takes `key` and the `:` after it if they come next.
-    #[inline]
+    /// Takes `key` and the `:` after it if they come next, written
+    /// compactly (`"key":`); `false` leaves the reader where it was.
+    #[inline(always)]
     pub fn known_key(&mut self, key: &Key<'_>) -> bool {
         if self.peek() != Some(b'"') {
             return false;
@@ -160,20 +167,19 @@ impl<'a> Reader<'a> {
         let start = self.pos + 1;
         let len = key.raw.len();
         let same = match b.get(start..start + 24) {
-            Some(w) if len < 24 => (0..3).all(|k| {
+            Some(w) if len <= 22 => (0..3).all(|k| {
                 let x = u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().expect("eight bytes"));
                 x & key.masks[k] == key.words[k]
             }),
             _ => {
                 b.get(start..start + len) == Some(key.raw.as_bytes())
-                    && b.get(start + len) == Some(&b'"')
+                    && b.get(start + len..start + len + 2) == Some(b"\":")
             }
         };
-        if !same {
-            return false;
+        if same {
+            self.pos = start + len + 2;
         }
-        self.pos = start + len + 1;
-        self.eat(b':')
+        same
     }
 
     /// A string without escapes, borrowed from the text.
@@ -225,6 +231,30 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     pub fn number(&mut self) -> Read<f64> {
         let n = self.scan_number()?;
+        self.value(&n)
+    }
+
+    /// Whether the number here is of magnitude at most `max`, as
+    /// [`oasis_contract::within_magnitude`] finds its value: on its digits
+    /// when they settle it (a feature no policy declared needs no value,
+    /// and the conversion's division was a fifth of the decode), else on
+    /// its value. The exact value at most `max` means the rounded one is
+    /// too (`max` is an `f64` exactly).
+    #[inline(always)]
+    pub fn number_within(&mut self, max: u64) -> Read<bool> {
+        let n = self.scan_number()?;
+        if n.digits <= 19 && (-19..=0).contains(&n.exponent) {
+            let scale = POW10_U64[n.exponent.unsigned_abs() as usize];
+            if u128::from(n.significand) <= u128::from(max) * u128::from(scale) {
+                return Ok(true);
+            }
+        }
+        Ok(oasis_contract::within_magnitude(self.value(&n)?))
+    }
+
+    /// The value of the number `n` just scanned.
+    #[inline(always)]
+    fn value(&self, n: &Number) -> Read<f64> {
         let v = if n.digits > 19 {
             None
         } else if !n.float {
@@ -367,7 +397,8 @@ impl<'a> Reader<'a> {
 #[derive(Clone, Copy)]
 pub(super) struct Key<'a> {
     raw: &'a str,
-    /// The key and its closing quote, little-endian, zero-padded to 24 bytes.
+    /// The key, its closing quote and a colon, little-endian, zero-padded
+    /// to 24 bytes.
     words: [u64; 3],
     /// Which bytes of `words` are the key's.
     masks: [u64; 3],
@@ -379,12 +410,11 @@ impl<'a> Key<'a> {
         let mut pattern = [0u8; 24];
         let mut mask = [0u8; 24];
         let bytes = raw.as_bytes();
-        let n = (bytes.len() + 1).min(24);
-        pattern[..n.min(bytes.len())].copy_from_slice(&bytes[..n.min(bytes.len())]);
-        if bytes.len() < 24 {
-            pattern[bytes.len()] = b'"';
+        if bytes.len() <= 22 {
+            pattern[..bytes.len()].copy_from_slice(bytes);
+            pattern[bytes.len()..bytes.len() + 2].copy_from_slice(b"\":");
+            mask[..bytes.len() + 2].fill(0xff);
         }
-        mask[..n].fill(0xff);
         let word = |b: &[u8; 24], k: usize| {
             u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("eight bytes"))
         };
@@ -443,18 +473,16 @@ fn digit_run(b: &[u8], mut i: usize, n: &mut Number, fraction: bool) -> usize {
     i
 }
 
-/// 10^0 … 10^8.
-const POW10_U64: [u64; 9] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-];
+/// 10^0 … 10^19.
+const POW10_U64: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
 
 /// The value of eight decimal digits, one per byte (0-9), the first in the
 /// lowest byte: three multiplications (fast_float's
@@ -613,15 +641,46 @@ mod tests {
             cases.push(s);
         }
         for case in &cases {
-            let text = format!("{case},");
-            let mut r = Reader::new(&text);
-            let ours = r.number().ok().filter(|_| r.more(b']').is_ok());
             let theirs = serde_json::from_str::<f64>(case).ok();
-            assert_eq!(
-                ours.map(f64::to_bits),
-                theirs.map(f64::to_bits),
-                "{case}: {ours:?} vs serde_json {theirs:?}"
-            );
+            // Near the end of the text and with room after it (the digits
+            // read eight at a time).
+            for text in [format!("{case},"), format!("{case},{:20}", "")] {
+                let mut r = Reader::new(&text);
+                let ours = r.number().ok().filter(|_| r.more(b']').is_ok());
+                assert_eq!(
+                    ours.map(f64::to_bits),
+                    theirs.map(f64::to_bits),
+                    "{text:?}: {ours:?} vs serde_json {theirs:?}"
+                );
+            }
+        }
+    }
+
+    /// The magnitude check on digits agrees with the check on the value.
+    #[test]
+    fn magnitudes_are_checked_as_on_the_value() {
+        for case in [
+            "0",
+            "1e9",
+            "1000000000",
+            "1000000000.0",
+            "999999999.9999999999",
+            "1000000000.1",
+            "-1000000000",
+            "-1000000000.5",
+            "1000000000.00000001",
+            "0.000000001e18",
+            "1e10",
+            "12345678901234567890",
+            "0.5",
+            "-0.0",
+            "1E+9",
+            "1.0000000001e9",
+        ] {
+            let text = format!("{case},");
+            let within = Reader::new(&text).number_within(1_000_000_000).unwrap();
+            let v: f64 = serde_json::from_str(case).unwrap();
+            assert_eq!(within, oasis_contract::within_magnitude(v), "{case}");
         }
     }
 
