@@ -312,9 +312,6 @@ fn field_of(key: &str) -> Read<u8> {
 /// A feature name not among the columns.
 const UNDECLARED: usize = usize::MAX;
 
-/// [`oasis_contract::MAX_MAGNITUDE`] as an integer.
-const MAX_MAGNITUDE: u64 = oasis_contract::MAX_MAGNITUDE as u64;
-
 /// The `candidates` array.
 fn candidates<'a>(r: &mut Reader<'a>, columns: &[&str], max: usize) -> Read<Rows<'a>> {
     let width = columns.len();
@@ -494,7 +491,7 @@ fn features<'a>(
                 return Err(Refused);
             }
             *cell = v;
-        } else if !r.number_within(MAX_MAGNITUDE)? {
+        } else if !r.number_within()? {
             return Err(Refused);
         }
         at += 1;

@@ -234,22 +234,40 @@ impl<'a> Reader<'a> {
         self.value(&n)
     }
 
-    /// Whether the number here is of magnitude at most `max`, as
-    /// [`oasis_contract::within_magnitude`] finds its value: on its digits
-    /// when they settle it (a feature no policy declared needs no value,
-    /// and the conversion's division was a fifth of the decode), else on
-    /// its value. The exact value at most `max` means the rounded one is
-    /// too (`max` is an `f64` exactly).
+    /// Whether the number here is of magnitude at most
+    /// [`oasis_contract::MAX_MAGNITUDE`], as
+    /// [`oasis_contract::within_magnitude`] finds its value. A feature no
+    /// policy declared needs no value: with at most nine integer digits and
+    /// no exponent it is below 10^9, whatever its fraction, so only its
+    /// form is checked here (the conversion and its division were a fifth
+    /// of the decode); any other number is converted and its value checked.
     #[inline(always)]
-    pub fn number_within(&mut self, max: u64) -> Read<bool> {
-        let n = self.scan_number()?;
-        if n.digits <= 19 && (-19..=0).contains(&n.exponent) {
-            let scale = POW10_U64[n.exponent.unsigned_abs() as usize];
-            if u128::from(n.significand) <= u128::from(max) * u128::from(scale) {
-                return Ok(true);
+    pub fn number_within(&mut self) -> Read<bool> {
+        // Nine integer digits are below the bound.
+        const _: () = assert!(oasis_contract::MAX_MAGNITUDE >= 1e9);
+        self.peek();
+        let b = self.bytes();
+        let start = self.pos;
+        let first = start + usize::from(b.get(start) == Some(&b'-'));
+        let mut i = match b.get(first) {
+            // One leading zero only.
+            Some(b'0') if !b.get(first + 1).is_some_and(u8::is_ascii_digit) => first + 1,
+            Some(b'1'..=b'9') => digits_end(b, first),
+            _ => return Err(Refused),
+        };
+        let int_digits = i - first;
+        if b.get(i) == Some(&b'.') {
+            let fraction = i + 1;
+            i = digits_end(b, fraction);
+            if i == fraction {
+                return Err(Refused);
             }
         }
-        Ok(oasis_contract::within_magnitude(self.value(&n)?))
+        if int_digits <= 9 && !matches!(b.get(i), Some(b'e' | b'E')) {
+            self.pos = i;
+            return Ok(true);
+        }
+        Ok(oasis_contract::within_magnitude(self.number()?))
     }
 
     /// The value of the number `n` just scanned.
@@ -424,6 +442,27 @@ impl<'a> Key<'a> {
             masks: [0, 1, 2].map(|k| word(&mask, k)),
         }
     }
+}
+
+/// Where the run of digits at `i` ends, eight bytes at a time (as
+/// [`digit_run`], without the values).
+#[inline(always)]
+fn digits_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    while let Some(w) = b.get(i..i + 8) {
+        let t = u64::from_le_bytes(w.try_into().expect("eight bytes")).wrapping_sub(ONES * 0x30);
+        let other = (t | t.wrapping_add(ONES * 0x76)) & HIGH;
+        let len = (other.trailing_zeros() / 8) as usize;
+        i += len;
+        if len < 8 {
+            return i;
+        }
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
 }
 
 /// Reads the run of digits at `i` into `n` (in a `fraction`, each one also
@@ -678,9 +717,13 @@ mod tests {
             "1.0000000001e9",
         ] {
             let text = format!("{case},");
-            let within = Reader::new(&text).number_within(1_000_000_000).unwrap();
             let v: f64 = serde_json::from_str(case).unwrap();
-            assert_eq!(within, oasis_contract::within_magnitude(v), "{case}");
+            for text in [text.clone(), format!("{text}{:20}", "")] {
+                let mut r = Reader::new(&text);
+                let within = r.number_within().unwrap();
+                assert_eq!(within, oasis_contract::within_magnitude(v), "{case}");
+                assert!(r.more(b']').is_ok(), "{case}: read to its end");
+            }
         }
     }
 
