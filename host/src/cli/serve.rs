@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, default_value_t = oasis::serving::cpu::CpuSlotConfig::DEFAULT_SLICE.as_millis() as u64)]
     pub cpu_slice_ms: u64,
     /// A policy whose last 64 calls in a row each succeeded within this many
-    /// µs has its calls run inline on the request's thread, without the
+    /// µs of CPU time has its calls run inline on the request's thread, without the
     /// hop to the blocking pool (a call that does not sends the next ones
     /// back to the pool). 0: never inline.
     #[arg(long, default_value_t = oasis::serving::cpu::CpuSlotConfig::DEFAULT_INLINE_UNDER.as_micros() as u64)]

@@ -201,7 +201,9 @@ async fn call(
         invoked.map_err(|e| ServeError::Internal(format!("policy task failed: {e}")))?
     };
     arm::note(arm, &invoked, res.inline_under);
-    let (result, elapsed) = invoked;
+    let arm::Invoked {
+        result, elapsed, ..
+    } = invoked;
     arm::record(&span, &result);
     arm.metrics.called(elapsed.as_secs_f64());
     Ok((result, elapsed.as_micros() as u64))

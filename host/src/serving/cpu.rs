@@ -48,7 +48,7 @@ pub struct CpuSlotConfig {
     pub slice: Duration,
     /// A policy's calls run inline, without the blocking pool's thread hop,
     /// once its last [`INLINE_AFTER`](crate::serving::arm::INLINE_AFTER)
-    /// calls in a row each succeeded within this
+    /// calls in a row each succeeded within this much CPU time
     /// ([`crate::serving::arm`]); zero: never.
     pub inline_under: Duration,
 }

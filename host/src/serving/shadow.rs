@@ -111,7 +111,9 @@ pub fn spawn(
             shadow,
             req,
             (slot, instance),
-            move |(result, elapsed)| {
+            move |arm::Invoked {
+                      result, elapsed, ..
+                  }| {
                 let mut shadows = lock(&runtime.shadows);
                 // A rollout change since the call started: its comparison
                 // is about arms that no longer serve.
