@@ -37,9 +37,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::columns::{self, CandidateColumns, Columnar};
 use super::json_text::{Key, Read, Reader};
@@ -56,60 +53,49 @@ pub struct Refused;
 /// The `route` named at the top level of `body` (`Ok(None)` when there is
 /// none). It stops at `candidates` when the route came before them; a route
 /// after them (as a client that sorts its keys sends it) costs one skim of
-/// the candidates, far less than the general path.
+/// the candidates: a search for their brackets and quotes, eight bytes at a
+/// time, not a parse (nothing past the route is checked here; [`decode`]
+/// reads the body whole).
 ///
 /// # Errors
 /// [`Refused`] when the top level is not an object with a `candidates` key,
-/// or the route is not a string (the general path will say why).
+/// or the route is not a plain string (the general path will say why).
 pub fn route_hint(body: &[u8]) -> Result<Option<Cow<'_, str>>, Refused> {
-    let mut found = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    // The visitor may stop at `candidates` with an error of its own; what it
-    // found is in `found`.
-    let _ = de.deserialize_map(HintVisitor { found: &mut found });
-    found.ok_or(Refused)
-}
-
-struct HintVisitor<'f, 'a> {
-    found: &'f mut Option<Option<Cow<'a, str>>>,
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for HintVisitor<'_, 'a> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a scoring request")
+    let text = std::str::from_utf8(body).map_err(|_| Refused)?;
+    let mut r = Reader::new(text);
+    if !r.open(b'{')? {
+        return Err(Refused);
     }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        let mut route = None;
-        let (mut route_seen, mut candidates_seen) = (false, false);
-        while let Some(CowStr(key)) = map.next_key::<CowStr<'a>>()? {
-            match &*key {
-                "route" => {
-                    route = map.next_value::<Option<CowStr<'a>>>()?.map(|r| r.0);
-                    route_seen = true;
-                    if candidates_seen {
-                        break;
-                    }
-                }
-                "candidates" if route_seen => {
-                    *self.found = Some(route);
-                    return Err(de::Error::custom("stop at candidates"));
-                }
-                "candidates" => {
-                    candidates_seen = true;
-                    map.next_value::<IgnoredAny>()?;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+    let (mut route, mut route_seen, mut candidates_seen) = (None, false, false);
+    loop {
+        match r.key()? {
+            "route" => {
+                route = if r.null()? {
+                    None
+                } else {
+                    Some(Cow::Borrowed(r.plain()?))
+                };
+                route_seen = true;
+                if candidates_seen {
+                    break;
                 }
             }
+            // The route came first: the candidates are not scanned.
+            "candidates" if route_seen => return Ok(route),
+            "candidates" => {
+                candidates_seen = true;
+                r.skip()?;
+            }
+            _ => r.skip()?,
         }
-        if candidates_seen {
-            *self.found = Some(route);
+        if !r.more(b'}')? {
+            break;
         }
-        Ok(())
+    }
+    if candidates_seen {
+        Ok(route)
+    } else {
+        Err(Refused)
     }
 }
 
@@ -208,32 +194,6 @@ pub fn decode_or_parse<'a>(
     match decode(body, columns, max_candidates) {
         Ok(valid) => Ok(valid),
         Err(Refused) => super::parse(body)?.validate(max_candidates),
-    }
-}
-
-/// A string borrowed from the body when it has no escapes (the wire
-/// crate's rule for its `Cow` fields).
-struct CowStr<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for CowStr<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = CowStr<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 

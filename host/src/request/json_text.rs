@@ -385,8 +385,9 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut depth = 0usize;
         let mut i = start;
-        while let Some(&c) = b.get(i) {
-            match c {
+        while let Some(skip) = b.get(i..).and_then(structural) {
+            i += skip;
+            match b[i] {
                 b'{' | b'[' => depth += 1,
                 b'}' | b']' => {
                     depth -= 1;
@@ -396,16 +397,36 @@ impl<'a> Reader<'a> {
                     }
                 }
                 b'"' => {
-                    self.pos = i;
-                    self.string()?;
-                    i = self.pos;
-                    continue;
+                    // To the closing quote (an escaped byte skipped; a
+                    // control character refused, as serde_json would).
+                    i += 1;
+                    loop {
+                        i += b.get(i..).and_then(stop).ok_or(Refused)?;
+                        match b[i] {
+                            b'"' => break,
+                            b'\\' => i += 2,
+                            _ => return Err(Refused),
+                        }
+                    }
                 }
                 _ => {}
             }
             i += 1;
         }
         Err(Refused)
+    }
+
+    /// Skips the value here, whatever it is: an object or array whole (not
+    /// checked, as [`Reader::object`]), a string, a number, a literal.
+    pub fn skip(&mut self) -> Read<()> {
+        match self.peek() {
+            Some(b'{' | b'[') => self.object().map(drop),
+            Some(b'"') => self.string().map(drop),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => self.scan_number().map(drop),
+        }
     }
 }
 
@@ -560,6 +581,34 @@ impl Number {
             self.significand = self.significand * 10 + u64::from(d);
         }
     }
+}
+
+/// The position of the first bracket (`{`, `}`, `[`, `]`) or quote in
+/// `b`: what [`Reader::object`] stops at. Eight bytes at a time (setting
+/// bit 5 folds `[` onto `{` and `]` onto `}`; then "has a zero byte"), so
+/// that skipping the candidates to find a route written after them costs
+/// a pass over their bytes, not a parse.
+#[inline]
+fn structural(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut at = 0;
+    while let Some(w) = b.get(at..at + 8) {
+        let x = u64::from_le_bytes(w.try_into().expect("eight bytes"));
+        let folded = x | (ONES * 0x20);
+        let flags = zero(folded ^ (ONES * u64::from(b'{')))
+            | zero(folded ^ (ONES * u64::from(b'}')))
+            | zero(x ^ (ONES * u64::from(b'"')));
+        if flags != 0 {
+            return Some(at + (flags.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    b[at..]
+        .iter()
+        .position(|c| matches!(c, b'{' | b'}' | b'[' | b']' | b'"'))
+        .map(|p| at + p)
 }
 
 /// The position of the first byte of `b` that ends or interrupts a string:
@@ -776,6 +825,20 @@ mod tests {
                     Reader::unescape(s).ok(),
                     serde_json::from_str::<String>(text).ok()
                 );
+            }
+        }
+    }
+
+    /// The structural search agrees with a byte-by-byte one on every
+    /// byte value at every position of a word.
+    #[test]
+    fn brackets_and_quotes_are_found_at_every_position() {
+        for at in 0..20 {
+            for c in 0..=255u8 {
+                let mut b = vec![b'a'; 24];
+                b[at] = c;
+                let want = b.iter().position(|c| b"{}[]\"".contains(c));
+                assert_eq!(structural(&b), want, "byte {c:#x} at {at}");
             }
         }
     }
