@@ -1373,12 +1373,15 @@ impl OpenFile {
             return Err(io::Error::other("not a decision file"));
         };
         rows.append(r, req, p);
-        self.records += 1;
-        self.rows += 1;
         self.dirty = true;
         if out.buffered() >= PARQUET_BATCH_ROWS {
             out.encode()?;
         }
+        // Counted as the file's only once in: when encoding fails the file
+        // is lost with the rows counted before (moved from written to
+        // failed), and this row is counted by what its write returns.
+        self.records += 1;
+        self.rows += 1;
         Ok(())
     }
 
@@ -1393,12 +1396,13 @@ impl OpenFile {
         for e in events {
             rows.append(e);
         }
-        self.records += 1;
-        self.rows += events.len() as u64;
         self.dirty = true;
         if out.buffered() >= PARQUET_BATCH_ROWS * 16 {
             out.encode()?;
         }
+        // As a decision row: counted once encoded or buffered.
+        self.records += 1;
+        self.rows += events.len() as u64;
         Ok(())
     }
 
@@ -1516,6 +1520,83 @@ mod tests {
         let s = format!("{c:?}");
         assert!(!s.contains("secret") && !s.contains("115"), "{s}");
         assert!(s.contains("<set>"), "{s}");
+    }
+
+    /// A Parquet file whose row group cannot reach the disk loses the rows
+    /// it held: they move from written to failed, the row that met the
+    /// error counts as paused (a full disk), and every row is counted once.
+    /// `written` never counts a row that was not written (it once counted
+    /// the failing row and went below zero when every earlier file had
+    /// been lost too).
+    #[test]
+    fn rows_of_a_parquet_file_lost_to_a_full_disk_are_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DecisionLogConfig {
+            dir: Some(dir.path().to_owned()),
+            format: LogFormat::Parquet,
+            max_file_bytes: u64::MAX,
+            max_file_age: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let counters = Arc::new(Counters::default());
+        let mut sink = FileSink::new(dir.path(), &config, DECISIONS_PREFIX, &counters).unwrap();
+        // The file's bytes go to /dev/full: the first row group to leave
+        // the Parquet writer's buffer fails with ENOSPC.
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let writer = parquet::arrow::ArrowWriter::try_new(
+            full,
+            DecisionRows::schema(),
+            Some(columnar::properties("decisions")),
+        )
+        .unwrap();
+        let path = dir.path().join("decisions-full-000000.parquet.tmp");
+        sink.current = Some(OpenFile {
+            final_path: Some(path.with_extension("")),
+            path,
+            out: Out::Parquet(Box::new(ParquetOut {
+                writer,
+                rows: Rows::Decisions(Box::default()),
+            })),
+            bytes: 0,
+            records: 0,
+            rows: 0,
+            opened: Instant::now(),
+            dirty: false,
+        });
+        let outcome_sink = Sink::Stdout(StdoutSink { failing: false });
+        let mut writer = Writer {
+            sink: Sink::Files(sink),
+            outcome_sink,
+            format: LogFormat::Parquet,
+            pseudonymiser: None,
+            counters: counters.clone(),
+            line: Vec::new(),
+        };
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut sent = 0u64;
+        while count(&counters.paused_records) == 0 {
+            assert!(
+                sent < 100_000,
+                "/dev/full never failed a write: written {}, failed {}",
+                count(&counters.written),
+                count(&counters.failed)
+            );
+            writer.write(&columnar::tests::pending(sent as usize, 20));
+            sent += 1;
+            assert!(
+                count(&counters.written) <= sent,
+                "written {}",
+                count(&counters.written)
+            );
+        }
+        // Every row before the failing one was in the lost file.
+        assert_eq!(count(&counters.written), 0);
+        assert_eq!(count(&counters.failed), sent - 1);
+        assert_eq!(count(&counters.paused_records), 1);
+        assert!(counters.disk_full.load(Ordering::Relaxed));
+        // Nothing unreadable is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
