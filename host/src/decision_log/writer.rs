@@ -311,9 +311,10 @@ pub struct DecisionLogStats {
     /// Dropped because the queue was full (or the writer had stopped).
     pub dropped: u64,
     /// Lost on the writer thread: an I/O error, or a request body that is
-    /// not JSON. (Records already counted as written and still buffered
-    /// when a flush fails are lost without being counted here; the failure
-    /// is logged.)
+    /// not JSON. The rows of a Parquet file that could not be finished are
+    /// moved here from `written` (which can therefore go down). (JSON
+    /// lines already counted as written and still buffered when a flush
+    /// fails are lost without being counted here; the failure is logged.)
     pub failed: u64,
 }
 

@@ -35,6 +35,20 @@ pub struct DecisionLogLabels {
     pub state: &'static str,
 }
 
+/// Publishes a count since start: a count that never left 0 has no series
+/// (it never happened); one that did is set whatever it is now. A written
+/// count can go back down, to 0 too: the rows of a Parquet file that could
+/// not be finished move from written to failed, and a series left at its
+/// last non-zero value would count them twice.
+fn set_count(family: &Family<DecisionLogLabels, Gauge>, labels: &DecisionLogLabels, n: u64) {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    if n > 0 {
+        family.get_or_create(labels).set(n);
+    } else if let Some(g) = family.get(labels) {
+        g.set(n);
+    }
+}
+
 /// Delivery state, event, decision log and outcome metrics.
 pub struct StateMetrics {
     /// Decision log records since start, by what became of them.
@@ -133,11 +147,7 @@ impl StateMetrics {
             ("paused_records", b.paused_records),
             ("paused_events", b.paused_events),
         ] {
-            if n > 0 {
-                self.decision_log_budget
-                    .get_or_create(&DecisionLogLabels { state })
-                    .set(n as i64);
-            }
+            set_count(&self.decision_log_budget, &DecisionLogLabels { state }, n);
         }
         self.decision_log_paused
             .set(i64::from(b.paused || b.disk_full));
@@ -157,12 +167,7 @@ impl StateMetrics {
             ("dropped", s.dropped),
             ("failed", s.failed),
         ] {
-            // Counts since start: 0 means never happened, which has no series.
-            if n > 0 {
-                self.decision_log
-                    .get_or_create(&DecisionLogLabels { state })
-                    .set(n as i64);
-            }
+            set_count(&self.decision_log, &DecisionLogLabels { state }, n);
         }
     }
 
@@ -173,11 +178,7 @@ impl StateMetrics {
             ("refused", s.refused),
             ("failed", s.failed),
         ] {
-            if n > 0 {
-                self.outcome_events
-                    .get_or_create(&DecisionLogLabels { state })
-                    .set(n as i64);
-            }
+            set_count(&self.outcome_events, &DecisionLogLabels { state }, n);
         }
     }
 
@@ -206,5 +207,39 @@ impl StateMetrics {
         self.state_degraded
             .set(i64::from(h.state != oasis_state::HealthState::Ok));
         self.state_queued_events.set(h.queued_events as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::registry::Registry;
+
+    fn text(family: &Family<DecisionLogLabels, Gauge>) -> String {
+        let mut registry = Registry::default();
+        registry.register("records", "Records.", family.clone());
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    /// A count that went back to 0 is published as 0, not left at its last
+    /// value (a full disk's lost Parquet file once showed its rows as both
+    /// written and failed); one that never left 0 has no series.
+    #[test]
+    fn a_count_back_at_zero_is_published_as_zero() {
+        let family = Family::<DecisionLogLabels, Gauge>::default();
+        let written = DecisionLogLabels { state: "written" };
+        let failed = DecisionLogLabels { state: "failed" };
+        set_count(&family, &failed, 0);
+        assert!(!text(&family).contains("failed"), "{}", text(&family));
+        set_count(&family, &written, 105);
+        assert!(text(&family).contains("records{state=\"written\"} 105"));
+        set_count(&family, &written, 0);
+        set_count(&family, &failed, 105);
+        let t = text(&family);
+        assert!(t.contains("records{state=\"written\"} 0"), "{t}");
+        assert!(t.contains("records{state=\"failed\"} 105"), "{t}");
     }
 }
