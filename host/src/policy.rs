@@ -33,11 +33,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, ComponentNamedList, Lift, Lower, TypedFunc};
 
 use crate::bindings::{
     CONTRACT_VERSION, ScoringPolicy, ScoringPolicyIndices, ScoringPolicyPre, WitCampaign,
-    WitCandidates, WitContext, WitHolders, WitPolicyError, WitRequest, WitSurface, WitSurfaceSet,
-    v0_1, v0_3,
+    WitCandidates, WitContext, WitDecisions, WitHolders, WitPolicyError, WitRequest, WitSurface,
+    WitSurfaceSet, v0_1, v0_3,
 };
 use crate::error::{CallError, DeadlineClock, LoadError};
 use crate::limits::Limits;
@@ -61,7 +62,7 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct CallOutcome {
     /// The decisions, one entry per candidate in each column.
-    pub decisions: crate::bindings::WitDecisions,
+    pub decisions: WitDecisions,
     /// Resources used.
     pub usage: Usage,
 }
@@ -78,12 +79,20 @@ struct Template {
     /// at most [`Limits::MAX_IDLE_INSTANCES`]. Locked only to take or put
     /// one, never while guest code runs.
     idle: Mutex<Vec<Warm>>,
+    /// The `score` export, once [`check_contract`](Self::check_contract)
+    /// has checked every export's type on an instance. Scoring calls then
+    /// look the function up by this index and call it without checking its
+    /// type again: the generated bindings check the types of all exports on
+    /// every instance (a walk of the request's record type, field names
+    /// compared), and the types are those of the component, the same on
+    /// every instance of it.
+    score: Option<ComponentExportIndex>,
 }
 
 /// An instance with its store, and the calls it has served.
-struct Warm {
+struct Warm<I = Instance> {
     store: Store<CallState>,
-    instance: Instance,
+    instance: I,
     calls: u32,
 }
 
@@ -98,12 +107,49 @@ enum Pre {
     V0_3(v0_3::ScoringPolicyPre<CallState>),
 }
 
-/// A fresh instance of a [`Pre`].
-enum Instance {
+impl Pre {
+    /// The component pre-instantiated, whatever the version.
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<CallState> {
+        match self {
+            Pre::Current(p) => p.instance_pre(),
+            Pre::V0_1(p) => p.instance_pre(),
+            Pre::V0_3(p) => p.instance_pre(),
+        }
+    }
+}
+
+/// Calls `func` with `params`, as the bindings call an export.
+///
+/// # Safety
+/// `func`'s type must be `Params -> R` (checked by the caller some other
+/// way: [`TypedFunc::new_unchecked`]).
+unsafe fn call_unchecked<Params, R>(
+    func: wasmtime::component::Func,
+    store: &mut Store<CallState>,
+    params: Params,
+) -> wasmtime::Result<R>
+where
+    Params: ComponentNamedList + Lower,
+    (R,): ComponentNamedList + Lift,
+{
+    // SAFETY: the caller's.
+    let typed = unsafe { TypedFunc::<Params, (R,)>::new_unchecked(func) };
+    let (out,) = typed.call(&mut *store, params)?;
+    Ok(out)
+}
+
+/// A fresh instance of a [`Pre`] seen through its bindings, which check
+/// the exports' types when they make it (loading: the metadata and the
+/// settings check).
+enum Typed {
     Current(ScoringPolicy),
     V0_1(v0_1::ScoringPolicy),
     V0_3(v0_3::ScoringPolicy),
 }
+
+/// An instance a request is scored on: the component instance itself, its
+/// `score` export called by index (see [`Template::score`]).
+type Instance = wasmtime::component::Instance;
 
 /// The columnar request one policy receives ([`Policy::batch`]), in the
 /// contract version it was built against.
@@ -232,7 +278,7 @@ impl Policy {
         }
         check_header(wasm)?;
         let digest = crate::cache::digest(wasm);
-        let template = Template::compile(runtime, wasm, &digest, limits)?;
+        let mut template = Template::compile(runtime, wasm, &digest, limits)?;
         // Until the policy has named itself, its log lines carry its digest.
         let loading: Arc<str> = Arc::from(digest.as_str());
         template.check_contract(&loading)?;
@@ -427,28 +473,7 @@ impl Policy {
             .set_hostcall_fuel(template.limits.transfer_bytes_for(count));
         let ran = template.run(&mut warm, |instance, store| {
             let settings = &self.settings_json;
-            let policy = |e: WitPolicyError| CallError::Policy(policy_error_text(&e));
-            let out = match (instance, &batch.0) {
-                (Instance::Current(i), BatchKind::Current(r)) => i
-                    .oasis_policy_policy()
-                    .call_score(&mut *store, settings, r)?
-                    .map_err(policy),
-                (Instance::V0_1(i), BatchKind::V0_1(r)) => i
-                    .oasis_policy_policy()
-                    .call_score(&mut *store, settings, r)?
-                    .map(v0_1::decisions)
-                    .map_err(|e| policy(v0_1::policy_error(e))),
-                // A buffer of the wrong length is invalid output, like a
-                // column of the wrong length in the typed contracts.
-                (Instance::V0_3(i), BatchKind::V0_3(r, _)) => i
-                    .oasis_policy_policy()
-                    .call_score(&mut *store, settings, r)?
-                    .map_err(|e| policy(v0_3::policy_error(e)))
-                    .and_then(|d| v0_3::decisions(d, count).map_err(CallError::InvalidOutput)),
-                _ => {
-                    wasmtime::bail!("a request of one contract version for a policy of another")
-                }
-            };
+            let out = template.call_checked_score(instance, store, settings, &batch.0, count)?;
             // Only asked when the engine meters fuel: otherwise `get_fuel`
             // builds an error, which captures a backtrace when
             // RUST_BACKTRACE is set (23% of a call's time, measured).
@@ -599,6 +624,7 @@ impl Template {
             runtime: runtime.clone(),
             limits,
             idle: Mutex::new(Vec::new()),
+            score: None,
         })
     }
 
@@ -614,15 +640,15 @@ impl Template {
     /// The policy's `describe` answer.
     fn describe(&self, label: &Arc<str>) -> Result<Metadata, CallError> {
         self.with_instance(label, 0, 0, |instance, store| match instance {
-            Instance::Current(i) => i
+            Typed::Current(i) => i
                 .oasis_policy_policy()
                 .call_describe(&mut *store)
                 .map(crate::bindings::metadata),
-            Instance::V0_1(i) => i
+            Typed::V0_1(i) => i
                 .oasis_policy_policy()
                 .call_describe(&mut *store)
                 .map(v0_1::metadata),
-            Instance::V0_3(i) => i
+            Typed::V0_3(i) => i
                 .oasis_policy_policy()
                 .call_describe(&mut *store)
                 .map(v0_3::metadata),
@@ -637,14 +663,14 @@ impl Template {
         settings_json: &str,
     ) -> Result<Result<(), String>, CallError> {
         let verdict = self.with_instance(label, 0, 0, |instance, store| match instance {
-            Instance::Current(i) => i
+            Typed::Current(i) => i
                 .oasis_policy_policy()
                 .call_validate_settings(&mut *store, settings_json),
-            Instance::V0_1(i) => i
+            Typed::V0_1(i) => i
                 .oasis_policy_policy()
                 .call_validate_settings(&mut *store, settings_json)
                 .map(|r| r.map_err(v0_1::policy_error)),
-            Instance::V0_3(i) => i
+            Typed::V0_3(i) => i
                 .oasis_policy_policy()
                 .call_validate_settings(&mut *store, settings_json)
                 .map(|r| r.map_err(v0_3::policy_error)),
@@ -658,17 +684,14 @@ impl Template {
     /// happened in the first call and read as a transient instantiation
     /// failure. A mismatch is [`LoadError::WrongContract`]; an instance that
     /// cannot be created is the `instantiate` validation stage.
-    fn check_contract(&self, label: &Arc<str>) -> Result<(), LoadError> {
+    /// Once they pass, [`score`](Self::score) is set.
+    fn check_contract(&mut self, label: &Arc<str>) -> Result<(), LoadError> {
         let invalid = |error| LoadError::Validation {
             stage: "instantiate",
             error,
         };
         let mut store = self.store(label, 0, 0).map_err(invalid)?;
-        let instance_pre = match &self.pre {
-            Pre::Current(p) => p.instance_pre(),
-            Pre::V0_1(p) => p.instance_pre(),
-            Pre::V0_3(p) => p.instance_pre(),
-        };
+        let instance_pre = self.pre.instance_pre();
         let instance = match instance_pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => {
@@ -698,6 +721,72 @@ impl Template {
                 self.contract(),
                 &e,
             )
+        })?;
+        let component = instance_pre.component();
+        let export = format!("oasis:policy/policy@{}", self.contract());
+        self.score = component
+            .get_export_index(None, export.as_str())
+            .and_then(|policy| component.get_export_index(Some(&policy), "score"));
+        Ok(())
+    }
+
+    /// Calls the `score` export of `instance`, looked up by its index and
+    /// called without checking its type again (see [`Template::score`]).
+    fn call_checked_score(
+        &self,
+        instance: &wasmtime::component::Instance,
+        store: &mut Store<CallState>,
+        settings: &str,
+        batch: &BatchKind,
+        count: usize,
+    ) -> wasmtime::Result<Result<WitDecisions, CallError>> {
+        let Some(func) = self
+            .score
+            .as_ref()
+            .and_then(|index| instance.get_func(&mut *store, index))
+        else {
+            // Not reached: a `Policy` is made only after `check_contract`.
+            wasmtime::bail!("the component's exports were not checked");
+        };
+        let policy = |e: WitPolicyError| CallError::Policy(policy_error_text(&e));
+        // SAFETY (each arm): `self.score` is set only after
+        // `check_contract` checked the type of every export of this
+        // component, `score`'s among them, against the bindings of the
+        // contract version `self.pre` was made for; each arm calls it with
+        // that version's types (the request's version is the policy's:
+        // `Policy::batch`).
+        Ok(match (&self.pre, batch) {
+            (Pre::Current(_), BatchKind::Current(r)) => unsafe {
+                call_unchecked::<(&str, &WitRequest), Result<WitDecisions, WitPolicyError>>(
+                    func,
+                    store,
+                    (settings, r),
+                )
+            }?
+            .map_err(policy),
+            (Pre::V0_1(_), BatchKind::V0_1(r)) => unsafe {
+                call_unchecked::<
+                    (&str, &v0_1::oasis::policy::types::Request),
+                    Result<
+                        v0_1::oasis::policy::types::Decisions,
+                        v0_1::exports::oasis::policy::policy::PolicyError,
+                    >,
+                >(func, store, (settings, r))
+            }?
+            .map(v0_1::decisions)
+            .map_err(|e| policy(v0_1::policy_error(e))),
+            (Pre::V0_3(_), BatchKind::V0_3(r, _)) => unsafe {
+                call_unchecked::<
+                    (&str, &v0_3::oasis::policy::types::Request),
+                    Result<
+                        v0_3::oasis::policy::types::Decisions,
+                        v0_3::exports::oasis::policy::policy::PolicyError,
+                    >,
+                >(func, store, (settings, r))
+            }?
+            .map_err(|e| policy(v0_3::policy_error(e)))
+            .and_then(|d| v0_3::decisions(d, count).map_err(CallError::InvalidOutput)),
+            _ => wasmtime::bail!("a request of one contract version for a policy of another"),
         })
     }
 
@@ -757,21 +846,35 @@ impl Template {
         label: &Arc<str>,
         timestamp_ms: i64,
         seed: u64,
-        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Typed, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let mut warm = self.fresh(label, timestamp_ms, seed)?;
+        let mut warm = self.fresh_with(label, timestamp_ms, seed, |pre, store| match pre {
+            Pre::Current(p) => p.instantiate(store).map(Typed::Current),
+            Pre::V0_1(p) => p.instantiate(store).map(Typed::V0_1),
+            Pre::V0_3(p) => p.instantiate(store).map(Typed::V0_3),
+        })?;
         self.run(&mut warm, f)
     }
 
-    /// A fresh instance in a fresh [`store`](Self::store); an instantiation
-    /// failure classified.
+    /// A fresh instance to score on (the bindings' type checks skipped:
+    /// see [`Template::score`]).
     fn fresh(&self, label: &Arc<str>, timestamp_ms: i64, seed: u64) -> Result<Warm, CallError> {
+        self.fresh_with(label, timestamp_ms, seed, |pre, store| {
+            pre.instance_pre().instantiate(store)
+        })
+    }
+
+    /// A fresh instance in a fresh [`store`](Self::store), made by
+    /// `instantiate`; an instantiation failure classified.
+    fn fresh_with<I>(
+        &self,
+        label: &Arc<str>,
+        timestamp_ms: i64,
+        seed: u64,
+        instantiate: impl FnOnce(&Pre, &mut Store<CallState>) -> wasmtime::Result<I>,
+    ) -> Result<Warm<I>, CallError> {
         let mut store = self.store(label, timestamp_ms, seed)?;
-        let instance = match &self.pre {
-            Pre::Current(p) => p.instantiate(&mut store).map(Instance::Current),
-            Pre::V0_1(p) => p.instantiate(&mut store).map(Instance::V0_1),
-            Pre::V0_3(p) => p.instantiate(&mut store).map(Instance::V0_3),
-        };
+        let instance = instantiate(&self.pre, &mut store);
         match instance {
             Ok(instance) => Ok(Warm {
                 store,
@@ -824,10 +927,10 @@ impl Template {
 
     /// Runs `f` on `warm`, counts the call, forwards its stdout/stderr and
     /// classifies a failure.
-    fn run<R>(
+    fn run<I, R>(
         &self,
-        warm: &mut Warm,
-        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
+        warm: &mut Warm<I>,
+        f: impl FnOnce(&I, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         warm.calls += 1;
         let result = f(&warm.instance, &mut warm.store).map_err(Failure::Run);

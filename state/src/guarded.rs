@@ -791,13 +791,27 @@ impl Guarded {
         }
     }
 
+    /// Keeps what a read returned as the last-known values. Runs on every
+    /// scored request: a key already kept (most are: the same campaigns and
+    /// holders come back request after request) is updated in place,
+    /// without allocating its key again.
     fn remember(&self, q: &StateQuery<'_>, snap: &StateSnapshot) {
         let mut lk = self.inner.last_known.lock();
         for (c, state) in q.campaigns.iter().zip(&snap.campaigns) {
-            lk.campaigns.put((*c).to_string(), *state);
+            match lk.campaigns.get_mut(*c) {
+                Some(kept) => *kept = *state,
+                None => {
+                    lk.campaigns.put((*c).to_string(), *state);
+                }
+            }
         }
         for (h, share) in q.holders.iter().zip(&snap.exposure_share_7d) {
-            lk.holders.put((*h).to_string(), *share);
+            match lk.holders.get_mut(*h) {
+                Some(kept) => *kept = *share,
+                None => {
+                    lk.holders.put((*h).to_string(), *share);
+                }
+            }
         }
     }
 

@@ -432,3 +432,45 @@ async fn embedded_events_are_refused_not_held_in_memory_while_writes_overrun() {
     assert_eq!(h.counters.events_buffered, 0);
     assert!(h.counters.events_refused >= 10, "{:?}", h.counters);
 }
+
+/// The last-known values are those of the latest successful read: a
+/// campaign already kept is updated, not left at its first value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_known_values_follow_the_latest_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Arc::new(Switch {
+        inner: EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap(),
+        down: AtomicBool::new(false),
+        calls: AtomicU64::new(0),
+        slow: AtomicBool::new(false),
+    });
+    let guard = Guarded::new(switch.clone(), GuardConfig::default());
+    let q = query(&["c1", "c2"], &["h1"]);
+    let first = guard.read(&q).await;
+    assert_eq!(first.source, Source::Store);
+    assert_eq!(first.campaigns[0].value().unwrap().delivered, 0);
+    let events: Vec<DeliveryEvent> = (0..2)
+        .map(|i| impression(&format!("e{i}"), T0 + i, "l1", "t1").campaign("c1"))
+        .collect();
+    switch.inner.record(&events).await.unwrap();
+    let second = guard.read(&q).await;
+    assert_eq!(second.campaigns[0].value().unwrap().delivered, 2);
+
+    switch.down.store(true, Ordering::SeqCst);
+    let down = guard.read(&q).await;
+    assert_eq!(down.source, Source::LastKnown);
+    assert_eq!(
+        down.campaigns,
+        second
+            .campaigns
+            .iter()
+            .map(|c| Sourced::LastKnown(*c.value().unwrap()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        down.exposure_share_7d,
+        vec![Sourced::LastKnown(
+            *second.exposure_share_7d[0].value().unwrap()
+        )]
+    );
+}
