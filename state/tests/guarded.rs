@@ -185,6 +185,16 @@ struct Switch {
 }
 
 impl Switch {
+    /// A switch, on, over a new embedded store in `dir`.
+    fn up(dir: &std::path::Path) -> Arc<Switch> {
+        Arc::new(Switch {
+            inner: EmbeddedStore::open(EmbeddedConfig::new(dir)).unwrap(),
+            down: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            slow: AtomicBool::new(false),
+        })
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
@@ -226,12 +236,7 @@ impl StateStore for Switch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_skips_the_store_queue_overflows_and_flushes_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Arc::new(Switch {
-        inner: EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap(),
-        down: AtomicBool::new(false),
-        calls: AtomicU64::new(0),
-        slow: AtomicBool::new(false),
-    });
+    let switch = Switch::up(dir.path());
     let guard = Guarded::new(
         switch.clone(),
         GuardConfig {
@@ -307,12 +312,7 @@ async fn breaker_skips_the_store_queue_overflows_and_flushes_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_occasional_slow_read_falls_back_without_stopping_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Arc::new(Switch {
-        inner: EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap(),
-        down: AtomicBool::new(false),
-        calls: AtomicU64::new(0),
-        slow: AtomicBool::new(false),
-    });
+    let switch = Switch::up(dir.path());
     let guard = Guarded::new(
         switch.clone(),
         GuardConfig {
@@ -438,12 +438,7 @@ async fn embedded_events_are_refused_not_held_in_memory_while_writes_overrun() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_known_values_follow_the_latest_read() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Arc::new(Switch {
-        inner: EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap(),
-        down: AtomicBool::new(false),
-        calls: AtomicU64::new(0),
-        slow: AtomicBool::new(false),
-    });
+    let switch = Switch::up(dir.path());
     let guard = Guarded::new(switch.clone(), GuardConfig::default());
     let q = query(&["c1", "c2"], &["h1"]);
     let first = guard.read(&q).await;

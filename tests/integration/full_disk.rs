@@ -103,14 +103,7 @@ async fn full_disk(format: &str) {
         tokio::spawn(async move {
             let (mut seen, mut last, mut gauge) = (None, Value::Null, false);
             while !done.load(Ordering::Relaxed) {
-                let m = client
-                    .get(format!("{url}/metrics"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let m = metrics_text(&client, &url).await;
                 gauge |= metric(&m, "oasis_decision_log_paused") == 1.0;
                 let v: Value = client
                     .get(format!("{url}/v1/policies"))
@@ -209,14 +202,7 @@ async fn full_disk(format: &str) {
     };
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = metrics_text(&client, &url).await;
         if counted(&metrics) >= ok as f64 {
             break;
         }
@@ -257,4 +243,16 @@ async fn full_disk(format: &str) {
         .collect();
     assert!(parquet || !files.is_empty());
     assert!(files.iter().all(|&n| n <= FILE_LIMIT), "{files:?}");
+}
+
+/// The server's `/metrics` text.
+async fn metrics_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
