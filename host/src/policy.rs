@@ -775,6 +775,8 @@ impl Template {
             }?
             .map(v0_1::decisions)
             .map_err(|e| policy(v0_1::policy_error(e))),
+            // A buffer of the wrong length is invalid output, like a column
+            // of the wrong length in the typed contracts.
             (Pre::V0_3(_), BatchKind::V0_3(r, _)) => unsafe {
                 call_unchecked::<
                     (&str, &v0_3::oasis::policy::types::Request),
