@@ -724,9 +724,20 @@ impl Template {
         })?;
         let component = instance_pre.component();
         let export = format!("oasis:policy/policy@{}", self.contract());
-        self.score = component
+        let score = component
             .get_export_index(None, export.as_str())
             .and_then(|policy| component.get_export_index(Some(&policy), "score"));
+        // Checked above through the bindings; refused here rather than by
+        // every call should the lookup by name ever disagree with them.
+        let Some(score) = score else {
+            return Err(wrong_contract(
+                component,
+                self.runtime.engine(),
+                self.contract(),
+                &wasmtime::Error::msg(format!("no `score` function in `{export}`")),
+            ));
+        };
+        self.score = Some(score);
         Ok(())
     }
 
