@@ -11,7 +11,7 @@
 //! request's candidates cycled, ids made unique, their own 6 features) and
 //! each component named on the command line (looked up in `WD`, default
 //! `target/guests/wasm32-wasip2/policy`), prints the best mean of 7 rounds
-//! of 2,000 calls (`oasis::Policy::call`: fresh instance, call, checks).
+//! of 2,000 calls, the components' rounds interleaved (`oasis::Policy::call`: fresh instance, call, checks).
 //! Run it from the repository root.
 
 use std::path::PathBuf;
@@ -48,26 +48,33 @@ fn main() -> anyhow::Result<()> {
         request["candidates"] = candidates.into();
         let body = serde_json::to_vec(&request)?;
         let req = request::parse(&body)?.validate(2000)?;
+        // A generous deadline: a busy machine must not turn a measurement
+        // into a timeout.
+        let limits = Limits {
+            deadline: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let mut loaded = Vec::new();
         for name in std::env::args().skip(1) {
-            // A generous deadline: a busy machine must not turn a
-            // measurement into a timeout.
-            let limits = Limits {
-                deadline: Duration::from_secs(2),
-                ..Limits::default()
-            };
-            let policy = Policy::load_file(&runtime, &dir.join(&name), "{}", limits)
+            let policy = Policy::load_file(&runtime, &dir.join(&name), "{}", limits.clone())
                 .map_err(|e| anyhow::anyhow!("loading {name}: {e}"))?;
             let batch = policy.batch(&req);
-            let mut best = f64::MAX;
-            for _ in 0..7 {
+            loaded.push((name, policy, batch, f64::MAX));
+        }
+        // Rounds interleaved across the components: on a machine whose
+        // speed drifts, A and B see the same drift.
+        for _ in 0..7 {
+            for (name, policy, batch, best) in &mut loaded {
                 let started = Instant::now();
                 for _ in 0..2000 {
                     policy
-                        .call(&batch)
+                        .call(batch)
                         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
                 }
-                best = best.min(started.elapsed().as_secs_f64() / 2000.0 * 1e6);
+                *best = best.min(started.elapsed().as_secs_f64() / 2000.0 * 1e6);
             }
+        }
+        for (name, _, _, best) in &loaded {
             println!("{name} n={n} {best:.2} us");
         }
     }

@@ -13,7 +13,10 @@
 //! 4. throughput and p50/p99 over HTTP and gRPC at a fixed concurrency
 //!    against `oasis serve` and against a native baseline server built from
 //!    the same crates (`oasis-bench native-server`), load from `pzn-client`
-//!    in a separate process; and open-loop p99 at 50% and 80% of the peak;
+//!    in a separate process, the two servers' closed loops in interleaved
+//!    pairs (the median pair's ratio is the throughput figure) with each
+//!    server's CPU time per request; and open-loop p99 at 50% and 80% of the
+//!    peak;
 //! 5. startup with 20 policies, cold and from the compile cache, and the
 //!    server's peak RSS under load;
 //! 6. the measurable tactics, and the targets table with pass or miss and,
@@ -68,6 +71,10 @@ enum Cmd {
         /// Closed-loop concurrency.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Interleaved Oasis/native closed-loop pairs per transport (the
+        /// throughput ratio is the median pair's).
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
         /// Skip the serving runs (in-process figures only).
         #[arg(long)]
         no_serving: bool,
@@ -161,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             wasm_dir,
             duration,
             concurrency,
+            pairs,
             no_serving,
             no_startup,
             label,
@@ -182,6 +190,7 @@ fn main() -> anyhow::Result<()> {
                         wasm_dir,
                         duration,
                         concurrency,
+                        pairs,
                         scratch: scratch.clone(),
                     },
                     !no_startup,
@@ -330,26 +339,47 @@ fn report(
              the native baseline server (`oasis-bench native-server`: same parsing, validation, \
              batch and encoding, policy called natively, no chain/metrics/logs). 300 candidates, \
              the five routes in rotation, closed loop at concurrency {concurrency}, {duration} s \
-             after 1 s of warm-up; open loop at 50% and 80% of the closed loop's rate, latency \
-             from the scheduled send time.\n"
+             after a 1 s warm-up run, in interleaved Oasis/native pairs (both servers up, who \
+             goes first alternating); open loop at 50% and 80% of Oasis's median closed-loop \
+             rate, latency from the scheduled send time. Server CPU = the server process's \
+             user + system time over the measured run (`/proc/<pid>/stat`) per request.\n"
         );
         let _ = writeln!(
             s,
-            "| run | req/s | p50 | p99 | server-reported mean | non-200 | load average at start |"
+            "| run | req/s | p50 | p99 | server-reported mean | server CPU / request | non-200 | load average at start |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
         for r in &sv.runs {
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.2} ms | {:.2} ms | {} us | {} | {} |",
+                "| {} | {:.0} | {:.2} ms | {:.2} ms | {} us | {} | {} | {} |",
                 r.label,
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
                 f(r.server_us),
+                if r.server_cpu_us.is_finite() {
+                    format!("{} us", f(r.server_cpu_us))
+                } else {
+                    "-".into()
+                },
                 r.failed,
                 r.load
             );
+        }
+        for transport in ["HTTP", "gRPC"] {
+            if let Some((pairs, median)) = sv.median_pair(transport) {
+                let ratios: Vec<String> = pairs
+                    .iter()
+                    .map(|p| format!("{:.0}%", 100.0 * p.ratio()))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "\n{transport} pairs, Oasis / native req/s: {} (median {:.0}%).",
+                    ratios.join(", "),
+                    100.0 * median.ratio()
+                );
+            }
         }
         let _ = writeln!(s, "\n## 5. Startup and memory\n");
         match sv.startup {
@@ -428,23 +458,34 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
         return t;
     };
     for transport in ["HTTP", "gRPC"] {
-        let o = sv.run(&format!("oasis {transport} closed loop"));
-        let n = sv.run(&format!("native {transport} closed loop"));
-        match (o, n) {
-            (Some(o), Some(n)) => t.push(throughput(
-                transport,
-                o.rps,
-                n.rps,
-                format!(
-                    "per request the server reports {} us (Oasis) vs {} us (native), mean; the \
-                     difference is the component call (fresh instance, copy in, wasm) plus the \
-                     chain, metrics and logs, on 2 cores shared with the client (load average {})",
-                    f(o.server_us),
-                    f(n.server_us),
-                    o.load
-                ),
-            )),
-            _ => t.push(Target::not_measured(
+        match sv.median_pair(transport) {
+            Some((pairs, median)) => {
+                let (o, n) = (&median.oasis, &median.native);
+                let all: Vec<String> = pairs
+                    .iter()
+                    .map(|p| format!("{:.0}%", 100.0 * p.ratio()))
+                    .collect();
+                t.push(throughput(
+                    transport,
+                    o.rps,
+                    n.rps,
+                    format!(
+                        "median of {} interleaved pairs ({}); in that pair the server's CPU per \
+                         request was {} us (Oasis) vs {} us (native), its reported time {} vs \
+                         {} us: the difference is the component call (fresh instance, copy in, \
+                         wasm) plus the chain, metrics and logs, on 2 cores shared with the \
+                         client (load average {})",
+                        pairs.len(),
+                        all.join(", "),
+                        f(o.server_cpu_us),
+                        f(n.server_cpu_us),
+                        f(o.server_us),
+                        f(n.server_us),
+                        o.load
+                    ),
+                ))
+            }
+            None => t.push(Target::not_measured(
                 &format!("{transport} throughput vs native server"),
                 ">= 90% of native".into(),
                 "a load run failed (see Problems)".into(),
@@ -452,7 +493,7 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
         }
     }
     for transport in ["HTTP", "gRPC"] {
-        let peak = sv.run(&format!("oasis {transport} closed loop"));
+        let peak = sv.median_pair(transport).map(|(_, m)| &m.oasis);
         match (sv.run(&format!("oasis {transport} open loop 80%")), peak) {
             (Some(r), Some(peak)) => t.push(p99_at_80(
                 transport,

@@ -2,8 +2,17 @@
 //! on the bundled deployment and the native baseline server
 //! (`oasis-bench native-server`), loaded by `pzn-client` (closed loop at a
 //! fixed concurrency, then open loop at 50% and 80% of the closed loop's
-//! peak); the server's own `timing.server_us`; its peak RSS (`VmHWM`); and
-//! the startup time of 20 policies, cold and from the compile cache.
+//! peak); the server's own `timing.server_us` and its CPU time per request
+//! (from `/proc`); its peak RSS (`VmHWM`); and the startup time of 20
+//! policies, cold and from the compile cache.
+//!
+//! **Throughput in interleaved pairs.** Both servers run side by side (an
+//! idle server costs nothing) and the closed loops alternate: Oasis then
+//! native, native then Oasis, and so on, `pairs` times per transport. This
+//! machine's speed drifts by tens of percent within minutes (a shared VM),
+//! so two runs minutes apart compare the drift as much as the servers; the
+//! ratio of each pair is taken and the median pair reported, every pair
+//! beside it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,6 +37,8 @@ pub struct Setup {
     pub duration: f64,
     /// Closed-loop concurrency.
     pub concurrency: usize,
+    /// Interleaved Oasis/native closed-loop pairs per transport.
+    pub pairs: usize,
     /// Scratch directory (policy directories, caches).
     pub scratch: PathBuf,
 }
@@ -47,6 +58,11 @@ pub struct LoadRun {
     pub server_us: f64,
     /// Requests that did not get a 200.
     pub failed: u64,
+    /// Requests sent in the measured run.
+    pub requests: u64,
+    /// The server process's CPU time (user + system) per request over the
+    /// measured run, µs; NaN when not read.
+    pub server_cpu_us: f64,
     /// Load average when the run started.
     pub load: String,
 }
@@ -63,16 +79,38 @@ impl LoadRun {
             p99_ms: v["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
             server_us: v["server_us_mean"].as_f64().unwrap_or(f64::NAN),
             failed: requests.saturating_sub(ok),
+            requests,
+            server_cpu_us: f64::NAN,
             load,
         }
+    }
+}
+
+/// One interleaved closed-loop pair ([module docs](self)).
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// "HTTP" or "gRPC".
+    pub transport: &'static str,
+    /// Oasis's run.
+    pub oasis: LoadRun,
+    /// The native server's run.
+    pub native: LoadRun,
+}
+
+impl Pair {
+    /// Oasis's throughput as a share of the native server's.
+    pub fn ratio(&self) -> f64 {
+        self.oasis.rps / self.native.rps
     }
 }
 
 /// Everything measured over sockets.
 #[derive(Debug, Default)]
 pub struct Serving {
-    /// Closed- and open-loop runs, Oasis and native.
+    /// Closed- and open-loop runs, Oasis and native, in the order run.
     pub runs: Vec<LoadRun>,
+    /// The closed-loop runs as interleaved pairs.
+    pub pairs: Vec<Pair>,
     /// Server-reported time, Oasis, one client at a time: (transport,
     /// candidates, mean server_us).
     pub server_time: Vec<(&'static str, usize, f64)>,
@@ -91,6 +129,42 @@ impl Serving {
     pub fn run(&self, label: &str) -> Option<&LoadRun> {
         self.runs.iter().find(|r| r.label == label)
     }
+
+    /// `transport`'s pairs, and the one whose ratio is the median (the
+    /// lower middle one of an even count).
+    pub fn median_pair(&self, transport: &str) -> Option<(Vec<&Pair>, &Pair)> {
+        let pairs: Vec<&Pair> = self
+            .pairs
+            .iter()
+            .filter(|p| p.transport == transport && p.ratio().is_finite())
+            .collect();
+        let mut sorted = pairs.clone();
+        sorted.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        let median = *sorted.get(sorted.len().checked_sub(1)? / 2)?;
+        Some((pairs, median))
+    }
+}
+
+/// Linux's `USER_HZ`: the unit of `/proc/<pid>/stat`'s CPU times (100 on
+/// every architecture Linux builds for today).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system) process `pid` has used so far, seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(parse_cpu_ticks(&stat)? as f64 / USER_HZ)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line, in
+/// clock ticks. The command name (field 2) is in parentheses and may hold
+/// spaces or parentheses itself, so the fields are counted from its last
+/// `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 is the first after ')'
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// `/proc/loadavg`'s first three fields.
@@ -247,45 +321,86 @@ fn target_args(http: SocketAddr, grpc: SocketAddr, transport: &str) -> Vec<Strin
     }
 }
 
-fn load_runs(
-    setup: &Setup,
-    who: &str,
-    http: SocketAddr,
-    grpc: SocketAddr,
-    open_loop: bool,
-    out: &mut Serving,
-) {
+/// One closed-loop run of `args` against the server `pid`: a 1-second
+/// warm-up run first (not measured), then the measured run, with the
+/// server's CPU time per request read from `/proc` around it.
+fn closed_loop(setup: &Setup, label: &str, pid: u32, args: &[String]) -> anyhow::Result<LoadRun> {
+    let mut warm = args.to_vec();
+    warm.extend([
+        "--concurrency".into(),
+        setup.concurrency.to_string(),
+        "--duration".into(),
+        "1".into(),
+    ]);
+    pzn(setup, &warm)?;
+    let mut args = args.to_vec();
+    args.extend([
+        "--concurrency".into(),
+        setup.concurrency.to_string(),
+        "--duration".into(),
+        setup.duration.to_string(),
+    ]);
+    eprintln!("serving: {label}");
+    let load = loadavg();
+    let before = cpu_seconds(pid);
+    let v = pzn(setup, &args)?;
+    let after = cpu_seconds(pid);
+    let mut run = LoadRun::from_json(label, load, &v);
+    if let (Some(a), Some(b)) = (before, after)
+        && run.requests > 0
+    {
+        run.server_cpu_us = (b - a) * 1e6 / run.requests as f64;
+    }
+    Ok(run)
+}
+
+/// The interleaved closed-loop pairs ([module docs](self)), per transport.
+fn paired_runs(setup: &Setup, oasis: &Endpoints, native: &Endpoints, out: &mut Serving) {
+    for round in 0..setup.pairs.max(1) {
+        for transport in ["HTTP", "gRPC"] {
+            // Alternate who goes first, so that a drift within a pair
+            // favours neither side over the rounds.
+            let order = if round % 2 == 0 {
+                [("oasis", oasis), ("native", native)]
+            } else {
+                [("native", native), ("oasis", oasis)]
+            };
+            let mut runs: [Option<LoadRun>; 2] = [None, None];
+            for (who, ep) in order {
+                let label = format!("{who} {transport} closed loop, pair {}", round + 1);
+                let args = target_args(ep.http, ep.grpc, transport);
+                match closed_loop(setup, &label, ep.pid, &args) {
+                    Ok(r) => {
+                        out.runs.push(r.clone());
+                        runs[usize::from(who == "native")] = Some(r);
+                    }
+                    Err(e) => out.problems.push(format!("{label}: {e:#}")),
+                }
+            }
+            if let [Some(o), Some(n)] = runs {
+                out.pairs.push(Pair {
+                    transport,
+                    oasis: o,
+                    native: n,
+                });
+            }
+        }
+    }
+}
+
+/// Oasis's open loops at 50% and 80% of its median closed-loop rate.
+fn open_loops(setup: &Setup, oasis: &Endpoints, out: &mut Serving) {
     for transport in ["HTTP", "gRPC"] {
-        let mut args = target_args(http, grpc, transport);
-        args.extend([
-            "--concurrency".into(),
-            setup.concurrency.to_string(),
-            "--duration".into(),
-            setup.duration.to_string(),
-            "--warmup".into(),
-            "1".into(),
-        ]);
-        let label = format!("{who} {transport} closed loop");
-        eprintln!("serving: {label}");
-        let load = loadavg();
-        let peak = match pzn(setup, &args) {
-            Ok(v) => {
-                let r = LoadRun::from_json(&label, load, &v);
-                let rps = r.rps;
-                out.runs.push(r);
-                rps
-            }
-            Err(e) => {
-                out.problems.push(format!("{label}: {e:#}"));
-                continue;
-            }
+        let Some((_, median)) = out.median_pair(transport) else {
+            continue;
         };
-        if !open_loop || peak.is_nan() || peak <= 0.0 {
+        let peak = median.oasis.rps;
+        if !peak.is_finite() || peak <= 0.0 {
             continue;
         }
         for share in [50u32, 80] {
             let rate = peak * share as f64 / 100.0;
-            let mut args = target_args(http, grpc, transport);
+            let mut args = target_args(oasis.http, oasis.grpc, transport);
             args.extend([
                 "--rate".into(),
                 format!("{rate:.1}"),
@@ -294,7 +409,7 @@ fn load_runs(
                 "--warmup".into(),
                 "1".into(),
             ]);
-            let label = format!("{who} {transport} open loop {share}%");
+            let label = format!("oasis {transport} open loop {share}%");
             eprintln!("serving: {label} ({rate:.0} req/s)");
             let load = loadavg();
             match pzn(setup, &args) {
@@ -305,15 +420,19 @@ fn load_runs(
     }
 }
 
+/// A running server's addresses and process id.
+struct Endpoints {
+    http: SocketAddr,
+    grpc: SocketAddr,
+    pid: u32,
+}
+
 /// Runs the serving section; progress on stderr. Failures are recorded in
 /// [`Serving::problems`] rather than aborting the report.
 pub fn run(setup: &Setup, startup: bool) -> Serving {
     let mut out = Serving::default();
-    if let Err(e) = oasis_runs(setup, &mut out) {
-        out.problems.push(format!("oasis serve: {e:#}"));
-    }
-    if let Err(e) = native_runs(setup, &mut out) {
-        out.problems.push(format!("native server: {e:#}"));
+    if let Err(e) = both_servers(setup, &mut out) {
+        out.problems.push(format!("serving: {e:#}"));
     }
     if startup {
         match startup_runs(setup) {
@@ -324,24 +443,67 @@ pub fn run(setup: &Setup, startup: bool) -> Serving {
     out
 }
 
-fn oasis_runs(setup: &Setup, out: &mut Serving) -> anyhow::Result<()> {
+/// Starts `oasis serve` on the bundled deployment and the native server,
+/// then runs Oasis's one-at-a-time server times, the interleaved pairs and
+/// Oasis's open loops; both servers' peak RSS at the end.
+fn both_servers(setup: &Setup, out: &mut Serving) -> anyhow::Result<()> {
     let dir = bundled_dir(setup)?;
     let cache = setup.scratch.join("cache-serve");
     std::fs::create_dir_all(&cache)?;
     let (http, grpc) = (free_addr()?, free_addr()?);
-    let mut server = start_oasis(setup, &dir, &cache, http, Some(grpc))?;
+    let mut oasis = start_oasis(setup, &dir, &cache, http, Some(grpc))?;
     wait_ready(
-        &mut server.child,
+        &mut oasis.child,
         http,
         Instant::now(),
         Duration::from_secs(300),
     )?;
-    // The server's own time, one request at a time (no queueing).
+    let oasis_ep = Endpoints {
+        http,
+        grpc,
+        pid: oasis.child.id(),
+    };
+    server_times(setup, &oasis_ep, out);
+
+    let (http, grpc) = (free_addr()?, free_addr()?);
+    let child = Command::new(&setup.me)
+        .arg("native-server")
+        .arg("--root")
+        .arg(&setup.root)
+        .arg("--listen")
+        .arg(http.to_string())
+        .arg("--grpc-listen")
+        .arg(grpc.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut native = Server { child };
+    wait_ready(
+        &mut native.child,
+        http,
+        Instant::now(),
+        Duration::from_secs(30),
+    )?;
+    let native_ep = Endpoints {
+        http,
+        grpc,
+        pid: native.child.id(),
+    };
+
+    paired_runs(setup, &oasis_ep, &native_ep, out);
+    open_loops(setup, &oasis_ep, out);
+    out.oasis_vmhwm_kb = vmhwm_kb(oasis_ep.pid);
+    out.native_vmhwm_kb = vmhwm_kb(native_ep.pid);
+    Ok(())
+}
+
+/// The server's own time, one request at a time (no queueing).
+fn server_times(setup: &Setup, oasis: &Endpoints, out: &mut Serving) {
     for transport in ["JSON", "gRPC"] {
         for n in [300usize, 1000] {
             let mut args = target_args(
-                http,
-                grpc,
+                oasis.http,
+                oasis.grpc,
                 if transport == "gRPC" { "gRPC" } else { "HTTP" },
             );
             args.extend([
@@ -369,34 +531,6 @@ fn oasis_runs(setup: &Setup, out: &mut Serving) -> anyhow::Result<()> {
             }
         }
     }
-    load_runs(setup, "oasis", http, grpc, true, out);
-    out.oasis_vmhwm_kb = vmhwm_kb(server.child.id());
-    Ok(())
-}
-
-fn native_runs(setup: &Setup, out: &mut Serving) -> anyhow::Result<()> {
-    let (http, grpc) = (free_addr()?, free_addr()?);
-    let child = Command::new(&setup.me)
-        .arg("native-server")
-        .arg("--root")
-        .arg(&setup.root)
-        .arg("--listen")
-        .arg(http.to_string())
-        .arg("--grpc-listen")
-        .arg(grpc.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut server = Server { child };
-    wait_ready(
-        &mut server.child,
-        http,
-        Instant::now(),
-        Duration::from_secs(30),
-    )?;
-    load_runs(setup, "native", http, grpc, false, out);
-    out.native_vmhwm_kb = vmhwm_kb(server.child.id());
-    Ok(())
 }
 
 /// Appends a custom section to a component, which changes its digest (so
@@ -474,6 +608,53 @@ mod tests {
         assert_eq!(r.server_us, 812.0);
         let empty = LoadRun::from_json("x", "1.0".into(), &serde_json::json!({}));
         assert!(empty.rps.is_nan());
+    }
+
+    #[test]
+    fn cpu_ticks_from_proc_stat() {
+        // A command name with a space and a parenthesis: fields are counted
+        // from the last ')'.
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1200 0 3 0 \
+                    1234 56 0 0 20 0 9 0 100 1000000 2000 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 56));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1 2"), None);
+        let me = cpu_seconds(std::process::id()).expect("this process's stat");
+        assert!(me >= 0.0);
+    }
+
+    #[test]
+    fn the_median_pair_is_the_middle_ratio() {
+        let run = |rps: f64| LoadRun {
+            rps,
+            ..LoadRun::default()
+        };
+        let pair = |transport, o, n| Pair {
+            transport,
+            oasis: run(o),
+            native: run(n),
+        };
+        let sv = Serving {
+            pairs: vec![
+                pair("HTTP", 90.0, 100.0),
+                pair("HTTP", 70.0, 100.0),
+                pair("gRPC", 10.0, 100.0),
+                pair("HTTP", 85.0, 100.0),
+                pair("HTTP", 1.0, 0.0),
+            ],
+            ..Serving::default()
+        };
+        let (all, median) = sv.median_pair("HTTP").unwrap();
+        // The pair with no native throughput (an infinite ratio) is left out.
+        assert_eq!(all.len(), 3);
+        assert_eq!(median.oasis.rps, 85.0);
+        let (_, g) = sv.median_pair("gRPC").unwrap();
+        assert_eq!(g.oasis.rps, 10.0);
+        assert!(sv.median_pair("HTTP/3").is_none());
+        let even = Serving {
+            pairs: vec![pair("HTTP", 90.0, 100.0), pair("HTTP", 80.0, 100.0)],
+            ..Serving::default()
+        };
+        assert_eq!(even.median_pair("HTTP").unwrap().1.oasis.rps, 80.0);
     }
 
     #[test]
