@@ -188,12 +188,13 @@ async fn call(
     let invoked = if arm::runs_inline(arm, res.inline_under) {
         // A policy whose calls have been quick: on this thread, holding
         // the permits and the CPU slot until it returns (arm's docs).
-        let invoked = span.in_scope(|| arm::invoke_inline(arm, req));
+        let invoked = span.in_scope(|| arm::invoke_inline(arm, req, res.inline_under));
         drop((permits, in_use, slot));
         arm.metrics.ran_inline();
         invoked
     } else {
-        let invoke = arm::invoke(arm, req, (permits, in_use)).instrument(span.clone());
+        let invoke =
+            arm::invoke(arm, req, (permits, in_use), res.inline_under).instrument(span.clone());
         let invoked = match slot {
             Some(slot) => slot.run(invoke, || arm.metrics.demoted()).await,
             None => invoke.await,

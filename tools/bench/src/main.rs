@@ -115,6 +115,39 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Server CPU per request under the closed loop, two servers side by
+    /// side in interleaved pairs: an `oasis` build against another one
+    /// (`--against`) or against the native server (the A/B of a serving
+    /// change; run it through `scripts/serve-cpu`).
+    ServeCpu {
+        /// Repository root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// The `oasis` binary measured (A).
+        #[arg(long)]
+        oasis: PathBuf,
+        /// A second `oasis` binary (B); the native server when absent.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// The `pzn-client` binary.
+        #[arg(long)]
+        pzn_client: PathBuf,
+        /// Directory of the built example components (`scripts/build-policies`).
+        #[arg(long)]
+        wasm_dir: PathBuf,
+        /// Seconds per measured run.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Closed-loop concurrency.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Pairs per transport.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Only this transport (`http` or `grpc`); both by default.
+        #[arg(long)]
+        transport: Option<String>,
+    },
     /// Serves the bundled routes with the policies called natively (the
     /// serving ceiling) until killed.
     NativeServer {
@@ -147,6 +180,43 @@ fn main() -> anyhow::Result<()> {
                 "\nLoad average (1, 5, 15 min) at start {load}, at the end {}.",
                 serving::loadavg()
             );
+            Ok(())
+        }
+        Cmd::ServeCpu {
+            root,
+            oasis,
+            against,
+            pzn_client,
+            wasm_dir,
+            duration,
+            concurrency,
+            pairs,
+            transport,
+        } => {
+            let transports: &[&'static str] = match transport.as_deref() {
+                None => &["HTTP", "gRPC"],
+                Some("http") => &["HTTP"],
+                Some("grpc") => &["gRPC"],
+                Some(other) => anyhow::bail!("--transport {other}: expected http or grpc"),
+            };
+            let scratch = tempdir()?;
+            let report = serving::serve_cpu(
+                &serving::Setup {
+                    root,
+                    oasis,
+                    pzn_client,
+                    me: std::env::current_exe()?,
+                    wasm_dir,
+                    duration,
+                    concurrency,
+                    pairs,
+                    scratch: scratch.clone(),
+                },
+                against.as_deref(),
+                transports,
+            );
+            let _ = std::fs::remove_dir_all(&scratch);
+            print!("{}", report?);
             Ok(())
         }
         Cmd::ParquetDecode { file, rounds } => {

@@ -251,8 +251,8 @@ impl Drop for Server {
 
 /// A policy directory with the bundled deployment: the example manifests
 /// and routes, and the built components.
-fn bundled_dir(setup: &Setup) -> anyhow::Result<PathBuf> {
-    let dir = setup.scratch.join("policies");
+fn bundled_dir(setup: &Setup, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = setup.scratch.join(name);
     std::fs::create_dir_all(&dir)?;
     for e in std::fs::read_dir(setup.root.join("examples/policies"))? {
         let p = e?.path();
@@ -268,13 +268,13 @@ fn bundled_dir(setup: &Setup) -> anyhow::Result<PathBuf> {
 }
 
 fn start_oasis(
-    setup: &Setup,
+    binary: &Path,
     policies: &Path,
     cache: &Path,
     http: SocketAddr,
     grpc: Option<SocketAddr>,
 ) -> anyhow::Result<Server> {
-    let mut cmd = Command::new(&setup.oasis);
+    let mut cmd = Command::new(binary);
     cmd.arg("serve")
         .arg("--policies")
         .arg(policies)
@@ -447,24 +447,41 @@ pub fn run(setup: &Setup, startup: bool) -> Serving {
 /// then runs Oasis's one-at-a-time server times, the interleaved pairs and
 /// Oasis's open loops; both servers' peak RSS at the end.
 fn both_servers(setup: &Setup, out: &mut Serving) -> anyhow::Result<()> {
-    let dir = bundled_dir(setup)?;
+    let dir = bundled_dir(setup, "policies")?;
     let cache = setup.scratch.join("cache-serve");
     std::fs::create_dir_all(&cache)?;
+    let (_oasis, oasis_ep) = ready_oasis(&setup.oasis, &dir, &cache)?;
+    server_times(setup, &oasis_ep, out);
+
+    let (_native, native_ep) = start_native(setup)?;
+
+    paired_runs(setup, &oasis_ep, &native_ep, out);
+    open_loops(setup, &oasis_ep, out);
+    out.oasis_vmhwm_kb = vmhwm_kb(oasis_ep.pid);
+    out.native_vmhwm_kb = vmhwm_kb(native_ep.pid);
+    Ok(())
+}
+
+/// `binary serve` on `policies`, ready; killed when the [`Server`] drops.
+fn ready_oasis(
+    binary: &Path,
+    policies: &Path,
+    cache: &Path,
+) -> anyhow::Result<(Server, Endpoints)> {
     let (http, grpc) = (free_addr()?, free_addr()?);
-    let mut oasis = start_oasis(setup, &dir, &cache, http, Some(grpc))?;
+    let mut server = start_oasis(binary, policies, cache, http, Some(grpc))?;
     wait_ready(
-        &mut oasis.child,
+        &mut server.child,
         http,
         Instant::now(),
         Duration::from_secs(300),
     )?;
-    let oasis_ep = Endpoints {
-        http,
-        grpc,
-        pid: oasis.child.id(),
-    };
-    server_times(setup, &oasis_ep, out);
+    let pid = server.child.id();
+    Ok((server, Endpoints { http, grpc, pid }))
+}
 
+/// The native baseline server, ready; killed when the [`Server`] drops.
+fn start_native(setup: &Setup) -> anyhow::Result<(Server, Endpoints)> {
     let (http, grpc) = (free_addr()?, free_addr()?);
     let child = Command::new(&setup.me)
         .arg("native-server")
@@ -477,24 +494,123 @@ fn both_servers(setup: &Setup, out: &mut Serving) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut native = Server { child };
+    let mut server = Server { child };
     wait_ready(
-        &mut native.child,
+        &mut server.child,
         http,
         Instant::now(),
         Duration::from_secs(30),
     )?;
-    let native_ep = Endpoints {
-        http,
-        grpc,
-        pid: native.child.id(),
-    };
+    let pid = server.child.id();
+    Ok((server, Endpoints { http, grpc, pid }))
+}
 
-    paired_runs(setup, &oasis_ep, &native_ep, out);
-    open_loops(setup, &oasis_ep, out);
-    out.oasis_vmhwm_kb = vmhwm_kb(oasis_ep.pid);
-    out.native_vmhwm_kb = vmhwm_kb(native_ep.pid);
-    Ok(())
+/// `oasis-bench serve-cpu`: the closed loop against two servers side by
+/// side, interleaved as in [`run`]'s pairs — `setup.oasis` (A) against a
+/// second `oasis` build (`against`) or, without one, the native server
+/// (B) — `setup.pairs` pairs per transport. The Markdown report has every
+/// run's req/s and server CPU per request, and per transport the medians
+/// and the median pair's ratios: an A/B of a change to the serving path in
+/// one command, on a machine whose speed drifts between runs.
+pub fn serve_cpu(
+    setup: &Setup,
+    against: Option<&Path>,
+    transports: &[&'static str],
+) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    // Each server its own copy: a policy directory is served by one
+    // server at a time (it takes the directory's lock).
+    let (_a, a) = ready_oasis(
+        &setup.oasis,
+        &bundled_dir(setup, "policies-a")?,
+        &setup.scratch.join("cache-a"),
+    )?;
+    let (_b, b) = match against {
+        Some(bin) => ready_oasis(
+            bin,
+            &bundled_dir(setup, "policies-b")?,
+            &setup.scratch.join("cache-b"),
+        )?,
+        None => start_native(setup)?,
+    };
+    let b_name = match against {
+        Some(bin) => bin.display().to_string(),
+        None => "native server".into(),
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "A = {}, B = {b_name}; bundled deployment, 300 candidates, closed loop at concurrency \
+         {}, {} s per run after a 1 s warm-up run; load average at start {}.\n",
+        setup.oasis.display(),
+        setup.concurrency,
+        setup.duration,
+        loadavg()
+    );
+    let _ = writeln!(
+        s,
+        "| run | req/s | server CPU / request | p50 | p99 | non-200 |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let mut pairs: Vec<Pair> = Vec::new();
+    for round in 0..setup.pairs.max(1) {
+        for &transport in transports {
+            let order = if round % 2 == 0 {
+                [("A", &a), ("B", &b)]
+            } else {
+                [("B", &b), ("A", &a)]
+            };
+            let mut runs: [Option<LoadRun>; 2] = [None, None];
+            for (who, ep) in order {
+                let label = format!("{who} {transport}, pair {}", round + 1);
+                let r = closed_loop(
+                    setup,
+                    &label,
+                    ep.pid,
+                    &target_args(ep.http, ep.grpc, transport),
+                )?;
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {:.1} us | {:.2} ms | {:.2} ms | {} |",
+                    r.label, r.rps, r.server_cpu_us, r.p50_ms, r.p99_ms, r.failed
+                );
+                runs[usize::from(who == "B")] = Some(r);
+            }
+            if let [Some(a), Some(b)] = runs {
+                pairs.push(Pair {
+                    transport,
+                    oasis: a,
+                    native: b,
+                });
+            }
+        }
+    }
+    let _ = writeln!(s);
+    for &transport in transports {
+        let mine: Vec<&Pair> = pairs.iter().filter(|p| p.transport == transport).collect();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len().saturating_sub(1) / 2)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let cpu_a = median(mine.iter().map(|p| p.oasis.server_cpu_us).collect());
+        let cpu_b = median(mine.iter().map(|p| p.native.server_cpu_us).collect());
+        let rps = median(mine.iter().map(|p| p.ratio()).collect());
+        let cpu = median(
+            mine.iter()
+                .map(|p| p.oasis.server_cpu_us / p.native.server_cpu_us)
+                .collect(),
+        );
+        let _ = writeln!(
+            s,
+            "{transport}: server CPU per request, median A {cpu_a:.1} us, B {cpu_b:.1} us; \
+             median pair A/B: CPU {:.1}%, req/s {:.1}%.",
+            100.0 * cpu,
+            100.0 * rps
+        );
+    }
+    Ok(s)
 }
 
 /// The server's own time, one request at a time (no queueing).
@@ -586,7 +702,7 @@ fn startup_runs(setup: &Setup) -> anyhow::Result<(f64, f64)> {
         eprintln!("startup: 20 policies, {what} (load average {})", loadavg());
         let http = free_addr()?;
         let since = Instant::now();
-        let mut server = start_oasis(setup, &dir, &cache, http, None)?;
+        let mut server = start_oasis(&setup.oasis, &dir, &cache, http, None)?;
         let t = wait_ready(&mut server.child, http, since, Duration::from_secs(300))?;
         times.push(t.as_secs_f64());
     }
