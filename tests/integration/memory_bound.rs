@@ -37,12 +37,16 @@ async fn the_aliasing_attack_at_full_concurrency_stays_within_the_memory_bound()
     const CONCURRENCY: u64 = 16;
     const MEMORY_MB: u64 = 16;
     let dir = tempfile::tempdir().unwrap();
+    // A long queue timeout: the calls share the machine's few CPU slots,
+    // and on a loaded machine a wait past the default 50 ms answered 503
+    // `overloaded` (the documented backpressure, not what this test is
+    // about: every attack must reach the policy and be answered).
     install(
         dir.path(),
         "alias",
         ADVERSARIAL,
         &format!(
-            "[limits]\ndeadline_ms = 1000\nmemory_mb = {MEMORY_MB}\nmax_concurrency = {CONCURRENCY}\nmax_queue = 64\n[settings]\nattack = \"alias-log\"\n"
+            "[limits]\ndeadline_ms = 1000\nmemory_mb = {MEMORY_MB}\nmax_concurrency = {CONCURRENCY}\nmax_queue = 64\nqueue_timeout_ms = 10000\n[settings]\nattack = \"alias-log\"\n"
         ),
     );
     install(dir.path(), "base", BASELINE, "");
