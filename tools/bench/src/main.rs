@@ -53,24 +53,8 @@ struct Args {
 enum Cmd {
     /// Runs every measurement and prints the report (Markdown).
     Run {
-        /// Repository root.
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
-        /// The `oasis` binary (release build).
-        #[arg(long)]
-        oasis: PathBuf,
-        /// The `pzn-client` binary (release build).
-        #[arg(long)]
-        pzn_client: PathBuf,
-        /// Directory of the built example components (`scripts/build-policies`).
-        #[arg(long)]
-        wasm_dir: PathBuf,
-        /// Seconds per measured load run.
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-        /// Closed-loop concurrency.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
+        #[command(flatten)]
+        serve: ServeArgs,
         /// Interleaved Oasis/native closed-loop pairs per transport (the
         /// throughput ratio is the median pair's).
         #[arg(long, default_value_t = 3)]
@@ -120,27 +104,12 @@ enum Cmd {
     /// (`--against`) or against the native server (the A/B of a serving
     /// change; run it through `scripts/serve-cpu`).
     ServeCpu {
-        /// Repository root.
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
-        /// The `oasis` binary measured (A).
-        #[arg(long)]
-        oasis: PathBuf,
-        /// A second `oasis` binary (B); the native server when absent.
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// A second `oasis` binary (B) to measure `--oasis` (A) against;
+        /// the native server when absent.
         #[arg(long)]
         against: Option<PathBuf>,
-        /// The `pzn-client` binary.
-        #[arg(long)]
-        pzn_client: PathBuf,
-        /// Directory of the built example components (`scripts/build-policies`).
-        #[arg(long)]
-        wasm_dir: PathBuf,
-        /// Seconds per measured run.
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-        /// Closed-loop concurrency.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
         /// Pairs per transport.
         #[arg(long, default_value_t = 5)]
         pairs: usize,
@@ -163,6 +132,46 @@ enum Cmd {
     },
 }
 
+/// What the serving runs start and how they load it (`run`, `serve-cpu`).
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Repository root.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// The `oasis` binary (release build; A of `serve-cpu`).
+    #[arg(long)]
+    oasis: PathBuf,
+    /// The `pzn-client` binary (release build).
+    #[arg(long)]
+    pzn_client: PathBuf,
+    /// Directory of the built example components (`scripts/build-policies`).
+    #[arg(long)]
+    wasm_dir: PathBuf,
+    /// Seconds per measured load run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Closed-loop concurrency.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+impl ServeArgs {
+    /// The serving runs' setup, with `pairs` pairs and `scratch` space.
+    fn setup(self, pairs: usize, scratch: PathBuf) -> anyhow::Result<serving::Setup> {
+        Ok(serving::Setup {
+            root: self.root,
+            oasis: self.oasis,
+            pzn_client: self.pzn_client,
+            me: std::env::current_exe()?,
+            wasm_dir: self.wasm_dir,
+            duration: self.duration,
+            concurrency: self.concurrency,
+            pairs,
+            scratch,
+        })
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Instantiation {
@@ -183,13 +192,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::ServeCpu {
-            root,
-            oasis,
+            serve,
             against,
-            pzn_client,
-            wasm_dir,
-            duration,
-            concurrency,
             pairs,
             transport,
         } => {
@@ -201,17 +205,7 @@ fn main() -> anyhow::Result<()> {
             };
             let scratch = tempdir()?;
             let report = serving::serve_cpu(
-                &serving::Setup {
-                    root,
-                    oasis,
-                    pzn_client,
-                    me: std::env::current_exe()?,
-                    wasm_dir,
-                    duration,
-                    concurrency,
-                    pairs,
-                    scratch: scratch.clone(),
-                },
+                &serve.setup(pairs, scratch.clone())?,
                 against.as_deref(),
                 transports,
             );
@@ -232,12 +226,7 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(server::serve(&root, listen, grpc_listen)),
         Cmd::Run {
-            root,
-            oasis,
-            pzn_client,
-            wasm_dir,
-            duration,
-            concurrency,
+            serve,
             pairs,
             no_serving,
             no_startup,
@@ -245,24 +234,15 @@ fn main() -> anyhow::Result<()> {
         } => {
             let started = Instant::now();
             let load_start = serving::loadavg();
-            let inproc = inproc::run(&root, &wasm_dir, false)?;
+            let inproc = inproc::run(&serve.root, &serve.wasm_dir, false)?;
             let load_inproc = serving::loadavg();
+            let (concurrency, duration) = (serve.concurrency, serve.duration);
             let scratch = tempdir()?;
             let serving = if no_serving {
                 None
             } else {
                 Some(serving::run(
-                    &serving::Setup {
-                        root: root.clone(),
-                        oasis,
-                        pzn_client,
-                        me: std::env::current_exe()?,
-                        wasm_dir,
-                        duration,
-                        concurrency,
-                        pairs,
-                        scratch: scratch.clone(),
-                    },
+                    &serve.setup(pairs, scratch.clone())?,
                     !no_startup,
                 ))
             };
