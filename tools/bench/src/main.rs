@@ -510,7 +510,7 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
     for transport in ["HTTP", "gRPC"] {
         match sv.median_pair(transport) {
             Some((pairs, median)) => {
-                let (o, n) = (&median.oasis, &median.native);
+                let (o, n) = (&median.a, &median.b);
                 let all: Vec<String> = pairs
                     .iter()
                     .map(|p| format!("{:.0}%", 100.0 * p.ratio()))
@@ -543,7 +543,7 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
         }
     }
     for transport in ["HTTP", "gRPC"] {
-        let peak = sv.median_pair(transport).map(|(_, m)| &m.oasis);
+        let peak = sv.median_pair(transport).map(|(_, m)| &m.a);
         match (sv.run(&format!("oasis {transport} open loop 80%")), peak) {
             (Some(r), Some(peak)) => t.push(p99_at_80(
                 transport,

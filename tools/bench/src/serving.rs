@@ -91,17 +91,27 @@ impl LoadRun {
 pub struct Pair {
     /// "HTTP" or "gRPC".
     pub transport: &'static str,
-    /// Oasis's run.
-    pub oasis: LoadRun,
-    /// The native server's run.
-    pub native: LoadRun,
+    /// The run of the Oasis build measured.
+    pub a: LoadRun,
+    /// The run of what it is compared with: the native server (or, in
+    /// [`serve_cpu`], possibly another Oasis build).
+    pub b: LoadRun,
 }
 
 impl Pair {
-    /// Oasis's throughput as a share of the native server's.
+    /// A's throughput as a share of B's.
     pub fn ratio(&self) -> f64 {
-        self.oasis.rps / self.native.rps
+        self.a.rps / self.b.rps
     }
+}
+
+/// The median of `v` (the lower middle value of an even count); NaN when
+/// empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 /// Everything measured over sockets.
@@ -354,38 +364,65 @@ fn closed_loop(setup: &Setup, label: &str, pid: u32, args: &[String]) -> anyhow:
     Ok(run)
 }
 
-/// The interleaved closed-loop pairs ([module docs](self)), per transport.
-fn paired_runs(setup: &Setup, oasis: &Endpoints, native: &Endpoints, out: &mut Serving) {
+/// What [`interleaved`] measured: every run in the order run, the pairs
+/// both of whose runs succeeded, and the runs that failed.
+#[derive(Debug, Default)]
+struct Interleaved {
+    runs: Vec<LoadRun>,
+    pairs: Vec<Pair>,
+    problems: Vec<String>,
+}
+
+/// The interleaved closed-loop pairs ([module docs](self)): `setup.pairs`
+/// rounds over `transports`, A (`a`, named `a_name` in the labels) against
+/// B, who goes first alternating from round to round so that a drift
+/// within a pair favours neither side over the rounds.
+fn interleaved(
+    setup: &Setup,
+    (a_name, a): (&str, &Endpoints),
+    (b_name, b): (&str, &Endpoints),
+    transports: &[&'static str],
+) -> Interleaved {
+    let mut out = Interleaved::default();
     for round in 0..setup.pairs.max(1) {
-        for transport in ["HTTP", "gRPC"] {
-            // Alternate who goes first, so that a drift within a pair
-            // favours neither side over the rounds.
+        for &transport in transports {
             let order = if round % 2 == 0 {
-                [("oasis", oasis), ("native", native)]
+                [(a_name, a, 0), (b_name, b, 1)]
             } else {
-                [("native", native), ("oasis", oasis)]
+                [(b_name, b, 1), (a_name, a, 0)]
             };
             let mut runs: [Option<LoadRun>; 2] = [None, None];
-            for (who, ep) in order {
-                let label = format!("{who} {transport} closed loop, pair {}", round + 1);
+            for (name, ep, side) in order {
+                let label = format!("{name} {transport} closed loop, pair {}", round + 1);
                 let args = target_args(ep.http, ep.grpc, transport);
                 match closed_loop(setup, &label, ep.pid, &args) {
                     Ok(r) => {
                         out.runs.push(r.clone());
-                        runs[usize::from(who == "native")] = Some(r);
+                        runs[side] = Some(r);
                     }
                     Err(e) => out.problems.push(format!("{label}: {e:#}")),
                 }
             }
-            if let [Some(o), Some(n)] = runs {
-                out.pairs.push(Pair {
-                    transport,
-                    oasis: o,
-                    native: n,
-                });
+            if let [Some(a), Some(b)] = runs {
+                out.pairs.push(Pair { transport, a, b });
             }
         }
     }
+    out
+}
+
+/// `scripts/bench`'s pairs: Oasis against the native server, both
+/// transports.
+fn paired_runs(setup: &Setup, oasis: &Endpoints, native: &Endpoints, out: &mut Serving) {
+    let i = interleaved(
+        setup,
+        ("oasis", oasis),
+        ("native", native),
+        &["HTTP", "gRPC"],
+    );
+    out.runs.extend(i.runs);
+    out.pairs.extend(i.pairs);
+    out.problems.extend(i.problems);
 }
 
 /// Oasis's open loops at 50% and 80% of its median closed-loop rate.
@@ -394,7 +431,7 @@ fn open_loops(setup: &Setup, oasis: &Endpoints, out: &mut Serving) {
         let Some((_, median)) = out.median_pair(transport) else {
             continue;
         };
-        let peak = median.oasis.rps;
+        let peak = median.a.rps;
         if !peak.is_finite() || peak <= 0.0 {
             continue;
         }
@@ -552,64 +589,45 @@ pub fn serve_cpu(
         "| run | req/s | server CPU / request | p50 | p99 | non-200 |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
-    let mut pairs: Vec<Pair> = Vec::new();
-    for round in 0..setup.pairs.max(1) {
-        for &transport in transports {
-            let order = if round % 2 == 0 {
-                [("A", &a), ("B", &b)]
-            } else {
-                [("B", &b), ("A", &a)]
-            };
-            let mut runs: [Option<LoadRun>; 2] = [None, None];
-            for (who, ep) in order {
-                let label = format!("{who} {transport}, pair {}", round + 1);
-                let r = closed_loop(
-                    setup,
-                    &label,
-                    ep.pid,
-                    &target_args(ep.http, ep.grpc, transport),
-                )?;
-                let _ = writeln!(
-                    s,
-                    "| {} | {:.0} | {:.1} us | {:.2} ms | {:.2} ms | {} |",
-                    r.label, r.rps, r.server_cpu_us, r.p50_ms, r.p99_ms, r.failed
-                );
-                runs[usize::from(who == "B")] = Some(r);
-            }
-            if let [Some(a), Some(b)] = runs {
-                pairs.push(Pair {
-                    transport,
-                    oasis: a,
-                    native: b,
-                });
-            }
-        }
+    let measured = interleaved(setup, ("A", &a), ("B", &b), transports);
+    for r in &measured.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.1} us | {:.2} ms | {:.2} ms | {} |",
+            r.label, r.rps, r.server_cpu_us, r.p50_ms, r.p99_ms, r.failed
+        );
     }
     let _ = writeln!(s);
     for &transport in transports {
-        let mine: Vec<&Pair> = pairs.iter().filter(|p| p.transport == transport).collect();
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len().saturating_sub(1) / 2)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        let cpu_a = median(mine.iter().map(|p| p.oasis.server_cpu_us).collect());
-        let cpu_b = median(mine.iter().map(|p| p.native.server_cpu_us).collect());
-        let rps = median(mine.iter().map(|p| p.ratio()).collect());
+        let mine: Vec<&Pair> = measured
+            .pairs
+            .iter()
+            .filter(|p| p.transport == transport)
+            .collect();
+        let cpu_a = median(mine.iter().map(|p| p.a.server_cpu_us).collect());
+        let cpu_b = median(mine.iter().map(|p| p.b.server_cpu_us).collect());
         let cpu = median(
             mine.iter()
-                .map(|p| p.oasis.server_cpu_us / p.native.server_cpu_us)
+                .map(|p| p.a.server_cpu_us / p.b.server_cpu_us)
                 .collect(),
         );
+        let rps = median(mine.iter().map(|p| p.ratio()).collect());
         let _ = writeln!(
             s,
             "{transport}: server CPU per request, median A {cpu_a:.1} us, B {cpu_b:.1} us; \
-             median pair A/B: CPU {:.1}%, req/s {:.1}%.",
+             median of the pairs' A/B ratios: CPU {:.1}%, req/s {:.1}%.",
             100.0 * cpu,
             100.0 * rps
         );
     }
+    for p in &measured.problems {
+        let _ = writeln!(s, "\nProblem: {p}");
+    }
+    anyhow::ensure!(
+        !measured.pairs.is_empty(),
+        "no pair was measured:\n{}",
+        measured.problems.join("\n")
+    );
     Ok(s)
 }
 
@@ -744,10 +762,10 @@ mod tests {
             rps,
             ..LoadRun::default()
         };
-        let pair = |transport, o, n| Pair {
+        let pair = |transport, a, b| Pair {
             transport,
-            oasis: run(o),
-            native: run(n),
+            a: run(a),
+            b: run(b),
         };
         let sv = Serving {
             pairs: vec![
@@ -762,15 +780,22 @@ mod tests {
         let (all, median) = sv.median_pair("HTTP").unwrap();
         // The pair with no native throughput (an infinite ratio) is left out.
         assert_eq!(all.len(), 3);
-        assert_eq!(median.oasis.rps, 85.0);
+        assert_eq!(median.a.rps, 85.0);
         let (_, g) = sv.median_pair("gRPC").unwrap();
-        assert_eq!(g.oasis.rps, 10.0);
+        assert_eq!(g.a.rps, 10.0);
         assert!(sv.median_pair("HTTP/3").is_none());
         let even = Serving {
             pairs: vec![pair("HTTP", 90.0, 100.0), pair("HTTP", 80.0, 100.0)],
             ..Serving::default()
         };
-        assert_eq!(even.median_pair("HTTP").unwrap().1.oasis.rps, 80.0);
+        assert_eq!(even.median_pair("HTTP").unwrap().1.a.rps, 80.0);
+    }
+
+    #[test]
+    fn median_of_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.0);
+        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]
