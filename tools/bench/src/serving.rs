@@ -506,13 +506,20 @@ fn ready_oasis(
     cache: &Path,
 ) -> anyhow::Result<(Server, Endpoints)> {
     let (http, grpc) = (free_addr()?, free_addr()?);
-    let mut server = start_oasis(binary, policies, cache, http, Some(grpc))?;
-    wait_ready(
-        &mut server.child,
-        http,
-        Instant::now(),
-        Duration::from_secs(300),
-    )?;
+    let server = start_oasis(binary, policies, cache, http, Some(grpc))?;
+    // Compiling the bundled policies cold takes a while on 2 cores.
+    ready(server, http, grpc, Duration::from_secs(300))
+}
+
+/// `server` (listening on `http` and `grpc`) once `/readyz` answers 200,
+/// within `limit`.
+fn ready(
+    mut server: Server,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    limit: Duration,
+) -> anyhow::Result<(Server, Endpoints)> {
+    wait_ready(&mut server.child, http, Instant::now(), limit)?;
     let pid = server.child.id();
     Ok((server, Endpoints { http, grpc, pid }))
 }
@@ -531,15 +538,7 @@ fn start_native(setup: &Setup) -> anyhow::Result<(Server, Endpoints)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let mut server = Server { child };
-    wait_ready(
-        &mut server.child,
-        http,
-        Instant::now(),
-        Duration::from_secs(30),
-    )?;
-    let pid = server.child.id();
-    Ok((server, Endpoints { http, grpc, pid }))
+    ready(Server { child }, http, grpc, Duration::from_secs(30))
 }
 
 /// `oasis-bench serve-cpu`: the closed loop against two servers side by
