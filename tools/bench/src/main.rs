@@ -479,7 +479,7 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
         ));
     }
     t.push(isolation(ip.isolation_us, ip.native_empty_us));
-    for (transport, limit) in [("gRPC", 250.0), ("JSON", 400.0)] {
+    for (transport, limit) in [("gRPC", GRPC_END_TO_END_US), ("JSON", JSON_END_TO_END_US)] {
         match ip
             .e2e
             .iter()
@@ -537,7 +537,7 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
             }
             None => t.push(Target::not_measured(
                 &format!("{transport} throughput vs native server"),
-                ">= 90% of native".into(),
+                throughput_goal(),
                 "a load run failed (see Problems)".into(),
             )),
         }

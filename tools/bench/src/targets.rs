@@ -1,5 +1,22 @@
-//! The targets of issue 9 and their evaluation: each measured figure
-//! against its limit, pass or miss, and for a miss the measured reason.
+//! The targets and their evaluation: each measured figure against its
+//! limit, pass or miss, and for a miss the measured reason.
+//!
+//! The limits are issue 21's where it set them (isolation, end to end,
+//! throughput: the open issue's "done when", so the report's PASS/MISS is
+//! the issue's verdict) and issue 9's elsewhere (policy call, p99 at 80% of
+//! peak, startup). Issue 9 had asked for isolation <= 10 us, JSON end to
+//! end <= 400 us and throughput >= 90%; issue 21 re-set them after the
+//! measured breakdown of what isolation costs.
+
+/// Isolation (fresh instance + empty call) at most this, µs (issue 21).
+pub const ISOLATION_US: f64 = 15.0;
+/// gRPC end-to-end server time at 1000 × 30 at most this, µs (issue 21).
+pub const GRPC_END_TO_END_US: f64 = 250.0;
+/// JSON end-to-end server time at 1000 × 30 at most this, µs (issue 21).
+pub const JSON_END_TO_END_US: f64 = 600.0;
+/// Throughput through Oasis at least this share of the native baseline
+/// server's, on HTTP and on gRPC (issue 21).
+pub const THROUGHPUT_SHARE: f64 = 0.85;
 
 use std::fmt::Write;
 
@@ -108,13 +125,13 @@ pub fn policy_call(policy: &str, native_us: f64, wasm_us: f64, isolation_us: f64
     )
 }
 
-/// Isolation overhead (instantiate + empty call) at most 10 µs.
+/// Isolation overhead (instantiate + empty call) at most [`ISOLATION_US`].
 pub fn isolation(us: f64, native_empty_us: f64) -> Target {
     Target::at_most(
         "isolation overhead (instantiate + empty call)",
-        "<= 10 us".into(),
+        format!("<= {ISOLATION_US:.0} us"),
         us,
-        10.0,
+        ISOLATION_US,
         format!("{us:.1} us (native empty call {native_empty_us:.2} us)"),
         || {
             format!(
@@ -143,14 +160,20 @@ pub fn end_to_end(transport: &str, us: f64, limit: f64, decode_us: f64, call_us:
     )
 }
 
-/// Throughput through Oasis at least 90% of the native baseline server's.
+/// The throughput target's goal, in words.
+pub fn throughput_goal() -> String {
+    format!(">= {:.0}% of native", 100.0 * THROUGHPUT_SHARE)
+}
+
+/// Throughput through Oasis at least [`THROUGHPUT_SHARE`] of the native
+/// baseline server's.
 pub fn throughput(transport: &str, oasis_rps: f64, native_rps: f64, why: String) -> Target {
     let ratio = oasis_rps / native_rps;
     Target::at_least(
         &format!("{transport} throughput vs native server"),
-        ">= 90% of native".into(),
+        throughput_goal(),
         ratio,
-        0.9,
+        THROUGHPUT_SHARE,
         format!(
             "{oasis_rps:.0} / {native_rps:.0} req/s = {:.0}%",
             100.0 * ratio
@@ -225,8 +248,9 @@ mod tests {
 
     #[test]
     fn limits_are_inclusive_and_nan_is_not_a_pass() {
-        assert_eq!(isolation(10.0, 0.1).verdict, Verdict::Pass);
-        assert!(matches!(isolation(10.01, 0.1).verdict, Verdict::Miss(_)));
+        assert_eq!(isolation(15.0, 0.1).verdict, Verdict::Pass);
+        assert!(matches!(isolation(15.01, 0.1).verdict, Verdict::Miss(_)));
+        assert_eq!(isolation(15.0, 0.1).goal, "<= 15 us");
         assert!(matches!(
             isolation(f64::NAN, 0.1).verdict,
             Verdict::NotMeasured(_)
@@ -236,14 +260,15 @@ mod tests {
     }
 
     #[test]
-    fn throughput_is_a_ratio_of_at_least_90_percent() {
+    fn throughput_is_a_ratio_of_at_least_85_percent() {
         assert_eq!(
-            throughput("HTTP", 900.0, 1000.0, String::new()).verdict,
+            throughput("HTTP", 850.0, 1000.0, String::new()).verdict,
             Verdict::Pass
         );
-        let t = throughput("HTTP", 899.0, 1000.0, "cpu".into());
+        let t = throughput("HTTP", 849.0, 1000.0, "cpu".into());
         assert_eq!(t.verdict, Verdict::Miss("cpu".into()));
-        assert!(t.measured.contains("90%"), "{}", t.measured);
+        assert!(t.measured.contains("85%"), "{}", t.measured);
+        assert_eq!(t.goal, ">= 85% of native");
         // No native figure: not a pass.
         assert!(matches!(
             throughput("HTTP", 900.0, 0.0, String::new()).verdict,
