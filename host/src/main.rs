@@ -10,6 +10,14 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: under load, a request's buffers are
+/// often freed on another tokio worker than the one that allocated them,
+/// and glibc then takes the other thread's arena lock (~3 futex calls per
+/// request measured); mimalloc frees such blocks without a lock
+/// (BENCHMARKS.md "Session 19").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     // Kept to the end: dropping it flushes buffered traces.

@@ -25,6 +25,12 @@
 //! In-process timer: the lowest mean of 7 rounds of ~40 ms of back-to-back
 //! calls (`stats::best_mean`), not criterion.
 
+/// The same allocator as `oasis` (host/src/main.rs), so that the native
+/// baseline server differs from `oasis serve` by the policy call, not by
+/// malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod engine;
 mod inproc;
 mod instantiation;
