@@ -239,6 +239,13 @@ async fn a_served_request_is_a_trace_of_its_stages_under_the_callers_span() {
     assert_eq!(attr(named["decode"], "path"), Some("one-pass"));
     assert!(!named.contains_key("validate"), "{named:?}");
     assert_eq!(attr(named["score"], "route"), Some("guarded-boost"));
+    // Route, policy and version are recorded on the span together.
+    assert_eq!(attr(named["score"], "policy"), Some("guarded-boost"));
+    assert!(
+        attr(named["score"], "version").is_some_and(|v| !v.is_empty()),
+        "{:?}",
+        named["score"]
+    );
 
     // gRPC, with the caller's span in the metadata.
     let (trace_id, parent) = ([0x5b_u8; 16], [0x28_u8; 8]);

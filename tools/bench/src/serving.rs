@@ -292,7 +292,10 @@ fn start_oasis(
         .arg(http.to_string())
         .arg("--cache-dir")
         .arg(cache)
-        .env("RUST_LOG", "warn")
+        // The server's default log level (`info`), as deployed: the
+        // `score` span's fields are part of what a request costs.
+        // (`oasis` reads `OASIS_LOG`, not `RUST_LOG`.)
+        .env_remove("OASIS_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(g) = grpc {
