@@ -203,6 +203,13 @@ pub(crate) fn precompile(
         .arg(worker.memory_bytes.to_string())
         .arg("--max-instances")
         .arg(config.max_instances.to_string())
+        // `oasis` allocates with mimalloc, which by default maps a 1 GiB
+        // arena up front: counted in `VmData` before the cap is set, so the
+        // compile would allocate inside it unchecked (the 64 MiB cap of
+        // tests/integration/compile_bounds.rs no longer held). Without the
+        // reservation each segment is mapped as needed, under
+        // `RLIMIT_DATA`.
+        .env("MIMALLOC_ARENA_RESERVE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
