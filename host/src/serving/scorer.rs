@@ -337,6 +337,7 @@ impl Scorer {
 
     /// Records the resolved route, its policy and version on the request's
     /// span (the current one, which must not be a stage's).
+    ///
     /// One `record_all` rather than three `record`s: each is a trip
     /// through the subscriber (span lookup, its extensions' lock, the fmt
     /// layer appending to the span's formatted fields).
