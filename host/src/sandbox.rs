@@ -403,8 +403,17 @@ impl CallClock {
     }
 }
 
-/// CPU time the calling thread has used.
+/// CPU time the calling thread has used; zero if the clock cannot be read
+/// (never on Linux; without the clock, time is not counted and the
+/// wall-clock ceiling ends the call).
 pub(crate) fn thread_cpu_time() -> Duration {
+    thread_cpu().unwrap_or(Duration::ZERO)
+}
+
+/// CPU time the calling thread has used (`None` if the clock cannot be
+/// read). A system call, not a vDSO read: the kernel takes the run queue's
+/// lock to bring the running task's time up to date.
+pub(crate) fn thread_cpu() -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -412,15 +421,12 @@ pub(crate) fn thread_cpu_time() -> Duration {
     // SAFETY: `ts` is a valid, writable timespec that outlives the call;
     // CLOCK_THREAD_CPUTIME_ID needs no other argument.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        // Never on Linux; without the clock, time is not counted and the
-        // wall-clock ceiling ends the call.
-        return Duration::ZERO;
-    }
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
+    (rc == 0).then(|| {
+        Duration::new(
+            ts.tv_sec.max(0) as u64,
+            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    })
 }
 
 /// Enforces the memory limit of one store and remembers whether it refused a

@@ -29,6 +29,7 @@ use crate::control::registry::ActivePolicy;
 use crate::error::CallError;
 use crate::policy::{Batch, CallOutcome};
 use crate::request::ValidRequest;
+use crate::sandbox::thread_cpu;
 
 /// One call: its result, wall time and CPU time.
 pub struct Invoked {
@@ -203,18 +204,6 @@ fn cpu_time(
         (Some(a), Some(b)) => b.saturating_sub(a),
         _ => elapsed,
     }
-}
-
-/// The CPU time this thread has used (`None` if the clock cannot be read).
-fn thread_cpu() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration;
-    // the clock id is a constant Linux always provides.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 #[cfg(test)]
