@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::stats;
+
 /// Paths and knobs of the serving runs.
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -105,15 +107,6 @@ impl Pair {
     }
 }
 
-/// The median of `v` (the lower middle value of an even count); NaN when
-/// empty.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
 /// Everything measured over sockets.
 #[derive(Debug, Default)]
 pub struct Serving {
@@ -150,7 +143,7 @@ impl Serving {
             .collect();
         let mut sorted = pairs.clone();
         sorted.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
-        let median = *sorted.get(sorted.len().checked_sub(1)? / 2)?;
+        let median = stats::percentile(&sorted, 0.5)?;
         Some((pairs, median))
     }
 }
@@ -606,14 +599,14 @@ pub fn serve_cpu(
             .iter()
             .filter(|p| p.transport == transport)
             .collect();
-        let cpu_a = median(mine.iter().map(|p| p.a.server_cpu_us).collect());
-        let cpu_b = median(mine.iter().map(|p| p.b.server_cpu_us).collect());
-        let cpu = median(
+        let cpu_a = stats::median(mine.iter().map(|p| p.a.server_cpu_us).collect());
+        let cpu_b = stats::median(mine.iter().map(|p| p.b.server_cpu_us).collect());
+        let cpu = stats::median(
             mine.iter()
                 .map(|p| p.a.server_cpu_us / p.b.server_cpu_us)
                 .collect(),
         );
-        let rps = median(mine.iter().map(|p| p.ratio()).collect());
+        let rps = stats::median(mine.iter().map(|p| p.ratio()).collect());
         let _ = writeln!(
             s,
             "{transport}: server CPU per request, median A {cpu_a:.1} us, B {cpu_b:.1} us; \
@@ -791,13 +784,6 @@ mod tests {
             ..Serving::default()
         };
         assert_eq!(even.median_pair("HTTP").unwrap().1.a.rps, 80.0);
-    }
-
-    #[test]
-    fn median_of_values() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.0);
-        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]

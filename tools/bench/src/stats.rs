@@ -14,6 +14,13 @@ pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// The median of `v`: its nearest-rank 50th percentile (the lower middle
+/// value of an even count); NaN when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5).unwrap_or(f64::NAN)
+}
+
 /// `n` single calls of `f`, each timed: their durations, ascending.
 pub fn single_calls(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     let mut t: Vec<Duration> = (0..n)
@@ -64,6 +71,13 @@ pub fn us(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.0);
+        assert!(median(Vec::new()).is_nan());
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
