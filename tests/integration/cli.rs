@@ -1244,6 +1244,8 @@ async fn scripts_serve_takes_grpc_listen_and_policies_in_place_of_its_defaults()
         }
     }
     let stderr = child.stderr.take().unwrap();
+    // The script `exec`s the server: same pid.
+    let pid = child.id();
     let _child = Kill(child);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -1277,6 +1279,16 @@ async fn scripts_serve_takes_grpc_listen_and_policies_in_place_of_its_defaults()
     assert_ne!(
         grpc, "127.0.0.1:50051",
         "the caller's address, not the default"
+    );
+    // The server runs without mimalloc's 1 GiB arena reservation
+    // (scripts/serve; BENCHMARKS.md "Session 19").
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"MIMALLOC_ARENA_RESERVE=0"),
+        "{}",
+        String::from_utf8_lossy(&environ).replace('\0', "\n")
     );
     let policies: serde_json::Value = reqwest::get(format!("http://{http}/v1/policies"))
         .await
