@@ -212,15 +212,19 @@ async fn an_operator_runs_a_canary_from_the_dashboard() {
         t.parse::<u64>().is_ok_and(|n| n > 0)
     })
     .await;
-    let card = text(&c, r#".route[data-route="radio"]"#).await;
-    assert!(
-        card.contains("guarded-boost") && card.contains("baseline"),
-        "{card}"
-    );
-    assert!(
-        text(&c, "#policies").await.contains(&v2[7..19]),
-        "versions list the upload"
-    );
+    // The page re-renders its tables as it refreshes: a one-shot read can
+    // land mid-render and see nothing, so every read of a live table polls.
+    until(
+        &c,
+        r#".route[data-route="radio"]"#,
+        "the route's chain",
+        |t| t.contains("guarded-boost") && t.contains("baseline"),
+    )
+    .await;
+    until(&c, "#policies", "the uploaded version", |t| {
+        t.contains(&v2[7..19])
+    })
+    .await;
     shot(&c, "1-routes").await;
 
     // The campaigns the traffic offers: delivery against target (the
@@ -236,12 +240,18 @@ async fn an_operator_runs_a_canary_from_the_dashboard() {
     .await
     .parse()
     .unwrap();
-    assert_eq!(text(&c, &format!("{campaign} td.delivered")).await, "2,100");
-    assert_eq!(text(&c, &format!("{campaign} td.target")).await, "8,000");
-    assert!(
-        text(&c, campaign).await.contains("request"),
-        "the source of `delivered`"
-    );
+    until(&c, &format!("{campaign} td.delivered"), "delivered", |t| {
+        t == "2,100"
+    })
+    .await;
+    until(&c, &format!("{campaign} td.target"), "the target", |t| {
+        t == "8,000"
+    })
+    .await;
+    until(&c, campaign, "the source of `delivered`", |t| {
+        t.contains("request")
+    })
+    .await;
     until(
         &c,
         &format!("{campaign} td.candidates"),
@@ -293,8 +303,13 @@ async fn an_operator_runs_a_canary_from_the_dashboard() {
         t.parse::<u64>().is_ok_and(|n| n > first)
     })
     .await;
-    let promoted = text(&c, &format!(r#"{route} tr[data-arm="canary"] td.promoted"#)).await;
-    assert!(promoted.ends_with('%'), "{promoted}");
+    until(
+        &c,
+        &format!(r#"{route} tr[data-arm="canary"] td.promoted"#),
+        "the canary's promoted share",
+        |t| t.ends_with('%'),
+    )
+    .await;
     c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     shot(&c, "2-canary-under-load").await;
 
@@ -315,7 +330,10 @@ async fn an_operator_runs_a_canary_from_the_dashboard() {
         t.contains("rollback") && t.contains("browser test: looked wrong")
     })
     .await;
-    assert!(text(&c, "#audit tbody").await.contains("canary.set"));
+    until(&c, "#audit tbody", "the canary in the audit", |t| {
+        t.contains("canary.set")
+    })
+    .await;
     assert_eq!(
         text(&c, &format!("{route} .canary")).await,
         "",
