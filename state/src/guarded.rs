@@ -794,14 +794,24 @@ impl Guarded {
     /// Keeps what a read returned as the last-known values. Runs on every
     /// scored request: a key already kept (most are: the same campaigns and
     /// holders come back request after request) is updated in place,
-    /// without allocating its key again ([`keep`]).
+    /// without allocating its key again.
     fn remember(&self, q: &StateQuery<'_>, snap: &StateSnapshot) {
         let mut lk = self.inner.last_known.lock();
         for (c, state) in q.campaigns.iter().zip(&snap.campaigns) {
-            keep(&mut lk.campaigns, c, *state);
+            match lk.campaigns.get_mut(*c) {
+                Some(kept) => *kept = *state,
+                None => {
+                    lk.campaigns.put((*c).to_string(), *state);
+                }
+            }
         }
         for (h, share) in q.holders.iter().zip(&snap.exposure_share_7d) {
-            keep(&mut lk.holders, h, *share);
+            match lk.holders.get_mut(*h) {
+                Some(kept) => *kept = *share,
+                None => {
+                    lk.holders.put((*h).to_string(), *share);
+                }
+            }
         }
     }
 
@@ -857,64 +867,5 @@ fn from_store(s: StateSnapshot) -> GuardedSnapshot {
             .into_iter()
             .map(Sourced::Store)
             .collect(),
-    }
-}
-
-/// Sets `key` to `value` in `cache`, inserting it if it is not kept.
-///
-/// An update moves the key to the front (most recently used) only once the
-/// cache is at least half full: nothing is evicted before it is full, and
-/// the move (unlinking and relinking the key's list node) for every
-/// campaign and holder of every request was most of `remember`'s time
-/// (perf, session 20). From half full on the order is exact, so a key used
-/// since the cache was half full is never evicted before one that was not.
-fn keep<V>(cache: &mut LruCache<String, V>, key: &str, value: V) {
-    let slot = if cache.len() * 2 >= cache.cap().get() {
-        cache.get_mut(key)
-    } else {
-        cache.peek_mut(key)
-    };
-    match slot {
-        Some(kept) => *kept = value,
-        None => {
-            cache.put(key.to_string(), value);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{LruCache, cap, keep};
-
-    #[test]
-    fn kept_values_are_updated_in_place_and_recent_keys_survive_eviction() {
-        // Below half full: updated, not reordered.
-        let mut c = LruCache::new(cap(10));
-        keep(&mut c, "a", 1);
-        keep(&mut c, "a", 2);
-        assert_eq!(c.peek("a"), Some(&2));
-        assert_eq!(c.len(), 1);
-        // Full: an update makes the key the most recent, so the next
-        // insertion evicts the oldest key not used since.
-        let mut c = LruCache::new(cap(4));
-        for (i, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            keep(&mut c, k, i);
-        }
-        keep(&mut c, "a", 10);
-        keep(&mut c, "e", 4);
-        assert_eq!(c.peek("a"), Some(&10), "used at full: kept");
-        assert_eq!(c.peek("b"), None, "the least recently used: evicted");
-        for k in ["c", "d", "e"] {
-            assert!(c.contains(k), "{k}");
-        }
-        // Half full (2 of 4): updates reorder from here on.
-        let mut c = LruCache::new(cap(4));
-        keep(&mut c, "a", 0);
-        keep(&mut c, "b", 0);
-        keep(&mut c, "a", 1);
-        keep(&mut c, "c", 0);
-        keep(&mut c, "d", 0);
-        keep(&mut c, "e", 0);
-        assert!(c.contains("a") && !c.contains("b"));
     }
 }
