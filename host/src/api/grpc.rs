@@ -180,14 +180,12 @@ pub async fn serve(
         .build_v1alpha()?;
     let max = state.max_body_bytes;
     let scoring = ScoringServer::new(ScoringService::new(state)).max_decoding_message_size(max);
-    // Small responses must not wait for Nagle's algorithm (tonic sets
-    // TCP_NODELAY only on listeners it binds itself).
+    // Responses must not wait for Nagle's algorithm (tonic sets
+    // TCP_NODELAY only on listeners it binds itself): the HTTP listener's
+    // setting, the same way.
     use tokio_stream::StreamExt;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        let s = s?;
-        s.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(s)
-    });
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+        .map(|s| s.map(crate::api::listener::no_delay));
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection_v1)

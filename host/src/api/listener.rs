@@ -121,14 +121,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// `stream` with Nagle's algorithm off (`TCP_NODELAY`), as the gRPC
-/// listener's: a response bigger than one segment (300 candidates are
+/// `stream` with Nagle's algorithm off (`TCP_NODELAY`), for every accepted
+/// connection of the HTTP and gRPC listeners: a response bigger than one segment (300 candidates are
 /// ~33 KB of JSON, 23 segments of 1,460 bytes) would otherwise hold its
 /// last, partial segment until the client acknowledged the ones before it,
 /// which a client delaying its acknowledgements (40 ms on Linux) turns into
 /// a 40 ms stall. Loopback's 64 KiB segments hide it; a network does not.
 /// A socket that refuses the option is served as it is.
-fn no_delay(stream: TcpStream) -> TcpStream {
+pub(crate) fn no_delay(stream: TcpStream) -> TcpStream {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }

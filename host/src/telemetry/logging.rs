@@ -75,10 +75,7 @@ pub fn filter<S>(directives: &str) -> (BoxedFilter<S>, Option<ParseError>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    // (An empty string stays EnvFilter's: its defaults, not "nothing".)
-    if !directives.trim().is_empty()
-        && let Ok(targets) = directives.parse::<Targets>()
-    {
+    if let Ok(targets) = directives.parse::<Targets>() {
         return (Box::new(targets), None);
     }
     match EnvFilter::try_new(directives) {
@@ -184,6 +181,28 @@ mod tests {
         let (lines, bad) = shown("warn,oasis=debug,[score]=trace");
         assert!(!bad);
         assert_eq!(lines, ["other warn", "oasis debug"]);
+    }
+
+    #[test]
+    fn empty_directives_mean_what_they_meant_with_env_filter() {
+        // Both read "" as no directive at all: nothing is logged.
+        let lines = Lines::default();
+        let env = tracing_subscriber::EnvFilter::try_new("").unwrap();
+        let subscriber = Registry::default().with(lines.clone().with_filter(env));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "other", "other error");
+            tracing::warn!(target: "other", "other warn");
+        });
+        let expected = lines.0.lock().unwrap().clone();
+        let (filter, bad) = super::filter::<Registry>(" ");
+        assert!(bad.is_none());
+        let lines = Lines::default();
+        let subscriber = Registry::default().with(lines.clone().with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "other", "other error");
+            tracing::warn!(target: "other", "other warn");
+        });
+        assert_eq!(*lines.0.lock().unwrap(), expected);
     }
 
     #[test]
