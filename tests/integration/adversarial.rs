@@ -449,3 +449,43 @@ fn the_deadline_counts_the_policys_cpu_time_not_waiting_for_a_core() {
     });
     assert_eq!(outcome.decisions.scores, vec![0.9, 0.5, 0.1]);
 }
+
+/// Debug value names cross the boundary exactly, whether the host keeps
+/// them inline (up to 23 bytes) or on the heap (up to the contract's 64),
+/// multi-byte characters included (`bindings::DebugName`'s own lift).
+#[test]
+fn debug_value_names_of_every_length_come_through_exactly() {
+    let policy = attack("debug-names");
+    let out = score(&policy, &small_body(true)).unwrap();
+    let got: Vec<(&str, Option<u32>, f64)> = out
+        .decisions
+        .debug
+        .iter()
+        .map(|d| (d.name.as_str(), d.candidate, d.value))
+        .collect();
+    // The guest's `DEBUG_NAMES`, value `i` on candidate `i % 3`.
+    let want = [
+        ("x", Some(0), 0.0),
+        ("twenty_three_bytes_name", Some(1), 1.0),
+        ("twenty_four_bytes_name__", Some(2), 2.0),
+        (
+            "sixty_four_bytes_name_sixty_four_bytes_name_sixty_four_bytes_nam",
+            Some(0),
+            3.0,
+        ),
+        ("naïve_ø_名前", Some(1), 4.0),
+    ];
+    assert_eq!(want[1].0.len(), 23);
+    assert_eq!(want[2].0.len(), 24);
+    assert_eq!(want[3].0.len(), oasis_contract::MAX_NAME_BYTES);
+    assert_eq!(got, want);
+}
+
+/// A debug value name that is not UTF-8 (what a guest in another language
+/// can return) traps the call, as any other string would; the policy keeps
+/// serving.
+#[test]
+fn a_debug_value_name_that_is_not_utf8_traps_the_call() {
+    let err = contained("bad-debug-name", CallErrorKind::Trap);
+    assert!(err.to_string().contains("utf-8"), "{err}");
+}

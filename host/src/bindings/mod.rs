@@ -23,18 +23,52 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "scoring-policy",
+        // The `types` interface is the generated one (`plain` below) except
+        // `decisions`, whose debug values' names are lifted without an
+        // allocation each (debug_value.rs). Bindgen replaces whole
+        // interfaces only, hence the module that mixes the two.
+        with: { "oasis:policy/types": super::types },
     });
 }
 pub use generated::*;
 
+/// The contract's types as generated, for [`types`] to take all but
+/// `decisions` from.
+#[allow(
+    missing_docs,
+    reason = "generated code; the contract is documented in wit/policy.wit"
+)]
+mod plain {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scoring-policy",
+    });
+}
+
+/// The `oasis:policy/types` interface as the host's bindings use it: the
+/// generated types, with [`Decisions`](types::Decisions) and
+/// [`DebugValue`](types::DebugValue) from [`debug_value`].
+pub mod types {
+    pub use super::debug_value::{DebugValue, Decisions};
+    pub use super::plain::oasis::policy::types::{
+        Campaign, CampaignUpdate, Candidates, Context, Holders, Metadata, PolicyError, Reason,
+        Request, SettingInfo, Surface, SurfaceSet,
+    };
+    // The interface has no functions; linking it is the generated no-op.
+    pub use super::plain::oasis::policy::types::{Host, HostWithStore, add_to_linker};
+}
+
+mod debug_value;
 pub mod v0_1;
 pub mod v0_3;
+
+pub use debug_value::DebugName;
 
 use oasis_contract::Surface;
 
 pub use self::exports::oasis::policy::policy::PolicyError as WitPolicyError;
 pub use self::oasis::policy::log::Level as WitLogLevel;
-pub use self::oasis::policy::types::{
+pub use self::types::{
     Campaign as WitCampaign, CampaignUpdate as WitCampaignUpdate, Candidates as WitCandidates,
     Context as WitContext, DebugValue as WitDebugValue, Decisions as WitDecisions,
     Holders as WitHolders, Metadata as WitMetadata, Reason as WitReason, Request as WitRequest,

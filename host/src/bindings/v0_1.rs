@@ -168,7 +168,7 @@ pub fn decisions(d: v1::Decisions) -> WitDecisions {
             .debug
             .into_iter()
             .map(|v| WitDebugValue {
-                name: v.name,
+                name: v.name.into(),
                 candidate: v.candidate,
                 value: v.value,
             })

@@ -272,7 +272,7 @@ pub fn decisions(d: v3::Decisions, count: usize) -> Result<WitDecisions, String>
             .debug
             .into_iter()
             .map(|v| WitDebugValue {
-                name: v.name,
+                name: v.name.into(),
                 candidate: v.candidate,
                 value: v.value,
             })

@@ -206,7 +206,7 @@ impl NativePython {
                         .debug
                         .into_iter()
                         .map(|d| WitDebugValue {
-                            name: d.name,
+                            name: d.name.into(),
                             candidate: d.candidate,
                             value: d.value.unwrap_or(f64::NAN),
                         })

@@ -180,7 +180,7 @@ pub fn wit_decisions(d: Decisions) -> WitDecisions {
             .debug
             .into_iter()
             .map(|v| WitDebugValue {
-                name: v.name,
+                name: v.name.into(),
                 candidate: v.candidate,
                 value: v.value,
             })

@@ -69,7 +69,23 @@ pub enum Attack {
     LogBytes,
     /// Return a policy error whose message is `bytes` bytes.
     ErrorBytes,
+    /// Report debug values whose names straddle the host's inline name
+    /// length (23 bytes) and the contract's longest (64 bytes), one with
+    /// multi-byte characters: each must come through exactly
+    /// ([`DEBUG_NAMES`], value `i` on candidate `i % 3`).
+    DebugNames,
+    /// Report a debug value whose name is not UTF-8.
+    BadDebugName,
 }
+
+/// The names `Attack::DebugNames` reports, in order.
+pub const DEBUG_NAMES: [&str; 5] = [
+    "x",
+    "twenty_three_bytes_name",
+    "twenty_four_bytes_name__",
+    "sixty_four_bytes_name_sixty_four_bytes_name_sixty_four_bytes_nam",
+    "naïve_ø_名前",
+];
 
 /// Settings: the attack and its parameter.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -193,6 +209,18 @@ impl Policy for Adversarial {
             }
             Attack::ErrorBytes => {
                 return Err(PolicyError::Internal("e".repeat(s.bytes as usize)));
+            }
+            Attack::DebugNames => {
+                for (i, name) in DEBUG_NAMES.iter().enumerate() {
+                    out.debug(*name, Some(i % 3), i as f64);
+                }
+            }
+            Attack::BadDebugName => {
+                // SAFETY: not safe, on purpose: a `String` that is not UTF-8
+                // is what a guest written in another language can return;
+                // the host must refuse it. Nothing in this guest reads it.
+                let name = unsafe { String::from_utf8_unchecked(vec![b'o', 0xff, b'k']) };
+                out.debug(name, None, 1.0);
             }
             Attack::Scatter => {
                 let mut stale = 0u32;
