@@ -351,3 +351,48 @@ fn two_loads_sharing_a_compile_both_get_its_result() {
         );
     }
 }
+
+/// The worker binary caps its own memory only without mimalloc's arena
+/// reservation: started without `MIMALLOC_ARENA_RESERVE=0` it refuses,
+/// naming the variable, and compiles nothing; started as the parent starts
+/// it, it compiles the same module.
+#[test]
+fn a_compile_worker_started_without_the_arena_setting_refuses_to_compile() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let wasm = std::fs::read(BASELINE).unwrap();
+    let run = |reserve: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oasis"));
+        cmd.args(["__compile-worker", "--memory-bytes"])
+            .arg((1u64 << 30).to_string())
+            .args(["--max-instances", "1"])
+            .env_remove("MIMALLOC_ARENA_RESERVE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(v) = reserve {
+            cmd.env("MIMALLOC_ARENA_RESERVE", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        // The refusing worker may exit before reading: a broken pipe is fine.
+        let _ = child.stdin.take().unwrap().write_all(&wasm);
+        child.wait_with_output().unwrap()
+    };
+    for reserve in [None, Some("1GiB")] {
+        let out = run(reserve);
+        assert_eq!(out.status.code(), Some(2), "{reserve:?}");
+        assert!(out.stdout.is_empty(), "{reserve:?}: no artifact");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("MIMALLOC_ARENA_RESERVE=0"),
+            "{reserve:?}: {err}"
+        );
+    }
+    let out = run(Some("0"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty(), "the artifact");
+}

@@ -149,6 +149,20 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PushBundle(a) => registry::push_bundle(a),
         Command::PullBundle(a) => registry::pull_bundle(a),
         Command::CompileWorker(a) => {
+            // This binary allocates with mimalloc (main.rs), whose default
+            // 1 GiB arena reservation would count in the `VmData` the cap
+            // is set above, so the compile could allocate inside it
+            // unchecked. The parent always starts the worker without it
+            // (runtime::compile_worker); a worker started any other way
+            // refuses instead of compiling uncapped.
+            if std::env::var_os("MIMALLOC_ARENA_RESERVE").as_deref() != Some("0".as_ref()) {
+                eprintln!(
+                    "the compile worker must run with MIMALLOC_ARENA_RESERVE=0 (its memory \
+                     cap does not hold over mimalloc's arena reservation); `oasis serve` \
+                     starts it so"
+                );
+                return Ok(ExitCode::from(2));
+            }
             let config = oasis::RuntimeConfig {
                 max_instances: a.max_instances,
                 measure_fuel: a.fuel,
