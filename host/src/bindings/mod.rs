@@ -47,7 +47,8 @@ mod plain {
 
 /// The `oasis:policy/types` interface as the host's bindings use it: the
 /// generated types, with [`Decisions`](types::Decisions) and
-/// [`DebugValue`](types::DebugValue) from [`debug_value`].
+/// [`DebugValue`](types::DebugValue) defined by the host (their debug
+/// names are [`DebugName`]s).
 pub mod types {
     pub use super::debug_value::{DebugValue, Decisions};
     pub use super::plain::oasis::policy::types::{
