@@ -17,22 +17,19 @@
 //! hands any other string encoding to wasmtime's lift.
 
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::ops::Deref;
 
 use smol_str::SmolStr;
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext, LowerContext,
-};
-use wasmtime::component::{ComponentType, Lift, Lower};
+use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
+use wasmtime::component::{ComponentType, Lift};
 
 use super::types::{CampaignUpdate, Reason};
 
 /// What a policy decided (WIT `decisions`): one entry per candidate in
 /// each column, plus debug values and campaign controller updates.
-#[derive(ComponentType, Lift, Lower, Clone, Debug)]
+#[derive(ComponentType, Lift, Clone, Debug)]
 #[component(record)]
 pub struct Decisions {
     /// One score per candidate.
@@ -52,7 +49,7 @@ pub struct Decisions {
 
 /// A named value a policy reports for debugging and explanation (WIT
 /// `debug-value`, the same in contracts 0.2.0 and 0.3.0).
-#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq)]
+#[derive(ComponentType, Lift, Clone, Debug, PartialEq)]
 #[component(record)]
 pub struct DebugValue {
     /// What the value is.
@@ -183,26 +180,5 @@ unsafe impl Lift for DebugName {
             u32::from_le_bytes(b) as usize
         };
         Self::lift(cx, word(0), word(4))
-    }
-}
-
-// SAFETY: lowered as the `str` it holds.
-unsafe impl Lower for DebugName {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        self.as_str().linear_lower_to_flat(cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        self.as_str().linear_lower_to_memory(cx, ty, offset)
     }
 }
