@@ -2,7 +2,7 @@
 //! debug values' names lifted out of the guest without a heap allocation.
 //!
 //! Why: a policy may report a debug value per candidate (pid-pacing reports
-//! three per campaign track, exposure-fairness one per holder track), and
+//! three per campaign track, exposure-fairness one), and
 //! the generated bindings lift each name into its own `String`. At 1000
 //! candidates that was hundreds of allocations, UTF-8 checks and frees a
 //! call (BENCHMARKS.md, session 21), for names that are a few bytes long
@@ -14,7 +14,12 @@
 //! The lift does what wasmtime's own `string` lift does for a UTF-8
 //! component (bounds of linear memory, the hostcall fuel that bounds what
 //! the host copies out of a guest, UTF-8 validation, the same errors), and
-//! hands any other string encoding to wasmtime's lift.
+//! hands any other string encoding to wasmtime's lift. It implements
+//! wasmtime's `ComponentType`/`Lift` by hand, through the doc-hidden
+//! `wasmtime::component::__internal` items its derive macros use: not under
+//! wasmtime's semver, so a wasmtime upgrade re-checks this file (the
+//! adversarial tests `debug_value_names_of_every_length_come_through_exactly`
+//! and `a_debug_value_name_that_is_not_utf8_traps_the_call` pin it).
 
 use std::fmt;
 use std::ops::Deref;
