@@ -92,6 +92,7 @@
 // Lets the generated bindings name this crate as `oasis_sdk` from inside it too.
 extern crate self as oasis_sdk;
 
+pub mod arena;
 pub mod blocks;
 mod decisions;
 pub mod log;

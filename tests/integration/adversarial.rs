@@ -489,3 +489,27 @@ fn a_debug_value_name_that_is_not_utf8_traps_the_call() {
     let err = contained("bad-debug-name", CallErrorKind::Trap);
     assert!(err.to_string().contains("utf-8"), "{err}");
 }
+
+/// A policy churning through far more small allocations than the SDK's
+/// arena holds (100 MB over one call, freed in allocation order, a `Vec`
+/// growing between them) runs within its 64 MiB limit with every block's
+/// data intact: past the arena, freed memory is reused (`oasis_sdk::arena`).
+#[test]
+fn churning_small_allocations_past_the_arena_stays_within_the_memory_limit() {
+    let policy = attack("alloc-churn");
+    let out = score(&policy, &small_body(true)).expect("the churn completes");
+    let value = |name: &str| {
+        out.decisions
+            .debug
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value)
+    };
+    assert_eq!(value("checksum"), Some(125_178_180.0));
+    assert_eq!(value("grown"), Some(62_500.0));
+    assert!(
+        out.usage.peak_memory_bytes < 16 << 20,
+        "peak {} bytes",
+        out.usage.peak_memory_bytes
+    );
+}

@@ -76,6 +76,14 @@ pub enum Attack {
     DebugNames,
     /// Report a debug value whose name is not UTF-8.
     BadDebugName,
+    /// Churn through small allocations: 100 rounds of 10,000 blocks of 100
+    /// bytes (1 MB a round, 100 MB in all: far past the SDK's arena and
+    /// the 64 MiB limit unless freed memory is reused), each filled with a
+    /// pattern and checked before it is freed in allocation order, while a
+    /// `Vec` grows by pushes between them. Reports `checksum` (the sum of
+    /// the checked bytes, `u8` wrapping per block, as f64) and `grown` (the
+    /// grown `Vec`'s length).
+    AllocChurn,
 }
 
 /// The names `Attack::DebugNames` reports, in order.
@@ -214,6 +222,28 @@ impl Policy for Adversarial {
                 for (i, name) in DEBUG_NAMES.iter().enumerate() {
                     out.debug(*name, Some(i % 3), i as f64);
                 }
+            }
+            Attack::AllocChurn => {
+                let mut checksum = 0u64;
+                let mut grown: Vec<u32> = Vec::new();
+                for round in 0..100u32 {
+                    let blocks: Vec<Vec<u8>> = (0..10_000u32)
+                        .map(|i| {
+                            if i % 16 == 0 {
+                                grown.push(round ^ i);
+                            }
+                            vec![(round.wrapping_add(i) % 251) as u8; 100]
+                        })
+                        .collect();
+                    for (i, b) in blocks.iter().enumerate() {
+                        let want = (round.wrapping_add(i as u32) % 251) as u8;
+                        assert!(b.iter().all(|&x| x == want), "block {i} of round {round}");
+                        checksum += u64::from(want);
+                    }
+                    drop(blocks);
+                }
+                out.debug("checksum", None, checksum as f64);
+                out.debug("grown", None, grown.len() as f64);
             }
             Attack::BadDebugName => {
                 // SAFETY: not safe, on purpose: a `String` that is not UTF-8
