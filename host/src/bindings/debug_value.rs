@@ -21,7 +21,6 @@
 //! adversarial tests `debug_value_names_of_every_length_come_through_exactly`
 //! and `a_debug_value_name_that_is_not_utf8_traps_the_call` pin it).
 
-use std::fmt;
 use std::ops::Deref;
 
 use smol_str::SmolStr;
@@ -73,7 +72,7 @@ pub struct DebugValue {
 /// assert_eq!(&*name, "pacing_multiplier");
 /// assert_eq!(name, "pacing_multiplier");
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DebugName(SmolStr);
 
 impl DebugName {
@@ -105,18 +104,6 @@ impl Deref for DebugName {
     }
 }
 
-impl fmt::Display for DebugName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl PartialEq<str> for DebugName {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 impl PartialEq<&str> for DebugName {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other
@@ -135,12 +122,6 @@ impl From<String> for DebugName {
     }
 }
 
-impl serde::Serialize for DebugName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
 // SAFETY: the canonical ABI of `string` (a pointer and a length, two flat
 // values), exactly as wasmtime declares it for `str`, `String` and `WasmStr`.
 unsafe impl ComponentType for DebugName {
@@ -153,22 +134,18 @@ unsafe impl ComponentType for DebugName {
     }
 }
 
-// SAFETY: reads the pointer pair as wasmtime's `string` lift does (two
-// little-endian u32 in memory, two i32 flat values) and checks it against
-// linear memory before reading; other encodings go to wasmtime's lift.
+// SAFETY: reads the pointer pair from memory as wasmtime's `string` lift
+// does (two little-endian u32) and checks it against linear memory before
+// reading; flat strings and other encodings go to wasmtime's own lift.
 unsafe impl Lift for DebugName {
     fn linear_lift_from_flat(
         cx: &mut LiftContext<'_>,
         ty: InterfaceType,
         src: &Self::Lower,
     ) -> wasmtime::Result<Self> {
-        if !Self::utf8(cx) {
-            return <String as Lift>::linear_lift_from_flat(cx, ty, src).map(DebugName::from);
-        }
-        // Pointers and lengths are u32 in a 32-bit memory, passed as i32.
-        let ptr = src[0].get_u32() as usize;
-        let len = src[1].get_u32() as usize;
-        Self::lift(cx, ptr, len)
+        // A name is only ever a record field in a list (lifted from
+        // memory below); a flat string would be a top-level result.
+        <String as Lift>::linear_lift_from_flat(cx, ty, src).map(DebugName::from)
     }
 
     fn linear_lift_from_memory(
@@ -179,11 +156,8 @@ unsafe impl Lift for DebugName {
         if !Self::utf8(cx) {
             return <String as Lift>::linear_lift_from_memory(cx, ty, bytes).map(DebugName::from);
         }
-        let word = |at: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&bytes[at..at + 4]);
-            u32::from_le_bytes(b) as usize
-        };
+        // A pointer and a length, u32 little-endian (32-bit memory).
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         Self::lift(cx, word(0), word(4))
     }
 }
