@@ -121,38 +121,57 @@ impl Bump {
 /// The global allocator of wasm32 builds (see the module docs).
 #[cfg(all(target_arch = "wasm32", feature = "call-arena"))]
 mod global {
-    use super::{ARENA, Bump};
+    use super::{ARENA, Bump, SMALL};
     use core::alloc::{GlobalAlloc, Layout};
     use core::cell::UnsafeCell;
     use std::alloc::System;
 
-    struct CallArena(UnsafeCell<Bump>);
+    struct CallArena {
+        bump: UnsafeCell<Bump>,
+        /// Whether the arena was asked for (once: if the standard
+        /// allocator could not give it, small blocks are its own).
+        asked: UnsafeCell<bool>,
+    }
 
     // SAFETY: a wasm32-wasip2 component instance runs one thread; nothing
     // touches the arena concurrently.
     unsafe impl Sync for CallArena {}
 
     #[global_allocator]
-    static ALLOCATOR: CallArena = CallArena(UnsafeCell::new(Bump::empty()));
+    static ALLOCATOR: CallArena = CallArena {
+        bump: UnsafeCell::new(Bump::empty()),
+        asked: UnsafeCell::new(false),
+    };
 
     impl CallArena {
-        /// The bookkeeping, with the arena taken from the standard
-        /// allocator on first use (left unset if it cannot be had).
+        /// The bookkeeping.
         ///
         /// # Safety
         /// One thread (see `Sync`), and no other reference to the
         /// bookkeeping alive.
+        #[allow(clippy::mut_from_ref, reason = "one thread, one reference at a time")]
         unsafe fn bump(&self) -> &mut Bump {
             // SAFETY: the caller's.
-            let bump = unsafe { &mut *self.0.get() };
-            if !bump.is_set() {
+            unsafe { &mut *self.bump.get() }
+        }
+
+        /// Takes the arena from the standard allocator, the first time a
+        /// block it would serve is asked for.
+        ///
+        /// # Safety
+        /// As [`bump`](Self::bump).
+        unsafe fn take_arena(&self) {
+            // SAFETY: the caller's.
+            let asked = unsafe { &mut *self.asked.get() };
+            if !*asked {
+                *asked = true;
                 // SAFETY: a valid, non-zero-sized layout.
                 let base = unsafe { System.alloc(Layout::from_size_align_unchecked(ARENA, 16)) };
                 if !base.is_null() {
-                    bump.set(base as usize, ARENA);
+                    // SAFETY: the caller's.
+                    unsafe { self.bump() }.set(base as usize, ARENA);
                 }
             }
-            bump
         }
     }
 
@@ -162,7 +181,11 @@ mod global {
     // allocator's, freed and resized by it.
     unsafe impl GlobalAlloc for CallArena {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            // SAFETY: one thread; the reference ends before `System`'s call.
+            // SAFETY (all three): one thread; each reference to the
+            // bookkeeping ends before the next is made.
+            if layout.size() <= SMALL {
+                unsafe { self.take_arena() };
+            }
             match unsafe { self.bump() }.alloc(layout) {
                 Some(addr) => addr as *mut u8,
                 // SAFETY: the caller's layout, as `GlobalAlloc::alloc` takes it.
