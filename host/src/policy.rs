@@ -79,6 +79,9 @@ struct Template {
     /// at most [`Limits::MAX_IDLE_INSTANCES`]. Locked only to take or put
     /// one, never while guest code runs.
     idle: Mutex<Vec<Warm>>,
+    /// False once a snapshot of an instance failed (the component holds
+    /// state a reset cannot put back): then every call gets a fresh one.
+    resettable: std::sync::atomic::AtomicBool,
     /// The `score` export, once [`check_contract`](Self::check_contract)
     /// has checked every export's type on an instance. Scoring calls then
     /// look the function up by this index and call it without checking its
@@ -94,6 +97,10 @@ struct Warm<I = Instance> {
     store: Store<CallState>,
     instance: I,
     calls: u32,
+    /// The store's state right after instantiation and the memory size it
+    /// had then, when the instance is put back to it after each call (see
+    /// [`Template::reset_back`]).
+    reset: Option<(wasmtime::OasisStoreSnapshot, usize)>,
 }
 
 /// A component pre-instantiated against the contract version it was built
@@ -463,8 +470,11 @@ impl Policy {
         let template = &self.template;
         let label = &self.identity.name;
         let reuse = template.limits.reuses_instances();
+        let reset = template.resets();
         let mut warm = if reuse {
             template.take(label, timestamp_ms, seed)?
+        } else if reset {
+            template.take_reset(label, timestamp_ms, seed)?
         } else {
             template.fresh(label, timestamp_ms, seed)?
         };
@@ -495,6 +505,8 @@ impl Policy {
         // invalid output may come from a corrupted state) it is dropped.
         if reuse && checked.is_ok() {
             template.put_back(warm);
+        } else if reset && checked.is_ok() {
+            template.reset_back(warm);
         }
         let (decisions, peak, fuel) = checked?;
         Ok(CallOutcome {
@@ -571,6 +583,18 @@ impl Policy {
     }
 }
 
+impl Drop for Template {
+    /// Gives the idle instances' pool slots back to the runtime's idle
+    /// budget (the instances themselves are dropped with the pool).
+    fn drop(&mut self) {
+        let idle = self
+            .idle
+            .get_mut()
+            .map_or_else(|p| p.into_inner().len(), |v| v.len());
+        self.runtime.release_idle(idle);
+    }
+}
+
 impl Template {
     /// Compiles (through the cache) and links `wasm` against the contract.
     fn compile(
@@ -624,6 +648,7 @@ impl Template {
             runtime: runtime.clone(),
             limits,
             idle: Mutex::new(Vec::new()),
+            resettable: std::sync::atomic::AtomicBool::new(true),
             score: None,
         })
     }
@@ -893,6 +918,7 @@ impl Template {
                 store,
                 instance,
                 calls: 0,
+                reset: None,
             }),
             Err(e) => {
                 let stderr = store.data_mut().drain_stdio();
@@ -905,7 +931,7 @@ impl Template {
     /// (its clock, randomness, log counters, deadline and fuel reset), or a
     /// fresh one when none is idle. The pool's lock is held only to pop.
     fn take(&self, label: &Arc<str>, timestamp_ms: i64, seed: u64) -> Result<Warm, CallError> {
-        let Some(mut warm) = self.idle().pop() else {
+        let Some(mut warm) = self.pop_idle() else {
             return self.fresh(label, timestamp_ms, seed);
         };
         warm.store.data_mut().begin_call(timestamp_ms, seed);
@@ -920,6 +946,74 @@ impl Template {
         Ok(warm)
     }
 
+    /// An idle instance put back to its state after instantiation, with a
+    /// new sandbox for a call at `timestamp_ms` with `seed`, or a fresh one
+    /// (recorded for its resets) when none is idle ([`Template::resets`]).
+    fn take_reset(
+        &self,
+        label: &Arc<str>,
+        timestamp_ms: i64,
+        seed: u64,
+    ) -> Result<Warm, CallError> {
+        let Some(mut warm) = self.pop_idle() else {
+            let mut warm = self.fresh(label, timestamp_ms, seed)?;
+            match warm.store.oasis_snapshot() {
+                Ok(snapshot) => {
+                    let peak = warm.store.data().limiter.peak;
+                    warm.reset = Some((snapshot, peak));
+                }
+                Err(e) => {
+                    // Not for this component: fresh instances from now on.
+                    tracing::info!(policy = %label, reason = %format!("{e:#}"), "instances of this policy cannot be reset; each call gets a fresh one");
+                    self.resettable
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            return Ok(warm);
+        };
+        let peak = warm.reset.as_ref().map_or(0, |(_, peak)| *peak);
+        // A new sandbox, as a fresh instance gets: WASI context, handle
+        // table, pipes, counters; the memory high-water mark as the
+        // instantiation left it.
+        let mut state = CallState::new(label.clone(), self.limits.memory_bytes, timestamp_ms, seed);
+        state.limiter.peak = peak;
+        let (deadline, ceiling) = self.clocks();
+        state.clock.arm(deadline, ceiling);
+        *warm.store.data_mut() = state;
+        warm.store.set_hostcall_fuel(self.limits.transfer_bytes());
+        warm.store.set_epoch_deadline(1);
+        if self.runtime.measures_fuel() {
+            warm.store
+                .set_fuel(self.fuel_budget())
+                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        }
+        Ok(warm)
+    }
+
+    /// Puts an instance whose call succeeded back to its state after
+    /// instantiation and into the idle pool; an instance that cannot be
+    /// reset (it kept a resource handle, grew a table) or finds the pool
+    /// full is dropped.
+    fn reset_back(&self, mut warm: Warm) {
+        let Some((snapshot, _)) = &warm.reset else {
+            return;
+        };
+        if let Err(e) = warm.store.oasis_reset(snapshot) {
+            tracing::debug!(error = %format!("{e:#}"), "instance not reset; dropped");
+            return;
+        }
+        self.push_idle(warm);
+    }
+
+    /// Whether calls run on instances put back to their state after
+    /// instantiation ([`RuntimeConfig::reset_instances`](crate::RuntimeConfig::reset_instances)),
+    /// rather than on a fresh instance each.
+    fn resets(&self) -> bool {
+        self.runtime.config().reset_instances
+            && !self.limits.reuses_instances()
+            && self.resettable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Returns an instance that served a call successfully to the pool,
     /// unless it has served its [`Limits::reuse_instance_calls`] or the pool
     /// is full; then it is dropped (its slot and memory freed).
@@ -927,8 +1021,23 @@ impl Template {
         if warm.calls >= self.limits.reuse_instance_calls {
             return;
         }
+        self.push_idle(warm);
+    }
+
+    /// An idle instance, if any (its pool slot given back to the runtime's
+    /// idle budget: it is in use now).
+    fn pop_idle(&self) -> Option<Warm> {
+        let warm = self.idle().pop()?;
+        self.runtime.release_idle(1);
+        Some(warm)
+    }
+
+    /// Keeps `warm` idle, unless this version already keeps
+    /// [`Limits::MAX_IDLE_INSTANCES`] or the runtime's idle budget is spent
+    /// ([`Runtime::keep_idle`]); then it is dropped (slot and memory freed).
+    fn push_idle(&self, warm: Warm) {
         let mut idle = self.idle();
-        if idle.len() < Limits::MAX_IDLE_INSTANCES {
+        if idle.len() < Limits::MAX_IDLE_INSTANCES && self.runtime.keep_idle() {
             idle.push(warm);
         }
     }

@@ -195,6 +195,118 @@ fn a_call_that_dirties_hundreds_of_scattered_pages_leaves_none_to_the_next() {
     }
 }
 
+/// Calls run on an instance put back, after each call, to the state its
+/// instantiation left it in (`RuntimeConfig::reset_instances`, on by
+/// default): a call that counts itself in a static and grows its memory by
+/// 4 MiB leaves neither to the next, call after call, and the instance is
+/// kept (one idle instance for calls made one at a time).
+#[test]
+fn a_reset_instance_keeps_neither_statics_nor_memory_growth() {
+    let policy = attack("residue");
+    let first_size = debug_value(&policy, "pages_at_start");
+    assert!(first_size > 0.0);
+    for call in 0..10 {
+        let out = score(&policy, &small_body(true)).unwrap();
+        let value = |name: &str| {
+            out.decisions
+                .debug
+                .iter()
+                .find(|d| d.name == name)
+                .expect(name)
+                .value
+        };
+        assert_eq!(
+            value("calls"),
+            1.0,
+            "call {call} saw an earlier call's count"
+        );
+        assert_eq!(
+            value("pages_at_start"),
+            first_size,
+            "call {call} found the memory an earlier call grew"
+        );
+    }
+    assert_eq!(policy.idle_instances(), 1, "the instance is reused, reset");
+}
+
+/// With `reset_instances` off every call gets a fresh instance: nothing is
+/// kept, and nothing carries over either.
+#[test]
+fn with_resets_off_every_call_gets_a_fresh_instance() {
+    let runtime = oasis::Runtime::new(oasis::RuntimeConfig {
+        cache_dir: runtime().cache_dir().map(Into::into),
+        max_instances: 4,
+        reset_instances: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let policy = Policy::load_file(
+        &runtime,
+        ADVERSARIAL.as_ref(),
+        r#"{"attack": "residue"}"#,
+        crate::harness::limits(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(debug_value(&policy, "calls"), 1.0);
+        assert_eq!(policy.idle_instances(), 0);
+    }
+}
+
+/// Idle instances of all policies together keep at most a quarter of the
+/// instance pool's slots (here 1 of 4): the others stay for calls.
+#[test]
+fn idle_instances_take_at_most_a_quarter_of_the_pool() {
+    let runtime = oasis::Runtime::new(oasis::RuntimeConfig {
+        cache_dir: runtime().cache_dir().map(Into::into),
+        max_instances: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    let load = || {
+        Policy::load_file(
+            &runtime,
+            ADVERSARIAL.as_ref(),
+            r#"{"attack": "residue"}"#,
+            crate::harness::limits(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (load(), load());
+    for _ in 0..3 {
+        assert_eq!(debug_value(&a, "calls"), 1.0);
+        assert_eq!(debug_value(&b, "calls"), 1.0);
+        assert_eq!(a.idle_instances() + b.idle_instances(), 1);
+    }
+    // A dropped policy gives its idle slot back.
+    let kept_by_a = a.idle_instances();
+    drop(a);
+    if kept_by_a == 1 {
+        assert_eq!(debug_value(&b, "calls"), 1.0);
+        assert_eq!(b.idle_instances(), 1);
+    }
+}
+
+/// An instance that keeps a WASI handle cannot be put back to its state
+/// after instantiation (the handle table is the component's, outside its
+/// memory): it is dropped, and every call finds no handle of an earlier one.
+#[test]
+fn an_instance_that_keeps_a_handle_is_dropped_not_reset() {
+    let policy = attack("keep-handle");
+    for call in 0..5 {
+        assert_eq!(
+            debug_value(&policy, "handle_kept"),
+            0.0,
+            "call {call} found a handle an earlier call kept"
+        );
+        assert_eq!(
+            policy.idle_instances(),
+            0,
+            "call {call}: an instance was kept"
+        );
+    }
+}
+
 #[test]
 fn file_reads_are_denied() {
     let dir = tempfile::tempdir().unwrap();

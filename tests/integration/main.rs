@@ -18,6 +18,7 @@ mod fleet_guardrails;
 mod full_disk;
 mod grpc;
 mod harness;
+mod instance_reset;
 mod instance_reuse;
 mod layers;
 mod memory_bound;

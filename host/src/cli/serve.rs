@@ -73,6 +73,13 @@ pub struct Args {
     /// touched pages stay resident; a Python policy touches several MiB.
     #[arg(long, default_value_t = oasis::runtime::DEFAULT_MEMORY_KEEP_RESIDENT >> 20)]
     pub instance_memory_resident_mb: usize,
+    /// A fresh instance for every call, dropped afterwards, instead of
+    /// instances kept between calls and put back after each one to the
+    /// state their instantiation left (the default: the same isolation at
+    /// a fraction of the cost; docs/performance.md). For comparison and as
+    /// a way out should a reset ever misbehave.
+    #[arg(long)]
+    pub fresh_instances: bool,
     /// Components defining more functions are refused before compiling.
     #[arg(long, default_value_t = oasis::CompileLimits::default().max_functions)]
     pub max_functions: u64,
@@ -406,6 +413,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     config.runtime.memory_keep_resident = args.instance_memory_resident_mb << 20;
+    config.runtime.reset_instances = !args.fresh_instances;
     config.runtime.compile = oasis::CompileLimits {
         max_functions: args.max_functions,
         timeout: Duration::from_millis(args.max_compile_ms.max(1)),

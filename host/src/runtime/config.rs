@@ -41,6 +41,14 @@ pub struct RuntimeConfig {
     /// returned to the kernel and fault in again on first touch. What stays
     /// resident is only what calls touched.
     pub memory_keep_resident: usize,
+    /// Whether a policy's instances are kept between calls and put back,
+    /// after each call, to the state their instantiation left them in
+    /// (memories, tables, globals, component state: `wasmtime`'s
+    /// `Store::oasis_reset`, vendor/README.md), instead of a fresh
+    /// instance per call. No state of one call reaches the next either
+    /// way; the reset costs a fraction of a new instance. On by default;
+    /// `oasis serve --fresh-instances` turns it off.
+    pub reset_instances: bool,
 }
 
 /// Default of [`RuntimeConfig::memory_keep_resident`].
@@ -60,6 +68,7 @@ impl Default for RuntimeConfig {
             compile_worker: None,
             compile_progress: default_compile_progress(),
             memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,
+            reset_instances: true,
         }
     }
 }

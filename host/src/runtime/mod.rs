@@ -159,6 +159,9 @@ struct Inner {
     functions: Option<Arc<function_cache::FunctionCache>>,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
+    /// Instances idle between calls, across all policies (see
+    /// [`Runtime::keep_idle`]).
+    idle: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -295,6 +298,7 @@ impl Runtime {
                 functions,
                 stop_ticker,
                 ticker: Some(ticker),
+                idle: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -328,6 +332,26 @@ impl Runtime {
     /// cache (after a compile); what the compile reused and compiled.
     pub fn flush_function_cache(&self) -> Option<function_cache::FunctionCacheStats> {
         self.inner.functions.as_ref().map(|f| f.flush())
+    }
+
+    /// Takes one of the instance pool's slots for an instance kept idle
+    /// between calls, if fewer than a quarter of
+    /// [`RuntimeConfig::max_instances`] are: idle instances (reset or
+    /// reused ones, of every loaded version) never take the slots calls
+    /// need. Each `true` is given back by [`Runtime::release_idle`].
+    pub(crate) fn keep_idle(&self) -> bool {
+        let cap = (self.inner.config.max_instances as usize / 4).max(1);
+        self.inner
+            .idle
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` slots taken by [`Runtime::keep_idle`].
+    pub(crate) fn release_idle(&self, n: usize) {
+        self.inner.idle.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// The configuration it was built with.

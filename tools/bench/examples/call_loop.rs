@@ -52,6 +52,12 @@ fn main() -> anyhow::Result<()> {
         // into a timeout.
         let limits = Limits {
             deadline: Duration::from_secs(2),
+            // REUSE=n: up to n calls on one instance (instance reuse, the
+            // upper bound of what not making a fresh instance saves).
+            reuse_instance_calls: std::env::var("REUSE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(Limits::default().reuse_instance_calls),
             ..Limits::default()
         };
         let mut loaded = Vec::new();

@@ -104,6 +104,8 @@ pub use module::{Module, ModuleExport, ModuleFunction};
 pub use resources::*;
 #[cfg(all(feature = "async", feature = "call-hook"))]
 pub use store::CallHookHandler;
+// OASIS PATCH (vendor/README.md)
+pub use store::OasisStoreSnapshot;
 pub use store::{
     AsContext, AsContextMut, CallHook, Store, StoreContext, StoreContextMut, UpdateDeadline,
 };

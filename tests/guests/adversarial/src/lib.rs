@@ -84,6 +84,19 @@ pub enum Attack {
     /// the checked bytes, `u8` wrapping per block, as f64) and `grown` (the
     /// grown `Vec`'s length).
     AllocChurn,
+    /// Leave state behind for the next call: count this call in a static
+    /// (debug value `calls`, the count after this one), report the linear
+    /// memory's size at entry in 64 KiB pages (`pages_at_start`), then grow
+    /// the memory by 64 pages and write to its last byte. A call on an
+    /// instance put back to its state after instantiation reports
+    /// `calls` = 1 and the same `pages_at_start` every time.
+    Residue,
+    /// Take a WASI stream handle (`get-stdout`) and keep it in a static,
+    /// reporting `handle_kept` = 1 when a handle an earlier call kept is
+    /// there: an instance holding a handle cannot be put back to its state
+    /// after instantiation, so the host must drop it, and the next call
+    /// finds none.
+    KeepHandle,
 }
 
 /// The names `Attack::DebugNames` reports, in order.
@@ -252,6 +265,17 @@ impl Policy for Adversarial {
                 let name = unsafe { String::from_utf8_unchecked(vec![b'o', 0xff, b'k']) };
                 out.debug(name, None, 1.0);
             }
+            Attack::Residue => {
+                static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                out.debug("calls", None, calls as f64);
+                out.debug("pages_at_start", None, grow_memory(64) as f64);
+            }
+            Attack::KeepHandle => {
+                static KEPT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+                let before = KEPT.swap(take_stdout_handle(), Ordering::Relaxed);
+                out.debug("handle_kept", None, if before >= 0 { 1.0 } else { 0.0 });
+            }
             Attack::Scatter => {
                 let mut stale = 0u32;
                 for page in SCATTER.chunks(SCATTER_STRIDE) {
@@ -344,5 +368,41 @@ fn handle_flood() {
 /// Natively there is no host to attack.
 #[cfg(not(target_arch = "wasm32"))]
 fn handle_flood() {}
+
+/// A `get-stdout` handle, not dropped.
+#[cfg(target_arch = "wasm32")]
+fn take_stdout_handle() -> i32 {
+    #[link(wasm_import_module = "wasi:cli/stdout@0.2.0")]
+    unsafe extern "C" {
+        #[link_name = "get-stdout"]
+        fn get_stdout() -> i32;
+    }
+    // SAFETY: the import takes nothing and returns a handle kept on purpose.
+    unsafe { get_stdout() }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn take_stdout_handle() -> i32 {
+    0
+}
+
+/// Grows linear memory by `pages` 64 KiB pages and writes to its last
+/// byte; returns the size in pages before.
+#[cfg(target_arch = "wasm32")]
+fn grow_memory(pages: usize) -> usize {
+    let before = core::arch::wasm32::memory_size(0);
+    if core::arch::wasm32::memory_grow(0, pages) != usize::MAX {
+        let last = (before + pages) * 65536 - 1;
+        // SAFETY: `last` is the last byte of the memory just grown, which
+        // nothing else uses.
+        unsafe { core::ptr::write_volatile(last as *mut u8, 0xA5) };
+    }
+    before
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn grow_memory(_pages: usize) -> usize {
+    0
+}
 
 oasis_sdk::export_policy!(Adversarial);

@@ -2697,3 +2697,99 @@ mod tests {
         assert_eq!(*store.data(), 3);
     }
 }
+
+/// OASIS PATCH (vendor/README.md): the state of every instance in a store
+/// right after instantiation, to put the store back to it between calls:
+/// linear memories (size and contents), function tables, globals, passive
+/// data segment lengths, component instance flags and handle tables. See
+/// [`Store::oasis_snapshot`].
+pub struct OasisStoreSnapshot {
+    core: Vec<(InstanceId, crate::runtime::vm::OasisInstanceSnapshot)>,
+    #[cfg(feature = "component-model")]
+    components: Vec<(crate::component::ComponentInstanceId, Vec<u8>)>,
+    instances: usize,
+}
+
+impl<T> Store<T> {
+    /// OASIS PATCH: records the state of every instance in this store, to
+    /// be put back by [`Store::oasis_reset`]. Take it right after
+    /// instantiation, before any call. Fails when the store holds state a
+    /// reset cannot put back (see `vendor/README.md`).
+    pub fn oasis_snapshot(&mut self) -> Result<OasisStoreSnapshot> {
+        let store = &mut self.inner;
+        #[cfg(feature = "component-model")]
+        store.component_data().oasis_check_resettable()?;
+        if store.gc_store.is_some() {
+            bail!("a store with a GC heap cannot be reset");
+        }
+        let engine = store.engine().clone();
+        let Some(pool) = engine.allocator().as_pooling() else {
+            bail!("only instances of the pooling allocator can be reset");
+        };
+        let (pagemap, keep_resident) = pool.oasis_reset_params();
+        let ids: Vec<InstanceId> = store.instances.keys().collect();
+        let mut core = Vec::new();
+        for id in ids {
+            if !matches!(store.instances[id].kind, StoreInstanceKind::Real { .. }) {
+                continue;
+            }
+            let instance = store.instance_mut(id);
+            // SAFETY: no wasm code runs while the store is borrowed mutably.
+            core.push((id, unsafe { instance.oasis_snapshot(pagemap, keep_resident)? }));
+        }
+        #[cfg(feature = "component-model")]
+        let components = {
+            let ids = store.component_data().oasis_instance_ids();
+            let mut out = Vec::new();
+            for id in ids {
+                out.push((id, store.store_data().component_instance(id).oasis_flags()));
+            }
+            out
+        };
+        Ok(OasisStoreSnapshot {
+            core,
+            #[cfg(feature = "component-model")]
+            components,
+            instances: store.instances.len(),
+        })
+    }
+
+    /// OASIS PATCH: puts every instance of this store back to `snapshot`
+    /// (taken by [`Store::oasis_snapshot`] on this store): each linear
+    /// memory's slot reset as the pooling allocator resets it for a new
+    /// instance, then sized and filled as the instantiation left it; tables,
+    /// globals, data segment lengths, component flags and handle tables put
+    /// back. Fails — and the store must then be dropped, not used again —
+    /// when something happened that a reset cannot undo: a trap, a new
+    /// instance, a table that grew, a resource handle still held.
+    pub fn oasis_reset(&mut self, snapshot: &OasisStoreSnapshot) -> Result<()> {
+        let store = &mut self.inner;
+        #[cfg(feature = "component-model")]
+        store.component_data().oasis_check_resettable()?;
+        if store.instances.len() != snapshot.instances {
+            bail!("instances were added to the store since its snapshot");
+        }
+        let engine = store.engine().clone();
+        let Some(pool) = engine.allocator().as_pooling() else {
+            bail!("only instances of the pooling allocator can be reset");
+        };
+        let (pagemap, keep_resident) = pool.oasis_reset_params();
+        let tunables = wasmtime_environ::MemoryTunables::new(
+            engine.tunables(),
+            wasmtime_environ::MemoryKind::LinearMemory,
+        );
+        #[cfg(feature = "component-model")]
+        for (id, flags) in &snapshot.components {
+            store
+                .store_data_mut()
+                .component_instance_mut(*id)
+                .oasis_restore(flags)?;
+        }
+        for (id, snap) in &snapshot.core {
+            let instance = store.instance_mut(*id);
+            // SAFETY: no wasm code runs while the store is borrowed mutably.
+            unsafe { instance.oasis_restore(snap, pagemap, keep_resident, &tunables)? };
+        }
+        Ok(())
+    }
+}

@@ -661,3 +661,27 @@ impl ComponentTaskState {
         }
     }
 }
+
+/// OASIS PATCH (vendor/README.md): component state for `Store::oasis_reset`.
+impl ComponentStoreData {
+    /// The component instances of the store.
+    pub(crate) fn oasis_instance_ids(&self) -> Vec<ComponentInstanceId> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| i.is_some())
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Fails when the store is in a state a reset cannot put back: an
+    /// instance trapped, or the host holds a guest resource.
+    pub(crate) fn oasis_check_resettable(&self) -> Result<()> {
+        if self.trapped {
+            bail!("an instance of the store trapped");
+        }
+        if !self.component_host_table.is_empty() {
+            bail!("the host holds component resources");
+        }
+        Ok(())
+    }
+}

@@ -1077,3 +1077,52 @@ impl InstanceFlags {
         self.0.as_non_null()
     }
 }
+
+/// OASIS PATCH (vendor/README.md): putting a component instance back to the
+/// state its instantiation left it in (`Store::oasis_reset`).
+impl ComponentInstance {
+    fn oasis_flag_count(&self) -> u32 {
+        self.component.env_component().num_runtime_component_instances
+    }
+
+    /// The instance flags (may-leave, may-enter, needs-post-return) of each
+    /// sub-instance, as bytes.
+    pub(crate) fn oasis_flags(&self) -> alloc::vec::Vec<u8> {
+        let size = mem::size_of::<VMGlobalDefinition>();
+        let mut out = alloc::vec::Vec::new();
+        for i in 0..self.oasis_flag_count() {
+            let flags = self.instance_flags(RuntimeComponentInstanceIndex::from_u32(i));
+            // SAFETY: the flags are a `VMGlobalDefinition` in this vmctx.
+            let bytes = unsafe { core::slice::from_raw_parts(flags.as_raw().as_ptr().cast::<u8>(), size) };
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Puts the flags back to `flags` (from [`Self::oasis_flags`]) and every
+    /// sub-instance's handle table back to a new one. Fails when a handle
+    /// table still holds a handle (a resource the guest kept): that state
+    /// cannot be dropped without the guest noticing.
+    pub(crate) fn oasis_restore(mut self: Pin<&mut Self>, flags: &[u8]) -> Result<()> {
+        let (states, _) = self.as_mut().instance_states();
+        for (_, state) in states.iter_mut() {
+            if !state.handle_table().is_empty() {
+                return Err(crate::format_err!("the component instance still holds handles"));
+            }
+        }
+        for (_, state) in states.iter_mut() {
+            *state.handle_table() = HandleTable::default();
+        }
+        let size = mem::size_of::<VMGlobalDefinition>();
+        assert_eq!(flags.len(), size * usize::try_from(self.oasis_flag_count()).unwrap());
+        for i in 0..self.oasis_flag_count() {
+            let ptr = self
+                .instance_flags(RuntimeComponentInstanceIndex::from_u32(i))
+                .as_raw();
+            let from = &flags[size * usize::try_from(i).unwrap()..][..size];
+            // SAFETY: as in `oasis_flags`; no guest code is running.
+            unsafe { core::ptr::copy_nonoverlapping(from.as_ptr(), ptr.as_ptr().cast::<u8>(), size) };
+        }
+        Ok(())
+    }
+}

@@ -677,6 +677,80 @@ impl MemoryImageSlot {
         }
     }
 
+    /// OASIS PATCH (vendor/README.md): the host pages of `[0, accessible)`
+    /// whose contents differ from what a clean slot holds (the image, zeros
+    /// elsewhere), with their contents: what an instantiation wrote, to be
+    /// written again after [`Self::oasis_reset`]. Only pages a scan reports
+    /// as written are compared (all of them without `PAGEMAP_SCAN`).
+    ///
+    /// # Safety
+    ///
+    /// The slot's memory must not be in use by running code.
+    pub(crate) unsafe fn oasis_changed_pages(
+        &self,
+        pagemap: Option<&PageMap>,
+        keep_resident: HostAlignedByteCount,
+    ) -> Vec<(usize, Vec<u8>)> {
+        let base = self.base.as_mut_ptr();
+        let mut regions = Vec::new();
+        let mut rest = Vec::new();
+        // The scan only reports (nothing is reset: the closures record).
+        unsafe {
+            reset_with_pagemap(
+                pagemap,
+                base,
+                self.accessible,
+                keep_resident,
+                |region| regions.push((region.as_ptr().addr() - base.addr(), region.len())),
+                |ptr, len| rest.push((ptr.addr() - base.addr(), len)),
+            );
+        }
+        let page = host_page_size();
+        let mut expected = vec![0u8; page];
+        let mut changed = Vec::new();
+        for (start, len) in regions.into_iter().chain(rest) {
+            let mut offset = start;
+            while offset < start + len {
+                let n = page.min(start + len - offset);
+                // SAFETY: `offset..offset + n` is within `accessible`, which
+                // is mapped readable.
+                let actual = unsafe { core::slice::from_raw_parts(base.add(offset), n) };
+                self.oasis_clean_contents(offset, &mut expected[..n]);
+                if actual != &expected[..n] {
+                    changed.push((offset, actual.to_vec()));
+                }
+                offset += n;
+            }
+        }
+        changed
+    }
+
+    /// OASIS PATCH: what a clean slot holds at `offset..offset + out.len()`.
+    fn oasis_clean_contents(&self, offset: usize, out: &mut [u8]) {
+        out.fill(0);
+        let Some(image) = &self.image else { return };
+        let image_start = image.linear_memory_offset.byte_count();
+        let image_end = image_start + image.len.byte_count();
+        let start = offset.max(image_start);
+        let end = (offset + out.len()).min(image_end);
+        if start >= end {
+            return;
+        }
+        let bytes = image.module_source.wasm_data();
+        let bytes = &bytes[image.module_source_offset..][..image.len.byte_count()];
+        out[start - offset..end - offset].copy_from_slice(&bytes[start - image_start..end - image_start]);
+    }
+
+    /// OASIS PATCH: the image this slot holds, if any.
+    pub(crate) fn oasis_image(&self) -> Option<Arc<MemoryImage>> {
+        self.image.clone()
+    }
+
+    /// OASIS PATCH: the slot's base address.
+    pub(crate) fn oasis_base(&self) -> *mut u8 {
+        self.base.as_mut_ptr()
+    }
+
     fn set_protection(&self, range: Range<HostAlignedByteCount>, readwrite: bool) -> Result<()> {
         let len = range
             .end

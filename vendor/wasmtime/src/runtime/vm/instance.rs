@@ -1903,3 +1903,132 @@ impl PassiveElementSegment {
         &mut self.elements
     }
 }
+
+/// OASIS PATCH (vendor/README.md): the mutable state of one core instance as
+/// its instantiation left it — memories, function tables, globals and the
+/// lengths of its passive data segments — to put it back to that state
+/// between calls (`Store::oasis_snapshot`).
+pub(crate) struct OasisInstanceSnapshot {
+    memories: Vec<crate::runtime::vm::memory::OasisMemorySnapshot>,
+    tables: Vec<crate::runtime::vm::table::OasisTableSnapshot>,
+    globals: Vec<u8>,
+    runtime_data_lengths: Vec<u8>,
+}
+
+impl Instance {
+    fn oasis_global_bytes(&self) -> (usize, usize) {
+        let module = self.env_module();
+        let n = module.num_defined_globals();
+        if n == 0 {
+            return (0, 0);
+        }
+        let first = self
+            .offsets()
+            .vmctx_vmglobal_definition(DefinedGlobalIndex::new(0));
+        (
+            usize::try_from(first).unwrap(),
+            n * mem::size_of::<VMGlobalDefinition>(),
+        )
+    }
+
+    fn oasis_runtime_data_bytes(&self) -> (usize, usize) {
+        let n = self.env_module().runtime_data.len();
+        (
+            usize::try_from(self.offsets().vmctx_runtime_data_lengths_begin()).unwrap(),
+            n * 4,
+        )
+    }
+
+    fn oasis_vmctx_bytes(&self, (offset, len): (usize, usize)) -> Vec<u8> {
+        if len == 0 {
+            return Vec::new();
+        }
+        // SAFETY: `offset..offset + len` is a region of this instance's vmctx
+        // (its defined globals or its data segment lengths).
+        unsafe {
+            let p = self.vmctx_plus_offset_raw::<u8>(u32::try_from(offset).unwrap());
+            core::slice::from_raw_parts(p.as_ptr(), len).to_vec()
+        }
+    }
+
+    fn oasis_set_vmctx_bytes(&self, (offset, len): (usize, usize), bytes: &[u8]) {
+        assert_eq!(len, bytes.len());
+        if len == 0 {
+            return;
+        }
+        // SAFETY: as in `oasis_vmctx_bytes`; no wasm code is running.
+        unsafe {
+            let p = self.vmctx_plus_offset_raw::<u8>(u32::try_from(offset).unwrap());
+            ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), len);
+        }
+    }
+
+    /// Records this instance's state. Fails for what cannot be put back:
+    /// GC heaps, passive element segments, non-function tables, shared or
+    /// non-pooled memories.
+    ///
+    /// # Safety
+    ///
+    /// No wasm code of this instance may be running.
+    pub(crate) unsafe fn oasis_snapshot(
+        &self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: crate::runtime::vm::HostAlignedByteCount,
+    ) -> Result<OasisInstanceSnapshot> {
+        let module = self.env_module();
+        if module.needs_gc_heap {
+            bail!("an instance with a GC heap cannot be reset");
+        }
+        if !module.passive_elements.is_empty() {
+            bail!("an instance with passive element segments cannot be reset");
+        }
+        let mut memories = Vec::new();
+        for (_, (_, memory)) in self.memories.iter() {
+            memories.push(unsafe { memory.oasis_snapshot(pagemap, keep_resident)? });
+        }
+        let mut tables = Vec::new();
+        for (_, (_, table)) in self.tables.iter() {
+            tables.push(table.oasis_snapshot()?);
+        }
+        Ok(OasisInstanceSnapshot {
+            memories,
+            tables,
+            globals: self.oasis_vmctx_bytes(self.oasis_global_bytes()),
+            runtime_data_lengths: self.oasis_vmctx_bytes(self.oasis_runtime_data_bytes()),
+        })
+    }
+
+    /// Puts this instance back to `snap`, its own snapshot. On an error the
+    /// instance is in no defined state and must not run again.
+    ///
+    /// # Safety
+    ///
+    /// No wasm code of this instance may be running.
+    pub(crate) unsafe fn oasis_restore(
+        mut self: Pin<&mut Self>,
+        snap: &OasisInstanceSnapshot,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: crate::runtime::vm::HostAlignedByteCount,
+        tunables: &wasmtime_environ::MemoryTunables<'_>,
+    ) -> Result<()> {
+        let memories: Vec<DefinedMemoryIndex> = self.memories.keys().collect();
+        assert_eq!(memories.len(), snap.memories.len());
+        for (index, memory_snap) in memories.into_iter().zip(&snap.memories) {
+            let memory = &mut self.as_mut().memories_mut()[index].1;
+            unsafe { memory.oasis_restore(memory_snap, pagemap, keep_resident, tunables)? };
+            let definition = memory.vmmemory();
+            self.set_memory(index, definition);
+        }
+        let tables: Vec<DefinedTableIndex> = self.tables.keys().collect();
+        assert_eq!(tables.len(), snap.tables.len());
+        for (index, table_snap) in tables.into_iter().zip(&snap.tables) {
+            let table = &mut self.as_mut().tables_mut()[index].1;
+            table.oasis_restore(table_snap)?;
+            let definition = table.vmtable();
+            self.as_mut().set_table(index, definition);
+        }
+        self.oasis_set_vmctx_bytes(self.oasis_global_bytes(), &snap.globals);
+        self.oasis_set_vmctx_bytes(self.oasis_runtime_data_bytes(), &snap.runtime_data_lengths);
+        Ok(())
+    }
+}

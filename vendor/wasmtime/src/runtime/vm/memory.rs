@@ -230,6 +230,87 @@ impl MemoryBase {
     }
 }
 
+/// OASIS PATCH (vendor/README.md): a linear memory as its instantiation
+/// left it: its size and the pages that differ from a clean slot.
+pub(crate) struct OasisMemorySnapshot {
+    byte_size: usize,
+    pages: Vec<(usize, Vec<u8>)>,
+}
+
+impl Memory {
+    /// OASIS PATCH: records this memory's state (see [`OasisMemorySnapshot`]).
+    ///
+    /// # Safety
+    ///
+    /// No code may be running in this memory.
+    pub(crate) unsafe fn oasis_snapshot(
+        &self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+    ) -> Result<OasisMemorySnapshot> {
+        let Memory::Local(m) = self else {
+            bail!("a shared memory cannot be reset")
+        };
+        let Some(slot) = &m.memory_image else {
+            bail!("a memory outside the pooling allocator's slots cannot be reset")
+        };
+        if m.memory_may_move {
+            bail!("a movable memory cannot be reset");
+        }
+        Ok(OasisMemorySnapshot {
+            byte_size: m.alloc.byte_size(),
+            pages: unsafe { slot.oasis_changed_pages(pagemap, keep_resident) },
+        })
+    }
+
+    /// OASIS PATCH: puts this memory back to `snap`: the slot reset as for a
+    /// new instance (pages written since rewritten or decommitted), sized
+    /// and filled as the instantiation left it.
+    ///
+    /// # Safety
+    ///
+    /// No code may be running in this memory, and `snap` must be this
+    /// memory's own snapshot. The owning instance's `VMMemoryDefinition`
+    /// must be updated afterwards.
+    pub(crate) unsafe fn oasis_restore(
+        &mut self,
+        snap: &OasisMemorySnapshot,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        tunables: &MemoryTunables<'_>,
+    ) -> Result<()> {
+        use crate::runtime::vm::sys::vm::{decommit_pages, iovec};
+        let Memory::Local(m) = self else {
+            bail!("a shared memory cannot be reset")
+        };
+        let ty = m.ty;
+        let Some(slot) = m.memory_image.as_mut() else {
+            bail!("a memory outside the pooling allocator's slots cannot be reset")
+        };
+        let image = slot.oasis_image();
+        let mut decommit = Vec::new();
+        slot.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+            decommit.push(iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            })
+        })?;
+        if !decommit.is_empty() {
+            // SAFETY: the ranges are within this slot, which nothing uses.
+            unsafe { decommit_pages(&decommit)? };
+        }
+        slot.instantiate(snap.byte_size, image.as_ref(), &ty, tunables)?;
+        m.alloc.set_byte_size(snap.byte_size);
+        let base = slot.oasis_base();
+        for (offset, bytes) in &snap.pages {
+            // SAFETY: the page was within the accessible size recorded,
+            // which the slot is accessible up to again.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(*offset), bytes.len()) };
+        }
+        Ok(())
+    }
+}
+
 /// Representation of a runtime wasm linear memory.
 pub enum Memory {
     Local(LocalMemory),

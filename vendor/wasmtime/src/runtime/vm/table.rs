@@ -208,6 +208,38 @@ pub struct DynamicContTable {
     maximum: Option<usize>,
 }
 
+/// OASIS PATCH (vendor/README.md): a function table's size and elements,
+/// as its instance's instantiation left them.
+pub(crate) struct OasisTableSnapshot {
+    size: usize,
+    elements: Vec<MaybeTaggedFuncRef>,
+}
+
+impl Table {
+    /// OASIS PATCH: records this table (function tables only).
+    pub(crate) fn oasis_snapshot(&self) -> Result<OasisTableSnapshot> {
+        if self.element_type() != TableElementType::Func {
+            bail!("only function tables can be reset");
+        }
+        let (elements, _) = self.funcrefs();
+        Ok(OasisTableSnapshot {
+            size: elements.len(),
+            elements: elements.to_vec(),
+        })
+    }
+
+    /// OASIS PATCH: puts this table back to `snap` (its own snapshot). A
+    /// table that grew since is not put back (an error).
+    pub(crate) fn oasis_restore(&mut self, snap: &OasisTableSnapshot) -> Result<()> {
+        if self.element_type() != TableElementType::Func || self.size() != snap.size {
+            bail!("the table changed size since its snapshot");
+        }
+        let (elements, _) = self.funcrefs_mut();
+        elements.copy_from_slice(&snap.elements);
+        Ok(())
+    }
+}
+
 /// Represents an instance's table.
 pub enum Table {
     /// A "static" table where storage space is managed externally, currently

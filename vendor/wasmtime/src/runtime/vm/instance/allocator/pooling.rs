@@ -230,6 +230,15 @@ pub struct PoolingInstanceAllocator {
     config: PoolingAllocationConfig,
 }
 
+impl PoolingInstanceAllocator {
+    /// OASIS PATCH (vendor/README.md): what a memory reset in place uses, as
+    /// the pool's own reset does: the `PAGEMAP_SCAN` handle and the bytes
+    /// kept resident.
+    pub(crate) fn oasis_reset_params(&self) -> (Option<&PageMap>, crate::runtime::vm::HostAlignedByteCount) {
+        (self.pagemap.as_ref(), self.memories.keep_resident)
+    }
+}
+
 impl Drop for PoolingInstanceAllocator {
     fn drop(&mut self) {
         if !cfg!(debug_assertions) {
