@@ -14,10 +14,20 @@
 //! request. A [`Policy`] that exists is one that has served a request.
 //!
 //! Scoring ([`Policy::score`]) builds the columnar batch the policy declared
-//! ([`Policy::batch`]) and calls it ([`Policy::call`]): a fresh store and
-//! instance from the pre-instantiated template, run under the policy's
-//! [`Limits`], dropped afterwards. No state leaks from one request into the
-//! next, and no lock is held while guest code runs.
+//! ([`Policy::batch`]) and calls it ([`Policy::call`]) under the policy's
+//! [`Limits`], on an instance in the state a fresh instantiation leaves: an
+//! idle one put back to that state after its last call, or a fresh store
+//! and instance from the pre-instantiated template (recorded with
+//! `Store::oasis_snapshot` for its resets). After a successful call the
+//! instance is reset (`Store::oasis_reset`, the vendored wasmtime patch:
+//! memories, tables, globals, component state) and kept idle; after a
+//! failure, or when the reset refuses, it is dropped. Why: a new instance
+//! and its drop were ~40 µs of a request's ~350 µs of server CPU under load,
+//! the reset ~10 (docs/performance.md). With
+//! [`RuntimeConfig::reset_instances`](crate::RuntimeConfig::reset_instances)
+//! off every call gets a fresh instance, dropped afterwards. Either way no
+//! state leaks from one request into the next, and no lock is held while
+//! guest code runs.
 //!
 //! Opt-in, per policy: [`Limits::reuse_instance_calls`] > 1 keeps up to
 //! [`Limits::MAX_IDLE_INSTANCES`] instances (store + instance) of the
