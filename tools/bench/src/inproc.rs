@@ -100,8 +100,12 @@ pub struct E2eRow {
 pub struct InProc {
     /// Per policy and size.
     pub calls: Vec<CallRow>,
-    /// Baseline component on 0 candidates: fresh instance + empty call, µs.
+    /// Baseline component on 0 candidates: an instance in its state after
+    /// instantiation (an idle one reset after its last call, as `oasis
+    /// serve` runs them) + empty call, µs.
     pub isolation_us: f64,
+    /// The same on a fresh instance per call (`--fresh-instances`), µs.
+    pub fresh_isolation_us: f64,
     /// Baseline natively on 0 candidates, µs.
     pub native_empty_us: f64,
     /// End to end, guarded-boost.
@@ -187,6 +191,24 @@ pub fn run(root: &Path, wasm_dir: &Path, quick: bool) -> anyhow::Result<InProc> 
     bp.call(&batch).map_err(|e| anyhow::anyhow!("{e}"))?;
     out.isolation_us = time(|| {
         bp.call(&batch).expect("empty call");
+    });
+    // The same with a fresh instance per call (`oasis serve --fresh-instances`).
+    let fresh_runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        reset_instances: false,
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fresh = Policy::load_file(
+        &fresh_runtime,
+        &component(wasm_dir, "baseline"),
+        &manifest_settings(root, "baseline")?,
+        limits(),
+    )
+    .map_err(|e| anyhow::anyhow!("loading baseline: {e}"))?;
+    let fresh_batch = fresh.batch(&req);
+    out.fresh_isolation_us = time(|| {
+        fresh.call(&fresh_batch).expect("empty call");
     });
     let nb = bn.batch(&req);
     out.native_empty_us = time(|| {
