@@ -1,5 +1,5 @@
 //! The in-process figures: each example policy natively vs as a component
-//! (fresh instance per call) at 100, 300 and 1000 candidates × 30
+//! (an instance reset after each call, as `oasis serve` runs them) at 100, 300 and 1000 candidates × 30
 //! features; the isolation overhead alone; the server's pipeline end to end
 //! for JSON and gRPC; and the tactics that can be measured in process.
 //!
@@ -68,7 +68,8 @@ pub struct CallRow {
     pub n: usize,
     /// Native call (copy into the SDK's types + score + output check), µs.
     pub native_us: f64,
-    /// `oasis::Policy::call`: fresh instance + lift + score + checks, µs.
+    /// `oasis::Policy::call`: instance (reset after its last call) + lift +
+    /// score + checks, µs.
     pub wasm_us: f64,
     /// Single component calls: p50 and p99 of 201, µs.
     pub wasm_p50_us: f64,
@@ -87,7 +88,7 @@ pub struct E2eRow {
     pub n: usize,
     /// Decode (JSON parse / protobuf decode + conversion) + validate, µs.
     pub decode_us: f64,
-    /// The policy's call (batch + fresh instance + call), µs.
+    /// The policy's call (batch + instance + call), µs.
     pub call_us: f64,
     /// Decode → validate → batch → call → encoded response, µs.
     pub total_us: f64,
@@ -454,7 +455,7 @@ fn tactics(root: &Path, wasm_dir: &Path, bodies: &[(usize, Vec<u8>)]) -> anyhow:
     let _ = writeln!(
         s,
         "Engine configuration (own wasmtime engine with the host's bindings; \
-         fresh instance + score per call; best mean of 7):\n"
+         instance + score per call; best mean of 7):\n"
     );
     let _ = writeln!(
         s,

@@ -3,7 +3,7 @@
 //!
 //! 1. per example policy, the policy compiled natively (its crate linked in
 //!    as a library) vs the same policy as a component through
-//!    `oasis::Policy::call` with a fresh instance, at 100, 300 and 1000
+//!    `oasis::Policy::call` (an instance reset after each call), at 100, 300 and 1000
 //!    candidates × 30 features, as a ratio;
 //! 2. the isolation overhead alone (the baseline component on an empty
 //!    slate: instantiate + call);
@@ -318,7 +318,7 @@ fn report(
         s,
         "native = the policy crate as a Rust library on the columnar request the host sends \
          (copied into the SDK's types) + the contract's output check; component = \
-         `oasis::Policy::call` (fresh instance from the pool + lift + score + checks). \
+         `oasis::Policy::call` (an instance reset after its last call + lift + score + checks). \
          Best mean of 7 rounds.\n"
     );
     let _ = writeln!(
@@ -531,7 +531,7 @@ fn evaluate(ip: &inproc::InProc, sv: Option<&serving::Serving>) -> Vec<targets::
                     format!(
                         "median of {} interleaved pairs ({}); in that pair the server's CPU per \
                          request was {} us (Oasis) vs {} us (native), its reported time {} vs \
-                         {} us: the difference is the component call (fresh instance, copy in, \
+                         {} us: the difference is the component call (instance reset, copy in, \
                          wasm) plus the chain, metrics and logs, on 2 cores shared with the \
                          client (load average {})",
                         pairs.len(),

@@ -118,7 +118,7 @@ pub fn policy_call(policy: &str, native_us: f64, wasm_us: f64, isolation_us: f64
             let per_call = wasm_us - native_us;
             format!(
                 "component costs {per_call:.1} us more than native: {isolation_us:.1} us is the \
-                 fresh instance + empty call, {:.1} us grows with the request (copying columns \
+                 instance reset + empty call, {:.1} us grows with the request (copying columns \
                  into guest memory, wasm code vs native)",
                 per_call - isolation_us
             )

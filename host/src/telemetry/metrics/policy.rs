@@ -204,7 +204,7 @@ impl PolicyFamilies {
         );
         registry.register(
             "policy_latency_seconds",
-            "Policy call latency (fresh instance + run)",
+            "Policy call latency (instance as instantiated + run)",
             f.latency.clone(),
         );
         registry.register(
