@@ -852,8 +852,6 @@ impl Template {
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(self.limits.transfer_bytes());
         // Check the call's clocks every tick (see `CallClock`).
-        let (deadline, ceiling) = self.clocks();
-        store.data_mut().clock.arm(deadline, ceiling);
         store.epoch_deadline_callback(|mut ctx| {
             Ok(if ctx.data_mut().clock.check() {
                 wasmtime::UpdateDeadline::Continue(1)
@@ -861,12 +859,7 @@ impl Template {
                 wasmtime::UpdateDeadline::Interrupt
             })
         });
-        store.set_epoch_deadline(1);
-        if self.runtime.measures_fuel() {
-            store
-                .set_fuel(self.fuel_budget())
-                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        }
+        self.arm(&mut store)?;
         Ok(store)
     }
 
@@ -945,15 +938,22 @@ impl Template {
             return self.fresh(label, timestamp_ms, seed);
         };
         warm.store.data_mut().begin_call(timestamp_ms, seed);
+        self.arm(&mut warm.store)?;
+        Ok(warm)
+    }
+
+    /// Arms `store` for a call: its deadline clocks, epoch deadline and,
+    /// when measured, fuel.
+    fn arm(&self, store: &mut Store<CallState>) -> Result<(), CallError> {
         let (deadline, ceiling) = self.clocks();
-        warm.store.data_mut().clock.arm(deadline, ceiling);
-        warm.store.set_epoch_deadline(1);
+        store.data_mut().clock.arm(deadline, ceiling);
+        store.set_epoch_deadline(1);
         if self.runtime.measures_fuel() {
-            warm.store
+            store
                 .set_fuel(self.fuel_budget())
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
-        Ok(warm)
+        Ok(())
     }
 
     /// An idle instance put back to its state after instantiation, with a
@@ -987,16 +987,9 @@ impl Template {
         // instantiation left it.
         let mut state = CallState::new(label.clone(), self.limits.memory_bytes, timestamp_ms, seed);
         state.limiter.peak = peak;
-        let (deadline, ceiling) = self.clocks();
-        state.clock.arm(deadline, ceiling);
         *warm.store.data_mut() = state;
         warm.store.set_hostcall_fuel(self.limits.transfer_bytes());
-        warm.store.set_epoch_deadline(1);
-        if self.runtime.measures_fuel() {
-            warm.store
-                .set_fuel(self.fuel_budget())
-                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        }
+        self.arm(&mut warm.store)?;
         Ok(warm)
     }
 
