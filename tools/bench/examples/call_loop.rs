@@ -7,11 +7,15 @@
 //! WD=/tmp/other-build NS=0,300,1000 cargo run --release -p oasis-bench --example call_loop -- baseline.wasm
 //! ```
 //!
+//! `FRESH=1` gives every call a fresh instance (`--fresh-instances`),
+//! `REUSE=n` reuses one for n calls without a reset, `CALLS=n` sets the
+//! calls per round (2,000).
+//!
 //! For each candidate count in `NS` (default `0,1000`: the bundled example
 //! request's candidates cycled, ids made unique, their own 6 features) and
 //! each component named on the command line (looked up in `WD`, default
 //! `target/guests/wasm32-wasip2/policy`), prints the best mean of 7 rounds
-//! of 2,000 calls, the components' rounds interleaved (`oasis::Policy::call`: fresh instance, call, checks).
+//! of 2,000 calls, the components' rounds interleaved (`oasis::Policy::call`: instance, call, checks).
 //! Run it from the repository root.
 
 use std::path::PathBuf;
@@ -21,10 +25,18 @@ use oasis::request::{self, Validate};
 use oasis::{Limits, Policy, Runtime, RuntimeConfig};
 
 fn main() -> anyhow::Result<()> {
+    // FRESH=1: a fresh instance per call instead of a reset one
+    // (`oasis serve --fresh-instances`).
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        reset_instances: std::env::var_os("FRESH").is_none(),
         ..RuntimeConfig::default()
     })?;
+    // CALLS=n: calls per round (2,000; fewer for a Python component).
+    let calls: u32 = std::env::var("CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let dir = PathBuf::from(
         std::env::var("WD").unwrap_or_else(|_| "target/guests/wasm32-wasip2/policy".into()),
     );
@@ -72,12 +84,12 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..7 {
             for (name, policy, batch, best) in &mut loaded {
                 let started = Instant::now();
-                for _ in 0..2000 {
+                for _ in 0..calls {
                     policy
                         .call(batch)
                         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
                 }
-                *best = best.min(started.elapsed().as_secs_f64() / 2000.0 * 1e6);
+                *best = best.min(started.elapsed().as_secs_f64() / f64::from(calls) * 1e6);
             }
         }
         for (name, _, _, best) in &loaded {
