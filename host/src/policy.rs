@@ -967,7 +967,18 @@ impl Template {
     ) -> Result<Warm, CallError> {
         let Some(mut warm) = self.pop_idle() else {
             let mut warm = self.fresh(label, timestamp_ms, seed)?;
-            match warm.store.oasis_snapshot() {
+            // A component whose instantiation used WASI (a constructor that
+            // read randomness or the clock, seeded and frozen from this
+            // request) would carry this request's values in its snapshot
+            // to every later request on the instance: never reset.
+            let snapshot = if warm.store.data().wasi_used() {
+                Err(wasmtime::format_err!(
+                    "its instantiation used WASI (randomness, clocks or streams of the request)"
+                ))
+            } else {
+                warm.store.oasis_snapshot()
+            };
+            match snapshot {
                 Ok(snapshot) => {
                     let peak = warm.store.data().limiter.peak;
                     warm.reset = Some((snapshot, peak));

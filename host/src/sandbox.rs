@@ -98,6 +98,12 @@ impl CallState {
         self.limiter.refused = None;
     }
 
+    /// Whether the guest has made a WASI call with this sandbox (its WASI
+    /// context, seeded and clocked from the request, was built).
+    pub(crate) fn wasi_used(&self) -> bool {
+        self.wasi.is_some()
+    }
+
     /// Forwards captured stdout/stderr to the host log and returns stderr's
     /// text (where a Rust panic message lands): what this call added.
     pub(crate) fn drain_stdio(&mut self) -> String {

@@ -16,7 +16,7 @@ const STATEFUL: &str = r#"
 (component
   (core module $m
     (global $g (mut i32) (i32.const 0))
-    (memory 1 8)
+    (memory 1 128)
     (table $t 2 funcref)
     (data $d "\2a\2b\2c")
     (func $zero (result i32) (i32.const 0))
@@ -51,6 +51,22 @@ const STATEFUL: &str = r#"
     ;; Grows the table by one slot.
     (func (export "grow-table") (result i32) (table.grow $t (ref.null func) (i32.const 1)))
     (func (export "trap") (result i32) unreachable)
+    ;; Grows memory to 100 pages (6.4 MiB: past the 4 MiB a reset keeps
+    ;; resident, so part of it is decommitted) and writes 1 to the first
+    ;; byte of every 4 KiB page; the number of 4 KiB pages that already
+    ;; held a 1.
+    (func (export "fill") (result i32)
+      (local $p i32) (local $end i32) (local $stale i32)
+      (drop (memory.grow (i32.sub (i32.const 100) (memory.size))))
+      (local.set $end (i32.mul (memory.size) (i32.const 65536)))
+      (block $done
+        (loop $next
+          (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+          (local.set $stale (i32.add (local.get $stale) (i32.load8_u (local.get $p))))
+          (i32.store8 (local.get $p) (i32.const 1))
+          (local.set $p (i32.add (local.get $p) (i32.const 4096)))
+          (br $next)))
+      (local.get $stale))
   )
   (core instance $i (instantiate $m))
   (func (export "bump") (result u32) (canon lift (core func $i "bump")))
@@ -63,6 +79,7 @@ const STATEFUL: &str = r#"
   (func (export "set-slot") (result u32) (canon lift (core func $i "set-slot")))
   (func (export "grow-table") (result u32) (canon lift (core func $i "grow-table")))
   (func (export "trap") (result u32) (canon lift (core func $i "trap")))
+  (func (export "fill") (result u32) (canon lift (core func $i "fill")))
 )
 "#;
 
@@ -158,10 +175,146 @@ fn a_reset_puts_table_slots_back_and_refuses_a_grown_table() {
     assert!(format!("{err:#}").contains("table"), "{err:#}");
 }
 
+/// 6.4 MiB written, more than the 4 MiB a reset keeps resident: what is
+/// past it is decommitted, and none of it is found again.
+#[test]
+fn a_reset_after_writing_past_the_resident_budget_leaves_nothing() {
+    let mut p = Probe::new();
+    for round in 0..3 {
+        assert_eq!(
+            p.call("fill").unwrap(),
+            0,
+            "round {round} found earlier writes"
+        );
+        assert_eq!(p.call("size").unwrap(), 100);
+        p.reset().unwrap();
+        assert_eq!(p.call("size").unwrap(), 1);
+    }
+}
+
+/// A snapshot puts back only the store it was taken of.
+#[test]
+fn a_snapshot_of_another_store_is_refused() {
+    let mut a = Probe::new();
+    let b = Probe::new();
+    let err = a
+        .store
+        .oasis_reset(&b.snapshot)
+        .expect_err("another store's snapshot");
+    assert!(format!("{err:#}").contains("another store"), "{err:#}");
+    a.reset().unwrap();
+}
+
 #[test]
 fn a_store_whose_instance_trapped_is_not_reset() {
     let mut p = Probe::new();
     assert!(p.call("trap").is_err());
     let err = p.reset().expect_err("a trapped store cannot be reset");
     assert!(format!("{err:#}").contains("trapped"), "{err:#}");
+}
+
+/// The `init_random` a call of the `init-random` guest reports for a
+/// request with `seed`.
+fn init_random(policy: &oasis::Policy, seed: u64) -> f64 {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&crate::harness::example_body()).unwrap();
+    body["context"]["seed"] = seed.into();
+    let body = serde_json::to_vec(&body).unwrap();
+    let out = crate::harness::score(policy, &body).unwrap();
+    let debug = out.decisions.debug.iter().find(|d| d.name == "init_random");
+    debug.expect("the guest reports init_random").value
+}
+
+/// A component whose instantiation reads the sandbox's randomness (seeded
+/// from the request) is not reset: a snapshot taken after one request's
+/// instantiation would give that request's value to every later request on
+/// the instance. Each request sees its own, as with a fresh instance.
+#[test]
+fn an_instance_whose_instantiation_used_wasi_is_not_reset() {
+    let policy = crate::harness::load(oasis_test_components::INIT_RANDOM, "{}").unwrap();
+    let first = init_random(&policy, 1);
+    let second = init_random(&policy, 2);
+    assert_ne!(
+        first, second,
+        "the second request saw the first one's instantiation"
+    );
+    assert_eq!(
+        init_random(&policy, 1),
+        first,
+        "the same seed, the same value"
+    );
+    assert_eq!(policy.idle_instances(), 0, "nothing is kept");
+}
+
+/// A component whose start function writes memory: `$pages` 4 KiB pages
+/// from address 0, byte 100 set to 7 (in the first page).
+fn started(pages: u32) -> String {
+    format!(
+        r#"
+(component
+  (core module $m
+    (memory 128 128)
+    (func $start
+      (local $p i32)
+      (block $done
+        (loop $next
+          (br_if $done (i32.ge_u (local.get $p) (i32.const {end})))
+          (i32.store8 (local.get $p) (i32.const 3))
+          (local.set $p (i32.add (local.get $p) (i32.const 4096)))
+          (br $next)))
+      (i32.store8 (i32.const 100) (i32.const 7)))
+    (start $start)
+    (func (export "poke") (result i32)
+      (i32.store8 (i32.const 100) (i32.add (i32.load8_u (i32.const 100)) (i32.const 1)))
+      (i32.load8_u (i32.const 100)))
+  )
+  (core instance $i (instantiate $m))
+  (func (export "poke") (result u32) (canon lift (core func $i "poke")))
+)
+"#,
+        end = pages * 4096
+    )
+}
+
+fn instantiate(wat: &str) -> (Store<()>, wasmtime::component::Instance) {
+    let engine = crate::harness::runtime().engine();
+    let component = Component::new(engine, wat::parse_str(wat).unwrap()).unwrap();
+    let mut store = Store::new(engine, ());
+    store.set_epoch_deadline(1 << 40);
+    let instance = Linker::new(engine)
+        .instantiate(&mut store, &component)
+        .unwrap();
+    (store, instance)
+}
+
+/// What instantiation wrote (a start function's writes) is part of the
+/// snapshot and comes back with every reset.
+#[test]
+fn a_reset_puts_back_what_instantiation_wrote() {
+    let (mut store, instance) = instantiate(&started(4));
+    let snapshot = store.oasis_snapshot().unwrap();
+    let poke: TypedFunc<(), (u32,)> = instance.get_typed_func(&mut store, "poke").unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            poke.call(&mut store, ()).unwrap().0,
+            8,
+            "7 from the start function, + 1"
+        );
+        store.oasis_reset(&snapshot).unwrap();
+    }
+}
+
+/// A snapshot keeps a copy of what instantiation wrote, outside the
+/// guest's memory limit: more than a reset keeps resident (4 MiB) is
+/// refused, and the host then gives the policy fresh instances.
+#[test]
+fn a_snapshot_of_an_instantiation_that_wrote_megabytes_is_refused() {
+    let (mut store, _) = instantiate(&started(1200));
+    let Err(err) = store.oasis_snapshot() else {
+        panic!("4.8 MB written at instantiation: the snapshot must be refused");
+    };
+    assert!(
+        format!("{err:#}").contains("more than a reset keeps resident"),
+        "{err:#}"
+    );
 }

@@ -2704,6 +2704,9 @@ mod tests {
 /// data segment lengths, component instance flags and handle tables. See
 /// [`Store::oasis_snapshot`].
 pub struct OasisStoreSnapshot {
+    /// The store it was taken of: its table elements point into that
+    /// store's instances.
+    store: StoreId,
     core: Vec<(InstanceId, crate::runtime::vm::OasisInstanceSnapshot)>,
     #[cfg(feature = "component-model")]
     components: Vec<(crate::component::ComponentInstanceId, Vec<u8>)>,
@@ -2747,6 +2750,7 @@ impl<T> Store<T> {
             out
         };
         Ok(OasisStoreSnapshot {
+            store: store.id(),
             core,
             #[cfg(feature = "component-model")]
             components,
@@ -2764,6 +2768,9 @@ impl<T> Store<T> {
     /// instance, a table that grew, a resource handle still held.
     pub fn oasis_reset(&mut self, snapshot: &OasisStoreSnapshot) -> Result<()> {
         let store = &mut self.inner;
+        if store.id() != snapshot.store {
+            bail!("the snapshot is of another store");
+        }
         #[cfg(feature = "component-model")]
         store.component_data().oasis_check_resettable()?;
         if store.instances.len() != snapshot.instances {

@@ -741,6 +741,13 @@ impl MemoryImageSlot {
         out[start - offset..end - offset].copy_from_slice(&bytes[start - image_start..end - image_start]);
     }
 
+    /// OASIS PATCH: marks the slot dirty again after a reset in place
+    /// failed between `clear_and_remain_ready` and `instantiate`, so that
+    /// its deallocation resets it as usual (and does not assert).
+    pub(crate) fn oasis_mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     /// OASIS PATCH: the image this slot holds, if any.
     pub(crate) fn oasis_image(&self) -> Option<Arc<MemoryImage>> {
         self.image.clone()

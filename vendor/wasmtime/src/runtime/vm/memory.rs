@@ -257,9 +257,16 @@ impl Memory {
         if m.memory_may_move {
             bail!("a movable memory cannot be reset");
         }
+        let pages = unsafe { slot.oasis_changed_pages(pagemap, keep_resident) };
+        // Host memory outside the guest's limit, rewritten on every reset:
+        // at most what the pool keeps resident per slot.
+        let bytes: usize = pages.iter().map(|(_, p)| p.len()).sum();
+        if bytes > keep_resident.byte_count() {
+            bail!("its instantiation wrote {bytes} bytes of memory, more than a reset keeps resident");
+        }
         Ok(OasisMemorySnapshot {
             byte_size: m.alloc.byte_size(),
-            pages: unsafe { slot.oasis_changed_pages(pagemap, keep_resident) },
+            pages,
         })
     }
 
@@ -295,11 +302,19 @@ impl Memory {
                 iov_len: len,
             })
         })?;
-        if !decommit.is_empty() {
-            // SAFETY: the ranges are within this slot, which nothing uses.
-            unsafe { decommit_pages(&decommit)? };
+        let ready = (|| {
+            if !decommit.is_empty() {
+                // SAFETY: the ranges are within this slot, which nothing uses.
+                unsafe { decommit_pages(&decommit)? };
+            }
+            slot.instantiate(snap.byte_size, image.as_ref(), &ty, tunables)
+        })();
+        if let Err(e) = ready {
+            // The store is dropped after a failed reset: its deallocation
+            // must find the slot dirty, as after any use.
+            slot.oasis_mark_dirty();
+            return Err(e);
         }
-        slot.instantiate(snap.byte_size, image.as_ref(), &ty, tunables)?;
         m.alloc.set_byte_size(snap.byte_size);
         let base = slot.oasis_base();
         for (offset, bytes) in &snap.pages {
