@@ -1016,6 +1016,9 @@ impl Template {
             tracing::debug!(error = %format!("{e:#}"), "instance not reset; dropped");
             return;
         }
+        // What the call left on the host side (its output pipes, its WASI
+        // context) is dropped now, not when the instance is next used.
+        warm.store.data_mut().release();
         self.push_idle(warm);
     }
 

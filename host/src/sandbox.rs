@@ -98,6 +98,16 @@ impl CallState {
         self.limiter.refused = None;
     }
 
+    /// Drops what a finished call left here: its WASI context and its
+    /// stdout/stderr pipes (their contents were forwarded by
+    /// [`CallState::drain_stdio`]), for an instance kept idle after a reset.
+    pub(crate) fn release(&mut self) {
+        self.wasi = None;
+        self.stdio = None;
+        self.stdout_seen = 0;
+        self.stderr_seen = 0;
+    }
+
     /// Whether the guest has made a WASI call with this sandbox (its WASI
     /// context, seeded and clocked from the request, was built).
     pub(crate) fn wasi_used(&self) -> bool {
