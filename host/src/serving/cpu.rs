@@ -130,8 +130,10 @@ impl CpuSlot {
             out = &mut call => return out,
             () = tokio::time::sleep(self.slice) => {}
         }
-        drop(self.permit);
+        // Counted before the slot is given up: whoever gets the slot next
+        // (and a metrics scrape after it) sees the demotion that freed it.
         demoted();
+        drop(self.permit);
         call.await
     }
 }
