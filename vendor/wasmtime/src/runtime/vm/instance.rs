@@ -2011,17 +2011,18 @@ impl Instance {
         keep_resident: crate::runtime::vm::HostAlignedByteCount,
         tunables: &wasmtime_environ::MemoryTunables<'_>,
     ) -> Result<()> {
-        let memories: Vec<DefinedMemoryIndex> = self.memories.keys().collect();
-        assert_eq!(memories.len(), snap.memories.len());
-        for (index, memory_snap) in memories.into_iter().zip(&snap.memories) {
+        // Indexed, not collected: this runs after every call.
+        assert_eq!(self.memories.len(), snap.memories.len());
+        for (i, memory_snap) in snap.memories.iter().enumerate() {
+            let index = DefinedMemoryIndex::new(i);
             let memory = &mut self.as_mut().memories_mut()[index].1;
             unsafe { memory.oasis_restore(memory_snap, pagemap, keep_resident, tunables)? };
             let definition = memory.vmmemory();
             self.set_memory(index, definition);
         }
-        let tables: Vec<DefinedTableIndex> = self.tables.keys().collect();
-        assert_eq!(tables.len(), snap.tables.len());
-        for (index, table_snap) in tables.into_iter().zip(&snap.tables) {
+        assert_eq!(self.tables.len(), snap.tables.len());
+        for (i, table_snap) in snap.tables.iter().enumerate() {
+            let index = DefinedTableIndex::new(i);
             let table = &mut self.as_mut().tables_mut()[index].1;
             table.oasis_restore(table_snap)?;
             let definition = table.vmtable();
