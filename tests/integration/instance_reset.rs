@@ -83,8 +83,8 @@ const STATEFUL: &str = r#"
 )
 "#;
 
-/// A store with one instance of [`STATEFUL`] on the runtime's engine (the
-/// pooling allocator `oasis` serves with), and its snapshot.
+/// A store with one instance of [`STATEFUL`] ([`instantiate`]) and its
+/// snapshot.
 struct Probe {
     store: Store<()>,
     instance: wasmtime::component::Instance,
@@ -93,15 +93,7 @@ struct Probe {
 
 impl Probe {
     fn new() -> Probe {
-        let engine = crate::harness::runtime().engine();
-        let bytes = wat::parse_str(STATEFUL).expect("the test component parses");
-        let component = Component::new(engine, &bytes).expect("the test component compiles");
-        let mut store = Store::new(engine, ());
-        // The engine interrupts on epochs (the runtime's ticker): far away.
-        store.set_epoch_deadline(1 << 40);
-        let instance = Linker::new(engine)
-            .instantiate(&mut store, &component)
-            .expect("the test component instantiates");
+        let (mut store, instance) = instantiate(STATEFUL);
         let snapshot = store.oasis_snapshot().expect("a snapshot");
         Probe {
             store,
